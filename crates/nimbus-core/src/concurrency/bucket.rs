@@ -1,0 +1,74 @@
+//! The scale-rate token bucket: a burst of `capacity` new instances, refilled continuously.
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+/// A token bucket refilled at `capacity` tokens per `period`, continuously (Lambda refills its
+/// 1,000-per-10-s scaling budget continuously rather than in steps).
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    capacity: f64,
+    per_nanosecond: f64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+impl TokenBucket {
+    pub(crate) fn new(capacity: u32, period: Duration) -> Self {
+        let capacity = f64::from(capacity);
+        Self {
+            capacity,
+            per_nanosecond: capacity / period.as_nanos() as f64,
+            state: Mutex::new(State {
+                tokens: capacity,
+                refilled_at: Instant::now(),
+            }),
+        }
+    }
+
+    /// Takes one token if there is one. Only cold starts call this, so a mutex is fine.
+    pub(crate) fn try_take(&self) -> bool {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let elapsed = now.saturating_duration_since(state.refilled_at).as_nanos() as f64;
+        state.tokens = (state.tokens + elapsed * self.per_nanosecond).min(self.capacity);
+        state.refilled_at = now;
+        if state.tokens >= 1.0 {
+            state.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_then_continuous_refill() {
+        let bucket = TokenBucket::new(10, Duration::from_secs(10));
+        for _ in 0..10 {
+            assert!(bucket.try_take());
+        }
+        assert!(!bucket.try_take(), "burst spent");
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(!bucket.try_take(), "not yet one token back");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(bucket.try_take(), "one token per second");
+        assert!(!bucket.try_take());
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        for _ in 0..10 {
+            assert!(bucket.try_take());
+        }
+        assert!(!bucket.try_take(), "refill is capped at the burst size");
+    }
+}

@@ -1,0 +1,323 @@
+//! Errors and invocation outcomes: one enum per concern, classified by type, never by string.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+/// An invalid configuration value, caught when the configuration is built.
+///
+/// The message names the field, the rejected value and the allowed range, e.g.
+/// `invalid function config: timeout = 0ns is outside 1ms..=900s`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {scope} config: {field} = {value} is outside {allowed}")]
+pub struct ConfigError {
+    /// Which configuration the field belongs to (`function`, `runtime`, ...).
+    pub scope: &'static str,
+    /// The field's name, as spelled by its `with_*` setter.
+    pub field: &'static str,
+    /// The rejected value, formatted.
+    pub value: String,
+    /// The allowed values, e.g. `128..=10240`.
+    pub allowed: String,
+}
+
+impl ConfigError {
+    /// Builds an error for `field` of the configuration `scope`.
+    pub fn new(
+        scope: &'static str,
+        field: &'static str,
+        value: impl fmt::Debug,
+        allowed: impl Into<String>,
+    ) -> Self {
+        Self {
+            scope,
+            field,
+            value: format!("{value:?}"),
+            allowed: allowed.into(),
+        }
+    }
+}
+
+/// What a handler may say about retrying its failure.
+///
+/// This is a type, so that retry logic never has to match on error strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RetryHint {
+    /// Let the retry policy decide (the default).
+    #[default]
+    Default,
+    /// Do not retry: the event goes straight to the failure path.
+    Never,
+    /// Retry, but not before this delay.
+    After(Duration),
+}
+
+/// The error a handler returns: a function error in Lambda's terms.
+///
+/// Any `std::error::Error` converts into it with `?`; [`FunctionError::msg`] builds one
+/// from text. It deliberately does not implement `std::error::Error` itself (as
+/// `anyhow::Error` does not), which is what makes the blanket conversion possible.
+pub struct FunctionError {
+    error_type: Cow<'static, str>,
+    message: String,
+    retry: RetryHint,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl FunctionError {
+    /// A function error with an error type and a message (Lambda's `errorType` / `errorMessage`).
+    pub fn new(error_type: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self {
+            error_type: error_type.into(),
+            message: message.into(),
+            retry: RetryHint::Default,
+            source: None,
+        }
+    }
+
+    /// A function error of type `Error` with this message.
+    pub fn msg(message: impl Into<String>) -> Self {
+        Self::new("Error", message)
+    }
+
+    /// Marks the error as not retryable: async invocations and mappings send the event to the
+    /// failure path at once.
+    #[must_use]
+    pub fn not_retryable(mut self) -> Self {
+        self.retry = RetryHint::Never;
+        self
+    }
+
+    /// Asks for the next attempt to wait at least `delay`.
+    #[must_use]
+    pub fn retry_after(mut self, delay: Duration) -> Self {
+        self.retry = RetryHint::After(delay);
+        self
+    }
+
+    /// The error type (for a converted Rust error, its type's name).
+    pub fn error_type(&self) -> &str {
+        &self.error_type
+    }
+
+    /// The error message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// What the handler said about retrying.
+    pub fn retry_hint(&self) -> RetryHint {
+        self.retry
+    }
+
+    /// The Rust error this was converted from, if any.
+    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+}
+
+impl<E> From<E> for FunctionError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        let full = std::any::type_name::<E>();
+        // Keep the last path segment ("ParseIntError"), as Lambda's errorType does.
+        let short = full.rsplit("::").next().unwrap_or(full);
+        Self {
+            error_type: Cow::Owned(short.to_owned()),
+            message: error.to_string(),
+            retry: RetryHint::Default,
+            source: Some(Box::new(error)),
+        }
+    }
+}
+
+impl fmt::Debug for FunctionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FunctionError")
+            .field("error_type", &self.error_type)
+            .field("message", &self.message)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl fmt::Display for FunctionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.error_type, self.message)
+    }
+}
+
+/// Why an invocation was throttled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ThrottleReason {
+    /// The function's reserved concurrency (`max_concurrency`) is in use
+    /// (Lambda: `ReservedFunctionConcurrentInvocationLimitExceeded`).
+    FunctionLimit,
+    /// The runtime's unreserved concurrency is in use (Lambda: `ConcurrentInvocationLimitExceeded`).
+    RuntimeLimit,
+    /// A new instance was needed but the function's scale rate is spent for now.
+    ScaleRate,
+}
+
+impl fmt::Display for ThrottleReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::FunctionLimit => "function concurrency limit reached",
+            Self::RuntimeLimit => "runtime concurrency limit reached",
+            Self::ScaleRate => "scale rate exceeded",
+        })
+    }
+}
+
+/// How an instance's init phase failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InitFailure {
+    /// The factory returned an error.
+    Error {
+        /// The error type.
+        error_type: String,
+        /// The error message.
+        message: String,
+    },
+    /// The factory did not finish within the init timeout.
+    Timeout(Duration),
+    /// The factory panicked.
+    Panic(String),
+}
+
+impl fmt::Display for InitFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Error {
+                error_type,
+                message,
+            } => write!(f, "{error_type}: {message}"),
+            Self::Timeout(after) => write!(f, "init timed out after {after:?}"),
+            Self::Panic(message) => write!(f, "init panicked: {message}"),
+        }
+    }
+}
+
+/// Every way an invocation can fail. A function error is one outcome among others, not a crash.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvokeError {
+    /// The handler returned an error.
+    #[error("function error: {0}")]
+    Function(FunctionError),
+    /// The handler did not finish within the function's timeout; the instance was discarded.
+    #[error("function timed out after {0:?}")]
+    Timeout(Duration),
+    /// The handler panicked; the instance was discarded.
+    #[error("function panicked: {0}")]
+    Panic(String),
+    /// A new instance was needed and its init phase failed.
+    #[error("instance init failed: {0}")]
+    Init(InitFailure),
+    /// No capacity: answered at once, never queued.
+    #[error("throttled: {0}")]
+    Throttled(ThrottleReason),
+    /// No function is registered under this name.
+    #[error("no function named `{0}`")]
+    NotFound(String),
+    /// The function exists, but with other event or output types than the caller asked for.
+    #[error("function `{0}` has other event or output types")]
+    WrongType(String),
+    /// The JSON payload could not be decoded into the function's event type, or its output
+    /// could not be encoded.
+    #[error("payload error: {0}")]
+    Payload(String),
+    /// The function can only be invoked with typed events (it was registered without JSON).
+    #[error("function `{0}` takes typed events only")]
+    NotJson(String),
+    /// The runtime is shutting down and accepts no new invocations.
+    #[error("runtime is shutting down")]
+    ShuttingDown,
+    /// The invocation was still running when the shutdown grace period ended.
+    #[error("cancelled by shutdown")]
+    Cancelled,
+}
+
+impl InvokeError {
+    /// The outcome class, for metrics and retry decisions.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Self::Function(_) => OutcomeKind::Error,
+            Self::Timeout(_) => OutcomeKind::Timeout,
+            Self::Panic(_) => OutcomeKind::Panic,
+            Self::Init(_) => OutcomeKind::InitFailure,
+            Self::Throttled(_) => OutcomeKind::Throttled,
+            Self::NotFound(_) | Self::WrongType(_) | Self::NotJson(_) | Self::Payload(_) => {
+                OutcomeKind::Rejected
+            }
+            Self::ShuttingDown | Self::Cancelled => OutcomeKind::Cancelled,
+        }
+    }
+
+    /// A short machine-readable error type, as in Lambda's `errorType`.
+    pub fn error_type(&self) -> &str {
+        match self {
+            Self::Function(e) => e.error_type(),
+            Self::Timeout(_) => "Timeout",
+            Self::Panic(_) => "Panic",
+            Self::Init(_) => "InitFailure",
+            Self::Throttled(_) => "TooManyRequests",
+            Self::NotFound(_) => "ResourceNotFound",
+            Self::WrongType(_) => "WrongType",
+            Self::Payload(_) => "InvalidPayload",
+            Self::NotJson(_) => "NotJson",
+            Self::ShuttingDown => "ShuttingDown",
+            Self::Cancelled => "Cancelled",
+        }
+    }
+}
+
+/// The class of an invocation's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OutcomeKind {
+    /// The handler returned its output.
+    Success,
+    /// The handler returned an error.
+    Error,
+    /// The handler timed out.
+    Timeout,
+    /// The handler panicked.
+    Panic,
+    /// The instance's init failed.
+    InitFailure,
+    /// No capacity.
+    Throttled,
+    /// Rejected before running: unknown function, wrong type, bad payload.
+    Rejected,
+    /// Refused or cancelled by shutdown.
+    Cancelled,
+}
+
+/// Errors from registering or looking up functions.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// The function's configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A function with this name is already registered.
+    #[error("a function named `{0}` is already registered")]
+    Duplicate(String),
+    /// Initialising the provisioned (`min_instances`) instances failed.
+    #[error("provisioning `{name}` failed: {failure}")]
+    Provisioning {
+        /// The function's name.
+        name: String,
+        /// The init failure.
+        failure: InitFailure,
+    },
+    /// The runtime is shutting down.
+    #[error("runtime is shutting down")]
+    ShuttingDown,
+}

@@ -1,0 +1,220 @@
+//! A function's configuration, validated when it is built.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+
+/// Limits of [`FunctionConfig`] fields, as published by AWS Lambda.
+pub mod limits {
+    use std::time::Duration;
+
+    /// Shortest timeout.
+    pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+    /// Longest timeout (Lambda: 900 s).
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(900);
+    /// Smallest memory size in MB.
+    pub const MIN_MEMORY_MB: u32 = 128;
+    /// Largest memory size in MB.
+    pub const MAX_MEMORY_MB: u32 = 10_240;
+    /// Longest init phase (Lambda: 10 s).
+    pub const MAX_INIT_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+/// How fast a function may add instances: a token bucket of `instances` tokens refilled
+/// continuously over `per` (Lambda: 1,000 per 10 s per function).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScaleRate {
+    /// New instances allowed per interval; also the burst size.
+    pub instances: u32,
+    /// The refill interval.
+    pub per: Duration,
+}
+
+impl Default for ScaleRate {
+    fn default() -> Self {
+        Self {
+            instances: 1_000,
+            per: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Billing granularity of the duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BillingGranularity {
+    /// Round up to the next millisecond (Lambda since 2020).
+    #[default]
+    Millisecond,
+    /// Round up to the next 100 ms (Lambda before 2020).
+    HundredMilliseconds,
+}
+
+impl BillingGranularity {
+    /// The rounding unit.
+    pub fn unit(self) -> Duration {
+        match self {
+            Self::Millisecond => Duration::from_millis(1),
+            Self::HundredMilliseconds => Duration::from_millis(100),
+        }
+    }
+}
+
+/// A function's configuration. Build it with the `with_*` setters; it is validated when the
+/// function is registered, and every error names the field and the allowed range.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use nimbus_core::FunctionConfig;
+///
+/// let config = FunctionConfig::default()
+///     .with_timeout(Duration::from_secs(10))
+///     .with_memory_mb(512)
+///     .with_max_concurrency(20);
+/// assert!(config.validate().is_ok());
+///
+/// let err = FunctionConfig::default().with_memory_mb(64).validate().unwrap_err();
+/// assert_eq!(err.field, "memory_mb");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FunctionConfig {
+    /// Longest an invocation may run (1 ms..=900 s, default 3 s).
+    pub timeout: Duration,
+    /// Memory size in MB (128..=10,240, default 128); used by metering.
+    pub memory_mb: u32,
+    /// Reserved concurrency: the hard cap of concurrent invocations, carved out of the runtime's
+    /// limit. `None` (the default) shares the runtime's unreserved pool; `Some(0)` throttles
+    /// every invocation.
+    pub max_concurrency: Option<u32>,
+    /// Provisioned concurrency: instances initialised at registration and never reaped
+    /// (default 0; at most `max_concurrency` when that is set).
+    pub min_instances: u32,
+    /// How long an idle instance is kept warm before it is reaped (1 ms..=24 h, default 5 min).
+    pub idle_timeout: Duration,
+    /// How fast new instances may be created (instances 1..=100,000 per 1 ms..=1 h).
+    pub scale_rate: ScaleRate,
+    /// Longest init phase (1 ms..=10 s, default 10 s).
+    pub init_timeout: Duration,
+    /// Billing granularity (default 1 ms).
+    pub billing: BillingGranularity,
+}
+
+impl Default for FunctionConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(3),
+            memory_mb: 128,
+            max_concurrency: None,
+            min_instances: 0,
+            idle_timeout: Duration::from_secs(300),
+            scale_rate: ScaleRate::default(),
+            init_timeout: limits::MAX_INIT_TIMEOUT,
+            billing: BillingGranularity::default(),
+        }
+    }
+}
+
+impl FunctionConfig {
+    /// Sets the invocation timeout.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the memory size in MB.
+    #[must_use]
+    pub fn with_memory_mb(mut self, memory_mb: u32) -> Self {
+        self.memory_mb = memory_mb;
+        self
+    }
+
+    /// Reserves concurrency for the function and caps it there.
+    #[must_use]
+    pub fn with_max_concurrency(mut self, max: u32) -> Self {
+        self.max_concurrency = Some(max);
+        self
+    }
+
+    /// Keeps this many instances initialised ahead of load.
+    #[must_use]
+    pub fn with_min_instances(mut self, min: u32) -> Self {
+        self.min_instances = min;
+        self
+    }
+
+    /// Sets how long idle instances stay warm.
+    #[must_use]
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Sets the scale rate: `instances` new instances per `per`.
+    #[must_use]
+    pub fn with_scale_rate(mut self, instances: u32, per: Duration) -> Self {
+        self.scale_rate = ScaleRate { instances, per };
+        self
+    }
+
+    /// Sets the init timeout.
+    #[must_use]
+    pub fn with_init_timeout(mut self, init_timeout: Duration) -> Self {
+        self.init_timeout = init_timeout;
+        self
+    }
+
+    /// Sets the billing granularity.
+    #[must_use]
+    pub fn with_billing(mut self, billing: BillingGranularity) -> Self {
+        self.billing = billing;
+        self
+    }
+
+    /// Checks every field against its allowed range.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first field out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field, value: &dyn std::fmt::Debug, allowed: &str| {
+            Err(ConfigError::new("function", field, value, allowed))
+        };
+        if !(limits::MIN_TIMEOUT..=limits::MAX_TIMEOUT).contains(&self.timeout) {
+            return err("timeout", &self.timeout, "1ms..=900s");
+        }
+        if !(limits::MIN_MEMORY_MB..=limits::MAX_MEMORY_MB).contains(&self.memory_mb) {
+            return err("memory_mb", &self.memory_mb, "128..=10240");
+        }
+        if let Some(max) = self.max_concurrency {
+            if self.min_instances > max {
+                return err(
+                    "min_instances",
+                    &self.min_instances,
+                    &format!("0..=max_concurrency ({max})"),
+                );
+            }
+        }
+        if !(Duration::from_millis(1)..=Duration::from_secs(86_400)).contains(&self.idle_timeout) {
+            return err("idle_timeout", &self.idle_timeout, "1ms..=24h");
+        }
+        if !(1..=100_000).contains(&self.scale_rate.instances) {
+            return err(
+                "scale_rate.instances",
+                &self.scale_rate.instances,
+                "1..=100000",
+            );
+        }
+        if !(Duration::from_millis(1)..=Duration::from_secs(3_600)).contains(&self.scale_rate.per)
+        {
+            return err("scale_rate.per", &self.scale_rate.per, "1ms..=1h");
+        }
+        if !(limits::MIN_TIMEOUT..=limits::MAX_INIT_TIMEOUT).contains(&self.init_timeout) {
+            return err("init_timeout", &self.init_timeout, "1ms..=10s");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! The invocation path: admission, permit, instance, guarded run (timeout, panic, shutdown),
+//! settlement and metering.
+//!
+//! The handler runs on the caller's task: no spawn and no channel on the hot path. A no-op
+//! invocation touches a handful of atomics and the pool's mutex twice; timers are created only
+//! if the handler does not finish on its first poll.
+
+use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::FunctionInner;
+use crate::error::{InitFailure, InvokeError, OutcomeKind, ThrottleReason};
+use crate::handler::{Context, Handler, InitContext, Invoker};
+use crate::instance::Lease;
+use crate::metering::{self, UsageReport};
+
+/// Options of one invocation.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct InvokeOptions {
+    /// Who is invoking (default: the host).
+    pub invoker: Invoker,
+    /// The attempt number seen by the handler (default 1).
+    pub attempt: Option<u32>,
+}
+
+impl InvokeOptions {
+    /// Sets who is invoking.
+    #[must_use]
+    pub fn with_invoker(mut self, invoker: Invoker) -> Self {
+        self.invoker = invoker;
+        self
+    }
+
+    /// Sets the attempt number (1 for a first attempt).
+    #[must_use]
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+}
+
+/// The outcome of one invocation and, if a handler ran, its usage report.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Invocation<O> {
+    /// The output, or how the invocation failed.
+    pub result: Result<O, InvokeError>,
+    /// What the invocation used; `None` when no handler ran (throttled, refused, init failed).
+    pub report: Option<UsageReport>,
+}
+
+impl<O> Invocation<O> {
+    fn refused(error: InvokeError) -> Self {
+        Self {
+            result: Err(error),
+            report: None,
+        }
+    }
+}
+
+/// How a guarded run ended.
+enum Ran<T> {
+    Completed(T),
+    Panicked(String),
+    TimedOut,
+    Cancelled,
+}
+
+/// Polls a future inside `catch_unwind`, turning a panic into a value.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.0).poll(cx))) {
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    }
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
+    pub(crate) async fn invoke(&self, event: E, options: InvokeOptions) -> Invocation<O> {
+        let Some(_in_flight) = self.shared.gate.enter() else {
+            return Invocation::refused(InvokeError::ShuttingDown);
+        };
+        let permit = match &self.reserved {
+            Some(limiter) => limiter.try_acquire().ok_or(ThrottleReason::FunctionLimit),
+            None => self
+                .shared
+                .unreserved
+                .try_acquire()
+                .ok_or(ThrottleReason::RuntimeLimit),
+        };
+        let _permit = match permit {
+            Ok(permit) => permit,
+            Err(reason) => {
+                self.counters.throttled(reason);
+                return Invocation::refused(InvokeError::Throttled(reason));
+            }
+        };
+        self.counters.busy_enter();
+        let _busy = BusyGuard(self);
+
+        let (mut lease, init_duration) = match self.pool.take_warm() {
+            Some(lease) => (lease, None),
+            None => {
+                if !self.scale.try_take() {
+                    self.counters.throttled(ThrottleReason::ScaleRate);
+                    return Invocation::refused(InvokeError::Throttled(ThrottleReason::ScaleRate));
+                }
+                match self.init_instance(false).await {
+                    Ok((instance, took)) => {
+                        self.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
+                        (self.pool.lease_new(instance), Some(took))
+                    }
+                    Err(error) => {
+                        self.counters.finished(error.kind(), None);
+                        return Invocation::refused(error);
+                    }
+                }
+            }
+        };
+
+        let request_id = self.shared.next_request_id();
+        let cancel = CancellationToken::new();
+        let start = Instant::now();
+        let ctx = Context {
+            request_id,
+            function_name: self.name.clone(),
+            memory_mb: self.config.memory_mb,
+            deadline: start + self.config.timeout,
+            attempt: options.attempt.unwrap_or(1),
+            invoker: options.invoker,
+            cancel: cancel.clone(),
+        };
+        let ran = self
+            .run_guarded(lease.instance().call(event, ctx), start, &cancel)
+            .await;
+        let duration = start.elapsed();
+
+        let result = self.settle(ran, lease);
+        let kind = match &result {
+            Ok(_) => OutcomeKind::Success,
+            Err(error) => error.kind(),
+        };
+        self.counters.finished(kind, Some(duration));
+        let billed = metering::billed(duration, self.config.billing);
+        self.usage.add(billed);
+        let report = UsageReport {
+            request_id,
+            duration,
+            billed_duration: billed,
+            memory_mb: self.config.memory_mb,
+            init_duration,
+        };
+        tracing::info!(
+            target: "nimbus::report",
+            function = %self.name,
+            request_id = %request_id,
+            outcome = ?kind,
+            duration_us = duration.as_micros() as u64,
+            billed_ms = billed.as_millis() as u64,
+            memory_mb = self.config.memory_mb,
+            init_us = init_duration.map(|d| d.as_micros() as u64),
+            "REPORT"
+        );
+        Invocation {
+            result,
+            report: Some(report),
+        }
+    }
+
+    /// Returns the instance to the pool when it is known to be sound, or lets the lease discard it.
+    fn settle(
+        &self,
+        ran: Ran<Result<O, crate::FunctionError>>,
+        lease: Lease<'_, E, O>,
+    ) -> Result<O, InvokeError> {
+        match ran {
+            Ran::Completed(Ok(output)) => {
+                lease.release();
+                Ok(output)
+            }
+            Ran::Completed(Err(error)) => {
+                lease.release();
+                Err(InvokeError::Function(error))
+            }
+            Ran::Panicked(message) => Err(InvokeError::Panic(message)),
+            Ran::TimedOut => Err(InvokeError::Timeout(self.config.timeout)),
+            Ran::Cancelled => {
+                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+                Err(InvokeError::Cancelled)
+            }
+        }
+    }
+
+    /// Runs the handler's future against the deadline and shutdown.
+    async fn run_guarded<F>(&self, future: F, start: Instant, cancel: &CancellationToken) -> Ran<F::Output>
+    where
+        F: Future + Unpin,
+    {
+        let mut run = CatchUnwind(future);
+        // Fast path: most handlers finish on their first poll, and then no timer is needed.
+        if let Poll::Ready(done) = poll_fn(|cx| Poll::Ready(Pin::new(&mut run).poll(cx))).await {
+            return match done {
+                Ok(output) => Ran::Completed(output),
+                Err(message) => Ran::Panicked(message),
+            };
+        }
+        let deadline = tokio::time::sleep_until(start + self.config.timeout);
+        tokio::pin!(deadline);
+        let mut told_of_shutdown = false;
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut run => return match done {
+                    Ok(output) => Ran::Completed(output),
+                    Err(message) => Ran::Panicked(message),
+                },
+                () = &mut deadline => {
+                    cancel.cancel();
+                    return Ran::TimedOut;
+                }
+                () = self.shared.hard_stop.cancelled() => {
+                    cancel.cancel();
+                    return Ran::Cancelled;
+                }
+                () = self.shared.shutting_down.cancelled(), if !told_of_shutdown => {
+                    // Tell the handler; it keeps running until the grace period ends.
+                    told_of_shutdown = true;
+                    cancel.cancel();
+                }
+            }
+        }
+    }
+
+    /// The init phase of one instance, under the init timeout, with panics caught.
+    pub(crate) async fn init_instance(
+        &self,
+        provisioned: bool,
+    ) -> Result<(Box<dyn Handler<E, O>>, Duration), InvokeError> {
+        let ctx = InitContext {
+            function_name: self.name.clone(),
+            memory_mb: self.config.memory_mb,
+            instance_number: self.instance_seq.fetch_add(1, Ordering::Relaxed),
+            provisioned,
+        };
+        let start = Instant::now();
+        let init = tokio::time::timeout(
+            self.config.init_timeout,
+            CatchUnwind(self.factory.init(ctx)),
+        );
+        let outcome = tokio::select! {
+            biased;
+            outcome = init => outcome,
+            () = self.shared.hard_stop.cancelled() => {
+                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+                return Err(InvokeError::Cancelled);
+            }
+        };
+        let took = start.elapsed();
+        self.usage.add_init(took);
+        match outcome {
+            Ok(Ok(Ok(instance))) => Ok((instance, took)),
+            Ok(Ok(Err(error))) => Err(InvokeError::Init(InitFailure::Error {
+                error_type: error.error_type().to_owned(),
+                message: error.message().to_owned(),
+            })),
+            Ok(Err(message)) => Err(InvokeError::Init(InitFailure::Panic(message))),
+            Err(_elapsed) => Err(InvokeError::Init(InitFailure::Timeout(
+                self.config.init_timeout,
+            ))),
+        }
+    }
+}
+
+/// Counts the invocation out of the function's busy gauge however it ends.
+struct BusyGuard<'a, E, O>(&'a FunctionInner<E, O>);
+
+impl<E, O> Drop for BusyGuard<'_, E, O> {
+    fn drop(&mut self) {
+        self.0.counters.busy_leave();
+    }
+}

@@ -1,0 +1,204 @@
+//! Instances (Lambda's execution environments): a warm pool per function, leases that discard
+//! a broken instance on drop, and the reaper that scales idle instances in.
+//!
+//! The pool is a deque used as a stack: the most recently used instance is reused first, so under
+//! falling load the instances at the front stay idle longest and are the ones reaped. The reaper
+//! sleeps until the oldest idle instance expires, and parks on a notification when there is
+//! nothing it could reap; an idle function costs no wake-ups.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::Handler;
+
+type Instance<E, O> = Box<dyn Handler<E, O>>;
+
+struct Idle<E, O> {
+    instance: Instance<E, O>,
+    since: Instant,
+}
+
+struct PoolState<E, O> {
+    idle: VecDeque<Idle<E, O>>,
+    /// The reaper is parked waiting for a notification (set and read under the lock, so a
+    /// wake-up cannot fall between its check and its wait).
+    reaper_parked: bool,
+}
+
+/// The instances of one function.
+pub(crate) struct Pool<E, O> {
+    state: Mutex<PoolState<E, O>>,
+    /// Instances alive: idle, busy or just initialised.
+    live: AtomicUsize,
+    wake_reaper: Notify,
+}
+
+impl<E, O> std::fmt::Debug for Pool<E, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("live", &self.live())
+            .field("idle", &self.idle())
+            .finish()
+    }
+}
+
+impl<E, O> Default for Pool<E, O> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(PoolState {
+                idle: VecDeque::new(),
+                reaper_parked: false,
+            }),
+            live: AtomicUsize::new(0),
+            wake_reaper: Notify::new(),
+        }
+    }
+}
+
+impl<E, O> Pool<E, O> {
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn idle(&self) -> usize {
+        self.state.lock().idle.len()
+    }
+
+    /// Leases the most recently used idle instance, if any.
+    pub(crate) fn take_warm(&self) -> Option<Lease<'_, E, O>> {
+        let instance = self.state.lock().idle.pop_back()?.instance;
+        Some(Lease {
+            pool: self,
+            instance: Some(instance),
+        })
+    }
+
+    /// Adds a freshly initialised instance, leased to the caller.
+    pub(crate) fn lease_new(&self, instance: Instance<E, O>) -> Lease<'_, E, O> {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            pool: self,
+            instance: Some(instance),
+        }
+    }
+
+    /// Adds a freshly initialised instance straight to the idle pool (provisioning).
+    pub(crate) fn add_idle(&self, instance: Instance<E, O>) {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        self.put_back(instance);
+    }
+
+    fn put_back(&self, instance: Instance<E, O>) {
+        let mut state = self.state.lock();
+        state.idle.push_back(Idle {
+            instance,
+            since: Instant::now(),
+        });
+        if state.reaper_parked {
+            state.reaper_parked = false;
+            self.wake_reaper.notify_one();
+        }
+    }
+
+    fn discard(&self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Drops every idle instance (shutdown, unregister).
+    pub(crate) fn clear(&self) -> usize {
+        let drained: Vec<_> = self.state.lock().idle.drain(..).collect();
+        self.live.fetch_sub(drained.len(), Ordering::Relaxed);
+        drained.len()
+    }
+
+    /// Reaps idle instances until `stop` fires, keeping at least `min` alive.
+    pub(crate) async fn reap(&self, min: usize, idle_timeout: Duration, stop: &CancellationToken) {
+        loop {
+            let next_expiry = {
+                let mut state = self.state.lock();
+                let oldest = state.idle.front().map(|idle| idle.since);
+                match oldest {
+                    Some(since) if self.live() > min => {
+                        state.reaper_parked = false;
+                        Some(since + idle_timeout)
+                    }
+                    _ => {
+                        state.reaper_parked = true;
+                        None
+                    }
+                }
+            };
+            match next_expiry {
+                None => tokio::select! {
+                    () = self.wake_reaper.notified() => {}
+                    () = stop.cancelled() => return,
+                },
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    self.reap_expired(min, idle_timeout);
+                }
+            }
+        }
+    }
+
+    fn reap_expired(&self, min: usize, idle_timeout: Duration) {
+        let now = Instant::now();
+        let mut reaped = Vec::new();
+        {
+            let mut state = self.state.lock();
+            while self.live() > min {
+                match state.idle.front() {
+                    Some(oldest) if oldest.since + idle_timeout <= now => {
+                        if let Some(idle) = state.idle.pop_front() {
+                            reaped.push(idle.instance);
+                        }
+                        self.discard();
+                    }
+                    _ => break,
+                }
+            }
+        }
+        // Instances are dropped outside the lock: their destructors are user code.
+        drop(reaped);
+    }
+}
+
+/// An instance lent to one invocation. Give it back with [`Lease::release`]; dropped any other
+/// way (panic, timeout, cancelled invocation) the instance is discarded, as a crashed execution
+/// environment is.
+pub(crate) struct Lease<'a, E, O> {
+    pool: &'a Pool<E, O>,
+    instance: Option<Instance<E, O>>,
+}
+
+impl<E, O> Lease<'_, E, O> {
+    pub(crate) fn instance(&mut self) -> &mut Instance<E, O> {
+        self.instance
+            .as_mut()
+            .expect("a lease holds its instance until released")
+    }
+
+    /// Returns the instance to the warm pool.
+    pub(crate) fn release(mut self) {
+        if let Some(instance) = self.instance.take() {
+            self.pool.put_back(instance);
+        }
+    }
+}
+
+impl<E, O> Drop for Lease<'_, E, O> {
+    fn drop(&mut self) {
+        if self.instance.take().is_some() {
+            self.pool.discard();
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Metering: what each invocation used, in Lambda's billing terms, and what it would cost.
+//!
+//! Each invocation yields a [`UsageReport`] (Lambda's `REPORT` line) and is logged as one
+//! `tracing` event with target `nimbus::report`. Billed duration is the run time rounded up to
+//! the billing granularity; GB-seconds are memory (GB) × billed seconds. Init time of cold starts
+//! is billed too, as Lambda does since August 2025.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::function::BillingGranularity;
+use crate::handler::RequestId;
+
+/// Prices used for cost estimates; the defaults are Lambda's x86 on-demand prices.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Prices {
+    /// Price of one GB-second of duration.
+    pub per_gb_second: f64,
+    /// Price of one million requests.
+    pub per_million_requests: f64,
+}
+
+impl Default for Prices {
+    fn default() -> Self {
+        Self {
+            per_gb_second: 0.000_016_666_7,
+            per_million_requests: 0.20,
+        }
+    }
+}
+
+impl Prices {
+    /// Prices per GB-second and per million requests.
+    pub fn new(per_gb_second: f64, per_million_requests: f64) -> Self {
+        Self {
+            per_gb_second,
+            per_million_requests,
+        }
+    }
+}
+
+/// What one invocation used: Lambda's `REPORT` line.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct UsageReport {
+    /// The invocation's request id.
+    #[serde(serialize_with = "display")]
+    pub request_id: RequestId,
+    /// How long the handler ran.
+    pub duration: Duration,
+    /// `duration` rounded up to the billing granularity.
+    pub billed_duration: Duration,
+    /// The function's memory size in MB.
+    pub memory_mb: u32,
+    /// The init phase's duration, on a cold start.
+    pub init_duration: Option<Duration>,
+}
+
+fn display<S: serde::Serializer>(v: &RequestId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl UsageReport {
+    /// GB-seconds billed for this invocation (init included).
+    pub fn gb_seconds(&self) -> f64 {
+        let billed = self.billed_duration + self.init_duration.unwrap_or_default();
+        f64::from(self.memory_mb) / 1024.0 * billed.as_secs_f64()
+    }
+}
+
+impl std::fmt::Display for UsageReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "REPORT RequestId: {} Duration: {:.2} ms Billed Duration: {} ms Memory Size: {} MB",
+            self.request_id,
+            self.duration.as_secs_f64() * 1e3,
+            self.billed_duration.as_millis(),
+            self.memory_mb
+        )?;
+        if let Some(init) = self.init_duration {
+            write!(f, " Init Duration: {:.2} ms", init.as_secs_f64() * 1e3)?;
+        }
+        Ok(())
+    }
+}
+
+/// Rounds `duration` up to a whole number of `granularity` units (at least one unit).
+pub(crate) fn billed(duration: Duration, granularity: BillingGranularity) -> Duration {
+    let unit = granularity.unit().as_nanos();
+    let units = duration.as_nanos().div_ceil(unit).max(1);
+    Duration::from_nanos(u64::try_from(units * unit).unwrap_or(u64::MAX))
+}
+
+/// Running totals of a function's usage.
+#[derive(Debug, Default)]
+pub(crate) struct UsageTotals {
+    requests: AtomicU64,
+    billed_nanos: AtomicU64,
+    init_nanos: AtomicU64,
+}
+
+impl UsageTotals {
+    pub(crate) fn add(&self, billed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.billed_nanos.fetch_add(nanos(billed), Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_init(&self, init: Duration) {
+        self.init_nanos.fetch_add(nanos(init), Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, memory_mb: u32, prices: &Prices) -> Usage {
+        let requests = self.requests.load(Ordering::Relaxed);
+        let billed = Duration::from_nanos(self.billed_nanos.load(Ordering::Relaxed));
+        let init = Duration::from_nanos(self.init_nanos.load(Ordering::Relaxed));
+        let gb_seconds = f64::from(memory_mb) / 1024.0 * (billed + init).as_secs_f64();
+        Usage {
+            requests,
+            billed_duration: billed,
+            init_duration: init,
+            gb_seconds,
+            cost: gb_seconds * prices.per_gb_second
+                + requests as f64 / 1e6 * prices.per_million_requests,
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A function's accumulated usage and its estimated cost.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Usage {
+    /// Billed requests (invocations that ran a handler).
+    pub requests: u64,
+    /// Sum of billed durations.
+    pub billed_duration: Duration,
+    /// Sum of init durations (cold starts and provisioned instances).
+    pub init_duration: Duration,
+    /// GB-seconds, init included.
+    pub gb_seconds: f64,
+    /// Estimated cost at the runtime's prices.
+    pub cost: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn billed_duration_rounds_up_to_the_granularity() {
+        let ms = BillingGranularity::Millisecond;
+        let hundred = BillingGranularity::HundredMilliseconds;
+        assert_eq!(billed(Duration::from_micros(1), ms), Duration::from_millis(1));
+        assert_eq!(billed(Duration::ZERO, ms), Duration::from_millis(1));
+        assert_eq!(billed(Duration::from_micros(1_001), ms), Duration::from_millis(2));
+        assert_eq!(billed(Duration::from_millis(2), ms), Duration::from_millis(2));
+        assert_eq!(billed(Duration::from_millis(101), hundred), Duration::from_millis(200));
+        assert_eq!(billed(Duration::from_millis(100), hundred), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn gb_seconds_and_cost() {
+        let totals = UsageTotals::default();
+        // 1,000 invocations of 1 s at 1,024 MB: 1,000 GB-s.
+        for _ in 0..1_000 {
+            totals.add(Duration::from_secs(1));
+        }
+        let usage = totals.snapshot(1024, &Prices::new(0.00001, 0.20));
+        assert_eq!(usage.requests, 1_000);
+        assert!((usage.gb_seconds - 1_000.0).abs() < 1e-9);
+        assert!((usage.cost - (0.01 + 0.0002)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn report_includes_init_in_gb_seconds() {
+        let report = UsageReport {
+            request_id: RequestId(7),
+            duration: Duration::from_millis(10),
+            billed_duration: Duration::from_millis(10),
+            memory_mb: 2048,
+            init_duration: Some(Duration::from_millis(90)),
+        };
+        assert!((report.gb_seconds() - 0.2).abs() < 1e-12);
+        assert!(report.to_string().contains("Init Duration: 90.00 ms"));
+    }
+}

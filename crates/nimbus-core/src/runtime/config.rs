@@ -1,0 +1,110 @@
+//! The runtime's configuration: the shared concurrency limit and prices.
+
+use crate::error::ConfigError;
+use crate::metering::Prices;
+
+/// Runtime-wide settings, validated by [`crate::Runtime::new`].
+///
+/// # Example
+///
+/// ```
+/// use nimbus_core::RuntimeConfig;
+///
+/// let config = RuntimeConfig::default().with_concurrency_limit(50);
+/// assert_eq!(config.effective_min_unreserved(), 5);
+/// let err = RuntimeConfig::default().with_concurrency_limit(0).validate().unwrap_err();
+/// assert_eq!(err.field, "concurrency_limit");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RuntimeConfig {
+    /// Concurrent invocations across all functions (1..=1,000,000, default 1,000; Lambda's
+    /// account limit).
+    pub concurrency_limit: u32,
+    /// Capacity that reservations may never take (default: a tenth of the limit, as Lambda
+    /// keeps 100 of 1,000); at most `concurrency_limit`.
+    pub min_unreserved: Option<u32>,
+    /// Prices for cost estimates.
+    pub prices: Prices,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            concurrency_limit: 1_000,
+            min_unreserved: None,
+            prices: Prices::default(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Sets the runtime-wide concurrency limit.
+    #[must_use]
+    pub fn with_concurrency_limit(mut self, limit: u32) -> Self {
+        self.concurrency_limit = limit;
+        self
+    }
+
+    /// Sets the capacity that must stay unreserved.
+    #[must_use]
+    pub fn with_min_unreserved(mut self, min: u32) -> Self {
+        self.min_unreserved = Some(min);
+        self
+    }
+
+    /// Sets the prices used for cost estimates.
+    #[must_use]
+    pub fn with_prices(mut self, prices: Prices) -> Self {
+        self.prices = prices;
+        self
+    }
+
+    /// The capacity reservations must leave free.
+    pub fn effective_min_unreserved(&self) -> u32 {
+        self.min_unreserved
+            .unwrap_or(self.concurrency_limit / 10)
+    }
+
+    /// Checks every field against its allowed range.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first field out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=1_000_000).contains(&self.concurrency_limit) {
+            return Err(ConfigError::new(
+                "runtime",
+                "concurrency_limit",
+                self.concurrency_limit,
+                "1..=1000000",
+            ));
+        }
+        if self.effective_min_unreserved() > self.concurrency_limit {
+            return Err(ConfigError::new(
+                "runtime",
+                "min_unreserved",
+                self.effective_min_unreserved(),
+                format!("0..=concurrency_limit ({})", self.concurrency_limit),
+            ));
+        }
+        let price_ok = |p: f64| p.is_finite() && p >= 0.0;
+        if !price_ok(self.prices.per_gb_second) {
+            return Err(ConfigError::new(
+                "runtime",
+                "prices.per_gb_second",
+                self.prices.per_gb_second,
+                "a finite price >= 0",
+            ));
+        }
+        if !price_ok(self.prices.per_million_requests) {
+            return Err(ConfigError::new(
+                "runtime",
+                "prices.per_million_requests",
+                self.prices.per_million_requests,
+                "a finite price >= 0",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,451 @@
+//! The [`Runtime`]: the registry of functions, the runtime-wide concurrency limit and its
+//! reservations, request ids, and graceful shutdown.
+
+mod config;
+mod gate;
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::RuntimeConfig;
+pub(crate) use gate::Gate;
+
+use crate::concurrency::Limiter;
+use crate::error::{ConfigError, InvokeError, RegisterError};
+use crate::function::{Function, FunctionConfig, FunctionHandle, FunctionInner, JsonCodec};
+use crate::handler::{Invoker, RequestId};
+use crate::metering::Usage;
+use crate::metrics::FunctionMetrics;
+
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// State shared by the runtime and every function.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: RuntimeConfig,
+    /// The pool of functions without reserved concurrency.
+    pub(crate) unreserved: Limiter,
+    reserved_total: parking_lot::Mutex<u64>,
+    pub(crate) gate: Gate,
+    /// Fires when shutdown begins: contexts' tokens fire, reapers stop.
+    pub(crate) shutting_down: CancellationToken,
+    /// Fires when the grace period ends: running invocations are dropped.
+    pub(crate) hard_stop: CancellationToken,
+    pub(crate) cancelled: AtomicU64,
+    request_prefix: u64,
+    request_seq: AtomicU64,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Shared {
+    pub(crate) fn next_request_id(&self) -> RequestId {
+        let seq = self.request_seq.fetch_add(1, Ordering::Relaxed);
+        RequestId(u128::from(self.request_prefix) << 64 | u128::from(seq))
+    }
+
+    /// Carves `amount` out of the unreserved pool, keeping the configured minimum free.
+    fn reserve(&self, amount: u32) -> Result<(), ConfigError> {
+        let mut reserved = self.reserved_total.lock();
+        let limit = u64::from(self.config.concurrency_limit);
+        let keep = u64::from(self.config.effective_min_unreserved());
+        let available = limit - keep - *reserved;
+        if u64::from(amount) > available {
+            return Err(ConfigError::new(
+                "function",
+                "max_concurrency",
+                amount,
+                format!(
+                    "0..={available} (runtime limit {limit}, {reserved} already reserved, {keep} kept unreserved)",
+                    reserved = *reserved
+                ),
+            ));
+        }
+        *reserved += u64::from(amount);
+        self.unreserved
+            .set_limit(usize::try_from(limit - *reserved).unwrap_or(usize::MAX));
+        Ok(())
+    }
+
+    fn unreserve(&self, amount: u32) {
+        let mut reserved = self.reserved_total.lock();
+        *reserved -= u64::from(amount);
+        let limit = u64::from(self.config.concurrency_limit);
+        self.unreserved
+            .set_limit(usize::try_from(limit - *reserved).unwrap_or(usize::MAX));
+    }
+}
+
+/// What every registered function offers, whatever its event and output types.
+pub(crate) trait AnyFunction: Send + Sync + 'static {
+    fn config(&self) -> &FunctionConfig;
+    fn invoke_json(
+        &self,
+        event: serde_json::Value,
+        invoker: Invoker,
+    ) -> BoxFuture<'_, Result<serde_json::Value, InvokeError>>;
+    fn metrics(&self) -> FunctionMetrics;
+    fn usage(&self) -> Usage;
+    /// Stops the reaper and drops idle instances; returns how many were dropped.
+    fn stop(&self) -> usize;
+}
+
+struct Entry {
+    function: Arc<dyn AnyFunction>,
+    typed: Arc<dyn Any + Send + Sync>,
+}
+
+/// The scheduler: register functions, invoke them, read their metrics, shut down.
+///
+/// Cloning a `Runtime` is cheap and gives another handle to the same runtime. It must be used
+/// inside a Tokio runtime (it spawns the reapers of idle instances).
+///
+/// # Example
+///
+/// ```
+/// use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = Runtime::default();
+/// let greet = runtime
+///     .register(Function::new(
+///         "greet",
+///         handler_fn(|name: String, _ctx: Context| async move {
+///             Ok::<_, FunctionError>(format!("hello, {name}"))
+///         }),
+///     ))
+///     .await?;
+/// assert_eq!(greet.invoke("ada".to_string()).await?, "hello, ada");
+///
+/// // Callers that only know the name use JSON.
+/// let out = runtime.invoke_json("greet", serde_json::json!("bob")).await?;
+/// assert_eq!(out, "hello, bob");
+/// runtime.shutdown(std::time::Duration::from_secs(1)).await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+    functions: Arc<DashMap<Arc<str>, Entry>>,
+    registering: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("functions", &self.functions.len())
+            .field("in_flight", &self.shared.gate.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new(RuntimeConfig::default()).expect("the default configuration is valid")
+    }
+}
+
+/// What [`Runtime::shutdown`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Invocations running when shutdown began.
+    pub in_flight: usize,
+    /// Of those, how many finished (with any outcome) within the grace period.
+    pub finished: usize,
+    /// Of those, how many were cancelled when the grace period ended.
+    pub cancelled: usize,
+    /// Idle instances dropped.
+    pub instances_dropped: usize,
+}
+
+/// The runtime's concurrency accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConcurrencySnapshot {
+    /// The runtime-wide limit.
+    pub limit: usize,
+    /// Capacity reserved by functions with `max_concurrency`.
+    pub reserved: usize,
+    /// The unreserved pool's size (`limit - reserved`).
+    pub unreserved_limit: usize,
+    /// Unreserved capacity in use now.
+    pub unreserved_in_use: usize,
+    /// Invocations in flight across all functions.
+    pub in_flight: usize,
+}
+
+impl Runtime {
+    /// A runtime with this configuration.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] if the configuration is invalid.
+    pub fn new(config: RuntimeConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let limit = usize::try_from(config.concurrency_limit).unwrap_or(usize::MAX);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                unreserved: Limiter::new(limit),
+                reserved_total: parking_lot::Mutex::new(0),
+                gate: Gate::default(),
+                shutting_down: CancellationToken::new(),
+                hard_stop: CancellationToken::new(),
+                cancelled: AtomicU64::new(0),
+                request_prefix: fastrand::u64(..),
+                request_seq: AtomicU64::new(1),
+                tasks: TaskTracker::new(),
+            }),
+            functions: Arc::new(DashMap::new()),
+            registering: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// The runtime's configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.shared.config
+    }
+
+    /// Registers a function whose events and outputs are also reachable as JSON through
+    /// [`Runtime::invoke_json`]. Its `min_instances` are initialised before this returns.
+    ///
+    /// # Errors
+    ///
+    /// An invalid config or name, a duplicate name, a reservation that would leave too little
+    /// unreserved capacity, or a failed provisioned init.
+    pub async fn register<E, O>(
+        &self,
+        function: Function<E, O>,
+    ) -> Result<FunctionHandle<E, O>, RegisterError>
+    where
+        E: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+    {
+        self.register_with(function, Some(JsonCodec::new())).await
+    }
+
+    /// Registers a function that takes typed events only (for event types without serde).
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::register`].
+    pub async fn register_native<E, O>(
+        &self,
+        function: Function<E, O>,
+    ) -> Result<FunctionHandle<E, O>, RegisterError>
+    where
+        E: Send + 'static,
+        O: Send + 'static,
+    {
+        self.register_with(function, None).await
+    }
+
+    async fn register_with<E, O>(
+        &self,
+        function: Function<E, O>,
+        json: Option<JsonCodec<E, O>>,
+    ) -> Result<FunctionHandle<E, O>, RegisterError>
+    where
+        E: Send + 'static,
+        O: Send + 'static,
+    {
+        let (name, factory, config) = function.into_parts();
+        validate_name(&name)?;
+        config.validate()?;
+        let _serial = self.registering.lock().await;
+        if self.shared.gate.is_closed() {
+            return Err(RegisterError::ShuttingDown);
+        }
+        if self.functions.contains_key(name.as_str()) {
+            return Err(RegisterError::Duplicate(name));
+        }
+        let reservation = config.max_concurrency;
+        if let Some(amount) = reservation {
+            self.shared.reserve(amount)?;
+        }
+        let inner = Arc::new(FunctionInner::new(
+            Arc::from(name.as_str()),
+            factory,
+            config,
+            Arc::clone(&self.shared),
+            json,
+        ));
+        if let Err(failure) = inner.provision().await {
+            if let Some(amount) = reservation {
+                self.shared.unreserve(amount);
+            }
+            return Err(RegisterError::Provisioning { name, failure });
+        }
+        inner.start_reaper();
+        self.functions.insert(
+            Arc::from(name.as_str()),
+            Entry {
+                function: inner.clone(),
+                typed: inner.clone(),
+            },
+        );
+        Ok(FunctionHandle::new(inner))
+    }
+
+    /// Removes a function: its reservation returns to the unreserved pool and its idle instances
+    /// are dropped. Invocations already running finish. Returns whether it existed.
+    pub fn unregister(&self, name: &str) -> bool {
+        let Some((_, entry)) = self.functions.remove(name) else {
+            return false;
+        };
+        if let Some(amount) = entry.function.config().max_concurrency {
+            self.shared.unreserve(amount);
+        }
+        entry.function.stop();
+        true
+    }
+
+    /// A typed handle to the function `name`: the fast way to invoke it repeatedly.
+    ///
+    /// # Errors
+    ///
+    /// [`InvokeError::NotFound`], or [`InvokeError::WrongType`] if the function has other types.
+    pub fn function<E, O>(&self, name: &str) -> Result<FunctionHandle<E, O>, InvokeError>
+    where
+        E: Send + 'static,
+        O: Send + 'static,
+    {
+        let entry = self
+            .functions
+            .get(name)
+            .ok_or_else(|| InvokeError::NotFound(name.to_owned()))?;
+        let typed = Arc::clone(&entry.typed)
+            .downcast::<FunctionInner<E, O>>()
+            .map_err(|_| InvokeError::WrongType(name.to_owned()))?;
+        Ok(FunctionHandle::new(typed))
+    }
+
+    /// Invokes `name` synchronously with a typed event.
+    ///
+    /// # Errors
+    ///
+    /// Every outcome but success; see [`InvokeError`].
+    pub async fn invoke<E, O>(&self, name: &str, event: E) -> Result<O, InvokeError>
+    where
+        E: Send + 'static,
+        O: Send + 'static,
+    {
+        self.function::<E, O>(name)?.invoke(event).await
+    }
+
+    /// Invokes `name` synchronously with a JSON event, for callers that only know the name.
+    ///
+    /// # Errors
+    ///
+    /// Every outcome but success; a payload that does not decode is [`InvokeError::Payload`].
+    pub async fn invoke_json(
+        &self,
+        name: &str,
+        event: serde_json::Value,
+    ) -> Result<serde_json::Value, InvokeError> {
+        let function = self
+            .functions
+            .get(name)
+            .map(|entry| Arc::clone(&entry.function))
+            .ok_or_else(|| InvokeError::NotFound(name.to_owned()))?;
+        function.invoke_json(event, Invoker::Host).await
+    }
+
+    /// Names of the registered functions, sorted.
+    pub fn function_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.functions.iter().map(|e| e.key().to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// A snapshot of one function's metrics.
+    pub fn metrics(&self, name: &str) -> Option<FunctionMetrics> {
+        self.functions.get(name).map(|e| e.function.metrics())
+    }
+
+    /// One function's accumulated usage and estimated cost.
+    pub fn usage(&self, name: &str) -> Option<Usage> {
+        self.functions.get(name).map(|e| e.function.usage())
+    }
+
+    /// The runtime's concurrency accounts.
+    pub fn concurrency(&self) -> ConcurrencySnapshot {
+        let limit = self.shared.config.concurrency_limit as usize;
+        let unreserved_limit = self.shared.unreserved.limit();
+        ConcurrencySnapshot {
+            limit,
+            reserved: limit - unreserved_limit,
+            unreserved_limit,
+            unreserved_in_use: self.shared.unreserved.in_use(),
+            in_flight: self.shared.gate.in_flight(),
+        }
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.gate.is_closed()
+    }
+
+    /// Shuts down gracefully: new invocations are refused with [`InvokeError::ShuttingDown`],
+    /// every running invocation's cancellation token fires, and they get `grace` to finish;
+    /// those still running then are cancelled. Reapers stop and idle instances are dropped.
+    /// Calling it again returns at once with an empty report.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        let in_flight = self.shared.gate.close();
+        self.shared.shutting_down.cancel();
+        let cancelled_before = self.shared.cancelled.load(Ordering::Relaxed);
+        if tokio::time::timeout(grace, self.shared.gate.drained())
+            .await
+            .is_err()
+        {
+            self.shared.hard_stop.cancel();
+            self.shared.gate.drained().await;
+        }
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+        let cancelled = usize::try_from(
+            self.shared.cancelled.load(Ordering::Relaxed) - cancelled_before,
+        )
+        .unwrap_or(usize::MAX);
+        let mut instances_dropped = 0;
+        for entry in self.functions.iter() {
+            instances_dropped += entry.function.stop();
+        }
+        ShutdownReport {
+            in_flight,
+            finished: in_flight.saturating_sub(cancelled),
+            cancelled,
+            instances_dropped,
+        }
+    }
+}
+
+/// Function names follow Lambda's rule: 1 to 64 letters, digits, hyphens or underscores.
+fn validate_name(name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "function",
+            "name",
+            name,
+            "1 to 64 characters of [A-Za-z0-9_-]",
+        ))
+    }
+}

@@ -1,0 +1,154 @@
+//! Concurrency limits: reserved and runtime-wide arithmetic, and the scale rate.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nimbus_core::{InvokeError, RegisterError, ThrottleReason};
+
+use crate::support::{numbered, runtime, Hold};
+
+/// Starts `n` held invocations of `handle` and waits until they are inside.
+async fn hold_n(
+    handle: &nimbus_core::FunctionHandle<bool, u64>,
+    hold: &Hold,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<u64, InvokeError>>> {
+    let before = hold.entered.load(std::sync::atomic::Ordering::SeqCst);
+    let tasks = (0..n)
+        .map(|_| {
+            let h = handle.clone();
+            tokio::spawn(async move { h.invoke(true).await })
+        })
+        .collect();
+    hold.until_inside(before + n).await;
+    tasks
+}
+
+#[tokio::test(start_paused = true)]
+async fn reservations_carve_out_of_the_runtime_limit() {
+    let rt = nimbus_core::Runtime::new(
+        nimbus_core::RuntimeConfig::default()
+            .with_concurrency_limit(10)
+            .with_min_unreserved(2),
+    )
+    .unwrap();
+    let hold = Hold::new();
+    let inits = Arc::new(AtomicU64::new(0));
+    let reserved = rt
+        .register(numbered("reserved", hold.clone(), inits.clone()).with_max_concurrency(5))
+        .await
+        .unwrap();
+    assert_eq!(rt.concurrency().unreserved_limit, 5);
+
+    // 10 - 5 reserved - 2 kept unreserved leaves 3 to reserve.
+    let too_much = rt
+        .register(numbered("greedy", hold.clone(), inits.clone()).with_max_concurrency(4))
+        .await;
+    match too_much {
+        Err(RegisterError::Config(e)) => {
+            assert_eq!(e.field, "max_concurrency");
+            assert!(e.allowed.starts_with("0..=3"), "{}", e.allowed);
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    let second = rt
+        .register(numbered("second", hold.clone(), inits.clone()).with_max_concurrency(3))
+        .await
+        .unwrap();
+    let shared = rt
+        .register(numbered("shared", hold.clone(), inits.clone()))
+        .await
+        .unwrap();
+    assert_eq!(rt.concurrency().unreserved_limit, 2);
+
+    // The reserved function is capped at its reservation...
+    let r = hold_n(&reserved, &hold, 5).await;
+    assert!(matches!(
+        reserved.invoke(false).await,
+        Err(InvokeError::Throttled(ThrottleReason::FunctionLimit))
+    ));
+    // ...and does not eat into the unreserved pool, which has exactly 2.
+    let s = hold_n(&shared, &hold, 2).await;
+    assert!(matches!(
+        shared.invoke(false).await,
+        Err(InvokeError::Throttled(ThrottleReason::RuntimeLimit))
+    ));
+    // The other reservation is untouched by both.
+    let o = hold_n(&second, &hold, 3).await;
+    assert!(matches!(
+        second.invoke(false).await,
+        Err(InvokeError::Throttled(ThrottleReason::FunctionLimit))
+    ));
+    assert_eq!(rt.concurrency().in_flight, 10);
+
+    hold.let_go(10);
+    for t in r.into_iter().chain(s).chain(o) {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(reserved.metrics().throttled_function_limit, 1);
+    assert_eq!(shared.metrics().throttled_runtime_limit, 1);
+    assert_eq!(reserved.metrics().peak_concurrency, 5);
+
+    // Unregistering returns a reservation to the pool.
+    assert!(rt.unregister("reserved"));
+    assert_eq!(rt.concurrency().unreserved_limit, 7);
+    assert!(matches!(
+        rt.invoke::<bool, u64>("reserved", false).await,
+        Err(InvokeError::NotFound(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_reserved_concurrency_throttles_everything() {
+    let rt = runtime(10);
+    let off = rt
+        .register(numbered("off", Hold::new(), Arc::new(AtomicU64::new(0))).with_max_concurrency(0))
+        .await
+        .unwrap();
+    assert!(matches!(
+        off.invoke(false).await,
+        Err(InvokeError::Throttled(ThrottleReason::FunctionLimit))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_scale_rate_limits_new_instances_not_warm_reuse() {
+    let rt = runtime(100);
+    let hold = Hold::new();
+    let inits = Arc::new(AtomicU64::new(0));
+    // Two new instances per 10 s.
+    let handle = rt
+        .register(
+            numbered("rated", hold.clone(), inits.clone())
+                .with_scale_rate(2, Duration::from_secs(10))
+                .with_timeout(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let held = hold_n(&handle, &hold, 2).await;
+    // A third concurrent invocation needs a third instance: the bucket is empty.
+    assert!(matches!(
+        handle.invoke(false).await,
+        Err(InvokeError::Throttled(ThrottleReason::ScaleRate))
+    ));
+    // The throttle returned its permit at once: nothing leaks.
+    assert_eq!(handle.metrics().concurrency, 2);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // One token refilled after 5 s.
+    let third = hold_n(&handle, &hold, 1).await;
+    assert!(matches!(
+        handle.invoke(false).await,
+        Err(InvokeError::Throttled(ThrottleReason::ScaleRate))
+    ));
+    hold.let_go(3);
+    for t in held.into_iter().chain(third) {
+        t.await.unwrap().unwrap();
+    }
+    // Warm instances serve without tokens.
+    for _ in 0..10 {
+        handle.invoke(false).await.unwrap();
+    }
+    let m = handle.metrics();
+    assert_eq!((m.cold_starts, m.throttled_scale_rate), (3, 2));
+}

@@ -1,0 +1,11 @@
+//! Behaviour tests of the core runtime, under Tokio's paused test clock.
+
+mod support;
+
+mod concurrency;
+mod config;
+mod failures;
+mod instances;
+mod invoke;
+mod properties;
+mod shutdown;

@@ -1,0 +1,89 @@
+//! Helpers shared by the behaviour tests.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use nimbus_core::{init_fn, Context, Function, FunctionError, InitContext, Runtime, RuntimeConfig};
+use tokio::sync::Semaphore;
+
+/// A runtime with a given concurrency limit and no minimum unreserved capacity.
+pub(crate) fn runtime(limit: u32) -> Runtime {
+    Runtime::new(
+        RuntimeConfig::default()
+            .with_concurrency_limit(limit)
+            .with_min_unreserved(0),
+    )
+    .expect("valid runtime config")
+}
+
+/// Lets a test hold handlers inside their invocation and release them one by one.
+#[derive(Clone)]
+pub(crate) struct Hold {
+    pub(crate) release: Arc<Semaphore>,
+    pub(crate) entered: Arc<AtomicUsize>,
+    pub(crate) entered_signal: Arc<tokio::sync::Notify>,
+}
+
+impl Hold {
+    pub(crate) fn new() -> Self {
+        Self {
+            release: Arc::new(Semaphore::new(0)),
+            entered: Arc::default(),
+            entered_signal: Arc::default(),
+        }
+    }
+
+    /// Waits inside a handler until released.
+    pub(crate) async fn inside(&self) {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        self.entered_signal.notify_waiters();
+        self.release
+            .acquire()
+            .await
+            .expect("semaphore open")
+            .forget();
+    }
+
+    /// Waits until `n` handlers are inside.
+    pub(crate) async fn until_inside(&self, n: usize) {
+        loop {
+            let notified = self.entered_signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.entered.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn let_go(&self, n: usize) {
+        self.release.add_permits(n);
+    }
+}
+
+/// A function whose instances record their init number in the output, so tests can see which
+/// instance served an invocation. Events: `true` holds the invocation on `hold`.
+pub(crate) fn numbered(name: &str, hold: Hold, inits: Arc<AtomicU64>) -> Function<bool, u64> {
+    Function::with_factory(
+        name,
+        init_fn(move |init: InitContext| {
+            let hold = hold.clone();
+            inits.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let id = init.instance_number();
+                Ok::<_, FunctionError>(nimbus_core::handler_fn(
+                    move |wait: bool, _ctx: Context| {
+                        let hold = hold.clone();
+                        async move {
+                            if wait {
+                                hold.inside().await;
+                            }
+                            Ok::<_, FunctionError>(id)
+                        }
+                    },
+                ))
+            }
+        }),
+    )
+}
