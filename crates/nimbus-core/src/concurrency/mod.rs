@@ -19,6 +19,8 @@ use tokio::sync::Notify;
 pub(crate) struct Limiter {
     limit: AtomicUsize,
     in_use: AtomicUsize,
+    /// Tasks waiting in `acquire`; releases skip the notification when there are none.
+    waiting: AtomicUsize,
     returned: Notify,
 }
 
@@ -27,6 +29,7 @@ impl Limiter {
         Self {
             limit: AtomicUsize::new(limit),
             in_use: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             returned: Notify::new(),
         }
     }
@@ -54,6 +57,11 @@ impl Limiter {
     /// Waits until a permit is free.
     #[allow(dead_code)] // used by the async queue
     pub(crate) async fn acquire(&self) -> Permit<'_> {
+        if let Some(permit) = self.try_acquire() {
+            return permit;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = WaitingGuard(&self.waiting);
         loop {
             // Register interest before checking, so a permit returned in between still wakes us.
             let notified = self.returned.notified();
@@ -80,8 +88,19 @@ impl Limiter {
     }
 
     fn release(&self) {
-        self.in_use.fetch_sub(1, Ordering::Release);
-        self.returned.notify_one();
+        // SeqCst pairs with `acquire`: either it sees this release, or we see it waiting.
+        self.in_use.fetch_sub(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.returned.notify_one();
+        }
+    }
+}
+
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

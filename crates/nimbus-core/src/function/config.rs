@@ -208,8 +208,7 @@ impl FunctionConfig {
                 "1..=100000",
             );
         }
-        if !(Duration::from_millis(1)..=Duration::from_secs(3_600)).contains(&self.scale_rate.per)
-        {
+        if !(Duration::from_millis(1)..=Duration::from_secs(3_600)).contains(&self.scale_rate.per) {
             return err("scale_rate.per", &self.scale_rate.per, "1ms..=1h");
         }
         if !(limits::MIN_TIMEOUT..=limits::MAX_INIT_TIMEOUT).contains(&self.init_timeout) {

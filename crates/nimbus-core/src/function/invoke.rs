@@ -9,6 +9,7 @@ use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -101,6 +102,9 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
     pub(crate) async fn invoke(&self, event: E, options: InvokeOptions) -> Invocation<O> {
+        // A handler that finishes on its first poll never yields; charge the task's cooperative
+        // budget so that a caller looping over invocations still lets its worker run other tasks.
+        tokio::task::consume_budget().await;
         let Some(_in_flight) = self.shared.gate.enter() else {
             return Invocation::refused(InvokeError::ShuttingDown);
         };
@@ -143,7 +147,8 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
         };
 
         let request_id = self.shared.next_request_id();
-        let cancel = CancellationToken::new();
+        let (instance, cancel) = lease.parts();
+        let cancel = Arc::clone(cancel);
         let start = Instant::now();
         let ctx = Context {
             request_id,
@@ -152,14 +157,16 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
             deadline: start + self.config.timeout,
             attempt: options.attempt.unwrap_or(1),
             invoker: options.invoker,
-            cancel: cancel.clone(),
+            cancel: Arc::clone(&cancel),
         };
         let ran = self
-            .run_guarded(lease.instance().call(event, ctx), start, &cancel)
+            .run_guarded(instance.call(event, ctx), start, &cancel)
             .await;
-        let duration = start.elapsed();
+        drop(cancel);
+        let end = Instant::now();
+        let duration = end.saturating_duration_since(start);
 
-        let result = self.settle(ran, lease);
+        let result = self.settle(ran, lease, end);
         let kind = match &result {
             Ok(_) => OutcomeKind::Success,
             Err(error) => error.kind(),
@@ -196,14 +203,15 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
         &self,
         ran: Ran<Result<O, crate::FunctionError>>,
         lease: Lease<'_, E, O>,
+        end: Instant,
     ) -> Result<O, InvokeError> {
         match ran {
             Ran::Completed(Ok(output)) => {
-                lease.release();
+                lease.release(end);
                 Ok(output)
             }
             Ran::Completed(Err(error)) => {
-                lease.release();
+                lease.release(end);
                 Err(InvokeError::Function(error))
             }
             Ran::Panicked(message) => Err(InvokeError::Panic(message)),
@@ -216,7 +224,12 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
     }
 
     /// Runs the handler's future against the deadline and shutdown.
-    async fn run_guarded<F>(&self, future: F, start: Instant, cancel: &CancellationToken) -> Ran<F::Output>
+    async fn run_guarded<F>(
+        &self,
+        future: F,
+        start: Instant,
+        cancel: &CancellationToken,
+    ) -> Ran<F::Output>
     where
         F: Future + Unpin,
     {

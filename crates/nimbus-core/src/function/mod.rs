@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{limits, BillingGranularity, FunctionConfig, ScaleRate};
-pub use invoke::{InvokeOptions, Invocation};
+pub use invoke::{Invocation, InvokeOptions};
 
 use crate::concurrency::{Limiter, TokenBucket};
 use crate::error::{InitFailure, InvokeError};
@@ -187,9 +187,7 @@ impl<E, O> FunctionInner<E, O> {
         json: Option<JsonCodec<E, O>>,
     ) -> Self {
         Self {
-            reserved: config
-                .max_concurrency
-                .map(|max| Limiter::new(max as usize)),
+            reserved: config.max_concurrency.map(|max| Limiter::new(max as usize)),
             scale: TokenBucket::new(config.scale_rate.instances, config.scale_rate.per),
             stopped: shared.shutting_down.child_token(),
             name,
@@ -212,10 +210,12 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
             match self.init_instance(true).await {
                 Ok((instance, _)) => self.pool.add_idle(instance),
                 Err(InvokeError::Init(failure)) => return Err(failure),
-                Err(other) => return Err(InitFailure::Error {
-                    error_type: other.error_type().to_owned(),
-                    message: other.to_string(),
-                }),
+                Err(other) => {
+                    return Err(InitFailure::Error {
+                        error_type: other.error_type().to_owned(),
+                        message: other.to_string(),
+                    })
+                }
             }
         }
         Ok(())
@@ -320,7 +320,10 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
     ///
     /// Every outcome but success; see [`InvokeError`].
     pub async fn invoke(&self, event: E) -> Result<O, InvokeError> {
-        self.inner.invoke(event, InvokeOptions::default()).await.result
+        self.inner
+            .invoke(event, InvokeOptions::default())
+            .await
+            .result
     }
 
     /// Invokes with options, returning the outcome and its usage report.

@@ -72,7 +72,7 @@ pub struct Context {
     pub(crate) deadline: Instant,
     pub(crate) attempt: u32,
     pub(crate) invoker: Invoker,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) cancel: Arc<CancellationToken>,
 }
 
 impl Context {
@@ -86,7 +86,7 @@ impl Context {
             deadline: Instant::now() + timeout,
             attempt: 1,
             invoker: Invoker::Host,
-            cancel: CancellationToken::new(),
+            cancel: Arc::new(CancellationToken::new()),
         }
     }
 
@@ -128,6 +128,10 @@ impl Context {
     /// Fires at the timeout, or when the runtime starts shutting down. Work the handler spawns
     /// should stop when it fires; the handler itself is dropped at the timeout, or at the end
     /// of the shutdown grace period.
+    ///
+    /// The token belongs to the instance, as a Lambda environment's lifetime does: a timed-out
+    /// instance is discarded with everything it started, including work that an earlier
+    /// invocation left running.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancel
     }

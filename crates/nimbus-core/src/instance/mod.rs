@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -19,8 +20,17 @@ use crate::handler::Handler;
 
 type Instance<E, O> = Box<dyn Handler<E, O>>;
 
-struct Idle<E, O> {
+/// An instance and its cancellation token. The token belongs to the instance, like a Lambda
+/// environment's lifetime: it fires when an invocation on it times out (and the instance is
+/// discarded) or at shutdown, so work an earlier invocation left running stops with it.
+/// Sharing one token per instance also keeps an allocation off every invocation.
+struct Slot<E, O> {
     instance: Instance<E, O>,
+    cancel: Arc<CancellationToken>,
+}
+
+struct Idle<E, O> {
+    slot: Slot<E, O>,
     since: Instant,
 }
 
@@ -72,10 +82,10 @@ impl<E, O> Pool<E, O> {
 
     /// Leases the most recently used idle instance, if any.
     pub(crate) fn take_warm(&self) -> Option<Lease<'_, E, O>> {
-        let instance = self.state.lock().idle.pop_back()?.instance;
+        let slot = self.state.lock().idle.pop_back()?.slot;
         Some(Lease {
             pool: self,
-            instance: Some(instance),
+            slot: Some(slot),
         })
     }
 
@@ -84,22 +94,20 @@ impl<E, O> Pool<E, O> {
         self.live.fetch_add(1, Ordering::Relaxed);
         Lease {
             pool: self,
-            instance: Some(instance),
+            slot: Some(Slot::new(instance)),
         }
     }
 
     /// Adds a freshly initialised instance straight to the idle pool (provisioning).
     pub(crate) fn add_idle(&self, instance: Instance<E, O>) {
         self.live.fetch_add(1, Ordering::Relaxed);
-        self.put_back(instance);
+        self.put_back(Slot::new(instance), Instant::now());
     }
 
-    fn put_back(&self, instance: Instance<E, O>) {
+    fn put_back(&self, slot: Slot<E, O>, now: Instant) {
+        let idle = Idle { slot, since: now };
         let mut state = self.state.lock();
-        state.idle.push_back(Idle {
-            instance,
-            since: Instant::now(),
-        });
+        state.idle.push_back(idle);
         if state.reaper_parked {
             state.reaper_parked = false;
             self.wake_reaper.notify_one();
@@ -159,7 +167,7 @@ impl<E, O> Pool<E, O> {
                 match state.idle.front() {
                     Some(oldest) if oldest.since + idle_timeout <= now => {
                         if let Some(idle) = state.idle.pop_front() {
-                            reaped.push(idle.instance);
+                            reaped.push(idle.slot.instance);
                         }
                         self.discard();
                     }
@@ -177,27 +185,41 @@ impl<E, O> Pool<E, O> {
 /// environment is.
 pub(crate) struct Lease<'a, E, O> {
     pool: &'a Pool<E, O>,
-    instance: Option<Instance<E, O>>,
+    slot: Option<Slot<E, O>>,
+}
+
+impl<E, O> Slot<E, O> {
+    fn new(instance: Instance<E, O>) -> Self {
+        Self {
+            instance,
+            cancel: Arc::new(CancellationToken::new()),
+        }
+    }
 }
 
 impl<E, O> Lease<'_, E, O> {
-    pub(crate) fn instance(&mut self) -> &mut Instance<E, O> {
-        self.instance
+    /// The instance and its cancellation token.
+    pub(crate) fn parts(&mut self) -> (&mut Instance<E, O>, &Arc<CancellationToken>) {
+        let slot = self
+            .slot
             .as_mut()
-            .expect("a lease holds its instance until released")
+            .expect("a lease holds its instance until released");
+        (&mut slot.instance, &slot.cancel)
     }
 
-    /// Returns the instance to the warm pool.
-    pub(crate) fn release(mut self) {
-        if let Some(instance) = self.instance.take() {
-            self.pool.put_back(instance);
+    /// Returns the instance to the warm pool; `now` is when its invocation ended.
+    ///
+    /// Its token may have fired only if shutdown began, and then no invocation takes it again.
+    pub(crate) fn release(mut self, now: Instant) {
+        if let Some(slot) = self.slot.take() {
+            self.pool.put_back(slot, now);
         }
     }
 }
 
 impl<E, O> Drop for Lease<'_, E, O> {
     fn drop(&mut self) {
-        if self.instance.take().is_some() {
+        if self.slot.take().is_some() {
             self.pool.discard();
         }
     }

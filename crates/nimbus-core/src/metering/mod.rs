@@ -104,7 +104,8 @@ pub(crate) struct UsageTotals {
 impl UsageTotals {
     pub(crate) fn add(&self, billed: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.billed_nanos.fetch_add(nanos(billed), Ordering::Relaxed);
+        self.billed_nanos
+            .fetch_add(nanos(billed), Ordering::Relaxed);
     }
 
     pub(crate) fn add_init(&self, init: Duration) {
@@ -155,12 +156,27 @@ mod tests {
     fn billed_duration_rounds_up_to_the_granularity() {
         let ms = BillingGranularity::Millisecond;
         let hundred = BillingGranularity::HundredMilliseconds;
-        assert_eq!(billed(Duration::from_micros(1), ms), Duration::from_millis(1));
+        assert_eq!(
+            billed(Duration::from_micros(1), ms),
+            Duration::from_millis(1)
+        );
         assert_eq!(billed(Duration::ZERO, ms), Duration::from_millis(1));
-        assert_eq!(billed(Duration::from_micros(1_001), ms), Duration::from_millis(2));
-        assert_eq!(billed(Duration::from_millis(2), ms), Duration::from_millis(2));
-        assert_eq!(billed(Duration::from_millis(101), hundred), Duration::from_millis(200));
-        assert_eq!(billed(Duration::from_millis(100), hundred), Duration::from_millis(100));
+        assert_eq!(
+            billed(Duration::from_micros(1_001), ms),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            billed(Duration::from_millis(2), ms),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            billed(Duration::from_millis(101), hundred),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            billed(Duration::from_millis(100), hundred),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]

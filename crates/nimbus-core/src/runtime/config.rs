@@ -62,8 +62,7 @@ impl RuntimeConfig {
 
     /// The capacity reservations must leave free.
     pub fn effective_min_unreserved(&self) -> u32 {
-        self.min_unreserved
-            .unwrap_or(self.concurrency_limit / 10)
+        self.min_unreserved.unwrap_or(self.concurrency_limit / 10)
     }
 
     /// Checks every field against its allowed range.

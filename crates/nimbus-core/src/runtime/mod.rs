@@ -415,10 +415,9 @@ impl Runtime {
         }
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
-        let cancelled = usize::try_from(
-            self.shared.cancelled.load(Ordering::Relaxed) - cancelled_before,
-        )
-        .unwrap_or(usize::MAX);
+        let cancelled =
+            usize::try_from(self.shared.cancelled.load(Ordering::Relaxed) - cancelled_before)
+                .unwrap_or(usize::MAX);
         let mut instances_dropped = 0;
         for entry in self.functions.iter() {
             instances_dropped += entry.function.stop();

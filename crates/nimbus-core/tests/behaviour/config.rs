@@ -18,8 +18,16 @@ fn function(name: &str) -> Function<u8, u8> {
 fn function_config_table() {
     let d = FunctionConfig::default();
     let cases: Vec<(FunctionConfig, &str, &str)> = vec![
-        (d.clone().with_timeout(Duration::ZERO), "timeout", "1ms..=900s"),
-        (d.clone().with_timeout(Duration::from_secs(901)), "timeout", "1ms..=900s"),
+        (
+            d.clone().with_timeout(Duration::ZERO),
+            "timeout",
+            "1ms..=900s",
+        ),
+        (
+            d.clone().with_timeout(Duration::from_secs(901)),
+            "timeout",
+            "1ms..=900s",
+        ),
         (d.clone().with_memory_mb(127), "memory_mb", "128..=10240"),
         (d.clone().with_memory_mb(10_241), "memory_mb", "128..=10240"),
         (
@@ -27,7 +35,11 @@ fn function_config_table() {
             "min_instances",
             "0..=max_concurrency (2)",
         ),
-        (d.clone().with_idle_timeout(Duration::ZERO), "idle_timeout", "1ms..=24h"),
+        (
+            d.clone().with_idle_timeout(Duration::ZERO),
+            "idle_timeout",
+            "1ms..=24h",
+        ),
         (
             d.clone().with_scale_rate(0, Duration::from_secs(1)),
             "scale_rate.instances",
@@ -49,7 +61,10 @@ fn function_config_table() {
         assert_eq!(err.field, field);
         assert_eq!(err.allowed, allowed);
         let message = err.to_string();
-        assert!(message.contains(field) && message.contains(allowed), "{message}");
+        assert!(
+            message.contains(field) && message.contains(allowed),
+            "{message}"
+        );
     }
     assert!(d.validate().is_ok());
     let edges = [
@@ -74,11 +89,13 @@ fn runtime_config_table() {
             .with_min_unreserved(11),
     )
     .unwrap_err();
-    assert_eq!((err.field, err.allowed.as_str()), ("min_unreserved", "0..=concurrency_limit (10)"));
-    let err = Runtime::new(
-        RuntimeConfig::default().with_prices(nimbus_core::Prices::new(f64::NAN, 0.2)),
-    )
-    .unwrap_err();
+    assert_eq!(
+        (err.field, err.allowed.as_str()),
+        ("min_unreserved", "0..=concurrency_limit (10)")
+    );
+    let err =
+        Runtime::new(RuntimeConfig::default().with_prices(nimbus_core::Prices::new(f64::NAN, 0.2)))
+            .unwrap_err();
     assert_eq!(err.field, "prices.per_gb_second");
 }
 
@@ -98,7 +115,10 @@ async fn registration_rejects_bad_names_duplicates_and_configs() {
     ));
     match rt.register(function("big").with_memory_mb(20_000)).await {
         Err(RegisterError::Config(e)) => {
-            assert_eq!(e.to_string(), "invalid function config: memory_mb = 20000 is outside 128..=10240");
+            assert_eq!(
+                e.to_string(),
+                "invalid function config: memory_mb = 20000 is outside 128..=10240"
+            );
         }
         other => panic!("expected a config error, got {other:?}"),
     }
@@ -107,5 +127,7 @@ async fn registration_rejects_bad_names_duplicates_and_configs() {
         Err(RegisterError::Config(e)) => assert_eq!(e.field, "max_concurrency"),
         other => panic!("expected a reservation error, got {other:?}"),
     }
-    rt.register(function("fits").with_max_concurrency(900)).await.unwrap();
+    rt.register(function("fits").with_max_concurrency(900))
+        .await
+        .unwrap();
 }

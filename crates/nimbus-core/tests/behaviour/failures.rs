@@ -60,14 +60,26 @@ async fn timeout_fires_the_token_and_discards_the_instance() {
         Err(InvokeError::Timeout(after)) => assert_eq!(after, Duration::from_secs(2)),
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert_eq!(started.elapsed(), Duration::from_secs(2), "cut at the deadline");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(2),
+        "cut at the deadline"
+    );
     token_seen.notified().await;
     assert!(saw_cancel.load(Ordering::SeqCst));
 
     let m = handle.metrics();
-    assert_eq!((m.timeouts, m.instances), (1, 0), "timed-out instance discarded");
+    assert_eq!(
+        (m.timeouts, m.instances),
+        (1, 0),
+        "timed-out instance discarded"
+    );
     assert_eq!(handle.invoke(1).await.unwrap(), 1);
-    assert_eq!(handle.metrics().cold_starts, 2, "a fresh instance replaced it");
+    assert_eq!(
+        handle.metrics().cold_starts,
+        2,
+        "a fresh instance replaced it"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -75,7 +87,10 @@ async fn a_panic_is_caught_and_isolated() {
     let rt = runtime(10);
     let hold = Hold::new();
     let inits = Arc::new(AtomicU64::new(0));
-    let steady = rt.register(numbered("steady", hold.clone(), inits.clone())).await.unwrap();
+    let steady = rt
+        .register(numbered("steady", hold.clone(), inits.clone()))
+        .await
+        .unwrap();
     let fragile = rt
         .register(Function::new(
             "fragile",
@@ -111,7 +126,10 @@ async fn a_panic_is_caught_and_isolated() {
 
     let m = fragile.metrics();
     assert_eq!((m.panics, m.successes), (1, 1));
-    assert_eq!(m.instances, 1, "the panicked instance was discarded, the other kept");
+    assert_eq!(
+        m.instances, 1,
+        "the panicked instance was discarded, the other kept"
+    );
     assert_eq!(fragile.invoke(false).await.unwrap(), "fine");
     assert_eq!(steady.metrics().successes, 1);
 }
@@ -127,7 +145,10 @@ async fn init_failures_are_their_own_outcome() {
         .await
         .unwrap();
     match failing.invoke(1).await {
-        Err(InvokeError::Init(InitFailure::Error { error_type, message })) => {
+        Err(InvokeError::Init(InitFailure::Error {
+            error_type,
+            message,
+        })) => {
             assert_eq!(error_type, "ConnectError");
             assert_eq!(message, "database unreachable");
         }
@@ -187,15 +208,14 @@ async fn provisioning_failure_rejects_the_registration_and_frees_the_reservation
     let rt = runtime(10);
     let result = rt
         .register(
-            Function::with_factory(
-                "provisioned",
-                FailingInit("Error", "no"),
-            )
-            .with_max_concurrency(5)
-            .with_min_instances(2),
+            Function::with_factory("provisioned", FailingInit("Error", "no"))
+                .with_max_concurrency(5)
+                .with_min_instances(2),
         )
         .await;
-    assert!(matches!(result, Err(RegisterError::Provisioning { ref name, .. }) if name == "provisioned"));
+    assert!(
+        matches!(result, Err(RegisterError::Provisioning { ref name, .. }) if name == "provisioned")
+    );
     assert_eq!(rt.concurrency().reserved, 0);
     assert!(rt.function_names().is_empty());
 }

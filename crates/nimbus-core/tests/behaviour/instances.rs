@@ -18,7 +18,11 @@ async fn min_instances_are_initialised_at_registration() {
     let m = handle.metrics();
     assert_eq!((m.instances, m.instances_idle, m.cold_starts), (3, 3, 0));
     handle.invoke(false).await.unwrap();
-    assert_eq!(handle.metrics().cold_starts, 0, "served warm by a provisioned instance");
+    assert_eq!(
+        handle.metrics().cold_starts,
+        0,
+        "served warm by a provisioned instance"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -91,7 +95,11 @@ async fn a_used_instance_stays_warm_while_an_unused_one_is_reaped() {
         served.push(handle.invoke(false).await.unwrap());
     }
     assert!(served.windows(2).all(|w| w[0] == w[1]), "{served:?}");
-    assert_eq!(handle.metrics().instances, 1, "the unused instance was reaped");
+    assert_eq!(
+        handle.metrics().instances,
+        1,
+        "the unused instance was reaped"
+    );
     // Then it goes idle too and the function scales to zero.
     tokio::time::sleep(Duration::from_secs(61)).await;
     assert_eq!(handle.metrics().instances, 0);

@@ -18,15 +18,21 @@ async fn typed_and_json_invocations_return_outputs() {
     let handle = rt
         .register(Function::new(
             "add",
-            handler_fn(|(a, b): (i32, i32), _ctx: Context| async move {
-                Ok::<_, FunctionError>(a + b)
-            }),
+            handler_fn(
+                |(a, b): (i32, i32), _ctx: Context| async move { Ok::<_, FunctionError>(a + b) },
+            ),
         ))
         .await
         .unwrap();
     assert_eq!(handle.invoke((2, 3)).await.unwrap(), 5);
-    assert_eq!(rt.invoke::<(i32, i32), i32>("add", (4, 5)).await.unwrap(), 9);
-    assert_eq!(rt.invoke_json("add", json!([1, 1])).await.unwrap(), json!(2));
+    assert_eq!(
+        rt.invoke::<(i32, i32), i32>("add", (4, 5)).await.unwrap(),
+        9
+    );
+    assert_eq!(
+        rt.invoke_json("add", json!([1, 1])).await.unwrap(),
+        json!(2)
+    );
 
     let bad = rt.invoke_json("add", json!({"not": "a pair"})).await;
     match bad {
@@ -53,7 +59,10 @@ async fn native_functions_refuse_json() {
         .register_native(Function::new(
             "native",
             handler_fn(|event: NotSerde, _ctx: Context| async move {
-                event.0.send(7).map_err(|e| FunctionError::msg(e.to_string()))
+                event
+                    .0
+                    .send(7)
+                    .map_err(|e| FunctionError::msg(e.to_string()))
             }),
         ))
         .await
@@ -95,7 +104,11 @@ async fn function_errors_are_outcomes_and_keep_the_instance() {
         other => panic!("expected a function error, got {other:?}"),
     }
     assert_eq!(handle.invoke("42".into()).await.unwrap(), 42);
-    assert_eq!(inits.load(std::sync::atomic::Ordering::SeqCst), 1, "reused after an error");
+    assert_eq!(
+        inits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "reused after an error"
+    );
     let m = handle.metrics();
     assert_eq!((m.errors, m.successes, m.cold_starts), (1, 1, 1));
 }
@@ -105,7 +118,10 @@ async fn warm_instances_are_reused_most_recent_first() {
     let rt = runtime(10);
     let hold = Hold::new();
     let inits = Arc::new(AtomicU64::new(0));
-    let handle = rt.register(numbered("mru", hold.clone(), inits.clone())).await.unwrap();
+    let handle = rt
+        .register(numbered("mru", hold.clone(), inits.clone()))
+        .await
+        .unwrap();
 
     // Three concurrent invocations make three instances (1, 2, 3).
     let tasks: Vec<_> = (0..3)
@@ -127,7 +143,10 @@ async fn warm_instances_are_reused_most_recent_first() {
     // Whichever was returned last is reused first, every time.
     let first = handle.invoke(false).await.unwrap();
     let second = handle.invoke(false).await.unwrap();
-    assert_eq!(first, second, "the most recently used instance serves again");
+    assert_eq!(
+        first, second,
+        "the most recently used instance serves again"
+    );
     assert_eq!(handle.metrics().cold_starts, 3);
 }
 
@@ -159,7 +178,11 @@ async fn usage_report_bills_rounded_duration_and_init_on_cold_start() {
     assert_eq!(report.init_duration, Some(Duration::from_millis(250)));
     assert_eq!(report.memory_mb, 2048);
     // (0.2 s + 0.25 s init) × 2 GB
-    assert!((report.gb_seconds() - 0.9).abs() < 1e-9, "{}", report.gb_seconds());
+    assert!(
+        (report.gb_seconds() - 0.9).abs() < 1e-9,
+        "{}",
+        report.gb_seconds()
+    );
 
     let warm = handle.invoke_with(1, InvokeOptions::default()).await;
     let warm_report = warm.report.unwrap();

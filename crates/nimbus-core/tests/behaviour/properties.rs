@@ -18,12 +18,14 @@ struct Call {
 
 fn calls() -> impl Strategy<Value = Vec<Call>> {
     prop::collection::vec(
-        (0usize..3, 0u64..40, 0u64..30, any::<bool>()).prop_map(|(function, start_ms, hold_ms, fail)| Call {
-            function,
-            start_ms,
-            hold_ms,
-            fail,
-        }),
+        (0usize..3, 0u64..40, 0u64..30, any::<bool>()).prop_map(
+            |(function, start_ms, hold_ms, fail)| Call {
+                function,
+                start_ms,
+                hold_ms,
+                fail,
+            },
+        ),
         1..60,
     )
 }

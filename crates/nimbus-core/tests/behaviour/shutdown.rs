@@ -33,9 +33,13 @@ async fn in_flight_invocations_finish_within_the_grace_period() {
     while !rt.is_shutting_down() {
         tokio::task::yield_now().await;
     }
-    assert!(matches!(handle.invoke(false).await, Err(InvokeError::ShuttingDown)));
     assert!(matches!(
-        rt.register(numbered("late", Hold::new(), Arc::new(AtomicU64::new(0)))).await,
+        handle.invoke(false).await,
+        Err(InvokeError::ShuttingDown)
+    ));
+    assert!(matches!(
+        rt.register(numbered("late", Hold::new(), Arc::new(AtomicU64::new(0))))
+            .await,
         Err(RegisterError::ShuttingDown)
     ));
 
@@ -44,7 +48,10 @@ async fn in_flight_invocations_finish_within_the_grace_period() {
     for t in running {
         t.await.unwrap().unwrap();
     }
-    assert_eq!((report.in_flight, report.finished, report.cancelled), (3, 3, 0));
+    assert_eq!(
+        (report.in_flight, report.finished, report.cancelled),
+        (3, 3, 0)
+    );
     assert_eq!(report.instances_dropped, 3);
     assert_eq!(handle.metrics().instances, 0);
 }
@@ -83,10 +90,20 @@ async fn handlers_are_told_at_shutdown_and_cancelled_after_the_grace_period() {
     }
     let started = tokio::time::Instant::now();
     let report = rt.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(started.elapsed(), Duration::from_secs(5), "bounded by the grace period");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(5),
+        "bounded by the grace period"
+    );
     assert_eq!(cooperative.await.unwrap().unwrap(), "stopped early");
-    assert!(matches!(stubborn.await.unwrap(), Err(InvokeError::Cancelled)));
-    assert_eq!((report.in_flight, report.finished, report.cancelled), (2, 1, 1));
+    assert!(matches!(
+        stubborn.await.unwrap(),
+        Err(InvokeError::Cancelled)
+    ));
+    assert_eq!(
+        (report.in_flight, report.finished, report.cancelled),
+        (2, 1, 1)
+    );
     assert_eq!(handle.metrics().cancelled, 1);
 }
 

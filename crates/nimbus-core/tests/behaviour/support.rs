@@ -72,17 +72,15 @@ pub(crate) fn numbered(name: &str, hold: Hold, inits: Arc<AtomicU64>) -> Functio
             inits.fetch_add(1, Ordering::SeqCst);
             async move {
                 let id = init.instance_number();
-                Ok::<_, FunctionError>(nimbus_core::handler_fn(
-                    move |wait: bool, _ctx: Context| {
-                        let hold = hold.clone();
-                        async move {
-                            if wait {
-                                hold.inside().await;
-                            }
-                            Ok::<_, FunctionError>(id)
+                Ok::<_, FunctionError>(nimbus_core::handler_fn(move |wait: bool, _ctx: Context| {
+                    let hold = hold.clone();
+                    async move {
+                        if wait {
+                            hold.inside().await;
                         }
-                    },
-                ))
+                        Ok::<_, FunctionError>(id)
+                    }
+                }))
             }
         }),
     )

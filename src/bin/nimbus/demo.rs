@@ -1,0 +1,237 @@
+//! The demo: a few functions with different shapes, driven by concurrent callers for a moment.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nimbus::{
+    handler_fn, init_fn, Context, Function, FunctionError, InitContext, InvokeError, Runtime,
+    RuntimeConfig, ThrottleReason,
+};
+
+/// Options of `nimbus demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// How long to drive load, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 16)]
+    callers: usize,
+}
+
+impl Default for DemoArgs {
+    fn default() -> Self {
+        Self {
+            seconds: 2.0,
+            callers: 16,
+        }
+    }
+}
+
+/// Outcomes the callers saw, by class.
+#[derive(Debug, Default)]
+struct Seen {
+    ok: AtomicU64,
+    function_errors: AtomicU64,
+    timeouts: AtomicU64,
+    panics: AtomicU64,
+    throttled: [AtomicU64; 3],
+    other: AtomicU64,
+}
+
+impl Seen {
+    fn record<O>(&self, result: &Result<O, InvokeError>) {
+        let counter = match result {
+            Ok(_) => &self.ok,
+            Err(InvokeError::Function(_)) => &self.function_errors,
+            Err(InvokeError::Timeout(_)) => &self.timeouts,
+            Err(InvokeError::Panic(_)) => &self.panics,
+            Err(InvokeError::Throttled(ThrottleReason::FunctionLimit)) => &self.throttled[0],
+            Err(InvokeError::Throttled(ThrottleReason::RuntimeLimit)) => &self.throttled[1],
+            Err(InvokeError::Throttled(_)) => &self.throttled[2],
+            Err(_) => &self.other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if !(args.seconds > 0.0 && args.seconds <= 600.0) {
+        return Err(format!("--seconds {} is outside (0, 600]", args.seconds).into());
+    }
+    if !(1..=10_000).contains(&args.callers) {
+        return Err(format!("--callers {} is outside 1..=10000", args.callers).into());
+    }
+    // Handler panics are an expected outcome here; keep their messages off the terminal.
+    std::panic::set_hook(Box::new(|_| {}));
+
+    let runtime = Runtime::new(RuntimeConfig::default().with_concurrency_limit(64))?;
+
+    // An image resizer with an expensive init (a cold start), two provisioned instances.
+    let resize = runtime
+        .register(
+            Function::with_factory(
+                "resize",
+                init_fn(|init: InitContext| async move {
+                    tokio::time::sleep(Duration::from_millis(30)).await; // load a model, say
+                    let instance = init.instance_number();
+                    Ok::<_, FunctionError>(handler_fn(move |px: u32, _ctx: Context| async move {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        Ok::<_, FunctionError>((instance, px / 2))
+                    }))
+                }),
+            )
+            .with_memory_mb(1024)
+            .with_min_instances(2)
+            .with_max_concurrency(8),
+        )
+        .await?;
+
+    // A checkout that sometimes fails and sometimes hangs past its timeout.
+    let checkout = runtime
+        .register(
+            Function::new(
+                "checkout",
+                handler_fn(|order: u64, _ctx: Context| async move {
+                    if order % 10 == 3 {
+                        return Err(FunctionError::new(
+                            "PaymentDeclined",
+                            format!("order {order}"),
+                        ));
+                    }
+                    let work = if order % 50 == 7 { 200 } else { 1 };
+                    tokio::time::sleep(Duration::from_millis(work)).await;
+                    Ok(order)
+                }),
+            )
+            .with_timeout(Duration::from_millis(100))
+            .with_memory_mb(256),
+        )
+        .await?;
+
+    // A parser that panics on some input: the instance is discarded, nothing else notices.
+    let parse = runtime
+        .register(Function::new(
+            "parse",
+            handler_fn(|n: u64, _ctx: Context| async move {
+                assert!(n % 30 != 2, "cannot parse record {n}");
+                Ok::<_, FunctionError>(n.to_string().len())
+            }),
+        ))
+        .await?;
+
+    // A report builder with a small reservation: callers beyond it are throttled at once.
+    let report = runtime
+        .register(
+            Function::new(
+                "report",
+                handler_fn(|n: u64, _ctx: Context| async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok::<_, FunctionError>(n)
+                }),
+            )
+            .with_max_concurrency(2)
+            .with_memory_mb(512),
+        )
+        .await?;
+
+    println!(
+        "nimbus demo: {} callers for {:.1} s over 4 functions (runtime limit 64)",
+        args.callers, args.seconds
+    );
+    let seen = Arc::new(Seen::default());
+    let until = Instant::now() + Duration::from_secs_f64(args.seconds);
+    let callers: Vec<_> = (0..args.callers as u64)
+        .map(|caller| {
+            let (resize, checkout, parse, report, seen) = (
+                resize.clone(),
+                checkout.clone(),
+                parse.clone(),
+                report.clone(),
+                seen.clone(),
+            );
+            tokio::spawn(async move {
+                let mut i = caller;
+                while Instant::now() < until {
+                    match i % 4 {
+                        0 => seen.record(&resize.invoke(i as u32).await),
+                        1 => seen.record(&checkout.invoke(i).await),
+                        2 => seen.record(&parse.invoke(i).await),
+                        _ => seen.record(&report.invoke(i).await),
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await?;
+    }
+
+    print_report(&runtime, &seen);
+    let shutdown = runtime.shutdown(Duration::from_secs(2)).await;
+    println!(
+        "\nshutdown: {} in flight, {} finished, {} cancelled, {} idle instances dropped",
+        shutdown.in_flight, shutdown.finished, shutdown.cancelled, shutdown.instances_dropped
+    );
+    let _ = std::panic::take_hook();
+    Ok(())
+}
+
+fn print_report(runtime: &Runtime, seen: &Seen) {
+    println!(
+        "\n{:<10} {:>7} {:>7} {:>6} {:>8} {:>6} {:>9} {:>5} {:>5} {:>5} {:>8} {:>8} {:>9} {:>10}",
+        "function",
+        "invokes",
+        "ok",
+        "errors",
+        "timeouts",
+        "panics",
+        "throttled",
+        "cold",
+        "peak",
+        "inst",
+        "p50",
+        "p99",
+        "GB-s",
+        "cost $"
+    );
+    let mut total_cost = 0.0;
+    for name in runtime.function_names() {
+        let (Some(m), Some(u)) = (runtime.metrics(&name), runtime.usage(&name)) else {
+            continue;
+        };
+        total_cost += u.cost;
+        println!(
+            "{:<10} {:>7} {:>7} {:>6} {:>8} {:>6} {:>9} {:>5} {:>5} {:>5} {:>8} {:>8} {:>9.4} {:>10.7}",
+            name,
+            m.invocations,
+            m.successes,
+            m.errors,
+            m.timeouts,
+            m.panics,
+            m.throttles(),
+            m.cold_starts,
+            m.peak_concurrency,
+            m.instances,
+            format!("{:.1?}", m.p50),
+            format!("{:.1?}", m.p99),
+            u.gb_seconds,
+            u.cost
+        );
+    }
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    println!(
+        "\ncallers saw: {} ok, {} function errors, {} timeouts, {} panics, throttled {} (function limit) / {} (runtime limit) / {} (scale rate), {} other",
+        load(&seen.ok),
+        load(&seen.function_errors),
+        load(&seen.timeouts),
+        load(&seen.panics),
+        load(&seen.throttled[0]),
+        load(&seen.throttled[1]),
+        load(&seen.throttled[2]),
+        load(&seen.other),
+    );
+    println!("estimated cost of the run: ${total_cost:.7} (Lambda x86 prices)");
+}
