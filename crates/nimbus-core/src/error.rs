@@ -278,7 +278,7 @@ impl InvokeError {
 }
 
 /// The class of an invocation's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[non_exhaustive]
 pub enum OutcomeKind {
     /// The handler returned its output.

@@ -41,6 +41,7 @@
 //! # }
 //! ```
 
+mod async_invoke;
 mod concurrency;
 mod error;
 mod function;
@@ -48,14 +49,19 @@ mod handler;
 mod instance;
 mod metering;
 mod metrics;
+mod retry;
 mod runtime;
 
+pub use async_invoke::{
+    destination_fn, AsyncMetrics, Condition, DeadLetter, DeliveryError, Destination, DestinationFn,
+    ErrorInfo, HandedBack, InvocationRecord, RejectReason, Rejected,
+};
 pub use error::{
     ConfigError, FunctionError, InitFailure, InvokeError, OutcomeKind, RegisterError, RetryHint,
     ThrottleReason,
 };
 pub use function::{
-    limits, BillingGranularity, Function, FunctionConfig, FunctionHandle, Invocation,
+    limits, AsyncConfig, BillingGranularity, Function, FunctionConfig, FunctionHandle, Invocation,
     InvokeOptions, ScaleRate,
 };
 pub use handler::{
@@ -64,7 +70,8 @@ pub use handler::{
 };
 pub use metering::{Prices, Usage, UsageReport};
 pub use metrics::FunctionMetrics;
-pub use runtime::{ConcurrencySnapshot, Runtime, RuntimeConfig, ShutdownReport};
+pub use retry::{Backoff, Retries, RetryPolicy};
+pub use runtime::{AsyncInvokeError, ConcurrencySnapshot, Runtime, RuntimeConfig, ShutdownReport};
 
 /// Re-exported so that handlers can use the context's token without naming tokio-util.
 pub use tokio_util::sync::CancellationToken;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::retry::Backoff;
 
 /// Limits of [`FunctionConfig`] fields, as published by AWS Lambda.
 pub mod limits {
@@ -36,6 +37,67 @@ impl Default for ScaleRate {
             instances: 1_000,
             per: Duration::from_secs(10),
         }
+    }
+}
+
+/// How asynchronous invocations of a function are queued and retried.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AsyncConfig {
+    /// Events accepted and not yet finished, at most (1..=10,000,000, default 100,000);
+    /// `invoke_async` beyond it hands the event back.
+    pub queue_capacity: usize,
+    /// Retries after a function error, timeout, panic or init failure (0..=2, default 2).
+    pub max_retries: u32,
+    /// An event older than this goes to the failure path (60 s..=6 h, default 6 h).
+    pub max_event_age: Duration,
+    /// Waits between attempts (default: 1 min then 2 min, up to 20 % shorter).
+    pub retry_backoff: Backoff,
+    /// Waits after a throttle, which never counts as an attempt (default: 1 s doubling to
+    /// 5 min, up to 20 % shorter). A freed permit wakes the queue sooner.
+    pub throttle_backoff: Backoff,
+}
+
+impl Default for AsyncConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 100_000,
+            max_retries: 2,
+            max_event_age: Duration::from_secs(6 * 3_600),
+            retry_backoff: Backoff::async_retries(),
+            throttle_backoff: Backoff::throttles(),
+        }
+    }
+}
+
+impl AsyncConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=10_000_000).contains(&self.queue_capacity) {
+            return Err(ConfigError::new(
+                "function",
+                "async_queue_capacity",
+                self.queue_capacity,
+                "1..=10000000",
+            ));
+        }
+        if self.max_retries > 2 {
+            return Err(ConfigError::new(
+                "function",
+                "max_retries",
+                self.max_retries,
+                "0..=2",
+            ));
+        }
+        if !(Duration::from_secs(60)..=Duration::from_secs(6 * 3_600)).contains(&self.max_event_age)
+        {
+            return Err(ConfigError::new(
+                "function",
+                "max_event_age",
+                self.max_event_age,
+                "60s..=6h",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -78,7 +140,7 @@ impl BillingGranularity {
 /// let err = FunctionConfig::default().with_memory_mb(64).validate().unwrap_err();
 /// assert_eq!(err.field, "memory_mb");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct FunctionConfig {
     /// Longest an invocation may run (1 ms..=900 s, default 3 s).
@@ -100,6 +162,8 @@ pub struct FunctionConfig {
     pub init_timeout: Duration,
     /// Billing granularity (default 1 ms).
     pub billing: BillingGranularity,
+    /// Asynchronous invocation: queue, retries, event age.
+    pub async_invoke: AsyncConfig,
 }
 
 impl Default for FunctionConfig {
@@ -113,6 +177,7 @@ impl Default for FunctionConfig {
             scale_rate: ScaleRate::default(),
             init_timeout: limits::MAX_INIT_TIMEOUT,
             billing: BillingGranularity::default(),
+            async_invoke: AsyncConfig::default(),
         }
     }
 }
@@ -174,6 +239,41 @@ impl FunctionConfig {
         self
     }
 
+    /// Sets the number of retries of a failed async invocation (0..=2).
+    #[must_use]
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.async_invoke.max_retries = max_retries;
+        self
+    }
+
+    /// Sets the maximum age of an async event (60 s..=6 h).
+    #[must_use]
+    pub fn with_max_event_age(mut self, max_event_age: Duration) -> Self {
+        self.async_invoke.max_event_age = max_event_age;
+        self
+    }
+
+    /// Sets how many async events may be pending at once.
+    #[must_use]
+    pub fn with_async_queue_capacity(mut self, capacity: usize) -> Self {
+        self.async_invoke.queue_capacity = capacity;
+        self
+    }
+
+    /// Sets the waits between async attempts.
+    #[must_use]
+    pub fn with_retry_backoff(mut self, backoff: Backoff) -> Self {
+        self.async_invoke.retry_backoff = backoff;
+        self
+    }
+
+    /// Sets the waits after a throttle.
+    #[must_use]
+    pub fn with_throttle_backoff(mut self, backoff: Backoff) -> Self {
+        self.async_invoke.throttle_backoff = backoff;
+        self
+    }
+
     /// Checks every field against its allowed range.
     ///
     /// # Errors
@@ -214,6 +314,6 @@ impl FunctionConfig {
         if !(limits::MIN_TIMEOUT..=limits::MAX_INIT_TIMEOUT).contains(&self.init_timeout) {
             return err("init_timeout", &self.init_timeout, "1ms..=10s");
         }
-        Ok(())
+        self.async_invoke.validate()
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::FunctionInner;
 use crate::error::{InitFailure, InvokeError, OutcomeKind, ThrottleReason};
-use crate::handler::{Context, Handler, InitContext, Invoker};
+use crate::handler::{Context, Handler, InitContext, Invoker, RequestId};
 use crate::instance::Lease;
 use crate::metering::{self, UsageReport};
 
@@ -65,6 +65,15 @@ impl<O> Invocation<O> {
             report: None,
         }
     }
+}
+
+/// What [`FunctionInner::run_on`] produced.
+pub(crate) struct Run<O> {
+    pub(crate) result: Result<O, InvokeError>,
+    pub(crate) report: UsageReport,
+    /// The instance finished normally (output or function error) and may be reused.
+    pub(crate) sound: bool,
+    pub(crate) end: Instant,
 }
 
 /// How a guarded run ended.
@@ -126,27 +135,60 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
         self.counters.busy_enter();
         let _busy = BusyGuard(self);
 
-        let (mut lease, init_duration) = match self.pool.take_warm() {
-            Some(lease) => (lease, None),
-            None => {
-                if !self.scale.try_take() {
-                    self.counters.throttled(ThrottleReason::ScaleRate);
-                    return Invocation::refused(InvokeError::Throttled(ThrottleReason::ScaleRate));
-                }
-                match self.init_instance(false).await {
-                    Ok((instance, took)) => {
-                        self.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
-                        (self.pool.lease_new(instance), Some(took))
-                    }
-                    Err(error) => {
-                        self.counters.finished(error.kind(), None);
-                        return Invocation::refused(error);
-                    }
-                }
-            }
+        let (mut lease, init_duration) = match self.lease_instance().await {
+            Ok(leased) => leased,
+            Err(error) => return Invocation::refused(error),
         };
-
         let request_id = self.shared.next_request_id();
+        let run = self
+            .run_on(&mut lease, event, request_id, options, init_duration)
+            .await;
+        if run.sound {
+            lease.release(run.end);
+        }
+        if matches!(run.result, Err(InvokeError::Cancelled)) {
+            self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        Invocation {
+            result: run.result,
+            report: Some(run.report),
+        }
+    }
+
+    /// A warm instance, or a new one if the scale rate allows (with its init duration).
+    /// Throttles and init failures are counted here.
+    pub(crate) async fn lease_instance(
+        &self,
+    ) -> Result<(Lease<'_, E, O>, Option<Duration>), InvokeError> {
+        if let Some(lease) = self.pool.take_warm() {
+            return Ok((lease, None));
+        }
+        if !self.scale.try_take() {
+            self.counters.throttled(ThrottleReason::ScaleRate);
+            return Err(InvokeError::Throttled(ThrottleReason::ScaleRate));
+        }
+        match self.init_instance(false).await {
+            Ok((instance, took)) => {
+                self.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
+                Ok((self.pool.lease_new(instance), Some(took)))
+            }
+            Err(error) => {
+                self.counters.finished(error.kind(), None);
+                Err(error)
+            }
+        }
+    }
+
+    /// Runs one event on a leased instance: guarded run, metering, metrics, REPORT event.
+    /// The caller releases the lease if the run left the instance `sound`, or drops it.
+    pub(crate) async fn run_on(
+        &self,
+        lease: &mut Lease<'_, E, O>,
+        event: E,
+        request_id: RequestId,
+        options: InvokeOptions,
+        init_duration: Option<Duration>,
+    ) -> Run<O> {
         let (instance, cancel) = lease.parts();
         let cancel = Arc::clone(cancel);
         let start = Instant::now();
@@ -166,7 +208,13 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
         let end = Instant::now();
         let duration = end.saturating_duration_since(start);
 
-        let result = self.settle(ran, lease, end);
+        let (result, sound) = match ran {
+            Ran::Completed(Ok(output)) => (Ok(output), true),
+            Ran::Completed(Err(error)) => (Err(InvokeError::Function(error)), true),
+            Ran::Panicked(message) => (Err(InvokeError::Panic(message)), false),
+            Ran::TimedOut => (Err(InvokeError::Timeout(self.config.timeout)), false),
+            Ran::Cancelled => (Err(InvokeError::Cancelled), false),
+        };
         let kind = match &result {
             Ok(_) => OutcomeKind::Success,
             Err(error) => error.kind(),
@@ -174,13 +222,6 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
         self.counters.finished(kind, Some(duration));
         let billed = metering::billed(duration, self.config.billing);
         self.usage.add(billed);
-        let report = UsageReport {
-            request_id,
-            duration,
-            billed_duration: billed,
-            memory_mb: self.config.memory_mb,
-            init_duration,
-        };
         tracing::info!(
             target: "nimbus::report",
             function = %self.name,
@@ -192,34 +233,17 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
             init_us = init_duration.map(|d| d.as_micros() as u64),
             "REPORT"
         );
-        Invocation {
+        Run {
             result,
-            report: Some(report),
-        }
-    }
-
-    /// Returns the instance to the pool when it is known to be sound, or lets the lease discard it.
-    fn settle(
-        &self,
-        ran: Ran<Result<O, crate::FunctionError>>,
-        lease: Lease<'_, E, O>,
-        end: Instant,
-    ) -> Result<O, InvokeError> {
-        match ran {
-            Ran::Completed(Ok(output)) => {
-                lease.release(end);
-                Ok(output)
-            }
-            Ran::Completed(Err(error)) => {
-                lease.release(end);
-                Err(InvokeError::Function(error))
-            }
-            Ran::Panicked(message) => Err(InvokeError::Panic(message)),
-            Ran::TimedOut => Err(InvokeError::Timeout(self.config.timeout)),
-            Ran::Cancelled => {
-                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
-                Err(InvokeError::Cancelled)
-            }
+            report: UsageReport {
+                request_id,
+                duration,
+                billed_duration: billed,
+                memory_mb: self.config.memory_mb,
+                init_duration,
+            },
+            sound,
+            end,
         }
     }
 
@@ -309,7 +333,7 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
 }
 
 /// Counts the invocation out of the function's busy gauge however it ends.
-struct BusyGuard<'a, E, O>(&'a FunctionInner<E, O>);
+pub(crate) struct BusyGuard<'a, E, O>(pub(crate) &'a FunctionInner<E, O>);
 
 impl<E, O> Drop for BusyGuard<'_, E, O> {
     fn drop(&mut self) {

@@ -8,15 +8,21 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use config::{limits, BillingGranularity, FunctionConfig, ScaleRate};
+pub use config::{limits, AsyncConfig, BillingGranularity, FunctionConfig, ScaleRate};
+pub(crate) use invoke::BusyGuard;
 pub use invoke::{Invocation, InvokeOptions};
 
+use crate::async_invoke::{
+    AsyncMetrics, AsyncState, DeadLetter, Destination, Destinations, HandedBack, Rejected,
+};
 use crate::concurrency::{Limiter, TokenBucket};
 use crate::error::{InitFailure, InvokeError};
+use crate::handler::RequestId;
 use crate::handler::{CloneFactory, Handler, InstanceFactory, Invoker};
 use crate::instance::Pool;
 use crate::metering::{Usage, UsageTotals};
 use crate::metrics::{FunctionCounters, FunctionMetrics};
+use crate::retry::{Backoff, Retries, RetryPolicy};
 use crate::runtime::{AnyFunction, BoxFuture, Shared};
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +46,8 @@ pub struct Function<E, O> {
     name: String,
     factory: Arc<dyn InstanceFactory<E, O>>,
     config: FunctionConfig,
+    destinations: Destinations<E, O>,
+    retry_policy: Option<Arc<dyn RetryPolicy>>,
 }
 
 impl<E, O> std::fmt::Debug for Function<E, O> {
@@ -66,6 +74,8 @@ impl<E: Send + 'static, O: 'static> Function<E, O> {
             name: name.into(),
             factory: Arc::new(factory),
             config: FunctionConfig::default(),
+            destinations: Destinations::default(),
+            retry_policy: None,
         }
     }
 }
@@ -137,26 +147,110 @@ impl<E, O> Function<E, O> {
         self
     }
 
-    pub(crate) fn into_parts(self) -> (String, Arc<dyn InstanceFactory<E, O>>, FunctionConfig) {
-        (self.name, self.factory, self.config)
+    /// Sets the number of retries of a failed async invocation (0..=2, default 2).
+    #[must_use]
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.config.async_invoke.max_retries = max_retries;
+        self
     }
+
+    /// Sets the maximum age of an async event (60 s..=6 h, default 6 h).
+    #[must_use]
+    pub fn with_max_event_age(mut self, max_event_age: Duration) -> Self {
+        self.config.async_invoke.max_event_age = max_event_age;
+        self
+    }
+
+    /// Sets how many async events may be pending at once (default 100,000).
+    #[must_use]
+    pub fn with_async_queue_capacity(mut self, capacity: usize) -> Self {
+        self.config.async_invoke.queue_capacity = capacity;
+        self
+    }
+
+    /// Sets the waits between async attempts (default: 1 min, then 2 min).
+    #[must_use]
+    pub fn with_retry_backoff(mut self, backoff: Backoff) -> Self {
+        self.config.async_invoke.retry_backoff = backoff;
+        self
+    }
+
+    /// Sets the waits after a throttle (default: 1 s doubling to 5 min).
+    #[must_use]
+    pub fn with_throttle_backoff(mut self, backoff: Backoff) -> Self {
+        self.config.async_invoke.throttle_backoff = backoff;
+        self
+    }
+
+    /// Replaces the default retry policy (`max_retries` with `retry_backoff`) of async
+    /// invocations.
+    #[must_use]
+    pub fn with_retry_policy(mut self, policy: impl RetryPolicy) -> Self {
+        self.retry_policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// Sends a record of every successful async invocation here.
+    #[must_use]
+    pub fn with_on_success(mut self, destination: impl Destination<E, O>) -> Self {
+        self.destinations.on_success = Some(Arc::new(destination));
+        self
+    }
+
+    /// Sends a record of every async invocation that failed for good here.
+    #[must_use]
+    pub fn with_on_failure(mut self, destination: impl Destination<E, O>) -> Self {
+        self.destinations.on_failure = Some(Arc::new(destination));
+        self
+    }
+
+    /// Sends the original event of every async invocation that failed for good here (after the
+    /// on-failure destination, or instead of it when it refuses).
+    #[must_use]
+    pub fn with_dead_letter(mut self, dead_letter: impl DeadLetter<E>) -> Self {
+        self.destinations.dead_letter = Some(Arc::new(dead_letter));
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> Parts<E, O> {
+        Parts {
+            name: self.name,
+            factory: self.factory,
+            config: self.config,
+            destinations: self.destinations,
+            retry_policy: self.retry_policy,
+        }
+    }
+}
+
+/// A [`Function`] taken apart for registration.
+pub(crate) struct Parts<E, O> {
+    pub(crate) name: String,
+    pub(crate) factory: Arc<dyn InstanceFactory<E, O>>,
+    pub(crate) config: FunctionConfig,
+    pub(crate) destinations: Destinations<E, O>,
+    pub(crate) retry_policy: Option<Arc<dyn RetryPolicy>>,
 }
 
 /// Converts events and outputs to and from JSON, for functions registered with serde types.
 pub(crate) struct JsonCodec<E, O> {
-    decode: fn(serde_json::Value) -> Result<E, serde_json::Error>,
+    decode: fn(&serde_json::Value) -> Result<E, serde_json::Error>,
     encode: fn(O) -> Result<serde_json::Value, serde_json::Error>,
+    invoke_async: AsyncEntry<E, O>,
 }
+
+type AsyncEntry<E, O> = fn(&Arc<FunctionInner<E, O>>, E) -> Result<RequestId, Rejected<E>>;
 
 impl<E, O> JsonCodec<E, O>
 where
-    E: serde::de::DeserializeOwned,
-    O: serde::Serialize,
+    E: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+    O: serde::Serialize + Send + 'static,
 {
     pub(crate) fn new() -> Self {
         Self {
-            decode: serde_json::from_value::<E>,
+            decode: |value| E::deserialize(value),
             encode: serde_json::to_value::<O>,
+            invoke_async: |inner, event| inner.invoke_async(event),
         }
     }
 }
@@ -175,22 +269,38 @@ pub(crate) struct FunctionInner<E, O> {
     pub(crate) usage: UsageTotals,
     pub(crate) instance_seq: AtomicU64,
     pub(crate) stopped: CancellationToken,
+    pub(crate) async_state: AsyncState<E, O>,
     json: Option<JsonCodec<E, O>>,
 }
 
 impl<E, O> FunctionInner<E, O> {
     pub(crate) fn new(
-        name: Arc<str>,
-        factory: Arc<dyn InstanceFactory<E, O>>,
-        config: FunctionConfig,
+        parts: Parts<E, O>,
         shared: Arc<Shared>,
         json: Option<JsonCodec<E, O>>,
     ) -> Self {
+        let Parts {
+            name,
+            factory,
+            config,
+            destinations,
+            retry_policy,
+        } = parts;
+        let retry = retry_policy.unwrap_or_else(|| {
+            Arc::new(
+                Retries::new(
+                    config.async_invoke.max_retries,
+                    config.async_invoke.retry_backoff,
+                )
+                .expect("max_retries was validated"),
+            )
+        });
         Self {
+            async_state: AsyncState::new(destinations, retry),
             reserved: config.max_concurrency.map(|max| Limiter::new(max as usize)),
             scale: TokenBucket::new(config.scale_rate.instances, config.scale_rate.per),
             stopped: shared.shutting_down.child_token(),
-            name,
+            name: Arc::from(name.as_str()),
             config,
             factory,
             shared,
@@ -246,7 +356,7 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
             let Some(codec) = &self.json else {
                 return Err(InvokeError::NotJson(self.name.to_string()));
             };
-            let event = (codec.decode)(event).map_err(|e| {
+            let event = (codec.decode)(&event).map_err(|e| {
                 InvokeError::Payload(format!("cannot decode the event for `{}`: {e}", self.name))
             })?;
             let output = self
@@ -263,6 +373,10 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
         self.counters.snapshot(self.pool.live(), self.pool.idle())
     }
 
+    fn async_metrics(&self) -> AsyncMetrics {
+        self.async_state.metrics()
+    }
+
     fn usage(&self) -> Usage {
         self.usage
             .snapshot(self.config.memory_mb, &self.shared.config.prices)
@@ -271,6 +385,48 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
     fn stop(&self) -> usize {
         self.stopped.cancel();
         self.pool.clear()
+    }
+
+    fn invoke_async_json(
+        self: Arc<Self>,
+        event: serde_json::Value,
+    ) -> Result<RequestId, crate::runtime::AsyncInvokeError> {
+        use crate::runtime::AsyncInvokeError;
+        let Some(codec) = &self.json else {
+            return Err(AsyncInvokeError::NotJson(self.name.to_string()));
+        };
+        let decoded = (codec.decode)(&event).map_err(|e| {
+            AsyncInvokeError::Payload(format!("cannot decode the event for `{}`: {e}", self.name))
+        })?;
+        (codec.invoke_async)(&self, decoded).map_err(|rejected| AsyncInvokeError::Rejected {
+            event,
+            reason: rejected.reason,
+        })
+    }
+
+    fn async_idle(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.async_state.until_idle())
+    }
+
+    fn hand_back(&self) -> Vec<HandedBack> {
+        self.async_state.hand_back(&self.name)
+    }
+}
+
+impl<E, O> FunctionHandle<E, O>
+where
+    E: Clone + Send + Sync + 'static,
+    O: Send + 'static,
+{
+    /// Invokes the function asynchronously (Lambda's `Event` type): the event is queued and the
+    /// request id returned at once. Failed attempts are retried; the outcome goes to the
+    /// destinations configured on the function.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected`] hands the event back when the queue is full or the runtime is shutting down.
+    pub fn invoke_async(&self, event: E) -> Result<RequestId, Rejected<E>> {
+        self.inner.invoke_async(event)
     }
 }
 
@@ -334,6 +490,11 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
     /// A snapshot of the function's metrics.
     pub fn metrics(&self) -> FunctionMetrics {
         self.inner.metrics()
+    }
+
+    /// A snapshot of the function's async queue.
+    pub fn async_metrics(&self) -> AsyncMetrics {
+        self.inner.async_state.metrics()
     }
 
     /// The function's accumulated usage and estimated cost.

@@ -45,7 +45,7 @@ impl Prices {
 #[non_exhaustive]
 pub struct UsageReport {
     /// The invocation's request id.
-    #[serde(serialize_with = "display")]
+    #[serde(serialize_with = "serialize_display")]
     pub request_id: RequestId,
     /// How long the handler ran.
     pub duration: Duration,
@@ -57,7 +57,10 @@ pub struct UsageReport {
     pub init_duration: Option<Duration>,
 }
 
-fn display<S: serde::Serializer>(v: &RequestId, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_display<S: serde::Serializer>(
+    v: &RequestId,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 

@@ -149,6 +149,11 @@ impl FunctionCounters {
 }
 
 /// Serialises a duration as whole microseconds.
+pub(crate) fn serialize_us<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    duration_us::serialize(d, s)
+}
+
+/// Serialises a duration as whole microseconds.
 mod duration_us {
     use std::time::Duration;
 

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 pub use config::RuntimeConfig;
 pub(crate) use gate::Gate;
 
+use crate::async_invoke::{HandedBack, RejectReason, Rejected};
 use crate::concurrency::Limiter;
 use crate::error::{ConfigError, InvokeError, RegisterError};
 use crate::function::{Function, FunctionConfig, FunctionHandle, FunctionInner, JsonCodec};
@@ -94,9 +95,41 @@ pub(crate) trait AnyFunction: Send + Sync + 'static {
         invoker: Invoker,
     ) -> BoxFuture<'_, Result<serde_json::Value, InvokeError>>;
     fn metrics(&self) -> FunctionMetrics;
+    fn async_metrics(&self) -> crate::AsyncMetrics;
     fn usage(&self) -> Usage;
     /// Stops the reaper and drops idle instances; returns how many were dropped.
     fn stop(&self) -> usize;
+    fn invoke_async_json(
+        self: Arc<Self>,
+        event: serde_json::Value,
+    ) -> Result<RequestId, AsyncInvokeError>;
+    /// Resolves when no async event is pending.
+    fn async_idle(&self) -> BoxFuture<'_, ()>;
+    /// Takes every unfinished async event out, for the host.
+    fn hand_back(&self) -> Vec<HandedBack>;
+}
+
+/// Why [`Runtime::invoke_async_json`] did not accept an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AsyncInvokeError {
+    /// No function is registered under this name.
+    #[error("no function named `{0}`")]
+    NotFound(String),
+    /// The function takes typed events only.
+    #[error("function `{0}` takes typed events only")]
+    NotJson(String),
+    /// The event does not decode into the function's event type.
+    #[error("payload error: {0}")]
+    Payload(String),
+    /// The queue is full or the runtime is shutting down; the event is handed back.
+    #[error("event refused: {reason:?}")]
+    Rejected {
+        /// The event, unchanged.
+        event: serde_json::Value,
+        /// Why it was refused.
+        reason: RejectReason,
+    },
 }
 
 struct Entry {
@@ -157,14 +190,19 @@ impl Default for Runtime {
 }
 
 /// What [`Runtime::shutdown`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Invocations running when shutdown began.
+    /// Async events accepted but not finished when the grace period ended (queued, waiting for
+    /// a retry, or stopped mid-run), and failed events no destination took: handed back to the
+    /// host rather than dropped.
+    pub handed_back: Vec<HandedBack>,
+    /// Sync invocations running when shutdown began.
     pub in_flight: usize,
     /// Of those, how many finished (with any outcome) within the grace period.
     pub finished: usize,
-    /// Of those, how many were cancelled when the grace period ended.
+    /// Of those, how many were cancelled when the grace period ended. (Async events cut
+    /// short are in `handed_back` instead.)
     pub cancelled: usize,
     /// Idle instances dropped.
     pub instances_dropped: usize,
@@ -230,7 +268,7 @@ impl Runtime {
         function: Function<E, O>,
     ) -> Result<FunctionHandle<E, O>, RegisterError>
     where
-        E: DeserializeOwned + Send + 'static,
+        E: DeserializeOwned + Clone + Send + Sync + 'static,
         O: Serialize + Send + 'static,
     {
         self.register_with(function, Some(JsonCodec::new())).await
@@ -261,9 +299,10 @@ impl Runtime {
         E: Send + 'static,
         O: Send + 'static,
     {
-        let (name, factory, config) = function.into_parts();
+        let parts = function.into_parts();
+        let name = parts.name.clone();
         validate_name(&name)?;
-        config.validate()?;
+        parts.config.validate()?;
         let _serial = self.registering.lock().await;
         if self.shared.gate.is_closed() {
             return Err(RegisterError::ShuttingDown);
@@ -271,17 +310,11 @@ impl Runtime {
         if self.functions.contains_key(name.as_str()) {
             return Err(RegisterError::Duplicate(name));
         }
-        let reservation = config.max_concurrency;
+        let reservation = parts.config.max_concurrency;
         if let Some(amount) = reservation {
             self.shared.reserve(amount)?;
         }
-        let inner = Arc::new(FunctionInner::new(
-            Arc::from(name.as_str()),
-            factory,
-            config,
-            Arc::clone(&self.shared),
-            json,
-        ));
+        let inner = Arc::new(FunctionInner::new(parts, Arc::clone(&self.shared), json));
         if let Err(failure) = inner.provision().await {
             if let Some(amount) = reservation {
                 self.shared.unreserve(amount);
@@ -363,6 +396,48 @@ impl Runtime {
         function.invoke_json(event, Invoker::Host).await
     }
 
+    /// Queues a typed event for asynchronous invocation of `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvokeError::NotFound`] / [`InvokeError::WrongType`] in the outer result; the inner
+    /// [`Rejected`] hands the event back when the queue is full or the runtime is shutting down.
+    pub fn invoke_async<E, O>(
+        &self,
+        name: &str,
+        event: E,
+    ) -> Result<Result<RequestId, Rejected<E>>, InvokeError>
+    where
+        E: Clone + Send + Sync + 'static,
+        O: Send + 'static,
+    {
+        Ok(self.function::<E, O>(name)?.invoke_async(event))
+    }
+
+    /// Queues a JSON event for asynchronous invocation of `name`, for callers that only know
+    /// the name. Returns the request id at once.
+    ///
+    /// # Errors
+    ///
+    /// See [`AsyncInvokeError`]; a refused event is handed back.
+    pub fn invoke_async_json(
+        &self,
+        name: &str,
+        event: serde_json::Value,
+    ) -> Result<RequestId, AsyncInvokeError> {
+        let function = self
+            .functions
+            .get(name)
+            .map(|entry| Arc::clone(&entry.function))
+            .ok_or_else(|| AsyncInvokeError::NotFound(name.to_owned()))?;
+        function.invoke_async_json(event)
+    }
+
+    /// A snapshot of one function's async queue.
+    pub fn async_metrics(&self, name: &str) -> Option<crate::AsyncMetrics> {
+        self.functions.get(name).map(|e| e.function.async_metrics())
+    }
+
     /// Names of the registered functions, sorted.
     pub fn function_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.functions.iter().map(|e| e.key().to_string()).collect();
@@ -398,23 +473,33 @@ impl Runtime {
         self.shared.gate.is_closed()
     }
 
-    /// Shuts down gracefully: new invocations are refused with [`InvokeError::ShuttingDown`],
-    /// every running invocation's cancellation token fires, and they get `grace` to finish;
-    /// those still running then are cancelled. Reapers stop and idle instances are dropped.
-    /// Calling it again returns at once with an empty report.
+    /// Shuts down gracefully: new invocations are refused ([`InvokeError::ShuttingDown`], and
+    /// [`RejectReason::ShuttingDown`] for async ones), every running invocation's cancellation
+    /// token fires, and running invocations and queued async events get `grace` to finish.
+    /// Then what still runs is cancelled, and async events not finished are handed back in the
+    /// report. Reapers stop and idle instances are dropped. Calling it again returns at once.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let in_flight = self.shared.gate.close();
         self.shared.shutting_down.cancel();
         let cancelled_before = self.shared.cancelled.load(Ordering::Relaxed);
-        if tokio::time::timeout(grace, self.shared.gate.drained())
-            .await
-            .is_err()
-        {
-            self.shared.hard_stop.cancel();
+        let functions: Vec<Arc<dyn AnyFunction>> = self
+            .functions
+            .iter()
+            .map(|e| Arc::clone(&e.function))
+            .collect();
+        let drained = async {
             self.shared.gate.drained().await;
-        }
+            for function in &functions {
+                function.async_idle().await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, drained).await;
+        // Whatever still runs now is cancelled; async workers and timers stop.
+        self.shared.hard_stop.cancel();
+        self.shared.gate.drained().await;
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
+        let handed_back = functions.iter().flat_map(|f| f.hand_back()).collect();
         let cancelled =
             usize::try_from(self.shared.cancelled.load(Ordering::Relaxed) - cancelled_before)
                 .unwrap_or(usize::MAX);
@@ -423,6 +508,7 @@ impl Runtime {
             instances_dropped += entry.function.stop();
         }
         ShutdownReport {
+            handed_back,
             in_flight,
             finished: in_flight.saturating_sub(cancelled),
             cancelled,

@@ -2,6 +2,8 @@
 
 mod support;
 
+mod async_invoke;
+mod async_properties;
 mod concurrency;
 mod config;
 mod failures;

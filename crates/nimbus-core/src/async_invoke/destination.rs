@@ -1,0 +1,239 @@
+//! Where finished async invocations go: on-success / on-failure [`Destination`]s receiving an
+//! [`InvocationRecord`], and [`DeadLetter`] targets receiving the original event only.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::error::{InvokeError, OutcomeKind};
+use crate::handler::RequestId;
+
+/// Why an async invocation ended where it did (Lambda's `requestContext.condition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[non_exhaustive]
+pub enum Condition {
+    /// The function returned its output.
+    Success,
+    /// Every attempt failed and the retry policy gave up.
+    RetriesExhausted,
+    /// The event grew older than the function's `max_event_age` before it could succeed.
+    EventAgeExceeded,
+    /// The handler marked its error as not retryable (or the failure is never retried).
+    NotRetryable,
+    /// The function's reserved concurrency is 0: it is never invoked (as Lambda does).
+    ZeroReservedConcurrency,
+}
+
+/// The error of the last attempt, as recorded for destinations.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ErrorInfo {
+    /// The error type (Lambda's `errorType`).
+    pub error_type: String,
+    /// The error message.
+    pub message: String,
+    /// The outcome class (error, timeout, panic, init failure, ...).
+    pub kind: OutcomeKind,
+}
+
+impl From<&InvokeError> for ErrorInfo {
+    fn from(error: &InvokeError) -> Self {
+        let message = match error {
+            InvokeError::Function(e) => e.message().to_owned(),
+            other => other.to_string(),
+        };
+        Self {
+            error_type: error.error_type().to_owned(),
+            message,
+            kind: error.kind(),
+        }
+    }
+}
+
+/// What a destination receives about one async invocation (Lambda's invocation record).
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
+pub struct InvocationRecord<E, O> {
+    /// The request id returned by `invoke_async`.
+    #[serde(serialize_with = "crate::metering::serialize_display")]
+    pub request_id: RequestId,
+    /// The function's name.
+    pub function: Arc<str>,
+    /// When the record was made.
+    pub timestamp: SystemTime,
+    /// Why the invocation ended here.
+    pub condition: Condition,
+    /// How many times the function was invoked for this event (throttles not counted).
+    pub approximate_invoke_count: u32,
+    /// The original event.
+    pub request: E,
+    /// The output, on success.
+    pub response: Option<O>,
+    /// The last attempt's error, on failure.
+    pub error: Option<ErrorInfo>,
+}
+
+/// A delivery that did not go through; it hands the value back so that nothing is lost.
+#[derive(Debug)]
+pub struct DeliveryError<T> {
+    /// The record or event that was not delivered.
+    pub value: T,
+    /// Why.
+    pub reason: String,
+}
+
+impl<T> DeliveryError<T> {
+    /// A failed delivery of `value`.
+    pub fn new(value: T, reason: impl Into<String>) -> Self {
+        Self {
+            value,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A target for invocation records: the host through a channel, another function, a queue or
+/// stream from `nimbus-sources`, anything that implements it.
+///
+/// # Example
+///
+/// ```
+/// use nimbus_core::{Destination, InvocationRecord};
+///
+/// // A Tokio channel is a destination: the host reads records from the receiver.
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<InvocationRecord<String, u32>>();
+/// fn takes<D: Destination<String, u32>>(_d: D) {}
+/// takes(tx);
+/// ```
+#[async_trait]
+pub trait Destination<E, O>: Send + Sync + 'static {
+    /// Delivers one record.
+    ///
+    /// # Errors
+    ///
+    /// A [`DeliveryError`] that hands the record back.
+    async fn deliver(
+        &self,
+        record: InvocationRecord<E, O>,
+    ) -> Result<(), DeliveryError<InvocationRecord<E, O>>>;
+}
+
+/// A target for events that failed for good: it receives only the original event.
+#[async_trait]
+pub trait DeadLetter<E>: Send + Sync + 'static {
+    /// Stores one event.
+    ///
+    /// # Errors
+    ///
+    /// A [`DeliveryError`] that hands the event back.
+    async fn send(&self, event: E) -> Result<(), DeliveryError<E>>;
+}
+
+#[async_trait]
+impl<E, O> Destination<E, O> for tokio::sync::mpsc::UnboundedSender<InvocationRecord<E, O>>
+where
+    E: Send + 'static,
+    O: Send + 'static,
+{
+    async fn deliver(
+        &self,
+        record: InvocationRecord<E, O>,
+    ) -> Result<(), DeliveryError<InvocationRecord<E, O>>> {
+        self.send(record)
+            .map_err(|e| DeliveryError::new(e.0, "the receiving channel is closed"))
+    }
+}
+
+#[async_trait]
+impl<E, O> Destination<E, O> for tokio::sync::mpsc::Sender<InvocationRecord<E, O>>
+where
+    E: Send + 'static,
+    O: Send + 'static,
+{
+    async fn deliver(
+        &self,
+        record: InvocationRecord<E, O>,
+    ) -> Result<(), DeliveryError<InvocationRecord<E, O>>> {
+        self.send(record)
+            .await
+            .map_err(|e| DeliveryError::new(e.0, "the receiving channel is closed"))
+    }
+}
+
+#[async_trait]
+impl<E: Send + 'static> DeadLetter<E> for tokio::sync::mpsc::UnboundedSender<E> {
+    async fn send(&self, event: E) -> Result<(), DeliveryError<E>> {
+        tokio::sync::mpsc::UnboundedSender::send(self, event)
+            .map_err(|e| DeliveryError::new(e.0, "the receiving channel is closed"))
+    }
+}
+
+#[async_trait]
+impl<E: Send + 'static> DeadLetter<E> for tokio::sync::mpsc::Sender<E> {
+    async fn send(&self, event: E) -> Result<(), DeliveryError<E>> {
+        tokio::sync::mpsc::Sender::send(self, event)
+            .await
+            .map_err(|e| DeliveryError::new(e.0, "the receiving channel is closed"))
+    }
+}
+
+/// A destination made from an async closure; see [`destination_fn`].
+pub struct DestinationFn<F, E, O> {
+    f: F,
+    _types: PhantomData<fn(E, O)>,
+}
+
+impl<F, E, O> std::fmt::Debug for DestinationFn<F, E, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DestinationFn").finish_non_exhaustive()
+    }
+}
+
+/// Turns `async fn(InvocationRecord) -> Result<(), DeliveryError<InvocationRecord>>` into a
+/// [`Destination`].
+pub fn destination_fn<F, Fut, E, O>(f: F) -> DestinationFn<F, E, O>
+where
+    F: Fn(InvocationRecord<E, O>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), DeliveryError<InvocationRecord<E, O>>>> + Send + 'static,
+{
+    DestinationFn {
+        f,
+        _types: PhantomData,
+    }
+}
+
+#[async_trait]
+impl<F, Fut, E, O> Destination<E, O> for DestinationFn<F, E, O>
+where
+    F: Fn(InvocationRecord<E, O>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), DeliveryError<InvocationRecord<E, O>>>> + Send + 'static,
+    E: Send + 'static,
+    O: Send + 'static,
+{
+    async fn deliver(
+        &self,
+        record: InvocationRecord<E, O>,
+    ) -> Result<(), DeliveryError<InvocationRecord<E, O>>> {
+        (self.f)(record).await
+    }
+}
+
+/// The destinations of one function.
+pub(crate) struct Destinations<E, O> {
+    pub(crate) on_success: Option<Arc<dyn Destination<E, O>>>,
+    pub(crate) on_failure: Option<Arc<dyn Destination<E, O>>>,
+    pub(crate) dead_letter: Option<Arc<dyn DeadLetter<E>>>,
+}
+
+impl<E, O> Default for Destinations<E, O> {
+    fn default() -> Self {
+        Self {
+            on_success: None,
+            on_failure: None,
+            dead_letter: None,
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! Asynchronous invocation: retries and their delays, throttles, event age, destinations,
+//! zero concurrency, a full queue and shutdown hand-back.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nimbus_core::{
+    handler_fn, Backoff, Condition, Context, DeliveryError, Function, FunctionError,
+    InvocationRecord, OutcomeKind, RejectReason,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::support::{runtime, Hold};
+
+type Records = mpsc::UnboundedReceiver<InvocationRecord<u32, u32>>;
+
+/// Destinations as channels the test reads.
+fn channels() -> (
+    mpsc::UnboundedSender<InvocationRecord<u32, u32>>,
+    Records,
+    mpsc::UnboundedSender<InvocationRecord<u32, u32>>,
+    Records,
+) {
+    let (ok_tx, ok_rx) = mpsc::unbounded_channel();
+    let (fail_tx, fail_rx) = mpsc::unbounded_channel();
+    (ok_tx, ok_rx, fail_tx, fail_rx)
+}
+
+/// A handler that fails its first `failures` attempts, recording when each attempt started.
+fn flaky(
+    failures: u32,
+    starts: Arc<parking_lot::Mutex<Vec<(Instant, u32)>>>,
+) -> Function<u32, u32> {
+    Function::new(
+        "flaky",
+        handler_fn(move |event: u32, ctx: Context| {
+            let starts = starts.clone();
+            async move {
+                starts.lock().push((Instant::now(), ctx.attempt()));
+                if ctx.attempt() <= failures {
+                    return Err(FunctionError::new(
+                        "Flaky",
+                        format!("attempt {}", ctx.attempt()),
+                    ));
+                }
+                Ok::<_, FunctionError>(event * 10)
+            }
+        }),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_attempts_are_retried_with_growing_jittered_delays() {
+    let rt = runtime(10);
+    let (ok_tx, mut ok_rx, fail_tx, _fail_rx) = channels();
+    let starts = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let handle = rt
+        .register(
+            flaky(2, starts.clone())
+                .with_on_success(ok_tx)
+                .with_on_failure(fail_tx),
+        )
+        .await
+        .unwrap();
+    let request_id = handle.invoke_async(7).unwrap();
+    let record = ok_rx.recv().await.expect("the third attempt succeeds");
+    assert_eq!(record.request_id, request_id);
+    assert_eq!(record.condition, Condition::Success);
+    assert_eq!(record.approximate_invoke_count, 3);
+    assert_eq!((record.request, record.response), (7, Some(70)));
+    assert!(record.error.is_none());
+    assert_eq!(&*record.function, "flaky");
+
+    // Lambda's defaults: about 1 min, then about 2 min (jitter shortens by up to 20 %).
+    let starts = starts.lock().clone();
+    assert_eq!(
+        starts.iter().map(|s| s.1).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let first = starts[1].0 - starts[0].0;
+    let second = starts[2].0 - starts[1].0;
+    assert!(
+        first >= Duration::from_secs(48) && first <= Duration::from_secs(60),
+        "{first:?}"
+    );
+    assert!(
+        second >= Duration::from_secs(96) && second <= Duration::from_secs(120),
+        "{second:?}"
+    );
+    let m = handle.async_metrics();
+    assert_eq!(
+        (m.accepted, m.retries, m.succeeded, m.failed, m.pending),
+        (1, 2, 1, 0, 0)
+    );
+    assert_eq!(m.delivered, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhausted_retries_go_to_on_failure_with_the_last_error() {
+    let rt = runtime(10);
+    let (ok_tx, _ok_rx, fail_tx, mut fail_rx) = channels();
+    let starts = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let handle = rt
+        .register(
+            flaky(u32::MAX, starts.clone())
+                .with_max_retries(1)
+                .with_retry_backoff(Backoff::fixed(Duration::from_secs(5)))
+                .with_on_success(ok_tx)
+                .with_on_failure(fail_tx),
+        )
+        .await
+        .unwrap();
+    let request_id = handle.invoke_async(3).unwrap();
+    let record = fail_rx.recv().await.unwrap();
+    assert_eq!(record.request_id, request_id);
+    assert_eq!(record.condition, Condition::RetriesExhausted);
+    assert_eq!(record.approximate_invoke_count, 2);
+    assert_eq!(record.request, 3);
+    assert_eq!(record.response, None);
+    let error = record.error.unwrap();
+    assert_eq!(
+        (error.error_type.as_str(), error.message.as_str()),
+        ("Flaky", "attempt 2")
+    );
+    assert_eq!(error.kind, OutcomeKind::Error);
+    let starts = starts.lock().clone();
+    assert_eq!(starts[1].0 - starts[0].0, Duration::from_secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_and_panics_are_retried_too() {
+    let rt = runtime(10);
+    let (ok_tx, mut ok_rx, fail_tx, _fail_rx) = channels();
+    let handle = rt
+        .register(
+            Function::new(
+                "unstable",
+                handler_fn(|event: u32, ctx: Context| async move {
+                    match ctx.attempt() {
+                        1 => panic!("first attempt panics"),
+                        2 => tokio::time::sleep(Duration::from_secs(60)).await,
+                        _ => {}
+                    }
+                    Ok::<_, FunctionError>(event)
+                }),
+            )
+            .with_timeout(Duration::from_secs(1))
+            .with_retry_backoff(Backoff::fixed(Duration::from_secs(1)))
+            .with_on_success(ok_tx)
+            .with_on_failure(fail_tx),
+        )
+        .await
+        .unwrap();
+    handle.invoke_async(1).unwrap();
+    let record = ok_rx.recv().await.unwrap();
+    assert_eq!(record.approximate_invoke_count, 3);
+    let m = handle.metrics();
+    assert_eq!((m.panics, m.timeouts, m.successes), (1, 1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_retryable_errors_fail_at_once() {
+    let rt = runtime(10);
+    let (ok_tx, _ok_rx, fail_tx, mut fail_rx) = channels();
+    let calls = Arc::new(AtomicU32::new(0));
+    let handle = rt
+        .register(
+            Function::new(
+                "strict",
+                handler_fn({
+                    let calls = calls.clone();
+                    move |_event: u32, _ctx: Context| {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            Err::<u32, _>(FunctionError::new("BadInput", "no").not_retryable())
+                        }
+                    }
+                }),
+            )
+            .with_on_success(ok_tx)
+            .with_on_failure(fail_tx),
+        )
+        .await
+        .unwrap();
+    handle.invoke_async(1).unwrap();
+    let record = fail_rx.recv().await.unwrap();
+    assert_eq!(record.condition, Condition::NotRetryable);
+    assert_eq!(record.approximate_invoke_count, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(handle.async_metrics().retries, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttles_are_requeued_and_never_count_as_attempts() {
+    let rt = runtime(10);
+    let (ok_tx, mut ok_rx, fail_tx, _fail_rx) = channels();
+    let hold = Hold::new();
+    let handle = rt
+        .register(
+            Function::new(
+                "narrow",
+                handler_fn({
+                    let hold = hold.clone();
+                    move |event: u32, ctx: Context| {
+                        let hold = hold.clone();
+                        async move {
+                            if event == 0 {
+                                hold.inside().await;
+                            }
+                            Ok::<_, FunctionError>(ctx.attempt())
+                        }
+                    }
+                }),
+            )
+            .with_max_concurrency(1)
+            .with_timeout(Duration::from_secs(600))
+            .with_throttle_backoff(
+                Backoff::new(Duration::from_secs(1), 2.0, Duration::from_secs(8), 0.0).unwrap(),
+            )
+            .with_on_success(ok_tx)
+            .with_on_failure(fail_tx),
+        )
+        .await
+        .unwrap();
+    // A sync invocation holds the only permit.
+    let blocker = tokio::spawn({
+        let h = handle.clone();
+        async move { h.invoke(0).await }
+    });
+    hold.until_inside(1).await;
+    handle.invoke_async(5).unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let throttles = handle.async_metrics().throttles;
+    assert!(throttles >= 3, "backed off repeatedly: {throttles}");
+    assert!(
+        throttles <= 6,
+        "backoff grows (1, 2, 4, 8, 8 s): {throttles}"
+    );
+    assert_eq!(handle.metrics().invocations, 0, "nothing ran meanwhile");
+
+    hold.let_go(1);
+    assert_eq!(blocker.await.unwrap().unwrap(), 1);
+    // The returned permit wakes the queue; the event's first attempt is attempt 1.
+    let record = ok_rx.recv().await.unwrap();
+    assert_eq!(record.response, Some(1), "the handler saw attempt 1");
+    assert_eq!(record.approximate_invoke_count, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_older_than_max_event_age_take_the_failure_path() {
+    let rt = runtime(10);
+    let (ok_tx, _ok_rx, fail_tx, mut fail_rx) = channels();
+    let starts = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    // Retries 50 s apart with a 60 s maximum age: the second retry would be too old.
+    let handle = rt
+        .register(
+            flaky(u32::MAX, starts.clone())
+                .with_max_event_age(Duration::from_secs(60))
+                .with_retry_backoff(Backoff::fixed(Duration::from_secs(50)))
+                .with_on_success(ok_tx)
+                .with_on_failure(fail_tx),
+        )
+        .await
+        .unwrap();
+    handle.invoke_async(1).unwrap();
+    let record = fail_rx.recv().await.unwrap();
+    assert_eq!(record.condition, Condition::EventAgeExceeded);
+    assert_eq!(record.approximate_invoke_count, 2);
+    assert_eq!(starts.lock().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_that_waits_too_long_in_the_queue_expires_unrun() {
+    let rt = runtime(10);
+    let (ok_tx, _ok_rx, fail_tx, mut fail_rx) = channels();
+    let hold = Hold::new();
+    let handle = rt
+        .register(
+            Function::new(
+                "busy",
+                handler_fn({
+                    let hold = hold.clone();
+                    move |event: u32, _ctx: Context| {
+                        let hold = hold.clone();
+                        async move {
+                            if event == 0 {
+                                hold.inside().await;
+                            }
+                            Ok::<_, FunctionError>(event)
+                        }
+                    }
+                }),
+            )
+            .with_max_concurrency(1)
+            .with_timeout(Duration::from_secs(600))
+            .with_max_event_age(Duration::from_secs(60))
+            .with_on_success(ok_tx)
+            .with_on_failure(fail_tx),
+        )
+        .await
+        .unwrap();
+    let blocker = tokio::spawn({
+        let h = handle.clone();
+        async move { h.invoke(0).await }
+    });
+    hold.until_inside(1).await;
+    handle.invoke_async(9).unwrap();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    hold.let_go(1);
+    blocker.await.unwrap().unwrap();
+    let record = fail_rx.recv().await.unwrap();
+    assert_eq!(record.condition, Condition::EventAgeExceeded);
+    assert_eq!(record.approximate_invoke_count, 0);
+    assert_eq!(record.request, 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_reserved_concurrency_sends_events_straight_to_on_failure() {
+    let rt = runtime(10);
+    let (ok_tx, _ok_rx, fail_tx, mut fail_rx) = channels();
+    let starts = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let handle = rt
+        .register(
+            flaky(0, starts.clone())
+                .with_max_concurrency(0)
+                .with_on_success(ok_tx)
+                .with_on_failure(fail_tx),
+        )
+        .await
+        .unwrap();
+    let id = handle.invoke_async(4).unwrap();
+    let record = fail_rx.recv().await.unwrap();
+    assert_eq!(record.request_id, id);
+    assert_eq!(record.condition, Condition::ZeroReservedConcurrency);
+    assert_eq!(record.approximate_invoke_count, 0);
+    assert!(starts.lock().is_empty(), "never invoked");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_hands_the_event_back() {
+    let rt = runtime(10);
+    let hold = Hold::new();
+    let handle = rt
+        .register(
+            Function::new(
+                "small",
+                handler_fn({
+                    let hold = hold.clone();
+                    move |event: String, _ctx: Context| {
+                        let hold = hold.clone();
+                        async move {
+                            hold.inside().await;
+                            Ok::<_, FunctionError>(event.len())
+                        }
+                    }
+                }),
+            )
+            .with_async_queue_capacity(2)
+            .with_max_concurrency(1),
+        )
+        .await
+        .unwrap();
+    handle.invoke_async("a".into()).unwrap();
+    handle.invoke_async("b".into()).unwrap();
+    let rejected = handle.invoke_async("keep me".into()).unwrap_err();
+    assert_eq!(rejected.event, "keep me");
+    assert_eq!(rejected.reason, RejectReason::QueueFull { capacity: 2 });
+    assert!(rejected.to_string().contains("full"));
+    hold.until_inside(1).await;
+    hold.let_go(1);
+    hold.until_inside(2).await;
+    hold.let_go(1);
+    // Once they finish there is room again.
+    while handle.async_metrics().pending > 0 {
+        tokio::task::yield_now().await;
+    }
+    handle.invoke_async("again".into()).unwrap();
+    hold.let_go(1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_record_falls_back_to_the_dead_letter_target() {
+    let rt = runtime(10);
+    let (dlq_tx, mut dlq_rx) = mpsc::unbounded_channel::<u32>();
+    let starts = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let handle = rt
+        .register(
+            flaky(u32::MAX, starts)
+                .with_max_retries(0)
+                .with_on_failure(nimbus_core::destination_fn(
+                    |record: InvocationRecord<u32, u32>| async move {
+                        Err(DeliveryError::new(record, "destination unavailable"))
+                    },
+                ))
+                .with_dead_letter(dlq_tx),
+        )
+        .await
+        .unwrap();
+    handle.invoke_async(11).unwrap();
+    assert_eq!(dlq_rx.recv().await, Some(11), "only the original event");
+    let m = handle.async_metrics();
+    assert_eq!(
+        (m.failed, m.delivered, m.delivery_failures, m.pending),
+        (1, 1, 1, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_hands_back_every_unfinished_event() {
+    let rt = runtime(10);
+    let hold = Hold::new();
+    let handle = rt
+        .register(
+            Function::new(
+                "slowpoke",
+                handler_fn({
+                    let hold = hold.clone();
+                    move |event: u32, ctx: Context| {
+                        let hold = hold.clone();
+                        async move {
+                            match event {
+                                // Fails once, then waits a minute for its retry.
+                                1 if ctx.attempt() == 1 => Err(FunctionError::msg("later")),
+                                // Runs until shutdown cancels it.
+                                2 => {
+                                    hold.inside().await;
+                                    Ok(event)
+                                }
+                                _ => Ok::<_, FunctionError>(event),
+                            }
+                        }
+                    }
+                }),
+            )
+            .with_max_concurrency(1)
+            .with_timeout(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    handle.invoke_async(1).unwrap();
+    handle.invoke_async(2).unwrap();
+    handle.invoke_async(3).unwrap(); // queued behind event 2
+    hold.until_inside(1).await;
+    handle.invoke_async(4).unwrap();
+
+    let report = rt.shutdown(Duration::from_secs(5)).await;
+    let mut back: Vec<(u32, u32)> = report
+        .handed_back
+        .into_iter()
+        .map(|h| {
+            assert_eq!(h.function, "slowpoke");
+            assert!(h.condition.is_none());
+            let attempts = h.attempts;
+            (h.downcast::<u32>().expect("u32 events"), attempts)
+        })
+        .collect();
+    back.sort_unstable();
+    // 1 waits for its retry (1 attempt made), 2 was cancelled mid-run (attempt not counted),
+    // 3 and 4 never ran.
+    assert_eq!(back, vec![(1, 1), (2, 0), (3, 0), (4, 0)]);
+    assert_eq!(report.cancelled, 0, "counts sync invocations only");
+    assert!(matches!(
+        handle.invoke_async(5).unwrap_err().reason,
+        RejectReason::ShuttingDown
+    ));
+    assert_eq!(handle.async_metrics().pending, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn json_events_can_be_queued_by_name() {
+    let rt = runtime(10);
+    let (ok_tx, mut ok_rx, fail_tx, _fail_rx) = channels();
+    let starts = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    rt.register(
+        flaky(0, starts)
+            .with_on_success(ok_tx)
+            .with_on_failure(fail_tx),
+    )
+    .await
+    .unwrap();
+    let id = rt.invoke_async_json("flaky", serde_json::json!(5)).unwrap();
+    let record = ok_rx.recv().await.unwrap();
+    assert_eq!((record.request_id, record.response), (id, Some(50)));
+    assert!(matches!(
+        rt.invoke_async_json("flaky", serde_json::json!("five")),
+        Err(nimbus_core::AsyncInvokeError::Payload(_))
+    ));
+    assert!(matches!(
+        rt.invoke_async_json("nope", serde_json::json!(5)),
+        Err(nimbus_core::AsyncInvokeError::NotFound(_))
+    ));
+}
