@@ -8,7 +8,7 @@ use std::time::Duration;
 use nimbus::{handler_fn, Context, Function, FunctionError, InvokeError, InvokeOptions, Runtime};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Order {
     id: u64,
     items: Vec<u32>,

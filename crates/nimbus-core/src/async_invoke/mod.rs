@@ -132,10 +132,10 @@ impl HandedBack {
     /// # Errors
     ///
     /// `self`, unchanged, when the event is of another type.
-    pub fn downcast<E: 'static>(self) -> Result<E, Self> {
+    pub fn downcast<E: 'static>(self) -> Result<E, Box<Self>> {
         match self.event.downcast::<E>() {
             Ok(event) => Ok(*event),
-            Err(event) => Err(Self { event, ..self }),
+            Err(event) => Err(Box::new(Self { event, ..self })),
         }
     }
 }
