@@ -15,14 +15,10 @@ use tokio::time::Instant;
 use crate::support::{runtime, Hold};
 
 type Records = mpsc::UnboundedReceiver<InvocationRecord<u32, u32>>;
+type RecordSender = mpsc::UnboundedSender<InvocationRecord<u32, u32>>;
 
-/// Destinations as channels the test reads.
-fn channels() -> (
-    mpsc::UnboundedSender<InvocationRecord<u32, u32>>,
-    Records,
-    mpsc::UnboundedSender<InvocationRecord<u32, u32>>,
-    Records,
-) {
+/// Destinations as channels the test reads: (on-success, its records, on-failure, its records).
+fn channels() -> (RecordSender, Records, RecordSender, Records) {
     let (ok_tx, ok_rx) = mpsc::unbounded_channel();
     let (fail_tx, fail_rx) = mpsc::unbounded_channel();
     (ok_tx, ok_rx, fail_tx, fail_rx)
