@@ -49,6 +49,7 @@ mod handler;
 mod instance;
 mod metering;
 mod metrics;
+mod padded;
 mod retry;
 mod runtime;
 

@@ -34,6 +34,7 @@ pub use destination::{
 use crate::error::{InvokeError, OutcomeKind, RetryHint, ThrottleReason};
 use crate::function::{FunctionInner, InvokeOptions};
 use crate::handler::{Invoker, RequestId};
+use crate::padded::Padded;
 use crate::retry::RetryPolicy;
 
 /// Events a worker takes from the queue per lock.
@@ -143,7 +144,8 @@ impl HandedBack {
 /// Counters of the async path.
 #[derive(Debug, Default)]
 pub(crate) struct AsyncCounters {
-    pub(crate) accepted: AtomicU64,
+    /// Written by producers; padded away from the workers' counters.
+    pub(crate) accepted: Padded<AtomicU64>,
     pub(crate) retries: AtomicU64,
     pub(crate) throttles: AtomicU64,
     pub(crate) succeeded: AtomicU64,
@@ -186,13 +188,13 @@ pub struct AsyncMetrics {
 
 /// The async queue of one function.
 pub(crate) struct AsyncState<E, O> {
-    ready: Mutex<VecDeque<Queued<E>>>,
+    ready: Padded<Mutex<VecDeque<Queued<E>>>>,
     delayed: Mutex<BinaryHeap<Delayed<E>>>,
     delayed_changed: Notify,
     timer_started: AtomicBool,
     delay_seq: AtomicU64,
     /// Accepted and not finished: ready + delayed + running + being delivered.
-    pending: AtomicUsize,
+    pending: Padded<AtomicUsize>,
     idle: Notify,
     workers: AtomicUsize,
     /// Events kept for the host: stopped by the end of shutdown, or failed with no target
@@ -206,12 +208,12 @@ pub(crate) struct AsyncState<E, O> {
 impl<E, O> AsyncState<E, O> {
     pub(crate) fn new(destinations: Destinations<E, O>, retry: Arc<dyn RetryPolicy>) -> Self {
         Self {
-            ready: Mutex::new(VecDeque::new()),
+            ready: Padded(Mutex::new(VecDeque::new())),
             delayed: Mutex::new(BinaryHeap::new()),
             delayed_changed: Notify::new(),
             timer_started: AtomicBool::new(false),
             delay_seq: AtomicU64::new(0),
-            pending: AtomicUsize::new(0),
+            pending: Padded(AtomicUsize::new(0)),
             idle: Notify::new(),
             workers: AtomicUsize::new(0),
             kept: Mutex::new(Vec::new()),
@@ -239,7 +241,13 @@ impl<E, O> AsyncState<E, O> {
     }
 
     fn finish_one(&self) {
-        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+        self.finish_many(1);
+    }
+
+    /// Counts `n` events finished; workers batch this so that the producer and the workers
+    /// do not bounce the `pending` cache line on every event.
+    fn finish_many(&self, n: usize) {
+        if n > 0 && self.pending.fetch_sub(n, Ordering::SeqCst) == n {
             self.idle.notify_waiters();
         }
     }
@@ -402,10 +410,11 @@ where
         let state = &self.async_state;
         let mut throttled = 0u32;
         let mut batch: VecDeque<Queued<E>> = VecDeque::with_capacity(WORKER_BATCH);
+        // Successes not yet subtracted from `pending` (flushed per batch).
+        let mut done = 0;
         'work: loop {
-            if self.shared.hard_stop.is_cancelled()
-                || (batch.is_empty() && state.ready.lock().is_empty())
-            {
+            state.finish_many(std::mem::take(&mut done));
+            if self.shared.is_stopped() || (batch.is_empty() && state.ready.lock().is_empty()) {
                 break 'work;
             }
             let permit = match self.try_permit() {
@@ -441,12 +450,14 @@ where
                 }
             };
             throttled = 0;
+            let mut now = Instant::now();
             loop {
-                if self.shared.hard_stop.is_cancelled() {
-                    lease.release(Instant::now());
+                if self.shared.is_stopped() {
+                    lease.release(now);
                     break 'work;
                 }
                 if batch.is_empty() {
+                    state.finish_many(std::mem::take(&mut done));
                     // Take a fair share of the backlog, so slow handlers spread over workers
                     // and fast ones pay one lock per batch.
                     let workers = state.workers.load(Ordering::Relaxed).max(1);
@@ -457,10 +468,10 @@ where
                     batch.extend(ready.drain(..take));
                 }
                 let Some(mut queued) = batch.pop_front() else {
-                    lease.release(Instant::now());
+                    lease.release(now);
                     break 'work;
                 };
-                if self.expired(&queued, Instant::now()) {
+                if self.expired(&queued, now) {
                     self.fail(queued, Condition::EventAgeExceeded, None).await;
                     continue;
                 }
@@ -475,10 +486,15 @@ where
                         queued.request_id,
                         options,
                         init.take(),
+                        now,
                     )
                     .await;
+                now = run.end;
                 match run.result {
-                    Ok(output) => self.succeed(queued, output).await,
+                    Ok(output) => {
+                        self.succeed(queued, output).await;
+                        done += 1;
+                    }
                     Err(InvokeError::Cancelled) => {
                         // Stopped by the end of shutdown: the attempt does not count.
                         queued.attempts -= 1;
@@ -495,6 +511,7 @@ where
                 }
             }
         }
+        state.finish_many(done);
         // Events taken but not started go back to the front of the queue.
         if !batch.is_empty() {
             let mut ready = state.ready.lock();
@@ -505,7 +522,7 @@ where
         let remaining = state.workers.fetch_sub(1, Ordering::SeqCst) - 1;
         // An event pushed while this worker was leaving must not be stranded.
         let depth = state.ready.lock().len();
-        if depth > remaining && !self.shared.hard_stop.is_cancelled() {
+        if depth > remaining && !self.shared.is_stopped() {
             self.kick(depth);
         }
     }
@@ -637,6 +654,7 @@ where
         }
     }
 
+    /// Counts a success and delivers its record; the caller counts the event finished.
     async fn succeed(&self, queued: Queued<E>, output: O) {
         let state = &self.async_state;
         state.counters.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -661,7 +679,6 @@ where
                 }
             }
         }
-        state.finish_one();
     }
 
     /// The failure path: the on-failure destination, then the dead-letter target; an event

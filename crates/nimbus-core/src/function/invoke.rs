@@ -141,7 +141,14 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
         };
         let request_id = self.shared.next_request_id();
         let run = self
-            .run_on(&mut lease, event, request_id, options, init_duration)
+            .run_on(
+                &mut lease,
+                event,
+                request_id,
+                options,
+                init_duration,
+                Instant::now(),
+            )
             .await;
         if run.sound {
             lease.release(run.end);
@@ -169,11 +176,13 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
         }
         match self.init_instance(false).await {
             Ok((instance, took)) => {
-                self.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
+                self.counters.cold_start();
                 Ok((self.pool.lease_new(instance), Some(took)))
             }
             Err(error) => {
-                self.counters.finished(error.kind(), None);
+                if matches!(error, InvokeError::Init(_)) {
+                    self.counters.init_failed();
+                }
                 Err(error)
             }
         }
@@ -181,6 +190,7 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
 
     /// Runs one event on a leased instance: guarded run, metering, metrics, REPORT event.
     /// The caller releases the lease if the run left the instance `sound`, or drops it.
+    /// `start` is now, as the caller last read the clock (one read fewer per event).
     pub(crate) async fn run_on(
         &self,
         lease: &mut Lease<'_, E, O>,
@@ -188,10 +198,10 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
         request_id: RequestId,
         options: InvokeOptions,
         init_duration: Option<Duration>,
+        start: Instant,
     ) -> Run<O> {
         let (instance, cancel) = lease.parts();
         let cancel = Arc::clone(cancel);
-        let start = Instant::now();
         let ctx = Context {
             request_id,
             function_name: self.name.clone(),
@@ -219,9 +229,8 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
             Ok(_) => OutcomeKind::Success,
             Err(error) => error.kind(),
         };
-        self.counters.finished(kind, Some(duration));
         let billed = metering::billed(duration, self.config.billing);
-        self.usage.add(billed);
+        self.counters.finished(kind, duration, billed);
         tracing::info!(
             target: "nimbus::report",
             function = %self.name,
@@ -265,6 +274,22 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
                 Err(message) => Ran::Panicked(message),
             };
         }
+        // Slow path, boxed so that the timer's state does not bloat (and get copied with) every
+        // invocation's future.
+        Box::pin(self.run_pending(run, start, cancel)).await
+    }
+
+    /// Waits for a handler that did not finish on its first poll, against the deadline and
+    /// shutdown.
+    async fn run_pending<F>(
+        &self,
+        mut run: CatchUnwind<F>,
+        start: Instant,
+        cancel: &CancellationToken,
+    ) -> Ran<F::Output>
+    where
+        F: Future + Unpin,
+    {
         let deadline = tokio::time::sleep_until(start + self.config.timeout);
         tokio::pin!(deadline);
         let mut told_of_shutdown = false;
@@ -317,7 +342,7 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
             }
         };
         let took = start.elapsed();
-        self.usage.add_init(took);
+        self.counters.init_time(took);
         match outcome {
             Ok(Ok(Ok(instance))) => Ok((instance, took)),
             Ok(Ok(Err(error))) => Err(InvokeError::Init(InitFailure::Error {

@@ -20,7 +20,7 @@ use crate::error::{InitFailure, InvokeError};
 use crate::handler::RequestId;
 use crate::handler::{CloneFactory, Handler, InstanceFactory, Invoker};
 use crate::instance::Pool;
-use crate::metering::{Usage, UsageTotals};
+use crate::metering::Usage;
 use crate::metrics::{FunctionCounters, FunctionMetrics};
 use crate::retry::{Backoff, Retries, RetryPolicy};
 use crate::runtime::{AnyFunction, BoxFuture, Shared};
@@ -266,7 +266,6 @@ pub(crate) struct FunctionInner<E, O> {
     pub(crate) pool: Pool<E, O>,
     pub(crate) scale: TokenBucket,
     pub(crate) counters: FunctionCounters,
-    pub(crate) usage: UsageTotals,
     pub(crate) instance_seq: AtomicU64,
     pub(crate) stopped: CancellationToken,
     pub(crate) async_state: AsyncState<E, O>,
@@ -306,7 +305,6 @@ impl<E, O> FunctionInner<E, O> {
             shared,
             pool: Pool::default(),
             counters: FunctionCounters::default(),
-            usage: UsageTotals::default(),
             instance_seq: AtomicU64::new(1),
             json,
         }
@@ -378,8 +376,8 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
     }
 
     fn usage(&self) -> Usage {
-        self.usage
-            .snapshot(self.config.memory_mb, &self.shared.config.prices)
+        self.counters
+            .usage(self.config.memory_mb, &self.shared.config.prices)
     }
 
     fn stop(&self) -> usize {

@@ -53,6 +53,16 @@ impl Histogram {
         self.counts[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds `other`'s counts to this histogram.
+    pub(crate) fn merge(&self, other: &Self) {
+        for (mine, theirs) in self.counts.iter().zip(other.counts.iter()) {
+            let n = theirs.load(Ordering::Relaxed);
+            if n > 0 {
+                mine.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// The values at the given quantiles (each in 0.0..=1.0), or zeros when empty.
     pub(crate) fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Duration; N] {
         let counts: Vec<u64> = self

@@ -8,24 +8,40 @@ use std::time::Duration;
 pub(crate) use histogram::Histogram;
 
 use crate::error::{OutcomeKind, ThrottleReason};
+use crate::metering::{Prices, Usage};
+use crate::padded::{Padded, Striped};
 
 /// Counters of one function, updated by every invocation.
+///
+/// Busy counts are global (limits and the peak need one view); everything else is striped
+/// per thread group and summed when read.
 #[derive(Debug, Default)]
 pub(crate) struct FunctionCounters {
-    pub(crate) invocations: AtomicU64,
-    pub(crate) successes: AtomicU64,
-    pub(crate) errors: AtomicU64,
-    pub(crate) timeouts: AtomicU64,
-    pub(crate) panics: AtomicU64,
-    pub(crate) init_failures: AtomicU64,
-    pub(crate) cancelled: AtomicU64,
-    pub(crate) throttled_function: AtomicU64,
-    pub(crate) throttled_runtime: AtomicU64,
-    pub(crate) throttled_scale: AtomicU64,
-    pub(crate) cold_starts: AtomicU64,
-    pub(crate) busy: AtomicUsize,
-    pub(crate) peak_busy: AtomicUsize,
-    pub(crate) durations: Histogram,
+    busy: Padded<AtomicUsize>,
+    peak_busy: AtomicUsize,
+    tallies: Striped<Tally>,
+}
+
+/// One stripe of a function's counters and usage totals.
+#[derive(Debug, Default)]
+struct Tally {
+    successes: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    panics: AtomicU64,
+    init_failures: AtomicU64,
+    cancelled: AtomicU64,
+    throttled_function: AtomicU64,
+    throttled_runtime: AtomicU64,
+    throttled_scale: AtomicU64,
+    cold_starts: AtomicU64,
+    billed_nanos: AtomicU64,
+    init_nanos: AtomicU64,
+    durations: Histogram,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl FunctionCounters {
@@ -41,31 +57,75 @@ impl FunctionCounters {
     }
 
     pub(crate) fn throttled(&self, reason: ThrottleReason) {
+        let tally = self.tallies.local();
         let counter = match reason {
-            ThrottleReason::FunctionLimit => &self.throttled_function,
-            ThrottleReason::RuntimeLimit => &self.throttled_runtime,
-            ThrottleReason::ScaleRate => &self.throttled_scale,
+            ThrottleReason::FunctionLimit => &tally.throttled_function,
+            ThrottleReason::RuntimeLimit => &tally.throttled_runtime,
+            ThrottleReason::ScaleRate => &tally.throttled_scale,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a finished invocation (one that ran, or tried to start, an instance).
-    pub(crate) fn finished(&self, kind: OutcomeKind, duration: Option<Duration>) {
-        self.invocations.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn cold_start(&self) {
+        self.tallies
+            .local()
+            .cold_starts
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts time spent in an init phase (billed, as Lambda bills init).
+    pub(crate) fn init_time(&self, took: Duration) {
+        self.tallies
+            .local()
+            .init_nanos
+            .fetch_add(nanos(took), Ordering::Relaxed);
+    }
+
+    /// Counts an init failure (no handler ran).
+    pub(crate) fn init_failed(&self) {
+        self.tallies
+            .local()
+            .init_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an invocation that ran a handler for `duration`, billed `billed`.
+    pub(crate) fn finished(&self, kind: OutcomeKind, duration: Duration, billed: Duration) {
+        let tally = self.tallies.local();
         let counter = match kind {
-            OutcomeKind::Success => &self.successes,
-            OutcomeKind::Error => &self.errors,
-            OutcomeKind::Timeout => &self.timeouts,
-            OutcomeKind::Panic => &self.panics,
-            OutcomeKind::InitFailure => &self.init_failures,
+            OutcomeKind::Success => &tally.successes,
+            OutcomeKind::Error => &tally.errors,
+            OutcomeKind::Timeout => &tally.timeouts,
+            OutcomeKind::Panic => &tally.panics,
+            OutcomeKind::InitFailure => &tally.init_failures,
             OutcomeKind::Cancelled | OutcomeKind::Throttled | OutcomeKind::Rejected => {
-                &self.cancelled
+                &tally.cancelled
             }
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        if let Some(duration) = duration {
-            self.durations.record(duration);
-        }
+        tally
+            .billed_nanos
+            .fetch_add(nanos(billed), Ordering::Relaxed);
+        tally.durations.record(duration);
+    }
+
+    fn sum(&self, field: impl Fn(&Tally) -> &AtomicU64) -> u64 {
+        self.tallies
+            .iter()
+            .map(|t| field(t).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Accumulated usage and cost.
+    pub(crate) fn usage(&self, memory_mb: u32, prices: &Prices) -> Usage {
+        let requests = self.sum(|t| &t.successes)
+            + self.sum(|t| &t.errors)
+            + self.sum(|t| &t.timeouts)
+            + self.sum(|t| &t.panics)
+            + self.sum(|t| &t.cancelled);
+        let billed = Duration::from_nanos(self.sum(|t| &t.billed_nanos));
+        let init = Duration::from_nanos(self.sum(|t| &t.init_nanos));
+        Usage::new(requests, billed, init, memory_mb, prices)
     }
 }
 
@@ -115,6 +175,11 @@ pub struct FunctionMetrics {
 }
 
 impl FunctionMetrics {
+    /// Invocations that ran a handler (billed requests).
+    pub fn requests(&self) -> u64 {
+        self.invocations - self.init_failures
+    }
+
     /// All throttles, whatever the reason.
     pub fn throttles(&self) -> u64 {
         self.throttled_function_limit + self.throttled_runtime_limit + self.throttled_scale_rate
@@ -123,20 +188,23 @@ impl FunctionMetrics {
 
 impl FunctionCounters {
     pub(crate) fn snapshot(&self, instances: usize, instances_idle: usize) -> FunctionMetrics {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let [p50, p90, p99] = self.durations.quantiles([0.5, 0.9, 0.99]);
-        FunctionMetrics {
-            invocations: load(&self.invocations),
-            successes: load(&self.successes),
-            errors: load(&self.errors),
-            timeouts: load(&self.timeouts),
-            panics: load(&self.panics),
-            init_failures: load(&self.init_failures),
-            cancelled: load(&self.cancelled),
-            throttled_function_limit: load(&self.throttled_function),
-            throttled_runtime_limit: load(&self.throttled_runtime),
-            throttled_scale_rate: load(&self.throttled_scale),
-            cold_starts: load(&self.cold_starts),
+        let merged = Histogram::default();
+        for tally in self.tallies.iter() {
+            merged.merge(&tally.durations);
+        }
+        let [p50, p90, p99] = merged.quantiles([0.5, 0.9, 0.99]);
+        let m = FunctionMetrics {
+            invocations: 0,
+            successes: self.sum(|t| &t.successes),
+            errors: self.sum(|t| &t.errors),
+            timeouts: self.sum(|t| &t.timeouts),
+            panics: self.sum(|t| &t.panics),
+            init_failures: self.sum(|t| &t.init_failures),
+            cancelled: self.sum(|t| &t.cancelled),
+            throttled_function_limit: self.sum(|t| &t.throttled_function),
+            throttled_runtime_limit: self.sum(|t| &t.throttled_runtime),
+            throttled_scale_rate: self.sum(|t| &t.throttled_scale),
+            cold_starts: self.sum(|t| &t.cold_starts),
             concurrency: self.busy.load(Ordering::Relaxed),
             peak_concurrency: self.peak_busy.load(Ordering::Relaxed),
             instances,
@@ -144,6 +212,15 @@ impl FunctionCounters {
             p50,
             p90,
             p99,
+        };
+        FunctionMetrics {
+            invocations: m.successes
+                + m.errors
+                + m.timeouts
+                + m.panics
+                + m.init_failures
+                + m.cancelled,
+            ..m
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::function::{Function, FunctionConfig, FunctionHandle, FunctionInner, J
 use crate::handler::{Invoker, RequestId};
 use crate::metering::Usage;
 use crate::metrics::FunctionMetrics;
+use crate::padded::Padded;
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -37,18 +38,25 @@ pub(crate) struct Shared {
     /// The pool of functions without reserved concurrency.
     pub(crate) unreserved: Limiter,
     reserved_total: parking_lot::Mutex<u64>,
-    pub(crate) gate: Gate,
+    pub(crate) gate: Padded<Gate>,
     /// Fires when shutdown begins: contexts' tokens fire, reapers stop.
     pub(crate) shutting_down: CancellationToken,
     /// Fires when the grace period ends: running invocations are dropped.
     pub(crate) hard_stop: CancellationToken,
+    /// Set with `hard_stop`; a plain flag for hot loops (the token's check takes a lock).
+    stopped: Padded<std::sync::atomic::AtomicBool>,
     pub(crate) cancelled: AtomicU64,
     request_prefix: u64,
-    request_seq: AtomicU64,
+    request_seq: Padded<AtomicU64>,
     pub(crate) tasks: TaskTracker,
 }
 
 impl Shared {
+    /// Whether the shutdown grace period has ended.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
     pub(crate) fn next_request_id(&self) -> RequestId {
         let seq = self.request_seq.fetch_add(1, Ordering::Relaxed);
         RequestId(u128::from(self.request_prefix) << 64 | u128::from(seq))
@@ -238,12 +246,13 @@ impl Runtime {
                 config,
                 unreserved: Limiter::new(limit),
                 reserved_total: parking_lot::Mutex::new(0),
-                gate: Gate::default(),
+                gate: Padded::default(),
                 shutting_down: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
+                stopped: Padded(std::sync::atomic::AtomicBool::new(false)),
                 cancelled: AtomicU64::new(0),
                 request_prefix: fastrand::u64(..),
-                request_seq: AtomicU64::new(1),
+                request_seq: Padded(AtomicU64::new(1)),
                 tasks: TaskTracker::new(),
             }),
             functions: Arc::new(DashMap::new()),
@@ -495,6 +504,7 @@ impl Runtime {
         };
         let _ = tokio::time::timeout(grace, drained).await;
         // Whatever still runs now is cancelled; async workers and timers stop.
+        self.shared.stopped.store(true, Ordering::SeqCst);
         self.shared.hard_stop.cancel();
         self.shared.gate.drained().await;
         self.shared.tasks.close();
