@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nimbus::{
-    handler_fn, init_fn, Context, Function, FunctionError, InitContext, InvokeError, Runtime,
-    RuntimeConfig, ThrottleReason,
+    handler_fn, init_fn, Backoff, Context, Function, FunctionError, InitContext,
+    InvocationRecord, InvokeError, Runtime, RuntimeConfig, ThrottleReason,
 };
 
 /// Options of `nimbus demo`.
@@ -94,13 +94,13 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
             Function::new(
                 "checkout",
                 handler_fn(|order: u64, _ctx: Context| async move {
-                    if order % 10 == 3 {
+                    if order % 20 == 1 {
                         return Err(FunctionError::new(
                             "PaymentDeclined",
                             format!("order {order}"),
                         ));
                     }
-                    let work = if order % 50 == 7 { 200 } else { 1 };
+                    let work = if order % 50 == 6 { 200 } else { 1 };
                     tokio::time::sleep(Duration::from_millis(work)).await;
                     Ok(order)
                 }),
@@ -136,29 +136,56 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
         )
         .await?;
 
+    // A notifier invoked asynchronously: a third of its attempts fail, failed attempts are
+    // retried, and every event ends in a destination.
+    let (on_success, mut succeeded) = tokio::sync::mpsc::unbounded_channel();
+    let (on_failure, mut failed) = tokio::sync::mpsc::unbounded_channel();
+    let notify = runtime
+        .register(
+            Function::new(
+                "notify",
+                handler_fn(|n: u64, ctx: Context| async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    if (n + u64::from(ctx.attempt())) % 3 == 0 || n % 97 == 0 {
+                        return Err(FunctionError::new("SmtpUnavailable", format!("message {n}")));
+                    }
+                    Ok::<_, FunctionError>(n)
+                }),
+            )
+            .with_retry_backoff(Backoff::fixed(Duration::from_millis(50)))
+            .with_on_success(on_success)
+            .with_on_failure(on_failure),
+        )
+        .await?;
     println!(
-        "nimbus demo: {} callers for {:.1} s over 4 functions (runtime limit 64)",
+        "nimbus demo: {} callers for {:.1} s over 5 functions (runtime limit 64)",
         args.callers, args.seconds
     );
     let seen = Arc::new(Seen::default());
     let until = Instant::now() + Duration::from_secs_f64(args.seconds);
     let callers: Vec<_> = (0..args.callers as u64)
         .map(|caller| {
-            let (resize, checkout, parse, report, seen) = (
+            let (resize, checkout, parse, report, notify, seen) = (
                 resize.clone(),
                 checkout.clone(),
                 parse.clone(),
                 report.clone(),
+                notify.clone(),
                 seen.clone(),
             );
             tokio::spawn(async move {
                 let mut i = caller;
                 while Instant::now() < until {
-                    match i % 4 {
+                    match i % 5 {
                         0 => seen.record(&resize.invoke(i as u32).await),
                         1 => seen.record(&checkout.invoke(i).await),
                         2 => seen.record(&parse.invoke(i).await),
-                        _ => seen.record(&report.invoke(i).await),
+                        3 => seen.record(&report.invoke(i).await),
+                        _ => {
+                            if notify.invoke_async(i).is_err() {
+                                seen.other.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
                     i += 1;
                 }
@@ -169,10 +196,33 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
         caller.await?;
     }
 
+    // Give queued async events and their retries a moment to finish before the report.
+    let drain_until = Instant::now() + Duration::from_secs(2);
+    while notify.async_metrics().pending > 0 && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     print_report(&runtime, &seen);
     let shutdown = runtime.shutdown(Duration::from_secs(2)).await;
+    let a = notify.async_metrics();
+    // The destinations are channels; shutdown has stopped the workers, so what is there is all.
+    let ok = std::iter::from_fn(|| succeeded.try_recv().ok()).count();
+    let failures: Vec<InvocationRecord<u64, u64>> =
+        std::iter::from_fn(|| failed.try_recv().ok()).collect();
+    if let Some(record) = failures.first() {
+        println!(
+            "first on-failure record: {:?} after {} attempts, error {:?}",
+            record.condition,
+            record.approximate_invoke_count,
+            record.error.as_ref().map(|e| e.error_type.as_str())
+        );
+    }
+    let ko = failures.len();
     println!(
-        "\nshutdown: {} in flight, {} finished, {} cancelled, {} idle instances dropped",
+        "\nasync `notify`: {} accepted, {} retries, {} succeeded, {} failed; destinations got {} on-success and {} on-failure records; {} handed back at shutdown",
+        a.accepted, a.retries, a.succeeded, a.failed, ok, ko, shutdown.handed_back.len()
+    );
+    println!(
+        "shutdown: {} in flight, {} finished, {} cancelled, {} idle instances dropped",
         shutdown.in_flight, shutdown.finished, shutdown.cancelled, shutdown.instances_dropped
     );
     let _ = std::panic::take_hook();
