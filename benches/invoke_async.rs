@@ -81,6 +81,9 @@ fn bench_async(c: &mut Criterion) {
     run("apalis_memory_storage", |n| {
         Box::pin(peers::apalis_memory_storage(n))
     });
+    run("apalis_drain_only", |n| {
+        Box::pin(peers::apalis_memory_storage_drain_only(n))
+    });
     run("tokio_mpsc_pool_2", |n| {
         Box::pin(peers::tokio_mpsc_pool(n, 2))
     });

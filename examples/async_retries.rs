@@ -66,11 +66,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     assert_eq!(ok.request_id, recovers);
     assert_eq!(ok.condition, Condition::Success);
-    assert_eq!(ok.approximate_invoke_count, 3, "failed twice, then succeeded");
+    assert_eq!(
+        ok.approximate_invoke_count, 3,
+        "failed twice, then succeeded"
+    );
     assert_eq!(ok.response.as_deref(), Some("receipt-1"));
 
     let ko: InvocationRecord<Payment, String> = failed.recv().await.ok_or("no failure")?;
-    let error = ko.error.clone().ok_or("a failure record carries the error")?;
+    let error = ko
+        .error
+        .clone()
+        .ok_or("a failure record carries the error")?;
     println!(
         "on-failure: {} {:?} after {} attempts: {}: {}",
         ko.request_id, ko.condition, ko.approximate_invoke_count, error.error_type, error.message

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nimbus::{
-    handler_fn, init_fn, Backoff, Context, Function, FunctionError, InitContext,
-    InvocationRecord, InvokeError, Runtime, RuntimeConfig, ThrottleReason,
+    handler_fn, init_fn, Backoff, Context, Function, FunctionError, InitContext, InvocationRecord,
+    InvokeError, Runtime, RuntimeConfig, ThrottleReason,
 };
 
 /// Options of `nimbus demo`.
@@ -147,7 +147,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
                 handler_fn(|n: u64, ctx: Context| async move {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     if (n + u64::from(ctx.attempt())) % 3 == 0 || n % 97 == 0 {
-                        return Err(FunctionError::new("SmtpUnavailable", format!("message {n}")));
+                        return Err(FunctionError::new(
+                            "SmtpUnavailable",
+                            format!("message {n}"),
+                        ));
                     }
                     Ok::<_, FunctionError>(n)
                 }),
