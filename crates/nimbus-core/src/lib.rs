@@ -57,6 +57,7 @@ pub use async_invoke::{
     destination_fn, AsyncMetrics, Condition, DeadLetter, DeliveryError, Destination, DestinationFn,
     ErrorInfo, HandedBack, InvocationRecord, RejectReason, Rejected,
 };
+pub use concurrency::TokenBucket;
 pub use error::{
     ConfigError, FunctionError, InitFailure, InvokeError, OutcomeKind, RegisterError, RetryHint,
     ThrottleReason,

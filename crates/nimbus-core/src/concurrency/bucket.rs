@@ -6,9 +6,24 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 /// A token bucket refilled at `capacity` tokens per `period`, continuously (Lambda refills its
-/// 1,000-per-10-s scaling budget continuously rather than in steps).
+/// 1,000-per-10-s scaling budget continuously rather than in steps). Used for the scale rate
+/// of functions and of event source pollers.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use nimbus_core::TokenBucket;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let bucket = TokenBucket::new(2, Duration::from_secs(60));
+/// assert!(bucket.try_take() && bucket.try_take());
+/// assert!(!bucket.try_take(), "the burst is spent until it refills");
+/// # }
+/// ```
 #[derive(Debug)]
-pub(crate) struct TokenBucket {
+pub struct TokenBucket {
     capacity: f64,
     per_nanosecond: f64,
     state: Mutex<State>,
@@ -21,7 +36,8 @@ struct State {
 }
 
 impl TokenBucket {
-    pub(crate) fn new(capacity: u32, period: Duration) -> Self {
+    /// A full bucket of `capacity` tokens refilled over `period`.
+    pub fn new(capacity: u32, period: Duration) -> Self {
         let capacity = f64::from(capacity);
         Self {
             capacity,
@@ -33,8 +49,8 @@ impl TokenBucket {
         }
     }
 
-    /// Takes one token if there is one. Only cold starts call this, so a mutex is fine.
-    pub(crate) fn try_take(&self) -> bool {
+    /// Takes one token if there is one. Only scaling decisions call this, so a mutex is fine.
+    pub fn try_take(&self) -> bool {
         let now = Instant::now();
         let mut state = self.state.lock();
         let elapsed = now.saturating_duration_since(state.refilled_at).as_nanos() as f64;

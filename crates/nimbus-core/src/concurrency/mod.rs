@@ -8,7 +8,7 @@
 
 mod bucket;
 
-pub(crate) use bucket::TokenBucket;
+pub use bucket::TokenBucket;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -1,0 +1,56 @@
+//! nimbus-sources: event sources for nimbus. Source traits, the mapping engine that polls a
+//! source and invokes a function, and in-memory sources.
+//!
+//! A *queue* ([`QueueSource`]) delivers messages at least once with visibility timeouts, as SQS
+//! does; [`InMemoryQueue`] implements it in-process, with redrive to a dead-letter queue and a
+//! FIFO variant. A [`QueueMapping`] polls a queue, batches, filters ([`FilterPattern`]) and
+//! invokes a nimbus function with a [`QueueBatch`], deleting what succeeded and leaving failures
+//! to reappear, scaling its pollers with the backlog.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
+//! use nimbus_sources::{BatchResponse, InMemoryQueue, QueueBatch, QueueConfig, QueueMapping, QueueMappingConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::default();
+//! let sum = runtime
+//!     .register(Function::new("sum", handler_fn(|batch: QueueBatch, _ctx: Context| async move {
+//!         // Report records whose body is not a number; the others are deleted.
+//!         let bad = batch.records.iter().filter(|r| r.json::<u64>().is_err());
+//!         Ok::<_, FunctionError>(BatchResponse::failures(bad.map(|r| r.message_id.clone())))
+//!     })))
+//!     .await?;
+//! let queue = Arc::new(InMemoryQueue::new(QueueConfig::default())?);
+//! for body in ["1", "2", "oops"] {
+//!     queue.send(body)?;
+//! }
+//! let mapping = QueueMapping::start(queue.clone(), sum, QueueMappingConfig::new("sum"))?;
+//! while mapping.metrics().deleted + mapping.metrics().failed < 3 {
+//!     tokio::task::yield_now().await;
+//! }
+//! assert_eq!(mapping.metrics().failed, 1);
+//! mapping.stop(Duration::from_secs(1)).await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod filter;
+mod mapping;
+mod queue;
+
+pub use error::{ConfigError, SourceError};
+pub use filter::{FilterPattern, Filters, MAX_PATTERNS, MAX_PATTERN_LEN};
+pub use mapping::{
+    BatchResponse, QueueBatch, QueueFunction, QueueMapping, QueueMappingConfig,
+    QueueMappingMetrics, QueueRecord,
+};
+pub use queue::{
+    Attributes, InMemoryQueue, Message, Outgoing, QueueConfig, QueueSource, QueueStats, Receipt,
+    SendError,
+};

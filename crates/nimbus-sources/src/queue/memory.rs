@@ -1,0 +1,703 @@
+//! The in-memory queue: SQS semantics in one process. Visibility timeouts, delays, receive
+//! counts, redrive to a dead-letter queue, long polls woken by notification, bounded capacity,
+//! and a FIFO variant with message groups.
+//!
+//! Nothing here polls: a receiver that finds nothing waits on a notification, or sleeps until
+//! the next moment something is due (a visibility timeout ends, a delay passes) or its long
+//! poll ends. Expired leases and due delays are settled lazily by whoever takes the lock next.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{Attributes, Message, QueueSource, QueueStats, Receipt};
+use crate::error::{ConfigError, SourceError};
+
+/// Configuration of an [`InMemoryQueue`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// How long a received message stays invisible (0 s..=12 h, default 30 s, as SQS).
+    pub visibility_timeout: Duration,
+    /// Delay before a sent message becomes visible (0 s..=15 min, default 0).
+    pub delay: Duration,
+    /// Messages held at most, visible, in flight or delayed (1..=100,000,000, default
+    /// 1,000,000); sending beyond it hands the message back.
+    pub capacity: usize,
+    /// Redrive: after this many receives (1..=1,000) a message goes to `dead_letter`.
+    pub max_receive_count: Option<u32>,
+    /// The dead-letter queue of the redrive policy.
+    pub dead_letter: Option<Arc<InMemoryQueue>>,
+    /// A FIFO queue: ordered per message group, one group's messages in flight at a time.
+    pub fifo: bool,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            visibility_timeout: Duration::from_secs(30),
+            delay: Duration::ZERO,
+            capacity: 1_000_000,
+            max_receive_count: None,
+            dead_letter: None,
+            fifo: false,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Sets the visibility timeout.
+    #[must_use]
+    pub fn with_visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.visibility_timeout = timeout;
+        self
+    }
+
+    /// Sets the default delay of sent messages.
+    #[must_use]
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Sets the capacity.
+    #[must_use]
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Redrives a message to `dead_letter` once it has been received `max_receive_count` times.
+    #[must_use]
+    pub fn with_redrive(mut self, dead_letter: Arc<InMemoryQueue>, max_receive_count: u32) -> Self {
+        self.dead_letter = Some(dead_letter);
+        self.max_receive_count = Some(max_receive_count);
+        self
+    }
+
+    /// Makes the queue FIFO.
+    #[must_use]
+    pub fn fifo(mut self) -> Self {
+        self.fifo = true;
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field, value: &dyn std::fmt::Debug, allowed: &str| {
+            Err(ConfigError::new("queue", field, value, allowed))
+        };
+        if self.visibility_timeout > Duration::from_secs(12 * 3_600) {
+            return err("visibility_timeout", &self.visibility_timeout, "0s..=12h");
+        }
+        if self.delay > Duration::from_secs(900) {
+            return err("delay", &self.delay, "0s..=15min");
+        }
+        if !(1..=100_000_000).contains(&self.capacity) {
+            return err("capacity", &self.capacity, "1..=100000000");
+        }
+        match (self.max_receive_count, &self.dead_letter) {
+            (Some(n), Some(_)) if !(1..=1_000).contains(&n) => {
+                return err("max_receive_count", &n, "1..=1000");
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return err(
+                    "max_receive_count",
+                    &self.max_receive_count,
+                    "set together with dead_letter",
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A message to send, with its options.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Outgoing {
+    /// The body.
+    pub body: Bytes,
+    /// String attributes.
+    pub attributes: Attributes,
+    /// A delay instead of the queue's default.
+    pub delay: Option<Duration>,
+    /// The message group (FIFO queues require one).
+    pub group_id: Option<Arc<str>>,
+}
+
+impl Outgoing {
+    /// A message with this body.
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        Self {
+            body: body.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets an attribute.
+    #[must_use]
+    pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.attributes).insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the delay.
+    #[must_use]
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Sets the message group.
+    #[must_use]
+    pub fn with_group(mut self, group: impl Into<Arc<str>>) -> Self {
+        self.group_id = Some(group.into());
+        self
+    }
+}
+
+/// A send the queue refused; the message is handed back.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct SendError {
+    /// The message, unchanged.
+    pub message: Outgoing,
+    /// Why.
+    pub error: SourceError,
+}
+
+/// The immutable part of a stored message, shared between the queue and receivers.
+#[derive(Debug)]
+struct Body {
+    id: Arc<str>,
+    body: Bytes,
+    attributes: Attributes,
+    sent_at: SystemTime,
+    group: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct Stored {
+    body: Arc<Body>,
+    receive_count: u32,
+}
+
+#[derive(Debug)]
+struct Lease {
+    slots: Vec<Option<Stored>>,
+    live: usize,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    queue: VecDeque<Stored>,
+    /// Messages of the group received and not yet acknowledged or returned: while non-zero,
+    /// the group is blocked, which keeps its order.
+    in_flight: usize,
+}
+
+#[derive(Debug)]
+struct DelayedMessage {
+    due: Instant,
+    seq: u64,
+    stored: Stored,
+}
+
+impl PartialEq for DelayedMessage {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for DelayedMessage {}
+impl PartialOrd for DelayedMessage {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for DelayedMessage {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Standard queue: visible messages.
+    visible: VecDeque<Stored>,
+    /// FIFO queue: messages by group, and the groups that can be received from now.
+    groups: HashMap<Arc<str>, Group>,
+    ready_groups: VecDeque<Arc<str>>,
+    leases: HashMap<u64, Lease>,
+    lease_deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    delayed: BinaryHeap<DelayedMessage>,
+    next_lease: u64,
+    next_seq: u64,
+    held: usize,
+    visible_count: usize,
+    in_flight: usize,
+}
+
+/// An in-memory queue with SQS semantics.
+#[derive(Debug)]
+pub struct InMemoryQueue {
+    config: QueueConfig,
+    state: Mutex<State>,
+    arrived: Notify,
+    next_id: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+impl InMemoryQueue {
+    /// A queue with this configuration.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field out of range.
+    pub fn new(config: QueueConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            state: Mutex::new(State::default()),
+            arrived: Notify::new(),
+            next_id: AtomicU64::new(1),
+            dead_lettered: AtomicU64::new(0),
+        })
+    }
+
+    /// The queue's configuration.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// Sends a message body; returns its id.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] hands the message back when the queue is full, or when a FIFO queue gets
+    /// a message without a group.
+    pub fn send(&self, body: impl Into<Bytes>) -> Result<Arc<str>, SendError> {
+        self.send_message(Outgoing::new(body))
+    }
+
+    /// Sends a message with options; returns its id.
+    ///
+    /// # Errors
+    ///
+    /// As [`InMemoryQueue::send`].
+    pub fn send_message(&self, message: Outgoing) -> Result<Arc<str>, SendError> {
+        let mut ids = self.send_batch(std::iter::once(message))?;
+        Ok(ids.pop().expect("one message sent"))
+    }
+
+    /// Sends many messages under one lock; returns their ids. Stops at the first refused one,
+    /// which is handed back (the ones before it are sent).
+    ///
+    /// # Errors
+    ///
+    /// As [`InMemoryQueue::send`].
+    pub fn send_batch(
+        &self,
+        messages: impl IntoIterator<Item = Outgoing>,
+    ) -> Result<Vec<Arc<str>>, SendError> {
+        let now = Instant::now();
+        let sent_at = SystemTime::now();
+        let mut ids = Vec::new();
+        let mut refused = None;
+        {
+            let mut state = self.state.lock();
+            for message in messages {
+                if self.config.fifo && message.group_id.is_none() {
+                    refused = Some(SendError {
+                        message,
+                        error: SourceError::Invalid("a FIFO queue needs a message group".into()),
+                    });
+                    break;
+                }
+                if state.held >= self.config.capacity {
+                    refused = Some(SendError {
+                        message,
+                        error: SourceError::Full {
+                            capacity: self.config.capacity,
+                        },
+                    });
+                    break;
+                }
+                let id: Arc<str> = Arc::from(format!(
+                    "{:016x}",
+                    self.next_id.fetch_add(1, Ordering::Relaxed)
+                ));
+                let delay = message.delay.unwrap_or(self.config.delay);
+                let stored = Stored {
+                    body: Arc::new(Body {
+                        id: Arc::clone(&id),
+                        body: message.body,
+                        attributes: message.attributes,
+                        sent_at,
+                        group: message.group_id,
+                    }),
+                    receive_count: 0,
+                };
+                state.held += 1;
+                if delay.is_zero() {
+                    self.make_visible(&mut state, stored, false);
+                } else {
+                    let seq = state.next_seq;
+                    state.next_seq += 1;
+                    state.delayed.push(DelayedMessage {
+                        due: now + delay,
+                        seq,
+                        stored,
+                    });
+                }
+                ids.push(id);
+            }
+        }
+        if !ids.is_empty() {
+            self.arrived.notify_waiters();
+        }
+        match refused {
+            Some(error) => Err(error),
+            None => Ok(ids),
+        }
+    }
+
+    /// Counts of the queue now.
+    pub fn counts(&self) -> QueueStats {
+        let mut state = self.state.lock();
+        self.settle(&mut state, Instant::now());
+        QueueStats {
+            visible: state.visible_count as u64,
+            in_flight: state.in_flight as u64,
+            delayed: state.delayed.len() as u64,
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Messages held: visible, in flight or delayed.
+    pub fn len(&self) -> usize {
+        self.state.lock().held
+    }
+
+    /// Whether the queue holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Puts a message where receivers find it. `returning` puts a FIFO message back at the
+    /// front of its group (it was received before the ones queued behind it).
+    fn make_visible(&self, state: &mut State, stored: Stored, returning: bool) {
+        state.visible_count += 1;
+        match stored.body.group.clone() {
+            Some(group_id) if self.config.fifo => {
+                let group = state.groups.entry(Arc::clone(&group_id)).or_default();
+                if returning {
+                    group.in_flight -= 1;
+                    group.queue.push_front(stored);
+                } else {
+                    group.queue.push_back(stored);
+                }
+                if group.in_flight == 0 && (returning || group.queue.len() == 1) {
+                    state.ready_groups.push_back(group_id);
+                }
+            }
+            _ => state.visible.push_back(stored),
+        }
+    }
+
+    /// Returns expired leases' messages and due delayed messages to the visible set.
+    /// Returns whether anything became visible.
+    fn settle(&self, state: &mut State, now: Instant) -> bool {
+        let mut changed = false;
+        while let Some(Reverse((deadline, lease_id))) = state.lease_deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            state.lease_deadlines.pop();
+            let Some(lease) = state.leases.remove(&lease_id) else {
+                continue;
+            };
+            // FIFO messages go back to the front of their group: return them last-first.
+            for stored in lease.slots.into_iter().rev().flatten() {
+                state.in_flight -= 1;
+                self.make_visible(state, stored, true);
+                changed = true;
+            }
+        }
+        while state.delayed.peek().is_some_and(|d| d.due <= now) {
+            if let Some(delayed) = state.delayed.pop() {
+                // A FIFO message delayed by `retry_later` still blocks its group.
+                let returning = delayed.stored.receive_count > 0;
+                self.make_visible(state, delayed.stored, returning);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// When something next becomes visible without a send: a lease expiry or a delay.
+    fn next_due(state: &State) -> Option<Instant> {
+        let lease = state.lease_deadlines.peek().map(|Reverse((at, _))| *at);
+        let delayed = state.delayed.peek().map(|d| d.due);
+        match (lease, delayed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes up to `max` visible messages under a new lease. Messages over their receive
+    /// limit are collected in `redrive` instead.
+    fn take(
+        &self,
+        state: &mut State,
+        max: usize,
+        now: Instant,
+        redrive: &mut Vec<Stored>,
+    ) -> Vec<Message> {
+        let mut taken: Vec<Stored> = Vec::with_capacity(max.min(1_024));
+        while taken.len() < max {
+            let next = if self.config.fifo {
+                let Some(group_id) = state.ready_groups.front().cloned() else {
+                    break;
+                };
+                let group = state.groups.get_mut(&group_id);
+                match group.and_then(|g| g.queue.pop_front().map(|s| (s, g))) {
+                    Some((stored, group)) => {
+                        group.in_flight += 1;
+                        // The whole group stays with this receiver; no other group interleaves
+                        // until its queue is empty or the batch is full.
+                        if group.queue.is_empty() {
+                            state.ready_groups.pop_front();
+                        }
+                        Some(stored)
+                    }
+                    None => {
+                        state.ready_groups.pop_front();
+                        continue;
+                    }
+                }
+            } else {
+                state.visible.pop_front()
+            };
+            let Some(mut stored) = next else { break };
+            state.visible_count -= 1;
+            stored.receive_count += 1;
+            if let Some(max_receives) = self.config.max_receive_count {
+                if stored.receive_count > max_receives {
+                    state.held -= 1;
+                    if let Some(group) = stored
+                        .body
+                        .group
+                        .as_ref()
+                        .and_then(|g| state.groups.get_mut(g))
+                    {
+                        group.in_flight -= 1;
+                    }
+                    redrive.push(stored);
+                    continue;
+                }
+            }
+            taken.push(stored);
+        }
+        if self.config.fifo {
+            // A group blocked because the batch filled up mid-group stays at the front, but
+            // it is in flight now: take it out of the ready list until its messages return.
+            state
+                .ready_groups
+                .retain(|g| state.groups.get(g).is_some_and(|g| g.in_flight == 0));
+        }
+        if taken.is_empty() {
+            return Vec::new();
+        }
+        let lease_id = state.next_lease;
+        state.next_lease += 1;
+        let deadline = now + self.config.visibility_timeout;
+        let mut messages = Vec::with_capacity(taken.len());
+        for (slot, stored) in taken.iter().enumerate() {
+            let body = &stored.body;
+            messages.push(Message {
+                id: Arc::clone(&body.id),
+                body: body.body.clone(),
+                attributes: Arc::clone(&body.attributes),
+                receive_count: stored.receive_count,
+                sent_at: body.sent_at,
+                group_id: body.group.clone(),
+                receipt: Receipt::from_parts(lease_id, slot as u32),
+            });
+        }
+        state.in_flight += taken.len();
+        let live = taken.len();
+        state.leases.insert(
+            lease_id,
+            Lease {
+                slots: taken.into_iter().map(Some).collect(),
+                live,
+            },
+        );
+        state.lease_deadlines.push(Reverse((deadline, lease_id)));
+        messages
+    }
+
+    fn redrive(&self, redriven: Vec<Stored>) {
+        if redriven.is_empty() {
+            return;
+        }
+        self.dead_lettered
+            .fetch_add(redriven.len() as u64, Ordering::Relaxed);
+        if let Some(dlq) = &self.config.dead_letter {
+            for stored in redriven {
+                let body = &stored.body;
+                let mut outgoing = Outgoing::new(body.body.clone());
+                outgoing.attributes = Arc::clone(&body.attributes);
+                outgoing.group_id = body.group.clone();
+                if let Err(refused) = dlq.send_message(outgoing) {
+                    // The dead-letter queue is full: keep the message here rather than lose it.
+                    tracing::error!(id = %body.id, error = %refused.error, "dead-letter queue refused a message; keeping it");
+                    let mut state = self.state.lock();
+                    state.held += 1;
+                    self.make_visible(
+                        &mut state,
+                        Stored {
+                            body: Arc::clone(&stored.body),
+                            receive_count: 0,
+                        },
+                        false,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Removes a receipt's message from its lease, if it is still there.
+    fn release(state: &mut State, receipt: &Receipt) -> Option<Stored> {
+        let (lease_id, slot) = receipt.parts()?;
+        let lease = state.leases.get_mut(&lease_id)?;
+        let stored = lease.slots.get_mut(slot as usize)?.take()?;
+        lease.live -= 1;
+        if lease.live == 0 {
+            state.leases.remove(&lease_id);
+        }
+        state.in_flight -= 1;
+        Some(stored)
+    }
+}
+
+#[async_trait]
+impl QueueSource for InMemoryQueue {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let give_up = Instant::now().checked_add(wait);
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let now = Instant::now();
+            let mut redriven = Vec::new();
+            let (messages, next_due) = {
+                let mut state = self.state.lock();
+                self.settle(&mut state, now);
+                let messages = self.take(&mut state, max, now, &mut redriven);
+                (messages, Self::next_due(&state))
+            };
+            self.redrive(redriven);
+            if !messages.is_empty() {
+                return Ok(messages);
+            }
+            if give_up.is_some_and(|at| at <= now) {
+                return Ok(Vec::new());
+            }
+            let wake = match (give_up, next_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match wake {
+                Some(at) => {
+                    tokio::select! {
+                        () = &mut arrived => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => arrived.await,
+            }
+        }
+    }
+
+    async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        let mut unknown = false;
+        let mut freed_group = false;
+        {
+            let mut state = self.state.lock();
+            for receipt in receipts {
+                match Self::release(&mut state, receipt) {
+                    Some(stored) => {
+                        state.held -= 1;
+                        if let Some(group_id) = &stored.body.group {
+                            if let Some(group) = state.groups.get_mut(group_id) {
+                                group.in_flight -= 1;
+                                if group.in_flight == 0 {
+                                    if group.queue.is_empty() {
+                                        state.groups.remove(group_id);
+                                    } else {
+                                        state.ready_groups.push_back(Arc::clone(group_id));
+                                        freed_group = true;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    None => unknown = true,
+                }
+            }
+        }
+        if freed_group {
+            self.arrived.notify_waiters();
+        }
+        if unknown {
+            Err(SourceError::UnknownReceipt)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
+        {
+            let mut state = self.state.lock();
+            let stored = Self::release(&mut state, receipt).ok_or(SourceError::UnknownReceipt)?;
+            if delay.is_zero() {
+                self.make_visible(&mut state, stored, true);
+            } else {
+                let seq = state.next_seq;
+                state.next_seq += 1;
+                state.delayed.push(DelayedMessage {
+                    due: Instant::now() + delay,
+                    seq,
+                    stored,
+                });
+            }
+        }
+        self.arrived.notify_waiters();
+        Ok(())
+    }
+
+    fn visibility_timeout(&self) -> Option<Duration> {
+        Some(self.config.visibility_timeout)
+    }
+
+    fn is_fifo(&self) -> bool {
+        self.config.fifo
+    }
+
+    fn stats(&self) -> Option<QueueStats> {
+        Some(self.counts())
+    }
+}

@@ -1,0 +1,230 @@
+//! Queue sources (SQS semantics): the [`QueueSource`] trait, [`Message`]s with receipts, and the
+//! in-memory [`InMemoryQueue`].
+//!
+//! The trait is the common core of SQS (`ReceiveMessage` with `WaitTimeSeconds`,
+//! `DeleteMessageBatch`, `ChangeMessageVisibility`), Redis (`XREADGROUP BLOCK`, `XACK`,
+//! `XAUTOCLAIM`), PostgreSQL (`SELECT ... FOR UPDATE SKIP LOCKED`, `DELETE`, `visible_at`)
+//! and NATS JetStream (pull `fetch` with `expires`, `ack`, `nak` with delay): receive a batch
+//! with a long poll, acknowledge a set, make one visible again after a delay. Redrive to a
+//! dead-letter queue after `max_receive_count` is the queue's own business, as it is in SQS.
+
+mod memory;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use memory::{InMemoryQueue, Outgoing, QueueConfig, SendError};
+
+use crate::error::SourceError;
+
+/// Message attributes (string keys and values, as SQS's string attributes).
+pub type Attributes = Arc<std::collections::BTreeMap<String, String>>;
+
+/// Proof of one receipt of a message, used to acknowledge it or make it visible again.
+/// Opaque to the mapping engine; each source chooses what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Receipt(ReceiptInner);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ReceiptInner {
+    Slot { lease: u64, slot: u32 },
+    Token(Arc<str>),
+}
+
+impl Receipt {
+    /// A receipt made of two numbers (for sources that index in-flight messages).
+    pub fn from_parts(lease: u64, slot: u32) -> Self {
+        Self(ReceiptInner::Slot { lease, slot })
+    }
+
+    /// A receipt made of a token (SQS receipt handle, NATS reply subject, ...).
+    pub fn token(token: impl Into<Arc<str>>) -> Self {
+        Self(ReceiptInner::Token(token.into()))
+    }
+
+    /// The two numbers, for a receipt made by [`Receipt::from_parts`].
+    pub fn parts(&self) -> Option<(u64, u32)> {
+        match self.0 {
+            ReceiptInner::Slot { lease, slot } => Some((lease, slot)),
+            ReceiptInner::Token(_) => None,
+        }
+    }
+
+    /// The token, for a receipt made by [`Receipt::token`].
+    pub fn as_token(&self) -> Option<&str> {
+        match &self.0 {
+            ReceiptInner::Token(token) => Some(token),
+            ReceiptInner::Slot { .. } => None,
+        }
+    }
+}
+
+/// One received message.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Message {
+    /// The message id, stable across receives.
+    pub id: Arc<str>,
+    /// The body.
+    pub body: Bytes,
+    /// String attributes.
+    pub attributes: Attributes,
+    /// How many times the message has been received, this time included.
+    pub receive_count: u32,
+    /// When it was sent.
+    pub sent_at: SystemTime,
+    /// Its message group, on a FIFO queue.
+    pub group_id: Option<Arc<str>>,
+    /// This receipt, for acknowledging it or making it visible again.
+    pub receipt: Receipt,
+}
+
+impl Message {
+    /// A message, for sources built outside this crate.
+    pub fn new(id: impl Into<Arc<str>>, body: impl Into<Bytes>, receipt: Receipt) -> Self {
+        Self {
+            id: id.into(),
+            body: body.into(),
+            attributes: Attributes::default(),
+            receive_count: 1,
+            sent_at: SystemTime::now(),
+            group_id: None,
+            receipt,
+        }
+    }
+
+    /// Sets the attributes.
+    #[must_use]
+    pub fn with_attributes(mut self, attributes: Attributes) -> Self {
+        self.attributes = attributes;
+        self
+    }
+
+    /// Sets the receive count.
+    #[must_use]
+    pub fn with_receive_count(mut self, receive_count: u32) -> Self {
+        self.receive_count = receive_count;
+        self
+    }
+
+    /// Sets the send time.
+    #[must_use]
+    pub fn with_sent_at(mut self, sent_at: SystemTime) -> Self {
+        self.sent_at = sent_at;
+        self
+    }
+
+    /// Sets the message group.
+    #[must_use]
+    pub fn with_group(mut self, group_id: impl Into<Arc<str>>) -> Self {
+        self.group_id = Some(group_id.into());
+        self
+    }
+}
+
+/// Counts a queue may report, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Messages visible now.
+    pub visible: u64,
+    /// Messages received and not yet acknowledged or visible again.
+    pub in_flight: u64,
+    /// Messages waiting for their delay (sent with a delay, or made visible later).
+    pub delayed: u64,
+    /// Messages moved to the dead-letter queue so far.
+    pub dead_lettered: u64,
+}
+
+impl QueueStats {
+    /// Messages not yet handled: visible, in flight or delayed.
+    pub fn backlog(&self) -> u64 {
+        self.visible + self.in_flight + self.delayed
+    }
+}
+
+/// A queue that a mapping polls: at-least-once delivery with visibility timeouts.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use nimbus_sources::{InMemoryQueue, QueueConfig, QueueSource};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let queue = InMemoryQueue::new(QueueConfig::default())?;
+/// queue.send("hello")?;
+/// let batch = queue.receive(10, Duration::from_secs(1)).await?;
+/// assert_eq!(&batch[0].body[..], b"hello");
+/// queue.ack(&[batch[0].receipt.clone()]).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[async_trait]
+pub trait QueueSource: Send + Sync + 'static {
+    /// Receives up to `max` messages, waiting up to `wait` for the first one (long poll).
+    /// Received messages are invisible to other receivers until acknowledged, made visible
+    /// again, or their visibility timeout passes. An empty vector means nothing arrived in time.
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`]; the mapping retries with backoff.
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError>;
+
+    /// Deletes received messages for good.
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`]; receipts already expired are reported as
+    /// [`SourceError::UnknownReceipt`] after the others are deleted.
+    async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError>;
+
+    /// Makes a received message visible again after `delay` (zero: at once).
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`].
+    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError>;
+
+    /// How long a received message stays invisible, if the source has a fixed one. A mapping
+    /// whose function timeout exceeds it is rejected at build time.
+    fn visibility_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Whether messages are ordered per message group (a FIFO queue).
+    fn is_fifo(&self) -> bool {
+        false
+    }
+
+    /// Counts for metrics, if the source keeps them.
+    fn stats(&self) -> Option<QueueStats> {
+        None
+    }
+}
+
+#[async_trait]
+impl<Q: QueueSource + ?Sized> QueueSource for Arc<Q> {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
+        (**self).receive(max, wait).await
+    }
+    async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        (**self).ack(receipts).await
+    }
+    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
+        (**self).retry_later(receipt, delay).await
+    }
+    fn visibility_timeout(&self) -> Option<Duration> {
+        (**self).visibility_timeout()
+    }
+    fn is_fifo(&self) -> bool {
+        (**self).is_fifo()
+    }
+    fn stats(&self) -> Option<QueueStats> {
+        (**self).stats()
+    }
+}
