@@ -51,6 +51,6 @@ pub use mapping::{
     QueueMappingMetrics, QueueRecord,
 };
 pub use queue::{
-    Attributes, InMemoryQueue, Message, Outgoing, QueueConfig, QueueSource, QueueStats, Receipt,
-    SendError,
+    Attributes, InMemoryQueue, Message, MessageId, Outgoing, QueueConfig, QueueSource, QueueStats,
+    Receipt, SendError,
 };

@@ -115,7 +115,7 @@ impl FilterPattern {
     pub fn matches_json(
         &self,
         body: Option<&Value>,
-        attributes: Option<&std::collections::BTreeMap<String, String>>,
+        attributes: Option<&crate::queue::Attributes>,
     ) -> bool {
         let Node::Object(keys) = &self.root else {
             return false;
@@ -127,7 +127,7 @@ impl FilterPattern {
                 let attributes = attributes.map(|a| {
                     Value::Object(
                         a.iter()
-                            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                            .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
                             .collect(),
                     )
                 });
@@ -316,11 +316,7 @@ impl Filters {
     }
 
     /// Whether a message with this body and these attributes matches any pattern.
-    pub fn matches(
-        &self,
-        body: &[u8],
-        attributes: &std::collections::BTreeMap<String, String>,
-    ) -> bool {
+    pub fn matches(&self, body: &[u8], attributes: &crate::queue::Attributes) -> bool {
         if self.patterns.is_empty() {
             return true;
         }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::queue::{Attributes, Message};
+use crate::queue::{Attributes, Message, MessageId};
 
 /// The records of one invocation by a queue mapping (Lambda's `SQSEvent`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,7 +24,7 @@ pub struct QueueBatch {
 #[non_exhaustive]
 pub struct QueueRecord {
     /// The message id: what [`BatchResponse::item_failures`] lists.
-    pub message_id: Arc<str>,
+    pub message_id: MessageId,
     /// The body (serialised as a string when it is UTF-8).
     #[serde(with = "body_serde")]
     pub body: Bytes,
@@ -41,9 +41,9 @@ pub struct QueueRecord {
 impl QueueRecord {
     pub(crate) fn from_message(message: &Message) -> Self {
         Self {
-            message_id: Arc::clone(&message.id),
+            message_id: message.id.clone(),
             body: message.body.clone(),
-            attributes: Arc::clone(&message.attributes),
+            attributes: message.attributes.clone(),
             receive_count: message.receive_count,
             sent_at: message.sent_at,
             group_id: message.group_id.clone(),
@@ -75,7 +75,7 @@ impl QueueRecord {
 #[non_exhaustive]
 pub struct BatchResponse {
     /// Message ids of the records that failed.
-    pub item_failures: Vec<Arc<str>>,
+    pub item_failures: Vec<MessageId>,
 }
 
 impl BatchResponse {
@@ -85,7 +85,7 @@ impl BatchResponse {
     }
 
     /// These records failed; the others succeeded.
-    pub fn failures(ids: impl IntoIterator<Item = Arc<str>>) -> Self {
+    pub fn failures(ids: impl IntoIterator<Item = MessageId>) -> Self {
         Self {
             item_failures: ids.into_iter().collect(),
         }

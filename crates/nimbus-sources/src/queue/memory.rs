@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Attributes, Message, QueueSource, QueueStats, Receipt};
+use super::{Attributes, Message, MessageId, QueueSource, QueueStats, Receipt};
 use crate::error::{ConfigError, SourceError};
 
 /// Configuration of an [`InMemoryQueue`].
@@ -146,7 +146,7 @@ impl Outgoing {
     /// Sets an attribute.
     #[must_use]
     pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        Arc::make_mut(&mut self.attributes).insert(key.into(), value.into());
+        self.attributes = self.attributes.with(key, value);
         self
     }
 
@@ -175,19 +175,15 @@ pub struct SendError {
     pub error: SourceError,
 }
 
-/// The immutable part of a stored message, shared between the queue and receivers.
+/// A stored message, kept inline in the queue's deques (no allocation of its own; cloning it
+/// for a receiver shares the body).
 #[derive(Debug)]
-struct Body {
-    id: Arc<str>,
+struct Stored {
+    id: u64,
     body: Bytes,
     attributes: Attributes,
     sent_at: SystemTime,
     group: Option<Arc<str>>,
-}
-
-#[derive(Debug)]
-struct Stored {
-    body: Arc<Body>,
     receive_count: u32,
 }
 
@@ -229,6 +225,42 @@ impl Ord for DelayedMessage {
     }
 }
 
+/// Leases by id. Ids are handed out in order, so a deque indexed from the oldest live id
+/// finds one without hashing; finished leases leave a hole until the front catches up.
+#[derive(Debug, Default)]
+struct Leases {
+    first: u64,
+    slots: VecDeque<Option<Lease>>,
+}
+
+impl Leases {
+    fn insert(&mut self, id: u64, lease: Lease) {
+        if self.slots.is_empty() {
+            self.first = id;
+        }
+        let index = (id - self.first) as usize;
+        while self.slots.len() <= index {
+            self.slots.push_back(None);
+        }
+        self.slots[index] = Some(lease);
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Lease> {
+        let index = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        self.slots.get_mut(index)?.as_mut()
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Lease> {
+        let index = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        let lease = self.slots.get_mut(index)?.take();
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.first += 1;
+        }
+        lease
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Standard queue: visible messages.
@@ -236,7 +268,7 @@ struct State {
     /// FIFO queue: messages by group, and the groups that can be received from now.
     groups: HashMap<Arc<str>, Group>,
     ready_groups: VecDeque<Arc<str>>,
-    leases: HashMap<u64, Lease>,
+    leases: Leases,
     lease_deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     delayed: BinaryHeap<DelayedMessage>,
     next_lease: u64,
@@ -284,7 +316,7 @@ impl InMemoryQueue {
     ///
     /// [`SendError`] hands the message back when the queue is full, or when a FIFO queue gets
     /// a message without a group.
-    pub fn send(&self, body: impl Into<Bytes>) -> Result<Arc<str>, SendError> {
+    pub fn send(&self, body: impl Into<Bytes>) -> Result<MessageId, SendError> {
         self.send_message(Outgoing::new(body))
     }
 
@@ -293,7 +325,7 @@ impl InMemoryQueue {
     /// # Errors
     ///
     /// As [`InMemoryQueue::send`].
-    pub fn send_message(&self, message: Outgoing) -> Result<Arc<str>, SendError> {
+    pub fn send_message(&self, message: Outgoing) -> Result<MessageId, SendError> {
         let mut ids = self.send_batch(std::iter::once(message))?;
         Ok(ids.pop().expect("one message sent"))
     }
@@ -307,7 +339,7 @@ impl InMemoryQueue {
     pub fn send_batch(
         &self,
         messages: impl IntoIterator<Item = Outgoing>,
-    ) -> Result<Vec<Arc<str>>, SendError> {
+    ) -> Result<Vec<MessageId>, SendError> {
         let now = Instant::now();
         let sent_at = SystemTime::now();
         let mut ids = Vec::new();
@@ -331,19 +363,18 @@ impl InMemoryQueue {
                     });
                     break;
                 }
-                let id: Arc<str> = Arc::from(format!(
-                    "{:016x}",
-                    self.next_id.fetch_add(1, Ordering::Relaxed)
-                ));
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let delay = message.delay.unwrap_or(self.config.delay);
+                let body = message.body;
+                // Cloning a `Bytes` made from a `Vec` allocates its shared header the first
+                // time; do it here, on the sender, rather than on every receiver's hot path.
+                drop(body.clone());
                 let stored = Stored {
-                    body: Arc::new(Body {
-                        id: Arc::clone(&id),
-                        body: message.body,
-                        attributes: message.attributes,
-                        sent_at,
-                        group: message.group_id,
-                    }),
+                    id,
+                    body,
+                    attributes: message.attributes,
+                    sent_at,
+                    group: message.group_id,
                     receive_count: 0,
                 };
                 state.held += 1;
@@ -358,7 +389,7 @@ impl InMemoryQueue {
                         stored,
                     });
                 }
-                ids.push(id);
+                ids.push(MessageId::number(id));
             }
         }
         if !ids.is_empty() {
@@ -396,7 +427,7 @@ impl InMemoryQueue {
     /// front of its group (it was received before the ones queued behind it).
     fn make_visible(&self, state: &mut State, stored: Stored, returning: bool) {
         state.visible_count += 1;
-        match stored.body.group.clone() {
+        match stored.group.clone() {
             Some(group_id) if self.config.fifo => {
                 let group = state.groups.entry(Arc::clone(&group_id)).or_default();
                 if returning {
@@ -422,7 +453,7 @@ impl InMemoryQueue {
                 break;
             }
             state.lease_deadlines.pop();
-            let Some(lease) = state.leases.remove(&lease_id) else {
+            let Some(lease) = state.leases.remove(lease_id) else {
                 continue;
             };
             // FIFO messages go back to the front of their group: return them last-first.
@@ -493,11 +524,7 @@ impl InMemoryQueue {
             if let Some(max_receives) = self.config.max_receive_count {
                 if stored.receive_count > max_receives {
                     state.held -= 1;
-                    if let Some(group) = stored
-                        .body
-                        .group
-                        .as_ref()
-                        .and_then(|g| state.groups.get_mut(g))
+                    if let Some(group) = stored.group.as_ref().and_then(|g| state.groups.get_mut(g))
                     {
                         group.in_flight -= 1;
                     }
@@ -522,14 +549,13 @@ impl InMemoryQueue {
         let deadline = now + self.config.visibility_timeout;
         let mut messages = Vec::with_capacity(taken.len());
         for (slot, stored) in taken.iter().enumerate() {
-            let body = &stored.body;
             messages.push(Message {
-                id: Arc::clone(&body.id),
-                body: body.body.clone(),
-                attributes: Arc::clone(&body.attributes),
+                id: MessageId::number(stored.id),
+                body: stored.body.clone(),
+                attributes: stored.attributes.clone(),
                 receive_count: stored.receive_count,
-                sent_at: body.sent_at,
-                group_id: body.group.clone(),
+                sent_at: stored.sent_at,
+                group_id: stored.group.clone(),
                 receipt: Receipt::from_parts(lease_id, slot as u32),
             });
         }
@@ -553,24 +579,17 @@ impl InMemoryQueue {
         self.dead_lettered
             .fetch_add(redriven.len() as u64, Ordering::Relaxed);
         if let Some(dlq) = &self.config.dead_letter {
-            for stored in redriven {
-                let body = &stored.body;
-                let mut outgoing = Outgoing::new(body.body.clone());
-                outgoing.attributes = Arc::clone(&body.attributes);
-                outgoing.group_id = body.group.clone();
+            for mut stored in redriven {
+                let mut outgoing = Outgoing::new(stored.body.clone());
+                outgoing.attributes = stored.attributes.clone();
+                outgoing.group_id = stored.group.clone();
                 if let Err(refused) = dlq.send_message(outgoing) {
                     // The dead-letter queue is full: keep the message here rather than lose it.
-                    tracing::error!(id = %body.id, error = %refused.error, "dead-letter queue refused a message; keeping it");
+                    tracing::error!(id = stored.id, error = %refused.error, "dead-letter queue refused a message; keeping it");
                     let mut state = self.state.lock();
                     state.held += 1;
-                    self.make_visible(
-                        &mut state,
-                        Stored {
-                            body: Arc::clone(&stored.body),
-                            receive_count: 0,
-                        },
-                        false,
-                    );
+                    stored.receive_count = 0;
+                    self.make_visible(&mut state, stored, false);
                 }
             }
         }
@@ -579,11 +598,11 @@ impl InMemoryQueue {
     /// Removes a receipt's message from its lease, if it is still there.
     fn release(state: &mut State, receipt: &Receipt) -> Option<Stored> {
         let (lease_id, slot) = receipt.parts()?;
-        let lease = state.leases.get_mut(&lease_id)?;
+        let lease = state.leases.get_mut(lease_id)?;
         let stored = lease.slots.get_mut(slot as usize)?.take()?;
         lease.live -= 1;
         if lease.live == 0 {
-            state.leases.remove(&lease_id);
+            state.leases.remove(lease_id);
         }
         state.in_flight -= 1;
         Some(stored)
@@ -641,7 +660,7 @@ impl QueueSource for InMemoryQueue {
                 match Self::release(&mut state, receipt) {
                     Some(stored) => {
                         state.held -= 1;
-                        if let Some(group_id) = &stored.body.group {
+                        if let Some(group_id) = &stored.group {
                             if let Some(group) = state.groups.get_mut(group_id) {
                                 group.in_flight -= 1;
                                 if group.in_flight == 0 {

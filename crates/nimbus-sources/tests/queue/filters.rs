@@ -1,7 +1,7 @@
 //! Filter patterns: a table of pattern / record cases, including type mismatches, and invalid
 //! patterns rejected as config errors.
 
-use std::collections::BTreeMap;
+use nimbus_sources::Attributes;
 
 use nimbus_sources::{FilterPattern, Filters};
 use serde_json::json;
@@ -173,8 +173,8 @@ fn pattern_table() {
 #[test]
 fn bodies_that_are_not_json_match_no_body_pattern() {
     let filters = Filters::parse(&[r#"{"body": {"a": [{"exists": false}]}}"#]).unwrap();
-    assert!(!filters.matches(b"plain text", &BTreeMap::new()));
-    assert!(filters.matches(br#"{"b": 1}"#, &BTreeMap::new()));
+    assert!(!filters.matches(b"plain text", &Attributes::new()));
+    assert!(filters.matches(br#"{"b": 1}"#, &Attributes::new()));
 }
 
 #[test]
@@ -184,13 +184,13 @@ fn attributes_and_or_of_patterns() {
         r#"{"body": {"priority": ["high"]}}"#,
     ])
     .unwrap();
-    let web = BTreeMap::from([("source".to_owned(), "web".to_owned())]);
+    let web = Attributes::new().with("source", "web");
     assert!(filters.matches(b"{}", &web));
-    assert!(filters.matches(br#"{"priority": "high"}"#, &BTreeMap::new()));
-    assert!(!filters.matches(br#"{"priority": "low"}"#, &BTreeMap::new()));
+    assert!(filters.matches(br#"{"priority": "high"}"#, &Attributes::new()));
+    assert!(!filters.matches(br#"{"priority": "low"}"#, &Attributes::new()));
     assert!(Filters::parse::<&str>(&[])
         .unwrap()
-        .matches(b"anything", &BTreeMap::new()));
+        .matches(b"anything", &Attributes::new()));
 }
 
 #[test]

@@ -70,7 +70,9 @@ async fn an_unknown_item_failure_fails_the_whole_batch() {
         .register(Function::new(
             "liar",
             handler_fn(|_batch: QueueBatch, _ctx: Context| async move {
-                Ok::<_, FunctionError>(BatchResponse::failures([Arc::from("no-such-id")]))
+                Ok::<_, FunctionError>(BatchResponse::failures([nimbus_sources::MessageId::text(
+                    "no-such-id",
+                )]))
             }),
         ))
         .await

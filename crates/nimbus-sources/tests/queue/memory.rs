@@ -134,7 +134,7 @@ async fn messages_are_redriven_after_max_receive_count() {
     assert_eq!(q.counts().dead_lettered, 1);
     let dead = dlq.receive(1, Duration::ZERO).await.unwrap();
     assert_eq!(bodies(&dead), ["poison"]);
-    assert_eq!(dead[0].attributes.get("k").map(String::as_str), Some("v"));
+    assert_eq!(dead[0].attributes.get("k"), Some("v"));
 }
 
 #[tokio::test(start_paused = true)]
