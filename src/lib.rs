@@ -2,7 +2,8 @@
 //! AWS Lambda: synchronous and asynchronous invocation, concurrency that scales with load and
 //! down to nothing when idle, failure handling that never loses an event, and metering.
 //!
-//! This facade re-exports the crates of the workspace; [`nimbus_core`] holds the runtime.
+//! This facade re-exports the crates of the workspace: [`nimbus_core`] (the runtime, re-exported
+//! at the root) and [`nimbus_sources`] (event sources and mappings, as [`sources`]).
 //!
 //! # Example
 //!
@@ -32,3 +33,6 @@ pub mod peers;
 
 /// The core runtime crate, for paths that the re-exports do not cover.
 pub use nimbus_core as core;
+
+/// Event sources: queue sources, the mapping engine, in-memory sources.
+pub use nimbus_sources as sources;

@@ -4,6 +4,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nimbus::sources::{
+    BatchResponse, InMemoryQueue, Outgoing, QueueBatch, QueueConfig, QueueMapping,
+    QueueMappingConfig,
+};
 use nimbus::{
     handler_fn, init_fn, Backoff, Context, Function, FunctionError, InitContext, InvocationRecord,
     InvokeError, Runtime, RuntimeConfig, ThrottleReason,
@@ -160,8 +164,40 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
             .with_on_failure(on_failure),
         )
         .await?;
+    // A queue mapping: uploads drained in batches of 10; every 100th upload is corrupt and
+    // ends in the dead-letter queue after three receives.
+    let ingest = runtime
+        .register(
+            Function::new(
+                "ingest",
+                handler_fn(|batch: QueueBatch, _ctx: Context| async move {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    let corrupt = batch
+                        .records
+                        .iter()
+                        .filter(|r| r.body_str().is_ok_and(|b| b.ends_with("99")))
+                        .map(|r| r.message_id.clone());
+                    Ok::<_, FunctionError>(BatchResponse::failures(corrupt))
+                }),
+            )
+            .with_timeout(Duration::from_millis(100)),
+        )
+        .await?;
+    let dead_letters = Arc::new(InMemoryQueue::new(QueueConfig::default())?);
+    let uploads = Arc::new(InMemoryQueue::new(
+        QueueConfig::default()
+            .with_visibility_timeout(Duration::from_millis(200))
+            .with_redrive(dead_letters.clone(), 3),
+    )?);
+    uploads.send_batch(
+        (0..5_000)
+            .map(|i| Outgoing::new(format!("upload-{i}")))
+            .collect::<Vec<_>>(),
+    )?;
+    let mapping = QueueMapping::start(uploads.clone(), ingest, QueueMappingConfig::new("uploads"))?;
+
     println!(
-        "nimbus demo: {} callers for {:.1} s over 5 functions (runtime limit 64)",
+        "nimbus demo: {} callers for {:.1} s over 5 functions, and a queue of 5,000 uploads (runtime limit 64)",
         args.callers, args.seconds
     );
     let seen = Arc::new(Seen::default());
@@ -199,11 +235,15 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
         caller.await?;
     }
 
-    // Give queued async events and their retries a moment to finish before the report.
-    let drain_until = Instant::now() + Duration::from_secs(2);
-    while notify.async_metrics().pending > 0 && Instant::now() < drain_until {
+    // Give queued async events, retries and the upload queue a moment to finish.
+    let drain_until = Instant::now() + Duration::from_secs(3);
+    while (notify.async_metrics().pending > 0 || !uploads.is_empty())
+        && Instant::now() < drain_until
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    mapping.stop(Duration::from_secs(2)).await;
+    let q = mapping.metrics();
     print_report(&runtime, &seen);
     let shutdown = runtime.shutdown(Duration::from_secs(2)).await;
     let a = notify.async_metrics();
@@ -223,6 +263,15 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
     println!(
         "\nasync `notify`: {} accepted, {} retries, {} succeeded, {} failed; destinations got {} on-success and {} on-failure records; {} handed back at shutdown",
         a.accepted, a.retries, a.succeeded, a.failed, ok, ko, shutdown.handed_back.len()
+    );
+    println!(
+        "queue `uploads`: {} received, {} deleted, {} failed attempts, {} dead-lettered, peak {} concurrent batches, {} left",
+        q.received,
+        q.deleted,
+        q.failed,
+        dead_letters.len(),
+        q.peak_concurrent_batches,
+        uploads.len()
     );
     println!(
         "shutdown: {} in flight, {} finished, {} cancelled, {} idle instances dropped",
