@@ -4,12 +4,10 @@
 //! Run with `cargo bench --features peers --bench invoke_async`. Target: at least 2× apalis
 //! and 2× spawn-per-event.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use nimbus::peers::{self, Countdown};
-use nimbus::{handler_fn, Context, Function, FunctionError, Runtime, RuntimeConfig};
+use nimbus::{peers, workloads};
 
 /// Jobs per measured batch.
 const BATCH: u64 = 100_000;
@@ -20,40 +18,6 @@ fn tokio_runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-/// Queues `events` async invocations of a no-op function and waits until all have run.
-async fn nimbus_async(events: u64) -> Duration {
-    let runtime = Runtime::new(RuntimeConfig::default()).expect("config");
-    let countdown = Countdown::new(events);
-    let handle = runtime
-        .register(
-            Function::new(
-                "noop",
-                handler_fn({
-                    let countdown = Arc::clone(&countdown);
-                    move |n: u64, _ctx: Context| {
-                        std::hint::black_box(n);
-                        countdown.tick();
-                        async { Ok::<_, FunctionError>(()) }
-                    }
-                }),
-            )
-            .with_async_queue_capacity(events as usize),
-        )
-        .await
-        .expect("register");
-    let start = Instant::now();
-    for i in 0..events {
-        handle.invoke_async(i).expect("queue has room");
-    }
-    countdown.wait().await;
-    let elapsed = start.elapsed();
-    if std::env::var_os("NIMBUS_BENCH_DEBUG").is_some() {
-        eprintln!("{:?}", handle.metrics());
-    }
-    runtime.shutdown(Duration::from_secs(1)).await;
-    elapsed
 }
 
 fn bench_async(c: &mut Criterion) {
@@ -77,7 +41,9 @@ fn bench_async(c: &mut Criterion) {
             })
         });
     };
-    run("nimbus_invoke_async", |n| Box::pin(nimbus_async(n)));
+    run("nimbus_invoke_async", |n| {
+        Box::pin(workloads::invoke_async_noop(n))
+    });
     run("apalis_memory_storage", |n| {
         Box::pin(peers::apalis_memory_storage(n))
     });

@@ -3,16 +3,10 @@
 //!
 //! Run with `cargo bench --bench queue`.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
-use nimbus_sources::{
-    BatchResponse, InMemoryQueue, Outgoing, QueueBatch, QueueConfig, QueueMapping,
-    QueueMappingConfig,
-};
-use tokio::sync::Notify;
+use nimbus::workloads;
 
 /// Records per measured run.
 const RECORDS: u64 = 200_000;
@@ -23,56 +17,6 @@ fn tokio_runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-/// Fills a queue with `records` messages, then times a mapping draining it through a no-op
-/// handler until every record has been handled and deleted.
-async fn drain(records: u64, batch_size: usize) -> Duration {
-    let runtime = Runtime::default();
-    let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let done = Arc::new(Notify::new());
-    let function = runtime
-        .register_native(Function::new(
-            "noop",
-            handler_fn({
-                let (handled, done) = (handled.clone(), done.clone());
-                move |batch: QueueBatch, _ctx: Context| {
-                    let n = batch.records.len() as u64;
-                    if handled.fetch_add(n, std::sync::atomic::Ordering::AcqRel) + n >= records {
-                        done.notify_one();
-                    }
-                    async { Ok::<_, FunctionError>(BatchResponse::success()) }
-                }
-            }),
-        ))
-        .await
-        .expect("register");
-    let queue = Arc::new(
-        InMemoryQueue::new(QueueConfig::default().with_capacity(records as usize))
-            .expect("queue config"),
-    );
-    let fill = Instant::now();
-    queue
-        .send_batch((0..records).map(|i| Outgoing::new(i.to_string())))
-        .expect("room for every record");
-    let fill = fill.elapsed();
-    let mut config = QueueMappingConfig::new("bench").with_batch_size(batch_size);
-    if batch_size > 10 {
-        config = config.with_batching_window(Duration::from_millis(1));
-    }
-    let start = Instant::now();
-    let mapping = QueueMapping::start(queue.clone(), function, config).expect("mapping");
-    done.notified().await;
-    while !queue.is_empty() {
-        tokio::task::yield_now().await;
-    }
-    let elapsed = start.elapsed();
-    if std::env::var_os("NIMBUS_BENCH_DEBUG").is_some() {
-        eprintln!("fill {fill:?} drain {elapsed:?} {:?}", mapping.metrics());
-    }
-    mapping.stop(Duration::from_secs(5)).await;
-    runtime.shutdown(Duration::from_secs(1)).await;
-    elapsed
 }
 
 fn bench_queue(c: &mut Criterion) {
@@ -88,7 +32,7 @@ fn bench_queue(c: &mut Criterion) {
                 (0..iters)
                     .map(|_| {
                         rt.block_on(async {
-                            tokio::spawn(drain(RECORDS, batch_size))
+                            tokio::spawn(workloads::queue_drain(RECORDS, batch_size))
                                 .await
                                 .expect("task")
                         })

@@ -26,6 +26,11 @@ impl Countdown {
         })
     }
 
+    /// Jobs not handled yet.
+    pub fn left(&self) -> u64 {
+        self.left.load(Ordering::Acquire)
+    }
+
     /// One job handled.
     pub fn tick(&self) {
         if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {

@@ -1,6 +1,7 @@
 //! The `nimbus` command: `demo` (the default) drives a short load through a few functions on the
-//! in-memory runtime and prints what happened.
+//! in-memory runtime and prints what happened; `bench` measures nimbus beside its peers.
 
+mod bench;
 mod demo;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,8 @@ struct Cli {
 enum Command {
     /// Register a few functions, drive load through them and print a report (the default).
     Demo(demo::DemoArgs),
+    /// Benchmark scenarios, each with peer baselines in the same run.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +46,7 @@ fn main() -> std::process::ExitCode {
             .unwrap_or(Command::Demo(demo::DemoArgs::default()))
         {
             Command::Demo(args) => demo::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,209 @@
+//! `nimbus bench`: whole-scenario benchmarks of nimbus beside its peers (Tokio spawn-per-event,
+//! a Tokio mpsc worker pool, apalis `MemoryStorage`), in the same run, on the same events.
+//! criterion benches (`benches/`) stay for the micro level.
+
+mod plot;
+mod scenarios;
+mod stats;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use scenarios::Sizes;
+use stats::{attach_speedups, Row};
+
+/// Which scenario to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Scenario {
+    /// Sync invoke of a no-op function, closed loop, 1 and 8 callers.
+    Invoke,
+    /// Async invoke throughput.
+    Async,
+    /// In-memory queue -> mapping -> no-op handler, batch sizes 1, 10, 100.
+    Queue,
+    /// Open loop at a fraction of capacity: enqueue to handler start, p50/p99/p99.9.
+    Latency,
+    /// A step in arrival rate to a handler that awaits a fixed time: concurrency vs λ·d.
+    Autoscale,
+    /// Functions and mappings registered and idle: CPU time and memory.
+    Idle,
+    /// Every scenario, in sequence.
+    All,
+}
+
+/// Options of `nimbus bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// The scenario.
+    #[arg(value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Small sizes: every scenario in well under 30 s.
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object per result line instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Write the autoscale curves (concurrency and throughput over time) to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Events per throughput run (default 2,000,000; 200,000 with --quick).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Arrival rate of the latency scenario, as a fraction of the measured capacity.
+    #[arg(long, default_value_t = 0.5)]
+    rate_fraction: f64,
+}
+
+impl BenchArgs {
+    fn sizes(&self) -> Result<Sizes, String> {
+        if !(self.rate_fraction > 0.0 && self.rate_fraction <= 1.0) {
+            return Err(format!(
+                "--rate-fraction {} is outside (0, 1]",
+                self.rate_fraction
+            ));
+        }
+        let events = self
+            .events
+            .unwrap_or(if self.quick { 200_000 } else { 2_000_000 });
+        if !(1_000..=100_000_000).contains(&events) {
+            return Err(format!("--events {events} is outside 1000..=100000000"));
+        }
+        Ok(if self.quick {
+            Sizes {
+                events,
+                latency_window: Duration::from_millis(500),
+                rate_fraction: self.rate_fraction,
+                autoscale_load: Duration::from_secs(1),
+                idle_for: Duration::from_secs(2),
+                idle_functions: 1_000,
+                idle_mappings: 1_000,
+            }
+        } else {
+            Sizes {
+                events,
+                latency_window: Duration::from_secs(2),
+                rate_fraction: self.rate_fraction,
+                autoscale_load: Duration::from_secs(3),
+                idle_for: Duration::from_secs(10),
+                idle_functions: 1_000,
+                idle_mappings: 1_000,
+            }
+        })
+    }
+}
+
+pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let sizes = args.sizes()?;
+    let scenarios: Vec<Scenario> = match args.scenario {
+        Scenario::All => vec![
+            Scenario::Invoke,
+            Scenario::Async,
+            Scenario::Queue,
+            Scenario::Latency,
+            Scenario::Autoscale,
+            Scenario::Idle,
+        ],
+        one => vec![one],
+    };
+    let progress = ProgressBar::new(scenarios.len() as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} [{pos}/{len}] {wide_msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    progress.enable_steady_tick(Duration::from_millis(100));
+    let mut rows = Vec::new();
+    let mut curves = None;
+    for scenario in scenarios {
+        progress.set_message(format!("{scenario:?}").to_lowercase());
+        match scenario {
+            Scenario::Invoke => rows.extend(scenarios::invoke(sizes).await),
+            Scenario::Async => rows.extend(scenarios::async_invoke(sizes).await),
+            Scenario::Queue => rows.extend(scenarios::queue(sizes).await),
+            Scenario::Latency => rows.extend(scenarios::latency(sizes).await),
+            Scenario::Autoscale => {
+                let (r, c, target) = scenarios::autoscale(sizes).await;
+                rows.extend(r);
+                curves = Some((c, target));
+            }
+            Scenario::Idle => rows.extend(scenarios::idle(sizes).await),
+            Scenario::All => {}
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    attach_speedups(&mut rows);
+
+    if args.json {
+        for row in &rows {
+            println!("{}", serde_json::to_string(row)?);
+        }
+    } else {
+        print_table(&rows);
+    }
+    if let Some(path) = &args.plot {
+        match &curves {
+            Some((curves, target)) => {
+                plot::autoscale_svg(path, curves, *target)?;
+                eprintln!("wrote {}", path.display());
+            }
+            None => return Err("--plot needs the autoscale scenario (or all)".into()),
+        }
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<18} {:<24} {:>10} {:>8} {:>12} {:>9} {:>9} {:>9} {:>9}  notes",
+        "scenario",
+        "system",
+        "events",
+        "seconds",
+        "events/s",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "nimbus ×"
+    );
+    let fmt_opt = |v: Option<f64>, digits: usize| {
+        v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+    };
+    for row in rows {
+        let notes: Vec<String> = row
+            .extra
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| match v.as_f64() {
+                Some(f) if f.fract() != 0.0 => format!("{k}={f:.1}"),
+                _ => format!("{k}={v}"),
+            })
+            .collect();
+        println!(
+            "{:<18} {:<24} {:>10} {:>8.3} {:>12} {:>9} {:>9} {:>9} {:>9}  {}",
+            row.scenario,
+            row.system,
+            row.events,
+            row.seconds,
+            human(row.events_per_sec),
+            fmt_opt(row.p50_us, 1),
+            fmt_opt(row.p99_us, 1),
+            fmt_opt(row.p999_us, 1),
+            fmt_opt(row.nimbus_speedup, 2),
+            notes.join(" ")
+        );
+    }
+}
+
+/// 1234567.0 -> "1.23 M".
+fn human(per_sec: f64) -> String {
+    if per_sec >= 1e6 {
+        format!("{:.2} M", per_sec / 1e6)
+    } else if per_sec >= 1e3 {
+        format!("{:.1} k", per_sec / 1e3)
+    } else {
+        format!("{per_sec:.0}")
+    }
+}
