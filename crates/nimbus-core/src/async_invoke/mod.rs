@@ -40,6 +40,9 @@ use crate::retry::RetryPolicy;
 /// Events a worker takes from the queue per lock.
 const WORKER_BATCH: usize = 32;
 
+/// How long the oldest queued event waits before `invoke_async` adds a worker for it.
+const SPAWN_AFTER: Duration = Duration::from_micros(50);
+
 /// An event accepted by `invoke_async` and not yet finished.
 pub(crate) struct Queued<E> {
     pub(crate) request_id: RequestId,
@@ -361,6 +364,7 @@ where
             attempts: 0,
         };
         let request_id = queued.request_id;
+        let accepted_at = queued.accepted_at;
         if self.config.max_concurrency == Some(0) {
             // Never invoked: straight to the failure path, as Lambda does.
             let this = Arc::clone(self);
@@ -370,12 +374,18 @@ where
             });
             return Ok(request_id);
         }
-        let depth = {
+        let (depth, waited) = {
             let mut ready = state.ready.lock();
             ready.push_back(queued);
-            ready.len()
+            let oldest = ready.front().map_or(accepted_at, |q| q.accepted_at);
+            (ready.len(), accepted_at.saturating_duration_since(oldest))
         };
-        self.kick(depth);
+        // A worker is added only once the oldest event has waited a little: a backlog that the
+        // running workers clear at once does not need another one (fast handlers would
+        // otherwise get a worker per burst, and more runnable threads than cores).
+        if waited >= SPAWN_AFTER || state.workers.load(Ordering::SeqCst) == 0 {
+            self.kick(depth);
+        }
         Ok(request_id)
     }
 

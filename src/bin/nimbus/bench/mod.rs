@@ -98,13 +98,14 @@ impl BenchArgs {
 pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let sizes = args.sizes()?;
     let scenarios: Vec<Scenario> = match args.scenario {
+        // Idle first, so that its memory figures are not those of the throughput runs.
         Scenario::All => vec![
+            Scenario::Idle,
             Scenario::Invoke,
             Scenario::Async,
             Scenario::Queue,
             Scenario::Latency,
             Scenario::Autoscale,
-            Scenario::Idle,
         ],
         one => vec![one],
     };
