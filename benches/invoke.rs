@@ -16,14 +16,6 @@ fn noop() -> impl Handler<u64, u64> + Clone + Sync {
     handler_fn(|n: u64, _ctx: Context| async move { Ok::<_, FunctionError>(n) })
 }
 
-fn tokio_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 /// Splits `iters` over `callers` tasks, each running `caller(share)`, and returns the wall time.
 fn timed<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, callers: u64, caller: F) -> Duration
 where
@@ -44,7 +36,7 @@ where
 }
 
 fn bench_invoke(c: &mut Criterion) {
-    let rt = tokio_runtime();
+    let rt = nimbus::workloads::bench_runtime();
     let nimbus_rt = rt.block_on(async {
         Runtime::new(RuntimeConfig::default().with_concurrency_limit(10_000)).expect("config")
     });

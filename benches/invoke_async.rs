@@ -12,16 +12,8 @@ use nimbus::{peers, workloads};
 /// Jobs per measured batch.
 const BATCH: u64 = 100_000;
 
-fn tokio_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 fn bench_async(c: &mut Criterion) {
-    let rt = tokio_runtime();
+    let rt = workloads::bench_runtime();
     let mut group = c.benchmark_group("invoke_async/noop");
     group.throughput(Throughput::Elements(BATCH));
     group.sample_size(10);

@@ -11,16 +11,8 @@ use nimbus::workloads;
 /// Records per measured run.
 const RECORDS: u64 = 200_000;
 
-fn tokio_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 fn bench_queue(c: &mut Criterion) {
-    let rt = tokio_runtime();
+    let rt = workloads::bench_runtime();
     let mut group = c.benchmark_group("queue/in_memory_noop");
     group.throughput(Throughput::Elements(RECORDS));
     group.sample_size(10);

@@ -13,6 +13,20 @@ use nimbus_sources::{
 
 use crate::peers::Countdown;
 
+/// The Tokio runtime the benches measure on: two workers, as the machines the figures are
+/// quoted for have two cores.
+///
+/// # Panics
+///
+/// If Tokio cannot start.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// Queues `events` async invocations of a no-op function and waits until all have run.
 ///
 /// # Panics

@@ -537,17 +537,6 @@ where
         }
     }
 
-    fn try_permit(&self) -> Result<crate::concurrency::Permit<'_>, ThrottleReason> {
-        match &self.reserved {
-            Some(limiter) => limiter.try_acquire().ok_or(ThrottleReason::FunctionLimit),
-            None => self
-                .shared
-                .unreserved
-                .try_acquire()
-                .ok_or(ThrottleReason::RuntimeLimit),
-        }
-    }
-
     /// Backs off after a throttle; a returned permit ends the wait early. Returns false when
     /// the runtime is stopping.
     async fn wait_after_throttle(&self, reason: ThrottleReason, throttled: u32) -> bool {

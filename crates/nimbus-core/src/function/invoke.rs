@@ -117,15 +117,7 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
         let Some(_in_flight) = self.shared.gate.enter() else {
             return Invocation::refused(InvokeError::ShuttingDown);
         };
-        let permit = match &self.reserved {
-            Some(limiter) => limiter.try_acquire().ok_or(ThrottleReason::FunctionLimit),
-            None => self
-                .shared
-                .unreserved
-                .try_acquire()
-                .ok_or(ThrottleReason::RuntimeLimit),
-        };
-        let _permit = match permit {
+        let _permit = match self.try_permit() {
             Ok(permit) => permit,
             Err(reason) => {
                 self.counters.throttled(reason);
@@ -159,6 +151,18 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
         Invocation {
             result: run.result,
             report: Some(run.report),
+        }
+    }
+
+    /// A permit from the function's reservation, or from the runtime's unreserved pool.
+    pub(crate) fn try_permit(&self) -> Result<crate::concurrency::Permit<'_>, ThrottleReason> {
+        match &self.reserved {
+            Some(limiter) => limiter.try_acquire().ok_or(ThrottleReason::FunctionLimit),
+            None => self
+                .shared
+                .unreserved
+                .try_acquire()
+                .ok_or(ThrottleReason::RuntimeLimit),
         }
     }
 

@@ -399,25 +399,19 @@ pub(crate) async fn autoscale(sizes: Sizes) -> (Vec<Row>, Vec<Curve>, f64) {
             }
         }
     });
-    let mut samples = Vec::new();
-    let sample_every = Duration::from_millis(5);
-    let (mut last_done, mut last_t) = (0, Duration::ZERO);
     let mut scaled_in_after = None;
-    let limit = sizes.autoscale_load + Duration::from_secs(3);
-    while start.elapsed() < limit {
-        tokio::time::sleep(sample_every).await;
+    let samples = sample_curve(start, sizes.autoscale_load + Duration::from_secs(3), |t| {
         let m = handle.metrics();
         let completed = done.load(Ordering::Relaxed);
-        let t = start.elapsed();
-        let throughput = rate(completed - last_done, t - last_t);
-        (last_done, last_t) = (completed, t);
-        samples.push((t, m.concurrency as f64, throughput));
-        if t > sizes.autoscale_load && completed >= events && m.instances <= min_instances as usize
-        {
+        let settled = t > sizes.autoscale_load
+            && completed >= events
+            && m.instances <= min_instances as usize;
+        if settled {
             scaled_in_after = Some(t.saturating_sub(sizes.autoscale_load));
-            break;
         }
-    }
+        (m.concurrency as f64, completed, settled)
+    })
+    .await;
     let _ = producer.await;
     // Little's law with the arrival rate and the time in the system actually achieved.
     let completed = done.load(Ordering::Relaxed).max(1);
@@ -479,16 +473,18 @@ pub(crate) async fn autoscale(sizes: Sizes) -> (Vec<Row>, Vec<Curve>, f64) {
             }
         }
     });
-    let mut samples = Vec::new();
-    let (mut last_done, mut last_t) = (0, Duration::ZERO);
-    while start.elapsed() < sizes.autoscale_load + Duration::from_millis(100) {
-        tokio::time::sleep(sample_every).await;
-        let completed = done.load(Ordering::Relaxed);
-        let t = start.elapsed();
-        let throughput = rate(completed - last_done, t - last_t);
-        (last_done, last_t) = (completed, t);
-        samples.push((t, in_flight.load(Ordering::Relaxed) as f64, throughput));
-    }
+    let samples = sample_curve(
+        start,
+        sizes.autoscale_load + Duration::from_millis(100),
+        |_| {
+            (
+                in_flight.load(Ordering::Relaxed) as f64,
+                done.load(Ordering::Relaxed),
+                false,
+            )
+        },
+    )
+    .await;
     let _ = producer.await;
     let steady: Vec<(Duration, f64)> = samples
         .iter()
@@ -519,6 +515,28 @@ pub(crate) async fn autoscale(sizes: Sizes) -> (Vec<Row>, Vec<Curve>, f64) {
             .collect(),
     });
     (rows, curves, target)
+}
+
+/// Samples (time since `start`, concurrency, completions per second) every 5 ms until `limit`
+/// or until `probe` (returning concurrency, completions so far, and whether to stop) says so.
+async fn sample_curve(
+    start: Instant,
+    limit: Duration,
+    mut probe: impl FnMut(Duration) -> (f64, u64, bool),
+) -> Vec<(Duration, f64, f64)> {
+    let mut samples = Vec::new();
+    let (mut last_done, mut last_t) = (0, Duration::ZERO);
+    while start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let t = start.elapsed();
+        let (concurrency, completed, stop) = probe(t);
+        samples.push((t, concurrency, rate(completed - last_done, t - last_t)));
+        (last_done, last_t) = (completed, t);
+        if stop {
+            break;
+        }
+    }
+    samples
 }
 
 /// CPU time (user + system) of this process so far, from /proc.
