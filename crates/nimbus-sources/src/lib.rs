@@ -43,6 +43,8 @@ mod error;
 mod filter;
 mod mapping;
 mod queue;
+mod stream;
+mod stream_mapping;
 
 pub use error::{ConfigError, SourceError};
 pub use filter::{FilterPattern, Filters, MAX_PATTERNS, MAX_PATTERN_LEN};
@@ -53,4 +55,14 @@ pub use mapping::{
 pub use queue::{
     Attributes, InMemoryQueue, Message, MessageId, Outgoing, QueueConfig, QueueSource, QueueStats,
     Receipt, SendError,
+};
+pub use stream::{
+    hash_key, stream_now, Checkpoint, CheckpointStore, InMemoryCheckpoints, InMemoryLeases,
+    InMemoryStream, Lease, LeaseStore, Position, ReadResult, Sequence, ShardId, ShardInfo,
+    StreamConfig, StreamRecord, StreamSource,
+};
+pub use stream_mapping::{
+    FailureDestination, ShardMetrics, StreamBatch, StreamCondition, StreamFailure, StreamFunction,
+    StreamMapping, StreamMappingConfig, StreamMappingMetrics, StreamMappingParts, StreamResponse,
+    TumblingWindow,
 };

@@ -93,11 +93,11 @@ impl BatchResponse {
 }
 
 /// Bodies as strings when they are UTF-8 (as SQS bodies are), as byte arrays otherwise.
-mod body_serde {
+pub(crate) mod body_serde {
     use bytes::Bytes;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(body: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(body: &Bytes, s: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(body) {
             Ok(text) => s.serialize_str(text),
             Err(_) => s.serialize_bytes(body),
@@ -111,7 +111,7 @@ mod body_serde {
         Raw(Vec<u8>),
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         Ok(match Either::deserialize(d)? {
             Either::Text(text) => Bytes::from(text),
             Either::Raw(raw) => Bytes::from(raw),

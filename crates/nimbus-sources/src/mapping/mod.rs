@@ -16,8 +16,10 @@
 //!   concurrency.
 //! - **Stopping**: pollers stop receiving; batches in flight finish or are made visible again.
 
-mod batch;
+pub(crate) mod batch;
 mod config;
+
+pub(crate) use batch::body_serde;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

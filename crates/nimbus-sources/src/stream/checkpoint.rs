@@ -1,0 +1,106 @@
+//! Checkpoints: how far a mapping has finished each shard.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use super::Sequence;
+use crate::error::SourceError;
+
+/// A shard's checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Checkpoint {
+    /// Every record up to and including this sequence number is finished.
+    At(Sequence),
+    /// The shard is closed and finished; its children may start.
+    ShardEnd,
+}
+
+/// Where checkpoints are kept: in memory, or in a broker so that another process can resume.
+/// Checkpoints only move forward; a store refuses to move one back.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync + 'static {
+    /// The checkpoint of `shard` for `mapping`, if any.
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`] from the store.
+    async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError>;
+
+    /// Moves the checkpoint forward.
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::Invalid`] if it would move back; a store error otherwise.
+    async fn put(
+        &self,
+        mapping: &str,
+        shard: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<(), SourceError>;
+}
+
+/// Checkpoints in memory.
+#[derive(Debug, Default)]
+pub struct InMemoryCheckpoints {
+    entries: Mutex<HashMap<(String, String), Checkpoint>>,
+}
+
+impl InMemoryCheckpoints {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for InMemoryCheckpoints {
+    async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
+        Ok(self
+            .entries
+            .lock()
+            .get(&(mapping.to_owned(), shard.to_owned()))
+            .copied())
+    }
+
+    async fn put(
+        &self,
+        mapping: &str,
+        shard: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<(), SourceError> {
+        let mut entries = self.entries.lock();
+        let entry = entries.entry((mapping.to_owned(), shard.to_owned()));
+        match entry {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                if checkpoint < *e.get() {
+                    return Err(SourceError::Invalid(format!(
+                        "checkpoint of {shard} would move back from {:?} to {checkpoint:?}",
+                        e.get()
+                    )));
+                }
+                e.insert(checkpoint);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(checkpoint);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<C: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<C> {
+    async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
+        (**self).get(mapping, shard).await
+    }
+    async fn put(
+        &self,
+        mapping: &str,
+        shard: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<(), SourceError> {
+        (**self).put(mapping, shard, checkpoint).await
+    }
+}

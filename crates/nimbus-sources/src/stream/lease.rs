@@ -1,0 +1,115 @@
+//! Leases: which process works on which shard. Used even in one process, so that the same
+//! engine spreads shards over several processes with a shared store.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::error::SourceError;
+
+/// A lease on a key (a mapping's shard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Lease {
+    /// The key.
+    pub key: String,
+    /// Who holds it.
+    pub owner: String,
+    /// When it expires unless renewed.
+    pub expires: Instant,
+    /// Bumped on every change of owner (a fencing counter).
+    pub counter: u64,
+}
+
+/// Where leases are kept. Acquiring succeeds when the lease is free, expired, or already the
+/// caller's; it is exclusive otherwise.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Takes or renews `key` for `owner` for `ttl`; `None` if someone else holds it.
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`] from the store.
+    async fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, SourceError>;
+
+    /// Gives `key` up if `owner` holds it.
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`] from the store.
+    async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError>;
+}
+
+/// Leases in memory.
+#[derive(Debug, Default)]
+pub struct InMemoryLeases {
+    leases: Mutex<HashMap<String, Lease>>,
+}
+
+impl InMemoryLeases {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl LeaseStore for InMemoryLeases {
+    async fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, SourceError> {
+        let now = Instant::now();
+        let mut leases = self.leases.lock();
+        let lease = leases.entry(key.to_owned()).or_insert_with(|| Lease {
+            key: key.to_owned(),
+            owner: owner.to_owned(),
+            expires: now,
+            counter: 0,
+        });
+        if lease.owner != owner && lease.expires > now {
+            return Ok(None);
+        }
+        if lease.owner != owner || lease.counter == 0 {
+            lease.counter += 1;
+            lease.owner = owner.to_owned();
+        }
+        lease.expires = now + ttl;
+        Ok(Some(lease.clone()))
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError> {
+        let mut leases = self.leases.lock();
+        if let Some(lease) = leases.get_mut(key) {
+            if lease.owner == owner {
+                lease.expires = Instant::now();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<L: LeaseStore + ?Sized> LeaseStore for std::sync::Arc<L> {
+    async fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, SourceError> {
+        (**self).acquire(key, owner, ttl).await
+    }
+    async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError> {
+        (**self).release(key, owner).await
+    }
+}

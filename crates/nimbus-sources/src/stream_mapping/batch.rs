@@ -1,0 +1,130 @@
+//! What a stream mapping hands to its function, what the function answers, and what the
+//! on-failure destination receives.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use nimbus_core::{DeliveryError, ErrorInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::stream::{Sequence, ShardId, StreamRecord};
+
+/// The records of one invocation by a stream mapping (Lambda's `KinesisEvent`), all from one
+/// shard, in sequence order (per partition key, with a parallelization factor above 1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StreamBatch {
+    /// The mapping's name.
+    pub mapping: Arc<str>,
+    /// The shard the records come from.
+    pub shard_id: ShardId,
+    /// The records.
+    pub records: Vec<StreamRecord>,
+    /// The tumbling window, when the mapping has one.
+    pub window: Option<TumblingWindow>,
+}
+
+/// A tumbling window's facts and the state carried from the previous invocation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct TumblingWindow {
+    /// When the window starts.
+    pub start: SystemTime,
+    /// When it ends.
+    pub end: SystemTime,
+    /// What the previous invocation in this window returned (`null` at the start).
+    pub state: serde_json::Value,
+    /// The last invocation of the window: no records, only the state to act on.
+    pub is_final: bool,
+}
+
+/// A stream handler's answer: which records failed (by sequence number), and the window state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StreamResponse {
+    /// Sequence numbers of failed records; the mapping checkpoints before the lowest and
+    /// retries from it. A number not in the batch fails the whole batch.
+    pub item_failures: Vec<Sequence>,
+    /// The state to carry to the next invocation of the tumbling window.
+    pub state: Option<serde_json::Value>,
+}
+
+impl StreamResponse {
+    /// Every record succeeded.
+    pub fn success() -> Self {
+        Self::default()
+    }
+
+    /// These records failed.
+    pub fn failures(sequences: impl IntoIterator<Item = Sequence>) -> Self {
+        Self {
+            item_failures: sequences.into_iter().collect(),
+            state: None,
+        }
+    }
+
+    /// Carries `state` to the next invocation of the window.
+    #[must_use]
+    pub fn with_state(mut self, state: serde_json::Value) -> Self {
+        self.state = Some(state);
+        self
+    }
+}
+
+/// Why records went to the on-failure destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum StreamCondition {
+    /// The batch failed `max_retry_attempts` + 1 times.
+    RetryAttemptsExhausted,
+    /// The records were older than `max_record_age`.
+    RecordAgeExceeded,
+}
+
+/// What the on-failure destination receives: Lambda's invocation record with its
+/// `KinesisBatchInfo`, plus the records themselves (in-process, nothing needs re-reading).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct StreamFailure {
+    /// The mapping.
+    pub mapping: Arc<str>,
+    /// The function.
+    pub function: Arc<str>,
+    /// When.
+    pub timestamp: SystemTime,
+    /// Why.
+    pub condition: StreamCondition,
+    /// The shard.
+    pub shard_id: ShardId,
+    /// The first record's sequence number.
+    pub first_sequence: Sequence,
+    /// The last record's sequence number.
+    pub last_sequence: Sequence,
+    /// How many records.
+    pub batch_size: usize,
+    /// The last attempt's error, if an attempt was made.
+    pub error: Option<ErrorInfo>,
+    /// The records.
+    pub records: Vec<StreamRecord>,
+}
+
+/// Where a stream mapping sends records it gives up on.
+#[async_trait]
+pub trait FailureDestination: Send + Sync + 'static {
+    /// Delivers one failure record.
+    ///
+    /// # Errors
+    ///
+    /// A [`DeliveryError`] handing the record back; the mapping retries, and does not move its
+    /// checkpoint past the records until a delivery succeeds.
+    async fn deliver(&self, failure: StreamFailure) -> Result<(), DeliveryError<StreamFailure>>;
+}
+
+#[async_trait]
+impl FailureDestination for tokio::sync::mpsc::UnboundedSender<StreamFailure> {
+    async fn deliver(&self, failure: StreamFailure) -> Result<(), DeliveryError<StreamFailure>> {
+        self.send(failure)
+            .map_err(|e| DeliveryError::new(e.0, "the receiving channel is closed"))
+    }
+}

@@ -1,0 +1,905 @@
+//! The stream mapping engine (Lambda's event source mapping for Kinesis): a coordinator that
+//! leases shards and starts a reader per shard, parents before children; readers that batch
+//! records into lanes by partition key, invoke the function, retry, bisect, send what they give
+//! up on to the on-failure destination, and checkpoint.
+//!
+//! Invariants kept here:
+//! - **Order per partition key**: a key always maps to the same lane; a lane runs one batch at
+//!   a time, retries block it, and bisect halves run first half first.
+//! - **Checkpoints never pass an unfinished record**: a record is finished when the function
+//!   handled it or the on-failure destination took it; the checkpoint is the end of the
+//!   longest finished prefix of what was read, and only ever moves forward.
+//! - **Parents before children**: a shard starts only once every parent it still knows of has
+//!   the `ShardEnd` checkpoint.
+//!
+//! A shard is read in rounds: up to `batch_size × parallelization_factor` records are split into
+//! lanes, and the next round starts when every lane is done, so a lane blocked on a failing
+//! batch holds the shard (Lambda blocks only that lane; nimbus keeps the simpler round, which
+//! keeps the checkpoint arithmetic obvious).
+
+mod batch;
+mod config;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nimbus_core::{Backoff, ErrorInfo, FunctionHandle, InvokeError, InvokeOptions, Invoker};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use batch::{
+    FailureDestination, StreamBatch, StreamCondition, StreamFailure, StreamResponse, TumblingWindow,
+};
+pub use config::StreamMappingConfig;
+
+use crate::error::ConfigError;
+use crate::stream::{
+    hash_key, stream_now, Checkpoint, CheckpointStore, LeaseStore, Position, Sequence, ShardId,
+    ShardInfo, StreamRecord, StreamSource,
+};
+
+/// The function a stream mapping invokes.
+pub type StreamFunction = FunctionHandle<StreamBatch, StreamResponse>;
+
+/// Per-shard metrics.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ShardMetrics {
+    /// Records the function handled.
+    pub records: u64,
+    /// Invocations with records.
+    pub batches: u64,
+    /// Retries of failing batches.
+    pub retries: u64,
+    /// Batches split in two.
+    pub bisections: u64,
+    /// Records sent to the on-failure destination.
+    pub sent_to_on_failure: u64,
+    /// Age of the last record of the last batch when it was handled (Lambda's IteratorAge).
+    pub iterator_age: Duration,
+    /// The checkpoint.
+    pub checkpoint: Option<Sequence>,
+    /// Records read but not yet covered by the checkpoint.
+    pub checkpoint_lag: u64,
+    /// Reads that found their position trimmed and restarted at the horizon.
+    pub trimmed_reads: u64,
+    /// The shard is finished (`ShardEnd`).
+    pub finished: bool,
+}
+
+/// A snapshot of a stream mapping's metrics: totals, and per shard.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct StreamMappingMetrics {
+    /// Records the function handled.
+    pub records: u64,
+    /// Invocations with records.
+    pub batches: u64,
+    /// Retries.
+    pub retries: u64,
+    /// Bisections.
+    pub bisections: u64,
+    /// Records sent to the on-failure destination.
+    pub sent_to_on_failure: u64,
+    /// The largest iterator age over the shards.
+    pub iterator_age: Duration,
+    /// Shards being read by this process now.
+    pub shards_running: usize,
+    /// Per shard, by id.
+    pub shards: HashMap<String, ShardMetrics>,
+}
+
+struct Shared {
+    name: Arc<str>,
+    config: StreamMappingConfig,
+    source: Arc<dyn StreamSource>,
+    function: StreamFunction,
+    checkpoints: Arc<dyn CheckpointStore>,
+    leases: Arc<dyn LeaseStore>,
+    on_failure: Option<Arc<dyn FailureDestination>>,
+    metrics: Mutex<HashMap<ShardId, ShardMetrics>>,
+    running: Mutex<HashSet<ShardId>>,
+    shard_done: tokio::sync::Notify,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    stopped_rounds: AtomicU64,
+}
+
+/// A running stream mapping.
+#[derive(Clone)]
+pub struct StreamMapping {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StreamMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamMapping")
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stores and destination a stream mapping works with.
+pub struct StreamMappingParts {
+    /// Where checkpoints are kept.
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    /// Where shard leases are kept.
+    pub leases: Arc<dyn LeaseStore>,
+    /// Where records the mapping gives up on go (required when it may give up).
+    pub on_failure: Option<Arc<dyn FailureDestination>>,
+}
+
+impl std::fmt::Debug for StreamMappingParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamMappingParts")
+            .field("on_failure", &self.on_failure.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamMappingParts {
+    /// In-memory checkpoints and leases, no on-failure destination.
+    pub fn in_memory() -> Self {
+        Self {
+            checkpoints: Arc::new(crate::stream::InMemoryCheckpoints::new()),
+            leases: Arc::new(crate::stream::InMemoryLeases::new()),
+            on_failure: None,
+        }
+    }
+
+    /// Sets the on-failure destination.
+    #[must_use]
+    pub fn with_on_failure(mut self, destination: impl FailureDestination) -> Self {
+        self.on_failure = Some(Arc::new(destination));
+        self
+    }
+
+    /// Sets the checkpoint store.
+    #[must_use]
+    pub fn with_checkpoints(mut self, store: Arc<dyn CheckpointStore>) -> Self {
+        self.checkpoints = store;
+        self
+    }
+
+    /// Sets the lease store.
+    #[must_use]
+    pub fn with_leases(mut self, store: Arc<dyn LeaseStore>) -> Self {
+        self.leases = store;
+        self
+    }
+}
+
+/// How processing a set of records ended.
+enum Done {
+    Finished,
+    Stopped,
+}
+
+impl StreamMapping {
+    /// Starts a mapping from `source` to `function`. Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
+    /// use nimbus_sources::{InMemoryStream, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig, StreamMappingParts, StreamResponse};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::default();
+    /// let count = runtime
+    ///     .register(Function::new("count", handler_fn(|batch: StreamBatch, _ctx: Context| async move {
+    ///         println!("{} records from {}", batch.records.len(), batch.shard_id);
+    ///         Ok::<_, FunctionError>(StreamResponse::success())
+    ///     })))
+    ///     .await?;
+    /// let stream = Arc::new(InMemoryStream::new(StreamConfig::default().with_shards(2))?);
+    /// stream.put("user-1", "hello")?;
+    /// let mapping = StreamMapping::start(stream, count, StreamMappingParts::in_memory(), StreamMappingConfig::new("count"))?;
+    /// while mapping.metrics().records < 1 {
+    ///     tokio::task::yield_now().await;
+    /// }
+    /// mapping.stop(Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn start(
+        source: impl StreamSource,
+        function: StreamFunction,
+        parts: StreamMappingParts,
+        config: StreamMappingConfig,
+    ) -> Result<Self, ConfigError> {
+        config.validate(parts.on_failure.is_some())?;
+        let shared = Arc::new(Shared {
+            name: Arc::from(config.name.as_str()),
+            config,
+            source: Arc::new(source),
+            function,
+            checkpoints: parts.checkpoints,
+            leases: parts.leases,
+            on_failure: parts.on_failure,
+            metrics: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashSet::new()),
+            shard_done: tokio::sync::Notify::new(),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            stopped_rounds: AtomicU64::new(0),
+        });
+        shared.tasks.spawn(Arc::clone(&shared).coordinate());
+        Ok(Self { shared })
+    }
+
+    /// A snapshot of the metrics.
+    pub fn metrics(&self) -> StreamMappingMetrics {
+        let shards = self.shared.metrics.lock().clone();
+        let mut m = StreamMappingMetrics {
+            shards_running: self.shared.running.lock().len(),
+            ..StreamMappingMetrics::default()
+        };
+        for s in shards.values() {
+            m.records += s.records;
+            m.batches += s.batches;
+            m.retries += s.retries;
+            m.bisections += s.bisections;
+            m.sent_to_on_failure += s.sent_to_on_failure;
+            m.iterator_age = m.iterator_age.max(s.iterator_age);
+        }
+        m.shards = shards
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        m
+    }
+
+    /// Stops the mapping: readers finish the batch in hand (or leave it unfinished, behind the
+    /// checkpoint, if the grace period ends first) and release their leases. Returns whether
+    /// everything stopped within `grace`.
+    pub async fn stop(&self, grace: Duration) -> bool {
+        self.shared.cancel.cancel();
+        self.shared.tasks.close();
+        tokio::time::timeout(grace, self.shared.tasks.wait())
+            .await
+            .is_ok()
+    }
+}
+
+fn window_of(at: SystemTime, length: Duration) -> (SystemTime, SystemTime) {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let n = since.as_nanos() / length.as_nanos().max(1);
+    let start = UNIX_EPOCH + Duration::from_nanos((n * length.as_nanos()) as u64);
+    (start, start + length)
+}
+
+/// The open tumbling window of a shard and its state.
+struct Window {
+    bounds: Option<(SystemTime, SystemTime)>,
+    state: serde_json::Value,
+}
+
+/// Which records of a round are finished, and the checkpoint they allow.
+struct Progress {
+    sequences: Vec<Sequence>,
+    finished: Vec<bool>,
+    prefix: usize,
+}
+
+impl Progress {
+    fn new(records: &[StreamRecord]) -> Self {
+        Self {
+            sequences: records.iter().map(|r| r.sequence).collect(),
+            finished: vec![false; records.len()],
+            prefix: 0,
+        }
+    }
+
+    /// Marks records finished; returns the new checkpoint if the finished prefix grew.
+    fn finish(&mut self, done: &[StreamRecord]) -> Option<Sequence> {
+        for record in done {
+            if let Ok(i) = self.sequences.binary_search(&record.sequence) {
+                self.finished[i] = true;
+            }
+        }
+        let before = self.prefix;
+        while self.prefix < self.finished.len() && self.finished[self.prefix] {
+            self.prefix += 1;
+        }
+        (self.prefix > before).then(|| self.sequences[self.prefix - 1])
+    }
+
+    fn unfinished(&self) -> u64 {
+        (self.sequences.len() - self.prefix) as u64
+    }
+}
+
+impl Shared {
+    fn lease_key(&self, shard: &str) -> String {
+        format!("{}/{}", self.name, shard)
+    }
+
+    /// Lists shards, leases the ready ones, starts their readers; renews leases on a heartbeat.
+    async fn coordinate(self: Arc<Self>) {
+        let heartbeat = self.config.lease_ttl / 3;
+        let mut failures = 0u32;
+        loop {
+            match self.source.shards().await {
+                Ok(shards) => {
+                    failures = 0;
+                    self.start_ready(&shards).await;
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(mapping = %self.name, %error, "listing shards failed");
+                }
+            }
+            let retry = if failures > 0 {
+                Backoff::throttles().delay(failures).min(heartbeat)
+            } else {
+                heartbeat
+            };
+            tokio::select! {
+                () = self.source.shards_changed() => {}
+                () = self.shard_done.notified() => {}
+                () = tokio::time::sleep(retry) => {}
+                () = self.cancel.cancelled() => return,
+            }
+        }
+    }
+
+    async fn start_ready(self: &Arc<Self>, shards: &[ShardInfo]) {
+        let known: HashSet<&str> = shards.iter().map(|s| &*s.id).collect();
+        for shard in shards {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let checkpoint = self
+                .checkpoints
+                .get(&self.name, &shard.id)
+                .await
+                .ok()
+                .flatten();
+            if checkpoint == Some(Checkpoint::ShardEnd) {
+                self.metrics
+                    .lock()
+                    .entry(Arc::clone(&shard.id))
+                    .or_default()
+                    .finished = true;
+                continue;
+            }
+            let running = self.running.lock().contains(&shard.id);
+            // Renew the lease of a running shard; take it for a new one.
+            let lease = self
+                .leases
+                .acquire(
+                    &self.lease_key(&shard.id),
+                    &self.config.owner,
+                    self.config.lease_ttl,
+                )
+                .await;
+            if running || !matches!(lease, Ok(Some(_))) {
+                continue;
+            }
+            let mut parents_done = true;
+            for parent in &shard.parents {
+                if !known.contains(&**parent) {
+                    continue; // gone from the source (expired): nothing left to read
+                }
+                let done = self
+                    .checkpoints
+                    .get(&self.name, parent)
+                    .await
+                    .ok()
+                    .flatten();
+                if done != Some(Checkpoint::ShardEnd) {
+                    parents_done = false;
+                }
+            }
+            if !parents_done {
+                let _ = self
+                    .leases
+                    .release(&self.lease_key(&shard.id), &self.config.owner)
+                    .await;
+                continue;
+            }
+            self.running.lock().insert(Arc::clone(&shard.id));
+            let this = Arc::clone(self);
+            let id = Arc::clone(&shard.id);
+            self.tasks.spawn(async move {
+                this.read_shard(Arc::clone(&id), checkpoint).await;
+                let _ = this
+                    .leases
+                    .release(&this.lease_key(&id), &this.config.owner)
+                    .await;
+                this.running.lock().remove(&id);
+                this.shard_done.notify_one();
+            });
+        }
+    }
+
+    async fn read_shard(self: &Arc<Self>, shard: ShardId, checkpoint: Option<Checkpoint>) {
+        let mut position = match checkpoint {
+            Some(Checkpoint::At(sequence)) => Position::After(sequence),
+            _ => self.config.starting_position,
+        };
+        let mut window = Window {
+            bounds: None,
+            state: serde_json::Value::Null,
+        };
+        let round = self.config.batch_size * self.config.parallelization_factor as usize;
+        let mut failures = 0u32;
+        loop {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let mut wait = self.config.poll_wait;
+            if let Some((_, end)) = window.bounds {
+                wait = wait.min(end.duration_since(stream_now()).unwrap_or_default());
+            }
+            let read = tokio::select! {
+                read = self.source.read(&shard, position, round, wait) => read,
+                () = self.cancel.cancelled() => return,
+            };
+            let mut read = match read {
+                Ok(read) => {
+                    failures = 0;
+                    read
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(mapping = %self.name, %shard, %error, "reading a shard failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(Backoff::throttles().delay(failures).min(Duration::from_secs(30))) => continue,
+                        () = self.cancel.cancelled() => return,
+                    }
+                }
+            };
+            if read.trimmed {
+                self.shard_metrics(&shard, |m| m.trimmed_reads += 1);
+            }
+            // Batching window: gather more until a round is full or the window ends.
+            if !read.records.is_empty() && !self.config.batching_window.is_zero() {
+                let until = tokio::time::Instant::now() + self.config.batching_window;
+                while read.records.len() < round && !read.shard_ended {
+                    let left = until.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    let more = tokio::select! {
+                        more = self.source.read(&shard, read.next, round - read.records.len(), left) => more,
+                        () = self.cancel.cancelled() => break,
+                    };
+                    match more {
+                        Ok(more) => {
+                            read.records.extend(more.records);
+                            read.next = more.next;
+                            read.shard_ended = more.shard_ended;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            if !read.records.is_empty() {
+                let count = read.records.len() as u64;
+                self.shard_metrics(&shard, |m| m.checkpoint_lag = count);
+                let done = if self.config.tumbling_window.is_zero() {
+                    self.process_round(&shard, read.records).await
+                } else {
+                    self.process_windowed(&shard, read.records, &mut window)
+                        .await
+                };
+                if matches!(done, Done::Stopped) {
+                    self.stopped_rounds.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+            position = read.next;
+            // A window whose time is up closes even when no record arrives.
+            if let Some((_, end)) = window.bounds {
+                if (read.shard_ended || stream_now() >= end)
+                    && matches!(self.close_window(&shard, &mut window).await, Done::Stopped)
+                {
+                    return;
+                }
+            }
+            if read.shard_ended {
+                let _ = self
+                    .checkpoints
+                    .put(&self.name, &shard, Checkpoint::ShardEnd)
+                    .await;
+                self.shard_metrics(&shard, |m| m.finished = true);
+                return;
+            }
+        }
+    }
+
+    fn shard_metrics(&self, shard: &ShardId, update: impl FnOnce(&mut ShardMetrics)) {
+        update(self.metrics.lock().entry(Arc::clone(shard)).or_default());
+    }
+
+    /// Lanes by partition key, each running its batches in order; rounds end when all do.
+    async fn process_round(self: &Arc<Self>, shard: &ShardId, records: Vec<StreamRecord>) -> Done {
+        let progress = Arc::new(Mutex::new(Progress::new(&records)));
+        let checkpointing = Arc::new(tokio::sync::Mutex::new(None::<Sequence>));
+        let factor = self.config.parallelization_factor as u128;
+        let mut lanes: Vec<Vec<StreamRecord>> = vec![Vec::new(); factor as usize];
+        for record in records {
+            let lane = (hash_key(&record.partition_key) % factor) as usize;
+            lanes[lane].push(record);
+        }
+        let mut running = tokio::task::JoinSet::new();
+        for lane in lanes.into_iter().filter(|l| !l.is_empty()) {
+            let (this, shard) = (Arc::clone(self), Arc::clone(shard));
+            let (progress, checkpointing) = (Arc::clone(&progress), Arc::clone(&checkpointing));
+            running.spawn(async move {
+                for batch in lane.chunks(this.config.batch_size) {
+                    let done = this
+                        .process_batch(&shard, batch.to_vec(), None, &progress, &checkpointing)
+                        .await;
+                    if matches!(done, Done::Stopped) {
+                        return Done::Stopped;
+                    }
+                }
+                Done::Finished
+            });
+        }
+        let mut outcome = Done::Finished;
+        while let Some(done) = running.join_next().await {
+            if !matches!(done, Ok(Done::Finished)) {
+                outcome = Done::Stopped;
+            }
+        }
+        outcome
+    }
+
+    /// Tumbling windows (one lane): batches never span windows; a window is closed with a
+    /// final invocation when a record of a later window arrives, its time is up, or the shard
+    /// ends.
+    async fn process_windowed(
+        self: &Arc<Self>,
+        shard: &ShardId,
+        records: Vec<StreamRecord>,
+        window: &mut Window,
+    ) -> Done {
+        let progress = Arc::new(Mutex::new(Progress::new(&records)));
+        let checkpointing = Arc::new(tokio::sync::Mutex::new(None::<Sequence>));
+        let mut rest = records.as_slice();
+        while let Some(first) = rest.first() {
+            let bounds = window_of(first.arrived_at, self.config.tumbling_window);
+            let len = rest
+                .iter()
+                .take(self.config.batch_size)
+                .take_while(|r| window_of(r.arrived_at, self.config.tumbling_window) == bounds)
+                .count();
+            if window.bounds.is_some_and(|b| b != bounds)
+                && matches!(self.close_window(shard, window).await, Done::Stopped)
+            {
+                return Done::Stopped;
+            }
+            window.bounds = Some(bounds);
+            let (batch, tail) = rest.split_at(len);
+            rest = tail;
+            if matches!(
+                self.process_batch(
+                    shard,
+                    batch.to_vec(),
+                    Some(window),
+                    &progress,
+                    &checkpointing
+                )
+                .await,
+                Done::Stopped
+            ) {
+                return Done::Stopped;
+            }
+        }
+        Done::Finished
+    }
+
+    /// The final invocation of a window: no records, the state, `is_final`.
+    async fn close_window(self: &Arc<Self>, shard: &ShardId, window: &mut Window) -> Done {
+        let Some((start, end)) = window.bounds.take() else {
+            return Done::Finished;
+        };
+        let mut attempts = 0u32;
+        loop {
+            let batch = StreamBatch {
+                mapping: Arc::clone(&self.name),
+                shard_id: Arc::clone(shard),
+                records: Vec::new(),
+                window: Some(TumblingWindow {
+                    start,
+                    end,
+                    state: window.state.clone(),
+                    is_final: true,
+                }),
+            };
+            match self.invoke(batch).await {
+                Ok(_) => break,
+                Err(InvokeError::ShuttingDown | InvokeError::Cancelled) => return Done::Stopped,
+                Err(error) => {
+                    attempts += 1;
+                    let exhausted = self.config.max_retry_attempts >= 0
+                        && i64::from(attempts) > self.config.max_retry_attempts;
+                    if exhausted {
+                        tracing::error!(mapping = %self.name, %shard, %error, "final window invocation failed; window state dropped");
+                        break;
+                    }
+                    if !self.pause(attempts).await {
+                        return Done::Stopped;
+                    }
+                }
+            }
+        }
+        window.state = serde_json::Value::Null;
+        Done::Finished
+    }
+
+    async fn invoke(&self, batch: StreamBatch) -> Result<StreamResponse, InvokeError> {
+        let options =
+            InvokeOptions::default().with_invoker(Invoker::EventSource(Arc::clone(&self.name)));
+        self.function.invoke_with(batch, options).await.result
+    }
+
+    /// Waits before retry `attempt`; false if the mapping stops meanwhile.
+    async fn pause(&self, attempt: u32) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(self.config.retry_backoff.delay(attempt)) => true,
+            () = self.cancel.cancelled() => false,
+        }
+    }
+
+    /// Runs one batch until every record is handled or sent to the on-failure destination.
+    async fn process_batch(
+        self: &Arc<Self>,
+        shard: &ShardId,
+        batch: Vec<StreamRecord>,
+        mut window: Option<&mut Window>,
+        progress: &Mutex<Progress>,
+        checkpointing: &tokio::sync::Mutex<Option<Sequence>>,
+    ) -> Done {
+        // (records, failed attempts so far); bisect halves start from zero, as splits do not
+        // count as retries.
+        let mut pending: VecDeque<(Vec<StreamRecord>, u32)> = VecDeque::from([(batch, 0)]);
+        while let Some((mut records, mut attempts)) = pending.pop_front() {
+            let mut last_error: Option<ErrorInfo> = None;
+            loop {
+                if self.cancel.is_cancelled() {
+                    return Done::Stopped;
+                }
+                if let Some(max_age) = self.config.max_record_age {
+                    let now = stream_now();
+                    let (expired, fresh): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| {
+                        now.duration_since(r.arrived_at).unwrap_or_default() > max_age
+                    });
+                    records = fresh;
+                    if !expired.is_empty()
+                        && matches!(
+                            self.send_to_on_failure(
+                                shard,
+                                expired,
+                                StreamCondition::RecordAgeExceeded,
+                                last_error.clone(),
+                                progress,
+                                checkpointing
+                            )
+                            .await,
+                            Done::Stopped
+                        )
+                    {
+                        return Done::Stopped;
+                    }
+                    if records.is_empty() {
+                        break;
+                    }
+                }
+                let batch = StreamBatch {
+                    mapping: Arc::clone(&self.name),
+                    shard_id: Arc::clone(shard),
+                    records: records.clone(),
+                    window: window.as_ref().and_then(|w| {
+                        w.bounds.map(|(start, end)| TumblingWindow {
+                            start,
+                            end,
+                            state: w.state.clone(),
+                            is_final: false,
+                        })
+                    }),
+                };
+                let last_arrival = records.last().map(|r| r.arrived_at);
+                let result = self.invoke(batch).await;
+                let age = last_arrival
+                    .and_then(|t| stream_now().duration_since(t).ok())
+                    .unwrap_or_default();
+                self.shard_metrics(shard, |m| {
+                    m.batches += 1;
+                    m.iterator_age = age;
+                });
+                let failed_from = match result {
+                    Ok(response) => {
+                        let first_failed = if self.config.report_batch_item_failures {
+                            response
+                                .item_failures
+                                .iter()
+                                .map(|seq| {
+                                    records.iter().position(|r| r.sequence == *seq).unwrap_or(0)
+                                })
+                                .min()
+                        } else {
+                            None
+                        };
+                        if first_failed.is_none() {
+                            if let (Some(w), Some(state)) = (window.as_deref_mut(), response.state)
+                            {
+                                w.state = state;
+                            }
+                        }
+                        first_failed
+                    }
+                    Err(InvokeError::Throttled(_)) => {
+                        // Throttles are not the batch's fault: wait and retry, uncounted.
+                        if !self.pause(1).await {
+                            return Done::Stopped;
+                        }
+                        continue;
+                    }
+                    Err(InvokeError::ShuttingDown | InvokeError::Cancelled) => {
+                        return Done::Stopped
+                    }
+                    Err(error) => {
+                        last_error = Some(ErrorInfo::from(&error));
+                        Some(0)
+                    }
+                };
+                let Some(first_failed) = failed_from else {
+                    let n = records.len() as u64;
+                    self.shard_metrics(shard, |m| m.records += n);
+                    self.finished(shard, &records, progress, checkpointing)
+                        .await;
+                    break;
+                };
+                // Records before the first failure are done: checkpoint just before it.
+                let rest = records.split_off(first_failed);
+                if !records.is_empty() {
+                    let n = records.len() as u64;
+                    self.shard_metrics(shard, |m| m.records += n);
+                    self.finished(shard, &records, progress, checkpointing)
+                        .await;
+                }
+                records = rest;
+                if last_error.is_none() {
+                    last_error = Some(ErrorInfo::from(&InvokeError::Function(
+                        nimbus_core::FunctionError::new(
+                            "PartialBatchFailure",
+                            "the function reported failed records",
+                        ),
+                    )));
+                }
+                if self.config.bisect_on_error && records.len() > 1 {
+                    self.shard_metrics(shard, |m| m.bisections += 1);
+                    let second = records.split_off(records.len() / 2);
+                    pending.push_front((second, attempts));
+                    pending.push_front((records, attempts));
+                    break;
+                }
+                attempts += 1;
+                self.shard_metrics(shard, |m| m.retries += 1);
+                let exhausted = self.config.max_retry_attempts >= 0
+                    && i64::from(attempts) > self.config.max_retry_attempts;
+                if exhausted {
+                    if matches!(
+                        self.send_to_on_failure(
+                            shard,
+                            records,
+                            StreamCondition::RetryAttemptsExhausted,
+                            last_error,
+                            progress,
+                            checkpointing
+                        )
+                        .await,
+                        Done::Stopped
+                    ) {
+                        return Done::Stopped;
+                    }
+                    break;
+                }
+                if !self.pause(attempts).await {
+                    return Done::Stopped;
+                }
+            }
+        }
+        Done::Finished
+    }
+
+    /// Delivers records to the on-failure destination, retrying until it takes them.
+    async fn send_to_on_failure(
+        &self,
+        shard: &ShardId,
+        records: Vec<StreamRecord>,
+        condition: StreamCondition,
+        error: Option<ErrorInfo>,
+        progress: &Mutex<Progress>,
+        checkpointing: &tokio::sync::Mutex<Option<Sequence>>,
+    ) -> Done {
+        let Some(destination) = &self.on_failure else {
+            // Validation requires a destination whenever records can be given up; should one
+            // be missing anyway, keep the records unfinished rather than drop them.
+            tracing::error!(mapping = %self.name, %shard, "no on-failure destination; stopping the shard");
+            return Done::Stopped;
+        };
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return Done::Finished;
+        };
+        let mut failure = StreamFailure {
+            mapping: Arc::clone(&self.name),
+            function: Arc::from(self.function.name()),
+            timestamp: stream_now(),
+            condition,
+            shard_id: Arc::clone(shard),
+            first_sequence: first.sequence,
+            last_sequence: last.sequence,
+            batch_size: records.len(),
+            error,
+            records,
+        };
+        let sent = failure.records.clone();
+        let mut attempts = 0;
+        loop {
+            match destination.deliver(failure).await {
+                Ok(()) => break,
+                Err(refused) => {
+                    attempts += 1;
+                    tracing::warn!(mapping = %self.name, %shard, reason = %refused.reason, "on-failure destination refused records; retrying");
+                    failure = refused.value;
+                    if !self.pause(attempts).await {
+                        return Done::Stopped;
+                    }
+                }
+            }
+        }
+        let n = sent.len() as u64;
+        self.shard_metrics(shard, |m| m.sent_to_on_failure += n);
+        self.finished(shard, &sent, progress, checkpointing).await;
+        Done::Finished
+    }
+
+    /// Marks records finished and moves the checkpoint over the finished prefix.
+    async fn finished(
+        &self,
+        shard: &ShardId,
+        records: &[StreamRecord],
+        progress: &Mutex<Progress>,
+        checkpointing: &tokio::sync::Mutex<Option<Sequence>>,
+    ) {
+        let (checkpoint, lag) = {
+            let mut p = progress.lock();
+            (p.finish(records), p.unfinished())
+        };
+        let Some(sequence) = checkpoint else { return };
+        let mut last = checkpointing.lock().await;
+        if last.is_some_and(|l| l >= sequence) {
+            return;
+        }
+        match self
+            .checkpoints
+            .put(&self.name, shard, Checkpoint::At(sequence))
+            .await
+        {
+            Ok(()) => {
+                *last = Some(sequence);
+                self.shard_metrics(shard, |m| {
+                    m.checkpoint = Some(sequence);
+                    m.checkpoint_lag = lag;
+                });
+            }
+            Err(error) => tracing::warn!(mapping = %self.name, %shard, %error, "checkpoint failed"),
+        }
+    }
+}
