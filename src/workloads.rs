@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime, RuntimeConfig};
 use nimbus_sources::{
-    BatchResponse, InMemoryQueue, Outgoing, QueueBatch, QueueConfig, QueueMapping,
-    QueueMappingConfig,
+    BatchResponse, InMemoryQueue, InMemoryStream, Outgoing, QueueBatch, QueueConfig, QueueMapping,
+    QueueMappingConfig, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig,
+    StreamMappingParts, StreamResponse,
 };
 
 use crate::peers::Countdown;
@@ -115,6 +116,49 @@ pub async fn queue_drain(records: u64, batch_size: usize) -> Duration {
     while !queue.is_empty() {
         tokio::task::yield_now().await;
     }
+    let elapsed = start.elapsed();
+    mapping.stop(Duration::from_secs(5)).await;
+    runtime.shutdown(Duration::from_secs(1)).await;
+    elapsed
+}
+
+/// Writes `records` keyed records to a stream of `shards` shards, then times a stream mapping
+/// with `factor` lanes per shard draining them in batches of 100 through a no-op handler.
+///
+/// # Panics
+///
+/// If a configuration is refused, which a benchmark cannot recover from.
+pub async fn stream_drain(records: u64, shards: usize, factor: u32) -> Duration {
+    let runtime = Runtime::default();
+    let countdown = Countdown::new(records);
+    let function = runtime
+        .register_native(Function::new(
+            "noop",
+            handler_fn({
+                let countdown = Arc::clone(&countdown);
+                move |batch: StreamBatch, _ctx: Context| {
+                    for _ in &batch.records {
+                        countdown.tick();
+                    }
+                    async { Ok::<_, FunctionError>(StreamResponse::success()) }
+                }
+            }),
+        ))
+        .await
+        .expect("register");
+    let stream = Arc::new(
+        InMemoryStream::new(StreamConfig::default().with_shards(shards)).expect("stream config"),
+    );
+    for i in 0..records {
+        stream
+            .put(&format!("key-{}", i % 1_000), i.to_string())
+            .expect("an open shard");
+    }
+    let config = StreamMappingConfig::new("bench").with_parallelization_factor(factor);
+    let start = Instant::now();
+    let mapping = StreamMapping::start(stream, function, StreamMappingParts::in_memory(), config)
+        .expect("mapping");
+    countdown.wait().await;
     let elapsed = start.elapsed();
     mapping.stop(Duration::from_secs(5)).await;
     runtime.shutdown(Duration::from_secs(1)).await;

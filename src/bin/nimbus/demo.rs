@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nimbus::sources::{
-    BatchResponse, InMemoryQueue, Outgoing, QueueBatch, QueueConfig, QueueMapping,
-    QueueMappingConfig,
+    BatchResponse, InMemoryQueue, InMemoryStream, Outgoing, QueueBatch, QueueConfig, QueueMapping,
+    QueueMappingConfig, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig,
+    StreamMappingParts, StreamResponse,
 };
 use nimbus::{
     handler_fn, init_fn, Backoff, Context, Function, FunctionError, InitContext, InvocationRecord,
@@ -196,8 +197,43 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
     )?;
     let mapping = QueueMapping::start(uploads.clone(), ingest, QueueMappingConfig::new("uploads"))?;
 
+    // A stream mapping: click events on a 2-shard stream, 2 lanes per shard; every 50th batch
+    // fails once and is retried, blocking its shard meanwhile.
+    let batches_seen = Arc::new(AtomicU64::new(0));
+    let sessionize = runtime
+        .register(Function::new(
+            "sessionize",
+            handler_fn({
+                let batches_seen = batches_seen.clone();
+                move |_batch: StreamBatch, ctx: Context| {
+                    let n = batches_seen.fetch_add(1, Ordering::Relaxed);
+                    async move {
+                        // The stream mapping numbers the attempts of a batch.
+                        if n % 50 == 49 && ctx.attempt() == 1 {
+                            return Err(FunctionError::msg("session store busy"));
+                        }
+                        Ok::<_, FunctionError>(StreamResponse::success())
+                    }
+                }
+            }),
+        ))
+        .await?;
+    let clicks = Arc::new(InMemoryStream::new(StreamConfig::default().with_shards(2))?);
+    for i in 0..4_000 {
+        clicks.put(&format!("user-{}", i % 97), format!("click-{i}"))?;
+    }
+    let stream_mapping = StreamMapping::start(
+        clicks.clone(),
+        sessionize,
+        StreamMappingParts::in_memory(),
+        StreamMappingConfig::new("clicks")
+            .with_parallelization_factor(2)
+            .with_batch_size(50)
+            .with_retry_backoff(Backoff::fixed(Duration::from_millis(20))),
+    )?;
+
     println!(
-        "nimbus demo: {} callers for {:.1} s over 5 functions, and a queue of 5,000 uploads (runtime limit 64)",
+        "nimbus demo: {} callers for {:.1} s over 5 functions, a queue of 5,000 uploads and a stream of 4,000 clicks (runtime limit 64)",
         args.callers, args.seconds
     );
     let seen = Arc::new(Seen::default());
@@ -244,6 +280,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
     }
     mapping.stop(Duration::from_secs(2)).await;
     let q = mapping.metrics();
+    while stream_mapping.metrics().records < 4_000 && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stream_mapping.stop(Duration::from_secs(2)).await;
+    let st = stream_mapping.metrics();
     print_report(&runtime, &seen);
     let shutdown = runtime.shutdown(Duration::from_secs(2)).await;
     let a = notify.async_metrics();
@@ -272,6 +313,14 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
         dead_letters.len(),
         q.peak_concurrent_batches,
         uploads.len()
+    );
+    println!(
+        "stream `clicks`: {} records in {} batches over {} shards, {} retries, iterator age {:?}",
+        st.records,
+        st.batches,
+        st.shards.len(),
+        st.retries,
+        st.iterator_age
     );
     println!(
         "shutdown: {} in flight, {} finished, {} cancelled, {} idle instances dropped",

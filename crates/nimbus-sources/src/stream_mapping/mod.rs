@@ -621,7 +621,7 @@ impl Shared {
                     is_final: true,
                 }),
             };
-            match self.invoke(batch).await {
+            match self.invoke(batch, attempts + 1).await {
                 Ok(_) => break,
                 Err(InvokeError::ShuttingDown | InvokeError::Cancelled) => return Done::Stopped,
                 Err(error) => {
@@ -642,9 +642,15 @@ impl Shared {
         Done::Finished
     }
 
-    async fn invoke(&self, batch: StreamBatch) -> Result<StreamResponse, InvokeError> {
-        let options =
-            InvokeOptions::default().with_invoker(Invoker::EventSource(Arc::clone(&self.name)));
+    /// Invokes the function; `attempt` numbers the tries of one batch, from 1.
+    async fn invoke(
+        &self,
+        batch: StreamBatch,
+        attempt: u32,
+    ) -> Result<StreamResponse, InvokeError> {
+        let options = InvokeOptions::default()
+            .with_invoker(Invoker::EventSource(Arc::clone(&self.name)))
+            .with_attempt(attempt);
         self.function.invoke_with(batch, options).await.result
     }
 
@@ -714,7 +720,7 @@ impl Shared {
                     }),
                 };
                 let last_arrival = records.last().map(|r| r.arrived_at);
-                let result = self.invoke(batch).await;
+                let result = self.invoke(batch, attempts + 1).await;
                 let age = last_arrival
                     .and_then(|t| stream_now().duration_since(t).ok())
                     .unwrap_or_default();

@@ -24,6 +24,8 @@ pub(crate) enum Scenario {
     Async,
     /// In-memory queue -> mapping -> no-op handler, batch sizes 1, 10, 100.
     Queue,
+    /// In-memory stream -> mapping -> no-op handler, shards x parallelization factor.
+    Stream,
     /// Open loop at a fraction of capacity: enqueue to handler start, p50/p99/p99.9.
     Latency,
     /// A step in arrival rate to a handler that awaits a fixed time: concurrency vs λ·d.
@@ -104,6 +106,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
             Scenario::Invoke,
             Scenario::Async,
             Scenario::Queue,
+            Scenario::Stream,
             Scenario::Latency,
             Scenario::Autoscale,
         ],
@@ -123,6 +126,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
             Scenario::Invoke => rows.extend(scenarios::invoke(sizes).await),
             Scenario::Async => rows.extend(scenarios::async_invoke(sizes).await),
             Scenario::Queue => rows.extend(scenarios::queue(sizes).await),
+            Scenario::Stream => rows.extend(scenarios::stream(sizes).await),
             Scenario::Latency => rows.extend(scenarios::latency(sizes).await),
             Scenario::Autoscale => {
                 let (r, c, target) = scenarios::autoscale(sizes).await;

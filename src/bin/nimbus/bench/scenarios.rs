@@ -151,6 +151,36 @@ pub(crate) async fn queue(sizes: Sizes) -> Vec<Row> {
     rows
 }
 
+/// In-memory stream -> stream mapping -> no-op handler, for shards x parallelization factor,
+/// with the peers draining the same number of jobs.
+pub(crate) async fn stream(sizes: Sizes) -> Vec<Row> {
+    let n = sizes.events;
+    let apalis = peers::apalis_memory_storage(n).await;
+    let pool = peers::tokio_mpsc_pool(n, 2).await;
+    let mut rows = Vec::new();
+    for (shards, factor) in [(1usize, 1u32), (4, 1), (4, 4)] {
+        let scenario = format!("stream/{shards}x{factor}");
+        rows.push(
+            Row::throughput(
+                &scenario,
+                "nimbus",
+                n,
+                workloads::stream_drain(n, shards, factor).await,
+            )
+            .with("shards", shards as u64)
+            .with("parallelization_factor", u64::from(factor)),
+        );
+        rows.push(Row::throughput(
+            &scenario,
+            "apalis MemoryStorage",
+            n,
+            apalis,
+        ));
+        rows.push(Row::throughput(&scenario, "tokio mpsc pool (2)", n, pool));
+    }
+    rows
+}
+
 /// Sends `count` events from a dedicated thread at `per_sec`, each at its scheduled time
 /// (open loop: the sender never waits for the system), calling `send(index, scheduled)`.
 fn open_loop(
