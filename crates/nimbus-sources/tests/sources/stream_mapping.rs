@@ -547,3 +547,78 @@ async fn build_time_checks() {
         .with_extended_parallelization(true);
     assert!(extended.validate(false).is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_batching_window_gathers_records_into_one_batch() {
+    let rt = runtime();
+    let (function, log) = recorder(&rt, "window-batch", 0).await;
+    let (stream, _shard) = one_shard().await;
+    let config =
+        StreamMappingConfig::new("window-batch").with_batching_window(Duration::from_secs(2));
+    let mapping = StreamMapping::start(
+        stream.clone(),
+        function,
+        StreamMappingParts::in_memory(),
+        config,
+    )
+    .unwrap();
+    stream.put("k", "a").unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stream.put("k", "b").unwrap();
+    eventually(LIMIT, || mapping.metrics().records == 2).await;
+    let batches: Vec<Vec<String>> = log.lock().iter().map(|(_, d, ..)| d.clone()).collect();
+    assert_eq!(
+        batches,
+        vec![vec!["a".to_owned(), "b".to_owned()]],
+        "one batch for the window"
+    );
+    mapping.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn leases_split_shards_between_owners_without_duplicates() {
+    let rt = runtime();
+    let stream = Arc::new(InMemoryStream::new(StreamConfig::default().with_shards(4)).unwrap());
+    for i in 0..200 {
+        stream.put(&format!("k{i}"), format!("r{i}")).unwrap();
+    }
+    let checkpoints: Arc<InMemoryCheckpoints> = Arc::new(InMemoryCheckpoints::new());
+    let leases = Arc::new(nimbus_sources::InMemoryLeases::new());
+    let parts = || {
+        StreamMappingParts::in_memory()
+            .with_checkpoints(checkpoints.clone())
+            .with_leases(leases.clone())
+    };
+    let (f1, log1) = recorder(&rt, "owner-1", 0).await;
+    let (f2, log2) = recorder(&rt, "owner-2", 0).await;
+    let a = StreamMapping::start(
+        stream.clone(),
+        f1,
+        parts(),
+        StreamMappingConfig::new("shared").with_owner("a"),
+    )
+    .unwrap();
+    let b = StreamMapping::start(
+        stream.clone(),
+        f2,
+        parts(),
+        StreamMappingConfig::new("shared").with_owner("b"),
+    )
+    .unwrap();
+    eventually(LIMIT, || a.metrics().records + b.metrics().records == 200).await;
+    let mut all = handled(&log1);
+    all.extend(handled(&log2));
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        200,
+        "every record once: a shard is read by one owner at a time"
+    );
+    // The first owner to list took every free shard; the other waits for a lease to free up.
+    let shards_a: std::collections::HashSet<_> = log1.lock().iter().map(|e| e.0.clone()).collect();
+    let shards_b: std::collections::HashSet<_> = log2.lock().iter().map(|e| e.0.clone()).collect();
+    assert!(shards_a.is_disjoint(&shards_b));
+    a.stop(Duration::from_secs(1)).await;
+    b.stop(Duration::from_secs(1)).await;
+}
