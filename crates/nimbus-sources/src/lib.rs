@@ -42,6 +42,7 @@
 mod error;
 mod filter;
 mod mapping;
+mod object;
 mod queue;
 mod stream;
 mod stream_mapping;
@@ -52,6 +53,12 @@ pub use mapping::{
     BatchResponse, QueueBatch, QueueFunction, QueueMapping, QueueMappingConfig,
     QueueMappingMetrics, QueueRecord,
 };
+pub use object::{
+    decode_key, encode_key, EventTarget, EventType, InMemoryObjectStore, NotificationConfig,
+    NotificationRule, ObjectEvent, ObjectInfo, ObjectStore, S3Bucket, S3Entity, S3Object,
+};
+#[cfg(feature = "directory")]
+pub use object::{DirectoryConfig, DirectoryStore};
 pub use queue::{
     Attributes, InMemoryQueue, Message, MessageId, Outgoing, QueueConfig, QueueSource, QueueStats,
     Receipt, SendError,

@@ -6,6 +6,7 @@ mod support;
 mod filters;
 mod mapping;
 mod memory;
+mod objects;
 mod properties;
 mod stream_mapping;
 mod stream_memory;

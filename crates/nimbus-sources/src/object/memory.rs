@@ -1,0 +1,132 @@
+//! The in-memory object store.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::{etag, EventType, NotificationConfig, Notifier, ObjectInfo, ObjectStore};
+use crate::error::SourceError;
+
+/// One bucket's objects by key.
+type Bucket = BTreeMap<String, (ObjectInfo, Bytes)>;
+
+/// Objects in memory, with notifications.
+#[derive(Debug)]
+pub struct InMemoryObjectStore {
+    buckets: Mutex<HashMap<String, Bucket>>,
+    notifier: Notifier,
+}
+
+impl InMemoryObjectStore {
+    /// An empty store with these notification rules.
+    pub fn new(notifications: NotificationConfig) -> Self {
+        Self {
+            buckets: Mutex::new(HashMap::new()),
+            notifier: Notifier::new(notifications),
+        }
+    }
+}
+
+pub(crate) fn check_key(key: &str) -> Result<(), SourceError> {
+    if key.is_empty()
+        || key.len() > 1_024
+        || key.starts_with('/')
+        || key.split('/').any(|p| p == ".." || p == ".")
+    {
+        return Err(SourceError::Invalid(format!("invalid object key {key:?}")));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_bucket(bucket: &str) -> Result<(), SourceError> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !bucket.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(SourceError::Invalid(format!(
+            "invalid bucket name {bucket:?} (3-63 of a-z 0-9 . -)"
+        )))
+    }
+}
+
+#[async_trait]
+impl ObjectStore for InMemoryObjectStore {
+    async fn create_bucket(&self, bucket: &str) -> Result<(), SourceError> {
+        check_bucket(bucket)?;
+        self.buckets.lock().entry(bucket.to_owned()).or_default();
+        Ok(())
+    }
+
+    async fn put(&self, bucket: &str, key: &str, data: Bytes) -> Result<ObjectInfo, SourceError> {
+        check_key(key)?;
+        let info = ObjectInfo {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            size: data.len() as u64,
+            etag: etag(&data),
+            last_modified: crate::stream::stream_now(),
+        };
+        {
+            let mut buckets = self.buckets.lock();
+            let objects = buckets
+                .get_mut(bucket)
+                .ok_or_else(|| SourceError::Invalid(format!("no bucket {bucket}")))?;
+            objects.insert(key.to_owned(), (info.clone(), data));
+        }
+        self.notifier.publish(EventType::CreatedPut, &info)?;
+        Ok(info)
+    }
+
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectInfo, Bytes)>, SourceError> {
+        let buckets = self.buckets.lock();
+        let objects = buckets
+            .get(bucket)
+            .ok_or_else(|| SourceError::Invalid(format!("no bucket {bucket}")))?;
+        Ok(objects.get(key).cloned())
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, SourceError> {
+        Ok(self.get(bucket, key).await?.map(|(info, _)| info))
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<bool, SourceError> {
+        let removed = {
+            let mut buckets = self.buckets.lock();
+            let objects = buckets
+                .get_mut(bucket)
+                .ok_or_else(|| SourceError::Invalid(format!("no bucket {bucket}")))?;
+            objects.remove(key)
+        };
+        match removed {
+            Some((mut info, _)) => {
+                info.size = 0;
+                info.etag.clear();
+                self.notifier.publish(EventType::RemovedDelete, &info)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError> {
+        let buckets = self.buckets.lock();
+        let objects = buckets
+            .get(bucket)
+            .ok_or_else(|| SourceError::Invalid(format!("no bucket {bucket}")))?;
+        Ok(objects
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, (info, _))| info.clone())
+            .collect())
+    }
+}

@@ -1,0 +1,328 @@
+//! Object stores and their change notifications, with the shape and rules of S3 event
+//! notifications: the [`ObjectStore`] trait, [`InMemoryObjectStore`], a local-directory store
+//! (feature `directory`) that notices changes made by anything, notification rules with
+//! prefix and suffix filters, and [`ObjectEvent`]s in S3's JSON shape.
+//!
+//! # The classic loop
+//!
+//! A function triggered by new objects under a prefix that writes its output under the same
+//! prefix triggers itself, forever. Write outputs under a prefix (or with a suffix) that the
+//! rule excludes: for example read `inbox/*.txt` and write `summaries/*.json`. Rules whose
+//! prefix and suffix filters overlap for the same event type are rejected, as S3 does.
+
+#[cfg(feature = "directory")]
+mod directory;
+mod memory;
+mod rules;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "directory")]
+pub use directory::{DirectoryConfig, DirectoryStore};
+pub use memory::InMemoryObjectStore;
+pub use rules::{EventTarget, EventType, NotificationConfig, NotificationRule};
+
+use crate::error::SourceError;
+
+/// What a store knows about one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ObjectInfo {
+    /// The bucket.
+    pub bucket: String,
+    /// The key (not encoded).
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// A hash of the content, hex (S3's is an MD5; any stable content hash serves).
+    pub etag: String,
+    /// When it was last written.
+    pub last_modified: SystemTime,
+}
+
+/// A store of objects in buckets.
+///
+/// # Example
+///
+/// ```
+/// use nimbus_sources::{InMemoryObjectStore, NotificationConfig, ObjectStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryObjectStore::new(NotificationConfig::default());
+/// store.create_bucket("photos").await?;
+/// let info = store.put("photos", "cat.jpg", "meow".into()).await?;
+/// assert_eq!(info.size, 4);
+/// assert_eq!(store.list("photos", "").await?.len(), 1);
+/// # Ok(())
+/// # }
+/// ```
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Creates a bucket (no error if it exists).
+    ///
+    /// # Errors
+    ///
+    /// An invalid name or a storage error.
+    async fn create_bucket(&self, bucket: &str) -> Result<(), SourceError>;
+
+    /// Writes an object, replacing any with the same key.
+    ///
+    /// # Errors
+    ///
+    /// An unknown bucket, an invalid key or a storage error.
+    async fn put(&self, bucket: &str, key: &str, data: Bytes) -> Result<ObjectInfo, SourceError>;
+
+    /// Reads an object.
+    ///
+    /// # Errors
+    ///
+    /// An unknown bucket or a storage error.
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectInfo, Bytes)>, SourceError>;
+
+    /// An object's metadata.
+    ///
+    /// # Errors
+    ///
+    /// An unknown bucket or a storage error.
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, SourceError>;
+
+    /// Deletes an object; returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// An unknown bucket or a storage error.
+    async fn delete(&self, bucket: &str, key: &str) -> Result<bool, SourceError>;
+
+    /// Objects whose key starts with `prefix`, sorted by key.
+    ///
+    /// # Errors
+    ///
+    /// An unknown bucket or a storage error.
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError>;
+}
+
+/// One change notification, in S3's JSON shape (one element of `Records`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ObjectEvent {
+    /// "2.1", as S3.
+    pub event_version: String,
+    /// "nimbus:s3".
+    pub event_source: String,
+    /// When the change happened, RFC 3339 in UTC.
+    pub event_time: String,
+    /// `ObjectCreated:Put`, `ObjectRemoved:Delete`, ...
+    pub event_name: String,
+    /// The bucket and object.
+    pub s3: S3Entity,
+}
+
+/// The `s3` part of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct S3Entity {
+    /// The id of the rule that matched.
+    pub configuration_id: String,
+    /// The bucket.
+    pub bucket: S3Bucket,
+    /// The object.
+    pub object: S3Object,
+}
+
+/// The bucket of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct S3Bucket {
+    /// Its name.
+    pub name: String,
+    /// `arn:aws:s3:::<name>`.
+    pub arn: String,
+}
+
+/// The object of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct S3Object {
+    /// The key, URL-encoded as S3 sends it (spaces as `+`).
+    pub key: String,
+    /// Size in bytes (0 for removals).
+    pub size: u64,
+    /// The content hash (empty for removals).
+    pub e_tag: String,
+    /// Orders events for the same key: compare as strings, later is greater.
+    pub sequencer: String,
+}
+
+impl ObjectEvent {
+    /// The object's key, decoded.
+    pub fn key(&self) -> String {
+        decode_key(&self.s3.object.key)
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.s3.bucket.name
+    }
+
+    /// The event's type.
+    pub fn event_type(&self) -> Option<EventType> {
+        EventType::parse(&self.event_name)
+    }
+}
+
+/// Encodes a key as S3 does in notifications: unreserved characters and `/` stay, a space
+/// becomes `+`, every other byte `%XX`.
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for &b in key.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(char::from(b));
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Decodes [`encode_key`]'s form (invalid escapes are kept as they are).
+pub fn decode_key(encoded: &str) -> String {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'+' {
+            out.push(b' ');
+            i += 1;
+            continue;
+        }
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            let escaped = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(value) = escaped {
+                out.push(value);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A content hash for etags: 128 bits as 32 hex digits.
+pub(crate) fn etag(data: &[u8]) -> String {
+    // Reuse the stream's key hash over the bytes, as text when possible.
+    let text = String::from_utf8_lossy(data);
+    format!(
+        "{:032x}",
+        crate::stream::hash_key(&text) ^ (data.len() as u128)
+    )
+}
+
+/// RFC 3339 (UTC, milliseconds) of a system time, without a date library.
+pub(crate) fn rfc3339(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil from days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Publishes events for a store: matches rules, orders events per key, delivers to targets.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    config: NotificationConfig,
+    sequencer: AtomicU64,
+}
+
+impl Notifier {
+    pub(crate) fn new(config: NotificationConfig) -> Self {
+        Self {
+            config,
+            // Start from the clock, so sequencers keep growing across restarts.
+            sequencer: AtomicU64::new(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_micros() as u64)
+                    .unwrap_or(1),
+            ),
+        }
+    }
+
+    /// Delivers the event of one change to every matching rule's target.
+    ///
+    /// # Errors
+    ///
+    /// The first target that refused; the caller keeps the change un-indexed so it is
+    /// notified again (at least once).
+    pub(crate) fn publish(
+        &self,
+        event_type: EventType,
+        info: &ObjectInfo,
+    ) -> Result<usize, SourceError> {
+        let sequencer = format!("{:016X}", self.sequencer.fetch_add(1, Ordering::Relaxed));
+        let mut delivered = 0;
+        for rule in self.config.matching(event_type, &info.key) {
+            let event = ObjectEvent {
+                event_version: "2.1".into(),
+                event_source: "nimbus:s3".into(),
+                event_time: rfc3339(stream_time()),
+                event_name: event_type.name().into(),
+                s3: S3Entity {
+                    configuration_id: rule.id.clone(),
+                    bucket: S3Bucket {
+                        name: info.bucket.clone(),
+                        arn: format!("arn:aws:s3:::{}", info.bucket),
+                    },
+                    object: S3Object {
+                        key: encode_key(&info.key),
+                        size: info.size,
+                        e_tag: info.etag.clone(),
+                        sequencer: sequencer.clone(),
+                    },
+                },
+            };
+            rule.target.deliver(&event)?;
+            delivered += 1;
+        }
+        Ok(delivered)
+    }
+}
+
+fn stream_time() -> SystemTime {
+    crate::stream::stream_now()
+}
