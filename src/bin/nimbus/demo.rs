@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nimbus::sources::{
-    BatchResponse, InMemoryQueue, InMemoryStream, Outgoing, QueueBatch, QueueConfig, QueueMapping,
+    BatchResponse, InMemoryObjectStore, InMemoryQueue, InMemoryStream, NotificationConfig,
+    NotificationRule, ObjectEvent, ObjectStore, Outgoing, QueueBatch, QueueConfig, QueueMapping,
     QueueMappingConfig, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig,
     StreamMappingParts, StreamResponse,
 };
@@ -232,8 +233,54 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
             .with_retry_backoff(Backoff::fixed(Duration::from_millis(20))),
     )?;
 
+    // Object notifications: photos put under `photos/` trigger a thumbnailer (async), which
+    // writes under `thumbs/`, a prefix its rule excludes, so it never triggers itself.
+    let objects_cell: Arc<std::sync::OnceLock<Arc<InMemoryObjectStore>>> = Arc::default();
+    let thumbnail = runtime
+        .register(Function::new(
+            "thumbnail",
+            handler_fn({
+                let objects_cell = objects_cell.clone();
+                move |event: ObjectEvent, _ctx: Context| {
+                    let objects_cell = objects_cell.clone();
+                    async move {
+                        let store = objects_cell
+                            .get()
+                            .ok_or_else(|| FunctionError::msg("store not ready"))?;
+                        let key = event.key();
+                        let thumb = format!("thumbs/{}", key.trim_start_matches("photos/"));
+                        store
+                            .put(event.bucket(), &thumb, format!("thumbnail of {key}").into())
+                            .await?;
+                        Ok::<_, FunctionError>(())
+                    }
+                }
+            }),
+        ))
+        .await?;
+    let objects = Arc::new(InMemoryObjectStore::new(NotificationConfig::new(vec![
+        NotificationRule::new(
+            "photos",
+            &["s3:ObjectCreated:*"],
+            Arc::new(thumbnail.clone()),
+        )?
+        .with_prefix("photos/")
+        .with_suffix(".jpg"),
+    ])?));
+    let _ = objects_cell.set(objects.clone());
+    objects.create_bucket("album").await?;
+    for i in 0..300 {
+        objects
+            .put(
+                "album",
+                &format!("photos/img {i}.jpg"),
+                vec![0u8; 64].into(),
+            )
+            .await?;
+    }
+
     println!(
-        "nimbus demo: {} callers for {:.1} s over 5 functions, a queue of 5,000 uploads and a stream of 4,000 clicks (runtime limit 64)",
+        "nimbus demo: {} callers for {:.1} s over 5 functions, a queue of 5,000 uploads, a stream of 4,000 clicks and 300 photo uploads (runtime limit 64)",
         args.callers, args.seconds
     );
     let seen = Arc::new(Seen::default());
@@ -313,6 +360,12 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
         dead_letters.len(),
         q.peak_concurrent_batches,
         uploads.len()
+    );
+    let thumbs = objects.list("album", "thumbs/").await?.len();
+    let t = thumbnail.metrics();
+    println!(
+        "objects `album`: 300 photos put, {} notifications handled by `thumbnail`, {} thumbnails written (no loop: thumbnails are outside the rule)",
+        t.successes, thumbs
     );
     println!(
         "stream `clicks`: {} records in {} batches over {} shards, {} retries, iterator age {:?}",
