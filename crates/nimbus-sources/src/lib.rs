@@ -39,6 +39,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod filter;
 mod mapping;

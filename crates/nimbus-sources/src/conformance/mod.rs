@@ -1,0 +1,442 @@
+//! The conformance kit (feature `conformance`): reusable checks of the source contracts, for
+//! the in-memory sources and for every adapter, against the real broker.
+//!
+//! Each suite takes a factory that makes a fresh, empty source (use a unique key, stream,
+//! subject or table prefix per call, so that suites can run in parallel and leave nothing
+//! behind) and returns the first broken rule as a [`Violation`]. The suites run in real time,
+//! with short timeouts: a queue made by the factory should have a visibility timeout of about
+//! one second.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use nimbus_sources::conformance;
+//! use nimbus_sources::{InMemoryQueue, QueueConfig};
+//!
+//! # #[tokio::main]
+//! # async fn main() {
+//! let report = conformance::queue(|| async {
+//!     InMemoryQueue::new(QueueConfig::default().with_visibility_timeout(Duration::from_secs(1))).unwrap()
+//! })
+//! .await;
+//! assert!(report.is_ok(), "{report:?}");
+//! # }
+//! ```
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::SourceError;
+use crate::queue::{InMemoryQueue, MessageId, QueueSource};
+use crate::stream::{
+    Checkpoint, CheckpointStore, InMemoryStream, LeaseStore, Position, ShardId, StreamSource,
+};
+
+/// A broken rule of a source contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{check}: {detail}")]
+pub struct Violation {
+    /// Which check failed.
+    pub check: &'static str,
+    /// What was seen.
+    pub detail: String,
+}
+
+fn fail(check: &'static str, detail: impl Into<String>) -> Violation {
+    Violation {
+        check,
+        detail: detail.into(),
+    }
+}
+
+fn source(check: &'static str) -> impl Fn(SourceError) -> Violation {
+    move |e| fail(check, format!("source error: {e}"))
+}
+
+/// A queue that the kit can put messages on (the producer side of an adapter).
+#[async_trait]
+pub trait QueueProducer: QueueSource {
+    /// Sends one message.
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`].
+    async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError>;
+}
+
+#[async_trait]
+impl QueueProducer for InMemoryQueue {
+    async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError> {
+        self.send(body).map_err(|e| e.error)
+    }
+}
+
+/// A stream that the kit can append to (the producer side of an adapter).
+#[async_trait]
+pub trait StreamProducer: StreamSource {
+    /// Appends one record; returns its shard.
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`].
+    async fn append(&self, partition_key: &str, data: Bytes) -> Result<ShardId, SourceError>;
+}
+
+#[async_trait]
+impl StreamProducer for InMemoryStream {
+    async fn append(&self, partition_key: &str, data: Bytes) -> Result<ShardId, SourceError> {
+        self.put(partition_key, data).map(|(shard, _)| shard)
+    }
+}
+
+/// Receives until `want` messages came or `within` passed.
+async fn receive_all<Q: QueueSource>(
+    queue: &Q,
+    want: usize,
+    within: Duration,
+) -> Result<Vec<crate::Message>, SourceError> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    while got.len() < want && Instant::now() < deadline {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(500));
+        got.extend(queue.receive(want - got.len(), left).await?);
+    }
+    Ok(got)
+}
+
+/// The queue contract: at-least-once delivery, ack, visibility and redelivery with receive
+/// counts, making a message visible again, and long polls woken by a send.
+///
+/// # Errors
+///
+/// The first [`Violation`].
+pub async fn queue<Q, F, Fut>(make: F) -> Result<(), Violation>
+where
+    Q: QueueProducer,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Q>,
+{
+    // Delivery: every message sent is received, once, with its body.
+    let q = make().await;
+    let sent: HashSet<String> = (0..20).map(|i| format!("m{i}")).collect();
+    for body in &sent {
+        q.produce(Bytes::from(body.clone()))
+            .await
+            .map_err(source("delivery"))?;
+    }
+    let got = receive_all(&q, 20, Duration::from_secs(5))
+        .await
+        .map_err(source("delivery"))?;
+    let bodies: HashSet<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    if bodies != sent {
+        return Err(fail(
+            "delivery",
+            format!(
+                "sent 20, received {} distinct of {}",
+                bodies.len(),
+                got.len()
+            ),
+        ));
+    }
+    if got.iter().any(|m| m.receive_count != 1) {
+        return Err(fail("receive count", "a first receive must count 1"));
+    }
+    // Ack: deleted messages do not come back.
+    let receipts: Vec<_> = got.iter().map(|m| m.receipt.clone()).collect();
+    q.ack(&receipts).await.map_err(source("ack"))?;
+    let visibility = q.visibility_timeout().unwrap_or(Duration::from_secs(1));
+    let again = q
+        .receive(20, visibility + Duration::from_millis(500))
+        .await
+        .map_err(source("ack"))?;
+    if !again.is_empty() {
+        return Err(fail(
+            "ack",
+            format!("{} acknowledged messages came back", again.len()),
+        ));
+    }
+
+    // Visibility: an unacknowledged message is invisible, then redelivered with count 2.
+    let q = make().await;
+    q.produce(Bytes::from_static(b"lost"))
+        .await
+        .map_err(source("visibility"))?;
+    let first = receive_all(&q, 1, Duration::from_secs(5))
+        .await
+        .map_err(source("visibility"))?;
+    let Some(first) = first.into_iter().next() else {
+        return Err(fail("visibility", "the message never arrived"));
+    };
+    let hidden = q
+        .receive(1, Duration::ZERO)
+        .await
+        .map_err(source("visibility"))?;
+    if !hidden.is_empty() {
+        return Err(fail("visibility", "a received message was visible at once"));
+    }
+    let redelivered = receive_all(&q, 1, visibility + Duration::from_secs(5))
+        .await
+        .map_err(source("visibility"))?;
+    match redelivered.first() {
+        Some(m) if m.id == first.id && m.receive_count == 2 => {
+            q.ack(std::slice::from_ref(&m.receipt))
+                .await
+                .map_err(source("visibility"))?;
+        }
+        Some(m) => {
+            return Err(fail(
+                "visibility",
+                format!("redelivered {:?} with count {}", m.id, m.receive_count),
+            ))
+        }
+        None => {
+            return Err(fail(
+                "visibility",
+                "not redelivered after the visibility timeout",
+            ))
+        }
+    }
+
+    // Retry later: a message made visible again at once is received again promptly.
+    let q = make().await;
+    q.produce(Bytes::from_static(b"again"))
+        .await
+        .map_err(source("retry later"))?;
+    let m = receive_all(&q, 1, Duration::from_secs(5))
+        .await
+        .map_err(source("retry later"))?;
+    let Some(m) = m.into_iter().next() else {
+        return Err(fail("retry later", "the message never arrived"));
+    };
+    q.retry_later(&m.receipt, Duration::ZERO)
+        .await
+        .map_err(source("retry later"))?;
+    let started = Instant::now();
+    let back = receive_all(&q, 1, Duration::from_secs(5))
+        .await
+        .map_err(source("retry later"))?;
+    if back.first().map(|b| &b.id) != Some(&m.id) || started.elapsed() >= visibility {
+        return Err(fail(
+            "retry later",
+            "not visible again before the visibility timeout",
+        ));
+    }
+
+    // Long poll: a waiting receive returns soon after a send, not at the end of its wait.
+    let q = make().await;
+    let started = Instant::now();
+    let (got, ()) = tokio::join!(q.receive(1, Duration::from_secs(10)), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = q.produce(Bytes::from_static(b"wake")).await;
+    });
+    let got = got.map_err(source("long poll"))?;
+    if got.is_empty() || started.elapsed() > Duration::from_secs(3) {
+        return Err(fail(
+            "long poll",
+            format!(
+                "woke after {:?} with {} messages",
+                started.elapsed(),
+                got.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The stream contract: order per shard, positions, and long polls woken by an append.
+///
+/// # Errors
+///
+/// The first [`Violation`].
+pub async fn stream<S, F, Fut>(make: F) -> Result<(), Violation>
+where
+    S: StreamProducer,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let s = make().await;
+    let mut shard = None;
+    for i in 0..30 {
+        shard = Some(
+            s.append("one-key", Bytes::from(format!("{i}")))
+                .await
+                .map_err(source("append"))?,
+        );
+    }
+    let Some(shard) = shard else { return Ok(()) };
+    let read = s
+        .read(&shard, Position::TrimHorizon, 100, Duration::from_secs(1))
+        .await
+        .map_err(source("order"))?;
+    let data: Vec<String> = read
+        .records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.data).into_owned())
+        .collect();
+    if data != (0..30).map(|i| i.to_string()).collect::<Vec<_>>() {
+        return Err(fail(
+            "order",
+            format!("one key's records came back as {data:?}"),
+        ));
+    }
+    if read
+        .records
+        .windows(2)
+        .any(|w| w[0].sequence >= w[1].sequence)
+    {
+        return Err(fail("order", "sequence numbers do not increase"));
+    }
+    let middle = read.records[14].sequence;
+    let after = s
+        .read(&shard, Position::After(middle), 100, Duration::from_secs(1))
+        .await
+        .map_err(source("positions"))?;
+    if after.records.first().map(|r| r.sequence) != Some(read.records[15].sequence) {
+        return Err(fail(
+            "positions",
+            "reading after a sequence number did not resume right after it",
+        ));
+    }
+    if after.next != Position::After(read.records[29].sequence) {
+        return Err(fail("positions", format!("next position {:?}", after.next)));
+    }
+    let latest = s
+        .read(&shard, Position::Latest, 100, Duration::ZERO)
+        .await
+        .map_err(source("positions"))?;
+    if !latest.records.is_empty() {
+        return Err(fail("positions", "LATEST returned old records"));
+    }
+    let started = Instant::now();
+    let (woken, appended) = tokio::join!(
+        s.read(&shard, latest.next, 10, Duration::from_secs(10)),
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            s.append("one-key", Bytes::from_static(b"wake")).await
+        }
+    );
+    appended.map_err(source("long poll"))?;
+    let woken = woken.map_err(source("long poll"))?;
+    if woken.records.is_empty() || started.elapsed() > Duration::from_secs(3) {
+        return Err(fail(
+            "long poll",
+            format!("woke after {:?}", started.elapsed()),
+        ));
+    }
+    Ok(())
+}
+
+/// The checkpoint contract: absent until put, read back, forward only.
+///
+/// # Errors
+///
+/// The first [`Violation`].
+pub async fn checkpoints<C: CheckpointStore>(store: &C, mapping: &str) -> Result<(), Violation> {
+    let check = "checkpoints";
+    if store
+        .get(mapping, "shard-a")
+        .await
+        .map_err(source(check))?
+        .is_some()
+    {
+        return Err(fail(check, "a new mapping already has a checkpoint"));
+    }
+    store
+        .put(mapping, "shard-a", Checkpoint::At(10))
+        .await
+        .map_err(source(check))?;
+    store
+        .put(mapping, "shard-a", Checkpoint::At(20))
+        .await
+        .map_err(source(check))?;
+    if store
+        .put(mapping, "shard-a", Checkpoint::At(15))
+        .await
+        .is_ok()
+    {
+        return Err(fail(check, "a checkpoint moved back"));
+    }
+    if store.get(mapping, "shard-a").await.map_err(source(check))? != Some(Checkpoint::At(20)) {
+        return Err(fail(check, "did not read back the latest checkpoint"));
+    }
+    store
+        .put(mapping, "shard-a", Checkpoint::ShardEnd)
+        .await
+        .map_err(source(check))?;
+    if store.get(mapping, "shard-a").await.map_err(source(check))? != Some(Checkpoint::ShardEnd) {
+        return Err(fail(check, "ShardEnd was not kept"));
+    }
+    if store
+        .get(mapping, "shard-b")
+        .await
+        .map_err(source(check))?
+        .is_some()
+    {
+        return Err(fail(check, "shards share checkpoints"));
+    }
+    Ok(())
+}
+
+/// The lease contract: exclusive while held, renewable, taken over after expiry with a higher
+/// counter, free after release.
+///
+/// # Errors
+///
+/// The first [`Violation`].
+pub async fn leases<L: LeaseStore>(store: &L, key: &str) -> Result<(), Violation> {
+    let check = "leases";
+    let ttl = Duration::from_millis(600);
+    let first = store
+        .acquire(key, "owner-a", ttl)
+        .await
+        .map_err(source(check))?;
+    let Some(first) = first else {
+        return Err(fail(check, "a free lease was refused"));
+    };
+    if store
+        .acquire(key, "owner-b", ttl)
+        .await
+        .map_err(source(check))?
+        .is_some()
+    {
+        return Err(fail(check, "a held lease was given to another owner"));
+    }
+    if store
+        .acquire(key, "owner-a", ttl)
+        .await
+        .map_err(source(check))?
+        .is_none()
+    {
+        return Err(fail(check, "the holder could not renew"));
+    }
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let taken = store
+        .acquire(key, "owner-b", ttl)
+        .await
+        .map_err(source(check))?;
+    match taken {
+        Some(lease) if lease.counter > first.counter => {}
+        Some(_) => return Err(fail(check, "a take-over did not raise the counter")),
+        None => return Err(fail(check, "an expired lease was not taken over")),
+    }
+    store.release(key, "owner-b").await.map_err(source(check))?;
+    if store
+        .acquire(key, "owner-a", ttl)
+        .await
+        .map_err(source(check))?
+        .is_none()
+    {
+        return Err(fail(check, "a released lease was not free"));
+    }
+    Ok(())
+}
