@@ -62,13 +62,13 @@ pub use object::{
 #[cfg(feature = "directory")]
 pub use object::{DirectoryConfig, DirectoryStore};
 pub use queue::{
-    Attributes, InMemoryQueue, Message, MessageId, Outgoing, QueueConfig, QueueSource, QueueStats,
-    Receipt, SendError,
+    Attributes, InMemoryQueue, Message, MessageId, Outgoing, QueueConfig, QueueProducer,
+    QueueSource, QueueStats, Receipt, SendError,
 };
 pub use stream::{
     hash_key, stream_now, Checkpoint, CheckpointStore, InMemoryCheckpoints, InMemoryLeases,
     InMemoryStream, Lease, LeaseStore, Position, ReadResult, Sequence, ShardId, ShardInfo,
-    StreamConfig, StreamRecord, StreamSource,
+    StreamConfig, StreamProducer, StreamRecord, StreamSource,
 };
 pub use stream_mapping::{
     FailureDestination, ShardMetrics, StreamBatch, StreamCondition, StreamFailure, StreamFunction,

@@ -28,14 +28,11 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::SourceError;
-use crate::queue::{InMemoryQueue, MessageId, QueueSource};
-use crate::stream::{
-    Checkpoint, CheckpointStore, InMemoryStream, LeaseStore, Position, ShardId, StreamSource,
-};
+use crate::queue::QueueSource;
+use crate::stream::{Checkpoint, CheckpointStore, LeaseStore, Position};
 
 /// A broken rule of a source contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,41 +55,7 @@ fn source(check: &'static str) -> impl Fn(SourceError) -> Violation {
     move |e| fail(check, format!("source error: {e}"))
 }
 
-/// A queue that the kit can put messages on (the producer side of an adapter).
-#[async_trait]
-pub trait QueueProducer: QueueSource {
-    /// Sends one message.
-    ///
-    /// # Errors
-    ///
-    /// A [`SourceError`].
-    async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError>;
-}
-
-#[async_trait]
-impl QueueProducer for InMemoryQueue {
-    async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError> {
-        self.send(body).map_err(|e| e.error)
-    }
-}
-
-/// A stream that the kit can append to (the producer side of an adapter).
-#[async_trait]
-pub trait StreamProducer: StreamSource {
-    /// Appends one record; returns its shard.
-    ///
-    /// # Errors
-    ///
-    /// A [`SourceError`].
-    async fn append(&self, partition_key: &str, data: Bytes) -> Result<ShardId, SourceError>;
-}
-
-#[async_trait]
-impl StreamProducer for InMemoryStream {
-    async fn append(&self, partition_key: &str, data: Bytes) -> Result<ShardId, SourceError> {
-        self.put(partition_key, data).map(|(shard, _)| shard)
-    }
-}
+pub use crate::{QueueProducer, StreamProducer};
 
 /// Receives until `want` messages came or `within` passed.
 async fn receive_all<Q: QueueSource>(

@@ -357,3 +357,21 @@ impl<Q: QueueSource + ?Sized> QueueSource for Arc<Q> {
         (**self).stats()
     }
 }
+
+/// A queue that can be sent to: the producer side of an adapter (the conformance kit uses it).
+#[async_trait]
+pub trait QueueProducer: QueueSource {
+    /// Sends one message.
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`].
+    async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError>;
+}
+
+#[async_trait]
+impl QueueProducer for memory::InMemoryQueue {
+    async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError> {
+        self.send(body).map_err(|e| e.error)
+    }
+}

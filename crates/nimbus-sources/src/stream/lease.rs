@@ -24,6 +24,23 @@ pub struct Lease {
     pub counter: u64,
 }
 
+impl Lease {
+    /// A lease, for stores built outside this crate.
+    pub fn new(
+        key: impl Into<String>,
+        owner: impl Into<String>,
+        expires: Instant,
+        counter: u64,
+    ) -> Self {
+        Self {
+            key: key.into(),
+            owner: owner.into(),
+            expires,
+            counter,
+        }
+    }
+}
+
 /// Where leases are kept. Acquiring succeeds when the lease is free, expired, or already the
 /// caller's; it is exclusive otherwise.
 #[async_trait]

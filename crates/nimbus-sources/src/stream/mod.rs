@@ -44,6 +44,18 @@ pub struct ShardInfo {
     pub closed: bool,
 }
 
+impl ShardInfo {
+    /// A shard's facts, for sources built outside this crate.
+    pub fn new(id: ShardId, parents: Vec<ShardId>, hash_range: (u128, u128), closed: bool) -> Self {
+        Self {
+            id,
+            parents,
+            hash_range,
+            closed,
+        }
+    }
+}
+
 /// Where to start reading a shard that has no checkpoint, or where to resume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -111,6 +123,23 @@ pub struct ReadResult {
     pub shard_ended: bool,
     /// The requested position had been trimmed; reading started at the trim horizon.
     pub trimmed: bool,
+}
+
+impl ReadResult {
+    /// A read's result, for sources built outside this crate.
+    pub fn new(
+        records: Vec<StreamRecord>,
+        next: Position,
+        shard_ended: bool,
+        trimmed: bool,
+    ) -> Self {
+        Self {
+            records,
+            next,
+            shard_ended,
+            trimmed,
+        }
+    }
 }
 
 /// A stream that a mapping reads shard by shard.
@@ -208,4 +237,22 @@ pub fn hash_key(partition_key: &str) -> u128 {
     let bytes = partition_key.as_bytes();
     (u128::from(fnv1a(bytes, 0xcbf2_9ce4_8422_2325)) << 64)
         | u128::from(fnv1a(bytes, 0x8422_2325_cbf2_9ce4))
+}
+
+/// A stream that can be appended to: the producer side of an adapter (the conformance kit uses it).
+#[async_trait]
+pub trait StreamProducer: StreamSource {
+    /// Appends one record; returns its shard.
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`].
+    async fn append(&self, partition_key: &str, data: Bytes) -> Result<ShardId, SourceError>;
+}
+
+#[async_trait]
+impl StreamProducer for memory::InMemoryStream {
+    async fn append(&self, partition_key: &str, data: Bytes) -> Result<ShardId, SourceError> {
+        self.put(partition_key, data).map(|(shard, _)| shard)
+    }
 }

@@ -1,0 +1,310 @@
+//! A queue on a Redis Stream read by a consumer group.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use nimbus_sources::{Message, MessageId, QueueSource, QueueStats, Receipt, SourceError};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::Value;
+
+use crate::config::RedisConfig;
+use crate::error::RedisError;
+use crate::stream::{entries, parse_id};
+
+/// A queue with SQS semantics on a Redis Stream and a consumer group.
+pub struct RedisQueue {
+    config: RedisConfig,
+    client: redis::Client,
+    manager: ConnectionManager,
+    /// Connections for blocking reads, which must not share a multiplexed connection.
+    blocking: parking_lot::Mutex<Vec<MultiplexedConnection>>,
+    group: String,
+    consumer: String,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("key", &self.config.key)
+            .finish_non_exhaustive()
+    }
+}
+
+const GROUP: &str = "nimbus";
+
+impl RedisQueue {
+    /// Connects and creates the stream and its consumer group if needed.
+    ///
+    /// # Errors
+    ///
+    /// The server cannot be reached, or refuses the group.
+    pub async fn connect(config: RedisConfig) -> Result<Self, RedisError> {
+        if config.visibility_timeout.is_zero() {
+            return Err(RedisError::Config(
+                "visibility_timeout must be above 0".into(),
+            ));
+        }
+        let client = redis::Client::open(config.url.as_str())?;
+        let mut manager = client.get_connection_manager().await?;
+        let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&config.key)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut manager)
+            .await;
+        if let Err(e) = created {
+            if !e.to_string().contains("BUSYGROUP") {
+                return Err(e.into());
+            }
+        }
+        Ok(Self {
+            consumer: format!("nimbus-{:016x}", fastrand::u64(..)),
+            group: GROUP.to_owned(),
+            client,
+            manager,
+            blocking: parking_lot::Mutex::new(Vec::new()),
+            config,
+        })
+    }
+
+    /// Sends a message; returns its id.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn send(&self, body: Bytes) -> Result<MessageId, RedisError> {
+        let mut con = self.manager.clone();
+        let id: String = redis::cmd("XADD")
+            .arg(&self.config.key)
+            .arg("*")
+            .arg("b")
+            .arg(body.as_ref())
+            .query_async(&mut con)
+            .await?;
+        Ok(MessageId::text(&id))
+    }
+
+    fn dlq(&self) -> String {
+        format!("{}:dlq", self.config.key)
+    }
+
+    /// Claims messages idle longer than the visibility timeout (their consumer did not
+    /// acknowledge them in time, or died), redriving those over the receive limit.
+    async fn reclaim(&self, max: usize) -> Result<Vec<Message>, RedisError> {
+        let mut con = self.manager.clone();
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(&self.config.key)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(self.config.visibility_timeout.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut con)
+            .await?;
+        let claimed = match &reply {
+            Value::Array(parts) if parts.len() >= 2 => entries(&parts[1]),
+            _ => Vec::new(),
+        };
+        let mut messages = Vec::new();
+        for (id, fields) in claimed {
+            let count = self.delivery_count(&id).await?;
+            let body = fields.get("b").cloned().unwrap_or_default();
+            if self.config.max_receive_count.is_some_and(|max| count > max) {
+                let _: Value = redis::pipe()
+                    .atomic()
+                    .cmd("XADD")
+                    .arg(self.dlq())
+                    .arg("*")
+                    .arg("b")
+                    .arg(body.as_slice())
+                    .arg("id")
+                    .arg(&id)
+                    .cmd("XACK")
+                    .arg(&self.config.key)
+                    .arg(&self.group)
+                    .arg(&id)
+                    .cmd("XDEL")
+                    .arg(&self.config.key)
+                    .arg(&id)
+                    .query_async(&mut con)
+                    .await?;
+                continue;
+            }
+            messages.push(self.message(&id, body, count));
+        }
+        Ok(messages)
+    }
+
+    async fn delivery_count(&self, id: &str) -> Result<u32, RedisError> {
+        let mut con = self.manager.clone();
+        let reply: Value = redis::cmd("XPENDING")
+            .arg(&self.config.key)
+            .arg(&self.group)
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .query_async(&mut con)
+            .await?;
+        if let Value::Array(rows) = reply {
+            if let Some(Value::Array(row)) = rows.first() {
+                if let Some(Value::Int(count)) = row.get(3) {
+                    return Ok(u32::try_from(*count).unwrap_or(u32::MAX));
+                }
+            }
+        }
+        Ok(1)
+    }
+
+    fn message(&self, id: &str, body: Vec<u8>, count: u32) -> Message {
+        let sent_at = parse_id(id).map_or(SystemTime::now(), |(ms, _)| {
+            UNIX_EPOCH + Duration::from_millis(ms)
+        });
+        Message::new(MessageId::text(id), body, Receipt::token(id))
+            .with_receive_count(count)
+            .with_sent_at(sent_at)
+    }
+
+    async fn blocking_connection(&self) -> Result<MultiplexedConnection, RedisError> {
+        if let Some(con) = self.blocking.lock().pop() {
+            return Ok(con);
+        }
+        Ok(self
+            .client
+            .get_multiplexed_async_connection_with_config(&crate::config::blocking())
+            .await?)
+    }
+
+    async fn read_new(&self, max: usize, block: Duration) -> Result<Vec<Message>, RedisError> {
+        let mut con = self.blocking_connection().await?;
+        let reply: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(max)
+            .arg("BLOCK")
+            .arg(block.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(&self.config.key)
+            .arg(">")
+            .query_async(&mut con)
+            .await;
+        // A connection that failed is dropped; the next read makes a new one.
+        let reply = reply?;
+        self.blocking.lock().push(con);
+        let mut messages = Vec::new();
+        if let Value::Array(streams) = reply {
+            for stream in streams {
+                if let Value::Array(parts) = stream {
+                    if let Some(list) = parts.get(1) {
+                        for (id, fields) in entries(list) {
+                            let body = fields.get("b").cloned().unwrap_or_default();
+                            messages.push(self.message(&id, body, 1));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(messages)
+    }
+}
+
+#[async_trait]
+impl QueueSource for RedisQueue {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let give_up = tokio::time::Instant::now() + wait;
+        loop {
+            let reclaimed = self.reclaim(max).await?;
+            if !reclaimed.is_empty() {
+                return Ok(reclaimed);
+            }
+            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                // One non-blocking look for new messages.
+                let fresh = self.read_new(max, Duration::from_millis(1)).await?;
+                return Ok(fresh);
+            }
+            // Block for new messages, but not past the visibility timeout, so that messages
+            // whose consumer died are reclaimed in time.
+            let fresh = self
+                .read_new(max, left.min(self.config.visibility_timeout))
+                .await?;
+            if !fresh.is_empty() {
+                return Ok(fresh);
+            }
+        }
+    }
+
+    async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = receipts
+            .iter()
+            .map(|r| r.as_token().ok_or(SourceError::UnknownReceipt))
+            .collect::<Result<_, _>>()?;
+        let mut con = self.manager.clone();
+        let (acked, _deleted): (i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("XACK")
+            .arg(&self.config.key)
+            .arg(&self.group)
+            .arg(&ids)
+            .cmd("XDEL")
+            .arg(&self.config.key)
+            .arg(&ids)
+            .query_async(&mut con)
+            .await
+            .map_err(RedisError::from)?;
+        if usize::try_from(acked).unwrap_or(0) < ids.len() {
+            return Err(SourceError::UnknownReceipt);
+        }
+        Ok(())
+    }
+
+    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
+        let id = receipt.as_token().ok_or(SourceError::UnknownReceipt)?;
+        // Reclaimable once idle for the visibility timeout: set the idle time so that this
+        // happens after `delay`. JUSTID keeps the delivery count.
+        let idle = self.config.visibility_timeout.saturating_sub(delay);
+        let mut con = self.manager.clone();
+        let claimed: Value = redis::cmd("XCLAIM")
+            .arg(&self.config.key)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(0)
+            .arg(id)
+            .arg("IDLE")
+            .arg(idle.as_millis() as u64)
+            .arg("JUSTID")
+            .query_async(&mut con)
+            .await
+            .map_err(RedisError::from)?;
+        match claimed {
+            Value::Array(ids) if !ids.is_empty() => Ok(()),
+            _ => Err(SourceError::UnknownReceipt),
+        }
+    }
+
+    fn visibility_timeout(&self) -> Option<Duration> {
+        Some(self.config.visibility_timeout)
+    }
+
+    fn stats(&self) -> Option<QueueStats> {
+        None
+    }
+}
+
+#[async_trait]
+impl nimbus_sources::QueueProducer for RedisQueue {
+    async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError> {
+        Ok(self.send(body).await?)
+    }
+}

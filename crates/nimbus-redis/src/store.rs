@@ -1,0 +1,183 @@
+//! Checkpoint and lease stores in Redis, atomic through Lua scripts.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nimbus_sources::{Checkpoint, CheckpointStore, Lease, LeaseStore, SourceError};
+use redis::aio::ConnectionManager;
+
+use crate::config::RedisConfig;
+use crate::error::RedisError;
+
+/// Checkpoints as zero-padded decimal strings (so Lua compares them as text), `~` for the
+/// shard's end (sorting after every number), in one hash per prefix.
+fn encode(checkpoint: Checkpoint) -> String {
+    match checkpoint {
+        Checkpoint::At(seq) => format!("{seq:039}"),
+        Checkpoint::ShardEnd => "~".to_owned(),
+    }
+}
+
+fn decode(text: &str) -> Option<Checkpoint> {
+    if text == "~" {
+        Some(Checkpoint::ShardEnd)
+    } else {
+        text.parse().ok().map(Checkpoint::At)
+    }
+}
+
+/// Forward-only set: 1 if stored, 0 if it would move back.
+const PUT_FORWARD: &str = r"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and current > ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
+/// Checkpoints kept in Redis, shared by every process of a mapping.
+pub struct RedisCheckpoints {
+    key: String,
+    manager: ConnectionManager,
+}
+
+impl std::fmt::Debug for RedisCheckpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCheckpoints")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisCheckpoints {
+    /// Connects; checkpoints live in the hash `<key>:checkpoints`.
+    ///
+    /// # Errors
+    ///
+    /// The server cannot be reached.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
+        let client = redis::Client::open(config.url.as_str())?;
+        Ok(Self {
+            key: format!("{}:checkpoints", config.key),
+            manager: client.get_connection_manager().await?,
+        })
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for RedisCheckpoints {
+    async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
+        let mut con = self.manager.clone();
+        let value: Option<String> = redis::cmd("HGET")
+            .arg(&self.key)
+            .arg(format!("{mapping}/{shard}"))
+            .query_async(&mut con)
+            .await
+            .map_err(RedisError::from)?;
+        Ok(value.as_deref().and_then(decode))
+    }
+
+    async fn put(
+        &self,
+        mapping: &str,
+        shard: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<(), SourceError> {
+        let mut con = self.manager.clone();
+        let stored: i64 = redis::Script::new(PUT_FORWARD)
+            .key(&self.key)
+            .arg(format!("{mapping}/{shard}"))
+            .arg(encode(checkpoint))
+            .invoke_async(&mut con)
+            .await
+            .map_err(RedisError::from)?;
+        if stored == 1 {
+            Ok(())
+        } else {
+            Err(SourceError::Invalid(format!(
+                "checkpoint of {shard} would move back to {checkpoint:?}"
+            )))
+        }
+    }
+}
+
+/// Take or renew: returns {counter, ttl_ms} or nil when another owner holds an unexpired lease.
+/// Expiry uses the server's clock, so every process agrees on it.
+const ACQUIRE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local owner = redis.call('HGET', KEYS[1], 'owner')
+local expires = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0')
+local counter = tonumber(redis.call('HGET', KEYS[1], 'counter') or '0')
+if owner and owner ~= ARGV[1] and expires > now then return nil end
+if owner ~= ARGV[1] or counter == 0 then counter = counter + 1 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'expires', now + tonumber(ARGV[2]), 'counter', counter)
+return counter
+";
+
+const RELEASE: &str = r"
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'expires', 0)
+end
+return 1
+";
+
+/// Leases kept in Redis: one hash per lease key.
+pub struct RedisLeases {
+    prefix: String,
+    manager: ConnectionManager,
+}
+
+impl std::fmt::Debug for RedisLeases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLeases")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLeases {
+    /// Connects; leases live under `<key>:lease:`.
+    ///
+    /// # Errors
+    ///
+    /// The server cannot be reached.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
+        let client = redis::Client::open(config.url.as_str())?;
+        Ok(Self {
+            prefix: format!("{}:lease:", config.key),
+            manager: client.get_connection_manager().await?,
+        })
+    }
+}
+
+#[async_trait]
+impl LeaseStore for RedisLeases {
+    async fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, SourceError> {
+        let mut con = self.manager.clone();
+        let counter: Option<u64> = redis::Script::new(ACQUIRE)
+            .key(format!("{}{key}", self.prefix))
+            .arg(owner)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut con)
+            .await
+            .map_err(RedisError::from)?;
+        Ok(counter
+            .map(|counter| Lease::new(key, owner, tokio::time::Instant::now() + ttl, counter)))
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError> {
+        let mut con = self.manager.clone();
+        let _: i64 = redis::Script::new(RELEASE)
+            .key(format!("{}{key}", self.prefix))
+            .arg(owner)
+            .invoke_async(&mut con)
+            .await
+            .map_err(RedisError::from)?;
+        Ok(())
+    }
+}

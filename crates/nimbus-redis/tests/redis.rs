@@ -1,0 +1,86 @@
+//! The Redis adapters against a real server: the conformance kit and redrive.
+//!
+//! The server is `NIMBUS_REDIS_URL` (default `redis://127.0.0.1:6379`). When it cannot be
+//! reached the tests skip with a loud message, unless `NIMBUS_REQUIRE_SERVICES=1`, where they
+//! fail. Every test uses its own key prefix and deletes its keys at the end.
+
+use std::time::Duration;
+
+use nimbus_redis::{RedisCheckpoints, RedisLeases, RedisQueue, RedisStream};
+use nimbus_sources::{conformance, QueueSource};
+
+mod support;
+
+use support::{url, Prefix};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_passes_the_conformance_kit() {
+    let Some(prefix) = Prefix::new().await else {
+        return;
+    };
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    conformance::queue(|| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let config = prefix
+            .config(&format!("queue-{n}"))
+            .with_visibility_timeout(Duration::from_secs(1));
+        async move { RedisQueue::connect(config).await.unwrap() }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_checkpoints_and_leases_pass_the_conformance_kit() {
+    let Some(prefix) = Prefix::new().await else {
+        return;
+    };
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    conformance::stream(|| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let config = prefix.config(&format!("stream-{n}")).with_shards(4);
+        async move { RedisStream::connect(config).await.unwrap() }
+    })
+    .await
+    .unwrap();
+    let config = prefix.config("stores");
+    conformance::checkpoints(&RedisCheckpoints::connect(&config).await.unwrap(), "kit")
+        .await
+        .unwrap();
+    conformance::leases(&RedisLeases::connect(&config).await.unwrap(), "kit/shard")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_over_the_receive_limit_are_redriven() {
+    let Some(prefix) = Prefix::new().await else {
+        return;
+    };
+    let config = prefix
+        .config("redrive")
+        .with_visibility_timeout(Duration::from_millis(300))
+        .with_max_receive_count(2);
+    let queue = RedisQueue::connect(config.clone()).await.unwrap();
+    queue.send("poison".into()).await.unwrap();
+    for expected in 1..=2 {
+        let got = queue.receive(1, Duration::from_secs(3)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].receive_count, expected);
+    }
+    // The third receive finds it over the limit and moves it to <key>:dlq.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(queue
+        .receive(1, Duration::from_millis(200))
+        .await
+        .unwrap()
+        .is_empty());
+    let client = redis::Client::open(url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let len: i64 = redis::cmd("XLEN")
+        .arg(format!("{}:dlq", config.key))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(len, 1);
+}
