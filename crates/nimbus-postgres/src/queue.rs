@@ -1,0 +1,315 @@
+//! A queue on a PostgreSQL table.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use nimbus_sources::{Message, MessageId, QueueProducer, QueueSource, Receipt, SourceError};
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::config::PostgresConfig;
+use crate::db::{migrate, Db};
+use crate::error::PostgresError;
+
+/// A queue with SQS semantics on the table `<name>_queue`.
+pub struct PostgresQueue {
+    config: PostgresConfig,
+    db: Db,
+    notified: Arc<Notify>,
+    listener: tokio::task::AbortHandle,
+}
+
+impl std::fmt::Debug for PostgresQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresQueue")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PostgresQueue {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+fn channel(name: &str) -> String {
+    format!("{name}_queue")
+}
+
+/// Keeps a `LISTEN` connection open (reconnecting with backoff) and wakes receivers on every
+/// notification, and after a reconnect, when notifications may have been missed.
+async fn listen(url: String, channel: String, notified: Arc<Notify>) {
+    let mut failures = 0u32;
+    loop {
+        match tokio_postgres::connect(&url, NoTls).await {
+            Ok((client, mut connection)) => {
+                let statement = format!("LISTEN {channel}");
+                let listen = client.batch_execute(&statement);
+                let mut listen = std::pin::pin!(listen);
+                let mut listening = false;
+                loop {
+                    tokio::select! {
+                        done = &mut listen, if !listening => {
+                            if done.is_err() { break; }
+                            listening = true;
+                            failures = 0;
+                            notified.notify_waiters();
+                        }
+                        message = std::future::poll_fn(|cx| connection.poll_message(cx)) => match message {
+                            Some(Ok(AsyncMessage::Notification(_))) => notified.notify_waiters(),
+                            Some(Ok(_)) => {}
+                            Some(Err(_)) | None => break,
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "postgres listener cannot connect"),
+        }
+        failures += 1;
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50)))).await;
+    }
+}
+
+impl PostgresQueue {
+    /// Connects, creates the tables if needed, and starts listening for new messages.
+    ///
+    /// # Errors
+    ///
+    /// An invalid configuration, or the database cannot be reached.
+    pub async fn connect(config: PostgresConfig) -> Result<Self, PostgresError> {
+        config.validate()?;
+        let db = Db::new(&config.url);
+        migrate(&*db.client().await?, Some(&config.name)).await?;
+        let notified = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(
+            config.url.clone(),
+            channel(&config.name),
+            Arc::clone(&notified),
+        ))
+        .abort_handle();
+        Ok(Self {
+            config,
+            db,
+            notified,
+            listener,
+        })
+    }
+
+    fn table(&self) -> String {
+        format!("{}_queue", self.config.name)
+    }
+
+    /// Sends a message; returns its id.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn send(&self, body: &[u8]) -> Result<MessageId, PostgresError> {
+        let client = self.db.client().await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "INSERT INTO {} (body) VALUES ($1) RETURNING id",
+                    self.table()
+                ),
+                &[&body],
+            )
+            .await?;
+        client
+            .execute("SELECT pg_notify($1, '')", &[&channel(&self.config.name)])
+            .await?;
+        let id: i64 = row.get(0);
+        Ok(MessageId::number(id as u64))
+    }
+
+    async fn take(&self, max: usize) -> Result<(Vec<Message>, Option<Duration>), PostgresError> {
+        let client = self.db.client().await?;
+        let receipt = fastrand::i64(1..);
+        let visibility_ms = self.config.visibility_timeout.as_millis() as f64;
+        let rows = client
+            .query(
+                &format!(
+                    "WITH c AS (SELECT id FROM {t} WHERE visible_at <= now() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                     UPDATE {t} q SET visible_at = now() + make_interval(secs => $2::float8 / 1000.0),
+                         receive_count = q.receive_count + 1, receipt = $3
+                     FROM c WHERE q.id = c.id
+                     RETURNING q.id, q.body, q.receive_count, extract(epoch FROM q.sent_at)::float8",
+                    t = self.table()
+                ),
+                &[&(max as i64), &visibility_ms, &receipt],
+            )
+            .await?;
+        let mut messages = Vec::new();
+        let mut dead = Vec::new();
+        for row in rows {
+            let id: i64 = row.get(0);
+            let body: Vec<u8> = row.get(1);
+            let count: i32 = row.get(2);
+            let sent: f64 = row.get(3);
+            let count = u32::try_from(count).unwrap_or(u32::MAX);
+            if self.config.max_receive_count.is_some_and(|max| count > max) {
+                dead.push(id);
+                continue;
+            }
+            messages.push(
+                Message::new(
+                    MessageId::number(id as u64),
+                    body,
+                    Receipt::token(format!("{id}:{receipt}")),
+                )
+                .with_receive_count(count)
+                .with_sent_at(UNIX_EPOCH + Duration::from_secs_f64(sent.max(0.0))),
+            );
+        }
+        if !dead.is_empty() {
+            client
+                .execute(
+                    &format!(
+                        "WITH moved AS (DELETE FROM {t} WHERE id = ANY($1) RETURNING id, body, receive_count, sent_at)
+                         INSERT INTO {n}_dead (id, body, receive_count, sent_at) SELECT * FROM moved ON CONFLICT (id) DO NOTHING",
+                        t = self.table(),
+                        n = self.config.name
+                    ),
+                    &[&dead],
+                )
+                .await?;
+        }
+        let next: Option<f64> = if messages.is_empty() {
+            client
+                .query_one(
+                    &format!(
+                        "SELECT extract(epoch FROM (min(visible_at) - now()))::float8 FROM {}",
+                        self.table()
+                    ),
+                    &[],
+                )
+                .await?
+                .get(0)
+        } else {
+            None
+        };
+        Ok((messages, next.map(|s| Duration::from_secs_f64(s.max(0.0)))))
+    }
+
+    /// Messages in the dead-letter table.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn dead_letters(&self) -> Result<u64, PostgresError> {
+        let client = self.db.client().await?;
+        let row = client
+            .query_one(
+                &format!("SELECT count(*) FROM {}_dead", self.config.name),
+                &[],
+            )
+            .await?;
+        let n: i64 = row.get(0);
+        Ok(n as u64)
+    }
+}
+
+fn parse(receipt: &Receipt) -> Result<(i64, i64), SourceError> {
+    let token = receipt.as_token().ok_or(SourceError::UnknownReceipt)?;
+    let (id, nonce) = token.split_once(':').ok_or(SourceError::UnknownReceipt)?;
+    Ok((
+        id.parse().map_err(|_| SourceError::UnknownReceipt)?,
+        nonce.parse().map_err(|_| SourceError::UnknownReceipt)?,
+    ))
+}
+
+#[async_trait]
+impl QueueSource for PostgresQueue {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let give_up = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.notified.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (messages, next) = self.take(max).await?;
+            if !messages.is_empty() {
+                return Ok(messages);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= give_up {
+                return Ok(Vec::new());
+            }
+            // Wake on a notification, when the next invisible message returns, or at the end.
+            let wake = next.map_or(give_up, |d| (now + d).min(give_up));
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let (ids, nonces): (Vec<i64>, Vec<i64>) = receipts
+            .iter()
+            .map(parse)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
+        let client = self.db.client().await?;
+        let deleted = client
+            .execute(
+                &format!(
+                    "DELETE FROM {} q USING unnest($1::bigint[], $2::bigint[]) AS r(id, receipt)
+                     WHERE q.id = r.id AND q.receipt = r.receipt",
+                    self.table()
+                ),
+                &[&ids, &nonces],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        if (deleted as usize) < ids.len() {
+            return Err(SourceError::UnknownReceipt);
+        }
+        Ok(())
+    }
+
+    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
+        let (id, nonce) = parse(receipt)?;
+        let client = self.db.client().await?;
+        let updated = client
+            .execute(
+                &format!(
+                    "UPDATE {} SET visible_at = now() + make_interval(secs => $3::float8 / 1000.0) WHERE id = $1 AND receipt = $2",
+                    self.table()
+                ),
+                &[&id, &nonce, &(delay.as_millis() as f64)],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        if updated == 0 {
+            return Err(SourceError::UnknownReceipt);
+        }
+        if delay.is_zero() {
+            client
+                .execute("SELECT pg_notify($1, '')", &[&channel(&self.config.name)])
+                .await
+                .map_err(PostgresError::from)?;
+        }
+        Ok(())
+    }
+
+    fn visibility_timeout(&self) -> Option<Duration> {
+        Some(self.config.visibility_timeout)
+    }
+}
+
+#[async_trait]
+impl QueueProducer for PostgresQueue {
+    async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError> {
+        Ok(self.send(&body).await?)
+    }
+}

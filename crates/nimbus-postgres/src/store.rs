@@ -1,0 +1,164 @@
+//! Checkpoint and lease tables.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nimbus_sources::{Checkpoint, CheckpointStore, Lease, LeaseStore, SourceError};
+
+use crate::db::{migrate, Db};
+use crate::error::PostgresError;
+
+fn encode(checkpoint: Checkpoint) -> String {
+    match checkpoint {
+        Checkpoint::At(seq) => format!("{seq:039}"),
+        Checkpoint::ShardEnd => "~".to_owned(),
+    }
+}
+
+fn decode(text: &str) -> Option<Checkpoint> {
+    if text == "~" {
+        Some(Checkpoint::ShardEnd)
+    } else {
+        text.parse().ok().map(Checkpoint::At)
+    }
+}
+
+/// Checkpoints in the table `nimbus_checkpoints`, forward only (zero-padded text compares as
+/// the numbers do; `~` for the shard's end sorts after them).
+pub struct PostgresCheckpoints {
+    db: Db,
+}
+
+impl std::fmt::Debug for PostgresCheckpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresCheckpoints")
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresCheckpoints {
+    /// Connects and creates the table if needed.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self, PostgresError> {
+        let db = Db::new(url);
+        migrate(&*db.client().await?, None).await?;
+        Ok(Self { db })
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for PostgresCheckpoints {
+    async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
+        let client = self.db.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT value FROM nimbus_checkpoints WHERE mapping = $1 AND shard = $2",
+                &[&mapping, &shard],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        Ok(row.and_then(|r| decode(r.get::<_, &str>(0))))
+    }
+
+    async fn put(
+        &self,
+        mapping: &str,
+        shard: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<(), SourceError> {
+        let client = self.db.client().await?;
+        let value = encode(checkpoint);
+        let stored = client
+            .execute(
+                "INSERT INTO nimbus_checkpoints (mapping, shard, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (mapping, shard) DO UPDATE SET value = excluded.value
+                 WHERE nimbus_checkpoints.value <= excluded.value",
+                &[&mapping, &shard, &value],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        if stored == 0 {
+            return Err(SourceError::Invalid(format!(
+                "checkpoint of {shard} would move back to {checkpoint:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Leases in the table `nimbus_leases`; expiry on the database's clock.
+pub struct PostgresLeases {
+    db: Db,
+}
+
+impl std::fmt::Debug for PostgresLeases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresLeases").finish_non_exhaustive()
+    }
+}
+
+impl PostgresLeases {
+    /// Connects and creates the table if needed.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self, PostgresError> {
+        let db = Db::new(url);
+        migrate(&*db.client().await?, None).await?;
+        Ok(Self { db })
+    }
+}
+
+#[async_trait]
+impl LeaseStore for PostgresLeases {
+    async fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, SourceError> {
+        let client = self.db.client().await?;
+        let ttl_ms = ttl.as_millis() as f64;
+        // Insert, or take over if expired or already ours; the counter rises on a change of owner.
+        let row = client
+            .query_opt(
+                "INSERT INTO nimbus_leases (key, owner, expires, counter)
+                 VALUES ($1, $2, now() + make_interval(secs => $3::float8 / 1000.0), 1)
+                 ON CONFLICT (key) DO UPDATE SET
+                     counter = CASE WHEN nimbus_leases.owner = excluded.owner THEN nimbus_leases.counter
+                                    ELSE nimbus_leases.counter + 1 END,
+                     owner = excluded.owner,
+                     expires = excluded.expires
+                 WHERE nimbus_leases.owner = excluded.owner OR nimbus_leases.expires <= now()
+                 RETURNING counter",
+                &[&key, &owner, &ttl_ms],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        Ok(row.map(|r| {
+            let counter: i64 = r.get(0);
+            Lease::new(
+                key,
+                owner,
+                tokio::time::Instant::now() + ttl,
+                counter as u64,
+            )
+        }))
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError> {
+        let client = self.db.client().await?;
+        client
+            .execute(
+                "UPDATE nimbus_leases SET expires = now() WHERE key = $1 AND owner = $2",
+                &[&key, &owner],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        Ok(())
+    }
+}
