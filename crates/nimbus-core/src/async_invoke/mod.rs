@@ -17,8 +17,10 @@ mod destination;
 use std::any::Any;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
@@ -200,6 +202,8 @@ pub(crate) struct AsyncState<E, O> {
     pending: Padded<AtomicUsize>,
     idle: Notify,
     workers: AtomicUsize,
+    /// Workers awaiting a handler that did not finish on its first poll.
+    slow: AtomicUsize,
     /// Events kept for the host: stopped by the end of shutdown, or failed with no target
     /// that would take them. Handed back at shutdown; they count against the capacity.
     kept: Mutex<Vec<Kept<E>>>,
@@ -219,6 +223,7 @@ impl<E, O> AsyncState<E, O> {
             pending: Padded(AtomicUsize::new(0)),
             idle: Notify::new(),
             workers: AtomicUsize::new(0),
+            slow: AtomicUsize::new(0),
             kept: Mutex::new(Vec::new()),
             destinations,
             retry,
@@ -383,22 +388,26 @@ where
         // A worker is added only once the oldest event has waited a little: a backlog that the
         // running workers clear at once does not need another one (fast handlers would
         // otherwise get a worker per burst, and more runnable threads than cores).
-        if waited >= SPAWN_AFTER || state.workers.load(Ordering::SeqCst) == 0 {
+        // Every worker busy in a slow handler: the event would wait for one of them.
+        let workers = state.workers.load(Ordering::SeqCst);
+        if waited >= SPAWN_AFTER || workers == 0 || state.slow.load(Ordering::SeqCst) >= workers {
             self.kick(depth);
         }
         Ok(request_id)
     }
 
-    /// Spawns a worker if the backlog exceeds the workers draining it.
+    /// Spawns a worker if the backlog exceeds the workers free to drain it (those not held by
+    /// a slow handler), within the function's concurrency.
     fn kick(self: &Arc<Self>, depth: usize) {
         let state = &self.async_state;
         let cap = self
             .reserved
             .as_ref()
             .map_or_else(|| self.shared.unreserved.limit(), |l| l.limit());
+        let wanted = (depth + state.slow.load(Ordering::SeqCst)).min(cap.max(1));
         let mut workers = state.workers.load(Ordering::SeqCst);
         loop {
-            if workers >= depth.min(cap.max(1)) {
+            if workers >= wanted {
                 return;
             }
             match state.workers.compare_exchange_weak(
@@ -489,16 +498,31 @@ where
                 let options = InvokeOptions::default()
                     .with_invoker(Invoker::AsyncQueue)
                     .with_attempt(queued.attempts);
-                let run = self
-                    .run_on(
-                        &mut lease,
-                        queued.event.clone(),
-                        queued.request_id,
-                        options,
-                        init.take(),
-                        now,
-                    )
-                    .await;
+                let run = self.run_on(
+                    &mut lease,
+                    queued.event.clone(),
+                    queued.request_id,
+                    options,
+                    init.take(),
+                    now,
+                );
+                tokio::pin!(run);
+                // A handler that does not finish on its first poll holds this worker for a
+                // while: count it as slow, and let the backlog have another worker at once.
+                let run = match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await
+                {
+                    Poll::Ready(run) => run,
+                    Poll::Pending => {
+                        state.slow.fetch_add(1, Ordering::SeqCst);
+                        let depth = state.ready.lock().len() + batch.len();
+                        if depth > 0 {
+                            self.kick(depth);
+                        }
+                        let run = run.await;
+                        state.slow.fetch_sub(1, Ordering::SeqCst);
+                        run
+                    }
+                };
                 now = run.end;
                 match run.result {
                     Ok(output) => {

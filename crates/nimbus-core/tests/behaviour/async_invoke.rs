@@ -488,3 +488,38 @@ async fn json_events_can_be_queued_by_name() {
         Err(nimbus_core::AsyncInvokeError::NotFound(_))
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_event_does_not_wait_behind_a_slow_handler() {
+    let rt = runtime(10);
+    let (ok_tx, mut ok_rx, fail_tx, _fail_rx) = channels();
+    let handle = rt
+        .register(
+            Function::new(
+                "slow",
+                handler_fn(|event: u32, _ctx: Context| async move {
+                    tokio::time::sleep(Duration::from_secs(u64::from(event))).await;
+                    Ok::<_, FunctionError>(event)
+                }),
+            )
+            .with_timeout(Duration::from_secs(60))
+            .with_on_success(ok_tx)
+            .with_on_failure(fail_tx),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    handle.invoke_async(30).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A second, quick event arrives while the only worker is inside the slow one.
+    handle.invoke_async(2).unwrap();
+    let first_done = ok_rx.recv().await.unwrap();
+    assert_eq!(first_done.response, Some(2));
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(3),
+        "ran at once on a second instance"
+    );
+    assert_eq!(ok_rx.recv().await.unwrap().response, Some(30));
+    assert_eq!(handle.metrics().peak_concurrency, 2);
+}
