@@ -204,6 +204,8 @@ pub(crate) struct AsyncState<E, O> {
     workers: AtomicUsize,
     /// Workers awaiting a handler that did not finish on its first poll.
     slow: AtomicUsize,
+    /// A delayed look at the backlog is scheduled (`kick_soon`).
+    kick_scheduled: AtomicBool,
     /// Events kept for the host: stopped by the end of shutdown, or failed with no target
     /// that would take them. Handed back at shutdown; they count against the capacity.
     kept: Mutex<Vec<Kept<E>>>,
@@ -224,6 +226,7 @@ impl<E, O> AsyncState<E, O> {
             idle: Notify::new(),
             workers: AtomicUsize::new(0),
             slow: AtomicUsize::new(0),
+            kick_scheduled: AtomicBool::new(false),
             kept: Mutex::new(Vec::new()),
             destinations,
             retry,
@@ -388,23 +391,57 @@ where
         // A worker is added only once the oldest event has waited a little: a backlog that the
         // running workers clear at once does not need another one (fast handlers would
         // otherwise get a worker per burst, and more runnable threads than cores).
-        // Every worker busy in a slow handler: the event would wait for one of them.
         let workers = state.workers.load(Ordering::SeqCst);
-        if waited >= SPAWN_AFTER || workers == 0 || state.slow.load(Ordering::SeqCst) >= workers {
-            self.kick(depth);
+        if waited >= SPAWN_AFTER || workers == 0 {
+            self.kick(depth, false);
+        } else if state.slow.load(Ordering::SeqCst) >= workers {
+            // Every worker is in a slow handler: unless one frees up in a moment, the event
+            // needs a worker of its own.
+            self.kick_soon();
         }
         Ok(request_id)
     }
 
+    /// Looks again in [`SPAWN_AFTER`]: if the oldest event is still waiting, adds a worker.
+    /// At most one such look is scheduled at a time.
+    fn kick_soon(self: &Arc<Self>) {
+        if self.async_state.kick_scheduled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let this = Arc::clone(self);
+        self.shared.tasks.spawn(async move {
+            tokio::time::sleep(SPAWN_AFTER).await;
+            let state = &this.async_state;
+            state.kick_scheduled.store(false, Ordering::SeqCst);
+            let (depth, waited) = {
+                let ready = state.ready.lock();
+                let waited = ready.front().map(|q| q.accepted_at.elapsed());
+                (ready.len(), waited)
+            };
+            if depth > 0 && waited.is_some_and(|w| w >= SPAWN_AFTER) {
+                this.kick(depth, true);
+            }
+        });
+    }
+
     /// Spawns a worker if the backlog exceeds the workers free to drain it (those not held by
     /// a slow handler), within the function's concurrency.
-    fn kick(self: &Arc<Self>, depth: usize) {
+    ///
+    /// `past_slow` also counts the workers held by slow handlers as unavailable: the delayed
+    /// look uses it once events have waited; arrivals do not, so that a steady stream to
+    /// busy workers is not met with a new worker per event.
+    fn kick(self: &Arc<Self>, depth: usize, past_slow: bool) {
         let state = &self.async_state;
         let cap = self
             .reserved
             .as_ref()
             .map_or_else(|| self.shared.unreserved.limit(), |l| l.limit());
-        let wanted = (depth + state.slow.load(Ordering::SeqCst)).min(cap.max(1));
+        let slow = if past_slow {
+            state.slow.load(Ordering::SeqCst)
+        } else {
+            0
+        };
+        let wanted = (depth + slow).min(cap.max(1));
         let mut workers = state.workers.load(Ordering::SeqCst);
         loop {
             if workers >= wanted {
@@ -514,9 +551,17 @@ where
                     Poll::Ready(run) => run,
                     Poll::Pending => {
                         state.slow.fetch_add(1, Ordering::SeqCst);
-                        let depth = state.ready.lock().len() + batch.len();
+                        // Hand the events taken with this one back, so that other workers
+                        // take them instead of waiting behind the slow handler.
+                        let depth = {
+                            let mut ready = state.ready.lock();
+                            while let Some(queued) = batch.pop_back() {
+                                ready.push_front(queued);
+                            }
+                            ready.len()
+                        };
                         if depth > 0 {
-                            self.kick(depth);
+                            self.kick_soon();
                         }
                         let run = run.await;
                         state.slow.fetch_sub(1, Ordering::SeqCst);
@@ -557,7 +602,7 @@ where
         // An event pushed while this worker was leaving must not be stranded.
         let depth = state.ready.lock().len();
         if depth > remaining && !self.shared.is_stopped() {
-            self.kick(depth);
+            self.kick(depth, false);
         }
     }
 
@@ -661,7 +706,7 @@ where
                     ready.extend(due);
                     ready.len()
                 };
-                self.kick(depth);
+                self.kick(depth, false);
             }
             let changed = state.delayed_changed.notified();
             tokio::select! {

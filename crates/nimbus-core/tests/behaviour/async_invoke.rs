@@ -515,10 +515,10 @@ async fn a_new_event_does_not_wait_behind_a_slow_handler() {
     handle.invoke_async(2).unwrap();
     let first_done = ok_rx.recv().await.unwrap();
     assert_eq!(first_done.response, Some(2));
-    assert_eq!(
-        started.elapsed(),
-        Duration::from_secs(3),
-        "ran at once on a second instance"
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_millis(3_010),
+        "ran at once on a second instance: {took:?}"
     );
     assert_eq!(ok_rx.recv().await.unwrap().response, Some(30));
     assert_eq!(handle.metrics().peak_concurrency, 2);
