@@ -8,21 +8,6 @@ use nimbus_sources::{Checkpoint, CheckpointStore, Lease, LeaseStore, SourceError
 use crate::db::{migrate, Db};
 use crate::error::PostgresError;
 
-fn encode(checkpoint: Checkpoint) -> String {
-    match checkpoint {
-        Checkpoint::At(seq) => format!("{seq:039}"),
-        Checkpoint::ShardEnd => "~".to_owned(),
-    }
-}
-
-fn decode(text: &str) -> Option<Checkpoint> {
-    if text == "~" {
-        Some(Checkpoint::ShardEnd)
-    } else {
-        text.parse().ok().map(Checkpoint::At)
-    }
-}
-
 /// Checkpoints in the table `nimbus_checkpoints`, forward only (zero-padded text compares as
 /// the numbers do; `~` for the shard's end sorts after them).
 pub struct PostgresCheckpoints {
@@ -60,7 +45,7 @@ impl CheckpointStore for PostgresCheckpoints {
             )
             .await
             .map_err(PostgresError::from)?;
-        Ok(row.and_then(|r| decode(r.get::<_, &str>(0))))
+        Ok(row.and_then(|r| Checkpoint::from_sortable_text(r.get::<_, &str>(0))))
     }
 
     async fn put(
@@ -70,7 +55,7 @@ impl CheckpointStore for PostgresCheckpoints {
         checkpoint: Checkpoint,
     ) -> Result<(), SourceError> {
         let client = self.db.client().await?;
-        let value = encode(checkpoint);
+        let value = checkpoint.to_sortable_text();
         let stored = client
             .execute(
                 "INSERT INTO nimbus_checkpoints (mapping, shard, value) VALUES ($1, $2, $3)

@@ -9,23 +9,6 @@ use redis::aio::ConnectionManager;
 use crate::config::RedisConfig;
 use crate::error::RedisError;
 
-/// Checkpoints as zero-padded decimal strings (so Lua compares them as text), `~` for the
-/// shard's end (sorting after every number), in one hash per prefix.
-fn encode(checkpoint: Checkpoint) -> String {
-    match checkpoint {
-        Checkpoint::At(seq) => format!("{seq:039}"),
-        Checkpoint::ShardEnd => "~".to_owned(),
-    }
-}
-
-fn decode(text: &str) -> Option<Checkpoint> {
-    if text == "~" {
-        Some(Checkpoint::ShardEnd)
-    } else {
-        text.parse().ok().map(Checkpoint::At)
-    }
-}
-
 /// Forward-only set: 1 if stored, 0 if it would move back.
 const PUT_FORWARD: &str = r"
 local current = redis.call('HGET', KEYS[1], ARGV[1])
@@ -73,7 +56,7 @@ impl CheckpointStore for RedisCheckpoints {
             .query_async(&mut con)
             .await
             .map_err(RedisError::from)?;
-        Ok(value.as_deref().and_then(decode))
+        Ok(value.as_deref().and_then(Checkpoint::from_sortable_text))
     }
 
     async fn put(
@@ -86,7 +69,7 @@ impl CheckpointStore for RedisCheckpoints {
         let stored: i64 = redis::Script::new(PUT_FORWARD)
             .key(&self.key)
             .arg(format!("{mapping}/{shard}"))
-            .arg(encode(checkpoint))
+            .arg(checkpoint.to_sortable_text())
             .invoke_async(&mut con)
             .await
             .map_err(RedisError::from)?;

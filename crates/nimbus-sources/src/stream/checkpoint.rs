@@ -17,6 +17,27 @@ pub enum Checkpoint {
     ShardEnd,
 }
 
+impl Checkpoint {
+    /// The checkpoint as text that sorts as checkpoints do (zero-padded decimal, `~` for the
+    /// shard's end), so that stores can keep it forward-only by comparing text (a Lua script,
+    /// an SQL `WHERE old <= new`).
+    pub fn to_sortable_text(self) -> String {
+        match self {
+            Self::At(seq) => format!("{seq:039}"),
+            Self::ShardEnd => "~".to_owned(),
+        }
+    }
+
+    /// Reads [`Checkpoint::to_sortable_text`]'s form.
+    pub fn from_sortable_text(text: &str) -> Option<Self> {
+        if text == "~" {
+            Some(Self::ShardEnd)
+        } else {
+            text.parse().ok().map(Self::At)
+        }
+    }
+}
+
 /// Where checkpoints are kept: in memory, or in a broker so that another process can resume.
 /// Checkpoints only move forward; a store refuses to move one back.
 #[async_trait]
@@ -102,5 +123,34 @@ impl<C: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<C> {
         checkpoint: Checkpoint,
     ) -> Result<(), SourceError> {
         (**self).put(mapping, shard, checkpoint).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sortable_text_sorts_as_checkpoints_do() {
+        let values = [
+            Checkpoint::At(0),
+            Checkpoint::At(9),
+            Checkpoint::At(10),
+            Checkpoint::At(u128::MAX),
+            Checkpoint::ShardEnd,
+        ];
+        for pair in values.windows(2) {
+            assert!(
+                pair[0].to_sortable_text() < pair[1].to_sortable_text(),
+                "{pair:?}"
+            );
+        }
+        for value in values {
+            assert_eq!(
+                Checkpoint::from_sortable_text(&value.to_sortable_text()),
+                Some(value)
+            );
+        }
+        assert_eq!(Checkpoint::from_sortable_text("nope"), None);
     }
 }
