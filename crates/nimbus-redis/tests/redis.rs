@@ -68,10 +68,10 @@ async fn messages_over_the_receive_limit_are_redriven() {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].receive_count, expected);
     }
-    // The third receive finds it over the limit and moves it to <key>:dlq.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The third receive, once the visibility timeout has passed inside its long poll, finds it
+    // over the limit and moves it to <key>:dlq instead of returning it.
     assert!(queue
-        .receive(1, Duration::from_millis(200))
+        .receive(1, Duration::from_secs(1))
         .await
         .unwrap()
         .is_empty());
