@@ -146,4 +146,41 @@ impl LeaseStore for PostgresLeases {
             .map_err(PostgresError::from)?;
         Ok(())
     }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Lease>, SourceError> {
+        let client = self.db.client().await?;
+        // Leases over for an hour are forgotten, so departed workers' rows do not pile up.
+        client
+            .execute(
+                "DELETE FROM nimbus_leases
+                 WHERE starts_with(key, $1) AND expires < now() - interval '1 hour'",
+                &[&prefix],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        let rows = client
+            .query(
+                "SELECT key, owner,
+                        GREATEST(0, EXTRACT(EPOCH FROM expires - now()) * 1000)::float8,
+                        counter
+                 FROM nimbus_leases WHERE starts_with(key, $1)",
+                &[&prefix],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        let now = tokio::time::Instant::now();
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let left_ms: f64 = row.get(2);
+                let counter: i64 = row.get(3);
+                Lease::new(
+                    row.get::<_, String>(0),
+                    row.get::<_, String>(1),
+                    now + Duration::from_secs_f64(left_ms / 1000.0),
+                    counter as u64,
+                )
+            })
+            .collect())
+    }
 }

@@ -94,7 +94,34 @@ local counter = tonumber(redis.call('HGET', KEYS[1], 'counter') or '0')
 if owner and owner ~= ARGV[1] and expires > now then return nil end
 if owner ~= ARGV[1] or counter == 0 then counter = counter + 1 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'expires', now + tonumber(ARGV[2]), 'counter', counter)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + 3600000)
+redis.call('SADD', KEYS[2], ARGV[3])
 return counter
+";
+
+/// Lists the leases named in the index (KEYS[1]) that start with ARGV[2], under the key prefix
+/// ARGV[1], as flat {key, owner, ms left, counter} groups; forgets names whose hash expired
+/// (an hour after the lease ended, see ACQUIRE).
+const LIST: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if string.sub(name, 1, #ARGV[2]) == ARGV[2] then
+    local h = redis.call('HMGET', ARGV[1] .. name, 'owner', 'expires', 'counter')
+    if h[1] then
+      local left = tonumber(h[2]) - now
+      if left < 0 then left = 0 end
+      table.insert(out, name)
+      table.insert(out, h[1])
+      table.insert(out, left)
+      table.insert(out, tonumber(h[3]))
+    else
+      redis.call('SREM', KEYS[1], name)
+    end
+  end
+end
+return out
 ";
 
 const RELEASE: &str = r"
@@ -107,6 +134,8 @@ return 1
 /// Leases kept in Redis: one hash per lease key.
 pub struct RedisLeases {
     prefix: String,
+    /// A set of the lease names, so that listing needs no `SCAN`.
+    index: String,
     manager: ConnectionManager,
 }
 
@@ -128,6 +157,7 @@ impl RedisLeases {
         let client = redis::Client::open(config.url.as_str())?;
         Ok(Self {
             prefix: format!("{}:lease:", config.key),
+            index: format!("{}:leases", config.key),
             manager: client.get_connection_manager().await?,
         })
     }
@@ -144,8 +174,10 @@ impl LeaseStore for RedisLeases {
         let mut con = self.manager.clone();
         let counter: Option<u64> = redis::Script::new(ACQUIRE)
             .key(format!("{}{key}", self.prefix))
+            .key(&self.index)
             .arg(owner)
             .arg(ttl.as_millis() as u64)
+            .arg(key)
             .invoke_async(&mut con)
             .await
             .map_err(RedisError::from)?;
@@ -162,5 +194,23 @@ impl LeaseStore for RedisLeases {
             .await
             .map_err(RedisError::from)?;
         Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Lease>, SourceError> {
+        let mut con = self.manager.clone();
+        let flat: Vec<(String, String, u64, u64)> = redis::Script::new(LIST)
+            .key(&self.index)
+            .arg(&self.prefix)
+            .arg(prefix)
+            .invoke_async(&mut con)
+            .await
+            .map_err(RedisError::from)?;
+        let now = tokio::time::Instant::now();
+        Ok(flat
+            .into_iter()
+            .map(|(key, owner, left_ms, counter)| {
+                Lease::new(key, owner, now + Duration::from_millis(left_ms), counter)
+            })
+            .collect())
     }
 }

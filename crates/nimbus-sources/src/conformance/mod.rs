@@ -350,8 +350,8 @@ pub async fn checkpoints<C: CheckpointStore>(store: &C, mapping: &str) -> Result
     Ok(())
 }
 
-/// The lease contract: exclusive while held, renewable, taken over after expiry with a higher
-/// counter, free after release.
+/// The lease contract: exclusive while held, renewable, listed by prefix, taken over after
+/// expiry with a higher counter, free after release.
 ///
 /// # Errors
 ///
@@ -381,6 +381,27 @@ pub async fn leases<L: LeaseStore>(store: &L, key: &str) -> Result<(), Violation
         .is_none()
     {
         return Err(fail(check, "the holder could not renew"));
+    }
+    let listed = store.list(key).await.map_err(source(check))?;
+    let now = tokio::time::Instant::now();
+    if !listed
+        .iter()
+        .any(|l| l.key == key && l.owner == "owner-a" && l.expires > now)
+    {
+        return Err(fail(
+            check,
+            format!("listing the prefix did not show the held lease: {listed:?}"),
+        ));
+    }
+    let other = format!("{key}/other");
+    if store
+        .list(&other)
+        .await
+        .map_err(source(check))?
+        .iter()
+        .any(|l| l.key == key)
+    {
+        return Err(fail(check, "listing a longer prefix showed a shorter key"));
     }
     tokio::time::sleep(ttl + Duration::from_millis(300)).await;
     let taken = store

@@ -63,6 +63,14 @@ pub trait LeaseStore: Send + Sync + 'static {
     ///
     /// A [`SourceError`] from the store.
     async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError>;
+
+    /// Every lease whose key starts with `prefix`, held or expired, with `expires` on this
+    /// process's clock. A coordinator reads it to count live workers and balance shards.
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`] from the store.
+    async fn list(&self, prefix: &str) -> Result<Vec<Lease>, SourceError>;
 }
 
 /// Leases in memory.
@@ -114,6 +122,15 @@ impl LeaseStore for InMemoryLeases {
         }
         Ok(())
     }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Lease>, SourceError> {
+        let leases = self.leases.lock();
+        Ok(leases
+            .values()
+            .filter(|lease| lease.key.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
 }
 
 #[async_trait]
@@ -128,5 +145,8 @@ impl<L: LeaseStore + ?Sized> LeaseStore for std::sync::Arc<L> {
     }
     async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError> {
         (**self).release(key, owner).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<Lease>, SourceError> {
+        (**self).list(prefix).await
     }
 }

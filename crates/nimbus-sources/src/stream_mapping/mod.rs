@@ -101,11 +101,22 @@ struct Shared {
     leases: Arc<dyn LeaseStore>,
     on_failure: Option<Arc<dyn FailureDestination>>,
     metrics: Mutex<HashMap<ShardId, ShardMetrics>>,
-    running: Mutex<HashSet<ShardId>>,
+    running: Mutex<HashMap<ShardId, Reader>>,
     shard_done: tokio::sync::Notify,
     cancel: CancellationToken,
     tasks: TaskTracker,
     stopped_rounds: AtomicU64,
+}
+
+/// Lease keys of live workers are `<mapping>/<WORKERS><owner>`; shard leases `<mapping>/<shard>`.
+const WORKERS: &str = "~worker/";
+
+/// A shard reader that is running.
+struct Reader {
+    /// Stops this reader alone (a child of the mapping's token).
+    cancel: CancellationToken,
+    /// When its lease was last renewed.
+    renewed: tokio::time::Instant,
 }
 
 /// A running stream mapping.
@@ -228,7 +239,7 @@ impl StreamMapping {
             leases: parts.leases,
             on_failure: parts.on_failure,
             metrics: Mutex::new(HashMap::new()),
-            running: Mutex::new(HashSet::new()),
+            running: Mutex::new(HashMap::new()),
             shard_done: tokio::sync::Notify::new(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -292,6 +303,22 @@ struct Progress {
     prefix: usize,
 }
 
+/// The bookkeeping of one round, shared by its lanes.
+struct Round {
+    progress: Mutex<Progress>,
+    /// The last checkpoint written; held while writing, so checkpoints go out in order.
+    checkpointing: tokio::sync::Mutex<Option<Sequence>>,
+}
+
+impl Round {
+    fn new(records: &[StreamRecord]) -> Self {
+        Self {
+            progress: Mutex::new(Progress::new(records)),
+            checkpointing: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
 impl Progress {
     fn new(records: &[StreamRecord]) -> Self {
         Self {
@@ -325,41 +352,142 @@ impl Shared {
         format!("{}/{}", self.name, shard)
     }
 
-    /// Lists shards, leases the ready ones, starts their readers; renews leases on a heartbeat.
+    /// The key under which this worker says it is alive.
+    fn worker_key(&self) -> String {
+        format!("{}/{WORKERS}{}", self.name, self.config.owner)
+    }
+
+    /// Lists shards and balances them on a heartbeat (a third of the lease TTL), and at once
+    /// when shards change, a reader ends, or a lease it waits for expires. Gives its worker
+    /// lease back when the mapping stops; readers give back theirs as they end.
     async fn coordinate(self: Arc<Self>) {
         let heartbeat = self.config.lease_ttl / 3;
         let mut failures = 0u32;
         loop {
-            match self.source.shards().await {
-                Ok(shards) => {
+            let balanced = match self.source.shards().await {
+                Ok(shards) => self.balance(&shards).await,
+                Err(error) => Err(error),
+            };
+            let mut wait = heartbeat;
+            match balanced {
+                Ok(next_expiry) => {
                     failures = 0;
-                    self.start_ready(&shards).await;
+                    if let Some(next) = next_expiry {
+                        // A little past the expiry, so the store agrees it is over.
+                        wait = wait.min(next + Duration::from_millis(20));
+                    }
                 }
                 Err(error) => {
                     failures += 1;
-                    tracing::warn!(mapping = %self.name, %error, "listing shards failed");
+                    wait = Backoff::throttles().delay(failures).min(heartbeat);
+                    tracing::warn!(mapping = %self.name, %error, "balancing shards failed");
                 }
             }
-            let retry = if failures > 0 {
-                Backoff::throttles().delay(failures).min(heartbeat)
-            } else {
-                heartbeat
-            };
             tokio::select! {
                 () = self.source.shards_changed() => {}
                 () = self.shard_done.notified() => {}
-                () = tokio::time::sleep(retry) => {}
-                () = self.cancel.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+                () = self.cancel.cancelled() => break,
             }
         }
+        let _ = self
+            .leases
+            .release(&self.worker_key(), &self.config.owner)
+            .await;
     }
 
-    async fn start_ready(self: &Arc<Self>, shards: &[ShardInfo]) {
-        let known: HashSet<&str> = shards.iter().map(|s| &*s.id).collect();
-        for shard in shards {
-            if self.cancel.is_cancelled() {
-                return;
+    /// One round of balancing: says this worker is alive, renews the leases of running shards
+    /// (stopping a reader whose lease is lost), gives back shards above the fair share
+    /// (ready shards ÷ live workers, rounded up) and takes free ready shards up to it. Returns
+    /// how long until a lease held elsewhere expires, when this worker wants more shards.
+    async fn balance(
+        self: &Arc<Self>,
+        shards: &[ShardInfo],
+    ) -> Result<Option<Duration>, crate::error::SourceError> {
+        let (owner, ttl) = (&self.config.owner, self.config.lease_ttl);
+        self.leases.acquire(&self.worker_key(), owner, ttl).await?;
+        let prefix = format!("{}/", self.name);
+        let workers_prefix = format!("{prefix}{WORKERS}");
+        let listed = self.leases.list(&prefix).await?;
+        let now = tokio::time::Instant::now();
+        let workers = listed
+            .iter()
+            .filter(|l| l.key.starts_with(&workers_prefix) && l.expires > now)
+            .count()
+            .max(1);
+        let held_elsewhere: HashMap<&str, tokio::time::Instant> = listed
+            .iter()
+            .filter(|l| &l.owner != owner && l.expires > now)
+            .map(|l| (l.key.as_str(), l.expires))
+            .collect();
+
+        let ready = self.ready_shards(shards).await;
+        let fair = ready.len().div_ceil(workers);
+
+        let running: Vec<(ShardId, CancellationToken, tokio::time::Instant)> = self
+            .running
+            .lock()
+            .iter()
+            .filter(|(_, reader)| !reader.cancel.is_cancelled())
+            .map(|(id, reader)| (Arc::clone(id), reader.cancel.clone(), reader.renewed))
+            .collect();
+        let mut kept = Vec::new();
+        for (id, cancel, renewed) in running {
+            match self.leases.acquire(&self.lease_key(&id), owner, ttl).await {
+                Ok(Some(_)) => {
+                    if let Some(reader) = self.running.lock().get_mut(&id) {
+                        reader.renewed = now;
+                    }
+                    kept.push(cancel);
+                }
+                Ok(None) => {
+                    tracing::warn!(mapping = %self.name, shard = %id, "lease lost; stopping the reader");
+                    cancel.cancel();
+                }
+                // Unsure whether the lease still holds: keep reading until it would have expired.
+                Err(error) if now < renewed + ttl => {
+                    tracing::warn!(mapping = %self.name, shard = %id, %error, "renewing a lease failed");
+                    kept.push(cancel);
+                }
+                Err(_) => cancel.cancel(),
             }
+        }
+        // Above the fair share: stop the surplus; their readers give the leases back.
+        for cancel in kept.iter().skip(fair) {
+            cancel.cancel();
+        }
+        let mut held = kept.len().min(fair);
+        let mut next_expiry: Option<Duration> = None;
+        for (shard, checkpoint) in ready {
+            if held >= fair || self.cancel.is_cancelled() {
+                break;
+            }
+            if self.running.lock().contains_key(&shard.id) {
+                continue;
+            }
+            let key = self.lease_key(&shard.id);
+            if let Some(expires) = held_elsewhere.get(key.as_str()) {
+                let left = expires.saturating_duration_since(now);
+                next_expiry = Some(next_expiry.map_or(left, |n| n.min(left)));
+                continue;
+            }
+            if let Ok(Some(_)) = self.leases.acquire(&key, owner, ttl).await {
+                held += 1;
+                self.start_reader(Arc::clone(&shard.id), checkpoint, now);
+            }
+        }
+        Ok(if held < fair { next_expiry } else { None })
+    }
+
+    /// Shards that may be read now, with their checkpoints: not finished, and every parent the
+    /// source still knows of finished.
+    async fn ready_shards<'a>(
+        &self,
+        shards: &'a [ShardInfo],
+    ) -> Vec<(&'a ShardInfo, Option<Checkpoint>)> {
+        let known: HashSet<&str> = shards.iter().map(|s| &*s.id).collect();
+        let mut ready = Vec::new();
+        for shard in shards {
             let checkpoint = self
                 .checkpoints
                 .get(&self.name, &shard.id)
@@ -367,64 +495,58 @@ impl Shared {
                 .ok()
                 .flatten();
             if checkpoint == Some(Checkpoint::ShardEnd) {
-                self.metrics
-                    .lock()
-                    .entry(Arc::clone(&shard.id))
-                    .or_default()
-                    .finished = true;
-                continue;
-            }
-            let running = self.running.lock().contains(&shard.id);
-            // Renew the lease of a running shard; take it for a new one.
-            let lease = self
-                .leases
-                .acquire(
-                    &self.lease_key(&shard.id),
-                    &self.config.owner,
-                    self.config.lease_ttl,
-                )
-                .await;
-            if running || !matches!(lease, Ok(Some(_))) {
+                self.shard_metrics(&shard.id, |m| m.finished = true);
                 continue;
             }
             let mut parents_done = true;
-            for parent in &shard.parents {
-                if !known.contains(&**parent) {
-                    continue; // gone from the source (expired): nothing left to read
-                }
+            for parent in shard.parents.iter().filter(|p| known.contains(&***p)) {
+                // A parent gone from the source (expired) has nothing left to read.
                 let done = self
                     .checkpoints
                     .get(&self.name, parent)
                     .await
                     .ok()
                     .flatten();
-                if done != Some(Checkpoint::ShardEnd) {
-                    parents_done = false;
-                }
+                parents_done &= done == Some(Checkpoint::ShardEnd);
             }
-            if !parents_done {
-                let _ = self
-                    .leases
-                    .release(&self.lease_key(&shard.id), &self.config.owner)
-                    .await;
-                continue;
+            if parents_done {
+                ready.push((shard, checkpoint));
             }
-            self.running.lock().insert(Arc::clone(&shard.id));
-            let this = Arc::clone(self);
-            let id = Arc::clone(&shard.id);
-            self.tasks.spawn(async move {
-                this.read_shard(Arc::clone(&id), checkpoint).await;
-                let _ = this
-                    .leases
-                    .release(&this.lease_key(&id), &this.config.owner)
-                    .await;
-                this.running.lock().remove(&id);
-                this.shard_done.notify_one();
-            });
         }
+        ready
     }
 
-    async fn read_shard(self: &Arc<Self>, shard: ShardId, checkpoint: Option<Checkpoint>) {
+    /// Starts the reader of a leased shard; when it ends, its lease is given back.
+    fn start_reader(
+        self: &Arc<Self>,
+        id: ShardId,
+        checkpoint: Option<Checkpoint>,
+        renewed: tokio::time::Instant,
+    ) {
+        let cancel = self.cancel.child_token();
+        let reader = Reader {
+            cancel: cancel.clone(),
+            renewed,
+        };
+        self.running.lock().insert(Arc::clone(&id), reader);
+        let this = Arc::clone(self);
+        self.tasks.spawn(async move {
+            this.read_shard(Arc::clone(&id), checkpoint, &cancel).await;
+            let _ = this
+                .leases
+                .release(&this.lease_key(&id), &this.config.owner)
+                .await;
+            this.running.lock().remove(&id);
+            this.shard_done.notify_one();
+        });
+    }
+
+    async fn read_shard(
+        self: &Arc<Self>,
+        shard: ShardId,
+        checkpoint: Option<Checkpoint>,
+        cancel: &CancellationToken,
+    ) {
         let mut position = match checkpoint {
             Some(Checkpoint::At(sequence)) => Position::After(sequence),
             _ => self.config.starting_position,
@@ -436,7 +558,7 @@ impl Shared {
         let round = self.config.batch_size * self.config.parallelization_factor as usize;
         let mut failures = 0u32;
         loop {
-            if self.cancel.is_cancelled() {
+            if cancel.is_cancelled() {
                 return;
             }
             let mut wait = self.config.poll_wait;
@@ -445,7 +567,7 @@ impl Shared {
             }
             let read = tokio::select! {
                 read = self.source.read(&shard, position, round, wait) => read,
-                () = self.cancel.cancelled() => return,
+                () = cancel.cancelled() => return,
             };
             let mut read = match read {
                 Ok(read) => {
@@ -457,7 +579,7 @@ impl Shared {
                     tracing::warn!(mapping = %self.name, %shard, %error, "reading a shard failed");
                     tokio::select! {
                         () = tokio::time::sleep(Backoff::throttles().delay(failures).min(Duration::from_secs(30))) => continue,
-                        () = self.cancel.cancelled() => return,
+                        () = cancel.cancelled() => return,
                     }
                 }
             };
@@ -474,7 +596,7 @@ impl Shared {
                     }
                     let more = tokio::select! {
                         more = self.source.read(&shard, read.next, round - read.records.len(), left) => more,
-                        () = self.cancel.cancelled() => break,
+                        () = cancel.cancelled() => break,
                     };
                     match more {
                         Ok(more) => {
@@ -490,9 +612,9 @@ impl Shared {
                 let count = read.records.len() as u64;
                 self.shard_metrics(&shard, |m| m.checkpoint_lag = count);
                 let done = if self.config.tumbling_window.is_zero() {
-                    self.process_round(&shard, read.records).await
+                    self.process_round(&shard, read.records, cancel).await
                 } else {
-                    self.process_windowed(&shard, read.records, &mut window)
+                    self.process_windowed(&shard, read.records, &mut window, cancel)
                         .await
                 };
                 if matches!(done, Done::Stopped) {
@@ -504,7 +626,10 @@ impl Shared {
             // A window whose time is up closes even when no record arrives.
             if let Some((_, end)) = window.bounds {
                 if (read.shard_ended || stream_now() >= end)
-                    && matches!(self.close_window(&shard, &mut window).await, Done::Stopped)
+                    && matches!(
+                        self.close_window(&shard, &mut window, cancel).await,
+                        Done::Stopped
+                    )
                 {
                     return;
                 }
@@ -525,9 +650,13 @@ impl Shared {
     }
 
     /// Lanes by partition key, each running its batches in order; rounds end when all do.
-    async fn process_round(self: &Arc<Self>, shard: &ShardId, records: Vec<StreamRecord>) -> Done {
-        let progress = Arc::new(Mutex::new(Progress::new(&records)));
-        let checkpointing = Arc::new(tokio::sync::Mutex::new(None::<Sequence>));
+    async fn process_round(
+        self: &Arc<Self>,
+        shard: &ShardId,
+        records: Vec<StreamRecord>,
+        cancel: &CancellationToken,
+    ) -> Done {
+        let round = Arc::new(Round::new(&records));
         let factor = self.config.parallelization_factor as u128;
         let mut lanes: Vec<Vec<StreamRecord>> = vec![Vec::new(); factor as usize];
         for record in records {
@@ -537,11 +666,12 @@ impl Shared {
         let mut running = tokio::task::JoinSet::new();
         for lane in lanes.into_iter().filter(|l| !l.is_empty()) {
             let (this, shard) = (Arc::clone(self), Arc::clone(shard));
-            let (progress, checkpointing) = (Arc::clone(&progress), Arc::clone(&checkpointing));
+            let round = Arc::clone(&round);
+            let cancel = cancel.clone();
             running.spawn(async move {
                 for batch in lane.chunks(this.config.batch_size) {
                     let done = this
-                        .process_batch(&shard, batch.to_vec(), None, &progress, &checkpointing)
+                        .process_batch(&shard, batch.to_vec(), None, &round, &cancel)
                         .await;
                     if matches!(done, Done::Stopped) {
                         return Done::Stopped;
@@ -567,9 +697,9 @@ impl Shared {
         shard: &ShardId,
         records: Vec<StreamRecord>,
         window: &mut Window,
+        cancel: &CancellationToken,
     ) -> Done {
-        let progress = Arc::new(Mutex::new(Progress::new(&records)));
-        let checkpointing = Arc::new(tokio::sync::Mutex::new(None::<Sequence>));
+        let round = Arc::new(Round::new(&records));
         let mut rest = records.as_slice();
         while let Some(first) = rest.first() {
             let bounds = window_of(first.arrived_at, self.config.tumbling_window);
@@ -579,7 +709,10 @@ impl Shared {
                 .take_while(|r| window_of(r.arrived_at, self.config.tumbling_window) == bounds)
                 .count();
             if window.bounds.is_some_and(|b| b != bounds)
-                && matches!(self.close_window(shard, window).await, Done::Stopped)
+                && matches!(
+                    self.close_window(shard, window, cancel).await,
+                    Done::Stopped
+                )
             {
                 return Done::Stopped;
             }
@@ -587,14 +720,8 @@ impl Shared {
             let (batch, tail) = rest.split_at(len);
             rest = tail;
             if matches!(
-                self.process_batch(
-                    shard,
-                    batch.to_vec(),
-                    Some(window),
-                    &progress,
-                    &checkpointing
-                )
-                .await,
+                self.process_batch(shard, batch.to_vec(), Some(window), &round, cancel,)
+                    .await,
                 Done::Stopped
             ) {
                 return Done::Stopped;
@@ -604,7 +731,12 @@ impl Shared {
     }
 
     /// The final invocation of a window: no records, the state, `is_final`.
-    async fn close_window(self: &Arc<Self>, shard: &ShardId, window: &mut Window) -> Done {
+    async fn close_window(
+        self: &Arc<Self>,
+        shard: &ShardId,
+        window: &mut Window,
+        cancel: &CancellationToken,
+    ) -> Done {
         let Some((start, end)) = window.bounds.take() else {
             return Done::Finished;
         };
@@ -632,7 +764,7 @@ impl Shared {
                         tracing::error!(mapping = %self.name, %shard, %error, "final window invocation failed; window state dropped");
                         break;
                     }
-                    if !self.pause(attempts).await {
+                    if !self.pause(attempts, cancel).await {
                         return Done::Stopped;
                     }
                 }
@@ -655,10 +787,10 @@ impl Shared {
     }
 
     /// Waits before retry `attempt`; false if the mapping stops meanwhile.
-    async fn pause(&self, attempt: u32) -> bool {
+    async fn pause(&self, attempt: u32, cancel: &CancellationToken) -> bool {
         tokio::select! {
             () = tokio::time::sleep(self.config.retry_backoff.delay(attempt)) => true,
-            () = self.cancel.cancelled() => false,
+            () = cancel.cancelled() => false,
         }
     }
 
@@ -668,8 +800,8 @@ impl Shared {
         shard: &ShardId,
         batch: Vec<StreamRecord>,
         mut window: Option<&mut Window>,
-        progress: &Mutex<Progress>,
-        checkpointing: &tokio::sync::Mutex<Option<Sequence>>,
+        round: &Round,
+        cancel: &CancellationToken,
     ) -> Done {
         // (records, failed attempts so far); bisect halves start from zero, as splits do not
         // count as retries.
@@ -677,7 +809,7 @@ impl Shared {
         while let Some((mut records, mut attempts)) = pending.pop_front() {
             let mut last_error: Option<ErrorInfo> = None;
             loop {
-                if self.cancel.is_cancelled() {
+                if cancel.is_cancelled() {
                     return Done::Stopped;
                 }
                 if let Some(max_age) = self.config.max_record_age {
@@ -693,8 +825,8 @@ impl Shared {
                                 expired,
                                 StreamCondition::RecordAgeExceeded,
                                 last_error.clone(),
-                                progress,
-                                checkpointing
+                                round,
+                                cancel,
                             )
                             .await,
                             Done::Stopped
@@ -751,7 +883,7 @@ impl Shared {
                     }
                     Err(InvokeError::Throttled(_)) => {
                         // Throttles are not the batch's fault: wait and retry, uncounted.
-                        if !self.pause(1).await {
+                        if !self.pause(1, cancel).await {
                             return Done::Stopped;
                         }
                         continue;
@@ -767,8 +899,7 @@ impl Shared {
                 let Some(first_failed) = failed_from else {
                     let n = records.len() as u64;
                     self.shard_metrics(shard, |m| m.records += n);
-                    self.finished(shard, &records, progress, checkpointing)
-                        .await;
+                    self.finished(shard, &records, round).await;
                     break;
                 };
                 // Records before the first failure are done: checkpoint just before it.
@@ -776,8 +907,7 @@ impl Shared {
                 if !records.is_empty() {
                     let n = records.len() as u64;
                     self.shard_metrics(shard, |m| m.records += n);
-                    self.finished(shard, &records, progress, checkpointing)
-                        .await;
+                    self.finished(shard, &records, round).await;
                 }
                 records = rest;
                 if last_error.is_none() {
@@ -806,8 +936,8 @@ impl Shared {
                             records,
                             StreamCondition::RetryAttemptsExhausted,
                             last_error,
-                            progress,
-                            checkpointing
+                            round,
+                            cancel,
                         )
                         .await,
                         Done::Stopped
@@ -816,7 +946,7 @@ impl Shared {
                     }
                     break;
                 }
-                if !self.pause(attempts).await {
+                if !self.pause(attempts, cancel).await {
                     return Done::Stopped;
                 }
             }
@@ -831,8 +961,8 @@ impl Shared {
         records: Vec<StreamRecord>,
         condition: StreamCondition,
         error: Option<ErrorInfo>,
-        progress: &Mutex<Progress>,
-        checkpointing: &tokio::sync::Mutex<Option<Sequence>>,
+        round: &Round,
+        cancel: &CancellationToken,
     ) -> Done {
         let Some(destination) = &self.on_failure else {
             // Validation requires a destination whenever records can be given up; should one
@@ -864,7 +994,7 @@ impl Shared {
                     attempts += 1;
                     tracing::warn!(mapping = %self.name, %shard, reason = %refused.reason, "on-failure destination refused records; retrying");
                     failure = refused.value;
-                    if !self.pause(attempts).await {
+                    if !self.pause(attempts, cancel).await {
                         return Done::Stopped;
                     }
                 }
@@ -872,24 +1002,18 @@ impl Shared {
         }
         let n = sent.len() as u64;
         self.shard_metrics(shard, |m| m.sent_to_on_failure += n);
-        self.finished(shard, &sent, progress, checkpointing).await;
+        self.finished(shard, &sent, round).await;
         Done::Finished
     }
 
     /// Marks records finished and moves the checkpoint over the finished prefix.
-    async fn finished(
-        &self,
-        shard: &ShardId,
-        records: &[StreamRecord],
-        progress: &Mutex<Progress>,
-        checkpointing: &tokio::sync::Mutex<Option<Sequence>>,
-    ) {
+    async fn finished(&self, shard: &ShardId, records: &[StreamRecord], round: &Round) {
         let (checkpoint, lag) = {
-            let mut p = progress.lock();
+            let mut p = round.progress.lock();
             (p.finish(records), p.unfinished())
         };
         let Some(sequence) = checkpoint else { return };
-        let mut last = checkpointing.lock().await;
+        let mut last = round.checkpointing.lock().await;
         if last.is_some_and(|l| l >= sequence) {
             return;
         }

@@ -615,10 +615,71 @@ async fn leases_split_shards_between_owners_without_duplicates() {
         200,
         "every record once: a shard is read by one owner at a time"
     );
-    // The first owner to list took every free shard; the other waits for a lease to free up.
+    // The first owner to list took every free shard; the records were handled before its next
+    // heartbeat could give half of them to the other owner.
     let shards_a: std::collections::HashSet<_> = log1.lock().iter().map(|e| e.0.clone()).collect();
     let shards_b: std::collections::HashSet<_> = log2.lock().iter().map(|e| e.0.clone()).collect();
     assert!(shards_a.is_disjoint(&shards_b));
+    a.stop(Duration::from_secs(1)).await;
+    b.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shards_are_rebalanced_evenly_as_workers_join_and_leave() {
+    let rt = runtime();
+    let stream = Arc::new(InMemoryStream::new(StreamConfig::default().with_shards(8)).unwrap());
+    let checkpoints: Arc<InMemoryCheckpoints> = Arc::new(InMemoryCheckpoints::new());
+    let leases = Arc::new(nimbus_sources::InMemoryLeases::new());
+    let start = |owner: &'static str, function: StreamFunction| {
+        StreamMapping::start(
+            stream.clone(),
+            function,
+            StreamMappingParts::in_memory()
+                .with_checkpoints(checkpoints.clone())
+                .with_leases(leases.clone()),
+            StreamMappingConfig::new("shared").with_owner(owner),
+        )
+        .unwrap()
+    };
+    let running = |m: &StreamMapping| m.metrics().shards_running;
+    let (fa, log_a) = recorder(&rt, "owner-a", 0).await;
+    let (fb, log_b) = recorder(&rt, "owner-b", 0).await;
+    let (fc, log_c) = recorder(&rt, "owner-c", 0).await;
+
+    let a = start("a", fa);
+    eventually(LIMIT, || running(&a) == 8).await;
+    let b = start("b", fb);
+    eventually(LIMIT, || running(&a) == 4 && running(&b) == 4).await;
+    let c = start("c", fc);
+    eventually(LIMIT, || {
+        let mut counts = [running(&a), running(&b), running(&c)];
+        counts.sort_unstable();
+        counts == [2, 3, 3]
+    })
+    .await;
+    for i in 0..400 {
+        stream.put(&format!("k{i}"), format!("r{i}")).unwrap();
+    }
+    eventually(LIMIT, || {
+        a.metrics().records + b.metrics().records + c.metrics().records >= 400
+    })
+    .await;
+
+    // A worker that stops gives its shards back; the others share them again.
+    assert!(c.stop(Duration::from_secs(1)).await);
+    eventually(LIMIT, || running(&a) == 4 && running(&b) == 4).await;
+    for i in 400..600 {
+        stream.put(&format!("k{i}"), format!("r{i}")).unwrap();
+    }
+    eventually(LIMIT, || {
+        let mut all = handled(&log_a);
+        all.extend(handled(&log_b));
+        all.extend(handled(&log_c));
+        all.sort();
+        all.dedup();
+        all.len() == 600
+    })
+    .await;
     a.stop(Duration::from_secs(1)).await;
     b.stop(Duration::from_secs(1)).await;
 }
