@@ -37,8 +37,8 @@ pub use config::StreamMappingConfig;
 
 use crate::error::ConfigError;
 use crate::stream::{
-    hash_key, stream_now, Checkpoint, CheckpointStore, LeaseStore, Position, Sequence, ShardId,
-    ShardInfo, StreamRecord, StreamSource,
+    hash_key, stream_now, Checkpoint, CheckpointStore, Lease, LeaseStore, Position, Sequence,
+    ShardId, ShardInfo, StreamRecord, StreamSource,
 };
 
 /// The function a stream mapping invokes.
@@ -113,8 +113,12 @@ const WORKERS: &str = "~worker/";
 
 /// A shard reader that is running.
 struct Reader {
-    /// Stops this reader alone (a child of the mapping's token).
+    /// Stops this reader alone, between batches (a child of the mapping's token): its lease
+    /// was lost.
     cancel: CancellationToken,
+    /// Stops this reader after the round in hand, so that nothing handled is left behind the
+    /// checkpoint: it gives the shard to another worker.
+    hand_off: CancellationToken,
     /// When its lease was last renewed.
     renewed: tokio::time::Instant,
 }
@@ -399,7 +403,8 @@ impl Shared {
     /// One round of balancing: says this worker is alive, renews the leases of running shards
     /// (stopping a reader whose lease is lost), gives back shards above the fair share
     /// (ready shards ÷ live workers, rounded up) and takes free ready shards up to it. Returns
-    /// how long until a lease held elsewhere expires, when this worker wants more shards.
+    /// how long until the next lease that matters expires: another worker's, or, when this
+    /// worker wants more shards, a shard lease held elsewhere.
     async fn balance(
         self: &Arc<Self>,
         shards: &[ShardInfo],
@@ -410,11 +415,17 @@ impl Shared {
         let workers_prefix = format!("{prefix}{WORKERS}");
         let listed = self.leases.list(&prefix).await?;
         let now = tokio::time::Instant::now();
-        let workers = listed
+        let live_workers: Vec<&Lease> = listed
             .iter()
             .filter(|l| l.key.starts_with(&workers_prefix) && l.expires > now)
-            .count()
-            .max(1);
+            .collect();
+        let workers = live_workers.len().max(1);
+        // When another worker's lease expires (it died), the fair share grows: look again then.
+        let mut next_expiry: Option<Duration> = live_workers
+            .iter()
+            .filter(|l| &l.owner != owner)
+            .map(|l| l.expires.saturating_duration_since(now))
+            .min();
         let held_elsewhere: HashMap<&str, tokio::time::Instant> = listed
             .iter()
             .filter(|l| &l.owner != owner && l.expires > now)
@@ -424,21 +435,37 @@ impl Shared {
         let ready = self.ready_shards(shards).await;
         let fair = ready.len().div_ceil(workers);
 
-        let running: Vec<(ShardId, CancellationToken, tokio::time::Instant)> = self
+        type Snapshot = (
+            ShardId,
+            CancellationToken,
+            CancellationToken,
+            tokio::time::Instant,
+        );
+        let running: Vec<Snapshot> = self
             .running
             .lock()
             .iter()
-            .filter(|(_, reader)| !reader.cancel.is_cancelled())
-            .map(|(id, reader)| (Arc::clone(id), reader.cancel.clone(), reader.renewed))
+            .filter(|(_, r)| !r.cancel.is_cancelled())
+            .map(|(id, r)| {
+                (
+                    Arc::clone(id),
+                    r.cancel.clone(),
+                    r.hand_off.clone(),
+                    r.renewed,
+                )
+            })
             .collect();
         let mut kept = Vec::new();
-        for (id, cancel, renewed) in running {
+        for (id, cancel, hand_off, renewed) in running {
             match self.leases.acquire(&self.lease_key(&id), owner, ttl).await {
                 Ok(Some(_)) => {
                     if let Some(reader) = self.running.lock().get_mut(&id) {
                         reader.renewed = now;
                     }
-                    kept.push(cancel);
+                    // A reader handing off keeps its lease until its round is done.
+                    if !hand_off.is_cancelled() {
+                        kept.push(hand_off);
+                    }
                 }
                 Ok(None) => {
                     tracing::warn!(mapping = %self.name, shard = %id, "lease lost; stopping the reader");
@@ -447,17 +474,18 @@ impl Shared {
                 // Unsure whether the lease still holds: keep reading until it would have expired.
                 Err(error) if now < renewed + ttl => {
                     tracing::warn!(mapping = %self.name, shard = %id, %error, "renewing a lease failed");
-                    kept.push(cancel);
+                    kept.push(hand_off);
                 }
                 Err(_) => cancel.cancel(),
             }
         }
-        // Above the fair share: stop the surplus; their readers give the leases back.
-        for cancel in kept.iter().skip(fair) {
-            cancel.cancel();
+        // Above the fair share: hand the surplus off; their readers finish the round in hand
+        // and give the leases back.
+        for hand_off in kept.iter().skip(fair) {
+            hand_off.cancel();
         }
         let mut held = kept.len().min(fair);
-        let mut next_expiry: Option<Duration> = None;
+        let mut next_shard_expiry: Option<Duration> = None;
         for (shard, checkpoint) in ready {
             if held >= fair || self.cancel.is_cancelled() {
                 break;
@@ -468,7 +496,7 @@ impl Shared {
             let key = self.lease_key(&shard.id);
             if let Some(expires) = held_elsewhere.get(key.as_str()) {
                 let left = expires.saturating_duration_since(now);
-                next_expiry = Some(next_expiry.map_or(left, |n| n.min(left)));
+                next_shard_expiry = Some(next_shard_expiry.map_or(left, |n| n.min(left)));
                 continue;
             }
             if let Ok(Some(_)) = self.leases.acquire(&key, owner, ttl).await {
@@ -476,7 +504,13 @@ impl Shared {
                 self.start_reader(Arc::clone(&shard.id), checkpoint, now);
             }
         }
-        Ok(if held < fair { next_expiry } else { None })
+        if held < fair {
+            next_expiry = match (next_expiry, next_shard_expiry) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(next_expiry)
     }
 
     /// Shards that may be read now, with their checkpoints: not finished, and every parent the
@@ -524,14 +558,17 @@ impl Shared {
         renewed: tokio::time::Instant,
     ) {
         let cancel = self.cancel.child_token();
+        let hand_off = CancellationToken::new();
         let reader = Reader {
             cancel: cancel.clone(),
+            hand_off: hand_off.clone(),
             renewed,
         };
         self.running.lock().insert(Arc::clone(&id), reader);
         let this = Arc::clone(self);
         self.tasks.spawn(async move {
-            this.read_shard(Arc::clone(&id), checkpoint, &cancel).await;
+            this.read_shard(Arc::clone(&id), checkpoint, &cancel, &hand_off)
+                .await;
             let _ = this
                 .leases
                 .release(&this.lease_key(&id), &this.config.owner)
@@ -546,6 +583,7 @@ impl Shared {
         shard: ShardId,
         checkpoint: Option<Checkpoint>,
         cancel: &CancellationToken,
+        hand_off: &CancellationToken,
     ) {
         let mut position = match checkpoint {
             Some(Checkpoint::At(sequence)) => Position::After(sequence),
@@ -558,7 +596,7 @@ impl Shared {
         let round = self.config.batch_size * self.config.parallelization_factor as usize;
         let mut failures = 0u32;
         loop {
-            if cancel.is_cancelled() {
+            if cancel.is_cancelled() || hand_off.is_cancelled() {
                 return;
             }
             let mut wait = self.config.poll_wait;
@@ -568,6 +606,7 @@ impl Shared {
             let read = tokio::select! {
                 read = self.source.read(&shard, position, round, wait) => read,
                 () = cancel.cancelled() => return,
+                () = hand_off.cancelled() => return,
             };
             let mut read = match read {
                 Ok(read) => {
