@@ -12,6 +12,9 @@ pub enum PostgresError {
     /// An invalid setting.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The database answered in a way the adapter did not expect.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
 }
 
 impl From<PostgresError> for SourceError {

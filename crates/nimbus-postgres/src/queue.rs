@@ -108,21 +108,42 @@ impl PostgresQueue {
     ///
     /// A database error.
     pub async fn send(&self, body: &[u8]) -> Result<MessageId, PostgresError> {
+        let ids = self.send_batch(&[body]).await?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| PostgresError::Unexpected("the insert returned no id".to_owned()))
+    }
+
+    /// Sends several messages in one statement (one transaction, one notification); returns
+    /// their ids in order.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn send_batch(&self, bodies: &[&[u8]]) -> Result<Vec<MessageId>, PostgresError> {
+        if bodies.is_empty() {
+            return Ok(Vec::new());
+        }
         let client = self.db.client().await?;
-        let row = client
-            .query_one(
+        // PostgreSQL delivers one notification per channel and payload per transaction, so
+        // the pollers wake once for the whole batch.
+        let rows = client
+            .query(
                 &format!(
-                    "INSERT INTO {} (body) VALUES ($1) RETURNING id",
+                    "WITH ins AS (
+                         INSERT INTO {} (body) SELECT b.body FROM unnest($1::bytea[]) WITH ORDINALITY AS b(body, n)
+                         ORDER BY n RETURNING id)
+                     SELECT ins.id FROM ins CROSS JOIN LATERAL (SELECT pg_notify($2, '')) AS woke
+                     ORDER BY ins.id",
                     self.table()
                 ),
-                &[&body],
+                &[&bodies, &channel(&self.config.name)],
             )
             .await?;
-        client
-            .execute("SELECT pg_notify($1, '')", &[&channel(&self.config.name)])
-            .await?;
-        let id: i64 = row.get(0);
-        Ok(MessageId::number(id as u64))
+        Ok(rows
+            .iter()
+            .map(|row| MessageId::number(row.get::<_, i64>(0) as u64))
+            .collect())
     }
 
     async fn take(&self, max: usize) -> Result<(Vec<Message>, Option<Duration>), PostgresError> {
