@@ -2,6 +2,8 @@
 //! a Tokio mpsc worker pool, apalis `MemoryStorage`), in the same run, on the same events.
 //! criterion benches (`benches/`) stay for the micro level.
 
+#[cfg(feature = "brokers")]
+mod brokers;
 mod plot;
 mod scenarios;
 mod stats;
@@ -32,8 +34,16 @@ pub(crate) enum Scenario {
     Autoscale,
     /// Functions and mappings registered and idle: CPU time and memory.
     Idle,
-    /// Every scenario, in sequence.
+    /// Every scenario above, in sequence (not the broker scenarios, which need services).
     All,
+    /// Redis: the `RedisQueue` adapter through a mapping vs a raw XREADGROUP/XACK loop
+    /// (feature `brokers`).
+    Redis,
+    /// PostgreSQL: the `PostgresQueue` adapter through a mapping vs a raw SKIP LOCKED loop
+    /// (feature `brokers`).
+    Postgres,
+    /// Every broker scenario (feature `brokers`).
+    Brokers,
 }
 
 /// Options of `nimbus bench`.
@@ -54,6 +64,9 @@ pub(crate) struct BenchArgs {
     /// Events per throughput run (default 2,000,000; 200,000 with --quick).
     #[arg(long)]
     events: Option<u64>,
+    /// Messages per broker scenario run (default 50,000; 5,000 with --quick).
+    #[arg(long)]
+    broker_events: Option<u64>,
     /// Arrival rate of the latency scenario, as a fraction of the measured capacity.
     #[arg(long, default_value_t = 0.5)]
     rate_fraction: f64,
@@ -73,9 +86,18 @@ impl BenchArgs {
         if !(1_000..=100_000_000).contains(&events) {
             return Err(format!("--events {events} is outside 1000..=100000000"));
         }
+        let broker_events = self
+            .broker_events
+            .unwrap_or(if self.quick { 5_000 } else { 50_000 });
+        if !(100..=10_000_000).contains(&broker_events) {
+            return Err(format!(
+                "--broker-events {broker_events} is outside 100..=10000000"
+            ));
+        }
         Ok(if self.quick {
             Sizes {
                 events,
+                broker_events,
                 latency_window: Duration::from_millis(500),
                 rate_fraction: self.rate_fraction,
                 autoscale_load: Duration::from_secs(1),
@@ -86,6 +108,7 @@ impl BenchArgs {
         } else {
             Sizes {
                 events,
+                broker_events,
                 latency_window: Duration::from_secs(2),
                 rate_fraction: self.rate_fraction,
                 autoscale_load: Duration::from_secs(3),
@@ -110,6 +133,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
             Scenario::Latency,
             Scenario::Autoscale,
         ],
+        Scenario::Brokers => vec![Scenario::Redis, Scenario::Postgres],
         one => vec![one],
     };
     let progress = ProgressBar::new(scenarios.len() as u64);
@@ -134,7 +158,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
                 curves = Some((c, target));
             }
             Scenario::Idle => rows.extend(scenarios::idle(sizes).await),
-            Scenario::All => {}
+            Scenario::Redis | Scenario::Postgres => {
+                rows.extend(broker(scenario, sizes.broker_events).await?);
+            }
+            Scenario::All | Scenario::Brokers => {}
         }
         progress.inc(1);
     }
@@ -160,9 +187,25 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
+#[cfg(feature = "brokers")]
+async fn broker(scenario: Scenario, n: u64) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    match scenario {
+        Scenario::Redis => brokers::redis(n).await,
+        Scenario::Postgres => brokers::postgres(n).await,
+        _ => Ok(Vec::new()),
+    }
+}
+
+#[cfg(not(feature = "brokers"))]
+async fn broker(_scenario: Scenario, _n: u64) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    Err("broker scenarios need the `brokers` feature: \
+         cargo run --release --features brokers -- bench brokers"
+        .into())
+}
+
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<18} {:<24} {:>10} {:>8} {:>12} {:>9} {:>9} {:>9} {:>9}  notes",
+        "{:<18} {:<30} {:>10} {:>8} {:>12} {:>9} {:>9} {:>9} {:>9}  notes",
         "scenario",
         "system",
         "events",
@@ -187,7 +230,7 @@ fn print_table(rows: &[Row]) {
             })
             .collect();
         println!(
-            "{:<18} {:<24} {:>10} {:>8.3} {:>12} {:>9} {:>9} {:>9} {:>9}  {}",
+            "{:<18} {:<30} {:>10} {:>8.3} {:>12} {:>9} {:>9} {:>9} {:>9}  {}",
             row.scenario,
             row.system,
             row.events,

@@ -18,6 +18,8 @@ use super::stats::{littles_law, rate, scaling_fit, Row};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sizes {
     pub(crate) events: u64,
+    /// Messages per broker scenario run.
+    pub(crate) broker_events: u64,
     pub(crate) latency_window: Duration,
     pub(crate) rate_fraction: f64,
     pub(crate) autoscale_load: Duration,

@@ -1,0 +1,244 @@
+//! Broker scenarios of `nimbus bench` (feature `brokers`): records/s from a preloaded queue on
+//! a real broker through the nimbus adapter and a queue mapping to a no-op function, beside a
+//! raw client loop doing the same receive-then-delete work on the same broker, in the same run.
+//!
+//! Both sides drain the same number of messages in batches of 100 and delete each batch after
+//! it is handled (at-least-once, as the adapters are); the raw loops are one task, the nimbus
+//! side has as many pollers as the mapping scales to.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nimbus::sources::{BatchResponse, QueueBatch, QueueMapping, QueueMappingConfig, QueueSource};
+use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
+
+use super::stats::Row;
+
+type Error = Box<dyn std::error::Error>;
+
+const BATCH: usize = 100;
+
+fn redis_url() -> String {
+    std::env::var("NIMBUS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn postgres_url() -> String {
+    std::env::var("NIMBUS_POSTGRES_URL")
+        .unwrap_or_else(|_| "host=127.0.0.1 user=postgres dbname=test".to_owned())
+}
+
+fn unique(tag: &str) -> String {
+    format!("nimbus_bench_{tag}_{}_{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// Drains `n` messages from `queue` through a mapping to a no-op function; the time from the
+/// mapping's start until it deleted the last one.
+async fn drain_with_mapping(queue: impl QueueSource, n: u64) -> Result<Duration, Error> {
+    let runtime = Runtime::default();
+    let noop = runtime
+        .register(Function::new(
+            "noop",
+            handler_fn(|_batch: QueueBatch, _ctx: Context| async {
+                Ok::<_, FunctionError>(BatchResponse::success())
+            }),
+        ))
+        .await?;
+    let started = Instant::now();
+    let mapping = QueueMapping::start(
+        queue,
+        noop,
+        QueueMappingConfig::new("bench")
+            .with_batch_size(BATCH)
+            .with_batching_window(Duration::from_millis(1)),
+    )?;
+    while mapping.metrics().deleted < n {
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err("the mapping did not drain the queue in 10 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let took = started.elapsed();
+    mapping.stop(Duration::from_secs(5)).await;
+    runtime.shutdown(Duration::from_secs(5)).await;
+    Ok(took)
+}
+
+fn body(i: u64) -> String {
+    format!("{{\"n\":{i}}}")
+}
+
+/// Redis: `RedisQueue` (consumer group) vs a raw redis-rs `XREADGROUP` + `XACK`/`XDEL` loop.
+pub(crate) async fn redis(n: u64) -> Result<Vec<Row>, Error> {
+    use nimbus_redis::{RedisConfig, RedisQueue};
+    let client = redis::Client::open(redis_url())?;
+    let mut con = client.get_multiplexed_async_connection().await.map_err(|e| {
+        format!("Redis at {} is unreachable ({e}); set NIMBUS_REDIS_URL", redis_url())
+    })?;
+    let scenario = "redis/queue";
+
+    // nimbus: preload through the adapter (not timed), then drain.
+    let key = unique("redis");
+    let queue = Arc::new(RedisQueue::connect(RedisConfig::new(redis_url(), &key)).await?);
+    let mut senders = tokio::task::JoinSet::new();
+    for part in 0..16 {
+        let queue = Arc::clone(&queue);
+        senders.spawn(async move {
+            for i in (part..n).step_by(16) {
+                queue.send(body(i).into()).await?;
+            }
+            Ok::<_, nimbus_redis::RedisError>(())
+        });
+    }
+    while let Some(sent) = senders.join_next().await {
+        sent??;
+    }
+    let nimbus = drain_with_mapping(queue, n).await;
+    let _: () = redis::cmd("DEL").arg(&key).arg(format!("{key}:dlq")).query_async(&mut con).await?;
+    let nimbus = nimbus?;
+
+    // Raw: the same messages in a stream read by a consumer group.
+    let key = unique("redis_raw");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("XADD").arg(&key).arg("*").arg("b").arg(body(*i)).ignore();
+        }
+        let _: () = pipe.query_async(&mut con).await?;
+    }
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&key)
+        .arg("raw")
+        .arg("0")
+        .query_async(&mut con)
+        .await?;
+    let started = Instant::now();
+    let mut handled = 0u64;
+    while handled < n {
+        let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("raw")
+            .arg("c")
+            .arg("COUNT")
+            .arg(BATCH)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(">")
+            .query_async(&mut con)
+            .await?;
+        let ids: Vec<String> = reply
+            .keys
+            .into_iter()
+            .flat_map(|k| k.ids.into_iter().map(|entry| entry.id))
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let _: (i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("XACK")
+            .arg(&key)
+            .arg("raw")
+            .arg(&ids)
+            .cmd("XDEL")
+            .arg(&key)
+            .arg(&ids)
+            .query_async(&mut con)
+            .await?;
+        handled += ids.len() as u64;
+    }
+    let raw = started.elapsed();
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut con).await?;
+    Ok(rows(scenario, "RedisQueue", "raw redis-rs XREADGROUP/XACK", n, nimbus, raw))
+}
+
+/// PostgreSQL: `PostgresQueue` vs a raw tokio-postgres `FOR UPDATE SKIP LOCKED` loop (claim a
+/// batch by moving its `visible_at`, then delete it).
+pub(crate) async fn postgres(n: u64) -> Result<Vec<Row>, Error> {
+    use nimbus_postgres::{PostgresConfig, PostgresQueue};
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .map_err(|e| {
+            format!("PostgreSQL at {} is unreachable ({e}); set NIMBUS_POSTGRES_URL", postgres_url())
+        })?;
+    tokio::spawn(connection);
+    let scenario = "postgres/queue";
+    let bodies: Vec<String> = (0..n).map(body).collect();
+
+    let name = unique("pg");
+    let nimbus = async {
+        let queue = PostgresQueue::connect(PostgresConfig::new(postgres_url(), &name)).await?;
+        for chunk in bodies.chunks(1_000) {
+            let chunk: Vec<&[u8]> = chunk.iter().map(|b| b.as_bytes()).collect();
+            queue.send_batch(&chunk).await?;
+        }
+        drain_with_mapping(queue, n).await
+    }
+    .await;
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {name}_queue; DROP TABLE IF EXISTS {name}_dead;"
+        ))
+        .await?;
+    let nimbus = nimbus?;
+
+    let table = unique("pg_raw");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, body BYTEA NOT NULL,
+                 visible_at TIMESTAMPTZ NOT NULL DEFAULT now(), receive_count INT NOT NULL DEFAULT 0)"
+        ))
+        .await?;
+    for chunk in bodies.chunks(1_000) {
+        let chunk: Vec<&[u8]> = chunk.iter().map(|b| b.as_bytes()).collect();
+        client
+            .execute(
+                &format!("INSERT INTO {table} (body) SELECT * FROM unnest($1::bytea[])"),
+                &[&chunk],
+            )
+            .await?;
+    }
+    let claim = client
+        .prepare(&format!(
+            "WITH c AS (SELECT id FROM {table} WHERE visible_at <= now() ORDER BY id
+                        LIMIT {BATCH} FOR UPDATE SKIP LOCKED)
+             UPDATE {table} t SET visible_at = now() + interval '30 seconds',
+                 receive_count = t.receive_count + 1
+             FROM c WHERE t.id = c.id RETURNING t.id, t.body"
+        ))
+        .await?;
+    let delete = client
+        .prepare(&format!("DELETE FROM {table} WHERE id = ANY($1)"))
+        .await?;
+    let started = Instant::now();
+    let mut handled = 0u64;
+    while handled < n {
+        let rows = client.query(&claim, &[]).await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        if ids.is_empty() {
+            continue;
+        }
+        client.execute(&delete, &[&ids]).await?;
+        handled += ids.len() as u64;
+    }
+    let raw = started.elapsed();
+    client.batch_execute(&format!("DROP TABLE {table}")).await?;
+    Ok(rows(scenario, "PostgresQueue", "raw tokio-postgres SKIP LOCKED", n, nimbus, raw))
+}
+
+fn rows(
+    scenario: &str,
+    adapter: &str,
+    raw_name: &str,
+    n: u64,
+    nimbus: Duration,
+    raw: Duration,
+) -> Vec<Row> {
+    let percent = raw.as_secs_f64() / nimbus.as_secs_f64().max(f64::MIN_POSITIVE) * 100.0;
+    vec![
+        Row::throughput(scenario, "nimbus", n, nimbus)
+            .with("adapter", adapter)
+            .with("percent_of_raw", percent.round() as u64),
+        Row::throughput(scenario, raw_name, n, raw),
+    ]
+}
