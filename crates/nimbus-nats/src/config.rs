@@ -14,6 +14,12 @@ const MAX_SUBJECT_LEN: usize = 255;
 /// Bounds of `ack_wait`: SQS's visibility timeout allows up to 12 hours.
 const MIN_ACK_WAIT: Duration = Duration::from_millis(1);
 const MAX_ACK_WAIT: Duration = Duration::from_secs(12 * 3600);
+/// Bounds of `request_timeout`.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bounds of `max_in_flight`; the default is SQS's in-flight limit of a standard queue.
+const MAX_IN_FLIGHT: u32 = 1_000_000;
+const DEFAULT_IN_FLIGHT: u32 = 120_000;
 /// Bounds of `max_receive_count`, as SQS's redrive policy.
 const MAX_RECEIVE_COUNT: u32 = 1000;
 
@@ -49,11 +55,21 @@ pub struct NatsConfig {
     /// How long a received message stays invisible before JetStream delivers it again: the
     /// consumer's `ack_wait`, the queue's visibility timeout (default 30 s, 1 ms to 12 h).
     pub ack_wait: Duration,
+    /// Messages received and not yet acknowledged, across every process of the queue: the
+    /// consumer's `max_ack_pending` (default 120,000, SQS's limit; 1 to 1,000,000). At the
+    /// limit, receives find nothing until some are acknowledged: backpressure, not an error.
+    /// (The server's own default, 1,000, is less than a mapping at full concurrency holds.)
+    pub max_in_flight: u32,
     /// Redrive a message to the dead-letter subject when it is delivered more often than this
     /// (default none: redeliver forever). 1 to 1000.
     pub max_receive_count: Option<u32>,
     /// Where redriven messages are published (default `<subject>.dead`).
     pub dead_letter_subject: Option<String>,
+    /// How long to wait for the server's answer to a request (a fetch beyond its long poll, an
+    /// ack, a nak, a publish, a stream or consumer lookup) before failing it with
+    /// [`nimbus_sources::SourceError::Broker`] (default 5 s, 100 ms to 60 s). A connection that
+    /// drops loses the answers on their way; this bounds how long a poller waits for them.
+    pub request_timeout: Duration,
     /// Create the stream, the consumer and the dead-letter stream when they are missing, and
     /// bring the consumer's `ack_wait` in line with this config (default true). When false,
     /// they must exist and are used as they are.
@@ -70,8 +86,10 @@ impl NatsConfig {
             stream,
             consumer: "nimbus".to_owned(),
             ack_wait: Duration::from_secs(30),
+            max_in_flight: DEFAULT_IN_FLIGHT,
             max_receive_count: None,
             dead_letter_subject: None,
+            request_timeout: Duration::from_secs(5),
             create_if_missing: true,
         }
     }
@@ -97,6 +115,13 @@ impl NatsConfig {
         self
     }
 
+    /// Sets the in-flight limit.
+    #[must_use]
+    pub fn with_max_in_flight(mut self, max: u32) -> Self {
+        self.max_in_flight = max;
+        self
+    }
+
     /// Redrives after this many receives.
     #[must_use]
     pub fn with_max_receive_count(mut self, count: u32) -> Self {
@@ -108,6 +133,13 @@ impl NatsConfig {
     #[must_use]
     pub fn with_dead_letter_subject(mut self, subject: impl Into<String>) -> Self {
         self.dead_letter_subject = Some(subject.into());
+        self
+    }
+
+    /// Sets the request timeout.
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
         self
     }
 
@@ -172,6 +204,22 @@ impl NatsConfig {
                 "ack_wait",
                 self.ack_wait,
                 "1ms..=12h",
+            ));
+        }
+        if !(1..=MAX_IN_FLIGHT).contains(&self.max_in_flight) {
+            return Err(ConfigError::new(
+                SCOPE,
+                "max_in_flight",
+                self.max_in_flight,
+                "1..=1000000",
+            ));
+        }
+        if !(MIN_REQUEST_TIMEOUT..=MAX_REQUEST_TIMEOUT).contains(&self.request_timeout) {
+            return Err(ConfigError::new(
+                SCOPE,
+                "request_timeout",
+                self.request_timeout,
+                "100ms..=60s",
             ));
         }
         if let Some(count) = self.max_receive_count {
@@ -281,6 +329,18 @@ mod tests {
                 .unwrap_err()
                 .field,
             "max_receive_count"
+        );
+        assert_eq!(
+            config().with_max_in_flight(0).validate().unwrap_err().field,
+            "max_in_flight"
+        );
+        assert_eq!(
+            config()
+                .with_request_timeout(Duration::from_millis(10))
+                .validate()
+                .unwrap_err()
+                .field,
+            "request_timeout"
         );
         assert_eq!(
             config()

@@ -6,7 +6,7 @@
 //!
 //! | SQS / nimbus | JetStream |
 //! |---|---|
-//! | `ReceiveMessage` with `WaitTimeSeconds` | pull request; when nothing is there, one the server holds for the wait (`expires`) |
+//! | `ReceiveMessage` with `WaitTimeSeconds` | one pull request, `no_wait` with `expires` = the wait: answered at once with what is there, else held until a message comes or it expires |
 //! | `DeleteMessage` ([`QueueSource::ack`](nimbus_sources::QueueSource::ack)) | `+ACK`, sent as a request so the server confirms it before `ack` returns; the work-queue stream then deletes the message |
 //! | `ChangeMessageVisibility` ([`retry_later`](nimbus_sources::QueueSource::retry_later)) | `-NAK {"delay":<ns>}` (plain `-NAK` for no delay) |
 //! | visibility timeout | the consumer's `ack_wait` |
@@ -25,12 +25,13 @@
 //!
 //! The client reconnects by itself after a connection drops; meanwhile receives and acks fail
 //! with [`SourceError::Broker`](nimbus_sources::SourceError::Broker), which a mapping retries
-//! with backoff. Messages received but not acknowledged come back after `ack_wait`: nothing is
-//! lost, some may be handled twice (at least once, as SQS).
+//! with backoff, and an answer lost with the connection is given up on after
+//! [`NatsConfig::request_timeout`]. Messages received but not acknowledged come back after
+//! `ack_wait`: nothing is lost, some may be handled twice (at least once, as SQS).
 //!
 //! Tested against a real server (`NIMBUS_NATS_URL`, default `nats://127.0.0.1:4222`, with
-//! JetStream enabled, 2.9 or later): the queue conformance kit, redrive, receipts, stats and a
-//! mapping end to end.
+//! JetStream enabled, 2.9 or later): the queue conformance kit, redrive, receipts, stats, the
+//! in-flight limit, a mapping end to end, and a connection cut in the middle of a mapping's run.
 //!
 //! # Example
 //!

@@ -32,14 +32,15 @@ pub mod dead_letter_headers {
 
 /// How old [`QueueSource::stats`] may be before reading it starts a refresh.
 const STATS_MAX_AGE: Duration = Duration::from_secs(1);
-/// The server refuses pull requests that expire sooner.
+/// The expiry of a receive's pull request when the receive may not wait: the server then
+/// answers within it whatever happens (a `no_wait` request without one may be held forever).
 const MIN_EXPIRES: Duration = Duration::from_millis(1);
 
 /// A queue with SQS semantics on a JetStream stream with work-queue retention, read by one
 /// durable pull consumer with explicit acks that every process of the queue shares.
 ///
-/// - receive: a pull request; when nothing is there, one that the server holds for the wait
-///   (a long poll, no polling loop).
+/// - receive: one pull request, answered at once with what is there, or held by the server
+///   until a message comes or the wait passes (a long poll, no polling loop).
 /// - ack: `+ACK`, confirmed by the server before `ack` returns; on a work-queue stream an
 ///   acknowledged message is deleted.
 /// - retry later: `-NAK` with the delay.
@@ -117,6 +118,7 @@ impl NatsQueue {
         config.validate()?;
         let servers = config.servers()?;
         let client = async_nats::ConnectOptions::new()
+            .request_timeout(Some(config.request_timeout))
             .name(format!("nimbus {}/{}", config.stream, config.consumer))
             .event_callback(|event| async move {
                 match event {
@@ -127,7 +129,9 @@ impl NatsQueue {
             })
             .connect(servers)
             .await?;
-        let jetstream = jetstream::new(client.clone());
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(config.request_timeout)
+            .build(client.clone());
         let stream = open_stream(&jetstream, &config).await?;
         let consumer = open_consumer(&stream, &config).await?;
         let info = consumer.cached_info();
@@ -224,27 +228,35 @@ impl NatsQueue {
         Ok(stats)
     }
 
-    /// Asks for up to `max` messages. `wait` = `None`: only those there now (no-wait fetch).
-    /// `Some(wait)`: the server holds the request until a message comes or `wait` passes.
+    /// Asks for up to `max` messages with one pull request, `no_wait` with `expires`: the
+    /// server answers at once with what is there, or, when nothing is, holds the request until
+    /// a message comes (then returns it) or `wait` passes. (Without `expires`, a `no_wait`
+    /// request the consumer cannot serve because of its in-flight limit is held with no end.)
     async fn pull(
         &self,
         max: usize,
-        wait: Option<Duration>,
+        wait: Duration,
     ) -> Result<Vec<async_nats::Message>, NatsError> {
-        let mut batch = match wait {
-            None => self.consumer.fetch().max_messages(max).messages().await,
-            Some(wait) => {
-                self.consumer
-                    .batch()
-                    .max_messages(max)
-                    .expires(wait.max(MIN_EXPIRES))
-                    .messages()
-                    .await
-            }
-        }
-        .map_err(NatsError::broker("fetch"))?;
+        let wait = wait.max(MIN_EXPIRES);
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(max)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(NatsError::broker("fetch"))?;
+        // The server ends the request when it expires; an answer lost with the connection
+        // would leave it open.
+        let deadline = tokio::time::Instant::now() + wait + self.config.request_timeout;
         let mut pulled = Vec::new();
-        while let Some(next) = batch.next().await {
+        loop {
+            let next = match tokio::time::timeout_at(deadline, batch.next()).await {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(_elapsed) if !pulled.is_empty() => break,
+                Err(_elapsed) => return Err(NatsError::broker("fetch")(timed_out())),
+            };
             match next {
                 Ok(message) => pulled.push(message.message),
                 // Messages already here are in flight to this receiver: return them, rather
@@ -350,9 +362,10 @@ impl NatsQueue {
         Ok(())
     }
 
-    /// Sends an acknowledgement of `kind` as a request, and waits for the server's reply: the
-    /// server answers once it has processed it, so an `ack` that returned is not lost with the
-    /// connection. One round trip; a batch's acknowledgements go out together.
+    /// Sends an acknowledgement of `kind` as a request, and waits (up to `request_timeout`)
+    /// for the server's reply: the server answers once it has processed it, so an `ack` that
+    /// returned is not lost with the connection. One round trip; a batch's acknowledgements go
+    /// out together. (A plain publish, even flushed, only says the bytes left this process.)
     async fn confirm(&self, reply: Subject, kind: AckKind) -> Result<(), async_nats::RequestError> {
         self.client.request(reply, kind.into()).await.map(drop)
     }
@@ -452,6 +465,7 @@ async fn open_consumer(
             // server-side limit would strand a message whose redrive failed on that last
             // delivery; unlimited, it comes back and the redrive is tried again.
             max_deliver: -1,
+            max_ack_pending: i64::from(config.max_in_flight),
             ..Default::default()
         })
         .await
@@ -528,6 +542,13 @@ fn stats_of(info: &async_nats::jetstream::consumer::Info, dead_lettered: u64) ->
     stats
 }
 
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no answer within request_timeout",
+    )
+}
+
 /// A message's headers as attributes: the first value of each, the server's `Nats-*` left out.
 fn attributes(headers: Option<&HeaderMap>) -> Attributes {
     let mut attributes = Attributes::new();
@@ -551,23 +572,10 @@ impl QueueSource for NatsQueue {
         }
         let give_up = Instant::now() + wait;
         loop {
-            // What is there now, in one request for the whole batch.
-            let mut pulled = self.pull(max, None).await?;
+            let left = give_up.saturating_duration_since(Instant::now());
+            let pulled = self.pull(max, left).await?;
             if pulled.is_empty() {
-                let left = give_up.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(Vec::new());
-                }
-                // Nothing: a request for one message that the server holds for the rest of the
-                // wait. One, so that no request is left open to deliver to a receiver that has
-                // returned; the rest of the batch is then fetched without waiting.
-                pulled = self.pull(1, Some(left)).await?;
-                if pulled.is_empty() {
-                    return Ok(Vec::new());
-                }
-                if max > 1 {
-                    pulled.extend(self.pull(max - 1, None).await?);
-                }
+                return Ok(Vec::new());
             }
             let messages = self.sort_out(pulled).await?;
             // All of them redriven: look again while the wait lasts.

@@ -176,6 +176,33 @@ async fn stats_count_visible_and_in_flight_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receives_stop_at_the_in_flight_limit() {
+    let Some(names) = Names::new().await else {
+        return;
+    };
+    let queue = NatsQueue::connect(names.config("limit").with_max_in_flight(2))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        queue.send(format!("m{i}").into()).await.unwrap();
+    }
+    let got = queue.receive(3, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 2);
+    // At the limit a receive is not an error: it finds nothing, at once or after its wait.
+    assert!(queue.receive(1, Duration::ZERO).await.unwrap().is_empty());
+    assert!(queue
+        .receive(1, Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_empty());
+    // An acknowledgement makes room.
+    queue.ack(&[got[0].receipt.clone()]).await.unwrap();
+    let third = queue.receive(1, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(third.len(), 1);
+    assert_eq!(&third[0].body[..], b"m2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_may_not_be_created_must_exist() {
     let Some(names) = Names::new().await else {
         return;
