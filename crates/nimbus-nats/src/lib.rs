@@ -1,0 +1,63 @@
+//! nimbus-nats: a NATS JetStream queue source for nimbus. A [`NatsQueue`] is a stream with
+//! work-queue retention read by one durable pull consumer with explicit acks, which every process
+//! of the queue shares, so that they compete for its messages as SQS consumers do.
+//!
+//! How SQS semantics map onto JetStream:
+//!
+//! | SQS / nimbus | JetStream |
+//! |---|---|
+//! | `ReceiveMessage` with `WaitTimeSeconds` | one pull request, `no_wait` with `expires` = the wait: answered at once with what is there, else held until a message comes or it expires |
+//! | `DeleteMessage` ([`QueueSource::ack`](nimbus_sources::QueueSource::ack)) | `+ACK`, sent as a request so the server confirms it before `ack` returns; the work-queue stream then deletes the message |
+//! | `ChangeMessageVisibility` ([`retry_later`](nimbus_sources::QueueSource::retry_later)) | `-NAK {"delay":<ns>}` (plain `-NAK` for no delay) |
+//! | visibility timeout | the consumer's `ack_wait` |
+//! | message id, receive count, sent time | stream sequence, delivery count, stored time, all read from the delivery's reply subject |
+//! | receipt handle | the reply subject (`$JS.ACK.<stream>.<consumer>...`) |
+//! | redrive after `maxReceiveCount` | the adapter publishes the message to a dead-letter subject, captured by a `<stream>_dead` stream, then terminates it (`+TERM`) |
+//!
+//! JetStream itself only *announces* a message that reached the consumer's `max_deliver` (an
+//! advisory) and then stops delivering it; nothing moves it anywhere. So the consumer delivers
+//! without limit and the adapter redrives: a delivery whose count exceeds `max_receive_count`
+//! is published to the dead-letter subject (with the original's stream, subject, sequence and
+//! receive count in `Nimbus-Dead-Letter-*` headers, see [`dead_letter_headers`]), stored, and
+//! only then terminated, and it is not returned to the caller. A redrive interrupted between the
+//! two steps is repeated on the next delivery, and the dead-letter stream's duplicate window
+//! (keyed by the original's stream and sequence) keeps the copy single.
+//!
+//! The client reconnects by itself after a connection drops; meanwhile receives and acks fail
+//! with [`SourceError::Broker`](nimbus_sources::SourceError::Broker), which a mapping retries
+//! with backoff, and an answer lost with the connection is given up on after
+//! [`NatsConfig::request_timeout`]. Messages received but not acknowledged come back after
+//! `ack_wait`: nothing is lost, some may be handled twice (at least once, as SQS).
+//!
+//! Tested against a real server (`NIMBUS_NATS_URL`, default `nats://127.0.0.1:4222`, with
+//! JetStream enabled, 2.9 or later): the queue conformance kit, redrive, receipts, stats, the
+//! in-flight limit, a mapping end to end, and a connection cut in the middle of a mapping's run.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use nimbus_nats::{NatsConfig, NatsQueue};
+//! use nimbus_sources::QueueSource;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = NatsConfig::new("nats://127.0.0.1:4222", "ORDERS")
+//!     .with_subject("orders.new")
+//!     .with_ack_wait(Duration::from_secs(60))
+//!     .with_max_receive_count(5);
+//! let queue = NatsQueue::connect(config).await?;
+//! queue.send("hello".into()).await?;
+//! let batch = queue.receive(10, Duration::from_secs(1)).await?;
+//! queue.ack(&batch.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>()).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod delivery;
+mod error;
+mod queue;
+
+pub use config::NatsConfig;
+pub use error::NatsError;
+pub use queue::{dead_letter_headers, NatsQueue};

@@ -1,0 +1,653 @@
+//! A queue on a JetStream stream read by a durable pull consumer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::stream::{self, RetentionPolicy};
+use async_nats::jetstream::{self, AckKind};
+use async_nats::{HeaderMap, Subject};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use nimbus_sources::{
+    Attributes, Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt, SourceError,
+};
+
+use crate::config::NatsConfig;
+use crate::delivery::Delivery;
+use crate::error::NatsError;
+
+/// Headers a dead letter carries, besides the original message's own.
+pub mod dead_letter_headers {
+    /// The stream the message was redriven from.
+    pub const STREAM: &str = "Nimbus-Dead-Letter-Stream";
+    /// The subject it was published to.
+    pub const SUBJECT: &str = "Nimbus-Dead-Letter-Subject";
+    /// Its sequence number in that stream (its [`nimbus_sources::MessageId`]).
+    pub const SEQUENCE: &str = "Nimbus-Dead-Letter-Sequence";
+    /// How many times it had been delivered.
+    pub const RECEIVE_COUNT: &str = "Nimbus-Receive-Count";
+}
+
+/// How old [`QueueSource::stats`] may be before reading it starts a refresh.
+const STATS_MAX_AGE: Duration = Duration::from_secs(1);
+/// The expiry of a receive's pull request when the receive may not wait: the server then
+/// answers within it whatever happens (a `no_wait` request without one may be held forever).
+const MIN_EXPIRES: Duration = Duration::from_millis(1);
+
+/// A queue with SQS semantics on a JetStream stream with work-queue retention, read by one
+/// durable pull consumer with explicit acks that every process of the queue shares.
+///
+/// - receive: one pull request, answered at once with what is there, or held by the server
+///   until a message comes or the wait passes (a long poll, no polling loop).
+/// - ack: `+ACK`, confirmed by the server before `ack` returns; on a work-queue stream an
+///   acknowledged message is deleted.
+/// - retry later: `-NAK` with the delay.
+/// - visibility timeout: the consumer's `ack_wait`; receive count: JetStream's delivery count.
+/// - redrive: a message delivered more than `max_receive_count` times is published to the
+///   dead-letter subject and terminated, instead of being returned.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use nimbus_nats::{NatsConfig, NatsQueue};
+/// use nimbus_sources::QueueSource;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = NatsConfig::new("nats://127.0.0.1:4222", "ORDERS").with_max_receive_count(5);
+/// let queue = NatsQueue::connect(config).await?;
+/// queue.send("hello".into()).await?;
+/// for message in queue.receive(10, Duration::from_secs(20)).await? {
+///     println!("{} (receive {})", message.id, message.receive_count);
+///     queue.ack(&[message.receipt]).await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct NatsQueue {
+    config: NatsConfig,
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    consumer: PullConsumer,
+    subject: Subject,
+    /// The consumer's `ack_wait` as the server has it.
+    ack_wait: Duration,
+    dead_letters: Option<DeadLetters>,
+    stats: Arc<parking_lot::Mutex<StatsCache>>,
+}
+
+/// Where redriven messages go.
+#[derive(Debug, Clone)]
+struct DeadLetters {
+    max_receive_count: u32,
+    subject: Subject,
+    /// The stream that captures `subject`, for counting.
+    stream: String,
+}
+
+#[derive(Debug, Default)]
+struct StatsCache {
+    snapshot: Option<QueueStats>,
+    taken: Option<Instant>,
+    refreshing: bool,
+}
+
+impl std::fmt::Debug for NatsQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsQueue")
+            .field("stream", &self.config.stream)
+            .field("consumer", &self.config.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsQueue {
+    /// Checks the config, connects, and gets (or, with `create_if_missing`, creates) the
+    /// stream, the durable pull consumer and the dead-letter stream.
+    ///
+    /// The client reconnects by itself after the connection drops; meanwhile operations fail
+    /// with [`SourceError::Broker`] and the mapping retries them.
+    ///
+    /// # Errors
+    ///
+    /// An invalid config ([`NatsError::Config`]); the server cannot be reached; JetStream is
+    /// not enabled; something missing that may not be created ([`NatsError::Setup`]).
+    pub async fn connect(config: NatsConfig) -> Result<Self, NatsError> {
+        config.validate()?;
+        let servers = config.servers()?;
+        let client = async_nats::ConnectOptions::new()
+            .request_timeout(Some(config.request_timeout))
+            .name(format!("nimbus {}/{}", config.stream, config.consumer))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("nats connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("nats disconnected"),
+                    other => tracing::debug!(event = %other, "nats event"),
+                }
+            })
+            .connect(servers)
+            .await?;
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(config.request_timeout)
+            .build(client.clone());
+        let stream = open_stream(&jetstream, &config).await?;
+        let consumer = open_consumer(&stream, &config).await?;
+        let info = consumer.cached_info();
+        let ack_wait = info.config.ack_wait;
+        let dead_letters = match config.max_receive_count {
+            Some(max_receive_count) => {
+                let max_deliver = info.config.max_deliver;
+                // The adapter redrives on the delivery after the last allowed one, so it must
+                // see that delivery.
+                if max_deliver > 0 && max_deliver <= i64::from(max_receive_count) {
+                    return Err(NatsError::Setup(format!(
+                        "consumer {} delivers a message at most {max_deliver} times, so \
+                         max_receive_count = {max_receive_count} would never redrive",
+                        config.consumer
+                    )));
+                }
+                Some(DeadLetters {
+                    max_receive_count,
+                    subject: Subject::from(config.dead_letter_subject()),
+                    stream: open_dead_letter_stream(&jetstream, &config).await?,
+                })
+            }
+            None => None,
+        };
+        let stats = StatsCache {
+            snapshot: Some(stats_of(info, 0)),
+            taken: None,
+            refreshing: false,
+        };
+        Ok(Self {
+            subject: Subject::from(config.subject.as_str()),
+            config,
+            client,
+            jetstream,
+            consumer,
+            ack_wait,
+            dead_letters,
+            stats: Arc::new(parking_lot::Mutex::new(stats)),
+        })
+    }
+
+    /// Sends a message; returns its id (its sequence number in the stream) once the stream has
+    /// stored it.
+    ///
+    /// # Errors
+    ///
+    /// The server did not store it ([`NatsError::Broker`]).
+    pub async fn send(&self, body: Bytes) -> Result<MessageId, NatsError> {
+        let ack = self
+            .jetstream
+            .publish(self.subject.clone(), body)
+            .await
+            .map_err(NatsError::broker("publish"))?
+            .await
+            .map_err(NatsError::broker("publish"))?;
+        Ok(MessageId::number(ack.sequence))
+    }
+
+    /// The settings the queue was connected with.
+    pub fn config(&self) -> &NatsConfig {
+        &self.config
+    }
+
+    /// Messages in the dead-letter stream (0 without redrive).
+    ///
+    /// # Errors
+    ///
+    /// The server did not answer ([`NatsError::Broker`]).
+    pub async fn dead_letter_count(&self) -> Result<u64, NatsError> {
+        match &self.dead_letters {
+            Some(dead) => dead_letter_count(&self.jetstream, &dead.stream).await,
+            None => Ok(0),
+        }
+    }
+
+    /// Counts from the server, now: `visible` = messages not yet delivered (`num_pending`),
+    /// `in_flight` = delivered and not acknowledged (`num_ack_pending`, which includes the
+    /// messages waiting for a nak's delay or for redelivery), `dead_lettered` = messages in the
+    /// dead-letter stream. [`QueueSource::stats`] returns the latest of these.
+    ///
+    /// # Errors
+    ///
+    /// The server did not answer ([`NatsError::Broker`]).
+    pub async fn queue_stats(&self) -> Result<QueueStats, NatsError> {
+        let stats = fetch_stats(
+            &self.jetstream,
+            &self.config,
+            self.dead_letters.as_ref().map(|d| d.stream.as_str()),
+        )
+        .await?;
+        let mut cache = self.stats.lock();
+        cache.snapshot = Some(stats);
+        cache.taken = Some(Instant::now());
+        Ok(stats)
+    }
+
+    /// Asks for up to `max` messages with one pull request, `no_wait` with `expires`: the
+    /// server answers at once with what is there, or, when nothing is, holds the request until
+    /// a message comes (then returns it) or `wait` passes. (Without `expires`, a `no_wait`
+    /// request the consumer cannot serve because of its in-flight limit is held with no end.)
+    async fn pull(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<async_nats::Message>, NatsError> {
+        let wait = wait.max(MIN_EXPIRES);
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(max)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(NatsError::broker("fetch"))?;
+        // The server ends the request when it expires; an answer lost with the connection
+        // would leave it open.
+        let deadline = tokio::time::Instant::now() + wait + self.config.request_timeout;
+        let mut pulled = Vec::new();
+        loop {
+            let next = match tokio::time::timeout_at(deadline, batch.next()).await {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(_elapsed) if !pulled.is_empty() => break,
+                Err(_elapsed) => return Err(NatsError::broker("fetch")(timed_out())),
+            };
+            match next {
+                Ok(message) => pulled.push(message.message),
+                // Messages already here are in flight to this receiver: return them, rather
+                // than leave them invisible until their ack_wait passes.
+                Err(error) if !pulled.is_empty() => {
+                    tracing::warn!(%error, "nats fetch ended early");
+                    break;
+                }
+                Err(error) => return Err(NatsError::broker("fetch")(error)),
+            }
+        }
+        Ok(pulled)
+    }
+
+    /// Turns deliveries into messages, redriving the ones over the receive limit.
+    async fn sort_out(&self, pulled: Vec<async_nats::Message>) -> Result<Vec<Message>, NatsError> {
+        let mut messages = Vec::with_capacity(pulled.len());
+        let mut redrive_error = None;
+        for delivered in pulled {
+            let Some(reply) = delivered.reply.clone() else {
+                tracing::warn!(subject = %delivered.subject, "nats message without a reply subject");
+                continue;
+            };
+            let Some(delivery) = Delivery::parse(&reply) else {
+                tracing::warn!(%reply, "nats message with an unknown reply subject");
+                continue;
+            };
+            if let Some(dead) = &self.dead_letters {
+                if delivery.receive_count() > dead.max_receive_count {
+                    // A failed redrive leaves the message to come back after ack_wait, and be
+                    // redriven then.
+                    if let Err(error) = self.redrive(dead, &delivered, &reply, &delivery).await {
+                        tracing::warn!(%error, sequence = delivery.stream_sequence, "nats redrive failed");
+                        redrive_error = Some(error);
+                    }
+                    continue;
+                }
+            }
+            messages.push(
+                Message::new(
+                    MessageId::number(delivery.stream_sequence),
+                    delivered.payload.clone(),
+                    Receipt::token(reply.as_str()),
+                )
+                .with_receive_count(delivery.receive_count())
+                .with_sent_at(delivery.published_at())
+                .with_attributes(attributes(delivered.headers.as_ref())),
+            );
+        }
+        match redrive_error {
+            Some(error) if messages.is_empty() => Err(error),
+            _ => Ok(messages),
+        }
+    }
+
+    /// Publishes a copy to the dead-letter subject, stored before the original is terminated.
+    /// The copy's `Nats-Msg-Id` is the original's stream and sequence, so that a redrive
+    /// repeated after a failed terminate is dropped by the dead-letter stream's duplicate
+    /// window: one dead letter per message.
+    async fn redrive(
+        &self,
+        dead: &DeadLetters,
+        delivered: &async_nats::Message,
+        reply: &Subject,
+        delivery: &Delivery<'_>,
+    ) -> Result<(), NatsError> {
+        use dead_letter_headers as h;
+        let mut headers = HeaderMap::new();
+        if let Some(original) = &delivered.headers {
+            for (name, values) in original.iter() {
+                // The server's own headers (`Nats-Msg-Id`, `Nats-Expected-*`) would make the
+                // dead-letter stream drop or refuse the copy.
+                let text: &str = name.as_ref();
+                if !text.starts_with("Nats-") {
+                    for value in values {
+                        headers.append(name.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        let sequence = delivery.stream_sequence.to_string();
+        headers.insert("Nats-Msg-Id", format!("{}:{sequence}", delivery.stream));
+        headers.insert(h::STREAM, delivery.stream);
+        headers.insert(h::SUBJECT, delivered.subject.as_str());
+        headers.insert(h::SEQUENCE, sequence.as_str());
+        headers.insert(h::RECEIVE_COUNT, delivery.delivered.to_string());
+        self.jetstream
+            .publish_with_headers(dead.subject.clone(), headers, delivered.payload.clone())
+            .await
+            .map_err(NatsError::broker("dead-letter publish"))?
+            .await
+            .map_err(NatsError::broker("dead-letter publish"))?;
+        self.confirm(reply.clone(), AckKind::Term)
+            .await
+            .map_err(NatsError::broker("terminate"))?;
+        tracing::info!(
+            stream = delivery.stream,
+            sequence = delivery.stream_sequence,
+            receive_count = delivery.delivered,
+            subject = %dead.subject,
+            "nats message redriven to the dead-letter subject"
+        );
+        Ok(())
+    }
+
+    /// Sends an acknowledgement of `kind` as a request, and waits (up to `request_timeout`)
+    /// for the server's reply: the server answers once it has processed it, so an `ack` that
+    /// returned is not lost with the connection. One round trip; a batch's acknowledgements go
+    /// out together. (A plain publish, even flushed, only says the bytes left this process.)
+    async fn confirm(&self, reply: Subject, kind: AckKind) -> Result<(), async_nats::RequestError> {
+        self.client.request(reply, kind.into()).await.map(drop)
+    }
+
+    /// The reply subject of a receipt, if it is a delivery of this queue's consumer.
+    fn reply_of(&self, receipt: &Receipt) -> Option<Subject> {
+        let token = receipt.as_token()?;
+        let delivery = Delivery::parse(token)?;
+        (delivery.stream == self.config.stream && delivery.consumer == self.config.consumer)
+            .then(|| Subject::from(token))
+    }
+
+    /// Starts refreshing the stats snapshot in the background, if it is old and no refresh is
+    /// running. Only reading the stats does this, so an idle queue nobody watches costs nothing.
+    fn refresh_stats_if_old(&self) {
+        let mut cache = self.stats.lock();
+        let fresh = cache.taken.is_some_and(|t| t.elapsed() < STATS_MAX_AGE);
+        if fresh || cache.refreshing {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        cache.refreshing = true;
+        let (jetstream, config, cache) = (
+            self.jetstream.clone(),
+            self.config.clone(),
+            Arc::clone(&self.stats),
+        );
+        let dead_stream = self.dead_letters.as_ref().map(|d| d.stream.clone());
+        runtime.spawn(async move {
+            let result = fetch_stats(&jetstream, &config, dead_stream.as_deref()).await;
+            let mut cache = cache.lock();
+            cache.refreshing = false;
+            cache.taken = Some(Instant::now());
+            match result {
+                Ok(stats) => cache.snapshot = Some(stats),
+                Err(error) => tracing::debug!(%error, "nats stats refresh failed"),
+            }
+        });
+    }
+}
+
+/// Gets the stream, or creates it with work-queue retention.
+///
+/// Work-queue retention because that is a queue's contract: the stream deletes a message once
+/// it is acknowledged (as SQS's `DeleteMessage`), so it holds only the backlog and needs no
+/// size or age limits; and JetStream allows only one consumer per subject on it, which is the
+/// shape wanted here, one durable consumer shared by every process of the queue. (Limits
+/// retention would keep acknowledged messages until a limit evicted them, unacknowledged ones
+/// included.)
+async fn open_stream(
+    jetstream: &jetstream::Context,
+    config: &NatsConfig,
+) -> Result<stream::Stream, NatsError> {
+    if !config.create_if_missing {
+        return jetstream.get_stream(&config.stream).await.map_err(|e| {
+            NatsError::Setup(format!(
+                "stream {} (create_if_missing is off): {e}",
+                config.stream
+            ))
+        });
+    }
+    jetstream
+        .get_or_create_stream(stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![config.subject.clone()],
+            retention: RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .map_err(NatsError::broker("create stream"))
+}
+
+/// Gets the durable pull consumer, or creates (or updates) it.
+async fn open_consumer(
+    stream: &stream::Stream,
+    config: &NatsConfig,
+) -> Result<PullConsumer, NatsError> {
+    if !config.create_if_missing {
+        return stream.get_consumer(&config.consumer).await.map_err(|e| {
+            NatsError::Setup(format!(
+                "pull consumer {} on stream {} (create_if_missing is off): {e}",
+                config.consumer, config.stream
+            ))
+        });
+    }
+    // Created or updated, so that `ack_wait` follows the config of the process that connects.
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(config.consumer.clone()),
+            filter_subject: config.subject.clone(),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: config.ack_wait,
+            // Unlimited: the adapter, not the server, stops redelivery after
+            // max_receive_count, by redriving on the delivery after the last allowed one. A
+            // server-side limit would strand a message whose redrive failed on that last
+            // delivery; unlimited, it comes back and the redrive is tried again.
+            max_deliver: -1,
+            max_ack_pending: i64::from(config.max_in_flight),
+            ..Default::default()
+        })
+        .await
+        .map_err(NatsError::broker("create consumer"))
+}
+
+/// The stream that captures the dead-letter subject: found by subject, or created as
+/// `<stream>_dead` (limits retention, nothing reads it but people and tests).
+async fn open_dead_letter_stream(
+    jetstream: &jetstream::Context,
+    config: &NatsConfig,
+) -> Result<String, NatsError> {
+    let subject = config.dead_letter_subject();
+    match jetstream.stream_by_subject(subject.as_str()).await {
+        Ok(name) => return Ok(name),
+        Err(error) if !config.create_if_missing => {
+            return Err(NatsError::Setup(format!(
+                "no stream captures the dead-letter subject {subject} (create_if_missing is off): {error}"
+            )))
+        }
+        Err(_) => {}
+    }
+    let name = config.dead_letter_stream();
+    jetstream
+        .get_or_create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![subject],
+            // Longer than any gap between two redrives of one message (a failed terminate is
+            // retried on the next delivery, one ack_wait later), so the second is dropped.
+            duplicate_window: (config.ack_wait * 2).max(Duration::from_secs(120)),
+            ..Default::default()
+        })
+        .await
+        .map_err(NatsError::broker("create dead-letter stream"))?;
+    Ok(name)
+}
+
+async fn dead_letter_count(jetstream: &jetstream::Context, stream: &str) -> Result<u64, NatsError> {
+    let mut stream = jetstream
+        .get_stream(stream)
+        .await
+        .map_err(NatsError::broker("dead-letter stream info"))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(NatsError::broker("dead-letter stream info"))?;
+    Ok(info.state.messages)
+}
+
+async fn fetch_stats(
+    jetstream: &jetstream::Context,
+    config: &NatsConfig,
+    dead_stream: Option<&str>,
+) -> Result<QueueStats, NatsError> {
+    let info = jetstream
+        .get_stream_no_info(&config.stream)
+        .await
+        .map_err(NatsError::broker("consumer info"))?
+        .consumer_info(&config.consumer)
+        .await
+        .map_err(NatsError::broker("consumer info"))?;
+    let dead = match dead_stream {
+        Some(stream) => dead_letter_count(jetstream, stream).await?,
+        None => 0,
+    };
+    Ok(stats_of(&info, dead))
+}
+
+fn stats_of(info: &async_nats::jetstream::consumer::Info, dead_lettered: u64) -> QueueStats {
+    let mut stats = QueueStats::default();
+    stats.visible = info.num_pending;
+    stats.in_flight = info.num_ack_pending as u64;
+    stats.dead_lettered = dead_lettered;
+    stats
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no answer within request_timeout",
+    )
+}
+
+/// A message's headers as attributes: the first value of each, the server's `Nats-*` left out.
+fn attributes(headers: Option<&HeaderMap>) -> Attributes {
+    let mut attributes = Attributes::new();
+    for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
+        let name: &str = name.as_ref();
+        if name.starts_with("Nats-") {
+            continue;
+        }
+        if let Some(value) = values.first() {
+            attributes = attributes.with(name, value.as_str());
+        }
+    }
+    attributes
+}
+
+#[async_trait]
+impl QueueSource for NatsQueue {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let give_up = Instant::now() + wait;
+        loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            let pulled = self.pull(max, left).await?;
+            if pulled.is_empty() {
+                return Ok(Vec::new());
+            }
+            let messages = self.sort_out(pulled).await?;
+            // All of them redriven: look again while the wait lasts.
+            if !messages.is_empty() || Instant::now() >= give_up {
+                return Ok(messages);
+            }
+        }
+    }
+
+    async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        let mut unknown = false;
+        let mut replies = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            match self.reply_of(receipt) {
+                Some(reply) => replies.push(reply),
+                None => unknown = true,
+            }
+        }
+        let results = futures_util::future::join_all(
+            replies
+                .into_iter()
+                .map(|reply| self.confirm(reply, AckKind::Ack)),
+        )
+        .await;
+        let mut failed = None;
+        for result in results {
+            match result {
+                Ok(()) => {}
+                // Nobody answers on the reply subject: its consumer is gone.
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    unknown = true;
+                }
+                Err(e) => failed = Some(NatsError::broker("ack")(e)),
+            }
+        }
+        if let Some(error) = failed {
+            return Err(error.into());
+        }
+        if unknown {
+            return Err(SourceError::UnknownReceipt);
+        }
+        Ok(())
+    }
+
+    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
+        let reply = self.reply_of(receipt).ok_or(SourceError::UnknownReceipt)?;
+        // `-NAK {"delay":<nanoseconds>}`; a plain `-NAK` redelivers at once.
+        let kind = AckKind::Nak((!delay.is_zero()).then_some(delay));
+        match self.confirm(reply, kind).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                Err(SourceError::UnknownReceipt)
+            }
+            Err(e) => Err(NatsError::broker("nak")(e).into()),
+        }
+    }
+
+    fn visibility_timeout(&self) -> Option<Duration> {
+        Some(self.ack_wait)
+    }
+
+    /// The latest counts from the server (see [`NatsQueue::queue_stats`]); reading them
+    /// refreshes them in the background when they are more than a second old.
+    fn stats(&self) -> Option<QueueStats> {
+        self.refresh_stats_if_old();
+        self.stats.lock().snapshot
+    }
+}
+
+#[async_trait]
+impl QueueProducer for NatsQueue {
+    async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError> {
+        Ok(self.send(body).await?)
+    }
+}
