@@ -19,7 +19,14 @@ pub struct PostgresQueue {
     db: Db,
     notified: Arc<Notify>,
     listener: tokio::task::AbortHandle,
+    /// Claims in flight at once. They share one connection, which the server runs one
+    /// statement at a time, and concurrent `SKIP LOCKED` claims only step over each other's
+    /// rows: two at once keep the connection busy; unbounded (a mapping's ~300 pollers at
+    /// full scale) drained a 50,000-message queue at 14.8 k/s here, two at 31 k/s.
+    claims: tokio::sync::Semaphore,
 }
+
+const CONCURRENT_CLAIMS: usize = 2;
 
 impl std::fmt::Debug for PostgresQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,6 +102,7 @@ impl PostgresQueue {
             db,
             notified,
             listener,
+            claims: tokio::sync::Semaphore::new(CONCURRENT_CLAIMS),
         })
     }
 
@@ -147,13 +155,14 @@ impl PostgresQueue {
     }
 
     async fn take(&self, max: usize) -> Result<(Vec<Message>, Option<Duration>), PostgresError> {
+        let _claim = self.claims.acquire().await;
         let client = self.db.client().await?;
         let receipt = fastrand::i64(1..);
         let visibility_ms = self.config.visibility_timeout.as_millis() as f64;
         let rows = client
             .query(
                 &format!(
-                    "WITH c AS (SELECT id FROM {t} WHERE visible_at <= now() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                    "WITH c AS (SELECT id FROM {t} WHERE visible_at <= now() ORDER BY visible_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
                      UPDATE {t} q SET visible_at = now() + make_interval(secs => $2::float8 / 1000.0),
                          receive_count = q.receive_count + 1, receipt = $3
                      FROM c WHERE q.id = c.id

@@ -57,3 +57,10 @@ impl RedisConfig {
 pub(crate) fn blocking() -> redis::AsyncConnectionConfig {
     redis::AsyncConnectionConfig::new().set_response_timeout(None)
 }
+
+/// Settings of the shared (multiplexed, reconnecting) connections: a 5 s response timeout
+/// instead of redis-rs's 500 ms, which a busy host on two cores exceeds, turning acks that
+/// succeeded into errors (and their messages into duplicates).
+pub(crate) fn shared() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(5)))
+}

@@ -19,6 +19,10 @@ pub struct RedisQueue {
     manager: ConnectionManager,
     /// Connections for blocking reads, which must not share a multiplexed connection.
     blocking: parking_lot::Mutex<Vec<MultiplexedConnection>>,
+    /// When the next `XAUTOCLAIM` is due. Pending messages become claimable only after the
+    /// visibility timeout, so scanning the pending list on every receive (as each poller of a
+    /// busy mapping would) costs much and finds nothing.
+    next_reclaim: parking_lot::Mutex<tokio::time::Instant>,
     group: String,
     consumer: String,
 }
@@ -46,7 +50,9 @@ impl RedisQueue {
             ));
         }
         let client = redis::Client::open(config.url.as_str())?;
-        let mut manager = client.get_connection_manager().await?;
+        let mut manager = client
+            .get_connection_manager_with_config(crate::config::shared())
+            .await?;
         let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&config.key)
@@ -66,6 +72,7 @@ impl RedisQueue {
             client,
             manager,
             blocking: parking_lot::Mutex::new(Vec::new()),
+            next_reclaim: parking_lot::Mutex::new(tokio::time::Instant::now()),
             config,
         })
     }
@@ -91,6 +98,24 @@ impl RedisQueue {
         format!("{}:dlq", self.config.key)
     }
 
+    /// How often pending messages are looked at: a tenth of the visibility timeout, within
+    /// 10 ms..=1 s, so a message whose consumer died returns soon after its timeout.
+    fn reclaim_every(&self) -> Duration {
+        (self.config.visibility_timeout / 10)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    /// Takes the next reclaim slot if it is due (one poller at a time does the scan).
+    fn reclaim_due(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut next = self.next_reclaim.lock();
+        if now < *next {
+            return false;
+        }
+        *next = now + self.reclaim_every();
+        true
+    }
+
     /// Claims messages idle longer than the visibility timeout (their consumer did not
     /// acknowledge them in time, or died), redriving those over the receive limit.
     async fn reclaim(&self, max: usize) -> Result<Vec<Message>, RedisError> {
@@ -109,6 +134,10 @@ impl RedisQueue {
             Value::Array(parts) if parts.len() >= 2 => entries(&parts[1]),
             _ => Vec::new(),
         };
+        if claimed.len() >= max {
+            // A full batch: more may be waiting; look again at once.
+            *self.next_reclaim.lock() = tokio::time::Instant::now();
+        }
         let mut messages = Vec::new();
         for (id, fields) in claimed {
             let count = self.delivery_count(&id).await?;
@@ -221,11 +250,14 @@ impl QueueSource for RedisQueue {
         }
         let give_up = tokio::time::Instant::now() + wait;
         loop {
-            let reclaimed = self.reclaim(max).await?;
-            if !reclaimed.is_empty() {
-                return Ok(reclaimed);
+            if self.reclaim_due() {
+                let reclaimed = self.reclaim(max).await?;
+                if !reclaimed.is_empty() {
+                    return Ok(reclaimed);
+                }
             }
-            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            let now = tokio::time::Instant::now();
+            let left = give_up.saturating_duration_since(now);
             if left.is_zero() {
                 // One non-blocking look for new messages.
                 let fresh = self.read_new(max, Duration::from_millis(1)).await?;
@@ -233,8 +265,9 @@ impl QueueSource for RedisQueue {
             }
             // Block for new messages, but not past the visibility timeout, so that messages
             // whose consumer died are reclaimed in time.
+            let until_reclaim = self.next_reclaim.lock().saturating_duration_since(now);
             let fresh = self
-                .read_new(max, left.min(self.config.visibility_timeout))
+                .read_new(max, left.min(until_reclaim.max(Duration::from_millis(1))))
                 .await?;
             if !fresh.is_empty() {
                 return Ok(fresh);
@@ -288,7 +321,13 @@ impl QueueSource for RedisQueue {
             .await
             .map_err(RedisError::from)?;
         match claimed {
-            Value::Array(ids) if !ids.is_empty() => Ok(()),
+            Value::Array(ids) if !ids.is_empty() => {
+                // Look for it when it is due, not only at the next regular scan.
+                let due = tokio::time::Instant::now() + delay;
+                let mut next = self.next_reclaim.lock();
+                *next = (*next).min(due);
+                Ok(())
+            }
             _ => Err(SourceError::UnknownReceipt),
         }
     }

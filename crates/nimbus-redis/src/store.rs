@@ -41,7 +41,9 @@ impl RedisCheckpoints {
         let client = redis::Client::open(config.url.as_str())?;
         Ok(Self {
             key: format!("{}:checkpoints", config.key),
-            manager: client.get_connection_manager().await?,
+            manager: client
+                .get_connection_manager_with_config(crate::config::shared())
+                .await?,
         })
     }
 }
@@ -158,7 +160,9 @@ impl RedisLeases {
         Ok(Self {
             prefix: format!("{}:lease:", config.key),
             index: format!("{}:leases", config.key),
-            manager: client.get_connection_manager().await?,
+            manager: client
+                .get_connection_manager_with_config(crate::config::shared())
+                .await?,
         })
     }
 }

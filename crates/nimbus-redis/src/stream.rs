@@ -101,7 +101,9 @@ impl RedisStream {
             )));
         }
         let client = redis::Client::open(config.url.as_str())?;
-        let manager = client.get_connection_manager().await?;
+        let manager = client
+            .get_connection_manager_with_config(crate::config::shared())
+            .await?;
         let width = u128::MAX / config.shards as u128;
         let shards = (0..config.shards)
             .map(|i| {

@@ -28,7 +28,11 @@ fn postgres_url() -> String {
 }
 
 fn unique(tag: &str) -> String {
-    format!("nimbus_bench_{tag}_{}_{:08x}", std::process::id(), fastrand::u32(..))
+    format!(
+        "nimbus_bench_{tag}_{}_{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    )
 }
 
 /// Drains `n` messages from `queue` through a mapping to a no-op function; the time from the
@@ -52,8 +56,13 @@ async fn drain_with_mapping(queue: impl QueueSource, n: u64) -> Result<Duration,
             .with_batching_window(Duration::from_millis(1)),
     )?;
     while mapping.metrics().deleted < n {
-        if started.elapsed() > Duration::from_secs(600) {
-            return Err("the mapping did not drain the queue in 10 minutes".into());
+        if started.elapsed() > Duration::from_secs(120) {
+            let m = mapping.metrics();
+            return Err(format!(
+                "the mapping deleted {} of {n} messages in 2 minutes ({} source errors)",
+                m.deleted, m.source_errors
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -71,9 +80,15 @@ fn body(i: u64) -> String {
 pub(crate) async fn redis(n: u64) -> Result<Vec<Row>, Error> {
     use nimbus_redis::{RedisConfig, RedisQueue};
     let client = redis::Client::open(redis_url())?;
-    let mut con = client.get_multiplexed_async_connection().await.map_err(|e| {
-        format!("Redis at {} is unreachable ({e}); set NIMBUS_REDIS_URL", redis_url())
-    })?;
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| {
+            format!(
+                "Redis at {} is unreachable ({e}); set NIMBUS_REDIS_URL",
+                redis_url()
+            )
+        })?;
     let scenario = "redis/queue";
 
     // nimbus: preload through the adapter (not timed), then drain.
@@ -93,7 +108,11 @@ pub(crate) async fn redis(n: u64) -> Result<Vec<Row>, Error> {
         sent??;
     }
     let nimbus = drain_with_mapping(queue, n).await;
-    let _: () = redis::cmd("DEL").arg(&key).arg(format!("{key}:dlq")).query_async(&mut con).await?;
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .arg(format!("{key}:dlq"))
+        .query_async(&mut con)
+        .await?;
     let nimbus = nimbus?;
 
     // Raw: the same messages in a stream read by a consumer group.
@@ -101,7 +120,12 @@ pub(crate) async fn redis(n: u64) -> Result<Vec<Row>, Error> {
     for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
         let mut pipe = redis::pipe();
         for i in chunk {
-            pipe.cmd("XADD").arg(&key).arg("*").arg("b").arg(body(*i)).ignore();
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg("b")
+                .arg(body(*i))
+                .ignore();
         }
         let _: () = pipe.query_async(&mut con).await?;
     }
@@ -149,7 +173,14 @@ pub(crate) async fn redis(n: u64) -> Result<Vec<Row>, Error> {
     }
     let raw = started.elapsed();
     let _: () = redis::cmd("DEL").arg(&key).query_async(&mut con).await?;
-    Ok(rows(scenario, "RedisQueue", "raw redis-rs XREADGROUP/XACK", n, nimbus, raw))
+    Ok(rows(
+        scenario,
+        "RedisQueue",
+        "raw redis-rs XREADGROUP/XACK",
+        n,
+        nimbus,
+        raw,
+    ))
 }
 
 /// PostgreSQL: `PostgresQueue` vs a raw tokio-postgres `FOR UPDATE SKIP LOCKED` loop (claim a
@@ -159,7 +190,10 @@ pub(crate) async fn postgres(n: u64) -> Result<Vec<Row>, Error> {
     let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
         .await
         .map_err(|e| {
-            format!("PostgreSQL at {} is unreachable ({e}); set NIMBUS_POSTGRES_URL", postgres_url())
+            format!(
+                "PostgreSQL at {} is unreachable ({e}); set NIMBUS_POSTGRES_URL",
+                postgres_url()
+            )
         })?;
     tokio::spawn(connection);
     let scenario = "postgres/queue";
@@ -223,7 +257,14 @@ pub(crate) async fn postgres(n: u64) -> Result<Vec<Row>, Error> {
     }
     let raw = started.elapsed();
     client.batch_execute(&format!("DROP TABLE {table}")).await?;
-    Ok(rows(scenario, "PostgresQueue", "raw tokio-postgres SKIP LOCKED", n, nimbus, raw))
+    Ok(rows(
+        scenario,
+        "PostgresQueue",
+        "raw tokio-postgres SKIP LOCKED",
+        n,
+        nimbus,
+        raw,
+    ))
 }
 
 fn rows(
