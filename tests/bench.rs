@@ -78,3 +78,15 @@ fn bad_arguments_get_a_clear_error() {
         "--plot without the autoscale scenario"
     );
 }
+
+#[cfg(not(feature = "brokers"))]
+#[test]
+fn broker_scenarios_without_the_feature_say_how_to_get_it() {
+    let output = Command::new(env!("CARGO_BIN_EXE_nimbus"))
+        .args(["bench", "redis", "--quick"])
+        .output()
+        .expect("run the nimbus binary");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--features brokers"), "{stderr}");
+}

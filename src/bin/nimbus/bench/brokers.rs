@@ -267,6 +267,139 @@ pub(crate) async fn postgres(n: u64) -> Result<Vec<Row>, Error> {
     ))
 }
 
+/// NATS JetStream: `NatsQueue` vs a raw async-nats pull-consumer loop (a continuous pull
+/// stream; each 100 messages acknowledged with confirmed acks, as the adapter does, so both
+/// have the same guarantee).
+pub(crate) async fn nats(n: u64) -> Result<Vec<Row>, Error> {
+    use async_nats::jetstream;
+    use nimbus_nats::{NatsConfig, NatsQueue};
+    let client = async_nats::connect(nats_url()).await.map_err(|e| {
+        format!(
+            "NATS at {} is unreachable ({e}); set NIMBUS_NATS_URL",
+            nats_url()
+        )
+    })?;
+    let js = jetstream::new(client);
+    let scenario = "nats/queue";
+
+    let name = unique("nats");
+    let nimbus = async {
+        let queue = Arc::new(NatsQueue::connect(NatsConfig::new(nats_url(), &name)).await?);
+        preload_nats(&js, &name, n).await?;
+        drain_with_mapping(queue, n).await
+    }
+    .await;
+    let _ = js.delete_stream(&name).await;
+    let nimbus = nimbus?;
+
+    let confirmed = raw_nats(&js, n, true).await?;
+    let plain = raw_nats(&js, n, false).await?;
+    let mut out = rows(
+        scenario,
+        "NatsQueue",
+        "raw async-nats pull, confirmed acks",
+        n,
+        nimbus,
+        confirmed,
+    );
+    // For context: acks sent without waiting for the server (weaker than the adapter's).
+    out.push(Row::throughput(
+        scenario,
+        "raw async-nats pull, plain acks",
+        n,
+        plain,
+    ));
+    Ok(out)
+}
+
+/// A raw pull loop over a fresh work-queue stream of `n` messages; acks are confirmed by the
+/// server (`double_ack`) when `confirmed`, else only sent.
+async fn raw_nats(
+    js: &async_nats::jetstream::Context,
+    n: u64,
+    confirmed: bool,
+) -> Result<Duration, Error> {
+    use async_nats::jetstream::{consumer, stream};
+    use futures_util::StreamExt;
+    let name = unique("nats_raw");
+    let stream = js
+        .create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![name.clone()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await?;
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("raw".to_owned()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending: 120_000,
+            ..Default::default()
+        })
+        .await?;
+    preload_nats(js, &name, n).await?;
+    let raw = async {
+        let started = Instant::now();
+        // The continuous pull stream keeps a batch requested ahead, so the server is never
+        // waiting for the next request.
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(BATCH)
+            .messages()
+            .await?;
+        let mut handled = 0u64;
+        let mut acks = Vec::with_capacity(BATCH);
+        while handled < n {
+            let Some(message) = messages.next().await else {
+                return Err("the pull stream ended".into());
+            };
+            let message = message.map_err(|e| e.to_string())?;
+            acks.push(async move {
+                if confirmed {
+                    message.double_ack().await
+                } else {
+                    message.ack().await
+                }
+            });
+            if acks.len() == BATCH || handled + acks.len() as u64 == n {
+                for ack in futures_util::future::join_all(acks.drain(..)).await {
+                    ack.map_err(|e| e.to_string())?;
+                    handled += 1;
+                }
+            }
+        }
+        Ok::<_, Error>(started.elapsed())
+    }
+    .await;
+    let _ = js.delete_stream(&name).await;
+    raw
+}
+
+fn nats_url() -> String {
+    std::env::var("NIMBUS_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// Publishes `n` messages to `subject`, 1,000 awaiting their stored-acks at a time.
+async fn preload_nats(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    n: u64,
+) -> Result<(), Error> {
+    let ids: Vec<u64> = (0..n).collect();
+    for chunk in ids.chunks(1_000) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for i in chunk {
+            let ack = js.publish(subject.to_owned(), body(*i).into()).await?;
+            acks.push(std::future::IntoFuture::into_future(ack));
+        }
+        for ack in futures_util::future::join_all(acks).await {
+            ack?;
+        }
+    }
+    Ok(())
+}
+
 fn rows(
     scenario: &str,
     adapter: &str,

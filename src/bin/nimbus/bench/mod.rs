@@ -42,6 +42,9 @@ pub(crate) enum Scenario {
     /// PostgreSQL: the `PostgresQueue` adapter through a mapping vs a raw SKIP LOCKED loop
     /// (feature `brokers`).
     Postgres,
+    /// NATS JetStream: the `NatsQueue` adapter through a mapping vs a raw async-nats pull loop
+    /// (feature `brokers`).
+    Nats,
     /// Every broker scenario (feature `brokers`).
     Brokers,
 }
@@ -133,7 +136,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
             Scenario::Latency,
             Scenario::Autoscale,
         ],
-        Scenario::Brokers => vec![Scenario::Redis, Scenario::Postgres],
+        Scenario::Brokers => vec![Scenario::Redis, Scenario::Postgres, Scenario::Nats],
         one => vec![one],
     };
     let progress = ProgressBar::new(scenarios.len() as u64);
@@ -158,7 +161,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
                 curves = Some((c, target));
             }
             Scenario::Idle => rows.extend(scenarios::idle(sizes).await),
-            Scenario::Redis | Scenario::Postgres => {
+            Scenario::Redis | Scenario::Postgres | Scenario::Nats => {
                 rows.extend(broker(scenario, sizes.broker_events).await?);
             }
             Scenario::All | Scenario::Brokers => {}
@@ -192,6 +195,7 @@ async fn broker(scenario: Scenario, n: u64) -> Result<Vec<Row>, Box<dyn std::err
     match scenario {
         Scenario::Redis => brokers::redis(n).await,
         Scenario::Postgres => brokers::postgres(n).await,
+        Scenario::Nats => brokers::nats(n).await,
         _ => Ok(Vec::new()),
     }
 }
