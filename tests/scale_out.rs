@@ -325,24 +325,50 @@ async fn scale_out(store: &str, leases: Arc<dyn LeaseStore>, key: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Deletes the Redis keys under `key`.
-async fn delete_keys(key: &str) {
-    let client = redis::Client::open(redis_url()).expect("redis url");
-    let mut con = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{key}*"))
-        .query_async(&mut con)
-        .await
-        .expect("KEYS");
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut con)
-            .await
-            .expect("DEL");
+/// Deletes what a run left in Redis (keys under the prefix) and PostgreSQL (the mapping's
+/// lease and checkpoint rows) when dropped, also when the test fails.
+struct Cleanup {
+    key: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let key = self.key.clone();
+        // A fresh thread with its own runtime: this runs inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let client = redis::Client::open(redis_url()).ok()?;
+                let mut con = client.get_multiplexed_async_connection().await.ok()?;
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{key}*"))
+                    .query_async(&mut con)
+                    .await
+                    .ok()?;
+                if !keys.is_empty() {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut con).await;
+                }
+                let (pg, connection) =
+                    tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+                        .await
+                        .ok()?;
+                tokio::spawn(connection);
+                let _ = pg
+                    .execute(
+                        "DELETE FROM nimbus_leases WHERE starts_with(key, $1)",
+                        &[&format!("{key}/")],
+                    )
+                    .await;
+                let _ = pg
+                    .execute("DELETE FROM nimbus_checkpoints WHERE mapping = $1", &[&key])
+                    .await;
+                Some(())
+            })
+        })
+        .join();
     }
 }
 
@@ -360,10 +386,10 @@ async fn three_processes_share_a_redis_stream_with_redis_leases() {
         return;
     }
     let key = unique_key("redis");
+    let _cleanup = Cleanup { key: key.clone() };
     let config = RedisConfig::new(redis_url(), &key);
     let leases: Arc<dyn LeaseStore> = Arc::new(RedisLeases::connect(&config).await.unwrap());
     scale_out("redis", leases, &key).await;
-    delete_keys(&key).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,27 +398,11 @@ async fn three_processes_share_a_redis_stream_with_postgres_leases() {
         return;
     }
     let key = unique_key("pg");
+    let _cleanup = Cleanup { key: key.clone() };
     let leases: Arc<dyn LeaseStore> = Arc::new(
         nimbus_postgres::PostgresLeases::connect(&postgres_url())
             .await
             .unwrap(),
     );
     scale_out("postgres", leases, &key).await;
-    delete_keys(&key).await;
-    // The lease and checkpoint rows of this run's mapping (named after the key).
-    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .execute(
-            "DELETE FROM nimbus_leases WHERE starts_with(key, $1)",
-            &[&format!("{key}/")],
-        )
-        .await
-        .unwrap();
-    client
-        .execute("DELETE FROM nimbus_checkpoints WHERE mapping = $1", &[&key])
-        .await
-        .unwrap();
 }

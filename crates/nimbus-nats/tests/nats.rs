@@ -36,6 +36,17 @@ async fn queue_passes_the_conformance_kit() {
     })
     .await
     .unwrap();
+    let queue = NatsQueue::connect(
+        names
+            .config("kitredrive")
+            .with_ack_wait(Duration::from_secs(1))
+            .with_max_receive_count(2),
+    )
+    .await
+    .unwrap();
+    conformance::redrive(&queue, || async { Ok(queue.dead_letter_count().await?) })
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,19 @@ impl RedisQueue {
         Ok(MessageId::text(&id))
     }
 
+    /// Messages in the dead-letter stream (`<key>:dlq`).
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn dead_letters(&self) -> Result<u64, RedisError> {
+        let mut con = self.manager.clone();
+        Ok(redis::cmd("XLEN")
+            .arg(self.dlq())
+            .query_async(&mut con)
+            .await?)
+    }
+
     fn dlq(&self) -> String {
         format!("{}:dlq", self.config.key)
     }

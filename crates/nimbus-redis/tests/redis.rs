@@ -28,6 +28,17 @@ async fn queue_passes_the_conformance_kit() {
     })
     .await
     .unwrap();
+    let queue = RedisQueue::connect(
+        prefix
+            .config("queue-redrive")
+            .with_visibility_timeout(Duration::from_secs(1))
+            .with_max_receive_count(2),
+    )
+    .await
+    .unwrap();
+    conformance::redrive(&queue, || async { Ok(queue.dead_letters().await?) })
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,3 +83,17 @@ async fn the_kit_catches_a_queue_that_loses_messages() {
             .unwrap_err();
     assert_eq!(violation.check, "visibility");
 }
+
+#[tokio::test]
+async fn in_memory_redrive() {
+    let dead = std::sync::Arc::new(InMemoryQueue::new(QueueConfig::default()).unwrap());
+    let queue = InMemoryQueue::new(
+        QueueConfig::default()
+            .with_visibility_timeout(Duration::from_secs(1))
+            .with_redrive(dead.clone(), 2),
+    )
+    .unwrap();
+    conformance::redrive(&queue, || async { Ok(dead.len() as u64) })
+        .await
+        .unwrap();
+}

@@ -216,6 +216,86 @@ where
     Ok(())
 }
 
+/// The redrive contract, for a queue whose `max_receive_count` is 2: a message received twice
+/// without being acknowledged is not delivered a third time but moved to the dead-letter
+/// queue, once; `dead_letters` counts what the dead-letter queue holds.
+///
+/// # Errors
+///
+/// The first [`Violation`].
+pub async fn redrive<Q, D, Fut>(queue: &Q, dead_letters: D) -> Result<(), Violation>
+where
+    Q: QueueProducer,
+    D: Fn() -> Fut,
+    Fut: Future<Output = Result<u64, SourceError>>,
+{
+    let check = "redrive";
+    queue
+        .produce(Bytes::from_static(b"poison"))
+        .await
+        .map_err(source(check))?;
+    queue
+        .produce(Bytes::from_static(b"fine"))
+        .await
+        .map_err(source(check))?;
+    let visibility = queue.visibility_timeout().unwrap_or(Duration::from_secs(1));
+    let mut fine_acked = false;
+    for attempt in 1..=2u32 {
+        let got = receive_all(
+            queue,
+            if fine_acked { 1 } else { 2 },
+            visibility + Duration::from_secs(5),
+        )
+        .await
+        .map_err(source(check))?;
+        let Some(poison) = got.iter().find(|m| &m.body[..] == b"poison") else {
+            return Err(fail(
+                check,
+                format!("receive {attempt} did not deliver the message"),
+            ));
+        };
+        if poison.receive_count != attempt {
+            return Err(fail(
+                check,
+                format!("receive {attempt} counted {}", poison.receive_count),
+            ));
+        }
+        for m in &got {
+            if &m.body[..] == b"fine" {
+                queue
+                    .ack(std::slice::from_ref(&m.receipt))
+                    .await
+                    .map_err(source(check))?;
+                fine_acked = true;
+            }
+        }
+        queue
+            .retry_later(&poison.receipt, Duration::ZERO)
+            .await
+            .map_err(source(check))?;
+    }
+    let third = receive_all(queue, 1, visibility + Duration::from_secs(2))
+        .await
+        .map_err(source(check))?;
+    if let Some(m) = third.first() {
+        return Err(fail(
+            check,
+            format!(
+                "delivered again with receive count {} past max_receive_count 2",
+                m.receive_count
+            ),
+        ));
+    }
+    let dead = dead_letters().await.map_err(source(check))?;
+    if dead != 1 {
+        return Err(fail(
+            check,
+            format!("{dead} dead letters, expected the one message"),
+        ));
+    }
+    Ok(())
+}
+
 /// The stream contract: order per shard, positions, and long polls woken by an append.
 ///
 /// # Errors
