@@ -159,3 +159,50 @@ async fn messages_over_the_receive_limit_go_to_the_dead_letter_table() {
         .is_empty());
     assert_eq!(queue.dead_letters().await.unwrap(), 1);
 }
+
+/// The adapter's connections terminated by the server (`pg_terminate_backend`) in the middle
+/// of a mapping's run: the queue and its listener reconnect and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_connections_mid_run_lose_nothing() {
+    let Some(names) = Names::new().await else {
+        return;
+    };
+    let config = names
+        .queue("reconnect")
+        .with_visibility_timeout(Duration::from_secs(2));
+    let table = format!("{}_queue", config.name);
+    let queue = std::sync::Arc::new(PostgresQueue::connect(config).await.unwrap());
+    let duplicates = conformance::mapping_survives(queue.clone(), 300, || async {
+        let (admin, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        // This queue's connections: the one whose statements name its table, and the
+        // listener, which LISTENs on a channel named after it.
+        let terminated = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE pid <> pg_backend_pid() AND strpos(query, $1) > 0",
+                &[&names.0],
+            )
+            .await
+            .unwrap();
+        assert!(
+            !terminated.is_empty(),
+            "the adapter's connections were terminated"
+        );
+    })
+    .await
+    .unwrap();
+    eprintln!("{duplicates} duplicate handlings after the termination");
+    let (admin, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let left: i64 = admin
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "every message deleted in the end");
+}
