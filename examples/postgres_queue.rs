@@ -5,7 +5,7 @@
 //! Run with `cargo run --release --example postgres_queue` (PostgreSQL at
 //! `NIMBUS_POSTGRES_URL`, default `host=127.0.0.1 user=postgres dbname=test`). Two mappings
 //! compete for the same table, as two host processes would; the example checks that every job
-//! was done exactly once or dead-lettered, and drops its tables.
+//! was done (at least once; duplicates are counted) or dead-lettered, and drops its tables.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -124,10 +124,9 @@ async fn run(name: &str) -> Result<(), Error> {
     }
 
     let done = std::mem::take(&mut *done.lock().map_err(|_| "lock poisoned")?);
-    let twice = done.values().filter(|workers| workers.len() > 1).count();
-    if twice > 0 {
-        return Err(format!("{twice} jobs were done more than once").into());
-    }
+    // At least once: a job handled again after its visibility timeout ran out is a
+    // duplicate, counted; a job never done would be an error (checked above).
+    let duplicates: usize = done.values().map(|workers| workers.len() - 1).sum();
     let mut per_worker: HashMap<&str, usize> = HashMap::new();
     for workers in done.values() {
         *per_worker.entry(workers[0]).or_default() += 1;
@@ -139,8 +138,8 @@ async fn run(name: &str) -> Result<(), Error> {
     let mut shares: Vec<_> = per_worker.into_iter().collect();
     shares.sort_unstable();
     println!(
-        "postgres_queue: {} jobs done once each by two competing mappings {shares:?}, {failing} \
-         failing jobs dead-lettered after 3 receives, in {:.0} ms",
+        "postgres_queue: {} jobs done by two competing mappings {shares:?} ({duplicates} \
+         duplicates), {failing} failing jobs dead-lettered after 3 receives, in {:.0} ms",
         done.len(),
         elapsed.as_secs_f64() * 1e3
     );

@@ -101,6 +101,15 @@ struct Worker {
     out: PathBuf,
 }
 
+impl Drop for Worker {
+    /// A test that fails leaves no worker running (it would go on writing leases and
+    /// checkpoints after the cleanup).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn spawn(key: &str, owner: &str, dir: &Path, store: &str) -> Worker {
     let out = dir.join(format!("{owner}.log"));
     let mut child = Command::new(host())

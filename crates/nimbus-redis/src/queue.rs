@@ -23,6 +23,9 @@ pub struct RedisQueue {
     /// visibility timeout, so scanning the pending list on every receive (as each poller of a
     /// busy mapping would) costs much and finds nothing.
     next_reclaim: parking_lot::Mutex<tokio::time::Instant>,
+    /// Where the next `XAUTOCLAIM` scan starts: each call looks at a slice of the pending list
+    /// and returns where to go on; `0-0` starts over.
+    reclaim_cursor: parking_lot::Mutex<String>,
     group: String,
     consumer: String,
 }
@@ -73,6 +76,7 @@ impl RedisQueue {
             manager,
             blocking: parking_lot::Mutex::new(Vec::new()),
             next_reclaim: parking_lot::Mutex::new(tokio::time::Instant::now()),
+            reclaim_cursor: parking_lot::Mutex::new("0-0".to_owned()),
             config,
         })
     }
@@ -133,12 +137,13 @@ impl RedisQueue {
     /// acknowledge them in time, or died), redriving those over the receive limit.
     async fn reclaim(&self, max: usize) -> Result<Vec<Message>, RedisError> {
         let mut con = self.manager.clone();
+        let start = self.reclaim_cursor.lock().clone();
         let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(&self.config.key)
             .arg(&self.group)
             .arg(&self.consumer)
             .arg(self.config.visibility_timeout.as_millis() as u64)
-            .arg("0-0")
+            .arg(start)
             .arg("COUNT")
             .arg(max)
             .query_async(&mut con)
@@ -147,10 +152,20 @@ impl RedisQueue {
             Value::Array(parts) if parts.len() >= 2 => entries(&parts[1]),
             _ => Vec::new(),
         };
-        if claimed.len() >= max {
-            // A full batch: more may be waiting; look again at once.
+        let cursor = match &reply {
+            Value::Array(parts) => parts.first().and_then(|c| match c {
+                Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+                Value::SimpleString(text) => Some(text.clone()),
+                _ => None,
+            }),
+            _ => None,
+        }
+        .unwrap_or_else(|| "0-0".to_owned());
+        if claimed.len() >= max || cursor != "0-0" {
+            // A full batch, or the scan is not through the pending list: go on at once.
             *self.next_reclaim.lock() = tokio::time::Instant::now();
         }
+        *self.reclaim_cursor.lock() = cursor;
         let mut messages = Vec::new();
         for (id, fields) in claimed {
             let count = self.delivery_count(&id).await?;

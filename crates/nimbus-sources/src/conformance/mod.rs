@@ -339,6 +339,12 @@ where
     {
         return Err(fail("order", "sequence numbers do not increase"));
     }
+    if read.records.iter().any(|r| r.sequence == 0) {
+        return Err(fail(
+            "order",
+            "sequence 0 is reserved (a checkpoint at 0 means before the first record)",
+        ));
+    }
     let middle = read.records[14].sequence;
     let after = s
         .read(&shard, Position::After(middle), 100, Duration::from_secs(1))

@@ -27,7 +27,8 @@ use crate::error::SourceError;
 /// A shard's id.
 pub type ShardId = Arc<str>;
 
-/// A record's sequence number: increasing within a shard.
+/// A record's sequence number: increasing within a shard, and above 0 (a checkpoint at 0
+/// means "before the first record").
 pub type Sequence = u128;
 
 /// What a source says about one shard.

@@ -11,6 +11,10 @@
 //!   longest finished prefix of what was read, and only ever moves forward.
 //! - **Parents before children**: a shard starts only once every parent it still knows of has
 //!   the `ShardEnd` checkpoint.
+//! - **One reader per shard, shared fairly**: a reader runs while its lease is renewed (it
+//!   stops when the lease goes elsewhere or cannot be renewed in time); each worker keeps at
+//!   most ready shards ÷ live workers (rounded up) and hands the rest off between rounds, after
+//!   any open tumbling window closes.
 //!
 //! A shard is read in rounds: up to `batch_size × parallelization_factor` records are split into
 //! lanes, and the next round starts when every lane is done, so a lane blocked on a failing
@@ -121,6 +125,8 @@ struct Reader {
     hand_off: CancellationToken,
     /// When its lease was last renewed.
     renewed: tokio::time::Instant,
+    /// Set once the reader has returned and is giving its lease back: not renewed any more.
+    ending: bool,
 }
 
 /// A running stream mapping.
@@ -368,10 +374,18 @@ impl Shared {
         let heartbeat = self.config.lease_ttl / 3;
         let mut failures = 0u32;
         loop {
-            let balanced = match self.source.shards().await {
-                Ok(shards) => self.balance(&shards).await,
-                Err(error) => Err(error),
-            };
+            // Bounded, so that a hung store cannot keep readers going past their leases.
+            let balanced = tokio::time::timeout(heartbeat, async {
+                let shards = self.source.shards().await?;
+                self.balance(&shards).await
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::error::SourceError::Broker(
+                    "balancing took longer than a heartbeat".to_owned(),
+                ))
+            });
+            self.stop_unrenewed();
             let mut wait = heartbeat;
             match balanced {
                 Ok(next_expiry) => {
@@ -398,6 +412,19 @@ impl Shared {
             .leases
             .release(&self.worker_key(), &self.config.owner)
             .await;
+    }
+
+    /// Stops readers whose lease was not renewed for nine tenths of its TTL (the store is
+    /// unreachable, or balancing keeps failing): another worker may take the shard soon.
+    fn stop_unrenewed(&self) {
+        let ttl = self.config.lease_ttl;
+        let deadline = tokio::time::Instant::now() - (ttl - ttl / 10);
+        for (id, reader) in self.running.lock().iter() {
+            if reader.renewed <= deadline && !reader.cancel.is_cancelled() {
+                tracing::warn!(mapping = %self.name, shard = %id, "lease not renewed in time; stopping the reader");
+                reader.cancel.cancel();
+            }
+        }
     }
 
     /// One round of balancing: says this worker is alive, renews the leases of running shards
@@ -445,7 +472,7 @@ impl Shared {
             .running
             .lock()
             .iter()
-            .filter(|(_, r)| !r.cancel.is_cancelled())
+            .filter(|(_, r)| !r.cancel.is_cancelled() && !r.ending)
             .map(|(id, r)| {
                 (
                     Arc::clone(id),
@@ -459,8 +486,17 @@ impl Shared {
         for (id, cancel, hand_off, renewed) in running {
             match self.leases.acquire(&self.lease_key(&id), owner, ttl).await {
                 Ok(Some(_)) => {
-                    if let Some(reader) = self.running.lock().get_mut(&id) {
-                        reader.renewed = now;
+                    let live = match self.running.lock().get_mut(&id) {
+                        Some(reader) if !reader.ending => {
+                            reader.renewed = now;
+                            true
+                        }
+                        _ => false,
+                    };
+                    if !live {
+                        // The reader ended while this renewal was on its way: give it back.
+                        let _ = self.leases.release(&self.lease_key(&id), owner).await;
+                        continue;
                     }
                     // A reader handing off keeps its lease until its round is done.
                     if !hand_off.is_cancelled() {
@@ -486,7 +522,7 @@ impl Shared {
         }
         let mut held = kept.len().min(fair);
         let mut next_shard_expiry: Option<Duration> = None;
-        for (shard, checkpoint) in ready {
+        for shard in ready {
             if held >= fair || self.cancel.is_cancelled() {
                 break;
             }
@@ -500,8 +536,17 @@ impl Shared {
                 continue;
             }
             if let Ok(Some(_)) = self.leases.acquire(&key, owner, ttl).await {
-                held += 1;
-                self.start_reader(Arc::clone(&shard.id), checkpoint, now);
+                // Read the checkpoint again under the lease: the last owner may have moved it.
+                match self.checkpoints.get(&self.name, &shard.id).await {
+                    Ok(checkpoint) => {
+                        held += 1;
+                        self.start_reader(Arc::clone(&shard.id), checkpoint, now);
+                    }
+                    Err(error) => {
+                        tracing::warn!(mapping = %self.name, shard = %shard.id, %error, "reading a checkpoint failed");
+                        let _ = self.leases.release(&key, owner).await;
+                    }
+                }
             }
         }
         if held < fair {
@@ -513,39 +558,31 @@ impl Shared {
         Ok(next_expiry)
     }
 
-    /// Shards that may be read now, with their checkpoints: not finished, and every parent the
-    /// source still knows of finished.
-    async fn ready_shards<'a>(
-        &self,
-        shards: &'a [ShardInfo],
-    ) -> Vec<(&'a ShardInfo, Option<Checkpoint>)> {
+    /// Shards that may be read now: not finished, and every parent the source still knows of
+    /// finished. A shard whose checkpoints cannot be read now is left for a later round.
+    async fn ready_shards<'a>(&self, shards: &'a [ShardInfo]) -> Vec<&'a ShardInfo> {
         let known: HashSet<&str> = shards.iter().map(|s| &*s.id).collect();
         let mut ready = Vec::new();
-        for shard in shards {
-            let checkpoint = self
-                .checkpoints
-                .get(&self.name, &shard.id)
-                .await
-                .ok()
-                .flatten();
-            if checkpoint == Some(Checkpoint::ShardEnd) {
-                self.shard_metrics(&shard.id, |m| m.finished = true);
-                continue;
+        'shards: for shard in shards {
+            match self.checkpoints.get(&self.name, &shard.id).await {
+                Ok(Some(Checkpoint::ShardEnd)) => {
+                    self.shard_metrics(&shard.id, |m| m.finished = true);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(mapping = %self.name, shard = %shard.id, %error, "reading a checkpoint failed");
+                    continue;
+                }
             }
-            let mut parents_done = true;
+            // A parent gone from the source (expired) has nothing left to read.
             for parent in shard.parents.iter().filter(|p| known.contains(&***p)) {
-                // A parent gone from the source (expired) has nothing left to read.
-                let done = self
-                    .checkpoints
-                    .get(&self.name, parent)
-                    .await
-                    .ok()
-                    .flatten();
-                parents_done &= done == Some(Checkpoint::ShardEnd);
+                match self.checkpoints.get(&self.name, parent).await {
+                    Ok(Some(Checkpoint::ShardEnd)) => {}
+                    _ => continue 'shards,
+                }
             }
-            if parents_done {
-                ready.push((shard, checkpoint));
-            }
+            ready.push(shard);
         }
         ready
     }
@@ -563,12 +600,18 @@ impl Shared {
             cancel: cancel.clone(),
             hand_off: hand_off.clone(),
             renewed,
+            ending: false,
         };
         self.running.lock().insert(Arc::clone(&id), reader);
         let this = Arc::clone(self);
         self.tasks.spawn(async move {
             this.read_shard(Arc::clone(&id), checkpoint, &cancel, &hand_off)
                 .await;
+            // Still in `running` (so no new reader starts before the release), but no longer
+            // renewed; a renewal already under way notices and releases again.
+            if let Some(reader) = this.running.lock().get_mut(&id) {
+                reader.ending = true;
+            }
             let _ = this
                 .leases
                 .release(&this.lease_key(&id), &this.config.owner)
@@ -576,6 +619,37 @@ impl Shared {
             this.running.lock().remove(&id);
             this.shard_done.notify_one();
         });
+    }
+
+    /// Between rounds, where everything read is finished: records the position reached as the
+    /// checkpoint if it is past the last one (an empty read moves the position without a
+    /// checkpoint). Not when the lease was lost (the shard is someone else's now).
+    async fn settle(&self, shard: &ShardId, position: Position) {
+        let lease_lost = !self.cancel.is_cancelled()
+            && self
+                .running
+                .lock()
+                .get(shard)
+                .is_some_and(|r| r.cancel.is_cancelled());
+        let sequence = match position {
+            Position::After(sequence) => sequence,
+            // Read from the start of a shard that had nothing yet (`Latest` on an empty shard).
+            Position::TrimHorizon => 0,
+            Position::Latest | Position::AtTimestamp(_) => return,
+        };
+        let last = self.metrics.lock().get(shard).and_then(|m| m.checkpoint);
+        let unchanged = last.is_some_and(|last| last >= sequence);
+        if lease_lost || unchanged {
+            return;
+        }
+        if self
+            .checkpoints
+            .put(&self.name, shard, Checkpoint::At(sequence))
+            .await
+            .is_ok()
+        {
+            self.shard_metrics(shard, |m| m.checkpoint = Some(sequence));
+        }
     }
 
     async fn read_shard(
@@ -589,6 +663,21 @@ impl Shared {
             Some(Checkpoint::At(sequence)) => Position::After(sequence),
             _ => self.config.starting_position,
         };
+        if position == Position::Latest {
+            // Pin `Latest` to a place now and checkpoint it, so that a later owner of the shard
+            // (after a hand-off or a crash) reads on from here instead of from its own Latest,
+            // which would skip what arrived in between.
+            if let Ok(now) = self
+                .source
+                .read(&shard, Position::Latest, 1, Duration::ZERO)
+                .await
+            {
+                if now.records.is_empty() {
+                    position = now.next;
+                    self.settle(&shard, position).await;
+                }
+            }
+        }
         let mut window = Window {
             bounds: None,
             state: serde_json::Value::Null,
@@ -596,7 +685,11 @@ impl Shared {
         let round = self.config.batch_size * self.config.parallelization_factor as usize;
         let mut failures = 0u32;
         loop {
-            if cancel.is_cancelled() || hand_off.is_cancelled() {
+            // An open tumbling window is finished before the shard is handed off, so that its
+            // state is not lost with it; windows close on time even without records.
+            let handing_off = hand_off.is_cancelled() && window.bounds.is_none();
+            if cancel.is_cancelled() || handing_off {
+                self.settle(&shard, position).await;
                 return;
             }
             let mut wait = self.config.poll_wait;
@@ -605,8 +698,8 @@ impl Shared {
             }
             let read = tokio::select! {
                 read = self.source.read(&shard, position, round, wait) => read,
-                () = cancel.cancelled() => return,
-                () = hand_off.cancelled() => return,
+                () = cancel.cancelled() => continue,
+                () = hand_off.cancelled(), if window.bounds.is_none() => continue,
             };
             let mut read = match read {
                 Ok(read) => {

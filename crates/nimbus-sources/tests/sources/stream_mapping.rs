@@ -671,15 +671,63 @@ async fn shards_are_rebalanced_evenly_as_workers_join_and_leave() {
     for i in 400..600 {
         stream.put(&format!("k{i}"), format!("r{i}")).unwrap();
     }
-    eventually(LIMIT, || {
+    let all = || {
         let mut all = handled(&log_a);
         all.extend(handled(&log_b));
         all.extend(handled(&log_c));
         all.sort();
-        all.dedup();
-        all.len() == 600
+        all
+    };
+    eventually(LIMIT, || all().len() >= 600).await;
+    // Hand-offs happen between rounds: nothing handled was read again by the next owner.
+    let mut distinct = all();
+    distinct.dedup();
+    assert_eq!((distinct.len(), all().len()), (600, 600));
+    a.stop(Duration::from_secs(1)).await;
+    b.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_read_from_latest_keeps_its_place_when_handed_off() {
+    let rt = runtime();
+    let stream = Arc::new(InMemoryStream::new(StreamConfig::default().with_shards(4)).unwrap());
+    stream.put("old", "before the mapping").unwrap();
+    let checkpoints: Arc<InMemoryCheckpoints> = Arc::new(InMemoryCheckpoints::new());
+    let leases = Arc::new(nimbus_sources::InMemoryLeases::new());
+    let start = |owner: &'static str, function: StreamFunction| {
+        StreamMapping::start(
+            stream.clone(),
+            function,
+            StreamMappingParts::in_memory()
+                .with_checkpoints(checkpoints.clone())
+                .with_leases(leases.clone()),
+            StreamMappingConfig::new("latest")
+                .with_owner(owner)
+                .with_starting_position(Position::Latest),
+        )
+        .unwrap()
+    };
+    let (fa, log_a) = recorder(&rt, "latest-a", 0).await;
+    let (fb, log_b) = recorder(&rt, "latest-b", 0).await;
+    let a = start("a", fa);
+    eventually(LIMIT, || a.metrics().shards_running == 4).await;
+    let b = start("b", fb);
+    // Records that arrive after `a` handed two shards off and before `b` took them up must
+    // be read by `b`: it starts where `a` stopped, not at a later Latest.
+    eventually(LIMIT, || a.metrics().shards_running == 2).await;
+    for i in 0..100 {
+        stream.put(&format!("k{i}"), format!("r{i}")).unwrap();
+    }
+    eventually(LIMIT, || b.metrics().shards_running == 2).await;
+    eventually(LIMIT, || {
+        handled(&log_a).len() + handled(&log_b).len() >= 100
     })
     .await;
+    let mut all = handled(&log_a);
+    all.extend(handled(&log_b));
+    all.sort();
+    assert_eq!(all.len(), 100, "each new record once, none of the old");
+    assert!(!all.iter().any(|r| r == "before the mapping"));
     a.stop(Duration::from_secs(1)).await;
     b.stop(Duration::from_secs(1)).await;
 }
