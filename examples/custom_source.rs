@@ -118,6 +118,11 @@ impl QueueSource for TinyQueue {
         Ok(())
     }
 
+    async fn release(&self, _receipts: &[Receipt]) -> Result<(), SourceError> {
+        Err(SourceError::Invalid(
+            "release is not implemented yet".into(),
+        ))
+    }
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
         let token = receipt.parts().ok_or(SourceError::UnknownReceipt)?.0;
         let mut guard = self.state.lock().expect("lock");

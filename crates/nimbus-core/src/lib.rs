@@ -73,7 +73,13 @@ pub use handler::{
 pub use metering::{Prices, Usage, UsageReport};
 pub use metrics::FunctionMetrics;
 pub use retry::{Backoff, Retries, RetryPolicy};
-pub use runtime::{AsyncInvokeError, ConcurrencySnapshot, Runtime, RuntimeConfig, ShutdownReport};
+pub use runtime::{
+    AsyncInvokeError, Attachment, AttachmentStop, ConcurrencySnapshot, Runtime, RuntimeConfig,
+    ShutdownReport, ATTACHMENT_STOP_SLACK,
+};
+
+/// Re-exported so that implementations of nimbus's traits need no dependency of their own.
+pub use async_trait::async_trait;
 
 /// Re-exported so that handlers can use the context's token without naming tokio-util.
 pub use tokio_util::sync::CancellationToken;

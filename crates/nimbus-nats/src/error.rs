@@ -43,7 +43,7 @@ impl From<NatsError> for SourceError {
     fn from(error: NatsError) -> Self {
         match error {
             NatsError::Config(e) => SourceError::Invalid(e.to_string()),
-            other => SourceError::Broker(other.to_string()),
+            other => SourceError::transient(other.to_string()),
         }
     }
 }

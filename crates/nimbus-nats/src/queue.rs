@@ -620,6 +620,11 @@ impl QueueSource for NatsQueue {
         Ok(())
     }
 
+    async fn release(&self, _receipts: &[Receipt]) -> Result<(), SourceError> {
+        Err(SourceError::Invalid(
+            "release is not implemented yet".into(),
+        ))
+    }
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
         let reply = self.reply_of(receipt).ok_or(SourceError::UnknownReceipt)?;
         // `-NAK {"delay":<nanoseconds>}`; a plain `-NAK` redelivers at once.

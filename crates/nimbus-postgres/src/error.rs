@@ -19,6 +19,6 @@ pub enum PostgresError {
 
 impl From<PostgresError> for SourceError {
     fn from(error: PostgresError) -> Self {
-        SourceError::Broker(error.to_string())
+        SourceError::transient(error.to_string())
     }
 }

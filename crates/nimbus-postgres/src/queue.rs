@@ -307,6 +307,11 @@ impl QueueSource for PostgresQueue {
         Ok(())
     }
 
+    async fn release(&self, _receipts: &[Receipt]) -> Result<(), SourceError> {
+        Err(SourceError::Invalid(
+            "release is not implemented yet".into(),
+        ))
+    }
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
         let (id, nonce) = parse(receipt)?;
         let client = self.db.client().await?;

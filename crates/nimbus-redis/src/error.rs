@@ -19,6 +19,6 @@ pub enum RedisError {
 
 impl From<RedisError> for SourceError {
     fn from(error: RedisError) -> Self {
-        SourceError::Broker(error.to_string())
+        SourceError::transient(error.to_string())
     }
 }

@@ -330,6 +330,11 @@ impl QueueSource for RedisQueue {
         Ok(())
     }
 
+    async fn release(&self, _receipts: &[Receipt]) -> Result<(), SourceError> {
+        Err(SourceError::Invalid(
+            "release is not implemented yet".into(),
+        ))
+    }
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
         let id = receipt.as_token().ok_or(SourceError::UnknownReceipt)?;
         // Reclaimable once idle for the visibility timeout: set the idle time so that this

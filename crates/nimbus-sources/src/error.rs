@@ -1,10 +1,32 @@
 //! Errors of sources and mappings: one enum for source operations, and config errors reused
 //! from nimbus-core.
+//!
+//! A broker error is classified when it is made: [`Retry::Transient`] errors (a dropped
+//! connection, a timeout, a busy server) are retried by mappings with backoff, and
+//! [`Retry::Permanent`] ones (bad credentials, a queue or table that does not exist, a
+//! malformed request the broker refuses) stop the mapping with a status that says why, rather
+//! than retrying forever. The underlying error is kept and reachable through
+//! [`std::error::Error::source`].
+
+use std::sync::Arc;
 
 pub use nimbus_core::ConfigError;
 
+/// Whether a broker error is worth retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Retry {
+    /// Worth retrying after a backoff (connection lost, timeout, server busy).
+    Transient,
+    /// Retrying will not help (bad credentials, missing queue, refused request).
+    Permanent,
+}
+
+/// The error a broker client returned, shared so that [`SourceError`] stays `Clone`.
+pub type BoxError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A source operation that failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
     /// The source is full; the value is not taken.
@@ -19,10 +41,124 @@ pub enum SourceError {
     /// The source is closed.
     #[error("source is closed")]
     Closed,
-    /// The broker failed; worth retrying after a backoff.
-    #[error("broker error: {0}")]
-    Broker(String),
+    /// The broker (or the store behind the source) failed.
+    #[error("broker error: {message}")]
+    Broker {
+        /// Whether to retry.
+        retry: Retry,
+        /// What failed, with the server's own message when it gave one.
+        message: String,
+        /// The client's error, if there was one.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A request the source refuses (bad argument).
     #[error("invalid request: {0}")]
     Invalid(String),
+}
+
+impl SourceError {
+    /// A transient broker error described by `message`.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::Broker {
+            retry: Retry::Transient,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A permanent broker error described by `message`.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::Broker {
+            retry: Retry::Permanent,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A broker error wrapping the client's `error`, classified as `retry`. The message is the
+    /// error's display text; the error itself stays reachable through `source()`.
+    pub fn broker<E>(retry: Retry, error: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Self::Broker {
+            retry,
+            message: error.to_string(),
+            source: Some(Arc::new(error)),
+        }
+    }
+
+    /// Replaces the message of a broker error (to add the server's detail or some context);
+    /// other variants are returned unchanged.
+    #[must_use]
+    pub fn with_message(self, message: impl Into<String>) -> Self {
+        match self {
+            Self::Broker { retry, source, .. } => Self::Broker {
+                retry,
+                message: message.into(),
+                source,
+            },
+            other => other,
+        }
+    }
+
+    /// Whether retrying cannot help: a permanent broker error, or a closed source. A mapping
+    /// stops on such an error; it retries every other one with backoff.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Self::Broker {
+                retry: Retry::Permanent,
+                ..
+            } | Self::Closed
+        )
+    }
+}
+
+/// Two errors are equal when they are the same kind with the same text; the sources are not
+/// compared.
+impl PartialEq for SourceError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Full { capacity: a }, Self::Full { capacity: b }) => a == b,
+            (Self::UnknownReceipt, Self::UnknownReceipt) | (Self::Closed, Self::Closed) => true,
+            (
+                Self::Broker {
+                    retry: a,
+                    message: m,
+                    ..
+                },
+                Self::Broker {
+                    retry: b,
+                    message: n,
+                    ..
+                },
+            ) => a == b && m == n,
+            (Self::Invalid(a), Self::Invalid(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for SourceError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn broker_errors_keep_their_source_and_class() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let error = SourceError::broker(Retry::Transient, io);
+        assert!(!error.is_permanent());
+        assert_eq!(error.to_string(), "broker error: reset by peer");
+        assert_eq!(
+            error.source().map(ToString::to_string).as_deref(),
+            Some("reset by peer")
+        );
+        assert!(SourceError::permanent("no such queue").is_permanent());
+        assert!(SourceError::Closed.is_permanent());
+    }
 }

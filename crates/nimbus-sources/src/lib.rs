@@ -49,7 +49,7 @@ mod queue;
 mod stream;
 mod stream_mapping;
 
-pub use error::{ConfigError, SourceError};
+pub use error::{BoxError, ConfigError, Retry, SourceError};
 pub use filter::{FilterPattern, Filters, MAX_PATTERNS, MAX_PATTERN_LEN};
 pub use mapping::{
     BatchResponse, QueueBatch, QueueFunction, QueueMapping, QueueMappingConfig,

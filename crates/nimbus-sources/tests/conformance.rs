@@ -58,6 +58,11 @@ async fn the_kit_catches_a_queue_that_loses_messages() {
         async fn ack(&self, _receipts: &[Receipt]) -> Result<(), SourceError> {
             Ok(())
         }
+        async fn release(&self, _receipts: &[Receipt]) -> Result<(), SourceError> {
+            Err(SourceError::Invalid(
+                "release is not implemented yet".into(),
+            ))
+        }
         async fn retry_later(
             &self,
             _receipt: &Receipt,

@@ -1,6 +1,7 @@
 //! The [`Runtime`]: the registry of functions, the runtime-wide concurrency limit and its
 //! reservations, request ids, and graceful shutdown.
 
+mod attachment;
 mod config;
 mod gate;
 
@@ -14,9 +15,11 @@ use std::time::Duration;
 use dashmap::DashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use attachment::{Attachment, AttachmentStop, ATTACHMENT_STOP_SLACK};
 pub use config::RuntimeConfig;
 pub(crate) use gate::Gate;
 
@@ -180,6 +183,7 @@ pub struct Runtime {
     shared: Arc<Shared>,
     functions: Arc<DashMap<Arc<str>, Entry>>,
     registering: Arc<tokio::sync::Mutex<()>>,
+    attachments: Arc<parking_lot::Mutex<Vec<Arc<dyn Attachment>>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -214,6 +218,8 @@ pub struct ShutdownReport {
     pub cancelled: usize,
     /// Idle instances dropped.
     pub instances_dropped: usize,
+    /// How each attached mapping stopped, in the order they were attached.
+    pub attachments: Vec<AttachmentStop>,
 }
 
 /// The runtime's concurrency accounts.
@@ -257,6 +263,7 @@ impl Runtime {
             }),
             functions: Arc::new(DashMap::new()),
             registering: Arc::new(tokio::sync::Mutex::new(())),
+            attachments: Arc::new(parking_lot::Mutex::new(Vec::new())),
         })
     }
 
@@ -352,6 +359,72 @@ impl Runtime {
         }
         entry.function.stop();
         true
+    }
+
+    /// Attaches a mapping (or any [`Attachment`]) to this runtime: [`Runtime::shutdown`] stops it
+    /// before the functions it feeds, and unregistering its function stops it too.
+    ///
+    /// # Errors
+    ///
+    /// [`RegisterError::ShuttingDown`] once shutdown has begun; the attachment is handed back
+    /// unstarted in spirit (the caller still owns its handle and should stop it).
+    pub fn attach(&self, attachment: impl Attachment) -> Result<(), RegisterError> {
+        self.attach_arc(Arc::new(attachment))
+    }
+
+    /// As [`Runtime::attach`], for an attachment already shared.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::attach`].
+    pub fn attach_arc(&self, attachment: Arc<dyn Attachment>) -> Result<(), RegisterError> {
+        let mut attachments = self.attachments.lock();
+        if self.shared.gate.is_closed() {
+            return Err(RegisterError::ShuttingDown);
+        }
+        attachments.push(attachment);
+        Ok(())
+    }
+
+    /// Stops every attachment (or those of one function) by `deadline`, concurrently; each is
+    /// given up on [`ATTACHMENT_STOP_SLACK`] after it.
+    async fn stop_attachments(
+        &self,
+        function: Option<&str>,
+        deadline: Instant,
+    ) -> Vec<AttachmentStop> {
+        let stopping: Vec<Arc<dyn Attachment>> = {
+            let mut attachments = self.attachments.lock();
+            let (stop, keep) = attachments
+                .drain(..)
+                .partition(|a| function.is_none_or(|f| a.function() == f));
+            *attachments = keep;
+            stop
+        };
+        let give_up = deadline + ATTACHMENT_STOP_SLACK;
+        // Each on its own task: concurrent, and a panic in one is its own failed stop.
+        let tasks: Vec<_> = stopping
+            .iter()
+            .map(|attachment| {
+                let attachment = Arc::clone(attachment);
+                tokio::spawn(async move { attachment.stop(deadline).await })
+            })
+            .collect();
+        let mut stops = Vec::with_capacity(tasks.len());
+        for (attachment, task) in stopping.iter().zip(tasks) {
+            let abort = task.abort_handle();
+            stops.push(match tokio::time::timeout_at(give_up, task).await {
+                Ok(Ok(stop)) => stop,
+                Ok(Err(_panicked)) => {
+                    AttachmentStop::failed(attachment.name(), "panicked while stopping")
+                }
+                Err(_) => {
+                    abort.abort();
+                    AttachmentStop::failed(attachment.name(), "did not stop in time")
+                }
+            });
+        }
+        stops
     }
 
     /// A typed handle to the function `name`: the fast way to invoke it repeatedly.
@@ -488,6 +561,10 @@ impl Runtime {
     /// Then what still runs is cancelled, and async events not finished are handed back in the
     /// report. Reapers stop and idle instances are dropped. Calling it again returns at once.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        let deadline = Instant::now().checked_add(grace).unwrap_or_else(far_future);
+        // Mappings first: they stop receiving and hand back what they hold while the
+        // functions still run the batches in flight.
+        let attachments = self.stop_attachments(None, deadline).await;
         let in_flight = self.shared.gate.close();
         self.shared.shutting_down.cancel();
         let cancelled_before = self.shared.cancelled.load(Ordering::Relaxed);
@@ -502,7 +579,7 @@ impl Runtime {
                 function.async_idle().await;
             }
         };
-        let _ = tokio::time::timeout(grace, drained).await;
+        let _ = tokio::time::timeout_at(deadline, drained).await;
         // Whatever still runs now is cancelled; async workers and timers stop.
         self.shared.stopped.store(true, Ordering::SeqCst);
         self.shared.hard_stop.cancel();
@@ -523,8 +600,14 @@ impl Runtime {
             finished: in_flight.saturating_sub(cancelled),
             cancelled,
             instances_dropped,
+            attachments,
         }
     }
+}
+
+/// An instant about thirty years from now: "never" for deadlines from unbounded durations.
+pub(crate) fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
 /// Function names follow Lambda's rule: 1 to 64 letters, digits, hyphens or underscores.

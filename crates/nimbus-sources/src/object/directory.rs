@@ -96,7 +96,8 @@ impl DirectoryStore {
     ///
     /// The root cannot be created or watched.
     pub async fn open(config: DirectoryConfig) -> Result<Self, SourceError> {
-        let io = |e: std::io::Error| SourceError::Broker(format!("{}: {e}", config.root.display()));
+        let io =
+            |e: std::io::Error| SourceError::transient(format!("{}: {e}", config.root.display()));
         std::fs::create_dir_all(config.root.join(META)).map_err(io)?;
         let root = config.root.canonicalize().map_err(io)?;
         let index = std::fs::read(root.join(META).join("index.json"))
@@ -118,10 +119,10 @@ impl DirectoryStore {
                     let _ = tx.send(event);
                 }
             })
-            .map_err(|e| SourceError::Broker(format!("cannot watch {}: {e}", root.display())))?;
+            .map_err(|e| SourceError::transient(format!("cannot watch {}: {e}", root.display())))?;
         watcher
             .watch(&root, RecursiveMode::Recursive)
-            .map_err(|e| SourceError::Broker(format!("cannot watch {}: {e}", root.display())))?;
+            .map_err(|e| SourceError::transient(format!("cannot watch {}: {e}", root.display())))?;
 
         let stop = CancellationToken::new();
         let settle = config.settle;
@@ -356,7 +357,7 @@ impl ObjectStore for DirectoryStore {
     async fn create_bucket(&self, bucket: &str) -> Result<(), SourceError> {
         check_bucket(bucket)?;
         std::fs::create_dir_all(self.inner.root.join(bucket))
-            .map_err(|e| SourceError::Broker(e.to_string()))
+            .map_err(|e| SourceError::transient(e.to_string()))
     }
 
     async fn put(&self, bucket: &str, key: &str, data: Bytes) -> Result<ObjectInfo, SourceError> {
@@ -365,7 +366,7 @@ impl ObjectStore for DirectoryStore {
             return Err(SourceError::Invalid(format!("no bucket {bucket}")));
         }
         let path = self.path_of(bucket, key);
-        let io = |e: std::io::Error| SourceError::Broker(format!("{}: {e}", path.display()));
+        let io = |e: std::io::Error| SourceError::transient(format!("{}: {e}", path.display()));
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
@@ -416,7 +417,7 @@ impl ObjectStore for DirectoryStore {
                 Bytes::from(data),
             ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(SourceError::Broker(e.to_string())),
+            Err(e) => Err(SourceError::transient(e.to_string())),
         }
     }
 
@@ -434,7 +435,7 @@ impl ObjectStore for DirectoryStore {
                 Ok(true)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(SourceError::Broker(e.to_string())),
+            Err(e) => Err(SourceError::transient(e.to_string())),
         }
     }
 

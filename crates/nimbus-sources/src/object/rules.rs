@@ -94,7 +94,7 @@ impl EventTarget for nimbus_core::FunctionHandle<ObjectEvent, ()> {
     fn deliver(&self, event: &ObjectEvent) -> Result<(), SourceError> {
         self.invoke_async(event.clone())
             .map(|_| ())
-            .map_err(|rejected| SourceError::Broker(rejected.to_string()))
+            .map_err(|rejected| SourceError::transient(rejected.to_string()))
     }
 }
 

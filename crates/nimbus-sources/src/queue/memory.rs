@@ -688,6 +688,11 @@ impl QueueSource for InMemoryQueue {
         }
     }
 
+    async fn release(&self, _receipts: &[Receipt]) -> Result<(), SourceError> {
+        Err(SourceError::Invalid(
+            "release is not implemented yet".into(),
+        ))
+    }
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
         {
             let mut state = self.state.lock();

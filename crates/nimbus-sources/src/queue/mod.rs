@@ -319,6 +319,19 @@ pub trait QueueSource: Send + Sync + 'static {
     /// A [`SourceError`].
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError>;
 
+    /// Hands received messages back unhandled: visible again at once, and the receive that
+    /// delivered them is not counted, so the next receive reports the same `receive_count` as
+    /// this one did and releasing never moves a message towards its dead-letter queue.
+    /// Mappings release what they received but did not hand to the function when they stop
+    /// (shutdown, `stop`, unregister); a source that prefetches releases what it buffered.
+    /// Unlike [`QueueSource::retry_later`], a release is not a failed attempt.
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`]; receipts already expired are reported as
+    /// [`SourceError::UnknownReceipt`] after the others are released.
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError>;
+
     /// How long a received message stays invisible, if the source has a fixed one. A mapping
     /// whose function timeout exceeds it is rejected at build time.
     fn visibility_timeout(&self) -> Option<Duration> {
@@ -346,6 +359,9 @@ impl<Q: QueueSource + ?Sized> QueueSource for Arc<Q> {
     }
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
         (**self).retry_later(receipt, delay).await
+    }
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        (**self).release(receipts).await
     }
     fn visibility_timeout(&self) -> Option<Duration> {
         (**self).visibility_timeout()

@@ -381,7 +381,7 @@ impl Shared {
             })
             .await
             .unwrap_or_else(|_| {
-                Err(crate::error::SourceError::Broker(
+                Err(crate::error::SourceError::transient(
                     "balancing took longer than a heartbeat".to_owned(),
                 ))
             });
