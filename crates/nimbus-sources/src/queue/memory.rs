@@ -21,6 +21,12 @@ use tokio::time::Instant;
 use super::{Attributes, Message, MessageId, QueueSource, QueueStats, Receipt};
 use crate::error::{ConfigError, SourceError};
 
+/// The longest visibility timeout, and the longest `retry_later` delay (12 h, as SQS).
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3_600);
+
+/// The longest delay of a sent message (15 min, as SQS).
+const MAX_DELAY: Duration = Duration::from_secs(900);
+
 /// Configuration of an [`InMemoryQueue`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -94,10 +100,10 @@ impl QueueConfig {
         let err = |field, value: &dyn std::fmt::Debug, allowed: &str| {
             Err(ConfigError::new("queue", field, value, allowed))
         };
-        if self.visibility_timeout > Duration::from_secs(12 * 3_600) {
+        if self.visibility_timeout > MAX_VISIBILITY {
             return err("visibility_timeout", &self.visibility_timeout, "0s..=12h");
         }
-        if self.delay > Duration::from_secs(900) {
+        if self.delay > MAX_DELAY {
             return err("delay", &self.delay, "0s..=15min");
         }
         if !(1..=100_000_000).contains(&self.capacity) {
@@ -128,7 +134,7 @@ pub struct Outgoing {
     pub body: Bytes,
     /// String attributes.
     pub attributes: Attributes,
-    /// A delay instead of the queue's default.
+    /// A delay instead of the queue's default (0s..=15min; longer is refused).
     pub delay: Option<Duration>,
     /// The message group (FIFO queues require one).
     pub group_id: Option<Arc<str>>,
@@ -314,8 +320,9 @@ impl InMemoryQueue {
     ///
     /// # Errors
     ///
-    /// [`SendError`] hands the message back when the queue is full, or when a FIFO queue gets
-    /// a message without a group.
+    /// [`SendError`] hands the message back when the queue is full, when a FIFO queue gets
+    /// a message without a group, or when its delay is above 15 minutes
+    /// ([`SourceError::Invalid`] naming `delay`).
     pub fn send(&self, body: impl Into<Bytes>) -> Result<MessageId, SendError> {
         self.send_message(Outgoing::new(body))
     }
@@ -363,8 +370,16 @@ impl InMemoryQueue {
                     });
                     break;
                 }
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let delay = message.delay.unwrap_or(self.config.delay);
+                if delay > MAX_DELAY {
+                    let error = ConfigError::new("message", "delay", delay, "0s..=15min");
+                    refused = Some(SendError {
+                        message,
+                        error: SourceError::Invalid(error.to_string()),
+                    });
+                    break;
+                }
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let body = message.body;
                 // Cloning a `Bytes` made from a `Vec` allocates its shared header the first
                 // time; do it here, on the sender, rather than on every receiver's hot path.
@@ -596,7 +611,7 @@ impl InMemoryQueue {
     }
 
     /// Removes a receipt's message from its lease, if it is still there.
-    fn release(state: &mut State, receipt: &Receipt) -> Option<Stored> {
+    fn take_back(state: &mut State, receipt: &Receipt) -> Option<Stored> {
         let (lease_id, slot) = receipt.parts()?;
         let lease = state.leases.get_mut(lease_id)?;
         let stored = lease.slots.get_mut(slot as usize)?.take()?;
@@ -657,7 +672,7 @@ impl QueueSource for InMemoryQueue {
         {
             let mut state = self.state.lock();
             for receipt in receipts {
-                match Self::release(&mut state, receipt) {
+                match Self::take_back(&mut state, receipt) {
                     Some(stored) => {
                         state.held -= 1;
                         if let Some(group_id) = &stored.group {
@@ -688,20 +703,51 @@ impl QueueSource for InMemoryQueue {
         }
     }
 
-    async fn release(&self, _receipts: &[Receipt]) -> Result<(), SourceError> {
-        Err(SourceError::Invalid(
-            "release is not implemented yet".into(),
-        ))
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        let mut unknown = false;
+        let mut released = false;
+        {
+            let mut state = self.state.lock();
+            // A FIFO message goes back to the front of its group, so a FIFO batch is returned
+            // last first to keep the group's order; a standard queue's go to the back in order.
+            let fifo = self.config.fifo;
+            let mut forward = receipts.iter();
+            let mut backward = receipts.iter().rev();
+            let order: &mut dyn Iterator<Item = &Receipt> =
+                if fifo { &mut backward } else { &mut forward };
+            for receipt in order {
+                match Self::take_back(&mut state, receipt) {
+                    Some(mut stored) => {
+                        // The receive that delivered it does not count.
+                        stored.receive_count = stored.receive_count.saturating_sub(1);
+                        self.make_visible(&mut state, stored, true);
+                        released = true;
+                    }
+                    None => unknown = true,
+                }
+            }
+        }
+        if released {
+            self.arrived.notify_waiters();
+        }
+        if unknown {
+            Err(SourceError::UnknownReceipt)
+        } else {
+            Ok(())
+        }
     }
+
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
         {
             let mut state = self.state.lock();
-            let stored = Self::release(&mut state, receipt).ok_or(SourceError::UnknownReceipt)?;
+            let stored = Self::take_back(&mut state, receipt).ok_or(SourceError::UnknownReceipt)?;
             if delay.is_zero() {
                 self.make_visible(&mut state, stored, true);
             } else {
                 let seq = state.next_seq;
                 state.next_seq += 1;
+                // SQS caps a visibility change at 12 hours; longer delays are cut to it.
+                let delay = delay.min(MAX_VISIBILITY);
                 state.delayed.push(DelayedMessage {
                     due: Instant::now() + delay,
                     seq,
