@@ -46,6 +46,7 @@ mod filter;
 mod mapping;
 mod object;
 mod queue;
+mod status;
 mod stream;
 mod stream_mapping;
 
@@ -65,6 +66,7 @@ pub use queue::{
     Attributes, InMemoryQueue, Message, MessageId, Outgoing, QueueConfig, QueueProducer,
     QueueSource, QueueStats, Receipt, SendError,
 };
+pub use status::MappingStatus;
 pub use stream::{
     hash_key, stream_now, Checkpoint, CheckpointStore, InMemoryCheckpoints, InMemoryLeases,
     InMemoryStream, Lease, LeaseStore, Position, ReadResult, Sequence, ShardId, ShardInfo,

@@ -16,6 +16,15 @@
 //!   most ready shards ÷ live workers (rounded up) and hands the rest off between rounds, after
 //!   any open tumbling window closes.
 //!
+//! Stopping ([`StreamMapping::stop`], or the shutdown of a runtime it is attached to with
+//! [`nimbus_core::Runtime::attach`]): readers stop reading, finish the round in hand until the
+//! deadline (then stop between batches, leaving the rest behind the checkpoint), flush their
+//! checkpoints and give up their leases. A mapping whose function takes no more work (shutting
+//! down, unregistered) stops the same way instead of restarting its readers; one whose source
+//! or stores fail permanently stops with [`MappingStatus::Failed`]. Sources, stores and the
+//! on-failure destination are guarded: a panic is a transient error, and calls made while
+//! stopping are given up on shortly after the deadline.
+//!
 //! A shard is read in rounds: up to `batch_size × parallelization_factor` records are split into
 //! lanes, and the next round starts when every lane is done, so a lane blocked on a failing
 //! batch holds the shard (Lambda blocks only that lane; nimbus keeps the simpler round, which
@@ -29,7 +38,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nimbus_core::{Backoff, ErrorInfo, FunctionHandle, InvokeError, InvokeOptions, Invoker};
+use futures_util::FutureExt as _;
+use nimbus_core::{
+    Attachment, AttachmentStop, Backoff, ErrorInfo, FunctionHandle, InvokeError, InvokeOptions,
+    Invoker,
+};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,7 +52,8 @@ pub use batch::{
 };
 pub use config::StreamMappingConfig;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, SourceError};
+use crate::status::{delay_of, guarded, settle_status, MappingStatus};
 use crate::stream::{
     hash_key, stream_now, Checkpoint, CheckpointStore, Lease, LeaseStore, Position, Sequence,
     ShardId, ShardInfo, StreamRecord, StreamSource,
@@ -92,6 +106,8 @@ pub struct StreamMappingMetrics {
     pub iterator_age: Duration,
     /// Shards being read by this process now.
     pub shards_running: usize,
+    /// Permanent errors from the source or the stores: the mapping stopped on the first.
+    pub permanent_source_errors: u64,
     /// Per shard, by id.
     pub shards: HashMap<String, ShardMetrics>,
 }
@@ -107,9 +123,42 @@ struct Shared {
     metrics: Mutex<HashMap<ShardId, ShardMetrics>>,
     running: Mutex<HashMap<ShardId, Reader>>,
     shard_done: tokio::sync::Notify,
+    /// Stops readers between batches (the stop deadline, a permanent error, a function that
+    /// takes no more work).
     cancel: CancellationToken,
+    /// Stop reading: readers finish the round in hand; the coordinator stops.
+    stopping: CancellationToken,
+    /// Stopping took too long: give up on stores and sources.
+    abandon: CancellationToken,
+    status: Mutex<MappingStatus>,
+    permanent_errors: AtomicU64,
     tasks: TaskTracker,
     stopped_rounds: AtomicU64,
+}
+
+/// How long past its deadline a stopping stream mapping waits for checkpoints and lease
+/// releases before it gives up on the stores.
+const FLUSH_GRACE: Duration = Duration::from_millis(250);
+
+/// What a refused invocation means to a stream mapping.
+enum Refusal {
+    /// No capacity now: wait and retry, uncounted.
+    Throttled,
+    /// The function ran and failed: a failed attempt.
+    Failed,
+    /// The function takes no more work (shutting down, cancelled, unregistered, gone).
+    Stop,
+}
+
+fn classify(error: &InvokeError) -> Refusal {
+    match error {
+        InvokeError::Throttled(_) => Refusal::Throttled,
+        InvokeError::Function(_)
+        | InvokeError::Timeout(_)
+        | InvokeError::Panic(_)
+        | InvokeError::Init(_) => Refusal::Failed,
+        _ => Refusal::Stop,
+    }
 }
 
 /// Lease keys of live workers are `<mapping>/<WORKERS><owner>`; shard leases `<mapping>/<shard>`.
@@ -252,6 +301,10 @@ impl StreamMapping {
             running: Mutex::new(HashMap::new()),
             shard_done: tokio::sync::Notify::new(),
             cancel: CancellationToken::new(),
+            stopping: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            status: Mutex::new(MappingStatus::Running),
+            permanent_errors: AtomicU64::new(0),
             tasks: TaskTracker::new(),
             stopped_rounds: AtomicU64::new(0),
         });
@@ -264,6 +317,7 @@ impl StreamMapping {
         let shards = self.shared.metrics.lock().clone();
         let mut m = StreamMappingMetrics {
             shards_running: self.shared.running.lock().len(),
+            permanent_source_errors: self.shared.permanent_errors.load(Ordering::Relaxed),
             ..StreamMappingMetrics::default()
         };
         for s in shards.values() {
@@ -281,15 +335,75 @@ impl StreamMapping {
         m
     }
 
-    /// Stops the mapping: readers finish the batch in hand (or leave it unfinished, behind the
-    /// checkpoint, if the grace period ends first) and release their leases. Returns whether
-    /// everything stopped within `grace`.
+    /// Whether the mapping runs, or why it stopped.
+    pub fn status(&self) -> MappingStatus {
+        self.shared.status.lock().clone()
+    }
+
+    /// Stops the mapping: readers stop reading and finish the round in hand (or, once
+    /// `grace` is over, stop between batches and leave the rest behind the checkpoint), flush
+    /// their checkpoints and release their leases. Returns whether everything stopped within
+    /// `grace` (plus a short flush).
     pub async fn stop(&self, grace: Duration) -> bool {
-        self.shared.cancel.cancel();
-        self.shared.tasks.close();
-        tokio::time::timeout(grace, self.shared.tasks.wait())
+        let deadline = tokio::time::Instant::now()
+            .checked_add(grace)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
+        self.stop_by(deadline).await.clean
+    }
+
+    async fn stop_by(&self, deadline: tokio::time::Instant) -> AttachmentStop {
+        let shared = &self.shared;
+        settle_status(
+            &shared.status,
+            MappingStatus::Stopped {
+                reason: "stopped".to_owned(),
+            },
+        );
+        shared.stopping.cancel();
+        for reader in shared.running.lock().values() {
+            reader.hand_off.cancel();
+        }
+        shared.tasks.close();
+        if tokio::time::timeout_at(deadline, shared.tasks.wait())
             .await
-            .is_ok()
+            .is_err()
+        {
+            // The deadline: stop between batches; what is unfinished stays behind the
+            // checkpoint, to be read again.
+            shared.cancel.cancel();
+        }
+        let clean = tokio::time::timeout_at(deadline + FLUSH_GRACE, shared.tasks.wait())
+            .await
+            .is_ok();
+        if !clean {
+            shared.abandon.cancel();
+            let _ = tokio::time::timeout(FLUSH_GRACE, shared.tasks.wait()).await;
+        }
+        if clean {
+            AttachmentStop::clean(&*shared.name)
+        } else {
+            AttachmentStop::failed(
+                &*shared.name,
+                "a store or source did not answer before the deadline",
+            )
+        }
+    }
+}
+
+/// The runtime's handle on the mapping: [`nimbus_core::Runtime::shutdown`] stops it before
+/// the function, and unregistering the function stops it.
+#[nimbus_core::async_trait]
+impl Attachment for StreamMapping {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn function(&self) -> &str {
+        self.shared.function.name()
+    }
+
+    async fn stop(&self, deadline: tokio::time::Instant) -> AttachmentStop {
+        self.stop_by(deadline).await
     }
 }
 
@@ -374,9 +488,12 @@ impl Shared {
         let heartbeat = self.config.lease_ttl / 3;
         let mut failures = 0u32;
         loop {
+            if self.stopping.is_cancelled() || self.cancel.is_cancelled() {
+                break;
+            }
             // Bounded, so that a hung store cannot keep readers going past their leases.
             let balanced = tokio::time::timeout(heartbeat, async {
-                let shards = self.source.shards().await?;
+                let shards = guarded("listing shards", self.source.shards()).await?;
                 self.balance(&shards).await
             })
             .await
@@ -395,9 +512,13 @@ impl Shared {
                         wait = wait.min(next + Duration::from_millis(20));
                     }
                 }
+                Err(error) if error.is_permanent() => {
+                    self.fail(error);
+                    break;
+                }
                 Err(error) => {
                     failures += 1;
-                    wait = Backoff::throttles().delay(failures).min(heartbeat);
+                    wait = delay_of(&Backoff::throttles(), failures).min(heartbeat);
                     tracing::warn!(mapping = %self.name, %error, "balancing shards failed");
                 }
             }
@@ -406,19 +527,53 @@ impl Shared {
                 () = self.shard_done.notified() => {}
                 () = tokio::time::sleep(wait) => {}
                 () = self.cancel.cancelled() => break,
+                () = self.stopping.cancelled() => break,
             }
         }
-        let _ = self
-            .leases
-            .release(&self.worker_key(), &self.config.owner)
-            .await;
+        self.store_call(
+            "lease store release",
+            self.leases.release(&self.worker_key(), &self.config.owner),
+        )
+        .await
+        .ok();
+    }
+
+    /// Stops the mapping on a permanent error.
+    fn fail(&self, error: SourceError) {
+        self.permanent_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(mapping = %self.name, %error, "permanent error; stopping the mapping");
+        self.halt(MappingStatus::Failed { error });
+    }
+
+    /// Stops every reader and the coordinator with this status.
+    fn halt(&self, status: MappingStatus) {
+        settle_status(&self.status, status);
+        self.stopping.cancel();
+        self.cancel.cancel();
+    }
+
+    /// A call into a store or the source: guarded against panics, and given up on once the
+    /// mapping abandons its stores after the stop deadline.
+    async fn store_call<T>(
+        &self,
+        what: &'static str,
+        call: impl std::future::Future<Output = Result<T, SourceError>>,
+    ) -> Result<T, SourceError> {
+        tokio::select! {
+            result = guarded(what, call) => result,
+            () = self.abandon.cancelled() => Err(SourceError::transient(format!(
+                "{what} did not answer before the stop deadline"
+            ))),
+        }
     }
 
     /// Stops readers whose lease was not renewed for nine tenths of its TTL (the store is
     /// unreachable, or balancing keeps failing): another worker may take the shard soon.
     fn stop_unrenewed(&self) {
         let ttl = self.config.lease_ttl;
-        let deadline = tokio::time::Instant::now() - (ttl - ttl / 10);
+        let Some(deadline) = tokio::time::Instant::now().checked_sub(ttl - ttl / 10) else {
+            return;
+        };
         for (id, reader) in self.running.lock().iter() {
             if reader.renewed <= deadline && !reader.cancel.is_cancelled() {
                 tracing::warn!(mapping = %self.name, shard = %id, "lease not renewed in time; stopping the reader");
@@ -437,10 +592,16 @@ impl Shared {
         shards: &[ShardInfo],
     ) -> Result<Option<Duration>, crate::error::SourceError> {
         let (owner, ttl) = (&self.config.owner, self.config.lease_ttl);
-        self.leases.acquire(&self.worker_key(), owner, ttl).await?;
+        self.store_call(
+            "lease store acquire",
+            self.leases.acquire(&self.worker_key(), owner, ttl),
+        )
+        .await?;
         let prefix = format!("{}/", self.name);
         let workers_prefix = format!("{prefix}{WORKERS}");
-        let listed = self.leases.list(&prefix).await?;
+        let listed = self
+            .store_call("lease store list", self.leases.list(&prefix))
+            .await?;
         let now = tokio::time::Instant::now();
         let live_workers: Vec<&Lease> = listed
             .iter()
@@ -484,7 +645,13 @@ impl Shared {
             .collect();
         let mut kept = Vec::new();
         for (id, cancel, hand_off, renewed) in running {
-            match self.leases.acquire(&self.lease_key(&id), owner, ttl).await {
+            match self
+                .store_call(
+                    "lease store acquire",
+                    self.leases.acquire(&self.lease_key(&id), owner, ttl),
+                )
+                .await
+            {
                 Ok(Some(_)) => {
                     let live = match self.running.lock().get_mut(&id) {
                         Some(reader) if !reader.ending => {
@@ -495,7 +662,12 @@ impl Shared {
                     };
                     if !live {
                         // The reader ended while this renewal was on its way: give it back.
-                        let _ = self.leases.release(&self.lease_key(&id), owner).await;
+                        let _ = self
+                            .store_call(
+                                "lease store release",
+                                self.leases.release(&self.lease_key(&id), owner),
+                            )
+                            .await;
                         continue;
                     }
                     // A reader handing off keeps its lease until its round is done.
@@ -535,16 +707,27 @@ impl Shared {
                 next_shard_expiry = Some(next_shard_expiry.map_or(left, |n| n.min(left)));
                 continue;
             }
-            if let Ok(Some(_)) = self.leases.acquire(&key, owner, ttl).await {
+            if let Ok(Some(_)) = self
+                .store_call("lease store acquire", self.leases.acquire(&key, owner, ttl))
+                .await
+            {
                 // Read the checkpoint again under the lease: the last owner may have moved it.
-                match self.checkpoints.get(&self.name, &shard.id).await {
+                match self
+                    .store_call(
+                        "checkpoint store get",
+                        self.checkpoints.get(&self.name, &shard.id),
+                    )
+                    .await
+                {
                     Ok(checkpoint) => {
                         held += 1;
                         self.start_reader(Arc::clone(&shard.id), checkpoint, now);
                     }
                     Err(error) => {
                         tracing::warn!(mapping = %self.name, shard = %shard.id, %error, "reading a checkpoint failed");
-                        let _ = self.leases.release(&key, owner).await;
+                        let _ = self
+                            .store_call("lease store release", self.leases.release(&key, owner))
+                            .await;
                     }
                 }
             }
@@ -564,7 +747,13 @@ impl Shared {
         let known: HashSet<&str> = shards.iter().map(|s| &*s.id).collect();
         let mut ready = Vec::new();
         'shards: for shard in shards {
-            match self.checkpoints.get(&self.name, &shard.id).await {
+            match self
+                .store_call(
+                    "checkpoint store get",
+                    self.checkpoints.get(&self.name, &shard.id),
+                )
+                .await
+            {
                 Ok(Some(Checkpoint::ShardEnd)) => {
                     self.shard_metrics(&shard.id, |m| m.finished = true);
                     continue;
@@ -577,7 +766,13 @@ impl Shared {
             }
             // A parent gone from the source (expired) has nothing left to read.
             for parent in shard.parents.iter().filter(|p| known.contains(&***p)) {
-                match self.checkpoints.get(&self.name, parent).await {
+                match self
+                    .store_call(
+                        "checkpoint store get",
+                        self.checkpoints.get(&self.name, parent),
+                    )
+                    .await
+                {
                     Ok(Some(Checkpoint::ShardEnd)) => {}
                     _ => continue 'shards,
                 }
@@ -613,8 +808,11 @@ impl Shared {
                 reader.ending = true;
             }
             let _ = this
-                .leases
-                .release(&this.lease_key(&id), &this.config.owner)
+                .store_call(
+                    "lease store release",
+                    this.leases
+                        .release(&this.lease_key(&id), &this.config.owner),
+                )
                 .await;
             this.running.lock().remove(&id);
             this.shard_done.notify_one();
@@ -643,8 +841,11 @@ impl Shared {
             return;
         }
         if self
-            .checkpoints
-            .put(&self.name, shard, Checkpoint::At(sequence))
+            .store_call(
+                "checkpoint store put",
+                self.checkpoints
+                    .put(&self.name, shard, Checkpoint::At(sequence)),
+            )
             .await
             .is_ok()
         {
@@ -667,10 +868,12 @@ impl Shared {
             // Pin `Latest` to a place now and checkpoint it, so that a later owner of the shard
             // (after a hand-off or a crash) reads on from here instead of from its own Latest,
             // which would skip what arrived in between.
-            if let Ok(now) = self
-                .source
-                .read(&shard, Position::Latest, 1, Duration::ZERO)
-                .await
+            if let Ok(now) = guarded(
+                "reading a shard",
+                self.source
+                    .read(&shard, Position::Latest, 1, Duration::ZERO),
+            )
+            .await
             {
                 if now.records.is_empty() {
                     position = now.next;
@@ -687,7 +890,8 @@ impl Shared {
         loop {
             // An open tumbling window is finished before the shard is handed off, so that its
             // state is not lost with it; windows close on time even without records.
-            let handing_off = hand_off.is_cancelled() && window.bounds.is_none();
+            let handing_off = (hand_off.is_cancelled() || self.stopping.is_cancelled())
+                && window.bounds.is_none();
             if cancel.is_cancelled() || handing_off {
                 self.settle(&shard, position).await;
                 return;
@@ -697,20 +901,27 @@ impl Shared {
                 wait = wait.min(end.duration_since(stream_now()).unwrap_or_default());
             }
             let read = tokio::select! {
-                read = self.source.read(&shard, position, round, wait) => read,
+                read = guarded("reading a shard", self.source.read(&shard, position, round, wait)) => read,
                 () = cancel.cancelled() => continue,
                 () = hand_off.cancelled(), if window.bounds.is_none() => continue,
+                () = self.stopping.cancelled(), if window.bounds.is_none() => continue,
             };
             let mut read = match read {
                 Ok(read) => {
                     failures = 0;
                     read
                 }
+                Err(error) if error.is_permanent() => {
+                    self.fail(error);
+                    return;
+                }
                 Err(error) => {
                     failures += 1;
                     tracing::warn!(mapping = %self.name, %shard, %error, "reading a shard failed");
+                    let delay =
+                        delay_of(&Backoff::throttles(), failures).min(Duration::from_secs(30));
                     tokio::select! {
-                        () = tokio::time::sleep(Backoff::throttles().delay(failures).min(Duration::from_secs(30))) => continue,
+                        () = tokio::time::sleep(delay) => continue,
                         () = cancel.cancelled() => return,
                     }
                 }
@@ -727,7 +938,7 @@ impl Shared {
                         break;
                     }
                     let more = tokio::select! {
-                        more = self.source.read(&shard, read.next, round - read.records.len(), left) => more,
+                        more = guarded("reading a shard", self.source.read(&shard, read.next, round - read.records.len(), left)) => more,
                         () = cancel.cancelled() => break,
                     };
                     match more {
@@ -768,8 +979,11 @@ impl Shared {
             }
             if read.shard_ended {
                 let _ = self
-                    .checkpoints
-                    .put(&self.name, &shard, Checkpoint::ShardEnd)
+                    .store_call(
+                        "checkpoint store put",
+                        self.checkpoints
+                            .put(&self.name, &shard, Checkpoint::ShardEnd),
+                    )
                     .await;
                 self.shard_metrics(&shard, |m| m.finished = true);
                 return;
@@ -887,7 +1101,10 @@ impl Shared {
             };
             match self.invoke(batch, attempts + 1).await {
                 Ok(_) => break,
-                Err(InvokeError::ShuttingDown | InvokeError::Cancelled) => return Done::Stopped,
+                Err(error) if matches!(classify(&error), Refusal::Stop) => {
+                    self.function_gone(&error);
+                    return Done::Stopped;
+                }
                 Err(error) => {
                     attempts += 1;
                     let exhausted = self.config.max_retry_attempts >= 0
@@ -918,10 +1135,19 @@ impl Shared {
         self.function.invoke_with(batch, options).await.result
     }
 
+    /// The function takes no more work: stop the mapping (its readers would only restart
+    /// over the same records), leaving them behind the checkpoint.
+    fn function_gone(&self, error: &InvokeError) {
+        tracing::info!(mapping = %self.name, %error, "the function takes no more work; stopping the mapping");
+        self.halt(MappingStatus::Stopped {
+            reason: format!("function {}: {error}", self.function.name()),
+        });
+    }
+
     /// Waits before retry `attempt`; false if the mapping stops meanwhile.
     async fn pause(&self, attempt: u32, cancel: &CancellationToken) -> bool {
         tokio::select! {
-            () = tokio::time::sleep(self.config.retry_backoff.delay(attempt)) => true,
+            () = tokio::time::sleep(delay_of(&self.config.retry_backoff, attempt)) => true,
             () = cancel.cancelled() => false,
         }
     }
@@ -1020,8 +1246,9 @@ impl Shared {
                         }
                         continue;
                     }
-                    Err(InvokeError::ShuttingDown | InvokeError::Cancelled) => {
-                        return Done::Stopped
+                    Err(error) if matches!(classify(&error), Refusal::Stop) => {
+                        self.function_gone(&error);
+                        return Done::Stopped;
                     }
                     Err(error) => {
                         last_error = Some(ErrorInfo::from(&error));
@@ -1120,12 +1347,29 @@ impl Shared {
         let sent = failure.records.clone();
         let mut attempts = 0;
         loop {
-            match destination.deliver(failure).await {
-                Ok(()) => break,
-                Err(refused) => {
+            // A panicking destination is a refusal; the records are kept for the next try.
+            let kept = failure.clone();
+            let delivering =
+                std::panic::AssertUnwindSafe(destination.deliver(failure)).catch_unwind();
+            let delivered = tokio::select! {
+                delivered = delivering => delivered,
+                () = cancel.cancelled() => return Done::Stopped,
+            };
+            match delivered {
+                Ok(Ok(())) => break,
+                Ok(Err(refused)) => {
                     attempts += 1;
                     tracing::warn!(mapping = %self.name, %shard, reason = %refused.reason, "on-failure destination refused records; retrying");
                     failure = refused.value;
+                    if !self.pause(attempts, cancel).await {
+                        return Done::Stopped;
+                    }
+                }
+                Err(panic) => {
+                    attempts += 1;
+                    let reason = crate::status::panic_message(panic.as_ref());
+                    tracing::warn!(mapping = %self.name, %shard, %reason, "on-failure destination panicked; retrying");
+                    failure = kept;
                     if !self.pause(attempts, cancel).await {
                         return Done::Stopped;
                     }
@@ -1150,8 +1394,11 @@ impl Shared {
             return;
         }
         match self
-            .checkpoints
-            .put(&self.name, shard, Checkpoint::At(sequence))
+            .store_call(
+                "checkpoint store put",
+                self.checkpoints
+                    .put(&self.name, shard, Checkpoint::At(sequence)),
+            )
             .await
         {
             Ok(()) => {
