@@ -299,6 +299,14 @@ pub trait QueueSource: Send + Sync + 'static {
     /// Received messages are invisible to other receivers until acknowledged, made visible
     /// again, or their visibility timeout passes. An empty vector means nothing arrived in time.
     ///
+    /// # Cancellation
+    ///
+    /// A receive need not be cancel-safe: if its future is dropped after the broker handed
+    /// messages out, they may stay invisible until their visibility timeout (and come back
+    /// then, at least once). Mappings therefore never drop a receive: one in flight when a
+    /// mapping stops runs to the end of its long poll on its own task, and what it brings is
+    /// [released](QueueSource::release) at once.
+    ///
     /// # Errors
     ///
     /// A [`SourceError`]; the mapping retries with backoff.

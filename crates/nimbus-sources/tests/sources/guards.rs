@@ -175,3 +175,60 @@ async fn a_panicking_checkpoint_store_does_not_wedge_the_shard() {
     .await;
     assert!(mapping.stop(Duration::from_secs(1)).await);
 }
+
+/// A receive that is not cancel-safe: it claims messages, then takes a second to return them.
+/// Dropping it in that second would strand them until their visibility timeout.
+struct SlowClaim {
+    inner: Arc<InMemoryQueue>,
+    claimed: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl QueueSource for SlowClaim {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
+        let got = self.inner.receive(max, wait).await?;
+        if !got.is_empty() {
+            self.claimed.notify_one();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Ok(got)
+    }
+    async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        self.inner.ack(receipts).await
+    }
+    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
+        self.inner.retry_later(receipt, delay).await
+    }
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        self.inner.release(receipts).await
+    }
+    fn visibility_timeout(&self) -> Option<Duration> {
+        self.inner.visibility_timeout()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_receive_in_flight_at_stop_is_not_dropped_but_released() {
+    let rt = runtime();
+    let (function, seen) = recording(&rt, "claim").await;
+    let q = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(30)));
+    let source = Arc::new(SlowClaim {
+        inner: q.clone(),
+        claimed: tokio::sync::Notify::new(),
+    });
+    let mapping = QueueMapping::start(
+        source.clone(),
+        function,
+        QueueMappingConfig::new("claim").with_initial_concurrency(1),
+    )
+    .unwrap();
+    q.send("claimed").unwrap();
+    source.claimed.notified().await;
+    assert!(mapping.stop(Duration::from_millis(100)).await);
+    // Well before the visibility timeout, the message is back, its receive uncounted.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let back = q.receive(1, Duration::ZERO).await.unwrap();
+    assert_eq!(back.len(), 1, "stranded until the visibility timeout");
+    assert_eq!(back[0].receive_count, 1);
+    assert!(seen.lock().is_empty());
+}
