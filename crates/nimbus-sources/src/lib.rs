@@ -30,11 +30,14 @@
 //!     queue.send(body)?;
 //! }
 //! let mapping = QueueMapping::start(queue.clone(), sum, QueueMappingConfig::new("sum"))?;
+//! // Attached, the mapping is stopped first when the runtime shuts down: what it holds goes
+//! // back to the queue, its receive count unchanged.
+//! runtime.attach(mapping.clone())?;
 //! while mapping.metrics().deleted + mapping.metrics().failed < 3 {
 //!     tokio::task::yield_now().await;
 //! }
 //! assert_eq!(mapping.metrics().failed, 1);
-//! mapping.stop(Duration::from_secs(1)).await;
+//! runtime.shutdown(Duration::from_secs(1)).await;
 //! # Ok(())
 //! # }
 //! ```

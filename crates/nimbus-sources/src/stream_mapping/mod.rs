@@ -275,10 +275,14 @@ impl StreamMapping {
     /// let stream = Arc::new(InMemoryStream::new(StreamConfig::default().with_shards(2))?);
     /// stream.put("user-1", "hello")?;
     /// let mapping = StreamMapping::start(stream, count, StreamMappingParts::in_memory(), StreamMappingConfig::new("count"))?;
+    /// // Attached, the mapping is stopped first when the runtime shuts down: checkpoints
+    /// // flushed, leases given up.
+    /// runtime.attach(mapping.clone())?;
     /// while mapping.metrics().records < 1 {
     ///     tokio::task::yield_now().await;
     /// }
-    /// mapping.stop(Duration::from_secs(1)).await;
+    /// let report = runtime.shutdown(Duration::from_secs(1)).await;
+    /// assert!(report.attachments[0].clean);
     /// # Ok(())
     /// # }
     /// ```

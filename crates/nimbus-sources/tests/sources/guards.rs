@@ -232,3 +232,159 @@ async fn a_receive_in_flight_at_stop_is_not_dropped_but_released() {
     assert_eq!(back[0].receive_count, 1);
     assert!(seen.lock().is_empty());
 }
+
+/// A lease store whose release never answers.
+#[derive(Default)]
+struct StuckRelease(nimbus_sources::InMemoryLeases);
+
+#[async_trait]
+impl nimbus_sources::LeaseStore for StuckRelease {
+    async fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<nimbus_sources::Lease>, SourceError> {
+        self.0.acquire(key, owner, ttl).await
+    }
+    async fn release(&self, _key: &str, _owner: &str) -> Result<(), SourceError> {
+        std::future::pending().await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<nimbus_sources::Lease>, SourceError> {
+        self.0.list(prefix).await
+    }
+}
+
+async fn counting_function(rt: &nimbus_core::Runtime) -> nimbus_sources::StreamFunction {
+    rt.register(Function::new(
+        "count",
+        handler_fn(|_batch: StreamBatch, _ctx: Context| async move {
+            Ok::<_, FunctionError>(StreamResponse::success())
+        }),
+    ))
+    .await
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_is_bounded_when_a_lease_store_never_answers() {
+    let rt = runtime();
+    let stream = Arc::new(InMemoryStream::new(StreamConfig::default()).unwrap());
+    let mapping = StreamMapping::start(
+        stream.clone(),
+        counting_function(&rt).await,
+        StreamMappingParts::in_memory().with_leases(Arc::new(StuckRelease::default())),
+        StreamMappingConfig::new("count"),
+    )
+    .unwrap();
+    stream.put("k", "v").unwrap();
+    eventually(LIMIT, || mapping.metrics().records == 1).await;
+    let started = tokio::time::Instant::now();
+    let clean = mapping.stop(Duration::from_secs(1)).await;
+    assert!(!clean, "a release that never answered is not a clean stop");
+    assert!(
+        started.elapsed() <= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A stream that is gone for good.
+struct GoneStream;
+
+#[async_trait]
+impl StreamSource for GoneStream {
+    async fn shards(&self) -> Result<Vec<nimbus_sources::ShardInfo>, SourceError> {
+        Err(SourceError::permanent("no such stream"))
+    }
+    async fn read(
+        &self,
+        _shard: &nimbus_sources::ShardId,
+        _from: nimbus_sources::Position,
+        _max: usize,
+        _wait: Duration,
+    ) -> Result<nimbus_sources::ReadResult, SourceError> {
+        Err(SourceError::permanent("no such stream"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_stream_error_stops_the_mapping_with_a_status() {
+    let rt = runtime();
+    let mapping = StreamMapping::start(
+        GoneStream,
+        counting_function(&rt).await,
+        StreamMappingParts::in_memory(),
+        StreamMappingConfig::new("gone"),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        mapping.status(),
+        MappingStatus::Failed {
+            error: SourceError::permanent("no such stream")
+        }
+    );
+    assert_eq!(mapping.metrics().permanent_source_errors, 1);
+}
+
+/// An on-failure destination that panics on its first delivery.
+struct PanickyDestination {
+    calls: AtomicU32,
+    delivered: tokio::sync::mpsc::UnboundedSender<nimbus_sources::StreamFailure>,
+}
+
+#[async_trait]
+impl nimbus_sources::FailureDestination for PanickyDestination {
+    async fn deliver(
+        &self,
+        failure: nimbus_sources::StreamFailure,
+    ) -> Result<(), nimbus_core::DeliveryError<nimbus_sources::StreamFailure>> {
+        if self.calls.fetch_add(1, Ordering::Relaxed) == 0 {
+            panic!("destination panicked");
+        }
+        self.delivered.send(failure).unwrap();
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_failure_destination_is_retried_and_loses_nothing() {
+    let rt = runtime();
+    let function = rt
+        .register(Function::new(
+            "fails",
+            handler_fn(|_batch: StreamBatch, _ctx: Context| async move {
+                Err::<StreamResponse, _>(FunctionError::msg("always"))
+            }),
+        ))
+        .await
+        .unwrap();
+    let stream = Arc::new(InMemoryStream::new(StreamConfig::default()).unwrap());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let destination = PanickyDestination {
+        calls: AtomicU32::new(0),
+        delivered: tx,
+    };
+    let mapping = StreamMapping::start(
+        stream.clone(),
+        function,
+        StreamMappingParts::in_memory().with_on_failure(destination),
+        StreamMappingConfig::new("fails")
+            .with_max_retry_attempts(0)
+            .with_retry_backoff(nimbus_core::Backoff::fixed(Duration::from_secs(1))),
+    )
+    .unwrap();
+    let (_, sequence) = stream.put("k", "v").unwrap();
+    let failure = rx.recv().await.unwrap();
+    assert_eq!(failure.records[0].sequence, sequence);
+    eventually(LIMIT, || {
+        mapping
+            .metrics()
+            .shards
+            .values()
+            .any(|m| m.checkpoint == Some(sequence))
+    })
+    .await;
+    assert!(mapping.stop(Duration::from_secs(1)).await);
+}
