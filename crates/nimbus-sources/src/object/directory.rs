@@ -284,6 +284,8 @@ impl Inner {
                         .collect()
                 };
                 for name in gone {
+                    // Whoever removed it, its cached etag goes too.
+                    self.etags.lock().remove(&name);
                     if let Some((bucket, key)) = name.split_once('/') {
                         let info = ObjectInfo {
                             bucket: bucket.to_owned(),
