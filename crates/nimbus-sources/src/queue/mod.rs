@@ -8,6 +8,7 @@
 //! with a long poll, acknowledge a set, make one visible again after a delay. Redrive to a
 //! dead-letter queue after `max_receive_count` is the queue's own business, as it is in SQS.
 
+mod config;
 mod memory;
 
 use std::sync::Arc;
@@ -16,7 +17,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use memory::{InMemoryQueue, Outgoing, QueueConfig, SendError};
+pub use config::{Outgoing, QueueConfig, SendError};
+pub use memory::InMemoryQueue;
 
 use crate::error::SourceError;
 
