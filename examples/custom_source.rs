@@ -1,8 +1,8 @@
 //! Writing your own queue adapter: a small queue source in ~100 lines, checked by the
 //! conformance kit, then drained by a queue mapping. The guide for adapter authors.
 //!
-//! An adapter implements [`QueueSource`] (receive with a long poll, ack, retry later) and, for
-//! the kit, [`QueueProducer`]. Run `cargo run --release --example custom_source`.
+//! An adapter implements [`QueueSource`] (receive with a long poll, ack, retry later, release)
+//! and, for the kit, [`QueueProducer`]. Run `cargo run --release --example custom_source`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -88,7 +88,10 @@ impl TinyQueue {
 #[async_trait]
 impl QueueSource for TinyQueue {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
-        let give_up = Instant::now() + wait;
+        // A wait too long to add to the clock waits as long as anyone will.
+        let give_up = Instant::now()
+            .checked_add(wait)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
         loop {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
@@ -107,22 +110,48 @@ impl QueueSource for TinyQueue {
     }
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        // Delete every receipt we know; report the unknown ones after, as the contract asks.
         let mut guard = self.state.lock().expect("lock");
+        let mut unknown = false;
         for receipt in receipts {
-            let token = receipt.parts().ok_or(SourceError::UnknownReceipt)?.0;
-            guard
-                .in_flight
-                .remove(&token)
-                .ok_or(SourceError::UnknownReceipt)?;
+            let known = receipt
+                .parts()
+                .and_then(|(token, _)| guard.in_flight.remove(&token));
+            unknown |= known.is_none();
         }
-        Ok(())
+        if unknown {
+            Err(SourceError::UnknownReceipt)
+        } else {
+            Ok(())
+        }
     }
 
-    async fn release(&self, _receipts: &[Receipt]) -> Result<(), SourceError> {
-        Err(SourceError::Invalid(
-            "release is not implemented yet".into(),
-        ))
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        // Visible again at once, at the front, and this receive does not count.
+        let mut unknown = false;
+        {
+            let mut guard = self.state.lock().expect("lock");
+            for receipt in receipts.iter().rev() {
+                let known = receipt
+                    .parts()
+                    .and_then(|(token, _)| guard.in_flight.remove(&token));
+                match known {
+                    Some((mut stored, _)) => {
+                        stored.receives -= 1;
+                        guard.visible.push_front(stored);
+                    }
+                    None => unknown = true,
+                }
+            }
+        }
+        self.arrived.notify_waiters();
+        if unknown {
+            Err(SourceError::UnknownReceipt)
+        } else {
+            Ok(())
+        }
     }
+
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
         let token = receipt.parts().ok_or(SourceError::UnknownReceipt)?.0;
         let mut guard = self.state.lock().expect("lock");
@@ -130,7 +159,8 @@ impl QueueSource for TinyQueue {
             .in_flight
             .get_mut(&token)
             .ok_or(SourceError::UnknownReceipt)?;
-        entry.1 = Instant::now() + delay; // visible again when the delay is over
+        // Visible again when the delay is over (cut to 12 hours, as SQS does).
+        entry.1 = Instant::now() + delay.min(Duration::from_secs(12 * 3_600));
         drop(guard);
         self.arrived.notify_waiters();
         Ok(())
@@ -190,6 +220,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         queue.produce(Bytes::from(body)).await?;
     }
     let mapping = QueueMapping::start(queue.clone(), echo, QueueMappingConfig::new("tiny"))?;
+    // Attached, the mapping is stopped (and releases what it holds) before the function.
+    runtime.attach(mapping.clone())?;
     let started = std::time::Instant::now();
     while mapping.metrics().deleted < 4 {
         assert!(
@@ -199,7 +231,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let m = mapping.metrics();
-    mapping.stop(Duration::from_secs(1)).await;
+    let report = runtime.shutdown(Duration::from_secs(1)).await;
+    assert!(report.attachments.iter().all(|a| a.clean));
     println!(
         "mapping: {} deleted, {} failed once and came back",
         m.deleted, m.failed

@@ -30,11 +30,14 @@
 //!     queue.send(body)?;
 //! }
 //! let mapping = QueueMapping::start(queue.clone(), sum, QueueMappingConfig::new("sum"))?;
+//! // Attached, the mapping is stopped first when the runtime shuts down: what it holds goes
+//! // back to the queue, its receive count unchanged.
+//! runtime.attach(mapping.clone())?;
 //! while mapping.metrics().deleted + mapping.metrics().failed < 3 {
 //!     tokio::task::yield_now().await;
 //! }
 //! assert_eq!(mapping.metrics().failed, 1);
-//! mapping.stop(Duration::from_secs(1)).await;
+//! runtime.shutdown(Duration::from_secs(1)).await;
 //! # Ok(())
 //! # }
 //! ```
@@ -46,6 +49,7 @@ mod filter;
 mod mapping;
 mod object;
 mod queue;
+mod status;
 mod stream;
 mod stream_mapping;
 
@@ -65,6 +69,7 @@ pub use queue::{
     Attributes, InMemoryQueue, Message, MessageId, Outgoing, QueueConfig, QueueProducer,
     QueueSource, QueueStats, Receipt, SendError,
 };
+pub use status::MappingStatus;
 pub use stream::{
     hash_key, stream_now, Checkpoint, CheckpointStore, InMemoryCheckpoints, InMemoryLeases,
     InMemoryStream, Lease, LeaseStore, Position, ReadResult, Sequence, ShardId, ShardInfo,

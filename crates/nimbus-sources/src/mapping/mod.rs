@@ -14,19 +14,32 @@
 //!   within `scale_up_per_minute`, shrink to one poller when the queue is empty, and halve on
 //!   function errors and throttles. Each poller holds one batch, so prefetch is bounded by the
 //!   concurrency.
-//! - **Stopping**: pollers stop receiving; batches in flight finish or are made visible again.
+//! - **Stopping** ([`QueueMapping::stop`], or [`Runtime::shutdown`](nimbus_core::Runtime::shutdown)
+//!   of a runtime it is [attached](nimbus_core::Runtime::attach) to): pollers stop receiving,
+//!   batches in flight finish until the deadline, and what is left is
+//!   [released](QueueSource::release) to the queue, its receive count unchanged. A mapping whose
+//!   function refuses work for good (shutting down, unregistered) stops the same way, and so
+//!   does one whose source fails permanently ([`MappingStatus`]); it never spins.
+//! - **Receives are never dropped**: a receive in flight when the mapping stops runs to the end
+//!   of its long poll on its own and what it brings is released, so an adapter whose receive
+//!   is not cancel-safe strands nothing.
+//! - **User code is guarded**: a source that panics is a transient source error; calls made
+//!   while stopping are given up on shortly after the deadline.
 
 pub(crate) mod batch;
 mod config;
+mod metrics;
+mod process;
 
 pub(crate) use batch::body_serde;
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nimbus_core::{Backoff, FunctionHandle, InvokeError, InvokeOptions, Invoker, TokenBucket};
+use nimbus_core::{Attachment, AttachmentStop, FunctionHandle, TokenBucket};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -34,13 +47,20 @@ use tokio_util::task::TaskTracker;
 
 pub use batch::{BatchResponse, QueueBatch, QueueRecord};
 pub use config::QueueMappingConfig;
+pub use metrics::QueueMappingMetrics;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, SourceError};
 use crate::filter::Filters;
-use crate::queue::{Message, QueueSource, QueueStats, Receipt};
+use crate::queue::{Message, QueueSource, Receipt};
+use crate::status::{delay_of, guarded, settle_status, MappingStatus};
+use metrics::{add, Counters};
 
 /// The function a queue mapping invokes.
 pub type QueueFunction = FunctionHandle<QueueBatch, BatchResponse>;
+
+/// How long past its deadline a stopping mapping waits for releases and acknowledgements
+/// before it gives up on a source that does not answer.
+const RELEASE_GRACE: Duration = Duration::from_millis(250);
 
 /// A running queue mapping.
 ///
@@ -64,75 +84,20 @@ pub type QueueFunction = FunctionHandle<QueueBatch, BatchResponse>;
 /// let queue = Arc::new(InMemoryQueue::new(QueueConfig::default())?);
 /// queue.send("hello")?;
 /// let mapping = QueueMapping::start(queue.clone(), function, QueueMappingConfig::new("consume"))?;
+/// // The runtime stops the mapping first when it shuts down.
+/// runtime.attach(mapping.clone())?;
 /// while queue.len() > 0 {
 ///     tokio::task::yield_now().await;
 /// }
 /// assert_eq!(mapping.metrics().deleted, 1);
-/// mapping.stop(Duration::from_secs(1)).await;
+/// let report = runtime.shutdown(Duration::from_secs(1)).await;
+/// assert!(report.attachments[0].clean);
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct QueueMapping {
     shared: Arc<Shared>,
-}
-
-/// A snapshot of a queue mapping's metrics.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-#[non_exhaustive]
-pub struct QueueMappingMetrics {
-    /// Messages received.
-    pub received: u64,
-    /// Messages deleted after successful handling.
-    pub deleted: u64,
-    /// Messages deleted without invoking because no filter matched.
-    pub filtered: u64,
-    /// Messages left to become visible again after a failure.
-    pub failed: u64,
-    /// Messages made visible again at once (throttled past their visibility, or stopping).
-    pub released: u64,
-    /// Invocations of the function.
-    pub invocations: u64,
-    /// Invocations that failed (function error, timeout, panic, init failure).
-    pub function_errors: u64,
-    /// Invocations throttled.
-    pub throttles: u64,
-    /// Batches split to isolate failures.
-    pub bisections: u64,
-    /// Errors from the source (receive or delete).
-    pub source_errors: u64,
-    /// Pollers running now.
-    pub pollers: usize,
-    /// Batches being handled now.
-    pub concurrent_batches: usize,
-    /// The pollers the scaler aims for.
-    pub target_concurrency: usize,
-    /// The largest number of batches handled at once.
-    pub peak_concurrent_batches: usize,
-    /// Messages the queue holds (visible, in flight, delayed), if it reports it.
-    pub backlog: Option<u64>,
-    /// Messages the queue has moved to its dead-letter queue, if it reports it.
-    pub dead_lettered: Option<u64>,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    received: AtomicU64,
-    deleted: AtomicU64,
-    filtered: AtomicU64,
-    failed: AtomicU64,
-    released: AtomicU64,
-    invocations: AtomicU64,
-    function_errors: AtomicU64,
-    throttles: AtomicU64,
-    bisections: AtomicU64,
-    source_errors: AtomicU64,
-    batches: AtomicUsize,
-    peak_batches: AtomicUsize,
-}
-
-fn add(counter: &AtomicU64, n: usize) {
-    counter.fetch_add(n as u64, Ordering::Relaxed);
 }
 
 #[derive(Debug)]
@@ -150,8 +115,16 @@ struct Shared {
     counters: Counters,
     scaling: Mutex<Scaling>,
     scale_up: TokenBucket,
+    status: Mutex<MappingStatus>,
+    /// Stop receiving (stop, shutdown, a function that refuses work, a permanent error).
     cancel: CancellationToken,
+    /// The stop deadline passed: abandon invocations in flight and release their messages.
+    hard_stop: CancellationToken,
+    /// Releasing took too long: give up on the source.
+    abandon: CancellationToken,
     tasks: TaskTracker,
+    /// Receives in flight when the mapping stopped, running out their long poll.
+    draining: TaskTracker,
     fifo: bool,
 }
 
@@ -164,15 +137,13 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// How one invocation of a sub-batch ended.
-enum Invoked {
-    Ok(BatchResponse),
-    Failed,
-    Released,
-}
+/// A receive that owns what it borrows, so that it can be handed to a task instead of dropped.
+type Receiving = Pin<Box<dyn Future<Output = Result<Vec<Message>, SourceError>> + Send>>;
 
 impl QueueMapping {
     /// Starts a mapping from `source` to `function`. Must be called inside a Tokio runtime.
+    /// Attach it to the function's runtime ([`nimbus_core::Runtime::attach`]) so that the
+    /// runtime's shutdown stops it first.
     ///
     /// # Errors
     ///
@@ -208,8 +179,12 @@ impl QueueMapping {
                 active: initial,
             }),
             scale_up: TokenBucket::new(config.scale_up_per_minute, Duration::from_secs(60)),
+            status: Mutex::new(MappingStatus::Running),
             cancel: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            abandon: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            draining: TaskTracker::new(),
             config,
         });
         for _ in 0..initial {
@@ -223,43 +198,85 @@ impl QueueMapping {
         &self.shared.name
     }
 
+    /// Whether the mapping runs, or why it stopped.
+    pub fn status(&self) -> MappingStatus {
+        self.shared.status.lock().clone()
+    }
+
     /// A snapshot of the mapping's metrics.
     pub fn metrics(&self) -> QueueMappingMetrics {
-        let c = &self.shared.counters;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (pollers, target) = {
             let scaling = self.shared.scaling.lock();
             (scaling.active, scaling.target)
         };
-        let stats: Option<QueueStats> = self.shared.source.stats();
-        QueueMappingMetrics {
-            received: load(&c.received),
-            deleted: load(&c.deleted),
-            filtered: load(&c.filtered),
-            failed: load(&c.failed),
-            released: load(&c.released),
-            invocations: load(&c.invocations),
-            function_errors: load(&c.function_errors),
-            throttles: load(&c.throttles),
-            bisections: load(&c.bisections),
-            source_errors: load(&c.source_errors),
-            pollers,
-            concurrent_batches: c.batches.load(Ordering::Relaxed),
-            target_concurrency: target,
-            peak_concurrent_batches: c.peak_batches.load(Ordering::Relaxed),
-            backlog: stats.map(|s| s.backlog()),
-            dead_lettered: stats.map(|s| s.dead_lettered),
-        }
+        self.shared
+            .counters
+            .snapshot(pollers, target, self.shared.source.stats())
     }
 
-    /// Stops the mapping: pollers stop receiving, batches in flight finish (or are made visible
-    /// again). Returns whether every poller stopped within `grace`.
+    /// Stops the mapping: pollers stop receiving, batches in flight finish within `grace`,
+    /// and what is left is released to the queue (its receive count unchanged). Returns
+    /// whether everything finished or went back within `grace`.
     pub async fn stop(&self, grace: Duration) -> bool {
-        self.shared.cancel.cancel();
-        self.shared.tasks.close();
-        tokio::time::timeout(grace, self.shared.tasks.wait())
+        let deadline = Instant::now()
+            .checked_add(grace)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+        self.stop_by(deadline).await.clean
+    }
+
+    async fn stop_by(&self, deadline: Instant) -> AttachmentStop {
+        let shared = &self.shared;
+        let released_before = shared.counters.released.load(Ordering::Relaxed);
+        settle_status(
+            &shared.status,
+            MappingStatus::Stopped {
+                reason: "stopped".to_owned(),
+            },
+        );
+        shared.cancel.cancel();
+        shared.tasks.close();
+        let mut clean = tokio::time::timeout_at(deadline, shared.tasks.wait())
             .await
-            .is_ok()
+            .is_ok();
+        if !clean {
+            // Batches still in flight are abandoned and released; a source that does not
+            // answer the releases is given up on shortly after.
+            shared.hard_stop.cancel();
+            let released = tokio::time::timeout(RELEASE_GRACE, shared.tasks.wait()).await;
+            if released.is_err() {
+                shared.abandon.cancel();
+                let _ = tokio::time::timeout(RELEASE_GRACE, shared.tasks.wait()).await;
+            } else {
+                clean = true;
+            }
+        }
+        let released = shared.counters.released.load(Ordering::Relaxed) - released_before;
+        let stop = if clean {
+            AttachmentStop::clean(self.name())
+        } else {
+            AttachmentStop::failed(
+                self.name(),
+                "the source did not take back every message in time",
+            )
+        };
+        stop.with_released(released)
+    }
+}
+
+/// The runtime's handle on the mapping: [`nimbus_core::Runtime::shutdown`] stops it before
+/// the function, and unregistering the function stops it.
+#[nimbus_core::async_trait]
+impl Attachment for QueueMapping {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn function(&self) -> &str {
+        self.shared.function.name()
+    }
+
+    async fn stop(&self, deadline: Instant) -> AttachmentStop {
+        self.stop_by(deadline).await
     }
 }
 
@@ -279,10 +296,15 @@ impl Shared {
                     source_failures = 0;
                     messages
                 }
-                Err(()) => {
+                Err(error) if error.is_permanent() => {
+                    add(&self.counters.permanent_source_errors, 1);
+                    tracing::error!(mapping = %self.name, %error, "permanent source error; stopping the mapping");
+                    self.halt(MappingStatus::Failed { error });
+                    break false;
+                }
+                Err(_) => {
                     source_failures += 1;
-                    let delay = Backoff::throttles()
-                        .delay(source_failures)
+                    let delay = delay_of(&nimbus_core::Backoff::throttles(), source_failures)
                         .min(Duration::from_secs(30));
                     tokio::select! {
                         () = tokio::time::sleep(delay) => continue,
@@ -299,8 +321,13 @@ impl Shared {
                 }
                 continue;
             }
-            let full = messages.len() >= self.config.batch_size;
             add(&self.counters.received, messages.len());
+            if self.cancel.is_cancelled() {
+                // Received as the mapping stopped: not in flight yet, so back it goes.
+                self.release(&messages).await;
+                break false;
+            }
+            let full = messages.len() >= self.config.batch_size;
             let now = self.counters.batches.fetch_add(1, Ordering::Relaxed) + 1;
             self.counters.peak_batches.fetch_max(now, Ordering::Relaxed);
             self.process(messages).await;
@@ -314,18 +341,54 @@ impl Shared {
         }
     }
 
+    /// Stops the whole mapping (every poller) with this status.
+    fn halt(&self, status: MappingStatus) {
+        settle_status(&self.status, status);
+        self.cancel.cancel();
+    }
+
+    /// A receive as an owned future.
+    fn receiving(&self, max: usize, wait: Duration) -> Receiving {
+        let source = Arc::clone(&self.source);
+        Box::pin(async move { guarded("receive", source.receive(max, wait)).await })
+    }
+
+    /// Awaits a receive unless the mapping stops first; then the receive is not dropped (an
+    /// adapter may have claimed messages for it) but handed to a task that releases what it
+    /// brings. `None` when the mapping stopped.
+    async fn receive_or_stop(
+        self: &Arc<Self>,
+        max: usize,
+        wait: Duration,
+    ) -> Option<Result<Vec<Message>, SourceError>> {
+        let mut receiving = self.receiving(max, wait);
+        tokio::select! {
+            received = &mut receiving => Some(received),
+            () = self.cancel.cancelled() => {
+                let this = Arc::clone(self);
+                self.draining.spawn(async move {
+                    if let Ok(messages) = receiving.await {
+                        add(&this.counters.received, messages.len());
+                        this.release(&messages).await;
+                    }
+                });
+                None
+            }
+        }
+    }
+
     /// Receives one batch: a long poll for the first messages, then more until the batch is
-    /// full, the window ends or the payload cap is reached. `Err` after a source error.
-    async fn gather(&self) -> Result<Vec<Message>, ()> {
+    /// full, the window ends or the payload cap is reached.
+    async fn gather(self: &Arc<Self>) -> Result<Vec<Message>, SourceError> {
         let size = self.config.batch_size;
-        let first = tokio::select! {
-            received = self.source.receive(size, self.config.poll_wait) => received,
-            () = self.cancel.cancelled() => return Ok(Vec::new()),
+        let Some(first) = self.receive_or_stop(size, self.config.poll_wait).await else {
+            return Ok(Vec::new());
         };
-        let mut batch = first.map_err(|e| self.source_error(&e))?;
+        let mut batch = first.inspect_err(|e| self.source_error(e))?;
         if batch.is_empty() || self.config.batching_window.is_zero() {
             return Ok(batch);
         }
+        // The window is at most 300 s (validated).
         let until = Instant::now() + self.config.batching_window;
         let mut bytes: usize = batch.iter().map(|m| m.body.len()).sum();
         while batch.len() < size && bytes < self.config.max_batch_bytes {
@@ -333,16 +396,13 @@ impl Shared {
             if left.is_zero() {
                 break;
             }
-            let more = tokio::select! {
-                received = self.source.receive(size - batch.len(), left) => received,
-                () = self.cancel.cancelled() => break,
-            };
-            match more {
-                Ok(more) => {
+            match self.receive_or_stop(size - batch.len(), left).await {
+                None => break,
+                Some(Ok(more)) => {
                     bytes += more.iter().map(|m| m.body.len()).sum::<usize>();
                     batch.extend(more);
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     // Keep what we have; the next receive reports the failure again if it lasts.
                     self.source_error(&e);
                     break;
@@ -352,9 +412,43 @@ impl Shared {
         Ok(batch)
     }
 
-    fn source_error(&self, error: &crate::SourceError) {
+    fn source_error(&self, error: &SourceError) {
         add(&self.counters.source_errors, 1);
         tracing::warn!(mapping = %self.name, %error, "queue source error");
+    }
+
+    /// A call into the source from the end of a batch: guarded against panics, and given up
+    /// on once the mapping abandons its source after the stop deadline.
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        call: impl Future<Output = Result<T, SourceError>>,
+    ) -> Result<T, SourceError> {
+        tokio::select! {
+            result = guarded(what, call) => result,
+            () = self.abandon.cancelled() => Err(SourceError::transient(format!(
+                "{what} did not answer before the stop deadline"
+            ))),
+        }
+    }
+
+    /// Hands messages back unhandled, last first (so a FIFO group keeps its order).
+    async fn release(&self, messages: &[Message]) {
+        if messages.is_empty() {
+            return;
+        }
+        let receipts: Vec<Receipt> = messages.iter().map(|m| m.receipt.clone()).collect();
+        self.release_receipts(&receipts).await;
+    }
+
+    async fn release_receipts(&self, receipts: &[Receipt]) {
+        if receipts.is_empty() {
+            return;
+        }
+        match self.call("release", self.source.release(receipts)).await {
+            Ok(()) => add(&self.counters.released, receipts.len()),
+            Err(e) => self.source_error(&e),
+        }
     }
 
     fn retire_if_over_target(&self) -> bool {
@@ -399,193 +493,5 @@ impl Shared {
     fn back_off(&self) {
         let mut scaling = self.scaling.lock();
         scaling.target = (scaling.target / 2).max(1);
-    }
-
-    async fn process(&self, messages: Vec<Message>) {
-        let (matching, filtered): (Vec<Message>, Vec<Message>) = if self.filters.is_empty() {
-            (messages, Vec::new())
-        } else {
-            messages
-                .into_iter()
-                .partition(|m| self.filters.matches(&m.body, &m.attributes))
-        };
-        if !filtered.is_empty() {
-            add(&self.counters.filtered, filtered.len());
-            let receipts: Vec<Receipt> = filtered.iter().map(|m| m.receipt.clone()).collect();
-            if let Err(e) = self.source.ack(&receipts).await {
-                self.source_error(&e);
-            }
-        }
-        if matching.is_empty() {
-            return;
-        }
-
-        #[derive(Clone, Copy, PartialEq)]
-        enum Verdict {
-            Pending,
-            Succeeded,
-            Failed,
-            Released,
-        }
-        let mut verdicts = vec![Verdict::Pending; matching.len()];
-        // Message groups with a failed record in this batch (FIFO): later records of those
-        // groups must not be handled ahead of it.
-        let mut blocked: HashSet<Arc<str>> = HashSet::new();
-        let mut work: VecDeque<Vec<usize>> = VecDeque::from([(0..matching.len()).collect()]);
-        while let Some(indices) = work.pop_front() {
-            let group_of = |i: usize| matching[i].group_id.clone();
-            let (runnable, held): (Vec<usize>, Vec<usize>) = if self.fifo {
-                indices
-                    .into_iter()
-                    .partition(|&i| group_of(i).is_none_or(|g| !blocked.contains(&g)))
-            } else {
-                (indices, Vec::new())
-            };
-            for i in held {
-                verdicts[i] = Verdict::Failed;
-            }
-            if runnable.is_empty() {
-                continue;
-            }
-            match self.invoke(&matching, &runnable).await {
-                Invoked::Ok(response) => {
-                    let failed = self.failed_indices(&matching, &runnable, &response);
-                    for &i in &runnable {
-                        let fails = failed.contains(&i)
-                            || (self.fifo && group_of(i).is_some_and(|g| blocked.contains(&g)));
-                        if fails {
-                            verdicts[i] = Verdict::Failed;
-                            if let Some(group) = group_of(i) {
-                                blocked.insert(group);
-                            }
-                        } else {
-                            verdicts[i] = Verdict::Succeeded;
-                        }
-                    }
-                }
-                Invoked::Failed if self.config.bisect_on_error && runnable.len() > 1 => {
-                    add(&self.counters.bisections, 1);
-                    let mut first = runnable;
-                    let second = first.split_off(first.len() / 2);
-                    work.push_front(second);
-                    work.push_front(first);
-                }
-                Invoked::Failed => {
-                    for &i in &runnable {
-                        verdicts[i] = Verdict::Failed;
-                        if let Some(group) = group_of(i) {
-                            blocked.insert(group);
-                        }
-                    }
-                }
-                Invoked::Released => {
-                    for &i in &runnable {
-                        verdicts[i] = Verdict::Released;
-                    }
-                }
-            }
-        }
-
-        let receipts = |verdict: Verdict| -> Vec<Receipt> {
-            matching
-                .iter()
-                .zip(&verdicts)
-                .filter(|(_, v)| **v == verdict)
-                .map(|(m, _)| m.receipt.clone())
-                .collect()
-        };
-        let succeeded = receipts(Verdict::Succeeded);
-        if !succeeded.is_empty() {
-            match self.source.ack(&succeeded).await {
-                Ok(()) => add(&self.counters.deleted, succeeded.len()),
-                Err(e) => self.source_error(&e),
-            }
-        }
-        // Failed messages stay invisible until their visibility timeout, as in SQS.
-        let failed = verdicts.iter().filter(|v| **v == Verdict::Failed).count();
-        add(&self.counters.failed, failed);
-        // Released ones go back at once; last first, so a FIFO group keeps its order.
-        let released = receipts(Verdict::Released);
-        for receipt in released.iter().rev() {
-            if let Err(e) = self.source.retry_later(receipt, Duration::ZERO).await {
-                self.source_error(&e);
-            }
-        }
-        add(&self.counters.released, released.len());
-    }
-
-    /// The indices a response reports as failed; every index if an id is unknown.
-    fn failed_indices(
-        &self,
-        messages: &[Message],
-        indices: &[usize],
-        response: &BatchResponse,
-    ) -> HashSet<usize> {
-        if !self.config.report_batch_item_failures || response.item_failures.is_empty() {
-            return HashSet::new();
-        }
-        let mut failed = HashSet::new();
-        for id in &response.item_failures {
-            match indices.iter().find(|&&i| messages[i].id == *id) {
-                Some(&i) => {
-                    failed.insert(i);
-                }
-                None => {
-                    tracing::warn!(mapping = %self.name, %id, "item failure names an id not in the batch; failing the batch");
-                    return indices.iter().copied().collect();
-                }
-            }
-        }
-        failed
-    }
-
-    /// Invokes the function with the records at `indices`, retrying throttles with backoff
-    /// while the messages stay invisible.
-    async fn invoke(&self, messages: &[Message], indices: &[usize]) -> Invoked {
-        let started = Instant::now();
-        let visibility = self.source.visibility_timeout();
-        let timeout = self.function.config().timeout;
-        let mut throttled = 0u32;
-        loop {
-            let batch = QueueBatch {
-                mapping: Arc::clone(&self.name),
-                records: indices
-                    .iter()
-                    .map(|&i| QueueRecord::from_message(&messages[i]))
-                    .collect(),
-            };
-            add(&self.counters.invocations, 1);
-            let options =
-                InvokeOptions::default().with_invoker(Invoker::EventSource(Arc::clone(&self.name)));
-            let invocation = self.function.invoke_with(batch, options).await;
-            match invocation.result {
-                Ok(response) => return Invoked::Ok(response),
-                Err(InvokeError::Throttled(_)) => {
-                    add(&self.counters.throttles, 1);
-                    self.back_off();
-                    throttled += 1;
-                    let delay = Backoff::throttles().delay(throttled);
-                    // Give up once a retry could not finish before the messages reappear.
-                    let too_late =
-                        visibility.is_some_and(|v| started.elapsed() + delay + timeout >= v);
-                    if too_late {
-                        return Invoked::Released;
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.cancel.cancelled() => return Invoked::Released,
-                    }
-                }
-                Err(InvokeError::ShuttingDown | InvokeError::Cancelled) => {
-                    return Invoked::Released
-                }
-                Err(error) => {
-                    add(&self.counters.function_errors, 1);
-                    tracing::debug!(mapping = %self.name, %error, records = indices.len(), "batch failed");
-                    self.back_off();
-                    return Invoked::Failed;
-                }
-            }
-        }
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::memory::{check_bucket, check_key};
 use super::{etag, EventType, NotificationConfig, Notifier, ObjectInfo, ObjectStore};
-use crate::error::SourceError;
+use crate::error::{ConfigError, SourceError};
 
 /// The folder under the root where the store keeps its index and temporary files.
 const META: &str = ".nimbus";
@@ -29,8 +29,8 @@ const META: &str = ".nimbus";
 pub struct DirectoryConfig {
     /// The root directory; each bucket is a directory in it.
     pub root: PathBuf,
-    /// Quiet time after a file's last event before it is read and notified (default 200 ms):
-    /// one write that produces dozens of events gives one notification.
+    /// Quiet time after a file's last event before it is read and notified (0 s..=10 min,
+    /// default 200 ms): one write that produces dozens of events gives one notification.
     pub settle: Duration,
     /// The notification rules.
     pub notifications: NotificationConfig,
@@ -65,6 +65,13 @@ struct Inner {
     notifier: Notifier,
     /// "bucket/key" -> what was last notified.
     index: Mutex<BTreeMap<String, Entry>>,
+    /// "bucket/key" -> the etag of the file as it was at (size, modification time). `head`
+    /// answers from file metadata; the etag is a hash of the content, so it is computed once
+    /// per version of a file (on put, or on the first head or get that sees it) and kept here,
+    /// rather than reading the whole file on every head. The notification index is not used
+    /// for this: it holds what was last *notified*, which lags a file changed by another
+    /// process until its events settle.
+    etags: Mutex<HashMap<String, (u64, SystemTime, String)>>,
 }
 
 /// A directory of buckets, watched for changes.
@@ -96,21 +103,31 @@ impl DirectoryStore {
     ///
     /// The root cannot be created or watched.
     pub async fn open(config: DirectoryConfig) -> Result<Self, SourceError> {
-        let io =
-            |e: std::io::Error| SourceError::transient(format!("{}: {e}", config.root.display()));
-        std::fs::create_dir_all(config.root.join(META)).map_err(io)?;
-        let root = config.root.canonicalize().map_err(io)?;
-        let index = std::fs::read(root.join(META).join("index.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
-        let inner = Arc::new(Inner {
-            root: root.clone(),
-            notifier: Notifier::new(config.notifications),
-            index: Mutex::new(index),
-        });
-        inner.rescan(&root);
-        inner.persist();
+        if config.settle > MAX_SETTLE {
+            let error = ConfigError::new("directory store", "settle", config.settle, "0s..=10min");
+            return Err(SourceError::Invalid(error.to_string()));
+        }
+        let (root, notifications) = (config.root.clone(), config.notifications);
+        let inner = blocking(move || {
+            let io = |e: std::io::Error| SourceError::transient(format!("{}: {e}", root.display()));
+            std::fs::create_dir_all(root.join(META)).map_err(io)?;
+            let root = root.canonicalize().map_err(io)?;
+            let index = std::fs::read(root.join(META).join("index.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .unwrap_or_default();
+            let inner = Arc::new(Inner {
+                root: root.clone(),
+                notifier: Notifier::new(notifications),
+                index: Mutex::new(index),
+                etags: Mutex::new(HashMap::new()),
+            });
+            inner.rescan(&root);
+            inner.persist();
+            Ok(inner)
+        })
+        .await?;
+        let root = inner.root.clone();
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<notify::Event>();
         let mut watcher =
@@ -141,6 +158,7 @@ impl DirectoryStore {
                             }
                             for path in event.paths {
                                 if !path.starts_with(inner.root.join(META)) {
+                                    // `settle` is at most ten minutes (checked at open).
                                     pending.insert(path, tokio::time::Instant::now() + settle);
                                 }
                             }
@@ -181,10 +199,18 @@ impl DirectoryStore {
     pub fn root(&self) -> &Path {
         &self.inner.root
     }
+}
 
-    fn path_of(&self, bucket: &str, key: &str) -> PathBuf {
-        self.inner.root.join(bucket).join(key)
-    }
+/// The longest settle time a [`DirectoryConfig`] may have.
+const MAX_SETTLE: Duration = Duration::from_secs(600);
+
+/// Runs blocking file I/O on Tokio's blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, SourceError> + Send + 'static,
+) -> Result<T, SourceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(SourceError::transient(format!("file I/O task failed: {e}"))))
 }
 
 /// Creations, changes, removals and finished writes; not reads (reading a file to notify it
@@ -258,6 +284,8 @@ impl Inner {
                         .collect()
                 };
                 for name in gone {
+                    // Whoever removed it, its cached etag goes too.
+                    self.etags.lock().remove(&name);
                     if let Some((bucket, key)) = name.split_once('/') {
                         let info = ObjectInfo {
                             bucket: bucket.to_owned(),
@@ -352,103 +380,131 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-#[async_trait]
-impl ObjectStore for DirectoryStore {
-    async fn create_bucket(&self, bucket: &str) -> Result<(), SourceError> {
+impl Inner {
+    /// The path of an object, once both names are checked (so it is under the root).
+    fn path_of(&self, bucket: &str, key: &str) -> Result<PathBuf, SourceError> {
         check_bucket(bucket)?;
-        std::fs::create_dir_all(self.inner.root.join(bucket))
-            .map_err(|e| SourceError::transient(e.to_string()))
+        check_key(key)?;
+        Ok(self.root.join(bucket).join(key))
     }
 
-    async fn put(&self, bucket: &str, key: &str, data: Bytes) -> Result<ObjectInfo, SourceError> {
-        check_key(key)?;
-        if !self.inner.root.join(bucket).is_dir() {
+    /// Metadata of an object's file, with its etag: cached for this size and modification
+    /// time, or computed from `data` (read if not given) and cached.
+    fn info(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        data: Option<&[u8]>,
+    ) -> std::io::Result<ObjectInfo> {
+        let meta = std::fs::metadata(path)?;
+        if meta.is_dir() {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+        let modified = meta
+            .modified()
+            .unwrap_or_else(|_| crate::stream::stream_now());
+        let name = format!("{bucket}/{key}");
+        let cached = self
+            .etags
+            .lock()
+            .get(&name)
+            .filter(|(size, at, _)| *size == meta.len() && *at == modified)
+            .map(|(_, _, etag)| etag.clone());
+        let etag = match (cached, data) {
+            (Some(etag), _) => etag,
+            (None, Some(data)) if data.len() as u64 == meta.len() => etag(data),
+            (None, _) => etag(&std::fs::read(path)?),
+        };
+        self.etags
+            .lock()
+            .insert(name, (meta.len(), modified, etag.clone()));
+        Ok(ObjectInfo {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            size: meta.len(),
+            etag,
+            last_modified: modified,
+        })
+    }
+
+    fn put(&self, bucket: &str, key: &str, data: &[u8]) -> Result<ObjectInfo, SourceError> {
+        let path = self.path_of(bucket, key)?;
+        if !self.root.join(bucket).is_dir() {
             return Err(SourceError::Invalid(format!("no bucket {bucket}")));
         }
-        let path = self.path_of(bucket, key);
         let io = |e: std::io::Error| SourceError::transient(format!("{}: {e}", path.display()));
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
         // Write aside and rename, so that no reader (nor the watcher) sees half a file.
         let tmp = self
-            .inner
             .root
             .join(META)
             .join(format!("put.{:016x}.tmp", fastrand::u64(..)));
-        std::fs::write(&tmp, &data).map_err(io)?;
+        std::fs::write(&tmp, data).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
+        let info = self.info(bucket, key, &path, Some(data)).map_err(io)?;
         let entry = Entry {
-            size: data.len() as u64,
-            etag: etag(&data),
-        };
-        let info = ObjectInfo {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            size: entry.size,
-            etag: entry.etag.clone(),
-            last_modified: modified(&path),
+            size: info.size,
+            etag: info.etag.clone(),
         };
         let name = format!("{bucket}/{key}");
-        if self.inner.index.lock().get(&name) != Some(&entry) {
-            self.inner
-                .notify(EventType::CreatedPut, &info, &name, Some(entry));
-            self.inner.persist();
+        if self.index.lock().get(&name) != Some(&entry) {
+            self.notify(EventType::CreatedPut, &info, &name, Some(entry));
+            self.persist();
         }
         Ok(info)
     }
 
-    async fn get(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<(ObjectInfo, Bytes)>, SourceError> {
-        check_key(key)?;
-        let path = self.path_of(bucket, key);
-        match std::fs::read(&path) {
-            Ok(data) => Ok(Some((
-                ObjectInfo {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                    size: data.len() as u64,
-                    etag: etag(&data),
-                    last_modified: modified(&path),
-                },
-                Bytes::from(data),
-            ))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+    fn get(&self, bucket: &str, key: &str) -> Result<Option<(ObjectInfo, Bytes)>, SourceError> {
+        let path = self.path_of(bucket, key)?;
+        let data = match std::fs::read(&path) {
+            Ok(data) => data,
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(SourceError::transient(e.to_string())),
+        };
+        match self.info(bucket, key, &path, Some(&data)) {
+            Ok(info) => Ok(Some((info, Bytes::from(data)))),
+            Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(SourceError::transient(e.to_string())),
         }
     }
 
-    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, SourceError> {
-        Ok(self.get(bucket, key).await?.map(|(info, _)| info))
+    fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, SourceError> {
+        let path = self.path_of(bucket, key)?;
+        match self.info(bucket, key, &path, None) {
+            Ok(info) => Ok(Some(info)),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(SourceError::transient(e.to_string())),
+        }
     }
 
-    async fn delete(&self, bucket: &str, key: &str) -> Result<bool, SourceError> {
-        check_key(key)?;
-        let path = self.path_of(bucket, key);
+    fn delete(&self, bucket: &str, key: &str) -> Result<bool, SourceError> {
+        let path = self.path_of(bucket, key)?;
         match std::fs::remove_file(&path) {
             Ok(()) => {
-                self.inner.check(&path);
-                self.inner.persist();
+                self.etags.lock().remove(&format!("{bucket}/{key}"));
+                self.check(&path);
+                self.persist();
                 Ok(true)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) if is_absent(&e) => Ok(false),
             Err(e) => Err(SourceError::transient(e.to_string())),
         }
     }
 
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError> {
-        let dir = self.inner.root.join(bucket);
+    fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError> {
+        check_bucket(bucket)?;
+        let dir = self.root.join(bucket);
         if !dir.is_dir() {
             return Err(SourceError::Invalid(format!("no bucket {bucket}")));
         }
         let mut out = Vec::new();
         for file in walk(&dir) {
-            if let Some((b, key)) = self.inner.name_of(&file) {
+            if let Some((b, key)) = self.name_of(&file) {
                 if b == bucket && key.starts_with(prefix) {
-                    if let Some(info) = self.head(bucket, &key).await? {
+                    if let Some(info) = self.head(bucket, &key)? {
                         out.push(info);
                     }
                 }
@@ -456,5 +512,58 @@ impl ObjectStore for DirectoryStore {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+}
+
+/// A file that is not there (or is a directory where a file was expected).
+fn is_absent(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+    )
+}
+
+#[async_trait]
+impl ObjectStore for DirectoryStore {
+    async fn create_bucket(&self, bucket: &str) -> Result<(), SourceError> {
+        check_bucket(bucket)?;
+        let dir = self.inner.root.join(bucket);
+        blocking(move || {
+            std::fs::create_dir_all(dir).map_err(|e| SourceError::transient(e.to_string()))
+        })
+        .await
+    }
+
+    async fn put(&self, bucket: &str, key: &str, data: Bytes) -> Result<ObjectInfo, SourceError> {
+        let (inner, bucket, key) = (Arc::clone(&self.inner), bucket.to_owned(), key.to_owned());
+        blocking(move || inner.put(&bucket, &key, &data)).await
+    }
+
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectInfo, Bytes)>, SourceError> {
+        let (inner, bucket, key) = (Arc::clone(&self.inner), bucket.to_owned(), key.to_owned());
+        blocking(move || inner.get(&bucket, &key)).await
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, SourceError> {
+        let (inner, bucket, key) = (Arc::clone(&self.inner), bucket.to_owned(), key.to_owned());
+        blocking(move || inner.head(&bucket, &key)).await
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<bool, SourceError> {
+        let (inner, bucket, key) = (Arc::clone(&self.inner), bucket.to_owned(), key.to_owned());
+        blocking(move || inner.delete(&bucket, &key)).await
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError> {
+        let (inner, bucket, prefix) = (
+            Arc::clone(&self.inner),
+            bucket.to_owned(),
+            prefix.to_owned(),
+        );
+        blocking(move || inner.list(&bucket, &prefix)).await
     }
 }

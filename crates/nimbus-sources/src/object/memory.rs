@@ -29,28 +29,39 @@ impl InMemoryObjectStore {
     }
 }
 
+/// Checks an object key as S3 does, and so that no key can name a path outside its bucket:
+/// 1 to 1,024 bytes of UTF-8, no NUL, no leading `/`, no path component that is `.` or `..`.
 pub(crate) fn check_key(key: &str) -> Result<(), SourceError> {
-    if key.is_empty()
-        || key.len() > 1_024
-        || key.starts_with('/')
-        || key.split('/').any(|p| p == ".." || p == ".")
-    {
-        return Err(SourceError::Invalid(format!("invalid object key {key:?}")));
-    }
-    Ok(())
-}
-
-pub(crate) fn check_bucket(bucket: &str) -> Result<(), SourceError> {
-    let ok = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && !bucket.starts_with('.');
+    let ok = (1..=1_024).contains(&key.len())
+        && !key.starts_with('/')
+        && !key.contains('\0')
+        && !key.split('/').any(|p| p == ".." || p == ".");
     if ok {
         Ok(())
     } else {
         Err(SourceError::Invalid(format!(
-            "invalid bucket name {bucket:?} (3-63 of a-z 0-9 . -)"
+            "invalid object key {key:?} (1-1024 bytes, no NUL, no leading '/', no '.' or '..' component)"
+        )))
+    }
+}
+
+/// Checks a bucket name as S3 does: 3 to 63 characters of lowercase letters, digits, dots and
+/// hyphens, starting and ending with a letter or digit, without `..`. So no bucket name can
+/// be a path (`..`, `a/b`) that leaves a store's root.
+pub(crate) fn check_bucket(bucket: &str) -> Result<(), SourceError> {
+    let edge = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && edge(bucket.bytes().next())
+        && edge(bucket.bytes().last())
+        && !bucket.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(SourceError::Invalid(format!(
+            "invalid bucket name {bucket:?} (3-63 of a-z 0-9 . -, starting and ending with a letter or digit, no '..')"
         )))
     }
 }
@@ -64,6 +75,7 @@ impl ObjectStore for InMemoryObjectStore {
     }
 
     async fn put(&self, bucket: &str, key: &str, data: Bytes) -> Result<ObjectInfo, SourceError> {
+        check_bucket(bucket)?;
         check_key(key)?;
         let info = ObjectInfo {
             bucket: bucket.to_owned(),
@@ -88,6 +100,8 @@ impl ObjectStore for InMemoryObjectStore {
         bucket: &str,
         key: &str,
     ) -> Result<Option<(ObjectInfo, Bytes)>, SourceError> {
+        check_bucket(bucket)?;
+        check_key(key)?;
         let buckets = self.buckets.lock();
         let objects = buckets
             .get(bucket)
@@ -100,6 +114,8 @@ impl ObjectStore for InMemoryObjectStore {
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<bool, SourceError> {
+        check_bucket(bucket)?;
+        check_key(key)?;
         let removed = {
             let mut buckets = self.buckets.lock();
             let objects = buckets
@@ -119,6 +135,7 @@ impl ObjectStore for InMemoryObjectStore {
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError> {
+        check_bucket(bucket)?;
         let buckets = self.buckets.lock();
         let objects = buckets
             .get(bucket)

@@ -18,162 +18,9 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::config::{Outgoing, QueueConfig, SendError, MAX_DELAY, MAX_VISIBILITY};
 use super::{Attributes, Message, MessageId, QueueSource, QueueStats, Receipt};
 use crate::error::{ConfigError, SourceError};
-
-/// Configuration of an [`InMemoryQueue`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct QueueConfig {
-    /// How long a received message stays invisible (0 s..=12 h, default 30 s, as SQS).
-    pub visibility_timeout: Duration,
-    /// Delay before a sent message becomes visible (0 s..=15 min, default 0).
-    pub delay: Duration,
-    /// Messages held at most, visible, in flight or delayed (1..=100,000,000, default
-    /// 1,000,000); sending beyond it hands the message back.
-    pub capacity: usize,
-    /// Redrive: after this many receives (1..=1,000) a message goes to `dead_letter`.
-    pub max_receive_count: Option<u32>,
-    /// The dead-letter queue of the redrive policy.
-    pub dead_letter: Option<Arc<InMemoryQueue>>,
-    /// A FIFO queue: ordered per message group, one group's messages in flight at a time.
-    pub fifo: bool,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        Self {
-            visibility_timeout: Duration::from_secs(30),
-            delay: Duration::ZERO,
-            capacity: 1_000_000,
-            max_receive_count: None,
-            dead_letter: None,
-            fifo: false,
-        }
-    }
-}
-
-impl QueueConfig {
-    /// Sets the visibility timeout.
-    #[must_use]
-    pub fn with_visibility_timeout(mut self, timeout: Duration) -> Self {
-        self.visibility_timeout = timeout;
-        self
-    }
-
-    /// Sets the default delay of sent messages.
-    #[must_use]
-    pub fn with_delay(mut self, delay: Duration) -> Self {
-        self.delay = delay;
-        self
-    }
-
-    /// Sets the capacity.
-    #[must_use]
-    pub fn with_capacity(mut self, capacity: usize) -> Self {
-        self.capacity = capacity;
-        self
-    }
-
-    /// Redrives a message to `dead_letter` once it has been received `max_receive_count` times.
-    #[must_use]
-    pub fn with_redrive(mut self, dead_letter: Arc<InMemoryQueue>, max_receive_count: u32) -> Self {
-        self.dead_letter = Some(dead_letter);
-        self.max_receive_count = Some(max_receive_count);
-        self
-    }
-
-    /// Makes the queue FIFO.
-    #[must_use]
-    pub fn fifo(mut self) -> Self {
-        self.fifo = true;
-        self
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let err = |field, value: &dyn std::fmt::Debug, allowed: &str| {
-            Err(ConfigError::new("queue", field, value, allowed))
-        };
-        if self.visibility_timeout > Duration::from_secs(12 * 3_600) {
-            return err("visibility_timeout", &self.visibility_timeout, "0s..=12h");
-        }
-        if self.delay > Duration::from_secs(900) {
-            return err("delay", &self.delay, "0s..=15min");
-        }
-        if !(1..=100_000_000).contains(&self.capacity) {
-            return err("capacity", &self.capacity, "1..=100000000");
-        }
-        match (self.max_receive_count, &self.dead_letter) {
-            (Some(n), Some(_)) if !(1..=1_000).contains(&n) => {
-                return err("max_receive_count", &n, "1..=1000");
-            }
-            (Some(_), None) | (None, Some(_)) => {
-                return err(
-                    "max_receive_count",
-                    &self.max_receive_count,
-                    "set together with dead_letter",
-                );
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
-/// A message to send, with its options.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct Outgoing {
-    /// The body.
-    pub body: Bytes,
-    /// String attributes.
-    pub attributes: Attributes,
-    /// A delay instead of the queue's default.
-    pub delay: Option<Duration>,
-    /// The message group (FIFO queues require one).
-    pub group_id: Option<Arc<str>>,
-}
-
-impl Outgoing {
-    /// A message with this body.
-    pub fn new(body: impl Into<Bytes>) -> Self {
-        Self {
-            body: body.into(),
-            ..Self::default()
-        }
-    }
-
-    /// Sets an attribute.
-    #[must_use]
-    pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.attributes = self.attributes.with(key, value);
-        self
-    }
-
-    /// Sets the delay.
-    #[must_use]
-    pub fn with_delay(mut self, delay: Duration) -> Self {
-        self.delay = Some(delay);
-        self
-    }
-
-    /// Sets the message group.
-    #[must_use]
-    pub fn with_group(mut self, group: impl Into<Arc<str>>) -> Self {
-        self.group_id = Some(group.into());
-        self
-    }
-}
-
-/// A send the queue refused; the message is handed back.
-#[derive(Debug, thiserror::Error)]
-#[error("{error}")]
-pub struct SendError {
-    /// The message, unchanged.
-    pub message: Outgoing,
-    /// Why.
-    pub error: SourceError,
-}
 
 /// A stored message, kept inline in the queue's deques (no allocation of its own; cloning it
 /// for a receiver shares the body).
@@ -314,8 +161,9 @@ impl InMemoryQueue {
     ///
     /// # Errors
     ///
-    /// [`SendError`] hands the message back when the queue is full, or when a FIFO queue gets
-    /// a message without a group.
+    /// [`SendError`] hands the message back when the queue is full, when a FIFO queue gets
+    /// a message without a group, or when its delay is above 15 minutes
+    /// ([`SourceError::Invalid`] naming `delay`).
     pub fn send(&self, body: impl Into<Bytes>) -> Result<MessageId, SendError> {
         self.send_message(Outgoing::new(body))
     }
@@ -363,8 +211,16 @@ impl InMemoryQueue {
                     });
                     break;
                 }
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let delay = message.delay.unwrap_or(self.config.delay);
+                if delay > MAX_DELAY {
+                    let error = ConfigError::new("message", "delay", delay, "0s..=15min");
+                    refused = Some(SendError {
+                        message,
+                        error: SourceError::Invalid(error.to_string()),
+                    });
+                    break;
+                }
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let body = message.body;
                 // Cloning a `Bytes` made from a `Vec` allocates its shared header the first
                 // time; do it here, on the sender, rather than on every receiver's hot path.
@@ -596,7 +452,7 @@ impl InMemoryQueue {
     }
 
     /// Removes a receipt's message from its lease, if it is still there.
-    fn release(state: &mut State, receipt: &Receipt) -> Option<Stored> {
+    fn take_back(state: &mut State, receipt: &Receipt) -> Option<Stored> {
         let (lease_id, slot) = receipt.parts()?;
         let lease = state.leases.get_mut(lease_id)?;
         let stored = lease.slots.get_mut(slot as usize)?.take()?;
@@ -657,7 +513,7 @@ impl QueueSource for InMemoryQueue {
         {
             let mut state = self.state.lock();
             for receipt in receipts {
-                match Self::release(&mut state, receipt) {
+                match Self::take_back(&mut state, receipt) {
                     Some(stored) => {
                         state.held -= 1;
                         if let Some(group_id) = &stored.group {
@@ -688,20 +544,51 @@ impl QueueSource for InMemoryQueue {
         }
     }
 
-    async fn release(&self, _receipts: &[Receipt]) -> Result<(), SourceError> {
-        Err(SourceError::Invalid(
-            "release is not implemented yet".into(),
-        ))
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        let mut unknown = false;
+        let mut released = false;
+        {
+            let mut state = self.state.lock();
+            // A FIFO message goes back to the front of its group, so a FIFO batch is returned
+            // last first to keep the group's order; a standard queue's go to the back in order.
+            let fifo = self.config.fifo;
+            let mut forward = receipts.iter();
+            let mut backward = receipts.iter().rev();
+            let order: &mut dyn Iterator<Item = &Receipt> =
+                if fifo { &mut backward } else { &mut forward };
+            for receipt in order {
+                match Self::take_back(&mut state, receipt) {
+                    Some(mut stored) => {
+                        // The receive that delivered it does not count.
+                        stored.receive_count = stored.receive_count.saturating_sub(1);
+                        self.make_visible(&mut state, stored, true);
+                        released = true;
+                    }
+                    None => unknown = true,
+                }
+            }
+        }
+        if released {
+            self.arrived.notify_waiters();
+        }
+        if unknown {
+            Err(SourceError::UnknownReceipt)
+        } else {
+            Ok(())
+        }
     }
+
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
         {
             let mut state = self.state.lock();
-            let stored = Self::release(&mut state, receipt).ok_or(SourceError::UnknownReceipt)?;
+            let stored = Self::take_back(&mut state, receipt).ok_or(SourceError::UnknownReceipt)?;
             if delay.is_zero() {
                 self.make_visible(&mut state, stored, true);
             } else {
                 let seq = state.next_seq;
                 state.next_seq += 1;
+                // SQS caps a visibility change at 12 hours; longer delays are cut to it.
+                let delay = delay.min(MAX_VISIBILITY);
                 state.delayed.push(DelayedMessage {
                     due: Instant::now() + delay,
                     seq,

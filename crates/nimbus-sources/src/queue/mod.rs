@@ -8,6 +8,7 @@
 //! with a long poll, acknowledge a set, make one visible again after a delay. Redrive to a
 //! dead-letter queue after `max_receive_count` is the queue's own business, as it is in SQS.
 
+mod config;
 mod memory;
 
 use std::sync::Arc;
@@ -16,7 +17,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use memory::{InMemoryQueue, Outgoing, QueueConfig, SendError};
+pub use config::{Outgoing, QueueConfig, SendError};
+pub use memory::InMemoryQueue;
 
 use crate::error::SourceError;
 
@@ -298,6 +300,14 @@ pub trait QueueSource: Send + Sync + 'static {
     /// Receives up to `max` messages, waiting up to `wait` for the first one (long poll).
     /// Received messages are invisible to other receivers until acknowledged, made visible
     /// again, or their visibility timeout passes. An empty vector means nothing arrived in time.
+    ///
+    /// # Cancellation
+    ///
+    /// A receive need not be cancel-safe: if its future is dropped after the broker handed
+    /// messages out, they may stay invisible until their visibility timeout (and come back
+    /// then, at least once). Mappings therefore never drop a receive: one in flight when a
+    /// mapping stops runs to the end of its long poll on its own task, and what it brings is
+    /// [released](QueueSource::release) at once.
     ///
     /// # Errors
     ///

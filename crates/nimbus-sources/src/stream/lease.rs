@@ -109,7 +109,10 @@ impl LeaseStore for InMemoryLeases {
             lease.counter += 1;
             lease.owner = owner.to_owned();
         }
-        lease.expires = now + ttl;
+        // A TTL too long to add to the clock is "for as long as anyone will wait".
+        lease.expires = now
+            .checked_add(ttl)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
         Ok(Some(lease.clone()))
     }
 

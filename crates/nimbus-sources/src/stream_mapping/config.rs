@@ -52,7 +52,8 @@ pub struct StreamMappingConfig {
     /// Tumbling windows of this length, with state carried between invocations
     /// (0 = off, up to 900 s; needs a parallelization factor of 1).
     pub tumbling_window: Duration,
-    /// Waits between retries of a failing batch (default 1 s doubling to 30 s).
+    /// Waits between retries of a failing batch (default 1 s doubling to 30 s; every delay
+    /// within 1 ms..=24 h).
     pub retry_backoff: Backoff,
     /// Long-poll wait of each read (0..=1 h, default 20 s).
     pub poll_wait: Duration,
@@ -245,6 +246,7 @@ impl StreamMappingConfig {
         if self.poll_wait > Duration::from_secs(3_600) {
             return err("poll_wait", &self.poll_wait, "0s..=1h");
         }
+        crate::status::check_backoff("stream mapping", "retry_backoff", &self.retry_backoff)?;
         if !(Duration::from_secs(1)..=Duration::from_secs(3_600)).contains(&self.lease_ttl) {
             return err("lease_ttl", &self.lease_ttl, "1s..=1h");
         }

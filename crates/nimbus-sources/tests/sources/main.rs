@@ -4,10 +4,13 @@
 mod support;
 
 mod filters;
+mod guards;
+mod hostile;
 mod mapping;
 mod memory;
 mod objects;
 mod properties;
+mod seams;
 mod stream_mapping;
 mod stream_memory;
 mod stream_properties;

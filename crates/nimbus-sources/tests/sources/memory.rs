@@ -216,3 +216,56 @@ fn invalid_queue_configs_name_the_field() {
         ("max_receive_count", "1..=1000")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn release_hands_messages_back_at_once_without_counting_the_receive() {
+    let dlq = queue(QueueConfig::default());
+    let q = queue(
+        QueueConfig::default()
+            .with_visibility_timeout(Duration::from_secs(30))
+            .with_redrive(dlq.clone(), 1),
+    );
+    q.send("a").unwrap();
+    q.send("b").unwrap();
+    let first = q.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(bodies(&first), ["a", "b"]);
+    let mut receipts: Vec<_> = first.iter().map(|m| m.receipt.clone()).collect();
+    // Released ten times over a redrive limit of one: never dead-lettered, never counted.
+    for _ in 0..10 {
+        q.release(&receipts).await.unwrap();
+        let again = q.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(
+            bodies(&again),
+            ["a", "b"],
+            "visible again at once, in order"
+        );
+        assert!(again.iter().all(|m| m.receive_count == 1));
+        receipts = again.iter().map(|m| m.receipt.clone()).collect();
+    }
+    assert!(dlq.is_empty());
+    // A stale receipt is reported after the others are released.
+    let stale = first[0].receipt.clone();
+    let result = q.release(&[stale, receipts[1].clone()]).await;
+    assert_eq!(result, Err(SourceError::UnknownReceipt));
+    let back = q.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(bodies(&back), ["b"]);
+    assert_eq!(back[0].receive_count, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn released_fifo_messages_keep_their_group_order() {
+    let q = queue(QueueConfig::default().fifo());
+    for body in ["1", "2", "3"] {
+        q.send_message(Outgoing::new(body).with_group("g")).unwrap();
+    }
+    let got = q.receive(2, Duration::ZERO).await.unwrap();
+    assert_eq!(bodies(&got), ["1", "2"]);
+    let receipts: Vec<_> = got.iter().map(|m| m.receipt.clone()).collect();
+    q.release(&receipts).await.unwrap();
+    let again = q.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(bodies(&again), ["1", "2", "3"]);
+    assert_eq!(
+        again.iter().map(|m| m.receive_count).collect::<Vec<_>>(),
+        [1, 1, 1]
+    );
+}

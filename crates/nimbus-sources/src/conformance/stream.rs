@@ -1,0 +1,224 @@
+//! The stream, checkpoint and lease suites.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{fail, source, StreamProducer, Violation};
+use crate::stream::{Checkpoint, CheckpointStore, LeaseStore, Position};
+
+/// The stream contract: order per shard, positions, and long polls woken by an append.
+///
+/// # Errors
+///
+/// The first [`Violation`].
+pub async fn stream<S, F, Fut>(make: F) -> Result<(), Violation>
+where
+    S: StreamProducer,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let s = make().await;
+    let mut shard = None;
+    for i in 0..30 {
+        shard = Some(
+            s.append("one-key", Bytes::from(format!("{i}")))
+                .await
+                .map_err(source("append"))?,
+        );
+    }
+    let Some(shard) = shard else { return Ok(()) };
+    let read = s
+        .read(&shard, Position::TrimHorizon, 100, Duration::from_secs(1))
+        .await
+        .map_err(source("order"))?;
+    let data: Vec<String> = read
+        .records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.data).into_owned())
+        .collect();
+    if data != (0..30).map(|i| i.to_string()).collect::<Vec<_>>() {
+        return Err(fail(
+            "order",
+            format!("one key's records came back as {data:?}"),
+        ));
+    }
+    if read
+        .records
+        .windows(2)
+        .any(|w| w[0].sequence >= w[1].sequence)
+    {
+        return Err(fail("order", "sequence numbers do not increase"));
+    }
+    if read.records.iter().any(|r| r.sequence == 0) {
+        return Err(fail(
+            "order",
+            "sequence 0 is reserved (a checkpoint at 0 means before the first record)",
+        ));
+    }
+    let middle = read.records[14].sequence;
+    let after = s
+        .read(&shard, Position::After(middle), 100, Duration::from_secs(1))
+        .await
+        .map_err(source("positions"))?;
+    if after.records.first().map(|r| r.sequence) != Some(read.records[15].sequence) {
+        return Err(fail(
+            "positions",
+            "reading after a sequence number did not resume right after it",
+        ));
+    }
+    if after.next != Position::After(read.records[29].sequence) {
+        return Err(fail("positions", format!("next position {:?}", after.next)));
+    }
+    let latest = s
+        .read(&shard, Position::Latest, 100, Duration::ZERO)
+        .await
+        .map_err(source("positions"))?;
+    if !latest.records.is_empty() {
+        return Err(fail("positions", "LATEST returned old records"));
+    }
+    let started = Instant::now();
+    let (woken, appended) = tokio::join!(
+        s.read(&shard, latest.next, 10, Duration::from_secs(10)),
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            s.append("one-key", Bytes::from_static(b"wake")).await
+        }
+    );
+    appended.map_err(source("long poll"))?;
+    let woken = woken.map_err(source("long poll"))?;
+    if woken.records.is_empty() || started.elapsed() > Duration::from_secs(3) {
+        return Err(fail(
+            "long poll",
+            format!("woke after {:?}", started.elapsed()),
+        ));
+    }
+    Ok(())
+}
+
+/// The checkpoint contract: absent until put, read back, forward only.
+///
+/// # Errors
+///
+/// The first [`Violation`].
+pub async fn checkpoints<C: CheckpointStore>(store: &C, mapping: &str) -> Result<(), Violation> {
+    let check = "checkpoints";
+    if store
+        .get(mapping, "shard-a")
+        .await
+        .map_err(source(check))?
+        .is_some()
+    {
+        return Err(fail(check, "a new mapping already has a checkpoint"));
+    }
+    store
+        .put(mapping, "shard-a", Checkpoint::At(10))
+        .await
+        .map_err(source(check))?;
+    store
+        .put(mapping, "shard-a", Checkpoint::At(20))
+        .await
+        .map_err(source(check))?;
+    if store
+        .put(mapping, "shard-a", Checkpoint::At(15))
+        .await
+        .is_ok()
+    {
+        return Err(fail(check, "a checkpoint moved back"));
+    }
+    if store.get(mapping, "shard-a").await.map_err(source(check))? != Some(Checkpoint::At(20)) {
+        return Err(fail(check, "did not read back the latest checkpoint"));
+    }
+    store
+        .put(mapping, "shard-a", Checkpoint::ShardEnd)
+        .await
+        .map_err(source(check))?;
+    if store.get(mapping, "shard-a").await.map_err(source(check))? != Some(Checkpoint::ShardEnd) {
+        return Err(fail(check, "ShardEnd was not kept"));
+    }
+    if store
+        .get(mapping, "shard-b")
+        .await
+        .map_err(source(check))?
+        .is_some()
+    {
+        return Err(fail(check, "shards share checkpoints"));
+    }
+    Ok(())
+}
+
+/// The lease contract: exclusive while held, renewable, listed by prefix, taken over after
+/// expiry with a higher counter, free after release.
+///
+/// # Errors
+///
+/// The first [`Violation`].
+pub async fn leases<L: LeaseStore>(store: &L, key: &str) -> Result<(), Violation> {
+    let check = "leases";
+    let ttl = Duration::from_millis(600);
+    let first = store
+        .acquire(key, "owner-a", ttl)
+        .await
+        .map_err(source(check))?;
+    let Some(first) = first else {
+        return Err(fail(check, "a free lease was refused"));
+    };
+    if store
+        .acquire(key, "owner-b", ttl)
+        .await
+        .map_err(source(check))?
+        .is_some()
+    {
+        return Err(fail(check, "a held lease was given to another owner"));
+    }
+    if store
+        .acquire(key, "owner-a", ttl)
+        .await
+        .map_err(source(check))?
+        .is_none()
+    {
+        return Err(fail(check, "the holder could not renew"));
+    }
+    let listed = store.list(key).await.map_err(source(check))?;
+    let now = tokio::time::Instant::now();
+    if !listed
+        .iter()
+        .any(|l| l.key == key && l.owner == "owner-a" && l.expires > now)
+    {
+        return Err(fail(
+            check,
+            format!("listing the prefix did not show the held lease: {listed:?}"),
+        ));
+    }
+    let other = format!("{key}/other");
+    if store
+        .list(&other)
+        .await
+        .map_err(source(check))?
+        .iter()
+        .any(|l| l.key == key)
+    {
+        return Err(fail(check, "listing a longer prefix showed a shorter key"));
+    }
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let taken = store
+        .acquire(key, "owner-b", ttl)
+        .await
+        .map_err(source(check))?;
+    match taken {
+        Some(lease) if lease.counter > first.counter => {}
+        Some(_) => return Err(fail(check, "a take-over did not raise the counter")),
+        None => return Err(fail(check, "an expired lease was not taken over")),
+    }
+    store.release(key, "owner-b").await.map_err(source(check))?;
+    if store
+        .acquire(key, "owner-a", ttl)
+        .await
+        .map_err(source(check))?
+        .is_none()
+    {
+        return Err(fail(check, "a released lease was not free"));
+    }
+    Ok(())
+}

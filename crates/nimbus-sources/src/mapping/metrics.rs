@@ -1,0 +1,95 @@
+//! A queue mapping's counters and the snapshot of them it reports.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// A snapshot of a queue mapping's metrics.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct QueueMappingMetrics {
+    /// Messages received.
+    pub received: u64,
+    /// Messages deleted after successful handling.
+    pub deleted: u64,
+    /// Messages deleted without invoking because no filter matched.
+    pub filtered: u64,
+    /// Messages left to become visible again after a failure.
+    pub failed: u64,
+    /// Messages made visible again at once (throttled past their visibility, or stopping).
+    pub released: u64,
+    /// Invocations of the function.
+    pub invocations: u64,
+    /// Invocations that failed (function error, timeout, panic, init failure).
+    pub function_errors: u64,
+    /// Invocations throttled.
+    pub throttles: u64,
+    /// Batches split to isolate failures.
+    pub bisections: u64,
+    /// Errors from the source (receive or delete), panics in it included.
+    pub source_errors: u64,
+    /// Permanent source errors: the mapping stopped on the first (see `status`).
+    pub permanent_source_errors: u64,
+    /// Pollers running now.
+    pub pollers: usize,
+    /// Batches being handled now.
+    pub concurrent_batches: usize,
+    /// The pollers the scaler aims for.
+    pub target_concurrency: usize,
+    /// The largest number of batches handled at once.
+    pub peak_concurrent_batches: usize,
+    /// Messages the queue holds (visible, in flight, delayed), if it reports it.
+    pub backlog: Option<u64>,
+    /// Messages the queue has moved to its dead-letter queue, if it reports it.
+    pub dead_lettered: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) received: AtomicU64,
+    pub(super) deleted: AtomicU64,
+    pub(super) filtered: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) released: AtomicU64,
+    pub(super) invocations: AtomicU64,
+    pub(super) function_errors: AtomicU64,
+    pub(super) throttles: AtomicU64,
+    pub(super) bisections: AtomicU64,
+    pub(super) source_errors: AtomicU64,
+    pub(super) permanent_source_errors: AtomicU64,
+    pub(super) batches: AtomicUsize,
+    pub(super) peak_batches: AtomicUsize,
+}
+
+pub(super) fn add(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+impl Counters {
+    /// A snapshot, with the scaler's numbers and the queue's counts.
+    pub(super) fn snapshot(
+        &self,
+        pollers: usize,
+        target: usize,
+        stats: Option<crate::queue::QueueStats>,
+    ) -> QueueMappingMetrics {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        QueueMappingMetrics {
+            received: load(&self.received),
+            deleted: load(&self.deleted),
+            filtered: load(&self.filtered),
+            failed: load(&self.failed),
+            released: load(&self.released),
+            invocations: load(&self.invocations),
+            function_errors: load(&self.function_errors),
+            throttles: load(&self.throttles),
+            bisections: load(&self.bisections),
+            source_errors: load(&self.source_errors),
+            permanent_source_errors: load(&self.permanent_source_errors),
+            pollers,
+            concurrent_batches: self.batches.load(Ordering::Relaxed),
+            target_concurrency: target,
+            peak_concurrent_batches: self.peak_batches.load(Ordering::Relaxed),
+            backlog: stats.map(|s| s.backlog()),
+            dead_lettered: stats.map(|s| s.dead_lettered),
+        }
+    }
+}

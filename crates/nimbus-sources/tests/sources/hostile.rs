@@ -1,0 +1,174 @@
+//! Hostile input: durations at their limits, out-of-range configuration, and object names that
+//! try to leave their store. Errors, never panics.
+
+use std::time::Duration;
+
+use nimbus_core::Backoff;
+use nimbus_sources::{
+    InMemoryLeases, InMemoryObjectStore, InMemoryStream, LeaseStore, NotificationConfig,
+    ObjectStore, Outgoing, Position, QueueConfig, QueueMappingConfig, QueueSource, SourceError,
+    StreamConfig, StreamMappingConfig, StreamSource,
+};
+
+use crate::support::queue;
+
+#[tokio::test(start_paused = true)]
+async fn a_delay_beyond_fifteen_minutes_is_refused_naming_the_field() {
+    let q = queue(QueueConfig::default());
+    for delay in [Duration::MAX, Duration::from_secs(901)] {
+        let refused = q
+            .send_message(Outgoing::new("late").with_delay(delay))
+            .unwrap_err();
+        match &refused.error {
+            SourceError::Invalid(text) => assert!(text.contains("delay"), "{text}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(&refused.message.body[..], b"late", "handed back");
+    }
+    assert!(q.is_empty());
+    q.send_message(Outgoing::new("ok").with_delay(Duration::from_secs(900)))
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn durations_at_their_limit_do_not_panic_sources() {
+    let q = queue(QueueConfig::default());
+    q.send("x").unwrap();
+    let got = q.receive(1, Duration::MAX).await.unwrap();
+    q.retry_later(&got[0].receipt, Duration::MAX).await.unwrap();
+    assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty());
+
+    let stream = InMemoryStream::new(StreamConfig::default()).unwrap();
+    let (shard, _) = stream.put("k", "v").unwrap();
+    let read = stream
+        .read(&shard, Position::TrimHorizon, 1, Duration::MAX)
+        .await
+        .unwrap();
+    assert_eq!(read.records.len(), 1);
+
+    let leases = InMemoryLeases::new();
+    assert!(leases
+        .acquire("key", "owner", Duration::MAX)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn backoffs_that_would_break_at_run_time_are_config_errors() {
+    for backoff in [
+        Backoff::fixed(Duration::MAX),
+        Backoff::fixed(Duration::ZERO),
+    ] {
+        let err = StreamMappingConfig::new("s")
+            .with_retry_backoff(backoff)
+            .validate(false)
+            .unwrap_err();
+        assert_eq!(err.field, "retry_backoff");
+    }
+    // The queue mapping's ranges hold at their limits.
+    let err = QueueMappingConfig::new("q")
+        .with_poll_wait(Duration::MAX)
+        .validate()
+        .unwrap_err();
+    assert_eq!(err.field, "poll_wait");
+}
+
+#[tokio::test]
+async fn bucket_and_key_names_are_checked_as_s3_does() {
+    let store = InMemoryObjectStore::new(NotificationConfig::default());
+    store.create_bucket("good-bucket.1").await.unwrap();
+    for bucket in [
+        "..",
+        "../../../..",
+        "ab",
+        "Upper",
+        "-dash",
+        "dash-",
+        "a..b",
+        "a/b",
+    ] {
+        assert!(store.create_bucket(bucket).await.is_err(), "{bucket}");
+        assert!(store.get(bucket, "key").await.is_err(), "{bucket}");
+        assert!(
+            store.put(bucket, "key", "x".into()).await.is_err(),
+            "{bucket}"
+        );
+    }
+    for key in ["", "/abs", "a/../b", "./a", "a/.", "nul\0byte"] {
+        assert!(
+            store.put("good-bucket.1", key, "x".into()).await.is_err(),
+            "{key:?}"
+        );
+        assert!(store.get("good-bucket.1", key).await.is_err(), "{key:?}");
+    }
+    let long = "k".repeat(1_025);
+    assert!(store.put("good-bucket.1", &long, "x".into()).await.is_err());
+}
+
+#[cfg(feature = "directory")]
+mod directory {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use nimbus_sources::{DirectoryConfig, DirectoryStore, NotificationConfig, ObjectStore};
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "nimbus-{name}-{}-{:x}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bucket_names_cannot_leave_the_root() {
+        let dir = TempDir::new("escape");
+        let root = dir.0.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(dir.0.join("secret.txt"), "outside").unwrap();
+        let store =
+            DirectoryStore::open(DirectoryConfig::new(&root, NotificationConfig::default()))
+                .await
+                .unwrap();
+        assert!(store.get("..", "secret.txt").await.is_err());
+        assert!(store.get("../../../..", "etc/hostname").await.is_err());
+        assert!(store.head("..", "secret.txt").await.is_err());
+        assert!(store.put("..", "planted.txt", "x".into()).await.is_err());
+        assert!(!dir.0.join("planted.txt").exists());
+        assert!(store.delete("..", "secret.txt").await.is_err());
+        assert!(dir.0.join("secret.txt").exists());
+        assert!(store.list("..", "").await.is_err());
+        assert!(store.create_bucket("..").await.is_err());
+        // Ordinary use still works, and head reports what get does.
+        store.create_bucket("inbox").await.unwrap();
+        let put = store.put("inbox", "a/b.txt", "hello".into()).await.unwrap();
+        let head = store.head("inbox", "a/b.txt").await.unwrap().unwrap();
+        assert_eq!((head.size, &head.etag), (put.size, &put.etag));
+        let (got, data) = store.get("inbox", "a/b.txt").await.unwrap().unwrap();
+        assert_eq!((&got.etag, &data[..]), (&put.etag, &b"hello"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_settle_time_out_of_range_is_refused_at_open() {
+        let dir = TempDir::new("settle");
+        let error = DirectoryStore::open(
+            DirectoryConfig::new(&dir.0, NotificationConfig::default()).with_settle(Duration::MAX),
+        )
+        .await
+        .unwrap_err();
+        assert!(error.to_string().contains("settle"), "{error}");
+    }
+}
