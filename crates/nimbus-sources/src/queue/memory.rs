@@ -269,6 +269,27 @@ impl InMemoryQueue {
         }
     }
 
+    /// The bodies of every message held — visible, in flight or delayed — in no particular
+    /// order: for hosts and tests that audit what a queue still holds (nothing is received).
+    pub fn bodies(&self) -> Vec<Bytes> {
+        let state = self.state.lock();
+        let visible = state.visible.iter();
+        let grouped = state.groups.values().flat_map(|g| g.queue.iter());
+        let delayed = state.delayed.iter().map(|d| &d.stored);
+        let in_flight = state
+            .leases
+            .slots
+            .iter()
+            .flatten()
+            .flat_map(|lease| lease.slots.iter().flatten());
+        visible
+            .chain(grouped)
+            .chain(delayed)
+            .chain(in_flight)
+            .map(|stored| stored.body.clone())
+            .collect()
+    }
+
     /// Messages held: visible, in flight or delayed.
     pub fn len(&self) -> usize {
         self.state.lock().held

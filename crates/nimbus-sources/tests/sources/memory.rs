@@ -269,3 +269,24 @@ async fn released_fifo_messages_keep_their_group_order() {
         [1, 1, 1]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn bodies_lists_visible_in_flight_and_delayed_messages() {
+    let q = queue(QueueConfig::default());
+    q.send("visible").unwrap();
+    q.send("taken").unwrap();
+    q.send_message(Outgoing::new("later").with_delay(Duration::from_secs(5)))
+        .unwrap();
+    // Receive one: it is in flight, and still held.
+    let taken = q.receive(1, Duration::ZERO).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    let mut held: Vec<String> = q
+        .bodies()
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    held.sort();
+    assert_eq!(held, ["later", "taken", "visible"]);
+    q.ack(&[taken[0].receipt.clone()]).await.unwrap();
+    assert_eq!(q.bodies().len(), 2);
+}
