@@ -23,6 +23,7 @@
 
 mod config;
 mod error;
+mod fields;
 mod queue;
 mod store;
 mod stream;
