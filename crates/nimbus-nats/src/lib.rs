@@ -57,7 +57,10 @@ mod config;
 mod delivery;
 mod error;
 mod queue;
+mod release;
+mod setup;
 
 pub use config::NatsConfig;
 pub use error::NatsError;
 pub use queue::{dead_letter_headers, NatsQueue};
+pub use release::release_headers;
