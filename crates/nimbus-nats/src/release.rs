@@ -39,7 +39,7 @@ use crate::error::NatsError;
 use crate::queue::NatsQueue;
 
 /// Headers the adapter adds to the copy it publishes when a message is released (see the
-/// [module docs](self)); a receive reads them and leaves them out of the message's attributes.
+/// crate docs, "Release"); a receive reads them and leaves them out of the message's attributes.
 pub mod release_headers {
     /// Receives counted before this copy was published: the message's receive count is this
     /// plus JetStream's delivery count of the copy.

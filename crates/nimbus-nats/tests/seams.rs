@@ -58,7 +58,10 @@ async fn a_released_message_comes_back_at_once_with_its_receive_count_unchanged(
             (&message.id, message.sent_at),
             "round {round}"
         );
-        queue.release(std::slice::from_ref(&message.receipt)).await.unwrap();
+        queue
+            .release(std::slice::from_ref(&message.receipt))
+            .await
+            .unwrap();
     }
     assert_eq!(queue.dead_letter_count().await.unwrap(), 0);
     // Counted receives still count: two failed attempts, then redrive.

@@ -263,3 +263,38 @@ async fn redis_cli_xadd_reaches_a_function_within_a_second() {
         "the malformed entry was not handled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_records_from_redis_cli_are_read_whatever_their_fields() {
+    let Some(prefix) = Prefix::new().await else {
+        return;
+    };
+    let config = prefix.config("clicks");
+    let stream = nimbus_redis::RedisStream::connect(config.clone())
+        .await
+        .unwrap();
+    let shard = format!("{}:shard:0", config.key);
+    redis_cli(&["XADD", &shard, "*", "k", "user-7", "d", r#"{"page":"/"}"#]);
+    redis_cli(&["XADD", &shard, "*", "user", "7", "page", "/"]);
+    let read = nimbus_sources::StreamSource::read(
+        &stream,
+        &std::sync::Arc::from(shard.as_str()),
+        nimbus_sources::Position::TrimHorizon,
+        10,
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let records: Vec<(&str, &[u8])> = read
+        .records
+        .iter()
+        .map(|r| (r.partition_key.as_ref(), &r.data[..]))
+        .collect();
+    assert_eq!(
+        records,
+        [
+            ("user-7", &br#"{"page":"/"}"#[..]),
+            ("", br#"{"page":"/","user":"7"}"#)
+        ]
+    );
+}
