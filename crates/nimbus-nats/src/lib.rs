@@ -96,10 +96,12 @@ mod config;
 mod delivery;
 mod error;
 mod queue;
+mod redrive;
 mod release;
 mod setup;
 
 pub use config::NatsConfig;
 pub use error::NatsError;
-pub use queue::{dead_letter_headers, NatsQueue};
+pub use queue::NatsQueue;
+pub use redrive::dead_letter_headers;
 pub use release::release_headers;

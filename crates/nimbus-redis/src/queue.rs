@@ -397,7 +397,10 @@ impl QueueSource for RedisQueue {
         if receipts.is_empty() {
             return Ok(());
         }
-        let ids: Vec<&str> = receipts.iter().filter_map(Receipt::as_token).collect();
+        // Each message once: the script takes one delivery back per id it is given.
+        let mut ids: Vec<&str> = receipts.iter().filter_map(Receipt::as_token).collect();
+        ids.sort_unstable();
+        ids.dedup();
         let mut con = self.manager.clone();
         let released: i64 = redis::Script::new(RELEASE)
             .key(&self.config.key)
@@ -413,7 +416,9 @@ impl QueueSource for RedisQueue {
             *self.reclaim_cursor.lock() = "0-0".to_owned();
             *self.next_reclaim.lock() = tokio::time::Instant::now();
         }
-        if usize::try_from(released).unwrap_or(0) < receipts.len() {
+        // Every receipt one of this queue's (a token), and every message still pending here.
+        let known = receipts.iter().all(|r| r.as_token().is_some());
+        if !known || usize::try_from(released).unwrap_or(0) < ids.len() {
             return Err(SourceError::UnknownReceipt);
         }
         Ok(())
