@@ -202,7 +202,14 @@ impl RedisQueue {
                 Err((fields, reason)) => dead.push((id, fields, reason)),
             }
         }
-        self.dead_letter(dead).await?;
+        // A failed move leaves those entries pending, to be tried again at a later scan; the
+        // messages claimed with them are returned meanwhile.
+        if let Err(error) = self.dead_letter(dead).await {
+            if messages.is_empty() {
+                return Err(error);
+            }
+            tracing::warn!(%error, "redis dead-letter move failed; retried at a later scan");
+        }
         Ok(messages)
     }
 
