@@ -18,14 +18,17 @@ use crate::stream::{block_millis, entries, parse_id, MAX_WAIT};
 /// Hands received messages back without counting the receive: for each id still pending for
 /// this consumer, one fewer delivery (`RETRYCOUNT`), and idle for the visibility timeout
 /// (`IDLE`), so that the next `XAUTOCLAIM` takes it at once and counts that delivery again.
-/// KEYS[1] = the stream; ARGV = group, consumer, idle ms, ids... Returns how many it released.
+/// Only the delivery a receipt names is taken back: the entry must be pending for this
+/// consumer with the delivery count the receipt was made with (else it is stale).
+/// KEYS[1] = the stream; ARGV = group, consumer, idle ms, then id and count pairs. Returns how
+/// many it released.
 const RELEASE: &str = r"
 local group, consumer, idle = ARGV[1], ARGV[2], ARGV[3]
 local released = 0
-for i = 4, #ARGV do
+for i = 4, #ARGV, 2 do
   local id = ARGV[i]
   local entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
-  if entry and entry[2] == consumer then
+  if entry and entry[2] == consumer and tonumber(entry[4]) == tonumber(ARGV[i + 1]) then
     local count = tonumber(entry[4]) - 1
     if count < 0 then count = 0 end
     redis.call('XCLAIM', KEYS[1], group, consumer, 0, id, 'IDLE', idle, 'RETRYCOUNT', count, 'JUSTID')
@@ -264,7 +267,14 @@ impl RedisQueue {
         let sent_at = parse_id(id).map_or(SystemTime::now(), |(ms, _)| {
             UNIX_EPOCH + Duration::from_millis(ms)
         });
-        let message = Message::new(MessageId::text(id), body, Receipt::token(id))
+        // The receipt names the delivery: `<id>` for a first delivery (every new message, so
+        // the hot path allocates nothing more), `<id>:<count>` for later ones.
+        let receipt = if count == 1 {
+            Receipt::token(id)
+        } else {
+            Receipt::token(format!("{id}:{count}"))
+        };
+        let message = Message::new(MessageId::text(id), body, receipt)
             .with_receive_count(count)
             .with_sent_at(sent_at);
         if attributes.is_empty() {
@@ -333,6 +343,15 @@ impl RedisQueue {
     }
 }
 
+/// The entry id and delivery count a receipt names (see [`RedisQueue`]'s `message`).
+fn delivery_of(receipt: &Receipt) -> Option<(&str, u32)> {
+    let token = receipt.as_token()?;
+    match token.split_once(':') {
+        None => Some((token, 1)),
+        Some((id, count)) => Some((id, count.parse().ok()?)),
+    }
+}
+
 #[async_trait]
 impl QueueSource for RedisQueue {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
@@ -372,7 +391,11 @@ impl QueueSource for RedisQueue {
         }
         let ids: Vec<&str> = receipts
             .iter()
-            .map(|r| r.as_token().ok_or(SourceError::UnknownReceipt))
+            .map(|r| {
+                delivery_of(r)
+                    .map(|(id, _)| id)
+                    .ok_or(SourceError::UnknownReceipt)
+            })
             .collect::<Result<_, _>>()?;
         let mut con = self.manager.clone();
         let (acked, _deleted): (i64, i64) = redis::pipe()
@@ -397,24 +420,28 @@ impl QueueSource for RedisQueue {
     /// delivery count back by one (`XCLAIM ... RETRYCOUNT`) and its idle time to the
     /// visibility timeout (`IDLE`), so the next reclaim scan, which this queue runs at once,
     /// delivers it again with the count it had. Other processes of the queue find it on their
-    /// next scan (within a second). Receipts not pending for this queue's consumer any more
-    /// (acknowledged, or reclaimed by another process after the visibility timeout) are left
-    /// alone and reported as [`SourceError::UnknownReceipt`].
+    /// next scan (within a second). Stale receipts (the message acknowledged, or delivered
+    /// again since, here or to another process, after the visibility timeout) are left alone
+    /// and reported as [`SourceError::UnknownReceipt`].
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
         if receipts.is_empty() {
             return Ok(());
         }
-        // Each message once: the script takes one delivery back per id it is given.
-        let mut ids: Vec<&str> = receipts.iter().filter_map(Receipt::as_token).collect();
-        ids.sort_unstable();
-        ids.dedup();
+        // Each delivery once: the script takes one receive back per pair it is given.
+        let mut deliveries: Vec<(&str, u32)> = receipts.iter().filter_map(delivery_of).collect();
+        deliveries.sort_unstable();
+        deliveries.dedup();
+        let pairs: Vec<String> = deliveries
+            .iter()
+            .flat_map(|(id, count)| [(*id).to_owned(), count.to_string()])
+            .collect();
         let mut con = self.manager.clone();
         let released: i64 = redis::Script::new(RELEASE)
             .key(&self.config.key)
             .arg(&self.group)
             .arg(&self.consumer)
             .arg(self.config.visibility_timeout.as_millis() as u64)
-            .arg(&ids)
+            .arg(&pairs)
             .invoke_async(&mut con)
             .await
             .map_err(RedisError::from)?;
@@ -424,15 +451,15 @@ impl QueueSource for RedisQueue {
             *self.next_reclaim.lock() = tokio::time::Instant::now();
         }
         // Every receipt one of this queue's (a token), and every message still pending here.
-        let known = receipts.iter().all(|r| r.as_token().is_some());
-        if !known || usize::try_from(released).unwrap_or(0) < ids.len() {
+        let known = receipts.iter().all(|r| delivery_of(r).is_some());
+        if !known || usize::try_from(released).unwrap_or(0) < deliveries.len() {
             return Err(SourceError::UnknownReceipt);
         }
         Ok(())
     }
 
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
-        let id = receipt.as_token().ok_or(SourceError::UnknownReceipt)?;
+        let (id, _) = delivery_of(receipt).ok_or(SourceError::UnknownReceipt)?;
         // Reclaimable once idle for the visibility timeout: set the idle time so that this
         // happens after `delay`. JUSTID keeps the delivery count.
         let idle = self.config.visibility_timeout.saturating_sub(delay);

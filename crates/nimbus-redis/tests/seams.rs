@@ -67,6 +67,38 @@ async fn a_released_message_comes_back_at_once_with_its_receive_count_unchanged(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_receipt_releases_nothing() {
+    let Some(prefix) = Prefix::new().await else {
+        return;
+    };
+    let queue = RedisQueue::connect(
+        prefix
+            .config("stale")
+            .with_visibility_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    queue.send("x".into()).await.unwrap();
+    let first = queue.receive(1, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(first[0].receive_count, 1);
+    // Not acknowledged in time: delivered again (to the same consumer).
+    let second = queue.receive(1, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(second[0].receive_count, 2);
+    assert_eq!(
+        queue.release(&[first[0].receipt.clone()]).await,
+        Err(nimbus_sources::SourceError::UnknownReceipt),
+        "the first delivery's receipt is stale"
+    );
+    queue.release(&[second[0].receipt.clone()]).await.unwrap();
+    let third = queue.receive(1, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(
+        third[0].receive_count, 2,
+        "the release did not count, the stale one did nothing"
+    );
+    queue.ack(&[third[0].receipt.clone()]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_out_of_range_are_refused_naming_the_field() {
     let Some(prefix) = Prefix::new().await else {
         return;
