@@ -50,11 +50,6 @@ impl<'a> Delivery<'a> {
         (!delivery.stream.is_empty() && !delivery.consumer.is_empty()).then_some(delivery)
     }
 
-    /// The receive count, as nimbus counts it.
-    pub(crate) fn receive_count(&self) -> u32 {
-        u32::try_from(self.delivered).unwrap_or(u32::MAX)
-    }
-
     pub(crate) fn published_at(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_nanos(self.published_nanos)
     }
@@ -80,7 +75,7 @@ mod tests {
                 published_nanos: TS,
             }
         );
-        assert_eq!(d.receive_count(), 3);
+        assert_eq!(crate::release::Lineage::default().receive_count(&d), 3);
         assert_eq!(d.published_at(), UNIX_EPOCH + Duration::from_nanos(TS));
     }
 
@@ -110,6 +105,9 @@ mod tests {
         }
         // Huge counts saturate instead of wrapping.
         let d = Delivery::parse("$JS.ACK.S.C.99999999999.2.3.4.5").unwrap();
-        assert_eq!(d.receive_count(), u32::MAX);
+        assert_eq!(
+            crate::release::Lineage::default().receive_count(&d),
+            u32::MAX
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! Errors of the NATS adapter: one enum, each broker failure tagged with the operation it broke.
 
-use nimbus_sources::{ConfigError, SourceError};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::ErrorCode;
+use async_nats::ConnectErrorKind;
+use nimbus_sources::{ConfigError, Retry, SourceError};
 
 /// An adapter error.
 #[derive(Debug, thiserror::Error)]
@@ -39,11 +42,64 @@ impl NatsError {
     }
 }
 
+impl NatsError {
+    /// Whether retrying can help. Permanent: invalid settings, setup that cannot be done
+    /// ([`NatsError::Setup`]), authentication or authorization refused, an unparsable server
+    /// address or a TLS setup error, and the stream or consumer not found (JetStream error
+    /// codes 10059 and 10014: deleted behind the adapter's back). Transient: everything else
+    /// (refused or dropped connections, timeouts, no responders while the server restarts).
+    pub fn retry(&self) -> Retry {
+        let permanent = match self {
+            Self::Config(_) | Self::Setup(_) => true,
+            Self::Connect(error) => matches!(
+                error.kind(),
+                ConnectErrorKind::Authentication
+                    | ConnectErrorKind::AuthorizationViolation
+                    | ConnectErrorKind::ServerParse
+                    | ConnectErrorKind::Tls
+            ),
+            Self::Broker { source, .. } => not_found(source.as_ref()),
+        };
+        if permanent {
+            Retry::Permanent
+        } else {
+            Retry::Transient
+        }
+    }
+}
+
+/// Whether an error (or one of its causes) says the stream or the consumer does not exist.
+fn not_found(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(info) =
+            error.downcast_ref::<async_nats::jetstream::context::ConsumerInfoError>()
+        {
+            if matches!(
+                info.kind(),
+                ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound
+            ) {
+                return true;
+            }
+        }
+        if let Some(js) = error.downcast_ref::<async_nats::jetstream::Error>() {
+            if matches!(
+                js.error_code(),
+                ErrorCode::STREAM_NOT_FOUND | ErrorCode::CONSUMER_NOT_FOUND
+            ) {
+                return true;
+            }
+        }
+        next = error.source();
+    }
+    false
+}
+
 impl From<NatsError> for SourceError {
     fn from(error: NatsError) -> Self {
         match error {
             NatsError::Config(e) => SourceError::Invalid(e.to_string()),
-            other => SourceError::transient(other.to_string()),
+            other => SourceError::broker(other.retry(), other),
         }
     }
 }

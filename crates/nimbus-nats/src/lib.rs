@@ -29,6 +29,45 @@
 //! [`NatsConfig::request_timeout`]. Messages received but not acknowledged come back after
 //! `ack_wait`: nothing is lost, some may be handled twice (at least once, as SQS).
 //!
+//! # Wire format
+//!
+//! Any NATS client can produce to the queue: a message is the payload of a publish to the
+//! queue's subject, which its stream captures. For a [`NatsConfig`]:
+//!
+//! - the stream `<stream>` (work-queue retention) captures `<subject>` (default: the stream's
+//!   name); the durable pull consumer `<consumer>` (default `nimbus`, explicit acks,
+//!   `ack_wait` = the visibility timeout) is shared by every process of the queue;
+//! - a message's body is the payload as published, byte for byte; its headers are its
+//!   attributes (the first value of each), except the server's `Nats-*` headers and the
+//!   adapter's own [`release_headers`]; its id is its stream sequence, its send time the time
+//!   the stream stored it, its receive count JetStream's delivery count. No header is required;
+//! - a released message is stored again with the [`release_headers`] `Nimbus-Receive-Base`,
+//!   `Nimbus-Message-Id` and `Nimbus-Sent-At` (see below), which keep its receive count, id
+//!   and send time;
+//! - redriven messages are published to `<subject>.dead` (or the configured dead-letter
+//!   subject), captured by the stream `<stream>_dead`, with the original's headers plus the
+//!   [`dead_letter_headers`] `Nimbus-Dead-Letter-Stream`, `Nimbus-Dead-Letter-Subject`,
+//!   `Nimbus-Dead-Letter-Sequence` and `Nimbus-Receive-Count`.
+//!
+//! ```text
+//! nats pub orders.new '{"order":42}' -H kind:order     # body {"order":42}, attribute kind=order
+//! nats stream view ORDERS_dead                         # the dead letters
+//! ```
+//!
+//! (A plain core publish is stored as [`NatsQueue::send`]'s JetStream publish is; the latter
+//! also waits for the stream's acknowledgement.)
+//!
+//! # Release
+//!
+//! JetStream's delivery count cannot be decremented, so
+//! [`release`](nimbus_sources::QueueSource::release) stores a copy of the message carrying the
+//! receives counted so far (`Nimbus-Receive-Base`) and then acknowledges the delivery; receives
+//! report that base plus the copy's delivery count, and redrive on it. The count travels with
+//! the message, so this holds across processes and restarts. A released message goes to the
+//! back of the queue, and keeps its id (`Nimbus-Message-Id`). If the acknowledgement fails after
+//! the copy was stored, the original comes back after `ack_wait` too: one duplicate, never a
+//! loss.
+//!
 //! Tested against a real server (`NIMBUS_NATS_URL`, default `nats://127.0.0.1:4222`, with
 //! JetStream enabled, 2.9 or later): the queue conformance kit, redrive, receipts, stats, the
 //! in-flight limit, a mapping end to end, and a connection cut in the middle of a mapping's run.
@@ -57,7 +96,12 @@ mod config;
 mod delivery;
 mod error;
 mod queue;
+mod redrive;
+mod release;
+mod setup;
 
 pub use config::NatsConfig;
 pub use error::NatsError;
-pub use queue::{dead_letter_headers, NatsQueue};
+pub use queue::NatsQueue;
+pub use redrive::dead_letter_headers;
+pub use release::release_headers;

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
-use async_nats::jetstream::stream::{self, RetentionPolicy};
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, AckKind};
 use async_nats::{HeaderMap, Subject};
 use async_trait::async_trait;
@@ -17,24 +17,23 @@ use nimbus_sources::{
 use crate::config::NatsConfig;
 use crate::delivery::Delivery;
 use crate::error::NatsError;
-
-/// Headers a dead letter carries, besides the original message's own.
-pub mod dead_letter_headers {
-    /// The stream the message was redriven from.
-    pub const STREAM: &str = "Nimbus-Dead-Letter-Stream";
-    /// The subject it was published to.
-    pub const SUBJECT: &str = "Nimbus-Dead-Letter-Subject";
-    /// Its sequence number in that stream (its [`nimbus_sources::MessageId`]).
-    pub const SEQUENCE: &str = "Nimbus-Dead-Letter-Sequence";
-    /// How many times it had been delivered.
-    pub const RECEIVE_COUNT: &str = "Nimbus-Receive-Count";
-}
+use crate::redrive::DeadLetters;
+use crate::release::{is_release_header, Lineage};
+use crate::setup::{
+    dead_letter_count, fetch_stats, open_consumer, open_dead_letter_stream, open_stream, stats_of,
+    timed_out,
+};
 
 /// How old [`QueueSource::stats`] may be before reading it starts a refresh.
 const STATS_MAX_AGE: Duration = Duration::from_secs(1);
 /// The expiry of a receive's pull request when the receive may not wait: the server then
 /// answers within it whatever happens (a `no_wait` request without one may be held forever).
 const MIN_EXPIRES: Duration = Duration::from_millis(1);
+/// The longest a receive waits: a longer wait (even `Duration::MAX`) is cut to it, and the
+/// receive returns empty at its end ("nothing arrived in time").
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// The longest `retry_later` delay: SQS's 12 hours. Longer delays are cut to it.
+const MAX_DELAY: Duration = Duration::from_secs(12 * 3600);
 
 /// A queue with SQS semantics on a JetStream stream with work-queue retention, read by one
 /// durable pull consumer with explicit acks that every process of the queue shares.
@@ -76,15 +75,6 @@ pub struct NatsQueue {
     ack_wait: Duration,
     dead_letters: Option<DeadLetters>,
     stats: Arc<parking_lot::Mutex<StatsCache>>,
-}
-
-/// Where redriven messages go.
-#[derive(Debug, Clone)]
-struct DeadLetters {
-    max_receive_count: u32,
-    subject: Subject,
-    /// The stream that captures `subject`, for counting.
-    stream: String,
 }
 
 #[derive(Debug, Default)]
@@ -190,6 +180,10 @@ impl NatsQueue {
         Ok(MessageId::number(ack.sequence))
     }
 
+    pub(crate) fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
     /// The settings the queue was connected with.
     pub fn config(&self) -> &NatsConfig {
         &self.config
@@ -255,7 +249,12 @@ impl NatsQueue {
                 Ok(Some(next)) => next,
                 Ok(None) => break,
                 Err(_elapsed) if !pulled.is_empty() => break,
-                Err(_elapsed) => return Err(NatsError::broker("fetch")(timed_out())),
+                Err(_elapsed) => {
+                    return Err(self
+                        .missing()
+                        .await
+                        .unwrap_or_else(|| NatsError::broker("fetch")(timed_out())))
+                }
             };
             match next {
                 Ok(message) => pulled.push(message.message),
@@ -265,10 +264,37 @@ impl NatsQueue {
                     tracing::warn!(%error, "nats fetch ended early");
                     break;
                 }
-                Err(error) => return Err(NatsError::broker("fetch")(error)),
+                Err(error) => {
+                    return Err(self
+                        .missing()
+                        .await
+                        .unwrap_or_else(|| NatsError::broker("fetch")(error)))
+                }
             }
         }
         Ok(pulled)
+    }
+
+    /// After a fetch failed or went unanswered: whether the stream or the consumer is gone
+    /// (deleted behind the adapter's back), a permanent error; a pull request to a missing
+    /// consumer is not answered at all, so only asking tells it from a slow server.
+    async fn missing(&self) -> Option<NatsError> {
+        let stream = self
+            .jetstream
+            .get_stream_no_info(&self.config.stream)
+            .await
+            .ok()?;
+        match stream.consumer_info(&self.config.consumer).await {
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound
+                ) =>
+            {
+                Some(NatsError::broker("fetch")(error))
+            }
+            _ => None,
+        }
     }
 
     /// Turns deliveries into messages, redriving the ones over the receive limit.
@@ -284,11 +310,17 @@ impl NatsQueue {
                 tracing::warn!(%reply, "nats message with an unknown reply subject");
                 continue;
             };
+            // Released messages carry the receives counted before (see `release.rs`).
+            let lineage = Lineage::of(delivered.headers.as_ref());
+            let receive_count = lineage.receive_count(&delivery);
             if let Some(dead) = &self.dead_letters {
-                if delivery.receive_count() > dead.max_receive_count {
+                if receive_count > dead.max_receive_count {
                     // A failed redrive leaves the message to come back after ack_wait, and be
                     // redriven then.
-                    if let Err(error) = self.redrive(dead, &delivered, &reply, &delivery).await {
+                    let redriven = self
+                        .redrive(dead, &delivered, &reply, &delivery, &lineage)
+                        .await;
+                    if let Err(error) = redriven {
                         tracing::warn!(%error, sequence = delivery.stream_sequence, "nats redrive failed");
                         redrive_error = Some(error);
                     }
@@ -297,12 +329,12 @@ impl NatsQueue {
             }
             messages.push(
                 Message::new(
-                    MessageId::number(delivery.stream_sequence),
+                    MessageId::number(lineage.id(&delivery)),
                     delivered.payload.clone(),
                     Receipt::token(reply.as_str()),
                 )
-                .with_receive_count(delivery.receive_count())
-                .with_sent_at(delivery.published_at())
+                .with_receive_count(receive_count)
+                .with_sent_at(lineage.sent_at(&delivery))
                 .with_attributes(attributes(delivered.headers.as_ref())),
             );
         }
@@ -312,61 +344,15 @@ impl NatsQueue {
         }
     }
 
-    /// Publishes a copy to the dead-letter subject, stored before the original is terminated.
-    /// The copy's `Nats-Msg-Id` is the original's stream and sequence, so that a redrive
-    /// repeated after a failed terminate is dropped by the dead-letter stream's duplicate
-    /// window: one dead letter per message.
-    async fn redrive(
-        &self,
-        dead: &DeadLetters,
-        delivered: &async_nats::Message,
-        reply: &Subject,
-        delivery: &Delivery<'_>,
-    ) -> Result<(), NatsError> {
-        use dead_letter_headers as h;
-        let mut headers = HeaderMap::new();
-        if let Some(original) = &delivered.headers {
-            for (name, values) in original.iter() {
-                // The server's own headers (`Nats-Msg-Id`, `Nats-Expected-*`) would make the
-                // dead-letter stream drop or refuse the copy.
-                let text: &str = name.as_ref();
-                if !text.starts_with("Nats-") {
-                    for value in values {
-                        headers.append(name.clone(), value.clone());
-                    }
-                }
-            }
-        }
-        let sequence = delivery.stream_sequence.to_string();
-        headers.insert("Nats-Msg-Id", format!("{}:{sequence}", delivery.stream));
-        headers.insert(h::STREAM, delivery.stream);
-        headers.insert(h::SUBJECT, delivered.subject.as_str());
-        headers.insert(h::SEQUENCE, sequence.as_str());
-        headers.insert(h::RECEIVE_COUNT, delivery.delivered.to_string());
-        self.jetstream
-            .publish_with_headers(dead.subject.clone(), headers, delivered.payload.clone())
-            .await
-            .map_err(NatsError::broker("dead-letter publish"))?
-            .await
-            .map_err(NatsError::broker("dead-letter publish"))?;
-        self.confirm(reply.clone(), AckKind::Term)
-            .await
-            .map_err(NatsError::broker("terminate"))?;
-        tracing::info!(
-            stream = delivery.stream,
-            sequence = delivery.stream_sequence,
-            receive_count = delivery.delivered,
-            subject = %dead.subject,
-            "nats message redriven to the dead-letter subject"
-        );
-        Ok(())
-    }
-
     /// Sends an acknowledgement of `kind` as a request, and waits (up to `request_timeout`)
     /// for the server's reply: the server answers once it has processed it, so an `ack` that
     /// returned is not lost with the connection. One round trip; a batch's acknowledgements go
     /// out together. (A plain publish, even flushed, only says the bytes left this process.)
-    async fn confirm(&self, reply: Subject, kind: AckKind) -> Result<(), async_nats::RequestError> {
+    pub(crate) async fn confirm(
+        &self,
+        reply: Subject,
+        kind: AckKind,
+    ) -> Result<(), async_nats::RequestError> {
         self.client.request(reply, kind.into()).await.map(drop)
     }
 
@@ -409,152 +395,12 @@ impl NatsQueue {
     }
 }
 
-/// Gets the stream, or creates it with work-queue retention.
-///
-/// Work-queue retention because that is a queue's contract: the stream deletes a message once
-/// it is acknowledged (as SQS's `DeleteMessage`), so it holds only the backlog and needs no
-/// size or age limits; and JetStream allows only one consumer per subject on it, which is the
-/// shape wanted here, one durable consumer shared by every process of the queue. (Limits
-/// retention would keep acknowledged messages until a limit evicted them, unacknowledged ones
-/// included.)
-async fn open_stream(
-    jetstream: &jetstream::Context,
-    config: &NatsConfig,
-) -> Result<stream::Stream, NatsError> {
-    if !config.create_if_missing {
-        return jetstream.get_stream(&config.stream).await.map_err(|e| {
-            NatsError::Setup(format!(
-                "stream {} (create_if_missing is off): {e}",
-                config.stream
-            ))
-        });
-    }
-    jetstream
-        .get_or_create_stream(stream::Config {
-            name: config.stream.clone(),
-            subjects: vec![config.subject.clone()],
-            retention: RetentionPolicy::WorkQueue,
-            ..Default::default()
-        })
-        .await
-        .map_err(NatsError::broker("create stream"))
-}
-
-/// Gets the durable pull consumer, or creates (or updates) it.
-async fn open_consumer(
-    stream: &stream::Stream,
-    config: &NatsConfig,
-) -> Result<PullConsumer, NatsError> {
-    if !config.create_if_missing {
-        return stream.get_consumer(&config.consumer).await.map_err(|e| {
-            NatsError::Setup(format!(
-                "pull consumer {} on stream {} (create_if_missing is off): {e}",
-                config.consumer, config.stream
-            ))
-        });
-    }
-    // Created or updated, so that `ack_wait` follows the config of the process that connects.
-    stream
-        .create_consumer(pull::Config {
-            durable_name: Some(config.consumer.clone()),
-            filter_subject: config.subject.clone(),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: config.ack_wait,
-            // Unlimited: the adapter, not the server, stops redelivery after
-            // max_receive_count, by redriving on the delivery after the last allowed one. A
-            // server-side limit would strand a message whose redrive failed on that last
-            // delivery; unlimited, it comes back and the redrive is tried again.
-            max_deliver: -1,
-            max_ack_pending: i64::from(config.max_in_flight),
-            ..Default::default()
-        })
-        .await
-        .map_err(NatsError::broker("create consumer"))
-}
-
-/// The stream that captures the dead-letter subject: found by subject, or created as
-/// `<stream>_dead` (limits retention, nothing reads it but people and tests).
-async fn open_dead_letter_stream(
-    jetstream: &jetstream::Context,
-    config: &NatsConfig,
-) -> Result<String, NatsError> {
-    let subject = config.dead_letter_subject();
-    match jetstream.stream_by_subject(subject.as_str()).await {
-        Ok(name) => return Ok(name),
-        Err(error) if !config.create_if_missing => {
-            return Err(NatsError::Setup(format!(
-                "no stream captures the dead-letter subject {subject} (create_if_missing is off): {error}"
-            )))
-        }
-        Err(_) => {}
-    }
-    let name = config.dead_letter_stream();
-    jetstream
-        .get_or_create_stream(stream::Config {
-            name: name.clone(),
-            subjects: vec![subject],
-            // Longer than any gap between two redrives of one message (a failed terminate is
-            // retried on the next delivery, one ack_wait later), so the second is dropped.
-            duplicate_window: (config.ack_wait * 2).max(Duration::from_secs(120)),
-            ..Default::default()
-        })
-        .await
-        .map_err(NatsError::broker("create dead-letter stream"))?;
-    Ok(name)
-}
-
-async fn dead_letter_count(jetstream: &jetstream::Context, stream: &str) -> Result<u64, NatsError> {
-    let mut stream = jetstream
-        .get_stream(stream)
-        .await
-        .map_err(NatsError::broker("dead-letter stream info"))?;
-    let info = stream
-        .info()
-        .await
-        .map_err(NatsError::broker("dead-letter stream info"))?;
-    Ok(info.state.messages)
-}
-
-async fn fetch_stats(
-    jetstream: &jetstream::Context,
-    config: &NatsConfig,
-    dead_stream: Option<&str>,
-) -> Result<QueueStats, NatsError> {
-    let info = jetstream
-        .get_stream_no_info(&config.stream)
-        .await
-        .map_err(NatsError::broker("consumer info"))?
-        .consumer_info(&config.consumer)
-        .await
-        .map_err(NatsError::broker("consumer info"))?;
-    let dead = match dead_stream {
-        Some(stream) => dead_letter_count(jetstream, stream).await?,
-        None => 0,
-    };
-    Ok(stats_of(&info, dead))
-}
-
-fn stats_of(info: &async_nats::jetstream::consumer::Info, dead_lettered: u64) -> QueueStats {
-    let mut stats = QueueStats::default();
-    stats.visible = info.num_pending;
-    stats.in_flight = info.num_ack_pending as u64;
-    stats.dead_lettered = dead_lettered;
-    stats
-}
-
-fn timed_out() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "no answer within request_timeout",
-    )
-}
-
 /// A message's headers as attributes: the first value of each, the server's `Nats-*` left out.
 fn attributes(headers: Option<&HeaderMap>) -> Attributes {
     let mut attributes = Attributes::new();
     for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
         let name: &str = name.as_ref();
-        if name.starts_with("Nats-") {
+        if name.starts_with("Nats-") || is_release_header(name) {
             continue;
         }
         if let Some(value) = values.first() {
@@ -570,7 +416,7 @@ impl QueueSource for NatsQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let give_up = Instant::now() + wait;
+        let give_up = Instant::now() + wait.min(MAX_WAIT);
         loop {
             let left = give_up.saturating_duration_since(Instant::now());
             let pulled = self.pull(max, left).await?;
@@ -620,14 +466,43 @@ impl QueueSource for NatsQueue {
         Ok(())
     }
 
-    async fn release(&self, _receipts: &[Receipt]) -> Result<(), SourceError> {
-        Err(SourceError::Invalid(
-            "release is not implemented yet".into(),
-        ))
+    /// Visible again at once, the receive not counted: a copy carrying the receives counted
+    /// so far is stored, then the delivery acknowledged (see the crate docs: the message goes
+    /// to the back of the queue and keeps its id).
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        let mut unknown = false;
+        let mut replies = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            match self.reply_of(receipt) {
+                Some(reply) => replies.push(reply),
+                None => unknown = true,
+            }
+        }
+        let results = futures_util::future::join_all(
+            replies.into_iter().map(|reply| self.release_one(reply)),
+        )
+        .await;
+        let mut failed = None;
+        for result in results {
+            match result {
+                Ok(true) => {}
+                Ok(false) => unknown = true,
+                Err(error) => failed = Some(error),
+            }
+        }
+        if let Some(error) = failed {
+            return Err(error.into());
+        }
+        if unknown {
+            return Err(SourceError::UnknownReceipt);
+        }
+        Ok(())
     }
+
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
         let reply = self.reply_of(receipt).ok_or(SourceError::UnknownReceipt)?;
         // `-NAK {"delay":<nanoseconds>}`; a plain `-NAK` redelivers at once.
+        let delay = delay.min(MAX_DELAY);
         let kind = AckKind::Nak((!delay.is_zero()).then_some(delay));
         match self.confirm(reply, kind).await {
             Ok(()) => Ok(()),

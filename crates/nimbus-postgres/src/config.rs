@@ -2,17 +2,32 @@
 
 use std::time::Duration;
 
+use nimbus_sources::ConfigError;
+
+/// The scope named in configuration errors: `invalid postgres config: ...`.
+const SCOPE: &str = "postgres";
+/// Longest queue name: `<name>_queue_notify`, the longest object made from it, stays within
+/// PostgreSQL's 63-byte identifiers.
+const MAX_NAME_LEN: usize = 40;
+/// Bounds of `visibility_timeout`: SQS's (and the in-memory queue's) upper bound of 12 hours;
+/// 1 ms rather than 0 below, as the other broker adapters (a zero timeout would hand every
+/// message to the next receive while it is being handled).
+const MIN_VISIBILITY: Duration = Duration::from_millis(1);
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+/// Bounds of `max_receive_count`, as SQS's redrive policy and the in-memory queue.
+const MAX_RECEIVE_COUNT: u32 = 1000;
+
 /// Settings of the PostgreSQL adapters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PostgresConfig {
     /// A libpq-style connection string, e.g. `host=127.0.0.1 user=postgres dbname=test`.
     pub url: String,
-    /// The queue's name: tables `<name>_queue` and `<name>_dead` (letters, digits, `_`).
+    /// The queue's name: tables `<name>_queue` and `<name>_dead` (1 to 40 of `a-z 0-9 _`).
     pub name: String,
-    /// How long a received message stays invisible (default 30 s).
+    /// How long a received message stays invisible (default 30 s, 1 ms..=12 h).
     pub visibility_timeout: Duration,
-    /// Redrive to `<name>_dead` after this many receives (default none).
+    /// Redrive to `<name>_dead` after this many receives (default none; 1..=1000).
     pub max_receive_count: Option<u32>,
 }
 
@@ -41,24 +56,88 @@ impl PostgresConfig {
         self
     }
 
-    pub(crate) fn validate(&self) -> Result<(), crate::PostgresError> {
+    /// Checks every field; the adapters call it when they connect.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field, its value and what is allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let ok = !self.name.is_empty()
-            && self.name.len() <= 40
+            && self.name.len() <= MAX_NAME_LEN
             && self
                 .name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !ok {
-            return Err(crate::PostgresError::Config(format!(
-                "name = {:?} must be 1 to 40 of [a-z0-9_]",
-                self.name
-            )));
-        }
-        if self.visibility_timeout.is_zero() {
-            return Err(crate::PostgresError::Config(
-                "visibility_timeout must be above 0".into(),
+            return Err(ConfigError::new(
+                SCOPE,
+                "name",
+                &self.name,
+                "1 to 40 of a-z 0-9 _",
             ));
         }
+        if !(MIN_VISIBILITY..=MAX_VISIBILITY).contains(&self.visibility_timeout) {
+            return Err(ConfigError::new(
+                SCOPE,
+                "visibility_timeout",
+                self.visibility_timeout,
+                "1ms..=12h",
+            ));
+        }
+        if let Some(count) = self.max_receive_count {
+            if !(1..=MAX_RECEIVE_COUNT).contains(&count) {
+                return Err(ConfigError::new(
+                    SCOPE,
+                    "max_receive_count",
+                    count,
+                    "1..=1000",
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> PostgresConfig {
+        PostgresConfig::new("host=127.0.0.1", "orders")
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_allowed_range() {
+        assert_eq!(config().validate(), Ok(()));
+        for bad in [
+            Duration::ZERO,
+            Duration::from_secs(12 * 3600 + 1),
+            Duration::MAX,
+        ] {
+            let error = config()
+                .with_visibility_timeout(bad)
+                .validate()
+                .unwrap_err();
+            assert_eq!(
+                (error.field, error.allowed.as_str()),
+                ("visibility_timeout", "1ms..=12h")
+            );
+        }
+        for bad in [0, 1001, u32::MAX] {
+            let error = config().with_max_receive_count(bad).validate().unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!("invalid postgres config: max_receive_count = {bad} is outside 1..=1000")
+            );
+        }
+        for bad in ["", "Orders", "a-b", "a;drop", &"x".repeat(41)] {
+            let error = PostgresConfig::new("", bad).validate().unwrap_err();
+            assert_eq!(error.field, "name", "{bad:?}");
+        }
+        assert!(config()
+            .with_visibility_timeout(Duration::from_secs(12 * 3600))
+            .with_max_receive_count(1000)
+            .validate()
+            .is_ok());
     }
 }

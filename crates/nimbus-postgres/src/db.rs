@@ -39,8 +39,9 @@ impl Db {
     }
 }
 
-/// Creates the tables of a queue named `name` and the shared checkpoint and lease tables,
-/// under an advisory lock so that concurrent processes do not race.
+/// Creates the tables of a queue named `name` (and its insert trigger) and the shared
+/// checkpoint and lease tables, under an advisory lock so that concurrent processes do not
+/// race. Idempotent: a table made by an older version gets what it lacks (the trigger).
 pub(crate) async fn migrate(client: &Client, name: Option<&str>) -> Result<(), PostgresError> {
     let mut sql = String::from(
         "BEGIN;
@@ -63,10 +64,25 @@ pub(crate) async fn migrate(client: &Client, name: Option<&str>) -> Result<(), P
              CREATE INDEX IF NOT EXISTS {name}_queue_visible ON {name}_queue (visible_at, id);
              CREATE TABLE IF NOT EXISTS {name}_dead (
                  id BIGINT PRIMARY KEY, body BYTEA NOT NULL, receive_count INT NOT NULL,
-                 sent_at TIMESTAMPTZ NOT NULL, dead_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+                 sent_at TIMESTAMPTZ NOT NULL, dead_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             CREATE OR REPLACE FUNCTION {name}_queue_notify() RETURNS trigger LANGUAGE plpgsql
+                 AS $f$ BEGIN PERFORM pg_notify('{name}_queue', ''); RETURN NULL; END $f$;
+             DO $d$ BEGIN
+                 IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                                WHERE tgrelid = '{name}_queue'::regclass
+                                AND tgname = '{name}_queue_notify') THEN
+                     CREATE TRIGGER {name}_queue_notify AFTER INSERT ON {name}_queue
+                         FOR EACH STATEMENT EXECUTE FUNCTION {name}_queue_notify();
+                 END IF;
+             END $d$;"
         ));
     }
     sql.push_str("COMMIT;");
-    client.batch_execute(&sql).await?;
+    if let Err(error) = client.batch_execute(&sql).await {
+        // A statement failed inside the explicit transaction: end it, so that the shared
+        // connection is not left in an aborted transaction.
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(error.into());
+    }
     Ok(())
 }

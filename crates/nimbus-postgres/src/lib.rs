@@ -4,6 +4,39 @@
 //! [`PostgresCheckpoints`] / [`PostgresLeases`] tables. The schema is created by the embedded
 //! migrations when an adapter connects.
 //!
+//! # Wire format
+//!
+//! Any client can produce to the queue with a plain `INSERT`. For a [`PostgresConfig`] named
+//! `<name>` the migration creates (if missing; idempotent, under an advisory lock):
+//!
+//! - the table `<name>_queue`, one row per message:
+//!   - `id BIGSERIAL PRIMARY KEY`: the message id;
+//!   - `body BYTEA NOT NULL`: the body (any bytes; a row without one is refused by the server,
+//!     so a malformed message cannot be written);
+//!   - `receive_count INT NOT NULL DEFAULT 0`: receives so far;
+//!   - `sent_at TIMESTAMPTZ NOT NULL DEFAULT now()`: the send time;
+//!   - `visible_at TIMESTAMPTZ NOT NULL DEFAULT now()`: when it may be received (a later value
+//!     delays it; while received, the end of its visibility timeout);
+//!   - `receipt BIGINT NOT NULL DEFAULT 0`: the nonce of the current receive, which its
+//!     receipt must match (0: none);
+//!
+//!   and the index `<name>_queue_visible` on `(visible_at, id)`;
+//! - the trigger `<name>_queue_notify`, `AFTER INSERT ... FOR EACH STATEMENT`, calling the
+//!   function `<name>_queue_notify()`, which runs `pg_notify('<name>_queue', '')`: every
+//!   adapter `LISTEN`s on the channel `<name>_queue`, so a row inserted by any client wakes
+//!   the waiting pollers at once (one notification per statement);
+//! - the dead-letter table `<name>_dead` (`id`, `body`, `receive_count`, `sent_at`, `dead_at`),
+//!   where a message goes, in one statement with its deletion from the queue, when a receive
+//!   finds it over `max_receive_count`;
+//! - the shared tables `nimbus_checkpoints (mapping, shard, value)` and `nimbus_leases (key,
+//!   owner, expires, counter)`.
+//!
+//! ```text
+//! psql -c "INSERT INTO orders_queue (body) VALUES (convert_to('{\"order\":42}', 'UTF8'))"
+//! psql -c "INSERT INTO orders_queue (body, visible_at) VALUES ('hello', now() + interval '5 minutes')"
+//! psql -c "INSERT INTO orders_queue (body) VALUES (NULL)"   # refused: null value in column "body"
+//! ```
+//!
 //! # Example
 //!
 //! ```no_run

@@ -13,6 +13,21 @@ use crate::config::PostgresConfig;
 use crate::db::{migrate, Db};
 use crate::error::PostgresError;
 
+/// The longest a receive waits: a longer wait (even `Duration::MAX`) is cut to it, and the
+/// receive returns empty at its end ("nothing arrived in time").
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// The longest `retry_later` delay: SQS's 12 hours. Longer delays are cut to it.
+const MAX_DELAY: Duration = Duration::from_secs(12 * 3600);
+
+/// Seconds from the server as a duration: negative, NaN and infinite values (a row a plain
+/// producer wrote with `'infinity'`) do not panic; they become 0, or 100 years.
+fn seconds(value: f64) -> Duration {
+    if value.is_nan() || value <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(value.min(100.0 * 365.0 * 86_400.0)).unwrap_or(Duration::ZERO)
+}
+
 /// A queue with SQS semantics on the table `<name>_queue`.
 pub struct PostgresQueue {
     config: PostgresConfig,
@@ -133,19 +148,18 @@ impl PostgresQueue {
             return Ok(Vec::new());
         }
         let client = self.db.client().await?;
-        // PostgreSQL delivers one notification per channel and payload per transaction, so
-        // the pollers wake once for the whole batch.
+        // The table's statement-level insert trigger notifies the pollers, once for the whole
+        // batch (as it does for any other client's insert).
         let rows = client
             .query(
                 &format!(
                     "WITH ins AS (
                          INSERT INTO {} (body) SELECT b.body FROM unnest($1::bytea[]) WITH ORDINALITY AS b(body, n)
                          ORDER BY n RETURNING id)
-                     SELECT ins.id FROM ins CROSS JOIN LATERAL (SELECT pg_notify($2, '')) AS woke
-                     ORDER BY ins.id",
+                     SELECT ins.id FROM ins ORDER BY ins.id",
                     self.table()
                 ),
-                &[&bodies, &channel(&self.config.name)],
+                &[&bodies],
             )
             .await?;
         Ok(rows
@@ -191,7 +205,7 @@ impl PostgresQueue {
                     Receipt::token(format!("{id}:{receipt}")),
                 )
                 .with_receive_count(count)
-                .with_sent_at(UNIX_EPOCH + Duration::from_secs_f64(sent.max(0.0))),
+                .with_sent_at(UNIX_EPOCH + seconds(sent)),
             );
         }
         if !dead.is_empty() {
@@ -211,7 +225,7 @@ impl PostgresQueue {
             client
                 .query_one(
                     &format!(
-                        "SELECT extract(epoch FROM (min(visible_at) - now()))::float8 FROM {}",
+                        "SELECT (extract(epoch FROM min(visible_at)) - extract(epoch FROM now()))::float8 FROM {}",
                         self.table()
                     ),
                     &[],
@@ -221,7 +235,7 @@ impl PostgresQueue {
         } else {
             None
         };
-        Ok((messages, next.map(|s| Duration::from_secs_f64(s.max(0.0)))))
+        Ok((messages, next.map(seconds)))
     }
 
     /// Messages in the dead-letter table.
@@ -257,7 +271,7 @@ impl QueueSource for PostgresQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let give_up = tokio::time::Instant::now() + wait;
+        let give_up = tokio::time::Instant::now() + wait.min(MAX_WAIT);
         loop {
             let notified = self.notified.notified();
             tokio::pin!(notified);
@@ -271,7 +285,7 @@ impl QueueSource for PostgresQueue {
                 return Ok(Vec::new());
             }
             // Wake on a notification, when the next invisible message returns, or at the end.
-            let wake = next.map_or(give_up, |d| (now + d).min(give_up));
+            let wake = next.map_or(give_up, |d| now + d.min(give_up - now));
             tokio::select! {
                 () = &mut notified => {}
                 () = tokio::time::sleep_until(wake) => {}
@@ -307,13 +321,41 @@ impl QueueSource for PostgresQueue {
         Ok(())
     }
 
-    async fn release(&self, _receipts: &[Receipt]) -> Result<(), SourceError> {
-        Err(SourceError::Invalid(
-            "release is not implemented yet".into(),
-        ))
+    /// Visible again at once, the receive not counted: one statement sets `receive_count`
+    /// back by one, `visible_at` to now and `receipt` to 0 (so the receipt no longer acks),
+    /// for the rows whose receipt still matches, and notifies the waiting pollers.
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let (ids, nonces): (Vec<i64>, Vec<i64>) =
+            receipts.iter().filter_map(|r| parse(r).ok()).unzip();
+        let client = self.db.client().await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "WITH released AS (
+                         UPDATE {} q SET visible_at = now(), receipt = 0,
+                             receive_count = GREATEST(q.receive_count - 1, 0)
+                         FROM unnest($1::bigint[], $2::bigint[]) AS r(id, receipt)
+                         WHERE q.id = r.id AND q.receipt = r.receipt RETURNING q.id)
+                     SELECT count(*) FROM released CROSS JOIN LATERAL (SELECT pg_notify($3, '')) AS woke",
+                    self.table()
+                ),
+                &[&ids, &nonces, &channel(&self.config.name)],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        let released: i64 = row.get(0);
+        if usize::try_from(released).unwrap_or(0) < receipts.len() {
+            return Err(SourceError::UnknownReceipt);
+        }
+        Ok(())
     }
+
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
         let (id, nonce) = parse(receipt)?;
+        let delay = delay.min(MAX_DELAY);
         let client = self.db.client().await?;
         let updated = client
             .execute(

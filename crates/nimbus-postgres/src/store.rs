@@ -8,6 +8,15 @@ use nimbus_sources::{Checkpoint, CheckpointStore, Lease, LeaseStore, SourceError
 use crate::db::{migrate, Db};
 use crate::error::PostgresError;
 
+/// The longest lease accepted: a longer `ttl` is refused rather than cut (a lease that ended
+/// before its holder thought would let two owners read one shard).
+const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// `now + after`, saturating at a day (server values are not trusted to be small).
+fn instant_after(now: tokio::time::Instant, after: Duration) -> tokio::time::Instant {
+    now + after.min(MAX_LEASE_TTL)
+}
+
 /// Checkpoints in the table `nimbus_checkpoints`, forward only (zero-padded text compares as
 /// the numbers do; `~` for the shard's end sorts after them).
 pub struct PostgresCheckpoints {
@@ -106,6 +115,11 @@ impl LeaseStore for PostgresLeases {
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, SourceError> {
+        if ttl > MAX_LEASE_TTL {
+            return Err(SourceError::Invalid(format!(
+                "lease ttl = {ttl:?} is outside 0s..=24h"
+            )));
+        }
         let client = self.db.client().await?;
         let ttl_ms = ttl.as_millis() as f64;
         // Insert, or take over if expired or already ours; the counter rises on a change of owner.
@@ -129,7 +143,7 @@ impl LeaseStore for PostgresLeases {
             Lease::new(
                 key,
                 owner,
-                tokio::time::Instant::now() + ttl,
+                instant_after(tokio::time::Instant::now(), ttl),
                 counter as u64,
             )
         }))
@@ -177,7 +191,11 @@ impl LeaseStore for PostgresLeases {
                 Lease::new(
                     row.get::<_, String>(0),
                     row.get::<_, String>(1),
-                    now + Duration::from_secs_f64(left_ms / 1000.0),
+                    instant_after(
+                        now,
+                        Duration::try_from_secs_f64(left_ms.max(0.0) / 1000.0)
+                            .unwrap_or(MAX_LEASE_TTL),
+                    ),
                     counter as u64,
                 )
             })

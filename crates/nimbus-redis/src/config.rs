@@ -2,6 +2,21 @@
 
 use std::time::Duration;
 
+use nimbus_sources::ConfigError;
+
+/// The scope named in configuration errors: `invalid redis config: ...`.
+const SCOPE: &str = "redis";
+/// Bounds of `visibility_timeout`: SQS's (and the in-memory queue's) upper bound of 12 hours.
+/// The lower bound is 1 ms rather than 0: a broker-held timeout of zero would hand every
+/// message to the next receive while it is being handled (as NATS's `ack_wait`, whose zero
+/// means the server's default).
+const MIN_VISIBILITY: Duration = Duration::from_millis(1);
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+/// Bounds of `max_receive_count`, as SQS's redrive policy and the in-memory queue.
+const MAX_RECEIVE_COUNT: u32 = 1000;
+/// Bounds of `shards`.
+const MAX_SHARDS: usize = 1024;
+
 /// Settings of the Redis adapters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -10,11 +25,11 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every key the adapter uses (a queue's stream, a stream's shards, ...).
     pub key: String,
-    /// How long a received queue message stays invisible (default 30 s).
+    /// How long a received queue message stays invisible (default 30 s, 1 ms..=12 h).
     pub visibility_timeout: Duration,
-    /// Redrive to `<key>:dlq` after this many receives (default none).
+    /// Redrive to `<key>:dlq` after this many receives (default none; 1..=1000).
     pub max_receive_count: Option<u32>,
-    /// Shards of a [`crate::RedisStream`] (default 1).
+    /// Shards of a [`crate::RedisStream`] (default 1; 1..=1024).
     pub shards: usize,
 }
 
@@ -52,6 +67,41 @@ impl RedisConfig {
     }
 }
 
+impl RedisConfig {
+    /// Checks every field; the adapters call it when they connect.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field, its value and what is allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.key.is_empty() {
+            return Err(ConfigError::new(SCOPE, "key", &self.key, "a non-empty key"));
+        }
+        if !(MIN_VISIBILITY..=MAX_VISIBILITY).contains(&self.visibility_timeout) {
+            return Err(ConfigError::new(
+                SCOPE,
+                "visibility_timeout",
+                self.visibility_timeout,
+                "1ms..=12h",
+            ));
+        }
+        if let Some(count) = self.max_receive_count {
+            if !(1..=MAX_RECEIVE_COUNT).contains(&count) {
+                return Err(ConfigError::new(
+                    SCOPE,
+                    "max_receive_count",
+                    count,
+                    "1..=1000",
+                ));
+            }
+        }
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            return Err(ConfigError::new(SCOPE, "shards", self.shards, "1..=1024"));
+        }
+        Ok(())
+    }
+}
+
 /// Settings of connections used for blocking reads (`XREADGROUP BLOCK`, `XREAD BLOCK`): no
 /// response timeout, since the server answers only when the block ends.
 pub(crate) fn blocking() -> redis::AsyncConnectionConfig {
@@ -63,4 +113,60 @@ pub(crate) fn blocking() -> redis::AsyncConnectionConfig {
 /// succeeded into errors (and their messages into duplicates).
 pub(crate) fn shared() -> redis::aio::ConnectionManagerConfig {
     redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(5)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RedisConfig {
+        RedisConfig::new("redis://127.0.0.1:6379", "orders")
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_allowed_range() {
+        assert_eq!(config().validate(), Ok(()));
+        let error = config()
+            .with_visibility_timeout(Duration::MAX)
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.field, "visibility_timeout");
+        assert_eq!(error.allowed, "1ms..=12h");
+        assert_eq!(
+            config()
+                .with_visibility_timeout(Duration::ZERO)
+                .validate()
+                .unwrap_err()
+                .field,
+            "visibility_timeout"
+        );
+        for bad in [0, 1001, u32::MAX] {
+            let error = config().with_max_receive_count(bad).validate().unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!("invalid redis config: max_receive_count = {bad} is outside 1..=1000")
+            );
+        }
+        assert_eq!(
+            config().with_shards(0).validate().unwrap_err().field,
+            "shards"
+        );
+        assert_eq!(
+            config().with_shards(1025).validate().unwrap_err().field,
+            "shards"
+        );
+        assert_eq!(
+            RedisConfig::new("redis://x", "")
+                .validate()
+                .unwrap_err()
+                .field,
+            "key"
+        );
+        assert!(config()
+            .with_visibility_timeout(Duration::from_secs(12 * 3600))
+            .with_max_receive_count(1000)
+            .with_shards(1024)
+            .validate()
+            .is_ok());
+    }
 }

@@ -1,24 +1,60 @@
-//! Errors of the Redis adapters.
+//! Errors of the Redis adapters, and whether retrying them can help.
 
-use nimbus_sources::SourceError;
+use nimbus_sources::{ConfigError, Retry, SourceError};
 
 /// An adapter error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisError {
-    /// From the Redis client (connection lost, refused, a command failed).
+    /// From the Redis client (connection lost, refused, a command failed). The display text
+    /// carries the server's error code and message (`NOGROUP ...`, `WRONGPASS ...`).
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     /// A reply the adapter did not expect.
     #[error("unexpected reply: {0}")]
     Reply(String),
-    /// An invalid setting.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// An invalid setting, found before connecting.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Server error codes that retrying cannot fix: bad or missing credentials, missing
+/// permissions, a stream or consumer group that does not exist (deleted behind the adapter's
+/// back), a key of another type.
+const PERMANENT_CODES: &[&str] = &["NOAUTH", "WRONGPASS", "NOPERM", "NOGROUP", "WRONGTYPE"];
+
+impl RedisError {
+    /// Whether retrying can help. Transient: the connection refused, dropped or timed out, and
+    /// every server error not known to be permanent (`LOADING`, `BUSY`, `MASTERDOWN`, too many
+    /// clients, ...). Permanent: authentication failed (`NOAUTH`, `WRONGPASS`), missing
+    /// permissions (`NOPERM`), a missing stream or group (`NOGROUP`), `WRONGTYPE`, an invalid
+    /// client configuration (a bad URL), and invalid settings.
+    pub fn retry(&self) -> Retry {
+        match self {
+            Self::Redis(error) => {
+                let permanent = matches!(
+                    error.kind(),
+                    redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig
+                ) || error
+                    .code()
+                    .is_some_and(|code| PERMANENT_CODES.contains(&code));
+                if permanent {
+                    Retry::Permanent
+                } else {
+                    Retry::Transient
+                }
+            }
+            Self::Reply(_) => Retry::Transient,
+            Self::Config(_) => Retry::Permanent,
+        }
+    }
 }
 
 impl From<RedisError> for SourceError {
     fn from(error: RedisError) -> Self {
-        SourceError::transient(error.to_string())
+        match error {
+            RedisError::Config(e) => SourceError::Invalid(e.to_string()),
+            other => SourceError::broker(other.retry(), other),
+        }
     }
 }

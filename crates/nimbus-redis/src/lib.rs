@@ -5,6 +5,51 @@
 //! read by position), and [`RedisCheckpoints`] / [`RedisLeases`] (atomic via Lua), so that
 //! several processes share queues, shards, checkpoints and leases.
 //!
+//! # Wire format
+//!
+//! Any Redis client can produce to (and inspect) what the adapters read; these are the keys and
+//! fields, for a [`RedisConfig`] with key `<key>`.
+//!
+//! **Queue** ([`RedisQueue`]): the stream `<key>`, read by the consumer group `nimbus` (created
+//! at connect, from the stream's start, with the stream if missing); each [`RedisQueue`] is a
+//! consumer named `nimbus-<16 hex digits>`. One entry is one message: its id (`<ms>-<seq>`) is
+//! the message id, its millisecond part the send time, and the group's delivery count the
+//! receive count. The body is read from the first of these fields the entry has: `b` (what
+//! [`RedisQueue::send`] writes), `body`, `data`, `message`, `payload`, `value`; an entry with a
+//! single field of any other name is that field. Every other field is an attribute (its value
+//! as UTF-8, invalid bytes replaced). An entry with several fields and none of those names has
+//! no body: it is not delivered (as an empty body, to be acknowledged and lost) but moved to
+//! the dead-letter stream at once with its reason.
+//!
+//! **Dead letters**: the stream `<key>:dlq` (nothing reads it). An entry there has the
+//! original entry's fields, then `id` (its id in the queue stream) and `reason` (`received 4
+//! times, over max_receive_count = 3`, or `no body field: ...`).
+//!
+//! ```text
+//! redis-cli XADD orders '*' body '{"order":42}' kind order    # body {"order":42}, attribute kind=order
+//! redis-cli XADD orders '*' b hello                           # what RedisQueue::send writes
+//! redis-cli XADD orders '*' user 7 action click               # no body field: to orders:dlq
+//! redis-cli XRANGE orders:dlq - +                             # ... user 7 action click id <id> reason "no body field: ..."
+//! ```
+//!
+//! **Stream** ([`RedisStream`]): one stream per shard, `<key>:shard:<n>` for `n` in
+//! `0..shards`; [`RedisStream::put`] appends to the shard whose hash-key range holds the
+//! partition key's hash (with one shard, always `<key>:shard:0`). An entry is a record: its id
+//! gives the sequence number and the arrival time; the partition key is the first of `k` (what
+//! nimbus writes), `key`, `partition_key` (empty without one); the data is the first of `d`
+//! (what nimbus writes), `data`, `body`, `message`, `payload`, `value`, else the only other
+//! field, else all the other fields as a JSON object of strings. No entry is skipped.
+//!
+//! ```text
+//! redis-cli XADD clicks:shard:0 '*' k user-7 d '{"page":"/"}'   # key user-7, data {"page":"/"}
+//! redis-cli XADD clicks:shard:0 '*' user 7 page /               # key "", data {"page":"/","user":"7"}
+//! ```
+//!
+//! **Checkpoints** ([`RedisCheckpoints`]): the hash `<key>:checkpoints`, field
+//! `<mapping>/<shard>`. **Leases** ([`RedisLeases`]): one hash `<key>:lease:<name>` per lease
+//! (`owner`, `expires` in server milliseconds, `counter`) and the set `<key>:leases` of their
+//! names.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -23,6 +68,7 @@
 
 mod config;
 mod error;
+mod fields;
 mod queue;
 mod store;
 mod stream;

@@ -4,13 +4,39 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use nimbus_sources::{Message, MessageId, QueueSource, QueueStats, Receipt, SourceError};
+use nimbus_sources::{
+    Attributes, Message, MessageId, QueueSource, QueueStats, Receipt, SourceError,
+};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::Value;
 
 use crate::config::RedisConfig;
 use crate::error::RedisError;
-use crate::stream::{entries, parse_id};
+use crate::fields::{queue_body, Fields};
+use crate::stream::{block_millis, entries, parse_id, MAX_WAIT};
+
+/// Hands received messages back without counting the receive: for each id still pending for
+/// this consumer, one fewer delivery (`RETRYCOUNT`), and idle for the visibility timeout
+/// (`IDLE`), so that the next `XAUTOCLAIM` takes it at once and counts that delivery again.
+/// Only the delivery a receipt names is taken back: the entry must be pending for this
+/// consumer with the delivery count the receipt was made with (else it is stale).
+/// KEYS[1] = the stream; ARGV = group, consumer, idle ms, then id and count pairs. Returns how
+/// many it released.
+const RELEASE: &str = r"
+local group, consumer, idle = ARGV[1], ARGV[2], ARGV[3]
+local released = 0
+for i = 4, #ARGV, 2 do
+  local id = ARGV[i]
+  local entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
+  if entry and entry[2] == consumer and tonumber(entry[4]) == tonumber(ARGV[i + 1]) then
+    local count = tonumber(entry[4]) - 1
+    if count < 0 then count = 0 end
+    redis.call('XCLAIM', KEYS[1], group, consumer, 0, id, 'IDLE', idle, 'RETRYCOUNT', count, 'JUSTID')
+    released = released + 1
+  end
+end
+return released
+";
 
 /// A queue with SQS semantics on a Redis Stream and a consumer group.
 pub struct RedisQueue {
@@ -45,13 +71,11 @@ impl RedisQueue {
     ///
     /// # Errors
     ///
-    /// The server cannot be reached, or refuses the group.
+    /// An invalid config ([`RedisError::Config`]: `visibility_timeout` outside 1ms..=12h,
+    /// `max_receive_count` outside 1..=1000), or the server cannot be reached, or refuses the
+    /// group.
     pub async fn connect(config: RedisConfig) -> Result<Self, RedisError> {
-        if config.visibility_timeout.is_zero() {
-            return Err(RedisError::Config(
-                "visibility_timeout must be above 0".into(),
-            ));
-        }
+        config.validate()?;
         let client = redis::Client::open(config.url.as_str())?;
         let mut manager = client
             .get_connection_manager_with_config(crate::config::shared())
@@ -98,7 +122,8 @@ impl RedisQueue {
         Ok(MessageId::text(&id))
     }
 
-    /// Messages in the dead-letter stream (`<key>:dlq`).
+    /// Messages in the dead-letter stream (`<key>:dlq`): redriven after too many receives, or
+    /// moved there at once for having no body field.
     ///
     /// # Errors
     ///
@@ -167,33 +192,55 @@ impl RedisQueue {
         }
         *self.reclaim_cursor.lock() = cursor;
         let mut messages = Vec::new();
+        let mut dead = Vec::new();
         for (id, fields) in claimed {
             let count = self.delivery_count(&id).await?;
-            let body = fields.get("b").cloned().unwrap_or_default();
-            if self.config.max_receive_count.is_some_and(|max| count > max) {
-                let _: Value = redis::pipe()
-                    .atomic()
-                    .cmd("XADD")
-                    .arg(self.dlq())
-                    .arg("*")
-                    .arg("b")
-                    .arg(body.as_slice())
-                    .arg("id")
-                    .arg(&id)
-                    .cmd("XACK")
-                    .arg(&self.config.key)
-                    .arg(&self.group)
-                    .arg(&id)
-                    .cmd("XDEL")
-                    .arg(&self.config.key)
-                    .arg(&id)
-                    .query_async(&mut con)
-                    .await?;
+            if let Some(max) = self.config.max_receive_count.filter(|max| count > *max) {
+                let reason = format!("received {count} times, over max_receive_count = {max}");
+                dead.push((id, fields, reason));
                 continue;
             }
-            messages.push(self.message(&id, body, count));
+            match queue_body(fields) {
+                Ok((body, attributes)) => messages.push(self.message(&id, body, attributes, count)),
+                Err((fields, reason)) => dead.push((id, fields, reason)),
+            }
+        }
+        // A failed move leaves those entries pending, to be tried again at a later scan; the
+        // messages claimed with them are returned meanwhile.
+        if let Err(error) = self.dead_letter(dead).await {
+            if messages.is_empty() {
+                return Err(error);
+            }
+            tracing::warn!(%error, "redis dead-letter move failed; retried at a later scan");
         }
         Ok(messages)
+    }
+
+    /// Moves entries to the dead-letter stream, each in one transaction with its removal from
+    /// the queue: the entry's own fields, then `id` (its id in the queue) and `reason`.
+    async fn dead_letter(&self, dead: Vec<(String, Fields, String)>) -> Result<(), RedisError> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (id, fields, reason) in &dead {
+            tracing::warn!(key = %self.config.key, %id, %reason, "redis message dead-lettered");
+            let add = pipe.cmd("XADD").arg(self.dlq()).arg("*");
+            for (name, value) in fields {
+                add.arg(name).arg(value.as_slice());
+            }
+            add.arg("id").arg(id).arg("reason").arg(reason).ignore();
+            pipe.cmd("XACK")
+                .arg(&self.config.key)
+                .arg(&self.group)
+                .arg(id)
+                .ignore();
+            pipe.cmd("XDEL").arg(&self.config.key).arg(id).ignore();
+        }
+        let mut con = self.manager.clone();
+        let () = pipe.query_async(&mut con).await?;
+        Ok(())
     }
 
     async fn delivery_count(&self, id: &str) -> Result<u32, RedisError> {
@@ -216,13 +263,25 @@ impl RedisQueue {
         Ok(1)
     }
 
-    fn message(&self, id: &str, body: Vec<u8>, count: u32) -> Message {
+    fn message(&self, id: &str, body: Vec<u8>, attributes: Attributes, count: u32) -> Message {
         let sent_at = parse_id(id).map_or(SystemTime::now(), |(ms, _)| {
             UNIX_EPOCH + Duration::from_millis(ms)
         });
-        Message::new(MessageId::text(id), body, Receipt::token(id))
+        // The receipt names the delivery: `<id>` for a first delivery (every new message, so
+        // the hot path allocates nothing more), `<id>:<count>` for later ones.
+        let receipt = if count == 1 {
+            Receipt::token(id)
+        } else {
+            Receipt::token(format!("{id}:{count}"))
+        };
+        let message = Message::new(MessageId::text(id), body, receipt)
             .with_receive_count(count)
-            .with_sent_at(sent_at)
+            .with_sent_at(sent_at);
+        if attributes.is_empty() {
+            message
+        } else {
+            message.with_attributes(attributes)
+        }
     }
 
     async fn blocking_connection(&self) -> Result<MultiplexedConnection, RedisError> {
@@ -244,7 +303,7 @@ impl RedisQueue {
             .arg("COUNT")
             .arg(max)
             .arg("BLOCK")
-            .arg(block.as_millis().max(1) as u64)
+            .arg(block_millis(block))
             .arg("STREAMS")
             .arg(&self.config.key)
             .arg(">")
@@ -254,19 +313,42 @@ impl RedisQueue {
         let reply = reply?;
         self.blocking.lock().push(con);
         let mut messages = Vec::new();
+        let mut dead = Vec::new();
         if let Value::Array(streams) = reply {
             for stream in streams {
                 if let Value::Array(parts) = stream {
                     if let Some(list) = parts.get(1) {
                         for (id, fields) in entries(list) {
-                            let body = fields.get("b").cloned().unwrap_or_default();
-                            messages.push(self.message(&id, body, 1));
+                            match queue_body(fields) {
+                                Ok((body, attributes)) => {
+                                    messages.push(self.message(&id, body, attributes, 1));
+                                }
+                                Err((fields, reason)) => dead.push((id, fields, reason)),
+                            }
                         }
                     }
                 }
             }
         }
+        // Entries without a body are never delivered (as an empty body, to be acknowledged
+        // and lost). If moving them fails they stay pending, and the reclaim scan tries again
+        // after the visibility timeout; the good messages are returned meanwhile.
+        if let Err(error) = self.dead_letter(dead).await {
+            if messages.is_empty() {
+                return Err(error);
+            }
+            tracing::warn!(%error, "redis dead-letter move failed; retried after the visibility timeout");
+        }
         Ok(messages)
+    }
+}
+
+/// The entry id and delivery count a receipt names (see [`RedisQueue`]'s `message`).
+fn delivery_of(receipt: &Receipt) -> Option<(&str, u32)> {
+    let token = receipt.as_token()?;
+    match token.split_once(':') {
+        None => Some((token, 1)),
+        Some((id, count)) => Some((id, count.parse().ok()?)),
     }
 }
 
@@ -276,7 +358,7 @@ impl QueueSource for RedisQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let give_up = tokio::time::Instant::now() + wait;
+        let give_up = tokio::time::Instant::now() + wait.min(MAX_WAIT);
         loop {
             if self.reclaim_due() {
                 let reclaimed = self.reclaim(max).await?;
@@ -309,7 +391,11 @@ impl QueueSource for RedisQueue {
         }
         let ids: Vec<&str> = receipts
             .iter()
-            .map(|r| r.as_token().ok_or(SourceError::UnknownReceipt))
+            .map(|r| {
+                delivery_of(r)
+                    .map(|(id, _)| id)
+                    .ok_or(SourceError::UnknownReceipt)
+            })
             .collect::<Result<_, _>>()?;
         let mut con = self.manager.clone();
         let (acked, _deleted): (i64, i64) = redis::pipe()
@@ -330,16 +416,55 @@ impl QueueSource for RedisQueue {
         Ok(())
     }
 
-    async fn release(&self, _receipts: &[Receipt]) -> Result<(), SourceError> {
-        Err(SourceError::Invalid(
-            "release is not implemented yet".into(),
-        ))
+    /// Visible again at once, the receive not counted: one script sets each message's
+    /// delivery count back by one (`XCLAIM ... RETRYCOUNT`) and its idle time to the
+    /// visibility timeout (`IDLE`), so the next reclaim scan, which this queue runs at once,
+    /// delivers it again with the count it had. Other processes of the queue find it on their
+    /// next scan (within a second). Stale receipts (the message acknowledged, or delivered
+    /// again since, here or to another process, after the visibility timeout) are left alone
+    /// and reported as [`SourceError::UnknownReceipt`].
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        // Each delivery once: the script takes one receive back per pair it is given.
+        let mut deliveries: Vec<(&str, u32)> = receipts.iter().filter_map(delivery_of).collect();
+        deliveries.sort_unstable();
+        deliveries.dedup();
+        let pairs: Vec<String> = deliveries
+            .iter()
+            .flat_map(|(id, count)| [(*id).to_owned(), count.to_string()])
+            .collect();
+        let mut con = self.manager.clone();
+        let released: i64 = redis::Script::new(RELEASE)
+            .key(&self.config.key)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(self.config.visibility_timeout.as_millis() as u64)
+            .arg(&pairs)
+            .invoke_async(&mut con)
+            .await
+            .map_err(RedisError::from)?;
+        if released > 0 {
+            // Scan the pending list from its start at the next receive.
+            *self.reclaim_cursor.lock() = "0-0".to_owned();
+            *self.next_reclaim.lock() = tokio::time::Instant::now();
+        }
+        // Every receipt one of this queue's (a token), and every message still pending here.
+        let known = receipts.iter().all(|r| delivery_of(r).is_some());
+        if !known || usize::try_from(released).unwrap_or(0) < deliveries.len() {
+            return Err(SourceError::UnknownReceipt);
+        }
+        Ok(())
     }
+
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
-        let id = receipt.as_token().ok_or(SourceError::UnknownReceipt)?;
+        let (id, _) = delivery_of(receipt).ok_or(SourceError::UnknownReceipt)?;
         // Reclaimable once idle for the visibility timeout: set the idle time so that this
         // happens after `delay`. JUSTID keeps the delivery count.
         let idle = self.config.visibility_timeout.saturating_sub(delay);
+        // Not past the visibility timeout (12 h at most): the reclaim slot below adds it to now.
+        let delay = delay.min(self.config.visibility_timeout);
         let mut con = self.manager.clone();
         let claimed: Value = redis::cmd("XCLAIM")
             .arg(&self.config.key)

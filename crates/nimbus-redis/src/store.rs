@@ -9,6 +9,24 @@ use redis::aio::ConnectionManager;
 use crate::config::RedisConfig;
 use crate::error::RedisError;
 
+/// The longest lease accepted: a longer `ttl` is refused rather than cut (a lease that ended
+/// before its holder thought would let two owners read one shard).
+const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+fn check_ttl(ttl: Duration) -> Result<(), SourceError> {
+    if ttl > MAX_LEASE_TTL {
+        return Err(SourceError::Invalid(format!(
+            "lease ttl = {ttl:?} is outside 0s..=24h"
+        )));
+    }
+    Ok(())
+}
+
+/// `now + after`, saturating at a day (server values are not trusted to be small).
+fn instant_after(now: tokio::time::Instant, after: Duration) -> tokio::time::Instant {
+    now + after.min(MAX_LEASE_TTL)
+}
+
 /// Forward-only set: 1 if stored, 0 if it would move back.
 const PUT_FORWARD: &str = r"
 local current = redis.call('HGET', KEYS[1], ARGV[1])
@@ -36,8 +54,9 @@ impl RedisCheckpoints {
     ///
     /// # Errors
     ///
-    /// The server cannot be reached.
+    /// An invalid config, or the server cannot be reached.
     pub async fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
+        config.validate()?;
         let client = redis::Client::open(config.url.as_str())?;
         Ok(Self {
             key: format!("{}:checkpoints", config.key),
@@ -154,8 +173,9 @@ impl RedisLeases {
     ///
     /// # Errors
     ///
-    /// The server cannot be reached.
+    /// An invalid config, or the server cannot be reached.
     pub async fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
+        config.validate()?;
         let client = redis::Client::open(config.url.as_str())?;
         Ok(Self {
             prefix: format!("{}:lease:", config.key),
@@ -175,6 +195,7 @@ impl LeaseStore for RedisLeases {
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, SourceError> {
+        check_ttl(ttl)?;
         let mut con = self.manager.clone();
         let counter: Option<u64> = redis::Script::new(ACQUIRE)
             .key(format!("{}{key}", self.prefix))
@@ -185,8 +206,14 @@ impl LeaseStore for RedisLeases {
             .invoke_async(&mut con)
             .await
             .map_err(RedisError::from)?;
-        Ok(counter
-            .map(|counter| Lease::new(key, owner, tokio::time::Instant::now() + ttl, counter)))
+        Ok(counter.map(|counter| {
+            Lease::new(
+                key,
+                owner,
+                instant_after(tokio::time::Instant::now(), ttl),
+                counter,
+            )
+        }))
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError> {
@@ -213,7 +240,12 @@ impl LeaseStore for RedisLeases {
         Ok(flat
             .into_iter()
             .map(|(key, owner, left_ms, counter)| {
-                Lease::new(key, owner, now + Duration::from_millis(left_ms), counter)
+                Lease::new(
+                    key,
+                    owner,
+                    instant_after(now, Duration::from_millis(left_ms)),
+                    counter,
+                )
             })
             .collect())
     }

@@ -1,6 +1,5 @@
 //! A sharded stream on Redis Streams: one stream key per shard, read by position.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -15,6 +14,16 @@ use redis::Value;
 
 use crate::config::RedisConfig;
 use crate::error::RedisError;
+use crate::fields::{stream_record, Fields};
+
+/// The longest a receive or read blocks: a longer wait (even `Duration::MAX`) is cut to it,
+/// and the call returns empty at its end, which callers treat as "nothing arrived in time".
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// A wait as `BLOCK` milliseconds: at least 1 (0 would block forever), at most [`MAX_WAIT`].
+pub(crate) fn block_millis(wait: Duration) -> u64 {
+    wait.clamp(Duration::from_millis(1), MAX_WAIT).as_millis() as u64
+}
 
 /// Parses a stream entry id `ms-seq`.
 pub(crate) fn parse_id(id: &str) -> Option<(u64, u64)> {
@@ -47,7 +56,7 @@ fn bytes(value: &Value) -> Vec<u8> {
 }
 
 /// The entries of an `XRANGE`-shaped reply: (id, fields).
-pub(crate) fn entries(value: &Value) -> Vec<(String, HashMap<String, Vec<u8>>)> {
+pub(crate) fn entries(value: &Value) -> Vec<(String, Fields)> {
     let Value::Array(list) = value else {
         return Vec::new();
     };
@@ -58,10 +67,10 @@ pub(crate) fn entries(value: &Value) -> Vec<(String, HashMap<String, Vec<u8>>)> 
         else {
             continue;
         };
-        let mut map = HashMap::new();
+        let mut map = Vec::with_capacity(fields.len() / 2);
         for pair in fields.chunks(2) {
             if let (Some(k), Some(v)) = (pair.first().and_then(text), pair.get(1)) {
-                map.insert(k, bytes(v));
+                map.push((k, bytes(v)));
             }
         }
         out.push((id, map));
@@ -92,14 +101,10 @@ impl RedisStream {
     ///
     /// # Errors
     ///
-    /// The server cannot be reached, or `shards` is outside 1..=1024.
+    /// An invalid config ([`RedisError::Config`], e.g. `shards` outside 1..=1024), or the
+    /// server cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self, RedisError> {
-        if !(1..=1_024).contains(&config.shards) {
-            return Err(RedisError::Config(format!(
-                "shards = {} is outside 1..=1024",
-                config.shards
-            )));
-        }
+        config.validate()?;
         let client = redis::Client::open(config.url.as_str())?;
         let manager = client
             .get_connection_manager_with_config(crate::config::shared())
@@ -156,13 +161,14 @@ impl RedisStream {
         Ok(shard.id.clone())
     }
 
+    /// The records of an entry list; entries written by other producers too (see
+    /// the rules in `fields.rs`): none is skipped for lacking `k` or `d`.
     fn records(list: &Value) -> Vec<StreamRecord> {
         entries(list)
             .into_iter()
             .filter_map(|(id, fields)| {
                 let sequence = sequence_of(&id)?;
-                let key = String::from_utf8_lossy(fields.get("k")?).into_owned();
-                let data = fields.get("d").cloned().unwrap_or_default();
+                let (key, data) = stream_record(fields);
                 let arrived = UNIX_EPOCH + Duration::from_millis((sequence >> 64) as u64);
                 Some(StreamRecord::new(key, sequence, data, arrived))
             })
@@ -240,7 +246,7 @@ impl StreamSource for RedisStream {
                 .arg("COUNT")
                 .arg(max)
                 .arg("BLOCK")
-                .arg(wait.as_millis().max(1) as u64)
+                .arg(block_millis(wait))
                 .arg("STREAMS")
                 .arg(&**shard)
                 .arg(&id)
