@@ -4,12 +4,12 @@
 mod config;
 mod invoke;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{limits, AsyncConfig, BillingGranularity, FunctionConfig, ScaleRate};
-pub(crate) use invoke::BusyGuard;
+pub(crate) use invoke::{panic_message, CatchUnwind};
 pub use invoke::{Invocation, InvokeOptions};
 
 use crate::async_invoke::{
@@ -22,9 +22,12 @@ use crate::handler::{CloneFactory, Handler, InstanceFactory, Invoker};
 use crate::instance::Pool;
 use crate::metering::Usage;
 use crate::metrics::{FunctionCounters, FunctionMetrics};
+use crate::padded::Padded;
 use crate::retry::{Backoff, Retries, RetryPolicy};
 use crate::runtime::{AnyFunction, BoxFuture, Shared};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A function to register: a name, an instance factory (the init phase) and a configuration.
 ///
@@ -255,6 +258,15 @@ where
     }
 }
 
+/// Where unregister has got to.
+#[derive(Debug, Default)]
+struct Lifecycle {
+    /// Set when unregister begins: new invocations are refused.
+    closed: AtomicBool,
+    /// Set with `hard_stop` by unregister; a plain flag for hot loops.
+    halted: AtomicBool,
+}
+
 /// A registered function's state, shared by its handles and the registry.
 pub(crate) struct FunctionInner<E, O> {
     pub(crate) name: Arc<str>,
@@ -267,7 +279,20 @@ pub(crate) struct FunctionInner<E, O> {
     pub(crate) scale: TokenBucket,
     pub(crate) counters: FunctionCounters,
     pub(crate) instance_seq: AtomicU64,
+    /// Fires when the function stops taking work (shutdown begins, or unregister): handlers
+    /// are told, the reaper stops.
     pub(crate) stopped: CancellationToken,
+    /// Fires when the grace period ends (the runtime's, or this function's unregister grace):
+    /// running invocations are dropped, async workers, timers and deliveries stop.
+    pub(crate) hard_stop: CancellationToken,
+    /// Unregister's flags, read on every invocation and written once: on a line of their own.
+    lifecycle: Padded<Lifecycle>,
+    /// Notified when the last invocation leaves a closed function.
+    drained: Notify,
+    /// The function's own tasks (async workers, timers, reaper), also tracked by the runtime.
+    tasks: TaskTracker,
+    /// The reservation went back to the runtime's pool (at most once).
+    reservation_returned: AtomicBool,
     pub(crate) async_state: AsyncState<E, O>,
     json: Option<JsonCodec<E, O>>,
 }
@@ -299,6 +324,11 @@ impl<E, O> FunctionInner<E, O> {
             reserved: config.max_concurrency.map(|max| Limiter::new(max as usize)),
             scale: TokenBucket::new(config.scale_rate.instances, config.scale_rate.per),
             stopped: shared.shutting_down.child_token(),
+            hard_stop: shared.hard_stop.child_token(),
+            lifecycle: Padded::default(),
+            drained: Notify::new(),
+            tasks: TaskTracker::new(),
+            reservation_returned: AtomicBool::new(false),
             name: Arc::from(name.as_str()),
             config,
             factory,
@@ -311,10 +341,62 @@ impl<E, O> FunctionInner<E, O> {
     }
 }
 
+impl<E, O> FunctionInner<E, O> {
+    /// Whether the grace period of the runtime, or of this function's unregister, has ended.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.shared.is_stopped() || self.lifecycle.halted.load(Ordering::Acquire)
+    }
+
+    /// Whether unregister has begun.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lifecycle.closed.load(Ordering::Acquire)
+    }
+
+    /// Spawns a task of this function, tracked by the function and by the runtime.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.shared.tasks.spawn(self.tasks.track_future(task));
+    }
+
+    /// The last invocation left a closed function; `flags` are those it found.
+    pub(crate) fn last_out(&self, flags: usize) {
+        self.drained.notify_waiters();
+        if flags & crate::metrics::RETIRED != 0 {
+            self.return_reservation();
+        }
+    }
+
+    /// Gives the function's reservation back to the runtime's pool, once.
+    fn return_reservation(&self) {
+        if let Some(amount) = self.config.max_concurrency {
+            if !self.reservation_returned.swap(true, Ordering::AcqRel) {
+                self.shared.unreserve(amount);
+            }
+        }
+    }
+
+    /// Waits until no invocation is counted in (only once the function is closed).
+    async fn until_not_busy(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.counters.busy() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
-    /// Initialises the provisioned instances.
+    /// Initialises the provisioned instances, yielding between them so that a caller's
+    /// timeout can fire however many there are.
     pub(crate) async fn provision(&self) -> Result<(), InitFailure> {
         for _ in 0..self.config.min_instances {
+            tokio::task::yield_now().await;
             match self.init_instance(true).await {
                 Ok((instance, _)) => self.pool.add_idle(instance),
                 Err(InvokeError::Init(failure)) => return Err(failure),
@@ -331,7 +413,7 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
 
     pub(crate) fn start_reaper(self: &Arc<Self>) {
         let this = Arc::clone(self);
-        self.shared.tasks.spawn(async move {
+        self.spawn(async move {
             let min = this.config.min_instances as usize;
             this.pool
                 .reap(min, this.config.idle_timeout, &this.stopped)
@@ -341,10 +423,6 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
 }
 
 impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
-    fn config(&self) -> &FunctionConfig {
-        &self.config
-    }
-
     fn invoke_json(
         &self,
         event: serde_json::Value,
@@ -382,7 +460,45 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
 
     fn stop(&self) -> usize {
         self.stopped.cancel();
-        self.pool.clear()
+        self.pool.close()
+    }
+
+    fn close(&self) -> usize {
+        self.lifecycle.closed.store(true, Ordering::Release);
+        let in_flight = self.counters.busy_flag(crate::metrics::CLOSED);
+        self.stopped.cancel();
+        in_flight
+    }
+
+    fn drained(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.until_not_busy().await;
+            self.async_state.until_idle().await;
+        })
+    }
+
+    fn halt(&self) {
+        self.lifecycle.halted.store(true, Ordering::Release);
+        if self.counters.busy_flag(crate::metrics::RETIRED) == 0 {
+            self.return_reservation();
+        }
+        self.hard_stop.cancel();
+    }
+
+    fn quiesced(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.until_not_busy().await;
+            self.tasks.close();
+            self.tasks.wait().await;
+        })
+    }
+
+    fn cancelled(&self) -> u64 {
+        self.counters.snapshot(0, 0).cancelled
+    }
+
+    fn reservation_returned(&self) -> bool {
+        self.config.max_concurrency.is_none() || self.reservation_returned.load(Ordering::Acquire)
     }
 
     fn invoke_async_json(
@@ -422,7 +538,8 @@ where
     ///
     /// # Errors
     ///
-    /// [`Rejected`] hands the event back when the queue is full or the runtime is shutting down.
+    /// [`Rejected`] hands the event back when the queue is full, the runtime is shutting down,
+    /// or the function was unregistered.
     pub fn invoke_async(&self, event: E) -> Result<RequestId, Rejected<E>> {
         self.inner.invoke_async(event)
     }
@@ -472,7 +589,8 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
     ///
     /// # Errors
     ///
-    /// Every outcome but success; see [`InvokeError`].
+    /// Every outcome but success; see [`InvokeError`]. A handle kept after
+    /// [`crate::Runtime::unregister`] answers [`InvokeError::Unregistered`].
     pub async fn invoke(&self, event: E) -> Result<O, InvokeError> {
         self.inner
             .invoke(event, InvokeOptions::default())

@@ -26,7 +26,7 @@ pub(crate) use gate::Gate;
 use crate::async_invoke::{HandedBack, RejectReason, Rejected};
 use crate::concurrency::Limiter;
 use crate::error::{ConfigError, InvokeError, RegisterError};
-use crate::function::{Function, FunctionConfig, FunctionHandle, FunctionInner, JsonCodec};
+use crate::function::{Function, FunctionHandle, FunctionInner, JsonCodec};
 use crate::handler::{Invoker, RequestId};
 use crate::metering::Usage;
 use crate::metrics::FunctionMetrics;
@@ -88,7 +88,7 @@ impl Shared {
         Ok(())
     }
 
-    fn unreserve(&self, amount: u32) {
+    pub(crate) fn unreserve(&self, amount: u32) {
         let mut reserved = self.reserved_total.lock();
         *reserved -= u64::from(amount);
         let limit = u64::from(self.config.concurrency_limit);
@@ -97,9 +97,23 @@ impl Shared {
     }
 }
 
+/// A reservation taken for a registration in progress; given back unless the registration
+/// completes (clears `amount`).
+struct Reservation<'a> {
+    shared: &'a Shared,
+    amount: Option<u32>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(amount) = self.amount.take() {
+            self.shared.unreserve(amount);
+        }
+    }
+}
+
 /// What every registered function offers, whatever its event and output types.
 pub(crate) trait AnyFunction: Send + Sync + 'static {
-    fn config(&self) -> &FunctionConfig;
     fn invoke_json(
         &self,
         event: serde_json::Value,
@@ -108,8 +122,23 @@ pub(crate) trait AnyFunction: Send + Sync + 'static {
     fn metrics(&self) -> FunctionMetrics;
     fn async_metrics(&self) -> crate::AsyncMetrics;
     fn usage(&self) -> Usage;
-    /// Stops the reaper and drops idle instances; returns how many were dropped.
+    /// Stops the reaper and drops idle instances (and any given back later); returns how many
+    /// were dropped now.
     fn stop(&self) -> usize;
+    /// Unregister begins: refuse new invocations, tell running handlers. Returns how many
+    /// invocations were in flight.
+    fn close(&self) -> usize;
+    /// Resolves when no invocation runs and no async event is pending.
+    fn drained(&self) -> BoxFuture<'_, ()>;
+    /// The unregister grace has ended: cancel what runs, stop the function's tasks; the
+    /// reservation returns with the last permit.
+    fn halt(&self);
+    /// Resolves when nothing of the function runs any more.
+    fn quiesced(&self) -> BoxFuture<'_, ()>;
+    /// Invocations of the function cancelled so far.
+    fn cancelled(&self) -> u64;
+    /// Whether the function holds no reservation any more.
+    fn reservation_returned(&self) -> bool;
     fn invoke_async_json(
         self: Arc<Self>,
         event: serde_json::Value,
@@ -199,6 +228,32 @@ impl Default for Runtime {
     fn default() -> Self {
         Self::new(RuntimeConfig::default()).expect("the default configuration is valid")
     }
+}
+
+/// How long past its grace period [`Runtime::shutdown`] (and [`Runtime::unregister`]) waits
+/// for the tasks it cancelled to stop. Tasks that watch the hard stop (all of nimbus's own)
+/// stop at once; this bounds the wait for user code that does not give its thread back.
+/// It is larger than [`ATTACHMENT_STOP_SLACK`], so that attachments given up on still fit.
+pub const SHUTDOWN_SLACK: Duration = Duration::from_secs(1);
+
+/// What [`Runtime::unregister`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct UnregisterReport {
+    /// The function's async events accepted and not finished when its grace ended, handed
+    /// back to the host (see [`ShutdownReport::handed_back`]).
+    pub handed_back: Vec<HandedBack>,
+    /// Invocations of the function running when it stopped taking new ones.
+    pub in_flight: usize,
+    /// Invocations of the function cancelled at the end of the grace.
+    pub cancelled: usize,
+    /// Idle instances dropped.
+    pub instances_dropped: usize,
+    /// How each of its attachments stopped.
+    pub attachments: Vec<AttachmentStop>,
+    /// Whether its reservation is back in the unreserved pool (always true without one): false
+    /// only while a caller still holds one of its permits.
+    pub reservation_returned: bool,
 }
 
 /// What [`Runtime::shutdown`] did.
@@ -326,17 +381,30 @@ impl Runtime {
         if self.functions.contains_key(name.as_str()) {
             return Err(RegisterError::Duplicate(name));
         }
-        let reservation = parts.config.max_concurrency;
-        if let Some(amount) = reservation {
+        let limit = self.shared.config.concurrency_limit;
+        if parts.config.max_concurrency.is_none() && parts.config.min_instances > limit {
+            return Err(ConfigError::new(
+                "function",
+                "min_instances",
+                parts.config.min_instances,
+                format!("0..=concurrency_limit ({limit}) without max_concurrency"),
+            )
+            .into());
+        }
+        // Returned if registration fails or its future is dropped (a caller's timeout).
+        let mut reservation = Reservation {
+            shared: &self.shared,
+            amount: None,
+        };
+        if let Some(amount) = parts.config.max_concurrency {
             self.shared.reserve(amount)?;
+            reservation.amount = Some(amount);
         }
         let inner = Arc::new(FunctionInner::new(parts, Arc::clone(&self.shared), json));
         if let Err(failure) = inner.provision().await {
-            if let Some(amount) = reservation {
-                self.shared.unreserve(amount);
-            }
             return Err(RegisterError::Provisioning { name, failure });
         }
+        reservation.amount = None;
         inner.start_reaper();
         self.functions.insert(
             Arc::from(name.as_str()),
@@ -348,17 +416,50 @@ impl Runtime {
         Ok(FunctionHandle::new(inner))
     }
 
-    /// Removes a function: its reservation returns to the unreserved pool and its idle instances
-    /// are dropped. Invocations already running finish. Returns whether it existed.
-    pub fn unregister(&self, name: &str) -> bool {
-        let Some((_, entry)) = self.functions.remove(name) else {
-            return false;
-        };
-        if let Some(amount) = entry.function.config().max_concurrency {
-            self.shared.unreserve(amount);
-        }
-        entry.function.stop();
-        true
+    /// Retires the function `name`, in this order:
+    ///
+    /// 1. It leaves the registry at once (`invoke_json`, [`Runtime::function`] and friends
+    ///    answer [`InvokeError::NotFound`]; the name may be registered again).
+    /// 2. Its attachments (mappings) are stopped as [`Runtime::shutdown`] stops them: stop
+    ///    receiving, finish the batches in flight by the deadline (now + `grace`), release what
+    ///    is left to the source without counting a receive.
+    /// 3. Handles kept from before refuse new work: [`InvokeError::Unregistered`], and
+    ///    [`RejectReason::Unregistered`] for async events. Running handlers' cancellation
+    ///    tokens fire.
+    /// 4. Running invocations and queued async events get the rest of `grace`.
+    /// 5. Then what still runs is cancelled, async workers, timers and deliveries stop, and the
+    ///    async events not finished are handed back in the report (as
+    ///    [`ShutdownReport::handed_back`] describes). Idle instances are dropped, and
+    ///    instances given back later are dropped too.
+    ///
+    /// The function's reservation (`max_concurrency`) returns to the unreserved pool only when
+    /// its last permit is released, so the runtime-wide limit holds throughout; a caller
+    /// stuck holding one (a sync invocation whose task is not polled) keeps it reserved.
+    ///
+    /// Returns within `grace` + [`SHUTDOWN_SLACK`]; `None` if no function has this name.
+    pub async fn unregister(&self, name: &str, grace: Duration) -> Option<UnregisterReport> {
+        let deadline = Instant::now().checked_add(grace).unwrap_or_else(far_future);
+        let give_up = deadline.checked_add(SHUTDOWN_SLACK).unwrap_or(deadline);
+        let (_, entry) = self.functions.remove(name)?;
+        let function = entry.function;
+        let attachments = self.stop_attachments(Some(name), deadline).await;
+        let cancelled_before = function.cancelled();
+        let in_flight = function.close();
+        let _ = tokio::time::timeout_at(deadline, function.drained()).await;
+        function.halt();
+        let _ = tokio::time::timeout_at(give_up, function.quiesced()).await;
+        let handed_back = function.hand_back();
+        let instances_dropped = function.stop();
+        let cancelled =
+            usize::try_from(function.cancelled() - cancelled_before).unwrap_or(usize::MAX);
+        Some(UnregisterReport {
+            handed_back,
+            in_flight,
+            cancelled,
+            instances_dropped,
+            attachments,
+            reservation_returned: function.reservation_returned(),
+        })
     }
 
     /// Attaches a mapping (or any [`Attachment`]) to this runtime: [`Runtime::shutdown`] stops it
@@ -401,7 +502,9 @@ impl Runtime {
             *attachments = keep;
             stop
         };
-        let give_up = deadline + ATTACHMENT_STOP_SLACK;
+        let give_up = deadline
+            .checked_add(ATTACHMENT_STOP_SLACK)
+            .unwrap_or(deadline);
         // Each on its own task: concurrent, and a panic in one is its own failed stop.
         let tasks: Vec<_> = stopping
             .iter()
@@ -555,13 +658,35 @@ impl Runtime {
         self.shared.gate.is_closed()
     }
 
-    /// Shuts down gracefully: new invocations are refused ([`InvokeError::ShuttingDown`], and
-    /// [`RejectReason::ShuttingDown`] for async ones), every running invocation's cancellation
-    /// token fires, and running invocations and queued async events get `grace` to finish.
-    /// Then what still runs is cancelled, and async events not finished are handed back in the
-    /// report. Reapers stop and idle instances are dropped. Calling it again returns at once.
+    /// Shuts down gracefully, in this order:
+    ///
+    /// 1. Attachments (mappings) stop first, concurrently: they stop receiving, let the
+    ///    batches in flight finish by the deadline (now + `grace`), and release what they
+    ///    still hold to their source without counting a receive (see [`Attachment::stop`]);
+    ///    each is given up [`ATTACHMENT_STOP_SLACK`] after the deadline.
+    /// 2. New invocations are refused ([`InvokeError::ShuttingDown`], and
+    ///    [`RejectReason::ShuttingDown`] for async ones), as are registrations and attachments;
+    ///    every running invocation's cancellation token fires.
+    /// 3. Running invocations and queued async events get the rest of `grace` to finish.
+    /// 4. At the deadline, what still runs is cancelled ([`InvokeError::Cancelled`]); async
+    ///    workers, retry timers and deliveries to destinations and dead-letter targets stop.
+    ///    Every async event accepted and not finished is handed back in
+    ///    [`ShutdownReport::handed_back`]: queued, waiting for a retry, stopped mid-run, failed
+    ///    with no target that took it, or cut off while a destination held it.
+    /// 5. Reapers stop and idle instances are dropped.
+    ///
+    /// # Guarantees
+    ///
+    /// It returns within `grace` + [`SHUTDOWN_SLACK`], even when a destination, a dead-letter
+    /// target or an attachment never answers. Every accepted async event ends in exactly one
+    /// place: finished, taken by a destination or dead-letter target, or handed back. The one
+    /// exception is user code that blocks its thread without yielding past the slack: the task
+    /// running it is left behind, and the event it holds is not in the report.
+    ///
+    /// Calling it again returns at once with an empty report.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let deadline = Instant::now().checked_add(grace).unwrap_or_else(far_future);
+        let give_up = deadline.checked_add(SHUTDOWN_SLACK).unwrap_or(deadline);
         // Mappings first: they stop receiving and hand back what they hold while the
         // functions still run the batches in flight.
         let attachments = self.stop_attachments(None, deadline).await;
@@ -580,12 +705,17 @@ impl Runtime {
             }
         };
         let _ = tokio::time::timeout_at(deadline, drained).await;
-        // Whatever still runs now is cancelled; async workers and timers stop.
+        // Whatever still runs now is cancelled; async workers, timers and deliveries stop.
         self.shared.stopped.store(true, Ordering::SeqCst);
         self.shared.hard_stop.cancel();
-        self.shared.gate.drained().await;
         self.shared.tasks.close();
-        self.shared.tasks.wait().await;
+        let stopped = async {
+            self.shared.gate.drained().await;
+            self.shared.tasks.wait().await;
+        };
+        if tokio::time::timeout_at(give_up, stopped).await.is_err() {
+            tracing::warn!("shutdown: tasks still running after the slack are left behind");
+        }
         let handed_back = functions.iter().flat_map(|f| f.hand_back()).collect();
         let cancelled =
             usize::try_from(self.shared.cancelled.load(Ordering::Relaxed) - cancelled_before)
