@@ -2,6 +2,8 @@
 //! [`FunctionHandle`] that invokes it.
 
 mod config;
+mod erased;
+mod handle;
 mod invoke;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,22 +11,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{limits, AsyncConfig, BillingGranularity, FunctionConfig, ScaleRate};
+pub use handle::FunctionHandle;
 pub(crate) use invoke::{panic_message, CatchUnwind};
 pub use invoke::{Invocation, InvokeOptions};
 
-use crate::async_invoke::{
-    AsyncMetrics, AsyncState, DeadLetter, Destination, Destinations, HandedBack, Rejected,
-};
+use crate::async_invoke::{AsyncState, DeadLetter, Destination, Destinations, Rejected};
 use crate::concurrency::{Limiter, TokenBucket};
 use crate::error::{InitFailure, InvokeError};
 use crate::handler::RequestId;
-use crate::handler::{CloneFactory, Handler, InstanceFactory, Invoker};
+use crate::handler::{CloneFactory, Handler, InstanceFactory};
 use crate::instance::Pool;
-use crate::metering::Usage;
-use crate::metrics::{FunctionCounters, FunctionMetrics};
+use crate::metrics::FunctionCounters;
 use crate::padded::Padded;
 use crate::retry::{Backoff, Retries, RetryPolicy};
-use crate::runtime::{AnyFunction, BoxFuture, Shared};
+use crate::runtime::Shared;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -419,202 +419,5 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
                 .reap(min, this.config.idle_timeout, &this.stopped)
                 .await;
         });
-    }
-}
-
-impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
-    fn invoke_json(
-        &self,
-        event: serde_json::Value,
-        invoker: Invoker,
-    ) -> BoxFuture<'_, Result<serde_json::Value, InvokeError>> {
-        Box::pin(async move {
-            let Some(codec) = &self.json else {
-                return Err(InvokeError::NotJson(self.name.to_string()));
-            };
-            let event = (codec.decode)(&event).map_err(|e| {
-                InvokeError::Payload(format!("cannot decode the event for `{}`: {e}", self.name))
-            })?;
-            let output = self
-                .invoke(event, InvokeOptions::default().with_invoker(invoker))
-                .await
-                .result?;
-            (codec.encode)(output).map_err(|e| {
-                InvokeError::Payload(format!("cannot encode the output of `{}`: {e}", self.name))
-            })
-        })
-    }
-
-    fn metrics(&self) -> FunctionMetrics {
-        self.counters.snapshot(self.pool.live(), self.pool.idle())
-    }
-
-    fn async_metrics(&self) -> AsyncMetrics {
-        self.async_state.metrics()
-    }
-
-    fn usage(&self) -> Usage {
-        self.counters
-            .usage(self.config.memory_mb, &self.shared.config.prices)
-    }
-
-    fn stop(&self) -> usize {
-        self.stopped.cancel();
-        self.pool.close()
-    }
-
-    fn close(&self) -> usize {
-        self.lifecycle.closed.store(true, Ordering::Release);
-        let in_flight = self.counters.busy_flag(crate::metrics::CLOSED);
-        self.stopped.cancel();
-        in_flight
-    }
-
-    fn drained(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.until_not_busy().await;
-            self.async_state.until_idle().await;
-        })
-    }
-
-    fn halt(&self) {
-        self.lifecycle.halted.store(true, Ordering::Release);
-        if self.counters.busy_flag(crate::metrics::RETIRED) == 0 {
-            self.return_reservation();
-        }
-        self.hard_stop.cancel();
-    }
-
-    fn quiesced(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.until_not_busy().await;
-            self.tasks.close();
-            self.tasks.wait().await;
-        })
-    }
-
-    fn cancelled(&self) -> u64 {
-        self.counters.snapshot(0, 0).cancelled
-    }
-
-    fn reservation_returned(&self) -> bool {
-        self.config.max_concurrency.is_none() || self.reservation_returned.load(Ordering::Acquire)
-    }
-
-    fn invoke_async_json(
-        self: Arc<Self>,
-        event: serde_json::Value,
-    ) -> Result<RequestId, crate::runtime::AsyncInvokeError> {
-        use crate::runtime::AsyncInvokeError;
-        let Some(codec) = &self.json else {
-            return Err(AsyncInvokeError::NotJson(self.name.to_string()));
-        };
-        let decoded = (codec.decode)(&event).map_err(|e| {
-            AsyncInvokeError::Payload(format!("cannot decode the event for `{}`: {e}", self.name))
-        })?;
-        (codec.invoke_async)(&self, decoded).map_err(|rejected| AsyncInvokeError::Rejected {
-            event,
-            reason: rejected.reason,
-        })
-    }
-
-    fn async_idle(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.async_state.until_idle())
-    }
-
-    fn hand_back(&self) -> Vec<HandedBack> {
-        self.async_state.hand_back(&self.name)
-    }
-}
-
-impl<E, O> FunctionHandle<E, O>
-where
-    E: Clone + Send + Sync + 'static,
-    O: Send + 'static,
-{
-    /// Invokes the function asynchronously (Lambda's `Event` type): the event is queued and the
-    /// request id returned at once. Failed attempts are retried; the outcome goes to the
-    /// destinations configured on the function.
-    ///
-    /// # Errors
-    ///
-    /// [`Rejected`] hands the event back when the queue is full, the runtime is shutting down,
-    /// or the function was unregistered.
-    pub fn invoke_async(&self, event: E) -> Result<RequestId, Rejected<E>> {
-        self.inner.invoke_async(event)
-    }
-}
-
-/// A typed handle to a registered function; cloning it is cheap.
-pub struct FunctionHandle<E, O> {
-    inner: Arc<FunctionInner<E, O>>,
-}
-
-impl<E, O> Clone for FunctionHandle<E, O> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: Arc::clone(&self.inner),
-        }
-    }
-}
-
-impl<E, O> std::fmt::Debug for FunctionHandle<E, O> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FunctionHandle")
-            .field("name", &self.inner.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
-    pub(crate) fn new(inner: Arc<FunctionInner<E, O>>) -> Self {
-        Self { inner }
-    }
-
-    /// The function's name.
-    pub fn name(&self) -> &str {
-        &self.inner.name
-    }
-
-    /// The function's configuration.
-    pub fn config(&self) -> &FunctionConfig {
-        &self.inner.config
-    }
-
-    /// Invokes the function synchronously (Lambda's `RequestResponse`): runs the event on a warm
-    /// or new instance and returns the output. No capacity is [`InvokeError::Throttled`] at once.
-    ///
-    /// The handler runs on the caller's task. Dropping this future cancels the invocation and
-    /// discards its instance.
-    ///
-    /// # Errors
-    ///
-    /// Every outcome but success; see [`InvokeError`]. A handle kept after
-    /// [`crate::Runtime::unregister`] answers [`InvokeError::Unregistered`].
-    pub async fn invoke(&self, event: E) -> Result<O, InvokeError> {
-        self.inner
-            .invoke(event, InvokeOptions::default())
-            .await
-            .result
-    }
-
-    /// Invokes with options, returning the outcome and its usage report.
-    pub async fn invoke_with(&self, event: E, options: InvokeOptions) -> Invocation<O> {
-        self.inner.invoke(event, options).await
-    }
-
-    /// A snapshot of the function's metrics.
-    pub fn metrics(&self) -> FunctionMetrics {
-        self.inner.metrics()
-    }
-
-    /// A snapshot of the function's async queue.
-    pub fn async_metrics(&self) -> AsyncMetrics {
-        self.inner.async_state.metrics()
-    }
-
-    /// The function's accumulated usage and estimated cost.
-    pub fn usage(&self) -> Usage {
-        self.inner.usage()
     }
 }
