@@ -279,7 +279,9 @@ where
                 Err(seen) => workers = seen,
             }
         }
-        let this = Arc::clone(self);
-        self.spawn(async move { this.worker().await });
+        // The worker is counted in by its guard, which goes with the task: a task dropped
+        // before it ever runs (its runtime going away) still counts the worker out.
+        let held = worker::WorkerGuard::new(Arc::clone(self));
+        self.spawn(async move { held.run().await });
     }
 }

@@ -31,9 +31,10 @@ enum Next {
     Fail(Condition, Option<ErrorInfo>),
 }
 
-/// What a worker holds: its batch, the event it is running, and successes not yet counted
-/// out of `pending`. Dropped, it gives all of it back (see the module docs).
-struct WorkerGuard<E, O>
+/// A worker, counted in `workers` from its spawn to its end, and what it holds: its batch,
+/// the event it is running, and successes not yet counted out of `pending`. Dropped, it gives
+/// all of it back (see the module docs).
+pub(super) struct WorkerGuard<E, O>
 where
     E: Clone + Send + Sync + 'static,
     O: Send + 'static,
@@ -42,6 +43,34 @@ where
     batch: VecDeque<Queued<E>>,
     current: Option<Queued<E>>,
     done: usize,
+    /// The worker ran: only then does its end start a replacement (a task dropped unrun, its
+    /// runtime going away, must not spawn another one that would be dropped the same way).
+    started: bool,
+}
+
+impl<E, O> WorkerGuard<E, O>
+where
+    E: Clone + Send + Sync + 'static,
+    O: Send + 'static,
+{
+    /// A worker already counted in `workers` by the caller.
+    pub(super) fn new(function: Arc<FunctionInner<E, O>>) -> Self {
+        Self {
+            function,
+            batch: VecDeque::new(),
+            current: None,
+            done: 0,
+            started: false,
+        }
+    }
+
+    /// Runs the worker.
+    pub(super) async fn run(mut self) {
+        self.started = true;
+        self.batch.reserve(WORKER_BATCH);
+        let function = Arc::clone(&self.function);
+        function.worker(&mut self).await;
+    }
 }
 
 impl<E, O> Drop for WorkerGuard<E, O>
@@ -64,7 +93,7 @@ where
         let depth = state.requeue_front(&mut self.batch);
         let remaining = state.workers.fetch_sub(1, Ordering::SeqCst) - 1;
         // An event pushed while this worker was leaving must not be stranded.
-        if depth > remaining && tokio::runtime::Handle::try_current().is_ok() {
+        if self.started && depth > remaining && tokio::runtime::Handle::try_current().is_ok() {
             self.function.kick(depth, false);
         }
     }
@@ -76,15 +105,10 @@ where
     O: Send + 'static,
 {
     /// Drains the queue: takes a permit and an instance, runs events until the queue is empty.
-    pub(super) async fn worker(self: Arc<Self>) {
+    /// What it takes is held by `held`.
+    async fn worker(self: &Arc<Self>, held: &mut WorkerGuard<E, O>) {
         let state = &self.async_state;
         let mut throttled = 0u32;
-        let mut held = WorkerGuard {
-            function: Arc::clone(&self),
-            batch: VecDeque::with_capacity(WORKER_BATCH),
-            current: None,
-            done: 0,
-        };
         'work: loop {
             state.finish_many(std::mem::take(&mut held.done));
             if self.is_stopped() || (held.batch.is_empty() && state.ready.lock().is_empty()) {

@@ -297,3 +297,74 @@ async fn an_init_cancelled_at_the_hard_stop_hands_its_event_back() {
     );
     assert_eq!(back.downcast::<u32>().unwrap(), 7);
 }
+
+/// A worker whose task is dropped (here: the Tokio runtime it ran on goes away mid-handler)
+/// gives its events back to the queue and counts itself out, so that the function serves
+/// them later instead of being wedged with a worker count that never falls.
+#[test]
+fn a_worker_that_dies_gives_its_events_back() {
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let hold = crate::support::Hold::new();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (rt, handle) = first.block_on(async {
+        let rt = runtime(10);
+        let handle = rt
+            .register(
+                Function::new(
+                    "orphaned",
+                    handler_fn({
+                        let hold = hold.clone();
+                        let handled = handled.clone();
+                        move |event: u32, _ctx: Context| {
+                            let hold = hold.clone();
+                            let handled = handled.clone();
+                            async move {
+                                if event == 0 {
+                                    hold.inside().await;
+                                }
+                                handled.fetch_add(1, Ordering::SeqCst);
+                                Ok::<_, FunctionError>(event)
+                            }
+                        }
+                    }),
+                )
+                .with_max_concurrency(1),
+            )
+            .await
+            .unwrap();
+        for event in 0..5 {
+            handle.invoke_async(event).unwrap();
+        }
+        hold.until_inside(1).await;
+        (rt, handle)
+    });
+    // The worker (inside event 0, the others behind it) dies with its runtime.
+    drop(first);
+    let metrics = handle.async_metrics();
+    assert_eq!(
+        (metrics.pending, metrics.queue_depth),
+        (5, 5),
+        "all back in the queue"
+    );
+
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    second.block_on(async {
+        hold.let_go(1);
+        handle.invoke_async(5).unwrap();
+        until("every event handled on a new worker", || {
+            handle.async_metrics().pending == 0
+        })
+        .await;
+        assert_eq!(handled.load(Ordering::SeqCst), 6);
+        let report = rt.shutdown(Duration::from_secs(1)).await;
+        assert!(report.handed_back.is_empty());
+    });
+}
