@@ -337,10 +337,16 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
             provisioned,
         };
         let start = Instant::now();
-        let init = tokio::time::timeout(
-            self.config.init_timeout,
-            CatchUnwind(self.factory.init(ctx)),
-        );
+        // The factory is user code from its first instruction: a panic before it returns its
+        // future is an init failure too.
+        let init = match catch_unwind(AssertUnwindSafe(|| self.factory.init(ctx))) {
+            Ok(init) => init,
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                return Err(InvokeError::Init(InitFailure::Panic(message)));
+            }
+        };
+        let init = tokio::time::timeout(self.config.init_timeout, CatchUnwind(init));
         let outcome = tokio::select! {
             biased;
             outcome = init => outcome,

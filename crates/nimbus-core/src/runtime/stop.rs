@@ -115,7 +115,7 @@ impl Runtime {
             let mut attachments = self.attachments.lock();
             let (stop, keep) = attachments
                 .drain(..)
-                .partition(|a| function.is_none_or(|f| a.function() == f));
+                .partition(|a| function.is_none_or(|f| guarded(|| a.function() == f, false)));
             *attachments = keep;
             stop
         };
@@ -136,11 +136,11 @@ impl Runtime {
             stops.push(match tokio::time::timeout_at(give_up, task).await {
                 Ok(Ok(stop)) => stop,
                 Ok(Err(_panicked)) => {
-                    AttachmentStop::failed(attachment.name(), "panicked while stopping")
+                    AttachmentStop::failed(name_of(attachment), "panicked while stopping")
                 }
                 Err(_) => {
                     abort.abort();
-                    AttachmentStop::failed(attachment.name(), "did not stop in time")
+                    AttachmentStop::failed(name_of(attachment), "did not stop in time")
                 }
             });
         }
@@ -222,4 +222,17 @@ impl Runtime {
             attachments,
         }
     }
+}
+
+/// Calls user code that answers a question, with `otherwise` if it panics.
+fn guarded<T>(call: impl FnOnce() -> T, otherwise: T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or(otherwise)
+}
+
+/// An attachment's name, for a report.
+fn name_of(attachment: &Arc<dyn Attachment>) -> String {
+    guarded(
+        || attachment.name().to_owned(),
+        "(an attachment whose name() panicked)".to_owned(),
+    )
 }

@@ -368,3 +368,77 @@ fn a_worker_that_dies_gives_its_events_back() {
         assert!(report.handed_back.is_empty());
     });
 }
+
+/// A handler written without `async_trait` that panics before it returns its future.
+struct PanicsOnCall;
+
+impl nimbus_core::Handler<u32, u32> for PanicsOnCall {
+    fn call<'a, 'b>(
+        &'a mut self,
+        _event: u32,
+        _ctx: Context,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, FunctionError>> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        panic!("handler bug before the future")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_panics_before_its_future_is_a_panic_outcome() {
+    let rt = runtime(10);
+    let handle = rt
+        .register_native(Function::with_factory(
+            "early-panic",
+            init_fn(|_init: InitContext| async move { Ok::<_, FunctionError>(PanicsOnCall) }),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        handle.invoke(1).await,
+        Err(InvokeError::Panic(message)) if message.contains("before the future")
+    ));
+    assert_eq!(rt.concurrency().in_flight, 0);
+    assert_eq!(handle.metrics().panics, 1);
+}
+
+/// A factory written without `async_trait` that panics before it returns its future.
+struct PanicsOnInit;
+
+impl nimbus_core::InstanceFactory<u32, u32> for PanicsOnInit {
+    fn init<'a, 'b>(
+        &'a self,
+        _ctx: InitContext,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<Box<dyn nimbus_core::Handler<u32, u32>>, FunctionError>,
+                > + Send
+                + 'b,
+        >,
+    >
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        panic!("factory bug before the future")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_factory_that_panics_before_its_future_is_an_init_failure() {
+    let rt = runtime(10);
+    let handle = rt
+        .register_native(Function::with_factory("early-init-panic", PanicsOnInit))
+        .await
+        .unwrap();
+    assert!(matches!(
+        handle.invoke(1).await,
+        Err(InvokeError::Init(nimbus_core::InitFailure::Panic(message)))
+            if message.contains("before the future")
+    ));
+    assert_eq!(rt.concurrency().in_flight, 0);
+    assert_eq!(handle.metrics().init_failures, 1);
+}
