@@ -200,6 +200,22 @@ where
         }
         let (depth, waited) = {
             let mut ready = state.ready.lock();
+            if state.sealed.load(Ordering::Relaxed) {
+                // The queue was handed back while this call passed the checks above: the
+                // event would never run nor be handed back, so it is refused instead.
+                drop(ready);
+                state.counters.accepted.fetch_sub(1, Ordering::Relaxed);
+                state.finish_one();
+                let reason = if self.is_closed() {
+                    RejectReason::Unregistered
+                } else {
+                    RejectReason::ShuttingDown
+                };
+                return Err(Rejected {
+                    event: queued.event,
+                    reason,
+                });
+            }
             ready.push_back(queued);
             let oldest = ready.front().map_or(accepted_at, |q| q.accepted_at);
             (ready.len(), accepted_at.saturating_duration_since(oldest))

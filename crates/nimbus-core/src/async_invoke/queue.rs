@@ -72,6 +72,8 @@ pub(crate) struct AsyncState<E, O> {
     /// Events kept for the host: stopped by the end of shutdown, or failed with no target
     /// that would take them. Handed back at shutdown; they count against the capacity.
     pub(super) kept: Mutex<Vec<Kept<E>>>,
+    /// Set (under the `ready` lock) when the queue is handed back: later arrivals are refused.
+    pub(super) sealed: AtomicBool,
     pub(crate) destinations: Destinations<E, O>,
     pub(crate) retry: Arc<dyn RetryPolicy>,
     pub(crate) counters: AsyncCounters,
@@ -91,6 +93,7 @@ impl<E, O> AsyncState<E, O> {
             slow: AtomicUsize::new(0),
             kick_scheduled: AtomicBool::new(false),
             kept: Mutex::new(Vec::new()),
+            sealed: AtomicBool::new(false),
             destinations,
             retry,
             counters: AsyncCounters::default(),
@@ -184,7 +187,11 @@ impl<E: Send + 'static, O> AsyncState<E, O> {
             queued,
             failure: None,
         };
-        let mut events: Vec<Kept<E>> = self.ready.lock().drain(..).map(unfinished).collect();
+        let mut events: Vec<Kept<E>> = {
+            let mut ready = self.ready.lock();
+            self.sealed.store(true, Ordering::Relaxed);
+            ready.drain(..).map(unfinished).collect()
+        };
         events.extend(self.delayed.lock().drain().map(|d| unfinished(d.queued)));
         events.append(&mut self.kept.lock());
         self.counters
