@@ -4,8 +4,14 @@
 //!
 //! Every accepted event ends in exactly one place: success (and the on-success destination, if
 //! any), the on-failure destination or the dead-letter target, or the list handed back to the
-//! host by [`crate::Runtime::shutdown`]. A destination that refuses a record hands it back; the
-//! event then tries the dead-letter target, and failing that is handed back at shutdown.
+//! host by [`crate::Runtime::shutdown`] or [`crate::Runtime::unregister`]. A destination that
+//! refuses a record (or panics) hands it back; the event then tries the dead-letter target, and
+//! failing that is handed back at the end. A delivery still waiting when the grace period ends
+//! is cut off and its event handed back too.
+//!
+//! Destinations, dead-letter targets and retry policies are user code: each call is guarded
+//! (see `deliver.rs` and `worker.rs`), and a worker that ends for any reason gives its events
+//! back to the queue.
 //!
 //! Workers are tasks spawned while there is backlog: each takes a permit and an instance and
 //! runs queued events back to back on them, so a busy queue pays for permits and instances once
