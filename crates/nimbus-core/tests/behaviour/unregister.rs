@@ -184,3 +184,31 @@ async fn unregister_stops_the_attachments_of_that_function_only() {
     assert_eq!(shutdown.attachments.len(), 1);
     assert_eq!(theirs.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn unregister_is_bounded_when_a_destination_never_answers() {
+    let rt = runtime(10);
+    let (tx, _rx) = tokio::sync::mpsc::channel::<nimbus_core::InvocationRecord<bool, u64>>(1);
+    let handle = rt
+        .register(
+            numbered("stuck", Hold::new(), Arc::new(AtomicU64::new(0)))
+                .with_on_success(tx)
+                .with_max_concurrency(2),
+        )
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        handle.invoke_async(false).unwrap();
+    }
+    let started = Instant::now();
+    let report = rt
+        .unregister("stuck", Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(started.elapsed() <= Duration::from_millis(100) + SHUTDOWN_SLACK);
+    // One record went into the channel; the other four are handed back.
+    assert_eq!(report.handed_back.len(), 4);
+    assert!(report.reservation_returned);
+    assert_eq!(handle.async_metrics().pending, 0);
+    assert_eq!(rt.concurrency().reserved, 0);
+}
