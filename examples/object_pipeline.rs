@@ -55,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }),
             )
             .with_max_retries(2)
-            .with_retry_backoff(nimbus::Backoff::fixed(Duration::from_millis(100))),
+            .with_retry_backoff(nimbus::Backoff::fixed(Duration::from_millis(100)).unwrap()),
         )
         .await?;
 

@@ -92,7 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_batch_size(100)
             .with_bisect_on_error(true)
             .with_max_retry_attempts(3)
-            .with_retry_backoff(Backoff::fixed(Duration::from_millis(10))),
+            .with_retry_backoff(Backoff::fixed(Duration::from_millis(10)).unwrap()),
     )?;
 
     let poison = (0..RECORDS).filter(|n| n % 997 == 996).count() as u64;

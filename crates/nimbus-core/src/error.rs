@@ -238,9 +238,13 @@ pub enum InvokeError {
     /// The runtime is shutting down and accepts no new invocations.
     #[error("runtime is shutting down")]
     ShuttingDown,
-    /// The invocation was still running when the shutdown grace period ended.
+    /// The invocation was still running when the shutdown grace period ended (or the grace
+    /// of [`crate::Runtime::unregister`]).
     #[error("cancelled by shutdown")]
     Cancelled,
+    /// The function was unregistered: a handle kept from before refuses new invocations.
+    #[error("function `{0}` was unregistered")]
+    Unregistered(String),
 }
 
 impl InvokeError {
@@ -255,7 +259,7 @@ impl InvokeError {
             Self::NotFound(_) | Self::WrongType(_) | Self::NotJson(_) | Self::Payload(_) => {
                 OutcomeKind::Rejected
             }
-            Self::ShuttingDown | Self::Cancelled => OutcomeKind::Cancelled,
+            Self::ShuttingDown | Self::Cancelled | Self::Unregistered(_) => OutcomeKind::Cancelled,
         }
     }
 
@@ -273,6 +277,7 @@ impl InvokeError {
             Self::NotJson(_) => "NotJson",
             Self::ShuttingDown => "ShuttingDown",
             Self::Cancelled => "Cancelled",
+            Self::Unregistered(_) => "Unregistered",
         }
     }
 }
@@ -295,7 +300,7 @@ pub enum OutcomeKind {
     Throttled,
     /// Rejected before running: unknown function, wrong type, bad payload.
     Rejected,
-    /// Refused or cancelled by shutdown.
+    /// Refused or cancelled by shutdown, or refused after unregister.
     Cancelled,
 }
 

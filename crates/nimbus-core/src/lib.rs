@@ -75,7 +75,7 @@ pub use metrics::FunctionMetrics;
 pub use retry::{Backoff, Retries, RetryPolicy};
 pub use runtime::{
     AsyncInvokeError, Attachment, AttachmentStop, ConcurrencySnapshot, Runtime, RuntimeConfig,
-    ShutdownReport, ATTACHMENT_STOP_SLACK,
+    ShutdownReport, UnregisterReport, ATTACHMENT_STOP_SLACK, SHUTDOWN_SLACK,
 };
 
 /// Re-exported so that implementations of nimbus's traits need no dependency of their own.

@@ -161,7 +161,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
                     Ok::<_, FunctionError>(n)
                 }),
             )
-            .with_retry_backoff(Backoff::fixed(Duration::from_millis(50)))
+            .with_retry_backoff(Backoff::fixed(Duration::from_millis(50)).unwrap())
             .with_on_success(on_success)
             .with_on_failure(on_failure),
         )
@@ -230,7 +230,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
         StreamMappingConfig::new("clicks")
             .with_parallelization_factor(2)
             .with_batch_size(50)
-            .with_retry_backoff(Backoff::fixed(Duration::from_millis(20))),
+            .with_retry_backoff(Backoff::fixed(Duration::from_millis(20)).unwrap()),
     )?;
 
     // Object notifications: photos put under `photos/` trigger a thumbnailer (async), which

@@ -4,27 +4,30 @@
 //!
 //! Every accepted event ends in exactly one place: success (and the on-success destination, if
 //! any), the on-failure destination or the dead-letter target, or the list handed back to the
-//! host by [`crate::Runtime::shutdown`]. A destination that refuses a record hands it back; the
-//! event then tries the dead-letter target, and failing that is handed back at shutdown.
+//! host by [`crate::Runtime::shutdown`] or [`crate::Runtime::unregister`]. A destination that
+//! refuses a record (or panics) hands it back; the event then tries the dead-letter target, and
+//! failing that is handed back at the end. A delivery still waiting when the grace period ends
+//! is cut off and its event handed back too.
+//!
+//! Destinations, dead-letter targets and retry policies are user code: each call is guarded
+//! (see `deliver.rs` and `worker.rs`), and a worker that ends for any reason gives its events
+//! back to the queue.
 //!
 //! Workers are tasks spawned while there is backlog: each takes a permit and an instance and
 //! runs queued events back to back on them, so a busy queue pays for permits and instances once
 //! per batch rather than once per event. A worker exits when the queue is empty; an idle
 //! function has no worker, no timer and no task polling.
 
+mod deliver;
 mod destination;
+mod queue;
+mod worker;
 
 use std::any::Any;
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, VecDeque};
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use parking_lot::Mutex;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub(crate) use destination::Destinations;
@@ -33,14 +36,10 @@ pub use destination::{
     InvocationRecord,
 };
 
-use crate::error::{InvokeError, OutcomeKind, RetryHint, ThrottleReason};
-use crate::function::{FunctionInner, InvokeOptions};
-use crate::handler::{Invoker, RequestId};
-use crate::padded::Padded;
-use crate::retry::RetryPolicy;
+pub(crate) use queue::AsyncState;
 
-/// Events a worker takes from the queue per lock.
-const WORKER_BATCH: usize = 32;
+use crate::function::FunctionInner;
+use crate::handler::RequestId;
 
 /// How long the oldest queued event waits before `invoke_async` adds a worker for it.
 const SPAWN_AFTER: Duration = Duration::from_micros(50);
@@ -54,30 +53,6 @@ pub(crate) struct Queued<E> {
     pub(crate) attempts: u32,
 }
 
-struct Delayed<E> {
-    due: Instant,
-    seq: u64,
-    queued: Queued<E>,
-}
-
-impl<E> PartialEq for Delayed<E> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.due, self.seq) == (other.due, other.seq)
-    }
-}
-impl<E> Eq for Delayed<E> {}
-impl<E> PartialOrd for Delayed<E> {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl<E> Ord for Delayed<E> {
-    /// Reversed, so that the max-heap pops the earliest due first.
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        (other.due, other.seq).cmp(&(self.due, self.seq))
-    }
-}
-
 /// Why `invoke_async` refused an event; the event is handed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -89,6 +64,8 @@ pub enum RejectReason {
     },
     /// The runtime is shutting down.
     ShuttingDown,
+    /// The function was unregistered.
+    Unregistered,
 }
 
 /// An event `invoke_async` did not accept, handed back to the caller with the reason.
@@ -107,6 +84,7 @@ impl<E> std::fmt::Display for Rejected<E> {
                 write!(f, "async queue full ({capacity} pending events)")
             }
             RejectReason::ShuttingDown => f.write_str("runtime is shutting down"),
+            RejectReason::Unregistered => f.write_str("function was unregistered"),
         }
     }
 }
@@ -124,8 +102,11 @@ pub struct HandedBack {
     pub request_id: RequestId,
     /// Attempts already made.
     pub attempts: u32,
-    /// How it failed, if it did (no destination or dead-letter target took it); `None` for an
-    /// event that was still queued, waiting for a retry, or stopped mid-run.
+    /// How it ended, if it did, when the destination that should have taken it refused it or
+    /// was cut off by the end of the grace period: a failure no destination or dead-letter
+    /// target took, or `Success` for an event whose handler succeeded but whose on-success
+    /// record was cut off. `None` for an event that was still queued, waiting for a retry, or
+    /// stopped mid-run (its attempt not counted).
     pub condition: Option<Condition>,
     /// The last attempt's error, for a failed event.
     pub error: Option<ErrorInfo>,
@@ -144,20 +125,6 @@ impl HandedBack {
             Err(event) => Err(Box::new(Self { event, ..self })),
         }
     }
-}
-
-/// Counters of the async path.
-#[derive(Debug, Default)]
-pub(crate) struct AsyncCounters {
-    /// Written by producers; padded away from the workers' counters.
-    pub(crate) accepted: Padded<AtomicU64>,
-    pub(crate) retries: AtomicU64,
-    pub(crate) throttles: AtomicU64,
-    pub(crate) succeeded: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) delivered: AtomicU64,
-    pub(crate) delivery_failures: AtomicU64,
-    pub(crate) handed_back: AtomicU64,
 }
 
 /// A snapshot of a function's async queue.
@@ -191,157 +158,6 @@ pub struct AsyncMetrics {
     pub handed_back: u64,
 }
 
-/// The async queue of one function.
-pub(crate) struct AsyncState<E, O> {
-    ready: Padded<Mutex<VecDeque<Queued<E>>>>,
-    delayed: Mutex<BinaryHeap<Delayed<E>>>,
-    delayed_changed: Notify,
-    timer_started: AtomicBool,
-    delay_seq: AtomicU64,
-    /// Accepted and not finished: ready + delayed + running + being delivered.
-    pending: Padded<AtomicUsize>,
-    idle: Notify,
-    workers: AtomicUsize,
-    /// Workers awaiting a handler that did not finish on its first poll.
-    slow: AtomicUsize,
-    /// A delayed look at the backlog is scheduled (`kick_soon`).
-    kick_scheduled: AtomicBool,
-    /// Events kept for the host: stopped by the end of shutdown, or failed with no target
-    /// that would take them. Handed back at shutdown; they count against the capacity.
-    kept: Mutex<Vec<Kept<E>>>,
-    pub(crate) destinations: Destinations<E, O>,
-    pub(crate) retry: Arc<dyn RetryPolicy>,
-    pub(crate) counters: AsyncCounters,
-}
-
-impl<E, O> AsyncState<E, O> {
-    pub(crate) fn new(destinations: Destinations<E, O>, retry: Arc<dyn RetryPolicy>) -> Self {
-        Self {
-            ready: Padded(Mutex::new(VecDeque::new())),
-            delayed: Mutex::new(BinaryHeap::new()),
-            delayed_changed: Notify::new(),
-            timer_started: AtomicBool::new(false),
-            delay_seq: AtomicU64::new(0),
-            pending: Padded(AtomicUsize::new(0)),
-            idle: Notify::new(),
-            workers: AtomicUsize::new(0),
-            slow: AtomicUsize::new(0),
-            kick_scheduled: AtomicBool::new(false),
-            kept: Mutex::new(Vec::new()),
-            destinations,
-            retry,
-            counters: AsyncCounters::default(),
-        }
-    }
-
-    pub(crate) fn pending(&self) -> usize {
-        self.pending.load(Ordering::SeqCst)
-    }
-
-    /// Waits until no event is pending.
-    pub(crate) async fn until_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.pending() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn finish_one(&self) {
-        self.finish_many(1);
-    }
-
-    /// Counts `n` events finished; workers batch this so that the producer and the workers
-    /// do not bounce the `pending` cache line on every event.
-    fn finish_many(&self, n: usize) {
-        if n > 0 && self.pending.fetch_sub(n, Ordering::SeqCst) == n {
-            self.idle.notify_waiters();
-        }
-    }
-
-    pub(crate) fn metrics(&self) -> AsyncMetrics {
-        let now = Instant::now();
-        let (queue_depth, oldest_ready) = {
-            let ready = self.ready.lock();
-            (ready.len(), ready.front().map(|q| q.accepted_at))
-        };
-        let (waiting_retry, oldest_delayed) = {
-            let delayed = self.delayed.lock();
-            (
-                delayed.len(),
-                delayed.iter().map(|d| d.queued.accepted_at).min(),
-            )
-        };
-        let oldest = match (oldest_ready, oldest_delayed) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let c = &self.counters;
-        AsyncMetrics {
-            accepted: load(&c.accepted),
-            pending: self.pending(),
-            queue_depth,
-            waiting_retry,
-            oldest_event_age: oldest.map_or(Duration::ZERO, |t| now.saturating_duration_since(t)),
-            retries: load(&c.retries),
-            throttles: load(&c.throttles),
-            succeeded: load(&c.succeeded),
-            failed: load(&c.failed),
-            delivered: load(&c.delivered),
-            delivery_failures: load(&c.delivery_failures),
-            handed_back: load(&c.handed_back),
-        }
-    }
-}
-
-impl<E: Send + 'static, O> AsyncState<E, O> {
-    /// Takes every unfinished event out, for the host (after the workers have stopped).
-    pub(crate) fn hand_back(&self, function: &str) -> Vec<HandedBack> {
-        let unfinished = |queued| Kept {
-            queued,
-            failure: None,
-        };
-        let mut events: Vec<Kept<E>> = self.ready.lock().drain(..).map(unfinished).collect();
-        events.extend(self.delayed.lock().drain().map(|d| unfinished(d.queued)));
-        events.append(&mut self.kept.lock());
-        self.counters
-            .handed_back
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
-        events
-            .into_iter()
-            .map(|kept| {
-                self.finish_one();
-                let (condition, error) = kept.failure.unzip();
-                HandedBack {
-                    function: function.to_owned(),
-                    request_id: kept.queued.request_id,
-                    attempts: kept.queued.attempts,
-                    condition,
-                    error: error.flatten(),
-                    event: Box::new(kept.queued.event),
-                }
-            })
-            .collect()
-    }
-}
-
-/// An event kept for the host, with how it ended if it did.
-struct Kept<E> {
-    queued: Queued<E>,
-    failure: Option<(Condition, Option<ErrorInfo>)>,
-}
-
-/// What to do with an event after a failed attempt.
-enum Next {
-    Retry(Duration),
-    Fail(Condition),
-}
-
 impl<E, O> FunctionInner<E, O>
 where
     E: Clone + Send + Sync + 'static,
@@ -353,6 +169,12 @@ where
             return Err(Rejected {
                 event,
                 reason: RejectReason::ShuttingDown,
+            });
+        }
+        if self.is_closed() {
+            return Err(Rejected {
+                event,
+                reason: RejectReason::Unregistered,
             });
         }
         let state = &self.async_state;
@@ -376,7 +198,7 @@ where
         if self.config.max_concurrency == Some(0) {
             // Never invoked: straight to the failure path, as Lambda does.
             let this = Arc::clone(self);
-            self.shared.tasks.spawn(async move {
+            self.spawn(async move {
                 this.fail(queued, Condition::ZeroReservedConcurrency, None)
                     .await;
             });
@@ -384,6 +206,22 @@ where
         }
         let (depth, waited) = {
             let mut ready = state.ready.lock();
+            if state.sealed.load(Ordering::Relaxed) {
+                // The queue was handed back while this call passed the checks above: the
+                // event would never run nor be handed back, so it is refused instead.
+                drop(ready);
+                state.counters.accepted.fetch_sub(1, Ordering::Relaxed);
+                state.finish_one();
+                let reason = if self.is_closed() {
+                    RejectReason::Unregistered
+                } else {
+                    RejectReason::ShuttingDown
+                };
+                return Err(Rejected {
+                    event: queued.event,
+                    reason,
+                });
+            }
             ready.push_back(queued);
             let oldest = ready.front().map_or(accepted_at, |q| q.accepted_at);
             (ready.len(), accepted_at.saturating_duration_since(oldest))
@@ -409,8 +247,11 @@ where
             return;
         }
         let this = Arc::clone(self);
-        self.shared.tasks.spawn(async move {
-            tokio::time::sleep(SPAWN_AFTER).await;
+        self.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(SPAWN_AFTER) => {}
+                () = this.hard_stop.cancelled() => return,
+            }
             let state = &this.async_state;
             state.kick_scheduled.store(false, Ordering::SeqCst);
             let (depth, waited) = {
@@ -431,6 +272,9 @@ where
     /// look uses it once events have waited; arrivals do not, so that a steady stream to
     /// busy workers is not met with a new worker per event.
     fn kick(self: &Arc<Self>, depth: usize, past_slow: bool) {
+        if self.is_stopped() {
+            return;
+        }
         let state = &self.async_state;
         let cap = self
             .reserved
@@ -457,365 +301,9 @@ where
                 Err(seen) => workers = seen,
             }
         }
-        let this = Arc::clone(self);
-        self.shared.tasks.spawn(async move { this.worker().await });
-    }
-
-    /// Drains the queue: takes a permit and an instance, runs events until the queue is empty.
-    async fn worker(self: Arc<Self>) {
-        let state = &self.async_state;
-        let mut throttled = 0u32;
-        let mut batch: VecDeque<Queued<E>> = VecDeque::with_capacity(WORKER_BATCH);
-        // Successes not yet subtracted from `pending` (flushed per batch).
-        let mut done = 0;
-        'work: loop {
-            state.finish_many(std::mem::take(&mut done));
-            if self.shared.is_stopped() || (batch.is_empty() && state.ready.lock().is_empty()) {
-                break 'work;
-            }
-            let permit = match self.try_permit() {
-                Ok(permit) => permit,
-                Err(reason) => {
-                    throttled += 1;
-                    if !self.wait_after_throttle(reason, throttled).await {
-                        break 'work;
-                    }
-                    continue 'work;
-                }
-            };
-            self.counters.busy_enter();
-            let _busy = crate::function::BusyGuard(&self);
-            let (mut lease, mut init) = match self.lease_instance().await {
-                Ok(leased) => leased,
-                Err(InvokeError::Throttled(reason)) => {
-                    drop(permit);
-                    throttled += 1;
-                    if !self.wait_after_throttle(reason, throttled).await {
-                        break 'work;
-                    }
-                    continue 'work;
-                }
-                Err(error) => {
-                    // An init failure is a failed attempt of the next event, as in Lambda.
-                    let next = state.ready.lock().pop_front();
-                    if let Some(mut queued) = next {
-                        queued.attempts += 1;
-                        self.after_failure(queued, &error).await;
-                    }
-                    continue 'work;
-                }
-            };
-            throttled = 0;
-            let mut now = Instant::now();
-            loop {
-                if self.shared.is_stopped() {
-                    lease.release(now);
-                    break 'work;
-                }
-                if batch.is_empty() {
-                    state.finish_many(std::mem::take(&mut done));
-                    // Take a fair share of the backlog, so slow handlers spread over workers
-                    // and fast ones pay one lock per batch.
-                    let workers = state.workers.load(Ordering::Relaxed).max(1);
-                    let mut ready = state.ready.lock();
-                    let take = (ready.len() / workers)
-                        .clamp(1, WORKER_BATCH)
-                        .min(ready.len());
-                    batch.extend(ready.drain(..take));
-                }
-                let Some(mut queued) = batch.pop_front() else {
-                    lease.release(now);
-                    break 'work;
-                };
-                if self.expired(&queued, now) {
-                    self.fail(queued, Condition::EventAgeExceeded, None).await;
-                    continue;
-                }
-                queued.attempts += 1;
-                let options = InvokeOptions::default()
-                    .with_invoker(Invoker::AsyncQueue)
-                    .with_attempt(queued.attempts);
-                let run = self.run_on(
-                    &mut lease,
-                    queued.event.clone(),
-                    queued.request_id,
-                    options,
-                    init.take(),
-                    now,
-                );
-                tokio::pin!(run);
-                // A handler that does not finish on its first poll holds this worker for a
-                // while: count it as slow, and let the backlog have another worker at once.
-                let run = match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await
-                {
-                    Poll::Ready(run) => run,
-                    Poll::Pending => {
-                        state.slow.fetch_add(1, Ordering::SeqCst);
-                        // Hand the events taken with this one back, so that other workers
-                        // take them instead of waiting behind the slow handler.
-                        let depth = {
-                            let mut ready = state.ready.lock();
-                            while let Some(queued) = batch.pop_back() {
-                                ready.push_front(queued);
-                            }
-                            ready.len()
-                        };
-                        if depth > 0 {
-                            self.kick_soon();
-                        }
-                        let run = run.await;
-                        state.slow.fetch_sub(1, Ordering::SeqCst);
-                        run
-                    }
-                };
-                now = run.end;
-                match run.result {
-                    Ok(output) => {
-                        self.succeed(queued, output).await;
-                        done += 1;
-                    }
-                    Err(InvokeError::Cancelled) => {
-                        // Stopped by the end of shutdown: the attempt does not count.
-                        queued.attempts -= 1;
-                        state.kept.lock().push(Kept {
-                            queued,
-                            failure: None,
-                        });
-                    }
-                    Err(error) => self.after_failure(queued, &error).await,
-                }
-                if !run.sound {
-                    // The instance is discarded with the lease; get a fresh one.
-                    continue 'work;
-                }
-            }
-        }
-        state.finish_many(done);
-        // Events taken but not started go back to the front of the queue.
-        if !batch.is_empty() {
-            let mut ready = state.ready.lock();
-            while let Some(queued) = batch.pop_back() {
-                ready.push_front(queued);
-            }
-        }
-        let remaining = state.workers.fetch_sub(1, Ordering::SeqCst) - 1;
-        // An event pushed while this worker was leaving must not be stranded.
-        let depth = state.ready.lock().len();
-        if depth > remaining && !self.shared.is_stopped() {
-            self.kick(depth, false);
-        }
-    }
-
-    /// Backs off after a throttle; a returned permit ends the wait early. Returns false when
-    /// the runtime is stopping.
-    async fn wait_after_throttle(&self, reason: ThrottleReason, throttled: u32) -> bool {
-        self.async_state
-            .counters
-            .throttles
-            .fetch_add(1, Ordering::Relaxed);
-        self.counters.throttled(reason);
-        let delay = self.config.async_invoke.throttle_backoff.delay(throttled);
-        let limiter = match (&self.reserved, reason) {
-            (_, ThrottleReason::ScaleRate) => None,
-            (Some(limiter), _) => Some(limiter),
-            (None, _) => Some(&self.shared.unreserved),
-        };
-        let freed = async {
-            match limiter {
-                Some(limiter) => drop(limiter.acquire().await),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = tokio::time::sleep(delay) => true,
-            () = freed => true,
-            () = self.shared.hard_stop.cancelled() => false,
-        }
-    }
-
-    fn expired(&self, queued: &Queued<E>, at: Instant) -> bool {
-        at.saturating_duration_since(queued.accepted_at) > self.config.async_invoke.max_event_age
-    }
-
-    /// Decides and carries out what follows a failed attempt.
-    async fn after_failure(self: &Arc<Self>, queued: Queued<E>, error: &InvokeError) {
-        let next = match self.async_state.retry.retry(queued.attempts, error) {
-            Some(delay) => {
-                if self.expired(&queued, Instant::now() + delay) {
-                    Next::Fail(Condition::EventAgeExceeded)
-                } else {
-                    Next::Retry(delay)
-                }
-            }
-            None => {
-                let never = matches!(error, InvokeError::Function(e) if e.retry_hint() == RetryHint::Never)
-                    || !matches!(
-                        error.kind(),
-                        OutcomeKind::Error
-                            | OutcomeKind::Timeout
-                            | OutcomeKind::Panic
-                            | OutcomeKind::InitFailure
-                    );
-                Next::Fail(if never {
-                    Condition::NotRetryable
-                } else {
-                    Condition::RetriesExhausted
-                })
-            }
-        };
-        match next {
-            Next::Retry(delay) => self.schedule_retry(queued, delay),
-            Next::Fail(condition) => self.fail(queued, condition, Some(error.into())).await,
-        }
-    }
-
-    fn schedule_retry(self: &Arc<Self>, queued: Queued<E>, delay: Duration) {
-        let state = &self.async_state;
-        state.counters.retries.fetch_add(1, Ordering::Relaxed);
-        let due = Instant::now() + delay;
-        let seq = state.delay_seq.fetch_add(1, Ordering::Relaxed);
-        state.delayed.lock().push(Delayed { due, seq, queued });
-        state.delayed_changed.notify_one();
-        if !state.timer_started.swap(true, Ordering::SeqCst) {
-            let this = Arc::clone(self);
-            self.shared
-                .tasks
-                .spawn(async move { this.retry_timer().await });
-        }
-    }
-
-    /// Moves retries to the ready queue when they are due. Sleeps until the earliest is due,
-    /// parks when there is none; stops at the end of shutdown.
-    async fn retry_timer(self: Arc<Self>) {
-        let state = &self.async_state;
-        loop {
-            let now = Instant::now();
-            let mut due = Vec::new();
-            let next = {
-                let mut delayed = state.delayed.lock();
-                while delayed.peek().is_some_and(|d| d.due <= now) {
-                    if let Some(d) = delayed.pop() {
-                        due.push(d.queued);
-                    }
-                }
-                delayed.peek().map(|d| d.due)
-            };
-            if !due.is_empty() {
-                let depth = {
-                    let mut ready = state.ready.lock();
-                    ready.extend(due);
-                    ready.len()
-                };
-                self.kick(depth, false);
-            }
-            let changed = state.delayed_changed.notified();
-            tokio::select! {
-                () = changed => {}
-                () = async {
-                    match next {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                } => {}
-                () = self.shared.hard_stop.cancelled() => return,
-            }
-        }
-    }
-
-    /// Counts a success and delivers its record; the caller counts the event finished.
-    async fn succeed(&self, queued: Queued<E>, output: O) {
-        let state = &self.async_state;
-        state.counters.succeeded.fetch_add(1, Ordering::Relaxed);
-        if let Some(destination) = &state.destinations.on_success {
-            let record = self.record(&queued, Condition::Success, Some(output), None);
-            match destination.deliver(record).await {
-                Ok(()) => {
-                    state.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(refused) => {
-                    // The event succeeded; only its notification is lost, and it is logged.
-                    state
-                        .counters
-                        .delivery_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        function = %self.name,
-                        request_id = %queued.request_id,
-                        reason = %refused.reason,
-                        "on-success destination refused a record"
-                    );
-                }
-            }
-        }
-    }
-
-    /// The failure path: the on-failure destination, then the dead-letter target; an event
-    /// neither takes is kept and handed back at shutdown.
-    async fn fail(&self, queued: Queued<E>, condition: Condition, error: Option<ErrorInfo>) {
-        let state = &self.async_state;
-        state.counters.failed.fetch_add(1, Ordering::Relaxed);
-        let mut delivered = false;
-        if let Some(destination) = &state.destinations.on_failure {
-            let record = self.record(&queued, condition, None, error.clone());
-            match destination.deliver(record).await {
-                Ok(()) => delivered = true,
-                Err(refused) => {
-                    state
-                        .counters
-                        .delivery_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(function = %self.name, request_id = %queued.request_id,
-                        reason = %refused.reason, "on-failure destination refused a record");
-                }
-            }
-        }
-        if !delivered {
-            if let Some(dead_letter) = &state.destinations.dead_letter {
-                match dead_letter.send(queued.event.clone()).await {
-                    Ok(()) => delivered = true,
-                    Err(refused) => {
-                        state
-                            .counters
-                            .delivery_failures
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(function = %self.name, request_id = %queued.request_id,
-                            reason = %refused.reason, "dead-letter target refused an event");
-                    }
-                }
-            }
-        }
-        if delivered {
-            state.counters.delivered.fetch_add(1, Ordering::Relaxed);
-            state.finish_one();
-        } else {
-            // No target took it (none configured, or every one refused): keep it for the host
-            // rather than drop it, as Lambda would. It still counts against the queue capacity,
-            // so an ignored failure path shows up as backpressure, not as silent loss.
-            tracing::warn!(function = %self.name, request_id = %queued.request_id,
-                condition = ?condition, error = ?error, "async event failed; kept for the host");
-            state.kept.lock().push(Kept {
-                queued,
-                failure: Some((condition, error)),
-            });
-        }
-    }
-
-    fn record(
-        &self,
-        queued: &Queued<E>,
-        condition: Condition,
-        response: Option<O>,
-        error: Option<ErrorInfo>,
-    ) -> InvocationRecord<E, O> {
-        InvocationRecord {
-            request_id: queued.request_id,
-            function: self.name.clone(),
-            timestamp: SystemTime::now(),
-            condition,
-            approximate_invoke_count: queued.attempts,
-            request: queued.event.clone(),
-            response,
-            error,
-        }
+        // The worker is counted in by its guard, which goes with the task: a task dropped
+        // before it ever runs (its runtime going away) still counts the worker out.
+        let held = worker::WorkerGuard::new(Arc::clone(self));
+        self.spawn(async move { held.run().await });
     }
 }

@@ -19,6 +19,9 @@ pub mod limits {
     pub const MAX_MEMORY_MB: u32 = 10_240;
     /// Longest init phase (Lambda: 10 s).
     pub const MAX_INIT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Most provisioned instances (the largest runtime concurrency limit); a function without
+    /// `max_concurrency` is also held to its runtime's `concurrency_limit`.
+    pub const MAX_MIN_INSTANCES: u32 = 1_000_000;
 }
 
 /// How fast a function may add instances: a token bucket of `instances` tokens refilled
@@ -97,6 +100,20 @@ impl AsyncConfig {
                 "60s..=6h",
             ));
         }
+        // Every constructor of `Backoff` validates; checked again so that no value that
+        // passes here can fail at run time.
+        self.retry_backoff.validate().map_err(|e| ConfigError {
+            scope: "function",
+            field: "retry_backoff",
+            allowed: format!("{} = {} within {}", e.field, e.value, e.allowed),
+            value: format!("{:?}", self.retry_backoff),
+        })?;
+        self.throttle_backoff.validate().map_err(|e| ConfigError {
+            scope: "function",
+            field: "throttle_backoff",
+            allowed: format!("{} = {} within {}", e.field, e.value, e.allowed),
+            value: format!("{:?}", self.throttle_backoff),
+        })?;
         Ok(())
     }
 }
@@ -152,7 +169,8 @@ pub struct FunctionConfig {
     /// every invocation.
     pub max_concurrency: Option<u32>,
     /// Provisioned concurrency: instances initialised at registration and never reaped
-    /// (default 0; at most `max_concurrency` when that is set).
+    /// (default 0; at most `max_concurrency` when that is set, and otherwise at most the
+    /// runtime's `concurrency_limit`).
     pub min_instances: u32,
     /// How long an idle instance is kept warm before it is reaped (1 ms..=24 h, default 5 min).
     pub idle_timeout: Duration,
@@ -297,6 +315,13 @@ impl FunctionConfig {
                     &format!("0..=max_concurrency ({max})"),
                 );
             }
+        } else if self.min_instances > limits::MAX_MIN_INSTANCES {
+            // The runtime checks it against its own concurrency limit at registration.
+            return err(
+                "min_instances",
+                &self.min_instances,
+                "0..=1000000 (and at most the runtime's concurrency_limit)",
+            );
         }
         if !(Duration::from_millis(1)..=Duration::from_secs(86_400)).contains(&self.idle_timeout) {
             return err("idle_timeout", &self.idle_timeout, "1ms..=24h");

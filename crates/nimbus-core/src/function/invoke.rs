@@ -17,10 +17,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::FunctionInner;
+use crate::concurrency::Permit;
 use crate::error::{InitFailure, InvokeError, OutcomeKind, ThrottleReason};
 use crate::handler::{Context, Handler, InitContext, Invoker, RequestId};
 use crate::instance::Lease;
 use crate::metering::{self, UsageReport};
+use crate::metrics::{CLOSED, RETIRED};
 
 /// Options of one invocation.
 #[derive(Debug, Clone, Default)]
@@ -85,7 +87,7 @@ enum Ran<T> {
 }
 
 /// Polls a future inside `catch_unwind`, turning a panic into a value.
-struct CatchUnwind<F>(F);
+pub(crate) struct CatchUnwind<F>(pub(crate) F);
 
 impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, String>;
@@ -117,15 +119,17 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
         let Some(_in_flight) = self.shared.gate.enter() else {
             return Invocation::refused(InvokeError::ShuttingDown);
         };
-        let _permit = match self.try_permit() {
+        let permit = match self.try_permit() {
             Ok(permit) => permit,
+            Err(_) if self.is_closed() => return Invocation::refused(self.unregistered()),
             Err(reason) => {
                 self.counters.throttled(reason);
                 return Invocation::refused(InvokeError::Throttled(reason));
             }
         };
-        self.counters.busy_enter();
-        let _busy = BusyGuard(self);
+        let Some(_active) = self.activate(permit, false) else {
+            return Invocation::refused(self.unregistered());
+        };
 
         let (mut lease, init_duration) = match self.lease_instance().await {
             Ok(leased) => leased,
@@ -155,7 +159,7 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
     }
 
     /// A permit from the function's reservation, or from the runtime's unreserved pool.
-    pub(crate) fn try_permit(&self) -> Result<crate::concurrency::Permit<'_>, ThrottleReason> {
+    pub(crate) fn try_permit(&self) -> Result<Permit<'_>, ThrottleReason> {
         match &self.reserved {
             Some(limiter) => limiter.try_acquire().ok_or(ThrottleReason::FunctionLimit),
             None => self
@@ -308,11 +312,11 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
                     cancel.cancel();
                     return Ran::TimedOut;
                 }
-                () = self.shared.hard_stop.cancelled() => {
+                () = self.hard_stop.cancelled() => {
                     cancel.cancel();
                     return Ran::Cancelled;
                 }
-                () = self.shared.shutting_down.cancelled(), if !told_of_shutdown => {
+                () = self.stopped.cancelled(), if !told_of_shutdown => {
                     // Tell the handler; it keeps running until the grace period ends.
                     told_of_shutdown = true;
                     cancel.cancel();
@@ -333,14 +337,20 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
             provisioned,
         };
         let start = Instant::now();
-        let init = tokio::time::timeout(
-            self.config.init_timeout,
-            CatchUnwind(self.factory.init(ctx)),
-        );
+        // The factory is user code from its first instruction: a panic before it returns its
+        // future is an init failure too.
+        let init = match catch_unwind(AssertUnwindSafe(|| self.factory.init(ctx))) {
+            Ok(init) => init,
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                return Err(InvokeError::Init(InitFailure::Panic(message)));
+            }
+        };
+        let init = tokio::time::timeout(self.config.init_timeout, CatchUnwind(init));
         let outcome = tokio::select! {
             biased;
             outcome = init => outcome,
-            () = self.shared.hard_stop.cancelled() => {
+            () = self.hard_stop.cancelled() => {
                 self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
                 return Err(InvokeError::Cancelled);
             }
@@ -361,11 +371,44 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
     }
 }
 
-/// Counts the invocation out of the function's busy gauge however it ends.
-pub(crate) struct BusyGuard<'a, E, O>(pub(crate) &'a FunctionInner<E, O>);
+/// An invocation counted in its function's busy gauge, holding its permit. Dropped, it returns
+/// the permit first and then counts the invocation out, so that the last one out of a retired
+/// function knows that every permit of the function is back.
+pub(crate) struct Active<'a, E, O> {
+    function: &'a FunctionInner<E, O>,
+    permit: Option<Permit<'a>>,
+}
 
-impl<E, O> Drop for BusyGuard<'_, E, O> {
+impl<E, O> Drop for Active<'_, E, O> {
     fn drop(&mut self) {
-        self.0.counters.busy_leave();
+        drop(self.permit.take());
+        let flags = self.function.counters.busy_leave();
+        if flags != 0 {
+            self.function.last_out(flags);
+        }
+    }
+}
+
+impl<E, O> FunctionInner<E, O> {
+    /// Counts an invocation holding `permit` in, unless the function is closed to it: a
+    /// `worker` of the async queue runs until the function is retired, a caller only until it
+    /// is closed.
+    pub(crate) fn activate<'a>(
+        &'a self,
+        permit: Permit<'a>,
+        worker: bool,
+    ) -> Option<Active<'a, E, O>> {
+        let flags = self.counters.busy_enter();
+        let active = Active {
+            function: self,
+            permit: Some(permit),
+        };
+        let refused = if worker { RETIRED } else { CLOSED | RETIRED };
+        (flags & refused == 0).then_some(active)
+    }
+
+    /// The error of an invocation refused because the function was unregistered.
+    pub(crate) fn unregistered(&self) -> InvokeError {
+        InvokeError::Unregistered(self.name.to_string())
     }
 }

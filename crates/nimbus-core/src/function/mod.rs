@@ -2,29 +2,32 @@
 //! [`FunctionHandle`] that invokes it.
 
 mod config;
+mod erased;
+mod handle;
 mod invoke;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{limits, AsyncConfig, BillingGranularity, FunctionConfig, ScaleRate};
-pub(crate) use invoke::BusyGuard;
+pub use handle::FunctionHandle;
+pub(crate) use invoke::{panic_message, CatchUnwind};
 pub use invoke::{Invocation, InvokeOptions};
 
-use crate::async_invoke::{
-    AsyncMetrics, AsyncState, DeadLetter, Destination, Destinations, HandedBack, Rejected,
-};
+use crate::async_invoke::{AsyncState, DeadLetter, Destination, Destinations, Rejected};
 use crate::concurrency::{Limiter, TokenBucket};
 use crate::error::{InitFailure, InvokeError};
 use crate::handler::RequestId;
-use crate::handler::{CloneFactory, Handler, InstanceFactory, Invoker};
+use crate::handler::{CloneFactory, Handler, InstanceFactory};
 use crate::instance::Pool;
-use crate::metering::Usage;
-use crate::metrics::{FunctionCounters, FunctionMetrics};
+use crate::metrics::FunctionCounters;
+use crate::padded::Padded;
 use crate::retry::{Backoff, Retries, RetryPolicy};
-use crate::runtime::{AnyFunction, BoxFuture, Shared};
+use crate::runtime::Shared;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A function to register: a name, an instance factory (the init phase) and a configuration.
 ///
@@ -255,6 +258,15 @@ where
     }
 }
 
+/// Where unregister has got to.
+#[derive(Debug, Default)]
+struct Lifecycle {
+    /// Set when unregister begins: new invocations are refused.
+    closed: AtomicBool,
+    /// Set with `hard_stop` by unregister; a plain flag for hot loops.
+    halted: AtomicBool,
+}
+
 /// A registered function's state, shared by its handles and the registry.
 pub(crate) struct FunctionInner<E, O> {
     pub(crate) name: Arc<str>,
@@ -267,7 +279,20 @@ pub(crate) struct FunctionInner<E, O> {
     pub(crate) scale: TokenBucket,
     pub(crate) counters: FunctionCounters,
     pub(crate) instance_seq: AtomicU64,
+    /// Fires when the function stops taking work (shutdown begins, or unregister): handlers
+    /// are told, the reaper stops.
     pub(crate) stopped: CancellationToken,
+    /// Fires when the grace period ends (the runtime's, or this function's unregister grace):
+    /// running invocations are dropped, async workers, timers and deliveries stop.
+    pub(crate) hard_stop: CancellationToken,
+    /// Unregister's flags, read on every invocation and written once: on a line of their own.
+    lifecycle: Padded<Lifecycle>,
+    /// Notified when the last invocation leaves a closed function.
+    drained: Notify,
+    /// The function's own tasks (async workers, timers, reaper), also tracked by the runtime.
+    tasks: TaskTracker,
+    /// The reservation went back to the runtime's pool (at most once).
+    reservation_returned: AtomicBool,
     pub(crate) async_state: AsyncState<E, O>,
     json: Option<JsonCodec<E, O>>,
 }
@@ -299,6 +324,11 @@ impl<E, O> FunctionInner<E, O> {
             reserved: config.max_concurrency.map(|max| Limiter::new(max as usize)),
             scale: TokenBucket::new(config.scale_rate.instances, config.scale_rate.per),
             stopped: shared.shutting_down.child_token(),
+            hard_stop: shared.hard_stop.child_token(),
+            lifecycle: Padded::default(),
+            drained: Notify::new(),
+            tasks: TaskTracker::new(),
+            reservation_returned: AtomicBool::new(false),
             name: Arc::from(name.as_str()),
             config,
             factory,
@@ -311,10 +341,62 @@ impl<E, O> FunctionInner<E, O> {
     }
 }
 
+impl<E, O> FunctionInner<E, O> {
+    /// Whether the grace period of the runtime, or of this function's unregister, has ended.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.shared.is_stopped() || self.lifecycle.halted.load(Ordering::Acquire)
+    }
+
+    /// Whether unregister has begun.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lifecycle.closed.load(Ordering::Acquire)
+    }
+
+    /// Spawns a task of this function, tracked by the function and by the runtime.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.shared.tasks.spawn(self.tasks.track_future(task));
+    }
+
+    /// The last invocation left a closed function; `flags` are those it found.
+    pub(crate) fn last_out(&self, flags: usize) {
+        self.drained.notify_waiters();
+        if flags & crate::metrics::RETIRED != 0 {
+            self.return_reservation();
+        }
+    }
+
+    /// Gives the function's reservation back to the runtime's pool, once.
+    fn return_reservation(&self) {
+        if let Some(amount) = self.config.max_concurrency {
+            if !self.reservation_returned.swap(true, Ordering::AcqRel) {
+                self.shared.unreserve(amount);
+            }
+        }
+    }
+
+    /// Waits until no invocation is counted in (only once the function is closed).
+    async fn until_not_busy(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.counters.busy() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
-    /// Initialises the provisioned instances.
+    /// Initialises the provisioned instances, yielding between them so that a caller's
+    /// timeout can fire however many there are.
     pub(crate) async fn provision(&self) -> Result<(), InitFailure> {
         for _ in 0..self.config.min_instances {
+            tokio::task::yield_now().await;
             match self.init_instance(true).await {
                 Ok((instance, _)) => self.pool.add_idle(instance),
                 Err(InvokeError::Init(failure)) => return Err(failure),
@@ -331,172 +413,11 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
 
     pub(crate) fn start_reaper(self: &Arc<Self>) {
         let this = Arc::clone(self);
-        self.shared.tasks.spawn(async move {
+        self.spawn(async move {
             let min = this.config.min_instances as usize;
             this.pool
                 .reap(min, this.config.idle_timeout, &this.stopped)
                 .await;
         });
-    }
-}
-
-impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
-    fn config(&self) -> &FunctionConfig {
-        &self.config
-    }
-
-    fn invoke_json(
-        &self,
-        event: serde_json::Value,
-        invoker: Invoker,
-    ) -> BoxFuture<'_, Result<serde_json::Value, InvokeError>> {
-        Box::pin(async move {
-            let Some(codec) = &self.json else {
-                return Err(InvokeError::NotJson(self.name.to_string()));
-            };
-            let event = (codec.decode)(&event).map_err(|e| {
-                InvokeError::Payload(format!("cannot decode the event for `{}`: {e}", self.name))
-            })?;
-            let output = self
-                .invoke(event, InvokeOptions::default().with_invoker(invoker))
-                .await
-                .result?;
-            (codec.encode)(output).map_err(|e| {
-                InvokeError::Payload(format!("cannot encode the output of `{}`: {e}", self.name))
-            })
-        })
-    }
-
-    fn metrics(&self) -> FunctionMetrics {
-        self.counters.snapshot(self.pool.live(), self.pool.idle())
-    }
-
-    fn async_metrics(&self) -> AsyncMetrics {
-        self.async_state.metrics()
-    }
-
-    fn usage(&self) -> Usage {
-        self.counters
-            .usage(self.config.memory_mb, &self.shared.config.prices)
-    }
-
-    fn stop(&self) -> usize {
-        self.stopped.cancel();
-        self.pool.clear()
-    }
-
-    fn invoke_async_json(
-        self: Arc<Self>,
-        event: serde_json::Value,
-    ) -> Result<RequestId, crate::runtime::AsyncInvokeError> {
-        use crate::runtime::AsyncInvokeError;
-        let Some(codec) = &self.json else {
-            return Err(AsyncInvokeError::NotJson(self.name.to_string()));
-        };
-        let decoded = (codec.decode)(&event).map_err(|e| {
-            AsyncInvokeError::Payload(format!("cannot decode the event for `{}`: {e}", self.name))
-        })?;
-        (codec.invoke_async)(&self, decoded).map_err(|rejected| AsyncInvokeError::Rejected {
-            event,
-            reason: rejected.reason,
-        })
-    }
-
-    fn async_idle(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.async_state.until_idle())
-    }
-
-    fn hand_back(&self) -> Vec<HandedBack> {
-        self.async_state.hand_back(&self.name)
-    }
-}
-
-impl<E, O> FunctionHandle<E, O>
-where
-    E: Clone + Send + Sync + 'static,
-    O: Send + 'static,
-{
-    /// Invokes the function asynchronously (Lambda's `Event` type): the event is queued and the
-    /// request id returned at once. Failed attempts are retried; the outcome goes to the
-    /// destinations configured on the function.
-    ///
-    /// # Errors
-    ///
-    /// [`Rejected`] hands the event back when the queue is full or the runtime is shutting down.
-    pub fn invoke_async(&self, event: E) -> Result<RequestId, Rejected<E>> {
-        self.inner.invoke_async(event)
-    }
-}
-
-/// A typed handle to a registered function; cloning it is cheap.
-pub struct FunctionHandle<E, O> {
-    inner: Arc<FunctionInner<E, O>>,
-}
-
-impl<E, O> Clone for FunctionHandle<E, O> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: Arc::clone(&self.inner),
-        }
-    }
-}
-
-impl<E, O> std::fmt::Debug for FunctionHandle<E, O> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FunctionHandle")
-            .field("name", &self.inner.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
-    pub(crate) fn new(inner: Arc<FunctionInner<E, O>>) -> Self {
-        Self { inner }
-    }
-
-    /// The function's name.
-    pub fn name(&self) -> &str {
-        &self.inner.name
-    }
-
-    /// The function's configuration.
-    pub fn config(&self) -> &FunctionConfig {
-        &self.inner.config
-    }
-
-    /// Invokes the function synchronously (Lambda's `RequestResponse`): runs the event on a warm
-    /// or new instance and returns the output. No capacity is [`InvokeError::Throttled`] at once.
-    ///
-    /// The handler runs on the caller's task. Dropping this future cancels the invocation and
-    /// discards its instance.
-    ///
-    /// # Errors
-    ///
-    /// Every outcome but success; see [`InvokeError`].
-    pub async fn invoke(&self, event: E) -> Result<O, InvokeError> {
-        self.inner
-            .invoke(event, InvokeOptions::default())
-            .await
-            .result
-    }
-
-    /// Invokes with options, returning the outcome and its usage report.
-    pub async fn invoke_with(&self, event: E, options: InvokeOptions) -> Invocation<O> {
-        self.inner.invoke(event, options).await
-    }
-
-    /// A snapshot of the function's metrics.
-    pub fn metrics(&self) -> FunctionMetrics {
-        self.inner.metrics()
-    }
-
-    /// A snapshot of the function's async queue.
-    pub fn async_metrics(&self) -> AsyncMetrics {
-        self.inner.async_state.metrics()
-    }
-
-    /// The function's accumulated usage and estimated cost.
-    pub fn usage(&self) -> Usage {
-        self.inner.usage()
     }
 }

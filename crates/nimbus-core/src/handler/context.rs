@@ -77,13 +77,17 @@ pub struct Context {
 
 impl Context {
     /// A context for calling a handler directly, outside a runtime (tests, benches):
-    /// request id 0, 128 MB, a deadline `timeout` from now, first attempt, invoked by the host.
+    /// request id 0, 128 MB, a deadline `timeout` from now (saturating: `Duration::MAX` is a
+    /// deadline decades away), first attempt, invoked by the host.
     pub fn detached(function_name: &str, timeout: Duration) -> Self {
+        let now = Instant::now();
         Self {
             request_id: RequestId(0),
             function_name: Arc::from(function_name),
             memory_mb: 128,
-            deadline: Instant::now() + timeout,
+            deadline: now
+                .checked_add(timeout)
+                .unwrap_or_else(crate::runtime::far_future),
             attempt: 1,
             invoker: Invoker::Host,
             cancel: Arc::new(CancellationToken::new()),

@@ -39,6 +39,8 @@ struct PoolState<E, O> {
     /// The reaper is parked waiting for a notification (set and read under the lock, so a
     /// wake-up cannot fall between its check and its wait).
     reaper_parked: bool,
+    /// The function is gone (shutdown, unregister): instances given back are dropped.
+    closed: bool,
 }
 
 /// The instances of one function.
@@ -64,6 +66,7 @@ impl<E, O> Default for Pool<E, O> {
             state: Mutex::new(PoolState {
                 idle: VecDeque::new(),
                 reaper_parked: false,
+                closed: false,
             }),
             live: AtomicUsize::new(0),
             wake_reaper: Notify::new(),
@@ -107,6 +110,12 @@ impl<E, O> Pool<E, O> {
     fn put_back(&self, slot: Slot<E, O>, now: Instant) {
         let idle = Idle { slot, since: now };
         let mut state = self.state.lock();
+        if state.closed {
+            drop(state);
+            self.discard();
+            drop_quietly(idle);
+            return;
+        }
         state.idle.push_back(idle);
         if state.reaper_parked {
             state.reaper_parked = false;
@@ -118,11 +127,18 @@ impl<E, O> Pool<E, O> {
         self.live.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Drops every idle instance (shutdown, unregister).
-    pub(crate) fn clear(&self) -> usize {
-        let drained: Vec<_> = self.state.lock().idle.drain(..).collect();
+    /// Drops every idle instance, and from now on every instance given back (shutdown,
+    /// unregister). Returns how many were dropped now.
+    pub(crate) fn close(&self) -> usize {
+        let drained: Vec<_> = {
+            let mut state = self.state.lock();
+            state.closed = true;
+            state.idle.drain(..).collect()
+        };
         self.live.fetch_sub(drained.len(), Ordering::Relaxed);
-        drained.len()
+        let dropped = drained.len();
+        drop_quietly(drained);
+        dropped
     }
 
     /// Reaps idle instances until `stop` fires, keeping at least `min` alive.
@@ -176,7 +192,7 @@ impl<E, O> Pool<E, O> {
             }
         }
         // Instances are dropped outside the lock: their destructors are user code.
-        drop(reaped);
+        drop_quietly(reaped);
     }
 }
 
@@ -219,8 +235,17 @@ impl<E, O> Lease<'_, E, O> {
 
 impl<E, O> Drop for Lease<'_, E, O> {
     fn drop(&mut self) {
-        if self.slot.take().is_some() {
+        if let Some(slot) = self.slot.take() {
             self.pool.discard();
+            drop_quietly(slot);
         }
+    }
+}
+
+/// Drops instances, whose destructors are user code, without letting a panic in one unwind
+/// into the runtime's books.
+fn drop_quietly<T>(value: T) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(value))).is_err() {
+        tracing::warn!("an instance panicked while being dropped");
     }
 }

@@ -44,16 +44,45 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Set in the busy word once the function refuses new invocations (unregister has begun).
+pub(crate) const CLOSED: usize = 1 << (usize::BITS - 1);
+/// Set in the busy word once the function is retired: its async workers stop too.
+pub(crate) const RETIRED: usize = 1 << (usize::BITS - 2);
+/// The count of the busy word.
+const COUNT: usize = RETIRED - 1;
+
 impl FunctionCounters {
-    pub(crate) fn busy_enter(&self) {
-        let now = self.busy.fetch_add(1, Ordering::Relaxed) + 1;
+    /// Counts an invocation in; returns the function's flags ([`CLOSED`], [`RETIRED`]) as the
+    /// count found them. The caller that finds a flag it must obey leaves at once. One atomic
+    /// operation serves the busy gauge and the retirement check.
+    pub(crate) fn busy_enter(&self) -> usize {
+        let before = self.busy.fetch_add(1, Ordering::AcqRel);
+        let now = (before & COUNT) + 1;
         if now > self.peak_busy.load(Ordering::Relaxed) {
             self.peak_busy.fetch_max(now, Ordering::Relaxed);
         }
+        before & !COUNT
     }
 
-    pub(crate) fn busy_leave(&self) {
-        self.busy.fetch_sub(1, Ordering::Relaxed);
+    /// Counts an invocation out; returns the flags when it was the last one out of a closed
+    /// function (and 0 otherwise).
+    pub(crate) fn busy_leave(&self) -> usize {
+        let before = self.busy.fetch_sub(1, Ordering::AcqRel);
+        if before & COUNT == 1 {
+            before & !COUNT
+        } else {
+            0
+        }
+    }
+
+    /// Sets `flag` in the busy word; returns the count of invocations in at that moment.
+    pub(crate) fn busy_flag(&self, flag: usize) -> usize {
+        self.busy.fetch_or(flag, Ordering::AcqRel) & COUNT
+    }
+
+    /// Invocations counted in now.
+    pub(crate) fn busy(&self) -> usize {
+        self.busy.load(Ordering::Acquire) & COUNT
     }
 
     pub(crate) fn throttled(&self, reason: ThrottleReason) {
@@ -205,7 +234,7 @@ impl FunctionCounters {
             throttled_runtime_limit: self.sum(|t| &t.throttled_runtime),
             throttled_scale_rate: self.sum(|t| &t.throttled_scale),
             cold_starts: self.sum(|t| &t.cold_starts),
-            concurrency: self.busy.load(Ordering::Relaxed),
+            concurrency: self.busy(),
             peak_concurrency: self.peak_busy.load(Ordering::Relaxed),
             instances,
             instances_idle,

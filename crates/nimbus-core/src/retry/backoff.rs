@@ -4,6 +4,13 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 
+/// Shortest first delay.
+const MIN_INITIAL: Duration = Duration::from_millis(1);
+/// Longest first delay.
+const MAX_INITIAL: Duration = Duration::from_secs(3_600);
+/// Longest delay.
+const MAX_MAX: Duration = Duration::from_secs(86_400);
+
 /// Exponential backoff: the `n`th delay is `initial × multiplier^(n-1)`, capped at `max`, then
 /// shortened by a random fraction of up to `jitter` (0.0 = exact, 0.2 = up to 20 % shorter).
 ///
@@ -40,37 +47,67 @@ impl Backoff {
         max: Duration,
         jitter: f64,
     ) -> Result<Self, ConfigError> {
-        let err = |field, value: &dyn std::fmt::Debug, allowed: &str| {
-            Err(ConfigError::new("backoff", field, value, allowed))
-        };
-        if !(Duration::from_millis(1)..=Duration::from_secs(3_600)).contains(&initial) {
-            return err("initial", &initial, "1ms..=1h");
-        }
-        if !(1.0..=10.0).contains(&multiplier) {
-            return err("multiplier", &multiplier, "1.0..=10.0");
-        }
-        if !(initial..=Duration::from_secs(86_400)).contains(&max) {
-            return err("max", &max, "initial..=24h");
-        }
-        if !(0.0..=1.0).contains(&jitter) {
-            return err("jitter", &jitter, "0.0..=1.0");
-        }
-        Ok(Self {
+        let backoff = Self {
             initial,
             multiplier,
             max,
             jitter,
-        })
+        };
+        backoff.validate()?;
+        Ok(backoff)
     }
 
     /// The same delay every time, without jitter.
-    pub fn fixed(delay: Duration) -> Self {
-        Self {
+    ///
+    /// # Errors
+    ///
+    /// `delay` outside 1 ms..=1 h (the range of [`Backoff::new`]'s `initial`), naming the
+    /// field `delay`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nimbus_core::Backoff;
+    ///
+    /// assert_eq!(Backoff::fixed(Duration::from_secs(5))?.delay(3), Duration::from_secs(5));
+    /// assert_eq!(Backoff::fixed(Duration::MAX).unwrap_err().field, "delay");
+    /// # Ok::<(), nimbus_core::ConfigError>(())
+    /// ```
+    pub fn fixed(delay: Duration) -> Result<Self, ConfigError> {
+        if !(MIN_INITIAL..=MAX_INITIAL).contains(&delay) {
+            return Err(ConfigError::new("backoff", "delay", delay, "1ms..=1h"));
+        }
+        Ok(Self {
             initial: delay,
             multiplier: 1.0,
             max: delay,
             jitter: 0.0,
+        })
+    }
+
+    /// Checks every field against its range (as [`Backoff::new`] does); every constructor
+    /// validates, so this holds for any `Backoff`. Configurations that hold one check it again
+    /// when they are validated.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] of scope `backoff` naming the first field out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field, value: &dyn std::fmt::Debug, allowed: &str| {
+            Err(ConfigError::new("backoff", field, value, allowed))
+        };
+        if !(MIN_INITIAL..=MAX_INITIAL).contains(&self.initial) {
+            return err("initial", &self.initial, "1ms..=1h");
         }
+        if !(1.0..=10.0).contains(&self.multiplier) {
+            return err("multiplier", &self.multiplier, "1.0..=10.0");
+        }
+        if !(self.initial..=MAX_MAX).contains(&self.max) {
+            return err("max", &self.max, "initial..=24h");
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return err("jitter", &self.jitter, "0.0..=1.0");
+        }
+        Ok(())
     }
 
     /// Lambda's async retry delays: 1 min, then 2 min, up to 20 % shorter.
@@ -103,14 +140,15 @@ impl Backoff {
         } else {
             capped
         };
-        Duration::from_secs_f64(shortened)
+        // Validation keeps this in range; saturate rather than panic all the same.
+        Duration::try_from_secs_f64(shortened).unwrap_or(self.max)
     }
 
     /// The longest delay this backoff can produce for retry `n` (before jitter).
     pub fn ceiling(&self, n: u32) -> Duration {
         let exponent = i32::try_from(n.saturating_sub(1)).unwrap_or(i32::MAX);
         let grown = self.initial.as_secs_f64() * self.multiplier.powi(exponent);
-        Duration::from_secs_f64(grown.min(self.max.as_secs_f64()))
+        Duration::try_from_secs_f64(grown.min(self.max.as_secs_f64())).unwrap_or(self.max)
     }
 }
 
@@ -144,6 +182,15 @@ mod tests {
             prop_assert!(delay <= ceiling + Duration::from_nanos(1));
             prop_assert!(delay.as_secs_f64() >= ceiling.as_secs_f64() * (1.0 - jitter) - 1e-9);
         }
+    }
+
+    #[test]
+    fn fixed_validates_its_delay() {
+        assert_eq!(Backoff::fixed(Duration::ZERO).unwrap_err().field, "delay");
+        assert_eq!(Backoff::fixed(Duration::MAX).unwrap_err().field, "delay");
+        let fixed = Backoff::fixed(Duration::from_secs(3_600)).unwrap();
+        assert_eq!(fixed.delay(u32::MAX), Duration::from_secs(3_600));
+        assert!(fixed.validate().is_ok());
     }
 
     #[test]

@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn stops_after_max_retries_and_obeys_hints() {
-        let policy = Retries::new(2, Backoff::fixed(Duration::from_secs(5))).unwrap();
+        let policy = Retries::new(2, Backoff::fixed(Duration::from_secs(5)).unwrap()).unwrap();
         let error = || InvokeError::Function(FunctionError::msg("x"));
         assert_eq!(policy.retry(1, &error()), Some(Duration::from_secs(5)));
         assert_eq!(policy.retry(2, &error()), Some(Duration::from_secs(5)));

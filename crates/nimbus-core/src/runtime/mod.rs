@@ -4,6 +4,7 @@
 mod attachment;
 mod config;
 mod gate;
+mod stop;
 
 use std::any::Any;
 use std::future::Future;
@@ -22,11 +23,12 @@ use tokio_util::task::TaskTracker;
 pub use attachment::{Attachment, AttachmentStop, ATTACHMENT_STOP_SLACK};
 pub use config::RuntimeConfig;
 pub(crate) use gate::Gate;
+pub use stop::{ShutdownReport, UnregisterReport, SHUTDOWN_SLACK};
 
 use crate::async_invoke::{HandedBack, RejectReason, Rejected};
 use crate::concurrency::Limiter;
 use crate::error::{ConfigError, InvokeError, RegisterError};
-use crate::function::{Function, FunctionConfig, FunctionHandle, FunctionInner, JsonCodec};
+use crate::function::{Function, FunctionHandle, FunctionInner, JsonCodec};
 use crate::handler::{Invoker, RequestId};
 use crate::metering::Usage;
 use crate::metrics::FunctionMetrics;
@@ -88,7 +90,7 @@ impl Shared {
         Ok(())
     }
 
-    fn unreserve(&self, amount: u32) {
+    pub(crate) fn unreserve(&self, amount: u32) {
         let mut reserved = self.reserved_total.lock();
         *reserved -= u64::from(amount);
         let limit = u64::from(self.config.concurrency_limit);
@@ -97,9 +99,23 @@ impl Shared {
     }
 }
 
+/// A reservation taken for a registration in progress; given back unless the registration
+/// completes (clears `amount`).
+struct Reservation<'a> {
+    shared: &'a Shared,
+    amount: Option<u32>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(amount) = self.amount.take() {
+            self.shared.unreserve(amount);
+        }
+    }
+}
+
 /// What every registered function offers, whatever its event and output types.
 pub(crate) trait AnyFunction: Send + Sync + 'static {
-    fn config(&self) -> &FunctionConfig;
     fn invoke_json(
         &self,
         event: serde_json::Value,
@@ -108,8 +124,23 @@ pub(crate) trait AnyFunction: Send + Sync + 'static {
     fn metrics(&self) -> FunctionMetrics;
     fn async_metrics(&self) -> crate::AsyncMetrics;
     fn usage(&self) -> Usage;
-    /// Stops the reaper and drops idle instances; returns how many were dropped.
+    /// Stops the reaper and drops idle instances (and any given back later); returns how many
+    /// were dropped now.
     fn stop(&self) -> usize;
+    /// Unregister begins: refuse new invocations, tell running handlers. Returns how many
+    /// invocations were in flight.
+    fn close(&self) -> usize;
+    /// Resolves when no invocation runs and no async event is pending.
+    fn drained(&self) -> BoxFuture<'_, ()>;
+    /// The unregister grace has ended: cancel what runs, stop the function's tasks; the
+    /// reservation returns with the last permit.
+    fn halt(&self);
+    /// Resolves when nothing of the function runs any more.
+    fn quiesced(&self) -> BoxFuture<'_, ()>;
+    /// Invocations of the function cancelled so far.
+    fn cancelled(&self) -> u64;
+    /// Whether the function holds no reservation any more.
+    fn reservation_returned(&self) -> bool;
     fn invoke_async_json(
         self: Arc<Self>,
         event: serde_json::Value,
@@ -199,27 +230,6 @@ impl Default for Runtime {
     fn default() -> Self {
         Self::new(RuntimeConfig::default()).expect("the default configuration is valid")
     }
-}
-
-/// What [`Runtime::shutdown`] did.
-#[derive(Debug, Default)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// Async events accepted but not finished when the grace period ended (queued, waiting for
-    /// a retry, or stopped mid-run), and failed events no destination took: handed back to the
-    /// host rather than dropped.
-    pub handed_back: Vec<HandedBack>,
-    /// Sync invocations running when shutdown began.
-    pub in_flight: usize,
-    /// Of those, how many finished (with any outcome) within the grace period.
-    pub finished: usize,
-    /// Of those, how many were cancelled when the grace period ended. (Async events cut
-    /// short are in `handed_back` instead.)
-    pub cancelled: usize,
-    /// Idle instances dropped.
-    pub instances_dropped: usize,
-    /// How each attached mapping stopped, in the order they were attached.
-    pub attachments: Vec<AttachmentStop>,
 }
 
 /// The runtime's concurrency accounts.
@@ -326,17 +336,30 @@ impl Runtime {
         if self.functions.contains_key(name.as_str()) {
             return Err(RegisterError::Duplicate(name));
         }
-        let reservation = parts.config.max_concurrency;
-        if let Some(amount) = reservation {
+        let limit = self.shared.config.concurrency_limit;
+        if parts.config.max_concurrency.is_none() && parts.config.min_instances > limit {
+            return Err(ConfigError::new(
+                "function",
+                "min_instances",
+                parts.config.min_instances,
+                format!("0..=concurrency_limit ({limit}) without max_concurrency"),
+            )
+            .into());
+        }
+        // Returned if registration fails or its future is dropped (a caller's timeout).
+        let mut reservation = Reservation {
+            shared: &self.shared,
+            amount: None,
+        };
+        if let Some(amount) = parts.config.max_concurrency {
             self.shared.reserve(amount)?;
+            reservation.amount = Some(amount);
         }
         let inner = Arc::new(FunctionInner::new(parts, Arc::clone(&self.shared), json));
         if let Err(failure) = inner.provision().await {
-            if let Some(amount) = reservation {
-                self.shared.unreserve(amount);
-            }
             return Err(RegisterError::Provisioning { name, failure });
         }
+        reservation.amount = None;
         inner.start_reaper();
         self.functions.insert(
             Arc::from(name.as_str()),
@@ -346,19 +369,6 @@ impl Runtime {
             },
         );
         Ok(FunctionHandle::new(inner))
-    }
-
-    /// Removes a function: its reservation returns to the unreserved pool and its idle instances
-    /// are dropped. Invocations already running finish. Returns whether it existed.
-    pub fn unregister(&self, name: &str) -> bool {
-        let Some((_, entry)) = self.functions.remove(name) else {
-            return false;
-        };
-        if let Some(amount) = entry.function.config().max_concurrency {
-            self.shared.unreserve(amount);
-        }
-        entry.function.stop();
-        true
     }
 
     /// Attaches a mapping (or any [`Attachment`]) to this runtime: [`Runtime::shutdown`] stops it
@@ -384,47 +394,6 @@ impl Runtime {
         }
         attachments.push(attachment);
         Ok(())
-    }
-
-    /// Stops every attachment (or those of one function) by `deadline`, concurrently; each is
-    /// given up on [`ATTACHMENT_STOP_SLACK`] after it.
-    async fn stop_attachments(
-        &self,
-        function: Option<&str>,
-        deadline: Instant,
-    ) -> Vec<AttachmentStop> {
-        let stopping: Vec<Arc<dyn Attachment>> = {
-            let mut attachments = self.attachments.lock();
-            let (stop, keep) = attachments
-                .drain(..)
-                .partition(|a| function.is_none_or(|f| a.function() == f));
-            *attachments = keep;
-            stop
-        };
-        let give_up = deadline + ATTACHMENT_STOP_SLACK;
-        // Each on its own task: concurrent, and a panic in one is its own failed stop.
-        let tasks: Vec<_> = stopping
-            .iter()
-            .map(|attachment| {
-                let attachment = Arc::clone(attachment);
-                tokio::spawn(async move { attachment.stop(deadline).await })
-            })
-            .collect();
-        let mut stops = Vec::with_capacity(tasks.len());
-        for (attachment, task) in stopping.iter().zip(tasks) {
-            let abort = task.abort_handle();
-            stops.push(match tokio::time::timeout_at(give_up, task).await {
-                Ok(Ok(stop)) => stop,
-                Ok(Err(_panicked)) => {
-                    AttachmentStop::failed(attachment.name(), "panicked while stopping")
-                }
-                Err(_) => {
-                    abort.abort();
-                    AttachmentStop::failed(attachment.name(), "did not stop in time")
-                }
-            });
-        }
-        stops
     }
 
     /// A typed handle to the function `name`: the fast way to invoke it repeatedly.
@@ -553,55 +522,6 @@ impl Runtime {
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.gate.is_closed()
-    }
-
-    /// Shuts down gracefully: new invocations are refused ([`InvokeError::ShuttingDown`], and
-    /// [`RejectReason::ShuttingDown`] for async ones), every running invocation's cancellation
-    /// token fires, and running invocations and queued async events get `grace` to finish.
-    /// Then what still runs is cancelled, and async events not finished are handed back in the
-    /// report. Reapers stop and idle instances are dropped. Calling it again returns at once.
-    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
-        let deadline = Instant::now().checked_add(grace).unwrap_or_else(far_future);
-        // Mappings first: they stop receiving and hand back what they hold while the
-        // functions still run the batches in flight.
-        let attachments = self.stop_attachments(None, deadline).await;
-        let in_flight = self.shared.gate.close();
-        self.shared.shutting_down.cancel();
-        let cancelled_before = self.shared.cancelled.load(Ordering::Relaxed);
-        let functions: Vec<Arc<dyn AnyFunction>> = self
-            .functions
-            .iter()
-            .map(|e| Arc::clone(&e.function))
-            .collect();
-        let drained = async {
-            self.shared.gate.drained().await;
-            for function in &functions {
-                function.async_idle().await;
-            }
-        };
-        let _ = tokio::time::timeout_at(deadline, drained).await;
-        // Whatever still runs now is cancelled; async workers and timers stop.
-        self.shared.stopped.store(true, Ordering::SeqCst);
-        self.shared.hard_stop.cancel();
-        self.shared.gate.drained().await;
-        self.shared.tasks.close();
-        self.shared.tasks.wait().await;
-        let handed_back = functions.iter().flat_map(|f| f.hand_back()).collect();
-        let cancelled =
-            usize::try_from(self.shared.cancelled.load(Ordering::Relaxed) - cancelled_before)
-                .unwrap_or(usize::MAX);
-        let mut instances_dropped = 0;
-        for entry in self.functions.iter() {
-            instances_dropped += entry.function.stop();
-        }
-        ShutdownReport {
-            handed_back,
-            in_flight,
-            finished: in_flight.saturating_sub(cancelled),
-            cancelled,
-            instances_dropped,
-            attachments,
-        }
     }
 }
 

@@ -102,7 +102,7 @@ async fn exhausted_retries_go_to_on_failure_with_the_last_error() {
         .register(
             flaky(u32::MAX, starts.clone())
                 .with_max_retries(1)
-                .with_retry_backoff(Backoff::fixed(Duration::from_secs(5)))
+                .with_retry_backoff(Backoff::fixed(Duration::from_secs(5)).unwrap())
                 .with_on_success(ok_tx)
                 .with_on_failure(fail_tx),
         )
@@ -143,7 +143,7 @@ async fn timeouts_and_panics_are_retried_too() {
                 }),
             )
             .with_timeout(Duration::from_secs(1))
-            .with_retry_backoff(Backoff::fixed(Duration::from_secs(1)))
+            .with_retry_backoff(Backoff::fixed(Duration::from_secs(1)).unwrap())
             .with_on_success(ok_tx)
             .with_on_failure(fail_tx),
         )
@@ -254,7 +254,7 @@ async fn events_older_than_max_event_age_take_the_failure_path() {
         .register(
             flaky(u32::MAX, starts.clone())
                 .with_max_event_age(Duration::from_secs(60))
-                .with_retry_backoff(Backoff::fixed(Duration::from_secs(50)))
+                .with_retry_backoff(Backoff::fixed(Duration::from_secs(50)).unwrap())
                 .with_on_success(ok_tx)
                 .with_on_failure(fail_tx),
         )

@@ -104,8 +104,8 @@ async fn run_case(
             .with_max_concurrency(1)
             .with_timeout(Duration::from_secs(1))
             .with_max_retries(max_retries)
-            .with_retry_backoff(Backoff::fixed(Duration::from_millis(100)))
-            .with_throttle_backoff(Backoff::fixed(Duration::from_millis(50)))
+            .with_retry_backoff(Backoff::fixed(Duration::from_millis(100)).unwrap())
+            .with_throttle_backoff(Backoff::fixed(Duration::from_millis(50)).unwrap())
             .with_on_success(ok_tx)
             .with_on_failure(fail_tx),
         )

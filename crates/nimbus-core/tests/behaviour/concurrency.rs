@@ -91,7 +91,11 @@ async fn reservations_carve_out_of_the_runtime_limit() {
     assert_eq!(reserved.metrics().peak_concurrency, 5);
 
     // Unregistering returns a reservation to the pool.
-    assert!(rt.unregister("reserved"));
+    let report = rt
+        .unregister("reserved", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(report.reservation_returned);
     assert_eq!(rt.concurrency().unreserved_limit, 7);
     assert!(matches!(
         rt.invoke::<bool, u64>("reserved", false).await,

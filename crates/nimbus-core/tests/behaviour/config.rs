@@ -31,6 +31,11 @@ fn function_config_table() {
         (d.clone().with_memory_mb(127), "memory_mb", "128..=10240"),
         (d.clone().with_memory_mb(10_241), "memory_mb", "128..=10240"),
         (
+            d.clone().with_min_instances(1_000_001),
+            "min_instances",
+            "0..=1000000 (and at most the runtime's concurrency_limit)",
+        ),
+        (
             d.clone().with_max_concurrency(2).with_min_instances(3),
             "min_instances",
             "0..=max_concurrency (2)",

@@ -1,0 +1,174 @@
+//! Where a finished async event goes: the on-success destination, or the failure path (the
+//! on-failure destination, then the dead-letter target, then the host).
+//!
+//! Destinations and dead-letter targets are user code, and each call is a fault boundary: a
+//! panic is a refused delivery, and a delivery still waiting when the grace period ends is cut
+//! off, its event kept for the host (handed back by shutdown or unregister) with how it ended.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::SystemTime;
+
+use super::{Condition, ErrorInfo, InvocationRecord, Queued};
+use crate::function::{panic_message, CatchUnwind, FunctionInner};
+
+/// How a call into a destination or dead-letter target ended.
+enum Delivery {
+    /// It took the value.
+    Delivered,
+    /// It refused (or panicked); the reason.
+    Refused(String),
+    /// The grace period ended first.
+    Stopped,
+}
+
+type Delivering<'a, T> = Pin<Box<dyn Future<Output = Result<(), T>> + Send + 'a>>;
+
+impl<E, O> FunctionInner<E, O>
+where
+    E: Clone + Send + Sync + 'static,
+    O: Send + 'static,
+{
+    /// Calls a destination: panics caught, the wait cut off at the end of the grace period.
+    /// A delivery that finishes on its first poll costs no timer and no token registration.
+    async fn guarded<'a, T>(
+        &self,
+        call: impl FnOnce() -> Delivering<'a, T>,
+        reason: impl Fn(T) -> String,
+    ) -> Delivery {
+        let future = match catch_unwind(AssertUnwindSafe(call)) {
+            Ok(future) => future,
+            Err(payload) => return Delivery::Refused(panicked(&panic_message(payload.as_ref()))),
+        };
+        let mut delivering = CatchUnwind(future);
+        let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut delivering).poll(cx)));
+        let outcome = match first.await {
+            Poll::Ready(outcome) => outcome,
+            Poll::Pending => tokio::select! {
+                biased;
+                outcome = &mut delivering => outcome,
+                () = self.hard_stop.cancelled() => return Delivery::Stopped,
+            },
+        };
+        match outcome {
+            Ok(Ok(())) => Delivery::Delivered,
+            Ok(Err(refused)) => Delivery::Refused(reason(refused)),
+            Err(message) => Delivery::Refused(panicked(&message)),
+        }
+    }
+
+    /// Counts a success and delivers its record. Returns whether the event is finished (the
+    /// caller counts it out of `pending`); an event whose record was cut off by the end of the
+    /// grace period is kept for the host instead.
+    pub(super) async fn succeed(&self, queued: Queued<E>, output: O) -> bool {
+        let state = &self.async_state;
+        state.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+        let Some(destination) = &state.destinations.on_success else {
+            return true;
+        };
+        let record = self.record(&queued, Condition::Success, Some(output), None);
+        let delivery = self
+            .guarded(|| destination.deliver(record), |refused| refused.reason)
+            .await;
+        match delivery {
+            Delivery::Delivered => {
+                state.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Delivery::Refused(reason) => {
+                // The event succeeded; only its notification is lost, and it is logged.
+                state
+                    .counters
+                    .delivery_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(function = %self.name, request_id = %queued.request_id,
+                    reason = %reason, "on-success destination refused a record");
+            }
+            Delivery::Stopped => {
+                state.keep(queued, Some((Condition::Success, None)));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The failure path: the on-failure destination, then the dead-letter target; an event
+    /// neither takes is kept and handed back to the host.
+    pub(super) async fn fail(
+        &self,
+        queued: Queued<E>,
+        condition: Condition,
+        error: Option<ErrorInfo>,
+    ) {
+        let state = &self.async_state;
+        state.counters.failed.fetch_add(1, Ordering::Relaxed);
+        let mut delivery = Delivery::Refused(String::new());
+        if let Some(destination) = &state.destinations.on_failure {
+            let record = self.record(&queued, condition, None, error.clone());
+            delivery = self
+                .guarded(|| destination.deliver(record), |refused| refused.reason)
+                .await;
+            if let Delivery::Refused(reason) = &delivery {
+                state
+                    .counters
+                    .delivery_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(function = %self.name, request_id = %queued.request_id,
+                    reason = %reason, "on-failure destination refused a record");
+            }
+        }
+        if let (Delivery::Refused(_), Some(dead_letter)) =
+            (&delivery, &state.destinations.dead_letter)
+        {
+            let event = queued.event.clone();
+            delivery = self
+                .guarded(|| dead_letter.send(event), |refused| refused.reason)
+                .await;
+            if let Delivery::Refused(reason) = &delivery {
+                state
+                    .counters
+                    .delivery_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(function = %self.name, request_id = %queued.request_id,
+                    reason = %reason, "dead-letter target refused an event");
+            }
+        }
+        if let Delivery::Delivered = delivery {
+            state.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            state.finish_one();
+        } else {
+            // No target took it (none configured, every one refused, or the grace period cut
+            // the delivery off): keep it for the host rather than drop it, as Lambda would. It
+            // still counts against the queue capacity, so an ignored failure path shows up as
+            // backpressure, not as silent loss.
+            tracing::warn!(function = %self.name, request_id = %queued.request_id,
+                condition = ?condition, error = ?error, "async event failed; kept for the host");
+            state.keep(queued, Some((condition, error)));
+        }
+    }
+
+    fn record(
+        &self,
+        queued: &Queued<E>,
+        condition: Condition,
+        response: Option<O>,
+        error: Option<ErrorInfo>,
+    ) -> InvocationRecord<E, O> {
+        InvocationRecord {
+            request_id: queued.request_id,
+            function: self.name.clone(),
+            timestamp: SystemTime::now(),
+            condition,
+            approximate_invoke_count: queued.attempts,
+            request: queued.event.clone(),
+            response,
+            error,
+        }
+    }
+}
+
+fn panicked(message: &str) -> String {
+    format!("panicked: {message}")
+}

@@ -1,0 +1,222 @@
+//! The queue of one function's async events: ready and delayed events, events kept for the
+//! host, the pending count that bounds them, and the hand-back at the end.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{AsyncMetrics, Condition, Destinations, ErrorInfo, HandedBack, Queued};
+use crate::padded::Padded;
+use crate::retry::RetryPolicy;
+
+/// An event waiting for its retry.
+pub(super) struct Delayed<E> {
+    pub(super) due: Instant,
+    pub(super) seq: u64,
+    pub(super) queued: Queued<E>,
+}
+
+impl<E> PartialEq for Delayed<E> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl<E> Eq for Delayed<E> {}
+impl<E> PartialOrd for Delayed<E> {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl<E> Ord for Delayed<E> {
+    /// Reversed, so that the max-heap pops the earliest due first.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+/// Counters of the async path.
+#[derive(Debug, Default)]
+pub(crate) struct AsyncCounters {
+    /// Written by producers; padded away from the workers' counters.
+    pub(crate) accepted: Padded<AtomicU64>,
+    pub(crate) retries: AtomicU64,
+    pub(crate) throttles: AtomicU64,
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) delivery_failures: AtomicU64,
+    pub(crate) handed_back: AtomicU64,
+}
+
+/// The async queue of one function.
+pub(crate) struct AsyncState<E, O> {
+    pub(super) ready: Padded<Mutex<VecDeque<Queued<E>>>>,
+    pub(super) delayed: Mutex<BinaryHeap<Delayed<E>>>,
+    pub(super) delayed_changed: Notify,
+    pub(super) timer_started: AtomicBool,
+    pub(super) delay_seq: AtomicU64,
+    /// Accepted and not finished: ready + delayed + running + being delivered.
+    pub(super) pending: Padded<AtomicUsize>,
+    pub(super) idle: Notify,
+    pub(super) workers: AtomicUsize,
+    /// Workers awaiting a handler that did not finish on its first poll.
+    pub(super) slow: AtomicUsize,
+    /// A delayed look at the backlog is scheduled (`kick_soon`).
+    pub(super) kick_scheduled: AtomicBool,
+    /// Events kept for the host: stopped by the end of shutdown, or failed with no target
+    /// that would take them. Handed back at shutdown; they count against the capacity.
+    pub(super) kept: Mutex<Vec<Kept<E>>>,
+    /// Set (under the `ready` lock) when the queue is handed back: later arrivals are refused.
+    pub(super) sealed: AtomicBool,
+    pub(crate) destinations: Destinations<E, O>,
+    pub(crate) retry: Arc<dyn RetryPolicy>,
+    pub(crate) counters: AsyncCounters,
+}
+
+impl<E, O> AsyncState<E, O> {
+    pub(crate) fn new(destinations: Destinations<E, O>, retry: Arc<dyn RetryPolicy>) -> Self {
+        Self {
+            ready: Padded(Mutex::new(VecDeque::new())),
+            delayed: Mutex::new(BinaryHeap::new()),
+            delayed_changed: Notify::new(),
+            timer_started: AtomicBool::new(false),
+            delay_seq: AtomicU64::new(0),
+            pending: Padded(AtomicUsize::new(0)),
+            idle: Notify::new(),
+            workers: AtomicUsize::new(0),
+            slow: AtomicUsize::new(0),
+            kick_scheduled: AtomicBool::new(false),
+            kept: Mutex::new(Vec::new()),
+            sealed: AtomicBool::new(false),
+            destinations,
+            retry,
+            counters: AsyncCounters::default(),
+        }
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no event is pending.
+    pub(crate) async fn until_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.pending() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Keeps an event for the host, with how it failed if it did.
+    pub(super) fn keep(&self, queued: Queued<E>, failure: Option<(Condition, Option<ErrorInfo>)>) {
+        self.kept.lock().push(Kept { queued, failure });
+    }
+
+    /// Puts events taken but not started back at the front of the queue, in their order;
+    /// returns the queue's depth.
+    pub(super) fn requeue_front(&self, batch: &mut VecDeque<Queued<E>>) -> usize {
+        let mut ready = self.ready.lock();
+        while let Some(queued) = batch.pop_back() {
+            ready.push_front(queued);
+        }
+        ready.len()
+    }
+
+    pub(super) fn finish_one(&self) {
+        self.finish_many(1);
+    }
+
+    /// Counts `n` events finished; workers batch this so that the producer and the workers
+    /// do not bounce the `pending` cache line on every event.
+    pub(super) fn finish_many(&self, n: usize) {
+        if n > 0 && self.pending.fetch_sub(n, Ordering::SeqCst) == n {
+            self.idle.notify_waiters();
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> AsyncMetrics {
+        let now = Instant::now();
+        let (queue_depth, oldest_ready) = {
+            let ready = self.ready.lock();
+            (ready.len(), ready.front().map(|q| q.accepted_at))
+        };
+        let (waiting_retry, oldest_delayed) = {
+            let delayed = self.delayed.lock();
+            (
+                delayed.len(),
+                delayed.iter().map(|d| d.queued.accepted_at).min(),
+            )
+        };
+        let oldest = match (oldest_ready, oldest_delayed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let c = &self.counters;
+        AsyncMetrics {
+            accepted: load(&c.accepted),
+            pending: self.pending(),
+            queue_depth,
+            waiting_retry,
+            oldest_event_age: oldest.map_or(Duration::ZERO, |t| now.saturating_duration_since(t)),
+            retries: load(&c.retries),
+            throttles: load(&c.throttles),
+            succeeded: load(&c.succeeded),
+            failed: load(&c.failed),
+            delivered: load(&c.delivered),
+            delivery_failures: load(&c.delivery_failures),
+            handed_back: load(&c.handed_back),
+        }
+    }
+}
+
+impl<E: Send + 'static, O> AsyncState<E, O> {
+    /// Takes every unfinished event out, for the host (after the workers have stopped).
+    pub(crate) fn hand_back(&self, function: &str) -> Vec<HandedBack> {
+        let unfinished = |queued| Kept {
+            queued,
+            failure: None,
+        };
+        let mut events: Vec<Kept<E>> = {
+            let mut ready = self.ready.lock();
+            self.sealed.store(true, Ordering::Relaxed);
+            ready.drain(..).map(unfinished).collect()
+        };
+        events.extend(self.delayed.lock().drain().map(|d| unfinished(d.queued)));
+        events.append(&mut self.kept.lock());
+        self.counters
+            .handed_back
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        events
+            .into_iter()
+            .map(|kept| {
+                self.finish_one();
+                let (condition, error) = kept.failure.unzip();
+                HandedBack {
+                    function: function.to_owned(),
+                    request_id: kept.queued.request_id,
+                    attempts: kept.queued.attempts,
+                    condition,
+                    error: error.flatten(),
+                    event: Box::new(kept.queued.event),
+                }
+            })
+            .collect()
+    }
+}
+
+/// An event kept for the host, with how it ended if it did.
+pub(super) struct Kept<E> {
+    pub(super) queued: Queued<E>,
+    pub(super) failure: Option<(Condition, Option<ErrorInfo>)>,
+}

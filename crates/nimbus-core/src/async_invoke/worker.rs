@@ -1,0 +1,372 @@
+//! The async workers: take a permit and an instance, run queued events back to back, and decide
+//! retries; the timer that moves due retries back to the queue.
+//!
+//! A worker's events are held by a drop guard: a worker that ends for any reason (its queue
+//! is empty, the grace period ended, its task was dropped, a bug panicked it) puts the events
+//! it had taken back at the front of the queue, counts itself out, and starts a replacement if
+//! the backlog needs one. The function keeps serving.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::queue::Delayed;
+use super::{Condition, ErrorInfo, Queued};
+use crate::error::{InvokeError, OutcomeKind, RetryHint, ThrottleReason};
+use crate::function::{panic_message, FunctionInner, InvokeOptions};
+use crate::handler::Invoker;
+
+/// Events a worker takes from the queue per lock.
+const WORKER_BATCH: usize = 32;
+
+/// What to do with an event after a failed attempt.
+enum Next {
+    Retry(Duration),
+    Fail(Condition, Option<ErrorInfo>),
+}
+
+/// A worker, counted in `workers` from its spawn to its end, and what it holds: its batch,
+/// the event it is running, and successes not yet counted out of `pending`. Dropped, it gives
+/// all of it back (see the module docs).
+pub(super) struct WorkerGuard<E, O>
+where
+    E: Clone + Send + Sync + 'static,
+    O: Send + 'static,
+{
+    function: Arc<FunctionInner<E, O>>,
+    batch: VecDeque<Queued<E>>,
+    current: Option<Queued<E>>,
+    done: usize,
+    /// The worker ran: only then does its end start a replacement (a task dropped unrun, its
+    /// runtime going away, must not spawn another one that would be dropped the same way).
+    started: bool,
+}
+
+impl<E, O> WorkerGuard<E, O>
+where
+    E: Clone + Send + Sync + 'static,
+    O: Send + 'static,
+{
+    /// A worker already counted in `workers` by the caller.
+    pub(super) fn new(function: Arc<FunctionInner<E, O>>) -> Self {
+        Self {
+            function,
+            batch: VecDeque::new(),
+            current: None,
+            done: 0,
+            started: false,
+        }
+    }
+
+    /// Runs the worker.
+    pub(super) async fn run(mut self) {
+        self.started = true;
+        self.batch.reserve(WORKER_BATCH);
+        let function = Arc::clone(&self.function);
+        function.worker(&mut self).await;
+    }
+}
+
+impl<E, O> Drop for WorkerGuard<E, O>
+where
+    E: Clone + Send + Sync + 'static,
+    O: Send + 'static,
+{
+    fn drop(&mut self) {
+        let state = &self.function.async_state;
+        state.finish_many(std::mem::take(&mut self.done));
+        if let Some(current) = self.current.take() {
+            if std::thread::panicking() {
+                // The event in hand when the worker panicked may be what panics it: it is kept
+                // for the host rather than run again.
+                state.keep(current, None);
+            } else {
+                self.batch.push_front(current);
+            }
+        }
+        let depth = state.requeue_front(&mut self.batch);
+        let remaining = state.workers.fetch_sub(1, Ordering::SeqCst) - 1;
+        // An event pushed while this worker was leaving must not be stranded.
+        if self.started && depth > remaining && tokio::runtime::Handle::try_current().is_ok() {
+            self.function.kick(depth, false);
+        }
+    }
+}
+
+impl<E, O> FunctionInner<E, O>
+where
+    E: Clone + Send + Sync + 'static,
+    O: Send + 'static,
+{
+    /// Drains the queue: takes a permit and an instance, runs events until the queue is empty.
+    /// What it takes is held by `held`.
+    async fn worker(self: &Arc<Self>, held: &mut WorkerGuard<E, O>) {
+        let state = &self.async_state;
+        let mut throttled = 0u32;
+        'work: loop {
+            state.finish_many(std::mem::take(&mut held.done));
+            if self.is_stopped() || (held.batch.is_empty() && state.ready.lock().is_empty()) {
+                break 'work;
+            }
+            let permit = match self.try_permit() {
+                Ok(permit) => permit,
+                Err(reason) => {
+                    throttled += 1;
+                    if !self.wait_after_throttle(reason, throttled).await {
+                        break 'work;
+                    }
+                    continue 'work;
+                }
+            };
+            let Some(active) = self.activate(permit, true) else {
+                break 'work;
+            };
+            let (mut lease, mut init) = match self.lease_instance().await {
+                Ok(leased) => leased,
+                Err(InvokeError::Throttled(reason)) => {
+                    drop(active);
+                    throttled += 1;
+                    if !self.wait_after_throttle(reason, throttled).await {
+                        break 'work;
+                    }
+                    continue 'work;
+                }
+                // Stopped by the end of the grace period: the next event was never tried,
+                // and stays queued for the host.
+                Err(InvokeError::Cancelled) => break 'work,
+                Err(error) => {
+                    // An init failure is a failed attempt of the next event, as in Lambda.
+                    let next = held
+                        .batch
+                        .pop_front()
+                        .or_else(|| state.ready.lock().pop_front());
+                    if let Some(mut queued) = next {
+                        queued.attempts += 1;
+                        self.after_failure(queued, &error).await;
+                    }
+                    continue 'work;
+                }
+            };
+            throttled = 0;
+            let mut now = Instant::now();
+            loop {
+                if self.is_stopped() {
+                    lease.release(now);
+                    break 'work;
+                }
+                if held.batch.is_empty() {
+                    state.finish_many(std::mem::take(&mut held.done));
+                    // Take a fair share of the backlog, so slow handlers spread over workers
+                    // and fast ones pay one lock per batch.
+                    let workers = state.workers.load(Ordering::Relaxed).max(1);
+                    let mut ready = state.ready.lock();
+                    let take = (ready.len() / workers)
+                        .clamp(1, WORKER_BATCH)
+                        .min(ready.len());
+                    held.batch.extend(ready.drain(..take));
+                }
+                let Some(mut queued) = held.batch.pop_front() else {
+                    lease.release(now);
+                    break 'work;
+                };
+                if self.expired(&queued, now) {
+                    self.fail(queued, Condition::EventAgeExceeded, None).await;
+                    continue;
+                }
+                queued.attempts += 1;
+                let options = InvokeOptions::default()
+                    .with_invoker(Invoker::AsyncQueue)
+                    .with_attempt(queued.attempts);
+                let event = queued.event.clone();
+                let request_id = queued.request_id;
+                held.current = Some(queued);
+                let run = self.run_on(&mut lease, event, request_id, options, init.take(), now);
+                tokio::pin!(run);
+                // A handler that does not finish on its first poll holds this worker for a
+                // while: count it as slow, and let the backlog have another worker at once.
+                let run = match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await
+                {
+                    Poll::Ready(run) => run,
+                    Poll::Pending => {
+                        state.slow.fetch_add(1, Ordering::SeqCst);
+                        let _slow = SlowGuard(&state.slow);
+                        // Hand the events taken with this one back, so that other workers
+                        // take them instead of waiting behind the slow handler.
+                        if state.requeue_front(&mut held.batch) > 0 {
+                            self.kick_soon();
+                        }
+                        run.await
+                    }
+                };
+                now = run.end;
+                let Some(mut queued) = held.current.take() else {
+                    unreachable!("the event in hand is held until its run ends")
+                };
+                match run.result {
+                    Ok(output) => {
+                        if self.succeed(queued, output).await {
+                            held.done += 1;
+                        }
+                    }
+                    Err(InvokeError::Cancelled) => {
+                        // Stopped by the end of the grace period: the attempt does not count.
+                        queued.attempts -= 1;
+                        state.keep(queued, None);
+                    }
+                    Err(error) => self.after_failure(queued, &error).await,
+                }
+                if !run.sound {
+                    // The instance is discarded with the lease; get a fresh one.
+                    continue 'work;
+                }
+            }
+        }
+        // `held` gives back what is left and counts the worker out.
+    }
+
+    /// Backs off after a throttle; a returned permit ends the wait early. Returns false when
+    /// the function is stopping.
+    async fn wait_after_throttle(&self, reason: ThrottleReason, throttled: u32) -> bool {
+        self.async_state
+            .counters
+            .throttles
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters.throttled(reason);
+        let delay = self.config.async_invoke.throttle_backoff.delay(throttled);
+        let limiter = match (&self.reserved, reason) {
+            (_, ThrottleReason::ScaleRate) => None,
+            (Some(limiter), _) => Some(limiter),
+            (None, _) => Some(&self.shared.unreserved),
+        };
+        let freed = async {
+            match limiter {
+                Some(limiter) => drop(limiter.acquire().await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            () = freed => true,
+            () = self.hard_stop.cancelled() => false,
+        }
+    }
+
+    pub(super) fn expired(&self, queued: &Queued<E>, at: Instant) -> bool {
+        at.saturating_duration_since(queued.accepted_at) > self.config.async_invoke.max_event_age
+    }
+
+    /// Decides and carries out what follows a failed attempt. The retry policy is user code:
+    /// a panic in it means no retry, and the failure says why.
+    pub(super) async fn after_failure(self: &Arc<Self>, queued: Queued<E>, error: &InvokeError) {
+        let policy = &self.async_state.retry;
+        let decided = catch_unwind(AssertUnwindSafe(|| policy.retry(queued.attempts, error)));
+        let next = match decided {
+            // A delay past any instant is past the event's maximum age too.
+            Ok(Some(delay)) => match Instant::now().checked_add(delay) {
+                Some(due) if !self.expired(&queued, due) => Next::Retry(delay),
+                _ => Next::Fail(Condition::EventAgeExceeded, Some(error.into())),
+            },
+            Ok(None) => Next::Fail(give_up_condition(error), Some(error.into())),
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                tracing::warn!(function = %self.name, request_id = %queued.request_id,
+                    panic = %message, "retry policy panicked; the event is not retried");
+                let mut info = ErrorInfo::from(error);
+                info.message = format!(
+                    "{} (not retried: the retry policy panicked: {message})",
+                    info.message
+                );
+                Next::Fail(give_up_condition(error), Some(info))
+            }
+        };
+        match next {
+            Next::Retry(delay) => self.schedule_retry(queued, delay),
+            Next::Fail(condition, info) => self.fail(queued, condition, info).await,
+        }
+    }
+
+    fn schedule_retry(self: &Arc<Self>, queued: Queued<E>, delay: Duration) {
+        let state = &self.async_state;
+        state.counters.retries.fetch_add(1, Ordering::Relaxed);
+        let due = Instant::now()
+            .checked_add(delay)
+            .unwrap_or_else(crate::runtime::far_future);
+        let seq = state.delay_seq.fetch_add(1, Ordering::Relaxed);
+        state.delayed.lock().push(Delayed { due, seq, queued });
+        state.delayed_changed.notify_one();
+        if !state.timer_started.swap(true, Ordering::SeqCst) {
+            let this = Arc::clone(self);
+            self.spawn(async move { this.retry_timer().await });
+        }
+    }
+
+    /// Moves retries to the ready queue when they are due. Sleeps until the earliest is due,
+    /// parks when there is none; stops at the end of the grace period.
+    async fn retry_timer(self: Arc<Self>) {
+        let state = &self.async_state;
+        loop {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            let next = {
+                let mut delayed = state.delayed.lock();
+                while delayed.peek().is_some_and(|d| d.due <= now) {
+                    if let Some(d) = delayed.pop() {
+                        due.push(d.queued);
+                    }
+                }
+                delayed.peek().map(|d| d.due)
+            };
+            if !due.is_empty() {
+                let depth = {
+                    let mut ready = state.ready.lock();
+                    ready.extend(due);
+                    ready.len()
+                };
+                self.kick(depth, false);
+            }
+            let changed = state.delayed_changed.notified();
+            tokio::select! {
+                () = changed => {}
+                () = async {
+                    match next {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                () = self.hard_stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// The condition of an event the retry policy gave up on.
+fn give_up_condition(error: &InvokeError) -> Condition {
+    let never = matches!(error, InvokeError::Function(e) if e.retry_hint() == RetryHint::Never)
+        || !matches!(
+            error.kind(),
+            OutcomeKind::Error
+                | OutcomeKind::Timeout
+                | OutcomeKind::Panic
+                | OutcomeKind::InitFailure
+        );
+    if never {
+        Condition::NotRetryable
+    } else {
+        Condition::RetriesExhausted
+    }
+}
+
+/// Counts a worker out of the slow ones however its handler ends.
+struct SlowGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for SlowGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
