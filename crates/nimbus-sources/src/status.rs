@@ -92,27 +92,20 @@ pub(crate) fn delay_of(backoff: &Backoff, attempt: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// Checks that a backoff's delays lie within 1 ms..=24 h, so that a retry loop neither spins
-/// nor overflows the clock.
+/// Checks that a backoff's delays lie within the ranges [`Backoff::validate`] allows (1 ms
+/// to 24 h), so that a retry loop neither spins nor overflows the clock; the error names the
+/// mapping's field.
 pub(crate) fn check_backoff(
     scope: &'static str,
     field: &'static str,
     backoff: &Backoff,
 ) -> Result<(), ConfigError> {
-    // `Backoff` keeps its fields private; its ceilings for the first and the last retry are
-    // its shortest and longest delays. They panic for durations too large to compute.
-    let bounds = std::panic::catch_unwind(|| (backoff.ceiling(1), backoff.ceiling(u32::MAX)));
-    match bounds {
-        Ok((shortest, longest))
-            if shortest >= Duration::from_millis(1) && longest <= MAX_BACKOFF =>
-        {
-            Ok(())
-        }
-        _ => Err(ConfigError::new(
+    backoff.validate().map_err(|e| {
+        ConfigError::new(
             scope,
             field,
             backoff,
-            "delays of 1ms..=24h (Backoff::new checks this)",
-        )),
-    }
+            format!("a valid backoff ({}: {})", e.field, e.allowed),
+        )
+    })
 }

@@ -2,8 +2,9 @@
 //! on-failure destination, then the dead-letter target, then the host).
 //!
 //! Destinations and dead-letter targets are user code, and each call is a fault boundary: a
-//! panic is a refused delivery, and a delivery still waiting when the grace period ends is cut
-//! off, its event kept for the host (handed back by shutdown or unregister) with how it ended.
+//! panic is a refused delivery, so is a call that has not answered within the function's
+//! `delivery_timeout`, and a delivery still waiting when the grace period ends is cut off, its
+//! event kept for the host (handed back by shutdown or unregister) with how it ended.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -32,7 +33,8 @@ where
     E: Clone + Send + Sync + 'static,
     O: Send + 'static,
 {
-    /// Calls a destination: panics caught, the wait cut off at the end of the grace period.
+    /// Calls a destination: panics caught, the wait bounded by the delivery timeout and cut off
+    /// at the end of the grace period.
     /// A delivery that finishes on its first poll costs no timer and no token registration.
     async fn guarded<'a, T>(
         &self,
@@ -47,11 +49,17 @@ where
         let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut delivering).poll(cx)));
         let outcome = match first.await {
             Poll::Ready(outcome) => outcome,
-            Poll::Pending => tokio::select! {
-                biased;
-                outcome = &mut delivering => outcome,
-                () = self.hard_stop.cancelled() => return Delivery::Stopped,
-            },
+            Poll::Pending => {
+                let timeout = self.config.async_invoke.delivery_timeout;
+                tokio::select! {
+                    biased;
+                    outcome = &mut delivering => outcome,
+                    () = self.hard_stop.cancelled() => return Delivery::Stopped,
+                    () = tokio::time::sleep(timeout) => {
+                        return Delivery::Refused(format!("no answer within {timeout:?}"));
+                    }
+                }
+            }
         };
         match outcome {
             Ok(Ok(())) => Delivery::Delivered,

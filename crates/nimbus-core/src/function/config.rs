@@ -59,6 +59,10 @@ pub struct AsyncConfig {
     /// Waits after a throttle, which never counts as an attempt (default: 1 s doubling to
     /// 5 min, up to 20 % shorter). A freed permit wakes the queue sooner.
     pub throttle_backoff: Backoff,
+    /// How long one call into a destination or dead-letter target may take before it counts
+    /// as refused (1 ms..=15 min, default 30 s): a target that never answers must not hold a
+    /// worker, and the concurrency it took, forever.
+    pub delivery_timeout: Duration,
 }
 
 impl Default for AsyncConfig {
@@ -69,6 +73,7 @@ impl Default for AsyncConfig {
             max_event_age: Duration::from_secs(6 * 3_600),
             retry_backoff: Backoff::async_retries(),
             throttle_backoff: Backoff::throttles(),
+            delivery_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -98,6 +103,14 @@ impl AsyncConfig {
                 "max_event_age",
                 self.max_event_age,
                 "60s..=6h",
+            ));
+        }
+        if !(Duration::from_millis(1)..=Duration::from_secs(900)).contains(&self.delivery_timeout) {
+            return Err(ConfigError::new(
+                "function",
+                "delivery_timeout",
+                self.delivery_timeout,
+                "1ms..=15min",
             ));
         }
         // Every constructor of `Backoff` validates; checked again so that no value that
@@ -289,6 +302,13 @@ impl FunctionConfig {
     #[must_use]
     pub fn with_throttle_backoff(mut self, backoff: Backoff) -> Self {
         self.async_invoke.throttle_backoff = backoff;
+        self
+    }
+
+    /// Sets how long a destination or dead-letter target may take to answer (1 ms..=15 min).
+    #[must_use]
+    pub fn with_delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.async_invoke.delivery_timeout = timeout;
         self
     }
 

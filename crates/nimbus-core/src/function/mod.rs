@@ -185,6 +185,14 @@ impl<E, O> Function<E, O> {
         self
     }
 
+    /// Sets how long a destination or dead-letter target may take to answer before the
+    /// delivery counts as refused (1 ms..=15 min, default 30 s).
+    #[must_use]
+    pub fn with_delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.config.async_invoke.delivery_timeout = timeout;
+        self
+    }
+
     /// Replaces the default retry policy (`max_retries` with `retry_backoff`) of async
     /// invocations.
     #[must_use]

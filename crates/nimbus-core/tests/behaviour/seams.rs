@@ -88,6 +88,50 @@ async fn shutdown_is_bounded_when_a_destination_never_answers() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_destination_that_never_answers_is_given_up_after_the_delivery_timeout() {
+    let rt = runtime(10);
+    let offered = Arc::new(AtomicUsize::new(0));
+    let never = destination_fn({
+        let offered = offered.clone();
+        move |_record: InvocationRecord<u32, u32>| {
+            offered.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<(), DeliveryError<InvocationRecord<u32, u32>>>>()
+        }
+    });
+    let handled = Arc::new(AtomicUsize::new(0));
+    let handle = rt
+        .register(
+            counting("silent-destination", handled.clone())
+                .with_max_concurrency(1)
+                .with_on_success(never)
+                .with_delivery_timeout(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    for event in 0..3 {
+        handle.invoke_async(event).unwrap();
+    }
+    let started = Instant::now();
+    // With one worker, each silent delivery holds it for the delivery timeout and no longer.
+    while handle.async_metrics().pending > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "wedged by the destination"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 3);
+    assert_eq!(offered.load(Ordering::SeqCst), 3);
+    assert_eq!(handle.async_metrics().delivery_failures, 3);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_panicking_destination_does_not_wedge_the_function() {
     let rt = runtime(10);
     let handled = Arc::new(AtomicUsize::new(0));

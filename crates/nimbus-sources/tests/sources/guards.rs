@@ -372,7 +372,7 @@ async fn a_panicking_failure_destination_is_retried_and_loses_nothing() {
         StreamMappingParts::in_memory().with_on_failure(destination),
         StreamMappingConfig::new("fails")
             .with_max_retry_attempts(0)
-            .with_retry_backoff(nimbus_core::Backoff::fixed(Duration::from_secs(1))),
+            .with_retry_backoff(nimbus_core::Backoff::fixed(Duration::from_secs(1)).unwrap()),
     )
     .unwrap();
     let (_, sequence) = stream.put("k", "v").unwrap();

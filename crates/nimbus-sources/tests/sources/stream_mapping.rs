@@ -92,7 +92,7 @@ async fn one_shard() -> (Arc<InMemoryStream>, Arc<str>) {
 }
 
 fn fast_retries(config: StreamMappingConfig) -> StreamMappingConfig {
-    config.with_retry_backoff(Backoff::fixed(Duration::from_secs(1)))
+    config.with_retry_backoff(Backoff::fixed(Duration::from_secs(1)).unwrap())
 }
 
 #[tokio::test(start_paused = true)]

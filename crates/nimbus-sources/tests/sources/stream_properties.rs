@@ -194,7 +194,7 @@ async fn run_case(
         .with_bisect_on_error(bisect)
         .with_max_retry_attempts(max_retries)
         .with_batch_size(batch_size)
-        .with_retry_backoff(Backoff::fixed(Duration::from_millis(100)));
+        .with_retry_backoff(Backoff::fixed(Duration::from_millis(100)).unwrap());
     let mapping = StreamMapping::start(stream.clone(), function, parts, config).unwrap();
     let total = records.len();
     eventually(Duration::from_secs(3_600), || {
