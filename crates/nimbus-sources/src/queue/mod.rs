@@ -314,12 +314,14 @@ pub trait QueueSource: Send + Sync + 'static {
     /// A [`SourceError`]; the mapping retries with backoff.
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError>;
 
-    /// Deletes received messages for good.
+    /// Deletes received messages for good. A receipt that is stale (already acknowledged, or
+    /// expired) never stops the others from being deleted.
     ///
     /// # Errors
     ///
-    /// A [`SourceError`]; receipts already expired are reported as
-    /// [`SourceError::UnknownReceipt`] after the others are deleted.
+    /// A [`SourceError`]; a source that can tell reports stale receipts as
+    /// [`SourceError::UnknownReceipt`] after the others are deleted (one that cannot, as SQS
+    /// for an already deleted message, answers `Ok`).
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError>;
 
     /// Makes a received message visible again after `delay` (zero: at once).
