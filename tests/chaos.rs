@@ -46,6 +46,7 @@ const QUEUE_MESSAGES: u64 = 150;
 const STREAM_RECORDS: u64 = 120;
 const KEYS: u64 = 6;
 const QUEUE_BATCH: usize = 5;
+const MAX_RECEIVES: u32 = 3;
 
 /// The messages of the panics this test injects.
 const INJECTED: [&str; 3] = [
@@ -118,6 +119,8 @@ struct Ledger {
     async_on_failure: HashSet<u64>,
     async_dead_letter: HashSet<u64>,
     queue_handled: HashMap<u64, u32>,
+    /// Invocations that carried each queue message, whatever their outcome.
+    queue_attempts: HashMap<u64, u32>,
     stream_handled: HashMap<Sequence, u32>,
     stream_on_failure: HashSet<Sequence>,
     /// (key, sequence) of every successful stream handling, in order.
@@ -397,7 +400,7 @@ async fn run_seed(seed: u64) -> Tally {
         InMemoryQueue::new(
             QueueConfig::default()
                 .with_visibility_timeout(Duration::from_millis(25))
-                .with_redrive(dead_letters.clone(), 3),
+                .with_redrive(dead_letters.clone(), MAX_RECEIVES),
         )
         .unwrap(),
     );
@@ -449,6 +452,12 @@ async fn run_seed(seed: u64) -> Tally {
                                 .iter()
                                 .map(|r| r.body_str().unwrap().parse().unwrap())
                                 .collect();
+                            {
+                                let mut ledger = ledger.lock().unwrap();
+                                for id in &ids {
+                                    *ledger.queue_attempts.entry(*id).or_default() += 1;
+                                }
+                            }
                             let first = ids.first().copied().unwrap_or(0);
                             let attempt = batch.records.first().map_or(0, |r| r.receive_count);
                             let _ = ctx;
@@ -632,6 +641,13 @@ async fn run_seed(seed: u64) -> Tally {
             "seed {seed}: queue message {n} has no outcome"
         );
         duplicates += u64::from(handled.saturating_sub(1));
+        // Dead-lettered unhandled, it was tried once per receive: a receive that raised its
+        // count without an invocation (a lost release) would show here.
+        let attempts = ledger.queue_attempts.get(&n).copied().unwrap_or(0);
+        assert!(
+            handled > 0 || !dead.contains(&n) || attempts >= MAX_RECEIVES,
+            "seed {seed}: queue message {n} dead-lettered after {attempts} invocations"
+        );
     }
     let failed_acks = chaos_queue.failed_acks.load(Ordering::Relaxed);
     tally.queue_handled = ledger.queue_handled.len() as u64;

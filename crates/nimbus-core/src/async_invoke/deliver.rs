@@ -77,10 +77,13 @@ where
         let Some(destination) = &state.destinations.on_success else {
             return true;
         };
-        let record = self.record(&queued, Condition::Success, Some(output), None);
-        let delivery = self
-            .guarded(|| destination.deliver(record), |refused| refused.reason)
-            .await;
+        let delivery = match self.guarded_record(&queued, Condition::Success, Some(output), None) {
+            Ok(record) => {
+                self.guarded(|| destination.deliver(record), |refused| refused.reason)
+                    .await
+            }
+            Err(refused) => refused,
+        };
         match delivery {
             Delivery::Delivered => {
                 state.counters.delivered.fetch_add(1, Ordering::Relaxed);
@@ -114,10 +117,13 @@ where
         state.counters.failed.fetch_add(1, Ordering::Relaxed);
         let mut delivery = Delivery::Refused(String::new());
         if let Some(destination) = &state.destinations.on_failure {
-            let record = self.record(&queued, condition, None, error.clone());
-            delivery = self
-                .guarded(|| destination.deliver(record), |refused| refused.reason)
-                .await;
+            delivery = match self.guarded_record(&queued, condition, None, error.clone()) {
+                Ok(record) => {
+                    self.guarded(|| destination.deliver(record), |refused| refused.reason)
+                        .await
+                }
+                Err(refused) => refused,
+            };
             if let Delivery::Refused(reason) = &delivery {
                 state
                     .counters
@@ -130,10 +136,13 @@ where
         if let (Delivery::Refused(_), Some(dead_letter)) =
             (&delivery, &state.destinations.dead_letter)
         {
-            let event = queued.event.clone();
-            delivery = self
-                .guarded(|| dead_letter.send(event), |refused| refused.reason)
-                .await;
+            delivery = match catch_unwind(AssertUnwindSafe(|| queued.event.clone())) {
+                Ok(event) => {
+                    self.guarded(|| dead_letter.send(event), |refused| refused.reason)
+                        .await
+                }
+                Err(payload) => Delivery::Refused(clone_panicked(payload.as_ref())),
+            };
             if let Delivery::Refused(reason) = &delivery {
                 state
                     .counters
@@ -157,6 +166,21 @@ where
         }
     }
 
+    /// The record for a destination; the event's `Clone` is user code, and a panic in it is
+    /// a refused delivery.
+    fn guarded_record(
+        &self,
+        queued: &Queued<E>,
+        condition: Condition,
+        response: Option<O>,
+        error: Option<ErrorInfo>,
+    ) -> Result<InvocationRecord<E, O>, Delivery> {
+        catch_unwind(AssertUnwindSafe(|| {
+            self.record(queued, condition, response, error)
+        }))
+        .map_err(|payload| Delivery::Refused(clone_panicked(payload.as_ref())))
+    }
+
     fn record(
         &self,
         queued: &Queued<E>,
@@ -175,6 +199,10 @@ where
             error,
         }
     }
+}
+
+fn clone_panicked(payload: &(dyn std::any::Any + Send)) -> String {
+    format!("cloning the event panicked: {}", panic_message(payload))
 }
 
 fn panicked(message: &str) -> String {

@@ -195,15 +195,6 @@ where
         };
         let request_id = queued.request_id;
         let accepted_at = queued.accepted_at;
-        if self.config.max_concurrency == Some(0) {
-            // Never invoked: straight to the failure path, as Lambda does.
-            let this = Arc::clone(self);
-            self.spawn(async move {
-                this.fail(queued, Condition::ZeroReservedConcurrency, None)
-                    .await;
-            });
-            return Ok(request_id);
-        }
         let (depth, waited) = {
             let mut ready = state.ready.lock();
             if state.sealed.load(Ordering::Relaxed) {

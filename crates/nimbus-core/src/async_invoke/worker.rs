@@ -90,9 +90,12 @@ where
                 self.batch.push_front(current);
             }
         }
-        let depth = state.requeue_front(&mut self.batch);
+        state.requeue_front(&mut self.batch);
         let remaining = state.workers.fetch_sub(1, Ordering::SeqCst) - 1;
-        // An event pushed while this worker was leaving must not be stranded.
+        // An event pushed while this worker was leaving must not be stranded: count the worker
+        // out first, then look at the queue. A producer that pushed before this look is seen
+        // here; one that pushes after it sees the lower worker count and adds a worker itself.
+        let depth = state.ready.lock().len();
         if self.started && depth > remaining && tokio::runtime::Handle::try_current().is_ok() {
             self.function.kick(depth, false);
         }
@@ -113,6 +116,23 @@ where
             state.finish_many(std::mem::take(&mut held.done));
             if self.is_stopped() || (held.batch.is_empty() && state.ready.lock().is_empty()) {
                 break 'work;
+            }
+            if self.config.max_concurrency == Some(0) {
+                // Never invoked: each event goes straight to the failure path, as Lambda does.
+                // Queued like any other, so shutdown hands back what this has not reached.
+                loop {
+                    let next = held
+                        .batch
+                        .pop_front()
+                        .or_else(|| state.ready.lock().pop_front());
+                    let Some(queued) = next else { break 'work };
+                    if self.is_stopped() {
+                        held.batch.push_front(queued);
+                        break 'work;
+                    }
+                    self.fail(queued, Condition::ZeroReservedConcurrency, None)
+                        .await;
+                }
             }
             let permit = match self.try_permit() {
                 Ok(permit) => permit,
@@ -183,9 +203,10 @@ where
                 let options = InvokeOptions::default()
                     .with_invoker(Invoker::AsyncQueue)
                     .with_attempt(queued.attempts);
-                let event = queued.event.clone();
                 let request_id = queued.request_id;
-                held.current = Some(queued);
+                // Held before the clone: an event type whose `Clone` panics is kept for the host
+                // by the guard, not dropped with the unwinding worker.
+                let event = held.current.insert(queued).event.clone();
                 let run = self.run_on(&mut lease, event, request_id, options, init.take(), now);
                 tokio::pin!(run);
                 // A handler that does not finish on its first poll holds this worker for a

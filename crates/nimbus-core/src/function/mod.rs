@@ -365,7 +365,13 @@ impl<E, O> FunctionInner<E, O> {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.shared.tasks.spawn(self.tasks.track_future(task));
+        let task = self.tasks.track_future(task);
+        // On the Tokio runtime the nimbus runtime was built on, so that `invoke_async` works
+        // from any thread (a plain thread has no current runtime to spawn on).
+        match &self.shared.tokio {
+            Some(handle) => self.shared.tasks.spawn_on(task, handle),
+            None => self.shared.tasks.spawn(task),
+        };
     }
 
     /// The last invocation left a closed function; `flags` are those it found.

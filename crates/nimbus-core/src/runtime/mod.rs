@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     request_prefix: u64,
     request_seq: Padded<AtomicU64>,
     pub(crate) tasks: TaskTracker,
+    /// The Tokio runtime this one was built on, where its tasks are spawned.
+    pub(crate) tokio: Option<tokio::runtime::Handle>,
 }
 
 impl Shared {
@@ -179,6 +181,9 @@ struct Entry {
     typed: Arc<dyn Any + Send + Sync>,
 }
 
+/// The attachments of a runtime, in the order they were attached.
+type Attachments = Vec<Arc<dyn Attachment>>;
+
 /// The scheduler: register functions, invoke them, read their metrics, shut down.
 ///
 /// Cloning a `Runtime` is cheap and gives another handle to the same runtime. It must be used
@@ -214,7 +219,8 @@ pub struct Runtime {
     shared: Arc<Shared>,
     functions: Arc<DashMap<Arc<str>, Entry>>,
     registering: Arc<tokio::sync::Mutex<()>>,
-    attachments: Arc<parking_lot::Mutex<Vec<Arc<dyn Attachment>>>>,
+    /// `None` once shutdown has taken them: no attachment is accepted after that.
+    attachments: Arc<parking_lot::Mutex<Option<Attachments>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -270,10 +276,11 @@ impl Runtime {
                 request_prefix: fastrand::u64(..),
                 request_seq: Padded(AtomicU64::new(1)),
                 tasks: TaskTracker::new(),
+                tokio: tokio::runtime::Handle::try_current().ok(),
             }),
             functions: Arc::new(DashMap::new()),
             registering: Arc::new(tokio::sync::Mutex::new(())),
-            attachments: Arc::new(parking_lot::Mutex::new(Vec::new())),
+            attachments: Arc::new(parking_lot::Mutex::new(Some(Vec::new()))),
         })
     }
 
@@ -388,12 +395,13 @@ impl Runtime {
     ///
     /// As [`Runtime::attach`].
     pub fn attach_arc(&self, attachment: Arc<dyn Attachment>) -> Result<(), RegisterError> {
-        let mut attachments = self.attachments.lock();
-        if self.shared.gate.is_closed() {
-            return Err(RegisterError::ShuttingDown);
+        match &mut *self.attachments.lock() {
+            Some(attachments) => {
+                attachments.push(attachment);
+                Ok(())
+            }
+            None => Err(RegisterError::ShuttingDown),
         }
-        attachments.push(attachment);
-        Ok(())
     }
 
     /// A typed handle to the function `name`: the fast way to invoke it repeatedly.

@@ -113,11 +113,20 @@ impl Runtime {
     ) -> Vec<AttachmentStop> {
         let stopping: Vec<Arc<dyn Attachment>> = {
             let mut attachments = self.attachments.lock();
-            let (stop, keep) = attachments
-                .drain(..)
-                .partition(|a| function.is_none_or(|f| guarded(|| a.function() == f, false)));
-            *attachments = keep;
-            stop
+            match function {
+                // Shutdown takes them all, and closes the list to later ones.
+                None => attachments.take().unwrap_or_default(),
+                Some(f) => match &mut *attachments {
+                    Some(list) => {
+                        let (stop, keep) = list
+                            .drain(..)
+                            .partition(|a| guarded(|| a.function() == f, false));
+                        *list = keep;
+                        stop
+                    }
+                    None => Vec::new(),
+                },
+            }
         };
         let give_up = deadline
             .checked_add(ATTACHMENT_STOP_SLACK)

@@ -11,6 +11,7 @@ mod hostile;
 mod instances;
 mod invoke;
 mod properties;
+mod races;
 mod seams;
 mod shutdown;
 mod unregister;
