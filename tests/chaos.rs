@@ -594,6 +594,15 @@ async fn run_seed(seed: u64) -> Tally {
         .into_iter()
         .filter_map(|h| h.downcast::<u64>().ok())
         .collect();
+    // The dead-letter consumer stops at this marker, sent after everything the runtime
+    // dead-lettered; the stream's checkpoints are final too.
+    dead_letters.send("end").unwrap();
+    let mut dead: HashSet<u64> = dlq_consumer.await.unwrap();
+    let mut final_checkpoints = HashMap::new();
+    for shard in shard_records.keys() {
+        let checkpoint = checkpoints.inner.get("chaos-stream", shard).await.unwrap();
+        final_checkpoints.insert(shard.clone(), checkpoint);
+    }
     let ledger = ledger.lock().unwrap();
     let mut tally = Tally {
         async_handled: ledger.async_handled.len() as u64,
@@ -620,7 +629,6 @@ async fn run_seed(seed: u64) -> Tally {
 
     // --- reconcile the queue: handled, dead-lettered, or still in the queue ---
     let mut in_source: HashSet<u64> = HashSet::new();
-    let mut dead: HashSet<u64> = HashSet::new();
     let drain = |queue: &InMemoryQueue, into: &mut HashSet<u64>| {
         let messages = queue.bodies();
         into.extend(
@@ -630,9 +638,6 @@ async fn run_seed(seed: u64) -> Tally {
         );
     };
     drain(&inner, &mut in_source);
-    // The consumer stops at this marker, sent after everything the runtime dead-lettered.
-    dead_letters.send("end").unwrap();
-    dead.extend(dlq_consumer.await.unwrap());
     drain(&dead_letters, &mut dead);
     for n in 0..QUEUE_MESSAGES {
         let handled = ledger.queue_handled.get(&n).copied().unwrap_or(0);
@@ -661,10 +666,10 @@ async fn run_seed(seed: u64) -> Tally {
     );
 
     // --- reconcile the stream: checkpoints, order, outcomes ---
-    let violations = checkpoints.violations.lock().unwrap();
+    let violations = checkpoints.violations.lock().unwrap().clone();
     assert!(violations.is_empty(), "seed {seed}: {violations:?}");
     for (shard, records) in &shard_records {
-        let checkpoint = checkpoints.inner.get("chaos-stream", shard).await.unwrap();
+        let checkpoint = final_checkpoints[shard];
         for seq in records {
             let covered = match checkpoint {
                 Some(Checkpoint::At(at)) => *seq <= at,
