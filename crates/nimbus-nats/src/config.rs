@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use nimbus_sources::queue_limits;
 use nimbus_sources::ConfigError;
 
 /// The scope named in configuration errors: `invalid nats config: ...`.
@@ -11,17 +12,12 @@ const SCOPE: &str = "nats";
 const MAX_NAME_LEN: usize = 64;
 /// Longest subject accepted.
 const MAX_SUBJECT_LEN: usize = 255;
-/// Bounds of `ack_wait`: SQS's visibility timeout allows up to 12 hours.
-const MIN_ACK_WAIT: Duration = Duration::from_millis(1);
-const MAX_ACK_WAIT: Duration = Duration::from_secs(12 * 3600);
 /// Bounds of `request_timeout`.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bounds of `max_in_flight`; the default is SQS's in-flight limit of a standard queue.
 const MAX_IN_FLIGHT: u32 = 1_000_000;
 const DEFAULT_IN_FLIGHT: u32 = 120_000;
-/// Bounds of `max_receive_count`, as SQS's redrive policy.
-const MAX_RECEIVE_COUNT: u32 = 1000;
 
 /// Settings of a [`crate::NatsQueue`]: which server, which stream, subject and durable consumer,
 /// how long a received message stays invisible, and where messages go after too many receives.
@@ -198,14 +194,11 @@ impl NatsConfig {
         check_name("stream", &self.stream)?;
         check_subject("subject", &self.subject)?;
         check_name("consumer", &self.consumer)?;
-        if !(MIN_ACK_WAIT..=MAX_ACK_WAIT).contains(&self.ack_wait) {
-            return Err(ConfigError::new(
-                SCOPE,
-                "ack_wait",
-                self.ack_wait,
-                "1ms..=12h",
-            ));
-        }
+        // `ack_wait` is the queue's visibility timeout, with the range every queue has.
+        queue_limits::check_visibility_timeout(SCOPE, self.ack_wait).map_err(|mut e| {
+            e.field = "ack_wait";
+            e
+        })?;
         if !(1..=MAX_IN_FLIGHT).contains(&self.max_in_flight) {
             return Err(ConfigError::new(
                 SCOPE,
@@ -223,14 +216,7 @@ impl NatsConfig {
             ));
         }
         if let Some(count) = self.max_receive_count {
-            if !(1..=MAX_RECEIVE_COUNT).contains(&count) {
-                return Err(ConfigError::new(
-                    SCOPE,
-                    "max_receive_count",
-                    count,
-                    "1..=1000",
-                ));
-            }
+            queue_limits::check_max_receive_count(SCOPE, count)?;
         }
         if let Some(subject) = &self.dead_letter_subject {
             check_subject("dead_letter_subject", subject)?;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use nimbus_sources::queue_limits;
 use nimbus_sources::ConfigError;
 
 /// The scope named in configuration errors: `invalid postgres config: ...`.
@@ -9,13 +10,6 @@ const SCOPE: &str = "postgres";
 /// Longest queue name: `<name>_queue_notify`, the longest object made from it, stays within
 /// PostgreSQL's 63-byte identifiers.
 const MAX_NAME_LEN: usize = 40;
-/// Bounds of `visibility_timeout`: SQS's (and the in-memory queue's) upper bound of 12 hours;
-/// 1 ms rather than 0 below, as the other broker adapters (a zero timeout would hand every
-/// message to the next receive while it is being handled).
-const MIN_VISIBILITY: Duration = Duration::from_millis(1);
-const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
-/// Bounds of `max_receive_count`, as SQS's redrive policy and the in-memory queue.
-const MAX_RECEIVE_COUNT: u32 = 1000;
 
 /// Settings of the PostgreSQL adapters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,23 +70,9 @@ impl PostgresConfig {
                 "1 to 40 of a-z 0-9 _",
             ));
         }
-        if !(MIN_VISIBILITY..=MAX_VISIBILITY).contains(&self.visibility_timeout) {
-            return Err(ConfigError::new(
-                SCOPE,
-                "visibility_timeout",
-                self.visibility_timeout,
-                "1ms..=12h",
-            ));
-        }
+        queue_limits::check_visibility_timeout(SCOPE, self.visibility_timeout)?;
         if let Some(count) = self.max_receive_count {
-            if !(1..=MAX_RECEIVE_COUNT).contains(&count) {
-                return Err(ConfigError::new(
-                    SCOPE,
-                    "max_receive_count",
-                    count,
-                    "1..=1000",
-                ));
-            }
+            queue_limits::check_max_receive_count(SCOPE, count)?;
         }
         Ok(())
     }

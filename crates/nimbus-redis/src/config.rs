@@ -2,18 +2,11 @@
 
 use std::time::Duration;
 
+use nimbus_sources::queue_limits;
 use nimbus_sources::ConfigError;
 
 /// The scope named in configuration errors: `invalid redis config: ...`.
 const SCOPE: &str = "redis";
-/// Bounds of `visibility_timeout`: SQS's (and the in-memory queue's) upper bound of 12 hours.
-/// The lower bound is 1 ms rather than 0: a broker-held timeout of zero would hand every
-/// message to the next receive while it is being handled (as NATS's `ack_wait`, whose zero
-/// means the server's default).
-const MIN_VISIBILITY: Duration = Duration::from_millis(1);
-const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
-/// Bounds of `max_receive_count`, as SQS's redrive policy and the in-memory queue.
-const MAX_RECEIVE_COUNT: u32 = 1000;
 /// Bounds of `shards`.
 const MAX_SHARDS: usize = 1024;
 
@@ -77,23 +70,9 @@ impl RedisConfig {
         if self.key.is_empty() {
             return Err(ConfigError::new(SCOPE, "key", &self.key, "a non-empty key"));
         }
-        if !(MIN_VISIBILITY..=MAX_VISIBILITY).contains(&self.visibility_timeout) {
-            return Err(ConfigError::new(
-                SCOPE,
-                "visibility_timeout",
-                self.visibility_timeout,
-                "1ms..=12h",
-            ));
-        }
+        queue_limits::check_visibility_timeout(SCOPE, self.visibility_timeout)?;
         if let Some(count) = self.max_receive_count {
-            if !(1..=MAX_RECEIVE_COUNT).contains(&count) {
-                return Err(ConfigError::new(
-                    SCOPE,
-                    "max_receive_count",
-                    count,
-                    "1..=1000",
-                ));
-            }
+            queue_limits::check_max_receive_count(SCOPE, count)?;
         }
         if !(1..=MAX_SHARDS).contains(&self.shards) {
             return Err(ConfigError::new(SCOPE, "shards", self.shards, "1..=1024"));

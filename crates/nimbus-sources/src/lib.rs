@@ -65,6 +65,7 @@ pub use object::{
 };
 #[cfg(feature = "directory")]
 pub use object::{DirectoryConfig, DirectoryStore};
+pub use queue::limits as queue_limits;
 pub use queue::{
     Attributes, InMemoryQueue, Message, MessageId, Outgoing, QueueConfig, QueueProducer,
     QueueSource, QueueStats, Receipt, SendError,

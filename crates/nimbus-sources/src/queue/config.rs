@@ -88,9 +88,7 @@ impl QueueConfig {
         let err = |field, value: &dyn std::fmt::Debug, allowed: &str| {
             Err(ConfigError::new("queue", field, value, allowed))
         };
-        if self.visibility_timeout > MAX_VISIBILITY {
-            return err("visibility_timeout", &self.visibility_timeout, "0s..=12h");
-        }
+        super::limits::check_visibility_timeout("queue", self.visibility_timeout)?;
         if self.delay > MAX_DELAY {
             return err("delay", &self.delay, "0s..=15min");
         }
@@ -98,9 +96,7 @@ impl QueueConfig {
             return err("capacity", &self.capacity, "1..=100000000");
         }
         match (self.max_receive_count, &self.dead_letter) {
-            (Some(n), Some(_)) if !(1..=1_000).contains(&n) => {
-                return err("max_receive_count", &n, "1..=1000");
-            }
+            (Some(n), Some(_)) => super::limits::check_max_receive_count("queue", n)?,
             (Some(_), None) | (None, Some(_)) => {
                 return err(
                     "max_receive_count",

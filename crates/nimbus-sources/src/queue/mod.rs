@@ -9,6 +9,7 @@
 //! dead-letter queue after `max_receive_count` is the queue's own business, as it is in SQS.
 
 mod config;
+pub mod limits;
 mod memory;
 
 use std::sync::Arc;
