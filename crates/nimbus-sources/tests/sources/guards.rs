@@ -45,6 +45,10 @@ impl QueueSource for Panicky {
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
         self.inner.release(receipts).await
     }
+    // It panics before awaiting anything, and the in-memory receive is cancel-safe.
+    fn receive_is_cancel_safe(&self) -> bool {
+        true
+    }
     fn visibility_timeout(&self) -> Option<Duration> {
         self.inner.visibility_timeout()
     }
@@ -176,8 +180,9 @@ async fn a_panicking_checkpoint_store_does_not_wedge_the_shard() {
     assert!(mapping.stop(Duration::from_secs(1)).await);
 }
 
-/// A receive that is not cancel-safe: it claims messages, then takes a second to return them.
-/// Dropping it in that second would strand them until their visibility timeout.
+/// A receive that is not cancel-safe: it claims messages, then takes 300 ms to return them
+/// (less than a stop's slack past its deadline). Dropping it then would strand them until
+/// their visibility timeout.
 struct SlowClaim {
     inner: Arc<InMemoryQueue>,
     claimed: tokio::sync::Notify,
@@ -189,7 +194,7 @@ impl QueueSource for SlowClaim {
         let got = self.inner.receive(max, wait).await?;
         if !got.is_empty() {
             self.claimed.notify_one();
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         Ok(got)
     }
