@@ -39,6 +39,8 @@ pub struct PostgresQueue {
     /// rows: two at once keep the connection busy; unbounded (a mapping's ~300 pollers at
     /// full scale) drained a 50,000-message queue at 14.8 k/s here, two at 31 k/s.
     claims: tokio::sync::Semaphore,
+    /// Dead-letter moves that failed while good messages were returned.
+    failed_dead_letter_moves: std::sync::atomic::AtomicU64,
 }
 
 const CONCURRENT_CLAIMS: usize = 2;
@@ -118,7 +120,16 @@ impl PostgresQueue {
             notified,
             listener,
             claims: tokio::sync::Semaphore::new(CONCURRENT_CLAIMS),
+            failed_dead_letter_moves: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// How many times moving messages past `max_receive_count` to the dead-letter table
+    /// failed while the receive returned the other messages it claimed. The rows stay in
+    /// the queue and are moved at a later receive, after their visibility timeout.
+    pub fn failed_dead_letter_moves(&self) -> u64 {
+        self.failed_dead_letter_moves
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn table(&self) -> String {
@@ -209,7 +220,7 @@ impl PostgresQueue {
             );
         }
         if !dead.is_empty() {
-            client
+            let moved = client
                 .execute(
                     &format!(
                         "WITH moved AS (DELETE FROM {t} WHERE id = ANY($1) RETURNING id, body, receive_count, sent_at)
@@ -219,7 +230,19 @@ impl PostgresQueue {
                     ),
                     &[&dead],
                 )
-                .await?;
+                .await;
+            // A failed move leaves those rows in the queue, invisible until their visibility
+            // timeout, then moved again at a later receive; the good messages claimed with
+            // them are returned meanwhile (failing the receive would strand them with their
+            // receive counted).
+            if let Err(error) = moved {
+                if messages.is_empty() {
+                    return Err(error.into());
+                }
+                self.failed_dead_letter_moves
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(queue = %self.config.name, %error, rows = dead.len(), "postgres dead-letter move failed; tried again after the visibility timeout");
+            }
         }
         let next: Option<f64> = if messages.is_empty() {
             client

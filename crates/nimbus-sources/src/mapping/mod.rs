@@ -20,16 +20,23 @@
 //!   [released](QueueSource::release) to the queue, its receive count unchanged. A mapping whose
 //!   function refuses work for good (shutting down, unregistered) stops the same way, and so
 //!   does one whose source fails permanently ([`MappingStatus`]); it never spins.
-//! - **Receives are never dropped**: a receive in flight when the mapping stops runs to the end
-//!   of its long poll on its own and what it brings is released, so an adapter whose receive
-//!   is not cancel-safe strands nothing.
+//! - **Receives in flight at the stop**: a source whose receive is
+//!   [cancel-safe](QueueSource::receive_is_cancel_safe) has its long poll dropped at once. Any
+//!   other receive in flight runs on (it may have claimed messages) and the stop waits for it
+//!   until its give-up point (the deadline plus `2 × RELEASE_GRACE`, within the runtime's
+//!   [`ATTACHMENT_STOP_SLACK`](nimbus_core::ATTACHMENT_STOP_SLACK)); what it brings is
+//!   released at once. A receive still running then is dropped, so nothing the mapping started
+//!   outlives its stop, and the stop is reported unclean: that source may strand what it had
+//!   claimed until its visibility timeout.
 //! - **User code is guarded**: a source that panics is a transient source error; calls made
-//!   while stopping are given up on shortly after the deadline.
+//!   while stopping are given up on shortly after the deadline, but a call that the source
+//!   answers at once (an ack, a release) always goes through, even after that.
 
 pub(crate) mod batch;
 mod config;
 mod metrics;
 mod process;
+mod stop;
 
 pub(crate) use batch::body_serde;
 
@@ -51,16 +58,12 @@ pub use metrics::QueueMappingMetrics;
 
 use crate::error::{ConfigError, SourceError};
 use crate::filter::Filters;
-use crate::queue::{Message, QueueSource, Receipt};
-use crate::status::{delay_of, guarded, settle_status, MappingStatus};
+use crate::queue::{Message, QueueSource};
+use crate::status::{delay_of, settle_status, MappingStatus};
 use metrics::{add, Counters};
 
 /// The function a queue mapping invokes.
 pub type QueueFunction = FunctionHandle<QueueBatch, BatchResponse>;
-
-/// How long past its deadline a stopping mapping waits for releases and acknowledgements
-/// before it gives up on a source that does not answer.
-const RELEASE_GRACE: Duration = Duration::from_millis(250);
 
 /// A running queue mapping.
 ///
@@ -125,6 +128,10 @@ struct Shared {
     tasks: TaskTracker,
     /// Receives in flight when the mapping stopped, running out their long poll.
     draining: TaskTracker,
+    /// The stop's give-up point passed (or the stop was dropped): drop draining receives.
+    given_up: CancellationToken,
+    /// Whether the source's receive may be dropped without stranding messages.
+    cancel_safe: bool,
     fifo: bool,
 }
 
@@ -171,6 +178,8 @@ impl QueueMapping {
             name: Arc::from(config.name.as_str()),
             fifo: source.is_fifo(),
             filters,
+            given_up: CancellationToken::new(),
+            cancel_safe: source.receive_is_cancel_safe(),
             source: Arc::new(source),
             function,
             counters: Counters::default(),
@@ -215,51 +224,17 @@ impl QueueMapping {
     }
 
     /// Stops the mapping: pollers stop receiving, batches in flight finish within `grace`,
-    /// and what is left is released to the queue (its receive count unchanged). Returns
-    /// whether everything finished or went back within `grace`.
+    /// and what is left is released to the queue (its receive count unchanged). A receive in
+    /// flight on a source that is not [cancel-safe](QueueSource::receive_is_cancel_safe) is
+    /// waited for a little past `grace` and what it brings released; one still running then
+    /// is dropped (its source may strand what it claimed until the visibility timeout). Once
+    /// this returns, the mapping calls its source no more. Returns whether everything finished
+    /// or went back in time, and no receive had to be dropped.
     pub async fn stop(&self, grace: Duration) -> bool {
         let deadline = Instant::now()
             .checked_add(grace)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
         self.stop_by(deadline).await.clean
-    }
-
-    async fn stop_by(&self, deadline: Instant) -> AttachmentStop {
-        let shared = &self.shared;
-        let released_before = shared.counters.released.load(Ordering::Relaxed);
-        settle_status(
-            &shared.status,
-            MappingStatus::Stopped {
-                reason: "stopped".to_owned(),
-            },
-        );
-        shared.cancel.cancel();
-        shared.tasks.close();
-        let mut clean = tokio::time::timeout_at(deadline, shared.tasks.wait())
-            .await
-            .is_ok();
-        if !clean {
-            // Batches still in flight are abandoned and released; a source that does not
-            // answer the releases is given up on shortly after.
-            shared.hard_stop.cancel();
-            let released = tokio::time::timeout(RELEASE_GRACE, shared.tasks.wait()).await;
-            if released.is_err() {
-                shared.abandon.cancel();
-                let _ = tokio::time::timeout(RELEASE_GRACE, shared.tasks.wait()).await;
-            } else {
-                clean = true;
-            }
-        }
-        let released = shared.counters.released.load(Ordering::Relaxed) - released_before;
-        let stop = if clean {
-            AttachmentStop::clean(self.name())
-        } else {
-            AttachmentStop::failed(
-                self.name(),
-                "the source did not take back every message in time",
-            )
-        };
-        stop.with_released(released)
     }
 }
 
@@ -347,36 +322,6 @@ impl Shared {
         self.cancel.cancel();
     }
 
-    /// A receive as an owned future.
-    fn receiving(&self, max: usize, wait: Duration) -> Receiving {
-        let source = Arc::clone(&self.source);
-        Box::pin(async move { guarded("receive", source.receive(max, wait)).await })
-    }
-
-    /// Awaits a receive unless the mapping stops first; then the receive is not dropped (an
-    /// adapter may have claimed messages for it) but handed to a task that releases what it
-    /// brings. `None` when the mapping stopped.
-    async fn receive_or_stop(
-        self: &Arc<Self>,
-        max: usize,
-        wait: Duration,
-    ) -> Option<Result<Vec<Message>, SourceError>> {
-        let mut receiving = self.receiving(max, wait);
-        tokio::select! {
-            received = &mut receiving => Some(received),
-            () = self.cancel.cancelled() => {
-                let this = Arc::clone(self);
-                self.draining.spawn(async move {
-                    if let Ok(messages) = receiving.await {
-                        add(&this.counters.received, messages.len());
-                        this.release(&messages).await;
-                    }
-                });
-                None
-            }
-        }
-    }
-
     /// Receives one batch: a long poll for the first messages, then more until the batch is
     /// full, the window ends or the payload cap is reached.
     async fn gather(self: &Arc<Self>) -> Result<Vec<Message>, SourceError> {
@@ -415,40 +360,6 @@ impl Shared {
     fn source_error(&self, error: &SourceError) {
         add(&self.counters.source_errors, 1);
         tracing::warn!(mapping = %self.name, %error, "queue source error");
-    }
-
-    /// A call into the source from the end of a batch: guarded against panics, and given up
-    /// on once the mapping abandons its source after the stop deadline.
-    async fn call<T>(
-        &self,
-        what: &'static str,
-        call: impl Future<Output = Result<T, SourceError>>,
-    ) -> Result<T, SourceError> {
-        tokio::select! {
-            result = guarded(what, call) => result,
-            () = self.abandon.cancelled() => Err(SourceError::transient(format!(
-                "{what} did not answer before the stop deadline"
-            ))),
-        }
-    }
-
-    /// Hands messages back unhandled, last first (so a FIFO group keeps its order).
-    async fn release(&self, messages: &[Message]) {
-        if messages.is_empty() {
-            return;
-        }
-        let receipts: Vec<Receipt> = messages.iter().map(|m| m.receipt.clone()).collect();
-        self.release_receipts(&receipts).await;
-    }
-
-    async fn release_receipts(&self, receipts: &[Receipt]) {
-        if receipts.is_empty() {
-            return;
-        }
-        match self.call("release", self.source.release(receipts)).await {
-            Ok(()) => add(&self.counters.released, receipts.len()),
-            Err(e) => self.source_error(&e),
-        }
     }
 
     fn retire_if_over_target(&self) -> bool {

@@ -621,6 +621,11 @@ impl QueueSource for InMemoryQueue {
         Ok(())
     }
 
+    /// Messages are claimed and returned in one step that does not await.
+    fn receive_is_cancel_safe(&self) -> bool {
+        true
+    }
+
     fn visibility_timeout(&self) -> Option<Duration> {
         Some(self.config.visibility_timeout)
     }

@@ -306,9 +306,13 @@ pub trait QueueSource: Send + Sync + 'static {
     ///
     /// A receive need not be cancel-safe: if its future is dropped after the broker handed
     /// messages out, they may stay invisible until their visibility timeout (and come back
-    /// then, at least once). Mappings therefore never drop a receive: one in flight when a
-    /// mapping stops runs to the end of its long poll on its own task, and what it brings is
-    /// [released](QueueSource::release) at once.
+    /// then, at least once, their receive counted). Mappings therefore do not drop such a
+    /// receive when they stop: it runs on, on its own task, and what it brings is
+    /// [released](QueueSource::release) at once; but only until the stop gives up (a little
+    /// past its deadline). A receive still running then is dropped, the stop is reported
+    /// unclean, and what that receive had claimed may be stranded until its visibility
+    /// timeout. A source whose receive is cancel-safe says so with
+    /// [`QueueSource::receive_is_cancel_safe`], and mappings drop its long polls at once.
     ///
     /// # Errors
     ///
@@ -345,6 +349,14 @@ pub trait QueueSource: Send + Sync + 'static {
     /// [`SourceError::UnknownReceipt`] after the others are released.
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError>;
 
+    /// Whether dropping a [`QueueSource::receive`] future at any await point never leaves
+    /// messages claimed (for example, messages are claimed in one step that does not await
+    /// and returned at once). Mappings then drop a receive in flight when they stop, instead
+    /// of letting it run out its long poll. `false` unless a source says otherwise.
+    fn receive_is_cancel_safe(&self) -> bool {
+        false
+    }
+
     /// How long a received message stays invisible, if the source has a fixed one. A mapping
     /// whose function timeout exceeds it is rejected at build time.
     fn visibility_timeout(&self) -> Option<Duration> {
@@ -375,6 +387,9 @@ impl<Q: QueueSource + ?Sized> QueueSource for Arc<Q> {
     }
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
         (**self).release(receipts).await
+    }
+    fn receive_is_cancel_safe(&self) -> bool {
+        (**self).receive_is_cancel_safe()
     }
     fn visibility_timeout(&self) -> Option<Duration> {
         (**self).visibility_timeout()

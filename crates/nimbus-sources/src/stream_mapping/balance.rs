@@ -96,13 +96,15 @@ impl Shared {
     }
 
     /// A call into a store or the source: guarded against panics, and given up on once the
-    /// mapping abandons its stores after the stop deadline.
+    /// mapping abandons its stores after the stop deadline. Biased towards the call: a
+    /// checkpoint or lease release that the store answers at once goes through even after.
     pub(super) async fn store_call<T>(
         &self,
         what: &'static str,
         call: impl std::future::Future<Output = Result<T, SourceError>>,
     ) -> Result<T, SourceError> {
         tokio::select! {
+            biased;
             result = guarded(what, call) => result,
             () = self.abandon.cancelled() => Err(SourceError::transient(format!(
                 "{what} did not answer before the stop deadline"

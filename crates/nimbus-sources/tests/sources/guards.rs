@@ -8,9 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nimbus_core::{handler_fn, Context, Function, FunctionError};
 use nimbus_sources::{
-    Checkpoint, CheckpointStore, InMemoryCheckpoints, InMemoryQueue, InMemoryStream, MappingStatus,
-    Message, QueueConfig, QueueMapping, QueueMappingConfig, QueueSource, Receipt, SourceError,
-    StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig, StreamMappingParts,
+    Checkpoint, CheckpointStore, InMemoryCheckpoints, InMemoryQueue, InMemoryStream, LeaseStore,
+    MappingStatus, Message, QueueConfig, QueueMapping, QueueMappingConfig, QueueSource, Receipt,
+    SourceError, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig, StreamMappingParts,
     StreamResponse, StreamSource,
 };
 
@@ -44,6 +44,10 @@ impl QueueSource for Panicky {
     }
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
         self.inner.release(receipts).await
+    }
+    // It panics before awaiting anything, and the in-memory receive is cancel-safe.
+    fn receive_is_cancel_safe(&self) -> bool {
+        true
     }
     fn visibility_timeout(&self) -> Option<Duration> {
         self.inner.visibility_timeout()
@@ -176,8 +180,9 @@ async fn a_panicking_checkpoint_store_does_not_wedge_the_shard() {
     assert!(mapping.stop(Duration::from_secs(1)).await);
 }
 
-/// A receive that is not cancel-safe: it claims messages, then takes a second to return them.
-/// Dropping it in that second would strand them until their visibility timeout.
+/// A receive that is not cancel-safe: it claims messages, then takes 300 ms to return them
+/// (less than a stop's slack past its deadline). Dropping it then would strand them until
+/// their visibility timeout.
 struct SlowClaim {
     inner: Arc<InMemoryQueue>,
     claimed: tokio::sync::Notify,
@@ -189,7 +194,7 @@ impl QueueSource for SlowClaim {
         let got = self.inner.receive(max, wait).await?;
         if !got.is_empty() {
             self.claimed.notify_one();
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         Ok(got)
     }
@@ -387,4 +392,81 @@ async fn a_panicking_failure_destination_is_retried_and_loses_nothing() {
     })
     .await;
     assert!(mapping.stop(Duration::from_secs(1)).await);
+}
+
+/// A checkpoint store whose next write never answers once `hang` is set.
+#[derive(Default)]
+struct HangingCheckpoints {
+    inner: InMemoryCheckpoints,
+    hang: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl CheckpointStore for HangingCheckpoints {
+    async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
+        self.inner.get(mapping, shard).await
+    }
+    async fn put(
+        &self,
+        mapping: &str,
+        shard: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<(), SourceError> {
+        if self.hang.swap(false, Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.put(mapping, shard, checkpoint).await
+    }
+}
+
+/// A checkpoint write hangs, so the stop abandons its stores; the reader's final checkpoint
+/// flush and its lease release, which the stores answer at once, must still go through. (An
+/// unbiased select against the abandoned token skipped each about half the time: the
+/// checkpoint stayed behind, to be read again, and the lease held until its TTL.)
+#[tokio::test(start_paused = true)]
+async fn after_a_stop_abandons_its_stores_calls_they_answer_at_once_still_go_through() {
+    for _trial in 0..8 {
+        let rt = runtime();
+        let stream = Arc::new(InMemoryStream::new(StreamConfig::default()).unwrap());
+        let shard = stream.shards().await.unwrap()[0].id.clone();
+        let checkpoints = Arc::new(HangingCheckpoints::default());
+        let leases = Arc::new(nimbus_sources::InMemoryLeases::default());
+        let mapping = StreamMapping::start(
+            stream.clone(),
+            counting_function(&rt).await,
+            StreamMappingParts::in_memory()
+                .with_checkpoints(checkpoints.clone())
+                .with_leases(leases.clone()),
+            StreamMappingConfig::new("count"),
+        )
+        .unwrap();
+        stream.put("k", "a").unwrap();
+        eventually(LIMIT, || mapping.metrics().records == 1).await;
+        eventually(LIMIT, || {
+            mapping
+                .metrics()
+                .shards
+                .get(&*shard)
+                .is_some_and(|m| m.checkpoint.is_some())
+        })
+        .await;
+        checkpoints.hang.store(true, Ordering::SeqCst);
+        let last = stream.put("k", "b").unwrap().1;
+        eventually(LIMIT, || mapping.metrics().records == 2).await;
+        assert!(!mapping.stop(Duration::from_millis(50)).await);
+        assert_eq!(
+            checkpoints.inner.get("count", &shard).await.unwrap(),
+            Some(Checkpoint::At(last)),
+            "the final checkpoint flush was skipped"
+        );
+        let now = tokio::time::Instant::now();
+        let held: Vec<_> = leases
+            .list("count/")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.expires > now)
+            .collect();
+        assert!(held.is_empty(), "leases still held: {held:?}");
+    }
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod draining;
 mod filters;
 mod guards;
 mod hostile;

@@ -265,3 +265,30 @@ async fn an_attached_stream_mapping_flushes_its_checkpoints_and_gives_up_its_lea
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(leases.acquired.load(Ordering::Relaxed), before);
 }
+
+/// "Nothing outlives the runtime": the long poll in flight when the runtime stops an attached
+/// mapping (on a cancel-safe source) is dropped, the stop is clean, and a message sent after
+/// the shutdown returned is never received by the mapping.
+#[tokio::test(start_paused = true)]
+async fn a_stopped_mapping_receives_nothing_after_shutdown_returns() {
+    let rt = runtime();
+    let (function, handled) = slow_consumer(&rt, "zombie").await;
+    let q = queue(QueueConfig::default());
+    let mapping = QueueMapping::start(
+        q.clone(),
+        function,
+        QueueMappingConfig::new("zombie").with_initial_concurrency(1),
+    )
+    .unwrap();
+    rt.attach(mapping.clone()).unwrap();
+    // The poller enters its long poll on the empty queue.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let report = rt.shutdown(Duration::from_millis(50)).await;
+    assert!(report.attachments[0].clean, "{report:?}");
+    // Another consumer's message, sent after the runtime (and the mapping) stopped.
+    q.send("late").unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(mapping.metrics().received, 0, "a receive outlived shutdown");
+    assert_eq!(q.counts().visible, 1);
+    assert!(handled.lock().is_empty());
+}
