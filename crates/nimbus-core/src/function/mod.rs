@@ -366,11 +366,11 @@ impl<E, O> FunctionInner<E, O> {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         let task = self.tasks.track_future(task);
-        // On the Tokio runtime the nimbus runtime was built on, so that `invoke_async` works
-        // from any thread (a plain thread has no current runtime to spawn on).
-        match &self.shared.tokio {
-            Some(handle) => self.shared.tasks.spawn_on(task, handle),
-            None => self.shared.tasks.spawn(task),
+        // On the current Tokio runtime; from a thread without one (a plain thread calling
+        // `invoke_async`), on the runtime the nimbus runtime was built on.
+        match (tokio::runtime::Handle::try_current(), &self.shared.tokio) {
+            (Err(_), Some(handle)) => self.shared.tasks.spawn_on(task, handle),
+            _ => self.shared.tasks.spawn(task),
         };
     }
 
