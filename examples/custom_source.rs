@@ -109,6 +109,13 @@ impl QueueSource for TinyQueue {
         }
     }
 
+    /// `receive` claims messages only in `take`, with no await after it: dropping it while it
+    /// waits strands nothing, so a stopping mapping may drop its long poll at once instead of
+    /// waiting for it (a broker whose claim is a network round trip cannot say this).
+    fn receive_is_cancel_safe(&self) -> bool {
+        true
+    }
+
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
         // Delete every receipt we know; report the unknown ones after, as the contract asks.
         let mut guard = self.state.lock().expect("lock");
