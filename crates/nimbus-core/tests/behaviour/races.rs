@@ -84,7 +84,7 @@ async fn an_event_pushed_while_the_last_worker_leaves_still_runs() {
     }
 }
 
-/// Finding: the event type's `Clone` is user code, called by the worker while the event is
+/// The event type's `Clone` is user code, called by the worker while the event is
 /// held by neither the batch nor `current` (popped, then cloned, then stored).
 /// A panicking clone loses the accepted event: not handled, not handed back.
 #[derive(Debug)]
@@ -120,7 +120,10 @@ async fn an_event_whose_clone_panics_is_handed_back() {
         .await
         .unwrap();
     handle.invoke_async(Fragile(7)).unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait for the worker to have tried the clone (the signal), and for the queue to settle.
+    while CLONES.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
     let report = rt.shutdown(Duration::from_millis(50)).await;
     let handed_back = report.handed_back.len();
     assert_eq!(
