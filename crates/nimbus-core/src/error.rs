@@ -55,9 +55,26 @@ pub enum RetryHint {
 
 /// The error a handler returns: a function error in Lambda's terms.
 ///
-/// Any `std::error::Error` converts into it with `?`; [`FunctionError::msg`] builds one
-/// from text. It deliberately does not implement `std::error::Error` itself (as
-/// `anyhow::Error` does not), which is what makes the blanket conversion possible.
+/// [`FunctionError::msg`] builds one from text, [`FunctionError::from_error`] from any Rust
+/// error (keeping it as the [`source`](std::error::Error::source)). It implements
+/// `std::error::Error`, so it cannot also take every error with `?` (that blanket conversion
+/// would include itself); `?` works on boxed errors and the common standard ones (I/O, JSON,
+/// UTF-8, number parsing), and a handler made
+/// with [`handler_fn`](crate::handler::handler_fn) may return any error type that converts into
+/// it, such as `Box<dyn std::error::Error + Send + Sync>`, to which `?` converts everything.
+///
+/// # Example
+///
+/// ```
+/// use nimbus_core::FunctionError;
+///
+/// fn parse(s: &str) -> Result<u32, FunctionError> {
+///     s.parse::<u32>().map_err(FunctionError::from_error)
+/// }
+/// let error = parse("x").unwrap_err();
+/// assert_eq!(error.error_type(), "ParseIntError");
+/// assert!(std::error::Error::source(&error).is_some());
+/// ```
 pub struct FunctionError {
     error_type: Cow<'static, str>,
     message: String,
@@ -111,19 +128,14 @@ impl FunctionError {
         self.retry
     }
 
-    /// The Rust error this was converted from, if any.
-    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
-        self.source.as_deref()
-    }
-}
-
-impl<E> From<E> for FunctionError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    fn from(error: E) -> Self {
+    /// A function error made from a Rust error: its type's name is the error type (the last
+    /// path segment, `ParseIntError`, as Lambda's `errorType` is), and the error is kept as the
+    /// source.
+    pub fn from_error<E>(error: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         let full = std::any::type_name::<E>();
-        // Keep the last path segment ("ParseIntError"), as Lambda's errorType does.
         let short = full.rsplit("::").next().unwrap_or(full);
         Self {
             error_type: Cow::Owned(short.to_owned()),
@@ -131,6 +143,65 @@ where
             retry: RetryHint::Default,
             source: Some(Box::new(error)),
         }
+    }
+}
+
+impl std::error::Error for FunctionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Box<dyn std::error::Error + Send + Sync + 'static>> for FunctionError {
+    /// A boxed function error comes back as itself; any other boxed error becomes an `Error`
+    /// with its message, kept as the source.
+    fn from(error: Box<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+        match error.downcast::<FunctionError>() {
+            Ok(function_error) => *function_error,
+            Err(error) => Self {
+                error_type: Cow::Borrowed("Error"),
+                message: error.to_string(),
+                retry: RetryHint::Default,
+                source: Some(error),
+            },
+        }
+    }
+}
+
+/// `?` on the errors handlers meet most: each converts with [`FunctionError::from_error`].
+macro_rules! from_errors {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for FunctionError {
+            fn from(error: $error) -> Self {
+                Self::from_error(error)
+            }
+        }
+    )*};
+}
+
+from_errors!(
+    std::io::Error,
+    serde_json::Error,
+    std::str::Utf8Error,
+    std::string::FromUtf8Error,
+    std::num::ParseIntError,
+    std::num::ParseFloatError,
+    std::str::ParseBoolError,
+    std::num::TryFromIntError,
+    std::fmt::Error,
+);
+
+impl From<String> for FunctionError {
+    fn from(message: String) -> Self {
+        Self::msg(message)
+    }
+}
+
+impl From<&str> for FunctionError {
+    fn from(message: &str) -> Self {
+        Self::msg(message)
     }
 }
 
@@ -209,37 +280,32 @@ impl fmt::Display for InitFailure {
 pub enum InvokeError {
     /// The handler returned an error.
     #[error("function error: {0}")]
-    Function(FunctionError),
+    Function(#[source] FunctionError),
     /// The handler did not finish within the function's timeout; the instance was discarded.
     #[error("function timed out after {0:?}")]
     Timeout(Duration),
     /// The handler panicked; the instance was discarded.
     #[error("function panicked: {0}")]
     Panic(String),
+    /// The instance died during the invocation (a process that exited, a backend that lost
+    /// it); it was discarded. Counted with panics.
+    #[error("instance crashed: {0}")]
+    Crashed(String),
     /// A new instance was needed and its init phase failed.
     #[error("instance init failed: {0}")]
     Init(InitFailure),
     /// No capacity: answered at once, never queued.
     #[error("throttled: {0}")]
     Throttled(ThrottleReason),
-    /// No function is registered under this name.
-    #[error("no function named `{0}`")]
-    NotFound(String),
-    /// The function exists, but with other event or output types than the caller asked for.
-    #[error("function `{0}` has other event or output types")]
-    WrongType(String),
     /// The JSON payload could not be decoded into the function's event type, or its output
     /// could not be encoded.
     #[error("payload error: {0}")]
     Payload(String),
-    /// The function can only be invoked with typed events (it was registered without JSON).
-    #[error("function `{0}` takes typed events only")]
-    NotJson(String),
     /// The runtime is shutting down and accepts no new invocations.
     #[error("runtime is shutting down")]
     ShuttingDown,
     /// The invocation was still running when the shutdown grace period ended (or the grace
-    /// of [`crate::Runtime::unregister`]).
+    /// of the function's unregister).
     #[error("cancelled by shutdown")]
     Cancelled,
     /// The function was unregistered: a handle kept from before refuses new invocations.
@@ -253,12 +319,10 @@ impl InvokeError {
         match self {
             Self::Function(_) => OutcomeKind::Error,
             Self::Timeout(_) => OutcomeKind::Timeout,
-            Self::Panic(_) => OutcomeKind::Panic,
+            Self::Panic(_) | Self::Crashed(_) => OutcomeKind::Panic,
             Self::Init(_) => OutcomeKind::InitFailure,
             Self::Throttled(_) => OutcomeKind::Throttled,
-            Self::NotFound(_) | Self::WrongType(_) | Self::NotJson(_) | Self::Payload(_) => {
-                OutcomeKind::Rejected
-            }
+            Self::Payload(_) => OutcomeKind::Rejected,
             Self::ShuttingDown | Self::Cancelled | Self::Unregistered(_) => OutcomeKind::Cancelled,
         }
     }
@@ -269,12 +333,10 @@ impl InvokeError {
             Self::Function(e) => e.error_type(),
             Self::Timeout(_) => "Timeout",
             Self::Panic(_) => "Panic",
+            Self::Crashed(_) => "Runtime.ExitError",
             Self::Init(_) => "InitFailure",
             Self::Throttled(_) => "TooManyRequests",
-            Self::NotFound(_) => "ResourceNotFound",
-            Self::WrongType(_) => "WrongType",
             Self::Payload(_) => "InvalidPayload",
-            Self::NotJson(_) => "NotJson",
             Self::ShuttingDown => "ShuttingDown",
             Self::Cancelled => "Cancelled",
             Self::Unregistered(_) => "Unregistered",
@@ -292,19 +354,19 @@ pub enum OutcomeKind {
     Error,
     /// The handler timed out.
     Timeout,
-    /// The handler panicked.
+    /// The handler panicked, or its instance crashed.
     Panic,
     /// The instance's init failed.
     InitFailure,
     /// No capacity.
     Throttled,
-    /// Rejected before running: unknown function, wrong type, bad payload.
+    /// Rejected before running: a payload that does not decode.
     Rejected,
     /// Refused or cancelled by shutdown, or refused after unregister.
     Cancelled,
 }
 
-/// Errors from registering or looking up functions.
+/// Errors from registering a function.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegisterError {
@@ -325,4 +387,106 @@ pub enum RegisterError {
     /// The runtime is shutting down.
     #[error("runtime is shutting down")]
     ShuttingDown,
+}
+
+/// Why a function could not be reached by name. Separate from [`InvokeError`], which is the
+/// outcome of an invocation that reached its function.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LookupError {
+    /// No function is registered under this name (Lambda: `ResourceNotFoundException`).
+    #[error("no function named `{0}`")]
+    NotFound(String),
+    /// The function exists, but with other event or output types than the caller asked for.
+    #[error("function `{0}` has other event or output types")]
+    WrongType(String),
+    /// The function takes typed events only (it was registered without JSON).
+    #[error("function `{0}` takes typed events only")]
+    NotJson(String),
+    /// The caller belongs to no runtime: a detached context, or a runtime already dropped.
+    #[error("no runtime to reach `{0}` through")]
+    NoRuntime(String),
+}
+
+/// The outcome of invoking a function by name: it was not found, or it was invoked and failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The function could not be reached.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// The function was invoked and the invocation failed.
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+}
+
+impl CallError {
+    /// The invocation's error, if the function was reached.
+    pub fn invoke_error(&self) -> Option<&InvokeError> {
+        match self {
+            Self::Invoke(error) => Some(error),
+            Self::Lookup(_) => None,
+        }
+    }
+}
+
+/// Why an asynchronous invocation did not accept an event; the event is handed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The function's async queue holds `capacity` pending events already.
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The runtime is shutting down.
+    ShuttingDown,
+    /// The function was unregistered.
+    Unregistered,
+}
+
+/// An event an asynchronous invocation did not accept, handed back to the caller with the
+/// reason.
+#[derive(Debug)]
+pub struct Rejected<E> {
+    /// The event, unchanged.
+    pub event: E,
+    /// Why it was refused.
+    pub reason: RejectReason,
+}
+
+impl<E> fmt::Display for Rejected<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reason {
+            RejectReason::QueueFull { capacity } => {
+                write!(f, "async queue full ({capacity} pending events)")
+            }
+            RejectReason::ShuttingDown => f.write_str("runtime is shutting down"),
+            RejectReason::Unregistered => f.write_str("function was unregistered"),
+        }
+    }
+}
+
+impl<E: fmt::Debug> std::error::Error for Rejected<E> {}
+
+/// Why an asynchronous invocation by name did not accept an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AsyncCallError<E> {
+    /// The function could not be reached.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// The JSON event does not decode into the function's event type.
+    #[error("payload error: {0}")]
+    Payload(String),
+    /// The function refused the event (queue full, shutting down, unregistered); the event is
+    /// handed back.
+    #[error("event refused: {0}")]
+    Rejected(Rejected<E>),
+}
+
+impl<E> From<Rejected<E>> for AsyncCallError<E> {
+    fn from(rejected: Rejected<E>) -> Self {
+        Self::Rejected(rejected)
+    }
 }

@@ -41,44 +41,70 @@
 //! # }
 //! ```
 
-mod async_invoke;
-mod concurrency;
-mod error;
-mod function;
-mod handler;
-mod instance;
-mod metering;
-mod metrics;
-mod padded;
-mod retry;
-mod runtime;
+//! # Layout
+//!
+//! The modules form one dependency order, leaf to root; none reaches one above it (a test,
+//! `tests/layers.rs`, enforces it):
+//!
+//! [`util`] → [`error`] → [`handler`] → [`retry`] → [`config`] → [`metering`] → [`metrics`] →
+//! [`concurrency`] → [`instance`] → [`executor`] → [`async_invoke`] → [`function`] →
+//! [`runtime`].
+//!
+//! The items users need are re-exported at the root; the modules are public so that their
+//! explanations (how retries, async guarantees, backends and the executor work) are in the
+//! docs.
+//!
+//! # Timeouts are cooperative
+//!
+//! An in-process handler runs on the caller's task. At its deadline the runtime stops waiting
+//! and drops the handler's future, which takes effect at its next `.await`: a handler that
+//! computes for a long time without yielding cannot be interrupted in-process. Run such work
+//! with `tokio::task::spawn_blocking` and watch [`Context::cancellation`], or on an instance
+//! [`Backend`](instance::Backend) that runs instances in their own processes.
+
+pub mod async_invoke;
+pub mod concurrency;
+pub mod config;
+pub mod error;
+pub mod executor;
+pub mod function;
+pub mod handler;
+pub mod instance;
+pub mod metering;
+pub mod metrics;
+pub mod retry;
+pub mod runtime;
+pub mod util;
 
 pub use async_invoke::{
     destination_fn, AsyncMetrics, Condition, DeadLetter, DeliveryError, Destination, DestinationFn,
-    ErrorInfo, HandedBack, InvocationRecord, RejectReason, Rejected,
+    ErrorInfo, HandedBack, InvocationRecord,
 };
 pub use concurrency::TokenBucket;
+pub use config::{
+    limits, AsyncConfig, BillingGranularity, FunctionConfig, Prices, RuntimeConfig, ScaleRate,
+};
 pub use error::{
-    ConfigError, FunctionError, InitFailure, InvokeError, OutcomeKind, RegisterError, RetryHint,
-    ThrottleReason,
+    AsyncCallError, CallError, ConfigError, FunctionError, InitFailure, InvokeError, LookupError,
+    OutcomeKind, RegisterError, RejectReason, Rejected, RetryHint, ThrottleReason,
 };
-pub use function::{
-    limits, AsyncConfig, BillingGranularity, Function, FunctionConfig, FunctionHandle, Invocation,
-    InvokeOptions, ScaleRate,
-};
+pub use executor::{Invocation, InvokeOptions};
+pub use function::{Function, FunctionHandle};
 pub use handler::{
     handler_fn, init_fn, Context, Handler, HandlerFn, InitContext, InitFn, InstanceFactory,
-    Invoker, RequestId,
+    Principal, RequestId, RuntimeServices,
 };
-pub use metering::{Prices, Usage, UsageReport};
+pub use instance::{Backend, Fault, Instance};
+pub use metering::{Usage, UsageReport};
 pub use metrics::FunctionMetrics;
 pub use retry::{Backoff, Retries, RetryPolicy};
 pub use runtime::{
-    AsyncInvokeError, Attachment, AttachmentStop, ConcurrencySnapshot, Runtime, RuntimeConfig,
-    ShutdownReport, UnregisterReport, ATTACHMENT_STOP_SLACK, SHUTDOWN_SLACK,
+    Attachment, AttachmentStop, ConcurrencySnapshot, Runtime, ShutdownReport, UnregisterReport,
+    ATTACHMENT_STOP_SLACK, SHUTDOWN_SLACK,
 };
 
-/// Re-exported so that implementations of nimbus's traits need no dependency of their own.
+/// Re-exported so that implementations of nimbus's traits need no dependency of their own:
+/// write `#[nimbus_core::async_trait]` (or `use nimbus_core::async_trait;`).
 pub use async_trait::async_trait;
 
 /// Re-exported so that handlers can use the context's token without naming tokio-util.

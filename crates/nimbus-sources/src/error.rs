@@ -162,3 +162,10 @@ mod tests {
         assert!(SourceError::Closed.is_permanent());
     }
 }
+
+/// A handler that reads an object store or a queue can use `?` on what they answer.
+impl From<SourceError> for nimbus_core::FunctionError {
+    fn from(error: SourceError) -> Self {
+        Self::from_error(error)
+    }
+}

@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::SystemTime;
 
-use super::{Condition, ErrorInfo, InvocationRecord, Queued};
-use crate::function::{panic_message, CatchUnwind, FunctionInner};
+use super::{AsyncInvoker, Condition, ErrorInfo, InvocationRecord, Queued};
+use crate::util::{panic_message, CatchUnwind};
 
 /// How a call into a destination or dead-letter target ended.
 enum Delivery {
@@ -28,7 +28,7 @@ enum Delivery {
 
 type Delivering<'a, T> = Pin<Box<dyn Future<Output = Result<(), T>> + Send + 'a>>;
 
-impl<E, O> FunctionInner<E, O>
+impl<E, O> AsyncInvoker<E, O>
 where
     E: Clone + Send + Sync + 'static,
     O: Send + 'static,
@@ -50,11 +50,11 @@ where
         let outcome = match first.await {
             Poll::Ready(outcome) => outcome,
             Poll::Pending => {
-                let timeout = self.config.async_invoke.delivery_timeout;
+                let timeout = self.exec.config().async_invoke.delivery_timeout;
                 tokio::select! {
                     biased;
                     outcome = &mut delivering => outcome,
-                    () = self.hard_stop.cancelled() => return Delivery::Stopped,
+                    () = self.exec.hard_stop().cancelled() => return Delivery::Stopped,
                     () = tokio::time::sleep(timeout) => {
                         return Delivery::Refused(format!("no answer within {timeout:?}"));
                     }
@@ -72,7 +72,7 @@ where
     /// caller counts it out of `pending`); an event whose record was cut off by the end of the
     /// grace period is kept for the host instead.
     pub(super) async fn succeed(&self, queued: Queued<E>, output: O) -> bool {
-        let state = &self.async_state;
+        let state = &self.state;
         state.counters.succeeded.fetch_add(1, Ordering::Relaxed);
         let Some(destination) = &state.destinations.on_success else {
             return true;
@@ -94,7 +94,7 @@ where
                     .counters
                     .delivery_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(function = %self.name, request_id = %queued.request_id,
+                tracing::warn!(function = %self.exec.name(), request_id = %queued.request_id,
                     reason = %reason, "on-success destination refused a record");
             }
             Delivery::Stopped => {
@@ -113,7 +113,7 @@ where
         condition: Condition,
         error: Option<ErrorInfo>,
     ) {
-        let state = &self.async_state;
+        let state = &self.state;
         state.counters.failed.fetch_add(1, Ordering::Relaxed);
         let mut delivery = Delivery::Refused(String::new());
         if let Some(destination) = &state.destinations.on_failure {
@@ -129,7 +129,7 @@ where
                     .counters
                     .delivery_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(function = %self.name, request_id = %queued.request_id,
+                tracing::warn!(function = %self.exec.name(), request_id = %queued.request_id,
                     reason = %reason, "on-failure destination refused a record");
             }
         }
@@ -148,7 +148,7 @@ where
                     .counters
                     .delivery_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(function = %self.name, request_id = %queued.request_id,
+                tracing::warn!(function = %self.exec.name(), request_id = %queued.request_id,
                     reason = %reason, "dead-letter target refused an event");
             }
         }
@@ -160,7 +160,7 @@ where
             // the delivery off): keep it for the host rather than drop it, as Lambda would. It
             // still counts against the queue capacity, so an ignored failure path shows up as
             // backpressure, not as silent loss.
-            tracing::warn!(function = %self.name, request_id = %queued.request_id,
+            tracing::warn!(function = %self.exec.name(), request_id = %queued.request_id,
                 condition = ?condition, error = ?error, "async event failed; kept for the host");
             state.keep(queued, Some((condition, error)));
         }
@@ -190,7 +190,7 @@ where
     ) -> InvocationRecord<E, O> {
         InvocationRecord {
             request_id: queued.request_id,
-            function: self.name.clone(),
+            function: self.exec.name().clone(),
             timestamp: SystemTime::now(),
             condition,
             approximate_invoke_count: queued.attempts,

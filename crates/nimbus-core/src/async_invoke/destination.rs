@@ -58,7 +58,7 @@ impl From<&InvokeError> for ErrorInfo {
 #[non_exhaustive]
 pub struct InvocationRecord<E, O> {
     /// The request id returned by `invoke_async`.
-    #[serde(serialize_with = "crate::metering::serialize_display")]
+    #[serde(serialize_with = "crate::util::serialize_display")]
     pub request_id: RequestId,
     /// The function's name.
     pub function: Arc<str>,

@@ -4,7 +4,7 @@
 //!
 //! Every accepted event ends in exactly one place: success (and the on-success destination, if
 //! any), the on-failure destination or the dead-letter target, or the list handed back to the
-//! host by [`crate::Runtime::shutdown`] or [`crate::Runtime::unregister`]. A destination that
+//! host by the runtime's shutdown or the function's unregister. A destination that
 //! refuses a record (or panics) hands it back; the event then tries the dead-letter target, and
 //! failing that is handed back at the end. A delivery still waiting when the grace period ends
 //! is cut off and its event handed back too.
@@ -36,10 +36,12 @@ pub use destination::{
     InvocationRecord,
 };
 
-pub(crate) use queue::AsyncState;
+use queue::AsyncState;
 
-use crate::function::FunctionInner;
-use crate::handler::RequestId;
+use crate::error::{RejectReason, Rejected};
+use crate::executor::Executor;
+use crate::handler::{Principal, RequestId};
+use crate::retry::RetryPolicy;
 
 /// How long the oldest queued event waits before `invoke_async` adds a worker for it.
 const SPAWN_AFTER: Duration = Duration::from_micros(50);
@@ -51,45 +53,45 @@ pub(crate) struct Queued<E> {
     pub(crate) accepted_at: Instant,
     /// Attempts made so far (throttles not counted).
     pub(crate) attempts: u32,
+    /// Who queued it: every attempt runs as them.
+    pub(crate) principal: Principal,
 }
 
-/// Why `invoke_async` refused an event; the event is handed back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RejectReason {
-    /// The function's async queue holds `capacity` pending events already.
-    QueueFull {
-        /// The queue's capacity.
-        capacity: usize,
-    },
-    /// The runtime is shutting down.
-    ShuttingDown,
-    /// The function was unregistered.
-    Unregistered,
+/// One function's asynchronous invocation: its queue on top of its executor.
+pub(crate) struct AsyncInvoker<E, O> {
+    exec: Arc<Executor<E, O>>,
+    state: AsyncState<E, O>,
 }
 
-/// An event `invoke_async` did not accept, handed back to the caller with the reason.
-#[derive(Debug)]
-pub struct Rejected<E> {
-    /// The event, unchanged.
-    pub event: E,
-    /// Why it was refused.
-    pub reason: RejectReason,
-}
-
-impl<E> std::fmt::Display for Rejected<E> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.reason {
-            RejectReason::QueueFull { capacity } => {
-                write!(f, "async queue full ({capacity} pending events)")
-            }
-            RejectReason::ShuttingDown => f.write_str("runtime is shutting down"),
-            RejectReason::Unregistered => f.write_str("function was unregistered"),
+impl<E, O> AsyncInvoker<E, O> {
+    pub(crate) fn new(
+        exec: Arc<Executor<E, O>>,
+        destinations: Destinations<E, O>,
+        retry: Arc<dyn RetryPolicy>,
+    ) -> Self {
+        Self {
+            exec,
+            state: AsyncState::new(destinations, retry),
         }
+    }
+
+    /// A snapshot of the queue.
+    pub(crate) fn metrics(&self) -> AsyncMetrics {
+        self.state.metrics()
+    }
+
+    /// Resolves when no async event is pending.
+    pub(crate) async fn until_idle(&self) {
+        self.state.until_idle().await;
     }
 }
 
-impl<E: std::fmt::Debug> std::error::Error for Rejected<E> {}
+impl<E: Send + 'static, O> AsyncInvoker<E, O> {
+    /// Takes every unfinished async event out, for the host (after the workers stopped).
+    pub(crate) fn hand_back(&self) -> Vec<HandedBack> {
+        self.state.hand_back(self.exec.name())
+    }
+}
 
 /// An event that was accepted but not finished when the runtime shut down, handed back to the
 /// host instead of being dropped.
@@ -140,7 +142,7 @@ pub struct AsyncMetrics {
     /// Events waiting for their retry delay.
     pub waiting_retry: usize,
     /// Age of the oldest event queued or waiting for a retry.
-    #[serde(serialize_with = "crate::metrics::serialize_us")]
+    #[serde(serialize_with = "crate::util::serialize_us")]
     pub oldest_event_age: Duration,
     /// Retries scheduled.
     pub retries: u64,
@@ -158,27 +160,31 @@ pub struct AsyncMetrics {
     pub handed_back: u64,
 }
 
-impl<E, O> FunctionInner<E, O>
+impl<E, O> AsyncInvoker<E, O>
 where
     E: Clone + Send + Sync + 'static,
     O: Send + 'static,
 {
-    /// Accepts an event for asynchronous invocation.
-    pub(crate) fn invoke_async(self: &Arc<Self>, event: E) -> Result<RequestId, Rejected<E>> {
-        if self.shared.gate.is_closed() {
+    /// Accepts an event for asynchronous invocation on behalf of `principal`.
+    pub(crate) fn invoke_async(
+        self: &Arc<Self>,
+        event: E,
+        principal: Principal,
+    ) -> Result<RequestId, Rejected<E>> {
+        if self.exec.gate_closed() {
             return Err(Rejected {
                 event,
                 reason: RejectReason::ShuttingDown,
             });
         }
-        if self.is_closed() {
+        if self.exec.is_closed() {
             return Err(Rejected {
                 event,
                 reason: RejectReason::Unregistered,
             });
         }
-        let state = &self.async_state;
-        let capacity = self.config.async_invoke.queue_capacity;
+        let state = &self.state;
+        let capacity = self.exec.config().async_invoke.queue_capacity;
         if state.pending.fetch_add(1, Ordering::SeqCst) >= capacity {
             state.finish_one();
             return Err(Rejected {
@@ -188,10 +194,11 @@ where
         }
         state.counters.accepted.fetch_add(1, Ordering::Relaxed);
         let queued = Queued {
-            request_id: self.shared.next_request_id(),
+            request_id: self.exec.next_request_id(),
             event,
             accepted_at: Instant::now(),
             attempts: 0,
+            principal,
         };
         let request_id = queued.request_id;
         let accepted_at = queued.accepted_at;
@@ -203,7 +210,7 @@ where
                 drop(ready);
                 state.counters.accepted.fetch_sub(1, Ordering::Relaxed);
                 state.finish_one();
-                let reason = if self.is_closed() {
+                let reason = if self.exec.is_closed() {
                     RejectReason::Unregistered
                 } else {
                     RejectReason::ShuttingDown
@@ -234,16 +241,16 @@ where
     /// Looks again in [`SPAWN_AFTER`]: if the oldest event is still waiting, adds a worker.
     /// At most one such look is scheduled at a time.
     fn kick_soon(self: &Arc<Self>) {
-        if self.async_state.kick_scheduled.swap(true, Ordering::SeqCst) {
+        if self.state.kick_scheduled.swap(true, Ordering::SeqCst) {
             return;
         }
         let this = Arc::clone(self);
-        self.spawn(async move {
+        self.exec.spawn(async move {
             tokio::select! {
                 () = tokio::time::sleep(SPAWN_AFTER) => {}
-                () = this.hard_stop.cancelled() => return,
+                () = this.exec.hard_stop().cancelled() => return,
             }
-            let state = &this.async_state;
+            let state = &this.state;
             state.kick_scheduled.store(false, Ordering::SeqCst);
             let (depth, waited) = {
                 let ready = state.ready.lock();
@@ -263,14 +270,11 @@ where
     /// look uses it once events have waited; arrivals do not, so that a steady stream to
     /// busy workers is not met with a new worker per event.
     fn kick(self: &Arc<Self>, depth: usize, past_slow: bool) {
-        if self.is_stopped() {
+        if self.exec.is_stopped() {
             return;
         }
-        let state = &self.async_state;
-        let cap = self
-            .reserved
-            .as_ref()
-            .map_or_else(|| self.shared.unreserved.limit(), |l| l.limit());
+        let state = &self.state;
+        let cap = self.exec.concurrency_cap();
         let slow = if past_slow {
             state.slow.load(Ordering::SeqCst)
         } else {
@@ -295,6 +299,6 @@ where
         // The worker is counted in by its guard, which goes with the task: a task dropped
         // before it ever runs (its runtime going away) still counts the worker out.
         let held = worker::WorkerGuard::new(Arc::clone(self));
-        self.spawn(async move { held.run().await });
+        self.exec.spawn(async move { held.run().await });
     }
 }

@@ -12,8 +12,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{AsyncMetrics, Condition, Destinations, ErrorInfo, HandedBack, Queued};
-use crate::padded::Padded;
 use crate::retry::RetryPolicy;
+use crate::util::Padded;
 
 /// An event waiting for its retry.
 pub(super) struct Delayed<E> {

@@ -17,10 +17,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::queue::Delayed;
+use super::AsyncInvoker;
 use super::{Condition, ErrorInfo, Queued};
 use crate::error::{InvokeError, OutcomeKind, RetryHint, ThrottleReason};
-use crate::function::{panic_message, FunctionInner, InvokeOptions};
-use crate::handler::Invoker;
+use crate::util::{far_future, panic_message};
 
 /// Events a worker takes from the queue per lock.
 const WORKER_BATCH: usize = 32;
@@ -39,7 +39,7 @@ where
     E: Clone + Send + Sync + 'static,
     O: Send + 'static,
 {
-    function: Arc<FunctionInner<E, O>>,
+    function: Arc<AsyncInvoker<E, O>>,
     batch: VecDeque<Queued<E>>,
     current: Option<Queued<E>>,
     done: usize,
@@ -54,7 +54,7 @@ where
     O: Send + 'static,
 {
     /// A worker already counted in `workers` by the caller.
-    pub(super) fn new(function: Arc<FunctionInner<E, O>>) -> Self {
+    pub(super) fn new(function: Arc<AsyncInvoker<E, O>>) -> Self {
         Self {
             function,
             batch: VecDeque::new(),
@@ -79,7 +79,7 @@ where
     O: Send + 'static,
 {
     fn drop(&mut self) {
-        let state = &self.function.async_state;
+        let state = &self.function.state;
         state.finish_many(std::mem::take(&mut self.done));
         if let Some(current) = self.current.take() {
             if std::thread::panicking() {
@@ -102,7 +102,7 @@ where
     }
 }
 
-impl<E, O> FunctionInner<E, O>
+impl<E, O> AsyncInvoker<E, O>
 where
     E: Clone + Send + Sync + 'static,
     O: Send + 'static,
@@ -110,14 +110,14 @@ where
     /// Drains the queue: takes a permit and an instance, runs events until the queue is empty.
     /// What it takes is held by `held`.
     async fn worker(self: &Arc<Self>, held: &mut WorkerGuard<E, O>) {
-        let state = &self.async_state;
+        let state = &self.state;
         let mut throttled = 0u32;
         'work: loop {
             state.finish_many(std::mem::take(&mut held.done));
-            if self.is_stopped() || (held.batch.is_empty() && state.ready.lock().is_empty()) {
+            if self.exec.is_stopped() || (held.batch.is_empty() && state.ready.lock().is_empty()) {
                 break 'work;
             }
-            if self.config.max_concurrency == Some(0) {
+            if self.exec.config().max_concurrency == Some(0) {
                 // Never invoked: each event goes straight to the failure path, as Lambda does.
                 // Queued like any other, so shutdown hands back what this has not reached.
                 loop {
@@ -126,7 +126,7 @@ where
                         .pop_front()
                         .or_else(|| state.ready.lock().pop_front());
                     let Some(queued) = next else { break 'work };
-                    if self.is_stopped() {
+                    if self.exec.is_stopped() {
                         held.batch.push_front(queued);
                         break 'work;
                     }
@@ -134,7 +134,7 @@ where
                         .await;
                 }
             }
-            let permit = match self.try_permit() {
+            let permit = match self.exec.try_permit() {
                 Ok(permit) => permit,
                 Err(reason) => {
                     throttled += 1;
@@ -144,10 +144,10 @@ where
                     continue 'work;
                 }
             };
-            let Some(active) = self.activate(permit, true) else {
+            let Some(active) = self.exec.activate(permit, true) else {
                 break 'work;
             };
-            let (mut lease, mut init) = match self.lease_instance().await {
+            let (mut lease, mut init) = match self.exec.lease_instance().await {
                 Ok(leased) => leased,
                 Err(InvokeError::Throttled(reason)) => {
                     drop(active);
@@ -176,7 +176,7 @@ where
             throttled = 0;
             let mut now = Instant::now();
             loop {
-                if self.is_stopped() {
+                if self.exec.is_stopped() {
                     lease.release(now);
                     break 'work;
                 }
@@ -200,14 +200,11 @@ where
                     continue;
                 }
                 queued.attempts += 1;
-                let options = InvokeOptions::default()
-                    .with_invoker(Invoker::AsyncQueue)
-                    .with_attempt(queued.attempts);
-                let request_id = queued.request_id;
+                let who = (queued.request_id, queued.principal.clone(), queued.attempts);
                 // Held before the clone: an event type whose `Clone` panics is kept for the host
                 // by the guard, not dropped with the unwinding worker.
                 let event = held.current.insert(queued).event.clone();
-                let run = self.run_on(&mut lease, event, request_id, options, init.take(), now);
+                let run = self.exec.run_on(&mut lease, event, who, init.take(), now);
                 tokio::pin!(run);
                 // A handler that does not finish on its first poll holds this worker for a
                 // while: count it as slow, and let the backlog have another worker at once.
@@ -254,38 +251,33 @@ where
     /// Backs off after a throttle; a returned permit ends the wait early. Returns false when
     /// the function is stopping.
     async fn wait_after_throttle(&self, reason: ThrottleReason, throttled: u32) -> bool {
-        self.async_state
+        self.state
             .counters
             .throttles
             .fetch_add(1, Ordering::Relaxed);
-        self.counters.throttled(reason);
-        let delay = self.config.async_invoke.throttle_backoff.delay(throttled);
-        let limiter = match (&self.reserved, reason) {
-            (_, ThrottleReason::ScaleRate) => None,
-            (Some(limiter), _) => Some(limiter),
-            (None, _) => Some(&self.shared.unreserved),
-        };
-        let freed = async {
-            match limiter {
-                Some(limiter) => drop(limiter.acquire().await),
-                None => std::future::pending().await,
-            }
-        };
+        self.exec.count_throttle(reason);
+        let delay = self
+            .exec
+            .config()
+            .async_invoke
+            .throttle_backoff
+            .delay(throttled);
         tokio::select! {
             () = tokio::time::sleep(delay) => true,
-            () = freed => true,
-            () = self.hard_stop.cancelled() => false,
+            () = self.exec.permit_returned(reason) => true,
+            () = self.exec.hard_stop().cancelled() => false,
         }
     }
 
     pub(super) fn expired(&self, queued: &Queued<E>, at: Instant) -> bool {
-        at.saturating_duration_since(queued.accepted_at) > self.config.async_invoke.max_event_age
+        at.saturating_duration_since(queued.accepted_at)
+            > self.exec.config().async_invoke.max_event_age
     }
 
     /// Decides and carries out what follows a failed attempt. The retry policy is user code:
     /// a panic in it means no retry, and the failure says why.
     pub(super) async fn after_failure(self: &Arc<Self>, queued: Queued<E>, error: &InvokeError) {
-        let policy = &self.async_state.retry;
+        let policy = &self.state.retry;
         let decided = catch_unwind(AssertUnwindSafe(|| policy.retry(queued.attempts, error)));
         let next = match decided {
             // A delay past any instant is past the event's maximum age too.
@@ -296,7 +288,7 @@ where
             Ok(None) => Next::Fail(give_up_condition(error), Some(error.into())),
             Err(payload) => {
                 let message = panic_message(payload.as_ref());
-                tracing::warn!(function = %self.name, request_id = %queued.request_id,
+                tracing::warn!(function = %self.exec.name(), request_id = %queued.request_id,
                     panic = %message, "retry policy panicked; the event is not retried");
                 let mut info = ErrorInfo::from(error);
                 info.message = format!(
@@ -313,24 +305,22 @@ where
     }
 
     fn schedule_retry(self: &Arc<Self>, queued: Queued<E>, delay: Duration) {
-        let state = &self.async_state;
+        let state = &self.state;
         state.counters.retries.fetch_add(1, Ordering::Relaxed);
-        let due = Instant::now()
-            .checked_add(delay)
-            .unwrap_or_else(crate::runtime::far_future);
+        let due = Instant::now().checked_add(delay).unwrap_or_else(far_future);
         let seq = state.delay_seq.fetch_add(1, Ordering::Relaxed);
         state.delayed.lock().push(Delayed { due, seq, queued });
         state.delayed_changed.notify_one();
         if !state.timer_started.swap(true, Ordering::SeqCst) {
             let this = Arc::clone(self);
-            self.spawn(async move { this.retry_timer().await });
+            self.exec.spawn(async move { this.retry_timer().await });
         }
     }
 
     /// Moves retries to the ready queue when they are due. Sleeps until the earliest is due,
     /// parks when there is none; stops at the end of the grace period.
     async fn retry_timer(self: Arc<Self>) {
-        let state = &self.async_state;
+        let state = &self.state;
         loop {
             let now = Instant::now();
             let mut due = Vec::new();
@@ -360,7 +350,7 @@ where
                         None => std::future::pending().await,
                     }
                 } => {}
-                () = self.hard_stop.cancelled() => return,
+                () = self.exec.hard_stop().cancelled() => return,
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Concurrency: permits that travel with the work, and the scale-rate token bucket.
+//! Concurrency: permits that travel with the work, the scale-rate token bucket, and the
+//! in-flight gate that shutdown closes.
 //!
 //! A [`Limiter`] counts permits with one atomic compare-and-swap; nothing spins. Sync
 //! invocations never wait for a permit (Lambda throttles them at once), so the fast path is a
@@ -7,8 +8,10 @@
 //! valid and the count converges as they are returned.
 
 mod bucket;
+mod gate;
 
 pub use bucket::TokenBucket;
+pub(crate) use gate::Gate;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -55,7 +58,6 @@ impl Limiter {
     }
 
     /// Waits until a permit is free.
-    #[allow(dead_code)] // used by the async queue
     pub(crate) async fn acquire(&self) -> Permit<'_> {
         if let Some(permit) = self.try_acquire() {
             return permit;

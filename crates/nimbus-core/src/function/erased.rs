@@ -1,118 +1,148 @@
-//! The registry's view of a function, whatever its event and output types: [`AnyFunction`]
-//! for [`FunctionInner`], with the steps of unregister.
+//! The registry's view of a function, whatever its event and output types: [`AnyFunction`],
+//! implemented by [`FunctionInner`], with the steps of unregister and shutdown.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
-use super::{FunctionInner, InvokeOptions};
+use super::FunctionInner;
 use crate::async_invoke::{AsyncMetrics, HandedBack};
-use crate::error::InvokeError;
-use crate::handler::{Invoker, RequestId};
+use crate::error::{AsyncCallError, CallError, InvokeError, LookupError};
+use crate::executor::InvokeOptions;
+use crate::handler::{Principal, RequestId};
 use crate::metering::Usage;
 use crate::metrics::FunctionMetrics;
-use crate::runtime::{AnyFunction, BoxFuture};
+use crate::util::BoxFuture;
+
+/// What every registered function offers, whatever its event and output types.
+pub(crate) trait AnyFunction: Send + Sync + 'static {
+    /// Invokes with a JSON event as `principal`.
+    fn invoke_json(
+        &self,
+        event: serde_json::Value,
+        principal: Principal,
+    ) -> BoxFuture<'_, Result<serde_json::Value, CallError>>;
+    /// Queues a JSON event as `principal`.
+    fn invoke_async_json(
+        &self,
+        event: serde_json::Value,
+        principal: Principal,
+    ) -> Result<RequestId, AsyncCallError<serde_json::Value>>;
+    fn metrics(&self) -> FunctionMetrics;
+    fn async_metrics(&self) -> AsyncMetrics;
+    fn usage(&self) -> Usage;
+    /// Stops the reaper and disposes of idle instances (and any given back later); returns
+    /// how many were disposed of now.
+    fn stop(&self) -> usize;
+    /// Unregister begins: refuse new invocations, tell running handlers. Returns how many
+    /// invocations were in flight.
+    fn close(&self) -> usize;
+    /// Resolves when no invocation runs and no async event is pending.
+    fn drained(&self) -> BoxFuture<'_, ()>;
+    /// The unregister grace has ended: cancel what runs, stop the function's tasks; the
+    /// reservation returns with the last permit.
+    fn halt(&self);
+    /// Resolves when nothing of the function runs any more.
+    fn quiesced(&self) -> BoxFuture<'_, ()>;
+    /// Invocations of the function cancelled so far.
+    fn cancelled(&self) -> u64;
+    /// Whether the function holds no reservation any more.
+    fn reservation_returned(&self) -> bool;
+    /// Resolves when no async event is pending.
+    fn async_idle(&self) -> BoxFuture<'_, ()>;
+    /// Takes every unfinished async event out, for the host.
+    fn hand_back(&self) -> Vec<HandedBack>;
+}
 
 impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
     fn invoke_json(
         &self,
         event: serde_json::Value,
-        invoker: Invoker,
-    ) -> BoxFuture<'_, Result<serde_json::Value, InvokeError>> {
+        principal: Principal,
+    ) -> BoxFuture<'_, Result<serde_json::Value, CallError>> {
         Box::pin(async move {
+            let name = self.exec.name();
             let Some(codec) = &self.json else {
-                return Err(InvokeError::NotJson(self.name.to_string()));
+                return Err(LookupError::NotJson(name.to_string()).into());
             };
             let event = (codec.decode)(&event).map_err(|e| {
-                InvokeError::Payload(format!("cannot decode the event for `{}`: {e}", self.name))
+                InvokeError::Payload(format!("cannot decode the event for `{name}`: {e}"))
             })?;
             let output = self
-                .invoke(event, InvokeOptions::default().with_invoker(invoker))
+                .exec
+                .invoke(event, principal, InvokeOptions::default())
                 .await
                 .result?;
             (codec.encode)(output).map_err(|e| {
-                InvokeError::Payload(format!("cannot encode the output of `{}`: {e}", self.name))
+                InvokeError::Payload(format!("cannot encode the output of `{name}`: {e}")).into()
+            })
+        })
+    }
+
+    fn invoke_async_json(
+        &self,
+        event: serde_json::Value,
+        principal: Principal,
+    ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
+        let name = self.exec.name();
+        let Some(codec) = &self.json else {
+            return Err(LookupError::NotJson(name.to_string()).into());
+        };
+        let decoded = (codec.decode)(&event).map_err(|e| {
+            AsyncCallError::Payload(format!("cannot decode the event for `{name}`: {e}"))
+        })?;
+        (codec.invoke_async)(&self.queue, decoded, principal).map_err(|rejected| {
+            AsyncCallError::Rejected(crate::error::Rejected {
+                event,
+                reason: rejected.reason,
             })
         })
     }
 
     fn metrics(&self) -> FunctionMetrics {
-        self.counters.snapshot(self.pool.live(), self.pool.idle())
+        self.exec.metrics()
     }
 
     fn async_metrics(&self) -> AsyncMetrics {
-        self.async_state.metrics()
+        self.queue.metrics()
     }
 
     fn usage(&self) -> Usage {
-        self.counters
-            .usage(self.config.memory_mb, &self.shared.config.prices)
+        self.exec.usage()
     }
 
     fn stop(&self) -> usize {
-        self.stopped.cancel();
-        self.pool.close()
+        self.exec.stop_instances()
     }
 
     fn close(&self) -> usize {
-        self.lifecycle.closed.store(true, Ordering::Release);
-        let in_flight = self.counters.busy_flag(crate::metrics::CLOSED);
-        self.stopped.cancel();
-        in_flight
+        self.exec.close()
     }
 
     fn drained(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            self.until_not_busy().await;
-            self.async_state.until_idle().await;
+            self.exec.drained().await;
+            self.queue.until_idle().await;
         })
     }
 
     fn halt(&self) {
-        self.lifecycle.halted.store(true, Ordering::Release);
-        if self.counters.busy_flag(crate::metrics::RETIRED) == 0 {
-            self.return_reservation();
-        }
-        self.hard_stop.cancel();
+        self.exec.halt();
     }
 
     fn quiesced(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.until_not_busy().await;
-            self.tasks.close();
-            self.tasks.wait().await;
-        })
+        Box::pin(self.exec.quiesced())
     }
 
     fn cancelled(&self) -> u64 {
-        self.counters.snapshot(0, 0).cancelled
+        self.exec.cancelled()
     }
 
     fn reservation_returned(&self) -> bool {
-        self.config.max_concurrency.is_none() || self.reservation_returned.load(Ordering::Acquire)
-    }
-
-    fn invoke_async_json(
-        self: Arc<Self>,
-        event: serde_json::Value,
-    ) -> Result<RequestId, crate::runtime::AsyncInvokeError> {
-        use crate::runtime::AsyncInvokeError;
-        let Some(codec) = &self.json else {
-            return Err(AsyncInvokeError::NotJson(self.name.to_string()));
-        };
-        let decoded = (codec.decode)(&event).map_err(|e| {
-            AsyncInvokeError::Payload(format!("cannot decode the event for `{}`: {e}", self.name))
-        })?;
-        (codec.invoke_async)(&self, decoded).map_err(|rejected| AsyncInvokeError::Rejected {
-            event,
-            reason: rejected.reason,
-        })
+        self.exec.reservation_returned()
     }
 
     fn async_idle(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.async_state.until_idle())
+        Box::pin(self.queue.until_idle())
     }
 
     fn hand_back(&self) -> Vec<HandedBack> {
-        self.async_state.hand_back(&self.name)
+        self.queue.hand_back()
     }
 }

@@ -1,14 +1,121 @@
-//! [`FunctionHandle`]: the typed handle that invokes a registered function.
+//! [`FunctionHandle`]: the typed handle that invokes a registered function, as the principal
+//! it was made for.
 
 use std::sync::Arc;
 
-use super::{FunctionConfig, FunctionInner, Invocation, InvokeOptions};
-use crate::async_invoke::{AsyncMetrics, Rejected};
-use crate::error::InvokeError;
-use crate::handler::RequestId;
+use super::FunctionInner;
+use crate::async_invoke::AsyncMetrics;
+use crate::config::FunctionConfig;
+use crate::error::{InvokeError, Rejected};
+use crate::executor::{Invocation, InvokeOptions};
+use crate::handler::{Principal, RequestId};
 use crate::metering::Usage;
 use crate::metrics::FunctionMetrics;
-use crate::runtime::AnyFunction;
+
+/// A typed handle to a registered function; cloning it is cheap.
+///
+/// A handle from [`Runtime::register`](crate::runtime::Runtime::register) or
+/// [`Runtime::function`](crate::runtime::Runtime::function) invokes as the host
+/// ([`Principal::Host`]); one from [`FunctionHandle::for_event_source`] as that mapping.
+pub struct FunctionHandle<E, O> {
+    inner: Arc<FunctionInner<E, O>>,
+    principal: Principal,
+}
+
+impl<E, O> Clone for FunctionHandle<E, O> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            principal: self.principal.clone(),
+        }
+    }
+}
+
+impl<E, O> std::fmt::Debug for FunctionHandle<E, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionHandle")
+            .field("name", self.inner.exec.name())
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
+    /// A handle invoking as the host.
+    pub(crate) fn new(inner: Arc<FunctionInner<E, O>>) -> Self {
+        Self {
+            inner,
+            principal: Principal::Host,
+        }
+    }
+
+    /// A handle to the same function that invokes as the event source mapping `mapping`
+    /// (its handlers see [`Principal::EventSource`]). Mapping engines, nimbus's and a host's
+    /// own, invoke through one. The host owns its mappings, so this grants nothing beyond
+    /// the host's own trust; a handle can only ever narrow to a mapping, never become another
+    /// function or an outside caller.
+    #[must_use]
+    pub fn for_event_source(&self, mapping: &str) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            principal: Principal::EventSource(Arc::from(mapping)),
+        }
+    }
+
+    /// Who invokes through this handle.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &str {
+        self.inner.exec.name()
+    }
+
+    /// The function's configuration.
+    pub fn config(&self) -> &FunctionConfig {
+        self.inner.exec.config()
+    }
+
+    /// Invokes the function synchronously (Lambda's `RequestResponse`): runs the event on a warm
+    /// or new instance and returns the output. No capacity is [`InvokeError::Throttled`] at once.
+    ///
+    /// The handler runs on the caller's task. Dropping this future cancels the invocation and
+    /// discards its instance.
+    ///
+    /// # Errors
+    ///
+    /// Every outcome but success; see [`InvokeError`]. A handle kept after the function was
+    /// unregistered answers [`InvokeError::Unregistered`].
+    pub async fn invoke(&self, event: E) -> Result<O, InvokeError> {
+        self.invoke_with(event, InvokeOptions::default())
+            .await
+            .result
+    }
+
+    /// Invokes with options, returning the outcome and its usage report.
+    pub async fn invoke_with(&self, event: E, options: InvokeOptions) -> Invocation<O> {
+        self.inner
+            .exec
+            .invoke(event, self.principal.clone(), options)
+            .await
+    }
+
+    /// A snapshot of the function's metrics.
+    pub fn metrics(&self) -> FunctionMetrics {
+        self.inner.exec.metrics()
+    }
+
+    /// A snapshot of the function's async queue.
+    pub fn async_metrics(&self) -> AsyncMetrics {
+        self.inner.queue.metrics()
+    }
+
+    /// The function's accumulated usage and estimated cost.
+    pub fn usage(&self) -> Usage {
+        self.inner.exec.usage()
+    }
+}
 
 impl<E, O> FunctionHandle<E, O>
 where
@@ -24,80 +131,6 @@ where
     /// [`Rejected`] hands the event back when the queue is full, the runtime is shutting down,
     /// or the function was unregistered.
     pub fn invoke_async(&self, event: E) -> Result<RequestId, Rejected<E>> {
-        self.inner.invoke_async(event)
-    }
-}
-
-/// A typed handle to a registered function; cloning it is cheap.
-pub struct FunctionHandle<E, O> {
-    inner: Arc<FunctionInner<E, O>>,
-}
-
-impl<E, O> Clone for FunctionHandle<E, O> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: Arc::clone(&self.inner),
-        }
-    }
-}
-
-impl<E, O> std::fmt::Debug for FunctionHandle<E, O> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FunctionHandle")
-            .field("name", &self.inner.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
-    pub(crate) fn new(inner: Arc<FunctionInner<E, O>>) -> Self {
-        Self { inner }
-    }
-
-    /// The function's name.
-    pub fn name(&self) -> &str {
-        &self.inner.name
-    }
-
-    /// The function's configuration.
-    pub fn config(&self) -> &FunctionConfig {
-        &self.inner.config
-    }
-
-    /// Invokes the function synchronously (Lambda's `RequestResponse`): runs the event on a warm
-    /// or new instance and returns the output. No capacity is [`InvokeError::Throttled`] at once.
-    ///
-    /// The handler runs on the caller's task. Dropping this future cancels the invocation and
-    /// discards its instance.
-    ///
-    /// # Errors
-    ///
-    /// Every outcome but success; see [`InvokeError`]. A handle kept after
-    /// [`crate::Runtime::unregister`] answers [`InvokeError::Unregistered`].
-    pub async fn invoke(&self, event: E) -> Result<O, InvokeError> {
-        self.inner
-            .invoke(event, InvokeOptions::default())
-            .await
-            .result
-    }
-
-    /// Invokes with options, returning the outcome and its usage report.
-    pub async fn invoke_with(&self, event: E, options: InvokeOptions) -> Invocation<O> {
-        self.inner.invoke(event, options).await
-    }
-
-    /// A snapshot of the function's metrics.
-    pub fn metrics(&self) -> FunctionMetrics {
-        self.inner.metrics()
-    }
-
-    /// A snapshot of the function's async queue.
-    pub fn async_metrics(&self) -> AsyncMetrics {
-        self.inner.async_state.metrics()
-    }
-
-    /// The function's accumulated usage and estimated cost.
-    pub fn usage(&self) -> Usage {
-        self.inner.usage()
+        self.inner.queue.invoke_async(event, self.principal.clone())
     }
 }

@@ -1,33 +1,24 @@
-//! Functions: the [`Function`] definition, its validated [`FunctionConfig`], and the
-//! [`FunctionHandle`] that invokes it.
+//! Functions: the [`Function`] definition (name, backend, configuration, async handling) and
+//! the [`FunctionHandle`] that invokes a registered one. A registered function is its executor
+//! (sync invocations), its async queue on top of it, and the JSON codec that lets callers who
+//! only know its name reach it.
 
-mod config;
 mod erased;
 mod handle;
-mod invoke;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use config::{limits, AsyncConfig, BillingGranularity, FunctionConfig, ScaleRate};
+pub(crate) use erased::AnyFunction;
 pub use handle::FunctionHandle;
-pub(crate) use invoke::{panic_message, CatchUnwind};
-pub use invoke::{Invocation, InvokeOptions};
 
-use crate::async_invoke::{AsyncState, DeadLetter, Destination, Destinations, Rejected};
-use crate::concurrency::{Limiter, TokenBucket};
-use crate::error::{InitFailure, InvokeError};
-use crate::handler::RequestId;
-use crate::handler::{CloneFactory, Handler, InstanceFactory};
-use crate::instance::Pool;
-use crate::metrics::FunctionCounters;
-use crate::padded::Padded;
+use crate::async_invoke::{AsyncInvoker, DeadLetter, Destination, Destinations};
+use crate::config::{BillingGranularity, FunctionConfig, ScaleRate};
+use crate::error::Rejected;
+use crate::executor::{Executor, Shared};
+use crate::handler::{CloneFactory, Handler, InstanceFactory, Principal, RequestId};
+use crate::instance::{Backend, InProcess};
 use crate::retry::{Backoff, Retries, RetryPolicy};
-use crate::runtime::Shared;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// A function to register: a name, an instance factory (the init phase) and a configuration.
 ///
@@ -47,7 +38,7 @@ use tokio_util::task::TaskTracker;
 /// ```
 pub struct Function<E, O> {
     name: String,
-    factory: Arc<dyn InstanceFactory<E, O>>,
+    backend: Arc<dyn Backend<E, O>>,
     config: FunctionConfig,
     destinations: Destinations<E, O>,
     retry_policy: Option<Arc<dyn RetryPolicy>>,
@@ -73,9 +64,15 @@ impl<E: Send + 'static, O: 'static> Function<E, O> {
 
     /// A function whose instances are built by `factory` in the init phase.
     pub fn with_factory(name: impl Into<String>, factory: impl InstanceFactory<E, O>) -> Self {
+        Self::with_backend(name, InProcess(Arc::new(factory)))
+    }
+
+    /// A function whose instances are created by `backend` (see [`Backend`]); handlers in
+    /// this process use [`Function::new`] or [`Function::with_factory`] instead.
+    pub fn with_backend(name: impl Into<String>, backend: impl Backend<E, O>) -> Self {
         Self {
             name: name.into(),
-            factory: Arc::new(factory),
+            backend: Arc::new(backend),
             config: FunctionConfig::default(),
             destinations: Destinations::default(),
             retry_policy: None,
@@ -226,7 +223,7 @@ impl<E, O> Function<E, O> {
     pub(crate) fn into_parts(self) -> Parts<E, O> {
         Parts {
             name: self.name,
-            factory: self.factory,
+            backend: self.backend,
             config: self.config,
             destinations: self.destinations,
             retry_policy: self.retry_policy,
@@ -237,7 +234,7 @@ impl<E, O> Function<E, O> {
 /// A [`Function`] taken apart for registration.
 pub(crate) struct Parts<E, O> {
     pub(crate) name: String,
-    pub(crate) factory: Arc<dyn InstanceFactory<E, O>>,
+    pub(crate) backend: Arc<dyn Backend<E, O>>,
     pub(crate) config: FunctionConfig,
     pub(crate) destinations: Destinations<E, O>,
     pub(crate) retry_policy: Option<Arc<dyn RetryPolicy>>,
@@ -250,7 +247,8 @@ pub(crate) struct JsonCodec<E, O> {
     invoke_async: AsyncEntry<E, O>,
 }
 
-type AsyncEntry<E, O> = fn(&Arc<FunctionInner<E, O>>, E) -> Result<RequestId, Rejected<E>>;
+type AsyncEntry<E, O> =
+    fn(&Arc<AsyncInvoker<E, O>>, E, Principal) -> Result<RequestId, Rejected<E>>;
 
 impl<E, O> JsonCodec<E, O>
 where
@@ -261,177 +259,47 @@ where
         Self {
             decode: |value| E::deserialize(value),
             encode: serde_json::to_value::<O>,
-            invoke_async: |inner, event| inner.invoke_async(event),
+            invoke_async: |queue, event, principal| queue.invoke_async(event, principal),
         }
     }
-}
-
-/// Where unregister has got to.
-#[derive(Debug, Default)]
-struct Lifecycle {
-    /// Set when unregister begins: new invocations are refused.
-    closed: AtomicBool,
-    /// Set with `hard_stop` by unregister; a plain flag for hot loops.
-    halted: AtomicBool,
 }
 
 /// A registered function's state, shared by its handles and the registry.
 pub(crate) struct FunctionInner<E, O> {
-    pub(crate) name: Arc<str>,
-    pub(crate) config: FunctionConfig,
-    pub(crate) factory: Arc<dyn InstanceFactory<E, O>>,
-    /// The function's own limiter when it has reserved concurrency.
-    pub(crate) reserved: Option<Limiter>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) pool: Pool<E, O>,
-    pub(crate) scale: TokenBucket,
-    pub(crate) counters: FunctionCounters,
-    pub(crate) instance_seq: AtomicU64,
-    /// Fires when the function stops taking work (shutdown begins, or unregister): handlers
-    /// are told, the reaper stops.
-    pub(crate) stopped: CancellationToken,
-    /// Fires when the grace period ends (the runtime's, or this function's unregister grace):
-    /// running invocations are dropped, async workers, timers and deliveries stop.
-    pub(crate) hard_stop: CancellationToken,
-    /// Unregister's flags, read on every invocation and written once: on a line of their own.
-    lifecycle: Padded<Lifecycle>,
-    /// Notified when the last invocation leaves a closed function.
-    drained: Notify,
-    /// The function's own tasks (async workers, timers, reaper), also tracked by the runtime.
-    tasks: TaskTracker,
-    /// The reservation went back to the runtime's pool (at most once).
-    reservation_returned: AtomicBool,
-    pub(crate) async_state: AsyncState<E, O>,
+    exec: Arc<Executor<E, O>>,
+    queue: Arc<AsyncInvoker<E, O>>,
     json: Option<JsonCodec<E, O>>,
 }
 
-impl<E, O> FunctionInner<E, O> {
+impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
+    /// Builds a function's executor and queue against the runtime's shared state (the
+    /// reservation, if any, already taken).
     pub(crate) fn new(
         parts: Parts<E, O>,
         shared: Arc<Shared>,
         json: Option<JsonCodec<E, O>>,
-    ) -> Self {
+    ) -> Result<Self, crate::error::ConfigError> {
         let Parts {
             name,
-            factory,
+            backend,
             config,
             destinations,
             retry_policy,
         } = parts;
-        let retry = retry_policy.unwrap_or_else(|| {
-            Arc::new(
-                Retries::new(
-                    config.async_invoke.max_retries,
-                    config.async_invoke.retry_backoff,
-                )
-                .expect("max_retries was validated"),
-            )
-        });
-        Self {
-            async_state: AsyncState::new(destinations, retry),
-            reserved: config.max_concurrency.map(|max| Limiter::new(max as usize)),
-            scale: TokenBucket::new(config.scale_rate.instances, config.scale_rate.per),
-            stopped: shared.shutting_down.child_token(),
-            hard_stop: shared.hard_stop.child_token(),
-            lifecycle: Padded::default(),
-            drained: Notify::new(),
-            tasks: TaskTracker::new(),
-            reservation_returned: AtomicBool::new(false),
-            name: Arc::from(name.as_str()),
-            config,
-            factory,
-            shared,
-            pool: Pool::default(),
-            counters: FunctionCounters::default(),
-            instance_seq: AtomicU64::new(1),
-            json,
-        }
-    }
-}
-
-impl<E, O> FunctionInner<E, O> {
-    /// Whether the grace period of the runtime, or of this function's unregister, has ended.
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.shared.is_stopped() || self.lifecycle.halted.load(Ordering::Acquire)
-    }
-
-    /// Whether unregister has begun.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.lifecycle.closed.load(Ordering::Acquire)
-    }
-
-    /// Spawns a task of this function, tracked by the function and by the runtime.
-    pub(crate) fn spawn<F>(&self, task: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let task = self.tasks.track_future(task);
-        // On the current Tokio runtime; from a thread without one (a plain thread calling
-        // `invoke_async`), on the runtime the nimbus runtime was built on.
-        match (tokio::runtime::Handle::try_current(), &self.shared.tokio) {
-            (Err(_), Some(handle)) => self.shared.tasks.spawn_on(task, handle),
-            _ => self.shared.tasks.spawn(task),
+        let retry: Arc<dyn RetryPolicy> = match retry_policy {
+            Some(policy) => policy,
+            None => Arc::new(Retries::new(
+                config.async_invoke.max_retries,
+                config.async_invoke.retry_backoff,
+            )?),
         };
+        let exec = Arc::new(Executor::new(&name, config, backend, shared));
+        let queue = Arc::new(AsyncInvoker::new(Arc::clone(&exec), destinations, retry));
+        Ok(Self { exec, queue, json })
     }
 
-    /// The last invocation left a closed function; `flags` are those it found.
-    pub(crate) fn last_out(&self, flags: usize) {
-        self.drained.notify_waiters();
-        if flags & crate::metrics::RETIRED != 0 {
-            self.return_reservation();
-        }
-    }
-
-    /// Gives the function's reservation back to the runtime's pool, once.
-    fn return_reservation(&self) {
-        if let Some(amount) = self.config.max_concurrency {
-            if !self.reservation_returned.swap(true, Ordering::AcqRel) {
-                self.shared.unreserve(amount);
-            }
-        }
-    }
-
-    /// Waits until no invocation is counted in (only once the function is closed).
-    async fn until_not_busy(&self) {
-        loop {
-            let notified = self.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.counters.busy() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
-    /// Initialises the provisioned instances, yielding between them so that a caller's
-    /// timeout can fire however many there are.
-    pub(crate) async fn provision(&self) -> Result<(), InitFailure> {
-        for _ in 0..self.config.min_instances {
-            tokio::task::yield_now().await;
-            match self.init_instance(true).await {
-                Ok((instance, _)) => self.pool.add_idle(instance),
-                Err(InvokeError::Init(failure)) => return Err(failure),
-                Err(other) => {
-                    return Err(InitFailure::Error {
-                        error_type: other.error_type().to_owned(),
-                        message: other.to_string(),
-                    })
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub(crate) fn start_reaper(self: &Arc<Self>) {
-        let this = Arc::clone(self);
-        self.spawn(async move {
-            let min = this.config.min_instances as usize;
-            this.pool
-                .reap(min, this.config.idle_timeout, &this.stopped)
-                .await;
-        });
+    /// The function's executor.
+    pub(crate) fn executor(&self) -> &Arc<Executor<E, O>> {
+        &self.exec
     }
 }

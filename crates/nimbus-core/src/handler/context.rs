@@ -1,11 +1,16 @@
-//! What a handler knows about its invocation: [`Context`], and [`InitContext`] for the init phase.
+//! What a handler knows about its invocation and how it acts through the runtime: [`Context`],
+//! and [`InitContext`] for the init phase.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use super::{Principal, RuntimeServices};
+use crate::error::{AsyncCallError, CallError, InvokeError, LookupError};
+use crate::util::far_future;
 
 /// A request id, unique within the process and very likely across processes: 64 random bits
 /// chosen when the runtime starts, and a 64-bit sequence. Displayed in UUID form.
@@ -33,65 +38,142 @@ impl fmt::Debug for RequestId {
     }
 }
 
-/// Who invoked a function. The hook for permissions later on.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Invoker {
-    /// The host application, directly.
-    #[default]
-    Host,
-    /// Another function (by name).
-    Function(Arc<str>),
-    /// An event source mapping (by name).
-    EventSource(Arc<str>),
-    /// The asynchronous invocation queue of the function.
-    AsyncQueue,
-    /// Any other identity the host chooses.
-    Custom(Arc<str>),
+/// What every invocation of one function shares: built once per function, cloned (one
+/// reference count) per invocation.
+pub(crate) struct FunctionScope {
+    function_name: Arc<str>,
+    memory_mb: u32,
+    /// The principal of calls this function's handlers make.
+    as_caller: Principal,
+    services: Services,
 }
 
-impl fmt::Display for Invoker {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Host => f.write_str("host"),
-            Self::Function(name) => write!(f, "function:{name}"),
-            Self::EventSource(name) => write!(f, "event-source:{name}"),
-            Self::AsyncQueue => f.write_str("async-queue"),
-            Self::Custom(name) => write!(f, "custom:{name}"),
+/// How a context reaches its runtime.
+enum Services {
+    /// A detached context.
+    None,
+    /// A registered function's: weak, so that a function does not keep its runtime alive.
+    Runtime(Weak<dyn RuntimeServices>),
+    /// A stand-in given to a detached context.
+    Given(Arc<dyn RuntimeServices>),
+}
+
+impl FunctionScope {
+    pub(crate) fn new(
+        function_name: Arc<str>,
+        memory_mb: u32,
+        services: Option<Weak<dyn RuntimeServices>>,
+    ) -> Self {
+        Self {
+            as_caller: Principal::Function(Arc::clone(&function_name)),
+            function_name,
+            memory_mb,
+            services: services.map_or(Services::None, Services::Runtime),
         }
     }
 }
 
-/// The invocation's context, handed to the handler with its event.
-#[derive(Debug, Clone)]
+impl fmt::Debug for FunctionScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FunctionScope")
+            .field("function_name", &self.function_name)
+            .field("memory_mb", &self.memory_mb)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The invocation's context, handed to the handler with its event: what the invocation is
+/// (request id, deadline, attempt, principal), its cancellation token, and the way to act
+/// through the runtime (invoke other functions, reach the host's resources).
+///
+/// # Example
+///
+/// A handler that calls another function; the callee sees `"orders"` as its principal.
+///
+/// ```
+/// use nimbus_core::{handler_fn, Context, FunctionError, Principal};
+///
+/// let orders = handler_fn(|id: u64, ctx: Context| async move {
+///     let price: u64 = ctx.invoke("price", &id).await.map_err(FunctionError::from_error)?;
+///     Ok::<_, FunctionError>(price * 2)
+/// });
+/// let price = handler_fn(|id: u64, ctx: Context| async move {
+///     assert_eq!(ctx.principal(), &Principal::Function("orders".into()));
+///     Ok::<_, FunctionError>(id + 1)
+/// });
+/// # let _ = (orders, price);
+/// ```
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Context {
-    pub(crate) request_id: RequestId,
-    pub(crate) function_name: Arc<str>,
-    pub(crate) memory_mb: u32,
-    pub(crate) deadline: Instant,
-    pub(crate) attempt: u32,
-    pub(crate) invoker: Invoker,
-    pub(crate) cancel: Arc<CancellationToken>,
+    request_id: RequestId,
+    scope: Arc<FunctionScope>,
+    deadline: Instant,
+    attempt: u32,
+    principal: Principal,
+    cancel: Arc<CancellationToken>,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("request_id", &self.request_id)
+            .field("function_name", &self.scope.function_name)
+            .field("deadline", &self.deadline)
+            .field("attempt", &self.attempt)
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Context {
+    /// The context of one invocation (built by the executor).
+    pub(crate) fn new(
+        request_id: RequestId,
+        scope: Arc<FunctionScope>,
+        deadline: Instant,
+        attempt: u32,
+        principal: Principal,
+        cancel: Arc<CancellationToken>,
+    ) -> Self {
+        Self {
+            request_id,
+            scope,
+            deadline,
+            attempt,
+            principal,
+            cancel,
+        }
+    }
+
     /// A context for calling a handler directly, outside a runtime (tests, benches):
     /// request id 0, 128 MB, a deadline `timeout` from now (saturating: `Duration::MAX` is a
-    /// deadline decades away), first attempt, invoked by the host.
+    /// deadline decades away), first attempt, invoked by the host, no runtime to call through
+    /// (see [`Context::with_services`]).
     pub fn detached(function_name: &str, timeout: Duration) -> Self {
         let now = Instant::now();
         Self {
             request_id: RequestId(0),
-            function_name: Arc::from(function_name),
-            memory_mb: 128,
-            deadline: now
-                .checked_add(timeout)
-                .unwrap_or_else(crate::runtime::far_future),
+            scope: Arc::new(FunctionScope::new(Arc::from(function_name), 128, None)),
+            deadline: now.checked_add(timeout).unwrap_or_else(far_future),
             attempt: 1,
-            invoker: Invoker::Host,
+            principal: Principal::Host,
             cancel: Arc::new(CancellationToken::new()),
         }
+    }
+
+    /// Gives a detached context a stand-in for the runtime, so that a handler's calls to other
+    /// functions can be tested outside one.
+    #[must_use]
+    pub fn with_services(mut self, services: Arc<dyn RuntimeServices>) -> Self {
+        let mut scope = FunctionScope::new(
+            Arc::clone(&self.scope.function_name),
+            self.scope.memory_mb,
+            None,
+        );
+        scope.services = Services::Given(services);
+        self.scope = Arc::new(scope);
+        self
     }
 
     /// This invocation's request id.
@@ -101,12 +183,12 @@ impl Context {
 
     /// The function's name.
     pub fn function_name(&self) -> &str {
-        &self.function_name
+        &self.scope.function_name
     }
 
     /// The function's memory size in MB.
     pub fn memory_mb(&self) -> u32 {
-        self.memory_mb
+        self.scope.memory_mb
     }
 
     /// When the invocation times out.
@@ -124,9 +206,9 @@ impl Context {
         self.attempt
     }
 
-    /// Who invoked the function.
-    pub fn invoker(&self) -> &Invoker {
-        &self.invoker
+    /// Who invoked the function, as the runtime established it.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
     }
 
     /// Fires at the timeout, or when the runtime starts shutting down. Work the handler spawns
@@ -136,8 +218,107 @@ impl Context {
     /// The token belongs to the instance, as a Lambda environment's lifetime does: a timed-out
     /// instance is discarded with everything it started, including work that an earlier
     /// invocation left running.
+    ///
+    /// Timeouts are cooperative: the runtime stops waiting for a handler at its deadline and
+    /// drops its future, which takes effect at the handler's next `.await`. A handler that
+    /// computes without yielding cannot be interrupted in-process; run such work with
+    /// `tokio::task::spawn_blocking` (and watch this token), or on a backend that runs
+    /// instances in their own processes.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancel
+    }
+
+    /// The runtime, or why there is none.
+    fn services(&self, function: &str) -> Result<Arc<dyn RuntimeServices>, LookupError> {
+        let services = match &self.scope.services {
+            Services::Runtime(weak) => weak.upgrade(),
+            Services::Given(services) => Some(Arc::clone(services)),
+            Services::None => None,
+        };
+        services.ok_or_else(|| LookupError::NoRuntime(function.to_owned()))
+    }
+
+    /// Invokes `function` synchronously, as this function: the event is serialised to JSON
+    /// and the output decoded from it, as Lambda's `Invoke` carries payloads. The callee sees
+    /// this function as its [`principal`](Context::principal).
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Lookup`] if there is no such JSON function (or no runtime),
+    /// [`CallError::Invoke`] with the callee's outcome otherwise; an event or output that does
+    /// not convert is [`InvokeError::Payload`].
+    pub async fn invoke<E, O>(&self, function: &str, event: &E) -> Result<O, CallError>
+    where
+        E: serde::Serialize + ?Sized,
+        O: serde::de::DeserializeOwned,
+    {
+        let event = serde_json::to_value(event).map_err(|e| {
+            InvokeError::Payload(format!("cannot encode the event for `{function}`: {e}"))
+        })?;
+        let output = self.invoke_json(function, event).await?;
+        serde_json::from_value(output).map_err(|e| {
+            InvokeError::Payload(format!("cannot decode the output of `{function}`: {e}")).into()
+        })
+    }
+
+    /// Invokes `function` synchronously with a JSON event, as this function.
+    ///
+    /// # Errors
+    ///
+    /// As [`Context::invoke`].
+    pub async fn invoke_json(
+        &self,
+        function: &str,
+        event: serde_json::Value,
+    ) -> Result<serde_json::Value, CallError> {
+        let services = self.services(function)?;
+        services
+            .invoke_json(&self.scope.as_caller, function, event)
+            .await
+    }
+
+    /// Queues an event for asynchronous invocation of `function`, as this function; returns
+    /// the request id at once.
+    ///
+    /// # Errors
+    ///
+    /// See [`AsyncCallError`]; an event the queue refuses is handed back as JSON.
+    pub fn invoke_async<E>(
+        &self,
+        function: &str,
+        event: &E,
+    ) -> Result<RequestId, AsyncCallError<serde_json::Value>>
+    where
+        E: serde::Serialize + ?Sized,
+    {
+        let event = serde_json::to_value(event).map_err(|e| {
+            AsyncCallError::Payload(format!("cannot encode the event for `{function}`: {e}"))
+        })?;
+        self.invoke_async_json(function, event)
+    }
+
+    /// Queues a JSON event for asynchronous invocation of `function`, as this function.
+    ///
+    /// # Errors
+    ///
+    /// As [`Context::invoke_async`].
+    pub fn invoke_async_json(
+        &self,
+        function: &str,
+        event: serde_json::Value,
+    ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
+        let services = self.services(function)?;
+        services.invoke_async_json(&self.scope.as_caller, function, event)
+    }
+
+    /// The resource the host registered under `name`
+    /// ([`Runtime::provide`](crate::runtime::Runtime::provide)), if there is one of type `T`.
+    pub fn resource<T: std::any::Any + Send + Sync>(&self, name: &str) -> Option<Arc<T>> {
+        let services = self.services(name).ok()?;
+        services
+            .resource(&self.scope.as_caller, name)?
+            .downcast::<T>()
+            .ok()
     }
 }
 
@@ -145,13 +326,27 @@ impl Context {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InitContext {
-    pub(crate) function_name: Arc<str>,
-    pub(crate) memory_mb: u32,
-    pub(crate) instance_number: u64,
-    pub(crate) provisioned: bool,
+    function_name: Arc<str>,
+    memory_mb: u32,
+    instance_number: u64,
+    provisioned: bool,
 }
 
 impl InitContext {
+    pub(crate) fn new(
+        function_name: Arc<str>,
+        memory_mb: u32,
+        instance_number: u64,
+        provisioned: bool,
+    ) -> Self {
+        Self {
+            function_name,
+            memory_mb,
+            instance_number,
+            provisioned,
+        }
+    }
+
     /// The function's name.
     pub fn function_name(&self) -> &str {
         &self.function_name

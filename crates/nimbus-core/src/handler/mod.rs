@@ -1,4 +1,6 @@
-//! User code: the [`Handler`] trait, closure adapters, and the init-phase [`InstanceFactory`].
+//! User code: the [`Handler`] trait, closure adapters, the init-phase [`InstanceFactory`], and
+//! what a handler sees: its [`Context`], its [`Principal`], and the [`RuntimeServices`] it acts
+//! through.
 //!
 //! A handler is `async fn(event, ctx) -> Result<out, FunctionError>`. It runs on an *instance*
 //! (Lambda's execution environment), which serves one invocation at a time; that is why
@@ -7,6 +9,8 @@
 //! and reused warm.
 
 mod context;
+mod principal;
+mod services;
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -14,7 +18,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use context::{Context, InitContext, Invoker, RequestId};
+pub(crate) use context::FunctionScope;
+pub use context::{Context, InitContext, RequestId};
+pub use principal::Principal;
+pub use services::RuntimeServices;
 
 use crate::error::FunctionError;
 

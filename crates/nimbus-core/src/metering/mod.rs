@@ -7,37 +7,9 @@
 
 use std::time::Duration;
 
-use crate::function::BillingGranularity;
+use crate::config::{BillingGranularity, Prices};
 use crate::handler::RequestId;
-
-/// Prices used for cost estimates; the defaults are Lambda's x86 on-demand prices.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub struct Prices {
-    /// Price of one GB-second of duration.
-    pub per_gb_second: f64,
-    /// Price of one million requests.
-    pub per_million_requests: f64,
-}
-
-impl Default for Prices {
-    fn default() -> Self {
-        Self {
-            per_gb_second: 0.000_016_666_7,
-            per_million_requests: 0.20,
-        }
-    }
-}
-
-impl Prices {
-    /// Prices per GB-second and per million requests.
-    pub fn new(per_gb_second: f64, per_million_requests: f64) -> Self {
-        Self {
-            per_gb_second,
-            per_million_requests,
-        }
-    }
-}
+use crate::util::serialize_display;
 
 /// What one invocation used: Lambda's `REPORT` line.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -54,13 +26,6 @@ pub struct UsageReport {
     pub memory_mb: u32,
     /// The init phase's duration, on a cold start.
     pub init_duration: Option<Duration>,
-}
-
-pub(crate) fn serialize_display<S: serde::Serializer>(
-    v: &RequestId,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
 }
 
 impl UsageReport {

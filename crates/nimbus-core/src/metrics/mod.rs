@@ -7,9 +7,10 @@ use std::time::Duration;
 
 pub(crate) use histogram::Histogram;
 
+use crate::config::Prices;
 use crate::error::{OutcomeKind, ThrottleReason};
-use crate::metering::{Prices, Usage};
-use crate::padded::{Padded, Striped};
+use crate::metering::Usage;
+use crate::util::{Padded, Striped};
 
 /// Counters of one function, updated by every invocation.
 ///
@@ -193,13 +194,13 @@ pub struct FunctionMetrics {
     /// Instances idle and warm now.
     pub instances_idle: usize,
     /// Median invocation duration (within 12.5 %).
-    #[serde(with = "duration_us")]
+    #[serde(serialize_with = "crate::util::serialize_us")]
     pub p50: Duration,
     /// 90th percentile duration.
-    #[serde(with = "duration_us")]
+    #[serde(serialize_with = "crate::util::serialize_us")]
     pub p90: Duration,
     /// 99th percentile duration.
-    #[serde(with = "duration_us")]
+    #[serde(serialize_with = "crate::util::serialize_us")]
     pub p99: Duration,
 }
 
@@ -251,19 +252,5 @@ impl FunctionCounters {
                 + m.cancelled,
             ..m
         }
-    }
-}
-
-/// Serialises a duration as whole microseconds.
-pub(crate) fn serialize_us<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    duration_us::serialize(d, s)
-}
-
-/// Serialises a duration as whole microseconds.
-mod duration_us {
-    use std::time::Duration;
-
-    pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
     }
 }

@@ -127,7 +127,7 @@ impl RetryPolicy for Retries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FunctionError;
+    use crate::error::FunctionError;
 
     #[test]
     fn stops_after_max_retries_and_obeys_hints() {
@@ -149,7 +149,7 @@ mod tests {
             policy.retry(1, &InvokeError::Panic("p".into())),
             Some(Duration::from_secs(5))
         );
-        assert_eq!(policy.retry(1, &InvokeError::NotFound("f".into())), None);
+        assert_eq!(policy.retry(1, &InvokeError::Payload("bad".into())), None);
     }
 
     #[test]

@@ -1,185 +1,28 @@
-//! The [`Runtime`]: the registry of functions, the runtime-wide concurrency limit and its
-//! reservations, request ids, and graceful shutdown.
+//! The [`Runtime`]: the registry of functions and of the host's resources, the runtime-wide
+//! concurrency limit and its reservations, the services handlers reach through their
+//! [`Context`](crate::Context), what is attached to it, and graceful shutdown.
 
 mod attachment;
-mod config;
-mod gate;
+mod registry;
 mod stop;
 
-use std::any::Any;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use dashmap::DashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use attachment::{Attachment, AttachmentStop, ATTACHMENT_STOP_SLACK};
-pub use config::RuntimeConfig;
-pub(crate) use gate::Gate;
 pub use stop::{ShutdownReport, UnregisterReport, SHUTDOWN_SLACK};
 
-use crate::async_invoke::{HandedBack, RejectReason, Rejected};
-use crate::concurrency::Limiter;
-use crate::error::{ConfigError, InvokeError, RegisterError};
-use crate::function::{Function, FunctionHandle, FunctionInner, JsonCodec};
-use crate::handler::{Invoker, RequestId};
+use crate::async_invoke::AsyncMetrics;
+use crate::config::RuntimeConfig;
+use crate::error::{AsyncCallError, CallError, ConfigError, LookupError, RegisterError};
+use crate::executor::Shared;
+use crate::function::{AnyFunction, Function, FunctionHandle, FunctionInner, JsonCodec};
+use crate::handler::{Principal, RequestId, RuntimeServices};
 use crate::metering::Usage;
 use crate::metrics::FunctionMetrics;
-use crate::padded::Padded;
-
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// State shared by the runtime and every function.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) config: RuntimeConfig,
-    /// The pool of functions without reserved concurrency.
-    pub(crate) unreserved: Limiter,
-    reserved_total: parking_lot::Mutex<u64>,
-    pub(crate) gate: Padded<Gate>,
-    /// Fires when shutdown begins: contexts' tokens fire, reapers stop.
-    pub(crate) shutting_down: CancellationToken,
-    /// Fires when the grace period ends: running invocations are dropped.
-    pub(crate) hard_stop: CancellationToken,
-    /// Set with `hard_stop`; a plain flag for hot loops (the token's check takes a lock).
-    stopped: Padded<std::sync::atomic::AtomicBool>,
-    pub(crate) cancelled: AtomicU64,
-    request_prefix: u64,
-    request_seq: Padded<AtomicU64>,
-    pub(crate) tasks: TaskTracker,
-    /// The Tokio runtime this one was built on, where its tasks are spawned.
-    pub(crate) tokio: Option<tokio::runtime::Handle>,
-}
-
-impl Shared {
-    /// Whether the shutdown grace period has ended.
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn next_request_id(&self) -> RequestId {
-        let seq = self.request_seq.fetch_add(1, Ordering::Relaxed);
-        RequestId(u128::from(self.request_prefix) << 64 | u128::from(seq))
-    }
-
-    /// Carves `amount` out of the unreserved pool, keeping the configured minimum free.
-    fn reserve(&self, amount: u32) -> Result<(), ConfigError> {
-        let mut reserved = self.reserved_total.lock();
-        let limit = u64::from(self.config.concurrency_limit);
-        let keep = u64::from(self.config.effective_min_unreserved());
-        let available = limit - keep - *reserved;
-        if u64::from(amount) > available {
-            return Err(ConfigError::new(
-                "function",
-                "max_concurrency",
-                amount,
-                format!(
-                    "0..={available} (runtime limit {limit}, {reserved} already reserved, {keep} kept unreserved)",
-                    reserved = *reserved
-                ),
-            ));
-        }
-        *reserved += u64::from(amount);
-        self.unreserved
-            .set_limit(usize::try_from(limit - *reserved).unwrap_or(usize::MAX));
-        Ok(())
-    }
-
-    pub(crate) fn unreserve(&self, amount: u32) {
-        let mut reserved = self.reserved_total.lock();
-        *reserved -= u64::from(amount);
-        let limit = u64::from(self.config.concurrency_limit);
-        self.unreserved
-            .set_limit(usize::try_from(limit - *reserved).unwrap_or(usize::MAX));
-    }
-}
-
-/// A reservation taken for a registration in progress; given back unless the registration
-/// completes (clears `amount`).
-struct Reservation<'a> {
-    shared: &'a Shared,
-    amount: Option<u32>,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if let Some(amount) = self.amount.take() {
-            self.shared.unreserve(amount);
-        }
-    }
-}
-
-/// What every registered function offers, whatever its event and output types.
-pub(crate) trait AnyFunction: Send + Sync + 'static {
-    fn invoke_json(
-        &self,
-        event: serde_json::Value,
-        invoker: Invoker,
-    ) -> BoxFuture<'_, Result<serde_json::Value, InvokeError>>;
-    fn metrics(&self) -> FunctionMetrics;
-    fn async_metrics(&self) -> crate::AsyncMetrics;
-    fn usage(&self) -> Usage;
-    /// Stops the reaper and drops idle instances (and any given back later); returns how many
-    /// were dropped now.
-    fn stop(&self) -> usize;
-    /// Unregister begins: refuse new invocations, tell running handlers. Returns how many
-    /// invocations were in flight.
-    fn close(&self) -> usize;
-    /// Resolves when no invocation runs and no async event is pending.
-    fn drained(&self) -> BoxFuture<'_, ()>;
-    /// The unregister grace has ended: cancel what runs, stop the function's tasks; the
-    /// reservation returns with the last permit.
-    fn halt(&self);
-    /// Resolves when nothing of the function runs any more.
-    fn quiesced(&self) -> BoxFuture<'_, ()>;
-    /// Invocations of the function cancelled so far.
-    fn cancelled(&self) -> u64;
-    /// Whether the function holds no reservation any more.
-    fn reservation_returned(&self) -> bool;
-    fn invoke_async_json(
-        self: Arc<Self>,
-        event: serde_json::Value,
-    ) -> Result<RequestId, AsyncInvokeError>;
-    /// Resolves when no async event is pending.
-    fn async_idle(&self) -> BoxFuture<'_, ()>;
-    /// Takes every unfinished async event out, for the host.
-    fn hand_back(&self) -> Vec<HandedBack>;
-}
-
-/// Why [`Runtime::invoke_async_json`] did not accept an event.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AsyncInvokeError {
-    /// No function is registered under this name.
-    #[error("no function named `{0}`")]
-    NotFound(String),
-    /// The function takes typed events only.
-    #[error("function `{0}` takes typed events only")]
-    NotJson(String),
-    /// The event does not decode into the function's event type.
-    #[error("payload error: {0}")]
-    Payload(String),
-    /// The queue is full or the runtime is shutting down; the event is handed back.
-    #[error("event refused: {reason:?}")]
-    Rejected {
-        /// The event, unchanged.
-        event: serde_json::Value,
-        /// Why it was refused.
-        reason: RejectReason,
-    },
-}
-
-struct Entry {
-    function: Arc<dyn AnyFunction>,
-    typed: Arc<dyn Any + Send + Sync>,
-}
+use registry::{Entry, Registry};
 
 /// The attachments of a runtime, in the order they were attached.
 type Attachments = Vec<Arc<dyn Attachment>>;
@@ -217,7 +60,7 @@ type Attachments = Vec<Arc<dyn Attachment>>;
 #[derive(Clone)]
 pub struct Runtime {
     shared: Arc<Shared>,
-    functions: Arc<DashMap<Arc<str>, Entry>>,
+    registry: Arc<Registry>,
     registering: Arc<tokio::sync::Mutex<()>>,
     /// `None` once shutdown has taken them: no attachment is accepted after that.
     attachments: Arc<parking_lot::Mutex<Option<Attachments>>>,
@@ -226,7 +69,7 @@ pub struct Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("functions", &self.functions.len())
+            .field("functions", &self.registry.functions.len())
             .field("in_flight", &self.shared.gate.in_flight())
             .finish_non_exhaustive()
     }
@@ -262,23 +105,13 @@ impl Runtime {
     /// A [`ConfigError`] if the configuration is invalid.
     pub fn new(config: RuntimeConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let limit = usize::try_from(config.concurrency_limit).unwrap_or(usize::MAX);
+        let shared = Arc::new(Shared::new(config));
+        let registry = Arc::new(Registry::default());
+        let services: Arc<dyn RuntimeServices> = registry.clone();
+        shared.set_services(Arc::downgrade(&services));
         Ok(Self {
-            shared: Arc::new(Shared {
-                config,
-                unreserved: Limiter::new(limit),
-                reserved_total: parking_lot::Mutex::new(0),
-                gate: Padded::default(),
-                shutting_down: CancellationToken::new(),
-                hard_stop: CancellationToken::new(),
-                stopped: Padded(std::sync::atomic::AtomicBool::new(false)),
-                cancelled: AtomicU64::new(0),
-                request_prefix: fastrand::u64(..),
-                request_seq: Padded(AtomicU64::new(1)),
-                tasks: TaskTracker::new(),
-                tokio: tokio::runtime::Handle::try_current().ok(),
-            }),
-            functions: Arc::new(DashMap::new()),
+            shared,
+            registry,
             registering: Arc::new(tokio::sync::Mutex::new(())),
             attachments: Arc::new(parking_lot::Mutex::new(Some(Vec::new()))),
         })
@@ -340,7 +173,7 @@ impl Runtime {
         if self.shared.gate.is_closed() {
             return Err(RegisterError::ShuttingDown);
         }
-        if self.functions.contains_key(name.as_str()) {
+        if self.registry.functions.contains_key(name.as_str()) {
             return Err(RegisterError::Duplicate(name));
         }
         let limit = self.shared.config.concurrency_limit;
@@ -354,21 +187,20 @@ impl Runtime {
             .into());
         }
         // Returned if registration fails or its future is dropped (a caller's timeout).
-        let mut reservation = Reservation {
-            shared: &self.shared,
-            amount: None,
+        let reservation = match parts.config.max_concurrency {
+            Some(amount) => Some(self.shared.reserve(amount)?),
+            None => None,
         };
-        if let Some(amount) = parts.config.max_concurrency {
-            self.shared.reserve(amount)?;
-            reservation.amount = Some(amount);
-        }
-        let inner = Arc::new(FunctionInner::new(parts, Arc::clone(&self.shared), json));
-        if let Err(failure) = inner.provision().await {
+        let inner = Arc::new(FunctionInner::new(parts, Arc::clone(&self.shared), json)?);
+        let exec = inner.executor();
+        if let Err(failure) = exec.provision().await {
             return Err(RegisterError::Provisioning { name, failure });
         }
-        reservation.amount = None;
-        inner.start_reaper();
-        self.functions.insert(
+        if let Some(reservation) = reservation {
+            reservation.keep();
+        }
+        exec.start_reaper();
+        self.registry.functions.insert(
             Arc::from(name.as_str()),
             Entry {
                 function: inner.clone(),
@@ -404,114 +236,115 @@ impl Runtime {
         }
     }
 
-    /// A typed handle to the function `name`: the fast way to invoke it repeatedly.
+    /// A typed handle to the function `name`: the fast way to invoke it repeatedly. It
+    /// invokes as the host.
     ///
     /// # Errors
     ///
-    /// [`InvokeError::NotFound`], or [`InvokeError::WrongType`] if the function has other types.
-    pub fn function<E, O>(&self, name: &str) -> Result<FunctionHandle<E, O>, InvokeError>
+    /// [`LookupError::NotFound`], or [`LookupError::WrongType`] if the function has other types.
+    pub fn function<E, O>(&self, name: &str) -> Result<FunctionHandle<E, O>, LookupError>
     where
         E: Send + 'static,
         O: Send + 'static,
     {
-        let entry = self
-            .functions
-            .get(name)
-            .ok_or_else(|| InvokeError::NotFound(name.to_owned()))?;
-        let typed = Arc::clone(&entry.typed)
-            .downcast::<FunctionInner<E, O>>()
-            .map_err(|_| InvokeError::WrongType(name.to_owned()))?;
-        Ok(FunctionHandle::new(typed))
+        self.registry.typed(name).map(FunctionHandle::new)
     }
 
-    /// Invokes `name` synchronously with a typed event.
+    /// Invokes `name` synchronously with a typed event, as the host.
     ///
     /// # Errors
     ///
-    /// Every outcome but success; see [`InvokeError`].
-    pub async fn invoke<E, O>(&self, name: &str, event: E) -> Result<O, InvokeError>
+    /// [`CallError::Lookup`] if there is no such function; [`CallError::Invoke`] with every
+    /// outcome but success otherwise.
+    pub async fn invoke<E, O>(&self, name: &str, event: E) -> Result<O, CallError>
     where
         E: Send + 'static,
         O: Send + 'static,
     {
-        self.function::<E, O>(name)?.invoke(event).await
+        Ok(self.function::<E, O>(name)?.invoke(event).await?)
     }
 
-    /// Invokes `name` synchronously with a JSON event, for callers that only know the name.
+    /// Invokes `name` synchronously with a JSON event, as the host, for callers that only
+    /// know the name.
     ///
     /// # Errors
     ///
-    /// Every outcome but success; a payload that does not decode is [`InvokeError::Payload`].
+    /// As [`Runtime::invoke`]; a payload that does not decode is [`InvokeError::Payload`].
     pub async fn invoke_json(
         &self,
         name: &str,
         event: serde_json::Value,
-    ) -> Result<serde_json::Value, InvokeError> {
-        let function = self
-            .functions
-            .get(name)
-            .map(|entry| Arc::clone(&entry.function))
-            .ok_or_else(|| InvokeError::NotFound(name.to_owned()))?;
-        function.invoke_json(event, Invoker::Host).await
+    ) -> Result<serde_json::Value, CallError> {
+        self.registry
+            .invoke_json(&Principal::Host, name, event)
+            .await
     }
 
-    /// Queues a typed event for asynchronous invocation of `name`.
+    /// Queues a typed event for asynchronous invocation of `name`, as the host.
     ///
     /// # Errors
     ///
-    /// [`InvokeError::NotFound`] / [`InvokeError::WrongType`] in the outer result; the inner
-    /// [`Rejected`] hands the event back when the queue is full or the runtime is shutting down.
-    pub fn invoke_async<E, O>(
-        &self,
-        name: &str,
-        event: E,
-    ) -> Result<Result<RequestId, Rejected<E>>, InvokeError>
+    /// [`AsyncCallError::Lookup`] if there is no such function; [`AsyncCallError::Rejected`]
+    /// hands the event back when the queue is full or the runtime is shutting down.
+    pub fn invoke_async<E, O>(&self, name: &str, event: E) -> Result<RequestId, AsyncCallError<E>>
     where
         E: Clone + Send + Sync + 'static,
         O: Send + 'static,
     {
-        Ok(self.function::<E, O>(name)?.invoke_async(event))
+        Ok(self.function::<E, O>(name)?.invoke_async(event)?)
     }
 
-    /// Queues a JSON event for asynchronous invocation of `name`, for callers that only know
-    /// the name. Returns the request id at once.
+    /// Queues a JSON event for asynchronous invocation of `name`, as the host, for callers
+    /// that only know the name. Returns the request id at once.
     ///
     /// # Errors
     ///
-    /// See [`AsyncInvokeError`]; a refused event is handed back.
+    /// See [`AsyncCallError`]; a refused event is handed back.
     pub fn invoke_async_json(
         &self,
         name: &str,
         event: serde_json::Value,
-    ) -> Result<RequestId, AsyncInvokeError> {
-        let function = self
-            .functions
-            .get(name)
-            .map(|entry| Arc::clone(&entry.function))
-            .ok_or_else(|| AsyncInvokeError::NotFound(name.to_owned()))?;
-        function.invoke_async_json(event)
+    ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
+        self.registry
+            .invoke_async_json(&Principal::Host, name, event)
+    }
+
+    /// Registers a resource under `name` for handlers to reach with
+    /// [`Context::resource`](crate::Context::resource) (a client, a pool, a cache), replacing
+    /// any resource of that name; returns the one replaced.
+    pub fn provide<T: std::any::Any + Send + Sync>(
+        &self,
+        name: impl Into<String>,
+        resource: Arc<T>,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        self.registry.resources.insert(name.into(), resource)
     }
 
     /// A snapshot of one function's async queue.
-    pub fn async_metrics(&self, name: &str) -> Option<crate::AsyncMetrics> {
-        self.functions.get(name).map(|e| e.function.async_metrics())
+    pub fn async_metrics(&self, name: &str) -> Option<AsyncMetrics> {
+        self.registry.any(name).map(|f| f.async_metrics())
     }
 
     /// Names of the registered functions, sorted.
     pub fn function_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.functions.iter().map(|e| e.key().to_string()).collect();
+        let mut names: Vec<String> = self
+            .registry
+            .functions
+            .iter()
+            .map(|e| e.key().to_string())
+            .collect();
         names.sort();
         names
     }
 
     /// A snapshot of one function's metrics.
     pub fn metrics(&self, name: &str) -> Option<FunctionMetrics> {
-        self.functions.get(name).map(|e| e.function.metrics())
+        self.registry.any(name).map(|f| f.metrics())
     }
 
     /// One function's accumulated usage and estimated cost.
     pub fn usage(&self, name: &str) -> Option<Usage> {
-        self.functions.get(name).map(|e| e.function.usage())
+        self.registry.any(name).map(|f| f.usage())
     }
 
     /// The runtime's concurrency accounts.
@@ -531,11 +364,6 @@ impl Runtime {
     pub fn is_shutting_down(&self) -> bool {
         self.shared.gate.is_closed()
     }
-}
-
-/// An instant about thirty years from now: "never" for deadlines from unbounded durations.
-pub(crate) fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
 /// Function names follow Lambda's rule: 1 to 64 letters, digits, hyphens or underscores.

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{far_future, AnyFunction, Attachment, AttachmentStop, Runtime, ATTACHMENT_STOP_SLACK};
+use super::{AnyFunction, Attachment, AttachmentStop, Runtime, ATTACHMENT_STOP_SLACK};
 use crate::async_invoke::HandedBack;
+use crate::util::{far_future, guarded};
 
 /// How long past its grace period [`Runtime::shutdown`] (and [`Runtime::unregister`]) waits
 /// for the tasks it cancelled to stop. Tasks that watch the hard stop (all of nimbus's own)
@@ -61,12 +62,12 @@ impl Runtime {
     /// Retires the function `name`, in this order:
     ///
     /// 1. It leaves the registry at once (`invoke_json`, [`Runtime::function`] and friends
-    ///    answer [`crate::InvokeError::NotFound`]; the name may be registered again).
+    ///    answer [`LookupError::NotFound`](crate::error::LookupError::NotFound); the name may be registered again).
     /// 2. Its attachments (mappings) are stopped as [`Runtime::shutdown`] stops them: stop
     ///    receiving, finish the batches in flight by the deadline (now + `grace`), release what
     ///    is left to the source without counting a receive.
-    /// 3. Handles kept from before refuse new work: [`crate::InvokeError::Unregistered`], and
-    ///    [`crate::RejectReason::Unregistered`] for async events. Running handlers' cancellation
+    /// 3. Handles kept from before refuse new work: [`InvokeError::Unregistered`](crate::error::InvokeError::Unregistered), and
+    ///    [`RejectReason::Unregistered`](crate::error::RejectReason::Unregistered) for async events. Running handlers' cancellation
     ///    tokens fire.
     /// 4. Running invocations and queued async events get the rest of `grace`.
     /// 5. Then what still runs is cancelled, async workers, timers and deliveries stop, and the
@@ -82,7 +83,7 @@ impl Runtime {
     pub async fn unregister(&self, name: &str, grace: Duration) -> Option<UnregisterReport> {
         let deadline = Instant::now().checked_add(grace).unwrap_or_else(far_future);
         let give_up = deadline.checked_add(SHUTDOWN_SLACK).unwrap_or(deadline);
-        let (_, entry) = self.functions.remove(name)?;
+        let (_, entry) = self.registry.functions.remove(name)?;
         let function = entry.function;
         let attachments = self.stop_attachments(Some(name), deadline).await;
         let cancelled_before = function.cancelled();
@@ -162,11 +163,11 @@ impl Runtime {
     ///    batches in flight finish by the deadline (now + `grace`), and release what they
     ///    still hold to their source without counting a receive (see [`Attachment::stop`]);
     ///    each is given up [`ATTACHMENT_STOP_SLACK`] after the deadline.
-    /// 2. New invocations are refused ([`crate::InvokeError::ShuttingDown`], and
-    ///    [`crate::RejectReason::ShuttingDown`] for async ones), as are registrations and attachments;
+    /// 2. New invocations are refused ([`InvokeError::ShuttingDown`](crate::error::InvokeError::ShuttingDown), and
+    ///    [`RejectReason::ShuttingDown`](crate::error::RejectReason::ShuttingDown) for async ones), as are registrations and attachments;
     ///    every running invocation's cancellation token fires.
     /// 3. Running invocations and queued async events get the rest of `grace` to finish.
-    /// 4. At the deadline, what still runs is cancelled ([`crate::InvokeError::Cancelled`]); async
+    /// 4. At the deadline, what still runs is cancelled ([`InvokeError::Cancelled`](crate::error::InvokeError::Cancelled)); async
     ///    workers, retry timers and deliveries to destinations and dead-letter targets stop.
     ///    Every async event accepted and not finished is handed back in
     ///    [`ShutdownReport::handed_back`]: queued, waiting for a retry, stopped mid-run, failed
@@ -192,6 +193,7 @@ impl Runtime {
         self.shared.shutting_down.cancel();
         let cancelled_before = self.shared.cancelled.load(Ordering::Relaxed);
         let functions: Vec<Arc<dyn AnyFunction>> = self
+            .registry
             .functions
             .iter()
             .map(|e| Arc::clone(&e.function))
@@ -204,7 +206,7 @@ impl Runtime {
         };
         let _ = tokio::time::timeout_at(deadline, drained).await;
         // Whatever still runs now is cancelled; async workers, timers and deliveries stop.
-        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.shared.mark_stopped();
         self.shared.hard_stop.cancel();
         self.shared.tasks.close();
         let stopped = async {
@@ -219,7 +221,7 @@ impl Runtime {
             usize::try_from(self.shared.cancelled.load(Ordering::Relaxed) - cancelled_before)
                 .unwrap_or(usize::MAX);
         let mut instances_dropped = 0;
-        for entry in self.functions.iter() {
+        for entry in self.registry.functions.iter() {
             instances_dropped += entry.function.stop();
         }
         ShutdownReport {
@@ -231,11 +233,6 @@ impl Runtime {
             attachments,
         }
     }
-}
-
-/// Calls user code that answers a question, with `otherwise` if it panics.
-fn guarded<T>(call: impl FnOnce() -> T, otherwise: T) -> T {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or(otherwise)
 }
 
 /// An attachment's name, for a report.

@@ -481,11 +481,13 @@ async fn json_events_can_be_queued_by_name() {
     assert_eq!((record.request_id, record.response), (id, Some(50)));
     assert!(matches!(
         rt.invoke_async_json("flaky", serde_json::json!("five")),
-        Err(nimbus_core::AsyncInvokeError::Payload(_))
+        Err(nimbus_core::AsyncCallError::Payload(_))
     ));
     assert!(matches!(
         rt.invoke_async_json("nope", serde_json::json!(5)),
-        Err(nimbus_core::AsyncInvokeError::NotFound(_))
+        Err(nimbus_core::AsyncCallError::Lookup(
+            nimbus_core::LookupError::NotFound(_)
+        ))
     ));
 }
 

@@ -99,7 +99,9 @@ async fn reservations_carve_out_of_the_runtime_limit() {
     assert_eq!(rt.concurrency().unreserved_limit, 7);
     assert!(matches!(
         rt.invoke::<bool, u64>("reserved", false).await,
-        Err(InvokeError::NotFound(_))
+        Err(nimbus_core::CallError::Lookup(
+            nimbus_core::LookupError::NotFound(_)
+        ))
     ));
 }
 

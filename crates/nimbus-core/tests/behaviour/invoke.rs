@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus_core::{
-    handler_fn, BillingGranularity, Context, Function, FunctionError, InvokeError, InvokeOptions,
-    Invoker, RequestId,
+    handler_fn, BillingGranularity, CallError, Context, Function, FunctionError, InvokeError,
+    InvokeOptions, LookupError, Principal, RequestId,
 };
 use serde_json::json;
 
@@ -36,16 +36,18 @@ async fn typed_and_json_invocations_return_outputs() {
 
     let bad = rt.invoke_json("add", json!({"not": "a pair"})).await;
     match bad {
-        Err(InvokeError::Payload(message)) => assert!(message.contains("add"), "{message}"),
+        Err(CallError::Invoke(InvokeError::Payload(message))) => {
+            assert!(message.contains("add"), "{message}")
+        }
         other => panic!("expected a payload error, got {other:?}"),
     }
     assert!(matches!(
         rt.invoke_json("missing", json!(null)).await,
-        Err(InvokeError::NotFound(name)) if name == "missing"
+        Err(CallError::Lookup(LookupError::NotFound(name))) if name == "missing"
     ));
     assert!(matches!(
         rt.invoke::<String, i32>("add", "x".into()).await,
-        Err(InvokeError::WrongType(_))
+        Err(CallError::Lookup(LookupError::WrongType(_)))
     ));
     assert_eq!(handle.metrics().successes, 3);
 }
@@ -71,7 +73,7 @@ async fn native_functions_refuse_json() {
     assert_eq!(rx.recv().unwrap(), 7);
     assert!(matches!(
         rt.invoke_json("native", json!(1)).await,
-        Err(InvokeError::NotJson(_))
+        Err(CallError::Lookup(LookupError::NotJson(_)))
     ));
 }
 
@@ -212,7 +214,7 @@ async fn context_carries_invocation_facts() {
                         ctx.memory_mb(),
                         ctx.remaining_time(),
                         ctx.attempt(),
-                        ctx.invoker().clone(),
+                        ctx.principal().clone(),
                         ctx.cancellation().is_cancelled(),
                     ))
                 }),
@@ -223,12 +225,7 @@ async fn context_carries_invocation_facts() {
         .await
         .unwrap();
     let out = handle
-        .invoke_with(
-            (),
-            InvokeOptions::default()
-                .with_attempt(3)
-                .with_invoker(Invoker::Function("caller".into())),
-        )
+        .invoke_with((), InvokeOptions::default().with_attempt(3))
         .await;
     let (id, name, memory, remaining, attempt, invoker, cancelled) = out.result.unwrap();
     assert_eq!(Some(id), out.report.map(|r| r.request_id));
@@ -237,6 +234,6 @@ async fn context_carries_invocation_facts() {
     assert_eq!(memory, 512);
     assert_eq!(remaining, Duration::from_secs(7));
     assert_eq!(attempt, 3);
-    assert_eq!(invoker, Invoker::Function("caller".into()));
+    assert_eq!(invoker, Principal::Host);
     assert!(!cancelled);
 }

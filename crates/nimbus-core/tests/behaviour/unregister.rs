@@ -49,7 +49,9 @@ async fn handles_refuse_and_the_reservation_returns_with_the_last_permit() {
     );
     assert!(matches!(
         rt.invoke::<bool, u64>("retiring", false).await,
-        Err(InvokeError::NotFound(_))
+        Err(nimbus_core::CallError::Lookup(
+            nimbus_core::LookupError::NotFound(_)
+        ))
     ));
     assert_eq!(
         rt.concurrency().reserved,

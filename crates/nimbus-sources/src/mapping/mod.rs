@@ -181,7 +181,8 @@ impl QueueMapping {
             given_up: CancellationToken::new(),
             cancel_safe: source.receive_is_cancel_safe(),
             source: Arc::new(source),
-            function,
+            // Its handlers see this mapping as the principal.
+            function: function.for_event_source(&config.name),
             counters: Counters::default(),
             scaling: Mutex::new(Scaling {
                 target: initial,

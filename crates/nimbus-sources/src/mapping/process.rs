@@ -4,7 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use nimbus_core::{InvokeError, InvokeOptions, Invoker};
+use nimbus_core::InvokeError;
 use tokio::time::Instant;
 
 use super::metrics::add;
@@ -205,10 +205,7 @@ impl Shared {
                     .collect(),
             };
             add(&self.counters.invocations, 1);
-            let options =
-                InvokeOptions::default().with_invoker(Invoker::EventSource(Arc::clone(&self.name)));
-            let invocation = self.function.invoke_with(batch, options).await;
-            let error = match invocation.result {
+            let error = match self.function.invoke(batch).await {
                 Ok(response) => return Invoked::Ok(response),
                 Err(error) => error,
             };

@@ -246,9 +246,10 @@ impl StreamMapping {
         config.validate(parts.on_failure.is_some())?;
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),
+            // Its handlers see this mapping as the principal.
+            function: function.for_event_source(&config.name),
             config,
             source: Arc::new(source),
-            function,
             checkpoints: parts.checkpoints,
             leases: parts.leases,
             on_failure: parts.on_failure,

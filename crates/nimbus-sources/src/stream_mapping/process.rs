@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt as _;
-use nimbus_core::{ErrorInfo, InvokeError, InvokeOptions, Invoker};
+use nimbus_core::{ErrorInfo, InvokeError, InvokeOptions};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -216,9 +216,7 @@ impl Shared {
         batch: StreamBatch,
         attempt: u32,
     ) -> Result<StreamResponse, InvokeError> {
-        let options = InvokeOptions::default()
-            .with_invoker(Invoker::EventSource(Arc::clone(&self.name)))
-            .with_attempt(attempt);
+        let options = InvokeOptions::default().with_attempt(attempt);
         self.function.invoke_with(batch, options).await.result
     }
 

@@ -1,5 +1,5 @@
-//! The invocation path: admission, permit, instance, guarded run (timeout, panic, shutdown),
-//! settlement and metering.
+//! One invocation on one instance: sync admission (gate, permit, instance), the guarded run
+//! (timeout, panic, fault, shutdown), settlement and metering, and the init phase.
 //!
 //! The handler runs on the caller's task: no spawn and no channel on the hot path. A no-op
 //! invocation touches a handful of atomics and the pool's mutex twice; timers are created only
@@ -10,38 +10,29 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::FunctionInner;
-use crate::concurrency::Permit;
+use super::Executor;
 use crate::error::{InitFailure, InvokeError, OutcomeKind, ThrottleReason};
-use crate::handler::{Context, Handler, InitContext, Invoker, RequestId};
-use crate::instance::Lease;
+use crate::handler::{Context, InitContext, Principal, RequestId};
+use crate::instance::{Fault, Instance, Lease};
 use crate::metering::{self, UsageReport};
-use crate::metrics::{CLOSED, RETIRED};
+use crate::util::{guarded, panic_message, CatchUnwind};
 
-/// Options of one invocation.
+/// Options of one invocation. Who invokes is not among them: the runtime sets the
+/// [`Principal`] from the path the invocation takes.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct InvokeOptions {
-    /// Who is invoking (default: the host).
-    pub invoker: Invoker,
     /// The attempt number seen by the handler (default 1).
     pub attempt: Option<u32>,
 }
 
 impl InvokeOptions {
-    /// Sets who is invoking.
-    #[must_use]
-    pub fn with_invoker(mut self, invoker: Invoker) -> Self {
-        self.invoker = invoker;
-        self
-    }
-
     /// Sets the attempt number (1 for a first attempt).
     #[must_use]
     pub fn with_attempt(mut self, attempt: u32) -> Self {
@@ -69,7 +60,7 @@ impl<O> Invocation<O> {
     }
 }
 
-/// What [`FunctionInner::run_on`] produced.
+/// What [`Executor::run_on`] produced.
 pub(crate) struct Run<O> {
     pub(crate) result: Result<O, InvokeError>,
     pub(crate) report: UsageReport,
@@ -86,33 +77,15 @@ enum Ran<T> {
     Cancelled,
 }
 
-/// Polls a future inside `catch_unwind`, turning a panic into a value.
-pub(crate) struct CatchUnwind<F>(pub(crate) F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.0).poll(cx))) {
-            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
-        }
-    }
-}
-
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
-
-impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
-    pub(crate) async fn invoke(&self, event: E, options: InvokeOptions) -> Invocation<O> {
+impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
+    /// Invokes synchronously: throttled at once when there is no permit or no instance to be
+    /// had, otherwise runs on a warm or new instance.
+    pub(crate) async fn invoke(
+        &self,
+        event: E,
+        principal: Principal,
+        options: InvokeOptions,
+    ) -> Invocation<O> {
         // A handler that finishes on its first poll never yields; charge the task's cooperative
         // budget so that a caller looping over invocations still lets its worker run other tasks.
         tokio::task::consume_budget().await;
@@ -136,12 +109,12 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
             Err(error) => return Invocation::refused(error),
         };
         let request_id = self.shared.next_request_id();
+        let attempt = options.attempt.unwrap_or(1);
         let run = self
             .run_on(
                 &mut lease,
                 event,
-                request_id,
-                options,
+                (request_id, principal, attempt),
                 init_duration,
                 Instant::now(),
             )
@@ -155,18 +128,6 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
         Invocation {
             result: run.result,
             report: Some(run.report),
-        }
-    }
-
-    /// A permit from the function's reservation, or from the runtime's unreserved pool.
-    pub(crate) fn try_permit(&self) -> Result<Permit<'_>, ThrottleReason> {
-        match &self.reserved {
-            Some(limiter) => limiter.try_acquire().ok_or(ThrottleReason::FunctionLimit),
-            None => self
-                .shared
-                .unreserved
-                .try_acquire()
-                .ok_or(ThrottleReason::RuntimeLimit),
         }
     }
 
@@ -197,30 +158,30 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
     }
 
     /// Runs one event on a leased instance: guarded run, metering, metrics, REPORT event.
-    /// The caller releases the lease if the run left the instance `sound`, or drops it.
+    /// `who` is the request id, the principal and the attempt number. The caller releases the
+    /// lease if the run left the instance `sound`, or drops it (discarding the instance).
     /// `start` is now, as the caller last read the clock (one read fewer per event).
     pub(crate) async fn run_on(
         &self,
         lease: &mut Lease<'_, E, O>,
         event: E,
-        request_id: RequestId,
-        options: InvokeOptions,
+        who: (RequestId, Principal, u32),
         init_duration: Option<Duration>,
         start: Instant,
     ) -> Run<O> {
+        let (request_id, principal, attempt) = who;
         let (instance, cancel) = lease.parts();
         let cancel = Arc::clone(cancel);
-        let ctx = Context {
+        let ctx = Context::new(
             request_id,
-            function_name: self.name.clone(),
-            memory_mb: self.config.memory_mb,
-            deadline: start + self.config.timeout,
-            attempt: options.attempt.unwrap_or(1),
-            invoker: options.invoker,
-            cancel: Arc::clone(&cancel),
-        };
+            Arc::clone(&self.scope),
+            start + self.config.timeout,
+            attempt,
+            principal,
+            Arc::clone(&cancel),
+        );
         let ran = self
-            .run_guarded(instance.call(event, ctx), start, &cancel)
+            .run_guarded(instance.invoke(event, ctx), start, &cancel)
             .await;
         drop(cancel);
         let end = Instant::now();
@@ -228,7 +189,11 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
 
         let (result, sound) = match ran {
             Ran::Completed(Ok(output)) => (Ok(output), true),
-            Ran::Completed(Err(error)) => (Err(InvokeError::Function(error)), true),
+            Ran::Completed(Err(error)) => match fault_of(instance.as_mut()) {
+                None => (Err(InvokeError::Function(error)), true),
+                Some(Fault::Panicked(message)) => (Err(InvokeError::Panic(message)), false),
+                Some(Fault::Exited(message)) => (Err(InvokeError::Crashed(message)), false),
+            },
             Ran::Panicked(message) => (Err(InvokeError::Panic(message)), false),
             Ran::TimedOut => (Err(InvokeError::Timeout(self.config.timeout)), false),
             Ran::Cancelled => (Err(InvokeError::Cancelled), false),
@@ -239,7 +204,8 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
         };
         let billed = metering::billed(duration, self.config.billing);
         self.counters.finished(kind, duration, billed);
-        tracing::info!(
+        // At debug: a line per invocation at info would cost more than a fast handler.
+        tracing::debug!(
             target: "nimbus::report",
             function = %self.name,
             request_id = %request_id,
@@ -329,17 +295,17 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
     pub(crate) async fn init_instance(
         &self,
         provisioned: bool,
-    ) -> Result<(Box<dyn Handler<E, O>>, Duration), InvokeError> {
-        let ctx = InitContext {
-            function_name: self.name.clone(),
-            memory_mb: self.config.memory_mb,
-            instance_number: self.instance_seq.fetch_add(1, Ordering::Relaxed),
+    ) -> Result<(Box<dyn Instance<E, O>>, Duration), InvokeError> {
+        let ctx = InitContext::new(
+            Arc::clone(&self.name),
+            self.config.memory_mb,
+            self.instance_seq.fetch_add(1, Ordering::Relaxed),
             provisioned,
-        };
+        );
         let start = Instant::now();
-        // The factory is user code from its first instruction: a panic before it returns its
+        // The backend is user code from its first instruction: a panic before it returns its
         // future is an init failure too.
-        let init = match catch_unwind(AssertUnwindSafe(|| self.factory.init(ctx))) {
+        let init = match catch_unwind(AssertUnwindSafe(|| self.backend.create(ctx))) {
             Ok(init) => init,
             Err(payload) => {
                 let message = panic_message(payload.as_ref());
@@ -371,44 +337,13 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
     }
 }
 
-/// An invocation counted in its function's busy gauge, holding its permit. Dropped, it returns
-/// the permit first and then counts the invocation out, so that the last one out of a retired
-/// function knows that every permit of the function is back.
-pub(crate) struct Active<'a, E, O> {
-    function: &'a FunctionInner<E, O>,
-    permit: Option<Permit<'a>>,
-}
-
-impl<E, O> Drop for Active<'_, E, O> {
-    fn drop(&mut self) {
-        drop(self.permit.take());
-        let flags = self.function.counters.busy_leave();
-        if flags != 0 {
-            self.function.last_out(flags);
-        }
-    }
-}
-
-impl<E, O> FunctionInner<E, O> {
-    /// Counts an invocation holding `permit` in, unless the function is closed to it: a
-    /// `worker` of the async queue runs until the function is retired, a caller only until it
-    /// is closed.
-    pub(crate) fn activate<'a>(
-        &'a self,
-        permit: Permit<'a>,
-        worker: bool,
-    ) -> Option<Active<'a, E, O>> {
-        let flags = self.counters.busy_enter();
-        let active = Active {
-            function: self,
-            permit: Some(permit),
-        };
-        let refused = if worker { RETIRED } else { CLOSED | RETIRED };
-        (flags & refused == 0).then_some(active)
-    }
-
-    /// The error of an invocation refused because the function was unregistered.
-    pub(crate) fn unregistered(&self) -> InvokeError {
-        InvokeError::Unregistered(self.name.to_string())
-    }
+/// Asks an instance whose invocation failed whether it died; a panic in the backend's answer
+/// counts as a death.
+fn fault_of<E: 'static, O: 'static>(instance: &mut dyn Instance<E, O>) -> Option<Fault> {
+    guarded(
+        || instance.fault(),
+        Some(Fault::Exited(
+            "the backend panicked reporting a fault".to_owned(),
+        )),
+    )
 }

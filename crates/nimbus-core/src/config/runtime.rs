@@ -1,7 +1,7 @@
 //! The runtime's configuration: the shared concurrency limit and prices.
 
+use super::Prices;
 use crate::error::ConfigError;
-use crate::metering::Prices;
 
 /// Runtime-wide settings, validated by [`crate::Runtime::new`].
 ///

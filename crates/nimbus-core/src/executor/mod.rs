@@ -1,0 +1,242 @@
+//! The executor: everything one function's invocations share, behind a small API.
+//!
+//! An [`Executor`] owns a function's books and keeps their invariants in one place:
+//!
+//! - **Permits.** Every invocation holds a permit of the function's reservation or of the
+//!   runtime's unreserved pool while it runs, counted in the busy gauge; the permit is returned
+//!   on every path (output, error, panic, timeout, cancellation, a dropped caller), because it
+//!   lives in an [`Active`] guard.
+//! - **Instances.** A warm instance is reused (most recently used first), or a new one is
+//!   created by the function's [`Backend`](crate::instance::Backend) if the scale rate allows,
+//!   under the init timeout. An instance that timed out, panicked or faulted is discarded; idle
+//!   ones are reaped down to `min_instances`.
+//! - **One invocation on one instance**: the handler's future runs on the caller's task with
+//!   panics caught, against the timeout and the shutdown tokens; timers are created only if it
+//!   does not finish on its first poll. Timeouts are cooperative: see
+//!   [`Context::cancellation`](crate::Context::cancellation).
+//! - **Metering**: each invocation's duration, billed duration and outcome are counted, and a
+//!   `REPORT` event is emitted at `debug` level (target `nimbus::report`).
+//! - **Lifecycle**: unregister closes the function, drains it, halts what is left, and gives
+//!   the reservation back with the last permit.
+//!
+//! Synchronous invocation is [`Executor::invoke`]; the async queue drives the same steps one
+//! at a time (permit, instance, [`Executor::run_on`]) to run batches on one instance.
+
+mod lifecycle;
+mod run;
+mod shared;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use run::{Invocation, InvokeOptions};
+pub(crate) use shared::Shared;
+
+use crate::concurrency::{Limiter, Permit, TokenBucket};
+use crate::config::FunctionConfig;
+use crate::error::ThrottleReason;
+use crate::handler::{FunctionScope, RequestId};
+use crate::instance::{Backend, Pool};
+use crate::metering::Usage;
+use crate::metrics::{FunctionCounters, FunctionMetrics};
+use crate::util::Padded;
+
+/// Where unregister has got to.
+#[derive(Debug, Default)]
+struct Lifecycle {
+    /// Set when unregister begins: new invocations are refused.
+    closed: AtomicBool,
+    /// Set with `hard_stop` by unregister; a plain flag for hot loops.
+    halted: AtomicBool,
+}
+
+/// One function's executor (see the module docs).
+pub(crate) struct Executor<E, O> {
+    name: Arc<str>,
+    scope: Arc<FunctionScope>,
+    config: FunctionConfig,
+    backend: Arc<dyn Backend<E, O>>,
+    /// The function's own limiter when it has reserved concurrency.
+    reserved: Option<Limiter>,
+    shared: Arc<Shared>,
+    pool: Pool<E, O>,
+    scale: TokenBucket,
+    counters: FunctionCounters,
+    instance_seq: AtomicU64,
+    /// Fires when the function stops taking work (shutdown begins, or unregister): handlers
+    /// are told, the reaper stops.
+    stopped: CancellationToken,
+    /// Fires when the grace period ends (the runtime's, or this function's unregister grace):
+    /// running invocations are dropped, async workers, timers and deliveries stop.
+    hard_stop: CancellationToken,
+    /// Unregister's flags, read on every invocation and written once: on a line of their own.
+    lifecycle: Padded<Lifecycle>,
+    /// Notified when the last invocation leaves a closed function.
+    drained: Notify,
+    /// The function's own tasks (async workers, timers, reaper, disposals), also tracked by
+    /// the runtime.
+    tasks: TaskTracker,
+    /// The reservation went back to the runtime's pool (at most once).
+    reservation_returned: AtomicBool,
+}
+
+impl<E, O> std::fmt::Debug for Executor<E, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("name", &self.name)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
+    /// The executor of a function being registered (its reservation, if any, already taken).
+    pub(crate) fn new(
+        name: &str,
+        config: FunctionConfig,
+        backend: Arc<dyn Backend<E, O>>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let name: Arc<str> = Arc::from(name);
+        let tasks = TaskTracker::new();
+        let disposer = {
+            let tasks = tasks.clone();
+            let shared = Arc::clone(&shared);
+            Box::new(move |disposal| spawn_tracked(&tasks, &shared, disposal))
+        };
+        Self {
+            scope: Arc::new(FunctionScope::new(
+                Arc::clone(&name),
+                config.memory_mb,
+                shared.services(),
+            )),
+            reserved: config.max_concurrency.map(|max| Limiter::new(max as usize)),
+            scale: TokenBucket::new(config.scale_rate.instances, config.scale_rate.per),
+            stopped: shared.shutting_down.child_token(),
+            hard_stop: shared.hard_stop.child_token(),
+            lifecycle: Padded::default(),
+            drained: Notify::new(),
+            pool: Pool::new(disposer),
+            tasks,
+            reservation_returned: AtomicBool::new(false),
+            name,
+            config,
+            backend,
+            shared,
+            counters: FunctionCounters::default(),
+            instance_seq: AtomicU64::new(1),
+        }
+    }
+}
+
+impl<E, O> Executor<E, O> {
+    /// The function's name.
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The function's configuration.
+    pub(crate) fn config(&self) -> &FunctionConfig {
+        &self.config
+    }
+
+    /// A new request id.
+    pub(crate) fn next_request_id(&self) -> RequestId {
+        self.shared.next_request_id()
+    }
+
+    /// Whether the runtime has begun shutting down.
+    pub(crate) fn gate_closed(&self) -> bool {
+        self.shared.gate.is_closed()
+    }
+
+    /// Whether the grace period of the runtime, or of this function's unregister, has ended.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.shared.is_stopped() || self.lifecycle.halted.load(Ordering::Acquire)
+    }
+
+    /// Whether unregister has begun.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lifecycle.closed.load(Ordering::Acquire)
+    }
+
+    /// Fires when the grace period ends.
+    pub(crate) fn hard_stop(&self) -> &CancellationToken {
+        &self.hard_stop
+    }
+
+    /// A permit from the function's reservation, or from the runtime's unreserved pool.
+    pub(crate) fn try_permit(&self) -> Result<Permit<'_>, ThrottleReason> {
+        match &self.reserved {
+            Some(limiter) => limiter.try_acquire().ok_or(ThrottleReason::FunctionLimit),
+            None => self
+                .shared
+                .unreserved
+                .try_acquire()
+                .ok_or(ThrottleReason::RuntimeLimit),
+        }
+    }
+
+    /// Resolves when a permit of the pool that throttled for `reason` has been returned (it is
+    /// not kept: the caller tries again); never for the scale rate.
+    pub(crate) async fn permit_returned(&self, reason: ThrottleReason) {
+        let limiter = match (&self.reserved, reason) {
+            (_, ThrottleReason::ScaleRate) => None,
+            (Some(limiter), _) => Some(limiter),
+            (None, _) => Some(&self.shared.unreserved),
+        };
+        match limiter {
+            Some(limiter) => drop(limiter.acquire().await),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// How many invocations may run at once now: the reservation, or the unreserved pool.
+    pub(crate) fn concurrency_cap(&self) -> usize {
+        self.reserved
+            .as_ref()
+            .map_or_else(|| self.shared.unreserved.limit(), Limiter::limit)
+    }
+
+    /// Counts a throttle of the function.
+    pub(crate) fn count_throttle(&self, reason: ThrottleReason) {
+        self.counters.throttled(reason);
+    }
+
+    /// Spawns a task of this function, tracked by the function and by the runtime.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        spawn_tracked(&self.tasks, &self.shared, task);
+    }
+
+    /// A snapshot of the function's metrics.
+    pub(crate) fn metrics(&self) -> FunctionMetrics {
+        self.counters.snapshot(self.pool.live(), self.pool.idle())
+    }
+
+    /// The function's accumulated usage and estimated cost.
+    pub(crate) fn usage(&self) -> Usage {
+        self.counters
+            .usage(self.config.memory_mb, &self.shared.config.prices)
+    }
+}
+
+/// Spawns `task` tracked by `tasks` and by the runtime: on the current Tokio runtime, or from a
+/// thread without one (a plain thread calling `invoke_async`), on the one the nimbus runtime
+/// was built on.
+fn spawn_tracked<F>(tasks: &TaskTracker, shared: &Shared, task: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let task = tasks.track_future(task);
+    match (tokio::runtime::Handle::try_current(), &shared.tokio) {
+        (Err(_), Some(handle)) => shared.tasks.spawn_on(task, handle),
+        _ => shared.tasks.spawn(task),
+    };
+}

@@ -1,0 +1,141 @@
+//! [`Shared`]: the runtime-wide state every function's executor works against: the unreserved
+//! concurrency pool and its reservations, the in-flight gate, the shutdown tokens, request ids,
+//! and the tasks the runtime waits for.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{OnceLock, Weak};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::concurrency::{Gate, Limiter};
+use crate::config::RuntimeConfig;
+use crate::error::ConfigError;
+use crate::handler::{RequestId, RuntimeServices};
+use crate::util::Padded;
+
+/// State shared by the runtime and every function.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: RuntimeConfig,
+    /// The pool of functions without reserved concurrency.
+    pub(crate) unreserved: Limiter,
+    reserved_total: parking_lot::Mutex<u64>,
+    pub(crate) gate: Padded<Gate>,
+    /// Fires when shutdown begins: contexts' tokens fire, reapers stop.
+    pub(crate) shutting_down: CancellationToken,
+    /// Fires when the grace period ends: running invocations are dropped.
+    pub(crate) hard_stop: CancellationToken,
+    /// Set with `hard_stop`; a plain flag for hot loops (the token's check takes a lock).
+    stopped: Padded<AtomicBool>,
+    pub(crate) cancelled: AtomicU64,
+    request_prefix: u64,
+    request_seq: Padded<AtomicU64>,
+    pub(crate) tasks: TaskTracker,
+    /// The Tokio runtime this one was built on, where its tasks are spawned.
+    pub(crate) tokio: Option<tokio::runtime::Handle>,
+    /// The runtime's services, for handlers' contexts (set once the runtime exists).
+    services: OnceLock<Weak<dyn RuntimeServices>>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: RuntimeConfig) -> Self {
+        let limit = usize::try_from(config.concurrency_limit).unwrap_or(usize::MAX);
+        Self {
+            config,
+            unreserved: Limiter::new(limit),
+            reserved_total: parking_lot::Mutex::new(0),
+            gate: Padded::default(),
+            shutting_down: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            stopped: Padded(AtomicBool::new(false)),
+            cancelled: AtomicU64::new(0),
+            request_prefix: fastrand::u64(..),
+            request_seq: Padded(AtomicU64::new(1)),
+            tasks: TaskTracker::new(),
+            tokio: tokio::runtime::Handle::try_current().ok(),
+            services: OnceLock::new(),
+        }
+    }
+
+    /// Records the runtime's services (once).
+    pub(crate) fn set_services(&self, services: Weak<dyn RuntimeServices>) {
+        let _ = self.services.set(services);
+    }
+
+    pub(crate) fn services(&self) -> Option<Weak<dyn RuntimeServices>> {
+        self.services.get().cloned()
+    }
+
+    /// Whether the shutdown grace period has ended.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// The grace period has ended: hot loops stop at their next check.
+    pub(crate) fn mark_stopped(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn next_request_id(&self) -> RequestId {
+        let seq = self.request_seq.fetch_add(1, Ordering::Relaxed);
+        RequestId(u128::from(self.request_prefix) << 64 | u128::from(seq))
+    }
+
+    /// Carves `amount` out of the unreserved pool, keeping the configured minimum free.
+    pub(crate) fn reserve(&self, amount: u32) -> Result<Reservation<'_>, ConfigError> {
+        let mut reserved = self.reserved_total.lock();
+        let limit = u64::from(self.config.concurrency_limit);
+        let keep = u64::from(self.config.effective_min_unreserved());
+        let available = limit - keep - *reserved;
+        if u64::from(amount) > available {
+            return Err(ConfigError::new(
+                "function",
+                "max_concurrency",
+                amount,
+                format!(
+                    "0..={available} (runtime limit {limit}, {reserved} already reserved, {keep} kept unreserved)",
+                    reserved = *reserved
+                ),
+            ));
+        }
+        *reserved += u64::from(amount);
+        self.unreserved
+            .set_limit(usize::try_from(limit - *reserved).unwrap_or(usize::MAX));
+        Ok(Reservation {
+            shared: self,
+            amount: Some(amount),
+        })
+    }
+
+    pub(crate) fn unreserve(&self, amount: u32) {
+        let mut reserved = self.reserved_total.lock();
+        *reserved -= u64::from(amount);
+        let limit = u64::from(self.config.concurrency_limit);
+        self.unreserved
+            .set_limit(usize::try_from(limit - *reserved).unwrap_or(usize::MAX));
+    }
+}
+
+/// A reservation taken for a registration in progress; given back when dropped unless the
+/// registration completed ([`Reservation::keep`]).
+#[derive(Debug)]
+pub(crate) struct Reservation<'a> {
+    shared: &'a Shared,
+    amount: Option<u32>,
+}
+
+impl Reservation<'_> {
+    /// The registration completed: the function owns the reservation now.
+    pub(crate) fn keep(mut self) {
+        self.amount = None;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(amount) = self.amount.take() {
+            self.shared.unreserve(amount);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! [`Principal`]: who an invocation is for, set by the runtime from the path it came by.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Who invoked a function. The runtime sets it from the path an invocation took, never from
+/// an option a caller passes: a [`FunctionHandle`](crate::function::FunctionHandle) or
+/// [`Runtime`](crate::runtime::Runtime) call is the host's, a call through a handler's
+/// [`Context`](super::Context) is its function's, and a mapping engine invokes through a
+/// handle made with
+/// [`FunctionHandle::for_event_source`](crate::function::FunctionHandle::for_event_source).
+/// An asynchronous invocation keeps the principal of the call that queued it through all its
+/// attempts.
+///
+/// Permission checks and loop detection hook in here (see
+/// [`RuntimeServices`](super::RuntimeServices)).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Principal {
+    /// The host application, directly.
+    #[default]
+    Host,
+    /// Another function (by name), invoking through its [`Context`](super::Context).
+    Function(Arc<str>),
+    /// An event source mapping (by name).
+    EventSource(Arc<str>),
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Host => f.write_str("host"),
+            Self::Function(name) => write!(f, "function:{name}"),
+            Self::EventSource(name) => write!(f, "event-source:{name}"),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! [`RuntimeServices`]: what a handler may ask of the runtime it runs in, through its
+//! [`Context`](super::Context). Defined here, below the runtime in the module order, so that
+//! the context never imports the runtime; the runtime implements it.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use super::{Principal, RequestId};
+use crate::error::{AsyncCallError, CallError};
+use crate::util::BoxFuture;
+
+/// The runtime's side of a [`Context`](super::Context): invoke other functions, reach
+/// resources the host registered. Every call names the `caller`, the principal the runtime set
+/// for the invocation asking; this is where permission checks and loop detection plug in.
+///
+/// [`Runtime`](crate::runtime::Runtime) implements it; hosts and tests rarely need to.
+///
+/// # Example
+///
+/// A stand-in that knows one function, for testing a handler outside a runtime:
+///
+/// ```
+/// use std::any::Any;
+/// use std::sync::Arc;
+/// use nimbus_core::error::{AsyncCallError, CallError, LookupError};
+/// use nimbus_core::handler::{Principal, RequestId, RuntimeServices};
+/// use nimbus_core::util::BoxFuture;
+///
+/// struct Echo;
+///
+/// impl RuntimeServices for Echo {
+///     fn invoke_json(
+///         &self,
+///         _caller: &Principal,
+///         function: &str,
+///         event: serde_json::Value,
+///     ) -> BoxFuture<'_, Result<serde_json::Value, CallError>> {
+///         let found = function == "echo";
+///         let name = function.to_owned();
+///         Box::pin(async move {
+///             if found { Ok(event) } else { Err(LookupError::NotFound(name).into()) }
+///         })
+///     }
+///
+///     fn invoke_async_json(
+///         &self,
+///         _caller: &Principal,
+///         function: &str,
+///         _event: serde_json::Value,
+///     ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
+///         Err(LookupError::NotFound(function.to_owned()).into())
+///     }
+///
+///     fn resource(&self, _caller: &Principal, _name: &str) -> Option<Arc<dyn Any + Send + Sync>> {
+///         None
+///     }
+/// }
+/// # let _ = Echo;
+/// ```
+pub trait RuntimeServices: Send + Sync + 'static {
+    /// Invokes `function` synchronously with a JSON event on behalf of `caller`.
+    fn invoke_json(
+        &self,
+        caller: &Principal,
+        function: &str,
+        event: serde_json::Value,
+    ) -> BoxFuture<'_, Result<serde_json::Value, CallError>>;
+
+    /// Queues a JSON event for asynchronous invocation of `function` on behalf of `caller`.
+    ///
+    /// # Errors
+    ///
+    /// See [`AsyncCallError`]; a refused event is handed back.
+    fn invoke_async_json(
+        &self,
+        caller: &Principal,
+        function: &str,
+        event: serde_json::Value,
+    ) -> Result<RequestId, AsyncCallError<serde_json::Value>>;
+
+    /// The resource the host registered under `name`, if any.
+    fn resource(&self, caller: &Principal, name: &str) -> Option<Arc<dyn Any + Send + Sync>>;
+}

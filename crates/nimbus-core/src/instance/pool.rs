@@ -1,0 +1,286 @@
+//! A function's warm pool: leases that discard a broken instance on drop, the check for
+//! instances that died while idle, and the reaper that scales idle instances in.
+//!
+//! The pool is a deque used as a stack: the most recently used instance is reused first, so under
+//! falling load the instances at the front stay idle longest and are the ones reaped. The reaper
+//! sleeps until the oldest idle instance expires, and parks on a notification when there is
+//! nothing it could reap; an idle function costs no wake-ups.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Instance;
+use crate::util::{guarded, BoxFuture, CatchUnwind};
+
+type Boxed<E, O> = Box<dyn Instance<E, O>>;
+
+/// Runs the rest of a disposal that did not finish at once, on a task the runtime tracks.
+pub(crate) type Disposer = Box<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>;
+
+/// An instance and its cancellation token. The token belongs to the instance, like a Lambda
+/// environment's lifetime: it fires when an invocation on it times out (and the instance is
+/// discarded) or at shutdown, so work an earlier invocation left running stops with it.
+/// Sharing one token per instance also keeps an allocation off every invocation.
+struct Slot<E, O> {
+    instance: Boxed<E, O>,
+    cancel: Arc<CancellationToken>,
+}
+
+struct Idle<E, O> {
+    slot: Slot<E, O>,
+    since: Instant,
+}
+
+struct PoolState<E, O> {
+    idle: VecDeque<Idle<E, O>>,
+    /// The reaper is parked waiting for a notification (set and read under the lock, so a
+    /// wake-up cannot fall between its check and its wait).
+    reaper_parked: bool,
+    /// The function is gone (shutdown, unregister): instances given back are dropped.
+    closed: bool,
+}
+
+/// The instances of one function.
+pub(crate) struct Pool<E, O> {
+    state: Mutex<PoolState<E, O>>,
+    /// Instances alive: idle, busy or just initialised.
+    live: AtomicUsize,
+    wake_reaper: Notify,
+    disposer: Disposer,
+}
+
+impl<E, O> std::fmt::Debug for Pool<E, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("live", &self.live())
+            .field("idle", &self.idle())
+            .finish()
+    }
+}
+
+impl<E, O> Pool<E, O> {
+    pub(crate) fn new(disposer: Disposer) -> Self {
+        Self {
+            state: Mutex::new(PoolState {
+                idle: VecDeque::new(),
+                reaper_parked: false,
+                closed: false,
+            }),
+            live: AtomicUsize::new(0),
+            wake_reaper: Notify::new(),
+            disposer,
+        }
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn idle(&self) -> usize {
+        self.state.lock().idle.len()
+    }
+
+    /// Leases the most recently used idle instance that is still alive, if any; instances
+    /// that died while idle are discarded on the way.
+    pub(crate) fn take_warm(&self) -> Option<Lease<'_, E, O>>
+    where
+        E: 'static,
+        O: 'static,
+    {
+        loop {
+            let mut slot = self.state.lock().idle.pop_back()?.slot;
+            // The backend's answer is user code, asked outside the lock.
+            let faulted = guarded(|| slot.instance.fault().is_some(), true);
+            let lease = Lease {
+                pool: self,
+                slot: Some(slot),
+            };
+            if !faulted {
+                return Some(lease);
+            }
+            // Dropped unreleased: discarded.
+        }
+    }
+
+    /// Adds a freshly initialised instance, leased to the caller.
+    pub(crate) fn lease_new(&self, instance: Boxed<E, O>) -> Lease<'_, E, O> {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            pool: self,
+            slot: Some(Slot::new(instance)),
+        }
+    }
+
+    /// Adds a freshly initialised instance straight to the idle pool (provisioning).
+    pub(crate) fn add_idle(&self, instance: Boxed<E, O>) {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        self.put_back(Slot::new(instance), Instant::now());
+    }
+
+    fn put_back(&self, slot: Slot<E, O>, now: Instant) {
+        let idle = Idle { slot, since: now };
+        let mut state = self.state.lock();
+        if state.closed {
+            drop(state);
+            self.discard();
+            self.dispose(idle.slot.instance);
+            return;
+        }
+        state.idle.push_back(idle);
+        if state.reaper_parked {
+            state.reaper_parked = false;
+            self.wake_reaper.notify_one();
+        }
+    }
+
+    fn discard(&self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Drops every idle instance, and from now on every instance given back (shutdown,
+    /// unregister). Returns how many were dropped now.
+    pub(crate) fn close(&self) -> usize {
+        let drained: Vec<_> = {
+            let mut state = self.state.lock();
+            state.closed = true;
+            state.idle.drain(..).collect()
+        };
+        self.live.fetch_sub(drained.len(), Ordering::Relaxed);
+        let dropped = drained.len();
+        for idle in drained {
+            self.dispose(idle.slot.instance);
+        }
+        dropped
+    }
+
+    /// Reaps idle instances until `stop` fires, keeping at least `min` alive.
+    pub(crate) async fn reap(&self, min: usize, idle_timeout: Duration, stop: &CancellationToken) {
+        loop {
+            let next_expiry = {
+                let mut state = self.state.lock();
+                let oldest = state.idle.front().map(|idle| idle.since);
+                match oldest {
+                    Some(since) if self.live() > min => {
+                        state.reaper_parked = false;
+                        Some(since + idle_timeout)
+                    }
+                    _ => {
+                        state.reaper_parked = true;
+                        None
+                    }
+                }
+            };
+            match next_expiry {
+                None => tokio::select! {
+                    () = self.wake_reaper.notified() => {}
+                    () = stop.cancelled() => return,
+                },
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    self.reap_expired(min, idle_timeout);
+                }
+            }
+        }
+    }
+
+    fn reap_expired(&self, min: usize, idle_timeout: Duration) {
+        let now = Instant::now();
+        let mut reaped = Vec::new();
+        {
+            let mut state = self.state.lock();
+            while self.live() > min {
+                match state.idle.front() {
+                    Some(oldest) if oldest.since + idle_timeout <= now => {
+                        if let Some(idle) = state.idle.pop_front() {
+                            reaped.push(idle.slot.instance);
+                        }
+                        self.discard();
+                    }
+                    _ => break,
+                }
+            }
+        }
+        // Instances are disposed of outside the lock: their backends are user code.
+        for instance in reaped {
+            self.dispose(instance);
+        }
+    }
+
+    /// Disposes of an instance: the backend's disposal is polled once here, and what is left
+    /// of it runs on a tracked task. A panic in it is caught.
+    fn dispose(&self, instance: Boxed<E, O>) {
+        let Some(disposal) = guarded(|| Some(instance.dispose()), None) else {
+            tracing::warn!("an instance panicked while being disposed of");
+            return;
+        };
+        let mut disposal = CatchUnwind(disposal);
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        if std::pin::Pin::new(&mut disposal).poll(&mut cx).is_pending() {
+            (self.disposer)(Box::pin(async move {
+                if disposal.await.is_err() {
+                    tracing::warn!("an instance panicked while being disposed of");
+                }
+            }));
+        }
+    }
+}
+
+/// An instance lent to one invocation. Give it back with [`Lease::release`]; dropped any other
+/// way (panic, timeout, cancelled invocation) the instance is discarded, as a crashed execution
+/// environment is.
+pub(crate) struct Lease<'a, E, O> {
+    pool: &'a Pool<E, O>,
+    slot: Option<Slot<E, O>>,
+}
+
+impl<E, O> Slot<E, O> {
+    fn new(instance: Boxed<E, O>) -> Self {
+        Self {
+            instance,
+            cancel: Arc::new(CancellationToken::new()),
+        }
+    }
+}
+
+impl<E, O> Lease<'_, E, O> {
+    /// The instance and its cancellation token.
+    pub(crate) fn parts(&mut self) -> (&mut Boxed<E, O>, &Arc<CancellationToken>) {
+        let slot = self
+            .slot
+            .as_mut()
+            .expect("a lease holds its instance until released");
+        (&mut slot.instance, &slot.cancel)
+    }
+
+    /// Returns the instance to the warm pool; `now` is when its invocation ended.
+    ///
+    /// Its token may have fired only if shutdown began, and then no invocation takes it again.
+    pub(crate) fn release(mut self, now: Instant) {
+        if let Some(slot) = self.slot.take() {
+            self.pool.put_back(slot, now);
+        }
+    }
+}
+
+impl<E, O> Drop for Lease<'_, E, O> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.pool.discard();
+            // The token goes with the instance: work it started stops.
+            slot.cancel.cancel();
+            self.pool.dispose(slot.instance);
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The [`Registry`]: the runtime's functions by name and the host's resources, and the
+//! [`RuntimeServices`] that handlers' contexts call through.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::error::{AsyncCallError, CallError, LookupError};
+use crate::function::{AnyFunction, FunctionInner};
+use crate::handler::{Principal, RequestId, RuntimeServices};
+use crate::util::BoxFuture;
+
+/// A registered function: its erased view, and the same state as `Any` for typed handles.
+pub(super) struct Entry {
+    pub(super) function: Arc<dyn AnyFunction>,
+    pub(super) typed: Arc<dyn Any + Send + Sync>,
+}
+
+/// What a runtime knows by name.
+#[derive(Default)]
+pub(super) struct Registry {
+    pub(super) functions: DashMap<Arc<str>, Entry>,
+    pub(super) resources: DashMap<String, Arc<dyn Any + Send + Sync>>,
+}
+
+impl Registry {
+    /// The erased function `name`.
+    pub(super) fn any(&self, name: &str) -> Option<Arc<dyn AnyFunction>> {
+        self.functions
+            .get(name)
+            .map(|entry| Arc::clone(&entry.function))
+    }
+
+    /// The function `name` with these types.
+    pub(super) fn typed<E, O>(&self, name: &str) -> Result<Arc<FunctionInner<E, O>>, LookupError>
+    where
+        E: Send + 'static,
+        O: Send + 'static,
+    {
+        let entry = self
+            .functions
+            .get(name)
+            .ok_or_else(|| LookupError::NotFound(name.to_owned()))?;
+        Arc::clone(&entry.typed)
+            .downcast::<FunctionInner<E, O>>()
+            .map_err(|_| LookupError::WrongType(name.to_owned()))
+    }
+}
+
+// The hook of permissions and loop detection: every call names its caller.
+impl RuntimeServices for Registry {
+    fn invoke_json(
+        &self,
+        caller: &Principal,
+        function: &str,
+        event: serde_json::Value,
+    ) -> BoxFuture<'_, Result<serde_json::Value, CallError>> {
+        let found = self.any(function);
+        let caller = caller.clone();
+        let name = function.to_owned();
+        Box::pin(async move {
+            let function = found.ok_or(LookupError::NotFound(name))?;
+            function.invoke_json(event, caller).await
+        })
+    }
+
+    fn invoke_async_json(
+        &self,
+        caller: &Principal,
+        function: &str,
+        event: serde_json::Value,
+    ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
+        let found = self
+            .any(function)
+            .ok_or_else(|| LookupError::NotFound(function.to_owned()))?;
+        found.invoke_async_json(event, caller.clone())
+    }
+
+    fn resource(&self, _caller: &Principal, name: &str) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.resources.get(name).map(|r| Arc::clone(r.value()))
+    }
+}
