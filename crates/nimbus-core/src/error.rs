@@ -60,7 +60,7 @@ pub enum RetryHint {
 /// `std::error::Error`, so it cannot also take every error with `?` (that blanket conversion
 /// would include itself); `?` works on boxed errors and the common standard ones (I/O, JSON,
 /// UTF-8, number parsing), and a handler made
-/// with [`handler_fn`](crate::handler::handler_fn) may return any error type that converts into
+/// with [`handler_fn`](crate::handler_fn) may return any error type that converts into
 /// it, such as `Box<dyn std::error::Error + Send + Sync>`, to which `?` converts everything.
 ///
 /// # Example

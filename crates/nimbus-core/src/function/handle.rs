@@ -14,8 +14,8 @@ use crate::metrics::FunctionMetrics;
 
 /// A typed handle to a registered function; cloning it is cheap.
 ///
-/// A handle from [`Runtime::register`](crate::runtime::Runtime::register) or
-/// [`Runtime::function`](crate::runtime::Runtime::function) invokes as the host
+/// A handle from [`Runtime::register`](crate::Runtime::register) or
+/// [`Runtime::function`](crate::Runtime::function) invokes as the host
 /// ([`Principal::Host`]); one from [`FunctionHandle::for_event_source`] as that mapping.
 pub struct FunctionHandle<E, O> {
     inner: Arc<FunctionInner<E, O>>,

@@ -312,7 +312,7 @@ impl Context {
     }
 
     /// The resource the host registered under `name`
-    /// ([`Runtime::provide`](crate::runtime::Runtime::provide)), if there is one of type `T`.
+    /// ([`Runtime::provide`](crate::Runtime::provide)), if there is one of type `T`.
     pub fn resource<T: std::any::Any + Send + Sync>(&self, name: &str) -> Option<Arc<T>> {
         let services = self.services(name).ok()?;
         services

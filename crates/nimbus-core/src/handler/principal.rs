@@ -4,11 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Who invoked a function. The runtime sets it from the path an invocation took, never from
-/// an option a caller passes: a [`FunctionHandle`](crate::function::FunctionHandle) or
-/// [`Runtime`](crate::runtime::Runtime) call is the host's, a call through a handler's
+/// an option a caller passes: a [`FunctionHandle`](crate::FunctionHandle) or
+/// [`Runtime`](crate::Runtime) call is the host's, a call through a handler's
 /// [`Context`](super::Context) is its function's, and a mapping engine invokes through a
 /// handle made with
-/// [`FunctionHandle::for_event_source`](crate::function::FunctionHandle::for_event_source).
+/// [`FunctionHandle::for_event_source`](crate::FunctionHandle::for_event_source).
 /// An asynchronous invocation keeps the principal of the call that queued it through all its
 /// attempts.
 ///

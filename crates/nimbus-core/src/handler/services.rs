@@ -13,7 +13,7 @@ use crate::util::BoxFuture;
 /// resources the host registered. Every call names the `caller`, the principal the runtime set
 /// for the invocation asking; this is where permission checks and loop detection plug in.
 ///
-/// [`Runtime`](crate::runtime::Runtime) implements it; hosts and tests rarely need to.
+/// [`Runtime`](crate::Runtime) implements it; hosts and tests rarely need to.
 ///
 /// # Example
 ///
