@@ -163,7 +163,11 @@ fn collect(dir: &Path, module: &str, depth: usize, sources: &mut Vec<Source>) {
             collect(&path, module, depth + 1, sources);
         } else if path.extension().is_some_and(|e| e == "rs") {
             let own_file = path.file_name().is_some_and(|n| n == "mod.rs");
-            sources.push(read(&path, module, if own_file { depth } else { depth + 1 }));
+            sources.push(read(
+                &path,
+                module,
+                if own_file { depth } else { depth + 1 },
+            ));
         }
     }
 }
@@ -226,7 +230,11 @@ fn source(module: &str, depth: usize, text: &str) -> Source {
 fn the_check_catches_every_kind_of_upward_path() {
     let upward = [
         source("handler", 0, "use crate::runtime::Runtime;"),
-        source("handler", 1, "let r = crate::function::FunctionHandle::new(x);"),
+        source(
+            "handler",
+            1,
+            "let r = crate::function::FunctionHandle::new(x);",
+        ),
         source("handler", 0, "use crate::{error::X, executor::Y};"),
         source("handler", 0, "use crate::Runtime;"),
         source("handler", 0, "use super::runtime::Runtime;"),
