@@ -4,6 +4,7 @@ mod support;
 
 mod async_invoke;
 mod async_properties;
+mod backends;
 mod concurrency;
 mod config;
 mod failures;

@@ -1,0 +1,376 @@
+//! Instance backends: the executor's guarantees (timeouts, panics, crashes, reaping, warm
+//! reuse, metering) hold the same for every backend. Each test runs against the in-process
+//! backend (handlers from a factory) and against a backend that runs each instance on a task of
+//! its own behind a channel, the shape of an instance in another thread or process.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nimbus_core::util::BoxFuture;
+use nimbus_core::{
+    async_trait, init_fn, Backend, BillingGranularity, Context, Fault, Function, FunctionError,
+    Handler, InitContext, Instance, InvokeError, OutcomeKind, Runtime,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::support::runtime;
+
+/// What an invocation does.
+#[derive(Debug, Clone)]
+enum Cmd {
+    /// Answers the number.
+    Echo(u32),
+    /// Sleeps, then answers 0.
+    Sleep(Duration),
+    /// Panics.
+    Panic,
+    /// The instance dies mid-invocation (in-process: a panic, the only way it can die).
+    Crash,
+    /// Answers, then the instance dies while idle (channel backend only).
+    AnswerThenExit,
+}
+
+/// The handler logic both backends run.
+async fn behave(cmd: Cmd) -> Result<u32, FunctionError> {
+    match cmd {
+        Cmd::Echo(n) => Ok(n),
+        Cmd::Sleep(d) => {
+            tokio::time::sleep(d).await;
+            Ok(0)
+        }
+        Cmd::Panic | Cmd::Crash => panic!("boom"),
+        Cmd::AnswerThenExit => Ok(1),
+    }
+}
+
+/// Instances disposed of, per backend.
+#[derive(Clone, Default)]
+struct Disposed(Arc<AtomicUsize>);
+
+impl Disposed {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The in-process backend: a handler per instance, counted when dropped.
+fn in_process(name: &str, disposed: &Disposed) -> Function<Cmd, u32> {
+    struct Counted(Disposed);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0 .0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    #[async_trait]
+    impl Handler<Cmd, u32> for Counted {
+        async fn call(&mut self, cmd: Cmd, _ctx: Context) -> Result<u32, FunctionError> {
+            behave(cmd).await
+        }
+    }
+    let disposed = disposed.clone();
+    Function::with_factory(
+        name,
+        init_fn(move |_init: InitContext| {
+            let counted = Counted(disposed.clone());
+            async move { Ok::<_, FunctionError>(counted) }
+        }),
+    )
+}
+
+type Call = (Cmd, oneshot::Sender<Result<u32, FunctionError>>);
+
+/// The channel backend: each instance is a task serving calls from a channel.
+struct Channels {
+    disposed: Disposed,
+}
+
+struct ChannelInstance {
+    calls: mpsc::Sender<Call>,
+    fault: Arc<Mutex<Option<Fault>>>,
+    task: tokio::task::JoinHandle<()>,
+    disposed: Disposed,
+}
+
+#[async_trait]
+impl Backend<Cmd, u32> for Channels {
+    async fn create(
+        &self,
+        _ctx: InitContext,
+    ) -> Result<Box<dyn Instance<Cmd, u32>>, FunctionError> {
+        let (calls, mut incoming) = mpsc::channel::<Call>(1);
+        let fault = Arc::new(Mutex::new(None));
+        let recorded = Arc::clone(&fault);
+        let task = tokio::spawn(async move {
+            while let Some((cmd, reply)) = incoming.recv().await {
+                match cmd {
+                    Cmd::Crash => {
+                        *recorded.lock().unwrap() = Some(Fault::Exited("killed".into()));
+                        return; // the reply is dropped: the caller sees the instance gone
+                    }
+                    Cmd::AnswerThenExit => {
+                        let _ = reply.send(Ok(1));
+                        *recorded.lock().unwrap() = Some(Fault::Exited("exited".into()));
+                        return;
+                    }
+                    cmd => {
+                        // Run on a task of its own so that a panic is seen, not propagated.
+                        match tokio::spawn(behave(cmd)).await {
+                            Ok(answer) => {
+                                let _ = reply.send(answer);
+                            }
+                            Err(join) => {
+                                let message = panic_text(join.into_panic());
+                                *recorded.lock().unwrap() = Some(Fault::Panicked(message));
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::new(ChannelInstance {
+            calls,
+            fault,
+            task,
+            disposed: self.disposed.clone(),
+        }))
+    }
+}
+
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .unwrap_or_default()
+}
+
+impl Instance<Cmd, u32> for ChannelInstance {
+    fn invoke(&mut self, cmd: Cmd, _ctx: Context) -> BoxFuture<'_, Result<u32, FunctionError>> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            let gone = || FunctionError::msg("the instance is gone");
+            self.calls.send((cmd, reply)).await.map_err(|_| gone())?;
+            answer.await.map_err(|_| gone())?
+        })
+    }
+
+    fn fault(&mut self) -> Option<Fault> {
+        self.fault.lock().unwrap().clone()
+    }
+
+    fn dispose(self: Box<Self>) -> BoxFuture<'static, ()> {
+        self.task.abort();
+        self.disposed.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {})
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    InProcess,
+    Channel,
+}
+
+const BOTH: [Kind; 2] = [Kind::InProcess, Kind::Channel];
+
+/// A runtime with one function of this backend, configured by `configure`.
+async fn function(
+    kind: Kind,
+    configure: impl FnOnce(Function<Cmd, u32>) -> Function<Cmd, u32>,
+) -> (Runtime, nimbus_core::FunctionHandle<Cmd, u32>, Disposed) {
+    let rt = runtime(10);
+    let disposed = Disposed::default();
+    let f = match kind {
+        Kind::InProcess => in_process("f", &disposed),
+        Kind::Channel => Function::with_backend(
+            "f",
+            Channels {
+                disposed: disposed.clone(),
+            },
+        ),
+    };
+    let handle = rt.register_native(configure(f)).await.expect("registers");
+    (rt, handle, disposed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn instances_are_reused_warm() {
+    for kind in BOTH {
+        let (_rt, f, disposed) = function(kind, |f| f).await;
+        assert_eq!(f.invoke(Cmd::Echo(1)).await.unwrap(), 1, "{kind:?}");
+        assert_eq!(f.invoke(Cmd::Echo(2)).await.unwrap(), 2, "{kind:?}");
+        let m = f.metrics();
+        assert_eq!(
+            (m.cold_starts, m.instances, m.instances_idle),
+            (1, 1, 1),
+            "{kind:?}"
+        );
+        assert_eq!(disposed.count(), 0, "{kind:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_instance_is_discarded_and_the_next_invocation_starts_cold() {
+    for kind in BOTH {
+        let (_rt, f, disposed) = function(kind, |f| f.with_timeout(Duration::from_secs(1))).await;
+        let err = f
+            .invoke(Cmd::Sleep(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, InvokeError::Timeout(_)), "{kind:?}: {err:?}");
+        assert_eq!(disposed.count(), 1, "{kind:?}");
+        assert_eq!(f.metrics().instances, 0, "{kind:?}");
+        assert_eq!(f.invoke(Cmd::Echo(3)).await.unwrap(), 3, "{kind:?}");
+        let m = f.metrics();
+        assert_eq!((m.timeouts, m.cold_starts), (1, 2), "{kind:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_discards_the_instance() {
+    for kind in BOTH {
+        let (_rt, f, disposed) = function(kind, |f| f).await;
+        match f.invoke(Cmd::Panic).await {
+            Err(InvokeError::Panic(message)) => assert!(message.contains("boom"), "{kind:?}"),
+            other => panic!("{kind:?}: expected a panic, got {other:?}"),
+        }
+        assert_eq!(disposed.count(), 1, "{kind:?}");
+        assert_eq!(f.invoke(Cmd::Echo(4)).await.unwrap(), 4, "{kind:?}");
+        let m = f.metrics();
+        assert_eq!(
+            (m.panics, m.cold_starts, m.instances),
+            (1, 2, 1),
+            "{kind:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_discards_the_instance() {
+    for kind in BOTH {
+        let (_rt, f, disposed) = function(kind, |f| f).await;
+        let err = f.invoke(Cmd::Crash).await.unwrap_err();
+        assert_eq!(err.kind(), OutcomeKind::Panic, "{kind:?}: {err:?}");
+        if let Kind::Channel = kind {
+            assert!(
+                matches!(&err, InvokeError::Crashed(m) if m == "killed"),
+                "{err:?}"
+            );
+            assert_eq!(err.error_type(), "Runtime.ExitError");
+        }
+        assert_eq!(disposed.count(), 1, "{kind:?}");
+        assert_eq!(f.invoke(Cmd::Echo(5)).await.unwrap(), 5, "{kind:?}");
+        assert_eq!(f.metrics().cold_starts, 2, "{kind:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_that_died_while_idle_is_not_reused() {
+    let (_rt, f, disposed) = function(Kind::Channel, |f| f).await;
+    assert_eq!(f.invoke(Cmd::AnswerThenExit).await.unwrap(), 1);
+    assert_eq!(f.metrics().instances_idle, 1);
+    // The next invocation finds it dead, discards it and starts a new one.
+    assert_eq!(f.invoke(Cmd::Echo(6)).await.unwrap(), 6);
+    let m = f.metrics();
+    assert_eq!((m.cold_starts, m.errors, m.panics), (2, 0, 0));
+    assert_eq!(disposed.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_instances_are_reaped_and_disposed_of() {
+    for kind in BOTH {
+        let (rt, f, disposed) =
+            function(kind, |f| f.with_idle_timeout(Duration::from_secs(10))).await;
+        f.invoke(Cmd::Echo(1)).await.unwrap();
+        assert_eq!(f.metrics().instances, 1, "{kind:?}");
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(f.metrics().instances, 0, "{kind:?}");
+        assert_eq!(disposed.count(), 1, "{kind:?}");
+        let report = rt.shutdown(Duration::from_secs(1)).await;
+        assert_eq!(report.instances_dropped, 0, "{kind:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_disposes_of_idle_instances() {
+    for kind in BOTH {
+        let (rt, f, disposed) = function(kind, |f| f).await;
+        f.invoke(Cmd::Echo(1)).await.unwrap();
+        let report = rt.shutdown(Duration::from_secs(1)).await;
+        assert_eq!(report.instances_dropped, 1, "{kind:?}");
+        assert_eq!(disposed.count(), 1, "{kind:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn invocations_are_metered_the_same() {
+    for kind in BOTH {
+        let (_rt, f, _disposed) =
+            function(kind, |f| f.with_billing(BillingGranularity::Millisecond)).await;
+        let cold = f
+            .invoke_with(Cmd::Sleep(Duration::from_micros(2_500)), Default::default())
+            .await;
+        let report = cold.report.expect("a handler ran");
+        assert!(report.init_duration.is_some(), "{kind:?}");
+        assert!(report.duration >= Duration::from_micros(2_500), "{kind:?}");
+        assert_eq!(report.billed_duration, Duration::from_millis(3), "{kind:?}");
+        let warm = f.invoke_with(Cmd::Echo(1), Default::default()).await;
+        assert!(
+            warm.report.expect("ran").init_duration.is_none(),
+            "{kind:?}"
+        );
+        let usage = f.usage();
+        assert_eq!(usage.requests, 2, "{kind:?}");
+        assert_eq!(f.metrics().successes, 2, "{kind:?}");
+    }
+}
+
+/// A backend whose create panics, or whose fault report panics, is contained.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_backend_is_an_init_failure_or_a_crash() {
+    struct Panics;
+    #[async_trait]
+    impl Backend<Cmd, u32> for Panics {
+        async fn create(
+            &self,
+            _: InitContext,
+        ) -> Result<Box<dyn Instance<Cmd, u32>>, FunctionError> {
+            panic!("create exploded")
+        }
+    }
+    let rt = runtime(10);
+    let f = rt
+        .register_native(Function::with_backend("p", Panics))
+        .await
+        .unwrap();
+    let err = f.invoke(Cmd::Echo(1)).await.unwrap_err();
+    assert!(matches!(err, InvokeError::Init(_)), "{err:?}");
+
+    struct BadFault;
+    impl Instance<Cmd, u32> for BadFault {
+        fn invoke(&mut self, _: Cmd, _: Context) -> BoxFuture<'_, Result<u32, FunctionError>> {
+            Box::pin(async { Err(FunctionError::msg("no")) })
+        }
+        fn fault(&mut self) -> Option<Fault> {
+            panic!("fault exploded")
+        }
+    }
+    struct BadFaults;
+    #[async_trait]
+    impl Backend<Cmd, u32> for BadFaults {
+        async fn create(
+            &self,
+            _: InitContext,
+        ) -> Result<Box<dyn Instance<Cmd, u32>>, FunctionError> {
+            Ok(Box::new(BadFault))
+        }
+    }
+    let g = rt
+        .register_native(Function::with_backend("bad-fault", BadFaults))
+        .await
+        .unwrap();
+    let err = g.invoke(Cmd::Echo(1)).await.unwrap_err();
+    assert!(matches!(err, InvokeError::Crashed(_)), "{err:?}");
+    assert_eq!(g.metrics().instances, 0);
+}
