@@ -240,3 +240,6 @@ where
         _ => shared.tasks.spawn(task),
     };
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,5 +14,6 @@ mod invoke;
 mod properties;
 mod races;
 mod seams;
+mod services;
 mod shutdown;
 mod unregister;
