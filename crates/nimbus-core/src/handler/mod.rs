@@ -30,7 +30,7 @@ use crate::error::FunctionError;
 /// # Example
 ///
 /// ```
-/// use async_trait::async_trait;
+/// use nimbus_core::async_trait;
 /// use nimbus_core::{Context, FunctionError, Handler};
 ///
 /// /// Counts the events this instance has seen (state per instance, no lock needed).
@@ -130,7 +130,7 @@ where
 /// # Example
 ///
 /// ```
-/// use async_trait::async_trait;
+/// use nimbus_core::async_trait;
 /// use nimbus_core::{handler_fn, Context, FunctionError, HandlerFn, InitContext, InstanceFactory};
 ///
 /// struct Connect;

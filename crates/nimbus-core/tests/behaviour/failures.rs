@@ -14,7 +14,7 @@ use crate::support::{numbered, runtime, Hold};
 /// A factory whose init always fails with this error type and message.
 struct FailingInit(&'static str, &'static str);
 
-#[async_trait::async_trait]
+#[nimbus_core::async_trait]
 impl InstanceFactory<u8, u8> for FailingInit {
     async fn init(&self, _ctx: InitContext) -> Result<Box<dyn Handler<u8, u8>>, FunctionError> {
         Err(FunctionError::new(self.0, self.1))
