@@ -60,7 +60,7 @@
 //! and drops the handler's future, which takes effect at its next `.await`: a handler that
 //! computes for a long time without yielding cannot be interrupted in-process. Run such work
 //! with `tokio::task::spawn_blocking` and watch [`Context::cancellation`], or on an instance
-//! [`Backend`](instance::Backend) that runs instances in their own processes.
+//! [`Backend`] that runs instances in their own processes.
 
 pub mod async_invoke;
 pub mod concurrency;

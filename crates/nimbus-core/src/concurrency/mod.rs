@@ -1,7 +1,7 @@
 //! Concurrency: permits that travel with the work, the scale-rate token bucket, and the
 //! in-flight gate that shutdown closes.
 //!
-//! A [`Limiter`] counts permits with one atomic compare-and-swap; nothing spins. Sync
+//! A limiter counts permits with one atomic compare-and-swap; nothing spins. Sync
 //! invocations never wait for a permit (Lambda throttles them at once), so the fast path is a
 //! `try_acquire`. Waiters (the async queue) park on a [`tokio::sync::Notify`] and are woken when
 //! a permit comes back. Changing a limit only stores the new number: permits already out stay

@@ -1,13 +1,13 @@
 //! The executor: everything one function's invocations share, behind a small API.
 //!
-//! An [`Executor`] owns a function's books and keeps their invariants in one place:
+//! An executor owns a function's books and keeps their invariants in one place:
 //!
 //! - **Permits.** Every invocation holds a permit of the function's reservation or of the
 //!   runtime's unreserved pool while it runs, counted in the busy gauge; the permit is returned
 //!   on every path (output, error, panic, timeout, cancellation, a dropped caller), because it
-//!   lives in an [`Active`] guard.
+//!   lives in a guard that is dropped on every path.
 //! - **Instances.** A warm instance is reused (most recently used first), or a new one is
-//!   created by the function's [`Backend`](crate::instance::Backend) if the scale rate allows,
+//!   created by the function's [`Backend`] if the scale rate allows,
 //!   under the init timeout. An instance that timed out, panicked or faulted is discarded; idle
 //!   ones are reaped down to `min_instances`.
 //! - **One invocation on one instance**: the handler's future runs on the caller's task with
@@ -19,8 +19,8 @@
 //! - **Lifecycle**: unregister closes the function, drains it, halts what is left, and gives
 //!   the reservation back with the last permit.
 //!
-//! Synchronous invocation is [`Executor::invoke`]; the async queue drives the same steps one
-//! at a time (permit, instance, [`Executor::run_on`]) to run batches on one instance.
+//! Synchronous invocation runs these steps once per call; the async queue drives them one at
+//! a time (permit, instance, run) to run batches of events on one instance.
 
 mod lifecycle;
 mod run;

@@ -269,7 +269,7 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// As [`Runtime::invoke`]; a payload that does not decode is [`InvokeError::Payload`].
+    /// As [`Runtime::invoke`]; a payload that does not decode is [`InvokeError::Payload`](crate::InvokeError::Payload).
     pub async fn invoke_json(
         &self,
         name: &str,
