@@ -49,6 +49,7 @@ mod filter;
 mod mapping;
 mod object;
 mod queue;
+mod refusal;
 mod status;
 mod stream;
 mod stream_mapping;

@@ -4,7 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use nimbus_core::InvokeError;
+use crate::refusal::{classify, Refusal};
 use tokio::time::Instant;
 
 use super::metrics::add;
@@ -17,28 +17,6 @@ enum Invoked {
     Ok(BatchResponse),
     Failed,
     Released,
-}
-
-/// What a refused invocation means to a mapping.
-enum Refusal {
-    /// No capacity now: wait and retry.
-    Throttled,
-    /// The function ran and failed (error, timeout, panic, init failure): a failed attempt.
-    Failed,
-    /// The function will not run anything (shutting down, cancelled, unregistered, gone):
-    /// stop the mapping, leaving the messages in the queue.
-    Stop,
-}
-
-fn classify(error: &InvokeError) -> Refusal {
-    match error {
-        InvokeError::Throttled(_) => Refusal::Throttled,
-        InvokeError::Function(_)
-        | InvokeError::Timeout(_)
-        | InvokeError::Panic(_)
-        | InvokeError::Init(_) => Refusal::Failed,
-        _ => Refusal::Stop,
-    }
 }
 
 impl Shared {

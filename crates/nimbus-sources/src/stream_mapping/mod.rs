@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nimbus_core::{Attachment, AttachmentStop, Backoff, FunctionHandle, InvokeError};
+use nimbus_core::{Attachment, AttachmentStop, Backoff, FunctionHandle};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -90,27 +90,6 @@ struct Shared {
 /// How long past its deadline a stopping stream mapping waits for checkpoints and lease
 /// releases before it gives up on the stores.
 const FLUSH_GRACE: Duration = Duration::from_millis(250);
-
-/// What a refused invocation means to a stream mapping.
-enum Refusal {
-    /// No capacity now: wait and retry, uncounted.
-    Throttled,
-    /// The function ran and failed: a failed attempt.
-    Failed,
-    /// The function takes no more work (shutting down, cancelled, unregistered, gone).
-    Stop,
-}
-
-fn classify(error: &InvokeError) -> Refusal {
-    match error {
-        InvokeError::Throttled(_) => Refusal::Throttled,
-        InvokeError::Function(_)
-        | InvokeError::Timeout(_)
-        | InvokeError::Panic(_)
-        | InvokeError::Init(_) => Refusal::Failed,
-        _ => Refusal::Stop,
-    }
-}
 
 /// Lease keys of live workers are `<mapping>/<WORKERS><owner>`; shard leases `<mapping>/<shard>`.
 const WORKERS: &str = "~worker/";

@@ -11,9 +11,9 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    classify, Done, Refusal, Shared, StreamBatch, StreamCondition, StreamFailure, StreamResponse,
-    TumblingWindow,
+    Done, Shared, StreamBatch, StreamCondition, StreamFailure, StreamResponse, TumblingWindow,
 };
+use crate::refusal::{classify, Refusal};
 use crate::status::{delay_of, MappingStatus};
 use crate::stream::{hash_key, stream_now, Checkpoint, Sequence, ShardId, StreamRecord};
 

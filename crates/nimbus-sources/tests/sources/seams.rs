@@ -292,3 +292,75 @@ async fn a_stopped_mapping_receives_nothing_after_shutdown_returns() {
     assert_eq!(q.counts().visible, 1);
     assert!(handled.lock().is_empty());
 }
+
+/// An instance that crashes (its backend reports it gone) fails the batch, which is received
+/// again: the mapping keeps running instead of taking the crash for a function that is gone.
+#[tokio::test(start_paused = true)]
+async fn a_crashed_instance_fails_the_batch_and_the_mapping_runs_on() {
+    use nimbus_core::util::BoxFuture;
+    use nimbus_core::{Backend, Fault, InitContext, Instance};
+
+    /// The first instance dies during its first invocation; later ones answer.
+    struct CrashOnce(Arc<AtomicU64>);
+    struct Answering {
+        crash: bool,
+        handled: Arc<AtomicU64>,
+    }
+    impl Instance<QueueBatch, BatchResponse> for Answering {
+        fn invoke(
+            &mut self,
+            batch: QueueBatch,
+            _ctx: Context,
+        ) -> BoxFuture<'_, Result<BatchResponse, FunctionError>> {
+            let crash = self.crash;
+            let handled = Arc::clone(&self.handled);
+            Box::pin(async move {
+                if crash {
+                    return Err(FunctionError::msg("the instance is gone"));
+                }
+                handled.fetch_add(batch.records.len() as u64, Ordering::SeqCst);
+                Ok(BatchResponse::success())
+            })
+        }
+        fn fault(&mut self) -> Option<Fault> {
+            self.crash.then(|| Fault::Exited("killed".into()))
+        }
+    }
+    #[async_trait]
+    impl Backend<QueueBatch, BatchResponse> for CrashOnce {
+        async fn create(
+            &self,
+            ctx: InitContext,
+        ) -> Result<Box<dyn Instance<QueueBatch, BatchResponse>>, FunctionError> {
+            Ok(Box::new(Answering {
+                crash: ctx.instance_number() == 1,
+                handled: Arc::clone(&self.0),
+            }))
+        }
+    }
+    let rt = runtime();
+    let handled = Arc::new(AtomicU64::new(0));
+    let function = rt
+        .register(Function::with_backend(
+            "crashy",
+            CrashOnce(Arc::clone(&handled)),
+        ))
+        .await
+        .unwrap();
+    let q = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(5)));
+    q.send("one").unwrap();
+    let mapping = QueueMapping::start(
+        q.clone(),
+        function.clone(),
+        QueueMappingConfig::new("crashy").with_initial_concurrency(1),
+    )
+    .unwrap();
+    eventually(LIMIT, || handled.load(Ordering::SeqCst) == 1).await;
+    assert!(matches!(mapping.status(), MappingStatus::Running));
+    assert_eq!(
+        function.metrics().panics,
+        1,
+        "the crash is counted with panics"
+    );
+    assert!(mapping.stop(Duration::from_secs(1)).await);
+}
