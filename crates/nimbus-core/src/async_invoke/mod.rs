@@ -104,6 +104,8 @@ pub struct HandedBack {
     pub request_id: RequestId,
     /// Attempts already made.
     pub attempts: u32,
+    /// Who queued it: a host that queues it again may keep it in mind.
+    pub principal: Principal,
     /// How it ended, if it did, when the destination that should have taken it refused it or
     /// was cut off by the end of the grace period: a failure no destination or dead-letter
     /// target took, or `Success` for an event whose handler succeeded but whose on-success

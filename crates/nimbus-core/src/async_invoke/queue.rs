@@ -206,6 +206,7 @@ impl<E: Send + 'static, O> AsyncState<E, O> {
                     function: function.to_owned(),
                     request_id: kept.queued.request_id,
                     attempts: kept.queued.attempts,
+                    principal: kept.queued.principal,
                     condition,
                     error: error.flatten(),
                     event: Box::new(kept.queued.event),

@@ -175,11 +175,19 @@ where
             };
             throttled = 0;
             let mut now = Instant::now();
+            // A warm instance was checked when taken; one kept across events is checked
+            // before each reuse, since it may have died after answering.
+            let mut reused = false;
             loop {
                 if self.exec.is_stopped() {
                     lease.release(now);
                     break 'work;
                 }
+                if reused && lease.is_faulted() {
+                    // Discarded with the lease; the events stay held for the next instance.
+                    continue 'work;
+                }
+                reused = true;
                 if held.batch.is_empty() {
                     state.finish_many(std::mem::take(&mut held.done));
                     // Take a fair share of the backlog, so slow handlers spread over workers

@@ -40,7 +40,7 @@ use crate::concurrency::{Limiter, Permit, TokenBucket};
 use crate::config::FunctionConfig;
 use crate::error::ThrottleReason;
 use crate::handler::{FunctionScope, RequestId};
-use crate::instance::{Backend, Pool};
+use crate::instance::{Backend, Pool, DISPOSE_LIMIT};
 use crate::metering::Usage;
 use crate::metrics::{FunctionCounters, FunctionMetrics};
 use crate::util::Padded;
@@ -106,7 +106,15 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         let disposer = {
             let tasks = tasks.clone();
             let shared = Arc::clone(&shared);
-            Box::new(move |disposal| spawn_tracked(&tasks, &shared, disposal))
+            Box::new(move |disposal| {
+                spawn_tracked(&tasks, &shared, async move {
+                    if tokio::time::timeout(DISPOSE_LIMIT, disposal).await.is_err() {
+                        tracing::warn!(
+                            "an instance's disposal was given up after {DISPOSE_LIMIT:?}"
+                        );
+                    }
+                });
+            })
         };
         Self {
             scope: Arc::new(FunctionScope::new(
@@ -236,9 +244,12 @@ where
 {
     let task = tasks.track_future(task);
     match (tokio::runtime::Handle::try_current(), &shared.tokio) {
-        (Err(_), Some(handle)) => shared.tasks.spawn_on(task, handle),
-        _ => shared.tasks.spawn(task),
-    };
+        (Ok(_), _) => drop(shared.tasks.spawn(task)),
+        (Err(_), Some(handle)) => drop(shared.tasks.spawn_on(task, handle)),
+        // No Tokio runtime to run it on (the nimbus runtime was built outside one, and this
+        // thread has none): the task is dropped, as it would be when its runtime went away.
+        (Err(_), None) => tracing::warn!("no Tokio runtime to spawn a task of the function on"),
+    }
 }
 
 #[cfg(test)]

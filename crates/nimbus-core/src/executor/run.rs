@@ -180,9 +180,11 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
             principal,
             Arc::clone(&cancel),
         );
-        let ran = self
-            .run_guarded(instance.invoke(event, ctx), start, &cancel)
-            .await;
+        // The backend's `invoke` is user code before it returns its future too.
+        let ran = match catch_unwind(AssertUnwindSafe(|| instance.invoke(event, ctx))) {
+            Ok(future) => self.run_guarded(future, start, &cancel).await,
+            Err(payload) => Ran::Panicked(panic_message(payload.as_ref())),
+        };
         drop(cancel);
         let end = Instant::now();
         let duration = end.saturating_duration_since(start);

@@ -3,6 +3,7 @@
 //! handlers running on the caller's task.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -66,14 +67,19 @@ pub trait Instance<E, O>: Send {
         None
     }
 
-    /// Disposes of the instance (reaped, discarded, or at shutdown). The future is polled
-    /// once at once and, if not done, run on a task the runtime waits for at shutdown. The
-    /// default drops the instance.
+    /// Disposes of the instance (reaped, discarded, or at shutdown); its context's
+    /// cancellation token has fired by then. The future is polled once at once and, if not
+    /// done, run on a task the runtime waits for at shutdown (within the shutdown's bound),
+    /// given up after [`DISPOSE_LIMIT`]. The default drops the instance.
     fn dispose(self: Box<Self>) -> BoxFuture<'static, ()> {
         drop(self);
         Box::pin(async {})
     }
 }
+
+/// How long a disposal may take ([`Instance::dispose`]) before it is given up: Lambda's
+/// shutdown phase for a runtime with extensions.
+pub const DISPOSE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Creates a function's instances: the init phase.
 ///

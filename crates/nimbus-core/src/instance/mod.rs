@@ -11,5 +11,5 @@ mod backend;
 mod pool;
 
 pub(crate) use backend::InProcess;
-pub use backend::{Backend, Fault, Instance};
+pub use backend::{Backend, Fault, Instance, DISPOSE_LIMIT};
 pub(crate) use pool::{Lease, Pool};

@@ -96,14 +96,13 @@ impl<E, O> Pool<E, O> {
         O: 'static,
     {
         loop {
-            let mut slot = self.state.lock().idle.pop_back()?.slot;
-            // The backend's answer is user code, asked outside the lock.
-            let faulted = guarded(|| slot.instance.fault().is_some(), true);
-            let lease = Lease {
+            let slot = self.state.lock().idle.pop_back()?.slot;
+            let mut lease = Lease {
                 pool: self,
                 slot: Some(slot),
             };
-            if !faulted {
+            // The backend's answer is user code, asked outside the lock.
+            if !lease.is_faulted() {
                 return Some(lease);
             }
             // Dropped unreleased: discarded.
@@ -131,7 +130,7 @@ impl<E, O> Pool<E, O> {
         if state.closed {
             drop(state);
             self.discard();
-            self.dispose(idle.slot.instance);
+            self.dispose(idle.slot);
             return;
         }
         state.idle.push_back(idle);
@@ -156,7 +155,7 @@ impl<E, O> Pool<E, O> {
         self.live.fetch_sub(drained.len(), Ordering::Relaxed);
         let dropped = drained.len();
         for idle in drained {
-            self.dispose(idle.slot.instance);
+            self.dispose(idle.slot);
         }
         dropped
     }
@@ -203,7 +202,7 @@ impl<E, O> Pool<E, O> {
                 match state.idle.front() {
                     Some(oldest) if oldest.since + idle_timeout <= now => {
                         if let Some(idle) = state.idle.pop_front() {
-                            reaped.push(idle.slot.instance);
+                            reaped.push(idle.slot);
                         }
                         self.discard();
                     }
@@ -212,14 +211,17 @@ impl<E, O> Pool<E, O> {
             }
         }
         // Instances are disposed of outside the lock: their backends are user code.
-        for instance in reaped {
-            self.dispose(instance);
+        for slot in reaped {
+            self.dispose(slot);
         }
     }
 
-    /// Disposes of an instance: the backend's disposal is polled once here, and what is left
-    /// of it runs on a tracked task. A panic in it is caught.
-    fn dispose(&self, instance: Boxed<E, O>) {
+    /// Disposes of an instance: its token fires (work it started stops), the backend's
+    /// disposal is polled once here, and what is left of it runs on a tracked task. A panic in
+    /// it is caught.
+    fn dispose(&self, slot: Slot<E, O>) {
+        slot.cancel.cancel();
+        let instance = slot.instance;
         let Some(disposal) = guarded(|| Some(instance.dispose()), None) else {
             tracing::warn!("an instance panicked while being disposed of");
             return;
@@ -233,6 +235,17 @@ impl<E, O> Pool<E, O> {
                     tracing::warn!("an instance panicked while being disposed of");
                 }
             }));
+        }
+    }
+}
+
+impl<E, O> Drop for Pool<E, O> {
+    /// A pool dropped with idle instances (a registration that failed or was abandoned)
+    /// disposes of them as closing it would.
+    fn drop(&mut self) {
+        let idle: Vec<_> = self.state.get_mut().idle.drain(..).collect();
+        for idle in idle {
+            self.dispose(idle.slot);
         }
     }
 }
@@ -264,6 +277,18 @@ impl<E, O> Lease<'_, E, O> {
         (&mut slot.instance, &slot.cancel)
     }
 
+    /// Whether the backend says the instance died (a panic in its answer counts as yes).
+    pub(crate) fn is_faulted(&mut self) -> bool
+    where
+        E: 'static,
+        O: 'static,
+    {
+        match self.slot.as_mut() {
+            Some(slot) => guarded(|| slot.instance.fault().is_some(), true),
+            None => true,
+        }
+    }
+
     /// Returns the instance to the warm pool; `now` is when its invocation ended.
     ///
     /// Its token may have fired only if shutdown began, and then no invocation takes it again.
@@ -278,9 +303,7 @@ impl<E, O> Drop for Lease<'_, E, O> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
             self.pool.discard();
-            // The token goes with the instance: work it started stops.
-            slot.cancel.cancel();
-            self.pool.dispose(slot.instance);
+            self.pool.dispose(slot);
         }
     }
 }

@@ -194,6 +194,8 @@ impl Runtime {
         let inner = Arc::new(FunctionInner::new(parts, Arc::clone(&self.shared), json)?);
         let exec = inner.executor();
         if let Err(failure) = exec.provision().await {
+            // The instances provisioned before the failure are disposed of.
+            exec.stop_instances();
             return Err(RegisterError::Provisioning { name, failure });
         }
         if let Some(reservation) = reservation {

@@ -93,6 +93,8 @@ impl Runtime {
         let _ = tokio::time::timeout_at(give_up, function.quiesced()).await;
         let handed_back = function.hand_back();
         let instances_dropped = function.stop();
+        // Disposals of the instances just stopped, within the same bound.
+        let _ = tokio::time::timeout_at(give_up, function.quiesced()).await;
         let cancelled =
             usize::try_from(function.cancelled() - cancelled_before).unwrap_or(usize::MAX);
         Some(UnregisterReport {
@@ -223,6 +225,16 @@ impl Runtime {
         let mut instances_dropped = 0;
         for entry in self.registry.functions.iter() {
             instances_dropped += entry.function.stop();
+        }
+        // Disposals of the instances just stopped (a process backend's exits), within the
+        // same bound.
+        if tokio::time::timeout_at(give_up, self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "shutdown: instance disposals still running after the slack are left behind"
+            );
         }
         ShutdownReport {
             handed_back,

@@ -374,3 +374,177 @@ async fn a_panicking_backend_is_an_init_failure_or_a_crash() {
     assert!(matches!(err, InvokeError::Crashed(_)), "{err:?}");
     assert_eq!(g.metrics().instances, 0);
 }
+
+/// A backend for the disposal tests: each disposal takes `dispose_for` (forever when `None`)
+/// and is then counted; the init of instance number `fail_at` fails.
+struct Lingering {
+    dispose_for: Option<Duration>,
+    fail_at: Option<u64>,
+    disposed: Disposed,
+    tokens: Arc<Mutex<Vec<nimbus_core::CancellationToken>>>,
+}
+
+struct LingeringInstance {
+    dispose_for: Option<Duration>,
+    disposed: Disposed,
+    tokens: Arc<Mutex<Vec<nimbus_core::CancellationToken>>>,
+}
+
+impl Instance<Cmd, u32> for LingeringInstance {
+    fn invoke(&mut self, cmd: Cmd, ctx: Context) -> BoxFuture<'_, Result<u32, FunctionError>> {
+        self.tokens.lock().unwrap().push(ctx.cancellation().clone());
+        if let Cmd::Panic = cmd {
+            panic!("invoke panicked before its future");
+        }
+        Box::pin(behave(cmd))
+    }
+
+    fn dispose(self: Box<Self>) -> BoxFuture<'static, ()> {
+        let Self {
+            dispose_for,
+            disposed,
+            ..
+        } = *self;
+        Box::pin(async move {
+            match dispose_for {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+            disposed.0.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+}
+
+#[async_trait]
+impl Backend<Cmd, u32> for Lingering {
+    async fn create(&self, ctx: InitContext) -> Result<Box<dyn Instance<Cmd, u32>>, FunctionError> {
+        if self.fail_at == Some(ctx.instance_number()) {
+            return Err(FunctionError::msg("this init fails"));
+        }
+        Ok(Box::new(LingeringInstance {
+            dispose_for: self.dispose_for,
+            disposed: self.disposed.clone(),
+            tokens: Arc::clone(&self.tokens),
+        }))
+    }
+}
+
+fn lingering(dispose_for: Option<Duration>, fail_at: Option<u64>) -> (Lingering, Disposed) {
+    let disposed = Disposed::default();
+    let backend = Lingering {
+        dispose_for,
+        fail_at,
+        disposed: disposed.clone(),
+        tokens: Arc::default(),
+    };
+    (backend, disposed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_disposals_within_its_bound() {
+    let (backend, disposed) = lingering(Some(Duration::from_millis(300)), None);
+    let rt = runtime(10);
+    let f = rt
+        .register_native(Function::with_backend("slow-exit", backend))
+        .await
+        .unwrap();
+    f.invoke(Cmd::Echo(1)).await.unwrap();
+    let report = rt.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.instances_dropped, 1);
+    assert_eq!(
+        disposed.count(),
+        1,
+        "the disposal finished before shutdown returned"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disposal_that_never_ends_does_not_hold_shutdown() {
+    let (backend, _disposed) = lingering(None, None);
+    let rt = runtime(10);
+    let f = rt
+        .register_native(
+            Function::with_backend("never-exits", backend)
+                .with_idle_timeout(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    f.invoke(Cmd::Echo(1)).await.unwrap();
+    // Reaped: its disposal hangs, on a task of the runtime.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(f.metrics().instances, 0);
+    let started = tokio::time::Instant::now();
+    rt.shutdown(Duration::MAX).await;
+    assert!(
+        started.elapsed() <= nimbus_core::instance::DISPOSE_LIMIT,
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    // And one that hangs at shutdown is left after the bound.
+    let (backend, _disposed) = lingering(None, None);
+    let rt = runtime(10);
+    let g = rt
+        .register_native(Function::with_backend("never-exits", backend))
+        .await
+        .unwrap();
+    g.invoke(Cmd::Echo(1)).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let grace = Duration::from_millis(100);
+    rt.shutdown(grace).await;
+    assert!(started.elapsed() <= grace + nimbus_core::SHUTDOWN_SLACK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_registration_disposes_of_the_instances_it_provisioned() {
+    let (backend, disposed) = lingering(Some(Duration::ZERO), Some(3));
+    let rt = runtime(10);
+    let result = rt
+        .register_native(Function::with_backend("half", backend).with_min_instances(3))
+        .await;
+    assert!(result.is_err());
+    tokio::task::yield_now().await;
+    assert_eq!(disposed.count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reaped_instance_cancels_what_it_started_and_a_sync_panic_in_invoke_is_caught() {
+    let (backend, _disposed) = lingering(Some(Duration::ZERO), None);
+    let tokens = Arc::clone(&backend.tokens);
+    let rt = runtime(10);
+    let f = rt
+        .register_native(
+            Function::with_backend("tokens", backend).with_idle_timeout(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    f.invoke(Cmd::Echo(1)).await.unwrap();
+    let token = tokens.lock().unwrap()[0].clone();
+    assert!(!token.is_cancelled());
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(token.is_cancelled(), "the reaped instance's token fires");
+
+    let err = f.invoke(Cmd::Panic).await.unwrap_err();
+    assert!(
+        matches!(&err, InvokeError::Panic(m) if m.contains("before its future")),
+        "{err:?}"
+    );
+    assert_eq!(f.metrics().instances, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_async_worker_does_not_reuse_an_instance_that_died_after_answering() {
+    let (ok_tx, mut ok_rx) = mpsc::unbounded_channel();
+    let (_rt, f, disposed) = function(Kind::Channel, |f| f.with_on_success(ok_tx)).await;
+    // Both events queued before the worker runs: it takes them as one batch on one instance.
+    f.invoke_async(Cmd::AnswerThenExit).unwrap();
+    f.invoke_async(Cmd::Echo(9)).unwrap();
+    let answers: Vec<Option<u32>> = vec![
+        ok_rx.recv().await.unwrap().response,
+        ok_rx.recv().await.unwrap().response,
+    ];
+    assert_eq!(answers, vec![Some(1), Some(9)]);
+    let m = f.async_metrics();
+    assert_eq!((m.succeeded, m.failed, m.retries), (2, 0, 0));
+    assert_eq!(f.metrics().cold_starts, 2);
+    assert_eq!(disposed.count(), 1);
+}
