@@ -28,11 +28,6 @@
 
 pub use nimbus_core::*;
 
-#[cfg(feature = "peers")]
-pub mod peers;
-#[cfg(feature = "peers")]
-pub mod workloads;
-
 /// The core runtime crate, for paths that the re-exports do not cover.
 pub use nimbus_core as core;
 
