@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use nimbus::{handler_fn, Context, Function, FunctionError, Handler, Runtime, RuntimeConfig};
 
+// The benchmark harness shared with `nimbus bench` (not library API).
+#[path = "../src/bin/nimbus/bench/peers.rs"]
+pub mod peers;
+#[path = "../src/bin/nimbus/bench/workloads.rs"]
+pub mod workloads;
+
 const CALLERS: u64 = 8;
 
 fn noop() -> impl Handler<u64, u64> + Clone + Sync {
@@ -36,7 +42,7 @@ where
 }
 
 fn bench_invoke(c: &mut Criterion) {
-    let rt = nimbus::workloads::bench_runtime();
+    let rt = workloads::bench_runtime();
     let nimbus_rt = rt.block_on(async {
         Runtime::new(RuntimeConfig::default().with_concurrency_limit(10_000)).expect("config")
     });

@@ -7,7 +7,12 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use nimbus::{peers, workloads};
+
+// The benchmark harness shared with `nimbus bench` (not library API).
+#[path = "../src/bin/nimbus/bench/peers.rs"]
+pub mod peers;
+#[path = "../src/bin/nimbus/bench/workloads.rs"]
+pub mod workloads;
 
 /// Jobs per measured batch.
 const BATCH: u64 = 100_000;

@@ -6,7 +6,12 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use nimbus::workloads;
+
+// The benchmark harness shared with `nimbus bench` (not library API).
+#[path = "../src/bin/nimbus/bench/peers.rs"]
+pub mod peers;
+#[path = "../src/bin/nimbus/bench/workloads.rs"]
+pub mod workloads;
 
 /// Records per measured run.
 const RECORDS: u64 = 200_000;

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nimbus::postgres::{PostgresConfig, PostgresQueue};
 use nimbus::sources::{BatchResponse, QueueBatch, QueueMapping, QueueMappingConfig, QueueSource};
 use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
-use nimbus_postgres::{PostgresConfig, PostgresQueue};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 

@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
-use nimbus_sources::{
+use nimbus::sources::{
     BatchResponse, InMemoryQueue, Outgoing, QueueBatch, QueueConfig, QueueMapping,
     QueueMappingConfig,
 };
+use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]

@@ -16,12 +16,12 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nimbus::redis::{RedisCheckpoints, RedisConfig, RedisLeases, RedisStream};
 use nimbus::sources::{
     CheckpointStore, LeaseStore, Position, StreamBatch, StreamFunction, StreamMapping,
     StreamMappingConfig, StreamMappingParts, StreamResponse,
 };
 use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
-use nimbus_redis::{RedisCheckpoints, RedisConfig, RedisLeases, RedisStream};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -105,8 +105,8 @@ async fn worker(
             Arc::new(RedisLeases::connect(&config).await?),
         ),
         "postgres" => (
-            Arc::new(nimbus_postgres::PostgresCheckpoints::connect(&postgres_url()).await?),
-            Arc::new(nimbus_postgres::PostgresLeases::connect(&postgres_url()).await?),
+            Arc::new(nimbus::postgres::PostgresCheckpoints::connect(&postgres_url()).await?),
+            Arc::new(nimbus::postgres::PostgresLeases::connect(&postgres_url()).await?),
         ),
         other => return Err(format!("unknown store {other:?}: redis or postgres").into()),
     };

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nimbus::redis::{RedisConfig, RedisLeases, RedisStream};
 use nimbus::sources::LeaseStore;
-use nimbus_redis::{RedisConfig, RedisLeases, RedisStream};
 
 const SHARDS: usize = 8;
 const KEYS: u64 = 64;
@@ -409,7 +409,7 @@ async fn three_processes_share_a_redis_stream_with_postgres_leases() {
     let key = unique_key("pg");
     let _cleanup = Cleanup { key: key.clone() };
     let leases: Arc<dyn LeaseStore> = Arc::new(
-        nimbus_postgres::PostgresLeases::connect(&postgres_url())
+        nimbus::postgres::PostgresLeases::connect(&postgres_url())
             .await
             .unwrap(),
     );

@@ -1,7 +1,9 @@
 //! The `nimbus` command: `demo` (the default) drives a short load through a few functions on the
 //! in-memory runtime and prints what happened; `bench` measures nimbus beside its peers.
 
-mod bench;
+// `pub` down to the benchmark harness (`bench::peers`, `bench::workloads`), whose items are
+// `pub` because the criterion benches include the same files at their crate root.
+pub mod bench;
 mod demo;
 
 use clap::{Parser, Subcommand};

@@ -78,7 +78,7 @@ fn body(i: u64) -> String {
 
 /// Redis: `RedisQueue` (consumer group) vs a raw redis-rs `XREADGROUP` + `XACK`/`XDEL` loop.
 pub(crate) async fn redis(n: u64) -> Result<Vec<Row>, Error> {
-    use nimbus_redis::{RedisConfig, RedisQueue};
+    use nimbus::redis::{RedisConfig, RedisQueue};
     let client = redis::Client::open(redis_url())?;
     let mut con = client
         .get_multiplexed_async_connection()
@@ -101,7 +101,7 @@ pub(crate) async fn redis(n: u64) -> Result<Vec<Row>, Error> {
             for i in (part..n).step_by(16) {
                 queue.send(body(i).into()).await?;
             }
-            Ok::<_, nimbus_redis::RedisError>(())
+            Ok::<_, nimbus::redis::RedisError>(())
         });
     }
     while let Some(sent) = senders.join_next().await {
@@ -186,7 +186,7 @@ pub(crate) async fn redis(n: u64) -> Result<Vec<Row>, Error> {
 /// PostgreSQL: `PostgresQueue` vs a raw tokio-postgres `FOR UPDATE SKIP LOCKED` loop (claim a
 /// batch by moving its `visible_at`, then delete it).
 pub(crate) async fn postgres(n: u64) -> Result<Vec<Row>, Error> {
-    use nimbus_postgres::{PostgresConfig, PostgresQueue};
+    use nimbus::postgres::{PostgresConfig, PostgresQueue};
     let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
         .await
         .map_err(|e| {
@@ -272,7 +272,7 @@ pub(crate) async fn postgres(n: u64) -> Result<Vec<Row>, Error> {
 /// have the same guarantee).
 pub(crate) async fn nats(n: u64) -> Result<Vec<Row>, Error> {
     use async_nats::jetstream;
-    use nimbus_nats::{NatsConfig, NatsQueue};
+    use nimbus::nats::{NatsConfig, NatsQueue};
     let client = async_nats::connect(nats_url()).await.map_err(|e| {
         format!(
             "NATS at {} is unreachable ({e}); set NIMBUS_NATS_URL",

@@ -4,9 +4,11 @@
 
 #[cfg(feature = "brokers")]
 mod brokers;
+pub mod peers;
 mod plot;
 mod scenarios;
 mod stats;
+pub mod workloads;
 
 use std::path::PathBuf;
 use std::time::Duration;

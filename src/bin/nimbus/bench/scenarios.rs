@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use nimbus::peers::{self, Countdown};
 use nimbus::sources::{InMemoryQueue, QueueConfig, QueueMapping, QueueMappingConfig};
-use nimbus::{
-    handler_fn, workloads, Context, Function, FunctionError, Handler, Runtime, RuntimeConfig,
-};
+use nimbus::{handler_fn, Context, Function, FunctionError, Handler, Runtime, RuntimeConfig};
 
+use super::peers::{self, Countdown};
 use super::stats::{littles_law, rate, scaling_fit, Row};
+use super::workloads;
 
 /// Sizes of one run of the harness.
 #[derive(Debug, Clone, Copy)]

@@ -3,6 +3,9 @@
 //!
 //! Every baseline runs `events` no-op jobs whose handler counts them, and returns the wall time
 //! from the first submission until the last job has run.
+//!
+//! Not library API: the binary declares it in its `bench` module, and each bench in `benches/`
+//! includes it with `#[path]`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,18 +1,21 @@
 //! nimbus's side of the benchmark workloads (feature `peers`), shared by the criterion benches
-//! and `nimbus bench` so that both measure the same thing as the [`crate::peers`] baselines:
+//! and `nimbus bench` so that both measure the same thing as the [`super::peers`] baselines:
 //! a no-op handler that counts its events, timed from the first submission to the last event.
+//!
+//! Not library API: the binary declares it beside [`super::peers`], and each bench in
+//! `benches/` includes both files with `#[path]`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime, RuntimeConfig};
-use nimbus_sources::{
+use nimbus::sources::{
     BatchResponse, InMemoryQueue, InMemoryStream, Outgoing, QueueBatch, QueueConfig, QueueMapping,
     QueueMappingConfig, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig,
     StreamMappingParts, StreamResponse,
 };
+use nimbus::{handler_fn, Context, Function, FunctionError, Runtime, RuntimeConfig};
 
-use crate::peers::Countdown;
+use super::peers::Countdown;
 
 /// The Tokio runtime the benches measure on: two workers, as the machines the figures are
 /// quoted for have two cores.
