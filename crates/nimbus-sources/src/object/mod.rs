@@ -45,6 +45,35 @@ pub struct ObjectInfo {
     pub last_modified: SystemTime,
 }
 
+impl ObjectInfo {
+    /// An object's facts, for stores built outside this crate.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use nimbus_sources::ObjectInfo;
+    ///
+    /// let info = ObjectInfo::new("photos", "cat.jpg", 4, "0c1f", SystemTime::now());
+    /// assert_eq!((info.bucket.as_str(), info.key.as_str(), info.size), ("photos", "cat.jpg", 4));
+    /// ```
+    pub fn new(
+        bucket: impl Into<String>,
+        key: impl Into<String>,
+        size: u64,
+        etag: impl Into<String>,
+        last_modified: SystemTime,
+    ) -> Self {
+        Self {
+            bucket: bucket.into(),
+            key: key.into(),
+            size,
+            etag: etag.into(),
+            last_modified,
+        }
+    }
+}
+
 /// A store of objects in buckets.
 ///
 /// # Example
