@@ -143,6 +143,13 @@ impl PartialEq for SourceError {
 
 impl Eq for SourceError {}
 
+/// A handler that reads an object store or a queue can use `?` on what they answer.
+impl From<SourceError> for nimbus_core::FunctionError {
+    fn from(error: SourceError) -> Self {
+        Self::from_error(error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,12 +167,5 @@ mod tests {
         );
         assert!(SourceError::permanent("no such queue").is_permanent());
         assert!(SourceError::Closed.is_permanent());
-    }
-}
-
-/// A handler that reads an object store or a queue can use `?` on what they answer.
-impl From<SourceError> for nimbus_core::FunctionError {
-    fn from(error: SourceError) -> Self {
-        Self::from_error(error)
     }
 }

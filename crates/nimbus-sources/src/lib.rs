@@ -82,3 +82,7 @@ pub use stream_mapping::{
     StreamMapping, StreamMappingConfig, StreamMappingMetrics, StreamMappingParts, StreamResponse,
     TumblingWindow,
 };
+
+/// Re-exported so that implementations of the source traits need no dependency of their own:
+/// write `#[nimbus_sources::async_trait]` (or `use nimbus_sources::async_trait;`).
+pub use nimbus_core::async_trait;

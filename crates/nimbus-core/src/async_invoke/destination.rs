@@ -108,6 +108,46 @@ impl<T> DeliveryError<T> {
 /// fn takes<D: Destination<String, u32>>(_d: D) {}
 /// takes(tx);
 /// ```
+///
+/// Implementing it: a destination that writes one log line per failed invocation, for any
+/// event and output type. The `async_trait` attribute is re-exported by this crate.
+///
+/// ```
+/// use std::time::Duration;
+/// use nimbus_core::{async_trait, handler_fn, Context, DeliveryError, Destination, Function, FunctionError, InvocationRecord, Runtime};
+/// use tokio::sync::mpsc;
+///
+/// #[derive(Debug)]
+/// struct ErrorLog(mpsc::UnboundedSender<String>);
+///
+/// #[async_trait]
+/// impl<E: Send + 'static, O: Send + 'static> Destination<E, O> for ErrorLog {
+///     async fn deliver(&self, record: InvocationRecord<E, O>) -> Result<(), DeliveryError<InvocationRecord<E, O>>> {
+///         let error = record.error.as_ref().map_or("none", |e| e.message.as_str());
+///         let line = format!("{} {}: {error}", record.function, record.request_id);
+///         // Refused: the record is handed back, and the event tries the dead-letter target.
+///         self.0.send(line).map_err(|_| DeliveryError::new(record, "the log is closed"))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = Runtime::default();
+/// let (log, mut lines) = mpsc::unbounded_channel();
+/// let charge = runtime
+///     .register(
+///         Function::new("charge", handler_fn(|cents: u64, _ctx: Context| async move {
+///             Err::<u64, _>(FunctionError::msg(format!("card declined for {cents}")).not_retryable())
+///         }))
+///         .with_on_failure(ErrorLog(log)),
+///     )
+///     .await?;
+/// let request_id = charge.invoke_async(500)?;
+/// assert_eq!(lines.recv().await, Some(format!("charge {request_id}: card declined for 500")));
+/// runtime.shutdown(Duration::from_secs(1)).await;
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait Destination<E, O>: Send + Sync + 'static {
     /// Delivers one record.
@@ -122,6 +162,52 @@ pub trait Destination<E, O>: Send + Sync + 'static {
 }
 
 /// A target for events that failed for good: it receives only the original event.
+///
+/// # Example
+///
+/// A dead-letter target that keeps failed events as JSON lines, for any event that can be
+/// serialised. Tokio channels of the event type are targets already. The `async_trait`
+/// attribute is re-exported by this crate.
+///
+/// ```
+/// use std::time::Duration;
+/// use nimbus_core::{async_trait, handler_fn, Context, DeadLetter, DeliveryError, Function, FunctionError, Runtime};
+/// use tokio::sync::mpsc;
+///
+/// #[derive(Debug)]
+/// struct JsonLines(mpsc::UnboundedSender<String>);
+///
+/// #[async_trait]
+/// impl<E: serde::Serialize + Send + 'static> DeadLetter<E> for JsonLines {
+///     async fn send(&self, event: E) -> Result<(), DeliveryError<E>> {
+///         let line = match serde_json::to_string(&event) {
+///             Ok(line) => line,
+///             Err(e) => return Err(DeliveryError::new(event, e.to_string())),
+///         };
+///         // Refused: the event is handed back to the host at shutdown, not lost.
+///         self.0.send(line).map_err(|_| DeliveryError::new(event, "the file is closed"))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = Runtime::default();
+/// let (dead_letters, mut lines) = mpsc::unbounded_channel();
+/// let ship = runtime
+///     .register(
+///         Function::new("ship", handler_fn(|_order: serde_json::Value, _ctx: Context| async move {
+///             Err::<(), _>(FunctionError::msg("no courier"))
+///         }))
+///         .with_max_retries(0)
+///         .with_dead_letter(JsonLines(dead_letters)),
+///     )
+///     .await?;
+/// ship.invoke_async(serde_json::json!({ "order": 17 }))?;
+/// assert_eq!(lines.recv().await.as_deref(), Some(r#"{"order":17}"#));
+/// runtime.shutdown(Duration::from_secs(1)).await;
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait DeadLetter<E>: Send + Sync + 'static {
     /// Stores one event.

@@ -35,6 +35,12 @@ use crate::error::{ConfigError, InvokeError, OutcomeKind, RetryHint};
 ///         (attempt == 1 && matches!(failure, InvokeError::Timeout(_))).then_some(Duration::from_secs(1))
 ///     }
 /// }
+///
+/// let timeout = InvokeError::Timeout(Duration::from_secs(3));
+/// assert_eq!(TimeoutsOnce.retry(1, &timeout), Some(Duration::from_secs(1)));
+/// assert_eq!(TimeoutsOnce.retry(2, &timeout), None);
+/// assert_eq!(TimeoutsOnce.retry(1, &InvokeError::Panic("boom".into())), None);
+/// // A function takes it with `Function::with_retry_policy(TimeoutsOnce)`.
 /// ```
 pub trait RetryPolicy: Send + Sync + std::fmt::Debug + 'static {
     /// `attempt` is the number of the attempt that just failed (1 for the first). Returns the

@@ -45,6 +45,35 @@ pub struct ObjectInfo {
     pub last_modified: SystemTime,
 }
 
+impl ObjectInfo {
+    /// An object's facts, for stores built outside this crate.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use nimbus_sources::ObjectInfo;
+    ///
+    /// let info = ObjectInfo::new("photos", "cat.jpg", 4, "0c1f", SystemTime::now());
+    /// assert_eq!((info.bucket.as_str(), info.key.as_str(), info.size), ("photos", "cat.jpg", 4));
+    /// ```
+    pub fn new(
+        bucket: impl Into<String>,
+        key: impl Into<String>,
+        size: u64,
+        etag: impl Into<String>,
+        last_modified: SystemTime,
+    ) -> Self {
+        Self {
+            bucket: bucket.into(),
+            key: key.into(),
+            size,
+            etag: etag.into(),
+            last_modified,
+        }
+    }
+}
+
 /// A store of objects in buckets.
 ///
 /// # Example
@@ -58,6 +87,58 @@ pub struct ObjectInfo {
 /// store.create_bucket("photos").await?;
 /// let info = store.put("photos", "cat.jpg", "meow".into()).await?;
 /// assert_eq!(info.size, 4);
+/// assert_eq!(store.list("photos", "").await?.len(), 1);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Implementing it: a store that refuses objects over a size limit and keeps the others in an
+/// [`InMemoryObjectStore`] (so its notifications still fire). The `async_trait` attribute is
+/// re-exported by this crate.
+///
+/// ```
+/// use bytes::Bytes;
+/// use nimbus_sources::{async_trait, InMemoryObjectStore, NotificationConfig, ObjectInfo, ObjectStore, SourceError};
+///
+/// #[derive(Debug)]
+/// struct Capped {
+///     inner: InMemoryObjectStore,
+///     max_size: usize,
+/// }
+///
+/// #[async_trait]
+/// impl ObjectStore for Capped {
+///     async fn create_bucket(&self, bucket: &str) -> Result<(), SourceError> {
+///         self.inner.create_bucket(bucket).await
+///     }
+///     async fn put(&self, bucket: &str, key: &str, data: Bytes) -> Result<ObjectInfo, SourceError> {
+///         if data.len() > self.max_size {
+///             return Err(SourceError::Invalid(format!("{key} is over {} bytes", self.max_size)));
+///         }
+///         self.inner.put(bucket, key, data).await
+///     }
+///     async fn get(&self, bucket: &str, key: &str) -> Result<Option<(ObjectInfo, Bytes)>, SourceError> {
+///         self.inner.get(bucket, key).await
+///     }
+///     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, SourceError> {
+///         self.inner.head(bucket, key).await
+///     }
+///     async fn delete(&self, bucket: &str, key: &str) -> Result<bool, SourceError> {
+///         self.inner.delete(bucket, key).await
+///     }
+///     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError> {
+///         self.inner.list(bucket, prefix).await
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = Capped { inner: InMemoryObjectStore::new(NotificationConfig::default()), max_size: 8 };
+/// store.create_bucket("photos").await?;
+/// store.put("photos", "cat.jpg", "meow".into()).await?;
+/// let refused = store.put("photos", "whale.jpg", vec![0u8; 9].into()).await;
+/// assert!(matches!(refused, Err(SourceError::Invalid(_))));
+/// assert_eq!(store.head("photos", "whale.jpg").await?, None);
 /// assert_eq!(store.list("photos", "").await?.len(), 1);
 /// # Ok(())
 /// # }

@@ -57,7 +57,39 @@ impl EventType {
     }
 }
 
-/// Where a rule's events go.
+/// Where a rule's events go. Queues, streams, functions taking an [`ObjectEvent`] and channels
+/// are targets already; a host implements it for anything else.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use nimbus_sources::{EventTarget, InMemoryObjectStore, NotificationConfig, NotificationRule, ObjectEvent, ObjectStore, SourceError};
+///
+/// /// Keeps the keys of the objects it is told about.
+/// #[derive(Debug, Default)]
+/// struct Keys(Mutex<Vec<String>>);
+///
+/// impl EventTarget for Keys {
+///     fn deliver(&self, event: &ObjectEvent) -> Result<(), SourceError> {
+///         // Must not wait for the event to be handled: record it and return.
+///         self.0.lock().map_err(|_| SourceError::Closed)?.push(event.key());
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let keys = Arc::new(Keys::default());
+/// let rule = NotificationRule::new("uploads", &["s3:ObjectCreated:*"], keys.clone())?.with_prefix("inbox/");
+/// let store = InMemoryObjectStore::new(NotificationConfig::new(vec![rule])?);
+/// store.create_bucket("docs").await?;
+/// store.put("docs", "inbox/q3 report.txt", "numbers".into()).await?;
+/// store.put("docs", "archive/q2.txt", "older numbers".into()).await?;
+/// assert_eq!(*keys.0.lock().unwrap(), ["inbox/q3 report.txt"]);
+/// # Ok(())
+/// # }
+/// ```
 pub trait EventTarget: Send + Sync + std::fmt::Debug + 'static {
     /// Delivers one event (without waiting for it to be handled).
     ///

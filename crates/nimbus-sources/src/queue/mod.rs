@@ -296,6 +296,68 @@ impl QueueStats {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// Implementing it: a queue that counts the messages it hands out, keeping them in an
+/// [`InMemoryQueue`]. A wrapper forwards the provided methods too, so that mappings see the
+/// inner queue's visibility timeout, ordering, cancel-safety and counts. The `async_trait`
+/// attribute is re-exported by this crate.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::time::Duration;
+/// use nimbus_sources::{async_trait, InMemoryQueue, Message, QueueConfig, QueueSource, QueueStats, Receipt, SourceError};
+///
+/// #[derive(Debug)]
+/// struct Counted {
+///     inner: InMemoryQueue,
+///     received: AtomicU64,
+/// }
+///
+/// #[async_trait]
+/// impl QueueSource for Counted {
+///     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
+///         let messages = self.inner.receive(max, wait).await?;
+///         self.received.fetch_add(messages.len() as u64, Ordering::Relaxed);
+///         Ok(messages)
+///     }
+///     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+///         self.inner.ack(receipts).await
+///     }
+///     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
+///         self.inner.retry_later(receipt, delay).await
+///     }
+///     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+///         self.inner.release(receipts).await
+///     }
+///     fn receive_is_cancel_safe(&self) -> bool {
+///         // Nothing is awaited after the inner receive returns.
+///         self.inner.receive_is_cancel_safe()
+///     }
+///     fn visibility_timeout(&self) -> Option<Duration> {
+///         self.inner.visibility_timeout()
+///     }
+///     fn is_fifo(&self) -> bool {
+///         self.inner.is_fifo()
+///     }
+///     fn stats(&self) -> Option<QueueStats> {
+///         self.inner.stats()
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let queue = Counted { inner: InMemoryQueue::new(QueueConfig::default())?, received: AtomicU64::new(0) };
+/// queue.inner.send("a")?;
+/// queue.inner.send("b")?;
+/// let batch = queue.receive(10, Duration::ZERO).await?;
+/// assert_eq!(queue.received.load(Ordering::Relaxed), 2);
+/// // Released messages are visible again at once, their receive not counted by the queue.
+/// let receipts: Vec<Receipt> = batch.iter().map(|m| m.receipt.clone()).collect();
+/// queue.release(&receipts).await?;
+/// assert_eq!(queue.stats().map(|s| s.visible), Some(2));
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait QueueSource: Send + Sync + 'static {
     /// Receives up to `max` messages, waiting up to `wait` for the first one (long poll).
@@ -403,6 +465,70 @@ impl<Q: QueueSource + ?Sized> QueueSource for Arc<Q> {
 }
 
 /// A queue that can be sent to: the producer side of an adapter (the conformance kit uses it).
+///
+/// # Example
+///
+/// A queue whose producer marks every message with where it came from, keeping messages in an
+/// [`InMemoryQueue`]. A producer is a [`QueueSource`] too; here that side is forwarded to the
+/// inner queue, as in [`QueueSource`]'s example.
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use nimbus_sources::{async_trait, InMemoryQueue, Message, MessageId, Outgoing, QueueConfig, QueueProducer, QueueSource, QueueStats, Receipt, SourceError};
+///
+/// #[derive(Debug)]
+/// struct Marked {
+///     inner: InMemoryQueue,
+///     producer: String,
+/// }
+///
+/// #[async_trait]
+/// impl QueueProducer for Marked {
+///     async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError> {
+///         let message = Outgoing::new(body).with_attribute("producer", self.producer.as_str());
+///         self.inner.send_message(message).map_err(|refused| refused.error)
+///     }
+/// }
+///
+/// #[async_trait]
+/// impl QueueSource for Marked {
+///     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
+///         self.inner.receive(max, wait).await
+///     }
+///     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+///         self.inner.ack(receipts).await
+///     }
+///     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
+///         self.inner.retry_later(receipt, delay).await
+///     }
+///     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+///         self.inner.release(receipts).await
+///     }
+///     fn receive_is_cancel_safe(&self) -> bool {
+///         self.inner.receive_is_cancel_safe()
+///     }
+///     fn visibility_timeout(&self) -> Option<Duration> {
+///         self.inner.visibility_timeout()
+///     }
+///     fn is_fifo(&self) -> bool {
+///         self.inner.is_fifo()
+///     }
+///     fn stats(&self) -> Option<QueueStats> {
+///         self.inner.stats()
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let queue = Marked { inner: InMemoryQueue::new(QueueConfig::default())?, producer: "billing".into() };
+/// let id = queue.produce(Bytes::from_static(b"invoice 17")).await?;
+/// let received = queue.receive(1, Duration::ZERO).await?;
+/// assert_eq!(received[0].id, id);
+/// assert_eq!(received[0].attributes.get("producer"), Some("billing"));
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait QueueProducer: QueueSource {
     /// Sends one message.

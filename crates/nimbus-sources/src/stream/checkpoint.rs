@@ -40,6 +40,56 @@ impl Checkpoint {
 
 /// Where checkpoints are kept: in memory, or in a broker so that another process can resume.
 /// Checkpoints only move forward; a store refuses to move one back.
+///
+/// # Example
+///
+/// Checkpoints kept as text in a key-value map, as a Redis hash or an SQL table would keep
+/// them: [`Checkpoint::to_sortable_text`] sorts as checkpoints do, so refusing to move back is
+/// a comparison of text. The `async_trait` attribute is re-exported by this crate.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use nimbus_sources::{async_trait, Checkpoint, CheckpointStore, SourceError};
+///
+/// #[derive(Debug, Default)]
+/// struct TextCheckpoints(Mutex<HashMap<(String, String), String>>);
+///
+/// #[async_trait]
+/// impl CheckpointStore for TextCheckpoints {
+///     async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
+///         let map = self.0.lock().map_err(|_| SourceError::Closed)?;
+///         map.get(&(mapping.to_owned(), shard.to_owned()))
+///             .map(|text| {
+///                 Checkpoint::from_sortable_text(text)
+///                     .ok_or_else(|| SourceError::permanent(format!("corrupt checkpoint {text:?}")))
+///             })
+///             .transpose()
+///     }
+///
+///     async fn put(&self, mapping: &str, shard: &str, checkpoint: Checkpoint) -> Result<(), SourceError> {
+///         let text = checkpoint.to_sortable_text();
+///         let mut map = self.0.lock().map_err(|_| SourceError::Closed)?;
+///         let stored = map.entry((mapping.to_owned(), shard.to_owned())).or_default();
+///         if *stored > text {
+///             return Err(SourceError::Invalid(format!("checkpoint of {shard} would move back")));
+///         }
+///         *stored = text;
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = TextCheckpoints::default();
+/// assert_eq!(store.get("clicks", "shard-0").await?, None);
+/// store.put("clicks", "shard-0", Checkpoint::At(10)).await?;
+/// assert!(store.put("clicks", "shard-0", Checkpoint::At(9)).await.is_err());
+/// store.put("clicks", "shard-0", Checkpoint::ShardEnd).await?;
+/// assert_eq!(store.get("clicks", "shard-0").await?, Some(Checkpoint::ShardEnd));
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait CheckpointStore: Send + Sync + 'static {
     /// The checkpoint of `shard` for `mapping`, if any.

@@ -43,6 +43,63 @@ impl Lease {
 
 /// Where leases are kept. Acquiring succeeds when the lease is free, expired, or already the
 /// caller's; it is exclusive otherwise.
+///
+/// # Example
+///
+/// Several tenants sharing one store, each under its own key prefix so that their mappings'
+/// leases never collide; the leases are kept in an [`InMemoryLeases`]. The `async_trait`
+/// attribute is re-exported by this crate.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use nimbus_sources::{async_trait, InMemoryLeases, Lease, LeaseStore, SourceError};
+///
+/// #[derive(Debug)]
+/// struct Tenant {
+///     shared: Arc<InMemoryLeases>,
+///     prefix: String,
+/// }
+///
+/// impl Tenant {
+///     /// The tenant's view of a lease: the key without the prefix.
+///     fn own(&self, mut lease: Lease) -> Lease {
+///         lease.key.replace_range(..self.prefix.len(), "");
+///         lease
+///     }
+/// }
+///
+/// #[async_trait]
+/// impl LeaseStore for Tenant {
+///     async fn acquire(&self, key: &str, owner: &str, ttl: Duration) -> Result<Option<Lease>, SourceError> {
+///         let lease = self.shared.acquire(&format!("{}{key}", self.prefix), owner, ttl).await?;
+///         Ok(lease.map(|lease| self.own(lease)))
+///     }
+///     async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError> {
+///         self.shared.release(&format!("{}{key}", self.prefix), owner).await
+///     }
+///     async fn list(&self, prefix: &str) -> Result<Vec<Lease>, SourceError> {
+///         let leases = self.shared.list(&format!("{}{prefix}", self.prefix)).await?;
+///         Ok(leases.into_iter().map(|lease| self.own(lease)).collect())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let shared = Arc::new(InMemoryLeases::new());
+/// let acme = Tenant { shared: shared.clone(), prefix: "acme/".into() };
+/// let globex = Tenant { shared, prefix: "globex/".into() };
+/// let ttl = Duration::from_secs(30);
+/// // The same key for two tenants: two leases.
+/// assert!(acme.acquire("orders/shard-0", "worker-1", ttl).await?.is_some());
+/// assert!(globex.acquire("orders/shard-0", "worker-2", ttl).await?.is_some());
+/// // Within a tenant, a lease is exclusive.
+/// assert!(acme.acquire("orders/shard-0", "worker-3", ttl).await?.is_none());
+/// let held = acme.list("orders/").await?;
+/// assert_eq!((held[0].key.as_str(), held[0].owner.as_str()), ("orders/shard-0", "worker-1"));
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait LeaseStore: Send + Sync + 'static {
     /// Takes or renews `key` for `owner` for `ttl`; `None` if someone else holds it.

@@ -160,6 +160,48 @@ impl ReadResult {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// Implementing it: a stream that returns at most a page of records per read, as brokers with
+/// a page size do, keeping records in an [`InMemoryStream`]. A wrapper forwards
+/// [`StreamSource::shards_changed`] too, so that mappings hear of splits and merges at once.
+/// The `async_trait` attribute is re-exported by this crate.
+///
+/// ```
+/// use std::time::Duration;
+/// use nimbus_sources::{async_trait, InMemoryStream, Position, ReadResult, ShardId, ShardInfo, SourceError, StreamConfig, StreamSource};
+///
+/// #[derive(Debug)]
+/// struct Paged {
+///     inner: InMemoryStream,
+///     page: usize,
+/// }
+///
+/// #[async_trait]
+/// impl StreamSource for Paged {
+///     async fn shards(&self) -> Result<Vec<ShardInfo>, SourceError> {
+///         self.inner.shards().await
+///     }
+///     async fn read(&self, shard: &ShardId, from: Position, max: usize, wait: Duration) -> Result<ReadResult, SourceError> {
+///         self.inner.read(shard, from, max.min(self.page), wait).await
+///     }
+///     async fn shards_changed(&self) {
+///         self.inner.shards_changed().await;
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let stream = Paged { inner: InMemoryStream::new(StreamConfig::default())?, page: 2 };
+/// let (shard, _sequence) = stream.inner.put("user-1", "a")?;
+/// stream.inner.put("user-1", "b")?;
+/// stream.inner.put("user-1", "c")?;
+/// let first = stream.read(&shard, Position::TrimHorizon, 100, Duration::ZERO).await?;
+/// assert_eq!(first.records.len(), 2);
+/// let rest = stream.read(&shard, first.next, 100, Duration::ZERO).await?;
+/// assert_eq!(rest.records[0].data_str()?, "c");
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait StreamSource: Send + Sync + 'static {
     /// Every shard, open and closed, still known to the source.
@@ -241,6 +283,55 @@ pub fn hash_key(partition_key: &str) -> u128 {
 }
 
 /// A stream that can be appended to: the producer side of an adapter (the conformance kit uses it).
+///
+/// # Example
+///
+/// A stream whose producer refuses empty records, keeping records in an [`InMemoryStream`]. A
+/// producer is a [`StreamSource`] too; here that side is forwarded to the inner stream.
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use nimbus_sources::{async_trait, InMemoryStream, Position, ReadResult, ShardId, ShardInfo, SourceError, StreamConfig, StreamProducer, StreamSource};
+///
+/// #[derive(Debug)]
+/// struct NonEmpty(InMemoryStream);
+///
+/// #[async_trait]
+/// impl StreamProducer for NonEmpty {
+///     async fn append(&self, partition_key: &str, data: Bytes) -> Result<ShardId, SourceError> {
+///         if data.is_empty() {
+///             return Err(SourceError::Invalid("empty record".into()));
+///         }
+///         let (shard, _sequence) = self.0.put(partition_key, data)?;
+///         Ok(shard)
+///     }
+/// }
+///
+/// #[async_trait]
+/// impl StreamSource for NonEmpty {
+///     async fn shards(&self) -> Result<Vec<ShardInfo>, SourceError> {
+///         self.0.shards().await
+///     }
+///     async fn read(&self, shard: &ShardId, from: Position, max: usize, wait: Duration) -> Result<ReadResult, SourceError> {
+///         self.0.read(shard, from, max, wait).await
+///     }
+///     async fn shards_changed(&self) {
+///         self.0.shards_changed().await;
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let stream = NonEmpty(InMemoryStream::new(StreamConfig::default().with_shards(4))?);
+/// let shard = stream.append("order-9", Bytes::from_static(b"paid")).await?;
+/// assert!(stream.append("order-9", Bytes::new()).await.is_err());
+/// let read = stream.read(&shard, Position::TrimHorizon, 10, Duration::ZERO).await?;
+/// assert_eq!(read.records.len(), 1);
+/// assert_eq!(&*read.records[0].partition_key, "order-9");
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait StreamProducer: StreamSource {
     /// Appends one record; returns its shard.

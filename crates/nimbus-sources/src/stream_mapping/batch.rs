@@ -109,7 +109,65 @@ pub struct StreamFailure {
     pub records: Vec<StreamRecord>,
 }
 
-/// Where a stream mapping sends records it gives up on.
+/// Where a stream mapping sends records it gives up on. A Tokio channel of [`StreamFailure`]s
+/// is one already; a host implements it for anything else.
+///
+/// # Example
+///
+/// A destination that puts each failure, as JSON, on a queue (an [`InMemoryQueue`] here; a
+/// broker's in production). The `async_trait` attribute is re-exported by this crate.
+///
+/// [`InMemoryQueue`]: crate::InMemoryQueue
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use nimbus_core::{handler_fn, Context, DeliveryError, Function, FunctionError, Runtime};
+/// use nimbus_sources::{async_trait, FailureDestination, InMemoryQueue, InMemoryStream, QueueConfig, QueueSource, StreamBatch, StreamConfig, StreamFailure, StreamMapping, StreamMappingConfig, StreamMappingParts, StreamResponse};
+///
+/// #[derive(Debug)]
+/// struct ToQueue(Arc<InMemoryQueue>);
+///
+/// #[async_trait]
+/// impl FailureDestination for ToQueue {
+///     async fn deliver(&self, failure: StreamFailure) -> Result<(), DeliveryError<StreamFailure>> {
+///         let body = match serde_json::to_vec(&failure) {
+///             Ok(body) => body,
+///             Err(e) => return Err(DeliveryError::new(failure, e.to_string())),
+///         };
+///         // Refused: hand the failure back, and the mapping tries again.
+///         match self.0.send(body) {
+///             Ok(_) => Ok(()),
+///             Err(refused) => Err(DeliveryError::new(failure, refused.error.to_string())),
+///         }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = Runtime::default();
+/// let broken = runtime
+///     .register(Function::new("broken", handler_fn(|_batch: StreamBatch, _ctx: Context| async move {
+///         Err::<StreamResponse, _>(FunctionError::msg("database is down"))
+///     })))
+///     .await?;
+/// let stream = Arc::new(InMemoryStream::new(StreamConfig::default())?);
+/// stream.put("order-9", "paid")?;
+/// let failures = Arc::new(InMemoryQueue::new(QueueConfig::default())?);
+/// let parts = StreamMappingParts::in_memory().with_on_failure(ToQueue(failures.clone()));
+/// let config = StreamMappingConfig::new("orders").with_max_retry_attempts(0);
+/// let mapping = StreamMapping::start(stream, broken, parts, config)?;
+/// runtime.attach(mapping)?;
+/// // Waits (long poll) for the failure to arrive.
+/// let received = failures.receive(1, Duration::from_secs(30)).await?;
+/// let failure: serde_json::Value = serde_json::from_slice(&received[0].body)?;
+/// assert_eq!(failure["condition"], "RetryAttemptsExhausted");
+/// assert_eq!(failure["batch_size"], 1);
+/// assert_eq!(failure["error"]["message"], "database is down");
+/// runtime.shutdown(Duration::from_secs(1)).await;
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait FailureDestination: Send + Sync + 'static {
     /// Delivers one failure record.
