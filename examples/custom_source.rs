@@ -8,9 +8,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
+use nimbus::async_trait;
 use nimbus::sources::conformance::{self, QueueProducer};
+use nimbus::sources::Bytes;
 use nimbus::sources::{
     BatchResponse, Message, MessageId, QueueBatch, QueueMapping, QueueMappingConfig, QueueSource,
     Receipt, SourceError,

@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
+use nimbus::async_trait;
+use nimbus::sources::Bytes;
 use nimbus::sources::{
     BatchResponse, Checkpoint, CheckpointStore, FailureDestination, InMemoryCheckpoints,
     InMemoryQueue, InMemoryStream, Message, QueueBatch, QueueConfig, QueueMapping,

@@ -86,3 +86,7 @@ pub use stream_mapping::{
 /// Re-exported so that implementations of the source traits need no dependency of their own:
 /// write `#[nimbus_sources::async_trait]` (or `use nimbus_sources::async_trait;`).
 pub use nimbus_core::async_trait;
+
+/// Re-exported because message and object bodies are `Bytes`: a source or store implemented
+/// outside this crate names it without a dependency of its own.
+pub use bytes::Bytes;
