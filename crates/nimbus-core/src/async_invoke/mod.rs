@@ -40,7 +40,7 @@ use queue::AsyncState;
 
 use crate::error::{RejectReason, Rejected};
 use crate::executor::Executor;
-use crate::handler::{Principal, RequestId};
+use crate::handler::{Caller, Principal, RequestId};
 use crate::retry::RetryPolicy;
 
 /// How long the oldest queued event waits before `invoke_async` adds a worker for it.
@@ -54,7 +54,7 @@ pub(crate) struct Queued<E> {
     /// Attempts made so far (throttles not counted).
     pub(crate) attempts: u32,
     /// Who queued it: every attempt runs as them.
-    pub(crate) principal: Principal,
+    pub(crate) principal: Caller,
 }
 
 /// One function's asynchronous invocation: its queue on top of its executor.
@@ -171,7 +171,7 @@ where
     pub(crate) fn invoke_async(
         self: &Arc<Self>,
         event: E,
-        principal: Principal,
+        principal: Caller,
     ) -> Result<RequestId, Rejected<E>> {
         if self.exec.gate_closed() {
             return Err(Rejected {

@@ -206,7 +206,7 @@ impl<E: Send + 'static, O> AsyncState<E, O> {
                     function: function.to_owned(),
                     request_id: kept.queued.request_id,
                     attempts: kept.queued.attempts,
-                    principal: kept.queued.principal,
+                    principal: kept.queued.principal.get().clone(),
                     condition,
                     error: error.flatten(),
                     event: Box::new(kept.queued.event),

@@ -205,9 +205,10 @@ impl<E, O> Executor<E, O> {
 
     /// How many invocations may run at once now: the reservation, or the unreserved pool.
     pub(crate) fn concurrency_cap(&self) -> usize {
-        self.reserved
-            .as_ref()
-            .map_or_else(|| self.shared.unreserved.limit(), Limiter::limit)
+        match &self.reserved {
+            Some(limiter) => limiter.limit(),
+            None => self.shared.unreserved.limit(),
+        }
     }
 
     /// Counts a throttle of the function.

@@ -18,13 +18,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::Executor;
 use crate::error::{InitFailure, InvokeError, OutcomeKind, ThrottleReason};
-use crate::handler::{Context, InitContext, Principal, RequestId};
+use crate::handler::{Caller, Context, InitContext, RequestId};
 use crate::instance::{Fault, Instance, Lease};
 use crate::metering::{self, UsageReport};
 use crate::util::{guarded, panic_message, CatchUnwind};
 
 /// Options of one invocation. Who invokes is not among them: the runtime sets the
-/// [`Principal`] from the path the invocation takes.
+/// [`Principal`](crate::Principal) from the path the invocation takes.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct InvokeOptions {
@@ -83,7 +83,7 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
     pub(crate) async fn invoke(
         &self,
         event: E,
-        principal: Principal,
+        principal: Caller,
         options: InvokeOptions,
     ) -> Invocation<O> {
         // A handler that finishes on its first poll never yields; charge the task's cooperative
@@ -165,7 +165,7 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         &self,
         lease: &mut Lease<'_, E, O>,
         event: E,
-        who: (RequestId, Principal, u32),
+        who: (RequestId, Caller, u32),
         init_duration: Option<Duration>,
         start: Instant,
     ) -> Run<O> {

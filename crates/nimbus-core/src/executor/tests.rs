@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use super::{Executor, InvokeOptions, Shared};
 use crate::config::{FunctionConfig, RuntimeConfig};
 use crate::error::{FunctionError, InvokeError, ThrottleReason};
-use crate::handler::{handler_fn, init_fn, CloneFactory, Context, InitContext, Principal};
+use crate::handler::{handler_fn, init_fn, Caller, CloneFactory, Context, InitContext};
 use crate::instance::InProcess;
 
 /// What a test invocation does.
@@ -63,7 +63,7 @@ fn executor(
 }
 
 async fn invoke(exec: &Executor<Step, u32>, step: Step) -> Result<u32, InvokeError> {
-    exec.invoke(step, Principal::Host, InvokeOptions::default())
+    exec.invoke(step, Caller::default(), InvokeOptions::default())
         .await
         .result
 }

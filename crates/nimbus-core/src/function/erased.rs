@@ -5,7 +5,7 @@ use super::FunctionInner;
 use crate::async_invoke::{AsyncMetrics, HandedBack};
 use crate::error::{AsyncCallError, CallError, InvokeError, LookupError};
 use crate::executor::InvokeOptions;
-use crate::handler::{Principal, RequestId};
+use crate::handler::{Caller, RequestId};
 use crate::metering::Usage;
 use crate::metrics::FunctionMetrics;
 use crate::util::BoxFuture;
@@ -16,13 +16,13 @@ pub(crate) trait AnyFunction: Send + Sync + 'static {
     fn invoke_json(
         &self,
         event: serde_json::Value,
-        principal: Principal,
+        principal: Caller,
     ) -> BoxFuture<'_, Result<serde_json::Value, CallError>>;
     /// Queues a JSON event as `principal`.
     fn invoke_async_json(
         &self,
         event: serde_json::Value,
-        principal: Principal,
+        principal: Caller,
     ) -> Result<RequestId, AsyncCallError<serde_json::Value>>;
     fn metrics(&self) -> FunctionMetrics;
     fn async_metrics(&self) -> AsyncMetrics;
@@ -54,7 +54,7 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
     fn invoke_json(
         &self,
         event: serde_json::Value,
-        principal: Principal,
+        principal: Caller,
     ) -> BoxFuture<'_, Result<serde_json::Value, CallError>> {
         Box::pin(async move {
             let name = self.exec.name();
@@ -78,7 +78,7 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
     fn invoke_async_json(
         &self,
         event: serde_json::Value,
-        principal: Principal,
+        principal: Caller,
     ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
         let name = self.exec.name();
         let Some(codec) = &self.json else {

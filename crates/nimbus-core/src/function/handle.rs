@@ -8,7 +8,7 @@ use crate::async_invoke::AsyncMetrics;
 use crate::config::FunctionConfig;
 use crate::error::{InvokeError, Rejected};
 use crate::executor::{Invocation, InvokeOptions};
-use crate::handler::{Principal, RequestId};
+use crate::handler::{Caller, Principal, RequestId};
 use crate::metering::Usage;
 use crate::metrics::FunctionMetrics;
 
@@ -19,7 +19,7 @@ use crate::metrics::FunctionMetrics;
 /// ([`Principal::Host`]); one from [`FunctionHandle::for_event_source`] as that mapping.
 pub struct FunctionHandle<E, O> {
     inner: Arc<FunctionInner<E, O>>,
-    principal: Principal,
+    principal: Caller,
 }
 
 impl<E, O> Clone for FunctionHandle<E, O> {
@@ -45,7 +45,7 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
     pub(crate) fn new(inner: Arc<FunctionInner<E, O>>) -> Self {
         Self {
             inner,
-            principal: Principal::Host,
+            principal: Caller::default(),
         }
     }
 
@@ -58,13 +58,13 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
     pub fn for_event_source(&self, mapping: &str) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
-            principal: Principal::EventSource(Arc::from(mapping)),
+            principal: Caller::from(Principal::EventSource(Arc::from(mapping))),
         }
     }
 
     /// Who invokes through this handle.
     pub fn principal(&self) -> &Principal {
-        &self.principal
+        self.principal.get()
     }
 
     /// The function's name.

@@ -16,7 +16,7 @@ use crate::async_invoke::{AsyncInvoker, DeadLetter, Destination, Destinations};
 use crate::config::{BillingGranularity, FunctionConfig, ScaleRate};
 use crate::error::Rejected;
 use crate::executor::{Executor, Shared};
-use crate::handler::{CloneFactory, Handler, InstanceFactory, Principal, RequestId};
+use crate::handler::{Caller, CloneFactory, Handler, InstanceFactory, RequestId};
 use crate::instance::{Backend, InProcess};
 use crate::retry::{Backoff, Retries, RetryPolicy};
 
@@ -247,8 +247,7 @@ pub(crate) struct JsonCodec<E, O> {
     invoke_async: AsyncEntry<E, O>,
 }
 
-type AsyncEntry<E, O> =
-    fn(&Arc<AsyncInvoker<E, O>>, E, Principal) -> Result<RequestId, Rejected<E>>;
+type AsyncEntry<E, O> = fn(&Arc<AsyncInvoker<E, O>>, E, Caller) -> Result<RequestId, Rejected<E>>;
 
 impl<E, O> JsonCodec<E, O>
 where

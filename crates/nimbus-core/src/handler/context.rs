@@ -8,13 +8,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Principal, RuntimeServices};
+use super::{Caller, Principal, RuntimeServices};
 use crate::error::{AsyncCallError, CallError, InvokeError, LookupError};
 use crate::util::far_future;
 
 /// A request id, unique within the process and very likely across processes: 64 random bits
 /// chosen when the runtime starts, and a 64-bit sequence. Displayed in UUID form.
+// Aligned to 8 rather than u128's 16, so that it packs with the other fields of a queued event.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C, packed(8))]
 pub struct RequestId(pub u128);
 
 impl fmt::Display for RequestId {
@@ -44,7 +46,7 @@ pub(crate) struct FunctionScope {
     function_name: Arc<str>,
     memory_mb: u32,
     /// The principal of calls this function's handlers make.
-    as_caller: Principal,
+    as_caller: Caller,
     services: Services,
 }
 
@@ -65,7 +67,7 @@ impl FunctionScope {
         services: Option<Weak<dyn RuntimeServices>>,
     ) -> Self {
         Self {
-            as_caller: Principal::Function(Arc::clone(&function_name)),
+            as_caller: Caller::from(Principal::Function(Arc::clone(&function_name))),
             function_name,
             memory_mb,
             services: services.map_or(Services::None, Services::Runtime),
@@ -110,7 +112,7 @@ pub struct Context {
     scope: Arc<FunctionScope>,
     deadline: Instant,
     attempt: u32,
-    principal: Principal,
+    principal: Caller,
     cancel: Arc<CancellationToken>,
 }
 
@@ -133,7 +135,7 @@ impl Context {
         scope: Arc<FunctionScope>,
         deadline: Instant,
         attempt: u32,
-        principal: Principal,
+        principal: Caller,
         cancel: Arc<CancellationToken>,
     ) -> Self {
         Self {
@@ -157,7 +159,7 @@ impl Context {
             scope: Arc::new(FunctionScope::new(Arc::from(function_name), 128, None)),
             deadline: now.checked_add(timeout).unwrap_or_else(far_future),
             attempt: 1,
-            principal: Principal::Host,
+            principal: Caller::default(),
             cancel: Arc::new(CancellationToken::new()),
         }
     }
@@ -208,7 +210,7 @@ impl Context {
 
     /// Who invoked the function, as the runtime established it.
     pub fn principal(&self) -> &Principal {
-        &self.principal
+        self.principal.get()
     }
 
     /// Fires at the timeout, or when the runtime starts shutting down. Work the handler spawns
@@ -273,7 +275,7 @@ impl Context {
     ) -> Result<serde_json::Value, CallError> {
         let services = self.services(function)?;
         services
-            .invoke_json(&self.scope.as_caller, function, event)
+            .invoke_json(self.scope.as_caller.get(), function, event)
             .await
     }
 
@@ -308,7 +310,7 @@ impl Context {
         event: serde_json::Value,
     ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
         let services = self.services(function)?;
-        services.invoke_async_json(&self.scope.as_caller, function, event)
+        services.invoke_async_json(self.scope.as_caller.get(), function, event)
     }
 
     /// The resource the host registered under `name`
@@ -316,7 +318,7 @@ impl Context {
     pub fn resource<T: std::any::Any + Send + Sync>(&self, name: &str) -> Option<Arc<T>> {
         let services = self.services(name).ok()?;
         services
-            .resource(&self.scope.as_caller, name)?
+            .resource(self.scope.as_caller.get(), name)?
             .downcast::<T>()
             .ok()
     }

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 
 pub(crate) use context::FunctionScope;
 pub use context::{Context, InitContext, RequestId};
+pub(crate) use principal::Caller;
 pub use principal::Principal;
 pub use services::RuntimeServices;
 

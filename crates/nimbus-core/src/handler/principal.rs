@@ -35,3 +35,33 @@ impl fmt::Display for Principal {
         }
     }
 }
+
+/// The host, for callers that carry no principal of their own.
+static HOST: Principal = Principal::Host;
+
+/// A principal as the hot paths carry it: the host is no allocation and one word, any other
+/// principal one shared allocation; queued events and contexts stay small.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct Caller(Option<Arc<Principal>>);
+
+impl Caller {
+    /// The principal.
+    pub(crate) fn get(&self) -> &Principal {
+        self.0.as_deref().unwrap_or(&HOST)
+    }
+}
+
+impl From<Principal> for Caller {
+    fn from(principal: Principal) -> Self {
+        match principal {
+            Principal::Host => Self(None),
+            other => Self(Some(Arc::new(other))),
+        }
+    }
+}
+
+impl fmt::Debug for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.get(), f)
+    }
+}

@@ -131,7 +131,10 @@ struct HandlerInstance<E, O>(Box<dyn Handler<E, O>>);
 
 impl<E: Send + 'static, O: 'static> Instance<E, O> for HandlerInstance<E, O> {
     fn invoke(&mut self, event: E, ctx: Context) -> BoxFuture<'_, Result<O, FunctionError>> {
-        self.0.call(event, ctx)
+        // The handler's own future, through its vtable: not the `Box<dyn Handler>` impl, which
+        // would box that future once more.
+        let handler: &mut dyn Handler<E, O> = &mut *self.0;
+        handler.call(event, ctx)
     }
 }
 

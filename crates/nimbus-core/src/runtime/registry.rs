@@ -8,7 +8,7 @@ use dashmap::DashMap;
 
 use crate::error::{AsyncCallError, CallError, LookupError};
 use crate::function::{AnyFunction, FunctionInner};
-use crate::handler::{Principal, RequestId, RuntimeServices};
+use crate::handler::{Caller, Principal, RequestId, RuntimeServices};
 use crate::util::BoxFuture;
 
 /// A registered function: its erased view, and the same state as `Any` for typed handles.
@@ -61,7 +61,7 @@ impl RuntimeServices for Registry {
         let name = function.to_owned();
         Box::pin(async move {
             let function = found.ok_or(LookupError::NotFound(name))?;
-            function.invoke_json(event, caller).await
+            function.invoke_json(event, Caller::from(caller)).await
         })
     }
 
@@ -74,7 +74,7 @@ impl RuntimeServices for Registry {
         let found = self
             .any(function)
             .ok_or_else(|| LookupError::NotFound(function.to_owned()))?;
-        found.invoke_async_json(event, caller.clone())
+        found.invoke_async_json(event, Caller::from(caller.clone()))
     }
 
     fn resource(&self, _caller: &Principal, name: &str) -> Option<Arc<dyn Any + Send + Sync>> {
