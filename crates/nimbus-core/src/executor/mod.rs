@@ -59,11 +59,13 @@ pub(crate) struct Executor<E, O> {
     name: Arc<str>,
     scope: Arc<FunctionScope>,
     config: FunctionConfig,
+    /// Before the backend: fields drop in order, and a pool dropped with idle instances
+    /// disposes of them while their backend still exists.
+    pool: Pool<E, O>,
     backend: Arc<dyn Backend<E, O>>,
     /// The function's own limiter when it has reserved concurrency.
     reserved: Option<Limiter>,
     shared: Arc<Shared>,
-    pool: Pool<E, O>,
     scale: TokenBucket,
     counters: FunctionCounters,
     instance_seq: AtomicU64,
@@ -102,6 +104,8 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         shared: Arc<Shared>,
     ) -> Self {
         let name: Arc<str> = Arc::from(name);
+        // Registration runs on a Tokio runtime: remember it for spawns from other threads.
+        let _ = shared.tokio();
         let tasks = TaskTracker::new();
         let disposer = {
             let tasks = tasks.clone();
@@ -244,7 +248,7 @@ where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let task = tasks.track_future(task);
-    match (tokio::runtime::Handle::try_current(), &shared.tokio) {
+    match (tokio::runtime::Handle::try_current(), shared.tokio()) {
         (Ok(_), _) => drop(shared.tasks.spawn(task)),
         (Err(_), Some(handle)) => drop(shared.tasks.spawn_on(task, handle)),
         // No Tokio runtime to run it on (the nimbus runtime was built outside one, and this

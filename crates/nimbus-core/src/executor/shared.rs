@@ -32,8 +32,9 @@ pub(crate) struct Shared {
     request_prefix: u64,
     request_seq: Padded<AtomicU64>,
     pub(crate) tasks: TaskTracker,
-    /// The Tokio runtime this one was built on, where its tasks are spawned.
-    pub(crate) tokio: Option<tokio::runtime::Handle>,
+    /// The Tokio runtime this one was built on (or, if it was built outside one, the one its
+    /// first function was registered on), where tasks spawned from other threads run.
+    tokio: OnceLock<tokio::runtime::Handle>,
     /// The runtime's services, for handlers' contexts (set once the runtime exists).
     services: OnceLock<Weak<dyn RuntimeServices>>,
 }
@@ -53,8 +54,22 @@ impl Shared {
             request_prefix: fastrand::u64(..),
             request_seq: Padded(AtomicU64::new(1)),
             tasks: TaskTracker::new(),
-            tokio: tokio::runtime::Handle::try_current().ok(),
+            tokio: tokio::runtime::Handle::try_current()
+                .map(OnceLock::from)
+                .unwrap_or_default(),
             services: OnceLock::new(),
+        }
+    }
+
+    /// The Tokio runtime for tasks spawned from threads without one; the first call from
+    /// inside a Tokio runtime fixes it if the runtime was built outside one.
+    pub(crate) fn tokio(&self) -> Option<&tokio::runtime::Handle> {
+        match self.tokio.get() {
+            Some(handle) => Some(handle),
+            None => {
+                let current = tokio::runtime::Handle::try_current().ok()?;
+                Some(self.tokio.get_or_init(|| current))
+            }
         }
     }
 
@@ -79,7 +94,7 @@ impl Shared {
 
     pub(crate) fn next_request_id(&self) -> RequestId {
         let seq = self.request_seq.fetch_add(1, Ordering::Relaxed);
-        RequestId(u128::from(self.request_prefix) << 64 | u128::from(seq))
+        RequestId::from_u128(u128::from(self.request_prefix) << 64 | u128::from(seq))
     }
 
     /// Carves `amount` out of the unreserved pool, keeping the configured minimum free.

@@ -14,10 +14,23 @@ use crate::util::far_future;
 
 /// A request id, unique within the process and very likely across processes: 64 random bits
 /// chosen when the runtime starts, and a 64-bit sequence. Displayed in UUID form.
-// Aligned to 8 rather than u128's 16, so that it packs with the other fields of a queued event.
+// Aligned to 8 rather than u128's 16, so that it packs with the other fields of a queued event;
+// the field is private because a packed field cannot be borrowed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(C, packed(8))]
-pub struct RequestId(pub u128);
+pub struct RequestId(u128);
+
+impl RequestId {
+    /// The request id with this value.
+    pub const fn from_u128(value: u128) -> Self {
+        Self(value)
+    }
+
+    /// Its value.
+    pub const fn as_u128(self) -> u128 {
+        self.0
+    }
+}
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

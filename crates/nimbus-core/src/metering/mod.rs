@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn report_includes_init_in_gb_seconds() {
         let report = UsageReport {
-            request_id: RequestId(7),
+            request_id: RequestId::from_u128(7),
             duration: Duration::from_millis(10),
             billed_duration: Duration::from_millis(10),
             memory_mb: 2048,

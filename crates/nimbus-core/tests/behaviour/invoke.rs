@@ -229,7 +229,7 @@ async fn context_carries_invocation_facts() {
         .await;
     let (id, name, memory, remaining, attempt, invoker, cancelled) = out.result.unwrap();
     assert_eq!(Some(id), out.report.map(|r| r.request_id));
-    assert_ne!(id, RequestId(0));
+    assert_ne!(id, RequestId::from_u128(0));
     assert_eq!(name, "ctx");
     assert_eq!(memory, 512);
     assert_eq!(remaining, Duration::from_secs(7));

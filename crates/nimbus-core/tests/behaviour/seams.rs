@@ -486,3 +486,40 @@ async fn a_factory_that_panics_before_its_future_is_an_init_failure() {
     assert_eq!(rt.concurrency().in_flight, 0);
     assert_eq!(handle.metrics().init_failures, 1);
 }
+
+/// A runtime built outside any Tokio runtime, whose function is registered on one, serves
+/// async events queued from a plain thread: the spawn falls back to the registration's runtime.
+#[test]
+fn a_runtime_built_outside_tokio_serves_async_events_from_plain_threads() {
+    let rt = nimbus_core::Runtime::default();
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = tokio_rt
+        .block_on(rt.register(nimbus_core::Function::new(
+            "plain",
+            nimbus_core::handler_fn(move |n: u32, _ctx: nimbus_core::Context| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(n);
+                    Ok::<_, nimbus_core::FunctionError>(())
+                }
+            }),
+        )))
+        .unwrap();
+    std::thread::spawn(move || {
+        for i in 0..10 {
+            handle.invoke_async(i).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let mut got: Vec<u32> = (0..10)
+        .map(|_| rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+}
