@@ -188,6 +188,12 @@ impl Shared {
             };
             match self.invoke(batch, attempts + 1).await {
                 Ok(_) => break,
+                Err(error) if matches!(classify(&error), Refusal::Throttled) => {
+                    // Not the window's fault: wait and retry, uncounted, as batches do.
+                    if !self.pause(1, cancel).await {
+                        return Done::Stopped;
+                    }
+                }
                 Err(error) if matches!(classify(&error), Refusal::Stop) => {
                     self.function_gone(&error);
                     return Done::Stopped;
@@ -324,7 +330,7 @@ impl Shared {
                         }
                         first_failed
                     }
-                    Err(InvokeError::Throttled(_)) => {
+                    Err(error) if matches!(classify(&error), Refusal::Throttled) => {
                         // Throttles are not the batch's fault: wait and retry, uncounted.
                         if !self.pause(1, cancel).await {
                             return Done::Stopped;

@@ -731,3 +731,61 @@ async fn a_shard_read_from_latest_keeps_its_place_when_handed_off() {
     a.stop(Duration::from_secs(1)).await;
     b.stop(Duration::from_secs(1)).await;
 }
+
+/// A throttle of the final window invocation is not a failed attempt: the invocation waits
+/// for capacity and is retried uncounted, as batches are. Here the first final invocation
+/// panics (one failed attempt of the one allowed), and the retry needs a new instance while
+/// the scale rate is spent.
+#[tokio::test(start_paused = true)]
+async fn a_throttled_final_window_invocation_waits_instead_of_giving_up() {
+    let rt = runtime();
+    let finals = Arc::new(Mutex::new(Vec::<bool>::new()));
+    let function = rt
+        .register(
+            Function::new(
+                "window-throttle",
+                handler_fn({
+                    let finals = finals.clone();
+                    move |batch: StreamBatch, _ctx: Context| {
+                        let finals = finals.clone();
+                        async move {
+                            let window = batch.window.clone().expect("a windowed mapping");
+                            if window.is_final {
+                                let first = finals.lock().is_empty();
+                                finals.lock().push(!first);
+                                if first {
+                                    panic!("the first final invocation fails");
+                                }
+                            }
+                            let count =
+                                window.state.as_u64().unwrap_or(0) + batch.records.len() as u64;
+                            Ok::<_, FunctionError>(
+                                StreamResponse::success().with_state(serde_json::json!(count)),
+                            )
+                        }
+                    }
+                }),
+            )
+            .with_scale_rate(1, Duration::from_secs(300)),
+        )
+        .await
+        .unwrap();
+    let (stream, _shard) = one_shard().await;
+    let (tx, mut failures) = mpsc::unbounded_channel::<StreamFailure>();
+    let config = StreamMappingConfig::new("window-throttle")
+        .with_tumbling_window(Duration::from_secs(60))
+        .with_max_retry_attempts(1)
+        .with_retry_backoff(Backoff::fixed(Duration::from_secs(1)).unwrap());
+    let mapping = StreamMapping::start(
+        stream.clone(),
+        function,
+        StreamMappingParts::in_memory().with_on_failure(tx),
+        config,
+    )
+    .unwrap();
+    stream.put("k", "w0").unwrap();
+    eventually(LIMIT, || finals.lock().iter().any(|succeeded| *succeeded)).await;
+    assert_eq!(*finals.lock(), vec![false, true]);
+    assert!(failures.try_recv().is_err(), "nothing was given up");
+    mapping.stop(Duration::from_secs(1)).await;
+}
