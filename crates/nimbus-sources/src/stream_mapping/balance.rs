@@ -1,17 +1,13 @@
-//! The coordinator: lists shards, keeps this worker's lease alive, balances shard leases
-//! fairly across workers, and starts and stops readers; plus the guards around store calls.
+//! Balancing: shard leases spread fairly across live workers (ready shards ÷ workers, rounded
+//! up), renewed while readers run, handed off above the fair share; parents before children.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nimbus_core::Backoff;
 use tokio_util::sync::CancellationToken;
 
-use super::{Reader, Shared, WORKERS};
-use crate::error::SourceError;
-use crate::status::{delay_of, guarded, settle_status, MappingStatus};
+use super::{Shared, WORKERS};
 use crate::stream::{Checkpoint, Lease, ShardId, ShardInfo};
 
 impl Shared {
@@ -22,109 +18,6 @@ impl Shared {
     /// The key under which this worker says it is alive.
     pub(super) fn worker_key(&self) -> String {
         format!("{}/{WORKERS}{}", self.name, self.config.owner)
-    }
-
-    /// Lists shards and balances them on a heartbeat (a third of the lease TTL), and at once
-    /// when shards change, a reader ends, or a lease it waits for expires. Gives its worker
-    /// lease back when the mapping stops; readers give back theirs as they end.
-    pub(super) async fn coordinate(self: Arc<Self>) {
-        let heartbeat = self.config.lease_ttl / 3;
-        let mut failures = 0u32;
-        loop {
-            if self.stopping.is_cancelled() || self.cancel.is_cancelled() {
-                break;
-            }
-            // Bounded, so that a hung store cannot keep readers going past their leases.
-            let balanced = tokio::time::timeout(heartbeat, async {
-                let shards = guarded("listing shards", self.source.shards()).await?;
-                self.balance(&shards).await
-            })
-            .await
-            .unwrap_or_else(|_| {
-                Err(crate::error::SourceError::transient(
-                    "balancing took longer than a heartbeat".to_owned(),
-                ))
-            });
-            self.stop_unrenewed();
-            let mut wait = heartbeat;
-            match balanced {
-                Ok(next_expiry) => {
-                    failures = 0;
-                    if let Some(next) = next_expiry {
-                        // A little past the expiry, so the store agrees it is over.
-                        wait = wait.min(next + Duration::from_millis(20));
-                    }
-                }
-                Err(error) if error.is_permanent() => {
-                    self.fail(error);
-                    break;
-                }
-                Err(error) => {
-                    failures += 1;
-                    wait = delay_of(&Backoff::throttles(), failures).min(heartbeat);
-                    tracing::warn!(mapping = %self.name, %error, "balancing shards failed");
-                }
-            }
-            tokio::select! {
-                () = self.source.shards_changed() => {}
-                () = self.shard_done.notified() => {}
-                () = tokio::time::sleep(wait) => {}
-                () = self.cancel.cancelled() => break,
-                () = self.stopping.cancelled() => break,
-            }
-        }
-        self.store_call(
-            "lease store release",
-            self.leases.release(&self.worker_key(), &self.config.owner),
-        )
-        .await
-        .ok();
-    }
-
-    /// Stops the mapping on a permanent error.
-    pub(super) fn fail(&self, error: SourceError) {
-        self.permanent_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(mapping = %self.name, %error, "permanent error; stopping the mapping");
-        self.halt(MappingStatus::Failed { error });
-    }
-
-    /// Stops every reader and the coordinator with this status.
-    pub(super) fn halt(&self, status: MappingStatus) {
-        settle_status(&self.status, status);
-        self.stopping.cancel();
-        self.cancel.cancel();
-    }
-
-    /// A call into a store or the source: guarded against panics, and given up on once the
-    /// mapping abandons its stores after the stop deadline. Biased towards the call: a
-    /// checkpoint or lease release that the store answers at once goes through even after.
-    pub(super) async fn store_call<T>(
-        &self,
-        what: &'static str,
-        call: impl std::future::Future<Output = Result<T, SourceError>>,
-    ) -> Result<T, SourceError> {
-        tokio::select! {
-            biased;
-            result = guarded(what, call) => result,
-            () = self.abandon.cancelled() => Err(SourceError::transient(format!(
-                "{what} did not answer before the stop deadline"
-            ))),
-        }
-    }
-
-    /// Stops readers whose lease was not renewed for nine tenths of its TTL (the store is
-    /// unreachable, or balancing keeps failing): another worker may take the shard soon.
-    pub(super) fn stop_unrenewed(&self) {
-        let ttl = self.config.lease_ttl;
-        let Some(deadline) = tokio::time::Instant::now().checked_sub(ttl - ttl / 10) else {
-            return;
-        };
-        for (id, reader) in self.running.lock().iter() {
-            if reader.renewed <= deadline && !reader.cancel.is_cancelled() {
-                tracing::warn!(mapping = %self.name, shard = %id, "lease not renewed in time; stopping the reader");
-                reader.cancel.cancel();
-            }
-        }
     }
 
     /// One round of balancing: says this worker is alive, renews the leases of running shards
@@ -325,42 +218,5 @@ impl Shared {
             ready.push(shard);
         }
         ready
-    }
-
-    /// Starts the reader of a leased shard; when it ends, its lease is given back.
-    pub(super) fn start_reader(
-        self: &Arc<Self>,
-        id: ShardId,
-        checkpoint: Option<Checkpoint>,
-        renewed: tokio::time::Instant,
-    ) {
-        let cancel = self.cancel.child_token();
-        let hand_off = CancellationToken::new();
-        let reader = Reader {
-            cancel: cancel.clone(),
-            hand_off: hand_off.clone(),
-            renewed,
-            ending: false,
-        };
-        self.running.lock().insert(Arc::clone(&id), reader);
-        let this = Arc::clone(self);
-        self.tasks.spawn(async move {
-            this.read_shard(Arc::clone(&id), checkpoint, &cancel, &hand_off)
-                .await;
-            // Still in `running` (so no new reader starts before the release), but no longer
-            // renewed; a renewal already under way notices and releases again.
-            if let Some(reader) = this.running.lock().get_mut(&id) {
-                reader.ending = true;
-            }
-            let _ = this
-                .store_call(
-                    "lease store release",
-                    this.leases
-                        .release(&this.lease_key(&id), &this.config.owner),
-                )
-                .await;
-            this.running.lock().remove(&id);
-            this.shard_done.notify_one();
-        });
     }
 }

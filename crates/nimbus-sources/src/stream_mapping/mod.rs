@@ -29,19 +29,29 @@
 //! lanes, and the next round starts when every lane is done, so a lane blocked on a failing
 //! batch holds the shard (Lambda blocks only that lane; nimbus keeps the simpler round, which
 //! keeps the checkpoint arithmetic obvious).
+//!
+//! One concern per module: `coordinator` (the heartbeat loop and store guards), `balance`
+//! (leases and the fair share), `reader` (a shard's read loop and its checkpoints between
+//! rounds), `round` (lanes), `progress` (the finished prefix and checkpoints within a round),
+//! `window` (tumbling windows) and `failure` (retries, bisection, the on-failure destination).
 
 mod balance;
 mod batch;
 mod config;
+mod coordinator;
+mod failure;
 mod metrics;
-mod process;
+mod progress;
+mod reader;
+mod round;
+mod window;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nimbus_core::{Attachment, AttachmentStop, Backoff, FunctionHandle};
+use nimbus_core::{Attachment, AttachmentStop, FunctionHandle};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,13 +62,9 @@ pub use batch::{
 pub use config::StreamMappingConfig;
 pub use metrics::{ShardMetrics, StreamMappingMetrics};
 
-use process::Window;
-
 use crate::error::ConfigError;
-use crate::status::{delay_of, guarded, settle_status, MappingStatus};
-use crate::stream::{
-    stream_now, Checkpoint, CheckpointStore, LeaseStore, Position, ShardId, StreamSource,
-};
+use crate::status::{settle_status, MappingStatus};
+use crate::stream::{CheckpointStore, LeaseStore, ShardId, StreamSource};
 
 /// The function a stream mapping invokes.
 pub type StreamFunction = FunctionHandle<StreamBatch, StreamResponse>;
@@ -343,179 +349,7 @@ impl Attachment for StreamMapping {
 }
 
 impl Shared {
-    /// Between rounds, where everything read is finished: records the position reached as the
-    /// checkpoint if it is past the last one (an empty read moves the position without a
-    /// checkpoint). Not when the lease was lost (the shard is someone else's now).
-    async fn settle(&self, shard: &ShardId, position: Position) {
-        let lease_lost = !self.cancel.is_cancelled()
-            && self
-                .running
-                .lock()
-                .get(shard)
-                .is_some_and(|r| r.cancel.is_cancelled());
-        let sequence = match position {
-            Position::After(sequence) => sequence,
-            // Read from the start of a shard that had nothing yet (`Latest` on an empty shard).
-            Position::TrimHorizon => 0,
-            Position::Latest | Position::AtTimestamp(_) => return,
-        };
-        let last = self.metrics.lock().get(shard).and_then(|m| m.checkpoint);
-        let unchanged = last.is_some_and(|last| last >= sequence);
-        if lease_lost || unchanged {
-            return;
-        }
-        if self
-            .store_call(
-                "checkpoint store put",
-                self.checkpoints
-                    .put(&self.name, shard, Checkpoint::At(sequence)),
-            )
-            .await
-            .is_ok()
-        {
-            self.shard_metrics(shard, |m| m.checkpoint = Some(sequence));
-        }
-    }
-
-    async fn read_shard(
-        self: &Arc<Self>,
-        shard: ShardId,
-        checkpoint: Option<Checkpoint>,
-        cancel: &CancellationToken,
-        hand_off: &CancellationToken,
-    ) {
-        let mut position = match checkpoint {
-            Some(Checkpoint::At(sequence)) => Position::After(sequence),
-            _ => self.config.starting_position,
-        };
-        if position == Position::Latest {
-            // Pin `Latest` to a place now and checkpoint it, so that a later owner of the shard
-            // (after a hand-off or a crash) reads on from here instead of from its own Latest,
-            // which would skip what arrived in between.
-            if let Ok(now) = guarded(
-                "reading a shard",
-                self.source
-                    .read(&shard, Position::Latest, 1, Duration::ZERO),
-            )
-            .await
-            {
-                if now.records.is_empty() {
-                    position = now.next;
-                    self.settle(&shard, position).await;
-                }
-            }
-        }
-        let mut window = Window {
-            bounds: None,
-            state: serde_json::Value::Null,
-        };
-        let round = self.config.batch_size * self.config.parallelization_factor as usize;
-        let mut failures = 0u32;
-        loop {
-            // An open tumbling window is finished before the shard is handed off, so that its
-            // state is not lost with it; windows close on time even without records.
-            let handing_off = (hand_off.is_cancelled() || self.stopping.is_cancelled())
-                && window.bounds.is_none();
-            if cancel.is_cancelled() || handing_off {
-                self.settle(&shard, position).await;
-                return;
-            }
-            let mut wait = self.config.poll_wait;
-            if let Some((_, end)) = window.bounds {
-                wait = wait.min(end.duration_since(stream_now()).unwrap_or_default());
-            }
-            let read = tokio::select! {
-                read = guarded("reading a shard", self.source.read(&shard, position, round, wait)) => read,
-                () = cancel.cancelled() => continue,
-                () = hand_off.cancelled(), if window.bounds.is_none() => continue,
-                () = self.stopping.cancelled(), if window.bounds.is_none() => continue,
-            };
-            let mut read = match read {
-                Ok(read) => {
-                    failures = 0;
-                    read
-                }
-                Err(error) if error.is_permanent() => {
-                    self.fail(error);
-                    return;
-                }
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(mapping = %self.name, %shard, %error, "reading a shard failed");
-                    let delay =
-                        delay_of(&Backoff::throttles(), failures).min(Duration::from_secs(30));
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => continue,
-                        () = cancel.cancelled() => return,
-                    }
-                }
-            };
-            if read.trimmed {
-                self.shard_metrics(&shard, |m| m.trimmed_reads += 1);
-            }
-            // Batching window: gather more until a round is full or the window ends.
-            if !read.records.is_empty() && !self.config.batching_window.is_zero() {
-                let until = tokio::time::Instant::now() + self.config.batching_window;
-                while read.records.len() < round && !read.shard_ended {
-                    let left = until.saturating_duration_since(tokio::time::Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    let more = tokio::select! {
-                        more = guarded("reading a shard", self.source.read(&shard, read.next, round - read.records.len(), left)) => more,
-                        () = cancel.cancelled() => break,
-                    };
-                    match more {
-                        Ok(more) => {
-                            read.records.extend(more.records);
-                            read.next = more.next;
-                            read.shard_ended = more.shard_ended;
-                        }
-                        Err(_) => break,
-                    }
-                }
-            }
-            if !read.records.is_empty() {
-                let count = read.records.len() as u64;
-                self.shard_metrics(&shard, |m| m.checkpoint_lag = count);
-                let done = if self.config.tumbling_window.is_zero() {
-                    self.process_round(&shard, read.records, cancel).await
-                } else {
-                    self.process_windowed(&shard, read.records, &mut window, cancel)
-                        .await
-                };
-                if matches!(done, Done::Stopped) {
-                    self.stopped_rounds.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
-            position = read.next;
-            // A window whose time is up closes even when no record arrives.
-            if let Some((_, end)) = window.bounds {
-                if (read.shard_ended || stream_now() >= end)
-                    && matches!(
-                        self.close_window(&shard, &mut window, cancel).await,
-                        Done::Stopped
-                    )
-                {
-                    return;
-                }
-            }
-            if read.shard_ended {
-                let _ = self
-                    .store_call(
-                        "checkpoint store put",
-                        self.checkpoints
-                            .put(&self.name, &shard, Checkpoint::ShardEnd),
-                    )
-                    .await;
-                self.shard_metrics(&shard, |m| m.finished = true);
-                return;
-            }
-        }
-    }
-
-    fn shard_metrics(&self, shard: &ShardId, update: impl FnOnce(&mut ShardMetrics)) {
+    pub(super) fn shard_metrics(&self, shard: &ShardId, update: impl FnOnce(&mut ShardMetrics)) {
         update(self.metrics.lock().entry(Arc::clone(shard)).or_default());
     }
 }

@@ -1,231 +1,22 @@
-//! Processing what a reader read: rounds split into lanes by partition key, tumbling windows,
-//! retries, bisection, the on-failure destination, and checkpoints over the finished prefix.
+//! Failure handling: retries, bisection, partial batch responses, record age, and delivery to
+//! the on-failure destination; throttles wait uncounted, a function that takes no more work
+//! stops the mapping.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt as _;
-use nimbus_core::{ErrorInfo, InvokeError, InvokeOptions};
-use parking_lot::Mutex;
+use nimbus_core::{ErrorInfo, InvokeError};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    Done, Shared, StreamBatch, StreamCondition, StreamFailure, StreamResponse, TumblingWindow,
-};
+use super::progress::Round;
+use super::window::Window;
+use super::{Done, Shared, StreamBatch, StreamCondition, StreamFailure, TumblingWindow};
 use crate::refusal::{classify, Refusal};
 use crate::status::{delay_of, MappingStatus};
-use crate::stream::{hash_key, stream_now, Checkpoint, Sequence, ShardId, StreamRecord};
-
-pub(super) fn window_of(at: SystemTime, length: Duration) -> (SystemTime, SystemTime) {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let n = since.as_nanos() / length.as_nanos().max(1);
-    let start = UNIX_EPOCH + Duration::from_nanos((n * length.as_nanos()) as u64);
-    (start, start + length)
-}
-
-/// The open tumbling window of a shard and its state.
-pub(super) struct Window {
-    pub(super) bounds: Option<(SystemTime, SystemTime)>,
-    pub(super) state: serde_json::Value,
-}
-
-/// Which records of a round are finished, and the checkpoint they allow.
-pub(super) struct Progress {
-    pub(super) sequences: Vec<Sequence>,
-    pub(super) finished: Vec<bool>,
-    pub(super) prefix: usize,
-}
-
-/// The bookkeeping of one round, shared by its lanes.
-pub(super) struct Round {
-    pub(super) progress: Mutex<Progress>,
-    /// The last checkpoint written; held while writing, so checkpoints go out in order.
-    pub(super) checkpointing: tokio::sync::Mutex<Option<Sequence>>,
-}
-
-impl Round {
-    pub(super) fn new(records: &[StreamRecord]) -> Self {
-        Self {
-            progress: Mutex::new(Progress::new(records)),
-            checkpointing: tokio::sync::Mutex::new(None),
-        }
-    }
-}
-
-impl Progress {
-    pub(super) fn new(records: &[StreamRecord]) -> Self {
-        Self {
-            sequences: records.iter().map(|r| r.sequence).collect(),
-            finished: vec![false; records.len()],
-            prefix: 0,
-        }
-    }
-
-    /// Marks records finished; returns the new checkpoint if the finished prefix grew.
-    pub(super) fn finish(&mut self, done: &[StreamRecord]) -> Option<Sequence> {
-        for record in done {
-            if let Ok(i) = self.sequences.binary_search(&record.sequence) {
-                self.finished[i] = true;
-            }
-        }
-        let before = self.prefix;
-        while self.prefix < self.finished.len() && self.finished[self.prefix] {
-            self.prefix += 1;
-        }
-        (self.prefix > before).then(|| self.sequences[self.prefix - 1])
-    }
-
-    pub(super) fn unfinished(&self) -> u64 {
-        (self.sequences.len() - self.prefix) as u64
-    }
-}
+use crate::stream::{stream_now, ShardId, StreamRecord};
 
 impl Shared {
-    /// Lanes by partition key, each running its batches in order; rounds end when all do.
-    pub(super) async fn process_round(
-        self: &Arc<Self>,
-        shard: &ShardId,
-        records: Vec<StreamRecord>,
-        cancel: &CancellationToken,
-    ) -> Done {
-        let round = Arc::new(Round::new(&records));
-        let factor = self.config.parallelization_factor as u128;
-        let mut lanes: Vec<Vec<StreamRecord>> = vec![Vec::new(); factor as usize];
-        for record in records {
-            let lane = (hash_key(&record.partition_key) % factor) as usize;
-            lanes[lane].push(record);
-        }
-        let mut running = tokio::task::JoinSet::new();
-        for lane in lanes.into_iter().filter(|l| !l.is_empty()) {
-            let (this, shard) = (Arc::clone(self), Arc::clone(shard));
-            let round = Arc::clone(&round);
-            let cancel = cancel.clone();
-            running.spawn(async move {
-                for batch in lane.chunks(this.config.batch_size) {
-                    let done = this
-                        .process_batch(&shard, batch.to_vec(), None, &round, &cancel)
-                        .await;
-                    if matches!(done, Done::Stopped) {
-                        return Done::Stopped;
-                    }
-                }
-                Done::Finished
-            });
-        }
-        let mut outcome = Done::Finished;
-        while let Some(done) = running.join_next().await {
-            if !matches!(done, Ok(Done::Finished)) {
-                outcome = Done::Stopped;
-            }
-        }
-        outcome
-    }
-
-    /// Tumbling windows (one lane): batches never span windows; a window is closed with a
-    /// final invocation when a record of a later window arrives, its time is up, or the shard
-    /// ends.
-    pub(super) async fn process_windowed(
-        self: &Arc<Self>,
-        shard: &ShardId,
-        records: Vec<StreamRecord>,
-        window: &mut Window,
-        cancel: &CancellationToken,
-    ) -> Done {
-        let round = Arc::new(Round::new(&records));
-        let mut rest = records.as_slice();
-        while let Some(first) = rest.first() {
-            let bounds = window_of(first.arrived_at, self.config.tumbling_window);
-            let len = rest
-                .iter()
-                .take(self.config.batch_size)
-                .take_while(|r| window_of(r.arrived_at, self.config.tumbling_window) == bounds)
-                .count();
-            if window.bounds.is_some_and(|b| b != bounds)
-                && matches!(
-                    self.close_window(shard, window, cancel).await,
-                    Done::Stopped
-                )
-            {
-                return Done::Stopped;
-            }
-            window.bounds = Some(bounds);
-            let (batch, tail) = rest.split_at(len);
-            rest = tail;
-            if matches!(
-                self.process_batch(shard, batch.to_vec(), Some(window), &round, cancel,)
-                    .await,
-                Done::Stopped
-            ) {
-                return Done::Stopped;
-            }
-        }
-        Done::Finished
-    }
-
-    /// The final invocation of a window: no records, the state, `is_final`.
-    pub(super) async fn close_window(
-        self: &Arc<Self>,
-        shard: &ShardId,
-        window: &mut Window,
-        cancel: &CancellationToken,
-    ) -> Done {
-        let Some((start, end)) = window.bounds.take() else {
-            return Done::Finished;
-        };
-        let mut attempts = 0u32;
-        loop {
-            let batch = StreamBatch {
-                mapping: Arc::clone(&self.name),
-                shard_id: Arc::clone(shard),
-                records: Vec::new(),
-                window: Some(TumblingWindow {
-                    start,
-                    end,
-                    state: window.state.clone(),
-                    is_final: true,
-                }),
-            };
-            match self.invoke(batch, attempts + 1).await {
-                Ok(_) => break,
-                Err(error) if matches!(classify(&error), Refusal::Throttled) => {
-                    // Not the window's fault: wait and retry, uncounted, as batches do.
-                    if !self.pause(1, cancel).await {
-                        return Done::Stopped;
-                    }
-                }
-                Err(error) if matches!(classify(&error), Refusal::Stop) => {
-                    self.function_gone(&error);
-                    return Done::Stopped;
-                }
-                Err(error) => {
-                    attempts += 1;
-                    let exhausted = self.config.max_retry_attempts >= 0
-                        && i64::from(attempts) > self.config.max_retry_attempts;
-                    if exhausted {
-                        tracing::error!(mapping = %self.name, %shard, %error, "final window invocation failed; window state dropped");
-                        break;
-                    }
-                    if !self.pause(attempts, cancel).await {
-                        return Done::Stopped;
-                    }
-                }
-            }
-        }
-        window.state = serde_json::Value::Null;
-        Done::Finished
-    }
-
-    /// Invokes the function; `attempt` numbers the tries of one batch, from 1.
-    pub(super) async fn invoke(
-        &self,
-        batch: StreamBatch,
-        attempt: u32,
-    ) -> Result<StreamResponse, InvokeError> {
-        let options = InvokeOptions::default().with_attempt(attempt);
-        self.function.invoke_with(batch, options).await.result
-    }
-
     /// The function takes no more work: stop the mapping (its readers would only restart
     /// over the same records), leaving them behind the checkpoint.
     pub(super) fn function_gone(&self, error: &InvokeError) {
@@ -471,35 +262,5 @@ impl Shared {
         self.shard_metrics(shard, |m| m.sent_to_on_failure += n);
         self.finished(shard, &sent, round).await;
         Done::Finished
-    }
-
-    /// Marks records finished and moves the checkpoint over the finished prefix.
-    pub(super) async fn finished(&self, shard: &ShardId, records: &[StreamRecord], round: &Round) {
-        let (checkpoint, lag) = {
-            let mut p = round.progress.lock();
-            (p.finish(records), p.unfinished())
-        };
-        let Some(sequence) = checkpoint else { return };
-        let mut last = round.checkpointing.lock().await;
-        if last.is_some_and(|l| l >= sequence) {
-            return;
-        }
-        match self
-            .store_call(
-                "checkpoint store put",
-                self.checkpoints
-                    .put(&self.name, shard, Checkpoint::At(sequence)),
-            )
-            .await
-        {
-            Ok(()) => {
-                *last = Some(sequence);
-                self.shard_metrics(shard, |m| {
-                    m.checkpoint = Some(sequence);
-                    m.checkpoint_lag = lag;
-                });
-            }
-            Err(error) => tracing::warn!(mapping = %self.name, %shard, %error, "checkpoint failed"),
-        }
     }
 }

@@ -1,0 +1,63 @@
+//! Rounds: what a reader read, split into lanes by partition key (order is kept per key), each
+//! lane running its batches in order; and the invocation of one batch.
+
+use std::sync::Arc;
+
+use nimbus_core::{InvokeError, InvokeOptions};
+use tokio_util::sync::CancellationToken;
+
+use super::progress::Round;
+use super::{Done, Shared, StreamBatch, StreamResponse};
+use crate::stream::{hash_key, ShardId, StreamRecord};
+
+impl Shared {
+    /// Lanes by partition key, each running its batches in order; rounds end when all do.
+    pub(super) async fn process_round(
+        self: &Arc<Self>,
+        shard: &ShardId,
+        records: Vec<StreamRecord>,
+        cancel: &CancellationToken,
+    ) -> Done {
+        let round = Arc::new(Round::new(&records));
+        let factor = self.config.parallelization_factor as u128;
+        let mut lanes: Vec<Vec<StreamRecord>> = vec![Vec::new(); factor as usize];
+        for record in records {
+            let lane = (hash_key(&record.partition_key) % factor) as usize;
+            lanes[lane].push(record);
+        }
+        let mut running = tokio::task::JoinSet::new();
+        for lane in lanes.into_iter().filter(|l| !l.is_empty()) {
+            let (this, shard) = (Arc::clone(self), Arc::clone(shard));
+            let round = Arc::clone(&round);
+            let cancel = cancel.clone();
+            running.spawn(async move {
+                for batch in lane.chunks(this.config.batch_size) {
+                    let done = this
+                        .process_batch(&shard, batch.to_vec(), None, &round, &cancel)
+                        .await;
+                    if matches!(done, Done::Stopped) {
+                        return Done::Stopped;
+                    }
+                }
+                Done::Finished
+            });
+        }
+        let mut outcome = Done::Finished;
+        while let Some(done) = running.join_next().await {
+            if !matches!(done, Ok(Done::Finished)) {
+                outcome = Done::Stopped;
+            }
+        }
+        outcome
+    }
+
+    /// Invokes the function; `attempt` numbers the tries of one batch, from 1.
+    pub(super) async fn invoke(
+        &self,
+        batch: StreamBatch,
+        attempt: u32,
+    ) -> Result<StreamResponse, InvokeError> {
+        let options = InvokeOptions::default().with_attempt(attempt);
+        self.function.invoke_with(batch, options).await.result
+    }
+}
