@@ -53,7 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             let n: u64 = n.parse()?;
                             let attempt = {
                                 let mut a = attempts.lock().expect("attempts lock");
-                                let slot = a.entry(record.sequence).or_default();
+                                let slot = a.entry(record.sequence.clone()).or_default();
                                 *slot += 1;
                                 *slot
                             };

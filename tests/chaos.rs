@@ -255,8 +255,8 @@ impl CheckpointStore for CheckedCheckpoints {
             let records = self.shard_records.get(shard).cloned().unwrap_or_default();
             records
                 .into_iter()
-                .filter(|s| match checkpoint {
-                    Checkpoint::At(at) => *s <= at,
+                .filter(|s| match &checkpoint {
+                    Checkpoint::At(at) => s <= at,
                     Checkpoint::ShardEnd => true,
                 })
                 .filter(|s| {
@@ -284,7 +284,7 @@ impl FailureDestination for StreamOnFailure {
     async fn deliver(&self, failure: StreamFailure) -> Result<(), DeliveryError<StreamFailure>> {
         let mut ledger = self.ledger.lock().unwrap();
         for record in &failure.records {
-            ledger.stream_on_failure.insert(record.sequence);
+            ledger.stream_on_failure.insert(record.sequence.clone());
             self.progress.add();
         }
         Ok(())
@@ -499,7 +499,7 @@ async fn run_seed(seed: u64) -> Tally {
     for n in 0..STREAM_RECORDS {
         let key = n % KEYS;
         let (shard, seq) = stream.put(&format!("key-{key}"), n.to_string()).unwrap();
-        key_of.insert(seq, key);
+        key_of.insert(seq.clone(), key);
         shard_records
             .entry(shard.to_string())
             .or_default()
@@ -519,14 +519,21 @@ async fn run_seed(seed: u64) -> Tally {
                             (ledger.clone(), progress.clone(), key_of.clone());
                         let attempt = attempts.fetch_add(1, Ordering::Relaxed);
                         async move {
-                            let first = batch.records.first().map_or(0, |r| r.sequence as u64);
+                            let first = batch
+                                .records
+                                .first()
+                                .and_then(|r| r.sequence.as_u128())
+                                .map_or(0, |s| s as u64);
                             act(fate(seed, 5, first, attempt)).await?;
                             let mut ledger = ledger.lock().unwrap();
                             for record in &batch.records {
-                                *ledger.stream_handled.entry(record.sequence).or_default() += 1;
+                                *ledger
+                                    .stream_handled
+                                    .entry(record.sequence.clone())
+                                    .or_default() += 1;
                                 ledger
                                     .stream_calls
-                                    .push((key_of[&record.sequence], record.sequence));
+                                    .push((key_of[&record.sequence], record.sequence.clone()));
                                 progress.add();
                             }
                             Ok::<_, FunctionError>(StreamResponse::success())
@@ -675,10 +682,10 @@ async fn run_seed(seed: u64) -> Tally {
     let violations = checkpoints.violations.lock().unwrap().clone();
     assert!(violations.is_empty(), "seed {seed}: {violations:?}");
     for (shard, records) in &shard_records {
-        let checkpoint = final_checkpoints[shard];
+        let checkpoint = &final_checkpoints[shard];
         for seq in records {
             let covered = match checkpoint {
-                Some(Checkpoint::At(at)) => *seq <= at,
+                Some(Checkpoint::At(at)) => seq <= at,
                 Some(Checkpoint::ShardEnd) => true,
                 None => false,
             };
@@ -696,7 +703,7 @@ async fn run_seed(seed: u64) -> Tally {
         if let Some(prev) = last.get(key) {
             assert!(seq > prev, "seed {seed}: key {key}: {seq:?} after {prev:?}");
         }
-        last.insert(*key, *seq);
+        last.insert(*key, seq.clone());
     }
     tally.stream_handled = ledger.stream_handled.len() as u64;
     tally.stream_on_failure = ledger.stream_on_failure.len() as u64;

@@ -6,8 +6,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use nimbus_sources::{
-    hash_key, Position, ReadResult, ShardId, ShardInfo, SourceError, StreamProducer, StreamRecord,
-    StreamSource,
+    hash_key, Position, ReadResult, Sequence, ShardId, ShardInfo, SourceError, StreamProducer,
+    StreamRecord, StreamSource,
 };
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::Value;
@@ -31,12 +31,22 @@ pub(crate) fn parse_id(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
-fn sequence_of(id: &str) -> Option<u128> {
+/// An entry id as a sequence number: `ms << 64 | seq`, so that sequence numbers order as ids do.
+fn position_of(id: &str) -> Option<u128> {
     parse_id(id).map(|(ms, seq)| (u128::from(ms) << 64) | u128::from(seq))
 }
 
-fn id_of(sequence: u128) -> String {
-    format!("{}-{}", (sequence >> 64) as u64, sequence as u64)
+fn id_of(position: u128) -> String {
+    format!("{}-{}", (position >> 64) as u64, position as u64)
+}
+
+/// The entry position a sequence number stands for; one above 128 bits was not made here.
+fn position_of_sequence(sequence: &Sequence) -> Result<u128, SourceError> {
+    sequence.as_u128().ok_or_else(|| {
+        SourceError::Invalid(format!(
+            "sequence number {sequence} is not a Redis stream position (above 128 bits)"
+        ))
+    })
 }
 
 fn text(value: &Value) -> Option<String> {
@@ -167,15 +177,20 @@ impl RedisStream {
         entries(list)
             .into_iter()
             .filter_map(|(id, fields)| {
-                let sequence = sequence_of(&id)?;
+                let position = position_of(&id)?;
                 let (key, data) = stream_record(fields);
-                let arrived = UNIX_EPOCH + Duration::from_millis((sequence >> 64) as u64);
-                Some(StreamRecord::new(key, sequence, data, arrived))
+                let arrived = UNIX_EPOCH + Duration::from_millis((position >> 64) as u64);
+                Some(StreamRecord::new(
+                    key,
+                    Sequence::new(position),
+                    data,
+                    arrived,
+                ))
             })
             .collect()
     }
 
-    async fn last_sequence(&self, shard: &str) -> Result<Option<u128>, RedisError> {
+    async fn last_position(&self, shard: &str) -> Result<Option<u128>, RedisError> {
         let mut con = self.manager.clone();
         let reply: Value = redis::cmd("XREVRANGE")
             .arg(shard)
@@ -185,7 +200,9 @@ impl RedisStream {
             .arg(1)
             .query_async(&mut con)
             .await?;
-        Ok(Self::records(&reply).first().map(|r| r.sequence))
+        Ok(Self::records(&reply)
+            .first()
+            .and_then(|r| r.sequence.as_u128()))
     }
 }
 
@@ -207,8 +224,8 @@ impl StreamSource for RedisStream {
         }
         // Resolve the position to "after this id" (or the start).
         let after: Option<u128> = match from {
-            Position::After(seq) => Some(seq),
-            Position::Latest => Some(self.last_sequence(shard).await?.unwrap_or(0)),
+            Position::After(seq) => Some(position_of_sequence(&seq)?),
+            Position::Latest => Some(self.last_position(shard).await?.unwrap_or(0)),
             Position::TrimHorizon => None,
             Position::AtTimestamp(at) => {
                 let ms = at
@@ -265,8 +282,8 @@ impl StreamSource for RedisStream {
             }
         }
         let next = match (records.last(), after) {
-            (Some(r), _) => Position::After(r.sequence),
-            (None, Some(seq)) => Position::After(seq),
+            (Some(r), _) => Position::After(r.sequence.clone()),
+            (None, Some(position)) => Position::After(Sequence::new(position)),
             (None, None) => Position::TrimHorizon,
         };
         Ok(ReadResult::new(records, next, false, false))

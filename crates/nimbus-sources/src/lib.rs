@@ -74,8 +74,8 @@ pub use queue::{
 pub use status::MappingStatus;
 pub use stream::{
     hash_key, stream_now, Checkpoint, CheckpointStore, InMemoryCheckpoints, InMemoryLeases,
-    InMemoryStream, Lease, LeaseStore, Position, ReadResult, Sequence, ShardId, ShardInfo,
-    StreamConfig, StreamProducer, StreamRecord, StreamSource,
+    InMemoryStream, Lease, LeaseStore, ParseSequenceError, Position, ReadResult, Sequence, ShardId,
+    ShardInfo, StreamConfig, StreamProducer, StreamRecord, StreamSource, MAX_SEQUENCE_DIGITS,
 };
 pub use stream_mapping::{
     FailureDestination, ShardMetrics, StreamBatch, StreamCondition, StreamFailure, StreamFunction,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{fail, source, StreamProducer, Violation};
-use crate::stream::{Checkpoint, CheckpointStore, LeaseStore, Position};
+use crate::stream::{Checkpoint, CheckpointStore, LeaseStore, Position, Sequence};
 
 /// The stream contract: order per shard, positions, and long polls woken by an append.
 ///
@@ -51,24 +51,24 @@ where
     {
         return Err(fail("order", "sequence numbers do not increase"));
     }
-    if read.records.iter().any(|r| r.sequence == 0) {
+    if read.records.iter().any(|r| r.sequence == Sequence::new(0)) {
         return Err(fail(
             "order",
             "sequence 0 is reserved (a checkpoint at 0 means before the first record)",
         ));
     }
-    let middle = read.records[14].sequence;
+    let middle = read.records[14].sequence.clone();
     let after = s
         .read(&shard, Position::After(middle), 100, Duration::from_secs(1))
         .await
         .map_err(source("positions"))?;
-    if after.records.first().map(|r| r.sequence) != Some(read.records[15].sequence) {
+    if after.records.first().map(|r| &r.sequence) != Some(&read.records[15].sequence) {
         return Err(fail(
             "positions",
             "reading after a sequence number did not resume right after it",
         ));
     }
-    if after.next != Position::After(read.records[29].sequence) {
+    if after.next != Position::After(read.records[29].sequence.clone()) {
         return Err(fail("positions", format!("next position {:?}", after.next)));
     }
     let latest = s
@@ -113,21 +113,23 @@ pub async fn checkpoints<C: CheckpointStore>(store: &C, mapping: &str) -> Result
         return Err(fail(check, "a new mapping already has a checkpoint"));
     }
     store
-        .put(mapping, "shard-a", Checkpoint::At(10))
+        .put(mapping, "shard-a", Checkpoint::At(Sequence::new(10)))
         .await
         .map_err(source(check))?;
     store
-        .put(mapping, "shard-a", Checkpoint::At(20))
+        .put(mapping, "shard-a", Checkpoint::At(Sequence::new(20)))
         .await
         .map_err(source(check))?;
     if store
-        .put(mapping, "shard-a", Checkpoint::At(15))
+        .put(mapping, "shard-a", Checkpoint::At(Sequence::new(15)))
         .await
         .is_ok()
     {
         return Err(fail(check, "a checkpoint moved back"));
     }
-    if store.get(mapping, "shard-a").await.map_err(source(check))? != Some(Checkpoint::At(20)) {
+    if store.get(mapping, "shard-a").await.map_err(source(check))?
+        != Some(Checkpoint::At(Sequence::new(20)))
+    {
         return Err(fail(check, "did not read back the latest checkpoint"));
     }
     store

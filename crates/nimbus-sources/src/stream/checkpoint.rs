@@ -9,7 +9,7 @@ use super::Sequence;
 use crate::error::SourceError;
 
 /// A shard's checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Checkpoint {
     /// Every record up to and including this sequence number is finished.
     At(Sequence),
@@ -18,12 +18,14 @@ pub enum Checkpoint {
 }
 
 impl Checkpoint {
-    /// The checkpoint as text that sorts as checkpoints do (zero-padded decimal, `~` for the
-    /// shard's end), so that stores can keep it forward-only by comparing text (a Lua script,
-    /// an SQL `WHERE old <= new`).
-    pub fn to_sortable_text(self) -> String {
+    /// The checkpoint as text that sorts as checkpoints do, so that stores can keep it
+    /// forward-only by comparing text byte by byte (a Lua script, an SQL `WHERE old <= new`
+    /// under the `C` collation): a sequence number of up to 39 digits zero-padded to 39, a
+    /// longer one as `:`, its count of digits in three, and the digits; `~` for the shard's
+    /// end.
+    pub fn to_sortable_text(&self) -> String {
         match self {
-            Self::At(seq) => format!("{seq:039}"),
+            Self::At(seq) => seq.to_sortable_text(),
             Self::ShardEnd => "~".to_owned(),
         }
     }
@@ -33,7 +35,7 @@ impl Checkpoint {
         if text == "~" {
             Some(Self::ShardEnd)
         } else {
-            text.parse().ok().map(Self::At)
+            Sequence::from_sortable_text(text).map(Self::At)
         }
     }
 }
@@ -50,7 +52,7 @@ impl Checkpoint {
 /// ```
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
-/// use nimbus_sources::{async_trait, Checkpoint, CheckpointStore, SourceError};
+/// use nimbus_sources::{async_trait, Checkpoint, CheckpointStore, Sequence, SourceError};
 ///
 /// #[derive(Debug, Default)]
 /// struct TextCheckpoints(Mutex<HashMap<(String, String), String>>);
@@ -83,8 +85,8 @@ impl Checkpoint {
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = TextCheckpoints::default();
 /// assert_eq!(store.get("clicks", "shard-0").await?, None);
-/// store.put("clicks", "shard-0", Checkpoint::At(10)).await?;
-/// assert!(store.put("clicks", "shard-0", Checkpoint::At(9)).await.is_err());
+/// store.put("clicks", "shard-0", Checkpoint::At(Sequence::new(10))).await?;
+/// assert!(store.put("clicks", "shard-0", Checkpoint::At(Sequence::new(9))).await.is_err());
 /// store.put("clicks", "shard-0", Checkpoint::ShardEnd).await?;
 /// assert_eq!(store.get("clicks", "shard-0").await?, Some(Checkpoint::ShardEnd));
 /// # Ok(())
@@ -132,7 +134,7 @@ impl CheckpointStore for InMemoryCheckpoints {
             .entries
             .lock()
             .get(&(mapping.to_owned(), shard.to_owned()))
-            .copied())
+            .cloned())
     }
 
     async fn put(
@@ -182,11 +184,15 @@ mod tests {
 
     #[test]
     fn sortable_text_sorts_as_checkpoints_do() {
+        let at = |text: &str| Checkpoint::At(text.parse().unwrap());
         let values = [
-            Checkpoint::At(0),
-            Checkpoint::At(9),
-            Checkpoint::At(10),
-            Checkpoint::At(u128::MAX),
+            at("0"),
+            at("9"),
+            at("10"),
+            Checkpoint::At(Sequence::new(u128::MAX)),
+            at("340282366920938463463374607431768211456"),
+            at("49590338271490256608559692538361571095921575989136588898"),
+            at(&"9".repeat(crate::stream::MAX_SEQUENCE_DIGITS)),
             Checkpoint::ShardEnd,
         ];
         for pair in values.windows(2) {
@@ -201,6 +207,11 @@ mod tests {
                 Some(value)
             );
         }
+        // Checkpoints written when sequence numbers were 128-bit read back the same.
+        assert_eq!(
+            Checkpoint::from_sortable_text("000000000000000000000000000000000000042"),
+            Some(Checkpoint::At(Sequence::new(42)))
+        );
         assert_eq!(Checkpoint::from_sortable_text("nope"), None);
     }
 }

@@ -26,6 +26,10 @@ pub struct StreamConfig {
     pub shards: usize,
     /// How long records are kept (1 s..=365 days, default 24 h, as Kinesis).
     pub retention: Duration,
+    /// The first record's sequence number (at least 1, default 1); the stream numbers its
+    /// records from there, one apart. A 56-digit value numbers them as Kinesis does, and
+    /// `ms << 64 | 1` as a Redis stream would, for tests of what large numbers do downstream.
+    pub first_sequence: Sequence,
 }
 
 impl Default for StreamConfig {
@@ -33,6 +37,7 @@ impl Default for StreamConfig {
         Self {
             shards: 1,
             retention: Duration::from_secs(24 * 3_600),
+            first_sequence: Sequence::new(1),
         }
     }
 }
@@ -49,6 +54,13 @@ impl StreamConfig {
     #[must_use]
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// Sets the first record's sequence number.
+    #[must_use]
+    pub fn with_first_sequence(mut self, first: impl Into<Sequence>) -> Self {
+        self.first_sequence = first.into();
         self
     }
 }
@@ -102,6 +114,14 @@ impl InMemoryStream {
                 "1s..=365d",
             ));
         }
+        if config.first_sequence == Sequence::new(0) {
+            return Err(ConfigError::new(
+                "stream",
+                "first_sequence",
+                &config.first_sequence,
+                "1 or more (0 means before the first record)",
+            ));
+        }
         let mut state = State::default();
         let width = u128::MAX / config.shards as u128;
         for i in 0..config.shards {
@@ -126,7 +146,7 @@ impl InMemoryStream {
         Ok(Self {
             config,
             state: Mutex::new(state),
-            next_sequence: AtomicU64::new(1),
+            next_sequence: AtomicU64::new(0),
             appended: Notify::new(),
             resharded: Notify::new(),
             trimmed_reads: AtomicU64::new(0),
@@ -144,7 +164,9 @@ impl InMemoryStream {
     ///
     /// # Errors
     ///
-    /// Never in practice (every hash has an open shard); [`SourceError::Invalid`] otherwise.
+    /// [`SourceError::Invalid`] when sequence numbers run out (past
+    /// [`MAX_SEQUENCE_DIGITS`](super::MAX_SEQUENCE_DIGITS) digits); never otherwise (every hash
+    /// has an open shard).
     pub fn put(
         &self,
         partition_key: &str,
@@ -161,10 +183,15 @@ impl InMemoryStream {
                     !s.info.closed && s.info.hash_range.0 <= hash && hash <= s.info.hash_range.1
                 })
                 .ok_or_else(|| SourceError::Invalid("no open shard owns this key".into()))?;
-            let sequence = Sequence::from(self.next_sequence.fetch_add(1, Ordering::Relaxed));
+            let offset = self.next_sequence.fetch_add(1, Ordering::Relaxed);
+            let sequence = self
+                .config
+                .first_sequence
+                .checked_add(offset)
+                .ok_or_else(|| SourceError::Invalid("sequence numbers ran out".into()))?;
             shard.records.push_back(StreamRecord {
                 partition_key: Arc::from(partition_key),
-                sequence,
+                sequence: sequence.clone(),
                 data: data.into(),
                 arrived_at: now,
             });
@@ -334,15 +361,15 @@ impl InMemoryStream {
             .find(|s| &s.info.id == shard)
             .ok_or_else(|| SourceError::Invalid(format!("unknown shard {shard}")))?;
         let records = &shard.records;
-        let last = records.back().map(|r| r.sequence);
+        let last = records.back().map(|r| r.sequence.clone());
         let (start, trimmed) = match from {
             Position::TrimHorizon => (0, false),
             Position::Latest => (records.len(), false),
             Position::AtTimestamp(at) => (records.partition_point(|r| r.arrived_at < at), false),
-            Position::After(seq) => {
-                let index = records.partition_point(|r| r.sequence <= seq);
+            Position::After(ref seq) => {
+                let index = records.partition_point(|r| r.sequence <= *seq);
                 // Records after `seq` were trimmed: reading resumes at the trim horizon.
-                let trimmed = shard.trimmed_through.is_some_and(|t| t > seq);
+                let trimmed = shard.trimmed_through.as_ref().is_some_and(|t| t > seq);
                 (index, trimmed)
             }
         };
@@ -351,7 +378,7 @@ impl InMemoryStream {
         }
         let taken: Vec<StreamRecord> = records.iter().skip(start).take(max).cloned().collect();
         let next = match (taken.last(), from) {
-            (Some(r), _) => Position::After(r.sequence),
+            (Some(r), _) => Position::After(r.sequence.clone()),
             (None, Position::Latest) => last.map_or(Position::TrimHorizon, Position::After),
             (None, other) => other,
         };
@@ -390,12 +417,12 @@ impl StreamSource for InMemoryStream {
             let appended = self.appended.notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            let result = self.read_now(shard, from, max)?;
+            let result = self.read_now(shard, from.clone(), max)?;
             if !result.records.is_empty() || result.shard_ended {
                 return Ok(result);
             }
             // `Latest` pins down to "after the last record now", so appends are not missed.
-            from = result.next;
+            from = result.next.clone();
             let now = tokio::time::Instant::now();
             if give_up.is_some_and(|at| at <= now) {
                 return Ok(result);

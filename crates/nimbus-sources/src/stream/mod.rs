@@ -11,6 +11,7 @@
 mod checkpoint;
 mod lease;
 mod memory;
+mod sequence;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,15 +22,12 @@ use bytes::Bytes;
 pub use checkpoint::{Checkpoint, CheckpointStore, InMemoryCheckpoints};
 pub use lease::{InMemoryLeases, Lease, LeaseStore};
 pub use memory::{InMemoryStream, StreamConfig};
+pub use sequence::{ParseSequenceError, Sequence, MAX_SEQUENCE_DIGITS};
 
 use crate::error::SourceError;
 
 /// A shard's id.
 pub type ShardId = Arc<str>;
-
-/// A record's sequence number: increasing within a shard, and above 0 (a checkpoint at 0
-/// means "before the first record").
-pub type Sequence = u128;
 
 /// What a source says about one shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +56,7 @@ impl ShardInfo {
 }
 
 /// Where to start reading a shard that has no checkpoint, or where to resume.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Position {
     /// The oldest record still retained.

@@ -32,7 +32,7 @@ impl Round {
 impl Progress {
     pub(super) fn new(records: &[StreamRecord]) -> Self {
         Self {
-            sequences: records.iter().map(|r| r.sequence).collect(),
+            sequences: records.iter().map(|r| r.sequence.clone()).collect(),
             finished: vec![false; records.len()],
             prefix: 0,
         }
@@ -49,7 +49,7 @@ impl Progress {
         while self.prefix < self.finished.len() && self.finished[self.prefix] {
             self.prefix += 1;
         }
-        (self.prefix > before).then(|| self.sequences[self.prefix - 1])
+        (self.prefix > before).then(|| self.sequences[self.prefix - 1].clone())
     }
 
     pub(super) fn unfinished(&self) -> u64 {
@@ -66,19 +66,19 @@ impl Shared {
         };
         let Some(sequence) = checkpoint else { return };
         let mut last = round.checkpointing.lock().await;
-        if last.is_some_and(|l| l >= sequence) {
+        if last.as_ref().is_some_and(|l| *l >= sequence) {
             return;
         }
         match self
             .store_call(
                 "checkpoint store put",
                 self.checkpoints
-                    .put(&self.name, shard, Checkpoint::At(sequence)),
+                    .put(&self.name, shard, Checkpoint::At(sequence.clone())),
             )
             .await
         {
             Ok(()) => {
-                *last = Some(sequence);
+                *last = Some(sequence.clone());
                 self.shard_metrics(shard, |m| {
                     m.checkpoint = Some(sequence);
                     m.checkpoint_lag = lag;

@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use super::window::Window;
 use super::{Done, Reader, Shared};
 use crate::status::{delay_of, guarded};
-use crate::stream::{stream_now, Checkpoint, Position, ShardId};
+use crate::stream::{stream_now, Checkpoint, Position, Sequence, ShardId};
 
 impl Shared {
     /// Between rounds, where everything read is finished: records the position reached as the
     /// checkpoint if it is past the last one (an empty read moves the position without a
     /// checkpoint). Not when the lease was lost (the shard is someone else's now).
-    pub(super) async fn settle(&self, shard: &ShardId, position: Position) {
+    pub(super) async fn settle(&self, shard: &ShardId, position: &Position) {
         let lease_lost = !self.cancel.is_cancelled()
             && self
                 .running
@@ -26,12 +26,16 @@ impl Shared {
                 .get(shard)
                 .is_some_and(|r| r.cancel.is_cancelled());
         let sequence = match position {
-            Position::After(sequence) => sequence,
+            Position::After(sequence) => sequence.clone(),
             // Read from the start of a shard that had nothing yet (`Latest` on an empty shard).
-            Position::TrimHorizon => 0,
+            Position::TrimHorizon => Sequence::new(0),
             Position::Latest | Position::AtTimestamp(_) => return,
         };
-        let last = self.metrics.lock().get(shard).and_then(|m| m.checkpoint);
+        let last = self
+            .metrics
+            .lock()
+            .get(shard)
+            .and_then(|m| m.checkpoint.clone());
         let unchanged = last.is_some_and(|last| last >= sequence);
         if lease_lost || unchanged {
             return;
@@ -40,7 +44,7 @@ impl Shared {
             .store_call(
                 "checkpoint store put",
                 self.checkpoints
-                    .put(&self.name, shard, Checkpoint::At(sequence)),
+                    .put(&self.name, shard, Checkpoint::At(sequence.clone())),
             )
             .await
             .is_ok()
@@ -58,7 +62,7 @@ impl Shared {
     ) {
         let mut position = match checkpoint {
             Some(Checkpoint::At(sequence)) => Position::After(sequence),
-            _ => self.config.starting_position,
+            _ => self.config.starting_position.clone(),
         };
         if position == Position::Latest {
             // Pin `Latest` to a place now and checkpoint it, so that a later owner of the shard
@@ -73,7 +77,7 @@ impl Shared {
             {
                 if now.records.is_empty() {
                     position = now.next;
-                    self.settle(&shard, position).await;
+                    self.settle(&shard, &position).await;
                 }
             }
         }
@@ -89,7 +93,7 @@ impl Shared {
             let handing_off = (hand_off.is_cancelled() || self.stopping.is_cancelled())
                 && window.bounds.is_none();
             if cancel.is_cancelled() || handing_off {
-                self.settle(&shard, position).await;
+                self.settle(&shard, &position).await;
                 return;
             }
             let mut wait = self.config.poll_wait;
@@ -97,7 +101,7 @@ impl Shared {
                 wait = wait.min(end.duration_since(stream_now()).unwrap_or_default());
             }
             let read = tokio::select! {
-                read = guarded("reading a shard", self.source.read(&shard, position, round, wait)) => read,
+                read = guarded("reading a shard", self.source.read(&shard, position.clone(), round, wait)) => read,
                 () = cancel.cancelled() => continue,
                 () = hand_off.cancelled(), if window.bounds.is_none() => continue,
                 () = self.stopping.cancelled(), if window.bounds.is_none() => continue,
@@ -134,7 +138,7 @@ impl Shared {
                         break;
                     }
                     let more = tokio::select! {
-                        more = guarded("reading a shard", self.source.read(&shard, read.next, round - read.records.len(), left)) => more,
+                        more = guarded("reading a shard", self.source.read(&shard, read.next.clone(), round - read.records.len(), left)) => more,
                         () = cancel.cancelled() => break,
                     };
                     match more {

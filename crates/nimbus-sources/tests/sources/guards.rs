@@ -165,7 +165,7 @@ async fn a_panicking_checkpoint_store_does_not_wedge_the_shard() {
         StreamMappingConfig::new("count").with_batch_size(2),
     )
     .unwrap();
-    let mut last = 0;
+    let mut last = nimbus_sources::Sequence::new(0);
     for i in 0..6 {
         last = stream.put("k", format!("{i}")).unwrap().1;
     }
@@ -174,7 +174,7 @@ async fn a_panicking_checkpoint_store_does_not_wedge_the_shard() {
             .metrics()
             .shards
             .get(&*shard)
-            .is_some_and(|m| m.checkpoint == Some(last))
+            .is_some_and(|m| m.checkpoint.as_ref() == Some(&last))
     })
     .await;
     assert!(mapping.stop(Duration::from_secs(1)).await);
@@ -388,7 +388,7 @@ async fn a_panicking_failure_destination_is_retried_and_loses_nothing() {
             .metrics()
             .shards
             .values()
-            .any(|m| m.checkpoint == Some(sequence))
+            .any(|m| m.checkpoint.as_ref() == Some(&sequence))
     })
     .await;
     assert!(mapping.stop(Duration::from_secs(1)).await);

@@ -51,7 +51,7 @@ async fn recorder(rt: &Runtime, name: &str, bad_attempts: u32) -> (StreamFunctio
                         for r in &batch.records {
                             let attempt = {
                                 let mut seen = seen.lock();
-                                let n = seen.entry(r.sequence).or_default();
+                                let n = seen.entry(r.sequence.clone()).or_default();
                                 *n += 1;
                                 *n
                             };
@@ -60,7 +60,7 @@ async fn recorder(rt: &Runtime, name: &str, bad_attempts: u32) -> (StreamFunctio
                                 return Err(FunctionError::msg(format!("bad record {text}")));
                             }
                             if text.starts_with("item:") && attempt == 1 {
-                                item_failures.push(r.sequence);
+                                item_failures.push(r.sequence.clone());
                             }
                         }
                         let mut response = StreamResponse::failures(item_failures);
@@ -126,9 +126,10 @@ async fn records_are_handled_in_order_and_checkpointed() {
         .records
         .last()
         .unwrap()
-        .sequence;
+        .sequence
+        .clone();
     eventually(LIMIT, || {
-        mapping.metrics().shards[&*shard].checkpoint == Some(last)
+        mapping.metrics().shards[&*shard].checkpoint.as_ref() == Some(&last)
     })
     .await;
     assert_eq!(
@@ -271,9 +272,10 @@ async fn bisect_isolates_the_poison_record_and_exhausted_retries_go_to_on_failur
         .records
         .last()
         .unwrap()
-        .sequence;
+        .sequence
+        .clone();
     eventually(LIMIT, || {
-        mapping.metrics().shards[&*shard].checkpoint == Some(last)
+        mapping.metrics().shards[&*shard].checkpoint.as_ref() == Some(&last)
     })
     .await;
     mapping.stop(Duration::from_secs(1)).await;
@@ -325,7 +327,7 @@ async fn partial_responses_checkpoint_before_the_lowest_failure_and_retry_from_i
         vec![vec!["a", "b", "item:c", "d"], vec!["item:c", "d"]]
     );
     eventually(LIMIT, || {
-        mapping.metrics().shards[&*shard].checkpoint == Some(seqs[3])
+        mapping.metrics().shards[&*shard].checkpoint.as_ref() == Some(&seqs[3])
     })
     .await;
     mapping.stop(Duration::from_secs(1)).await;

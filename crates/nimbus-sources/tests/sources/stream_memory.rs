@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use nimbus_sources::{
     hash_key, stream_now, Checkpoint, CheckpointStore, InMemoryCheckpoints, InMemoryLeases,
-    InMemoryStream, LeaseStore, Position, StreamConfig, StreamSource,
+    InMemoryStream, LeaseStore, Position, Sequence, StreamConfig, StreamSource,
 };
 use tokio::time::Instant;
 
@@ -26,7 +26,7 @@ async fn records_are_routed_by_hash_range_with_increasing_sequences() {
         let info = shards.iter().find(|s| s.id == shard).unwrap();
         let hash = hash_key(&key);
         assert!(info.hash_range.0 <= hash && hash <= info.hash_range.1);
-        if let Some(prev) = last.insert(shard.clone(), seq) {
+        if let Some(prev) = last.insert(shard.clone(), seq.clone()) {
             assert!(seq > prev, "sequences increase within a shard");
         }
     }
@@ -47,10 +47,13 @@ async fn positions_and_long_polls() {
         .await
         .unwrap();
     assert_eq!(
-        all.records.iter().map(|r| r.sequence).collect::<Vec<_>>(),
-        [s1, s2]
+        all.records
+            .iter()
+            .map(|r| r.sequence.clone())
+            .collect::<Vec<_>>(),
+        [s1.clone(), s2.clone()]
     );
-    assert_eq!(all.next, Position::After(s2));
+    assert_eq!(all.next, Position::After(s2.clone()));
     let after = stream
         .read(&shard, Position::After(s1), 10, Duration::ZERO)
         .await
@@ -68,7 +71,7 @@ async fn positions_and_long_polls() {
     assert!(latest.records.is_empty());
     assert_eq!(
         latest.next,
-        Position::After(s2),
+        Position::After(s2.clone()),
         "Latest pins to the current end"
     );
 
@@ -102,12 +105,20 @@ async fn retention_trims_and_a_trimmed_position_restarts_at_the_horizon() {
     };
     tokio::time::sleep(Duration::from_secs(31)).await;
     let read = stream
-        .read(&shard, Position::After(old - 1), 10, Duration::ZERO)
+        .read(
+            &shard,
+            Position::After(Sequence::new(old.as_u128().unwrap() - 1)),
+            10,
+            Duration::ZERO,
+        )
         .await
         .unwrap();
     assert!(read.trimmed, "the old record is gone");
     assert_eq!(
-        read.records.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+        read.records
+            .iter()
+            .map(|r| r.sequence.clone())
+            .collect::<Vec<_>>(),
         [older_kept]
     );
     assert_eq!(stream.trimmed_reads(), 1);
@@ -152,11 +163,23 @@ async fn split_and_merge_close_parents_and_open_children() {
 async fn checkpoints_only_move_forward() {
     let store = InMemoryCheckpoints::new();
     assert_eq!(store.get("m", "s").await.unwrap(), None);
-    store.put("m", "s", Checkpoint::At(5)).await.unwrap();
-    store.put("m", "s", Checkpoint::At(9)).await.unwrap();
-    assert!(store.put("m", "s", Checkpoint::At(7)).await.is_err());
+    store
+        .put("m", "s", Checkpoint::At(Sequence::new(5)))
+        .await
+        .unwrap();
+    store
+        .put("m", "s", Checkpoint::At(Sequence::new(9)))
+        .await
+        .unwrap();
+    assert!(store
+        .put("m", "s", Checkpoint::At(Sequence::new(7)))
+        .await
+        .is_err());
     store.put("m", "s", Checkpoint::ShardEnd).await.unwrap();
-    assert!(store.put("m", "s", Checkpoint::At(100)).await.is_err());
+    assert!(store
+        .put("m", "s", Checkpoint::At(Sequence::new(100)))
+        .await
+        .is_err());
     assert_eq!(
         store.get("m", "s").await.unwrap(),
         Some(Checkpoint::ShardEnd)

@@ -53,14 +53,14 @@ impl CheckpointStore for Checked {
             let records = self.shard_records.get(shard).cloned().unwrap_or_default();
             let unfinished =
                 |seq: &Sequence| !finished.handled.contains(seq) && !finished.failed.contains(seq);
-            match checkpoint {
+            match &checkpoint {
                 Checkpoint::At(at) => records
                     .iter()
-                    .filter(|s| **s <= at)
+                    .filter(|s| *s <= at)
                     .filter(|s| unfinished(s))
-                    .copied()
+                    .cloned()
                     .collect(),
-                Checkpoint::ShardEnd => records.iter().filter(|s| unfinished(s)).copied().collect(),
+                Checkpoint::ShardEnd => records.iter().filter(|s| unfinished(s)).cloned().collect(),
             }
         };
         if !passed.is_empty() {
@@ -79,7 +79,7 @@ impl FailureDestination for Collect {
     async fn deliver(&self, failure: StreamFailure) -> Result<(), DeliveryError<StreamFailure>> {
         let mut finished = self.0.lock();
         for r in &failure.records {
-            finished.failed.insert(r.sequence);
+            finished.failed.insert(r.sequence.clone());
         }
         Ok(())
     }
@@ -120,8 +120,8 @@ async fn run_case(
     let mut shard_records: HashMap<String, Vec<Sequence>> = HashMap::new();
     for (key, failures) in &records {
         let (shard, seq) = stream.put(&format!("key-{key}"), format!("{key}")).unwrap();
-        fails.insert(seq, *failures);
-        key_of.insert(seq, *key);
+        fails.insert(seq.clone(), *failures);
+        key_of.insert(seq.clone(), *key);
         shard_records
             .entry(shard.to_string())
             .or_default()
@@ -155,7 +155,7 @@ async fn run_case(
                         for r in &batch.records {
                             let n = {
                                 let mut a = attempts.lock();
-                                let n = a.entry(r.sequence).or_default();
+                                let n = a.entry(r.sequence.clone()).or_default();
                                 *n += 1;
                                 *n
                             };
@@ -164,14 +164,16 @@ async fn run_case(
                             }
                         }
                         for r in &batch.records {
-                            calls.lock().push((key_of[&r.sequence], r.sequence, ok));
+                            calls
+                                .lock()
+                                .push((key_of[&r.sequence], r.sequence.clone(), ok));
                         }
                         if !ok {
                             return Err(FunctionError::msg("injected"));
                         }
                         let mut f = finished.lock();
                         for r in &batch.records {
-                            f.handled.insert(r.sequence);
+                            f.handled.insert(r.sequence.clone());
                         }
                         Ok::<_, FunctionError>(StreamResponse::success())
                     }
@@ -204,12 +206,14 @@ async fn run_case(
     .await;
     // Let the last checkpoints land, then compare them with the shards' ends.
     for (shard, seqs) in &shard_records {
-        let last = *seqs.last().unwrap();
+        let last = seqs.last().unwrap().clone();
         let shard = shard.clone();
         let checked = checked.clone();
         let mut done = false;
         for _ in 0..1_000 {
-            if checked.inner.get("random", &shard).await.unwrap() == Some(Checkpoint::At(last)) {
+            if checked.inner.get("random", &shard).await.unwrap()
+                == Some(Checkpoint::At(last.clone()))
+            {
                 done = true;
                 break;
             }
@@ -242,7 +246,7 @@ async fn run_case(
             assert!(seq > prev, "key {key}: {seq} handled after {prev}");
         }
         if *ok {
-            last_ok.insert(*key, *seq);
+            last_ok.insert(*key, seq.clone());
         }
     }
 }
