@@ -16,10 +16,10 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nimbus::redis::{RedisCheckpoints, RedisConfig, RedisLeases, RedisStream};
+use nimbus::redis::{RedisConfig, RedisStream, RedisStreamStore};
 use nimbus::sources::{
-    CheckpointStore, LeaseStore, Position, StreamBatch, StreamFunction, StreamMapping,
-    StreamMappingConfig, StreamMappingParts, StreamResponse,
+    CheckpointStore, Position, StreamBatch, StreamFunction, StreamMapping, StreamMappingConfig,
+    StreamResponse,
 };
 use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
 
@@ -99,15 +99,13 @@ async fn worker(
 ) -> Result<(), Error> {
     let config = RedisConfig::new(redis_url(), key).with_shards(WORKER_SHARDS);
     let stream = RedisStream::connect(config.clone()).await?;
-    let (checkpoints, leases): (Arc<dyn CheckpointStore>, Arc<dyn LeaseStore>) = match store {
-        "redis" => (
-            Arc::new(RedisCheckpoints::connect(&config).await?),
-            Arc::new(RedisLeases::connect(&config).await?),
-        ),
-        "postgres" => (
-            Arc::new(nimbus::postgres::PostgresCheckpoints::connect(&postgres_url()).await?),
-            Arc::new(nimbus::postgres::PostgresLeases::connect(&postgres_url()).await?),
-        ),
+    // Leases and checkpoints live together, so that a checkpoint write can be checked
+    // against its writer's lease.
+    let store: Arc<dyn CheckpointStore> = match store {
+        "redis" => Arc::new(RedisStreamStore::connect(&config).await?),
+        "postgres" => {
+            Arc::new(nimbus::postgres::PostgresStreamStore::connect(&postgres_url()).await?)
+        }
         other => return Err(format!("unknown store {other:?}: redis or postgres").into()),
     };
     let file = std::fs::OpenOptions::new()
@@ -135,19 +133,18 @@ async fn worker(
     })
     .await?;
     // The mapping is named after the key, so that runs sharing a lease table stay apart.
-    let mapping = StreamMapping::start(
+    let mapping = StreamMapping::builder(
         stream,
         function,
-        StreamMappingParts::in_memory()
-            .with_checkpoints(checkpoints)
-            .with_leases(leases),
         StreamMappingConfig::new(key)
             .with_owner(owner)
             .with_lease_ttl(Duration::from_millis(ttl_ms))
             .with_starting_position(Position::TrimHorizon)
             .with_batch_size(10)
             .with_poll_wait(Duration::from_millis(200)),
-    )?;
+    )
+    .store(store)
+    .start()?;
     println!("ready");
     // Runs until the parent closes our stdin; then stops gracefully, giving the leases back.
     tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()))
@@ -207,20 +204,20 @@ async fn run_demo(key: &str, config: &RedisConfig, stream: &RedisStream) -> Resu
             Ok(())
         })
         .await?;
-        let parts = StreamMappingParts::in_memory()
-            .with_checkpoints(Arc::new(RedisCheckpoints::connect(config).await?))
-            .with_leases(Arc::new(RedisLeases::connect(config).await?));
         // Each worker has its own connections, as a separate process would.
-        mappings.push(StreamMapping::start(
-            RedisStream::connect(config.clone()).await?,
-            function,
-            parts,
-            StreamMappingConfig::new(key)
-                .with_owner(owner)
-                .with_lease_ttl(Duration::from_secs(3))
-                .with_starting_position(Position::TrimHorizon)
-                .with_parallelization_factor(4),
-        )?);
+        mappings.push(
+            StreamMapping::builder(
+                RedisStream::connect(config.clone()).await?,
+                function,
+                StreamMappingConfig::new(key)
+                    .with_owner(owner)
+                    .with_lease_ttl(Duration::from_secs(3))
+                    .with_starting_position(Position::TrimHorizon)
+                    .with_parallelization_factor(4),
+            )
+            .store(RedisStreamStore::connect(config).await?)
+            .start()?,
+        );
     }
     let started = std::time::Instant::now();
     for i in 0..RECORDS {
@@ -229,12 +226,21 @@ async fn run_demo(key: &str, config: &RedisConfig, stream: &RedisStream) -> Resu
             .put(&format!("user-{k}"), (i / KEYS).to_string().as_bytes())
             .await?;
     }
-    // Wait for the handler's own record of the work, with a deadline.
-    while distinct_count(&handled.lock().map_err(|_| "log lock poisoned")?) < RECORDS as usize {
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err("not every record was handled within 60 s".into());
+    // Each worker drains the shards it reads (a shard the other holds is the other's), with a
+    // deadline; then the handler's own record of the work says whether every record was seen.
+    let drained = async {
+        for mapping in &mappings {
+            mapping.drained().await?;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok::<_, nimbus::sources::DrainError>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(60), drained).await {
+        Ok(result) => result?,
+        Err(_) => return Err("the workers did not drain the stream within 60 s".into()),
+    }
+    let seen = distinct_count(&handled.lock().map_err(|_| "log lock poisoned")?);
+    if seen < RECORDS as usize {
+        return Err(format!("drained, but only {seen} of {RECORDS} records were handled").into());
     }
     let elapsed = started.elapsed();
     let shares: Vec<usize> = mappings.iter().map(|m| m.metrics().shards.len()).collect();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nimbus::sources::{
     InMemoryStream, Sequence, StreamBatch, StreamConfig, StreamFailure, StreamMapping,
-    StreamMappingConfig, StreamMappingParts, StreamResponse,
+    StreamMappingConfig, StreamResponse,
 };
 use nimbus::{handler_fn, Backoff, Context, Function, FunctionError, Runtime};
 
@@ -83,29 +83,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("wrote {RECORDS} records for {KEYS} keys to 4 shards");
 
     let (on_failure, mut failures) = tokio::sync::mpsc::unbounded_channel::<StreamFailure>();
-    let mapping = StreamMapping::start(
+    let mapping = StreamMapping::builder(
         stream.clone(),
         process,
-        StreamMappingParts::in_memory().with_on_failure(on_failure),
         StreamMappingConfig::new("devices")
             .with_parallelization_factor(3)
             .with_batch_size(100)
             .with_bisect_on_error(true)
             .with_max_retry_attempts(3)
             .with_retry_backoff(Backoff::fixed(Duration::from_millis(10)).unwrap()),
-    )?;
+    )
+    .in_memory_store()
+    .on_failure(on_failure)
+    .start()?;
 
     let poison = (0..RECORDS).filter(|n| n % 997 == 996).count() as u64;
-    let started = std::time::Instant::now();
-    loop {
-        let m = mapping.metrics();
-        if m.records + m.sent_to_on_failure >= RECORDS {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err(format!("not done in 60 s: {m:?}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // Every record is in the stream already: once drained, each was handled or sent on.
+    if tokio::time::timeout(Duration::from_secs(60), mapping.drained())
+        .await
+        .is_err()
+    {
+        return Err(format!("not drained in 60 s: {:?}", mapping.metrics()).into());
     }
     mapping.stop(Duration::from_secs(5)).await;
     let m = mapping.metrics();

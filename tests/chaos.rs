@@ -29,11 +29,10 @@ use std::time::Duration;
 use nimbus::async_trait;
 use nimbus::sources::Bytes;
 use nimbus::sources::{
-    BatchResponse, Checkpoint, CheckpointStore, FailureDestination, InMemoryCheckpoints,
-    InMemoryQueue, InMemoryStream, Message, QueueBatch, QueueConfig, QueueMapping,
+    BatchResponse, Checkpoint, CheckpointStore, FailureDestination, InMemoryQueue, InMemoryStream,
+    InMemoryStreamStore, Lease, LeaseStore, Message, QueueBatch, QueueConfig, QueueMapping,
     QueueMappingConfig, QueueSource, QueueStats, Receipt, Sequence, SourceError, StreamBatch,
-    StreamConfig, StreamFailure, StreamMapping, StreamMappingConfig, StreamMappingParts,
-    StreamResponse,
+    StreamConfig, StreamFailure, StreamMapping, StreamMappingConfig, StreamResponse,
 };
 use nimbus::{
     handler_fn, Backoff, Context, DeadLetter, DeliveryError, Destination, Function, FunctionError,
@@ -230,9 +229,9 @@ impl QueueSource for ChaosQueue {
     }
 }
 
-/// Checkpoints that check, at every put, that nothing unfinished is passed.
+/// Checkpoints that check, at every put, that nothing unfinished is passed; leases as they are.
 struct CheckedCheckpoints {
-    inner: InMemoryCheckpoints,
+    inner: InMemoryStreamStore,
     ledger: Shared,
     shard_records: HashMap<String, Vec<Sequence>>,
     violations: Mutex<Vec<String>>,
@@ -249,6 +248,7 @@ impl CheckpointStore for CheckedCheckpoints {
         mapping: &str,
         shard: &str,
         checkpoint: Checkpoint,
+        lease: &Lease,
     ) -> Result<(), SourceError> {
         let passed = {
             let ledger = self.ledger.lock().unwrap();
@@ -270,7 +270,25 @@ impl CheckpointStore for CheckedCheckpoints {
                 .unwrap()
                 .push(format!("{shard} {checkpoint:?} passes {passed:?}"));
         }
-        self.inner.put(mapping, shard, checkpoint).await
+        self.inner.put(mapping, shard, checkpoint, lease).await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for CheckedCheckpoints {
+    async fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, SourceError> {
+        self.inner.acquire(key, owner, ttl).await
+    }
+    async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError> {
+        self.inner.release(key, owner).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<Lease>, SourceError> {
+        self.inner.list(prefix).await
     }
 }
 
@@ -546,20 +564,14 @@ async fn run_seed(seed: u64) -> Tally {
         .await
         .unwrap();
     let checkpoints = Arc::new(CheckedCheckpoints {
-        inner: InMemoryCheckpoints::new(),
+        inner: InMemoryStreamStore::new(),
         ledger: ledger.clone(),
         shard_records: shard_records.clone(),
         violations: Mutex::default(),
     });
-    let stream_mapping = StreamMapping::start(
+    let stream_mapping = StreamMapping::builder(
         stream.clone(),
         stream_fn,
-        StreamMappingParts::in_memory()
-            .with_checkpoints(checkpoints.clone())
-            .with_on_failure(StreamOnFailure {
-                ledger: ledger.clone(),
-                progress: progress.clone(),
-            }),
         StreamMappingConfig::new("chaos-stream")
             .with_batch_size(4)
             .with_parallelization_factor(2)
@@ -568,6 +580,12 @@ async fn run_seed(seed: u64) -> Tally {
             .with_retry_backoff(Backoff::fixed(Duration::from_millis(2)).unwrap())
             .with_poll_wait(Duration::from_millis(50)),
     )
+    .store(checkpoints.clone())
+    .on_failure(StreamOnFailure {
+        ledger: ledger.clone(),
+        progress: progress.clone(),
+    })
+    .start()
     .unwrap();
     runtime.attach(stream_mapping.clone()).unwrap();
 

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nimbus::redis::{RedisConfig, RedisLeases, RedisStream};
+use nimbus::redis::{RedisConfig, RedisStream, RedisStreamStore};
 use nimbus::sources::LeaseStore;
 
 const SHARDS: usize = 8;
@@ -397,7 +397,7 @@ async fn three_processes_share_a_redis_stream_with_redis_leases() {
     let key = unique_key("redis");
     let _cleanup = Cleanup { key: key.clone() };
     let config = RedisConfig::new(redis_url(), &key);
-    let leases: Arc<dyn LeaseStore> = Arc::new(RedisLeases::connect(&config).await.unwrap());
+    let leases: Arc<dyn LeaseStore> = Arc::new(RedisStreamStore::connect(&config).await.unwrap());
     scale_out("redis", leases, &key).await;
 }
 
@@ -409,7 +409,7 @@ async fn three_processes_share_a_redis_stream_with_postgres_leases() {
     let key = unique_key("pg");
     let _cleanup = Cleanup { key: key.clone() };
     let leases: Arc<dyn LeaseStore> = Arc::new(
-        nimbus::postgres::PostgresLeases::connect(&postgres_url())
+        nimbus::postgres::PostgresStreamStore::connect(&postgres_url())
             .await
             .unwrap(),
     );

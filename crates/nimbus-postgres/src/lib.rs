@@ -1,8 +1,9 @@
 //! nimbus-postgres: PostgreSQL adapters for nimbus. A [`PostgresQueue`] on a table (receive
 //! with `FOR UPDATE SKIP LOCKED`, visibility by a `visible_at` column, `LISTEN/NOTIFY` to wake
-//! pollers, redrive to a dead-letter table after `max_receive_count`), and
-//! [`PostgresCheckpoints`] / [`PostgresLeases`] tables. The schema is created by the embedded
-//! migrations when an adapter connects.
+//! pollers, redrive to a dead-letter table after `max_receive_count`), and a
+//! [`PostgresStreamStore`] of stream leases and checkpoints (a checkpoint write checks its
+//! writer's lease in the same statement). The schema is created by the embedded migrations
+//! when an adapter connects.
 //!
 //! # Wire format
 //!
@@ -29,7 +30,10 @@
 //!   where a message goes, in one statement with its deletion from the queue, when a receive
 //!   finds it over `max_receive_count`;
 //! - the shared tables `nimbus_checkpoints (mapping, shard, value)` and `nimbus_leases (key,
-//!   owner, expires, counter)`.
+//!   owner, expires, counter)`: a checkpoint's `value` is text that sorts, under the `C`
+//!   collation, as checkpoints do (a sequence number of up to 39 digits zero-padded to 39, a
+//!   longer one as `:`, its digit count in three digits and the digits, `~` for a finished
+//!   shard); a lease's `counter` rises with every change of owner.
 //!
 //! ```text
 //! psql -c "INSERT INTO orders_queue (body) VALUES (convert_to('{\"order\":42}', 'UTF8'))"
@@ -63,4 +67,4 @@ mod store;
 pub use config::PostgresConfig;
 pub use error::PostgresError;
 pub use queue::PostgresQueue;
-pub use store::{PostgresCheckpoints, PostgresLeases};
+pub use store::PostgresStreamStore;

@@ -1,4 +1,4 @@
-//! Checkpoint and lease tables.
+//! The store of a stream mapping's leases and checkpoints: two tables, one fenced write.
 
 use std::time::Duration;
 
@@ -17,21 +17,41 @@ fn instant_after(now: tokio::time::Instant, after: Duration) -> tokio::time::Ins
     now + after.min(MAX_LEASE_TTL)
 }
 
-/// Checkpoints in the table `nimbus_checkpoints`, forward only (zero-padded text compares as
-/// the numbers do; `~` for the shard's end sorts after them).
-pub struct PostgresCheckpoints {
+/// Leases and checkpoints in the tables `nimbus_leases` (`key`, `owner`, `expires`, `counter`;
+/// expiry on the database's clock) and `nimbus_checkpoints` (`mapping`, `shard`, `value`: the
+/// checkpoint's sortable text, compared under the `C` collation so that it sorts as checkpoints
+/// do whatever the database's locale). A checkpoint write checks the writer's lease (locking
+/// its row against a concurrent take-over) and moves the checkpoint in one statement.
+///
+/// # Example
+///
+/// ```no_run
+/// use nimbus_postgres::PostgresStreamStore;
+/// use nimbus_sources::{InMemoryStream, StreamConfig, StreamFunction, StreamMapping, StreamMappingConfig};
+///
+/// # async fn run(function: StreamFunction) -> Result<(), Box<dyn std::error::Error>> {
+/// let store = PostgresStreamStore::connect("host=127.0.0.1 user=postgres dbname=test").await?;
+/// let stream = InMemoryStream::new(StreamConfig::default())?;
+/// let mapping = StreamMapping::builder(stream, function, StreamMappingConfig::new("clicks"))
+///     .store(store)
+///     .start()?;
+/// # let _ = mapping;
+/// # Ok(())
+/// # }
+/// ```
+pub struct PostgresStreamStore {
     db: Db,
 }
 
-impl std::fmt::Debug for PostgresCheckpoints {
+impl std::fmt::Debug for PostgresStreamStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresCheckpoints")
+        f.debug_struct("PostgresStreamStore")
             .finish_non_exhaustive()
     }
 }
 
-impl PostgresCheckpoints {
-    /// Connects and creates the table if needed.
+impl PostgresStreamStore {
+    /// Connects and creates the tables if needed.
     ///
     /// # Errors
     ///
@@ -43,8 +63,26 @@ impl PostgresCheckpoints {
     }
 }
 
+/// Writes a checkpoint if the writer's lease holds: `$1` mapping, `$2` shard, `$3` the lease's
+/// key, `$4` its owner, `$5` its counter, `$6` the sortable text. Answers whether the lease is
+/// the writer's (NULL: no such lease), whether it is live, and how many rows were written.
+const PUT_FENCED: &str = r#"
+WITH lease AS (
+    SELECT owner = $4 AND counter = $5 AS ours, expires > now() AS live
+    FROM nimbus_leases WHERE key = $3
+    FOR SHARE
+), stored AS (
+    INSERT INTO nimbus_checkpoints (mapping, shard, value)
+    SELECT $1, $2, $6 FROM lease WHERE ours AND live
+    ON CONFLICT (mapping, shard) DO UPDATE SET value = excluded.value
+    WHERE nimbus_checkpoints.value COLLATE "C" <= excluded.value COLLATE "C"
+    RETURNING 1
+)
+SELECT (SELECT ours FROM lease), (SELECT live FROM lease), (SELECT count(*) FROM stored)
+"#;
+
 #[async_trait]
-impl CheckpointStore for PostgresCheckpoints {
+impl CheckpointStore for PostgresStreamStore {
     async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
         let client = self.db.client().await?;
         let row = client
@@ -62,53 +100,44 @@ impl CheckpointStore for PostgresCheckpoints {
         mapping: &str,
         shard: &str,
         checkpoint: Checkpoint,
+        lease: &Lease,
     ) -> Result<(), SourceError> {
         let client = self.db.client().await?;
         let value = checkpoint.to_sortable_text();
-        let stored = client
-            .execute(
-                "INSERT INTO nimbus_checkpoints (mapping, shard, value) VALUES ($1, $2, $3)
-                 ON CONFLICT (mapping, shard) DO UPDATE SET value = excluded.value
-                 WHERE nimbus_checkpoints.value <= excluded.value",
-                &[&mapping, &shard, &value],
+        // A counter above i64::MAX was never stored: no lease has it.
+        let counter = i64::try_from(lease.counter).unwrap_or(-1);
+        let row = client
+            .query_one(
+                PUT_FENCED,
+                &[&mapping, &shard, &lease.key, &lease.owner, &counter, &value],
             )
             .await
             .map_err(PostgresError::from)?;
-        if stored == 0 {
-            return Err(SourceError::Invalid(format!(
+        let (ours, live, stored): (Option<bool>, Option<bool>, i64) =
+            (row.get(0), row.get(1), row.get(2));
+        let fenced = |detail: String| SourceError::Fenced {
+            lease: lease.key.clone(),
+            detail,
+        };
+        match (ours, live) {
+            (None, _) => Err(fenced("is not held by anyone".to_owned())),
+            (Some(false), _) => Err(fenced(format!(
+                "is no longer held by {} under counter {}",
+                lease.owner, lease.counter
+            ))),
+            (Some(true), Some(false) | None) => {
+                Err(fenced(format!("of {} has expired", lease.owner)))
+            }
+            (Some(true), Some(true)) if stored == 0 => Err(SourceError::Invalid(format!(
                 "checkpoint of {shard} would move back to {checkpoint:?}"
-            )));
+            ))),
+            (Some(true), Some(true)) => Ok(()),
         }
-        Ok(())
-    }
-}
-
-/// Leases in the table `nimbus_leases`; expiry on the database's clock.
-pub struct PostgresLeases {
-    db: Db,
-}
-
-impl std::fmt::Debug for PostgresLeases {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresLeases").finish_non_exhaustive()
-    }
-}
-
-impl PostgresLeases {
-    /// Connects and creates the table if needed.
-    ///
-    /// # Errors
-    ///
-    /// The database cannot be reached.
-    pub async fn connect(url: &str) -> Result<Self, PostgresError> {
-        let db = Db::new(url);
-        migrate(&*db.client().await?, None).await?;
-        Ok(Self { db })
     }
 }
 
 #[async_trait]
-impl LeaseStore for PostgresLeases {
+impl LeaseStore for PostgresStreamStore {
     async fn acquire(
         &self,
         key: &str,

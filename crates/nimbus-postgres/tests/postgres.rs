@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use nimbus_postgres::{PostgresCheckpoints, PostgresLeases, PostgresQueue};
+use nimbus_postgres::{PostgresQueue, PostgresStreamStore};
 use nimbus_sources::{conformance, QueueSource};
 
 mod support;
@@ -47,12 +47,11 @@ async fn checkpoints_and_leases_pass_the_conformance_kit() {
     let Some(names) = Names::new().await else {
         return;
     };
-    let checkpoints = PostgresCheckpoints::connect(&url()).await.unwrap();
-    conformance::checkpoints(&checkpoints, &format!("{}_kit", names.0))
+    let store = PostgresStreamStore::connect(&url()).await.unwrap();
+    conformance::checkpoints(&store, &format!("{}_kit", names.0))
         .await
         .unwrap();
-    let leases = PostgresLeases::connect(&url()).await.unwrap();
-    conformance::leases(&leases, &format!("{}_kit/shard", names.0))
+    conformance::leases(&store, &format!("{}_kit/shard", names.0))
         .await
         .unwrap();
 }

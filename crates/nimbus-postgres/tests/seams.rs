@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
-use nimbus_postgres::{PostgresConfig, PostgresLeases, PostgresQueue};
+use nimbus_postgres::{PostgresConfig, PostgresQueue, PostgresStreamStore};
 use nimbus_sources::{
     BatchResponse, LeaseStore, QueueBatch, QueueMapping, QueueMappingConfig, QueueSource,
 };
@@ -152,7 +152,7 @@ async fn endless_waits_and_hostile_server_values_do_not_panic() {
         .await
         .unwrap()
         .is_empty());
-    let leases = PostgresLeases::connect(&url()).await.unwrap();
+    let leases = PostgresStreamStore::connect(&url()).await.unwrap();
     let _ = leases
         .acquire(&format!("{}_lease", names.0), "me", Duration::MAX)
         .await;

@@ -2,8 +2,9 @@
 //! consumer group: `XREADGROUP BLOCK` wakes pollers, `XACK` + `XDEL` delete, `XAUTOCLAIM`
 //! reclaims messages whose consumer died, after the visibility timeout, and redrives them to a
 //! dead-letter stream after `max_receive_count`), a [`RedisStream`] (one Redis Stream per shard,
-//! read by position), and [`RedisCheckpoints`] / [`RedisLeases`] (atomic via Lua), so that
-//! several processes share queues, shards, checkpoints and leases.
+//! read by position), and a [`RedisStreamStore`] of leases and checkpoints (atomic via Lua: a
+//! checkpoint write checks its writer's lease on the server), so that several processes share
+//! queues, shards, checkpoints and leases.
 //!
 //! # Wire format
 //!
@@ -45,8 +46,11 @@
 //! redis-cli XADD clicks:shard:0 '*' user 7 page /               # key "", data {"page":"/","user":"7"}
 //! ```
 //!
-//! **Checkpoints** ([`RedisCheckpoints`]): the hash `<key>:checkpoints`, field
-//! `<mapping>/<shard>`. **Leases** ([`RedisLeases`]): one hash `<key>:lease:<name>` per lease
+//! **Checkpoints** ([`RedisStreamStore`]): the hash `<key>:checkpoints`, field
+//! `<mapping>/<shard>`, value the checkpoint as sortable text (a sequence number of up to 39
+//! digits zero-padded to 39; a longer one as `:`, its digit count in three digits, the digits;
+//! `~` for a finished shard). A Redis stream position `<ms>-<seq>` is the sequence number
+//! `ms << 64 | seq`. **Leases** (the same store): one hash `<key>:lease:<name>` per lease
 //! (`owner`, `expires` in server milliseconds, `counter`) and the set `<key>:leases` of their
 //! names.
 //!
@@ -76,5 +80,5 @@ mod stream;
 pub use config::RedisConfig;
 pub use error::RedisError;
 pub use queue::RedisQueue;
-pub use store::{RedisCheckpoints, RedisLeases};
+pub use store::RedisStreamStore;
 pub use stream::RedisStream;

@@ -1,4 +1,5 @@
-//! Checkpoint and lease stores in Redis, atomic through Lua scripts.
+//! The store of a stream mapping's leases and checkpoints in Redis, atomic through Lua
+//! scripts.
 
 use std::time::Duration;
 
@@ -27,82 +28,31 @@ fn instant_after(now: tokio::time::Instant, after: Duration) -> tokio::time::Ins
     now + after.min(MAX_LEASE_TTL)
 }
 
-/// Forward-only set: 1 if stored, 0 if it would move back.
-const PUT_FORWARD: &str = r"
+/// A fenced, forward-only set. KEYS: the checkpoint hash, the writer's lease hash. ARGV: the
+/// field, the sortable text, the lease's owner and counter. Returns 1 if stored, 0 if it would
+/// move back, -1 if the lease is unknown or held by another owner or counter, -2 if it
+/// expired (on the server's clock). Texts compare byte by byte, not by the server's locale.
+const PUT_FENCED: &str = r"
+local lease = redis.call('HMGET', KEYS[2], 'owner', 'expires', 'counter')
+if not lease[1] or lease[1] ~= ARGV[3] or tonumber(lease[3]) ~= tonumber(ARGV[4]) then
+  return -1
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(lease[2]) <= now then return -2 end
 local current = redis.call('HGET', KEYS[1], ARGV[1])
-if current and current > ARGV[2] then return 0 end
+if current then
+  local new = ARGV[2]
+  local n = math.min(#current, #new)
+  local i = 1
+  while i <= n and string.byte(current, i) == string.byte(new, i) do i = i + 1 end
+  local back
+  if i <= n then back = string.byte(current, i) > string.byte(new, i) else back = #current > #new end
+  if back then return 0 end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 ";
-
-/// Checkpoints kept in Redis, shared by every process of a mapping.
-pub struct RedisCheckpoints {
-    key: String,
-    manager: ConnectionManager,
-}
-
-impl std::fmt::Debug for RedisCheckpoints {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisCheckpoints")
-            .field("key", &self.key)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedisCheckpoints {
-    /// Connects; checkpoints live in the hash `<key>:checkpoints`.
-    ///
-    /// # Errors
-    ///
-    /// An invalid config, or the server cannot be reached.
-    pub async fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
-        config.validate()?;
-        let client = redis::Client::open(config.url.as_str())?;
-        Ok(Self {
-            key: format!("{}:checkpoints", config.key),
-            manager: client
-                .get_connection_manager_with_config(crate::config::shared())
-                .await?,
-        })
-    }
-}
-
-#[async_trait]
-impl CheckpointStore for RedisCheckpoints {
-    async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
-        let mut con = self.manager.clone();
-        let value: Option<String> = redis::cmd("HGET")
-            .arg(&self.key)
-            .arg(format!("{mapping}/{shard}"))
-            .query_async(&mut con)
-            .await
-            .map_err(RedisError::from)?;
-        Ok(value.as_deref().and_then(Checkpoint::from_sortable_text))
-    }
-
-    async fn put(
-        &self,
-        mapping: &str,
-        shard: &str,
-        checkpoint: Checkpoint,
-    ) -> Result<(), SourceError> {
-        let mut con = self.manager.clone();
-        let stored: i64 = redis::Script::new(PUT_FORWARD)
-            .key(&self.key)
-            .arg(format!("{mapping}/{shard}"))
-            .arg(checkpoint.to_sortable_text())
-            .invoke_async(&mut con)
-            .await
-            .map_err(RedisError::from)?;
-        if stored == 1 {
-            Ok(())
-        } else {
-            Err(SourceError::Invalid(format!(
-                "checkpoint of {shard} would move back to {checkpoint:?}"
-            )))
-        }
-    }
-}
 
 /// Take or renew: returns {counter, ttl_ms} or nil when another owner holds an unexpired lease.
 /// Expiry uses the server's clock, so every process agrees on it.
@@ -152,24 +102,48 @@ end
 return 1
 ";
 
-/// Leases kept in Redis: one hash per lease key.
-pub struct RedisLeases {
+/// Leases and checkpoints in Redis, shared by every process of a mapping: one hash per lease
+/// (`<key>:lease:<name>`: `owner`, `expires` in server milliseconds, `counter`), a set of their
+/// names (`<key>:leases`), and the hash `<key>:checkpoints` (field `<mapping>/<shard>`, value
+/// the checkpoint's sortable text). A checkpoint write checks the writer's lease and moves the
+/// checkpoint in one Lua script, on the server's clock.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use nimbus_redis::{RedisConfig, RedisStream, RedisStreamStore};
+/// use nimbus_sources::{StreamFunction, StreamMapping, StreamMappingConfig};
+///
+/// # async fn run(function: StreamFunction) -> Result<(), Box<dyn std::error::Error>> {
+/// let config = RedisConfig::new("redis://127.0.0.1:6379", "clicks").with_shards(4);
+/// let stream = RedisStream::connect(config.clone()).await?;
+/// // Every process that starts this mapping with a store on the same key shares the shards.
+/// let mapping = StreamMapping::builder(stream, function, StreamMappingConfig::new("clicks"))
+///     .store(RedisStreamStore::connect(&config).await?)
+///     .start()?;
+/// # let _ = mapping;
+/// # Ok(())
+/// # }
+/// ```
+pub struct RedisStreamStore {
+    checkpoints: String,
     prefix: String,
     /// A set of the lease names, so that listing needs no `SCAN`.
     index: String,
     manager: ConnectionManager,
 }
 
-impl std::fmt::Debug for RedisLeases {
+impl std::fmt::Debug for RedisStreamStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisLeases")
+        f.debug_struct("RedisStreamStore")
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
 }
 
-impl RedisLeases {
-    /// Connects; leases live under `<key>:lease:`.
+impl RedisStreamStore {
+    /// Connects; leases live under `<key>:lease:`, checkpoints in `<key>:checkpoints`.
     ///
     /// # Errors
     ///
@@ -178,6 +152,7 @@ impl RedisLeases {
         config.validate()?;
         let client = redis::Client::open(config.url.as_str())?;
         Ok(Self {
+            checkpoints: format!("{}:checkpoints", config.key),
             prefix: format!("{}:lease:", config.key),
             index: format!("{}:leases", config.key),
             manager: client
@@ -188,7 +163,56 @@ impl RedisLeases {
 }
 
 #[async_trait]
-impl LeaseStore for RedisLeases {
+impl CheckpointStore for RedisStreamStore {
+    async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
+        let mut con = self.manager.clone();
+        let value: Option<String> = redis::cmd("HGET")
+            .arg(&self.checkpoints)
+            .arg(format!("{mapping}/{shard}"))
+            .query_async(&mut con)
+            .await
+            .map_err(RedisError::from)?;
+        Ok(value.as_deref().and_then(Checkpoint::from_sortable_text))
+    }
+
+    async fn put(
+        &self,
+        mapping: &str,
+        shard: &str,
+        checkpoint: Checkpoint,
+        lease: &Lease,
+    ) -> Result<(), SourceError> {
+        let mut con = self.manager.clone();
+        let stored: i64 = redis::Script::new(PUT_FENCED)
+            .key(&self.checkpoints)
+            .key(format!("{}{}", self.prefix, lease.key))
+            .arg(format!("{mapping}/{shard}"))
+            .arg(checkpoint.to_sortable_text())
+            .arg(&lease.owner)
+            .arg(lease.counter)
+            .invoke_async(&mut con)
+            .await
+            .map_err(RedisError::from)?;
+        let fenced = |detail: String| SourceError::Fenced {
+            lease: lease.key.clone(),
+            detail,
+        };
+        match stored {
+            1 => Ok(()),
+            0 => Err(SourceError::Invalid(format!(
+                "checkpoint of {shard} would move back to {checkpoint:?}"
+            ))),
+            -2 => Err(fenced(format!("of {} has expired", lease.owner))),
+            _ => Err(fenced(format!(
+                "is no longer held by {} under counter {}",
+                lease.owner, lease.counter
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl LeaseStore for RedisStreamStore {
     async fn acquire(
         &self,
         key: &str,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use nimbus_redis::{RedisCheckpoints, RedisLeases, RedisQueue, RedisStream};
+use nimbus_redis::{RedisQueue, RedisStream, RedisStreamStore};
 use nimbus_sources::{conformance, QueueSource};
 
 mod support;
@@ -55,12 +55,9 @@ async fn stream_checkpoints_and_leases_pass_the_conformance_kit() {
     .await
     .unwrap();
     let config = prefix.config("stores");
-    conformance::checkpoints(&RedisCheckpoints::connect(&config).await.unwrap(), "kit")
-        .await
-        .unwrap();
-    conformance::leases(&RedisLeases::connect(&config).await.unwrap(), "kit/shard")
-        .await
-        .unwrap();
+    let store = RedisStreamStore::connect(&config).await.unwrap();
+    conformance::checkpoints(&store, "kit").await.unwrap();
+    conformance::leases(&store, "kit/shard").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
-use nimbus_redis::{RedisConfig, RedisLeases, RedisQueue};
+use nimbus_redis::{RedisConfig, RedisQueue, RedisStreamStore};
 use nimbus_sources::{
     BatchResponse, LeaseStore, QueueBatch, QueueMapping, QueueMappingConfig, QueueSource,
 };
@@ -158,7 +158,7 @@ async fn endless_waits_and_lease_times_do_not_panic() {
     let got = queue.receive(1, Duration::MAX).await.unwrap();
     assert_eq!(got.len(), 1);
     queue.ack(&[got[0].receipt.clone()]).await.unwrap();
-    let leases = RedisLeases::connect(&prefix.config("leases"))
+    let leases = RedisStreamStore::connect(&prefix.config("leases"))
         .await
         .unwrap();
     // Refused or clamped, but no panic.

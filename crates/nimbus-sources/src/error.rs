@@ -55,6 +55,16 @@ pub enum SourceError {
     /// A request the source refuses (bad argument).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A checkpoint write made under a lease that has expired or passed to another owner (or
+    /// counter): the writer no longer owns the shard, and the checkpoint did not move. A stream
+    /// mapping stops that shard's reader, as for a lost lease.
+    #[error("fenced: the lease {lease} {detail}; the checkpoint did not move")]
+    Fenced {
+        /// The lease's key.
+        lease: String,
+        /// What changed.
+        detail: String,
+    },
 }
 
 impl SourceError {
@@ -136,6 +146,16 @@ impl PartialEq for SourceError {
                 },
             ) => a == b && m == n,
             (Self::Invalid(a), Self::Invalid(b)) => a == b,
+            (
+                Self::Fenced {
+                    lease: a,
+                    detail: m,
+                },
+                Self::Fenced {
+                    lease: b,
+                    detail: n,
+                },
+            ) => a == b && m == n,
             _ => false,
         }
     }

@@ -73,14 +73,14 @@ pub use queue::{
 };
 pub use status::MappingStatus;
 pub use stream::{
-    hash_key, stream_now, Checkpoint, CheckpointStore, InMemoryCheckpoints, InMemoryLeases,
-    InMemoryStream, Lease, LeaseStore, ParseSequenceError, Position, ReadResult, Sequence, ShardId,
-    ShardInfo, StreamConfig, StreamProducer, StreamRecord, StreamSource, MAX_SEQUENCE_DIGITS,
+    hash_key, stream_now, Checkpoint, CheckpointStore, InMemoryStream, InMemoryStreamStore, Lease,
+    LeaseStore, ParseSequenceError, Position, ReadResult, Sequence, ShardId, ShardInfo,
+    StreamConfig, StreamProducer, StreamRecord, StreamSource, MAX_SEQUENCE_DIGITS,
 };
 pub use stream_mapping::{
-    FailureDestination, ShardMetrics, StreamBatch, StreamCondition, StreamFailure, StreamFunction,
-    StreamMapping, StreamMappingConfig, StreamMappingMetrics, StreamMappingParts, StreamResponse,
-    TumblingWindow,
+    DrainError, FailureDestination, HasStore, NeedsStore, ShardMetrics, StreamBatch,
+    StreamCondition, StreamFailure, StreamFunction, StreamMapping, StreamMappingBuilder,
+    StreamMappingConfig, StreamMappingMetrics, StreamResponse, TumblingWindow,
 };
 
 /// Re-exported so that implementations of the source traits need no dependency of their own:

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use nimbus_sources::conformance;
 use nimbus_sources::{
-    InMemoryCheckpoints, InMemoryLeases, InMemoryQueue, InMemoryStream, QueueConfig, StreamConfig,
+    InMemoryQueue, InMemoryStream, InMemoryStreamStore, QueueConfig, StreamConfig,
 };
 
 #[tokio::test]
@@ -36,10 +36,10 @@ async fn in_memory_stream() {
 
 #[tokio::test]
 async fn in_memory_checkpoints_and_leases() {
-    conformance::checkpoints(&InMemoryCheckpoints::new(), "kit")
+    conformance::checkpoints(&InMemoryStreamStore::new(), "kit")
         .await
         .unwrap();
-    conformance::leases(&InMemoryLeases::new(), "kit/shard")
+    conformance::leases(&InMemoryStreamStore::new(), "kit/shard")
         .await
         .unwrap();
 }
@@ -235,4 +235,65 @@ async fn the_kit_catches_a_stale_receipt_that_disturbs_a_newer_delivery() {
     .await
     .unwrap_err();
     assert_eq!(violation.check, "stale receipt", "{violation}");
+}
+
+/// The kit notices a checkpoint store that does not fence: one that writes whatever lease the
+/// writer holds fails the fencing check.
+#[tokio::test]
+async fn the_kit_catches_a_checkpoint_store_that_ignores_leases() {
+    use nimbus_sources::{Checkpoint, CheckpointStore, Lease, LeaseStore};
+
+    /// Leases in an in-memory store; checkpoints beside them, forward only, lease unchecked.
+    #[derive(Debug, Default)]
+    struct Unfenced {
+        leases: InMemoryStreamStore,
+        checkpoints: Mutex<HashMap<(String, String), Checkpoint>>,
+    }
+
+    #[async_trait]
+    impl LeaseStore for Unfenced {
+        async fn acquire(
+            &self,
+            key: &str,
+            owner: &str,
+            ttl: Duration,
+        ) -> Result<Option<Lease>, SourceError> {
+            self.leases.acquire(key, owner, ttl).await
+        }
+        async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError> {
+            self.leases.release(key, owner).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<Lease>, SourceError> {
+            self.leases.list(prefix).await
+        }
+    }
+
+    #[async_trait]
+    impl CheckpointStore for Unfenced {
+        async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
+            let key = (mapping.to_owned(), shard.to_owned());
+            Ok(self.checkpoints.lock().get(&key).cloned())
+        }
+        async fn put(
+            &self,
+            mapping: &str,
+            shard: &str,
+            checkpoint: Checkpoint,
+            _lease: &Lease,
+        ) -> Result<(), SourceError> {
+            let mut checkpoints = self.checkpoints.lock();
+            let stored = checkpoints.entry((mapping.to_owned(), shard.to_owned()));
+            let stored = stored.or_insert_with(|| checkpoint.clone());
+            if checkpoint < *stored {
+                return Err(SourceError::Invalid("would move back".into()));
+            }
+            *stored = checkpoint;
+            Ok(())
+        }
+    }
+
+    let violation = conformance::checkpoints(&Unfenced::default(), "kit")
+        .await
+        .unwrap_err();
+    assert_eq!(violation.check, "fencing", "{violation}");
 }

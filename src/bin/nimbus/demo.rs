@@ -8,7 +8,7 @@ use nimbus::sources::{
     BatchResponse, InMemoryObjectStore, InMemoryQueue, InMemoryStream, NotificationConfig,
     NotificationRule, ObjectEvent, ObjectStore, Outgoing, QueueBatch, QueueConfig, QueueMapping,
     QueueMappingConfig, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig,
-    StreamMappingParts, StreamResponse,
+    StreamResponse,
 };
 use nimbus::{
     handler_fn, init_fn, Backoff, Context, Function, FunctionError, InitContext, InvocationRecord,
@@ -223,15 +223,16 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
     for i in 0..4_000 {
         clicks.put(&format!("user-{}", i % 97), format!("click-{i}"))?;
     }
-    let stream_mapping = StreamMapping::start(
+    let stream_mapping = StreamMapping::builder(
         clicks.clone(),
         sessionize,
-        StreamMappingParts::in_memory(),
         StreamMappingConfig::new("clicks")
             .with_parallelization_factor(2)
             .with_batch_size(50)
             .with_retry_backoff(Backoff::fixed(Duration::from_millis(20)).unwrap()),
-    )?;
+    )
+    .in_memory_store()
+    .start()?;
 
     // Object notifications: photos put under `photos/` trigger a thumbnailer (async), which
     // writes under `thumbs/`, a prefix its rule excludes, so it never triggers itself.
@@ -327,9 +328,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
     }
     mapping.stop(Duration::from_secs(2)).await;
     let q = mapping.metrics();
-    while stream_mapping.metrics().records < 4_000 && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Every click is in the stream already: drained means every one was handled.
+    let left = drain_until.saturating_duration_since(Instant::now());
+    let _ = tokio::time::timeout(left, stream_mapping.drained()).await;
     stream_mapping.stop(Duration::from_secs(2)).await;
     let st = stream_mapping.metrics();
     print_report(&runtime, &seen);

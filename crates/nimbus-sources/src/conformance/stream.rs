@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{fail, source, StreamProducer, Violation};
-use crate::stream::{Checkpoint, CheckpointStore, LeaseStore, Position, Sequence};
+use crate::error::SourceError;
+use crate::stream::{Checkpoint, CheckpointStore, Lease, LeaseStore, Position, Sequence};
 
 /// The stream contract: order per shard, positions, and long polls woken by an append.
 ///
@@ -97,13 +98,27 @@ where
     Ok(())
 }
 
-/// The checkpoint contract: absent until put, read back, forward only.
+/// The checkpoint contract: absent until put, read back, forward only, sequence numbers of any
+/// size (a Redis stream position, a 56-digit Kinesis number) kept exactly and ordered as
+/// numbers; and fencing: a write is refused with [`SourceError::Fenced`] once its lease has
+/// expired, been released, or passed to another owner or counter. Leases are taken under
+/// `<mapping>/<shard>` keys; the check waits out one short lease (about a second).
 ///
 /// # Errors
 ///
 /// The first [`Violation`].
 pub async fn checkpoints<C: CheckpointStore>(store: &C, mapping: &str) -> Result<(), Violation> {
     let check = "checkpoints";
+    let at = |n: u128| Checkpoint::At(Sequence::new(n));
+    let ttl = Duration::from_secs(30);
+    let key = format!("{mapping}/shard-a");
+    let Some(lease) = store
+        .acquire(&key, "owner-a", ttl)
+        .await
+        .map_err(source(check))?
+    else {
+        return Err(fail(check, "a free lease was refused"));
+    };
     if store
         .get(mapping, "shard-a")
         .await
@@ -112,30 +127,42 @@ pub async fn checkpoints<C: CheckpointStore>(store: &C, mapping: &str) -> Result
     {
         return Err(fail(check, "a new mapping already has a checkpoint"));
     }
-    store
-        .put(mapping, "shard-a", Checkpoint::At(Sequence::new(10)))
-        .await
-        .map_err(source(check))?;
-    store
-        .put(mapping, "shard-a", Checkpoint::At(Sequence::new(20)))
-        .await
-        .map_err(source(check))?;
-    if store
-        .put(mapping, "shard-a", Checkpoint::At(Sequence::new(15)))
-        .await
-        .is_ok()
-    {
+    let put = |checkpoint: Checkpoint| store.put(mapping, "shard-a", checkpoint, &lease);
+    put(at(10)).await.map_err(source(check))?;
+    put(at(20)).await.map_err(source(check))?;
+    if put(at(15)).await.is_ok() {
         return Err(fail(check, "a checkpoint moved back"));
     }
-    if store.get(mapping, "shard-a").await.map_err(source(check))?
-        != Some(Checkpoint::At(Sequence::new(20)))
-    {
+    if store.get(mapping, "shard-a").await.map_err(source(check))? != Some(at(20)) {
         return Err(fail(check, "did not read back the latest checkpoint"));
     }
-    store
-        .put(mapping, "shard-a", Checkpoint::ShardEnd)
-        .await
-        .map_err(source(check))?;
+    // A Redis stream position (ms << 64 | seq), then a Kinesis sequence number.
+    let redis = Checkpoint::At(Sequence::new((1_700_000_000_123 << 64) | 7));
+    let kinesis = Checkpoint::At(
+        "49590338271490256608559692538361571095921575989136588898"
+            .parse()
+            .map_err(|e| fail(check, format!("{e}")))?,
+    );
+    for large in [&redis, &kinesis] {
+        put(large.clone()).await.map_err(source(check))?;
+        let read = store.get(mapping, "shard-a").await.map_err(source(check))?;
+        if read.as_ref() != Some(large) {
+            return Err(fail(check, format!("stored {large:?}, read back {read:?}")));
+        }
+    }
+    // Fewer digits is a smaller number, whatever the text.
+    let shorter = Checkpoint::At(
+        "9999999999999999999999999999999999999999"
+            .parse()
+            .map_err(|e| fail(check, format!("{e}")))?,
+    );
+    if put(shorter).await.is_ok() {
+        return Err(fail(
+            check,
+            "a 56-digit checkpoint moved back to a 40-digit one",
+        ));
+    }
+    put(Checkpoint::ShardEnd).await.map_err(source(check))?;
     if store.get(mapping, "shard-a").await.map_err(source(check))? != Some(Checkpoint::ShardEnd) {
         return Err(fail(check, "ShardEnd was not kept"));
     }
@@ -147,6 +174,90 @@ pub async fn checkpoints<C: CheckpointStore>(store: &C, mapping: &str) -> Result
     {
         return Err(fail(check, "shards share checkpoints"));
     }
+    store
+        .release(&key, "owner-a")
+        .await
+        .map_err(source(check))?;
+    fencing(store, mapping).await
+}
+
+/// The fencing half of [`checkpoints`].
+async fn fencing<C: CheckpointStore>(store: &C, mapping: &str) -> Result<(), Violation> {
+    let check = "fencing";
+    let at = |n: u128| Checkpoint::At(Sequence::new(n));
+    let (short, ttl) = (Duration::from_millis(600), Duration::from_secs(30));
+    let key = format!("{mapping}/shard-c");
+    let acquire = |owner: &'static str, ttl: Duration| {
+        let key = key.clone();
+        async move {
+            store
+                .acquire(&key, owner, ttl)
+                .await
+                .map_err(source(check))?
+                .ok_or_else(|| fail(check, format!("{owner} could not take a free lease")))
+        }
+    };
+    let refused = |result: Result<(), SourceError>, when: &str| match result {
+        Err(SourceError::Fenced { .. }) => Ok(()),
+        Err(other) => Err(fail(
+            check,
+            format!("a write under {when} failed with {other} instead of Fenced"),
+        )),
+        Ok(()) => Err(fail(check, format!("a write under {when} was accepted"))),
+    };
+    let first = acquire("owner-a", short).await?;
+    store
+        .put(mapping, "shard-c", at(1), &first)
+        .await
+        .map_err(source(check))?;
+    tokio::time::sleep(short + Duration::from_millis(300)).await;
+    refused(
+        store.put(mapping, "shard-c", at(2), &first).await,
+        "an expired lease",
+    )?;
+    let taken = acquire("owner-b", ttl).await?;
+    refused(
+        store.put(mapping, "shard-c", at(2), &first).await,
+        "a lease taken over by another owner",
+    )?;
+    store
+        .put(mapping, "shard-c", at(2), &taken)
+        .await
+        .map_err(source(check))?;
+    store
+        .release(&key, "owner-b")
+        .await
+        .map_err(source(check))?;
+    refused(
+        store.put(mapping, "shard-c", at(3), &taken).await,
+        "a released lease",
+    )?;
+    let again = acquire("owner-a", ttl).await?;
+    refused(
+        store.put(mapping, "shard-c", at(3), &first).await,
+        "an old lease of an owner that has taken it again",
+    )?;
+    store
+        .put(mapping, "shard-c", at(3), &again)
+        .await
+        .map_err(source(check))?;
+    if store.get(mapping, "shard-c").await.map_err(source(check))? != Some(at(3)) {
+        return Err(fail(check, "a refused write moved the checkpoint"));
+    }
+    let made_up = Lease::new(
+        format!("{mapping}/shard-d"),
+        "owner-a",
+        tokio::time::Instant::now() + ttl,
+        1,
+    );
+    refused(
+        store.put(mapping, "shard-d", at(1), &made_up).await,
+        "a lease the store never gave out",
+    )?;
+    store
+        .release(&key, "owner-a")
+        .await
+        .map_err(source(check))?;
     Ok(())
 }
 

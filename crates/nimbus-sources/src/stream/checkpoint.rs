@@ -1,11 +1,9 @@
-//! Checkpoints: how far a mapping has finished each shard.
-
-use std::collections::HashMap;
+//! Checkpoints: how far a mapping has finished each shard, kept by a store that also keeps the
+//! leases fencing them.
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
 
-use super::Sequence;
+use super::{Lease, LeaseStore, Sequence};
 use crate::error::SourceError;
 
 /// A shard's checkpoint.
@@ -40,28 +38,78 @@ impl Checkpoint {
     }
 }
 
-/// Where checkpoints are kept: in memory, or in a broker so that another process can resume.
-/// Checkpoints only move forward; a store refuses to move one back.
+/// Where a stream mapping keeps its checkpoints, and the leases that fence them: a checkpoint
+/// store is a [`LeaseStore`] too, so that it can refuse a checkpoint written by a worker that
+/// no longer holds the shard. Checkpoints only move forward; a store refuses to move one back.
+///
+/// A mapping names one store for both (`StreamMapping::builder(..).store(..)`): the in-memory
+/// [`InMemoryStreamStore`] for one process, a broker's (Redis, PostgreSQL) for several, which
+/// then share the shards instead of each reading all of them.
+///
+/// [`InMemoryStreamStore`]: super::InMemoryStreamStore
 ///
 /// # Example
 ///
-/// Checkpoints kept as text in a key-value map, as a Redis hash or an SQL table would keep
-/// them: [`Checkpoint::to_sortable_text`] sorts as checkpoints do, so refusing to move back is
-/// a comparison of text. The `async_trait` attribute is re-exported by this crate.
+/// Checkpoints kept as text in a map, as a Redis hash or an SQL table would keep them, behind
+/// the same lock as the leases, so that checking the writer's lease and moving the checkpoint
+/// are one step. [`Checkpoint::to_sortable_text`] sorts as checkpoints do, so refusing to move
+/// back is a comparison of text; [`Lease::fence`] says whether the writer's lease still holds.
+/// The `async_trait` attribute is re-exported by this crate.
 ///
 /// ```
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
-/// use nimbus_sources::{async_trait, Checkpoint, CheckpointStore, Sequence, SourceError};
+/// use std::time::Duration;
+/// use nimbus_sources::{async_trait, Checkpoint, CheckpointStore, Lease, LeaseStore, Sequence, SourceError};
+/// use tokio::time::Instant;
 ///
 /// #[derive(Debug, Default)]
-/// struct TextCheckpoints(Mutex<HashMap<(String, String), String>>);
+/// struct Tables {
+///     checkpoints: HashMap<(String, String), String>,
+///     leases: HashMap<String, Lease>,
+/// }
+///
+/// #[derive(Debug, Default)]
+/// struct TextStore(Mutex<Tables>);
+///
+/// impl TextStore {
+///     fn tables(&self) -> Result<std::sync::MutexGuard<'_, Tables>, SourceError> {
+///         self.0.lock().map_err(|_| SourceError::Closed)
+///     }
+/// }
 ///
 /// #[async_trait]
-/// impl CheckpointStore for TextCheckpoints {
+/// impl LeaseStore for TextStore {
+///     async fn acquire(&self, key: &str, owner: &str, ttl: Duration) -> Result<Option<Lease>, SourceError> {
+///         let now = Instant::now();
+///         let mut tables = self.tables()?;
+///         let lease = tables.leases.entry(key.to_owned()).or_insert_with(|| Lease::new(key, owner, now, 0));
+///         if lease.owner != owner && lease.expires > now {
+///             return Ok(None);
+///         }
+///         if lease.owner != owner || lease.counter == 0 {
+///             lease.counter += 1;
+///             lease.owner = owner.to_owned();
+///         }
+///         lease.expires = now + ttl;
+///         Ok(Some(lease.clone()))
+///     }
+///     async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError> {
+///         if let Some(lease) = self.tables()?.leases.get_mut(key).filter(|l| l.owner == owner) {
+///             lease.expires = Instant::now();
+///         }
+///         Ok(())
+///     }
+///     async fn list(&self, prefix: &str) -> Result<Vec<Lease>, SourceError> {
+///         Ok(self.tables()?.leases.values().filter(|l| l.key.starts_with(prefix)).cloned().collect())
+///     }
+/// }
+///
+/// #[async_trait]
+/// impl CheckpointStore for TextStore {
 ///     async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
-///         let map = self.0.lock().map_err(|_| SourceError::Closed)?;
-///         map.get(&(mapping.to_owned(), shard.to_owned()))
+///         let tables = self.tables()?;
+///         tables.checkpoints.get(&(mapping.to_owned(), shard.to_owned()))
 ///             .map(|text| {
 ///                 Checkpoint::from_sortable_text(text)
 ///                     .ok_or_else(|| SourceError::permanent(format!("corrupt checkpoint {text:?}")))
@@ -69,10 +117,11 @@ impl Checkpoint {
 ///             .transpose()
 ///     }
 ///
-///     async fn put(&self, mapping: &str, shard: &str, checkpoint: Checkpoint) -> Result<(), SourceError> {
+///     async fn put(&self, mapping: &str, shard: &str, checkpoint: Checkpoint, lease: &Lease) -> Result<(), SourceError> {
 ///         let text = checkpoint.to_sortable_text();
-///         let mut map = self.0.lock().map_err(|_| SourceError::Closed)?;
-///         let stored = map.entry((mapping.to_owned(), shard.to_owned())).or_default();
+///         let mut tables = self.tables()?;
+///         lease.fence(tables.leases.get(&lease.key), Instant::now())?;
+///         let stored = tables.checkpoints.entry((mapping.to_owned(), shard.to_owned())).or_default();
 ///         if *stored > text {
 ///             return Err(SourceError::Invalid(format!("checkpoint of {shard} would move back")));
 ///         }
@@ -83,17 +132,24 @@ impl Checkpoint {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = TextCheckpoints::default();
+/// let store = TextStore::default();
+/// let ttl = Duration::from_secs(30);
+/// let lease = store.acquire("clicks/shard-0", "worker-1", ttl).await?.expect("a free lease");
 /// assert_eq!(store.get("clicks", "shard-0").await?, None);
-/// store.put("clicks", "shard-0", Checkpoint::At(Sequence::new(10))).await?;
-/// assert!(store.put("clicks", "shard-0", Checkpoint::At(Sequence::new(9))).await.is_err());
-/// store.put("clicks", "shard-0", Checkpoint::ShardEnd).await?;
+/// store.put("clicks", "shard-0", Checkpoint::At(Sequence::new(10)), &lease).await?;
+/// assert!(store.put("clicks", "shard-0", Checkpoint::At(Sequence::new(9)), &lease).await.is_err());
+/// // Given up, the lease fences its holder's writes out.
+/// store.release("clicks/shard-0", "worker-1").await?;
+/// let late = store.put("clicks", "shard-0", Checkpoint::ShardEnd, &lease).await;
+/// assert!(matches!(late, Err(SourceError::Fenced { .. })));
+/// let lease = store.acquire("clicks/shard-0", "worker-2", ttl).await?.expect("released");
+/// store.put("clicks", "shard-0", Checkpoint::ShardEnd, &lease).await?;
 /// assert_eq!(store.get("clicks", "shard-0").await?, Some(Checkpoint::ShardEnd));
 /// # Ok(())
 /// # }
 /// ```
 #[async_trait]
-pub trait CheckpointStore: Send + Sync + 'static {
+pub trait CheckpointStore: LeaseStore {
     /// The checkpoint of `shard` for `mapping`, if any.
     ///
     /// # Errors
@@ -101,66 +157,24 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// A [`SourceError`] from the store.
     async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError>;
 
-    /// Moves the checkpoint forward.
+    /// Moves the checkpoint of `shard` forward, if `lease` still holds: the store keeps a lease
+    /// under `lease.key` with the same owner and counter, and it has not expired on the
+    /// store's clock. Checking the lease and moving the checkpoint are one atomic step (one
+    /// lock, one script, one statement), so that a worker that lost its lease cannot move a
+    /// checkpoint past records its successor has not handled. A stream mapping passes the
+    /// lease on `<mapping>/<shard>` it reads the shard under.
     ///
     /// # Errors
     ///
-    /// [`SourceError::Invalid`] if it would move back; a store error otherwise.
+    /// [`SourceError::Fenced`] if the lease expired or moved; [`SourceError::Invalid`] if the
+    /// checkpoint would move back; a store error otherwise.
     async fn put(
         &self,
         mapping: &str,
         shard: &str,
         checkpoint: Checkpoint,
+        lease: &Lease,
     ) -> Result<(), SourceError>;
-}
-
-/// Checkpoints in memory.
-#[derive(Debug, Default)]
-pub struct InMemoryCheckpoints {
-    entries: Mutex<HashMap<(String, String), Checkpoint>>,
-}
-
-impl InMemoryCheckpoints {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-#[async_trait]
-impl CheckpointStore for InMemoryCheckpoints {
-    async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
-        Ok(self
-            .entries
-            .lock()
-            .get(&(mapping.to_owned(), shard.to_owned()))
-            .cloned())
-    }
-
-    async fn put(
-        &self,
-        mapping: &str,
-        shard: &str,
-        checkpoint: Checkpoint,
-    ) -> Result<(), SourceError> {
-        let mut entries = self.entries.lock();
-        let entry = entries.entry((mapping.to_owned(), shard.to_owned()));
-        match entry {
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                if checkpoint < *e.get() {
-                    return Err(SourceError::Invalid(format!(
-                        "checkpoint of {shard} would move back from {:?} to {checkpoint:?}",
-                        e.get()
-                    )));
-                }
-                e.insert(checkpoint);
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(checkpoint);
-            }
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -173,8 +187,9 @@ impl<C: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<C> {
         mapping: &str,
         shard: &str,
         checkpoint: Checkpoint,
+        lease: &Lease,
     ) -> Result<(), SourceError> {
-        (**self).put(mapping, shard, checkpoint).await
+        (**self).put(mapping, shard, checkpoint, lease).await
     }
 }
 

@@ -1,11 +1,10 @@
-//! Leases: which process works on which shard. Used even in one process, so that the same
-//! engine spreads shards over several processes with a shared store.
+//! Leases: which process works on which shard, and the fencing counter that lets a
+//! checkpoint store refuse writes from a worker that lost its lease. Used even in one process,
+//! so that the same engine spreads shards over several processes with a shared store.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::error::SourceError;
@@ -18,9 +17,10 @@ pub struct Lease {
     pub key: String,
     /// Who holds it.
     pub owner: String,
-    /// When it expires unless renewed.
+    /// When it expires unless renewed, on this process's clock.
     pub expires: Instant,
-    /// Bumped on every change of owner (a fencing counter).
+    /// Bumped on every change of owner (a fencing counter): a lease taken over, or taken again
+    /// after someone else held it, never has the counter it had before.
     pub counter: u64,
 }
 
@@ -39,25 +39,73 @@ impl Lease {
             counter,
         }
     }
+
+    /// Checks that a write made under this lease may go ahead, given `held`, what the store
+    /// keeps for the same key at `now` (on the store's clock): the same owner and counter, not
+    /// expired. A store that keeps its leases in this process calls it under the lock that
+    /// guards both leases and checkpoints, so that the check and the write are one step.
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::Fenced`] saying what changed.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nimbus_sources::{Lease, SourceError};
+    /// use tokio::time::Instant;
+    ///
+    /// let now = Instant::now();
+    /// let mine = Lease::new("clicks/shard-0", "worker-1", now + Duration::from_secs(30), 4);
+    /// assert!(mine.fence(Some(&mine), now).is_ok());
+    /// let taken = Lease::new("clicks/shard-0", "worker-2", now + Duration::from_secs(30), 5);
+    /// assert!(matches!(mine.fence(Some(&taken), now), Err(SourceError::Fenced { .. })));
+    /// assert!(mine.fence(Some(&mine), now + Duration::from_secs(31)).is_err());
+    /// assert!(mine.fence(None, now).is_err());
+    /// ```
+    pub fn fence(&self, held: Option<&Lease>, now: Instant) -> Result<(), SourceError> {
+        let fenced = |detail: String| {
+            Err(SourceError::Fenced {
+                lease: self.key.clone(),
+                detail,
+            })
+        };
+        match held {
+            None => fenced("is not held by anyone".to_owned()),
+            Some(held) if held.owner != self.owner || held.counter != self.counter => {
+                fenced(format!(
+                    "passed from {} (counter {}) to {} (counter {})",
+                    self.owner, self.counter, held.owner, held.counter
+                ))
+            }
+            Some(held) if held.expires <= now => fenced(format!("of {} has expired", self.owner)),
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 /// Where leases are kept. Acquiring succeeds when the lease is free, expired, or already the
-/// caller's; it is exclusive otherwise.
+/// caller's; it is exclusive otherwise. The counter rises whenever the owner changes, so that
+/// a [`CheckpointStore`](super::CheckpointStore), which keeps leases too, can refuse a write
+/// made under a lease that has since moved.
 ///
 /// # Example
 ///
 /// Several tenants sharing one store, each under its own key prefix so that their mappings'
-/// leases never collide; the leases are kept in an [`InMemoryLeases`]. The `async_trait`
+/// leases never collide; the leases are kept in an [`InMemoryStreamStore`]. The `async_trait`
 /// attribute is re-exported by this crate.
+///
+/// [`InMemoryStreamStore`]: super::InMemoryStreamStore
 ///
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use nimbus_sources::{async_trait, InMemoryLeases, Lease, LeaseStore, SourceError};
+/// use nimbus_sources::{async_trait, InMemoryStreamStore, Lease, LeaseStore, SourceError};
 ///
 /// #[derive(Debug)]
 /// struct Tenant {
-///     shared: Arc<InMemoryLeases>,
+///     shared: Arc<InMemoryStreamStore>,
 ///     prefix: String,
 /// }
 ///
@@ -86,7 +134,7 @@ impl Lease {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let shared = Arc::new(InMemoryLeases::new());
+/// let shared = Arc::new(InMemoryStreamStore::new());
 /// let acme = Tenant { shared: shared.clone(), prefix: "acme/".into() };
 /// let globex = Tenant { shared, prefix: "globex/".into() };
 /// let ttl = Duration::from_secs(30);
@@ -102,7 +150,8 @@ impl Lease {
 /// ```
 #[async_trait]
 pub trait LeaseStore: Send + Sync + 'static {
-    /// Takes or renews `key` for `owner` for `ttl`; `None` if someone else holds it.
+    /// Takes or renews `key` for `owner` for `ttl`; `None` if someone else holds it. The
+    /// counter of the returned lease rises when the owner changes (not on a renewal).
     ///
     /// # Errors
     ///
@@ -114,7 +163,8 @@ pub trait LeaseStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<Option<Lease>, SourceError>;
 
-    /// Gives `key` up if `owner` holds it.
+    /// Gives `key` up if `owner` holds it: it expires now, and writes made under it are
+    /// refused from then on.
     ///
     /// # Errors
     ///
@@ -128,69 +178,6 @@ pub trait LeaseStore: Send + Sync + 'static {
     ///
     /// A [`SourceError`] from the store.
     async fn list(&self, prefix: &str) -> Result<Vec<Lease>, SourceError>;
-}
-
-/// Leases in memory.
-#[derive(Debug, Default)]
-pub struct InMemoryLeases {
-    leases: Mutex<HashMap<String, Lease>>,
-}
-
-impl InMemoryLeases {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-#[async_trait]
-impl LeaseStore for InMemoryLeases {
-    async fn acquire(
-        &self,
-        key: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, SourceError> {
-        let now = Instant::now();
-        let mut leases = self.leases.lock();
-        let lease = leases.entry(key.to_owned()).or_insert_with(|| Lease {
-            key: key.to_owned(),
-            owner: owner.to_owned(),
-            expires: now,
-            counter: 0,
-        });
-        if lease.owner != owner && lease.expires > now {
-            return Ok(None);
-        }
-        if lease.owner != owner || lease.counter == 0 {
-            lease.counter += 1;
-            lease.owner = owner.to_owned();
-        }
-        // A TTL too long to add to the clock is "for as long as anyone will wait".
-        lease.expires = now
-            .checked_add(ttl)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
-        Ok(Some(lease.clone()))
-    }
-
-    async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError> {
-        let mut leases = self.leases.lock();
-        if let Some(lease) = leases.get_mut(key) {
-            if lease.owner == owner {
-                lease.expires = Instant::now();
-            }
-        }
-        Ok(())
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<Lease>, SourceError> {
-        let leases = self.leases.lock();
-        Ok(leases
-            .values()
-            .filter(|lease| lease.key.starts_with(prefix))
-            .cloned()
-            .collect())
-    }
 }
 
 #[async_trait]

@@ -1,5 +1,7 @@
-//! Stream sources (Kinesis semantics): the [`StreamSource`] trait over ordered shards, the
-//! [`CheckpointStore`] and [`LeaseStore`] traits, and in-memory implementations of all three.
+//! Stream sources (Kinesis semantics): the [`StreamSource`] trait over ordered shards, record
+//! [`Sequence`] numbers, the [`LeaseStore`] and [`CheckpointStore`] traits (a checkpoint store
+//! keeps the leases too, and refuses a checkpoint written under a lease that has expired or
+//! moved), and in-memory implementations: [`InMemoryStream`] and [`InMemoryStreamStore`].
 //!
 //! A stream is split into shards that each hold records in sequence order. Records are routed
 //! to a shard by a 128-bit hash of their partition key over the shards' hash-key ranges, so
@@ -12,6 +14,7 @@ mod checkpoint;
 mod lease;
 mod memory;
 mod sequence;
+mod store;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -19,10 +22,11 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use checkpoint::{Checkpoint, CheckpointStore, InMemoryCheckpoints};
-pub use lease::{InMemoryLeases, Lease, LeaseStore};
+pub use checkpoint::{Checkpoint, CheckpointStore};
+pub use lease::{Lease, LeaseStore};
 pub use memory::{InMemoryStream, StreamConfig};
 pub use sequence::{ParseSequenceError, Sequence, MAX_SEQUENCE_DIGITS};
+pub use store::InMemoryStreamStore;
 
 use crate::error::SourceError;
 

@@ -60,6 +60,13 @@ impl Shared {
 
         let ready = self.ready_shards(shards).await;
         let fair = ready.len().div_ceil(workers);
+        self.drain.stage(
+            ready
+                .iter()
+                .filter(|s| !held_elsewhere.contains_key(self.lease_key(&s.id).as_str()))
+                .map(|s| Arc::clone(&s.id))
+                .collect(),
+        );
 
         type Snapshot = (
             ShardId,
@@ -90,10 +97,12 @@ impl Shared {
                 )
                 .await
             {
-                Ok(Some(_)) => {
+                Ok(Some(lease)) => {
                     let live = match self.running.lock().get_mut(&id) {
                         Some(reader) if !reader.ending => {
                             reader.renewed = now;
+                            // Checkpoint writes carry the latest renewal.
+                            reader.lease = Arc::new(lease);
                             true
                         }
                         _ => false,
@@ -145,7 +154,7 @@ impl Shared {
                 next_shard_expiry = Some(next_shard_expiry.map_or(left, |n| n.min(left)));
                 continue;
             }
-            if let Ok(Some(_)) = self
+            if let Ok(Some(lease)) = self
                 .store_call("lease store acquire", self.leases.acquire(&key, owner, ttl))
                 .await
             {
@@ -159,7 +168,7 @@ impl Shared {
                 {
                     Ok(checkpoint) => {
                         held += 1;
-                        self.start_reader(Arc::clone(&shard.id), checkpoint, now);
+                        self.start_reader(Arc::clone(&shard.id), checkpoint, now, lease);
                     }
                     Err(error) => {
                         tracing::warn!(mapping = %self.name, shard = %shard.id, %error, "reading a checkpoint failed");

@@ -123,7 +123,7 @@ pub struct StreamFailure {
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use nimbus_core::{handler_fn, Context, DeliveryError, Function, FunctionError, Runtime};
-/// use nimbus_sources::{async_trait, FailureDestination, InMemoryQueue, InMemoryStream, QueueConfig, QueueSource, StreamBatch, StreamConfig, StreamFailure, StreamMapping, StreamMappingConfig, StreamMappingParts, StreamResponse};
+/// use nimbus_sources::{async_trait, FailureDestination, InMemoryQueue, InMemoryStream, QueueConfig, QueueSource, StreamBatch, StreamConfig, StreamFailure, StreamMapping, StreamMappingConfig, StreamResponse};
 ///
 /// #[derive(Debug)]
 /// struct ToQueue(Arc<InMemoryQueue>);
@@ -154,9 +154,11 @@ pub struct StreamFailure {
 /// let stream = Arc::new(InMemoryStream::new(StreamConfig::default())?);
 /// stream.put("order-9", "paid")?;
 /// let failures = Arc::new(InMemoryQueue::new(QueueConfig::default())?);
-/// let parts = StreamMappingParts::in_memory().with_on_failure(ToQueue(failures.clone()));
 /// let config = StreamMappingConfig::new("orders").with_max_retry_attempts(0);
-/// let mapping = StreamMapping::start(stream, broken, parts, config)?;
+/// let mapping = StreamMapping::builder(stream, broken, config)
+///     .in_memory_store()
+///     .on_failure(ToQueue(failures.clone()))
+///     .start()?;
 /// runtime.attach(mapping)?;
 /// // Waits (long poll) for the failure to arrive.
 /// let received = failures.receive(1, Duration::from_secs(30)).await?;

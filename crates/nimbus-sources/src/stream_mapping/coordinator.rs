@@ -13,15 +13,19 @@ use crate::error::SourceError;
 use crate::status::{delay_of, guarded, settle_status, MappingStatus};
 
 impl Shared {
-    /// when shards change, a reader ends, or a lease it waits for expires. Gives its worker
+    /// Lists shards and balances them on a heartbeat, and sooner when shards change, a reader
+    /// ends, a lease it waits for expires, or a drain request wants a fresh listing. Gives its worker
     /// lease back when the mapping stops; readers give back theirs as they end.
     pub(super) async fn coordinate(self: Arc<Self>) {
         let heartbeat = self.config.lease_ttl / 3;
         let mut failures = 0u32;
+        let mut drain_requests = self.drain.requests.subscribe();
         loop {
             if self.stopping.is_cancelled() || self.cancel.is_cancelled() {
                 break;
             }
+            // Before listing, so that a listing counts for the drain requests made before it.
+            let request = *drain_requests.borrow_and_update();
             // Bounded, so that a hung store cannot keep readers going past their leases.
             let balanced = tokio::time::timeout(heartbeat, async {
                 let shards = guarded("listing shards", self.source.shards()).await?;
@@ -38,6 +42,7 @@ impl Shared {
             match balanced {
                 Ok(next_expiry) => {
                     failures = 0;
+                    self.drain.publish(request);
                     if let Some(next) = next_expiry {
                         // A little past the expiry, so the store agrees it is over.
                         wait = wait.min(next + Duration::from_millis(20));
@@ -57,6 +62,7 @@ impl Shared {
                 () = self.source.shards_changed() => {}
                 () = self.shard_done.notified() => {}
                 () = tokio::time::sleep(wait) => {}
+                Ok(()) = drain_requests.changed() => {}
                 () = self.cancel.cancelled() => break,
                 () = self.stopping.cancelled() => break,
             }
@@ -81,6 +87,7 @@ impl Shared {
         settle_status(&self.status, status);
         self.stopping.cancel();
         self.cancel.cancel();
+        self.drain.changed.notify_waiters();
     }
 
     /// A call into a store or the source: guarded against panics, and given up on once the

@@ -16,6 +16,18 @@
 //!   most ready shards ÷ live workers (rounded up) and hands the rest off between rounds, after
 //!   any open tumbling window closes.
 //!
+//! A mapping is built with [`StreamMapping::builder`], which asks where its leases and
+//! checkpoints live before it can start: a shared [`CheckpointStore`] (Redis, PostgreSQL) so
+//! that several processes split the shards, or [`StreamMappingBuilder::in_memory_store`] for
+//! one process, chosen explicitly. Every checkpoint write carries the reader's lease (the
+//! latest renewal), and the store refuses it once the lease has expired or moved; a reader
+//! whose write is refused stops between batches, as when a renewal finds its lease gone, and
+//! what it had not checkpointed is read again by the next owner.
+//!
+//! [`StreamMapping::drained`] resolves once every shard is finished or caught up (its last read
+//! returned nothing new, and everything read before is finished and checkpointed) and nothing
+//! is in flight, at some moment after the call.
+//!
 //! Stopping ([`StreamMapping::stop`], or the shutdown of a runtime it is attached to with
 //! [`nimbus_core::Runtime::attach`]): readers stop reading, finish the round in hand until the
 //! deadline (then stop between batches, leaving the rest behind the checkpoint), flush their
@@ -30,15 +42,19 @@
 //! batch holds the shard (Lambda blocks only that lane; nimbus keeps the simpler round, which
 //! keeps the checkpoint arithmetic obvious).
 //!
-//! One concern per module: `coordinator` (the heartbeat loop and store guards), `balance`
-//! (leases and the fair share), `reader` (a shard's read loop and its checkpoints between
-//! rounds), `round` (lanes), `progress` (the finished prefix and checkpoints within a round),
-//! `window` (tumbling windows) and `failure` (retries, bisection, the on-failure destination).
+//! One concern per module: `builder` (what a mapping needs before it starts), `coordinator`
+//! (the heartbeat loop and store guards), `balance` (leases and the fair share), `reader` (a
+//! shard's read loop and its checkpoints between rounds), `round` (lanes), `progress` (the
+//! finished prefix, and checkpoint writes under the reader's lease), `window` (tumbling
+//! windows), `failure` (retries, bisection, the on-failure destination) and `drain` (the
+//! future that says the source is drained).
 
 mod balance;
 mod batch;
+mod builder;
 mod config;
 mod coordinator;
+mod drain;
 mod failure;
 mod metrics;
 mod progress;
@@ -59,12 +75,14 @@ use tokio_util::task::TaskTracker;
 pub use batch::{
     FailureDestination, StreamBatch, StreamCondition, StreamFailure, StreamResponse, TumblingWindow,
 };
+pub use builder::{HasStore, NeedsStore, StreamMappingBuilder};
 pub use config::StreamMappingConfig;
+pub use drain::DrainError;
 pub use metrics::{ShardMetrics, StreamMappingMetrics};
 
 use crate::error::ConfigError;
 use crate::status::{settle_status, MappingStatus};
-use crate::stream::{CheckpointStore, LeaseStore, ShardId, StreamSource};
+use crate::stream::{CheckpointStore, Lease, LeaseStore, ShardId, StreamSource};
 
 /// The function a stream mapping invokes.
 pub type StreamFunction = FunctionHandle<StreamBatch, StreamResponse>;
@@ -74,6 +92,7 @@ struct Shared {
     config: StreamMappingConfig,
     source: Arc<dyn StreamSource>,
     function: StreamFunction,
+    /// The store, as a checkpoint store; `leases` is the same store seen as a lease store.
     checkpoints: Arc<dyn CheckpointStore>,
     leases: Arc<dyn LeaseStore>,
     on_failure: Option<Arc<dyn FailureDestination>>,
@@ -91,6 +110,7 @@ struct Shared {
     permanent_errors: AtomicU64,
     tasks: TaskTracker,
     stopped_rounds: AtomicU64,
+    drain: drain::Drain,
 }
 
 /// How long past its deadline a stopping stream mapping waits for checkpoints and lease
@@ -110,8 +130,13 @@ struct Reader {
     hand_off: CancellationToken,
     /// When its lease was last renewed.
     renewed: tokio::time::Instant,
+    /// The lease as last acquired or renewed: checkpoint writes carry it.
+    lease: Arc<Lease>,
     /// Set once the reader has returned and is giving its lease back: not renewed any more.
     ending: bool,
+    /// The drain request current when the reader last found the shard caught up (its last read
+    /// empty, everything before finished and checkpointed); `None` once it reads records.
+    caught_up: Option<u64>,
 }
 
 /// A running stream mapping.
@@ -128,53 +153,20 @@ impl std::fmt::Debug for StreamMapping {
     }
 }
 
-/// The stores and destination a stream mapping works with.
-pub struct StreamMappingParts {
-    /// Where checkpoints are kept.
-    pub checkpoints: Arc<dyn CheckpointStore>,
-    /// Where shard leases are kept.
-    pub leases: Arc<dyn LeaseStore>,
-    /// Where records the mapping gives up on go (required when it may give up).
-    pub on_failure: Option<Arc<dyn FailureDestination>>,
+/// One store seen as both of the traits the mapping uses, so that leases and checkpoints are
+/// always kept together.
+struct Stores {
+    checkpoints: Arc<dyn CheckpointStore>,
+    leases: Arc<dyn LeaseStore>,
 }
 
-impl std::fmt::Debug for StreamMappingParts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamMappingParts")
-            .field("on_failure", &self.on_failure.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl StreamMappingParts {
-    /// In-memory checkpoints and leases, no on-failure destination.
-    pub fn in_memory() -> Self {
+impl Stores {
+    fn new<S: CheckpointStore>(store: S) -> Self {
+        let store = Arc::new(store);
         Self {
-            checkpoints: Arc::new(crate::stream::InMemoryCheckpoints::new()),
-            leases: Arc::new(crate::stream::InMemoryLeases::new()),
-            on_failure: None,
+            checkpoints: store.clone(),
+            leases: store,
         }
-    }
-
-    /// Sets the on-failure destination.
-    #[must_use]
-    pub fn with_on_failure(mut self, destination: impl FailureDestination) -> Self {
-        self.on_failure = Some(Arc::new(destination));
-        self
-    }
-
-    /// Sets the checkpoint store.
-    #[must_use]
-    pub fn with_checkpoints(mut self, store: Arc<dyn CheckpointStore>) -> Self {
-        self.checkpoints = store;
-        self
-    }
-
-    /// Sets the lease store.
-    #[must_use]
-    pub fn with_leases(mut self, store: Arc<dyn LeaseStore>) -> Self {
-        self.leases = store;
-        self
     }
 }
 
@@ -185,11 +177,9 @@ enum Done {
 }
 
 impl StreamMapping {
-    /// Starts a mapping from `source` to `function`. Must be called inside a Tokio runtime.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming the first invalid field.
+    /// A builder of a mapping from `source` to `function`: it must be told where leases and
+    /// checkpoints live ([`StreamMappingBuilder::store`] or
+    /// [`StreamMappingBuilder::in_memory_store`]) before it can start.
     ///
     /// # Example
     ///
@@ -197,7 +187,7 @@ impl StreamMapping {
     /// use std::sync::Arc;
     /// use std::time::Duration;
     /// use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
-    /// use nimbus_sources::{InMemoryStream, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig, StreamMappingParts, StreamResponse};
+    /// use nimbus_sources::{InMemoryStream, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig, StreamResponse};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -210,34 +200,46 @@ impl StreamMapping {
     ///     .await?;
     /// let stream = Arc::new(InMemoryStream::new(StreamConfig::default().with_shards(2))?);
     /// stream.put("user-1", "hello")?;
-    /// let mapping = StreamMapping::start(stream, count, StreamMappingParts::in_memory(), StreamMappingConfig::new("count"))?;
+    /// // One process: leases and checkpoints in memory, said so.
+    /// let mapping = StreamMapping::builder(stream, count, StreamMappingConfig::new("count"))
+    ///     .in_memory_store()
+    ///     .start()?;
     /// // Attached, the mapping is stopped first when the runtime shuts down: checkpoints
     /// // flushed, leases given up.
     /// runtime.attach(mapping.clone())?;
-    /// while mapping.metrics().records < 1 {
-    ///     tokio::task::yield_now().await;
-    /// }
+    /// mapping.drained().await?;
+    /// assert_eq!(mapping.metrics().records, 1);
     /// let report = runtime.shutdown(Duration::from_secs(1)).await;
     /// assert!(report.attachments[0].clean);
     /// # Ok(())
     /// # }
     /// ```
-    pub fn start(
+    pub fn builder(
         source: impl StreamSource,
         function: StreamFunction,
-        parts: StreamMappingParts,
         config: StreamMappingConfig,
+    ) -> StreamMappingBuilder<NeedsStore> {
+        StreamMappingBuilder::new(Arc::new(source), function, config)
+    }
+
+    /// Starts the mapping the builder describes. Must be called inside a Tokio runtime.
+    fn launch(
+        source: Arc<dyn StreamSource>,
+        function: StreamFunction,
+        config: StreamMappingConfig,
+        stores: Stores,
+        on_failure: Option<Arc<dyn FailureDestination>>,
     ) -> Result<Self, ConfigError> {
-        config.validate(parts.on_failure.is_some())?;
+        config.validate(on_failure.is_some())?;
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),
             // Its handlers see this mapping as the principal.
             function: function.for_event_source(&config.name),
             config,
-            source: Arc::new(source),
-            checkpoints: parts.checkpoints,
-            leases: parts.leases,
-            on_failure: parts.on_failure,
+            source,
+            checkpoints: stores.checkpoints,
+            leases: stores.leases,
+            on_failure,
             metrics: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             shard_done: tokio::sync::Notify::new(),
@@ -248,6 +250,7 @@ impl StreamMapping {
             permanent_errors: AtomicU64::new(0),
             tasks: TaskTracker::new(),
             stopped_rounds: AtomicU64::new(0),
+            drain: drain::Drain::default(),
         });
         shared.tasks.spawn(Arc::clone(&shared).coordinate());
         Ok(Self { shared })
@@ -301,6 +304,7 @@ impl StreamMapping {
             },
         );
         shared.stopping.cancel();
+        shared.drain.changed.notify_waiters();
         for reader in shared.running.lock().values() {
             reader.hand_off.cancel();
         }

@@ -1,9 +1,12 @@
-//! Progress: which records of a round are finished, and checkpoints that never pass an
-//! unfinished record.
+//! Progress: which records of a round are finished, checkpoints that never pass an unfinished
+//! record, and checkpoint writes under the reader's lease.
+
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::Shared;
+use crate::error::SourceError;
 use crate::stream::{Checkpoint, Sequence, ShardId, StreamRecord};
 
 /// Which records of a round are finished, and the checkpoint they allow.
@@ -70,11 +73,7 @@ impl Shared {
             return;
         }
         match self
-            .store_call(
-                "checkpoint store put",
-                self.checkpoints
-                    .put(&self.name, shard, Checkpoint::At(sequence.clone())),
-            )
+            .put_checkpoint(shard, Checkpoint::At(sequence.clone()))
             .await
         {
             Ok(()) => {
@@ -86,5 +85,35 @@ impl Shared {
             }
             Err(error) => tracing::warn!(mapping = %self.name, %shard, %error, "checkpoint failed"),
         }
+    }
+
+    /// Writes a checkpoint under the reader's lease (as last renewed). A write the store fences
+    /// out means the lease is lost: the reader stops between batches, as when a renewal finds
+    /// the lease gone, and what it has not checkpointed is read again by the next owner.
+    pub(super) async fn put_checkpoint(
+        &self,
+        shard: &ShardId,
+        checkpoint: Checkpoint,
+    ) -> Result<(), SourceError> {
+        let lease = self.running.lock().get(shard).map(|r| Arc::clone(&r.lease));
+        let Some(lease) = lease else {
+            return Err(SourceError::Fenced {
+                lease: self.lease_key(shard),
+                detail: "is not held by this worker".to_owned(),
+            });
+        };
+        let result = self
+            .store_call(
+                "checkpoint store put",
+                self.checkpoints.put(&self.name, shard, checkpoint, &lease),
+            )
+            .await;
+        if let Err(error @ SourceError::Fenced { .. }) = &result {
+            tracing::warn!(mapping = %self.name, %shard, %error, "checkpoint fenced out; stopping the reader");
+            if let Some(reader) = self.running.lock().get(shard) {
+                reader.cancel.cancel();
+            }
+        }
+        result
     }
 }

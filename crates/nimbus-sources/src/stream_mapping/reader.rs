@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::window::Window;
 use super::{Done, Reader, Shared};
 use crate::status::{delay_of, guarded};
-use crate::stream::{stream_now, Checkpoint, Position, Sequence, ShardId};
+use crate::stream::{stream_now, Checkpoint, Lease, Position, Sequence, ShardId};
 
 impl Shared {
     /// Between rounds, where everything read is finished: records the position reached as the
@@ -41,11 +41,7 @@ impl Shared {
             return;
         }
         if self
-            .store_call(
-                "checkpoint store put",
-                self.checkpoints
-                    .put(&self.name, shard, Checkpoint::At(sequence.clone())),
-            )
+            .put_checkpoint(shard, Checkpoint::At(sequence.clone()))
             .await
             .is_ok()
         {
@@ -87,6 +83,13 @@ impl Shared {
         };
         let round = self.config.batch_size * self.config.parallelization_factor as usize;
         let mut failures = 0u32;
+        let mut drain_requests = self.drain.requests.subscribe();
+        // The drain request current at the last empty read (`None` after a read with records):
+        // a read that does not wait, made after records or a new request, tells whether the
+        // shard has caught up; after it, reads long-poll.
+        let mut idle_at: Option<u64> = None;
+        // The drain request the shard was last said to be caught up at.
+        let mut caught_up: Option<u64> = None;
         loop {
             // An open tumbling window is finished before the shard is handed off, so that its
             // state is not lost with it; windows close on time even without records.
@@ -96,7 +99,13 @@ impl Shared {
                 self.settle(&shard, &position).await;
                 return;
             }
-            let mut wait = self.config.poll_wait;
+            let request = *drain_requests.borrow_and_update();
+            let probe = idle_at != Some(request);
+            let mut wait = if probe {
+                Duration::ZERO
+            } else {
+                self.config.poll_wait
+            };
             if let Some((_, end)) = window.bounds {
                 wait = wait.min(end.duration_since(stream_now()).unwrap_or_default());
             }
@@ -105,6 +114,8 @@ impl Shared {
                 () = cancel.cancelled() => continue,
                 () = hand_off.cancelled(), if window.bounds.is_none() => continue,
                 () = self.stopping.cancelled(), if window.bounds.is_none() => continue,
+                // A drain request: look again without waiting.
+                Ok(()) = drain_requests.changed(), if !probe => continue,
             };
             let mut read = match read {
                 Ok(read) => {
@@ -128,6 +139,14 @@ impl Shared {
             };
             if read.trimmed {
                 self.shard_metrics(&shard, |m| m.trimmed_reads += 1);
+            }
+            if read.records.is_empty() {
+                idle_at = Some(request);
+            } else {
+                idle_at = None;
+                if caught_up.take().is_some() {
+                    self.set_caught_up(&shard, None);
+                }
             }
             // Batching window: gather more until a round is full or the window ends.
             if !read.records.is_empty() && !self.config.batching_window.is_zero() {
@@ -168,35 +187,40 @@ impl Shared {
             position = read.next;
             // A window whose time is up closes even when no record arrives.
             if let Some((_, end)) = window.bounds {
-                if (read.shard_ended || stream_now() >= end)
-                    && matches!(
+                if read.shard_ended || stream_now() >= end {
+                    if matches!(
                         self.close_window(&shard, &mut window, cancel).await,
                         Done::Stopped
-                    )
-                {
-                    return;
+                    ) {
+                        return;
+                    }
+                    // Closed: the next read tells whether the shard has caught up.
+                    idle_at = None;
                 }
             }
             if read.shard_ended {
-                let _ = self
-                    .store_call(
-                        "checkpoint store put",
-                        self.checkpoints
-                            .put(&self.name, &shard, Checkpoint::ShardEnd),
-                    )
-                    .await;
+                let _ = self.put_checkpoint(&shard, Checkpoint::ShardEnd).await;
                 self.shard_metrics(&shard, |m| m.finished = true);
                 return;
+            }
+            if idle_at == Some(request)
+                && caught_up != Some(request)
+                && window.bounds.is_none()
+                && self.checkpointed(&shard, &position).await
+            {
+                caught_up = Some(request);
+                self.set_caught_up(&shard, Some(request));
             }
         }
     }
 
-    /// Starts the reader of a leased shard; when it ends, its lease is given back.
+    /// Starts the reader of a shard leased under `lease`; when it ends, its lease is given back.
     pub(super) fn start_reader(
         self: &Arc<Self>,
         id: ShardId,
         checkpoint: Option<Checkpoint>,
         renewed: tokio::time::Instant,
+        lease: Lease,
     ) {
         let cancel = self.cancel.child_token();
         let hand_off = CancellationToken::new();
@@ -204,7 +228,9 @@ impl Shared {
             cancel: cancel.clone(),
             hand_off: hand_off.clone(),
             renewed,
+            lease: Arc::new(lease),
             ending: false,
+            caught_up: None,
         };
         self.running.lock().insert(Arc::clone(&id), reader);
         let this = Arc::clone(self);

@@ -8,13 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nimbus_core::{handler_fn, Context, Function, FunctionError};
 use nimbus_sources::{
-    Checkpoint, CheckpointStore, InMemoryCheckpoints, InMemoryQueue, InMemoryStream, LeaseStore,
-    MappingStatus, Message, QueueConfig, QueueMapping, QueueMappingConfig, QueueSource, Receipt,
-    SourceError, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig, StreamMappingParts,
+    Checkpoint, CheckpointStore, InMemoryQueue, InMemoryStream, InMemoryStreamStore, Lease,
+    LeaseStore, MappingStatus, Message, QueueConfig, QueueMapping, QueueMappingConfig, QueueSource,
+    Receipt, SourceError, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig,
     StreamResponse, StreamSource,
 };
 
-use crate::support::{eventually, queue, recording, runtime};
+use crate::support::{eventually, forward_checkpoints, forward_leases, queue, recording, runtime};
 
 const LIMIT: Duration = Duration::from_secs(600);
 
@@ -121,7 +121,7 @@ async fn a_permanent_source_error_stops_the_mapping_instead_of_retrying_forever(
 /// A checkpoint store whose first write panics.
 #[derive(Default)]
 struct PanickyCheckpoints {
-    inner: InMemoryCheckpoints,
+    inner: InMemoryStreamStore,
     puts: AtomicU32,
 }
 
@@ -135,13 +135,16 @@ impl CheckpointStore for PanickyCheckpoints {
         mapping: &str,
         shard: &str,
         checkpoint: Checkpoint,
+        lease: &Lease,
     ) -> Result<(), SourceError> {
         if self.puts.fetch_add(1, Ordering::Relaxed) == 0 {
             panic!("checkpoint store panicked");
         }
-        self.inner.put(mapping, shard, checkpoint).await
+        self.inner.put(mapping, shard, checkpoint, lease).await
     }
 }
+
+forward_leases!(PanickyCheckpoints, inner);
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_checkpoint_store_does_not_wedge_the_shard() {
@@ -158,12 +161,13 @@ async fn a_panicking_checkpoint_store_does_not_wedge_the_shard() {
     let stream = Arc::new(InMemoryStream::new(StreamConfig::default()).unwrap());
     let shard = stream.shards().await.unwrap()[0].id.clone();
     let checkpoints = Arc::new(PanickyCheckpoints::default());
-    let mapping = StreamMapping::start(
+    let mapping = StreamMapping::builder(
         stream.clone(),
         function,
-        StreamMappingParts::in_memory().with_checkpoints(checkpoints.clone()),
         StreamMappingConfig::new("count").with_batch_size(2),
     )
+    .store(checkpoints.clone())
+    .start()
     .unwrap();
     let mut last = nimbus_sources::Sequence::new(0);
     for i in 0..6 {
@@ -240,7 +244,7 @@ async fn a_receive_in_flight_at_stop_is_not_dropped_but_released() {
 
 /// A lease store whose release never answers.
 #[derive(Default)]
-struct StuckRelease(nimbus_sources::InMemoryLeases);
+struct StuckRelease(InMemoryStreamStore);
 
 #[async_trait]
 impl nimbus_sources::LeaseStore for StuckRelease {
@@ -260,6 +264,8 @@ impl nimbus_sources::LeaseStore for StuckRelease {
     }
 }
 
+forward_checkpoints!(StuckRelease, 0);
+
 async fn counting_function(rt: &nimbus_core::Runtime) -> nimbus_sources::StreamFunction {
     rt.register(Function::new(
         "count",
@@ -275,12 +281,13 @@ async fn counting_function(rt: &nimbus_core::Runtime) -> nimbus_sources::StreamF
 async fn stopping_is_bounded_when_a_lease_store_never_answers() {
     let rt = runtime();
     let stream = Arc::new(InMemoryStream::new(StreamConfig::default()).unwrap());
-    let mapping = StreamMapping::start(
+    let mapping = StreamMapping::builder(
         stream.clone(),
         counting_function(&rt).await,
-        StreamMappingParts::in_memory().with_leases(Arc::new(StuckRelease::default())),
         StreamMappingConfig::new("count"),
     )
+    .store(Arc::new(StuckRelease::default()))
+    .start()
     .unwrap();
     stream.put("k", "v").unwrap();
     eventually(LIMIT, || mapping.metrics().records == 1).await;
@@ -316,12 +323,13 @@ impl StreamSource for GoneStream {
 #[tokio::test(start_paused = true)]
 async fn a_permanent_stream_error_stops_the_mapping_with_a_status() {
     let rt = runtime();
-    let mapping = StreamMapping::start(
+    let mapping = StreamMapping::builder(
         GoneStream,
         counting_function(&rt).await,
-        StreamMappingParts::in_memory(),
         StreamMappingConfig::new("gone"),
     )
+    .in_memory_store()
+    .start()
     .unwrap();
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(
@@ -371,14 +379,16 @@ async fn a_panicking_failure_destination_is_retried_and_loses_nothing() {
         calls: AtomicU32::new(0),
         delivered: tx,
     };
-    let mapping = StreamMapping::start(
+    let mapping = StreamMapping::builder(
         stream.clone(),
         function,
-        StreamMappingParts::in_memory().with_on_failure(destination),
         StreamMappingConfig::new("fails")
             .with_max_retry_attempts(0)
             .with_retry_backoff(nimbus_core::Backoff::fixed(Duration::from_secs(1)).unwrap()),
     )
+    .in_memory_store()
+    .on_failure(destination)
+    .start()
     .unwrap();
     let (_, sequence) = stream.put("k", "v").unwrap();
     let failure = rx.recv().await.unwrap();
@@ -397,7 +407,7 @@ async fn a_panicking_failure_destination_is_retried_and_loses_nothing() {
 /// A checkpoint store whose next write never answers once `hang` is set.
 #[derive(Default)]
 struct HangingCheckpoints {
-    inner: InMemoryCheckpoints,
+    inner: InMemoryStreamStore,
     hang: std::sync::atomic::AtomicBool,
 }
 
@@ -411,13 +421,16 @@ impl CheckpointStore for HangingCheckpoints {
         mapping: &str,
         shard: &str,
         checkpoint: Checkpoint,
+        lease: &Lease,
     ) -> Result<(), SourceError> {
         if self.hang.swap(false, Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
-        self.inner.put(mapping, shard, checkpoint).await
+        self.inner.put(mapping, shard, checkpoint, lease).await
     }
 }
+
+forward_leases!(HangingCheckpoints, inner);
 
 /// A checkpoint write hangs, so the stop abandons its stores; the reader's final checkpoint
 /// flush and its lease release, which the stores answer at once, must still go through. (An
@@ -430,15 +443,13 @@ async fn after_a_stop_abandons_its_stores_calls_they_answer_at_once_still_go_thr
         let stream = Arc::new(InMemoryStream::new(StreamConfig::default()).unwrap());
         let shard = stream.shards().await.unwrap()[0].id.clone();
         let checkpoints = Arc::new(HangingCheckpoints::default());
-        let leases = Arc::new(nimbus_sources::InMemoryLeases::default());
-        let mapping = StreamMapping::start(
+        let mapping = StreamMapping::builder(
             stream.clone(),
             counting_function(&rt).await,
-            StreamMappingParts::in_memory()
-                .with_checkpoints(checkpoints.clone())
-                .with_leases(leases.clone()),
             StreamMappingConfig::new("count"),
         )
+        .store(checkpoints.clone())
+        .start()
         .unwrap();
         stream.put("k", "a").unwrap();
         eventually(LIMIT, || mapping.metrics().records == 1).await;
@@ -460,7 +471,7 @@ async fn after_a_stop_abandons_its_stores_calls_they_answer_at_once_still_go_thr
             "the final checkpoint flush was skipped"
         );
         let now = tokio::time::Instant::now();
-        let held: Vec<_> = leases
+        let held: Vec<_> = checkpoints
             .list("count/")
             .await
             .unwrap()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nimbus_core::Backoff;
 use nimbus_sources::{
-    InMemoryLeases, InMemoryObjectStore, InMemoryStream, LeaseStore, NotificationConfig,
+    InMemoryObjectStore, InMemoryStream, InMemoryStreamStore, LeaseStore, NotificationConfig,
     ObjectStore, Outgoing, Position, QueueConfig, QueueMappingConfig, QueueSource, SourceError,
     StreamConfig, StreamSource,
 };
@@ -46,7 +46,7 @@ async fn durations_at_their_limit_do_not_panic_sources() {
         .unwrap();
     assert_eq!(read.records.len(), 1);
 
-    let leases = InMemoryLeases::new();
+    let leases = InMemoryStreamStore::new();
     assert!(leases
         .acquire("key", "owner", Duration::MAX)
         .await

@@ -9,14 +9,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
 use nimbus_sources::{
-    BatchResponse, InMemoryLeases, InMemoryQueue, InMemoryStream, Lease, LeaseStore, MappingStatus,
-    QueueBatch, QueueConfig, QueueFunction, QueueMapping, QueueMappingConfig, QueueSource,
-    SourceError, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig, StreamMappingParts,
+    BatchResponse, InMemoryQueue, InMemoryStream, InMemoryStreamStore, Lease, LeaseStore,
+    MappingStatus, QueueBatch, QueueConfig, QueueFunction, QueueMapping, QueueMappingConfig,
+    QueueSource, SourceError, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig,
     StreamResponse,
 };
 use parking_lot::Mutex;
 
-use crate::support::{eventually, queue, runtime};
+use crate::support::{eventually, forward_checkpoints, queue, runtime};
 
 const LIMIT: Duration = Duration::from_secs(600);
 
@@ -159,9 +159,11 @@ async fn stopping_a_queue_mapping_past_its_deadline_releases_the_batches_in_flig
 /// Counts lease acquisitions: a reader restarting in a loop shows as a climbing count.
 #[derive(Debug, Default)]
 struct CountingLeases {
-    inner: InMemoryLeases,
+    inner: InMemoryStreamStore,
     acquired: AtomicU64,
 }
+
+forward_checkpoints!(CountingLeases, inner);
 
 #[async_trait]
 impl LeaseStore for CountingLeases {
@@ -196,13 +198,11 @@ async fn a_stream_mapping_left_running_after_shutdown_stops_instead_of_spinning(
         .unwrap();
     let stream = Arc::new(InMemoryStream::new(StreamConfig::default().with_shards(2)).unwrap());
     let leases = Arc::new(CountingLeases::default());
-    let mapping = StreamMapping::start(
-        stream.clone(),
-        function,
-        StreamMappingParts::in_memory().with_leases(leases.clone()),
-        StreamMappingConfig::new("count"),
-    )
-    .unwrap();
+    let mapping =
+        StreamMapping::builder(stream.clone(), function, StreamMappingConfig::new("count"))
+            .store(leases.clone())
+            .start()
+            .unwrap();
     stream.put("a", "1").unwrap();
     eventually(LIMIT, || mapping.metrics().records == 1).await;
     rt.shutdown(Duration::from_millis(50)).await;
@@ -237,13 +237,11 @@ async fn an_attached_stream_mapping_flushes_its_checkpoints_and_gives_up_its_lea
         .unwrap();
     let stream = Arc::new(InMemoryStream::new(StreamConfig::default().with_shards(2)).unwrap());
     let leases = Arc::new(CountingLeases::default());
-    let mapping = StreamMapping::start(
-        stream.clone(),
-        function,
-        StreamMappingParts::in_memory().with_leases(leases.clone()),
-        StreamMappingConfig::new("count"),
-    )
-    .unwrap();
+    let mapping =
+        StreamMapping::builder(stream.clone(), function, StreamMappingConfig::new("count"))
+            .store(leases.clone())
+            .start()
+            .unwrap();
     rt.attach(mapping.clone()).unwrap();
     for i in 0..10 {
         stream.put(&format!("k{i}"), "x").unwrap();

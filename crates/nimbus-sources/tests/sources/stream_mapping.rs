@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use nimbus_core::{handler_fn, Backoff, Context, Function, FunctionError, Runtime};
 use nimbus_sources::{
-    Checkpoint, CheckpointStore, InMemoryCheckpoints, InMemoryStream, Position, Sequence,
+    Checkpoint, CheckpointStore, InMemoryStream, InMemoryStreamStore, Position, Sequence,
     StreamBatch, StreamCondition, StreamConfig, StreamFailure, StreamFunction, StreamMapping,
-    StreamMappingConfig, StreamMappingParts, StreamResponse, StreamSource,
+    StreamMappingConfig, StreamResponse, StreamSource,
 };
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -103,14 +103,14 @@ async fn records_are_handled_in_order_and_checkpointed() {
     for i in 0..25 {
         stream.put("k", format!("r{i}")).unwrap();
     }
-    let checkpoints = Arc::new(InMemoryCheckpoints::new());
-    let parts = StreamMappingParts::in_memory().with_checkpoints(checkpoints.clone());
-    let mapping = StreamMapping::start(
+    let checkpoints = Arc::new(InMemoryStreamStore::new());
+    let mapping = StreamMapping::builder(
         stream.clone(),
         function,
-        parts,
         StreamMappingConfig::new("ordered").with_batch_size(10),
     )
+    .store(checkpoints.clone())
+    .start()
     .unwrap();
     eventually(LIMIT, || mapping.metrics().records == 25).await;
     assert_eq!(
@@ -141,13 +141,13 @@ async fn records_are_handled_in_order_and_checkpointed() {
     // A new mapping with the same store resumes after the checkpoint.
     stream.put("k", "r25").unwrap();
     let (function, log) = recorder(&rt, "ordered-again", 0).await;
-    let parts = StreamMappingParts::in_memory().with_checkpoints(checkpoints.clone());
-    let again = StreamMapping::start(
+    let again = StreamMapping::builder(
         stream.clone(),
         function,
-        parts,
         StreamMappingConfig::new("ordered"),
     )
+    .store(checkpoints.clone())
+    .start()
     .unwrap();
     eventually(LIMIT, || again.metrics().records == 1).await;
     assert_eq!(handled(&log), ["r25"]);
@@ -164,20 +164,22 @@ async fn latest_and_at_timestamp_starting_positions() {
     stream.put("k", "after-mark").unwrap();
 
     let (function, log) = recorder(&rt, "latest", 0).await;
-    let latest = StreamMapping::start(
+    let latest = StreamMapping::builder(
         stream.clone(),
         function,
-        StreamMappingParts::in_memory(),
         StreamMappingConfig::new("latest").with_starting_position(Position::Latest),
     )
+    .in_memory_store()
+    .start()
     .unwrap();
     let (function, at_log) = recorder(&rt, "at", 0).await;
-    let at = StreamMapping::start(
+    let at = StreamMapping::builder(
         stream.clone(),
         function,
-        StreamMappingParts::in_memory(),
         StreamMappingConfig::new("at").with_starting_position(Position::AtTimestamp(mark)),
     )
+    .in_memory_store()
+    .start()
     .unwrap();
     eventually(LIMIT, || at.metrics().records == 1).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -199,12 +201,13 @@ async fn a_failing_batch_is_retried_and_blocks_its_shard() {
     let (stream, _shard) = one_shard().await;
     stream.put("k", "ok-1").unwrap();
     stream.put("k", "bad-1").unwrap();
-    let mapping = StreamMapping::start(
+    let mapping = StreamMapping::builder(
         stream.clone(),
         function,
-        StreamMappingParts::in_memory(),
         fast_retries(StreamMappingConfig::new("retry").with_batch_size(1)),
     )
+    .in_memory_store()
+    .start()
     .unwrap();
     eventually(LIMIT, || mapping.metrics().records == 2).await;
     stream.put("k", "ok-2").unwrap();
@@ -238,13 +241,11 @@ async fn bisect_isolates_the_poison_record_and_exhausted_retries_go_to_on_failur
             .with_bisect_on_error(true)
             .with_max_retry_attempts(1),
     );
-    let mapping = StreamMapping::start(
-        stream.clone(),
-        function,
-        StreamMappingParts::in_memory().with_on_failure(tx),
-        config,
-    )
-    .unwrap();
+    let mapping = StreamMapping::builder(stream.clone(), function, config)
+        .in_memory_store()
+        .on_failure(tx)
+        .start()
+        .unwrap();
     let failure = failures.recv().await.unwrap();
     assert_eq!(failure.condition, StreamCondition::RetryAttemptsExhausted);
     assert_eq!(&*failure.shard_id, &*shard);
@@ -290,13 +291,11 @@ async fn records_older_than_max_record_age_go_to_on_failure_unhandled() {
     let (tx, mut failures) = mpsc::unbounded_channel::<StreamFailure>();
     let config =
         fast_retries(StreamMappingConfig::new("aged").with_max_record_age(Duration::from_secs(60)));
-    let mapping = StreamMapping::start(
-        stream.clone(),
-        function,
-        StreamMappingParts::in_memory().with_on_failure(tx),
-        config,
-    )
-    .unwrap();
+    let mapping = StreamMapping::builder(stream.clone(), function, config)
+        .in_memory_store()
+        .on_failure(tx)
+        .start()
+        .unwrap();
     let failure = failures.recv().await.unwrap();
     assert_eq!(failure.condition, StreamCondition::RecordAgeExceeded);
     assert!(failure.error.is_some(), "the last attempt's error is kept");
@@ -313,12 +312,13 @@ async fn partial_responses_checkpoint_before_the_lowest_failure_and_retry_from_i
     for data in ["a", "b", "item:c", "d"] {
         seqs.push(stream.put("k", data).unwrap().1);
     }
-    let mapping = StreamMapping::start(
+    let mapping = StreamMapping::builder(
         stream.clone(),
         function,
-        StreamMappingParts::in_memory(),
         fast_retries(StreamMappingConfig::new("partial")),
     )
+    .in_memory_store()
+    .start()
     .unwrap();
     eventually(LIMIT, || mapping.metrics().records == 4).await;
     let batches: Vec<Vec<String>> = log.lock().iter().map(|(_, d, ..)| d.clone()).collect();
@@ -342,13 +342,10 @@ async fn tumbling_windows_carry_state_and_end_with_a_final_invocation() {
         .with_tumbling_window(Duration::from_secs(60))
         .with_batch_size(2)
         .with_poll_wait(Duration::from_secs(5));
-    let mapping = StreamMapping::start(
-        stream.clone(),
-        function,
-        StreamMappingParts::in_memory(),
-        config,
-    )
-    .unwrap();
+    let mapping = StreamMapping::builder(stream.clone(), function, config)
+        .in_memory_store()
+        .start()
+        .unwrap();
     for i in 0..3 {
         stream.put("k", format!("w{i}")).unwrap();
     }
@@ -392,13 +389,10 @@ async fn parallelization_keeps_order_per_key() {
     let config = StreamMappingConfig::new("parallel")
         .with_parallelization_factor(3)
         .with_batch_size(5);
-    let mapping = StreamMapping::start(
-        stream.clone(),
-        function,
-        StreamMappingParts::in_memory(),
-        config,
-    )
-    .unwrap();
+    let mapping = StreamMapping::builder(stream.clone(), function, config)
+        .in_memory_store()
+        .start()
+        .unwrap();
     eventually(LIMIT, || mapping.metrics().records == 60).await;
     let mut per_key: HashMap<String, Vec<u32>> = HashMap::new();
     for data in handled(&log) {
@@ -431,12 +425,13 @@ async fn parent_shards_are_finished_before_their_children() {
             .put(&format!("k{}", i % 5), format!("after-k{}-{i}", i % 5))
             .unwrap();
     }
-    let mapping = StreamMapping::start(
+    let mapping = StreamMapping::builder(
         stream.clone(),
         function,
-        StreamMappingParts::in_memory(),
         StreamMappingConfig::new("reshard").with_batch_size(7),
     )
+    .in_memory_store()
+    .start()
     .unwrap();
     eventually(LIMIT, || mapping.metrics().records == 40).await;
     let entries = log.lock().clone();
@@ -477,13 +472,10 @@ async fn iterator_age_is_the_age_of_the_last_record_of_a_batch() {
     let (stream, _shard) = one_shard().await;
     stream.put("k", "old").unwrap();
     tokio::time::sleep(Duration::from_secs(42)).await;
-    let mapping = StreamMapping::start(
-        stream.clone(),
-        function,
-        StreamMappingParts::in_memory(),
-        StreamMappingConfig::new("age"),
-    )
-    .unwrap();
+    let mapping = StreamMapping::builder(stream.clone(), function, StreamMappingConfig::new("age"))
+        .in_memory_store()
+        .start()
+        .unwrap();
     eventually(LIMIT, || mapping.metrics().records == 1).await;
     let age = mapping.metrics().iterator_age;
     assert!(
@@ -535,13 +527,10 @@ async fn build_time_checks() {
         ),
     ];
     for (config, field) in cases {
-        let err = StreamMapping::start(
-            stream.clone(),
-            function.clone(),
-            StreamMappingParts::in_memory(),
-            config,
-        )
-        .unwrap_err();
+        let err = StreamMapping::builder(stream.clone(), function.clone(), config)
+            .in_memory_store()
+            .start()
+            .unwrap_err();
         assert_eq!(err.field, field);
     }
     let extended = StreamMappingConfig::new("m")
@@ -557,13 +546,10 @@ async fn the_batching_window_gathers_records_into_one_batch() {
     let (stream, _shard) = one_shard().await;
     let config =
         StreamMappingConfig::new("window-batch").with_batching_window(Duration::from_secs(2));
-    let mapping = StreamMapping::start(
-        stream.clone(),
-        function,
-        StreamMappingParts::in_memory(),
-        config,
-    )
-    .unwrap();
+    let mapping = StreamMapping::builder(stream.clone(), function, config)
+        .in_memory_store()
+        .start()
+        .unwrap();
     stream.put("k", "a").unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     stream.put("k", "b").unwrap();
@@ -584,28 +570,24 @@ async fn leases_split_shards_between_owners_without_duplicates() {
     for i in 0..200 {
         stream.put(&format!("k{i}"), format!("r{i}")).unwrap();
     }
-    let checkpoints: Arc<InMemoryCheckpoints> = Arc::new(InMemoryCheckpoints::new());
-    let leases = Arc::new(nimbus_sources::InMemoryLeases::new());
-    let parts = || {
-        StreamMappingParts::in_memory()
-            .with_checkpoints(checkpoints.clone())
-            .with_leases(leases.clone())
-    };
+    let store = Arc::new(InMemoryStreamStore::new());
     let (f1, log1) = recorder(&rt, "owner-1", 0).await;
     let (f2, log2) = recorder(&rt, "owner-2", 0).await;
-    let a = StreamMapping::start(
+    let a = StreamMapping::builder(
         stream.clone(),
         f1,
-        parts(),
         StreamMappingConfig::new("shared").with_owner("a"),
     )
+    .store(store.clone())
+    .start()
     .unwrap();
-    let b = StreamMapping::start(
+    let b = StreamMapping::builder(
         stream.clone(),
         f2,
-        parts(),
         StreamMappingConfig::new("shared").with_owner("b"),
     )
+    .store(store.clone())
+    .start()
     .unwrap();
     eventually(LIMIT, || a.metrics().records + b.metrics().records == 200).await;
     let mut all = handled(&log1);
@@ -630,17 +612,15 @@ async fn leases_split_shards_between_owners_without_duplicates() {
 async fn shards_are_rebalanced_evenly_as_workers_join_and_leave() {
     let rt = runtime();
     let stream = Arc::new(InMemoryStream::new(StreamConfig::default().with_shards(8)).unwrap());
-    let checkpoints: Arc<InMemoryCheckpoints> = Arc::new(InMemoryCheckpoints::new());
-    let leases = Arc::new(nimbus_sources::InMemoryLeases::new());
+    let store = Arc::new(InMemoryStreamStore::new());
     let start = |owner: &'static str, function: StreamFunction| {
-        StreamMapping::start(
+        StreamMapping::builder(
             stream.clone(),
             function,
-            StreamMappingParts::in_memory()
-                .with_checkpoints(checkpoints.clone())
-                .with_leases(leases.clone()),
             StreamMappingConfig::new("shared").with_owner(owner),
         )
+        .store(store.clone())
+        .start()
         .unwrap()
     };
     let running = |m: &StreamMapping| m.metrics().shards_running;
@@ -694,19 +674,17 @@ async fn a_shard_read_from_latest_keeps_its_place_when_handed_off() {
     let rt = runtime();
     let stream = Arc::new(InMemoryStream::new(StreamConfig::default().with_shards(4)).unwrap());
     stream.put("old", "before the mapping").unwrap();
-    let checkpoints: Arc<InMemoryCheckpoints> = Arc::new(InMemoryCheckpoints::new());
-    let leases = Arc::new(nimbus_sources::InMemoryLeases::new());
+    let store = Arc::new(InMemoryStreamStore::new());
     let start = |owner: &'static str, function: StreamFunction| {
-        StreamMapping::start(
+        StreamMapping::builder(
             stream.clone(),
             function,
-            StreamMappingParts::in_memory()
-                .with_checkpoints(checkpoints.clone())
-                .with_leases(leases.clone()),
             StreamMappingConfig::new("latest")
                 .with_owner(owner)
                 .with_starting_position(Position::Latest),
         )
+        .store(store.clone())
+        .start()
         .unwrap()
     };
     let (fa, log_a) = recorder(&rt, "latest-a", 0).await;
@@ -778,13 +756,11 @@ async fn a_throttled_final_window_invocation_waits_instead_of_giving_up() {
         .with_tumbling_window(Duration::from_secs(60))
         .with_max_retry_attempts(1)
         .with_retry_backoff(Backoff::fixed(Duration::from_secs(1)).unwrap());
-    let mapping = StreamMapping::start(
-        stream.clone(),
-        function,
-        StreamMappingParts::in_memory().with_on_failure(tx),
-        config,
-    )
-    .unwrap();
+    let mapping = StreamMapping::builder(stream.clone(), function, config)
+        .in_memory_store()
+        .on_failure(tx)
+        .start()
+        .unwrap();
     stream.put("k", "w0").unwrap();
     eventually(LIMIT, || finals.lock().iter().any(|succeeded| *succeeded)).await;
     assert_eq!(*finals.lock(), vec![false, true]);

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use nimbus_sources::{
-    hash_key, stream_now, Checkpoint, CheckpointStore, InMemoryCheckpoints, InMemoryLeases,
-    InMemoryStream, LeaseStore, Position, Sequence, StreamConfig, StreamSource,
+    hash_key, stream_now, Checkpoint, CheckpointStore, InMemoryStream, InMemoryStreamStore,
+    LeaseStore, Position, Sequence, StreamConfig, StreamSource,
 };
 use tokio::time::Instant;
 
@@ -161,23 +161,31 @@ async fn split_and_merge_close_parents_and_open_children() {
 
 #[tokio::test]
 async fn checkpoints_only_move_forward() {
-    let store = InMemoryCheckpoints::new();
+    let store = InMemoryStreamStore::new();
+    let lease = store
+        .acquire("m/s", "w", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(store.get("m", "s").await.unwrap(), None);
     store
-        .put("m", "s", Checkpoint::At(Sequence::new(5)))
+        .put("m", "s", Checkpoint::At(Sequence::new(5)), &lease)
         .await
         .unwrap();
     store
-        .put("m", "s", Checkpoint::At(Sequence::new(9)))
+        .put("m", "s", Checkpoint::At(Sequence::new(9)), &lease)
         .await
         .unwrap();
     assert!(store
-        .put("m", "s", Checkpoint::At(Sequence::new(7)))
+        .put("m", "s", Checkpoint::At(Sequence::new(7)), &lease)
         .await
         .is_err());
-    store.put("m", "s", Checkpoint::ShardEnd).await.unwrap();
+    store
+        .put("m", "s", Checkpoint::ShardEnd, &lease)
+        .await
+        .unwrap();
     assert!(store
-        .put("m", "s", Checkpoint::At(Sequence::new(100)))
+        .put("m", "s", Checkpoint::At(Sequence::new(100)), &lease)
         .await
         .is_err());
     assert_eq!(
@@ -189,7 +197,7 @@ async fn checkpoints_only_move_forward() {
 
 #[tokio::test(start_paused = true)]
 async fn leases_are_exclusive_until_they_expire_or_are_released() {
-    let leases = InMemoryLeases::new();
+    let leases = InMemoryStreamStore::new();
     let ttl = Duration::from_secs(30);
     let first = leases.acquire("m/s", "a", ttl).await.unwrap().unwrap();
     assert_eq!((first.owner.as_str(), first.counter), ("a", 1));

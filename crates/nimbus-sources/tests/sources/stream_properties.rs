@@ -9,17 +9,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nimbus_core::{handler_fn, Backoff, Context, DeliveryError, Function, FunctionError};
 use nimbus_sources::{
-    Checkpoint, CheckpointStore, FailureDestination, InMemoryCheckpoints, InMemoryStream, Sequence,
-    SourceError, StreamBatch, StreamConfig, StreamFailure, StreamMapping, StreamMappingConfig,
-    StreamMappingParts, StreamResponse,
+    Checkpoint, CheckpointStore, FailureDestination, InMemoryStream, InMemoryStreamStore, Lease,
+    Sequence, SourceError, StreamBatch, StreamConfig, StreamFailure, StreamMapping,
+    StreamMappingConfig, StreamResponse,
 };
 use parking_lot::Mutex;
 use proptest::prelude::*;
 
-use crate::support::{eventually, runtime};
+use crate::support::{forward_leases, runtime};
 
 /// Records finished so far: handled by the function, or taken by the on-failure destination.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Finished {
     handled: HashSet<Sequence>,
     failed: HashSet<Sequence>,
@@ -30,7 +30,7 @@ type Shared = Arc<Mutex<Finished>>;
 /// A checkpoint store that checks, at every put, that the checkpoint passes no unfinished
 /// record of its shard.
 struct Checked {
-    inner: InMemoryCheckpoints,
+    inner: InMemoryStreamStore,
     finished: Shared,
     shard_records: HashMap<String, Vec<Sequence>>,
     violations: Mutex<Vec<String>>,
@@ -47,6 +47,7 @@ impl CheckpointStore for Checked {
         mapping: &str,
         shard: &str,
         checkpoint: Checkpoint,
+        lease: &Lease,
     ) -> Result<(), SourceError> {
         let passed: Vec<Sequence> = {
             let finished = self.finished.lock();
@@ -68,9 +69,11 @@ impl CheckpointStore for Checked {
                 .lock()
                 .push(format!("{shard} {checkpoint:?} passes {passed:?}"));
         }
-        self.inner.put(mapping, shard, checkpoint).await
+        self.inner.put(mapping, shard, checkpoint, lease).await
     }
 }
+
+forward_leases!(Checked, inner);
 
 struct Collect(Shared);
 
@@ -183,43 +186,33 @@ async fn run_case(
         .await
         .unwrap();
     let checked = Arc::new(Checked {
-        inner: InMemoryCheckpoints::new(),
+        inner: InMemoryStreamStore::new(),
         finished: finished.clone(),
         shard_records: shard_records.clone(),
         violations: Mutex::default(),
     });
-    let parts = StreamMappingParts::in_memory()
-        .with_checkpoints(checked.clone())
-        .with_on_failure(Collect(finished.clone()));
     let config = StreamMappingConfig::new("random")
         .with_parallelization_factor(factor)
         .with_bisect_on_error(bisect)
         .with_max_retry_attempts(max_retries)
         .with_batch_size(batch_size)
         .with_retry_backoff(Backoff::fixed(Duration::from_millis(100)).unwrap());
-    let mapping = StreamMapping::start(stream.clone(), function, parts, config).unwrap();
-    let total = records.len();
-    eventually(Duration::from_secs(3_600), || {
-        let f = finished.lock();
-        f.handled.union(&f.failed).count() == total
-    })
-    .await;
-    // Let the last checkpoints land, then compare them with the shards' ends.
+    let mapping = StreamMapping::builder(stream.clone(), function, config)
+        .store(checked.clone())
+        .on_failure(Collect(finished.clone()))
+        .start()
+        .unwrap();
+    // Drained: every record finished, and each shard checkpointed to its end.
+    mapping.drained().await.unwrap();
+    let f = finished.lock().clone();
+    assert_eq!(f.handled.union(&f.failed).count(), records.len());
     for (shard, seqs) in &shard_records {
         let last = seqs.last().unwrap().clone();
-        let shard = shard.clone();
-        let checked = checked.clone();
-        let mut done = false;
-        for _ in 0..1_000 {
-            if checked.inner.get("random", &shard).await.unwrap()
-                == Some(Checkpoint::At(last.clone()))
-            {
-                done = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        assert!(done, "shard {shard} checkpointed to its last record");
+        assert_eq!(
+            checked.inner.get("random", shard).await.unwrap(),
+            Some(Checkpoint::At(last)),
+            "shard {shard} checkpointed to its last record"
+        );
     }
     mapping.stop(Duration::from_secs(5)).await;
 

@@ -75,3 +75,62 @@ pub(crate) async fn recording(rt: &Runtime, name: &str) -> (QueueFunction, Seen)
         .expect("register");
     (handle, seen)
 }
+
+/// Implements `LeaseStore` for a test wrapper around an `InMemoryStreamStore` (the field
+/// named), forwarding every call: for wrappers that change checkpoint writes only.
+macro_rules! forward_leases {
+    ($wrapper:ty, $field:tt) => {
+        #[nimbus_sources::async_trait]
+        impl nimbus_sources::LeaseStore for $wrapper {
+            async fn acquire(
+                &self,
+                key: &str,
+                owner: &str,
+                ttl: std::time::Duration,
+            ) -> Result<Option<nimbus_sources::Lease>, nimbus_sources::SourceError> {
+                self.$field.acquire(key, owner, ttl).await
+            }
+            async fn release(
+                &self,
+                key: &str,
+                owner: &str,
+            ) -> Result<(), nimbus_sources::SourceError> {
+                self.$field.release(key, owner).await
+            }
+            async fn list(
+                &self,
+                prefix: &str,
+            ) -> Result<Vec<nimbus_sources::Lease>, nimbus_sources::SourceError> {
+                self.$field.list(prefix).await
+            }
+        }
+    };
+}
+
+/// Implements `CheckpointStore` for a test wrapper around an `InMemoryStreamStore` (the field
+/// named), forwarding every call: for wrappers that change leases only.
+macro_rules! forward_checkpoints {
+    ($wrapper:ty, $field:tt) => {
+        #[nimbus_sources::async_trait]
+        impl nimbus_sources::CheckpointStore for $wrapper {
+            async fn get(
+                &self,
+                mapping: &str,
+                shard: &str,
+            ) -> Result<Option<nimbus_sources::Checkpoint>, nimbus_sources::SourceError> {
+                self.$field.get(mapping, shard).await
+            }
+            async fn put(
+                &self,
+                mapping: &str,
+                shard: &str,
+                checkpoint: nimbus_sources::Checkpoint,
+                lease: &nimbus_sources::Lease,
+            ) -> Result<(), nimbus_sources::SourceError> {
+                self.$field.put(mapping, shard, checkpoint, lease).await
+            }
+        }
+    };
+}
+
+pub(crate) use {forward_checkpoints, forward_leases};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nimbus::sources::{
     BatchResponse, InMemoryQueue, InMemoryStream, Outgoing, QueueBatch, QueueConfig, QueueMapping,
     QueueMappingConfig, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig,
-    StreamMappingParts, StreamResponse,
+    StreamResponse,
 };
 use nimbus::{handler_fn, Context, Function, FunctionError, Runtime, RuntimeConfig};
 
@@ -159,7 +159,9 @@ pub async fn stream_drain(records: u64, shards: usize, factor: u32) -> Duration 
     }
     let config = StreamMappingConfig::new("bench").with_parallelization_factor(factor);
     let start = Instant::now();
-    let mapping = StreamMapping::start(stream, function, StreamMappingParts::in_memory(), config)
+    let mapping = StreamMapping::builder(stream, function, config)
+        .in_memory_store()
+        .start()
         .expect("mapping");
     countdown.wait().await;
     let elapsed = start.elapsed();
