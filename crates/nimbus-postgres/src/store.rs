@@ -115,10 +115,7 @@ impl CheckpointStore for PostgresStreamStore {
             .map_err(PostgresError::from)?;
         let (ours, live, stored): (Option<bool>, Option<bool>, i64) =
             (row.get(0), row.get(1), row.get(2));
-        let fenced = |detail: String| SourceError::Fenced {
-            lease: lease.key.clone(),
-            detail,
-        };
+        let fenced = |detail: String| SourceError::fenced(lease.key.clone(), detail);
         match (ours, live) {
             (None, _) => Err(fenced("is not held by anyone".to_owned())),
             (Some(false), _) => Err(fenced(format!(

@@ -193,10 +193,7 @@ impl CheckpointStore for RedisStreamStore {
             .invoke_async(&mut con)
             .await
             .map_err(RedisError::from)?;
-        let fenced = |detail: String| SourceError::Fenced {
-            lease: lease.key.clone(),
-            detail,
-        };
+        let fenced = |detail: String| SourceError::fenced(lease.key.clone(), detail);
         match stored {
             1 => Ok(()),
             0 => Err(SourceError::Invalid(format!(

@@ -61,9 +61,9 @@ pub enum SourceError {
     #[error("fenced: the lease {lease} {detail}; the checkpoint did not move")]
     Fenced {
         /// The lease's key.
-        lease: String,
+        lease: Box<str>,
         /// What changed.
-        detail: String,
+        detail: Box<str>,
     },
 }
 
@@ -96,6 +96,15 @@ impl SourceError {
             retry,
             message: error.to_string(),
             source: Some(Arc::new(error)),
+        }
+    }
+
+    /// A write refused because its lease on `lease` (the key) has expired or moved; `detail`
+    /// says which.
+    pub fn fenced(lease: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Fenced {
+            lease: lease.into().into_boxed_str(),
+            detail: detail.into().into_boxed_str(),
         }
     }
 

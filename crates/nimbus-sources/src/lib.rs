@@ -7,6 +7,14 @@
 //! invokes a nimbus function with a [`QueueBatch`], deleting what succeeded and leaving failures
 //! to reappear, scaling its pollers with the backlog.
 //!
+//! A *stream* ([`StreamSource`]) keeps records in order per shard, numbered by [`Sequence`]
+//! (large enough for Kinesis, DynamoDB Streams and Redis positions); [`InMemoryStream`]
+//! implements it with Kinesis semantics. A [`StreamMapping`] reads each shard under a lease,
+//! invokes a function with a [`StreamBatch`], and checkpoints what is finished, in a
+//! [`CheckpointStore`] that keeps the leases too and refuses a checkpoint whose lease has
+//! expired or moved; it is built with [`StreamMapping::builder`], which asks where that store
+//! is ([`InMemoryStreamStore`] for one process).
+//!
 //! # Example
 //!
 //! ```

@@ -65,12 +65,7 @@ impl Lease {
     /// assert!(mine.fence(None, now).is_err());
     /// ```
     pub fn fence(&self, held: Option<&Lease>, now: Instant) -> Result<(), SourceError> {
-        let fenced = |detail: String| {
-            Err(SourceError::Fenced {
-                lease: self.key.clone(),
-                detail,
-            })
-        };
+        let fenced = |detail: String| Err(SourceError::fenced(self.key.clone(), detail));
         match held {
             None => fenced("is not held by anyone".to_owned()),
             Some(held) if held.owner != self.owner || held.counter != self.counter => {

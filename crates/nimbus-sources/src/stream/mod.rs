@@ -79,7 +79,7 @@ pub enum Position {
 pub struct StreamRecord {
     /// The partition key that routed it (order is kept per key).
     pub partition_key: Arc<str>,
-    /// Its sequence number in its shard.
+    /// Its sequence number in its shard (a decimal string in JSON).
     pub sequence: Sequence,
     /// The data (serialised as a string when it is UTF-8).
     #[serde(with = "crate::mapping::body_serde")]

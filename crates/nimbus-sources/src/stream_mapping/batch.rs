@@ -44,7 +44,8 @@ pub struct TumblingWindow {
 #[non_exhaustive]
 pub struct StreamResponse {
     /// Sequence numbers of failed records; the mapping checkpoints before the lowest and
-    /// retries from it. A number not in the batch fails the whole batch.
+    /// retries from it. A number not in the batch fails the whole batch. In JSON, the strings
+    /// the batch gave (integers up to 2^64 are read too).
     pub item_failures: Vec<Sequence>,
     /// The state to carry to the next invocation of the tumbling window.
     pub state: Option<serde_json::Value>,

@@ -129,12 +129,14 @@ pub struct DrainError {
 }
 
 impl StreamMapping {
-    /// Resolves once the source is drained: every shard is finished, or caught up (its last
-    /// read returned nothing new, and every record read before is finished and checkpointed)
-    /// with no tumbling window open, and nothing is in flight, at some moment after this call.
-    /// Every record in the stream when it was called has then been handled or sent to the
-    /// on-failure destination, and checkpointed. Records that arrive meanwhile are read too,
-    /// but may arrive after the moment it resolves at.
+    /// A future that resolves once the source is drained: every shard is finished, or caught
+    /// up (its last read returned nothing new, and every record read before is finished and
+    /// checkpointed) with no tumbling window open, and nothing is in flight, at some moment
+    /// after this call (the call, not the first poll, is the start). Every record in the stream
+    /// when it was called has then been handled or sent to the on-failure destination, and
+    /// checkpointed. Records that arrive meanwhile are read as usual, but need not be handled
+    /// by the time it resolves. Readers idle in a long poll are woken to look again at once, so
+    /// it does not wait for `poll_wait`.
     ///
     /// With several workers sharing a store, each one speaks for the shards it reads: a shard
     /// another live worker holds is that worker's to drain.

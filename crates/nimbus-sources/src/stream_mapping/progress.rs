@@ -97,10 +97,10 @@ impl Shared {
     ) -> Result<(), SourceError> {
         let lease = self.running.lock().get(shard).map(|r| Arc::clone(&r.lease));
         let Some(lease) = lease else {
-            return Err(SourceError::Fenced {
-                lease: self.lease_key(shard),
-                detail: "is not held by this worker".to_owned(),
-            });
+            return Err(SourceError::fenced(
+                self.lease_key(shard),
+                "is not held by this worker",
+            ));
         };
         let result = self
             .store_call(
