@@ -97,11 +97,16 @@ impl Sequence {
     }
 
     /// `self + n`, or `None` past [`MAX_SEQUENCE_DIGITS`] digits.
+    #[inline]
     pub(crate) fn checked_add(&self, n: u64) -> Option<Self> {
-        if let Some(sum) = self.as_u128().and_then(|v| v.checked_add(u128::from(n))) {
-            return Some(Self::new(sum));
+        match self.as_u128().and_then(|v| v.checked_add(u128::from(n))) {
+            Some(sum) => Some(Self::new(sum)),
+            None => self.checked_add_digits(n),
         }
-        // Decimal addition on the digits, from the right.
+    }
+
+    /// `self + n` by decimal addition on the digits, from the right.
+    fn checked_add_digits(&self, n: u64) -> Option<Self> {
         let mut digits: Vec<u8> = self.to_string().into_bytes();
         let mut carry = u128::from(n);
         for digit in digits.iter_mut().rev() {

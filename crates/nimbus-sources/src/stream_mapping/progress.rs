@@ -43,9 +43,12 @@ impl Progress {
 
     /// Marks records finished; returns the new checkpoint if the finished prefix grew.
     pub(super) fn finish(&mut self, done: &[StreamRecord]) -> Option<Sequence> {
+        // `done` is in sequence order: each record is searched for after the last one found.
+        let mut from = 0;
         for record in done {
-            if let Ok(i) = self.sequences.binary_search(&record.sequence) {
+            if let Some(i) = self.find(from, &record.sequence) {
                 self.finished[i] = true;
+                from = i + 1;
             }
         }
         let before = self.prefix;
@@ -53,6 +56,21 @@ impl Progress {
             self.prefix += 1;
         }
         (self.prefix > before).then(|| self.sequences[self.prefix - 1].clone())
+    }
+
+    /// The index of `sequence` at or after `from`. Galloping: a batch's records are close
+    /// together in the round (next to each other in one lane, a few apart with several), so
+    /// most are found in a compare or two.
+    fn find(&self, from: usize, sequence: &Sequence) -> Option<usize> {
+        let rest = self.sequences.get(from..)?;
+        let mut bound = 1;
+        while bound < rest.len() && rest[bound - 1] < *sequence {
+            bound *= 2;
+        }
+        let low = bound / 2;
+        let high = bound.min(rest.len());
+        let window = rest.get(low..high)?;
+        window.binary_search(sequence).ok().map(|i| from + low + i)
     }
 
     pub(super) fn unfinished(&self) -> u64 {
@@ -115,5 +133,68 @@ impl Shared {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod finding {
+    use std::time::SystemTime;
+
+    use proptest::prelude::*;
+
+    use super::Progress;
+    use crate::stream::{Sequence, StreamRecord};
+
+    fn records(sequences: &[u128]) -> Vec<StreamRecord> {
+        sequences
+            .iter()
+            .map(|&s| StreamRecord::new("k", Sequence::new(s), "x", SystemTime::UNIX_EPOCH))
+            .collect()
+    }
+
+    proptest! {
+        /// However a round is split into lanes and batches, finishing a batch marks exactly
+        /// its records, and the checkpoint is the end of the finished prefix.
+        #[test]
+        fn finishing_batches_marks_exactly_their_records(
+            gaps in proptest::collection::vec(1u128..1_000, 1..200),
+            lanes in 1usize..6,
+            batch in 1usize..20,
+        ) {
+            let mut at = u128::from(u64::MAX) - 500;
+            let sequences: Vec<u128> = gaps.iter().map(|g| { at += g; at }).collect();
+            let round = records(&sequences);
+            let mut progress = Progress::new(&round);
+            let mut finished = vec![false; round.len()];
+            for lane in 0..lanes {
+                let mine: Vec<usize> = (lane..round.len()).step_by(lanes).collect();
+                for chunk in mine.chunks(batch) {
+                    let done: Vec<StreamRecord> = chunk.iter().map(|&i| round[i].clone()).collect();
+                    let checkpoint = progress.finish(&done);
+                    for &i in chunk {
+                        finished[i] = true;
+                    }
+                    prop_assert_eq!(&progress.finished, &finished);
+                    let prefix = finished.iter().take_while(|f| **f).count();
+                    prop_assert_eq!(progress.prefix, prefix);
+                    if let Some(checkpoint) = checkpoint {
+                        prop_assert_eq!(checkpoint, Sequence::new(sequences[prefix - 1]));
+                    }
+                }
+            }
+            prop_assert_eq!(progress.unfinished(), 0);
+        }
+    }
+
+    #[test]
+    fn records_not_in_the_round_are_ignored() {
+        let round = records(&[10, 20, 30]);
+        let mut progress = Progress::new(&round);
+        assert_eq!(progress.finish(&records(&[5, 25, 40])), None);
+        assert_eq!(
+            progress.finish(&records(&[10, 20])),
+            Some(Sequence::new(20))
+        );
+        assert_eq!(progress.finish(&records(&[30])), Some(Sequence::new(30)));
     }
 }

@@ -20,24 +20,39 @@ impl Shared {
     ) -> Done {
         let round = Arc::new(Round::new(&records));
         let factor = self.config.parallelization_factor as u128;
-        let mut lanes: Vec<Vec<StreamRecord>> = vec![Vec::new(); factor as usize];
-        for record in records {
-            let lane = (hash_key(&record.partition_key) % factor) as usize;
-            lanes[lane].push(record);
-        }
+        let lanes: Vec<Vec<StreamRecord>> = if factor == 1 {
+            // One lane: no key to hash.
+            vec![records]
+        } else {
+            let mut lanes = vec![Vec::new(); factor as usize];
+            for record in records {
+                let lane = (hash_key(&record.partition_key) % factor) as usize;
+                lanes[lane].push(record);
+            }
+            lanes
+        };
         let mut running = tokio::task::JoinSet::new();
         for lane in lanes.into_iter().filter(|l| !l.is_empty()) {
             let (this, shard) = (Arc::clone(self), Arc::clone(shard));
             let round = Arc::clone(&round);
             let cancel = cancel.clone();
             running.spawn(async move {
-                for batch in lane.chunks(this.config.batch_size) {
+                // Batches are split off the lane, not copied record by record: a lane that is
+                // one batch goes as it is.
+                let mut batch = lane;
+                while !batch.is_empty() {
+                    let rest = if batch.len() > this.config.batch_size {
+                        batch.split_off(this.config.batch_size)
+                    } else {
+                        Vec::new()
+                    };
                     let done = this
-                        .process_batch(&shard, batch.to_vec(), None, &round, &cancel)
+                        .process_batch(&shard, batch, None, &round, &cancel)
                         .await;
                     if matches!(done, Done::Stopped) {
                         return Done::Stopped;
                     }
+                    batch = rest;
                 }
                 Done::Finished
             });
