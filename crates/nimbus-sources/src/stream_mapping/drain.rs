@@ -94,7 +94,7 @@ impl Shared {
         if covered() {
             return true;
         }
-        self.settle(shard, position).await;
+        self.settle(shard, position.clone()).await;
         covered()
     }
 

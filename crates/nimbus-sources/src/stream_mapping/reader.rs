@@ -18,7 +18,7 @@ impl Shared {
     /// Between rounds, where everything read is finished: records the position reached as the
     /// checkpoint if it is past the last one (an empty read moves the position without a
     /// checkpoint). Not when the lease was lost (the shard is someone else's now).
-    pub(super) async fn settle(&self, shard: &ShardId, position: &Position) {
+    pub(super) async fn settle(&self, shard: &ShardId, position: Position) {
         let lease_lost = !self.cancel.is_cancelled()
             && self
                 .running
@@ -26,7 +26,7 @@ impl Shared {
                 .get(shard)
                 .is_some_and(|r| r.cancel.is_cancelled());
         let sequence = match position {
-            Position::After(sequence) => sequence.clone(),
+            Position::After(sequence) => sequence,
             // Read from the start of a shard that had nothing yet (`Latest` on an empty shard).
             Position::TrimHorizon => Sequence::new(0),
             Position::Latest | Position::AtTimestamp(_) => return,
@@ -73,7 +73,7 @@ impl Shared {
             {
                 if now.records.is_empty() {
                     position = now.next;
-                    self.settle(&shard, &position).await;
+                    self.settle(&shard, position.clone()).await;
                 }
             }
         }
@@ -96,7 +96,7 @@ impl Shared {
             let handing_off = (hand_off.is_cancelled() || self.stopping.is_cancelled())
                 && window.bounds.is_none();
             if cancel.is_cancelled() || handing_off {
-                self.settle(&shard, &position).await;
+                self.settle(&shard, position.clone()).await;
                 return;
             }
             let request = *drain_requests.borrow_and_update();
