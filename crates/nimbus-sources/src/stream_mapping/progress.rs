@@ -43,10 +43,15 @@ impl Progress {
 
     /// Marks records finished; returns the new checkpoint if the finished prefix grew.
     pub(super) fn finish(&mut self, done: &[StreamRecord]) -> Option<Sequence> {
-        // `done` is in sequence order: each record is searched for after the last one found.
+        // `done` is in sequence order as the engine makes batches: each record is searched for
+        // after the last one found, and only then before it.
         let mut from = 0;
         for record in done {
-            if let Some(i) = self.find(from, &record.sequence) {
+            let found = self.find(from, &record.sequence).or_else(|| {
+                let before = self.sequences.get(..from)?;
+                before.binary_search(&record.sequence).ok()
+            });
+            if let Some(i) = found {
                 self.finished[i] = true;
                 from = i + 1;
             }
@@ -153,13 +158,14 @@ mod finding {
     }
 
     proptest! {
-        /// However a round is split into lanes and batches, finishing a batch marks exactly
-        /// its records, and the checkpoint is the end of the finished prefix.
+        /// However a round is split into lanes and batches (in order or not), finishing a batch
+        /// marks exactly its records, and the checkpoint is the end of the finished prefix.
         #[test]
         fn finishing_batches_marks_exactly_their_records(
             gaps in proptest::collection::vec(1u128..1_000, 1..200),
             lanes in 1usize..6,
             batch in 1usize..20,
+            reversed in any::<bool>(),
         ) {
             let mut at = u128::from(u64::MAX) - 500;
             let sequences: Vec<u128> = gaps.iter().map(|g| { at += g; at }).collect();
@@ -169,7 +175,12 @@ mod finding {
             for lane in 0..lanes {
                 let mine: Vec<usize> = (lane..round.len()).step_by(lanes).collect();
                 for chunk in mine.chunks(batch) {
-                    let done: Vec<StreamRecord> = chunk.iter().map(|&i| round[i].clone()).collect();
+                    let mut done: Vec<StreamRecord> =
+                        chunk.iter().map(|&i| round[i].clone()).collect();
+                    // Out of order too: slower, never wrong.
+                    if reversed {
+                        done.reverse();
+                    }
                     let checkpoint = progress.finish(&done);
                     for &i in chunk {
                         finished[i] = true;
