@@ -44,6 +44,8 @@ mod metrics;
 mod progress;
 mod reader;
 mod round;
+#[cfg(test)]
+mod tests;
 mod window;
 
 use std::collections::HashMap;
