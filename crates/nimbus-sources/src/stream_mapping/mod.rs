@@ -60,6 +60,8 @@ mod metrics;
 mod progress;
 mod reader;
 mod round;
+#[cfg(test)]
+mod tests;
 mod window;
 
 use std::collections::HashMap;

@@ -1,0 +1,169 @@
+//! Balancing against a scripted lease store: the fair share, hand-offs above it, readers
+//! stopped when their lease moves or cannot be renewed in time, shards held elsewhere, and
+//! parents before children.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::super::Shared;
+use super::support::{config, succeeding, Parts, ScriptedLeases, Silent};
+use crate::stream::{Checkpoint, CheckpointStore, LeaseStore, ShardInfo};
+
+const TTL: Duration = Duration::from_secs(30);
+
+/// A mapping over `shards` open shards, with its scripted lease store.
+async fn mapping(shards: &[&str]) -> (Arc<Shared>, Arc<ScriptedLeases>, nimbus_core::Runtime) {
+    let runtime = nimbus_core::Runtime::default();
+    let (function, _) = succeeding(&runtime).await;
+    let leases = Arc::new(ScriptedLeases::default());
+    let mut parts = Parts::new(config("m").with_lease_ttl(TTL));
+    parts.source = Arc::new(Silent::open(shards));
+    parts.leases = leases.clone();
+    (parts.build(function), leases, runtime)
+}
+
+/// Another worker, alive in the store.
+async fn other_worker(leases: &ScriptedLeases, owner: &str) {
+    let key = format!("m/~worker/{owner}");
+    assert!(leases
+        .inner
+        .acquire(&key, owner, TTL)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn balance(shared: &Arc<Shared>) -> Option<Duration> {
+    let shards = shared.source.shards().await.unwrap();
+    shared.balance(&shards).await.expect("balanced")
+}
+
+fn stop_readers(shared: &Shared) {
+    shared.cancel.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_takes_its_fair_share_of_ready_shards() {
+    let (shared, leases, _rt) = mapping(&["s0", "s1", "s2", "s3", "s4"]).await;
+    other_worker(&leases, "other").await;
+    balance(&shared).await;
+    // Five shards over two live workers: three each at most.
+    assert_eq!(leases.held_by("me").await, ["m/s0", "m/s1", "m/s2"]);
+    assert_eq!(shared.running.lock().len(), 3);
+    // A second round keeps the same shards, renewed.
+    balance(&shared).await;
+    assert_eq!(leases.held_by("me").await, ["m/s0", "m/s1", "m/s2"]);
+    stop_readers(&shared);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shards_above_the_fair_share_are_handed_off_not_cut() {
+    let (shared, leases, _rt) = mapping(&["s0", "s1", "s2", "s3"]).await;
+    balance(&shared).await;
+    assert_eq!(
+        shared.running.lock().len(),
+        4,
+        "alone, it takes every shard"
+    );
+    other_worker(&leases, "other").await;
+    balance(&shared).await;
+    let (handing_off, cut): (usize, usize) = {
+        let running = shared.running.lock();
+        (
+            running
+                .values()
+                .filter(|r| r.hand_off.is_cancelled())
+                .count(),
+            running.values().filter(|r| r.cancel.is_cancelled()).count(),
+        )
+    };
+    // Two readers finish their round and give their shards back; none is stopped mid-round.
+    assert_eq!((handing_off, cut), (2, 0));
+    stop_readers(&shared);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_whose_lease_moved_is_stopped() {
+    let (shared, leases, _rt) = mapping(&["s0", "s1"]).await;
+    balance(&shared).await;
+    leases.refused.lock().insert("m/s1".to_owned());
+    balance(&shared).await;
+    let running = shared.running.lock();
+    assert!(running["s1"].cancel.is_cancelled());
+    assert!(!running["s0"].cancel.is_cancelled());
+    drop(running);
+    stop_readers(&shared);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_keeps_reading_while_renewals_fail_until_its_lease_would_have_expired() {
+    let (shared, leases, _rt) = mapping(&["s0"]).await;
+    balance(&shared).await;
+    leases.failing.lock().insert("m/s0".to_owned());
+    tokio::time::advance(TTL / 2).await;
+    balance(&shared).await;
+    assert!(
+        !shared.running.lock()["s0"].cancel.is_cancelled(),
+        "unsure whether the lease holds: keep reading while it may"
+    );
+    // Nine tenths of the TTL without a renewal: another worker may take it soon.
+    tokio::time::advance(TTL / 2).await;
+    shared.stop_unrenewed();
+    assert!(shared.running.lock()["s0"].cancel.is_cancelled());
+    stop_readers(&shared);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_held_elsewhere_is_left_and_looked_at_again_when_its_lease_ends() {
+    let (shared, leases, _rt) = mapping(&["s0", "s1"]).await;
+    other_worker(&leases, "other").await;
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // The other worker took s0 ten seconds after saying it was alive.
+    assert!(leases
+        .inner
+        .acquire("m/s0", "other", TTL)
+        .await
+        .unwrap()
+        .is_some());
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let next = balance(&shared).await;
+    assert_eq!(leases.held_by("me").await, ["m/s1"]);
+    // Fair share one, held one: it wants no more, so the next look is when the other worker's
+    // own lease ends (it may have died), 15 s from now.
+    assert_eq!(next, Some(Duration::from_secs(15)));
+    stop_readers(&shared);
+
+    // A worker that wants more looks again when the shard lease it waits for ends.
+    let (shared, leases, _rt) = mapping(&["s0", "s1"]).await;
+    assert!(leases
+        .inner
+        .acquire("m/s0", "gone", TTL)
+        .await
+        .unwrap()
+        .is_some());
+    tokio::time::advance(Duration::from_secs(20)).await;
+    let next = balance(&shared).await;
+    assert_eq!(leases.held_by("me").await, ["m/s1"]);
+    assert_eq!(next, Some(Duration::from_secs(10)));
+    stop_readers(&shared);
+}
+
+#[tokio::test(start_paused = true)]
+async fn children_wait_until_every_parent_still_known_is_finished() {
+    let (shared, _leases, _rt) = mapping(&[]).await;
+    let parent = ShardInfo::new(Arc::from("p"), Vec::new(), (0, u128::MAX), true);
+    let child = ShardInfo::new(Arc::from("c"), vec![Arc::from("p")], (0, u128::MAX), false);
+    let shards = vec![parent.clone(), child.clone()];
+    let ids = |ready: Vec<&ShardInfo>| ready.iter().map(|s| s.id.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(shared.ready_shards(&shards).await), ["p"]);
+    shared
+        .checkpoints
+        .put("m", "p", Checkpoint::ShardEnd)
+        .await
+        .unwrap();
+    // The finished parent is not ready any more; its child is.
+    assert_eq!(ids(shared.ready_shards(&shards).await), ["c"]);
+    // A parent the source no longer knows of (it expired) has nothing left to read.
+    let (shared, _leases, _rt) = mapping(&[]).await;
+    assert_eq!(ids(shared.ready_shards(&[child]).await), ["c"]);
+}

@@ -1,0 +1,269 @@
+//! Failure handling: retries until success, bisection down to the poison record, partial
+//! batch responses, record age, a refusing destination, and stopping mid-retry.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nimbus_core::{DeliveryError, FunctionError};
+use tokio_util::sync::CancellationToken;
+
+use super::super::progress::Round;
+use super::super::{Done, FailureDestination, StreamCondition, StreamFailure, StreamResponse};
+use super::support::{config, function, record, record_at, sequences, Parts, RecordedCheckpoints};
+use crate::stream::{stream_now, Checkpoint, Sequence, ShardId, StreamRecord};
+
+fn shard() -> ShardId {
+    Arc::from("s")
+}
+
+fn batch(n: u128) -> Vec<StreamRecord> {
+    (1..=n).map(|i| record("k", i)).collect()
+}
+
+fn at(sequence: u128) -> Checkpoint {
+    Checkpoint::At(Sequence::from(sequence))
+}
+
+/// Fails a batch that holds the record with sequence number `poison`.
+fn poisoned(
+    poison: u128,
+) -> impl Fn(&super::super::StreamBatch) -> Result<StreamResponse, FunctionError> {
+    let poison = Sequence::from(poison);
+    move |batch| {
+        if batch.records.iter().any(|r| r.sequence == poison) {
+            Err(FunctionError::msg("poison"))
+        } else {
+            Ok(StreamResponse::success())
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_batch_is_retried_until_the_function_succeeds() {
+    let runtime = nimbus_core::Runtime::default();
+    let failures = Arc::new(AtomicU32::new(0));
+    let (function, calls) = function(&runtime, {
+        let failures = failures.clone();
+        move |_| {
+            if failures.fetch_add(1, Ordering::Relaxed) < 2 {
+                Err(FunctionError::msg("not yet"))
+            } else {
+                Ok(StreamResponse::success())
+            }
+        }
+    })
+    .await;
+    let store = Arc::new(RecordedCheckpoints::default());
+    let mut parts = Parts::new(config("f"));
+    parts.checkpoints = store.clone();
+    let shared = parts.build(function);
+    let records = batch(3);
+    let round = Round::new(&records);
+    let done = shared
+        .process_batch(
+            &shard(),
+            records.clone(),
+            None,
+            &round,
+            &CancellationToken::new(),
+        )
+        .await;
+    assert!(matches!(done, Done::Finished));
+    assert_eq!(calls.lock().len(), 3);
+    assert!(calls
+        .lock()
+        .iter()
+        .all(|b| sequences(&b.records) == sequences(&records)));
+    assert_eq!(shared.metrics.lock()[&shard()].retries, 2);
+    assert_eq!(store.written.lock().clone(), vec![("s".to_owned(), at(3))]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bisection_isolates_the_poison_record_and_handles_the_rest() {
+    let runtime = nimbus_core::Runtime::default();
+    let (function, calls) = function(&runtime, poisoned(3)).await;
+    let (tx, mut given_up) = tokio::sync::mpsc::unbounded_channel();
+    let store = Arc::new(RecordedCheckpoints::default());
+    let mut parts = Parts::new(
+        config("f")
+            .with_bisect_on_error(true)
+            .with_max_retry_attempts(0),
+    );
+    parts.checkpoints = store.clone();
+    parts.on_failure = Some(Arc::new(tx));
+    let shared = parts.build(function);
+    let records = batch(4);
+    let round = Round::new(&records);
+    shared
+        .process_batch(&shard(), records, None, &round, &CancellationToken::new())
+        .await;
+    let invoked: Vec<Vec<Sequence>> = calls.lock().iter().map(|b| sequences(&b.records)).collect();
+    let s = |v: &[u128]| v.iter().map(|n| Sequence::from(*n)).collect::<Vec<_>>();
+    // Halves in order, first half first; the poison record alone is given up on.
+    assert_eq!(
+        invoked,
+        vec![s(&[1, 2, 3, 4]), s(&[1, 2]), s(&[3, 4]), s(&[3]), s(&[4])]
+    );
+    let failure = given_up.try_recv().unwrap();
+    assert_eq!(sequences(&failure.records), s(&[3]));
+    assert_eq!(failure.condition, StreamCondition::RetryAttemptsExhausted);
+    assert!(given_up.try_recv().is_err());
+    let written: Vec<Checkpoint> = store
+        .written
+        .lock()
+        .iter()
+        .map(|(_, c)| c.clone())
+        .collect();
+    assert_eq!(written, vec![at(2), at(3), at(4)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_failure_finishes_the_records_before_it_and_retries_from_it() {
+    let runtime = nimbus_core::Runtime::default();
+    let reported = Arc::new(AtomicU32::new(0));
+    let (function, calls) = function(&runtime, {
+        let reported = reported.clone();
+        move |batch| {
+            // Record 3 fails once, reported as an item failure along with the later record 4.
+            if reported.fetch_add(1, Ordering::Relaxed) == 0 {
+                let failed = batch.records[2..].iter().map(|r| r.sequence.clone());
+                return Ok(StreamResponse::failures(failed.rev()));
+            }
+            Ok(StreamResponse::success())
+        }
+    })
+    .await;
+    let store = Arc::new(RecordedCheckpoints::default());
+    let mut parts = Parts::new(config("f"));
+    parts.checkpoints = store.clone();
+    let shared = parts.build(function);
+    let records = batch(4);
+    let round = Round::new(&records);
+    shared
+        .process_batch(&shard(), records, None, &round, &CancellationToken::new())
+        .await;
+    let invoked: Vec<usize> = calls.lock().iter().map(|b| b.records.len()).collect();
+    assert_eq!(
+        invoked,
+        vec![4, 2],
+        "the retry starts at the first failed record"
+    );
+    let written: Vec<Checkpoint> = store
+        .written
+        .lock()
+        .iter()
+        .map(|(_, c)| c.clone())
+        .collect();
+    assert_eq!(written, vec![at(2), at(4)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_older_than_the_maximum_age_go_to_the_destination_unhandled() {
+    let runtime = nimbus_core::Runtime::default();
+    let (function, calls) = function(&runtime, |_| Ok(StreamResponse::success())).await;
+    let (tx, mut given_up) = tokio::sync::mpsc::unbounded_channel();
+    let mut parts = Parts::new(config("f").with_max_record_age(Duration::from_secs(60)));
+    parts.on_failure = Some(Arc::new(tx));
+    let shared = parts.build(function);
+    let old = stream_now() - Duration::from_secs(61);
+    let records = vec![record_at("k", 1, old), record("k", 2)];
+    let round = Round::new(&records);
+    shared
+        .process_batch(&shard(), records, None, &round, &CancellationToken::new())
+        .await;
+    let failure = given_up.try_recv().unwrap();
+    assert_eq!(failure.condition, StreamCondition::RecordAgeExceeded);
+    assert_eq!(sequences(&failure.records), vec![Sequence::from(1u128)]);
+    assert_eq!(calls.lock().len(), 1);
+    assert_eq!(
+        sequences(&calls.lock()[0].records),
+        vec![Sequence::from(2u128)]
+    );
+}
+
+/// Refuses deliveries, telling the test of each, until it is told to take them.
+struct Reluctant {
+    take: std::sync::atomic::AtomicBool,
+    refused: tokio::sync::mpsc::UnboundedSender<()>,
+    kept: parking_lot::Mutex<Vec<StreamFailure>>,
+}
+
+#[async_trait::async_trait]
+impl FailureDestination for Reluctant {
+    async fn deliver(&self, failure: StreamFailure) -> Result<(), DeliveryError<StreamFailure>> {
+        if !self.take.load(Ordering::SeqCst) {
+            let _ = self.refused.send(());
+            return Err(DeliveryError::new(failure, "not now"));
+        }
+        self.kept.lock().push(failure);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_stay_unfinished_until_the_destination_takes_them() {
+    let runtime = nimbus_core::Runtime::default();
+    let (function, _) = function(&runtime, poisoned(1)).await;
+    let (refused, mut refusals) = tokio::sync::mpsc::unbounded_channel();
+    let destination = Arc::new(Reluctant {
+        take: std::sync::atomic::AtomicBool::new(false),
+        refused,
+        kept: parking_lot::Mutex::default(),
+    });
+    let store = Arc::new(RecordedCheckpoints::default());
+    let mut parts = Parts::new(config("f").with_max_retry_attempts(0));
+    parts.checkpoints = store.clone();
+    parts.on_failure = Some(destination.clone());
+    let shared = parts.build(function);
+    let records = batch(1);
+    let round = Round::new(&records);
+    let cancel = CancellationToken::new();
+    let shard = shard();
+    let processing = shared.process_batch(&shard, records, None, &round, &cancel);
+    tokio::pin!(processing);
+    // While the destination refuses, the checkpoint stays where it was.
+    for _ in 0..3 {
+        tokio::select! {
+            _ = &mut processing => panic!("finished while the destination refused"),
+            _ = refusals.recv() => {}
+        }
+        assert!(store.written.lock().is_empty());
+    }
+    destination.take.store(true, Ordering::SeqCst);
+    assert!(matches!(processing.await, Done::Finished));
+    assert_eq!(destination.kept.lock().len(), 1);
+    assert_eq!(store.written.lock().clone(), vec![("s".to_owned(), at(1))]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_mid_retry_leaves_the_records_unfinished() {
+    let runtime = nimbus_core::Runtime::default();
+    let (invoked, mut invocations) = tokio::sync::mpsc::unbounded_channel();
+    let poison = poisoned(1);
+    let (function, _) = function(&runtime, move |batch| {
+        let _ = invoked.send(());
+        poison(batch)
+    })
+    .await;
+    let store = Arc::new(RecordedCheckpoints::default());
+    let mut parts = Parts::new(config("f"));
+    parts.checkpoints = store.clone();
+    let shared = parts.build(function);
+    let records = batch(2);
+    let round = Round::new(&records);
+    let cancel = CancellationToken::new();
+    let shard = shard();
+    let processing = shared.process_batch(&shard, records, None, &round, &cancel);
+    tokio::pin!(processing);
+    // Once the function has seen the batch twice (it is retrying), stop.
+    for _ in 0..2 {
+        tokio::select! {
+            _ = &mut processing => panic!("a poison batch with unlimited retries finished"),
+            _ = invocations.recv() => {}
+        }
+    }
+    cancel.cancel();
+    assert!(matches!(processing.await, Done::Stopped));
+    assert!(store.written.lock().is_empty());
+}

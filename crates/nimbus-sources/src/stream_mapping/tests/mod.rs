@@ -1,0 +1,11 @@
+//! Unit tests of the stream engine, one file per module: balancing against a scripted lease
+//! store, progress against the rule that a checkpoint never passes an unfinished record,
+//! windows against their state rules, failure handling, lanes and the reader.
+
+mod balance;
+mod failure;
+mod progress;
+mod reader;
+mod round;
+mod support;
+mod window;
