@@ -18,7 +18,7 @@ async fn mapping(shards: &[&str]) -> (Arc<Shared>, Arc<ScriptedLeases>, nimbus_c
     let leases = Arc::new(ScriptedLeases::default());
     let mut parts = Parts::new(config("m").with_lease_ttl(TTL));
     parts.source = Arc::new(Silent::open(shards));
-    parts.leases = leases.clone();
+    parts.store(leases.clone());
     (parts.build(function), leases, runtime)
 }
 
@@ -156,9 +156,10 @@ async fn children_wait_until_every_parent_still_known_is_finished() {
     let shards = vec![parent.clone(), child.clone()];
     let ids = |ready: Vec<&ShardInfo>| ready.iter().map(|s| s.id.to_string()).collect::<Vec<_>>();
     assert_eq!(ids(shared.ready_shards(&shards).await), ["p"]);
+    let lease = super::support::hold(&shared, &Arc::from("p")).await;
     shared
         .checkpoints
-        .put("m", "p", Checkpoint::ShardEnd)
+        .put("m", "p", Checkpoint::ShardEnd, &lease)
         .await
         .unwrap();
     // The finished parent is not ready any more; its child is.

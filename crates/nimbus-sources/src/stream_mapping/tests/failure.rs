@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::progress::Round;
 use super::super::{Done, FailureDestination, StreamCondition, StreamFailure, StreamResponse};
-use super::support::{config, function, record, record_at, sequences, Parts, RecordedCheckpoints};
+use super::support::{
+    config, function, hold, record, record_at, sequences, Parts, RecordedCheckpoints,
+};
 use crate::stream::{stream_now, Checkpoint, Sequence, ShardId, StreamRecord};
 
 fn shard() -> ShardId {
@@ -56,8 +58,9 @@ async fn a_failing_batch_is_retried_until_the_function_succeeds() {
     .await;
     let store = Arc::new(RecordedCheckpoints::default());
     let mut parts = Parts::new(config("f"));
-    parts.checkpoints = store.clone();
+    parts.store(store.clone());
     let shared = parts.build(function);
+    hold(&shared, &shard()).await;
     let records = batch(3);
     let round = Round::new(&records);
     let done = shared
@@ -90,9 +93,10 @@ async fn bisection_isolates_the_poison_record_and_handles_the_rest() {
             .with_bisect_on_error(true)
             .with_max_retry_attempts(0),
     );
-    parts.checkpoints = store.clone();
+    parts.store(store.clone());
     parts.on_failure = Some(Arc::new(tx));
     let shared = parts.build(function);
+    hold(&shared, &shard()).await;
     let records = batch(4);
     let round = Round::new(&records);
     shared
@@ -136,8 +140,9 @@ async fn a_partial_failure_finishes_the_records_before_it_and_retries_from_it() 
     .await;
     let store = Arc::new(RecordedCheckpoints::default());
     let mut parts = Parts::new(config("f"));
-    parts.checkpoints = store.clone();
+    parts.store(store.clone());
     let shared = parts.build(function);
+    hold(&shared, &shard()).await;
     let records = batch(4);
     let round = Round::new(&records);
     shared
@@ -166,6 +171,7 @@ async fn records_older_than_the_maximum_age_go_to_the_destination_unhandled() {
     let mut parts = Parts::new(config("f").with_max_record_age(Duration::from_secs(60)));
     parts.on_failure = Some(Arc::new(tx));
     let shared = parts.build(function);
+    hold(&shared, &shard()).await;
     let old = stream_now() - Duration::from_secs(61);
     let records = vec![record_at("k", 1, old), record("k", 2)];
     let round = Round::new(&records);
@@ -213,9 +219,10 @@ async fn records_stay_unfinished_until_the_destination_takes_them() {
     });
     let store = Arc::new(RecordedCheckpoints::default());
     let mut parts = Parts::new(config("f").with_max_retry_attempts(0));
-    parts.checkpoints = store.clone();
+    parts.store(store.clone());
     parts.on_failure = Some(destination.clone());
     let shared = parts.build(function);
+    hold(&shared, &shard()).await;
     let records = batch(1);
     let round = Round::new(&records);
     let cancel = CancellationToken::new();
@@ -248,8 +255,9 @@ async fn stopping_mid_retry_leaves_the_records_unfinished() {
     .await;
     let store = Arc::new(RecordedCheckpoints::default());
     let mut parts = Parts::new(config("f"));
-    parts.checkpoints = store.clone();
+    parts.store(store.clone());
     let shared = parts.build(function);
+    hold(&shared, &shard()).await;
     let records = batch(2);
     let round = Round::new(&records);
     let cancel = CancellationToken::new();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::super::progress::{Progress, Round};
-use super::support::{config, record, succeeding, Parts, RecordedCheckpoints};
+use super::support::{config, hold, record, succeeding, Parts, RecordedCheckpoints};
 use crate::stream::{Checkpoint, Sequence, ShardId, StreamRecord};
 
 fn records(n: u128) -> Vec<StreamRecord> {
@@ -83,9 +83,10 @@ async fn checkpoints_within_a_round_go_out_in_order_and_only_forward() {
     let (function, _) = succeeding(&runtime).await;
     let store = Arc::new(RecordedCheckpoints::default());
     let mut parts = Parts::new(config("progress"));
-    parts.checkpoints = store.clone();
+    parts.store(store.clone());
     let shared = parts.build(function);
     let shard: ShardId = Arc::from("shard-0");
+    hold(&shared, &shard).await;
     let all = records(4);
     let round = Round::new(&all);
     shared.finished(&shard, &all[1..2], &round).await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::super::{Reader, StreamResponse};
-use super::support::{config, function, succeeding, Parts, RecordedCheckpoints};
+use super::support::{config, function, hold, succeeding, Parts, RecordedCheckpoints};
 use crate::stream::{Checkpoint, InMemoryStream, Position, Sequence, ShardId, StreamConfig};
 
 /// A one-shard stream holding records `a`, `b`, `c`; and its shard and their sequences.
@@ -30,8 +30,9 @@ async fn latest_is_pinned_to_a_place_and_checkpointed() {
     let store = Arc::new(RecordedCheckpoints::default());
     let mut parts = Parts::new(config("r").with_starting_position(Position::Latest));
     parts.source = source;
-    parts.checkpoints = store.clone();
+    parts.store(store.clone());
     let shared = parts.build(function);
+    hold(&shared, &shard).await;
     // Handed off at once: it pins Latest, checkpoints it and returns.
     let hand_off = CancellationToken::new();
     hand_off.cancel();
@@ -68,6 +69,7 @@ async fn a_reader_resumes_after_its_checkpoint() {
     let mut parts = Parts::new(config("r"));
     parts.source = source;
     let shared = parts.build(function);
+    hold(&shared, &shard).await;
     let hand_off = CancellationToken::new();
     let reading = tokio::spawn({
         let (shared, hand_off) = (shared.clone(), hand_off.clone());
@@ -92,8 +94,9 @@ async fn a_closed_shard_read_to_its_end_is_marked_finished() {
     let store = Arc::new(RecordedCheckpoints::default());
     let mut parts = Parts::new(config("r"));
     parts.source = source;
-    parts.checkpoints = store.clone();
+    parts.store(store.clone());
     let shared = parts.build(function);
+    hold(&shared, &shard).await;
     shared
         .read_shard(
             shard.clone(),
@@ -122,9 +125,10 @@ async fn nothing_is_checkpointed_once_the_lease_is_lost() {
     let (function, _) = succeeding(&runtime).await;
     let store = Arc::new(RecordedCheckpoints::default());
     let mut parts = Parts::new(config("r"));
-    parts.checkpoints = store.clone();
+    parts.store(store.clone());
     let shared = parts.build(function);
     let shard: ShardId = Arc::from("s");
+    let lease = hold(&shared, &shard).await;
     let lost = CancellationToken::new();
     lost.cancel();
     shared.running.lock().insert(
@@ -133,7 +137,9 @@ async fn nothing_is_checkpointed_once_the_lease_is_lost() {
             cancel: lost,
             hand_off: CancellationToken::new(),
             renewed: tokio::time::Instant::now(),
+            lease: Arc::new(lease),
             ending: false,
+            caught_up: None,
         },
     );
     shared
@@ -143,7 +149,9 @@ async fn nothing_is_checkpointed_once_the_lease_is_lost() {
         store.written.lock().is_empty(),
         "the shard is someone else's now"
     );
+    // Held again (a live reader under the lease), the same position is written.
     shared.running.lock().clear();
+    hold(&shared, &shard).await;
     shared
         .settle(&shard, Position::After(Sequence::from(5u128)))
         .await;

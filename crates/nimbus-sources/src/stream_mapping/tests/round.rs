@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::super::Done;
-use super::support::{config, record, succeeding, Parts, RecordedCheckpoints};
+use super::support::{config, hold, record, succeeding, Parts, RecordedCheckpoints};
 use crate::stream::{Checkpoint, Sequence, ShardId};
 
 #[tokio::test(start_paused = true)]
@@ -20,12 +20,13 @@ async fn lanes_keep_order_per_partition_key_and_handle_every_record_once() {
             .with_parallelization_factor(4)
             .with_batch_size(3),
     );
-    parts.checkpoints = store.clone();
+    parts.store(store.clone());
     let shared = parts.build(function);
     let records: Vec<_> = (1..=64u128)
         .map(|i| record(&format!("key-{}", i % 8), i))
         .collect();
     let shard: ShardId = Arc::from("s");
+    hold(&shared, &shard).await;
     let done = shared
         .process_round(&shard, records, &CancellationToken::new())
         .await;

@@ -18,8 +18,8 @@ use super::super::{
 use crate::error::SourceError;
 use crate::status::MappingStatus;
 use crate::stream::{
-    stream_now, Checkpoint, CheckpointStore, InMemoryCheckpoints, InMemoryLeases, Lease,
-    LeaseStore, Position, ReadResult, Sequence, ShardId, ShardInfo, StreamRecord, StreamSource,
+    stream_now, Checkpoint, CheckpointStore, InMemoryStreamStore, Lease, LeaseStore, Position,
+    ReadResult, Sequence, ShardId, ShardInfo, StreamRecord, StreamSource,
 };
 
 /// A record of `key` with sequence number `sequence`, arrived now; its data names both.
@@ -101,13 +101,21 @@ pub(super) struct Parts {
 
 impl Parts {
     pub(super) fn new(config: StreamMappingConfig) -> Self {
+        let store = Arc::new(InMemoryStreamStore::new());
         Self {
             config,
             source: Arc::new(Silent::default()),
-            checkpoints: Arc::new(InMemoryCheckpoints::new()),
-            leases: Arc::new(InMemoryLeases::new()),
+            checkpoints: store.clone(),
+            leases: store,
             on_failure: None,
         }
+    }
+
+    /// Keeps leases and checkpoints in `store` (one store for both, so that checkpoint writes
+    /// are checked against the leases).
+    pub(super) fn store<S: CheckpointStore>(&mut self, store: Arc<S>) {
+        self.checkpoints = store.clone();
+        self.leases = store;
     }
 
     /// A mapping's state, without its coordinator: the test drives the engine itself.
@@ -130,6 +138,7 @@ impl Parts {
             permanent_errors: AtomicU64::new(0),
             tasks: TaskTracker::new(),
             stopped_rounds: AtomicU64::new(0),
+            drain: Default::default(),
         })
     }
 }
@@ -173,7 +182,7 @@ impl StreamSource for Silent {
 /// or fail (the store cannot be reached).
 #[derive(Debug, Default)]
 pub(super) struct ScriptedLeases {
-    pub(super) inner: InMemoryLeases,
+    pub(super) inner: InMemoryStreamStore,
     pub(super) refused: Mutex<HashSet<String>>,
     pub(super) failing: Mutex<HashSet<String>>,
 }
@@ -223,7 +232,7 @@ impl LeaseStore for ScriptedLeases {
 /// Checkpoints kept in memory, recording every write that succeeded.
 #[derive(Debug, Default)]
 pub(super) struct RecordedCheckpoints {
-    pub(super) inner: InMemoryCheckpoints,
+    pub(super) inner: InMemoryStreamStore,
     pub(super) written: Mutex<Vec<(String, Checkpoint)>>,
 }
 
@@ -237,9 +246,73 @@ impl CheckpointStore for RecordedCheckpoints {
         mapping: &str,
         shard: &str,
         checkpoint: Checkpoint,
+        lease: &Lease,
     ) -> Result<(), SourceError> {
-        self.inner.put(mapping, shard, checkpoint.clone()).await?;
+        self.inner
+            .put(mapping, shard, checkpoint.clone(), lease)
+            .await?;
         self.written.lock().push((shard.to_owned(), checkpoint));
         Ok(())
     }
+}
+
+#[async_trait]
+impl LeaseStore for RecordedCheckpoints {
+    async fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, SourceError> {
+        self.inner.acquire(key, owner, ttl).await
+    }
+    async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError> {
+        self.inner.release(key, owner).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<Lease>, SourceError> {
+        self.inner.list(prefix).await
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for ScriptedLeases {
+    async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
+        self.inner.get(mapping, shard).await
+    }
+    async fn put(
+        &self,
+        mapping: &str,
+        shard: &str,
+        checkpoint: Checkpoint,
+        lease: &Lease,
+    ) -> Result<(), SourceError> {
+        self.inner.put(mapping, shard, checkpoint, lease).await
+    }
+}
+
+/// Leases `shard` for the mapping's owner and registers a live reader holding it, as the
+/// coordinator would: checkpoint writes are made under a reader's lease.
+pub(super) async fn hold(shared: &Shared, shard: &ShardId) -> Lease {
+    let lease = shared
+        .leases
+        .acquire(
+            &shared.lease_key(shard),
+            &shared.config.owner,
+            shared.config.lease_ttl,
+        )
+        .await
+        .expect("the lease store answers")
+        .expect("a free lease");
+    shared.running.lock().insert(
+        shard.clone(),
+        super::super::Reader {
+            cancel: shared.cancel.child_token(),
+            hand_off: CancellationToken::new(),
+            renewed: tokio::time::Instant::now(),
+            lease: Arc::new(lease.clone()),
+            ending: false,
+            caught_up: None,
+        },
+    );
+    lease
 }
