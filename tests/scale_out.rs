@@ -179,7 +179,15 @@ async fn holders(leases: &dyn LeaseStore, mapping: &str) -> BTreeMap<String, Str
     listed
         .into_iter()
         .filter(|l| !l.key.contains("~worker/") && l.expires > now)
-        .map(|l| (l.key, l.owner))
+        // A mapping's owner is the configured one with a per-start `#<nonce>` appended.
+        .map(|l| {
+            let owner = l
+                .owner
+                .rsplit_once('#')
+                .map_or(&*l.owner, |(o, _)| o)
+                .to_owned();
+            (l.key, owner)
+        })
         .collect()
 }
 

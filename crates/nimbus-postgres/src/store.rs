@@ -148,13 +148,15 @@ impl LeaseStore for PostgresStreamStore {
         }
         let client = self.db.client().await?;
         let ttl_ms = ttl.as_millis() as f64;
-        // Insert, or take over if expired or already ours; the counter rises on a change of owner.
+        // Insert, or take over if expired or already ours; the counter stays only when the
+        // owner renews a live lease (SET sees the row as it was).
         let row = client
             .query_opt(
                 "INSERT INTO nimbus_leases (key, owner, expires, counter)
                  VALUES ($1, $2, now() + make_interval(secs => $3::float8 / 1000.0), 1)
                  ON CONFLICT (key) DO UPDATE SET
-                     counter = CASE WHEN nimbus_leases.owner = excluded.owner THEN nimbus_leases.counter
+                     counter = CASE WHEN nimbus_leases.owner = excluded.owner
+                                        AND nimbus_leases.expires > now() THEN nimbus_leases.counter
                                     ELSE nimbus_leases.counter + 1 END,
                      owner = excluded.owner,
                      expires = excluded.expires

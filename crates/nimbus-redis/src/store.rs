@@ -63,7 +63,8 @@ local owner = redis.call('HGET', KEYS[1], 'owner')
 local expires = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0')
 local counter = tonumber(redis.call('HGET', KEYS[1], 'counter') or '0')
 if owner and owner ~= ARGV[1] and expires > now then return nil end
-if owner ~= ARGV[1] or counter == 0 then counter = counter + 1 end
+-- Only the renewal of a live lease keeps its counter.
+if owner ~= ARGV[1] or expires <= now or counter == 0 then counter = counter + 1 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'expires', now + tonumber(ARGV[2]), 'counter', counter)
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + 3600000)
 redis.call('SADD', KEYS[2], ARGV[3])

@@ -215,6 +215,23 @@ async fn fencing<C: CheckpointStore>(store: &C, mapping: &str) -> Result<(), Vio
         store.put(mapping, "shard-c", at(2), &first).await,
         "an expired lease",
     )?;
+    // Taken again by the same owner (two processes configured alike), the expired copy stays
+    // fenced.
+    let retaken = acquire("owner-a", ttl).await?;
+    if retaken.counter <= first.counter {
+        return Err(fail(
+            check,
+            "an expired lease taken again by its owner kept its counter",
+        ));
+    }
+    refused(
+        store.put(mapping, "shard-c", at(2), &first).await,
+        "an expired lease its owner has taken again",
+    )?;
+    store
+        .release(&key, "owner-a")
+        .await
+        .map_err(source(check))?;
     let taken = acquire("owner-b", ttl).await?;
     refused(
         store.put(mapping, "shard-c", at(2), &first).await,
@@ -319,10 +336,28 @@ pub async fn leases<L: LeaseStore>(store: &L, key: &str) -> Result<(), Violation
         .acquire(key, "owner-b", ttl)
         .await
         .map_err(source(check))?;
-    match taken {
+    match &taken {
         Some(lease) if lease.counter > first.counter => {}
         Some(_) => return Err(fail(check, "a take-over did not raise the counter")),
         None => return Err(fail(check, "an expired lease was not taken over")),
+    }
+    let Some(taken) = taken else {
+        return Err(fail(check, "an expired lease was not taken over"));
+    };
+    store.release(key, "owner-b").await.map_err(source(check))?;
+    match store
+        .acquire(key, "owner-b", ttl)
+        .await
+        .map_err(source(check))?
+    {
+        Some(lease) if lease.counter > taken.counter => {}
+        Some(_) => {
+            return Err(fail(
+                check,
+                "a released lease taken again by its owner kept its counter",
+            ))
+        }
+        None => return Err(fail(check, "a released lease was not free")),
     }
     store.release(key, "owner-b").await.map_err(source(check))?;
     if store

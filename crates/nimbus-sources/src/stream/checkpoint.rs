@@ -87,7 +87,8 @@ impl Checkpoint {
 ///         if lease.owner != owner && lease.expires > now {
 ///             return Ok(None);
 ///         }
-///         if lease.owner != owner || lease.counter == 0 {
+///         // Only renewing a live lease keeps its counter.
+///         if lease.owner != owner || lease.expires <= now || lease.counter == 0 {
 ///             lease.counter += 1;
 ///             lease.owner = owner.to_owned();
 ///         }

@@ -19,8 +19,9 @@ pub struct Lease {
     pub owner: String,
     /// When it expires unless renewed, on this process's clock.
     pub expires: Instant,
-    /// Bumped on every change of owner (a fencing counter): a lease taken over, or taken again
-    /// after someone else held it, never has the counter it had before.
+    /// A fencing counter, bumped on every acquire that is not the renewal of a live lease: a
+    /// lease taken over, or taken again after it expired or was released (even by the same
+    /// owner), never has the counter it had before.
     pub counter: u64,
 }
 
@@ -81,9 +82,11 @@ impl Lease {
 }
 
 /// Where leases are kept. Acquiring succeeds when the lease is free, expired, or already the
-/// caller's; it is exclusive otherwise. The counter rises whenever the owner changes, so that
-/// a [`CheckpointStore`](super::CheckpointStore), which keeps leases too, can refuse a write
-/// made under a lease that has since moved.
+/// caller's; it is exclusive otherwise. The counter rises on every acquire that is not the
+/// renewal of a live lease (a new owner, or the same owner after the lease expired or was
+/// released), so that a [`CheckpointStore`](super::CheckpointStore), which keeps leases too,
+/// can refuse a write made under a lease that has since moved or lapsed, even when two
+/// processes use the same owner name.
 ///
 /// # Example
 ///
@@ -146,7 +149,9 @@ impl Lease {
 #[async_trait]
 pub trait LeaseStore: Send + Sync + 'static {
     /// Takes or renews `key` for `owner` for `ttl`; `None` if someone else holds it. The
-    /// counter of the returned lease rises when the owner changes (not on a renewal).
+    /// counter of the returned lease stays the same only when `owner` renews a lease that has
+    /// not expired; it rises otherwise (a new owner, or an expired or released lease taken
+    /// again).
     ///
     /// # Errors
     ///

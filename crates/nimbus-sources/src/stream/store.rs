@@ -71,7 +71,10 @@ impl LeaseStore for InMemoryStreamStore {
         if lease.owner != owner && lease.expires > now {
             return Ok(None);
         }
-        if lease.owner != owner || lease.counter == 0 {
+        // Only the renewal of a live lease keeps its counter: one taken again after it
+        // expired or was released (even by the same owner) fences every earlier copy out.
+        let renewal = lease.owner == owner && lease.expires > now && lease.counter != 0;
+        if !renewal {
             lease.counter += 1;
             lease.owner = owner.to_owned();
         }
@@ -165,10 +168,29 @@ mod tests {
         assert!(matches!(refused, SourceError::Fenced { .. }), "{refused}");
         assert!(refused.to_string().contains("expired"), "{refused}");
         assert_eq!(store.get("m", "s").await.unwrap(), Some(at(1)));
-        // Renewed in time, the same lease writes again.
+        // Taken again by the same owner once expired, the lease has a new counter: the
+        // expired copy stays fenced (another process configured with the same owner may hold it).
+        let again = store.acquire("m/s", "a", TTL).await.unwrap().unwrap();
+        assert!(again.counter > lease.counter);
+        assert!(matches!(
+            store.put("m", "s", at(2), &lease).await,
+            Err(SourceError::Fenced { .. })
+        ));
+        store.put("m", "s", at(2), &again).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_of_a_live_lease_keeps_its_counter() {
+        let store = InMemoryStreamStore::new();
+        let lease = store.acquire("m/s", "a", TTL).await.unwrap().unwrap();
+        tokio::time::sleep(TTL / 2).await;
         let renewed = store.acquire("m/s", "a", TTL).await.unwrap().unwrap();
         assert_eq!(renewed.counter, lease.counter);
-        store.put("m", "s", at(2), &lease).await.unwrap();
+        store.put("m", "s", at(1), &lease).await.unwrap();
+        // Released, then taken again by the same owner: a new counter.
+        store.release("m/s", "a").await.unwrap();
+        let again = store.acquire("m/s", "a", TTL).await.unwrap().unwrap();
+        assert!(again.counter > lease.counter);
     }
 
     #[tokio::test(start_paused = true)]

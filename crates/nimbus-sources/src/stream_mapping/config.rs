@@ -60,7 +60,10 @@ pub struct StreamMappingConfig {
     /// How long a shard lease lasts unless renewed (1 s..=1 h, default 30 s); renewed every
     /// third of it.
     pub lease_ttl: Duration,
-    /// This process's identity in the lease store (default: random).
+    /// This process's identity in the lease store (default: random). A mapping appends a
+    /// random suffix per start (`<owner>#<16 hex digits>`), so that two processes or two
+    /// mappings started from one configuration never share a name, and so never both pass
+    /// the checkpoint fence; the configured part still tells an operator whose lease it is.
     pub owner: String,
 }
 
@@ -178,7 +181,8 @@ impl StreamMappingConfig {
         self
     }
 
-    /// Sets this process's lease owner id.
+    /// Sets this process's lease owner id (a random suffix is appended per start, see
+    /// [`StreamMappingConfig::owner`]).
     #[must_use]
     pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = owner.into();

@@ -233,6 +233,10 @@ impl StreamMapping {
         on_failure: Option<Arc<dyn FailureDestination>>,
     ) -> Result<Self, ConfigError> {
         config.validate(on_failure.is_some())?;
+        let mut config = config;
+        // Unique per start: a name shared by two processes (one config, or host names reused)
+        // would let both read every shard and pass each other's fence.
+        config.owner = format!("{}#{:016x}", config.owner, fastrand::u64(..));
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),
             // Its handlers see this mapping as the principal.

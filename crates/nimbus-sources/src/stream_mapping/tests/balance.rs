@@ -168,3 +168,39 @@ async fn children_wait_until_every_parent_still_known_is_finished() {
     let (shared, _leases, _rt) = mapping(&[]).await;
     assert_eq!(ids(shared.ready_shards(&[child]).await), ["c"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn two_mappings_started_from_one_config_are_two_workers() {
+    use crate::stream::{InMemoryStream, InMemoryStreamStore, StreamConfig};
+    use crate::stream_mapping::StreamMapping;
+
+    let runtime = nimbus_core::Runtime::default();
+    let (function, _) = succeeding(&runtime).await;
+    let stream = Arc::new(InMemoryStream::new(StreamConfig::default().with_shards(4)).unwrap());
+    let store = Arc::new(InMemoryStreamStore::new());
+    // One configuration, one owner name, cloned into two mappings (two processes alike).
+    let config = config("m").with_lease_ttl(TTL);
+    let start = || {
+        StreamMapping::builder(stream.clone(), function.clone(), config.clone())
+            .store(store.clone())
+            .start()
+            .unwrap()
+    };
+    let (a, b) = (start(), start());
+    a.drained().await.unwrap();
+    b.drained().await.unwrap();
+    let now = tokio::time::Instant::now();
+    let workers: Vec<_> = store
+        .list("m/~worker/")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.expires > now)
+        .map(|l| l.owner)
+        .collect();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    assert_ne!(workers[0], workers[1]);
+    assert!(workers.iter().all(|o| o.starts_with("me#")), "{workers:?}");
+    a.stop(Duration::from_secs(1)).await;
+    b.stop(Duration::from_secs(1)).await;
+}

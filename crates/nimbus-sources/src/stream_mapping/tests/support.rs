@@ -197,7 +197,7 @@ impl ScriptedLeases {
             .await
             .expect("listing")
             .into_iter()
-            .filter(|l| l.owner == owner && l.expires > now && !l.key.contains("~worker"))
+            .filter(|l| owner_is(&l.owner, owner) && l.expires > now && !l.key.contains("~worker"))
             .map(|l| l.key)
             .collect();
         keys.sort();
@@ -315,4 +315,13 @@ pub(super) async fn hold(shared: &Shared, shard: &ShardId) -> Lease {
         },
     );
     lease
+}
+
+/// Whether a lease's owner is the mapping configured with `owner` (a started mapping appends
+/// a per-start suffix `#<nonce>`), or `owner` itself.
+pub(super) fn owner_is(lease_owner: &str, owner: &str) -> bool {
+    lease_owner == owner
+        || lease_owner
+            .strip_prefix(owner)
+            .is_some_and(|rest| rest.starts_with('#'))
 }
