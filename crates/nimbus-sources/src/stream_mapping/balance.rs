@@ -58,15 +58,23 @@ impl Shared {
             .map(|l| (l.key.as_str(), l.expires))
             .collect();
 
-        let ready = self.ready_shards(shards).await;
+        let (ready, complete) = self.ready_shards(shards).await;
         let fair = ready.len().div_ceil(workers);
-        self.drain.stage(
-            ready
+        // A listing that could not read every checkpoint may miss a shard this worker must
+        // drain: it is not published. Shards with a local reader always count.
+        self.drain.stage(complete.then(|| {
+            let mut pending: Vec<ShardId> = ready
                 .iter()
                 .filter(|s| !held_elsewhere.contains_key(self.lease_key(&s.id).as_str()))
                 .map(|s| Arc::clone(&s.id))
-                .collect(),
-        );
+                .collect();
+            for (id, reader) in self.running.lock().iter() {
+                if !reader.ending && !pending.contains(id) {
+                    pending.push(Arc::clone(id));
+                }
+            }
+            pending
+        }));
 
         type Snapshot = (
             ShardId,
@@ -189,10 +197,15 @@ impl Shared {
     }
 
     /// Shards that may be read now: not finished, and every parent the source still knows of
-    /// finished. A shard whose checkpoints cannot be read now is left for a later round.
-    pub(super) async fn ready_shards<'a>(&self, shards: &'a [ShardInfo]) -> Vec<&'a ShardInfo> {
+    /// finished. A shard whose checkpoints cannot be read now is left for a later round; the
+    /// flag says whether every checkpoint could be read.
+    pub(super) async fn ready_shards<'a>(
+        &self,
+        shards: &'a [ShardInfo],
+    ) -> (Vec<&'a ShardInfo>, bool) {
         let known: HashSet<&str> = shards.iter().map(|s| &*s.id).collect();
         let mut ready = Vec::new();
+        let mut complete = true;
         'shards: for shard in shards {
             match self
                 .store_call(
@@ -208,6 +221,7 @@ impl Shared {
                 Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(mapping = %self.name, shard = %shard.id, %error, "reading a checkpoint failed");
+                    complete = false;
                     continue;
                 }
             }
@@ -221,11 +235,15 @@ impl Shared {
                     .await
                 {
                     Ok(Some(Checkpoint::ShardEnd)) => {}
-                    _ => continue 'shards,
+                    Ok(_) => continue 'shards,
+                    Err(_) => {
+                        complete = false;
+                        continue 'shards;
+                    }
                 }
             }
             ready.push(shard);
         }
-        ready
+        (ready, complete)
     }
 }

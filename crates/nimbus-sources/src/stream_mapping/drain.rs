@@ -25,7 +25,8 @@ pub(super) struct Drain {
     pub(super) changed: Notify,
     listing: Mutex<Listing>,
     /// What the balancing under way found; published by the coordinator when it succeeds.
-    staged: Mutex<Vec<ShardId>>,
+    /// `None`: it could not read every checkpoint, so the last listing stands.
+    staged: Mutex<Option<Vec<ShardId>>>,
 }
 
 /// The shards this worker must read, as of a listing.
@@ -44,20 +45,24 @@ impl Default for Drain {
             requests: watch::Sender::new(0),
             changed: Notify::new(),
             listing: Mutex::new(Listing::default()),
-            staged: Mutex::new(Vec::new()),
+            staged: Mutex::new(None),
         }
     }
 }
 
 impl Drain {
-    /// Notes what a balancing found, to publish if it completes.
-    pub(super) fn stage(&self, pending: Vec<ShardId>) {
+    /// Notes what a balancing found, to publish if it completes; `None` if it could not read
+    /// every checkpoint (it may have missed a shard).
+    pub(super) fn stage(&self, pending: Option<Vec<ShardId>>) {
         *self.staged.lock() = pending;
     }
 
-    /// Publishes the staged listing, made by a balancing that began at `request`.
+    /// Publishes the staged listing, made by a balancing that began at `request`; nothing if
+    /// none is staged.
     pub(super) fn publish(&self, request: u64) {
-        let pending = std::mem::take(&mut *self.staged.lock());
+        let Some(pending) = self.staged.lock().take() else {
+            return;
+        };
         *self.listing.lock() = Listing {
             request: Some(request),
             pending,
@@ -100,7 +105,7 @@ impl Shared {
 
     /// Whether request `request` is met: the listing began after it, and every shard it says
     /// this worker reads has a live reader caught up since.
-    fn is_drained(&self, request: u64) -> bool {
+    pub(super) fn is_drained(&self, request: u64) -> bool {
         let listing = self.drain.listing.lock();
         if listing.request.is_none_or(|r| r < request) {
             return false;

@@ -155,7 +155,7 @@ async fn children_wait_until_every_parent_still_known_is_finished() {
     let child = ShardInfo::new(Arc::from("c"), vec![Arc::from("p")], (0, u128::MAX), false);
     let shards = vec![parent.clone(), child.clone()];
     let ids = |ready: Vec<&ShardInfo>| ready.iter().map(|s| s.id.to_string()).collect::<Vec<_>>();
-    assert_eq!(ids(shared.ready_shards(&shards).await), ["p"]);
+    assert_eq!(ids(shared.ready_shards(&shards).await.0), ["p"]);
     let lease = super::support::hold(&shared, &Arc::from("p")).await;
     shared
         .checkpoints
@@ -163,10 +163,10 @@ async fn children_wait_until_every_parent_still_known_is_finished() {
         .await
         .unwrap();
     // The finished parent is not ready any more; its child is.
-    assert_eq!(ids(shared.ready_shards(&shards).await), ["c"]);
+    assert_eq!(ids(shared.ready_shards(&shards).await.0), ["c"]);
     // A parent the source no longer knows of (it expired) has nothing left to read.
     let (shared, _leases, _rt) = mapping(&[]).await;
-    assert_eq!(ids(shared.ready_shards(&[child]).await), ["c"]);
+    assert_eq!(ids(shared.ready_shards(&[child]).await.0), ["c"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -203,4 +203,33 @@ async fn two_mappings_started_from_one_config_are_two_workers() {
     assert!(workers.iter().all(|o| o.starts_with("me#")), "{workers:?}");
     a.stop(Duration::from_secs(1)).await;
     b.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listing_with_a_checkpoint_that_could_not_be_read_is_not_published() {
+    let (shared, leases, _rt) = mapping(&["s0", "s1"]).await;
+    balance(&shared).await;
+    assert_eq!(shared.running.lock().len(), 2);
+    let id = |name: &str| {
+        let running = shared.running.lock();
+        running.keys().find(|k| &***k == name).cloned().unwrap()
+    };
+    let (s0, s1) = (id("s0"), id("s1"));
+    // A complete listing, both readers caught up (set with no await since, so that the
+    // readers cannot overwrite it): drained.
+    shared.drain.publish(1);
+    shared.set_caught_up(&s0, Some(1));
+    shared.set_caught_up(&s1, Some(1));
+    assert!(shared.is_drained(1));
+    // s1's reader runs, but its checkpoint cannot be read this round.
+    leases.failing_gets.lock().insert("s1".to_owned());
+    balance(&shared).await;
+    shared.drain.publish(2);
+    shared.set_caught_up(&s0, Some(2));
+    shared.set_caught_up(&s1, None);
+    assert!(
+        !shared.is_drained(2),
+        "a listing that could not see s1 was taken for drained"
+    );
+    stop_readers(&shared);
 }

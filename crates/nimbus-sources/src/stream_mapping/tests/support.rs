@@ -185,6 +185,8 @@ pub(super) struct ScriptedLeases {
     pub(super) inner: InMemoryStreamStore,
     pub(super) refused: Mutex<HashSet<String>>,
     pub(super) failing: Mutex<HashSet<String>>,
+    /// Shards whose checkpoint cannot be read.
+    pub(super) failing_gets: Mutex<HashSet<String>>,
 }
 
 impl ScriptedLeases {
@@ -277,6 +279,11 @@ impl LeaseStore for RecordedCheckpoints {
 #[async_trait]
 impl CheckpointStore for ScriptedLeases {
     async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
+        if self.failing_gets.lock().contains(shard) {
+            return Err(SourceError::transient(
+                "the checkpoint store is unreachable",
+            ));
+        }
         self.inner.get(mapping, shard).await
     }
     async fn put(
