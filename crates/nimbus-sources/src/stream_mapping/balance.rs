@@ -106,15 +106,25 @@ impl Shared {
                 .await
             {
                 Ok(Some(lease)) => {
-                    let live = match self.running.lock().get_mut(&id) {
+                    let (live, moved) = match self.running.lock().get_mut(&id) {
+                        // The lease lapsed and was taken again (by another worker meanwhile,
+                        // perhaps): the reader's position in memory may be stale.
+                        Some(reader) if !reader.ending && reader.lease.counter != lease.counter => {
+                            (true, true)
+                        }
                         Some(reader) if !reader.ending => {
                             reader.renewed = now;
                             // Checkpoint writes carry the latest renewal.
                             reader.lease = Arc::new(lease);
-                            true
+                            (true, false)
                         }
-                        _ => false,
+                        _ => (false, false),
                     };
+                    if moved {
+                        tracing::warn!(mapping = %self.name, shard = %id, "lease taken again under a new counter; restarting the reader from the checkpoint");
+                        cancel.cancel();
+                        continue;
+                    }
                     if !live {
                         // The reader ended while this renewal was on its way: give it back.
                         let _ = self

@@ -233,3 +233,31 @@ async fn a_listing_with_a_checkpoint_that_could_not_be_read_is_not_published() {
     );
     stop_readers(&shared);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_under_a_new_counter_stops_the_reader() {
+    let (shared, leases, _rt) = mapping(&["s0"]).await;
+    balance(&shared).await;
+    let reader = {
+        let running = shared.running.lock();
+        let reader = running.values().next().unwrap();
+        (reader.cancel.clone(), reader.lease.counter)
+    };
+    // The worker stalled past its TTL; another took the shard and gave it back.
+    leases.inner.release("m/s0", "me").await.unwrap();
+    let other = leases
+        .inner
+        .acquire("m/s0", "other", TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    leases.inner.release("m/s0", "other").await.unwrap();
+    assert!(other.counter > reader.1);
+    balance(&shared).await;
+    // Its position in memory may be stale: it restarts from the store's checkpoint.
+    assert!(
+        reader.0.is_cancelled(),
+        "the reader went on under a new counter"
+    );
+    stop_readers(&shared);
+}
