@@ -138,9 +138,11 @@ impl Sequence {
         }
     }
 
-    /// Reads [`Sequence::to_sortable_text`]'s form.
+    /// Reads [`Sequence::to_sortable_text`]'s form, and only that: a text is accepted only if
+    /// writing the number back gives the same text, since any other spelling (unpadded, a
+    /// sign, leading zeros in the long form) would sort out of place and freeze a checkpoint.
     pub(crate) fn from_sortable_text(text: &str) -> Option<Self> {
-        match text.strip_prefix(':') {
+        let parsed: Self = match text.strip_prefix(':') {
             Some(rest) => {
                 let (len, digits) = rest.split_at_checked(3)?;
                 let len: usize = len.parse().ok()?;
@@ -150,7 +152,8 @@ impl Sequence {
             }
             None if (1..=U128_DIGITS).contains(&text.len()) => text.parse().ok(),
             None => None,
-        }
+        }?;
+        (parsed.to_sortable_text() == text).then_some(parsed)
     }
 }
 
@@ -355,6 +358,19 @@ mod tests {
         assert!("1".repeat(MAX_SEQUENCE_DIGITS).parse::<Sequence>().is_ok());
         for bad in ["~", ":", ":00", ":0401", "12x", &"1".repeat(40)] {
             assert_eq!(Sequence::from_sortable_text(bad), None, "{bad}");
+        }
+        // Non-canonical texts parse as numbers but sort above every canonical one: a
+        // checkpoint stored so would never move again.
+        let forty = "1".repeat(40);
+        for bad in [
+            "5".to_owned(),
+            "+5".to_owned(),
+            format!(":+40{forty}"),
+            format!(":041{}", "0".to_owned() + &forty),
+            format!(":040{}", "0".repeat(40)),
+            format!("+{}", "0".repeat(38)),
+        ] {
+            assert_eq!(Sequence::from_sortable_text(&bad), None, "{bad}");
         }
     }
 
