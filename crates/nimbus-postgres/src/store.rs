@@ -92,7 +92,16 @@ impl CheckpointStore for PostgresStreamStore {
             )
             .await
             .map_err(PostgresError::from)?;
-        Ok(row.and_then(|r| Checkpoint::from_sortable_text(r.get::<_, &str>(0))))
+        // Unreadable is an error, not "no checkpoint": that would start the shard over.
+        row.map(|r| {
+            let text: &str = r.get(0);
+            Checkpoint::from_sortable_text(text).ok_or_else(|| {
+                SourceError::permanent(format!(
+                    "the checkpoint of {mapping}/{shard} is stored as {text:?}, which is not a checkpoint"
+                ))
+            })
+        })
+        .transpose()
     }
 
     async fn put(
@@ -102,6 +111,7 @@ impl CheckpointStore for PostgresStreamStore {
         checkpoint: Checkpoint,
         lease: &Lease,
     ) -> Result<(), SourceError> {
+        lease.check_shard(mapping, shard)?;
         let client = self.db.client().await?;
         let value = checkpoint.to_sortable_text();
         // A counter above i64::MAX was never stored: no lease has it.

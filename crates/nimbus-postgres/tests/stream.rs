@@ -163,3 +163,44 @@ async fn a_mapping_over_kinesis_numbers_checkpoints_them_here() {
     }
     assert!(mapping.stop(Duration::from_secs(5)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_checkpoint_is_a_permanent_error_not_no_checkpoint() {
+    let Some(names) = Names::new().await else {
+        return;
+    };
+    let store = PostgresStreamStore::connect(&url()).await.unwrap();
+    let mapping = format!("{}_corrupt", names.0);
+    psql(&format!(
+        "INSERT INTO nimbus_checkpoints (mapping, shard, value) VALUES ('{mapping}', 'shard', '5')"
+    ))
+    .unwrap();
+    match store.get(&mapping, "shard").await {
+        Err(error) => {
+            assert!(error.is_permanent(), "{error}");
+            assert!(error.to_string().contains("\"5\""), "{error}");
+        }
+        Ok(read) => panic!("a corrupt checkpoint read as {read:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_on_another_shard_does_not_write() {
+    let Some(names) = Names::new().await else {
+        return;
+    };
+    let store = PostgresStreamStore::connect(&url()).await.unwrap();
+    let mapping = format!("{}_other", names.0);
+    let lease = store
+        .acquire(&format!("{mapping}/x"), "a", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let wrong = store.put(&mapping, "y", at(1u64), &lease).await;
+    assert!(
+        matches!(wrong, Err(SourceError::Fenced { .. })),
+        "{wrong:?}"
+    );
+    assert_eq!(store.get(&mapping, "y").await.unwrap(), None);
+    store.put(&mapping, "x", at(1u64), &lease).await.unwrap();
+}

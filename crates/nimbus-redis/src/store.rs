@@ -173,7 +173,16 @@ impl CheckpointStore for RedisStreamStore {
             .query_async(&mut con)
             .await
             .map_err(RedisError::from)?;
-        Ok(value.as_deref().and_then(Checkpoint::from_sortable_text))
+        // Unreadable is an error, not "no checkpoint": that would start the shard over.
+        value
+            .map(|text| {
+                Checkpoint::from_sortable_text(&text).ok_or_else(|| {
+                    SourceError::permanent(format!(
+                        "the checkpoint of {mapping}/{shard} is stored as {text:?}, which is not a checkpoint"
+                    ))
+                })
+            })
+            .transpose()
     }
 
     async fn put(
@@ -183,6 +192,7 @@ impl CheckpointStore for RedisStreamStore {
         checkpoint: Checkpoint,
         lease: &Lease,
     ) -> Result<(), SourceError> {
+        lease.check_shard(mapping, shard)?;
         let mut con = self.manager.clone();
         let stored: i64 = redis::Script::new(PUT_FENCED)
             .key(&self.checkpoints)

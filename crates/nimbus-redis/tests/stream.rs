@@ -203,3 +203,48 @@ async fn a_mapping_over_a_redis_stream_checkpoints_entry_positions() {
     assert_eq!(parsed.item_failures, expected);
     runtime.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_checkpoint_is_a_permanent_error_not_no_checkpoint() {
+    let Some(prefix) = Prefix::new().await else {
+        return;
+    };
+    let config = prefix.config("corrupt");
+    let store = RedisStreamStore::connect(&config).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{}:checkpoints", config.key))
+        .arg("m/shard")
+        .arg("5")
+        .query_async(&mut admin().await)
+        .await
+        .unwrap();
+    match store.get("m", "shard").await {
+        Err(error) => {
+            assert!(error.is_permanent(), "{error}");
+            assert!(error.to_string().contains("\"5\""), "{error}");
+        }
+        Ok(read) => panic!("a corrupt checkpoint read as {read:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_on_another_shard_does_not_write() {
+    let Some(prefix) = Prefix::new().await else {
+        return;
+    };
+    let store = RedisStreamStore::connect(&prefix.config("other"))
+        .await
+        .unwrap();
+    let lease = store
+        .acquire("m/x", "a", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let wrong = store.put("m", "y", at(1u64), &lease).await;
+    assert!(
+        matches!(wrong, Err(SourceError::Fenced { .. })),
+        "{wrong:?}"
+    );
+    assert_eq!(store.get("m", "y").await.unwrap(), None);
+    store.put("m", "x", at(1u64), &lease).await.unwrap();
+}

@@ -271,6 +271,10 @@ async fn fencing<C: CheckpointStore>(store: &C, mapping: &str) -> Result<(), Vio
         store.put(mapping, "shard-d", at(1), &made_up).await,
         "a lease the store never gave out",
     )?;
+    refused(
+        store.put(mapping, "shard-d", at(1), &again).await,
+        "a live lease on another shard",
+    )?;
     store
         .release(&key, "owner-a")
         .await

@@ -119,6 +119,7 @@ impl Checkpoint {
 ///     }
 ///
 ///     async fn put(&self, mapping: &str, shard: &str, checkpoint: Checkpoint, lease: &Lease) -> Result<(), SourceError> {
+///         lease.check_shard(mapping, shard)?;
 ///         let text = checkpoint.to_sortable_text();
 ///         let mut tables = self.tables()?;
 ///         lease.fence(tables.leases.get(&lease.key), Instant::now())?;
@@ -155,7 +156,9 @@ pub trait CheckpointStore: LeaseStore {
     ///
     /// # Errors
     ///
-    /// A [`SourceError`] from the store.
+    /// A [`SourceError`] from the store; a permanent one naming the text if what is stored is
+    /// not a checkpoint (never read as "no checkpoint", which would start the shard over from
+    /// the starting position).
     async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError>;
 
     /// Moves the checkpoint of `shard` forward, if `lease` still holds: the store keeps a lease
@@ -163,11 +166,13 @@ pub trait CheckpointStore: LeaseStore {
     /// store's clock. Checking the lease and moving the checkpoint are one atomic step (one
     /// lock, one script, one statement), so that a worker that lost its lease cannot move a
     /// checkpoint past records its successor has not handled. A stream mapping passes the
-    /// lease on `<mapping>/<shard>` it reads the shard under.
+    /// lease on `<mapping>/<shard>` it reads the shard under, and a store must refuse any other
+    /// (check it with [`Lease::check_shard`]): a lease on one shard never writes another's
+    /// checkpoint.
     ///
     /// # Errors
     ///
-    /// [`SourceError::Fenced`] if the lease expired or moved; [`SourceError::Invalid`] if the
+    /// [`SourceError::Fenced`] if the lease is not on `<mapping>/<shard>`, expired or moved; [`SourceError::Invalid`] if the
     /// checkpoint would move back; a store error otherwise.
     async fn put(
         &self,

@@ -41,6 +41,42 @@ impl Lease {
         }
     }
 
+    /// Checks that this lease is the one on `shard` of `mapping`: its key is
+    /// `<mapping>/<shard>`, the key a stream mapping leases a shard under. A checkpoint store
+    /// calls it before [`Lease::fence`], so that a lease on one shard cannot write another's
+    /// checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::Fenced`] naming both.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nimbus_sources::Lease;
+    /// use tokio::time::Instant;
+    ///
+    /// let lease = Lease::new("clicks/shard-0", "worker-1", Instant::now() + Duration::from_secs(30), 1);
+    /// assert!(lease.check_shard("clicks", "shard-0").is_ok());
+    /// assert!(lease.check_shard("clicks", "shard-1").is_err());
+    /// ```
+    pub fn check_shard(&self, mapping: &str, shard: &str) -> Result<(), SourceError> {
+        let key = self.key.as_str();
+        let matches = key
+            .strip_prefix(mapping)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| rest == shard);
+        if matches {
+            Ok(())
+        } else {
+            Err(SourceError::fenced(
+                self.key.clone(),
+                format!("is not the lease on {mapping}/{shard}"),
+            ))
+        }
+    }
+
     /// Checks that a write made under this lease may go ahead, given `held`, what the store
     /// keeps for the same key at `now` (on the store's clock): the same owner and counter, not
     /// expired. A store that keeps its leases in this process calls it under the lock that

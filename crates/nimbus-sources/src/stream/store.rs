@@ -124,6 +124,7 @@ impl CheckpointStore for InMemoryStreamStore {
         checkpoint: Checkpoint,
         lease: &Lease,
     ) -> Result<(), SourceError> {
+        lease.check_shard(mapping, shard)?;
         let mut tables = self.tables.lock();
         lease.fence(tables.leases.get(&lease.key), Instant::now())?;
         let entry = tables
@@ -218,6 +219,11 @@ mod tests {
         // A lease the store never gave out fences too.
         let made_up = Lease::new("m/other", "a", Instant::now() + TTL, 1);
         assert!(store.put("m", "other", at(1), &made_up).await.is_err());
+        // A live lease on one shard does not write another's checkpoint.
+        assert!(matches!(
+            store.put("m", "other", at(1), &again).await,
+            Err(SourceError::Fenced { .. })
+        ));
         assert_eq!(store.get("m", "s").await.unwrap(), Some(at(6)));
     }
 }
