@@ -184,6 +184,14 @@ impl Shared {
                     )
                     .await
                 {
+                    // Finished by another worker since the listing: nothing to read, and its
+                    // children's turn.
+                    Ok(Some(Checkpoint::ShardEnd)) => {
+                        self.shard_metrics(&shard.id, |m| m.finished = true);
+                        let _ = self
+                            .store_call("lease store release", self.leases.release(&key, owner))
+                            .await;
+                    }
                     Ok(checkpoint) => {
                         held += 1;
                         self.start_reader(Arc::clone(&shard.id), checkpoint, now, lease);

@@ -58,7 +58,9 @@ impl Shared {
     ) {
         let mut position = match checkpoint {
             Some(Checkpoint::At(sequence)) => Position::After(sequence),
-            _ => self.config.starting_position.clone(),
+            // Finished already (balancing does not start such a reader): never read it again.
+            Some(Checkpoint::ShardEnd) => return,
+            None => self.config.starting_position.clone(),
         };
         if position == Position::Latest {
             // Pin `Latest` to a place now and checkpoint it, so that a later owner of the shard

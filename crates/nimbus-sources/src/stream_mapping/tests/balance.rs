@@ -261,3 +261,17 @@ async fn a_renewal_under_a_new_counter_stops_the_reader() {
     );
     stop_readers(&shared);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_finished_elsewhere_before_its_lease_was_taken_is_not_read() {
+    let (shared, leases, _rt) = mapping(&["s0"]).await;
+    // Ready when listed; finished by another worker between the listing and the acquire.
+    leases.finished_on_acquire.lock().insert("m/s0".to_owned());
+    balance(&shared).await;
+    assert!(
+        shared.running.lock().is_empty(),
+        "a reader started on a finished shard"
+    );
+    assert!(leases.held_by("me").await.is_empty());
+    stop_readers(&shared);
+}

@@ -187,6 +187,9 @@ pub(super) struct ScriptedLeases {
     pub(super) failing: Mutex<HashSet<String>>,
     /// Shards whose checkpoint cannot be read.
     pub(super) failing_gets: Mutex<HashSet<String>>,
+    /// Lease keys (`<mapping>/<shard>`) that another worker finishes (checkpoints `ShardEnd`)
+    /// just before the next acquire of them.
+    pub(super) finished_on_acquire: Mutex<HashSet<String>>,
 }
 
 impl ScriptedLeases {
@@ -220,6 +223,15 @@ impl LeaseStore for ScriptedLeases {
         }
         if self.refused.lock().contains(key) {
             return Ok(None);
+        }
+        if self.finished_on_acquire.lock().remove(key) {
+            let finisher = self.inner.acquire(key, "finisher", ttl).await?;
+            let finisher = finisher.expect("a free lease");
+            let (mapping, shard) = key.split_once('/').expect("a shard lease key");
+            self.inner
+                .put(mapping, shard, Checkpoint::ShardEnd, &finisher)
+                .await?;
+            self.inner.release(key, "finisher").await?;
         }
         self.inner.acquire(key, owner, ttl).await
     }
