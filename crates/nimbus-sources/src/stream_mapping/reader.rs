@@ -201,8 +201,15 @@ impl Shared {
                 }
             }
             if read.shard_ended {
-                let _ = self.put_checkpoint(&shard, Checkpoint::ShardEnd).await;
-                self.shard_metrics(&shard, |m| m.finished = true);
+                // Finished only once the store says so: a fenced or failed write leaves the shard
+                // to be read to its end again by whoever holds it next.
+                if self
+                    .put_checkpoint(&shard, Checkpoint::ShardEnd)
+                    .await
+                    .is_ok()
+                {
+                    self.shard_metrics(&shard, |m| m.finished = true);
+                }
                 return;
             }
             if idle_at == Some(request)

@@ -157,3 +157,31 @@ async fn nothing_is_checkpointed_once_the_lease_is_lost() {
         .await;
     assert_eq!(store.written.lock().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_end_that_could_not_be_written_is_not_marked_finished() {
+    let runtime = nimbus_core::Runtime::default();
+    let (function, _) = succeeding(&runtime).await;
+    let (source, shard, _) = stream();
+    source.split(&shard, u128::MAX / 2).unwrap();
+    let store = Arc::new(RecordedCheckpoints::default());
+    let mut parts = Parts::new(config("r"));
+    parts.source = source;
+    parts.store(store.clone());
+    let shared = parts.build(function);
+    // No lease held: every checkpoint write, ShardEnd too, is refused.
+    shared
+        .read_shard(
+            shard.clone(),
+            None,
+            &CancellationToken::new(),
+            &CancellationToken::new(),
+        )
+        .await;
+    assert!(store.written.lock().is_empty());
+    assert!(!shared
+        .metrics
+        .lock()
+        .get(&shard)
+        .is_some_and(|m| m.finished));
+}
