@@ -10,6 +10,23 @@ use super::progress::Round;
 use super::{Done, Shared, StreamBatch, StreamResponse};
 use crate::stream::{hash_key, ShardId, StreamRecord};
 
+/// A lane's batches of at most `size` records, in order. Split off the back, so that each
+/// record is moved once whatever the lane's length (splitting off the front would copy the
+/// rest of the lane each time), and a lane that is one batch goes as it is.
+pub(super) fn batches(mut lane: Vec<StreamRecord>, size: usize) -> Vec<Vec<StreamRecord>> {
+    let size = size.max(1);
+    let mut batches = Vec::with_capacity(lane.len().div_ceil(size));
+    while lane.len() > size {
+        let last = (lane.len() - 1) / size * size;
+        batches.push(lane.split_off(last));
+    }
+    if !lane.is_empty() {
+        batches.push(lane);
+    }
+    batches.reverse();
+    batches
+}
+
 impl Shared {
     /// Lanes by partition key, each running its batches in order; rounds end when all do.
     pub(super) async fn process_round(
@@ -37,22 +54,13 @@ impl Shared {
             let round = Arc::clone(&round);
             let cancel = cancel.clone();
             running.spawn(async move {
-                // Batches are split off the lane, not copied record by record: a lane that is
-                // one batch goes as it is.
-                let mut batch = lane;
-                while !batch.is_empty() {
-                    let rest = if batch.len() > this.config.batch_size {
-                        batch.split_off(this.config.batch_size)
-                    } else {
-                        Vec::new()
-                    };
+                for batch in batches(lane, this.config.batch_size) {
                     let done = this
                         .process_batch(&shard, batch, None, &round, &cancel)
                         .await;
                     if matches!(done, Done::Stopped) {
                         return Done::Stopped;
                     }
-                    batch = rest;
                 }
                 Done::Finished
             });

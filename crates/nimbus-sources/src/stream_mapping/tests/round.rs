@@ -56,3 +56,27 @@ async fn lanes_keep_order_per_partition_key_and_handle_every_record_once() {
         Some(Checkpoint::At(Sequence::from(64u128)))
     );
 }
+
+#[test]
+fn a_lane_is_cut_into_batches_in_order() {
+    use super::super::round::batches;
+    let lane = |n: u128| (1..=n).map(|i| record("k", i)).collect::<Vec<_>>();
+    let shape = |batches: Vec<Vec<crate::stream::StreamRecord>>| {
+        batches
+            .iter()
+            .map(|b| b.iter().map(|r| r.sequence.clone()).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    let s = |v: &[u128]| v.iter().map(|&i| Sequence::from(i)).collect::<Vec<_>>();
+    assert_eq!(
+        shape(batches(lane(10), 3)),
+        [s(&[1, 2, 3]), s(&[4, 5, 6]), s(&[7, 8, 9]), s(&[10])]
+    );
+    assert_eq!(shape(batches(lane(6), 3)), [s(&[1, 2, 3]), s(&[4, 5, 6])]);
+    assert_eq!(shape(batches(lane(2), 3)), [s(&[1, 2])]);
+    assert!(batches(Vec::new(), 3).is_empty());
+    // A long skewed lane in batches of one: linear, so this is quick.
+    let long = batches(lane(200_000), 1);
+    assert_eq!(long.len(), 200_000);
+    assert_eq!(long[199_999][0].sequence, Sequence::from(200_000u128));
+}
