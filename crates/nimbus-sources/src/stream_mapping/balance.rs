@@ -76,82 +76,7 @@ impl Shared {
             pending
         }));
 
-        type Snapshot = (
-            ShardId,
-            CancellationToken,
-            CancellationToken,
-            tokio::time::Instant,
-        );
-        let running: Vec<Snapshot> = self
-            .running
-            .lock()
-            .iter()
-            .filter(|(_, r)| !r.cancel.is_cancelled() && !r.ending)
-            .map(|(id, r)| {
-                (
-                    Arc::clone(id),
-                    r.cancel.clone(),
-                    r.hand_off.clone(),
-                    r.renewed,
-                )
-            })
-            .collect();
-        let mut kept = Vec::new();
-        for (id, cancel, hand_off, renewed) in running {
-            match self
-                .store_call(
-                    "lease store acquire",
-                    self.leases.acquire(&self.lease_key(&id), owner, ttl),
-                )
-                .await
-            {
-                Ok(Some(lease)) => {
-                    let (live, moved) = match self.running.lock().get_mut(&id) {
-                        // The lease lapsed and was taken again (by another worker meanwhile,
-                        // perhaps): the reader's position in memory may be stale.
-                        Some(reader) if !reader.ending && reader.lease.counter != lease.counter => {
-                            (true, true)
-                        }
-                        Some(reader) if !reader.ending => {
-                            reader.renewed = now;
-                            // Checkpoint writes carry the latest renewal.
-                            reader.lease = Arc::new(lease);
-                            (true, false)
-                        }
-                        _ => (false, false),
-                    };
-                    if moved {
-                        tracing::warn!(mapping = %self.name, shard = %id, "lease taken again under a new counter; restarting the reader from the checkpoint");
-                        cancel.cancel();
-                        continue;
-                    }
-                    if !live {
-                        // The reader ended while this renewal was on its way: give it back.
-                        let _ = self
-                            .store_call(
-                                "lease store release",
-                                self.leases.release(&self.lease_key(&id), owner),
-                            )
-                            .await;
-                        continue;
-                    }
-                    // A reader handing off keeps its lease until its round is done.
-                    if !hand_off.is_cancelled() {
-                        kept.push(hand_off);
-                    }
-                }
-                Ok(None) => {
-                    tracing::warn!(mapping = %self.name, shard = %id, "lease lost; stopping the reader");
-                    cancel.cancel();
-                }
-                // Unsure whether the lease still holds: keep reading until it would have expired.
-                Err(error) if now < renewed + ttl => {
-                    tracing::warn!(mapping = %self.name, shard = %id, %error, "renewing a lease failed");
-                    kept.push(hand_off);
-                }
-                Err(_) => cancel.cancel(),
-            }
-        }
+        let kept = self.renew_running(now).await;
         // Above the fair share: hand the surplus off; their readers finish the round in hand
         // and give the leases back.
         for hand_off in kept.iter().skip(fair) {
@@ -212,6 +137,91 @@ impl Shared {
             };
         }
         Ok(next_expiry)
+    }
+
+    /// Renews the leases of running readers (stopping a reader whose lease is lost or came
+    /// back under another counter); returns the hand-off tokens of those that keep theirs.
+    /// Also called while the mapping stops, so that a reader finishing a long final round is
+    /// not fenced out of its last checkpoint.
+    pub(super) async fn renew_running(&self, now: tokio::time::Instant) -> Vec<CancellationToken> {
+        type Snapshot = (
+            ShardId,
+            CancellationToken,
+            CancellationToken,
+            tokio::time::Instant,
+        );
+        let running: Vec<Snapshot> = self
+            .running
+            .lock()
+            .iter()
+            .filter(|(_, r)| !r.cancel.is_cancelled() && !r.ending)
+            .map(|(id, r)| {
+                (
+                    Arc::clone(id),
+                    r.cancel.clone(),
+                    r.hand_off.clone(),
+                    r.renewed,
+                )
+            })
+            .collect();
+        let (owner, ttl) = (&self.config.owner, self.config.lease_ttl);
+        let mut kept = Vec::new();
+        for (id, cancel, hand_off, renewed) in running {
+            match self
+                .store_call(
+                    "lease store acquire",
+                    self.leases.acquire(&self.lease_key(&id), owner, ttl),
+                )
+                .await
+            {
+                Ok(Some(lease)) => {
+                    let (live, moved) = match self.running.lock().get_mut(&id) {
+                        // The lease lapsed and was taken again (by another worker meanwhile,
+                        // perhaps): the reader's position in memory may be stale.
+                        Some(reader) if !reader.ending && reader.lease.counter != lease.counter => {
+                            (true, true)
+                        }
+                        Some(reader) if !reader.ending => {
+                            reader.renewed = now;
+                            // Checkpoint writes carry the latest renewal.
+                            reader.lease = Arc::new(lease);
+                            (true, false)
+                        }
+                        _ => (false, false),
+                    };
+                    if moved {
+                        tracing::warn!(mapping = %self.name, shard = %id, "lease taken again under a new counter; restarting the reader from the checkpoint");
+                        cancel.cancel();
+                        continue;
+                    }
+                    if !live {
+                        // The reader ended while this renewal was on its way: give it back.
+                        let _ = self
+                            .store_call(
+                                "lease store release",
+                                self.leases.release(&self.lease_key(&id), owner),
+                            )
+                            .await;
+                        continue;
+                    }
+                    // A reader handing off keeps its lease until its round is done.
+                    if !hand_off.is_cancelled() {
+                        kept.push(hand_off);
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!(mapping = %self.name, shard = %id, "lease lost; stopping the reader");
+                    cancel.cancel();
+                }
+                // Unsure whether the lease still holds: keep reading until it would have expired.
+                Err(error) if now < renewed + ttl => {
+                    tracing::warn!(mapping = %self.name, shard = %id, %error, "renewing a lease failed");
+                    kept.push(hand_off);
+                }
+                Err(_) => cancel.cancel(),
+            }
+        }
+        kept
     }
 
     /// Shards that may be read now: not finished, and every parent the source still knows of

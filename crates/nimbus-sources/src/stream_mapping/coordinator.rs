@@ -14,15 +14,24 @@ use crate::status::{delay_of, guarded, settle_status, MappingStatus};
 
 impl Shared {
     /// Lists shards and balances them on a heartbeat, and sooner when shards change, a reader
-    /// ends, a lease it waits for expires, or a drain request wants a fresh listing. Gives its worker
-    /// lease back when the mapping stops; readers give back theirs as they end.
+    /// ends, a lease it waits for expires, or a drain request wants a fresh listing. When the
+    /// mapping stops it takes no more shards but keeps renewing the leases of readers finishing
+    /// their round, until they end (or the deadline stops them); then it gives its worker lease
+    /// back. Readers give back theirs as they end.
     pub(super) async fn coordinate(self: Arc<Self>) {
         let heartbeat = self.config.lease_ttl / 3;
         let mut failures = 0u32;
         let mut drain_requests = self.drain.requests.subscribe();
         loop {
-            if self.stopping.is_cancelled() || self.cancel.is_cancelled() {
+            if self.cancel.is_cancelled() {
                 break;
+            }
+            if self.stopping.is_cancelled() {
+                if self.running.lock().is_empty() {
+                    break;
+                }
+                self.renew_while_stopping(heartbeat).await;
+                continue;
             }
             // Before listing, so that a listing counts for the drain requests made before it.
             let request = *drain_requests.borrow_and_update();
@@ -64,7 +73,8 @@ impl Shared {
                 () = tokio::time::sleep(wait) => {}
                 Ok(()) = drain_requests.changed() => {}
                 () = self.cancel.cancelled() => break,
-                () = self.stopping.cancelled() => break,
+                // Stopping: renew the leases of readers finishing their round.
+                () = self.stopping.cancelled() => {}
             }
         }
         self.store_call(
@@ -73,6 +83,36 @@ impl Shared {
         )
         .await
         .ok();
+    }
+
+    /// One heartbeat of a stopping mapping: renews the leases of readers still finishing their
+    /// round (a round longer than the lease must not be fenced out of its last checkpoint),
+    /// then waits for a reader to end or the next heartbeat.
+    async fn renew_while_stopping(&self, heartbeat: Duration) {
+        let renewed = tokio::time::timeout(heartbeat, async {
+            // Says this worker is alive too, so that others do not count its shards as free.
+            self.store_call(
+                "lease store acquire",
+                self.leases.acquire(
+                    &self.worker_key(),
+                    &self.config.owner,
+                    self.config.lease_ttl,
+                ),
+            )
+            .await?;
+            self.renew_running(tokio::time::Instant::now()).await;
+            Ok::<(), SourceError>(())
+        })
+        .await;
+        if let Ok(Err(error)) = renewed {
+            tracing::warn!(mapping = %self.name, %error, "renewing leases while stopping failed");
+        }
+        self.stop_unrenewed();
+        tokio::select! {
+            () = self.shard_done.notified() => {}
+            () = tokio::time::sleep(heartbeat) => {}
+            () = self.cancel.cancelled() => {}
+        }
     }
 
     /// Stops the mapping on a permanent error.

@@ -144,7 +144,11 @@ impl StreamMapping {
     /// it does not wait for `poll_wait`.
     ///
     /// With several workers sharing a store, each one speaks for the shards it reads: a shard
-    /// another live worker holds is that worker's to drain.
+    /// another live worker holds is that worker's to drain. It is per worker, not a barrier
+    /// across them: two workers' `drained()` both resolving does not prove that a shard being
+    /// handed off between them is drained (the first gave it up, the second had not yet taken
+    /// it, and neither counted it). To know a whole stream is drained, check its checkpoints,
+    /// or drain with the shards settled (no worker joining or leaving).
     ///
     /// # Errors
     ///

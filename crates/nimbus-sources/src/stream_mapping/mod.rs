@@ -30,7 +30,7 @@
 //!
 //! Stopping ([`StreamMapping::stop`], or the shutdown of a runtime it is attached to with
 //! [`nimbus_core::Runtime::attach`]): readers stop reading, finish the round in hand until the
-//! deadline (then stop between batches, leaving the rest behind the checkpoint), flush their
+//! deadline, their leases still renewed so that a long round is not fenced (then stop between batches, leaving the rest behind the checkpoint), flush their
 //! checkpoints and give up their leases. A mapping whose function takes no more work (shutting
 //! down, unregistered) stops the same way instead of restarting its readers; one whose source
 //! or stores fail permanently stops with [`MappingStatus::Failed`]. Sources, stores and the

@@ -275,3 +275,58 @@ async fn a_shard_finished_elsewhere_before_its_lease_was_taken_is_not_read() {
     assert!(leases.held_by("me").await.is_empty());
     stop_readers(&shared);
 }
+
+#[tokio::test(start_paused = true)]
+async fn leases_are_renewed_while_stopping_readers_finish_their_round() {
+    use crate::stream::{InMemoryStream, InMemoryStreamStore, StreamConfig};
+    use crate::stream_mapping::StreamMapping;
+
+    let runtime = nimbus_core::Runtime::default();
+    let (started, mut invoked) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let function = runtime
+        .register(nimbus_core::Function::new(
+            "slow",
+            nimbus_core::handler_fn({
+                let release = release.clone();
+                move |_batch: crate::StreamBatch, _ctx: nimbus_core::Context| {
+                    let (started, release) = (started.clone(), release.clone());
+                    async move {
+                        let _ = started.send(());
+                        release.notified().await;
+                        Ok::<_, nimbus_core::FunctionError>(crate::StreamResponse::success())
+                    }
+                }
+            }),
+        ))
+        .await
+        .unwrap();
+    let stream = Arc::new(InMemoryStream::new(StreamConfig::default()).unwrap());
+    let (shard, sequence) = stream.put("k", "slow").unwrap();
+    let store = Arc::new(InMemoryStreamStore::new());
+    let mapping = StreamMapping::builder(stream, function, config("m").with_lease_ttl(TTL))
+        .store(store.clone())
+        .start()
+        .unwrap();
+    invoked.recv().await.unwrap();
+    let stopping = tokio::spawn({
+        let mapping = mapping.clone();
+        async move { mapping.stop(TTL * 10).await }
+    });
+    // The round in hand takes three lease TTLs.
+    tokio::time::sleep(TTL * 3).await;
+    let now = tokio::time::Instant::now();
+    let key = format!("m/{shard}");
+    let leases = store.list(&key).await.unwrap();
+    assert!(
+        leases.iter().any(|l| l.key == key && l.expires > now),
+        "the lease of a reader finishing its round lapsed: {leases:?}"
+    );
+    release.notify_one();
+    assert!(stopping.await.unwrap(), "stopped cleanly");
+    assert_eq!(
+        store.get("m", &shard).await.unwrap(),
+        Some(Checkpoint::At(sequence)),
+        "the final checkpoint was fenced"
+    );
+}
