@@ -38,13 +38,15 @@ impl LeaseStore for Stale {
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, SourceError> {
-        if owner == "a" && self.stale.load(Ordering::SeqCst) {
+        // A mapping configured with owner `a` leases as `a#<per-start nonce>`.
+        let is_a = owner.split_once('#').map_or(owner, |(o, _)| o) == "a";
+        if is_a && self.stale.load(Ordering::SeqCst) {
             if let Some(lease) = self.given.lock().get(key) {
                 return Ok(Some(lease.clone()));
             }
         }
         let lease = self.inner.acquire(key, owner, ttl).await?;
-        if let (Some(lease), "a") = (&lease, owner) {
+        if let (Some(lease), true) = (&lease, is_a) {
             self.given.lock().insert(key.to_owned(), lease.clone());
         }
         Ok(lease)
