@@ -57,8 +57,8 @@ mod stream_mapping;
 pub use error::{BoxError, ConfigError, Retry, SourceError};
 pub use filter::{FilterPattern, Filters, MAX_PATTERNS, MAX_PATTERN_LEN};
 pub use mapping::{
-    BatchResponse, QueueBatch, QueueFunction, QueueMapping, QueueMappingConfig,
-    QueueMappingMetrics, QueueRecord,
+    BatchResponse, QueueBatch, QueueFunction, QueueMapping, QueueMappingBuilder,
+    QueueMappingConfig, QueueMappingMetrics, QueueRecord,
 };
 pub use object::{
     decode_key, encode_key, EventTarget, EventType, InMemoryObjectStore, NotificationConfig,

@@ -33,9 +33,13 @@
 //!   answers at once (an ack, a release) always goes through, even after that.
 
 pub(crate) mod batch;
+mod builder;
 mod config;
+mod drain;
 mod metrics;
 mod process;
+mod scale;
+mod stats;
 mod stop;
 
 pub(crate) use batch::body_serde;
@@ -53,6 +57,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use batch::{BatchResponse, QueueBatch, QueueRecord};
+pub use builder::QueueMappingBuilder;
 pub use config::QueueMappingConfig;
 pub use metrics::QueueMappingMetrics;
 
@@ -60,7 +65,9 @@ use crate::error::{ConfigError, SourceError};
 use crate::filter::Filters;
 use crate::queue::{Message, QueueSource};
 use crate::status::{delay_of, settle_status, MappingStatus};
+use drain::Drain;
 use metrics::{add, Counters};
+use scale::Scaling;
 
 /// The function a queue mapping invokes.
 pub type QueueFunction = FunctionHandle<QueueBatch, BatchResponse>;
@@ -103,12 +110,6 @@ pub struct QueueMapping {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
-struct Scaling {
-    target: usize,
-    active: usize,
-}
-
 struct Shared {
     name: Arc<str>,
     config: QueueMappingConfig,
@@ -116,6 +117,10 @@ struct Shared {
     source: Arc<dyn QueueSource>,
     function: QueueFunction,
     counters: Counters,
+    /// What `drained` needs to know.
+    drain: Drain,
+    /// The queue's latest counts.
+    latest: Mutex<stats::Latest>,
     scaling: Mutex<Scaling>,
     scale_up: TokenBucket,
     status: Mutex<MappingStatus>,
@@ -148,15 +153,27 @@ impl std::fmt::Debug for Shared {
 type Receiving = Pin<Box<dyn Future<Output = Result<Vec<Message>, SourceError>> + Send>>;
 
 impl QueueMapping {
-    /// Starts a mapping from `source` to `function`. Must be called inside a Tokio runtime.
-    /// Attach it to the function's runtime ([`nimbus_core::Runtime::attach`]) so that the
-    /// runtime's shutdown stops it first.
+    /// Starts a mapping from `source` to `function`, not attached to any runtime: the caller
+    /// stops it ([`QueueMapping::stop`]) or attaches it ([`nimbus_core::Runtime::attach`]).
+    /// [`QueueMapping::builder`] does the same with the attachment made for you, or the choice
+    /// not to attach said out loud; prefer it.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`]: a field out of range, a filter that does not parse, or a function
-    /// timeout longer than the queue's visibility timeout.
+    /// A [`ConfigError`]: a field out of range, a filter that does not parse, a function
+    /// timeout longer than the queue's visibility timeout, or no Tokio runtime to run on.
     pub fn start(
+        source: impl QueueSource,
+        function: QueueFunction,
+        config: QueueMappingConfig,
+    ) -> Result<Self, ConfigError> {
+        let mapping = Self::prepare(source, function, config)?;
+        mapping.launch();
+        Ok(mapping)
+    }
+
+    /// Checks the configuration and builds the mapping, without starting anything.
+    fn prepare(
         source: impl QueueSource,
         function: QueueFunction,
         config: QueueMappingConfig,
@@ -173,6 +190,14 @@ impl QueueMapping {
                 ));
             }
         }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::new(
+                "mapping",
+                "runtime",
+                "none",
+                "started inside a Tokio runtime",
+            ));
+        }
         let initial = config.initial_concurrency as usize;
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),
@@ -184,6 +209,8 @@ impl QueueMapping {
             // Its handlers see this mapping as the principal.
             function: function.for_event_source(&config.name),
             counters: Counters::default(),
+            drain: Drain::default(),
+            latest: Mutex::default(),
             scaling: Mutex::new(Scaling {
                 target: initial,
                 active: initial,
@@ -197,10 +224,21 @@ impl QueueMapping {
             draining: TaskTracker::new(),
             config,
         });
-        for _ in 0..initial {
-            shared.tasks.spawn(Arc::clone(&shared).poll());
-        }
         Ok(Self { shared })
+    }
+
+    /// Tells the source the initial demand and starts the pollers, unless the mapping was
+    /// stopped already (a runtime that shut down as it was attached).
+    fn launch(&self) {
+        let shared = &self.shared;
+        let scaling = shared.scaling.lock();
+        if shared.cancel.is_cancelled() {
+            return;
+        }
+        shared.demand(scaling.target.saturating_mul(shared.config.batch_size));
+        for _ in 0..scaling.active {
+            shared.tasks.spawn(Arc::clone(shared).poll());
+        }
     }
 
     /// The mapping's name.
@@ -219,9 +257,14 @@ impl QueueMapping {
             let scaling = self.shared.scaling.lock();
             (scaling.active, scaling.target)
         };
-        self.shared
-            .counters
-            .snapshot(pollers, target, self.shared.source.stats())
+        let stats = self.shared.stats_for_metrics();
+        self.shared.counters.snapshot(pollers, target, stats)
+    }
+
+    /// The queue's counts now, asked of the source (bounded by a few seconds); `None` when it
+    /// keeps none, fails or does not answer in time, or the mapping has stopped.
+    pub async fn queue_stats(&self) -> Option<crate::queue::QueueStats> {
+        self.shared.stats_now().await
     }
 
     /// Stops the mapping: pollers stop receiving, batches in flight finish within `grace`,
@@ -295,19 +338,25 @@ impl Shared {
                 if self.retire_if_idle() {
                     break true;
                 }
+                // The only poller left found nothing.
+                self.found_nothing();
                 continue;
             }
-            add(&self.counters.received, messages.len());
+            let received = messages.len();
+            add(&self.counters.received, received);
+            self.drain.hold(received);
             if self.cancel.is_cancelled() {
                 // Received as the mapping stopped: not in flight yet, so back it goes.
                 self.release(&messages).await;
+                self.drain.let_go(received);
                 break false;
             }
-            let full = messages.len() >= self.config.batch_size;
+            let full = received >= self.config.batch_size;
             let now = self.counters.batches.fetch_add(1, Ordering::Relaxed) + 1;
             self.counters.peak_batches.fetch_max(now, Ordering::Relaxed);
             self.process(messages).await;
             self.counters.batches.fetch_sub(1, Ordering::Relaxed);
+            self.drain.let_go(received);
             if full {
                 self.grow();
             }
@@ -321,6 +370,7 @@ impl Shared {
     fn halt(&self, status: MappingStatus) {
         settle_status(&self.status, status);
         self.cancel.cancel();
+        self.want_nothing();
     }
 
     /// Receives one batch: a long poll for the first messages, then more until the batch is
@@ -361,49 +411,5 @@ impl Shared {
     fn source_error(&self, error: &SourceError) {
         add(&self.counters.source_errors, 1);
         tracing::warn!(mapping = %self.name, %error, "queue source error");
-    }
-
-    fn retire_if_over_target(&self) -> bool {
-        let mut scaling = self.scaling.lock();
-        if scaling.active > scaling.target {
-            scaling.active -= 1;
-            return true;
-        }
-        false
-    }
-
-    /// An empty receive: scale in, keeping one poller to notice new messages.
-    fn retire_if_idle(&self) -> bool {
-        let mut scaling = self.scaling.lock();
-        if scaling.active > 1 {
-            scaling.active -= 1;
-            scaling.target = scaling.target.min(scaling.active).max(1);
-            return true;
-        }
-        false
-    }
-
-    /// A full batch: there is backlog, so add a poller if the scale-up rate allows.
-    fn grow(self: &Arc<Self>) {
-        let spawn = {
-            let mut scaling = self.scaling.lock();
-            if scaling.target < self.config.max_concurrency as usize && self.scale_up.try_take() {
-                scaling.target += 1;
-            }
-            let spawn = scaling.active < scaling.target && !self.cancel.is_cancelled();
-            if spawn {
-                scaling.active += 1;
-            }
-            spawn
-        };
-        if spawn {
-            self.tasks.spawn(Arc::clone(self).poll());
-        }
-    }
-
-    /// Function errors and throttles: halve the concurrency.
-    fn back_off(&self) {
-        let mut scaling = self.scaling.lock();
-        scaling.target = (scaling.target / 2).max(1);
     }
 }

@@ -130,7 +130,10 @@ impl Shared {
         }
         // Failed messages stay invisible until their visibility timeout, as in SQS.
         let failed = verdicts.iter().filter(|v| **v == Verdict::Failed).count();
-        add(&self.counters.failed, failed);
+        if failed > 0 {
+            add(&self.counters.failed, failed);
+            self.drain.failed();
+        }
         // Released ones go back at once, their receive uncounted (not a failed attempt).
         self.release_receipts(&receipts(Verdict::Released)).await;
     }

@@ -40,6 +40,8 @@ impl QueueMapping {
         let _give_up = shared.given_up.clone().drop_guard();
         let give_up = deadline.checked_add(2 * RELEASE_GRACE).unwrap_or(deadline);
         shared.cancel.cancel();
+        // Nothing more is wanted: a source that prefetches may stop and hand back its buffer.
+        shared.want_nothing();
         shared.tasks.close();
         shared.draining.close();
         let mut clean = tokio::time::timeout_at(deadline, shared.tasks.wait())

@@ -1,0 +1,23 @@
+//! [`QueueStats`]: the counts a queue may report, for metrics and for telling when it is
+//! drained.
+
+/// Counts a queue may report, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Messages visible now.
+    pub visible: u64,
+    /// Messages received and not yet acknowledged or visible again.
+    pub in_flight: u64,
+    /// Messages waiting for their delay (sent with a delay, or made visible later).
+    pub delayed: u64,
+    /// Messages moved to the dead-letter queue so far.
+    pub dead_lettered: u64,
+}
+
+impl QueueStats {
+    /// Messages not yet handled: visible, in flight or delayed.
+    pub fn backlog(&self) -> u64 {
+        self.visible + self.in_flight + self.delayed
+    }
+}
