@@ -1,0 +1,318 @@
+//! The receipt checks of the queue suite: release, partial and stale acknowledgements, expired
+//! receipts, separate batches, and `retry_later` with a delay.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::queue::{one, receive_all, visibility_of};
+use super::{fail, source, QueueProducer, Violation};
+use crate::error::SourceError;
+use crate::queue::{MessageId, Receipt};
+
+/// Release: a released message is visible again at once and received with its receive count
+/// unchanged; a release with a stale receipt among good ones still releases the good ones
+/// (reporting [`SourceError::UnknownReceipt`] or not), and releases the message once only: the
+/// next receive still reports the same count.
+pub(super) async fn release<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
+    let check = "release";
+    let visibility = visibility_of(q);
+    q.produce(Bytes::from_static(b"back"))
+        .await
+        .map_err(source(check))?;
+    let mut m = one(q, check).await?;
+    for _ in 0..3 {
+        q.release(std::slice::from_ref(&m.receipt))
+            .await
+            .map_err(source(check))?;
+        let started = Instant::now();
+        let again = one(q, check).await?;
+        if again.id != m.id || started.elapsed() >= visibility {
+            return Err(fail(
+                check,
+                "not visible again before the visibility timeout",
+            ));
+        }
+        if again.receive_count != m.receive_count {
+            return Err(fail(
+                check,
+                format!(
+                    "received again with receive count {} after a release at {}",
+                    again.receive_count, m.receive_count
+                ),
+            ));
+        }
+        let stale = std::mem::replace(&mut m, again);
+        // The stale receipt goes first: the good one behind it must still be released.
+        let result = q.release(&[stale.receipt, m.receipt.clone()]).await;
+        if !matches!(result, Ok(()) | Err(SourceError::UnknownReceipt)) {
+            return Err(fail(
+                check,
+                format!(
+                    "a release with a stale receipt answered {result:?}, not Ok or UnknownReceipt"
+                ),
+            ));
+        }
+        m = one(q, check).await?;
+    }
+    q.ack(std::slice::from_ref(&m.receipt))
+        .await
+        .map_err(source(check))
+}
+
+/// Partial acknowledgement: an ack whose receipts are partly stale deletes the others. It may
+/// report the stale one as [`SourceError::UnknownReceipt`] or succeed (SQS treats deleting an
+/// already deleted message as done); any other error fails the check.
+pub(super) async fn partial_ack<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
+    let check = "partial ack";
+    let visibility = visibility_of(q);
+    for body in ["first", "second"] {
+        q.produce(Bytes::from(body)).await.map_err(source(check))?;
+    }
+    let got = receive_all(q, 2, Duration::from_secs(5))
+        .await
+        .map_err(source(check))?;
+    let [first, second] = got.as_slice() else {
+        return Err(fail(check, format!("received {} of 2 messages", got.len())));
+    };
+    q.ack(std::slice::from_ref(&first.receipt))
+        .await
+        .map_err(source(check))?;
+    let result = q
+        .ack(&[first.receipt.clone(), second.receipt.clone()])
+        .await;
+    if !matches!(result, Ok(()) | Err(SourceError::UnknownReceipt)) {
+        return Err(fail(
+            check,
+            format!("an ack with a stale receipt answered {result:?}, not Ok or UnknownReceipt"),
+        ));
+    }
+    let back = q
+        .receive(2, visibility + Duration::from_millis(500))
+        .await
+        .map_err(source(check))?;
+    if !back.is_empty() {
+        return Err(fail(
+            check,
+            "a message acknowledged beside a stale receipt came back",
+        ));
+    }
+    Ok(())
+}
+
+/// Stale receipts: once a message is received again after its visibility timeout, the old
+/// receipt is not current. Acknowledging, retrying or releasing with it answers
+/// [`SourceError::UnknownReceipt`] and leaves the new delivery alone: the message is not
+/// visible while the new receiver holds it, the new receipt still acknowledges it, and then it
+/// is gone.
+pub(super) async fn stale_receipt<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
+    let check = "stale receipt";
+    let visibility = visibility_of(q);
+    q.produce(Bytes::from_static(b"slow"))
+        .await
+        .map_err(source(check))?;
+    let old = one(q, check).await?;
+    let current = receive_all(q, 1, visibility + Duration::from_secs(5))
+        .await
+        .map_err(source(check))?;
+    let Some(current) = current.into_iter().next() else {
+        return Err(fail(check, "not redelivered after the visibility timeout"));
+    };
+    let results = [
+        ("ack", q.ack(std::slice::from_ref(&old.receipt)).await),
+        (
+            "retry_later",
+            q.retry_later(&old.receipt, Duration::ZERO).await,
+        ),
+        (
+            "release",
+            q.release(std::slice::from_ref(&old.receipt)).await,
+        ),
+    ];
+    let shown = q.receive(1, Duration::ZERO).await.map_err(source(check))?;
+    if !shown.is_empty() {
+        return Err(fail(
+            check,
+            "a stale receipt made a message visible while it was received again",
+        ));
+    }
+    for (call, result) in results {
+        if result != Err(SourceError::UnknownReceipt) {
+            return Err(fail(
+                check,
+                format!("{call} with a stale receipt answered {result:?}, not UnknownReceipt"),
+            ));
+        }
+    }
+    q.ack(std::slice::from_ref(&current.receipt))
+        .await
+        .map_err(|e| fail(check, format!("the current receipt answered {e}")))?;
+    let back = q
+        .receive(1, visibility + Duration::from_millis(500))
+        .await
+        .map_err(source(check))?;
+    if !back.is_empty() {
+        return Err(fail(
+            check,
+            "the message came back after it was acknowledged",
+        ));
+    }
+    Ok(())
+}
+
+/// Expired receipts: once a receipt's visibility timeout has passed, an ack with it answers
+/// [`SourceError::UnknownReceipt`] and deletes nothing, even though nobody received the
+/// message since: it is delivered again, its receive counted. (A broker that honours expired
+/// receipts itself needs the adapter to refuse them.)
+pub(super) async fn expired_receipt<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
+    let check = "expired receipt";
+    let visibility = visibility_of(q);
+    q.produce(Bytes::from_static(b"late"))
+        .await
+        .map_err(source(check))?;
+    let m = one(q, check).await?;
+    // The handler outlives the visibility timeout.
+    tokio::time::sleep(visibility + visibility / 4).await;
+    let result = q.ack(std::slice::from_ref(&m.receipt)).await;
+    if result != Err(SourceError::UnknownReceipt) {
+        return Err(fail(
+            check,
+            format!("an ack with an expired receipt answered {result:?}, not UnknownReceipt"),
+        ));
+    }
+    let again = receive_all(q, 1, Duration::from_secs(5))
+        .await
+        .map_err(source(check))?;
+    match again.first() {
+        Some(a) if a.id == m.id && a.receive_count == m.receive_count + 1 => q
+            .ack(std::slice::from_ref(&a.receipt))
+            .await
+            .map_err(source(check)),
+        Some(a) => Err(fail(
+            check,
+            format!(
+                "after an ack with an expired receipt, received {:?} with count {}",
+                a.id, a.receive_count
+            ),
+        )),
+        None => Err(fail(
+            check,
+            "an ack with an expired receipt deleted the message: it was not delivered again",
+        )),
+    }
+}
+
+/// Separate batches: acknowledging one batch deletes its messages and nothing else. Two
+/// batches are received; the later one is acknowledged; the earlier one stays in flight (not
+/// visible at once) and comes back after its visibility timeout, while the acknowledged one
+/// does not. (An adapter that acknowledges "everything up to this delivery", as AMQP's
+/// `multiple` flag does, fails here.)
+pub(super) async fn separate_batches<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
+    let check = "separate batches";
+    let visibility = visibility_of(q);
+    for i in 0..6 {
+        q.produce(Bytes::from(format!("b{i}")))
+            .await
+            .map_err(source(check))?;
+    }
+    let first = receive_all(q, 3, Duration::from_secs(5))
+        .await
+        .map_err(source(check))?;
+    let second = receive_all(q, 3, Duration::from_secs(5))
+        .await
+        .map_err(source(check))?;
+    if first.len() != 3 || second.len() != 3 {
+        return Err(fail(
+            check,
+            format!("received {} and {} of 3 and 3", first.len(), second.len()),
+        ));
+    }
+    let receipts: Vec<Receipt> = second.iter().map(|m| m.receipt.clone()).collect();
+    q.ack(&receipts).await.map_err(source(check))?;
+    let shown = q.receive(6, Duration::ZERO).await.map_err(source(check))?;
+    if !shown.is_empty() {
+        return Err(fail(
+            check,
+            "acknowledging one batch made another batch's messages visible",
+        ));
+    }
+    let back = receive_all(q, 3, visibility + Duration::from_secs(5))
+        .await
+        .map_err(source(check))?;
+    let ids = |messages: &[crate::Message]| -> HashSet<MessageId> {
+        messages.iter().map(|m| m.id.clone()).collect()
+    };
+    if ids(&back) != ids(&first) {
+        let lost = first.len() - ids(&back).intersection(&ids(&first)).count();
+        return Err(fail(
+            check,
+            format!(
+                "acknowledging one batch deleted {lost} of another batch's 3 messages, or \
+                 they did not come back after the visibility timeout"
+            ),
+        ));
+    }
+    let receipts: Vec<Receipt> = back.iter().map(|m| m.receipt.clone()).collect();
+    q.ack(&receipts).await.map_err(source(check))?;
+    let again = q
+        .receive(6, visibility + Duration::from_millis(500))
+        .await
+        .map_err(source(check))?;
+    if !again.is_empty() {
+        return Err(fail(check, "acknowledged messages came back"));
+    }
+    Ok(())
+}
+
+/// Retry later with a delay: the message is not received before the delay ends (a receive
+/// waiting half the delay finds nothing), then it is, its receive counted.
+pub(super) async fn retry_later_delay<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
+    let check = "retry later delay";
+    // Shorter than the visibility timeout, which some brokers cut a delay to.
+    let delay = visibility_of(q) * 3 / 4;
+    q.produce(Bytes::from_static(b"later"))
+        .await
+        .map_err(source(check))?;
+    let m = one(q, check).await?;
+    let started = Instant::now();
+    q.retry_later(&m.receipt, delay)
+        .await
+        .map_err(source(check))?;
+    let early = q.receive(1, delay / 2).await.map_err(source(check))?;
+    if !early.is_empty() {
+        return Err(fail(
+            check,
+            format!(
+                "received again after {:?}, before its delay of {delay:?}",
+                started.elapsed()
+            ),
+        ));
+    }
+    let later = receive_all(q, 1, delay + Duration::from_secs(5))
+        .await
+        .map_err(source(check))?;
+    let elapsed = started.elapsed();
+    match later.first() {
+        // A tenth of the delay's slack for timer granularity.
+        Some(l) if elapsed < delay * 9 / 10 => Err(fail(
+            check,
+            format!(
+                "{:?} received again after {elapsed:?}, before its delay of {delay:?}",
+                l.id
+            ),
+        )),
+        Some(l) if l.id == m.id && l.receive_count == m.receive_count + 1 => q
+            .ack(std::slice::from_ref(&l.receipt))
+            .await
+            .map_err(source(check)),
+        Some(l) => Err(fail(
+            check,
+            format!(
+                "received {:?} with count {} after the delay",
+                l.id, l.receive_count
+            ),
+        )),
+        None => Err(fail(check, "not received again after its delay")),
+    }
+}

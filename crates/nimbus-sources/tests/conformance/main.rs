@@ -1,0 +1,134 @@
+//! The in-memory sources pass the conformance kit that every adapter must pass, and the kit
+//! catches adapters that break each rule (see [`broken`]), tearing down every queue it made
+//! whether a check passed or not.
+
+mod broken;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nimbus_sources::conformance::{self, InMemoryHarness, QueueHarness, QueueSpec};
+use nimbus_sources::{InMemoryCheckpoints, InMemoryLeases, InMemoryStream, StreamConfig};
+
+use broken::{Broken, BrokenHarness, Flaw};
+
+#[tokio::test]
+async fn in_memory_queue() {
+    conformance::queue(&InMemoryHarness).await.unwrap();
+}
+
+#[tokio::test]
+async fn in_memory_stream() {
+    conformance::stream(|| async {
+        InMemoryStream::new(StreamConfig::default().with_shards(3)).unwrap()
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn in_memory_checkpoints_and_leases() {
+    conformance::checkpoints(&InMemoryCheckpoints::new(), "kit")
+        .await
+        .unwrap();
+    conformance::leases(&InMemoryLeases::new(), "kit/shard")
+        .await
+        .unwrap();
+}
+
+/// Runs the whole queue suite on an adapter with `flaw`; returns the check that failed, after
+/// making sure every queue the kit made was torn down.
+async fn caught(flaw: Flaw) -> &'static str {
+    let harness = BrokenHarness::new(flaw);
+    let violation = conformance::queue(&harness).await.unwrap_err();
+    eprintln!("{flaw:?}: {violation}");
+    let (made, torn_down) = harness.counts();
+    assert!(made > 0);
+    assert_eq!(made, torn_down, "every queue the kit made is torn down");
+    violation.check
+}
+
+#[tokio::test]
+async fn the_kit_catches_a_queue_that_loses_messages() {
+    assert_eq!(caught(Flaw::Lossy).await, "visibility");
+}
+
+#[tokio::test]
+async fn the_kit_catches_a_release_that_counts_the_receive() {
+    assert_eq!(caught(Flaw::CountingRelease).await, "release");
+}
+
+#[tokio::test]
+async fn the_kit_catches_an_ack_that_gives_up_at_the_first_stale_receipt() {
+    assert_eq!(caught(Flaw::AllOrNothingAck).await, "partial ack");
+}
+
+#[tokio::test]
+async fn the_kit_catches_a_stale_receipt_that_disturbs_a_newer_delivery() {
+    assert_eq!(caught(Flaw::StaleAckUndoes).await, "stale receipt");
+}
+
+#[tokio::test]
+async fn the_kit_catches_an_ack_that_reports_success_for_an_expired_receipt() {
+    assert_eq!(caught(Flaw::ExpiredAckOk).await, "expired receipt");
+}
+
+#[tokio::test]
+async fn the_kit_catches_a_retry_later_that_ignores_its_delay() {
+    assert_eq!(caught(Flaw::IgnoresDelay).await, "retry later delay");
+}
+
+#[tokio::test]
+async fn the_kit_catches_an_ack_that_acknowledges_another_batch() {
+    assert_eq!(caught(Flaw::AckMultiple).await, "separate batches");
+}
+
+#[tokio::test]
+async fn the_kit_catches_a_queue_that_never_redrives_what_a_mapping_fails() {
+    // It redrives what `retry_later` fails, so the plain redrive check passes.
+    let harness = BrokenHarness::new(Flaw::RedrivesOnlyRetried);
+    conformance::redrive(&harness).await.unwrap();
+    assert_eq!(caught(Flaw::RedrivesOnlyRetried).await, "handler failures");
+}
+
+#[tokio::test]
+async fn the_kit_catches_a_queue_that_redrives_late_or_never() {
+    for flaw in [Flaw::RedrivesLate, Flaw::NeverRedrives] {
+        let harness = BrokenHarness::new(flaw);
+        let violation = conformance::handler_failures(&harness).await.unwrap_err();
+        eprintln!("{flaw:?}: {violation}");
+        assert_eq!(violation.check, "handler failures", "{flaw:?}: {violation}");
+        assert_eq!(harness.counts(), (1, 1));
+        assert_eq!(caught(flaw).await, "redrive", "{flaw:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_kit_bounds_the_duplicates_of_a_mapping() {
+    let queue = Arc::new(Broken::new(
+        InMemoryHarness
+            .make(QueueSpec::new(Duration::from_secs(1)))
+            .await
+            .unwrap(),
+        Flaw::AckFirstOnly,
+    ));
+    let violation = conformance::mapping_survives(queue, 300, || async {})
+        .await
+        .unwrap_err();
+    assert_eq!(violation.check, "mapping survives");
+    assert!(violation.detail.contains("duplicate"), "{violation}");
+}
+
+#[tokio::test]
+async fn a_mapping_over_the_in_memory_queue_survives_with_few_duplicates() {
+    let queue = Arc::new(
+        InMemoryHarness
+            .make(QueueSpec::new(Duration::from_secs(1)))
+            .await
+            .unwrap(),
+    );
+    let duplicates = conformance::mapping_survives(queue, 300, || async {})
+        .await
+        .unwrap();
+    assert_eq!(duplicates, 0);
+}
