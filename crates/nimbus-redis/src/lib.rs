@@ -70,6 +70,8 @@ mod config;
 mod error;
 mod fields;
 mod queue;
+mod reading;
+mod receipt;
 mod store;
 mod stream;
 

@@ -1,0 +1,132 @@
+//! A Redis queue receipt: the entry and the delivery it names, and the scripts that act on
+//! that delivery only while it is current (still pending with the delivery count the receipt
+//! was made with, and idle for less than the visibility timeout).
+//!
+//! The idle time is the server's: `XPENDING` reports how long ago the entry was last
+//! delivered (or handed back with `XCLAIM ... IDLE`), and `XAUTOCLAIM` reclaims on the same
+//! clock, so an expired receipt is refused exactly when its message becomes reclaimable.
+
+use nimbus_sources::Receipt;
+
+/// Deletes the deliveries named, each only if current: pending with the receipt's delivery
+/// count and idle for less than the visibility timeout. KEYS[1] = the stream; ARGV = group,
+/// visibility timeout in ms, then id and count pairs. Returns how many it deleted.
+pub(crate) const ACK: &str = r"
+local group, visibility = ARGV[1], tonumber(ARGV[2])
+local acked = 0
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
+  if entry and tonumber(entry[4]) == tonumber(ARGV[i + 1]) and tonumber(entry[3]) < visibility then
+    redis.call('XACK', KEYS[1], group, id)
+    redis.call('XDEL', KEYS[1], id)
+    acked = acked + 1
+  end
+end
+return acked
+";
+
+/// Makes a current delivery reclaimable after a delay: its idle time is set to the visibility
+/// timeout less the delay (`XCLAIM ... IDLE`, `JUSTID` keeps the delivery count). KEYS[1] =
+/// the stream; ARGV = group, consumer, visibility timeout in ms, id, count, idle to set.
+/// Returns 1, or 0 if the receipt is not current.
+pub(crate) const RETRY_LATER: &str = r"
+local group, consumer, visibility = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local id = ARGV[4]
+local entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
+if entry and tonumber(entry[4]) == tonumber(ARGV[5]) and tonumber(entry[3]) < visibility then
+  redis.call('XCLAIM', KEYS[1], group, consumer, 0, id, 'IDLE', ARGV[6], 'JUSTID')
+  return 1
+end
+return 0
+";
+
+/// Hands received messages back without counting the receive: for each current delivery of
+/// this consumer, one fewer delivery (`RETRYCOUNT`), and idle for the visibility timeout
+/// (`IDLE`), so that the next `XAUTOCLAIM` takes it at once and counts that delivery again.
+/// KEYS[1] = the stream; ARGV = group, consumer, visibility timeout in ms, then id and count
+/// pairs. Returns how many it released.
+pub(crate) const RELEASE: &str = r"
+local group, consumer, idle = ARGV[1], ARGV[2], ARGV[3]
+local released = 0
+for i = 4, #ARGV, 2 do
+  local id = ARGV[i]
+  local entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
+  if entry and entry[2] == consumer and tonumber(entry[4]) == tonumber(ARGV[i + 1])
+      and tonumber(entry[3]) < tonumber(idle) then
+    local count = tonumber(entry[4]) - 1
+    if count < 0 then count = 0 end
+    redis.call('XCLAIM', KEYS[1], group, consumer, 0, id, 'IDLE', idle, 'RETRYCOUNT', count, 'JUSTID')
+    released = released + 1
+  end
+end
+return released
+";
+
+/// The scripts, hashed once per queue.
+pub(crate) struct Scripts {
+    pub(crate) ack: redis::Script,
+    pub(crate) retry_later: redis::Script,
+    pub(crate) release: redis::Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Self {
+            ack: redis::Script::new(ACK),
+            retry_later: redis::Script::new(RETRY_LATER),
+            release: redis::Script::new(RELEASE),
+        }
+    }
+}
+
+/// The receipt of a delivery: `<id>` for a first delivery (every new message, so the hot path
+/// allocates nothing more), `<id>:<count>` for later ones.
+pub(crate) fn receipt_of(id: &str, count: u32) -> Receipt {
+    if count == 1 {
+        Receipt::token(id)
+    } else {
+        Receipt::token(format!("{id}:{count}"))
+    }
+}
+
+/// The entry id and delivery count a receipt names (see [`receipt_of`]).
+pub(crate) fn delivery_of(receipt: &Receipt) -> Option<(&str, u32)> {
+    let token = receipt.as_token()?;
+    match token.split_once(':') {
+        None => Some((token, 1)),
+        Some((id, count)) => Some((id, count.parse().ok()?)),
+    }
+}
+
+/// Each delivery once, as `id, count` script arguments; also how many there are.
+pub(crate) fn delivery_args(receipts: &[Receipt]) -> (Vec<String>, usize) {
+    let mut deliveries: Vec<(&str, u32)> = receipts.iter().filter_map(delivery_of).collect();
+    deliveries.sort_unstable();
+    deliveries.dedup();
+    let args = deliveries
+        .iter()
+        .flat_map(|(id, count)| [(*id).to_owned(), count.to_string()])
+        .collect();
+    (args, deliveries.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_name_the_delivery() {
+        assert_eq!(delivery_of(&receipt_of("1-0", 1)), Some(("1-0", 1)));
+        assert_eq!(delivery_of(&receipt_of("1-0", 3)), Some(("1-0", 3)));
+        assert_eq!(delivery_of(&Receipt::token("1-0:x")), None);
+        assert_eq!(delivery_of(&Receipt::from_parts(1, 2)), None);
+        let (args, n) = delivery_args(&[
+            receipt_of("2-0", 1),
+            receipt_of("1-0", 2),
+            receipt_of("2-0", 1),
+        ]);
+        assert_eq!(n, 2);
+        assert_eq!(args, ["1-0", "2", "2-0", "1"]);
+    }
+}
