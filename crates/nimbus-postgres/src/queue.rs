@@ -5,7 +5,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use nimbus_sources::{Message, MessageId, QueueProducer, QueueSource, Receipt, SourceError};
+use nimbus_sources::{
+    Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt, SourceError,
+};
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -130,6 +132,11 @@ impl PostgresQueue {
     pub fn failed_dead_letter_moves(&self) -> u64 {
         self.failed_dead_letter_moves
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The settings the queue was connected with.
+    pub fn config(&self) -> &PostgresConfig {
+        &self.config
     }
 
     fn table(&self) -> String {
@@ -261,6 +268,38 @@ impl PostgresQueue {
         Ok((messages, next.map(seconds)))
     }
 
+    /// Counts from the database, in one statement: `visible` = rows whose `visible_at` has
+    /// passed, `in_flight` = the others with a receipt (received, or waiting for a
+    /// `retry_later` delay), `delayed` = the others without (sent with a later `visible_at`),
+    /// `dead_lettered` = rows of the dead-letter table.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn queue_stats(&self) -> Result<QueueStats, PostgresError> {
+        let client = self.db.client().await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FILTER (WHERE visible_at <= now()),
+                            count(*) FILTER (WHERE visible_at > now() AND receipt <> 0),
+                            count(*) FILTER (WHERE visible_at > now() AND receipt = 0),
+                            (SELECT count(*) FROM {n}_dead)
+                     FROM {n}_queue",
+                    n = self.config.name
+                ),
+                &[],
+            )
+            .await?;
+        let count = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+        let mut stats = QueueStats::default();
+        stats.visible = count(0);
+        stats.in_flight = count(1);
+        stats.delayed = count(2);
+        stats.dead_lettered = count(3);
+        Ok(stats)
+    }
+
     /// Messages in the dead-letter table.
     ///
     /// # Errors
@@ -316,6 +355,10 @@ impl QueueSource for PostgresQueue {
         }
     }
 
+    /// Deletes the rows whose receipt is current: the row's `receipt` nonce is the one this
+    /// receipt was made with, and its `visible_at` (the end of the visibility timeout, on the
+    /// server's clock) has not passed. A receipt whose timeout passed deletes nothing, even
+    /// before another receive took the row.
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
         if receipts.is_empty() {
             return Ok(());
@@ -331,7 +374,7 @@ impl QueueSource for PostgresQueue {
             .execute(
                 &format!(
                     "DELETE FROM {} q USING unnest($1::bigint[], $2::bigint[]) AS r(id, receipt)
-                     WHERE q.id = r.id AND q.receipt = r.receipt",
+                     WHERE q.id = r.id AND q.receipt = r.receipt AND q.visible_at > now()",
                     self.table()
                 ),
                 &[&ids, &nonces],
@@ -346,7 +389,7 @@ impl QueueSource for PostgresQueue {
 
     /// Visible again at once, the receive not counted: one statement sets `receive_count`
     /// back by one, `visible_at` to now and `receipt` to 0 (so the receipt no longer acks),
-    /// for the rows whose receipt still matches, and notifies the waiting pollers.
+    /// for the rows whose receipt is current, and notifies the waiting pollers.
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
         if receipts.is_empty() {
             return Ok(());
@@ -361,7 +404,8 @@ impl QueueSource for PostgresQueue {
                          UPDATE {} q SET visible_at = now(), receipt = 0,
                              receive_count = GREATEST(q.receive_count - 1, 0)
                          FROM unnest($1::bigint[], $2::bigint[]) AS r(id, receipt)
-                         WHERE q.id = r.id AND q.receipt = r.receipt RETURNING q.id)
+                         WHERE q.id = r.id AND q.receipt = r.receipt AND q.visible_at > now()
+                         RETURNING q.id)
                      SELECT count(*) FROM released CROSS JOIN LATERAL (SELECT pg_notify($3, '')) AS woke",
                     self.table()
                 ),
@@ -376,6 +420,9 @@ impl QueueSource for PostgresQueue {
         Ok(())
     }
 
+    /// Visible again once `delay` (at most 12 hours) has passed: `visible_at` moves to then.
+    /// The receipt still acknowledges the row until that moment, as SQS's does after a
+    /// visibility change.
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
         let (id, nonce) = parse(receipt)?;
         let delay = delay.min(MAX_DELAY);
@@ -383,7 +430,8 @@ impl QueueSource for PostgresQueue {
         let updated = client
             .execute(
                 &format!(
-                    "UPDATE {} SET visible_at = now() + make_interval(secs => $3::float8 / 1000.0) WHERE id = $1 AND receipt = $2",
+                    "UPDATE {} SET visible_at = now() + make_interval(secs => $3::float8 / 1000.0)
+                     WHERE id = $1 AND receipt = $2 AND visible_at > now()",
                     self.table()
                 ),
                 &[&id, &nonce, &(delay.as_millis() as f64)],
@@ -404,6 +452,11 @@ impl QueueSource for PostgresQueue {
 
     fn visibility_timeout(&self) -> Option<Duration> {
         Some(self.config.visibility_timeout)
+    }
+
+    /// Asks the database (see [`PostgresQueue::queue_stats`]).
+    async fn stats(&self) -> Result<Option<QueueStats>, SourceError> {
+        Ok(Some(self.queue_stats().await?))
     }
 }
 
