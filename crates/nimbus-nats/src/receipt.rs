@@ -1,0 +1,106 @@
+//! A JetStream queue receipt: the delivery's reply subject and when it arrived here, so that
+//! the adapter can refuse a receipt whose `ack_wait` has passed.
+//!
+//! JetStream honours an acknowledgement of an old delivery for as long as the message is
+//! pending, even after `ack_wait` (and after a later delivery to another receiver): an `+ACK`
+//! with an expired reply subject deletes the message. The queue contract says an expired
+//! receipt deletes nothing, so the adapter checks the receipt's age itself, on this process's
+//! clock, from the moment the delivery arrived. The server starts its `ack_wait` when it sends
+//! the delivery, a network hop earlier, so an acknowledgement sent in the last moments of
+//! `ack_wait` may reach the server after it expired there; the server then still deletes the
+//! message (the adapter answers `Ok`, and the message, handled, is gone: at worst it was
+//! delivered again meanwhile and is handled twice).
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use async_nats::Subject;
+use nimbus_sources::Receipt;
+
+use crate::delivery::Delivery;
+
+/// The clock receipts are stamped on: milliseconds since the first receive of the process
+/// (real time, as the server's `ack_wait` is).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Now, on the receipts' clock.
+pub(crate) fn now_millis() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The receipt of a delivery that arrived at `arrived` (see [`now_millis`]): its reply
+/// subject, a space (never part of a subject), and the arrival time.
+pub(crate) fn receipt_of(reply: &str, arrived: u64) -> Receipt {
+    Receipt::token(format!("{reply} {arrived}"))
+}
+
+/// Why a receipt does not name a current delivery of the queue's consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotCurrent {
+    /// Not a receipt of this queue's consumer.
+    Foreign,
+    /// Its `ack_wait` has passed.
+    Expired,
+}
+
+/// The reply subject of `receipt`, if it is a delivery of `stream`'s `consumer` whose
+/// `ack_wait` has not passed.
+pub(crate) fn current_reply(
+    receipt: &Receipt,
+    stream: &str,
+    consumer: &str,
+    ack_wait: Duration,
+) -> Result<Subject, NotCurrent> {
+    let token = receipt.as_token().ok_or(NotCurrent::Foreign)?;
+    let (reply, arrived) = token.split_once(' ').ok_or(NotCurrent::Foreign)?;
+    let arrived: u64 = arrived.parse().map_err(|_| NotCurrent::Foreign)?;
+    let delivery = Delivery::parse(reply).ok_or(NotCurrent::Foreign)?;
+    if delivery.stream != stream || delivery.consumer != consumer {
+        return Err(NotCurrent::Foreign);
+    }
+    let ack_wait = u64::try_from(ack_wait.as_millis()).unwrap_or(u64::MAX);
+    if now_millis() >= arrived.saturating_add(ack_wait) {
+        return Err(NotCurrent::Expired);
+    }
+    Ok(Subject::from(reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPLY: &str = "$JS.ACK.ORDERS.nimbus.1.100.7.1790230470084404000.0";
+
+    #[test]
+    fn a_receipt_is_current_until_its_ack_wait_passes() {
+        let wait = Duration::from_secs(30);
+        let fresh = receipt_of(REPLY, now_millis());
+        assert_eq!(
+            current_reply(&fresh, "ORDERS", "nimbus", wait).map(|s| s.to_string()),
+            Ok(REPLY.to_owned())
+        );
+        assert_eq!(
+            current_reply(&fresh, "ORDERS", "nimbus", Duration::ZERO),
+            Err(NotCurrent::Expired)
+        );
+        assert_eq!(
+            current_reply(&fresh, "OTHER", "nimbus", wait),
+            Err(NotCurrent::Foreign)
+        );
+        for bad in [
+            Receipt::token(REPLY),
+            Receipt::token(format!("{REPLY} soon")),
+            Receipt::token("orders 5"),
+            Receipt::from_parts(1, 2),
+        ] {
+            assert_eq!(
+                current_reply(&bad, "ORDERS", "nimbus", wait),
+                Err(NotCurrent::Foreign),
+                "{bad:?}"
+            );
+        }
+    }
+}
