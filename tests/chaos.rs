@@ -225,8 +225,8 @@ impl QueueSource for ChaosQueue {
         self.inner.visibility_timeout()
     }
 
-    fn stats(&self) -> Option<QueueStats> {
-        self.inner.stats()
+    async fn stats(&self) -> Result<Option<QueueStats>, SourceError> {
+        self.inner.stats().await
     }
 }
 

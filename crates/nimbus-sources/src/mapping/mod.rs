@@ -93,12 +93,11 @@ pub type QueueFunction = FunctionHandle<QueueBatch, BatchResponse>;
 ///     .await?;
 /// let queue = Arc::new(InMemoryQueue::new(QueueConfig::default())?);
 /// queue.send("hello")?;
-/// let mapping = QueueMapping::start(queue.clone(), function, QueueMappingConfig::new("consume"))?;
-/// // The runtime stops the mapping first when it shuts down.
-/// runtime.attach(mapping.clone())?;
-/// while queue.len() > 0 {
-///     tokio::task::yield_now().await;
-/// }
+/// // Attached: the runtime stops the mapping first when it shuts down.
+/// let mapping = QueueMapping::builder(queue.clone(), function, QueueMappingConfig::new("consume"))
+///     .attach(&runtime)
+///     .start()?;
+/// mapping.drained().await.expect("running");
 /// assert_eq!(mapping.metrics().deleted, 1);
 /// let report = runtime.shutdown(Duration::from_secs(1)).await;
 /// assert!(report.attachments[0].clean);

@@ -115,6 +115,17 @@ impl Shared {
         stats
     }
 
+    /// As the mapping stops: keeps the stats of a source that answers at once, so that
+    /// metrics read after the stop (which asks the source nothing more) show the end state.
+    pub(super) fn last_stats(&self) {
+        if !self.latest.lock().immediate {
+            return;
+        }
+        if let Some(answer) = self.asking().now_or_never() {
+            self.keep(answer);
+        }
+    }
+
     /// Asks the source for its stats now, bounded by [`STATS_TIMEOUT`]; `None` when it keeps
     /// none, fails, stalls, or the mapping stops meanwhile.
     pub(super) async fn stats_now(&self) -> Option<QueueStats> {

@@ -69,6 +69,7 @@ impl QueueMapping {
             // Each draining task ends at its next poll.
             shared.draining.wait().await;
         }
+        shared.last_stats();
         let released = shared.counters.released.load(Ordering::Relaxed) - released_before;
         let stop = if !clean {
             AttachmentStop::failed(

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod contract;
 mod draining;
 mod filters;
 mod guards;
