@@ -82,7 +82,9 @@ impl TinyQueue {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent state behind: keep going.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Takes up to `max` messages, first making visible again what expired or is due, and
@@ -121,7 +123,10 @@ impl TinyQueue {
                 break;
             };
             stored.receives += 1;
-            if self.max_receive_count.is_some_and(|max| stored.receives > max) {
+            if self
+                .max_receive_count
+                .is_some_and(|max| stored.receives > max)
+            {
                 dead.push(stored);
                 continue;
             }
