@@ -29,10 +29,12 @@
 //! for body in ["1", "2", "oops"] {
 //!     queue.send(body)?;
 //! }
-//! let mapping = QueueMapping::start(queue.clone(), sum, QueueMappingConfig::new("sum"))?;
 //! // Attached, the mapping is stopped first when the runtime shuts down: what it holds goes
 //! // back to the queue, its receive count unchanged.
-//! runtime.attach(mapping.clone())?;
+//! let mapping = QueueMapping::builder(queue.clone(), sum, QueueMappingConfig::new("sum"))
+//!     .attach(&runtime)
+//!     .start()?;
+//! // (`mapping.drained()` would wait for "oops" to come back after its 30 s visibility timeout.)
 //! while mapping.metrics().deleted + mapping.metrics().failed < 3 {
 //!     tokio::task::yield_now().await;
 //! }

@@ -13,7 +13,15 @@
 //! - **Scaling**: concurrent batches start at `initial_concurrency`, grow by one per full batch
 //!   within `scale_up_per_minute`, shrink to one poller when the queue is empty, and halve on
 //!   function errors and throttles. Each poller holds one batch, so prefetch is bounded by the
-//!   concurrency.
+//!   concurrency. Each change of the target is told to the source as a
+//!   [demand hint](QueueSource::demand) (target × batch size; 0 when the mapping stops), for
+//!   brokers that prefetch.
+//! - **Stats** ([`QueueSource::stats`]) are asked off the polling path, bounded by a timeout
+//!   and guarded against panics: at every metrics snapshot from a source that answers at once,
+//!   in the background at most once a second from one that asks its broker. Pollers never wait
+//!   for them; the scaler goes by full and empty receives, which cost nothing.
+//! - **Drained** ([`QueueMapping::drained`]): a future that resolves once the source is drained
+//!   and the mapping holds nothing, so that hosts and tests need not poll metrics.
 //! - **Stopping** ([`QueueMapping::stop`], or [`Runtime::shutdown`](nimbus_core::Runtime::shutdown)
 //!   of a runtime it is [attached](nimbus_core::Runtime::attach) to): pollers stop receiving,
 //!   batches in flight finish until the deadline, and what is left is
