@@ -1,5 +1,6 @@
 //! Telling when a queue mapping is drained: [`QueueMapping::drained`], and the bookkeeping the
-//! pollers keep for it (messages held, and whether the last receive found nothing).
+//! pollers keep for it (whether the last receive found nothing; the batches in hand are the
+//! metrics' count).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,8 +19,6 @@ const MAX_LOOK_PAUSE: Duration = Duration::from_secs(1);
 /// What the pollers tell [`QueueMapping::drained`].
 #[derive(Debug, Default)]
 pub(super) struct Drain {
-    /// Messages received and not yet acknowledged, failed or handed back.
-    holding: AtomicUsize,
     /// Bumped by each `drained` call as it starts.
     epoch: AtomicU64,
     /// The epoch at which the sole poller last found the queue empty while the mapping held
@@ -34,19 +33,12 @@ pub(super) struct Drain {
 }
 
 impl Drain {
-    /// A batch of `n` messages received.
-    pub(super) fn hold(&self, n: usize) {
-        self.holding.fetch_add(n, Ordering::SeqCst);
+    /// Messages were received: the queue was not empty after all.
+    pub(super) fn received(&self) {
+        // Read first: on the hot path the flag is almost always clear, and a load of a line
+        // nobody writes costs nothing.
         if self.quiet.load(Ordering::Relaxed) != 0 {
             self.quiet.store(0, Ordering::SeqCst);
-        }
-    }
-
-    /// A batch of `n` messages finished with (acknowledged, failed or handed back).
-    pub(super) fn let_go(&self, n: usize) {
-        let before = self.holding.fetch_sub(n, Ordering::SeqCst);
-        if before == n {
-            self.wake();
         }
     }
 
@@ -72,11 +64,24 @@ impl Drop for Waiting<'_> {
 }
 
 impl Shared {
+    /// A batch finished with: its messages acknowledged, failed or handed back, and its
+    /// metrics counted (released to whoever reads the count with `Acquire`).
+    pub(super) fn batch_done(&self) {
+        if self.counters.batches.fetch_sub(1, Ordering::Release) == 1 {
+            self.drain.wake();
+        }
+    }
+
+    /// No batch in hand.
+    fn holds_nothing(&self) -> bool {
+        self.counters.batches.load(Ordering::Acquire) == 0
+    }
+
     /// The sole poller's receive found nothing: the mapping is quiet if it holds nothing and
     /// no failed message is still to come back.
     pub(super) fn found_nothing(&self) {
         let drain = &self.drain;
-        if drain.holding.load(Ordering::SeqCst) != 0 {
+        if !self.holds_nothing() {
             return;
         }
         if let (Some(failed), Some(visibility)) =
@@ -95,15 +100,17 @@ impl Shared {
     /// Whether the source is drained and the mapping holds nothing, for a `drained` call made
     /// at `epoch`.
     async fn is_drained(&self, epoch: u64) -> bool {
-        // The mapping's holdings first, then the source: a message received in between is in
-        // flight in the source, so no message slips past both looks.
-        if self.drain.holding.load(Ordering::SeqCst) != 0 {
+        if !self.holds_nothing() {
             return false;
         }
-        match self.stats_now().await {
+        let source_drained = match self.stats_now().await {
             Some(stats) => stats.backlog() == 0,
             None => self.drain.quiet.load(Ordering::SeqCst) >= epoch,
-        }
+        };
+        // Again after the source: a batch received since the first look is either in flight
+        // in the source (seen there) or in hand now (seen here), and one acknowledged since
+        // has been counted in the metrics once its count is back to none.
+        source_drained && self.holds_nothing()
     }
 }
 

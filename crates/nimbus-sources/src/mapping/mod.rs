@@ -351,19 +351,20 @@ impl Shared {
             }
             let received = messages.len();
             add(&self.counters.received, received);
-            self.drain.hold(received);
+            // A batch in hand until its messages are acknowledged, failed or handed back
+            // (`drained` reads this count).
+            let now = self.counters.batches.fetch_add(1, Ordering::Relaxed) + 1;
+            self.drain.received();
             if self.cancel.is_cancelled() {
                 // Received as the mapping stopped: not in flight yet, so back it goes.
                 self.release(&messages).await;
-                self.drain.let_go(received);
+                self.batch_done();
                 break false;
             }
             let full = received >= self.config.batch_size;
-            let now = self.counters.batches.fetch_add(1, Ordering::Relaxed) + 1;
             self.counters.peak_batches.fetch_max(now, Ordering::Relaxed);
             self.process(messages).await;
-            self.counters.batches.fetch_sub(1, Ordering::Relaxed);
-            self.drain.let_go(received);
+            self.batch_done();
             if full {
                 self.grow();
             }
