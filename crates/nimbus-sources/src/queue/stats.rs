@@ -16,8 +16,11 @@ pub struct QueueStats {
 }
 
 impl QueueStats {
-    /// Messages not yet handled: visible, in flight or delayed.
+    /// Messages not yet handled: visible, in flight or delayed. Zero means the queue is
+    /// drained. (Saturates: the counts come from a broker.)
     pub fn backlog(&self) -> u64 {
-        self.visible + self.in_flight + self.delayed
+        self.visible
+            .saturating_add(self.in_flight)
+            .saturating_add(self.delayed)
     }
 }
