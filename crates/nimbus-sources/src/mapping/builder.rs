@@ -107,7 +107,8 @@ impl<'r, S: QueueSource> QueueMappingBuilder<'r, S> {
     /// # Errors
     ///
     /// [`RegisterError::Config`]: a field out of range, a filter that does not parse, a
-    /// function timeout longer than the queue's visibility timeout, no Tokio runtime, or
+    /// function timeout and batching window that do not fit in the queue's visibility
+    /// timeout with room for the acknowledgement, no Tokio runtime, or
     /// neither [`attach`](Self::attach) nor [`detached`](Self::detached) said (the field
     /// `runtime`). [`RegisterError::ShuttingDown`]: the runtime to attach to is shutting down;
     /// nothing was started.

@@ -7,7 +7,15 @@
 //!   the visibility timeout and the queue's redrive policy sends them to the dead-letter queue
 //!   after `max_receive_count` receives. A [`BatchResponse`] lists the records that failed
 //!   (an unknown id fails the whole batch). With `bisect_on_error`, a failing batch is split in
-//!   halves until the poison messages are isolated, so the good ones are deleted.
+//!   halves until the poison messages are isolated, so the good ones are deleted; each half
+//!   that succeeds is deleted at once.
+//! - **Time budget**: a receipt acknowledges only within its visibility timeout, so a batch's
+//!   invocations (bisection and throttle retries included) start only while one can end, and
+//!   its acknowledgement land, before the oldest receipt expires. When that time runs out, the
+//!   halves split from the invocation that failed last are left to their visibility timeout
+//!   (their receive counted) and the rest of the batch is released uncounted. At build time,
+//!   the batching window plus the function timeout must fit in the visibility timeout with a
+//!   tenth of it (at most a second) to spare.
 //! - **FIFO**: records after a failed one in the same message group are failed too, so a group
 //!   is never processed out of order.
 //! - **Scaling**: concurrent batches start at `initial_concurrency`, grow by one per full batch
@@ -41,6 +49,7 @@
 //!   answers at once (an ack, a release) always goes through, even after that.
 
 pub(crate) mod batch;
+mod budget;
 mod builder;
 mod config;
 mod drain;
@@ -73,6 +82,7 @@ use crate::error::{ConfigError, SourceError};
 use crate::filter::Filters;
 use crate::queue::{Message, QueueSource};
 use crate::status::{delay_of, settle_status, MappingStatus};
+use budget::Budget;
 use drain::Drain;
 use metrics::{add, Counters};
 use scale::Scaling;
@@ -144,6 +154,8 @@ struct Shared {
     given_up: CancellationToken,
     /// Whether the source's receive may be dropped without stranding messages.
     cancel_safe: bool,
+    /// The source's visibility timeout, read once at the start.
+    visibility: Option<Duration>,
     fifo: bool,
 }
 
@@ -168,7 +180,8 @@ impl QueueMapping {
     /// # Errors
     ///
     /// A [`ConfigError`]: a field out of range, a filter that does not parse, a function
-    /// timeout longer than the queue's visibility timeout, or no Tokio runtime to run on.
+    /// timeout and batching window that do not fit in the queue's visibility timeout with
+    /// room for the acknowledgement, or no Tokio runtime to run on.
     pub fn start(
         source: impl QueueSource,
         function: QueueFunction,
@@ -186,16 +199,13 @@ impl QueueMapping {
         config: QueueMappingConfig,
     ) -> Result<Self, ConfigError> {
         let filters = config.validate()?;
-        if let Some(visibility) = source.visibility_timeout() {
-            let timeout = function.config().timeout;
-            if timeout > visibility {
-                return Err(ConfigError::new(
-                    "mapping",
-                    "function timeout",
-                    timeout,
-                    format!("at most the queue's visibility timeout ({visibility:?})"),
-                ));
-            }
+        let visibility = source.visibility_timeout();
+        if let Some(visibility) = visibility {
+            budget::check(
+                visibility,
+                function.config().timeout,
+                config.batching_window,
+            )?;
         }
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ConfigError::new(
@@ -212,6 +222,7 @@ impl QueueMapping {
             filters,
             given_up: CancellationToken::new(),
             cancel_safe: source.receive_is_cancel_safe(),
+            visibility,
             source: Arc::new(source),
             // Its handlers see this mapping as the principal.
             function: function.for_event_source(&config.name),
@@ -317,10 +328,10 @@ impl Shared {
             if self.retire_if_over_target() {
                 break true;
             }
-            let messages = match self.gather().await {
-                Ok(messages) => {
+            let (messages, received_at) = match self.gather().await {
+                Ok(gathered) => {
                     source_failures = 0;
-                    messages
+                    gathered
                 }
                 Err(error) if error.is_permanent() => {
                     add(&self.counters.permanent_source_errors, 1);
@@ -363,7 +374,8 @@ impl Shared {
             }
             let full = received >= self.config.batch_size;
             self.counters.peak_batches.fetch_max(now, Ordering::Relaxed);
-            self.process(messages).await;
+            let budget = Budget::new(received_at, self.visibility, self.function.config().timeout);
+            self.process(messages, budget).await;
             self.batch_done();
             if full {
                 self.grow();
@@ -382,18 +394,20 @@ impl Shared {
     }
 
     /// Receives one batch: a long poll for the first messages, then more until the batch is
-    /// full, the window ends or the payload cap is reached.
-    async fn gather(self: &Arc<Self>) -> Result<Vec<Message>, SourceError> {
+    /// full, the window ends or the payload cap is reached. Also returns when the first
+    /// messages arrived: the oldest receipts' visibility timeout runs from about then.
+    async fn gather(self: &Arc<Self>) -> Result<(Vec<Message>, Instant), SourceError> {
         let size = self.config.batch_size;
         let Some(first) = self.receive_or_stop(size, self.config.poll_wait).await else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Instant::now()));
         };
+        let received_at = Instant::now();
         let mut batch = first.inspect_err(|e| self.source_error(e))?;
         if batch.is_empty() || self.config.batching_window.is_zero() {
-            return Ok(batch);
+            return Ok((batch, received_at));
         }
         // The window is at most 300 s (validated).
-        let until = Instant::now() + self.config.batching_window;
+        let until = received_at + self.config.batching_window;
         let mut bytes: usize = batch.iter().map(|m| m.body.len()).sum();
         while batch.len() < size && bytes < self.config.max_batch_bytes {
             let left = until.saturating_duration_since(Instant::now());
@@ -413,7 +427,7 @@ impl Shared {
                 }
             }
         }
-        Ok(batch)
+        Ok((batch, received_at))
     }
 
     fn source_error(&self, error: &SourceError) {

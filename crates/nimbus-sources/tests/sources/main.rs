@@ -3,6 +3,7 @@
 
 mod support;
 
+mod budget;
 mod contract;
 mod draining;
 mod filters;
