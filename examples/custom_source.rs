@@ -7,8 +7,9 @@
 //! what it asks, and where this adapter does it:
 //!
 //! - **ack** answers `Ok` only once the message is deleted for good, and refuses (with
-//!   `UnknownReceipt`) a receipt that is no longer current: acknowledged, released, or past
-//!   its visibility timeout, even if nobody received the message since (`TinyQueue::current`).
+//!   `SourceError::Refused`, naming its position) a receipt that is no longer current:
+//!   acknowledged, released, or past its visibility timeout, even if nobody received the
+//!   message since (`TinyQueue::current`); the others are deleted all the same.
 //! - **visibility timeout**: a mapping never hands a failed message back; it returns when its
 //!   timeout passes. This queue keeps one deadline per receipt. A broker without visibility
 //!   timeouts (RabbitMQ) needs a timer per received message that requeues it.
@@ -161,6 +162,13 @@ impl TinyQueue {
     }
 }
 
+/// The `refused` positions less those of a receipt given twice whose other position took
+/// effect: a receipt given twice counts once.
+fn given_twice(receipts: &[Receipt], done: &[usize], mut refused: Vec<usize>) -> Vec<usize> {
+    refused.retain(|&at| !done.iter().any(|&d| receipts[d] == receipts[at]));
+    refused
+}
+
 #[async_trait]
 impl QueueSource for TinyQueue {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
@@ -193,41 +201,38 @@ impl QueueSource for TinyQueue {
     }
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        // Delete every current receipt; report the others after, as the contract asks. Once
-        // this returns, the deletes are done (a broker adapter waits for its broker to confirm).
+        // Delete every current receipt; name the others after, by position, as the contract
+        // asks, so that a mapping counts exactly what was deleted. Once this returns, the
+        // deletes are done (a broker adapter waits for its broker to confirm).
         let mut state = self.lock();
-        let mut unknown = false;
-        for receipt in receipts {
-            unknown |= Self::current(&mut state, receipt).is_none();
+        let (mut done, mut refused) = (Vec::new(), Vec::new());
+        for (at, receipt) in receipts.iter().enumerate() {
+            match Self::current(&mut state, receipt) {
+                Some(_deleted) => done.push(at),
+                None => refused.push(at),
+            }
         }
-        if unknown {
-            Err(SourceError::UnknownReceipt)
-        } else {
-            Ok(())
-        }
+        SourceError::refusing(given_twice(receipts, &done, refused))
     }
 
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
         // Visible again at once, at the front, and this receive does not count.
-        let mut unknown = false;
+        let (mut done, mut refused) = (Vec::new(), Vec::new());
         {
             let mut state = self.lock();
-            for receipt in receipts.iter().rev() {
+            for (at, receipt) in receipts.iter().enumerate().rev() {
                 match Self::current(&mut state, receipt) {
                     Some(mut stored) => {
                         stored.receives -= 1;
                         state.visible.push_front(stored);
+                        done.push(at);
                     }
-                    None => unknown = true,
+                    None => refused.push(at),
                 }
             }
         }
         self.arrived.notify_waiters();
-        if unknown {
-            Err(SourceError::UnknownReceipt)
-        } else {
-            Ok(())
-        }
+        SourceError::refusing(given_twice(receipts, &done, refused))
     }
 
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {

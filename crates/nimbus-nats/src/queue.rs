@@ -13,7 +13,7 @@ use nimbus_sources::{
 
 use crate::config::NatsConfig;
 use crate::error::NatsError;
-use crate::receipt::current_reply;
+use crate::receipt::{current_reply, Replies};
 use crate::redrive::DeadLetters;
 use crate::setup::{
     dead_letter_count, fetch_stats, open_consumer, open_dead_letter_stream, open_stream,
@@ -208,6 +208,16 @@ impl NatsQueue {
         self.client.request(reply, kind.into()).await.map(drop)
     }
 
+    /// The current deliveries receipts name (see `receipt.rs`).
+    fn replies_of(&self, receipts: &[Receipt]) -> Replies {
+        Replies::of(
+            receipts,
+            &self.config.stream,
+            &self.config.consumer,
+            self.ack_wait,
+        )
+    }
+
     /// The reply subject of a receipt, if it names a current delivery of this queue's consumer
     /// (see `receipt.rs`).
     fn reply_of(&self, receipt: &Receipt) -> Option<Subject> {
@@ -243,71 +253,54 @@ impl QueueSource for NatsQueue {
     }
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        let mut unknown = false;
-        let mut replies = Vec::with_capacity(receipts.len());
-        for receipt in receipts {
-            match self.reply_of(receipt) {
-                Some(reply) => replies.push(reply),
-                None => unknown = true,
-            }
-        }
+        let replies = self.replies_of(receipts);
         let results = futures_util::future::join_all(
             replies
-                .into_iter()
-                .map(|reply| self.confirm(reply, AckKind::Ack)),
+                .subjects
+                .iter()
+                .map(|reply| self.confirm(reply.clone(), AckKind::Ack)),
         )
         .await;
         let mut failed = None;
-        for result in results {
+        let mut done = vec![false; results.len()];
+        for (n, result) in results.into_iter().enumerate() {
             match result {
-                Ok(()) => {}
+                Ok(()) => done[n] = true,
                 // Nobody answers on the reply subject: its consumer is gone.
-                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-                    unknown = true;
-                }
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
                 Err(e) => failed = Some(NatsError::broker("ack")(e)),
             }
         }
         if let Some(error) = failed {
             return Err(error.into());
         }
-        if unknown {
-            return Err(SourceError::UnknownReceipt);
-        }
-        Ok(())
+        SourceError::refusing(replies.refused(&done))
     }
 
     /// Visible again at once, the receive not counted: a copy carrying the receives counted
     /// so far is stored, then the delivery acknowledged (see the crate docs: the message goes
     /// to the back of the queue and keeps its id).
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        let mut unknown = false;
-        let mut replies = Vec::with_capacity(receipts.len());
-        for receipt in receipts {
-            match self.reply_of(receipt) {
-                Some(reply) => replies.push(reply),
-                None => unknown = true,
-            }
-        }
+        let replies = self.replies_of(receipts);
         let results = futures_util::future::join_all(
-            replies.into_iter().map(|reply| self.release_one(reply)),
+            replies
+                .subjects
+                .iter()
+                .map(|reply| self.release_one(reply.clone())),
         )
         .await;
         let mut failed = None;
-        for result in results {
+        let mut done = vec![false; results.len()];
+        for (n, result) in results.into_iter().enumerate() {
             match result {
-                Ok(true) => {}
-                Ok(false) => unknown = true,
+                Ok(released) => done[n] = released,
                 Err(error) => failed = Some(error),
             }
         }
         if let Some(error) = failed {
             return Err(error.into());
         }
-        if unknown {
-            return Err(SourceError::UnknownReceipt);
-        }
-        Ok(())
+        SourceError::refusing(replies.refused(&done))
     }
 
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {

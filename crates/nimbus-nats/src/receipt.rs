@@ -11,6 +11,7 @@
 //! message (the adapter answers `Ok`, and the message, handled, is gone: at worst it was
 //! delivered again meanwhile and is handled twice).
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,47 @@ pub(crate) fn current_reply(
     Ok(Subject::from(reply))
 }
 
+/// The current deliveries an ack or a release names: each reply subject once, and which of
+/// them each receipt named (`None`: not current, or not a receipt of this consumer).
+#[derive(Debug)]
+pub(crate) struct Replies {
+    pub(crate) subjects: Vec<Subject>,
+    of: Vec<Option<usize>>,
+}
+
+impl Replies {
+    pub(crate) fn of(
+        receipts: &[Receipt],
+        stream: &str,
+        consumer: &str,
+        ack_wait: Duration,
+    ) -> Self {
+        let mut subjects: Vec<Subject> = Vec::with_capacity(receipts.len());
+        let mut seen: HashMap<String, usize> = HashMap::with_capacity(receipts.len());
+        let of = receipts
+            .iter()
+            .map(|r| {
+                let reply = current_reply(r, stream, consumer, ack_wait).ok()?;
+                Some(*seen.entry(reply.to_string()).or_insert_with(|| {
+                    subjects.push(reply);
+                    subjects.len() - 1
+                }))
+            })
+            .collect();
+        Self { subjects, of }
+    }
+
+    /// The positions of the receipts refused, given whether each subject's call took effect.
+    pub(crate) fn refused(&self, done: &[bool]) -> Vec<usize> {
+        self.of
+            .iter()
+            .enumerate()
+            .filter(|(_, named)| named.is_none_or(|n| !done.get(n).copied().unwrap_or(false)))
+            .map(|(at, _)| at)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +144,23 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn each_delivery_is_named_once_and_stale_ones_are_refused() {
+        let wait = Duration::from_secs(30);
+        let fresh = receipt_of(REPLY, now_millis());
+        let replies = Replies::of(
+            &[fresh.clone(), Receipt::token("x"), fresh.clone()],
+            "ORDERS",
+            "nimbus",
+            wait,
+        );
+        assert_eq!(replies.subjects.len(), 1);
+        assert_eq!(replies.refused(&[true]), [1]);
+        assert_eq!(replies.refused(&[false]), [0, 1, 2]);
+        let expired = Replies::of(&[fresh], "ORDERS", "nimbus", Duration::ZERO);
+        assert!(expired.subjects.is_empty());
+        assert_eq!(expired.refused(&[]), [0]);
     }
 }

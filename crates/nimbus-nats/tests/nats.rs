@@ -199,7 +199,7 @@ async fn receipts_of_other_queues_or_kinds_are_unknown() {
         queue
             .ack(&[own[0].receipt.clone(), Receipt::token("nope")])
             .await,
-        Err(SourceError::UnknownReceipt)
+        Err(SourceError::Refused { positions: vec![1] })
     );
     let stats = queue.queue_stats().await.unwrap();
     assert_eq!((stats.visible, stats.in_flight), (0, 0), "{stats:?}");

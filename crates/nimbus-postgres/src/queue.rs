@@ -14,6 +14,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use crate::config::PostgresConfig;
 use crate::db::{migrate, Db};
 use crate::error::PostgresError;
+use crate::receipt::{parse, receipt_of, Named};
 
 /// The longest a receive waits: a longer wait (even `Duration::MAX`) is cut to it, and the
 /// receive returns empty at its end ("nothing arrived in time").
@@ -217,13 +218,9 @@ impl PostgresQueue {
                 continue;
             }
             messages.push(
-                Message::new(
-                    MessageId::number(id as u64),
-                    body,
-                    Receipt::token(format!("{id}:{receipt}")),
-                )
-                .with_receive_count(count)
-                .with_sent_at(UNIX_EPOCH + seconds(sent)),
+                Message::new(MessageId::number(id as u64), body, receipt_of(id, receipt))
+                    .with_receive_count(count)
+                    .with_sent_at(UNIX_EPOCH + seconds(sent)),
             );
         }
         if !dead.is_empty() {
@@ -318,15 +315,6 @@ impl PostgresQueue {
     }
 }
 
-fn parse(receipt: &Receipt) -> Result<(i64, i64), SourceError> {
-    let token = receipt.as_token().ok_or(SourceError::UnknownReceipt)?;
-    let (id, nonce) = token.split_once(':').ok_or(SourceError::UnknownReceipt)?;
-    Ok((
-        id.parse().map_err(|_| SourceError::UnknownReceipt)?,
-        nonce.parse().map_err(|_| SourceError::UnknownReceipt)?,
-    ))
-}
-
 #[async_trait]
 impl QueueSource for PostgresQueue {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
@@ -358,66 +346,57 @@ impl QueueSource for PostgresQueue {
     /// Deletes the rows whose receipt is current: the row's `receipt` nonce is the one this
     /// receipt was made with, and its `visible_at` (the end of the visibility timeout, on the
     /// server's clock) has not passed. A receipt whose timeout passed deletes nothing, even
-    /// before another receive took the row.
+    /// before another receive took the row; it is refused, as is a malformed one, and the
+    /// others are deleted all the same. A receipt given twice counts once.
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        if receipts.is_empty() {
-            return Ok(());
+        let named = Named::of(receipts);
+        if named.ids.is_empty() {
+            return SourceError::refusing((0..receipts.len()).collect());
         }
-        let (ids, nonces): (Vec<i64>, Vec<i64>) = receipts
-            .iter()
-            .map(parse)
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .unzip();
         let client = self.db.client().await?;
         let deleted = client
-            .execute(
+            .query(
                 &format!(
                     "DELETE FROM {} q USING unnest($1::bigint[], $2::bigint[]) AS r(id, receipt)
-                     WHERE q.id = r.id AND q.receipt = r.receipt AND q.visible_at > now()",
+                     WHERE q.id = r.id AND q.receipt = r.receipt AND q.visible_at > now()
+                     RETURNING r.id, r.receipt",
                     self.table()
                 ),
-                &[&ids, &nonces],
+                &[&named.ids, &named.nonces],
             )
             .await
             .map_err(PostgresError::from)?;
-        if (deleted as usize) < ids.len() {
-            return Err(SourceError::UnknownReceipt);
-        }
-        Ok(())
+        SourceError::refusing(named.refused(&deleted))
     }
 
     /// Visible again at once, the receive not counted: one statement sets `receive_count`
     /// back by one, `visible_at` to now and `receipt` to 0 (so the receipt no longer acks),
-    /// for the rows whose receipt is current, and notifies the waiting pollers.
+    /// for the rows whose receipt is current, and notifies the waiting pollers. The others
+    /// are refused.
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        if receipts.is_empty() {
-            return Ok(());
+        let named = Named::of(receipts);
+        if named.ids.is_empty() {
+            return SourceError::refusing((0..receipts.len()).collect());
         }
-        let (ids, nonces): (Vec<i64>, Vec<i64>) =
-            receipts.iter().filter_map(|r| parse(r).ok()).unzip();
         let client = self.db.client().await?;
-        let row = client
-            .query_one(
+        let released = client
+            .query(
                 &format!(
                     "WITH released AS (
                          UPDATE {} q SET visible_at = now(), receipt = 0,
                              receive_count = GREATEST(q.receive_count - 1, 0)
                          FROM unnest($1::bigint[], $2::bigint[]) AS r(id, receipt)
                          WHERE q.id = r.id AND q.receipt = r.receipt AND q.visible_at > now()
-                         RETURNING q.id)
-                     SELECT count(*) FROM released CROSS JOIN LATERAL (SELECT pg_notify($3, '')) AS woke",
+                         RETURNING r.id, r.receipt)
+                     SELECT released.id, released.receipt
+                     FROM released CROSS JOIN LATERAL (SELECT pg_notify($3, '')) AS woke",
                     self.table()
                 ),
-                &[&ids, &nonces, &channel(&self.config.name)],
+                &[&named.ids, &named.nonces, &channel(&self.config.name)],
             )
             .await
             .map_err(PostgresError::from)?;
-        let released: i64 = row.get(0);
-        if usize::try_from(released).unwrap_or(0) < receipts.len() {
-            return Err(SourceError::UnknownReceipt);
-        }
-        Ok(())
+        SourceError::refusing(named.refused(&released))
     }
 
     /// Visible again once `delay` (at most 12 hours) has passed: `visible_at` moves to then.

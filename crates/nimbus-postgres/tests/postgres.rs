@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nimbus_postgres::{PostgresCheckpoints, PostgresLeases, PostgresQueue};
 use nimbus_sources::conformance::{QueueHarness, QueueSpec};
-use nimbus_sources::{async_trait, conformance, QueueSource, SourceError};
+use nimbus_sources::{async_trait, conformance, QueueSource, Receipt, SourceError};
 
 mod support;
 
@@ -117,6 +117,46 @@ async fn messages_over_the_receive_limit_go_to_the_dead_letter_table() {
         .unwrap()
         .is_empty());
     assert_eq!(queue.dead_letters().await.unwrap(), 1);
+}
+
+/// One bad receipt never stops an ack or a release: among good receipts, a malformed one is
+/// refused (by its position) and one given twice counts once; the good ones take effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_or_repeated_receipt_does_not_stop_an_ack_or_a_release() {
+    let Some(names) = Names::new().await else {
+        return;
+    };
+    let config = names
+        .queue("bad_receipts")
+        .with_visibility_timeout(Duration::from_secs(30));
+    let queue = PostgresQueue::connect(config).await.unwrap();
+    for body in ["a", "b", "c"] {
+        queue.send(body.as_bytes()).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.extend(queue.receive(3, Duration::from_secs(3)).await.unwrap());
+    }
+    let malformed = Receipt::token("not a receipt");
+    let released = queue
+        .release(&[
+            got[2].receipt.clone(),
+            malformed.clone(),
+            got[2].receipt.clone(),
+        ])
+        .await;
+    assert_eq!(released, Err(SourceError::Refused { positions: vec![1] }));
+    let acked = queue
+        .ack(&[
+            malformed,
+            got[0].receipt.clone(),
+            got[0].receipt.clone(),
+            got[1].receipt.clone(),
+        ])
+        .await;
+    assert_eq!(acked, Err(SourceError::Refused { positions: vec![0] }));
+    let stats = queue.queue_stats().await.unwrap();
+    assert_eq!((stats.visible, stats.in_flight), (1, 0), "only c, released");
 }
 
 /// The adapter's connections terminated by the server (`pg_terminate_backend`) in the middle

@@ -12,7 +12,7 @@ use redis::Value;
 
 use crate::config::RedisConfig;
 use crate::error::RedisError;
-use crate::receipt::{delivery_args, delivery_of, Scripts};
+use crate::receipt::{delivery_of, Deliveries, Scripts};
 use crate::stream::MAX_WAIT;
 
 /// A queue with SQS semantics on a Redis Stream and a consumer group.
@@ -202,26 +202,22 @@ impl QueueSource for RedisQueue {
     /// server's clock. A receipt whose timeout passed deletes nothing, even before another
     /// receive reclaimed its message.
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        if receipts.is_empty() {
-            return Ok(());
+        let deliveries = Deliveries::of(receipts);
+        if deliveries.is_empty() {
+            return SourceError::refusing((0..receipts.len()).collect());
         }
-        let (deliveries, count) = delivery_args(receipts);
         let mut con = self.manager.clone();
-        let acked: i64 = self
+        let done: Vec<i64> = self
             .scripts
             .ack
             .key(&self.config.key)
             .arg(&self.group)
             .arg(self.visibility_millis())
-            .arg(&deliveries)
+            .arg(&deliveries.args)
             .invoke_async(&mut con)
             .await
             .map_err(RedisError::from)?;
-        let known = receipts.iter().all(|r| delivery_of(r).is_some());
-        if !known || usize::try_from(acked).unwrap_or(0) < count {
-            return Err(SourceError::UnknownReceipt);
-        }
-        Ok(())
+        SourceError::refusing(deliveries.refused(&done))
     }
 
     /// Visible again at once, the receive not counted: one script sets each message's
@@ -230,34 +226,30 @@ impl QueueSource for RedisQueue {
     /// delivers it again with the count it had. Other processes of the queue find it on their
     /// next scan (within a second). Receipts that are not current (acknowledged, expired, or
     /// delivered again since, here or in another process) are left alone and reported as
-    /// [`SourceError::UnknownReceipt`].
+    /// [`SourceError::Refused`].
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        if receipts.is_empty() {
-            return Ok(());
+        let deliveries = Deliveries::of(receipts);
+        if deliveries.is_empty() {
+            return SourceError::refusing((0..receipts.len()).collect());
         }
-        let (deliveries, count) = delivery_args(receipts);
         let mut con = self.manager.clone();
-        let released: i64 = self
+        let done: Vec<i64> = self
             .scripts
             .release
             .key(&self.config.key)
             .arg(&self.group)
             .arg(&self.consumer)
             .arg(self.visibility_millis())
-            .arg(&deliveries)
+            .arg(&deliveries.args)
             .invoke_async(&mut con)
             .await
             .map_err(RedisError::from)?;
-        if released > 0 {
+        if done.contains(&1) {
             // Scan the pending list from its start at the next receive.
             *self.reclaim_cursor.lock() = "0-0".to_owned();
             *self.next_reclaim.lock() = tokio::time::Instant::now();
         }
-        let known = receipts.iter().all(|r| delivery_of(r).is_some());
-        if !known || usize::try_from(released).unwrap_or(0) < count {
-            return Err(SourceError::UnknownReceipt);
-        }
-        Ok(())
+        SourceError::refusing(deliveries.refused(&done))
     }
 
     /// Visible again once `delay` has passed: the message's idle time is set to the

@@ -6,24 +6,29 @@
 //! delivered (or handed back with `XCLAIM ... IDLE`), and `XAUTOCLAIM` reclaims on the same
 //! clock, so an expired receipt is refused exactly when its message becomes reclaimable.
 
+use std::collections::HashMap;
+
 use nimbus_sources::Receipt;
 
 /// Deletes the deliveries named, each only if current: pending with the receipt's delivery
 /// count and idle for less than the visibility timeout. KEYS[1] = the stream; ARGV = group,
-/// visibility timeout in ms, then id and count pairs. Returns how many it deleted.
+/// visibility timeout in ms, then id and count pairs. Returns, per pair, 1 if it deleted the
+/// entry and 0 if the receipt was not current.
 pub(crate) const ACK: &str = r"
 local group, visibility = ARGV[1], tonumber(ARGV[2])
-local acked = 0
+local done = {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   local entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
   if entry and tonumber(entry[4]) == tonumber(ARGV[i + 1]) and tonumber(entry[3]) < visibility then
     redis.call('XACK', KEYS[1], group, id)
     redis.call('XDEL', KEYS[1], id)
-    acked = acked + 1
+    done[#done + 1] = 1
+  else
+    done[#done + 1] = 0
   end
 end
-return acked
+return done
 ";
 
 /// Makes a current delivery reclaimable after a delay: its idle time is set to the visibility
@@ -45,10 +50,10 @@ return 0
 /// this consumer, one fewer delivery (`RETRYCOUNT`), and idle for the visibility timeout
 /// (`IDLE`), so that the next `XAUTOCLAIM` takes it at once and counts that delivery again.
 /// KEYS[1] = the stream; ARGV = group, consumer, visibility timeout in ms, then id and count
-/// pairs. Returns how many it released.
+/// pairs. Returns, per pair, 1 if it released the entry and 0 if the receipt was not current.
 pub(crate) const RELEASE: &str = r"
 local group, consumer, idle = ARGV[1], ARGV[2], ARGV[3]
-local released = 0
+local done = {}
 for i = 4, #ARGV, 2 do
   local id = ARGV[i]
   local entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
@@ -57,10 +62,12 @@ for i = 4, #ARGV, 2 do
     local count = tonumber(entry[4]) - 1
     if count < 0 then count = 0 end
     redis.call('XCLAIM', KEYS[1], group, consumer, 0, id, 'IDLE', idle, 'RETRYCOUNT', count, 'JUSTID')
-    released = released + 1
+    done[#done + 1] = 1
+  else
+    done[#done + 1] = 0
   end
 end
-return released
+return done
 ";
 
 /// The scripts, hashed once per queue.
@@ -99,16 +106,49 @@ pub(crate) fn delivery_of(receipt: &Receipt) -> Option<(&str, u32)> {
     }
 }
 
-/// Each delivery once, as `id, count` script arguments; also how many there are.
-pub(crate) fn delivery_args(receipts: &[Receipt]) -> (Vec<String>, usize) {
-    let mut deliveries: Vec<(&str, u32)> = receipts.iter().filter_map(delivery_of).collect();
-    deliveries.sort_unstable();
-    deliveries.dedup();
-    let args = deliveries
-        .iter()
-        .flat_map(|(id, count)| [(*id).to_owned(), count.to_string()])
-        .collect();
-    (args, deliveries.len())
+/// The deliveries an ack or a release names: each once, as `id, count` script arguments,
+/// and which of them each receipt named (`None`: not a receipt of this queue).
+#[derive(Debug)]
+pub(crate) struct Deliveries {
+    pub(crate) args: Vec<String>,
+    of: Vec<Option<usize>>,
+}
+
+impl Deliveries {
+    pub(crate) fn of(receipts: &[Receipt]) -> Self {
+        let mut distinct: Vec<(&str, u32)> = Vec::with_capacity(receipts.len());
+        let mut seen: HashMap<(&str, u32), usize> = HashMap::with_capacity(receipts.len());
+        let of = receipts
+            .iter()
+            .map(|r| {
+                let delivery = delivery_of(r)?;
+                Some(*seen.entry(delivery).or_insert_with(|| {
+                    distinct.push(delivery);
+                    distinct.len() - 1
+                }))
+            })
+            .collect();
+        let args = distinct
+            .iter()
+            .flat_map(|(id, count)| [(*id).to_owned(), count.to_string()])
+            .collect();
+        Self { args, of }
+    }
+
+    /// Whether no receipt names a delivery of this queue.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.args.is_empty()
+    }
+
+    /// The positions of the receipts refused, given the script's answer per delivery.
+    pub(crate) fn refused(&self, done: &[i64]) -> Vec<usize> {
+        self.of
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.is_none_or(|d| done.get(d) != Some(&1)))
+            .map(|(at, _)| at)
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -121,12 +161,14 @@ mod tests {
         assert_eq!(delivery_of(&receipt_of("1-0", 3)), Some(("1-0", 3)));
         assert_eq!(delivery_of(&Receipt::token("1-0:x")), None);
         assert_eq!(delivery_of(&Receipt::from_parts(1, 2)), None);
-        let (args, n) = delivery_args(&[
+        let deliveries = Deliveries::of(&[
             receipt_of("2-0", 1),
             receipt_of("1-0", 2),
+            Receipt::token("x:y"),
             receipt_of("2-0", 1),
         ]);
-        assert_eq!(n, 2);
-        assert_eq!(args, ["1-0", "2", "2-0", "1"]);
+        assert_eq!(deliveries.args, ["2-0", "1", "1-0", "2"]);
+        // 2-0 done, 1-0 refused; the malformed one is refused; 2-0 given twice is done.
+        assert_eq!(deliveries.refused(&[1, 0]), [1, 2]);
     }
 }

@@ -34,9 +34,10 @@ macro_rules! on_fresh {
 ///   the delay ends, and is after;
 /// - **long poll**: a waiting receive returns soon after a send;
 /// - **release**: visible again at once, its receive count unchanged, once only;
-/// - **partial ack**: an ack with a stale receipt among current ones deletes the others;
+/// - **partial ack**: an ack with a stale receipt among current ones deletes the others and
+///   names the stale one;
 /// - **expired receipt**: an ack whose receipt's visibility timeout passed answers
-///   [`SourceError::UnknownReceipt`], and the message is delivered again;
+///   [`SourceError::Refused`], and the message is delivered again;
 /// - **stale receipt**: an old receipt does not disturb a newer delivery;
 /// - **separate batches**: acknowledging one batch leaves another batch's messages in flight;
 /// - **redrive** ([`redrive`](super::redrive())) and **handler failures**

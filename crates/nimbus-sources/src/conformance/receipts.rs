@@ -13,8 +13,8 @@ use crate::queue::{MessageId, Receipt};
 
 /// Release: a released message is visible again at once and received with its receive count
 /// unchanged; a release with a stale receipt among good ones still releases the good ones
-/// (reporting [`SourceError::UnknownReceipt`] or not), and releases the message once only: the
-/// next receive still reports the same count.
+/// (reporting the stale one as [`SourceError::Refused`], or succeeding), and releases the
+/// message once only: the next receive still reports the same count.
 pub(super) async fn release<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
     let check = "release";
     let visibility = visibility_of(q);
@@ -46,11 +46,12 @@ pub(super) async fn release<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
         let stale = std::mem::replace(&mut m, again);
         // The stale receipt goes first: the good one behind it must still be released.
         let result = q.release(&[stale.receipt, m.receipt.clone()]).await;
-        if !matches!(result, Ok(()) | Err(SourceError::UnknownReceipt)) {
+        if !(result.is_ok() || refuses_first(&result)) {
             return Err(fail(
                 check,
                 format!(
-                    "a release with a stale receipt answered {result:?}, not Ok or UnknownReceipt"
+                    "a release with a stale receipt first answered {result:?}, not Ok or \
+                     Refused {{ positions: [0] }}"
                 ),
             ));
         }
@@ -61,9 +62,9 @@ pub(super) async fn release<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
         .map_err(source(check))
 }
 
-/// Partial acknowledgement: an ack whose receipts are partly stale deletes the others. It may
-/// report the stale one as [`SourceError::UnknownReceipt`] or succeed (SQS treats deleting an
-/// already deleted message as done); any other error fails the check.
+/// Partial acknowledgement: an ack whose receipts are partly stale deletes the others. It must
+/// report the stale one (by its position) as [`SourceError::Refused`], or succeed (SQS treats
+/// deleting an already deleted message as done); any other answer fails the check.
 pub(super) async fn partial_ack<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
     let check = "partial ack";
     let visibility = visibility_of(q);
@@ -82,10 +83,13 @@ pub(super) async fn partial_ack<Q: QueueProducer>(q: &Q) -> Result<(), Violation
     let result = q
         .ack(&[first.receipt.clone(), second.receipt.clone()])
         .await;
-    if !matches!(result, Ok(()) | Err(SourceError::UnknownReceipt)) {
+    if !(result.is_ok() || refuses_first(&result)) {
         return Err(fail(
             check,
-            format!("an ack with a stale receipt answered {result:?}, not Ok or UnknownReceipt"),
+            format!(
+                "an ack with a stale receipt first answered {result:?}, not Ok or \
+                 Refused {{ positions: [0] }}"
+            ),
         ));
     }
     let back = q
@@ -102,8 +106,9 @@ pub(super) async fn partial_ack<Q: QueueProducer>(q: &Q) -> Result<(), Violation
 }
 
 /// Stale receipts: once a message is received again after its visibility timeout, the old
-/// receipt is not current. Acknowledging, retrying or releasing with it answers
-/// [`SourceError::UnknownReceipt`] and leaves the new delivery alone: the message is not
+/// receipt is not current. Acknowledging or releasing with it answers
+/// [`SourceError::Refused`], retrying with it [`SourceError::UnknownReceipt`], and none of
+/// them disturbs the new delivery: the message is not
 /// visible while the new receiver holds it, the new receipt still acknowledges it, and then it
 /// is gone.
 pub(super) async fn stale_receipt<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
@@ -138,10 +143,15 @@ pub(super) async fn stale_receipt<Q: QueueProducer>(q: &Q) -> Result<(), Violati
         ));
     }
     for (call, result) in results {
-        if result != Err(SourceError::UnknownReceipt) {
+        let refused = if call == "retry_later" {
+            result == Err(SourceError::UnknownReceipt)
+        } else {
+            refuses_first(&result)
+        };
+        if !refused {
             return Err(fail(
                 check,
-                format!("{call} with a stale receipt answered {result:?}, not UnknownReceipt"),
+                format!("{call} with a stale receipt answered {result:?}, not a refusal"),
             ));
         }
     }
@@ -162,7 +172,7 @@ pub(super) async fn stale_receipt<Q: QueueProducer>(q: &Q) -> Result<(), Violati
 }
 
 /// Expired receipts: once a receipt's visibility timeout has passed, an ack with it answers
-/// [`SourceError::UnknownReceipt`] and deletes nothing, even though nobody received the
+/// [`SourceError::Refused`] and deletes nothing, even though nobody received the
 /// message since: it is delivered again, its receive counted. (A broker that honours expired
 /// receipts itself needs the adapter to refuse them.)
 pub(super) async fn expired_receipt<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
@@ -175,10 +185,13 @@ pub(super) async fn expired_receipt<Q: QueueProducer>(q: &Q) -> Result<(), Viola
     // The handler outlives the visibility timeout.
     tokio::time::sleep(visibility + visibility / 4).await;
     let result = q.ack(std::slice::from_ref(&m.receipt)).await;
-    if result != Err(SourceError::UnknownReceipt) {
+    if !refuses_first(&result) {
         return Err(fail(
             check,
-            format!("an ack with an expired receipt answered {result:?}, not UnknownReceipt"),
+            format!(
+                "an ack with an expired receipt answered {result:?}, not \
+                 Refused {{ positions: [0] }}"
+            ),
         ));
     }
     let again = receive_all(q, 1, Duration::from_secs(5))
@@ -315,4 +328,9 @@ pub(super) async fn retry_later_delay<Q: QueueProducer>(q: &Q) -> Result<(), Vio
         )),
         None => Err(fail(check, "not received again after its delay")),
     }
+}
+
+/// Whether an ack or a release refused its first receipt, and only that one.
+fn refuses_first(result: &Result<(), SourceError>) -> bool {
+    matches!(result, Err(SourceError::Refused { positions }) if positions[..] == [0])
 }

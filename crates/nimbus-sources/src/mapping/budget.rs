@@ -111,8 +111,14 @@ mod tests {
         let s = Duration::from_secs;
         assert!(check(s(30), s(3), s(0)).is_ok());
         assert!(check(s(30), s(19), s(10)).is_ok());
-        assert_eq!(check(s(30), s(30), s(0)).unwrap_err().field, "function timeout");
-        assert_eq!(check(s(30), s(20), s(10)).unwrap_err().field, "batching_window");
+        assert_eq!(
+            check(s(30), s(30), s(0)).unwrap_err().field,
+            "function timeout"
+        );
+        assert_eq!(
+            check(s(30), s(20), s(10)).unwrap_err().field,
+            "batching_window"
+        );
         assert!(check(s(1), Duration::from_millis(500), s(0)).is_ok());
     }
 

@@ -56,11 +56,12 @@ impl Shared {
                 .partition(|m| self.filters.matches(&m.body, &m.attributes))
         };
         if !filtered.is_empty() {
-            add(&self.counters.filtered, filtered.len());
             let receipts: Vec<Receipt> = filtered.iter().map(|m| m.receipt.clone()).collect();
-            if let Err(e) = self.call("ack", self.source.ack(&receipts)).await {
-                self.source_error(&e);
-            }
+            let acked = self.call("ack", self.source.ack(&receipts)).await;
+            add(
+                &self.counters.filtered,
+                self.settled("ack", acked, receipts.len()),
+            );
         }
         if matching.is_empty() {
             return;
@@ -190,10 +191,11 @@ impl Shared {
         if receipts.is_empty() {
             return;
         }
-        match self.call("ack", self.source.ack(receipts)).await {
-            Ok(()) => add(&self.counters.deleted, receipts.len()),
-            Err(e) => self.source_error(&e),
-        }
+        let acked = self.call("ack", self.source.ack(receipts)).await;
+        add(
+            &self.counters.deleted,
+            self.settled("ack", acked, receipts.len()),
+        );
     }
 
     /// The indices a response reports as failed; every index if an id is unknown.

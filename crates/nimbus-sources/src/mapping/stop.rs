@@ -161,9 +161,35 @@ impl Shared {
         if receipts.is_empty() {
             return;
         }
-        match self.call("release", self.source.release(receipts)).await {
-            Ok(()) => add(&self.counters.released, receipts.len()),
-            Err(e) => self.source_error(&e),
-        }
+        let released = self.call("release", self.source.release(receipts)).await;
+        add(
+            &self.counters.released,
+            self.settled("release", released, receipts.len()),
+        );
+    }
+
+    /// How many of the `given` receipts of an ack or a release took effect, by its answer;
+    /// counts the refused ones and the errors.
+    pub(super) fn settled(
+        &self,
+        what: &'static str,
+        answer: Result<(), SourceError>,
+        given: usize,
+    ) -> usize {
+        let refused = match answer {
+            Ok(()) => return given,
+            Err(SourceError::Refused { positions }) => {
+                positions.iter().filter(|&&at| at < given).count()
+            }
+            // A source that cannot say which receipts it refused: none is counted as done.
+            Err(SourceError::UnknownReceipt) => given,
+            Err(error) => {
+                self.source_error(&error);
+                return 0;
+            }
+        };
+        add(&self.counters.refused_receipts, refused);
+        tracing::warn!(mapping = %self.name, what, refused, given, "receipts no longer current (their visibility timeout passed); those messages come back");
+        given - refused
     }
 }

@@ -44,8 +44,10 @@ use crate::error::SourceError;
 ///
 /// A receipt that is not current must not delete its message: its visibility timeout passed
 /// (whether or not the message was delivered again since), or it was released. `ack` then
-/// deletes the others and answers [`SourceError::UnknownReceipt`]; the message is delivered
-/// again. A claim ends at the visibility timeout on every broker, so a
+/// deletes the others and answers [`SourceError::Refused`] with the positions of the receipts
+/// it refused (build it with [`SourceError::refusing`]), so that a mapping counts exactly the
+/// messages deleted; the refused messages are delivered again. A claim ends at the visibility
+/// timeout on every broker, so a
 /// handler that outlived it cannot delete a message that may be in someone else's hands. A
 /// broker that honours stale receipts itself (SQS, JetStream) needs the adapter to remember
 /// when each receipt was made and refuse it past the timeout. One leniency: a receipt whose
@@ -208,14 +210,15 @@ pub trait QueueSource: Send + Sync + 'static {
 
     /// Deletes received messages for good; `Ok` only once the broker has durably deleted
     /// every one (see "What `ack` guarantees" above). A receipt that is not current (expired,
-    /// handed back, unknown) deletes nothing and never stops the others from being deleted.
+    /// handed back, unknown, malformed) deletes nothing and never stops the others from being
+    /// deleted. A receipt given twice counts once.
     ///
     /// # Errors
     ///
-    /// [`SourceError::UnknownReceipt`] after the others are deleted, when a receipt was not
-    /// current (a receipt whose message was already acknowledged may answer `Ok` where the
-    /// broker cannot tell); any other [`SourceError`] when the broker failed, and then some
-    /// messages may be deleted and the rest stay in flight.
+    /// [`SourceError::Refused`] after the others are deleted, naming the positions of the
+    /// receipts that were not current (a receipt whose message was already acknowledged may
+    /// pass where the broker cannot tell); any other [`SourceError`] when the broker failed,
+    /// and then some messages may be deleted and the rest stay in flight.
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError>;
 
     /// Makes a received message visible again once `delay` has passed (zero: at once), not
@@ -238,8 +241,9 @@ pub trait QueueSource: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// A [`SourceError`]; receipts that are not current are left alone and reported as
-    /// [`SourceError::UnknownReceipt`] after the others are released.
+    /// [`SourceError::Refused`] after the others are released, naming the positions of the
+    /// receipts that were not current (they are left alone); another [`SourceError`] when
+    /// the broker failed.
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError>;
 
     /// Whether dropping a [`QueueSource::receive`] future at any await point never leaves

@@ -141,7 +141,7 @@ impl QueueSource for Broken {
                 self.inner.ack(&fine).await
             }
             Flaw::ExpiredAckOk => match self.inner.ack(receipts).await {
-                Err(SourceError::UnknownReceipt) => Ok(()),
+                Err(SourceError::Refused { .. }) => Ok(()),
                 other => other,
             },
             Flaw::AckMultiple => {

@@ -169,7 +169,11 @@ async fn a_hanging_poison_message_costs_the_good_ones_in_its_batch_nothing() {
         .await
         .expect("drained within ten minutes")
         .unwrap();
-    assert_eq!(q.late(), 0, "an acknowledgement came after its receipt expired");
+    assert_eq!(
+        q.late(),
+        0,
+        "an acknowledgement came after its receipt expired"
+    );
     assert!(inner.is_empty());
     assert_eq!(dlq.bodies(), ["hang"], "only the poison is dead-lettered");
     let mut handled = handled_bodies(&seen);
@@ -204,7 +208,11 @@ async fn a_sub_batch_is_acknowledged_as_soon_as_it_succeeds() {
         .await
         .expect("drained within ten minutes")
         .unwrap();
-    assert_eq!(q.late(), 0, "an acknowledgement came after its receipt expired");
+    assert_eq!(
+        q.late(),
+        0,
+        "an acknowledgement came after its receipt expired"
+    );
     assert!(inner.is_empty());
     assert_eq!(dlq.bodies(), ["hang"]);
     assert_eq!(mapping.metrics().deleted, 9);
@@ -250,7 +258,11 @@ async fn throttle_retries_stop_in_time_counting_from_the_receive() {
         .await
         .expect("drained within ten minutes")
         .unwrap();
-    assert_eq!(q.late(), 0, "an acknowledgement came after its receipt expired");
+    assert_eq!(
+        q.late(),
+        0,
+        "an acknowledgement came after its receipt expired"
+    );
     let slow: Vec<String> = seen
         .lock()
         .iter()
@@ -276,8 +288,12 @@ async fn a_window_and_timeout_that_do_not_fit_the_visibility_timeout_are_refused
     let visible = |seconds| {
         queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(seconds)))
     };
-    let err = QueueMapping::start(visible(10), function.clone(), QueueMappingConfig::new("fit"))
-        .unwrap_err();
+    let err = QueueMapping::start(
+        visible(10),
+        function.clone(),
+        QueueMappingConfig::new("fit"),
+    )
+    .unwrap_err();
     assert_eq!(err.field, "function timeout", "{err}");
     assert!(err.allowed.contains("9s"), "{err}");
     let err = QueueMapping::start(

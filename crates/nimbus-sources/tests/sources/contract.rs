@@ -375,3 +375,75 @@ async fn metrics_of_an_immediate_source_are_fresh_and_kept_after_the_stop() {
     q.send("after").unwrap();
     assert_eq!(mapping.metrics().backlog, Some(1));
 }
+
+/// An in-memory queue whose first ack of a `stale` message makes that receipt not current
+/// first (as a visibility timeout passing would; the message returns a minute later), then
+/// acknowledges as the queue does.
+struct Staling {
+    inner: Arc<InMemoryQueue>,
+    stale: Mutex<Vec<Receipt>>,
+    staled: AtomicBool,
+}
+
+#[async_trait]
+impl QueueSource for Staling {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
+        let messages = self.inner.receive(max, wait).await?;
+        let stale = messages.iter().filter(|m| &m.body[..] == b"stale");
+        self.stale.lock().extend(stale.map(|m| m.receipt.clone()));
+        Ok(messages)
+    }
+    async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        let stale: Vec<Receipt> = self.stale.lock().clone();
+        for receipt in receipts.iter().filter(|r| stale.contains(r)) {
+            if !self.staled.swap(true, Ordering::SeqCst) {
+                self.inner
+                    .retry_later(receipt, Duration::from_secs(60))
+                    .await?;
+            }
+        }
+        self.inner.ack(receipts).await
+    }
+    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
+        self.inner.retry_later(receipt, delay).await
+    }
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        self.inner.release(receipts).await
+    }
+    fn visibility_timeout(&self) -> Option<Duration> {
+        self.inner.visibility_timeout()
+    }
+    async fn stats(&self) -> Result<Option<QueueStats>, SourceError> {
+        self.inner.stats().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partly_refused_ack_counts_the_deleted_ones_and_the_refused_one() {
+    let rt = runtime();
+    let (function, seen) = recording(&rt, "refused").await;
+    let inner = visible_in(30);
+    for body in ["a", "stale", "b"] {
+        inner.send(body).unwrap();
+    }
+    let q = Arc::new(Staling {
+        inner: inner.clone(),
+        stale: Mutex::default(),
+        staled: AtomicBool::new(false),
+    });
+    let mapping = QueueMapping::builder(q, function, QueueMappingConfig::new("refused"))
+        .attach(&rt)
+        .start()
+        .unwrap();
+    mapping.drained().await.unwrap();
+    assert!(inner.is_empty());
+    // a and b were deleted by the first ack, stale by the second, after it came back.
+    assert_eq!(seen.lock().len(), 2, "{:?}", seen.lock());
+    let m = mapping.metrics();
+    assert_eq!(
+        (m.deleted, m.refused_receipts, m.source_errors),
+        (3, 1, 0),
+        "{m:?}"
+    );
+    rt.shutdown(Duration::from_secs(1)).await;
+}

@@ -181,6 +181,22 @@ impl InMemoryQueue {
     }
 }
 
+/// The `refused` positions less those of a receipt given twice whose other position took
+/// effect (the second finds its message gone).
+fn given_twice(receipts: &[Receipt], mut refused: Vec<usize>) -> Vec<usize> {
+    if refused.is_empty() {
+        return refused;
+    }
+    let all_refused = refused.clone();
+    refused.retain(|&at| {
+        receipts
+            .iter()
+            .enumerate()
+            .all(|(other, r)| r != &receipts[at] || all_refused.contains(&other))
+    });
+    refused
+}
+
 #[async_trait]
 impl QueueSource for InMemoryQueue {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
@@ -226,30 +242,26 @@ impl QueueSource for InMemoryQueue {
     /// Deletes the messages whose receipts are current. A receipt whose lease expired deletes
     /// nothing, even before the message was received again: it is delivered again.
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        let mut unknown = false;
+        let mut refused = Vec::new();
         let mut freed_group = false;
         {
             let now = Instant::now();
             let mut state = self.state.lock();
-            for receipt in receipts {
+            for (at, receipt) in receipts.iter().enumerate() {
                 match state.take_back(receipt, now) {
                     Some(stored) => freed_group |= state.delete(&stored),
-                    None => unknown = true,
+                    None => refused.push(at),
                 }
             }
         }
         if freed_group {
             self.arrived.notify_waiters();
         }
-        if unknown {
-            Err(SourceError::UnknownReceipt)
-        } else {
-            Ok(())
-        }
+        SourceError::refusing(given_twice(receipts, refused))
     }
 
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        let mut unknown = false;
+        let mut refused = Vec::new();
         let mut released = false;
         {
             let now = Instant::now();
@@ -257,11 +269,11 @@ impl QueueSource for InMemoryQueue {
             // A FIFO message goes back to the front of its group, so a FIFO batch is returned
             // last first to keep the group's order; a standard queue's go to the back in order.
             let fifo = self.config.fifo;
-            let mut forward = receipts.iter();
-            let mut backward = receipts.iter().rev();
-            let order: &mut dyn Iterator<Item = &Receipt> =
+            let mut forward = receipts.iter().enumerate();
+            let mut backward = receipts.iter().enumerate().rev();
+            let order: &mut dyn Iterator<Item = (usize, &Receipt)> =
                 if fifo { &mut backward } else { &mut forward };
-            for receipt in order {
+            for (at, receipt) in order {
                 match state.take_back(receipt, now) {
                     Some(mut stored) => {
                         // The receive that delivered it does not count.
@@ -269,18 +281,14 @@ impl QueueSource for InMemoryQueue {
                         state.make_visible(fifo, stored, true);
                         released = true;
                     }
-                    None => unknown = true,
+                    None => refused.push(at),
                 }
             }
         }
         if released {
             self.arrived.notify_waiters();
         }
-        if unknown {
-            Err(SourceError::UnknownReceipt)
-        } else {
-            Ok(())
-        }
+        SourceError::refusing(given_twice(receipts, refused))
     }
 
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
