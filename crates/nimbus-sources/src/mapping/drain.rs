@@ -21,8 +21,8 @@ const MAX_LOOK_PAUSE: Duration = Duration::from_secs(1);
 pub(super) struct Drain {
     /// Bumped by each `drained` call as it starts.
     epoch: AtomicU64,
-    /// The epoch at which the sole poller last found the queue empty while the mapping held
-    /// nothing (0: messages were received since).
+    /// The epoch read as the sole poller's last receive began, if that receive found the
+    /// queue empty while the mapping held nothing (0: messages were received since).
     quiet: AtomicU64,
     /// When a message last failed: it stays in flight in the source until its visibility
     /// timeout, unseen by a receive.
@@ -40,6 +40,11 @@ impl Drain {
         if self.quiet.load(Ordering::Relaxed) != 0 {
             self.quiet.store(0, Ordering::SeqCst);
         }
+    }
+
+    /// The epoch now: read by a poller before each receive.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// Messages failed: they return after the visibility timeout.
@@ -77,9 +82,10 @@ impl Shared {
         self.counters.batches.load(Ordering::Acquire) == 0
     }
 
-    /// The sole poller's receive found nothing: the mapping is quiet if it holds nothing and
-    /// no failed message is still to come back.
-    pub(super) fn found_nothing(&self) {
+    /// The sole poller's receive, begun at `epoch`, found nothing: the mapping is quiet (for
+    /// `drained` calls made by then) if it holds nothing and no failed message is still to
+    /// come back.
+    pub(super) fn found_nothing(&self, epoch: u64) {
         let drain = &self.drain;
         if !self.holds_nothing() {
             return;
@@ -91,9 +97,7 @@ impl Shared {
                 return;
             }
         }
-        drain
-            .quiet
-            .store(drain.epoch.load(Ordering::SeqCst), Ordering::SeqCst);
+        drain.quiet.store(epoch, Ordering::SeqCst);
         drain.wake();
     }
 
@@ -105,6 +109,8 @@ impl Shared {
         }
         let source_drained = match self.stats_now().await {
             Some(stats) => stats.backlog() == 0,
+            // No answer because the mapping stops: not drained, stopped (the caller says so).
+            None if self.cancel.is_cancelled() => return false,
             None => self.drain.quiet.load(Ordering::SeqCst) >= epoch,
         };
         // Again after the source: a batch received since the first look is either in flight
@@ -123,10 +129,10 @@ impl QueueMapping {
     ///   flight or delayed (failed messages waiting for their visibility timeout are in
     ///   flight), while the mapping holds no message. Asked when the mapping lets go of its
     ///   last message or finds the queue empty, and at most a second apart otherwise.
-    /// - A source without (or whose stats fail): the mapping's only poller finished a receive
-    ///   that found nothing, after this call began, while the mapping held nothing and no
-    ///   failed message was still to come back (within the visibility timeout). That can take
-    ///   up to the mapping's `poll_wait`. A source with neither stats nor a visibility timeout
+    /// - A source without (or whose stats fail): a receive of the mapping's only poller that
+    ///   began after this call found nothing, while the mapping held nothing and no failed
+    ///   message was still to come back (within the visibility timeout). That can take up to
+    ///   twice the mapping's `poll_wait`. A source with neither stats nor a visibility timeout
     ///   cannot say when its failed messages return; they are not waited for.
     ///
     /// Messages sent after the call may or may not be waited for.

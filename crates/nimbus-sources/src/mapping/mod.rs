@@ -328,6 +328,9 @@ impl Shared {
             if self.retire_if_over_target() {
                 break true;
             }
+            // Before the receive starts: its empty answer tells a `drained` call made since
+            // nothing about messages sent meanwhile.
+            let epoch = self.drain.epoch();
             let (messages, received_at) = match self.gather().await {
                 Ok(gathered) => {
                     source_failures = 0;
@@ -357,7 +360,7 @@ impl Shared {
                     break true;
                 }
                 // The only poller left found nothing.
-                self.found_nothing();
+                self.found_nothing(epoch);
                 continue;
             }
             let received = messages.len();

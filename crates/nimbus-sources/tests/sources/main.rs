@@ -5,6 +5,7 @@ mod support;
 
 mod budget;
 mod contract;
+mod drained;
 mod draining;
 mod filters;
 mod guards;
