@@ -156,6 +156,8 @@ struct Shared {
     cancel_safe: bool,
     /// The source's visibility timeout, read once at the start.
     visibility: Option<Duration>,
+    /// The Tokio runtime the mapping was started on: background stats asks run there.
+    runtime: tokio::runtime::Handle,
     fifo: bool,
 }
 
@@ -207,14 +209,14 @@ impl QueueMapping {
                 config.batching_window,
             )?;
         }
-        if tokio::runtime::Handle::try_current().is_err() {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Err(ConfigError::new(
                 "mapping",
                 "runtime",
                 "none",
                 "started inside a Tokio runtime",
             ));
-        }
+        };
         let initial = config.initial_concurrency as usize;
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),
@@ -223,6 +225,7 @@ impl QueueMapping {
             given_up: CancellationToken::new(),
             cancel_safe: source.receive_is_cancel_safe(),
             visibility,
+            runtime,
             source: Arc::new(source),
             // Its handlers see this mapping as the principal.
             function: function.for_event_source(&config.name),

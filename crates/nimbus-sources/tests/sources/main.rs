@@ -15,6 +15,7 @@ mod memory;
 mod objects;
 mod properties;
 mod seams;
+mod stats;
 mod stream_mapping;
 mod stream_memory;
 mod stream_properties;
