@@ -13,7 +13,7 @@ use nimbus_sources::{
 
 use crate::config::NatsConfig;
 use crate::error::NatsError;
-use crate::receipt::{current_reply, Replies};
+use crate::receipt::{Released, Replies};
 use crate::redrive::DeadLetters;
 use crate::setup::{
     dead_letter_count, fetch_stats, open_consumer, open_dead_letter_stream, open_stream,
@@ -65,6 +65,8 @@ pub struct NatsQueue {
     subject: Subject,
     /// The consumer's `ack_wait` as the server has it.
     ack_wait: Duration,
+    /// Deliveries this process released (see `receipt.rs`).
+    released: Released,
     pub(crate) dead_letters: Option<DeadLetters>,
 }
 
@@ -137,6 +139,7 @@ impl NatsQueue {
             jetstream,
             consumer,
             ack_wait,
+            released: Released::default(),
             dead_letters,
         })
     }
@@ -215,19 +218,16 @@ impl NatsQueue {
             &self.config.stream,
             &self.config.consumer,
             self.ack_wait,
+            &self.released,
         )
     }
 
     /// The reply subject of a receipt, if it names a current delivery of this queue's consumer
     /// (see `receipt.rs`).
     fn reply_of(&self, receipt: &Receipt) -> Option<Subject> {
-        current_reply(
-            receipt,
-            &self.config.stream,
-            &self.config.consumer,
-            self.ack_wait,
-        )
-        .ok()
+        self.replies_of(std::slice::from_ref(receipt))
+            .subjects
+            .pop()
     }
 }
 
@@ -300,7 +300,13 @@ impl QueueSource for NatsQueue {
         if let Some(error) = failed {
             return Err(error.into());
         }
-        SourceError::refusing(replies.refused(&done))
+        let refused = replies.refused(&done);
+        for (at, receipt) in receipts.iter().enumerate() {
+            if !refused.contains(&at) {
+                self.released.insert(receipt, self.ack_wait);
+            }
+        }
+        SourceError::refusing(refused)
     }
 
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {

@@ -69,6 +69,33 @@ pub(crate) fn current_reply(
     Ok(Subject::from(reply))
 }
 
+/// Deliveries this process released, kept until their `ack_wait` passes (then their receipts
+/// are refused for their age anyway). A release acknowledges the delivery's stream message
+/// (see `release.rs`), and JetStream answers a later ack of that delivery as if it were
+/// current, though the message it deletes is gone and its copy is untouched: the adapter
+/// must refuse it itself. A receipt released by another process is not known here; its ack
+/// answers `Ok` and deletes nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Released(parking_lot::Mutex<HashMap<String, u64>>);
+
+impl Released {
+    /// Remembers a released delivery's receipt, and forgets those past their `ack_wait`.
+    pub(crate) fn insert(&self, receipt: &Receipt, ack_wait: Duration) {
+        let Some((reply, arrived)) = receipt
+            .as_token()
+            .and_then(|token| token.split_once(' '))
+            .and_then(|(reply, arrived)| Some((reply, arrived.parse::<u64>().ok()?)))
+        else {
+            return;
+        };
+        let ack_wait = u64::try_from(ack_wait.as_millis()).unwrap_or(u64::MAX);
+        let now = now_millis();
+        let mut released = self.0.lock();
+        released.retain(|_, arrived| now < arrived.saturating_add(ack_wait));
+        released.insert(reply.to_owned(), arrived);
+    }
+}
+
 /// The current deliveries an ack or a release names: each reply subject once, and which of
 /// them each receipt named (`None`: not current, or not a receipt of this consumer).
 #[derive(Debug)]
@@ -83,13 +110,18 @@ impl Replies {
         stream: &str,
         consumer: &str,
         ack_wait: Duration,
+        released: &Released,
     ) -> Self {
+        let released = released.0.lock();
         let mut subjects: Vec<Subject> = Vec::with_capacity(receipts.len());
         let mut seen: HashMap<String, usize> = HashMap::with_capacity(receipts.len());
         let of = receipts
             .iter()
             .map(|r| {
                 let reply = current_reply(r, stream, consumer, ack_wait).ok()?;
+                if !released.is_empty() && released.contains_key(reply.as_str()) {
+                    return None;
+                }
                 Some(*seen.entry(reply.to_string()).or_insert_with(|| {
                     subjects.push(reply);
                     subjects.len() - 1
@@ -150,17 +182,26 @@ mod tests {
     fn each_delivery_is_named_once_and_stale_ones_are_refused() {
         let wait = Duration::from_secs(30);
         let fresh = receipt_of(REPLY, now_millis());
+        let none = Released::default();
         let replies = Replies::of(
             &[fresh.clone(), Receipt::token("x"), fresh.clone()],
             "ORDERS",
             "nimbus",
             wait,
+            &none,
         );
         assert_eq!(replies.subjects.len(), 1);
         assert_eq!(replies.refused(&[true]), [1]);
         assert_eq!(replies.refused(&[false]), [0, 1, 2]);
-        let expired = Replies::of(&[fresh], "ORDERS", "nimbus", Duration::ZERO);
+        let expired = Replies::of(&[fresh.clone()], "ORDERS", "nimbus", Duration::ZERO, &none);
         assert!(expired.subjects.is_empty());
         assert_eq!(expired.refused(&[]), [0]);
+        let released = Released::default();
+        released.insert(&fresh, wait);
+        let replies = Replies::of(&[fresh], "ORDERS", "nimbus", wait, &released);
+        assert!(
+            replies.subjects.is_empty(),
+            "a released delivery is refused"
+        );
     }
 }

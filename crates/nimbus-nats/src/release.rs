@@ -31,6 +31,8 @@
 //! `Nats-Msg-Id` it has seen. A receipt whose `ack_wait` has passed is refused before anything
 //! is published (see `receipt.rs`): JetStream does not say which delivery is the latest, so
 //! the adapter goes by the receipt's age. Mappings release only what they have just received.
+//! Once released, a receipt is refused by this process (see `receipt.rs`): JetStream would
+//! answer its ack as done, though the message it names is gone and the copy untouched.
 
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::AckKind;

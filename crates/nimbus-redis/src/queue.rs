@@ -162,6 +162,11 @@ impl RedisQueue {
     pub(crate) fn dlq(&self) -> String {
         format!("{}:dlq", self.config.key)
     }
+
+    /// The hash of receives handed back uncounted, per entry id (see `receipt.rs`).
+    pub(crate) fn released(&self) -> String {
+        format!("{}:released", self.config.key)
+    }
 }
 
 #[async_trait]
@@ -211,6 +216,7 @@ impl QueueSource for RedisQueue {
             .scripts
             .ack
             .key(&self.config.key)
+            .key(self.released())
             .arg(&self.group)
             .arg(self.visibility_millis())
             .arg(&deliveries.args)
@@ -220,10 +226,11 @@ impl QueueSource for RedisQueue {
         SourceError::refusing(deliveries.refused(&done))
     }
 
-    /// Visible again at once, the receive not counted: one script sets each message's
-    /// delivery count back by one (`XCLAIM ... RETRYCOUNT`) and its idle time to the
-    /// visibility timeout (`IDLE`), so the next reclaim scan, which this queue runs at once,
-    /// delivers it again with the count it had. Other processes of the queue find it on their
+    /// Visible again at once, the receive not counted: one script sets each message's idle
+    /// time to the visibility timeout (`XCLAIM ... IDLE`) and counts the receive handed back
+    /// in `<key>:released`, so the next reclaim scan, which this queue runs at once, delivers
+    /// it again reporting the receive count it had (with a new receipt: the group's delivery
+    /// count still grows, and names the delivery). Other processes of the queue find it on their
     /// next scan (within a second). Receipts that are not current (acknowledged, expired, or
     /// delivered again since, here or in another process) are left alone and reported as
     /// [`SourceError::Refused`].
@@ -237,6 +244,7 @@ impl QueueSource for RedisQueue {
             .scripts
             .release
             .key(&self.config.key)
+            .key(self.released())
             .arg(&self.group)
             .arg(&self.consumer)
             .arg(self.visibility_millis())

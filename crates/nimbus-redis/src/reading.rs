@@ -69,14 +69,16 @@ impl RedisQueue {
         let mut messages = Vec::new();
         let mut dead = Vec::new();
         for (id, fields) in claimed {
-            let count = self.delivery_count(&id).await?;
+            let (delivery, count) = self.delivery_count(&id).await?;
             if let Some(max) = self.config.max_receive_count.filter(|max| count > *max) {
                 let reason = format!("received {count} times, over max_receive_count = {max}");
                 dead.push((id, fields, reason));
                 continue;
             }
             match queue_body(fields) {
-                Ok((body, attributes)) => messages.push(self.message(&id, body, attributes, count)),
+                Ok((body, attributes)) => {
+                    messages.push(self.message(&id, body, attributes, delivery, count));
+                }
                 Err((fields, reason)) => dead.push((id, fields, reason)),
             }
         }
@@ -112,38 +114,54 @@ impl RedisQueue {
                 .arg(id)
                 .ignore();
             pipe.cmd("XDEL").arg(&self.config.key).arg(id).ignore();
+            pipe.cmd("HDEL").arg(self.released()).arg(id).ignore();
         }
         let mut con = self.manager.clone();
         let () = pipe.query_async(&mut con).await?;
         Ok(())
     }
 
-    async fn delivery_count(&self, id: &str) -> Result<u32, RedisError> {
+    /// The entry's delivery count (which names the delivery) and its receive count (the
+    /// delivery count less the receives released uncounted), in one round trip.
+    async fn delivery_count(&self, id: &str) -> Result<(u32, u32), RedisError> {
         let mut con = self.manager.clone();
-        let reply: Value = redis::cmd("XPENDING")
+        let (pending, released): (Value, Option<u32>) = redis::pipe()
+            .cmd("XPENDING")
             .arg(&self.config.key)
             .arg(&self.group)
             .arg(id)
             .arg(id)
             .arg(1)
+            .cmd("HGET")
+            .arg(self.released())
+            .arg(id)
             .query_async(&mut con)
             .await?;
-        if let Value::Array(rows) = reply {
+        let mut delivery = 1;
+        if let Value::Array(rows) = pending {
             if let Some(Value::Array(row)) = rows.first() {
                 if let Some(Value::Int(count)) = row.get(3) {
-                    return Ok(u32::try_from(*count).unwrap_or(u32::MAX));
+                    delivery = u32::try_from(*count).unwrap_or(u32::MAX);
                 }
             }
         }
-        Ok(1)
+        let receives = delivery.saturating_sub(released.unwrap_or(0)).max(1);
+        Ok((delivery, receives))
     }
 
-    fn message(&self, id: &str, body: Vec<u8>, attributes: Attributes, count: u32) -> Message {
+    fn message(
+        &self,
+        id: &str,
+        body: Vec<u8>,
+        attributes: Attributes,
+        delivery: u32,
+        receives: u32,
+    ) -> Message {
         let sent_at = parse_id(id).map_or(SystemTime::now(), |(ms, _)| {
             UNIX_EPOCH + Duration::from_millis(ms)
         });
-        let message = Message::new(MessageId::text(id), body, receipt_of(id, count))
-            .with_receive_count(count)
+        let message = Message::new(MessageId::text(id), body, receipt_of(id, delivery))
+            .with_receive_count(receives)
             .with_sent_at(sent_at);
         if attributes.is_empty() {
             message
@@ -193,7 +211,7 @@ impl RedisQueue {
                         for (id, fields) in entries(list) {
                             match queue_body(fields) {
                                 Ok((body, attributes)) => {
-                                    messages.push(self.message(&id, body, attributes, 1));
+                                    messages.push(self.message(&id, body, attributes, 1, 1));
                                 }
                                 Err((fields, reason)) => dead.push((id, fields, reason)),
                             }

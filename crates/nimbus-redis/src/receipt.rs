@@ -2,6 +2,11 @@
 //! that delivery only while it is current (still pending with the delivery count the receipt
 //! was made with, and idle for less than the visibility timeout).
 //!
+//! The group's delivery count names a delivery: it grows with every delivery and never goes
+//! back, so no two deliveries of an entry share a receipt. A release does not set it back (a
+//! released receipt would then name the next delivery); it counts the receive it hands back
+//! in the hash `<key>:released` instead, and a receive reports the delivery count less that.
+//!
 //! The idle time is the server's: `XPENDING` reports how long ago the entry was last
 //! delivered (or handed back with `XCLAIM ... IDLE`), and `XAUTOCLAIM` reclaims on the same
 //! clock, so an expired receipt is refused exactly when its message becomes reclaimable.
@@ -11,11 +16,13 @@ use std::collections::HashMap;
 use nimbus_sources::Receipt;
 
 /// Deletes the deliveries named, each only if current: pending with the receipt's delivery
-/// count and idle for less than the visibility timeout. KEYS[1] = the stream; ARGV = group,
-/// visibility timeout in ms, then id and count pairs. Returns, per pair, 1 if it deleted the
-/// entry and 0 if the receipt was not current.
+/// count and idle for less than the visibility timeout; forgets their released receives.
+/// KEYS[1] = the stream, KEYS[2] = its released-receives hash; ARGV = group, visibility
+/// timeout in ms, then id and count pairs. Returns, per pair, 1 if it deleted the entry and 0
+/// if the receipt was not current.
 pub(crate) const ACK: &str = r"
 local group, visibility = ARGV[1], tonumber(ARGV[2])
+local released = redis.call('EXISTS', KEYS[2]) == 1
 local done = {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
@@ -23,6 +30,7 @@ for i = 3, #ARGV, 2 do
   if entry and tonumber(entry[4]) == tonumber(ARGV[i + 1]) and tonumber(entry[3]) < visibility then
     redis.call('XACK', KEYS[1], group, id)
     redis.call('XDEL', KEYS[1], id)
+    if released then redis.call('HDEL', KEYS[2], id) end
     done[#done + 1] = 1
   else
     done[#done + 1] = 0
@@ -46,11 +54,13 @@ end
 return 0
 ";
 
-/// Hands received messages back without counting the receive: for each current delivery of
-/// this consumer, one fewer delivery (`RETRYCOUNT`), and idle for the visibility timeout
-/// (`IDLE`), so that the next `XAUTOCLAIM` takes it at once and counts that delivery again.
-/// KEYS[1] = the stream; ARGV = group, consumer, visibility timeout in ms, then id and count
-/// pairs. Returns, per pair, 1 if it released the entry and 0 if the receipt was not current.
+/// Hands received messages back without counting the receive: each current delivery of this
+/// consumer is made idle for the visibility timeout (`XCLAIM ... IDLE ... JUSTID`, which keeps
+/// the delivery count), so that the next `XAUTOCLAIM` takes it at once, and the receive it
+/// hands back is counted in the released-receives hash, so that the next receive reports the
+/// same receive count. KEYS[1] = the stream, KEYS[2] = the released-receives hash; ARGV =
+/// group, consumer, visibility timeout in ms, then id and count pairs. Returns, per pair, 1 if
+/// it released the entry and 0 if the receipt was not current.
 pub(crate) const RELEASE: &str = r"
 local group, consumer, idle = ARGV[1], ARGV[2], ARGV[3]
 local done = {}
@@ -59,9 +69,8 @@ for i = 4, #ARGV, 2 do
   local entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
   if entry and entry[2] == consumer and tonumber(entry[4]) == tonumber(ARGV[i + 1])
       and tonumber(entry[3]) < tonumber(idle) then
-    local count = tonumber(entry[4]) - 1
-    if count < 0 then count = 0 end
-    redis.call('XCLAIM', KEYS[1], group, consumer, 0, id, 'IDLE', idle, 'RETRYCOUNT', count, 'JUSTID')
+    redis.call('XCLAIM', KEYS[1], group, consumer, 0, id, 'IDLE', idle, 'JUSTID')
+    redis.call('HINCRBY', KEYS[2], id, 1)
     done[#done + 1] = 1
   else
     done[#done + 1] = 0
@@ -87,8 +96,8 @@ impl Scripts {
     }
 }
 
-/// The receipt of a delivery: `<id>` for a first delivery (every new message, so the hot path
-/// allocates nothing more), `<id>:<count>` for later ones.
+/// The receipt of a delivery, by the group's delivery count: `<id>` for a first delivery
+/// (every new message, so the hot path allocates nothing more), `<id>:<count>` for later ones.
 pub(crate) fn receipt_of(id: &str, count: u32) -> Receipt {
     if count == 1 {
         Receipt::token(id)
@@ -159,6 +168,7 @@ mod tests {
     fn receipts_name_the_delivery() {
         assert_eq!(delivery_of(&receipt_of("1-0", 1)), Some(("1-0", 1)));
         assert_eq!(delivery_of(&receipt_of("1-0", 3)), Some(("1-0", 3)));
+        assert_ne!(receipt_of("1-0", 1), receipt_of("1-0", 2));
         assert_eq!(delivery_of(&Receipt::token("1-0:x")), None);
         assert_eq!(delivery_of(&Receipt::from_parts(1, 2)), None);
         let deliveries = Deliveries::of(&[

@@ -53,6 +53,7 @@ impl QueueHarness for Harness<'_> {
         redis::cmd("DEL")
             .arg(key)
             .arg(format!("{key}:dlq"))
+            .arg(format!("{key}:released"))
             .query_async::<i64>(&mut con)
             .await
             .map_err(|e| SourceError::transient(e.to_string()))?;

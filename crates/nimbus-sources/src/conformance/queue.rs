@@ -34,6 +34,8 @@ macro_rules! on_fresh {
 ///   the delay ends, and is after;
 /// - **long poll**: a waiting receive returns soon after a send;
 /// - **release**: visible again at once, its receive count unchanged, once only;
+/// - **released receipt**: a released receipt does not come back to life when the message is
+///   received again;
 /// - **partial ack**: an ack with a stale receipt among current ones deletes the others and
 ///   names the stale one;
 /// - **expired receipt**: an ack whose receipt's visibility timeout passed answers
@@ -71,6 +73,7 @@ pub async fn queue<H: QueueHarness>(harness: &H) -> Result<(), Violation> {
     on_fresh!(harness, spec, receipts::retry_later_delay);
     on_fresh!(harness, spec, long_poll);
     on_fresh!(harness, spec, receipts::release);
+    on_fresh!(harness, spec, receipts::released_receipt);
     on_fresh!(harness, spec, receipts::partial_ack);
     on_fresh!(harness, spec, receipts::expired_receipt);
     on_fresh!(harness, spec, receipts::stale_receipt);

@@ -62,6 +62,42 @@ pub(super) async fn release<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
         .map_err(source(check))
 }
 
+/// Released receipts: a release ends its receipt for good. A message released and received
+/// again is acknowledged with the released receipt: that answers [`SourceError::Refused`] and
+/// deletes nothing, and the new delivery's receipt then acknowledges it. (An adapter whose
+/// redelivery after a release makes the same receipt again, so that the released one is
+/// current once more, fails here.)
+pub(super) async fn released_receipt<Q: QueueProducer>(q: &Q) -> Result<(), Violation> {
+    let check = "released receipt";
+    q.produce(Bytes::from_static(b"handed back"))
+        .await
+        .map_err(source(check))?;
+    let old = one(q, check).await?;
+    q.release(std::slice::from_ref(&old.receipt))
+        .await
+        .map_err(source(check))?;
+    let new = one(q, check).await?;
+    if new.id != old.id {
+        return Err(fail(
+            check,
+            format!("received {:?}, not {:?}", new.id, old.id),
+        ));
+    }
+    let result = q.ack(std::slice::from_ref(&old.receipt)).await;
+    if !refuses_first(&result) {
+        return Err(fail(
+            check,
+            format!(
+                "an ack with a released receipt, after the message was received again, \
+                 answered {result:?}, not Refused {{ positions: [0] }}"
+            ),
+        ));
+    }
+    q.ack(std::slice::from_ref(&new.receipt))
+        .await
+        .map_err(|e| fail(check, format!("the new receipt answered {e}")))
+}
+
 /// Partial acknowledgement: an ack whose receipts are partly stale deletes the others. It must
 /// report the stale one (by its position) as [`SourceError::Refused`], or succeed (SQS treats
 /// deleting an already deleted message as done); any other answer fails the check.

@@ -37,6 +37,10 @@ pub(crate) enum Flaw {
     NeverRedrives,
     /// Acknowledges only the first receipt of each call, answering `Ok` for all.
     AckFirstOnly,
+    /// Hands a message released and received again the receipt it was released with, so
+    /// that the released receipt acknowledges the new delivery (as a Redis queue did whose
+    /// release set the delivery count back).
+    ReleaseReusesReceipt,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +51,10 @@ struct Book {
     owner: HashMap<Receipt, MessageId>,
     /// `retry_later` calls per message.
     retried: HashMap<MessageId, u32>,
+    /// The receipt each message was last released with, to hand out again.
+    released: HashMap<MessageId, Receipt>,
+    /// The inner queue's receipt behind each receipt handed out again.
+    alias: HashMap<Receipt, Receipt>,
     dead: u64,
 }
 
@@ -74,6 +82,15 @@ impl Broken {
             .lock()
             .outstanding
             .retain(|r| !receipts.contains(r));
+    }
+
+    /// The inner queue's receipts behind those handed out.
+    fn inner_receipts(&self, receipts: &[Receipt]) -> Vec<Receipt> {
+        let book = self.book.lock();
+        receipts
+            .iter()
+            .map(|r| book.alias.get(r).unwrap_or(r).clone())
+            .collect()
     }
 }
 
@@ -106,6 +123,14 @@ impl QueueSource for Broken {
             _ => {}
         }
         let mut book = self.book.lock();
+        if self.flaw == Flaw::ReleaseReusesReceipt {
+            for m in &mut got {
+                if let Some(old) = book.released.remove(&m.id) {
+                    let inner = std::mem::replace(&mut m.receipt, old.clone());
+                    book.alias.insert(old, inner);
+                }
+            }
+        }
         for m in &got {
             book.outstanding.push(m.receipt.clone());
             book.latest.insert(m.id.clone(), m.receipt.clone());
@@ -169,6 +194,7 @@ impl QueueSource for Broken {
                 self.inner.ack(&receipts[..receipts.len().min(1)]).await?;
                 Ok(())
             }
+            Flaw::ReleaseReusesReceipt => self.inner.ack(&self.inner_receipts(receipts)).await,
             _ => {
                 self.forget(receipts);
                 self.inner.ack(receipts).await
@@ -189,12 +215,26 @@ impl QueueSource for Broken {
                 }
                 Ok(())
             }
-            _ => self.inner.retry_later(receipt, delay).await,
+            _ => {
+                let inner = self.inner_receipts(std::slice::from_ref(receipt));
+                self.inner.retry_later(&inner[0], delay).await
+            }
         }
     }
 
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
         self.forget(receipts);
+        if self.flaw == Flaw::ReleaseReusesReceipt {
+            let inner = self.inner_receipts(receipts);
+            let result = self.inner.release(&inner).await;
+            let mut book = self.book.lock();
+            for r in receipts {
+                if let Some(id) = book.owner.get(r).cloned() {
+                    book.released.insert(id, r.clone());
+                }
+            }
+            return result;
+        }
         if self.flaw == Flaw::CountingRelease {
             let mut result = Ok(());
             for receipt in receipts {

@@ -59,6 +59,11 @@ async fn the_kit_catches_a_release_that_counts_the_receive() {
 }
 
 #[tokio::test]
+async fn the_kit_catches_a_released_receipt_that_acknowledges_the_next_delivery() {
+    assert_eq!(caught(Flaw::ReleaseReusesReceipt).await, "released receipt");
+}
+
+#[tokio::test]
 async fn the_kit_catches_an_ack_that_gives_up_at_the_first_stale_receipt() {
     assert_eq!(caught(Flaw::AllOrNothingAck).await, "partial ack");
 }
