@@ -22,7 +22,9 @@
 //! - **cancel-safety**: `receive` claims in one step that does not await, so it says so, and a
 //!   stopping mapping drops its long poll at once.
 //! - **demand** and **stats**: the mapping tells the source how many messages it wants
-//!   (a broker with prefetch sizes it with that), and asks it for counts, off its polling path.
+//!   (a broker with prefetch sizes it with that; such a source is given to each mapping as its
+//!   own value, since a shared one cannot tell whose hint is whose), and asks it for counts,
+//!   off its polling path.
 //!
 //! Run `cargo run --release --example custom_source`.
 

@@ -23,7 +23,7 @@
 //!   function errors and throttles. Each poller holds one batch, so prefetch is bounded by the
 //!   concurrency. Each change of the target is told to the source as a
 //!   [demand hint](QueueSource::demand) (target × batch size; 0 when the mapping stops), for
-//!   brokers that prefetch.
+//!   brokers that prefetch (give each mapping its own value of such a source).
 //! - **Stats** ([`QueueSource::stats`]) are asked off the polling path, bounded by a timeout
 //!   and guarded against panics: at every metrics snapshot from a source that answers at once,
 //!   in the background at most once a second from one that asks its broker. Pollers never wait

@@ -273,10 +273,13 @@ pub trait QueueSource: Send + Sync + 'static {
     /// prefetches sizes its prefetch with it (RabbitMQ's `basic.qos` prefetch count, a NATS
     /// pull batch, a Kafka fetch size); one that does not ignores it (the default).
     ///
-    /// It is a hint, never a limit on [`QueueSource::receive`]'s `max`: several mappings may
-    /// share a source (each calls it with its own number; keep the latest, or the sum). It is
-    /// called while the mapping holds a lock: store the number and return; never block, await
-    /// or call back into the mapping. A panic is caught and logged.
+    /// It is a hint, never a limit on [`QueueSource::receive`]'s `max`, and it speaks for one
+    /// mapping. A source value shared by several mappings hears all their hints and cannot
+    /// tell whose each is (one mapping's 0 as it stops would cut the others' prefetch), so an
+    /// adapter that sizes a prefetch by the hint must be given to each mapping as its own
+    /// value (its own consumer or buffer; the connection underneath may be shared), and say
+    /// so in its docs. It is called while the mapping holds a lock: store the number and
+    /// return; never block, await or call back into the mapping. A panic is caught and logged.
     fn demand(&self, wanted: usize) {
         let _ = wanted;
     }
