@@ -35,7 +35,9 @@ const MAX_DELAY: Duration = Duration::from_secs(12 * 3600);
 ///   delivery arrived) is refused by the adapter, as the contract asks: JetStream itself would
 ///   still delete the message.
 /// - retry later: `-NAK` with the delay.
-/// - visibility timeout: the consumer's `ack_wait`; receive count: JetStream's delivery count.
+/// - visibility timeout: the consumer's `ack_wait`, read when the queue connects (reconnect
+///   after changing it: see [`NatsConfig::ack_wait`]); receive count: JetStream's delivery
+///   count.
 /// - redrive: a message delivered more than `max_receive_count` times is published to the
 ///   dead-letter subject and terminated, instead of being returned.
 ///
@@ -63,7 +65,7 @@ pub struct NatsQueue {
     pub(crate) jetstream: jetstream::Context,
     pub(crate) consumer: PullConsumer,
     subject: Subject,
-    /// The consumer's `ack_wait` as the server has it.
+    /// The consumer's `ack_wait` as the server had it when the queue connected.
     ack_wait: Duration,
     /// Deliveries this process released (see `receipt.rs`).
     released: Released,
