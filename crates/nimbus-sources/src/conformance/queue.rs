@@ -34,13 +34,13 @@ macro_rules! on_fresh {
 ///   the delay ends, and is after;
 /// - **long poll**: a waiting receive returns soon after a send;
 /// - **release**: visible again at once, its receive count unchanged, once only;
-/// - **released receipt**: a released receipt does not come back to life when the message is
-///   received again;
 /// - **partial ack**: an ack with a stale receipt among current ones deletes the others and
 ///   names the stale one;
 /// - **expired receipt**: an ack whose receipt's visibility timeout passed answers
 ///   [`SourceError::Refused`], and the message is delivered again;
 /// - **stale receipt**: an old receipt does not disturb a newer delivery;
+/// - **released receipt**: a released receipt does not come back to life when the message is
+///   received again;
 /// - **separate batches**: acknowledging one batch leaves another batch's messages in flight;
 /// - **redrive** ([`redrive`](super::redrive())) and **handler failures**
 ///   ([`handler_failures`](super::handler_failures)): dead letters after exactly
@@ -73,10 +73,10 @@ pub async fn queue<H: QueueHarness>(harness: &H) -> Result<(), Violation> {
     on_fresh!(harness, spec, receipts::retry_later_delay);
     on_fresh!(harness, spec, long_poll);
     on_fresh!(harness, spec, receipts::release);
-    on_fresh!(harness, spec, receipts::released_receipt);
     on_fresh!(harness, spec, receipts::partial_ack);
     on_fresh!(harness, spec, receipts::expired_receipt);
     on_fresh!(harness, spec, receipts::stale_receipt);
+    on_fresh!(harness, spec, receipts::released_receipt);
     on_fresh!(harness, spec, receipts::separate_batches);
     redrive::redrive(harness).await?;
     redrive::handler_failures(harness).await
