@@ -7,7 +7,11 @@
 //! check, pass or fail, so that a kit run leaves nothing on the broker. The stream suites
 //! take a factory. Each suite returns the first broken rule as a [`Violation`]. The suites
 //! run in real time, with short timeouts: the kit asks for queues with a visibility timeout
-//! of one second.
+//! of one second. A queue check measures how long things took, and one that sees a wrong
+//! answer at a moment when a stall of the machine past that second could explain it (a
+//! receipt refused once it may have expired, a message back once its receipt may have)
+//! runs again on a fresh queue, up to three times: a loaded machine slows the kit down but
+//! neither fails a correct adapter nor passes a broken one.
 //!
 //! - [`queue`]: the whole queue contract (see its list), redrive and a failing handler
 //!   included;
@@ -32,6 +36,7 @@ mod mapping;
 mod queue;
 mod receipts;
 mod redrive;
+mod stall;
 mod stream;
 
 use crate::error::SourceError;
