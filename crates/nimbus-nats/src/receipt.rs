@@ -193,7 +193,13 @@ mod tests {
         assert_eq!(replies.subjects.len(), 1);
         assert_eq!(replies.refused(&[true]), [1]);
         assert_eq!(replies.refused(&[false]), [0, 1, 2]);
-        let expired = Replies::of(&[fresh.clone()], "ORDERS", "nimbus", Duration::ZERO, &none);
+        let expired = Replies::of(
+            std::slice::from_ref(&fresh),
+            "ORDERS",
+            "nimbus",
+            Duration::ZERO,
+            &none,
+        );
         assert!(expired.subjects.is_empty());
         assert_eq!(expired.refused(&[]), [0]);
         let released = Released::default();
