@@ -1,68 +1,123 @@
-//! Writing your own queue adapter: a small queue source in ~100 lines, checked by the
-//! conformance kit, then drained by a queue mapping. The guide for adapter authors.
+//! Writing your own queue adapter: a small queue source that keeps the whole contract, checked
+//! by the conformance kit, then drained by a queue mapping. The guide for adapter authors.
 //!
-//! An adapter implements [`QueueSource`] (receive with a long poll, ack, retry later, release)
-//! and, for the kit, [`QueueProducer`]. Run `cargo run --release --example custom_source`.
+//! An adapter implements [`QueueSource`] (receive with a long poll, ack, retry later, release,
+//! and the hints: visibility timeout, cancel-safety, demand, stats) and, for the kit,
+//! [`QueueProducer`] and a [`QueueHarness`]. The trait's documentation is the contract in full;
+//! what it asks, and where this adapter does it:
+//!
+//! - **ack** answers `Ok` only once the message is deleted for good, and refuses (with
+//!   `SourceError::Refused`, naming its position) a receipt that is no longer current:
+//!   acknowledged, released, or past its visibility timeout, even if nobody received the
+//!   message since (`TinyQueue::current`); the others are deleted all the same.
+//! - **visibility timeout**: a mapping never hands a failed message back; it returns when its
+//!   timeout passes. This queue keeps one deadline per receipt. A broker without visibility
+//!   timeouts (RabbitMQ) needs a timer per received message that requeues it.
+//! - **message ids** are stable across receives (here, numbers given at send time). A broker
+//!   without ids assigns one in a header at send time, or derives one from the content (then
+//!   duplicates are recognised on a best-effort basis).
+//! - **receive counts** and **redrive**: each receive counts; past `max_receive_count` a
+//!   message goes to the dead-letter queue instead of to a receiver, and `release` takes the
+//!   count back.
+//! - **cancel-safety**: `receive` claims in one step that does not await, so it says so, and a
+//!   stopping mapping drops its long poll at once.
+//! - **demand** and **stats**: the mapping tells the source how many messages it wants
+//!   (a broker with prefetch sizes it with that; such a source is given to each mapping as its
+//!   own value, since a shared one cannot tell whose hint is whose), and asks it for counts,
+//!   off its polling path.
+//!
+//! Run `cargo run --release --example custom_source`.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus::async_trait;
-use nimbus::sources::conformance::{self, QueueProducer};
+use nimbus::sources::conformance::{self, QueueHarness, QueueProducer, QueueSpec};
 use nimbus::sources::Bytes;
 use nimbus::sources::{
     BatchResponse, Message, MessageId, QueueBatch, QueueMapping, QueueMappingConfig, QueueSource,
-    Receipt, SourceError,
+    QueueStats, Receipt, SourceError,
 };
 use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// A message as the adapter stores it.
-#[derive(Clone)]
 struct Stored {
     id: u64,
     body: Bytes,
     receives: u32,
 }
 
-/// Visible messages, received ones by receipt token with when they become visible again,
-/// and the last id or token handed out.
+/// Visible messages; received ones by receipt token, with when their visibility timeout ends;
+/// ones waiting for a `retry_later` delay; dead letters; and the last id or token handed out.
 #[derive(Default)]
 struct State {
     visible: VecDeque<Stored>,
     in_flight: HashMap<u64, (Stored, Instant)>,
+    delayed: Vec<(Stored, Instant)>,
+    dead: Vec<Stored>,
     counter: u64,
 }
 
 /// The adapter.
-#[derive(Default)]
 struct TinyQueue {
     state: std::sync::Mutex<State>,
     arrived: Notify,
+    visibility: Duration,
+    max_receive_count: Option<u32>,
+    /// The latest demand hint (a broker with prefetch would set its prefetch to it).
+    demand: AtomicUsize,
 }
 
-const VISIBILITY: Duration = Duration::from_secs(1);
-
 impl TinyQueue {
-    /// Takes up to `max` messages, first returning expired ones to the queue.
+    fn new(visibility: Duration, max_receive_count: Option<u32>) -> Self {
+        Self {
+            state: std::sync::Mutex::default(),
+            arrived: Notify::new(),
+            visibility,
+            max_receive_count,
+            demand: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent state behind: keep going.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes up to `max` messages, first making visible again what expired or is due, and
+    /// dead-lettering what is over the receive limit. Also says when something next is due.
     fn take(&self, max: usize) -> (Vec<Message>, Option<Instant>) {
-        let mut guard = self.state.lock().expect("lock");
+        let now = Instant::now();
+        let mut state = self.lock();
         let State {
             visible,
             in_flight,
-            counter: next_token,
-        } = &mut *guard;
-        let now = Instant::now();
+            delayed,
+            dead,
+            counter,
+        } = &mut *state;
         let expired: Vec<u64> = in_flight
             .iter()
-            .filter(|(_, (_, at))| *at <= now)
-            .map(|(t, _)| *t)
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(token, _)| *token)
             .collect();
         for token in expired {
             if let Some((stored, _)) = in_flight.remove(&token) {
                 visible.push_back(stored);
+            }
+        }
+        let mut i = 0;
+        while i < delayed.len() {
+            if delayed[i].1 <= now {
+                visible.push_back(delayed.swap_remove(i).0);
+            } else {
+                i += 1;
             }
         }
         let mut out = Vec::new();
@@ -71,18 +126,49 @@ impl TinyQueue {
                 break;
             };
             stored.receives += 1;
-            *next_token += 1;
+            if self
+                .max_receive_count
+                .is_some_and(|max| stored.receives > max)
+            {
+                dead.push(stored);
+                continue;
+            }
+            *counter += 1;
             let message = Message::new(
                 MessageId::number(stored.id),
                 stored.body.clone(),
-                Receipt::from_parts(*next_token, 0),
+                Receipt::from_parts(*counter, 0),
             )
             .with_receive_count(stored.receives);
-            in_flight.insert(*next_token, (stored, now + VISIBILITY));
+            // The visibility timeout is at most 12 hours (the kit asks for one second).
+            in_flight.insert(*counter, (stored, now + self.visibility));
             out.push(message);
         }
-        (out, in_flight.values().map(|(_, at)| *at).min())
+        let next = in_flight
+            .values()
+            .map(|(_, until)| *until)
+            .chain(delayed.iter().map(|(_, due)| *due))
+            .min();
+        (out, next)
     }
+
+    /// Takes a message out of flight if its receipt is current: known, and its visibility
+    /// timeout not passed. An expired one stays, for `take` to make visible again.
+    fn current(state: &mut State, receipt: &Receipt) -> Option<Stored> {
+        let token = receipt.parts()?.0;
+        let (_, until) = state.in_flight.get(&token)?;
+        if *until <= Instant::now() {
+            return None;
+        }
+        state.in_flight.remove(&token).map(|(stored, _)| stored)
+    }
+}
+
+/// The `refused` positions less those of a receipt given twice whose other position took
+/// effect: a receipt given twice counts once.
+fn given_twice(receipts: &[Receipt], done: &[usize], mut refused: Vec<usize>) -> Vec<usize> {
+    refused.retain(|&at| !done.iter().any(|&d| receipts[d] == receipts[at]));
+    refused
 }
 
 #[async_trait]
@@ -96,12 +182,12 @@ impl QueueSource for TinyQueue {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            let (messages, next_expiry) = self.take(max);
+            let (messages, next_due) = self.take(max);
             if !messages.is_empty() || Instant::now() >= give_up {
                 return Ok(messages);
             }
-            // Sleep until something can change: a send, an expiry, or the end of the wait.
-            let wake = next_expiry.map_or(give_up, |at| at.min(give_up));
+            // Sleep until something can change: a send, an expiry, a delay, or the wait's end.
+            let wake = next_due.map_or(give_up, |at| at.min(give_up));
             tokio::select! {
                 () = &mut arrived => {}
                 () = tokio::time::sleep_until(wake) => {}
@@ -117,64 +203,70 @@ impl QueueSource for TinyQueue {
     }
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        // Delete every receipt we know; report the unknown ones after, as the contract asks.
-        let mut guard = self.state.lock().expect("lock");
-        let mut unknown = false;
-        for receipt in receipts {
-            let known = receipt
-                .parts()
-                .and_then(|(token, _)| guard.in_flight.remove(&token));
-            unknown |= known.is_none();
+        // Delete every current receipt; name the others after, by position, as the contract
+        // asks, so that a mapping counts exactly what was deleted. Once this returns, the
+        // deletes are done (a broker adapter waits for its broker to confirm).
+        let mut state = self.lock();
+        let (mut done, mut refused) = (Vec::new(), Vec::new());
+        for (at, receipt) in receipts.iter().enumerate() {
+            match Self::current(&mut state, receipt) {
+                Some(_deleted) => done.push(at),
+                None => refused.push(at),
+            }
         }
-        if unknown {
-            Err(SourceError::UnknownReceipt)
-        } else {
-            Ok(())
-        }
+        SourceError::refusing(given_twice(receipts, &done, refused))
     }
 
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
         // Visible again at once, at the front, and this receive does not count.
-        let mut unknown = false;
+        let (mut done, mut refused) = (Vec::new(), Vec::new());
         {
-            let mut guard = self.state.lock().expect("lock");
-            for receipt in receipts.iter().rev() {
-                let known = receipt
-                    .parts()
-                    .and_then(|(token, _)| guard.in_flight.remove(&token));
-                match known {
-                    Some((mut stored, _)) => {
+            let mut state = self.lock();
+            for (at, receipt) in receipts.iter().enumerate().rev() {
+                match Self::current(&mut state, receipt) {
+                    Some(mut stored) => {
                         stored.receives -= 1;
-                        guard.visible.push_front(stored);
+                        state.visible.push_front(stored);
+                        done.push(at);
                     }
-                    None => unknown = true,
+                    None => refused.push(at),
                 }
             }
         }
         self.arrived.notify_waiters();
-        if unknown {
-            Err(SourceError::UnknownReceipt)
-        } else {
-            Ok(())
-        }
+        SourceError::refusing(given_twice(receipts, &done, refused))
     }
 
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
-        let token = receipt.parts().ok_or(SourceError::UnknownReceipt)?.0;
-        let mut guard = self.state.lock().expect("lock");
-        let entry = guard
-            .in_flight
-            .get_mut(&token)
-            .ok_or(SourceError::UnknownReceipt)?;
-        // Visible again when the delay is over (cut to 12 hours, as SQS does).
-        entry.1 = Instant::now() + delay.min(Duration::from_secs(12 * 3_600));
-        drop(guard);
+        {
+            let mut state = self.lock();
+            let stored = Self::current(&mut state, receipt).ok_or(SourceError::UnknownReceipt)?;
+            // Visible again when the delay is over (cut to 12 hours, as SQS does), not before.
+            let due = Instant::now() + delay.min(Duration::from_secs(12 * 3_600));
+            state.delayed.push((stored, due));
+        }
         self.arrived.notify_waiters();
         Ok(())
     }
 
     fn visibility_timeout(&self) -> Option<Duration> {
-        Some(VISIBILITY)
+        Some(self.visibility)
+    }
+
+    /// Called as the mapping scales; must not block.
+    fn demand(&self, wanted: usize) {
+        self.demand.store(wanted, Ordering::Relaxed);
+    }
+
+    /// Counts, asked when the mapping wants them (a broker adapter asks its broker here).
+    async fn stats(&self) -> Result<Option<QueueStats>, SourceError> {
+        let state = self.lock();
+        let mut stats = QueueStats::default();
+        stats.visible = state.visible.len() as u64;
+        stats.in_flight = state.in_flight.len() as u64;
+        stats.delayed = state.delayed.len() as u64;
+        stats.dead_lettered = state.dead.len() as u64;
+        Ok(Some(stats))
     }
 }
 
@@ -182,10 +274,10 @@ impl QueueSource for TinyQueue {
 impl QueueProducer for TinyQueue {
     async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError> {
         let id = {
-            let mut guard = self.state.lock().expect("lock");
-            guard.counter += 1;
-            let id = guard.counter;
-            guard.visible.push_back(Stored {
+            let mut state = self.lock();
+            state.counter += 1;
+            let id = state.counter;
+            state.visible.push_back(Stored {
                 id,
                 body,
                 receives: 0,
@@ -197,10 +289,35 @@ impl QueueProducer for TinyQueue {
     }
 }
 
+/// What the kit needs: fresh queues to a spec, their dead letters, and their removal.
+struct TinyHarness;
+
+#[async_trait]
+impl QueueHarness for TinyHarness {
+    type Queue = TinyQueue;
+
+    async fn make(&self, spec: QueueSpec) -> Result<TinyQueue, SourceError> {
+        Ok(TinyQueue::new(
+            spec.visibility_timeout,
+            spec.max_receive_count,
+        ))
+    }
+
+    async fn dead_letters(&self, queue: &TinyQueue) -> Result<u64, SourceError> {
+        Ok(queue.lock().dead.len() as u64)
+    }
+
+    /// Nothing to remove here; a broker adapter deletes the stream, keys or tables `make`
+    /// created, so that a kit run leaves nothing behind.
+    async fn teardown(&self, _queue: &TinyQueue) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // 1. The contract: the same checks every adapter must pass.
-    conformance::queue(|| async { TinyQueue::default() }).await?;
+    // 1. The contract: the same checks every adapter must pass (about half a minute).
+    conformance::queue(&TinyHarness).await?;
     println!("TinyQueue passes the queue conformance kit");
 
     // 2. It plugs into a mapping like any source.
@@ -222,21 +339,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_timeout(Duration::from_millis(500)),
         )
         .await?;
-    let queue = Arc::new(TinyQueue::default());
+    let queue = Arc::new(TinyQueue::new(Duration::from_secs(1), Some(5)));
     for body in ["a", "b", "flaky", "c"] {
         queue.produce(Bytes::from(body)).await?;
     }
-    let mapping = QueueMapping::start(queue.clone(), echo, QueueMappingConfig::new("tiny"))?;
     // Attached, the mapping is stopped (and releases what it holds) before the function.
-    runtime.attach(mapping.clone())?;
-    let started = std::time::Instant::now();
-    while mapping.metrics().deleted < 4 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the mapping did not drain the queue"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mapping = QueueMapping::builder(queue.clone(), echo, QueueMappingConfig::new("tiny"))
+        .attach(&runtime)
+        .start()?;
+    println!(
+        "the mapping asked for {} messages",
+        queue.demand.load(Ordering::Relaxed)
+    );
+    // Resolves once the queue is empty (the flaky message came back after its visibility
+    // timeout and was handled) and the mapping holds nothing: no polling of metrics.
+    tokio::time::timeout(Duration::from_secs(10), mapping.drained())
+        .await
+        .map_err(|_| "the mapping did not drain the queue")?
+        .map_err(|status| format!("the mapping stopped: {status:?}"))?;
     let m = mapping.metrics();
     let report = runtime.shutdown(Duration::from_secs(1)).await;
     assert!(report.attachments.iter().all(|a| a.clean));
@@ -245,6 +365,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         m.deleted, m.failed
     );
     assert_eq!((m.deleted, m.failed), (4, 1));
+    // Stopped, it wants nothing more.
+    assert_eq!(queue.demand.load(Ordering::Relaxed), 0);
     println!("custom_source: all checks passed");
     Ok(())
 }

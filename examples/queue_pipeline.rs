@@ -96,21 +96,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     orders.send(r#"{"id":"seven","kind":"retail"}"#)?;
     println!("queued {ORDERS} orders and 1 malformed message");
 
-    let mapping = QueueMapping::start(
+    // Attached, the runtime's shutdown stops the mapping before the function it feeds.
+    let mapping = QueueMapping::builder(
         orders.clone(),
         ship,
         QueueMappingConfig::new("ship-orders")
             .with_batch_size(100)
             .with_batching_window(Duration::from_millis(5))
             .with_filter(r#"{"body": {"kind": [{"anything-but": ["test"]}]}}"#),
-    )?;
-    let started = std::time::Instant::now();
-    while !orders.is_empty() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if started.elapsed() > Duration::from_secs(30) {
-            return Err("the queue did not drain in 30 s".into());
-        }
-    }
+    )
+    .attach(&runtime)
+    .start()?;
+    // Every order handled, filtered or dead-lettered, and nothing in flight: no polling.
+    tokio::time::timeout(Duration::from_secs(30), mapping.drained())
+        .await
+        .map_err(|_| "the queue did not drain in 30 s")?
+        .map_err(|status| format!("the mapping stopped: {status:?}"))?;
+    assert!(orders.is_empty());
     mapping.stop(Duration::from_secs(5)).await;
     let m = mapping.metrics();
     println!(

@@ -204,7 +204,7 @@ impl QueueSource for ChaosQueue {
             return Err(SourceError::transient("injected ack failure"));
         }
         let acked = self.inner.ack(receipts).await;
-        if acked == Err(SourceError::UnknownReceipt) {
+        if matches!(acked, Err(SourceError::Refused { .. })) {
             // The visibility timeout ended before the ack (a loaded machine): the message
             // may have been received and handled again, as SQS allows.
             self.failed_acks.fetch_add(1, Ordering::Relaxed);
@@ -224,8 +224,8 @@ impl QueueSource for ChaosQueue {
         self.inner.visibility_timeout()
     }
 
-    fn stats(&self) -> Option<QueueStats> {
-        self.inner.stats()
+    async fn stats(&self) -> Result<Option<QueueStats>, SourceError> {
+        self.inner.stats().await
     }
 }
 

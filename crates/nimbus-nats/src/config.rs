@@ -50,6 +50,15 @@ pub struct NatsConfig {
     pub consumer: String,
     /// How long a received message stays invisible before JetStream delivers it again: the
     /// consumer's `ack_wait`, the queue's visibility timeout (default 30 s, 1 ms to 12 h).
+    ///
+    /// A queue reads the consumer's `ack_wait` once, when it connects, and refuses receipts
+    /// older than that (JetStream would honour them). Every process of a queue must use the
+    /// same value; after changing it, reconnect every process's queue (connecting brings the
+    /// consumer in line with the config, unless `create_if_missing` is off). A queue left
+    /// connected meanwhile goes by the old value: if the new one is shorter it may acknowledge
+    /// a message already delivered again to someone else (who handles it too), if longer it
+    /// refuses receipts still current (their messages come back and are handled again). At
+    /// least once either way; nothing is lost.
     pub ack_wait: Duration,
     /// Messages received and not yet acknowledged, across every process of the queue: the
     /// consumer's `max_ack_pending` (default 120,000, SQS's limit; 1 to 1,000,000). At the

@@ -11,7 +11,7 @@
 //! | `ChangeMessageVisibility` ([`retry_later`](nimbus_sources::QueueSource::retry_later)) | `-NAK {"delay":<ns>}` (plain `-NAK` for no delay) |
 //! | visibility timeout | the consumer's `ack_wait` |
 //! | message id, receive count, sent time | stream sequence, delivery count, stored time, all read from the delivery's reply subject |
-//! | receipt handle | the reply subject (`$JS.ACK.<stream>.<consumer>...`) |
+//! | receipt handle | the reply subject (`$JS.ACK.<stream>.<consumer>...`) and when the delivery arrived: past `ack_wait` the adapter refuses it, since JetStream would still honour it |
 //! | redrive after `maxReceiveCount` | the adapter publishes the message to a dead-letter subject, captured by a `<stream>_dead` stream, then terminates it (`+TERM`) |
 //!
 //! JetStream itself only *announces* a message that reached the consumer's `max_deliver` (an
@@ -96,6 +96,8 @@ mod config;
 mod delivery;
 mod error;
 mod queue;
+mod receipt;
+mod receive;
 mod redrive;
 mod release;
 mod setup;

@@ -1,34 +1,24 @@
 //! A queue on a JetStream stream read by a durable pull consumer.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::PullConsumer;
-use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, AckKind};
-use async_nats::{HeaderMap, Subject};
+use async_nats::Subject;
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use nimbus_sources::{
-    Attributes, Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt, SourceError,
+    Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt, SourceError,
 };
 
 use crate::config::NatsConfig;
-use crate::delivery::Delivery;
 use crate::error::NatsError;
+use crate::receipt::{Released, Replies};
 use crate::redrive::DeadLetters;
-use crate::release::{is_release_header, Lineage};
 use crate::setup::{
-    dead_letter_count, fetch_stats, open_consumer, open_dead_letter_stream, open_stream, stats_of,
-    timed_out,
+    dead_letter_count, fetch_stats, open_consumer, open_dead_letter_stream, open_stream,
 };
 
-/// How old [`QueueSource::stats`] may be before reading it starts a refresh.
-const STATS_MAX_AGE: Duration = Duration::from_secs(1);
-/// The expiry of a receive's pull request when the receive may not wait: the server then
-/// answers within it whatever happens (a `no_wait` request without one may be held forever).
-const MIN_EXPIRES: Duration = Duration::from_millis(1);
 /// The longest a receive waits: a longer wait (even `Duration::MAX`) is cut to it, and the
 /// receive returns empty at its end ("nothing arrived in time").
 const MAX_WAIT: Duration = Duration::from_secs(3600);
@@ -41,9 +31,13 @@ const MAX_DELAY: Duration = Duration::from_secs(12 * 3600);
 /// - receive: one pull request, answered at once with what is there, or held by the server
 ///   until a message comes or the wait passes (a long poll, no polling loop).
 /// - ack: `+ACK`, confirmed by the server before `ack` returns; on a work-queue stream an
-///   acknowledged message is deleted.
+///   acknowledged message is deleted. A receipt older than `ack_wait` (counted from when its
+///   delivery arrived) is refused by the adapter, as the contract asks: JetStream itself would
+///   still delete the message.
 /// - retry later: `-NAK` with the delay.
-/// - visibility timeout: the consumer's `ack_wait`; receive count: JetStream's delivery count.
+/// - visibility timeout: the consumer's `ack_wait`, read when the queue connects (reconnect
+///   after changing it: see [`NatsConfig::ack_wait`]); receive count: JetStream's delivery
+///   count.
 /// - redrive: a message delivered more than `max_receive_count` times is published to the
 ///   dead-letter subject and terminated, instead of being returned.
 ///
@@ -66,22 +60,16 @@ const MAX_DELAY: Duration = Duration::from_secs(12 * 3600);
 /// # }
 /// ```
 pub struct NatsQueue {
-    config: NatsConfig,
+    pub(crate) config: NatsConfig,
     client: async_nats::Client,
-    jetstream: jetstream::Context,
-    consumer: PullConsumer,
+    pub(crate) jetstream: jetstream::Context,
+    pub(crate) consumer: PullConsumer,
     subject: Subject,
-    /// The consumer's `ack_wait` as the server has it.
+    /// The consumer's `ack_wait` as the server had it when the queue connected.
     ack_wait: Duration,
-    dead_letters: Option<DeadLetters>,
-    stats: Arc<parking_lot::Mutex<StatsCache>>,
-}
-
-#[derive(Debug, Default)]
-struct StatsCache {
-    snapshot: Option<QueueStats>,
-    taken: Option<Instant>,
-    refreshing: bool,
+    /// Deliveries this process released (see `receipt.rs`).
+    released: Released,
+    pub(crate) dead_letters: Option<DeadLetters>,
 }
 
 impl std::fmt::Debug for NatsQueue {
@@ -146,11 +134,6 @@ impl NatsQueue {
             }
             None => None,
         };
-        let stats = StatsCache {
-            snapshot: Some(stats_of(info, 0)),
-            taken: None,
-            refreshing: false,
-        };
         Ok(Self {
             subject: Subject::from(config.subject.as_str()),
             config,
@@ -158,8 +141,8 @@ impl NatsQueue {
             jetstream,
             consumer,
             ack_wait,
+            released: Released::default(),
             dead_letters,
-            stats: Arc::new(parking_lot::Mutex::new(stats)),
         })
     }
 
@@ -204,144 +187,18 @@ impl NatsQueue {
     /// Counts from the server, now: `visible` = messages not yet delivered (`num_pending`),
     /// `in_flight` = delivered and not acknowledged (`num_ack_pending`, which includes the
     /// messages waiting for a nak's delay or for redelivery), `dead_lettered` = messages in the
-    /// dead-letter stream. [`QueueSource::stats`] returns the latest of these.
+    /// dead-letter stream. [`QueueSource::stats`] asks the same.
     ///
     /// # Errors
     ///
     /// The server did not answer ([`NatsError::Broker`]).
     pub async fn queue_stats(&self) -> Result<QueueStats, NatsError> {
-        let stats = fetch_stats(
+        fetch_stats(
             &self.jetstream,
             &self.config,
             self.dead_letters.as_ref().map(|d| d.stream.as_str()),
         )
-        .await?;
-        let mut cache = self.stats.lock();
-        cache.snapshot = Some(stats);
-        cache.taken = Some(Instant::now());
-        Ok(stats)
-    }
-
-    /// Asks for up to `max` messages with one pull request, `no_wait` with `expires`: the
-    /// server answers at once with what is there, or, when nothing is, holds the request until
-    /// a message comes (then returns it) or `wait` passes. (Without `expires`, a `no_wait`
-    /// request the consumer cannot serve because of its in-flight limit is held with no end.)
-    async fn pull(
-        &self,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<async_nats::Message>, NatsError> {
-        let wait = wait.max(MIN_EXPIRES);
-        let mut batch = self
-            .consumer
-            .fetch()
-            .max_messages(max)
-            .expires(wait)
-            .messages()
-            .await
-            .map_err(NatsError::broker("fetch"))?;
-        // The server ends the request when it expires; an answer lost with the connection
-        // would leave it open.
-        let deadline = tokio::time::Instant::now() + wait + self.config.request_timeout;
-        let mut pulled = Vec::new();
-        loop {
-            let next = match tokio::time::timeout_at(deadline, batch.next()).await {
-                Ok(Some(next)) => next,
-                Ok(None) => break,
-                Err(_elapsed) if !pulled.is_empty() => break,
-                Err(_elapsed) => {
-                    return Err(self
-                        .missing()
-                        .await
-                        .unwrap_or_else(|| NatsError::broker("fetch")(timed_out())))
-                }
-            };
-            match next {
-                Ok(message) => pulled.push(message.message),
-                // Messages already here are in flight to this receiver: return them, rather
-                // than leave them invisible until their ack_wait passes.
-                Err(error) if !pulled.is_empty() => {
-                    tracing::warn!(%error, "nats fetch ended early");
-                    break;
-                }
-                Err(error) => {
-                    return Err(self
-                        .missing()
-                        .await
-                        .unwrap_or_else(|| NatsError::broker("fetch")(error)))
-                }
-            }
-        }
-        Ok(pulled)
-    }
-
-    /// After a fetch failed or went unanswered: whether the stream or the consumer is gone
-    /// (deleted behind the adapter's back), a permanent error; a pull request to a missing
-    /// consumer is not answered at all, so only asking tells it from a slow server.
-    async fn missing(&self) -> Option<NatsError> {
-        let stream = self
-            .jetstream
-            .get_stream_no_info(&self.config.stream)
-            .await
-            .ok()?;
-        match stream.consumer_info(&self.config.consumer).await {
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound
-                ) =>
-            {
-                Some(NatsError::broker("fetch")(error))
-            }
-            _ => None,
-        }
-    }
-
-    /// Turns deliveries into messages, redriving the ones over the receive limit.
-    async fn sort_out(&self, pulled: Vec<async_nats::Message>) -> Result<Vec<Message>, NatsError> {
-        let mut messages = Vec::with_capacity(pulled.len());
-        let mut redrive_error = None;
-        for delivered in pulled {
-            let Some(reply) = delivered.reply.clone() else {
-                tracing::warn!(subject = %delivered.subject, "nats message without a reply subject");
-                continue;
-            };
-            let Some(delivery) = Delivery::parse(&reply) else {
-                tracing::warn!(%reply, "nats message with an unknown reply subject");
-                continue;
-            };
-            // Released messages carry the receives counted before (see `release.rs`).
-            let lineage = Lineage::of(delivered.headers.as_ref());
-            let receive_count = lineage.receive_count(&delivery);
-            if let Some(dead) = &self.dead_letters {
-                if receive_count > dead.max_receive_count {
-                    // A failed redrive leaves the message to come back after ack_wait, and be
-                    // redriven then.
-                    let redriven = self
-                        .redrive(dead, &delivered, &reply, &delivery, &lineage)
-                        .await;
-                    if let Err(error) = redriven {
-                        tracing::warn!(%error, sequence = delivery.stream_sequence, "nats redrive failed");
-                        redrive_error = Some(error);
-                    }
-                    continue;
-                }
-            }
-            messages.push(
-                Message::new(
-                    MessageId::number(lineage.id(&delivery)),
-                    delivered.payload.clone(),
-                    Receipt::token(reply.as_str()),
-                )
-                .with_receive_count(receive_count)
-                .with_sent_at(lineage.sent_at(&delivery))
-                .with_attributes(attributes(delivered.headers.as_ref())),
-            );
-        }
-        match redrive_error {
-            Some(error) if messages.is_empty() => Err(error),
-            _ => Ok(messages),
-        }
+        .await
     }
 
     /// Sends an acknowledgement of `kind` as a request, and waits (up to `request_timeout`)
@@ -356,58 +213,24 @@ impl NatsQueue {
         self.client.request(reply, kind.into()).await.map(drop)
     }
 
-    /// The reply subject of a receipt, if it is a delivery of this queue's consumer.
+    /// The current deliveries receipts name (see `receipt.rs`).
+    fn replies_of(&self, receipts: &[Receipt]) -> Replies {
+        Replies::of(
+            receipts,
+            &self.config.stream,
+            &self.config.consumer,
+            self.ack_wait,
+            &self.released,
+        )
+    }
+
+    /// The reply subject of a receipt, if it names a current delivery of this queue's consumer
+    /// (see `receipt.rs`).
     fn reply_of(&self, receipt: &Receipt) -> Option<Subject> {
-        let token = receipt.as_token()?;
-        let delivery = Delivery::parse(token)?;
-        (delivery.stream == self.config.stream && delivery.consumer == self.config.consumer)
-            .then(|| Subject::from(token))
+        self.replies_of(std::slice::from_ref(receipt))
+            .subjects
+            .pop()
     }
-
-    /// Starts refreshing the stats snapshot in the background, if it is old and no refresh is
-    /// running. Only reading the stats does this, so an idle queue nobody watches costs nothing.
-    fn refresh_stats_if_old(&self) {
-        let mut cache = self.stats.lock();
-        let fresh = cache.taken.is_some_and(|t| t.elapsed() < STATS_MAX_AGE);
-        if fresh || cache.refreshing {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        cache.refreshing = true;
-        let (jetstream, config, cache) = (
-            self.jetstream.clone(),
-            self.config.clone(),
-            Arc::clone(&self.stats),
-        );
-        let dead_stream = self.dead_letters.as_ref().map(|d| d.stream.clone());
-        runtime.spawn(async move {
-            let result = fetch_stats(&jetstream, &config, dead_stream.as_deref()).await;
-            let mut cache = cache.lock();
-            cache.refreshing = false;
-            cache.taken = Some(Instant::now());
-            match result {
-                Ok(stats) => cache.snapshot = Some(stats),
-                Err(error) => tracing::debug!(%error, "nats stats refresh failed"),
-            }
-        });
-    }
-}
-
-/// A message's headers as attributes: the first value of each, the server's `Nats-*` left out.
-fn attributes(headers: Option<&HeaderMap>) -> Attributes {
-    let mut attributes = Attributes::new();
-    for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
-        let name: &str = name.as_ref();
-        if name.starts_with("Nats-") || is_release_header(name) {
-            continue;
-        }
-        if let Some(value) = values.first() {
-            attributes = attributes.with(name, value.as_str());
-        }
-    }
-    attributes
 }
 
 #[async_trait]
@@ -432,71 +255,60 @@ impl QueueSource for NatsQueue {
     }
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        let mut unknown = false;
-        let mut replies = Vec::with_capacity(receipts.len());
-        for receipt in receipts {
-            match self.reply_of(receipt) {
-                Some(reply) => replies.push(reply),
-                None => unknown = true,
-            }
-        }
+        let replies = self.replies_of(receipts);
         let results = futures_util::future::join_all(
             replies
-                .into_iter()
-                .map(|reply| self.confirm(reply, AckKind::Ack)),
+                .subjects
+                .iter()
+                .map(|reply| self.confirm(reply.clone(), AckKind::Ack)),
         )
         .await;
         let mut failed = None;
-        for result in results {
+        let mut done = vec![false; results.len()];
+        for (n, result) in results.into_iter().enumerate() {
             match result {
-                Ok(()) => {}
+                Ok(()) => done[n] = true,
                 // Nobody answers on the reply subject: its consumer is gone.
-                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-                    unknown = true;
-                }
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
                 Err(e) => failed = Some(NatsError::broker("ack")(e)),
             }
         }
         if let Some(error) = failed {
             return Err(error.into());
         }
-        if unknown {
-            return Err(SourceError::UnknownReceipt);
-        }
-        Ok(())
+        SourceError::refusing(replies.refused(&done))
     }
 
     /// Visible again at once, the receive not counted: a copy carrying the receives counted
     /// so far is stored, then the delivery acknowledged (see the crate docs: the message goes
     /// to the back of the queue and keeps its id).
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        let mut unknown = false;
-        let mut replies = Vec::with_capacity(receipts.len());
-        for receipt in receipts {
-            match self.reply_of(receipt) {
-                Some(reply) => replies.push(reply),
-                None => unknown = true,
-            }
-        }
+        let replies = self.replies_of(receipts);
         let results = futures_util::future::join_all(
-            replies.into_iter().map(|reply| self.release_one(reply)),
+            replies
+                .subjects
+                .iter()
+                .map(|reply| self.release_one(reply.clone())),
         )
         .await;
         let mut failed = None;
-        for result in results {
+        let mut done = vec![false; results.len()];
+        for (n, result) in results.into_iter().enumerate() {
             match result {
-                Ok(true) => {}
-                Ok(false) => unknown = true,
+                Ok(released) => done[n] = released,
                 Err(error) => failed = Some(error),
             }
         }
         if let Some(error) = failed {
             return Err(error.into());
         }
-        if unknown {
-            return Err(SourceError::UnknownReceipt);
+        let refused = replies.refused(&done);
+        for (at, receipt) in receipts.iter().enumerate() {
+            if !refused.contains(&at) {
+                self.released.insert(receipt, self.ack_wait);
+            }
         }
-        Ok(())
+        SourceError::refusing(refused)
     }
 
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
@@ -517,11 +329,9 @@ impl QueueSource for NatsQueue {
         Some(self.ack_wait)
     }
 
-    /// The latest counts from the server (see [`NatsQueue::queue_stats`]); reading them
-    /// refreshes them in the background when they are more than a second old.
-    fn stats(&self) -> Option<QueueStats> {
-        self.refresh_stats_if_old();
-        self.stats.lock().snapshot
+    /// Asks the server (see [`NatsQueue::queue_stats`]).
+    async fn stats(&self) -> Result<Option<QueueStats>, SourceError> {
+        Ok(Some(self.queue_stats().await?))
     }
 }
 

@@ -28,10 +28,11 @@
 //! in step 3 fails after the copy was stored, the original also comes back after `ack_wait`
 //! and the message is handled twice (at least once, never lost); a release repeated after a
 //! failed step 2 or 3 publishes no second copy, since the stream's duplicate window drops a
-//! `Nats-Msg-Id` it has seen. A stale receipt (the message delivered again since, after its
-//! `ack_wait`) is not told apart from a current one: JetStream does not say which delivery is
-//! the latest, so releasing it stores a copy while the message is being handled elsewhere (a
-//! duplicate again, never a loss). Mappings release only what they have just received.
+//! `Nats-Msg-Id` it has seen. A receipt whose `ack_wait` has passed is refused before anything
+//! is published (see `receipt.rs`): JetStream does not say which delivery is the latest, so
+//! the adapter goes by the receipt's age. Mappings release only what they have just received.
+//! Once released, a receipt is refused by this process (see `receipt.rs`): JetStream would
+//! answer its ack as done, though the message it names is gone and the copy untouched.
 
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::AckKind;

@@ -7,46 +7,88 @@
 //! end.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
 use nimbus_nats::{dead_letter_headers, NatsConfig, NatsError, NatsQueue};
+use nimbus_sources::conformance::{QueueHarness, QueueSpec};
 use nimbus_sources::{
-    conformance, BatchResponse, QueueBatch, QueueMapping, QueueMappingConfig, QueueSource, Receipt,
-    SourceError,
+    async_trait, conformance, BatchResponse, QueueBatch, QueueMapping, QueueMappingConfig,
+    QueueSource, Receipt, SourceError,
 };
 
 mod support;
 
 use support::Names;
 
+/// JetStream queues under the test's names, for the conformance kit: each one its own stream,
+/// subject and dead-letter stream, deleted at teardown.
+struct Harness<'a> {
+    names: &'a Names,
+    made: AtomicU64,
+}
+
+#[async_trait]
+impl QueueHarness for Harness<'_> {
+    type Queue = NatsQueue;
+
+    async fn make(&self, spec: QueueSpec) -> Result<NatsQueue, SourceError> {
+        let n = self.made.fetch_add(1, Ordering::Relaxed);
+        let mut config = self
+            .names
+            .config(&format!("kit{n}"))
+            .with_ack_wait(spec.visibility_timeout);
+        if let Some(max) = spec.max_receive_count {
+            config = config.with_max_receive_count(max);
+        }
+        Ok(NatsQueue::connect(config).await?)
+    }
+
+    async fn dead_letters(&self, queue: &NatsQueue) -> Result<u64, SourceError> {
+        Ok(queue.dead_letter_count().await?)
+    }
+
+    async fn teardown(&self, queue: &NatsQueue) -> Result<(), SourceError> {
+        let js = self.names.jetstream().await;
+        let config = queue.config();
+        let gone = |e: &dyn std::fmt::Display| SourceError::transient(e.to_string());
+        js.delete_stream(&config.stream)
+            .await
+            .map_err(|e| gone(&e))?;
+        if config.max_receive_count.is_some() {
+            js.delete_stream(config.dead_letter_stream())
+                .await
+                .map_err(|e| gone(&e))?;
+        }
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_passes_the_conformance_kit() {
     let Some(names) = Names::new().await else {
         return;
     };
-    let counter = std::sync::atomic::AtomicU64::new(0);
-    conformance::queue(|| {
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let config = names
-            .config(&format!("kit{n}"))
-            .with_ack_wait(Duration::from_secs(1));
-        async move { NatsQueue::connect(config).await.unwrap() }
-    })
-    .await
-    .unwrap();
-    let queue = NatsQueue::connect(
-        names
-            .config("kitredrive")
-            .with_ack_wait(Duration::from_secs(1))
-            .with_max_receive_count(2),
-    )
-    .await
-    .unwrap();
-    conformance::redrive(&queue, || async { Ok(queue.dead_letter_count().await?) })
+    let harness = Harness {
+        names: &names,
+        made: AtomicU64::new(0),
+    };
+    conformance::queue(&harness).await.unwrap();
+    // Every stream the kit made was deleted.
+    let left: Vec<String> = names
+        .jetstream()
         .await
-        .unwrap();
+        .stream_names()
+        .filter_map(|name| async move { name.ok() })
+        .filter(|name| std::future::ready(name.starts_with(&names.stream)))
+        .collect()
+        .await;
+    assert!(left.is_empty(), "{left:?}");
+    assert!(harness.made.load(Ordering::Relaxed) > 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +199,7 @@ async fn receipts_of_other_queues_or_kinds_are_unknown() {
         queue
             .ack(&[own[0].receipt.clone(), Receipt::token("nope")])
             .await,
-        Err(SourceError::UnknownReceipt)
+        Err(SourceError::Refused { positions: vec![1] })
     );
     let stats = queue.queue_stats().await.unwrap();
     assert_eq!((stats.visible, stats.in_flight), (0, 0), "{stats:?}");
@@ -181,8 +223,8 @@ async fn stats_count_visible_and_in_flight_messages() {
     assert_eq!(got.len(), 2);
     let stats = queue.queue_stats().await.unwrap();
     assert_eq!((stats.visible, stats.in_flight), (1, 2), "{stats:?}");
-    // The trait's snapshot is the latest look.
-    assert_eq!(queue.stats(), Some(stats));
+    // The trait's stats ask the server too.
+    assert_eq!(queue.stats().await.unwrap(), Some(stats));
     assert_eq!(queue.visibility_timeout(), Some(Duration::from_secs(30)));
 }
 

@@ -62,6 +62,7 @@ mod config;
 mod db;
 mod error;
 mod queue;
+mod receipt;
 mod store;
 
 pub use config::PostgresConfig;

@@ -5,13 +5,16 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use nimbus_sources::{Message, MessageId, QueueProducer, QueueSource, Receipt, SourceError};
+use nimbus_sources::{
+    Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt, SourceError,
+};
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::config::PostgresConfig;
 use crate::db::{migrate, Db};
 use crate::error::PostgresError;
+use crate::receipt::{parse, receipt_of, Named};
 
 /// The longest a receive waits: a longer wait (even `Duration::MAX`) is cut to it, and the
 /// receive returns empty at its end ("nothing arrived in time").
@@ -132,6 +135,11 @@ impl PostgresQueue {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The settings the queue was connected with.
+    pub fn config(&self) -> &PostgresConfig {
+        &self.config
+    }
+
     fn table(&self) -> String {
         format!("{}_queue", self.config.name)
     }
@@ -210,13 +218,9 @@ impl PostgresQueue {
                 continue;
             }
             messages.push(
-                Message::new(
-                    MessageId::number(id as u64),
-                    body,
-                    Receipt::token(format!("{id}:{receipt}")),
-                )
-                .with_receive_count(count)
-                .with_sent_at(UNIX_EPOCH + seconds(sent)),
+                Message::new(MessageId::number(id as u64), body, receipt_of(id, receipt))
+                    .with_receive_count(count)
+                    .with_sent_at(UNIX_EPOCH + seconds(sent)),
             );
         }
         if !dead.is_empty() {
@@ -261,6 +265,38 @@ impl PostgresQueue {
         Ok((messages, next.map(seconds)))
     }
 
+    /// Counts from the database, in one statement: `visible` = rows whose `visible_at` has
+    /// passed, `in_flight` = the others with a receipt (received, or waiting for a
+    /// `retry_later` delay), `delayed` = the others without (sent with a later `visible_at`),
+    /// `dead_lettered` = rows of the dead-letter table.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn queue_stats(&self) -> Result<QueueStats, PostgresError> {
+        let client = self.db.client().await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FILTER (WHERE visible_at <= now()),
+                            count(*) FILTER (WHERE visible_at > now() AND receipt <> 0),
+                            count(*) FILTER (WHERE visible_at > now() AND receipt = 0),
+                            (SELECT count(*) FROM {n}_dead)
+                     FROM {n}_queue",
+                    n = self.config.name
+                ),
+                &[],
+            )
+            .await?;
+        let count = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+        let mut stats = QueueStats::default();
+        stats.visible = count(0);
+        stats.in_flight = count(1);
+        stats.delayed = count(2);
+        stats.dead_lettered = count(3);
+        Ok(stats)
+    }
+
     /// Messages in the dead-letter table.
     ///
     /// # Errors
@@ -277,15 +313,6 @@ impl PostgresQueue {
         let n: i64 = row.get(0);
         Ok(n as u64)
     }
-}
-
-fn parse(receipt: &Receipt) -> Result<(i64, i64), SourceError> {
-    let token = receipt.as_token().ok_or(SourceError::UnknownReceipt)?;
-    let (id, nonce) = token.split_once(':').ok_or(SourceError::UnknownReceipt)?;
-    Ok((
-        id.parse().map_err(|_| SourceError::UnknownReceipt)?,
-        nonce.parse().map_err(|_| SourceError::UnknownReceipt)?,
-    ))
 }
 
 #[async_trait]
@@ -316,66 +343,65 @@ impl QueueSource for PostgresQueue {
         }
     }
 
+    /// Deletes the rows whose receipt is current: the row's `receipt` nonce is the one this
+    /// receipt was made with, and its `visible_at` (the end of the visibility timeout, on the
+    /// server's clock) has not passed. A receipt whose timeout passed deletes nothing, even
+    /// before another receive took the row; it is refused, as is a malformed one, and the
+    /// others are deleted all the same. A receipt given twice counts once.
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        if receipts.is_empty() {
-            return Ok(());
+        let named = Named::of(receipts);
+        if named.ids.is_empty() {
+            return SourceError::refusing((0..receipts.len()).collect());
         }
-        let (ids, nonces): (Vec<i64>, Vec<i64>) = receipts
-            .iter()
-            .map(parse)
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .unzip();
         let client = self.db.client().await?;
         let deleted = client
-            .execute(
+            .query(
                 &format!(
                     "DELETE FROM {} q USING unnest($1::bigint[], $2::bigint[]) AS r(id, receipt)
-                     WHERE q.id = r.id AND q.receipt = r.receipt",
+                     WHERE q.id = r.id AND q.receipt = r.receipt AND q.visible_at > now()
+                     RETURNING r.id, r.receipt",
                     self.table()
                 ),
-                &[&ids, &nonces],
+                &[&named.ids, &named.nonces],
             )
             .await
             .map_err(PostgresError::from)?;
-        if (deleted as usize) < ids.len() {
-            return Err(SourceError::UnknownReceipt);
-        }
-        Ok(())
+        SourceError::refusing(named.refused(&deleted))
     }
 
     /// Visible again at once, the receive not counted: one statement sets `receive_count`
     /// back by one, `visible_at` to now and `receipt` to 0 (so the receipt no longer acks),
-    /// for the rows whose receipt still matches, and notifies the waiting pollers.
+    /// for the rows whose receipt is current, and notifies the waiting pollers. The others
+    /// are refused.
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        if receipts.is_empty() {
-            return Ok(());
+        let named = Named::of(receipts);
+        if named.ids.is_empty() {
+            return SourceError::refusing((0..receipts.len()).collect());
         }
-        let (ids, nonces): (Vec<i64>, Vec<i64>) =
-            receipts.iter().filter_map(|r| parse(r).ok()).unzip();
         let client = self.db.client().await?;
-        let row = client
-            .query_one(
+        let released = client
+            .query(
                 &format!(
                     "WITH released AS (
                          UPDATE {} q SET visible_at = now(), receipt = 0,
                              receive_count = GREATEST(q.receive_count - 1, 0)
                          FROM unnest($1::bigint[], $2::bigint[]) AS r(id, receipt)
-                         WHERE q.id = r.id AND q.receipt = r.receipt RETURNING q.id)
-                     SELECT count(*) FROM released CROSS JOIN LATERAL (SELECT pg_notify($3, '')) AS woke",
+                         WHERE q.id = r.id AND q.receipt = r.receipt AND q.visible_at > now()
+                         RETURNING r.id, r.receipt)
+                     SELECT released.id, released.receipt
+                     FROM released CROSS JOIN LATERAL (SELECT pg_notify($3, '')) AS woke",
                     self.table()
                 ),
-                &[&ids, &nonces, &channel(&self.config.name)],
+                &[&named.ids, &named.nonces, &channel(&self.config.name)],
             )
             .await
             .map_err(PostgresError::from)?;
-        let released: i64 = row.get(0);
-        if usize::try_from(released).unwrap_or(0) < receipts.len() {
-            return Err(SourceError::UnknownReceipt);
-        }
-        Ok(())
+        SourceError::refusing(named.refused(&released))
     }
 
+    /// Visible again once `delay` (at most 12 hours) has passed: `visible_at` moves to then.
+    /// The receipt still acknowledges the row until that moment, as SQS's does after a
+    /// visibility change.
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
         let (id, nonce) = parse(receipt)?;
         let delay = delay.min(MAX_DELAY);
@@ -383,7 +409,8 @@ impl QueueSource for PostgresQueue {
         let updated = client
             .execute(
                 &format!(
-                    "UPDATE {} SET visible_at = now() + make_interval(secs => $3::float8 / 1000.0) WHERE id = $1 AND receipt = $2",
+                    "UPDATE {} SET visible_at = now() + make_interval(secs => $3::float8 / 1000.0)
+                     WHERE id = $1 AND receipt = $2 AND visible_at > now()",
                     self.table()
                 ),
                 &[&id, &nonce, &(delay.as_millis() as f64)],
@@ -404,6 +431,11 @@ impl QueueSource for PostgresQueue {
 
     fn visibility_timeout(&self) -> Option<Duration> {
         Some(self.config.visibility_timeout)
+    }
+
+    /// Asks the database (see [`PostgresQueue::queue_stats`]).
+    async fn stats(&self) -> Result<Option<QueueStats>, SourceError> {
+        Ok(Some(self.queue_stats().await?))
     }
 }
 

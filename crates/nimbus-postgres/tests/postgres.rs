@@ -5,41 +5,79 @@
 //! `NIMBUS_REQUIRE_SERVICES=1`, where they fail. Every test uses its own table names and drops
 //! them at the end.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nimbus_postgres::{PostgresQueue, PostgresStreamStore};
-use nimbus_sources::{conformance, QueueSource};
+use nimbus_sources::conformance::{QueueHarness, QueueSpec};
+use nimbus_sources::{async_trait, conformance, QueueSource, Receipt, SourceError};
 
 mod support;
 
-use support::{url, Names};
+use support::{psql, url, Names};
+
+/// PostgreSQL queues under the test's names, for the conformance kit: each one its own
+/// tables, dropped at teardown.
+struct Harness<'a> {
+    names: &'a Names,
+    made: AtomicU64,
+}
+
+#[async_trait]
+impl QueueHarness for Harness<'_> {
+    type Queue = PostgresQueue;
+
+    async fn make(&self, spec: QueueSpec) -> Result<PostgresQueue, SourceError> {
+        let n = self.made.fetch_add(1, Ordering::Relaxed);
+        let mut config = self
+            .names
+            .queue(&format!("q{n}"))
+            .with_visibility_timeout(spec.visibility_timeout);
+        if let Some(max) = spec.max_receive_count {
+            config = config.with_max_receive_count(max);
+        }
+        Ok(PostgresQueue::connect(config).await?)
+    }
+
+    async fn dead_letters(&self, queue: &PostgresQueue) -> Result<u64, SourceError> {
+        Ok(queue.dead_letters().await?)
+    }
+
+    async fn teardown(&self, queue: &PostgresQueue) -> Result<(), SourceError> {
+        let name = &queue.config().name;
+        let broken = |e: tokio_postgres::Error| SourceError::transient(e.to_string());
+        let (admin, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+            .await
+            .map_err(broken)?;
+        tokio::spawn(connection);
+        admin
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {name}_queue, {name}_dead;
+                 DROP FUNCTION IF EXISTS {name}_queue_notify();"
+            ))
+            .await
+            .map_err(broken)
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_passes_the_conformance_kit() {
     let Some(names) = Names::new().await else {
         return;
     };
-    let counter = std::sync::atomic::AtomicU64::new(0);
-    conformance::queue(|| {
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let config = names
-            .queue(&format!("q{n}"))
-            .with_visibility_timeout(Duration::from_secs(1));
-        async move { PostgresQueue::connect(config).await.unwrap() }
-    })
-    .await
+    let harness = Harness {
+        names: &names,
+        made: AtomicU64::new(0),
+    };
+    conformance::queue(&harness).await.unwrap();
+    // Every queue the kit made was torn down.
+    let left = psql(&format!(
+        "SELECT count(*) FROM pg_tables WHERE tablename LIKE '{}_q%'",
+        names.0
+    ))
     .unwrap();
-    let queue = PostgresQueue::connect(
-        names
-            .queue("qredrive")
-            .with_visibility_timeout(Duration::from_secs(1))
-            .with_max_receive_count(2),
-    )
-    .await
-    .unwrap();
-    conformance::redrive(&queue, || async { Ok(queue.dead_letters().await?) })
-        .await
-        .unwrap();
+    assert_eq!(left, "0");
+    assert!(harness.made.load(Ordering::Relaxed) > 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,6 +116,46 @@ async fn messages_over_the_receive_limit_go_to_the_dead_letter_table() {
         .unwrap()
         .is_empty());
     assert_eq!(queue.dead_letters().await.unwrap(), 1);
+}
+
+/// One bad receipt never stops an ack or a release: among good receipts, a malformed one is
+/// refused (by its position) and one given twice counts once; the good ones take effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_or_repeated_receipt_does_not_stop_an_ack_or_a_release() {
+    let Some(names) = Names::new().await else {
+        return;
+    };
+    let config = names
+        .queue("bad_receipts")
+        .with_visibility_timeout(Duration::from_secs(30));
+    let queue = PostgresQueue::connect(config).await.unwrap();
+    for body in ["a", "b", "c"] {
+        queue.send(body.as_bytes()).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.extend(queue.receive(3, Duration::from_secs(3)).await.unwrap());
+    }
+    let malformed = Receipt::token("not a receipt");
+    let released = queue
+        .release(&[
+            got[2].receipt.clone(),
+            malformed.clone(),
+            got[2].receipt.clone(),
+        ])
+        .await;
+    assert_eq!(released, Err(SourceError::Refused { positions: vec![1] }));
+    let acked = queue
+        .ack(&[
+            malformed,
+            got[0].receipt.clone(),
+            got[0].receipt.clone(),
+            got[1].receipt.clone(),
+        ])
+        .await;
+    assert_eq!(acked, Err(SourceError::Refused { positions: vec![0] }));
+    let stats = queue.queue_stats().await.unwrap();
+    assert_eq!((stats.visible, stats.in_flight), (1, 0), "only c, released");
 }
 
 /// The adapter's connections terminated by the server (`pg_terminate_backend`) in the middle

@@ -14,13 +14,17 @@
 //! **Queue** ([`RedisQueue`]): the stream `<key>`, read by the consumer group `nimbus` (created
 //! at connect, from the stream's start, with the stream if missing); each [`RedisQueue`] is a
 //! consumer named `nimbus-<16 hex digits>`. One entry is one message: its id (`<ms>-<seq>`) is
-//! the message id, its millisecond part the send time, and the group's delivery count the
-//! receive count. The body is read from the first of these fields the entry has: `b` (what
+//! the message id, its millisecond part the send time, and the group's delivery count (less
+//! the receives handed back by a release, below) the receive count. The body is read from the first of these fields the entry has: `b` (what
 //! [`RedisQueue::send`] writes), `body`, `data`, `message`, `payload`, `value`; an entry with a
 //! single field of any other name is that field. Every other field is an attribute (its value
 //! as UTF-8, invalid bytes replaced). An entry with several fields and none of those names has
 //! no body: it is not delivered (as an empty body, to be acknowledged and lost) but moved to
 //! the dead-letter stream at once with its reason.
+//!
+//! **Released receives**: the hash `<key>:released`, field = entry id, value = how many of
+//! its deliveries were handed back uncounted by a release; an entry is there only once
+//! released, and leaves when acknowledged or dead-lettered.
 //!
 //! **Dead letters**: the stream `<key>:dlq` (nothing reads it). An entry there has the
 //! original entry's fields, then `id` (its id in the queue stream) and `reason` (`received 4
@@ -74,6 +78,8 @@ mod config;
 mod error;
 mod fields;
 mod queue;
+mod reading;
+mod receipt;
 mod store;
 mod stream;
 

@@ -1,59 +1,37 @@
-//! A queue on a Redis Stream read by a consumer group.
+//! A queue on a Redis Stream read by a consumer group: the [`RedisQueue`] and its side of the
+//! [`QueueSource`] contract. Reading is in `reading.rs`, receipts and their scripts in
+//! `receipt.rs`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use nimbus_sources::{
-    Attributes, Message, MessageId, QueueSource, QueueStats, Receipt, SourceError,
-};
+use nimbus_sources::{Message, MessageId, QueueSource, QueueStats, Receipt, SourceError};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::Value;
 
 use crate::config::RedisConfig;
 use crate::error::RedisError;
-use crate::fields::{queue_body, Fields};
-use crate::stream::{block_millis, entries, parse_id, MAX_WAIT};
-
-/// Hands received messages back without counting the receive: for each id still pending for
-/// this consumer, one fewer delivery (`RETRYCOUNT`), and idle for the visibility timeout
-/// (`IDLE`), so that the next `XAUTOCLAIM` takes it at once and counts that delivery again.
-/// Only the delivery a receipt names is taken back: the entry must be pending for this
-/// consumer with the delivery count the receipt was made with (else it is stale).
-/// KEYS[1] = the stream; ARGV = group, consumer, idle ms, then id and count pairs. Returns how
-/// many it released.
-const RELEASE: &str = r"
-local group, consumer, idle = ARGV[1], ARGV[2], ARGV[3]
-local released = 0
-for i = 4, #ARGV, 2 do
-  local id = ARGV[i]
-  local entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
-  if entry and entry[2] == consumer and tonumber(entry[4]) == tonumber(ARGV[i + 1]) then
-    local count = tonumber(entry[4]) - 1
-    if count < 0 then count = 0 end
-    redis.call('XCLAIM', KEYS[1], group, consumer, 0, id, 'IDLE', idle, 'RETRYCOUNT', count, 'JUSTID')
-    released = released + 1
-  end
-end
-return released
-";
+use crate::receipt::{delivery_of, Deliveries, Scripts};
+use crate::stream::MAX_WAIT;
 
 /// A queue with SQS semantics on a Redis Stream and a consumer group.
 pub struct RedisQueue {
-    config: RedisConfig,
-    client: redis::Client,
-    manager: ConnectionManager,
+    pub(crate) config: RedisConfig,
+    pub(crate) client: redis::Client,
+    pub(crate) manager: ConnectionManager,
     /// Connections for blocking reads, which must not share a multiplexed connection.
-    blocking: parking_lot::Mutex<Vec<MultiplexedConnection>>,
+    pub(crate) blocking: parking_lot::Mutex<Vec<MultiplexedConnection>>,
     /// When the next `XAUTOCLAIM` is due. Pending messages become claimable only after the
     /// visibility timeout, so scanning the pending list on every receive (as each poller of a
     /// busy mapping would) costs much and finds nothing.
-    next_reclaim: parking_lot::Mutex<tokio::time::Instant>,
+    pub(crate) next_reclaim: parking_lot::Mutex<tokio::time::Instant>,
     /// Where the next `XAUTOCLAIM` scan starts: each call looks at a slice of the pending list
     /// and returns where to go on; `0-0` starts over.
-    reclaim_cursor: parking_lot::Mutex<String>,
-    group: String,
-    consumer: String,
+    pub(crate) reclaim_cursor: parking_lot::Mutex<String>,
+    pub(crate) group: String,
+    pub(crate) consumer: String,
+    scripts: Scripts,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -101,8 +79,14 @@ impl RedisQueue {
             blocking: parking_lot::Mutex::new(Vec::new()),
             next_reclaim: parking_lot::Mutex::new(tokio::time::Instant::now()),
             reclaim_cursor: parking_lot::Mutex::new("0-0".to_owned()),
+            scripts: Scripts::new(),
             config,
         })
+    }
+
+    /// The settings the queue was connected with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
     }
 
     /// Sends a message; returns its id.
@@ -136,219 +120,52 @@ impl RedisQueue {
             .await?)
     }
 
-    fn dlq(&self) -> String {
+    /// Counts from the server, in one round trip: `in_flight` = entries delivered and not
+    /// acknowledged (the group's pending list, which holds messages waiting for a
+    /// `retry_later` delay too), `visible` = the other entries of the stream (acknowledged and
+    /// dead-lettered entries are deleted from it), `dead_lettered` = entries of `<key>:dlq`.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn queue_stats(&self) -> Result<QueueStats, RedisError> {
+        let mut con = self.manager.clone();
+        let (length, pending, dead): (u64, Value, u64) = redis::pipe()
+            .cmd("XLEN")
+            .arg(&self.config.key)
+            .cmd("XPENDING")
+            .arg(&self.config.key)
+            .arg(&self.group)
+            .cmd("XLEN")
+            .arg(self.dlq())
+            .query_async(&mut con)
+            .await?;
+        // The summary form: [count, smallest id, greatest id, consumers].
+        let in_flight = match pending {
+            Value::Array(summary) => match summary.first() {
+                Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            },
+            _ => 0,
+        };
+        let mut stats = QueueStats::default();
+        stats.visible = length.saturating_sub(in_flight);
+        stats.in_flight = in_flight;
+        stats.dead_lettered = dead;
+        Ok(stats)
+    }
+
+    pub(crate) fn visibility_millis(&self) -> u64 {
+        u64::try_from(self.config.visibility_timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn dlq(&self) -> String {
         format!("{}:dlq", self.config.key)
     }
 
-    /// How often pending messages are looked at: a tenth of the visibility timeout, within
-    /// 10 ms..=1 s, so a message whose consumer died returns soon after its timeout.
-    fn reclaim_every(&self) -> Duration {
-        (self.config.visibility_timeout / 10)
-            .clamp(Duration::from_millis(10), Duration::from_secs(1))
-    }
-
-    /// Takes the next reclaim slot if it is due (one poller at a time does the scan).
-    fn reclaim_due(&self) -> bool {
-        let now = tokio::time::Instant::now();
-        let mut next = self.next_reclaim.lock();
-        if now < *next {
-            return false;
-        }
-        *next = now + self.reclaim_every();
-        true
-    }
-
-    /// Claims messages idle longer than the visibility timeout (their consumer did not
-    /// acknowledge them in time, or died), redriving those over the receive limit.
-    async fn reclaim(&self, max: usize) -> Result<Vec<Message>, RedisError> {
-        let mut con = self.manager.clone();
-        let start = self.reclaim_cursor.lock().clone();
-        let reply: Value = redis::cmd("XAUTOCLAIM")
-            .arg(&self.config.key)
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg(self.config.visibility_timeout.as_millis() as u64)
-            .arg(start)
-            .arg("COUNT")
-            .arg(max)
-            .query_async(&mut con)
-            .await?;
-        let claimed = match &reply {
-            Value::Array(parts) if parts.len() >= 2 => entries(&parts[1]),
-            _ => Vec::new(),
-        };
-        let cursor = match &reply {
-            Value::Array(parts) => parts.first().and_then(|c| match c {
-                Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-                Value::SimpleString(text) => Some(text.clone()),
-                _ => None,
-            }),
-            _ => None,
-        }
-        .unwrap_or_else(|| "0-0".to_owned());
-        if claimed.len() >= max || cursor != "0-0" {
-            // A full batch, or the scan is not through the pending list: go on at once.
-            *self.next_reclaim.lock() = tokio::time::Instant::now();
-        }
-        *self.reclaim_cursor.lock() = cursor;
-        let mut messages = Vec::new();
-        let mut dead = Vec::new();
-        for (id, fields) in claimed {
-            let count = self.delivery_count(&id).await?;
-            if let Some(max) = self.config.max_receive_count.filter(|max| count > *max) {
-                let reason = format!("received {count} times, over max_receive_count = {max}");
-                dead.push((id, fields, reason));
-                continue;
-            }
-            match queue_body(fields) {
-                Ok((body, attributes)) => messages.push(self.message(&id, body, attributes, count)),
-                Err((fields, reason)) => dead.push((id, fields, reason)),
-            }
-        }
-        // A failed move leaves those entries pending, to be tried again at a later scan; the
-        // messages claimed with them are returned meanwhile.
-        if let Err(error) = self.dead_letter(dead).await {
-            if messages.is_empty() {
-                return Err(error);
-            }
-            tracing::warn!(%error, "redis dead-letter move failed; retried at a later scan");
-        }
-        Ok(messages)
-    }
-
-    /// Moves entries to the dead-letter stream, each in one transaction with its removal from
-    /// the queue: the entry's own fields, then `id` (its id in the queue) and `reason`.
-    async fn dead_letter(&self, dead: Vec<(String, Fields, String)>) -> Result<(), RedisError> {
-        if dead.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (id, fields, reason) in &dead {
-            tracing::warn!(key = %self.config.key, %id, %reason, "redis message dead-lettered");
-            let add = pipe.cmd("XADD").arg(self.dlq()).arg("*");
-            for (name, value) in fields {
-                add.arg(name).arg(value.as_slice());
-            }
-            add.arg("id").arg(id).arg("reason").arg(reason).ignore();
-            pipe.cmd("XACK")
-                .arg(&self.config.key)
-                .arg(&self.group)
-                .arg(id)
-                .ignore();
-            pipe.cmd("XDEL").arg(&self.config.key).arg(id).ignore();
-        }
-        let mut con = self.manager.clone();
-        let () = pipe.query_async(&mut con).await?;
-        Ok(())
-    }
-
-    async fn delivery_count(&self, id: &str) -> Result<u32, RedisError> {
-        let mut con = self.manager.clone();
-        let reply: Value = redis::cmd("XPENDING")
-            .arg(&self.config.key)
-            .arg(&self.group)
-            .arg(id)
-            .arg(id)
-            .arg(1)
-            .query_async(&mut con)
-            .await?;
-        if let Value::Array(rows) = reply {
-            if let Some(Value::Array(row)) = rows.first() {
-                if let Some(Value::Int(count)) = row.get(3) {
-                    return Ok(u32::try_from(*count).unwrap_or(u32::MAX));
-                }
-            }
-        }
-        Ok(1)
-    }
-
-    fn message(&self, id: &str, body: Vec<u8>, attributes: Attributes, count: u32) -> Message {
-        let sent_at = parse_id(id).map_or(SystemTime::now(), |(ms, _)| {
-            UNIX_EPOCH + Duration::from_millis(ms)
-        });
-        // The receipt names the delivery: `<id>` for a first delivery (every new message, so
-        // the hot path allocates nothing more), `<id>:<count>` for later ones.
-        let receipt = if count == 1 {
-            Receipt::token(id)
-        } else {
-            Receipt::token(format!("{id}:{count}"))
-        };
-        let message = Message::new(MessageId::text(id), body, receipt)
-            .with_receive_count(count)
-            .with_sent_at(sent_at);
-        if attributes.is_empty() {
-            message
-        } else {
-            message.with_attributes(attributes)
-        }
-    }
-
-    async fn blocking_connection(&self) -> Result<MultiplexedConnection, RedisError> {
-        if let Some(con) = self.blocking.lock().pop() {
-            return Ok(con);
-        }
-        Ok(self
-            .client
-            .get_multiplexed_async_connection_with_config(&crate::config::blocking())
-            .await?)
-    }
-
-    async fn read_new(&self, max: usize, block: Duration) -> Result<Vec<Message>, RedisError> {
-        let mut con = self.blocking_connection().await?;
-        let reply: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(max)
-            .arg("BLOCK")
-            .arg(block_millis(block))
-            .arg("STREAMS")
-            .arg(&self.config.key)
-            .arg(">")
-            .query_async(&mut con)
-            .await;
-        // A connection that failed is dropped; the next read makes a new one.
-        let reply = reply?;
-        self.blocking.lock().push(con);
-        let mut messages = Vec::new();
-        let mut dead = Vec::new();
-        if let Value::Array(streams) = reply {
-            for stream in streams {
-                if let Value::Array(parts) = stream {
-                    if let Some(list) = parts.get(1) {
-                        for (id, fields) in entries(list) {
-                            match queue_body(fields) {
-                                Ok((body, attributes)) => {
-                                    messages.push(self.message(&id, body, attributes, 1));
-                                }
-                                Err((fields, reason)) => dead.push((id, fields, reason)),
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        // Entries without a body are never delivered (as an empty body, to be acknowledged
-        // and lost). If moving them fails they stay pending, and the reclaim scan tries again
-        // after the visibility timeout; the good messages are returned meanwhile.
-        if let Err(error) = self.dead_letter(dead).await {
-            if messages.is_empty() {
-                return Err(error);
-            }
-            tracing::warn!(%error, "redis dead-letter move failed; retried after the visibility timeout");
-        }
-        Ok(messages)
-    }
-}
-
-/// The entry id and delivery count a receipt names (see [`RedisQueue`]'s `message`).
-fn delivery_of(receipt: &Receipt) -> Option<(&str, u32)> {
-    let token = receipt.as_token()?;
-    match token.split_once(':') {
-        None => Some((token, 1)),
-        Some((id, count)) => Some((id, count.parse().ok()?)),
+    /// The hash of receives handed back uncounted, per entry id (see `receipt.rs`).
+    pub(crate) fn released(&self) -> String {
+        format!("{}:released", self.config.key)
     }
 }
 
@@ -385,117 +202,104 @@ impl QueueSource for RedisQueue {
         }
     }
 
+    /// Deletes each current delivery (`XACK` + `XDEL`, in one script): still pending with the
+    /// delivery count its receipt names and idle for less than the visibility timeout on the
+    /// server's clock. A receipt whose timeout passed deletes nothing, even before another
+    /// receive reclaimed its message.
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        if receipts.is_empty() {
-            return Ok(());
+        let deliveries = Deliveries::of(receipts);
+        if deliveries.is_empty() {
+            return SourceError::refusing((0..receipts.len()).collect());
         }
-        let ids: Vec<&str> = receipts
-            .iter()
-            .map(|r| {
-                delivery_of(r)
-                    .map(|(id, _)| id)
-                    .ok_or(SourceError::UnknownReceipt)
-            })
-            .collect::<Result<_, _>>()?;
         let mut con = self.manager.clone();
-        let (acked, _deleted): (i64, i64) = redis::pipe()
-            .atomic()
-            .cmd("XACK")
-            .arg(&self.config.key)
-            .arg(&self.group)
-            .arg(&ids)
-            .cmd("XDEL")
-            .arg(&self.config.key)
-            .arg(&ids)
-            .query_async(&mut con)
-            .await
-            .map_err(RedisError::from)?;
-        if usize::try_from(acked).unwrap_or(0) < ids.len() {
-            return Err(SourceError::UnknownReceipt);
-        }
-        Ok(())
-    }
-
-    /// Visible again at once, the receive not counted: one script sets each message's
-    /// delivery count back by one (`XCLAIM ... RETRYCOUNT`) and its idle time to the
-    /// visibility timeout (`IDLE`), so the next reclaim scan, which this queue runs at once,
-    /// delivers it again with the count it had. Other processes of the queue find it on their
-    /// next scan (within a second). Stale receipts (the message acknowledged, or delivered
-    /// again since, here or to another process, after the visibility timeout) are left alone
-    /// and reported as [`SourceError::UnknownReceipt`].
-    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        if receipts.is_empty() {
-            return Ok(());
-        }
-        // Each delivery once: the script takes one receive back per pair it is given.
-        let mut deliveries: Vec<(&str, u32)> = receipts.iter().filter_map(delivery_of).collect();
-        deliveries.sort_unstable();
-        deliveries.dedup();
-        let pairs: Vec<String> = deliveries
-            .iter()
-            .flat_map(|(id, count)| [(*id).to_owned(), count.to_string()])
-            .collect();
-        let mut con = self.manager.clone();
-        let released: i64 = redis::Script::new(RELEASE)
+        let done: Vec<i64> = self
+            .scripts
+            .ack
             .key(&self.config.key)
+            .key(self.released())
             .arg(&self.group)
-            .arg(&self.consumer)
-            .arg(self.config.visibility_timeout.as_millis() as u64)
-            .arg(&pairs)
+            .arg(self.visibility_millis())
+            .arg(&deliveries.args)
             .invoke_async(&mut con)
             .await
             .map_err(RedisError::from)?;
-        if released > 0 {
+        SourceError::refusing(deliveries.refused(&done))
+    }
+
+    /// Visible again at once, the receive not counted: one script sets each message's idle
+    /// time to the visibility timeout (`XCLAIM ... IDLE`) and counts the receive handed back
+    /// in `<key>:released`, so the next reclaim scan, which this queue runs at once, delivers
+    /// it again reporting the receive count it had (with a new receipt: the group's delivery
+    /// count still grows, and names the delivery). Other processes of the queue find it on their
+    /// next scan (within a second). Receipts that are not current (acknowledged, expired, or
+    /// delivered again since, here or in another process) are left alone and reported as
+    /// [`SourceError::Refused`].
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        let deliveries = Deliveries::of(receipts);
+        if deliveries.is_empty() {
+            return SourceError::refusing((0..receipts.len()).collect());
+        }
+        let mut con = self.manager.clone();
+        let done: Vec<i64> = self
+            .scripts
+            .release
+            .key(&self.config.key)
+            .key(self.released())
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(self.visibility_millis())
+            .arg(&deliveries.args)
+            .invoke_async(&mut con)
+            .await
+            .map_err(RedisError::from)?;
+        if done.contains(&1) {
             // Scan the pending list from its start at the next receive.
             *self.reclaim_cursor.lock() = "0-0".to_owned();
             *self.next_reclaim.lock() = tokio::time::Instant::now();
         }
-        // Every receipt one of this queue's (a token), and every message still pending here.
-        let known = receipts.iter().all(|r| delivery_of(r).is_some());
-        if !known || usize::try_from(released).unwrap_or(0) < deliveries.len() {
-            return Err(SourceError::UnknownReceipt);
-        }
-        Ok(())
+        SourceError::refusing(deliveries.refused(&done))
     }
 
+    /// Visible again once `delay` has passed: the message's idle time is set to the
+    /// visibility timeout less the delay, so the reclaim scan takes it then, and a reclaim is
+    /// scheduled for that moment. The receive counts. A delay longer than the visibility
+    /// timeout is cut to it (Redis cannot make an entry less idle than just delivered).
     async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
-        let (id, _) = delivery_of(receipt).ok_or(SourceError::UnknownReceipt)?;
-        // Reclaimable once idle for the visibility timeout: set the idle time so that this
-        // happens after `delay`. JUSTID keeps the delivery count.
-        let idle = self.config.visibility_timeout.saturating_sub(delay);
-        // Not past the visibility timeout (12 h at most): the reclaim slot below adds it to now.
+        let (id, count) = delivery_of(receipt).ok_or(SourceError::UnknownReceipt)?;
         let delay = delay.min(self.config.visibility_timeout);
+        let idle = self.config.visibility_timeout.saturating_sub(delay);
         let mut con = self.manager.clone();
-        let claimed: Value = redis::cmd("XCLAIM")
-            .arg(&self.config.key)
+        let done: i64 = self
+            .scripts
+            .retry_later
+            .key(&self.config.key)
             .arg(&self.group)
             .arg(&self.consumer)
-            .arg(0)
+            .arg(self.visibility_millis())
             .arg(id)
-            .arg("IDLE")
+            .arg(count)
             .arg(idle.as_millis() as u64)
-            .arg("JUSTID")
-            .query_async(&mut con)
+            .invoke_async(&mut con)
             .await
             .map_err(RedisError::from)?;
-        match claimed {
-            Value::Array(ids) if !ids.is_empty() => {
-                // Look for it when it is due, not only at the next regular scan.
-                let due = tokio::time::Instant::now() + delay;
-                let mut next = self.next_reclaim.lock();
-                *next = (*next).min(due);
-                Ok(())
-            }
-            _ => Err(SourceError::UnknownReceipt),
+        if done == 0 {
+            return Err(SourceError::UnknownReceipt);
         }
+        // Look for it when it is due, not only at the next regular scan. (The delay is at
+        // most the visibility timeout, 12 h at most.)
+        let due = tokio::time::Instant::now() + delay;
+        let mut next = self.next_reclaim.lock();
+        *next = (*next).min(due);
+        Ok(())
     }
 
     fn visibility_timeout(&self) -> Option<Duration> {
         Some(self.config.visibility_timeout)
     }
 
-    fn stats(&self) -> Option<QueueStats> {
-        None
+    /// Asks the server (see [`RedisQueue::queue_stats`]).
+    async fn stats(&self) -> Result<Option<QueueStats>, SourceError> {
+        Ok(Some(self.queue_stats().await?))
     }
 }
 

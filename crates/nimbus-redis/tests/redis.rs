@@ -4,41 +4,83 @@
 //! reached the tests skip with a loud message, unless `NIMBUS_REQUIRE_SERVICES=1`, where they
 //! fail. Every test uses its own key prefix and deletes its keys at the end.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nimbus_redis::{RedisQueue, RedisStream, RedisStreamStore};
-use nimbus_sources::{conformance, QueueSource};
+use nimbus_sources::conformance::{QueueHarness, QueueSpec};
+use nimbus_sources::{async_trait, conformance, QueueSource, SourceError};
 
 mod support;
 
 use support::{url, Prefix};
+
+/// Redis queues under the test's prefix, for the conformance kit: each one its own key, and
+/// its keys deleted at teardown.
+struct Harness<'a> {
+    prefix: &'a Prefix,
+    made: AtomicU64,
+}
+
+#[async_trait]
+impl QueueHarness for Harness<'_> {
+    type Queue = RedisQueue;
+
+    async fn make(&self, spec: QueueSpec) -> Result<RedisQueue, SourceError> {
+        let n = self.made.fetch_add(1, Ordering::Relaxed);
+        let mut config = self
+            .prefix
+            .config(&format!("queue-{n}"))
+            .with_visibility_timeout(spec.visibility_timeout);
+        if let Some(max) = spec.max_receive_count {
+            config = config.with_max_receive_count(max);
+        }
+        Ok(RedisQueue::connect(config).await?)
+    }
+
+    async fn dead_letters(&self, queue: &RedisQueue) -> Result<u64, SourceError> {
+        Ok(queue.dead_letters().await?)
+    }
+
+    async fn teardown(&self, queue: &RedisQueue) -> Result<(), SourceError> {
+        let key = &queue.config().key;
+        let client =
+            redis::Client::open(url()).map_err(|e| SourceError::transient(e.to_string()))?;
+        let mut con = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| SourceError::transient(e.to_string()))?;
+        redis::cmd("DEL")
+            .arg(key)
+            .arg(format!("{key}:dlq"))
+            .arg(format!("{key}:released"))
+            .query_async::<i64>(&mut con)
+            .await
+            .map_err(|e| SourceError::transient(e.to_string()))?;
+        Ok(())
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_passes_the_conformance_kit() {
     let Some(prefix) = Prefix::new().await else {
         return;
     };
-    let counter = std::sync::atomic::AtomicU64::new(0);
-    conformance::queue(|| {
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let config = prefix
-            .config(&format!("queue-{n}"))
-            .with_visibility_timeout(Duration::from_secs(1));
-        async move { RedisQueue::connect(config).await.unwrap() }
-    })
-    .await
-    .unwrap();
-    let queue = RedisQueue::connect(
-        prefix
-            .config("queue-redrive")
-            .with_visibility_timeout(Duration::from_secs(1))
-            .with_max_receive_count(2),
-    )
-    .await
-    .unwrap();
-    conformance::redrive(&queue, || async { Ok(queue.dead_letters().await?) })
+    let harness = Harness {
+        prefix: &prefix,
+        made: AtomicU64::new(0),
+    };
+    conformance::queue(&harness).await.unwrap();
+    // Every queue the kit made was torn down.
+    let client = redis::Client::open(url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:queue-*", prefix.0))
+        .query_async(&mut con)
         .await
         .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(harness.made.load(Ordering::Relaxed) > 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,7 +86,7 @@ async fn a_stale_receipt_releases_nothing() {
     assert_eq!(second[0].receive_count, 2);
     assert_eq!(
         queue.release(&[first[0].receipt.clone()]).await,
-        Err(nimbus_sources::SourceError::UnknownReceipt),
+        Err(nimbus_sources::SourceError::Refused { positions: vec![0] }),
         "the first delivery's receipt is stale"
     );
     queue.release(&[second[0].receipt.clone()]).await.unwrap();

@@ -35,9 +35,18 @@ pub enum SourceError {
         /// The capacity.
         capacity: usize,
     },
-    /// A receipt that the source does not know (already acknowledged, or expired).
+    /// A receipt that the source does not know (already acknowledged, or expired): what
+    /// `retry_later` answers for a receipt that is not current.
     #[error("unknown or expired receipt")]
     UnknownReceipt,
+    /// Receipts of an `ack` or a `release` that were not current (unknown, expired, handed
+    /// back): they changed nothing, and every other receipt given was acknowledged (or
+    /// released). Build it with [`SourceError::refusing`].
+    #[error("{} of the receipts given were unknown or expired", positions.len())]
+    Refused {
+        /// Where the refused receipts were in the slice given: ascending, each once.
+        positions: Vec<usize>,
+    },
     /// The source is closed.
     #[error("source is closed")]
     Closed,
@@ -122,6 +131,34 @@ impl SourceError {
         }
     }
 
+    /// What an `ack` or a `release` answers when the receipts at `positions` (in the slice it
+    /// was given) were not current: `Ok` when there are none, else [`SourceError::Refused`]
+    /// with the positions sorted and each once.
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::Refused`] when `positions` is not empty.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use nimbus_sources::SourceError;
+    ///
+    /// assert_eq!(SourceError::refusing(vec![]), Ok(()));
+    /// assert_eq!(
+    ///     SourceError::refusing(vec![3, 0, 3]),
+    ///     Err(SourceError::Refused { positions: vec![0, 3] })
+    /// );
+    /// ```
+    pub fn refusing(mut positions: Vec<usize>) -> Result<(), Self> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        positions.sort_unstable();
+        positions.dedup();
+        Err(Self::Refused { positions })
+    }
+
     /// Whether retrying cannot help: a permanent broker error, or a closed source. A mapping
     /// stops on such an error; it retries every other one with backoff.
     pub fn is_permanent(&self) -> bool {
@@ -165,6 +202,7 @@ impl PartialEq for SourceError {
                     detail: n,
                 },
             ) => a == b && m == n,
+            (Self::Refused { positions: a }, Self::Refused { positions: b }) => a == b,
             _ => false,
         }
     }

@@ -37,10 +37,12 @@
 //! for body in ["1", "2", "oops"] {
 //!     queue.send(body)?;
 //! }
-//! let mapping = QueueMapping::start(queue.clone(), sum, QueueMappingConfig::new("sum"))?;
 //! // Attached, the mapping is stopped first when the runtime shuts down: what it holds goes
 //! // back to the queue, its receive count unchanged.
-//! runtime.attach(mapping.clone())?;
+//! let mapping = QueueMapping::builder(queue.clone(), sum, QueueMappingConfig::new("sum"))
+//!     .attach(&runtime)
+//!     .start()?;
+//! // (`mapping.drained()` would wait for "oops" to come back after its 30 s visibility timeout.)
 //! while mapping.metrics().deleted + mapping.metrics().failed < 3 {
 //!     tokio::task::yield_now().await;
 //! }
@@ -65,8 +67,8 @@ mod stream_mapping;
 pub use error::{BoxError, ConfigError, Retry, SourceError};
 pub use filter::{FilterPattern, Filters, MAX_PATTERNS, MAX_PATTERN_LEN};
 pub use mapping::{
-    BatchResponse, QueueBatch, QueueFunction, QueueMapping, QueueMappingConfig,
-    QueueMappingMetrics, QueueRecord,
+    BatchResponse, QueueBatch, QueueFunction, QueueMapping, QueueMappingBuilder,
+    QueueMappingConfig, QueueMappingMetrics, QueueRecord,
 };
 pub use object::{
     decode_key, encode_key, EventTarget, EventType, InMemoryObjectStore, NotificationConfig,

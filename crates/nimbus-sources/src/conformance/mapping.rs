@@ -1,4 +1,4 @@
-//! A mapping over an adapter, through a disruption.
+//! A mapping over an adapter, through a disruption, with a bound on duplicates.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -8,13 +8,27 @@ use bytes::Bytes;
 
 use super::{fail, source, QueueProducer, Violation};
 
+/// Concurrent batches of the kit's mapping at most, and records per batch.
+const CONCURRENCY: u32 = 4;
+const BATCH_SIZE: usize = 10;
+
+/// The most duplicate handlings [`mapping_survives`] accepts: twice what its mapping can hold
+/// at once (4 batches of 10). A disruption may cost each batch in flight its acknowledgement
+/// (those messages return after their visibility timeout and are handled again), and an
+/// adapter reconnecting may lose a second round; more than that is an adapter that loses
+/// acknowledgements, or delivers what it should not. The same for every `total`.
+pub const fn max_duplicates() -> usize {
+    2 * CONCURRENCY as usize * BATCH_SIZE
+}
+
 /// A queue mapping over `queue` keeps every message through a disruption: sends `total`
 /// messages, drains them through a mapping (2 to 4 concurrent batches, a little work per
 /// batch), calls `disrupt` once a sixth is handled (kill the adapter's connections, cut a
 /// proxy, restart nothing: whatever the adapter must survive), and checks that every message
 /// was handled at least once and that, after the mapping stops and whatever an acknowledgement
 /// lost to the disruption left pending comes back, nothing unhandled remains. Returns how many
-/// handlings were duplicates.
+/// handlings were duplicates: handled twice, or back in the queue after being handled, which
+/// must be at most [`max_duplicates`].
 ///
 /// Runs in real time; with a visibility timeout of about two seconds it takes a few seconds.
 ///
@@ -84,7 +98,8 @@ where
         function,
         QueueMappingConfig::new("conformance")
             .with_poll_wait(Duration::from_millis(500))
-            .with_max_concurrency(4)
+            .with_batch_size(BATCH_SIZE)
+            .with_max_concurrency(CONCURRENCY)
             .with_initial_concurrency(2),
     )
     .map_err(|e| fail(check, format!("starting the mapping: {e}")))?;
@@ -113,8 +128,25 @@ where
             ),
         ));
     }
+    let bound = max_duplicates();
+    let too_many = |duplicates: usize| {
+        fail(
+            check,
+            format!(
+                "{duplicates} duplicate handlings of {total} messages, more than {bound}: \
+                 acknowledgements are lost, or messages delivered twice"
+            ),
+        )
+    };
+    let mut duplicates = {
+        let seen = seen.lock();
+        seen.1 - seen.0.len()
+    };
+    if duplicates > bound {
+        return Err(too_many(duplicates));
+    }
     // What an acknowledgement lost to the disruption left pending returns after the visibility
-    // timeout; it must be something already handled, and then nothing remains.
+    // timeout; it must be something already handled (a duplicate), and then nothing remains.
     loop {
         let left = queue
             .receive(100, visibility + Duration::from_secs(1))
@@ -132,12 +164,12 @@ where
                 ));
             }
         }
+        duplicates += left.len();
+        if duplicates > bound {
+            return Err(too_many(duplicates));
+        }
         let receipts: Vec<_> = left.iter().map(|m| m.receipt.clone()).collect();
         queue.ack(&receipts).await.map_err(source(check))?;
     }
-    let (distinct, handlings) = {
-        let seen = seen.lock();
-        (seen.0.len(), seen.1)
-    };
-    Ok(handlings - distinct)
+    Ok(duplicates)
 }

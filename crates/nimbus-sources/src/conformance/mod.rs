@@ -1,37 +1,50 @@
 //! The conformance kit (feature `conformance`): reusable checks of the source contracts, for
 //! the in-memory sources and for every adapter, against the real broker.
 //!
-//! Each suite takes a factory that makes a fresh, empty source (use a unique key, stream,
-//! subject or table prefix per call, so that suites can run in parallel and leave nothing
-//! behind) and returns the first broken rule as a [`Violation`]. The suites run in real time,
-//! with short timeouts: a queue made by the factory should have a visibility timeout of about
-//! one second.
+//! The queue suites take a [`QueueHarness`]: it makes a fresh, empty queue to a
+//! [`QueueSpec`] for each check (use a unique key, stream, subject or table prefix per call,
+//! so that suites can run in parallel), counts its dead letters, and tears it down after the
+//! check, pass or fail, so that a kit run leaves nothing on the broker. The stream suites
+//! take a factory. Each suite returns the first broken rule as a [`Violation`]. The suites
+//! run in real time, with short timeouts: the kit asks for queues with a visibility timeout
+//! of one second. A queue check measures how long things took, and one that sees a wrong
+//! answer at a moment when a stall of the machine past that second could explain it (a
+//! receipt refused once it may have expired, a message back once its receipt may have)
+//! runs again on a fresh queue, up to three times: a loaded machine slows the kit down but
+//! neither fails a correct adapter nor passes a broken one.
+//!
+//! - [`queue`]: the whole queue contract (see its list), redrive and a failing handler
+//!   included;
+//! - [`mapping_survives`]: a mapping over the adapter through a disruption the caller
+//!   causes (a killed connection), with a bound on duplicates;
+//! - [`stream`], [`checkpoints`], [`leases`]: the stream contracts.
 //!
 //! # Example
 //!
 //! ```
-//! use std::time::Duration;
-//! use nimbus_sources::conformance;
-//! use nimbus_sources::{InMemoryQueue, QueueConfig};
+//! use nimbus_sources::conformance::{self, InMemoryHarness};
 //!
 //! # #[tokio::main]
 //! # async fn main() {
-//! let report = conformance::queue(|| async {
-//!     InMemoryQueue::new(QueueConfig::default().with_visibility_timeout(Duration::from_secs(1))).unwrap()
-//! })
-//! .await;
+//! let report = conformance::queue(&InMemoryHarness).await;
 //! assert!(report.is_ok(), "{report:?}");
 //! # }
 //! ```
 
+mod harness;
 mod mapping;
 mod queue;
+mod receipts;
+mod redrive;
+mod stall;
 mod stream;
 
 use crate::error::SourceError;
 
-pub use mapping::mapping_survives;
-pub use queue::{queue, redrive};
+pub use harness::{InMemoryHarness, QueueHarness, QueueSpec};
+pub use mapping::{mapping_survives, max_duplicates};
+pub use queue::queue;
+pub use redrive::{handler_failures, redrive};
 pub use stream::{checkpoints, leases, stream};
 
 /// A broken rule of a source contract.

@@ -26,6 +26,10 @@ pub struct QueueMappingMetrics {
     pub bisections: u64,
     /// Errors from the source (receive or delete), panics in it included.
     pub source_errors: u64,
+    /// Receipts the source refused in an acknowledgement or a release because they were no
+    /// longer current (their visibility timeout had passed: the machine or the broker
+    /// stalled). Those messages come back; they are not counted as deleted or released.
+    pub refused_receipts: u64,
     /// Permanent source errors: the mapping stopped on the first (see `status`).
     pub permanent_source_errors: u64,
     /// Pollers running now.
@@ -54,6 +58,7 @@ pub(super) struct Counters {
     pub(super) throttles: AtomicU64,
     pub(super) bisections: AtomicU64,
     pub(super) source_errors: AtomicU64,
+    pub(super) refused_receipts: AtomicU64,
     pub(super) permanent_source_errors: AtomicU64,
     pub(super) batches: AtomicUsize,
     pub(super) peak_batches: AtomicUsize,
@@ -83,6 +88,7 @@ impl Counters {
             throttles: load(&self.throttles),
             bisections: load(&self.bisections),
             source_errors: load(&self.source_errors),
+            refused_receipts: load(&self.refused_receipts),
             permanent_source_errors: load(&self.permanent_source_errors),
             pollers,
             concurrent_batches: self.batches.load(Ordering::Relaxed),

@@ -7,13 +7,29 @@
 //!   the visibility timeout and the queue's redrive policy sends them to the dead-letter queue
 //!   after `max_receive_count` receives. A [`BatchResponse`] lists the records that failed
 //!   (an unknown id fails the whole batch). With `bisect_on_error`, a failing batch is split in
-//!   halves until the poison messages are isolated, so the good ones are deleted.
+//!   halves until the poison messages are isolated, so the good ones are deleted; each half
+//!   that succeeds is deleted at once.
+//! - **Time budget**: a receipt acknowledges only within its visibility timeout, so a batch's
+//!   invocations (bisection and throttle retries included) start only while one can end, and
+//!   its acknowledgement land, before the oldest receipt expires. When that time runs out, the
+//!   halves split from the invocation that failed last are left to their visibility timeout
+//!   (their receive counted) and the rest of the batch is released uncounted. At build time,
+//!   the batching window plus the function timeout must fit in the visibility timeout with a
+//!   tenth of it (at most a second) to spare.
 //! - **FIFO**: records after a failed one in the same message group are failed too, so a group
 //!   is never processed out of order.
 //! - **Scaling**: concurrent batches start at `initial_concurrency`, grow by one per full batch
 //!   within `scale_up_per_minute`, shrink to one poller when the queue is empty, and halve on
 //!   function errors and throttles. Each poller holds one batch, so prefetch is bounded by the
-//!   concurrency.
+//!   concurrency. Each change of the target is told to the source as a
+//!   [demand hint](QueueSource::demand) (target × batch size; 0 when the mapping stops), for
+//!   brokers that prefetch (give each mapping its own value of such a source).
+//! - **Stats** ([`QueueSource::stats`]) are asked off the polling path, bounded by a timeout
+//!   and guarded against panics: at every metrics snapshot from a source that answers at once,
+//!   in the background at most once a second from one that asks its broker. Pollers never wait
+//!   for them; the scaler goes by full and empty receives, which cost nothing.
+//! - **Drained** ([`QueueMapping::drained`]): a future that resolves once the source is drained
+//!   and the mapping holds nothing, so that hosts and tests need not poll metrics.
 //! - **Stopping** ([`QueueMapping::stop`], or [`Runtime::shutdown`](nimbus_core::Runtime::shutdown)
 //!   of a runtime it is [attached](nimbus_core::Runtime::attach) to): pollers stop receiving,
 //!   batches in flight finish until the deadline, and what is left is
@@ -33,9 +49,14 @@
 //!   answers at once (an ack, a release) always goes through, even after that.
 
 pub(crate) mod batch;
+mod budget;
+mod builder;
 mod config;
+mod drain;
 mod metrics;
 mod process;
+mod scale;
+mod stats;
 mod stop;
 
 pub(crate) use batch::body_serde;
@@ -53,6 +74,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use batch::{BatchResponse, QueueBatch, QueueRecord};
+pub use builder::QueueMappingBuilder;
 pub use config::QueueMappingConfig;
 pub use metrics::QueueMappingMetrics;
 
@@ -60,7 +82,10 @@ use crate::error::{ConfigError, SourceError};
 use crate::filter::Filters;
 use crate::queue::{Message, QueueSource};
 use crate::status::{delay_of, settle_status, MappingStatus};
+use budget::Budget;
+use drain::Drain;
 use metrics::{add, Counters};
+use scale::Scaling;
 
 /// The function a queue mapping invokes.
 pub type QueueFunction = FunctionHandle<QueueBatch, BatchResponse>;
@@ -86,12 +111,11 @@ pub type QueueFunction = FunctionHandle<QueueBatch, BatchResponse>;
 ///     .await?;
 /// let queue = Arc::new(InMemoryQueue::new(QueueConfig::default())?);
 /// queue.send("hello")?;
-/// let mapping = QueueMapping::start(queue.clone(), function, QueueMappingConfig::new("consume"))?;
-/// // The runtime stops the mapping first when it shuts down.
-/// runtime.attach(mapping.clone())?;
-/// while queue.len() > 0 {
-///     tokio::task::yield_now().await;
-/// }
+/// // Attached: the runtime stops the mapping first when it shuts down.
+/// let mapping = QueueMapping::builder(queue.clone(), function, QueueMappingConfig::new("consume"))
+///     .attach(&runtime)
+///     .start()?;
+/// mapping.drained().await.expect("running");
 /// assert_eq!(mapping.metrics().deleted, 1);
 /// let report = runtime.shutdown(Duration::from_secs(1)).await;
 /// assert!(report.attachments[0].clean);
@@ -103,12 +127,6 @@ pub struct QueueMapping {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
-struct Scaling {
-    target: usize,
-    active: usize,
-}
-
 struct Shared {
     name: Arc<str>,
     config: QueueMappingConfig,
@@ -116,6 +134,10 @@ struct Shared {
     source: Arc<dyn QueueSource>,
     function: QueueFunction,
     counters: Counters,
+    /// What `drained` needs to know.
+    drain: Drain,
+    /// The queue's latest counts.
+    latest: Mutex<stats::Latest>,
     scaling: Mutex<Scaling>,
     scale_up: TokenBucket,
     status: Mutex<MappingStatus>,
@@ -132,6 +154,10 @@ struct Shared {
     given_up: CancellationToken,
     /// Whether the source's receive may be dropped without stranding messages.
     cancel_safe: bool,
+    /// The source's visibility timeout, read once at the start.
+    visibility: Option<Duration>,
+    /// The Tokio runtime the mapping was started on: background stats asks run there.
+    runtime: tokio::runtime::Handle,
     fifo: bool,
 }
 
@@ -148,31 +174,49 @@ impl std::fmt::Debug for Shared {
 type Receiving = Pin<Box<dyn Future<Output = Result<Vec<Message>, SourceError>> + Send>>;
 
 impl QueueMapping {
-    /// Starts a mapping from `source` to `function`. Must be called inside a Tokio runtime.
-    /// Attach it to the function's runtime ([`nimbus_core::Runtime::attach`]) so that the
-    /// runtime's shutdown stops it first.
+    /// Starts a mapping from `source` to `function`, not attached to any runtime: the caller
+    /// stops it ([`QueueMapping::stop`]) or attaches it ([`nimbus_core::Runtime::attach`]).
+    /// [`QueueMapping::builder`] does the same with the attachment made for you, or the choice
+    /// not to attach said out loud; prefer it.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`]: a field out of range, a filter that does not parse, or a function
-    /// timeout longer than the queue's visibility timeout.
+    /// A [`ConfigError`]: a field out of range, a filter that does not parse, a function
+    /// timeout and batching window that do not fit in the queue's visibility timeout with
+    /// room for the acknowledgement, or no Tokio runtime to run on.
     pub fn start(
         source: impl QueueSource,
         function: QueueFunction,
         config: QueueMappingConfig,
     ) -> Result<Self, ConfigError> {
+        let mapping = Self::prepare(source, function, config)?;
+        mapping.launch();
+        Ok(mapping)
+    }
+
+    /// Checks the configuration and builds the mapping, without starting anything.
+    fn prepare(
+        source: impl QueueSource,
+        function: QueueFunction,
+        config: QueueMappingConfig,
+    ) -> Result<Self, ConfigError> {
         let filters = config.validate()?;
-        if let Some(visibility) = source.visibility_timeout() {
-            let timeout = function.config().timeout;
-            if timeout > visibility {
-                return Err(ConfigError::new(
-                    "mapping",
-                    "function timeout",
-                    timeout,
-                    format!("at most the queue's visibility timeout ({visibility:?})"),
-                ));
-            }
+        let visibility = source.visibility_timeout();
+        if let Some(visibility) = visibility {
+            budget::check(
+                visibility,
+                function.config().timeout,
+                config.batching_window,
+            )?;
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err(ConfigError::new(
+                "mapping",
+                "runtime",
+                "none",
+                "started inside a Tokio runtime",
+            ));
+        };
         let initial = config.initial_concurrency as usize;
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),
@@ -180,10 +224,14 @@ impl QueueMapping {
             filters,
             given_up: CancellationToken::new(),
             cancel_safe: source.receive_is_cancel_safe(),
+            visibility,
+            runtime,
             source: Arc::new(source),
             // Its handlers see this mapping as the principal.
             function: function.for_event_source(&config.name),
             counters: Counters::default(),
+            drain: Drain::default(),
+            latest: Mutex::default(),
             scaling: Mutex::new(Scaling {
                 target: initial,
                 active: initial,
@@ -197,10 +245,21 @@ impl QueueMapping {
             draining: TaskTracker::new(),
             config,
         });
-        for _ in 0..initial {
-            shared.tasks.spawn(Arc::clone(&shared).poll());
-        }
         Ok(Self { shared })
+    }
+
+    /// Tells the source the initial demand and starts the pollers, unless the mapping was
+    /// stopped already (a runtime that shut down as it was attached).
+    fn launch(&self) {
+        let shared = &self.shared;
+        let scaling = shared.scaling.lock();
+        if shared.cancel.is_cancelled() {
+            return;
+        }
+        shared.demand(scaling.target.saturating_mul(shared.config.batch_size));
+        for _ in 0..scaling.active {
+            shared.tasks.spawn(Arc::clone(shared).poll());
+        }
     }
 
     /// The mapping's name.
@@ -219,9 +278,14 @@ impl QueueMapping {
             let scaling = self.shared.scaling.lock();
             (scaling.active, scaling.target)
         };
-        self.shared
-            .counters
-            .snapshot(pollers, target, self.shared.source.stats())
+        let stats = self.shared.stats_for_metrics();
+        self.shared.counters.snapshot(pollers, target, stats)
+    }
+
+    /// The queue's counts now, asked of the source (bounded by a few seconds); `None` when it
+    /// keeps none, fails or does not answer in time, or the mapping has stopped.
+    pub async fn queue_stats(&self) -> Option<crate::queue::QueueStats> {
+        self.shared.stats_now().await
     }
 
     /// Stops the mapping: pollers stop receiving, batches in flight finish within `grace`,
@@ -267,10 +331,13 @@ impl Shared {
             if self.retire_if_over_target() {
                 break true;
             }
-            let messages = match self.gather().await {
-                Ok(messages) => {
+            // Before the receive starts: its empty answer tells a `drained` call made since
+            // nothing about messages sent meanwhile.
+            let epoch = self.drain.epoch();
+            let (messages, received_at) = match self.gather().await {
+                Ok(gathered) => {
                     source_failures = 0;
-                    messages
+                    gathered
                 }
                 Err(error) if error.is_permanent() => {
                     add(&self.counters.permanent_source_errors, 1);
@@ -295,19 +362,27 @@ impl Shared {
                 if self.retire_if_idle() {
                     break true;
                 }
+                // The only poller left found nothing.
+                self.found_nothing(epoch);
                 continue;
             }
-            add(&self.counters.received, messages.len());
+            let received = messages.len();
+            add(&self.counters.received, received);
+            // A batch in hand until its messages are acknowledged, failed or handed back
+            // (`drained` reads this count).
+            let now = self.counters.batches.fetch_add(1, Ordering::Relaxed) + 1;
+            self.drain.received();
             if self.cancel.is_cancelled() {
                 // Received as the mapping stopped: not in flight yet, so back it goes.
                 self.release(&messages).await;
+                self.batch_done();
                 break false;
             }
-            let full = messages.len() >= self.config.batch_size;
-            let now = self.counters.batches.fetch_add(1, Ordering::Relaxed) + 1;
+            let full = received >= self.config.batch_size;
             self.counters.peak_batches.fetch_max(now, Ordering::Relaxed);
-            self.process(messages).await;
-            self.counters.batches.fetch_sub(1, Ordering::Relaxed);
+            let budget = Budget::new(received_at, self.visibility, self.function.config().timeout);
+            self.process(messages, budget).await;
+            self.batch_done();
             if full {
                 self.grow();
             }
@@ -321,21 +396,24 @@ impl Shared {
     fn halt(&self, status: MappingStatus) {
         settle_status(&self.status, status);
         self.cancel.cancel();
+        self.want_nothing();
     }
 
     /// Receives one batch: a long poll for the first messages, then more until the batch is
-    /// full, the window ends or the payload cap is reached.
-    async fn gather(self: &Arc<Self>) -> Result<Vec<Message>, SourceError> {
+    /// full, the window ends or the payload cap is reached. Also returns when the first
+    /// messages arrived: the oldest receipts' visibility timeout runs from about then.
+    async fn gather(self: &Arc<Self>) -> Result<(Vec<Message>, Instant), SourceError> {
         let size = self.config.batch_size;
         let Some(first) = self.receive_or_stop(size, self.config.poll_wait).await else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Instant::now()));
         };
+        let received_at = Instant::now();
         let mut batch = first.inspect_err(|e| self.source_error(e))?;
         if batch.is_empty() || self.config.batching_window.is_zero() {
-            return Ok(batch);
+            return Ok((batch, received_at));
         }
         // The window is at most 300 s (validated).
-        let until = Instant::now() + self.config.batching_window;
+        let until = received_at + self.config.batching_window;
         let mut bytes: usize = batch.iter().map(|m| m.body.len()).sum();
         while batch.len() < size && bytes < self.config.max_batch_bytes {
             let left = until.saturating_duration_since(Instant::now());
@@ -355,55 +433,11 @@ impl Shared {
                 }
             }
         }
-        Ok(batch)
+        Ok((batch, received_at))
     }
 
     fn source_error(&self, error: &SourceError) {
         add(&self.counters.source_errors, 1);
         tracing::warn!(mapping = %self.name, %error, "queue source error");
-    }
-
-    fn retire_if_over_target(&self) -> bool {
-        let mut scaling = self.scaling.lock();
-        if scaling.active > scaling.target {
-            scaling.active -= 1;
-            return true;
-        }
-        false
-    }
-
-    /// An empty receive: scale in, keeping one poller to notice new messages.
-    fn retire_if_idle(&self) -> bool {
-        let mut scaling = self.scaling.lock();
-        if scaling.active > 1 {
-            scaling.active -= 1;
-            scaling.target = scaling.target.min(scaling.active).max(1);
-            return true;
-        }
-        false
-    }
-
-    /// A full batch: there is backlog, so add a poller if the scale-up rate allows.
-    fn grow(self: &Arc<Self>) {
-        let spawn = {
-            let mut scaling = self.scaling.lock();
-            if scaling.target < self.config.max_concurrency as usize && self.scale_up.try_take() {
-                scaling.target += 1;
-            }
-            let spawn = scaling.active < scaling.target && !self.cancel.is_cancelled();
-            if spawn {
-                scaling.active += 1;
-            }
-            spawn
-        };
-        if spawn {
-            self.tasks.spawn(Arc::clone(self).poll());
-        }
-    }
-
-    /// Function errors and throttles: halve the concurrency.
-    fn back_off(&self) {
-        let mut scaling = self.scaling.lock();
-        scaling.target = (scaling.target / 2).max(1);
     }
 }

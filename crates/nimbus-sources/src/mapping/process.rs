@@ -1,12 +1,14 @@
-//! Handling one received batch: filtering, invoking (with throttle retries, bisection and FIFO
-//! group blocking), then deleting what succeeded and releasing what goes back unhandled.
+//! Handling one received batch within its time budget: filtering, invoking (with throttle
+//! retries, bisection and FIFO group blocking), deleting each sub-batch that succeeded, and
+//! releasing what goes back unhandled.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::refusal::{classify, Refusal};
-use tokio::time::Instant;
 
+use super::budget::Budget;
 use super::metrics::add;
 use super::{BatchResponse, QueueBatch, QueueRecord, Shared};
 use crate::queue::{Message, Receipt};
@@ -16,11 +18,36 @@ use crate::status::{delay_of, MappingStatus};
 enum Invoked {
     Ok(BatchResponse),
     Failed,
+    /// The mapping stops: hand the messages back.
+    Released,
+    /// Too little of the batch's budget is left to invoke (again).
+    OutOfTime,
+}
+
+/// What became of a message of the batch.
+#[derive(Clone, Copy, PartialEq)]
+enum Verdict {
+    Pending,
+    Succeeded,
+    Failed,
     Released,
 }
 
+/// A sub-batch still to invoke, and the failed invocation it was split from (0: none, it is
+/// the whole batch).
+struct Work {
+    indices: Vec<usize>,
+    parent: u32,
+}
+
 impl Shared {
-    pub(super) async fn process(&self, messages: Vec<Message>) {
+    /// Handles a received batch within its `budget`: no invocation starts unless it can end,
+    /// and its acknowledgement land, before the oldest receipt expires. Each sub-batch that
+    /// succeeds is acknowledged at once. When the budget runs out, the sub-batches split from
+    /// the invocation that failed last (the smallest set known to hold a failure) are left to
+    /// their visibility timeout, their receive counted; the others, not yet known to fail,
+    /// are handed back uncounted.
+    pub(super) async fn process(&self, messages: Vec<Message>, budget: Budget) {
         let (matching, filtered): (Vec<Message>, Vec<Message>) = if self.filters.is_empty() {
             (messages, Vec::new())
         } else {
@@ -29,30 +56,30 @@ impl Shared {
                 .partition(|m| self.filters.matches(&m.body, &m.attributes))
         };
         if !filtered.is_empty() {
-            add(&self.counters.filtered, filtered.len());
             let receipts: Vec<Receipt> = filtered.iter().map(|m| m.receipt.clone()).collect();
-            if let Err(e) = self.call("ack", self.source.ack(&receipts)).await {
-                self.source_error(&e);
-            }
+            let acked = self.call("ack", self.source.ack(&receipts)).await;
+            add(
+                &self.counters.filtered,
+                self.settled("ack", acked, receipts.len()),
+            );
         }
         if matching.is_empty() {
             return;
         }
 
-        #[derive(Clone, Copy, PartialEq)]
-        enum Verdict {
-            Pending,
-            Succeeded,
-            Failed,
-            Released,
-        }
         let mut verdicts = vec![Verdict::Pending; matching.len()];
         // Message groups with a failed record in this batch (FIFO): later records of those
         // groups must not be handled ahead of it.
         let mut blocked: HashSet<Arc<str>> = HashSet::new();
-        let mut work: VecDeque<Vec<usize>> = VecDeque::from([(0..matching.len()).collect()]);
+        let mut work = VecDeque::from([Work {
+            indices: (0..matching.len()).collect(),
+            parent: 0,
+        }]);
+        // Failed invocations so far; the number of the latest.
+        let mut failures = 0u32;
         let mut stopping = false;
-        while let Some(indices) = work.pop_front() {
+        let mut out_of_time = false;
+        while let Some(Work { indices, parent }) = work.pop_front() {
             let group_of = |i: usize| matching[i].group_id.clone();
             let (runnable, held): (Vec<usize>, Vec<usize>) = if self.fifo {
                 indices
@@ -67,15 +94,19 @@ impl Shared {
             if runnable.is_empty() {
                 continue;
             }
-            // Once one sub-batch went back (the mapping stops), the rest go back too.
+            // Once one sub-batch went back (the mapping stops) or the budget ran out, the
+            // rest is not invoked either.
             let invoked = if stopping {
                 Invoked::Released
+            } else if out_of_time || !budget.allows(Duration::ZERO) {
+                Invoked::OutOfTime
             } else {
-                self.invoke(&matching, &runnable).await
+                self.invoke(&matching, &runnable, &budget).await
             };
             match invoked {
                 Invoked::Ok(response) => {
                     let failed = self.failed_indices(&matching, &runnable, &response);
+                    let mut succeeded = Vec::with_capacity(runnable.len());
                     for &i in &runnable {
                         let fails = failed.contains(&i)
                             || (self.fifo && group_of(i).is_some_and(|g| blocked.contains(&g)));
@@ -86,17 +117,28 @@ impl Shared {
                             }
                         } else {
                             verdicts[i] = Verdict::Succeeded;
+                            succeeded.push(matching[i].receipt.clone());
                         }
                     }
+                    // Deleted now, while the receipts are surely current.
+                    self.delete(&succeeded).await;
                 }
                 Invoked::Failed if self.config.bisect_on_error && runnable.len() > 1 => {
+                    failures += 1;
                     add(&self.counters.bisections, 1);
                     let mut first = runnable;
                     let second = first.split_off(first.len() / 2);
-                    work.push_front(second);
-                    work.push_front(first);
+                    work.push_front(Work {
+                        indices: second,
+                        parent: failures,
+                    });
+                    work.push_front(Work {
+                        indices: first,
+                        parent: failures,
+                    });
                 }
                 Invoked::Failed => {
+                    failures += 1;
                     for &i in &runnable {
                         verdicts[i] = Verdict::Failed;
                         if let Some(group) = group_of(i) {
@@ -110,29 +152,50 @@ impl Shared {
                         verdicts[i] = Verdict::Released;
                     }
                 }
+                Invoked::OutOfTime => {
+                    out_of_time = true;
+                    // Split from the latest failure: one of these holds what failed.
+                    let known_to_fail = parent != 0 && parent == failures;
+                    for &i in &runnable {
+                        if known_to_fail {
+                            verdicts[i] = Verdict::Failed;
+                            if let Some(group) = group_of(i) {
+                                blocked.insert(group);
+                            }
+                        } else {
+                            verdicts[i] = Verdict::Released;
+                        }
+                    }
+                }
             }
         }
 
-        let receipts = |verdict: Verdict| -> Vec<Receipt> {
-            matching
-                .iter()
-                .zip(&verdicts)
-                .filter(|(_, v)| **v == verdict)
-                .map(|(m, _)| m.receipt.clone())
-                .collect()
-        };
-        let succeeded = receipts(Verdict::Succeeded);
-        if !succeeded.is_empty() {
-            match self.call("ack", self.source.ack(&succeeded)).await {
-                Ok(()) => add(&self.counters.deleted, succeeded.len()),
-                Err(e) => self.source_error(&e),
-            }
-        }
         // Failed messages stay invisible until their visibility timeout, as in SQS.
         let failed = verdicts.iter().filter(|v| **v == Verdict::Failed).count();
-        add(&self.counters.failed, failed);
+        if failed > 0 {
+            add(&self.counters.failed, failed);
+            self.drain.failed();
+        }
         // Released ones go back at once, their receive uncounted (not a failed attempt).
-        self.release_receipts(&receipts(Verdict::Released)).await;
+        let released: Vec<Receipt> = matching
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| **v == Verdict::Released)
+            .map(|(m, _)| m.receipt.clone())
+            .collect();
+        self.release_receipts(&released).await;
+    }
+
+    /// Deletes the messages of a sub-batch that succeeded.
+    async fn delete(&self, receipts: &[Receipt]) {
+        if receipts.is_empty() {
+            return;
+        }
+        let acked = self.call("ack", self.source.ack(receipts)).await;
+        add(
+            &self.counters.deleted,
+            self.settled("ack", acked, receipts.len()),
+        );
     }
 
     /// The indices a response reports as failed; every index if an id is unknown.
@@ -161,18 +224,20 @@ impl Shared {
     }
 
     /// Invokes the function with the records at `indices`, retrying throttles with backoff
-    /// while the messages stay invisible. Abandoned (released) at the stop deadline.
-    async fn invoke(&self, messages: &[Message], indices: &[usize]) -> Invoked {
+    /// while the budget allows. Abandoned (released) at the stop deadline.
+    async fn invoke(&self, messages: &[Message], indices: &[usize], budget: &Budget) -> Invoked {
         tokio::select! {
-            invoked = self.invoke_until_done(messages, indices) => invoked,
+            invoked = self.invoke_until_done(messages, indices, budget) => invoked,
             () = self.hard_stop.cancelled() => Invoked::Released,
         }
     }
 
-    async fn invoke_until_done(&self, messages: &[Message], indices: &[usize]) -> Invoked {
-        let started = Instant::now();
-        let visibility = self.source.visibility_timeout();
-        let timeout = self.function.config().timeout;
+    async fn invoke_until_done(
+        &self,
+        messages: &[Message],
+        indices: &[usize],
+        budget: &Budget,
+    ) -> Invoked {
         let mut throttled = 0u32;
         loop {
             let batch = QueueBatch {
@@ -193,16 +258,9 @@ impl Shared {
                     self.back_off();
                     throttled += 1;
                     let delay = delay_of(&nimbus_core::Backoff::throttles(), throttled);
-                    // Give up once a retry could not finish before the messages reappear.
-                    let too_late = visibility.is_some_and(|v| {
-                        started
-                            .elapsed()
-                            .saturating_add(delay)
-                            .saturating_add(timeout)
-                            >= v
-                    });
-                    if too_late {
-                        return Invoked::Released;
+                    // Give up once a retry could not end before the oldest receipt expires.
+                    if !budget.allows(delay) {
+                        return Invoked::OutOfTime;
                     }
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}

@@ -40,6 +40,8 @@ impl QueueMapping {
         let _give_up = shared.given_up.clone().drop_guard();
         let give_up = deadline.checked_add(2 * RELEASE_GRACE).unwrap_or(deadline);
         shared.cancel.cancel();
+        // Nothing more is wanted: a source that prefetches may stop and hand back its buffer.
+        shared.want_nothing();
         shared.tasks.close();
         shared.draining.close();
         let mut clean = tokio::time::timeout_at(deadline, shared.tasks.wait())
@@ -67,6 +69,7 @@ impl QueueMapping {
             // Each draining task ends at its next poll.
             shared.draining.wait().await;
         }
+        shared.last_stats();
         let released = shared.counters.released.load(Ordering::Relaxed) - released_before;
         let stop = if !clean {
             AttachmentStop::failed(
@@ -158,9 +161,35 @@ impl Shared {
         if receipts.is_empty() {
             return;
         }
-        match self.call("release", self.source.release(receipts)).await {
-            Ok(()) => add(&self.counters.released, receipts.len()),
-            Err(e) => self.source_error(&e),
-        }
+        let released = self.call("release", self.source.release(receipts)).await;
+        add(
+            &self.counters.released,
+            self.settled("release", released, receipts.len()),
+        );
+    }
+
+    /// How many of the `given` receipts of an ack or a release took effect, by its answer;
+    /// counts the refused ones and the errors.
+    pub(super) fn settled(
+        &self,
+        what: &'static str,
+        answer: Result<(), SourceError>,
+        given: usize,
+    ) -> usize {
+        let refused = match answer {
+            Ok(()) => return given,
+            Err(SourceError::Refused { positions }) => {
+                positions.iter().filter(|&&at| at < given).count()
+            }
+            // A source that cannot say which receipts it refused: none is counted as done.
+            Err(SourceError::UnknownReceipt) => given,
+            Err(error) => {
+                self.source_error(&error);
+                return 0;
+            }
+        };
+        add(&self.counters.refused_receipts, refused);
+        tracing::warn!(mapping = %self.name, what, refused, given, "receipts no longer current (their visibility timeout passed); those messages come back");
+        given - refused
     }
 }

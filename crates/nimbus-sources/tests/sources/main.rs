@@ -3,6 +3,9 @@
 
 mod support;
 
+mod budget;
+mod contract;
+mod drained;
 mod draining;
 mod filters;
 mod guards;
@@ -12,6 +15,7 @@ mod memory;
 mod objects;
 mod properties;
 mod seams;
+mod stats;
 mod stream_drain;
 mod stream_fencing;
 mod stream_mapping;

@@ -27,9 +27,14 @@ async fn partial_failures_delete_the_rest_and_redrive_the_failed_after_n_receive
     for body in ["ok-1", "fail-1", "ok-2"] {
         q.send(body).unwrap();
     }
-    let mapping =
-        QueueMapping::start(q.clone(), function, QueueMappingConfig::new("partial")).unwrap();
-    eventually(LIMIT, || dlq.len() == 1 && q.is_empty()).await;
+    let mapping = QueueMapping::builder(q.clone(), function, QueueMappingConfig::new("partial"))
+        .attach(&rt)
+        .start()
+        .unwrap();
+    // Everything deleted or dead-lettered, and nothing in flight.
+    mapping.drained().await.unwrap();
+    assert!(q.is_empty());
+    assert_eq!(dlq.len(), 1);
 
     let m = mapping.metrics();
     assert_eq!(m.deleted, 2, "the two good messages");

@@ -37,7 +37,7 @@ async fn received_messages_are_invisible_until_the_visibility_timeout() {
     // The old receipt no longer deletes it.
     assert_eq!(
         q.ack(&[first[0].receipt.clone()]).await,
-        Err(SourceError::UnknownReceipt)
+        Err(SourceError::Refused { positions: vec![0] })
     );
     q.ack(&[again[0].receipt.clone()]).await.unwrap();
     assert!(q.is_empty());
@@ -246,7 +246,7 @@ async fn release_hands_messages_back_at_once_without_counting_the_receive() {
     // A stale receipt is reported after the others are released.
     let stale = first[0].receipt.clone();
     let result = q.release(&[stale, receipts[1].clone()]).await;
-    assert_eq!(result, Err(SourceError::UnknownReceipt));
+    assert_eq!(result, Err(SourceError::Refused { positions: vec![0] }));
     let back = q.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!(bodies(&back), ["b"]);
     assert_eq!(back[0].receive_count, 1);
@@ -289,4 +289,21 @@ async fn bodies_lists_visible_in_flight_and_delayed_messages() {
     assert_eq!(held, ["later", "taken", "visible"]);
     q.ack(&[taken[0].receipt.clone()]).await.unwrap();
     assert_eq!(q.bodies().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ack_names_the_receipts_it_refused_and_counts_a_receipt_given_twice_once() {
+    let q = queue(QueueConfig::default());
+    for body in ["a", "b", "c"] {
+        q.send(body).unwrap();
+    }
+    let got = q.receive(3, Duration::ZERO).await.unwrap();
+    let r: Vec<_> = got.iter().map(|m| m.receipt.clone()).collect();
+    q.ack(std::slice::from_ref(&r[1])).await.unwrap();
+    // b's receipt was used; a's is given twice: only b is refused, by its position.
+    let result = q
+        .ack(&[r[0].clone(), r[1].clone(), r[0].clone(), r[2].clone()])
+        .await;
+    assert_eq!(result, Err(SourceError::Refused { positions: vec![1] }));
+    assert!(q.is_empty());
 }

@@ -111,6 +111,7 @@ pub(crate) async fn redis(n: u64) -> Result<Vec<Row>, Error> {
     let _: () = redis::cmd("DEL")
         .arg(&key)
         .arg(format!("{key}:dlq"))
+        .arg(format!("{key}:released"))
         .query_async(&mut con)
         .await?;
     let nimbus = nimbus?;

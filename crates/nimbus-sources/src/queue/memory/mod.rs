@@ -1,0 +1,335 @@
+//! The in-memory queue: SQS semantics in one process. Visibility timeouts, delays, receive
+//! counts, redrive to a dead-letter queue, long polls woken by notification, bounded capacity,
+//! and a FIFO variant with message groups.
+//!
+//! Nothing here polls: a receiver that finds nothing waits on a notification, or sleeps until
+//! the next moment something is due (a visibility timeout ends, a delay passes) or its long
+//! poll ends. Expired leases and due delays are settled lazily by whoever takes the lock next.
+
+mod fifo;
+mod redrive;
+mod state;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::config::{Outgoing, QueueConfig, SendError, MAX_DELAY, MAX_VISIBILITY};
+use super::{Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt};
+use crate::error::{ConfigError, SourceError};
+use state::{State, Stored};
+
+/// An in-memory queue with SQS semantics.
+#[derive(Debug)]
+pub struct InMemoryQueue {
+    config: QueueConfig,
+    state: Mutex<State>,
+    arrived: Notify,
+    next_id: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+impl InMemoryQueue {
+    /// A queue with this configuration.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field out of range.
+    pub fn new(config: QueueConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            state: Mutex::new(State::default()),
+            arrived: Notify::new(),
+            next_id: AtomicU64::new(1),
+            dead_lettered: AtomicU64::new(0),
+        })
+    }
+
+    /// The queue's configuration.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// Sends a message body; returns its id.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] hands the message back when the queue is full, when a FIFO queue gets
+    /// a message without a group, or when its delay is above 15 minutes
+    /// ([`SourceError::Invalid`] naming `delay`).
+    pub fn send(&self, body: impl Into<Bytes>) -> Result<MessageId, SendError> {
+        self.send_message(Outgoing::new(body))
+    }
+
+    /// Sends a message with options; returns its id.
+    ///
+    /// # Errors
+    ///
+    /// As [`InMemoryQueue::send`].
+    pub fn send_message(&self, message: Outgoing) -> Result<MessageId, SendError> {
+        let mut ids = self.send_batch(std::iter::once(message))?;
+        Ok(ids.pop().expect("one message sent"))
+    }
+
+    /// Sends many messages under one lock; returns their ids. Stops at the first refused one,
+    /// which is handed back (the ones before it are sent).
+    ///
+    /// # Errors
+    ///
+    /// As [`InMemoryQueue::send`].
+    pub fn send_batch(
+        &self,
+        messages: impl IntoIterator<Item = Outgoing>,
+    ) -> Result<Vec<MessageId>, SendError> {
+        let now = Instant::now();
+        let sent_at = SystemTime::now();
+        let mut ids = Vec::new();
+        let mut refused = None;
+        {
+            let mut state = self.state.lock();
+            for message in messages {
+                if self.config.fifo && message.group_id.is_none() {
+                    refused = Some(SendError {
+                        message,
+                        error: SourceError::Invalid("a FIFO queue needs a message group".into()),
+                    });
+                    break;
+                }
+                if state.held >= self.config.capacity {
+                    refused = Some(SendError {
+                        message,
+                        error: SourceError::Full {
+                            capacity: self.config.capacity,
+                        },
+                    });
+                    break;
+                }
+                let delay = message.delay.unwrap_or(self.config.delay);
+                if delay > MAX_DELAY {
+                    let error = ConfigError::new("message", "delay", delay, "0s..=15min");
+                    refused = Some(SendError {
+                        message,
+                        error: SourceError::Invalid(error.to_string()),
+                    });
+                    break;
+                }
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let body = message.body;
+                // Cloning a `Bytes` made from a `Vec` allocates its shared header the first
+                // time; do it here, on the sender, rather than on every receiver's hot path.
+                drop(body.clone());
+                let stored = Stored {
+                    id,
+                    body,
+                    attributes: message.attributes,
+                    sent_at,
+                    group: message.group_id,
+                    receive_count: 0,
+                };
+                state.held += 1;
+                if delay.is_zero() {
+                    state.make_visible(self.config.fifo, stored, false);
+                } else {
+                    // At most 15 min (checked above).
+                    state.delay(stored, now + delay);
+                }
+                ids.push(MessageId::number(id));
+            }
+        }
+        if !ids.is_empty() {
+            self.arrived.notify_waiters();
+        }
+        match refused {
+            Some(error) => Err(error),
+            None => Ok(ids),
+        }
+    }
+
+    /// Counts of the queue now.
+    pub fn counts(&self) -> QueueStats {
+        let mut state = self.state.lock();
+        state.settle(self.config.fifo, Instant::now());
+        QueueStats {
+            visible: state.visible_count as u64,
+            in_flight: state.in_flight as u64,
+            delayed: state.delayed() as u64,
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The bodies of every message held — visible, in flight or delayed — in no particular
+    /// order: for hosts and tests that audit what a queue still holds (nothing is received).
+    pub fn bodies(&self) -> Vec<Bytes> {
+        let state = self.state.lock();
+        state.iter().map(|stored| stored.body.clone()).collect()
+    }
+
+    /// Messages held: visible, in flight or delayed.
+    pub fn len(&self) -> usize {
+        self.state.lock().held
+    }
+
+    /// Whether the queue holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The `refused` positions less those of a receipt given twice whose other position took
+/// effect (the second finds its message gone).
+fn given_twice(receipts: &[Receipt], mut refused: Vec<usize>) -> Vec<usize> {
+    if refused.is_empty() {
+        return refused;
+    }
+    let all_refused = refused.clone();
+    refused.retain(|&at| {
+        receipts
+            .iter()
+            .enumerate()
+            .all(|(other, r)| r != &receipts[at] || all_refused.contains(&other))
+    });
+    refused
+}
+
+#[async_trait]
+impl QueueSource for InMemoryQueue {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let give_up = Instant::now().checked_add(wait);
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let now = Instant::now();
+            let mut redriven = Vec::new();
+            let (messages, next_due) = {
+                let mut state = self.state.lock();
+                state.settle(self.config.fifo, now);
+                let messages = state.take(&self.config, max, now, &mut redriven);
+                (messages, state.next_due())
+            };
+            self.redrive(redriven);
+            if !messages.is_empty() {
+                return Ok(messages);
+            }
+            if give_up.is_some_and(|at| at <= now) {
+                return Ok(Vec::new());
+            }
+            let wake = match (give_up, next_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match wake {
+                Some(at) => {
+                    tokio::select! {
+                        () = &mut arrived => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => arrived.await,
+            }
+        }
+    }
+
+    /// Deletes the messages whose receipts are current. A receipt whose lease expired deletes
+    /// nothing, even before the message was received again: it is delivered again.
+    async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        let mut refused = Vec::new();
+        let mut freed_group = false;
+        {
+            let now = Instant::now();
+            let mut state = self.state.lock();
+            for (at, receipt) in receipts.iter().enumerate() {
+                match state.take_back(receipt, now) {
+                    Some(stored) => freed_group |= state.delete(&stored),
+                    None => refused.push(at),
+                }
+            }
+        }
+        if freed_group {
+            self.arrived.notify_waiters();
+        }
+        SourceError::refusing(given_twice(receipts, refused))
+    }
+
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        let mut refused = Vec::new();
+        let mut released = false;
+        {
+            let now = Instant::now();
+            let mut state = self.state.lock();
+            // A FIFO message goes back to the front of its group, so a FIFO batch is returned
+            // last first to keep the group's order; a standard queue's go to the back in order.
+            let fifo = self.config.fifo;
+            let mut forward = receipts.iter().enumerate();
+            let mut backward = receipts.iter().enumerate().rev();
+            let order: &mut dyn Iterator<Item = (usize, &Receipt)> =
+                if fifo { &mut backward } else { &mut forward };
+            for (at, receipt) in order {
+                match state.take_back(receipt, now) {
+                    Some(mut stored) => {
+                        // The receive that delivered it does not count.
+                        stored.receive_count = stored.receive_count.saturating_sub(1);
+                        state.make_visible(fifo, stored, true);
+                        released = true;
+                    }
+                    None => refused.push(at),
+                }
+            }
+        }
+        if released {
+            self.arrived.notify_waiters();
+        }
+        SourceError::refusing(given_twice(receipts, refused))
+    }
+
+    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
+        {
+            let now = Instant::now();
+            let mut state = self.state.lock();
+            let stored = state
+                .take_back(receipt, now)
+                .ok_or(SourceError::UnknownReceipt)?;
+            if delay.is_zero() {
+                state.make_visible(self.config.fifo, stored, true);
+            } else {
+                // SQS caps a visibility change at 12 hours; longer delays are cut to it.
+                state.delay(stored, now + delay.min(MAX_VISIBILITY));
+            }
+        }
+        self.arrived.notify_waiters();
+        Ok(())
+    }
+
+    /// Messages are claimed and returned in one step that does not await.
+    fn receive_is_cancel_safe(&self) -> bool {
+        true
+    }
+
+    fn visibility_timeout(&self) -> Option<Duration> {
+        Some(self.config.visibility_timeout)
+    }
+
+    fn is_fifo(&self) -> bool {
+        self.config.fifo
+    }
+
+    async fn stats(&self) -> Result<Option<QueueStats>, SourceError> {
+        Ok(Some(self.counts()))
+    }
+}
+
+#[async_trait]
+impl QueueProducer for InMemoryQueue {
+    async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError> {
+        self.send(body).map_err(|e| e.error)
+    }
+}

@@ -1,0 +1,287 @@
+//! The in-memory queue's state under its lock: visible messages (or FIFO groups), leases of
+//! messages in flight with their deadlines, and delayed messages. Expired leases and due
+//! delays are settled lazily, by whoever takes the lock next.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::fifo::Groups;
+use crate::queue::{Attributes, Message, MessageId, QueueConfig, Receipt};
+
+/// A stored message, kept inline in the queue's deques (no allocation of its own; cloning it
+/// for a receiver shares the body).
+#[derive(Debug)]
+pub(super) struct Stored {
+    pub(super) id: u64,
+    pub(super) body: Bytes,
+    pub(super) attributes: Attributes,
+    pub(super) sent_at: SystemTime,
+    pub(super) group: Option<Arc<str>>,
+    pub(super) receive_count: u32,
+}
+
+/// The messages of one receive, in flight until `deadline`.
+#[derive(Debug)]
+struct Lease {
+    slots: Vec<Option<Stored>>,
+    live: usize,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct DelayedMessage {
+    due: Instant,
+    seq: u64,
+    stored: Stored,
+}
+
+impl PartialEq for DelayedMessage {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for DelayedMessage {}
+impl PartialOrd for DelayedMessage {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for DelayedMessage {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+/// Leases by id. Ids are handed out in order, so a deque indexed from the oldest live id
+/// finds one without hashing; finished leases leave a hole until the front catches up.
+#[derive(Debug, Default)]
+struct Leases {
+    first: u64,
+    slots: VecDeque<Option<Lease>>,
+}
+
+impl Leases {
+    fn insert(&mut self, id: u64, lease: Lease) {
+        if self.slots.is_empty() {
+            self.first = id;
+        }
+        let index = (id - self.first) as usize;
+        while self.slots.len() <= index {
+            self.slots.push_back(None);
+        }
+        self.slots[index] = Some(lease);
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Lease> {
+        let index = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        self.slots.get_mut(index)?.as_mut()
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Lease> {
+        let index = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        let lease = self.slots.get_mut(index)?.take();
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.first += 1;
+        }
+        lease
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Stored> {
+        self.slots
+            .iter()
+            .flatten()
+            .flat_map(|lease| lease.slots.iter().flatten())
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct State {
+    /// Standard queue: visible messages.
+    visible: VecDeque<Stored>,
+    /// FIFO queue: messages by group.
+    groups: Groups,
+    leases: Leases,
+    lease_deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    delayed: BinaryHeap<DelayedMessage>,
+    next_lease: u64,
+    next_seq: u64,
+    /// Messages held: visible, in flight or delayed.
+    pub(super) held: usize,
+    pub(super) visible_count: usize,
+    pub(super) in_flight: usize,
+}
+
+impl State {
+    /// Messages waiting for a delay.
+    pub(super) fn delayed(&self) -> usize {
+        self.delayed.len()
+    }
+
+    /// Every message held, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Stored> {
+        let delayed = self.delayed.iter().map(|d| &d.stored);
+        self.visible
+            .iter()
+            .chain(self.groups.iter())
+            .chain(delayed)
+            .chain(self.leases.iter())
+    }
+
+    /// Puts a message where receivers find it. `returning` puts a FIFO message back at the
+    /// front of its group (it was received before the ones queued behind it).
+    pub(super) fn make_visible(&mut self, fifo: bool, stored: Stored, returning: bool) {
+        self.visible_count += 1;
+        match stored.group.clone() {
+            Some(group_id) if fifo => self.groups.push(group_id, stored, returning),
+            _ => self.visible.push_back(stored),
+        }
+    }
+
+    /// Holds a message back until `due`.
+    pub(super) fn delay(&mut self, stored: Stored, due: Instant) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.delayed.push(DelayedMessage { due, seq, stored });
+    }
+
+    /// Returns expired leases' messages and due delayed messages to the visible set.
+    /// Returns whether anything became visible.
+    pub(super) fn settle(&mut self, fifo: bool, now: Instant) -> bool {
+        let mut changed = false;
+        while let Some(Reverse((deadline, lease_id))) = self.lease_deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.lease_deadlines.pop();
+            let Some(lease) = self.leases.remove(lease_id) else {
+                continue;
+            };
+            // FIFO messages go back to the front of their group: return them last-first.
+            for stored in lease.slots.into_iter().rev().flatten() {
+                self.in_flight -= 1;
+                self.make_visible(fifo, stored, true);
+                changed = true;
+            }
+        }
+        while self.delayed.peek().is_some_and(|d| d.due <= now) {
+            if let Some(delayed) = self.delayed.pop() {
+                // A FIFO message delayed by `retry_later` still blocks its group.
+                let returning = delayed.stored.receive_count > 0;
+                self.make_visible(fifo, delayed.stored, returning);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// When something next becomes visible without a send: a lease expiry or a delay.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        let lease = self.lease_deadlines.peek().map(|Reverse((at, _))| *at);
+        let delayed = self.delayed.peek().map(|d| d.due);
+        match (lease, delayed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes up to `max` visible messages under a new lease. Messages over their receive
+    /// limit are collected in `redrive` instead.
+    pub(super) fn take(
+        &mut self,
+        config: &QueueConfig,
+        max: usize,
+        now: Instant,
+        redrive: &mut Vec<Stored>,
+    ) -> Vec<Message> {
+        let mut taken: Vec<Stored> = Vec::with_capacity(max.min(1_024));
+        while taken.len() < max {
+            let next = if config.fifo {
+                self.groups.pop()
+            } else {
+                self.visible.pop_front()
+            };
+            let Some(mut stored) = next else { break };
+            self.visible_count -= 1;
+            stored.receive_count += 1;
+            if let Some(max_receives) = config.max_receive_count {
+                if stored.receive_count > max_receives {
+                    self.held -= 1;
+                    if let Some(group) = &stored.group {
+                        self.groups.drop_in_flight(group);
+                    }
+                    redrive.push(stored);
+                    continue;
+                }
+            }
+            taken.push(stored);
+        }
+        if config.fifo {
+            self.groups.settle_ready();
+        }
+        if taken.is_empty() {
+            return Vec::new();
+        }
+        let lease_id = self.next_lease;
+        self.next_lease += 1;
+        // The visibility timeout is at most 12 h (validated).
+        let deadline = now + config.visibility_timeout;
+        let mut messages = Vec::with_capacity(taken.len());
+        for (slot, stored) in taken.iter().enumerate() {
+            messages.push(Message {
+                id: MessageId::number(stored.id),
+                body: stored.body.clone(),
+                attributes: stored.attributes.clone(),
+                receive_count: stored.receive_count,
+                sent_at: stored.sent_at,
+                group_id: stored.group.clone(),
+                receipt: Receipt::from_parts(lease_id, slot as u32),
+            });
+        }
+        self.in_flight += taken.len();
+        let live = taken.len();
+        self.leases.insert(
+            lease_id,
+            Lease {
+                slots: taken.into_iter().map(Some).collect(),
+                live,
+                deadline,
+            },
+        );
+        self.lease_deadlines.push(Reverse((deadline, lease_id)));
+        messages
+    }
+
+    /// Removes a receipt's message from its lease, if the receipt is current: its message
+    /// still there and its lease not expired at `now`. An expired lease is left for
+    /// [`State::settle`] to make visible again.
+    pub(super) fn take_back(&mut self, receipt: &Receipt, now: Instant) -> Option<Stored> {
+        let (lease_id, slot) = receipt.parts()?;
+        let lease = self.leases.get_mut(lease_id)?;
+        if lease.deadline <= now {
+            return None;
+        }
+        let stored = lease.slots.get_mut(slot as usize)?.take()?;
+        lease.live -= 1;
+        if lease.live == 0 {
+            self.leases.remove(lease_id);
+        }
+        self.in_flight -= 1;
+        Some(stored)
+    }
+
+    /// A message taken back is gone for good (acknowledged). Returns whether its FIFO group
+    /// became ready again.
+    pub(super) fn delete(&mut self, stored: &Stored) -> bool {
+        self.held -= 1;
+        match &stored.group {
+            Some(group_id) => self.groups.finish(group_id),
+            None => false,
+        }
+    }
+}
