@@ -104,9 +104,9 @@ impl Shared {
     /// latest kept, asking again in the background (on the mapping's runtime) when they are
     /// old. Never waits.
     ///
-    /// The source is called only under the lock of the latest stats, after a look at the
-    /// cancel token: the stop takes that lock after cancelling, so once it has returned no
-    /// read calls the source.
+    /// The source is polled only under the lock of the latest stats, after a look at the
+    /// cancel token (the background ask through [`Shared::gated`]): the stop takes that lock
+    /// after cancelling, so once it has returned no read calls the source.
     pub(super) fn stats_for_metrics(self: &Arc<Self>) -> Option<QueueStats> {
         let mut latest = self.latest.lock();
         let fresh = latest.taken.is_some_and(|t| t.elapsed() < STATS_MAX_AGE);
@@ -122,6 +122,10 @@ impl Shared {
         // A broker to ask: in the background, bounded, and never past the mapping's stop.
         latest.immediate = false;
         latest.asking = true;
+        let stats = latest.stats;
+        // Spawned outside the lock: a runtime that has shut down drops the task at once, and
+        // its guard takes the lock.
+        drop(latest);
         // However the ask ends, finished or dropped (its runtime shut down), reads ask again.
         let asked = Asked(Arc::clone(self));
         let ask = async move {
@@ -138,7 +142,7 @@ impl Shared {
             }
         };
         self.tasks.spawn_on(ask, &self.runtime);
-        latest.stats
+        stats
     }
 
     /// As the mapping stops: keeps the stats of a source that answers at once, so that

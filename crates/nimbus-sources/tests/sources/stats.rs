@@ -145,4 +145,22 @@ fn an_ask_dropped_with_its_runtime_does_not_stop_later_reads_from_asking() {
         2,
         "a dropped ask left the mapping waiting for it forever"
     );
+    // An ask that must go to the background now is dropped at once by the dead runtime;
+    // the read neither hangs nor leaves the mapping waiting.
+    probe.stall.store(true, Ordering::SeqCst);
+    let (done, answered) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn({
+        let mapping = mapping.clone();
+        move || {
+            for _ in 0..2 {
+                let _ = mapping.metrics();
+            }
+            let _ = done.send(());
+        }
+    });
+    answered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("metrics() hung after the mapping's runtime shut down");
+    reader.join().unwrap();
+    assert_eq!(probe.asked.load(Ordering::SeqCst), 4);
 }
