@@ -178,9 +178,13 @@ impl Shared {
     ) -> usize {
         let refused = match answer {
             Ok(()) => return given,
-            Err(SourceError::Refused { positions }) => {
-                positions.iter().filter(|&&at| at < given).count()
-            }
+            // Distinct positions within the call: an adapter's answer is not trusted to be
+            // well formed, and a repeat must not count a receipt twice.
+            Err(SourceError::Refused { positions }) => positions
+                .iter()
+                .filter(|&&at| at < given)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
             // A source that cannot say which receipts it refused: none is counted as done.
             Err(SourceError::UnknownReceipt) => given,
             Err(error) => {

@@ -165,3 +165,63 @@ mod directory {
         assert!(error.to_string().contains("settle"), "{error}");
     }
 }
+
+/// Acks through to the queue, then answers with a refusal naming the same receipt three times
+/// and a position past the end: a malformed answer from an adapter.
+struct RepeatsRefusals(std::sync::Arc<nimbus_sources::InMemoryQueue>);
+
+#[nimbus_sources::async_trait]
+impl QueueSource for RepeatsRefusals {
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<nimbus_sources::Message>, SourceError> {
+        self.0.receive(max, wait).await
+    }
+    async fn ack(&self, receipts: &[nimbus_sources::Receipt]) -> Result<(), SourceError> {
+        self.0.ack(receipts).await?;
+        Err(SourceError::Refused {
+            positions: vec![0, 0, 0, 5_000],
+        })
+    }
+    async fn retry_later(
+        &self,
+        receipt: &nimbus_sources::Receipt,
+        delay: Duration,
+    ) -> Result<(), SourceError> {
+        self.0.retry_later(receipt, delay).await
+    }
+    async fn release(&self, receipts: &[nimbus_sources::Receipt]) -> Result<(), SourceError> {
+        self.0.release(receipts).await
+    }
+    async fn stats(&self) -> Result<Option<nimbus_sources::QueueStats>, SourceError> {
+        self.0.stats().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_that_repeats_receipts_counts_each_receipt_once() {
+    let rt = crate::support::runtime();
+    let (function, seen) = crate::support::recording(&rt, "repeats").await;
+    let inner = queue(QueueConfig::default());
+    inner.send("only").unwrap();
+    let mapping = nimbus_sources::QueueMapping::builder(
+        RepeatsRefusals(inner.clone()),
+        function,
+        QueueMappingConfig::new("repeats"),
+    )
+    .detached()
+    .start()
+    .unwrap();
+    // Before, the count of refused receipts (3) was taken from the batch's size (1) and the
+    // poller panicked on the overflow, so the batch never ended and drained() never resolved.
+    tokio::time::timeout(Duration::from_secs(60), mapping.drained())
+        .await
+        .expect("the batch ended")
+        .unwrap();
+    assert_eq!(seen.lock().len(), 1);
+    let metrics = mapping.metrics();
+    assert_eq!((metrics.deleted, metrics.refused_receipts), (0, 1));
+    mapping.stop(Duration::from_secs(1)).await;
+}
