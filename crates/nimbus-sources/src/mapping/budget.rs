@@ -2,6 +2,12 @@
 //! of the oldest receipt passes, so an invocation starts only if it can end, and its
 //! acknowledgement land, before then. Checked at build time for the batching window and the
 //! function timeout, and at run time before every invocation and throttle retry.
+//!
+//! Not counted: a cold start. The function's timeout clock starts after its instance is
+//! initialised, so an invocation that needs a new instance may take up to `init_timeout` more;
+//! its acknowledgement can then be refused and the messages come back (at least once, never
+//! lost). A visibility timeout of six times the function timeout, as Lambda recommends, leaves
+//! room for it.
 
 use std::time::Duration;
 
