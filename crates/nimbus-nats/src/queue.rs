@@ -13,7 +13,7 @@ use nimbus_sources::{
 
 use crate::config::NatsConfig;
 use crate::error::NatsError;
-use crate::receipt::{Released, Replies};
+use crate::receipt::{Released, Replies, Superseded};
 use crate::redrive::DeadLetters;
 use crate::setup::{
     dead_letter_count, fetch_stats, open_consumer, open_dead_letter_stream, open_stream,
@@ -66,9 +66,11 @@ pub struct NatsQueue {
     pub(crate) consumer: PullConsumer,
     subject: Subject,
     /// The consumer's `ack_wait` as the server had it when the queue connected.
-    ack_wait: Duration,
+    pub(crate) ack_wait: Duration,
     /// Deliveries this process released (see `receipt.rs`).
     released: Released,
+    /// The latest delivery of each message in play (see `receipt.rs`).
+    pub(crate) superseded: Superseded,
     pub(crate) dead_letters: Option<DeadLetters>,
 }
 
@@ -142,6 +144,7 @@ impl NatsQueue {
             consumer,
             ack_wait,
             released: Released::default(),
+            superseded: Superseded::default(),
             dead_letters,
         })
     }
@@ -221,6 +224,7 @@ impl NatsQueue {
             &self.config.consumer,
             self.ack_wait,
             &self.released,
+            &self.superseded,
         )
     }
 

@@ -98,6 +98,64 @@ impl Released {
 
 /// The current deliveries an ack or a release names: each reply subject once, and which of
 /// them each receipt named (`None`: not current, or not a receipt of this consumer).
+/// The latest delivery this process received of each message still in play, by stream
+/// sequence: a receipt for an earlier delivery of a message that has since been delivered
+/// again is stale, whatever its age says. (The age check alone misses it when the first
+/// delivery was stamped late here: the server's `ack_wait` had started earlier, so it
+/// redelivered while the old receipt still looked current on this clock, and a `-NAK` through
+/// the old reply subject would make the new delivery's message visible.)
+#[derive(Debug, Default)]
+pub(crate) struct Superseded(parking_lot::Mutex<Latest>);
+
+#[derive(Debug, Default)]
+pub(crate) struct Latest {
+    /// Stream sequence -> (the highest delivery count seen, when it arrived).
+    deliveries: HashMap<u64, (u64, u64)>,
+    /// Forget entries past their use once the map reaches this size (amortised pruning).
+    prune_at: usize,
+}
+
+impl Superseded {
+    /// Notes a delivery that arrived at `arrived` (see [`now_millis`]).
+    pub(crate) fn saw(
+        &self,
+        stream_sequence: u64,
+        delivered: u64,
+        arrived: u64,
+        ack_wait: Duration,
+    ) {
+        let mut latest = self.0.lock();
+        let entry = latest
+            .deliveries
+            .entry(stream_sequence)
+            .or_insert((delivered, arrived));
+        if delivered >= entry.0 {
+            *entry = (delivered, arrived);
+        }
+        if latest.deliveries.len() >= latest.prune_at {
+            // An earlier receipt than one that arrived over two ack_waits ago is expired by
+            // its age already.
+            let keep = u64::try_from(ack_wait.as_millis())
+                .unwrap_or(u64::MAX)
+                .saturating_mul(2);
+            let now = now_millis();
+            latest
+                .deliveries
+                .retain(|_, (_, arrived)| now < arrived.saturating_add(keep));
+            latest.prune_at = (latest.deliveries.len() * 2).max(1024);
+        }
+    }
+
+    /// Whether a later delivery of the message than `delivered` has arrived.
+    fn supersedes(&self, stream_sequence: u64, delivered: u64) -> bool {
+        self.0
+            .lock()
+            .deliveries
+            .get(&stream_sequence)
+            .is_some_and(|(latest, _)| *latest > delivered)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Replies {
     pub(crate) subjects: Vec<Subject>,
@@ -111,6 +169,7 @@ impl Replies {
         consumer: &str,
         ack_wait: Duration,
         released: &Released,
+        superseded: &Superseded,
     ) -> Self {
         let released = released.0.lock();
         let mut subjects: Vec<Subject> = Vec::with_capacity(receipts.len());
@@ -120,6 +179,10 @@ impl Replies {
             .map(|r| {
                 let reply = current_reply(r, stream, consumer, ack_wait).ok()?;
                 if !released.is_empty() && released.contains_key(reply.as_str()) {
+                    return None;
+                }
+                let delivery = Delivery::parse(reply.as_str())?;
+                if superseded.supersedes(delivery.stream_sequence, delivery.delivered) {
                     return None;
                 }
                 Some(*seen.entry(reply.to_string()).or_insert_with(|| {
@@ -189,6 +252,7 @@ mod tests {
             "nimbus",
             wait,
             &none,
+            &Superseded::default(),
         );
         assert_eq!(replies.subjects.len(), 1);
         assert_eq!(replies.refused(&[true]), [1]);
@@ -199,15 +263,68 @@ mod tests {
             "nimbus",
             Duration::ZERO,
             &none,
+            &Superseded::default(),
         );
         assert!(expired.subjects.is_empty());
         assert_eq!(expired.refused(&[]), [0]);
         let released = Released::default();
         released.insert(&fresh, wait);
-        let replies = Replies::of(&[fresh], "ORDERS", "nimbus", wait, &released);
+        let replies = Replies::of(
+            std::slice::from_ref(&fresh),
+            "ORDERS",
+            "nimbus",
+            wait,
+            &released,
+            &Superseded::default(),
+        );
         assert!(
             replies.subjects.is_empty(),
             "a released delivery is refused"
         );
+    }
+
+    #[test]
+    fn a_delivery_superseded_by_a_later_one_is_refused_however_young() {
+        let wait = Duration::from_secs(30);
+        let fresh = receipt_of(REPLY, now_millis());
+        let delivery = Delivery::parse(REPLY).unwrap();
+        let superseded = Superseded::default();
+        let none = Released::default();
+        let of = |superseded: &Superseded| {
+            Replies::of(
+                std::slice::from_ref(&fresh),
+                "ORDERS",
+                "nimbus",
+                wait,
+                &none,
+                superseded,
+            )
+        };
+        superseded.saw(
+            delivery.stream_sequence,
+            delivery.delivered,
+            now_millis(),
+            wait,
+        );
+        assert_eq!(
+            of(&superseded).subjects.len(),
+            1,
+            "still the latest delivery"
+        );
+        superseded.saw(
+            delivery.stream_sequence,
+            delivery.delivered + 1,
+            now_millis(),
+            wait,
+        );
+        assert!(of(&superseded).subjects.is_empty(), "delivered again since");
+        // A late note of the older delivery does not make it current again.
+        superseded.saw(
+            delivery.stream_sequence,
+            delivery.delivered,
+            now_millis(),
+            wait,
+        );
+        assert!(of(&superseded).subjects.is_empty());
     }
 }

@@ -113,6 +113,12 @@ impl NatsQueue {
                 tracing::warn!(%reply, "nats message with an unknown reply subject");
                 continue;
             };
+            self.superseded.saw(
+                delivery.stream_sequence,
+                delivery.delivered,
+                arrived,
+                self.ack_wait,
+            );
             // Released messages carry the receives counted before (see `release.rs`).
             let lineage = Lineage::of(delivered.headers.as_ref());
             let receive_count = lineage.receive_count(&delivery);
