@@ -184,10 +184,16 @@ pub(super) async fn stale_receipt<Q: QueueProducer>(q: &Q) -> Result<(), Miss> {
         ),
     ];
     let shown = q.receive(1, Duration::ZERO).await.map_err(source(check))?;
-    if !shown.is_empty() {
+    if let Some(again) = shown.first() {
         return Err(miss(
             check,
-            "a stale receipt made a message visible while it was received again",
+            format!(
+                "a stale receipt made a message visible while it was received again: \
+                 received with count {} {:?} after the receive that brought it with count {}",
+                again.receive_count,
+                began.elapsed(),
+                current.receive_count
+            ),
             may_have_expired(began, visibility),
         ));
     }
