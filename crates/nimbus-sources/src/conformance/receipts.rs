@@ -189,9 +189,12 @@ pub(super) async fn stale_receipt<Q: QueueProducer>(q: &Q) -> Result<(), Miss> {
             check,
             format!(
                 "a stale receipt made a message visible while it was received again: \
-                 received with count {} {:?} after the receive that brought it with count {}",
+                 received as {:?} with count {} {:?} after the receive that brought {:?} with \
+                 count {}",
+                again.id,
                 again.receive_count,
                 began.elapsed(),
+                current.id,
                 current.receive_count
             ),
             may_have_expired(began, visibility),
