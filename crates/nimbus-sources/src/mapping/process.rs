@@ -55,6 +55,10 @@ impl Shared {
                 .into_iter()
                 .partition(|m| self.filters.matches(&m.body, &m.attributes))
         };
+        // Nothing awaited since the receive (no batching window, no ack of filtered messages):
+        // the first invocation starts within the time the build-time check left it, and needs
+        // no look at the clock (the hot path of small batches).
+        let mut fresh = self.config.batching_window.is_zero() && filtered.is_empty();
         if !filtered.is_empty() {
             let receipts: Vec<Receipt> = filtered.iter().map(|m| m.receipt.clone()).collect();
             let acked = self.call("ack", self.source.ack(&receipts)).await;
@@ -96,9 +100,10 @@ impl Shared {
             }
             // Once one sub-batch went back (the mapping stops) or the budget ran out, the
             // rest is not invoked either.
+            let in_time = std::mem::take(&mut fresh) || budget.allows(Duration::ZERO);
             let invoked = if stopping {
                 Invoked::Released
-            } else if out_of_time || !budget.allows(Duration::ZERO) {
+            } else if out_of_time || !in_time {
                 Invoked::OutOfTime
             } else {
                 self.invoke(&matching, &runnable, &budget).await
