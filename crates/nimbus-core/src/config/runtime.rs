@@ -1,7 +1,9 @@
-//! The runtime's configuration: the shared concurrency limit and prices.
+//! The runtime's configuration: the shared concurrency limit, prices, and the region and
+//! account that ARNs name.
 
 use super::Prices;
 use crate::error::ConfigError;
+use crate::util::aws;
 
 /// Runtime-wide settings, validated by [`crate::Runtime::new`].
 ///
@@ -26,6 +28,10 @@ pub struct RuntimeConfig {
     pub min_unreserved: Option<u32>,
     /// Prices for cost estimates.
     pub prices: Prices,
+    /// The region that ARNs in events, records and contexts name (default `us-east-1`).
+    pub region: String,
+    /// The account id that ARNs name: twelve digits (default `000000000000`).
+    pub account_id: String,
 }
 
 impl Default for RuntimeConfig {
@@ -34,6 +40,8 @@ impl Default for RuntimeConfig {
             concurrency_limit: 1_000,
             min_unreserved: None,
             prices: Prices::default(),
+            region: aws::DEFAULT_REGION.to_owned(),
+            account_id: aws::DEFAULT_ACCOUNT_ID.to_owned(),
         }
     }
 }
@@ -57,6 +65,20 @@ impl RuntimeConfig {
     #[must_use]
     pub fn with_prices(mut self, prices: Prices) -> Self {
         self.prices = prices;
+        self
+    }
+
+    /// Sets the region ARNs name (`us-east-1`, `eu-west-2`, ...).
+    #[must_use]
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = region.into();
+        self
+    }
+
+    /// Sets the account id ARNs name (twelve digits).
+    #[must_use]
+    pub fn with_account_id(mut self, account_id: impl Into<String>) -> Self {
+        self.account_id = account_id.into();
         self
     }
 
@@ -102,6 +124,22 @@ impl RuntimeConfig {
                 "prices.per_million_requests",
                 self.prices.per_million_requests,
                 "a finite price >= 0",
+            ));
+        }
+        if !aws::is_region(&self.region) {
+            return Err(ConfigError::new(
+                "runtime",
+                "region",
+                &self.region,
+                "a region name such as us-east-1",
+            ));
+        }
+        if !aws::is_account_id(&self.account_id) {
+            return Err(ConfigError::new(
+                "runtime",
+                "account_id",
+                &self.account_id,
+                "twelve digits",
             ));
         }
         Ok(())

@@ -67,6 +67,12 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
         self.principal.get()
     }
 
+    /// The function's ARN, `arn:aws:lambda:<region>:<account>:function:<name>`, in the region
+    /// and account of its runtime's config.
+    pub fn arn(&self) -> &str {
+        self.inner.arn()
+    }
+
     /// The function's name.
     pub fn name(&self) -> &str {
         self.inner.exec.name()

@@ -19,6 +19,7 @@ use crate::executor::{Executor, Shared};
 use crate::handler::{Caller, CloneFactory, Handler, InstanceFactory, RequestId};
 use crate::instance::{Backend, InProcess};
 use crate::retry::{Backoff, Retries, RetryPolicy};
+use crate::util::aws::function_arn;
 
 /// A function to register: a name, an instance factory (the init phase) and a configuration.
 ///
@@ -265,6 +266,8 @@ where
 
 /// A registered function's state, shared by its handles and the registry.
 pub(crate) struct FunctionInner<E, O> {
+    /// Lambda's unqualified function ARN, in the runtime's region and account.
+    arn: Arc<str>,
     exec: Arc<Executor<E, O>>,
     queue: Arc<AsyncInvoker<E, O>>,
     json: Option<JsonCodec<E, O>>,
@@ -292,9 +295,24 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
                 config.async_invoke.retry_backoff,
             )?),
         };
+        let arn = Arc::from(function_arn(
+            &shared.config.region,
+            &shared.config.account_id,
+            &name,
+        ));
         let exec = Arc::new(Executor::new(&name, config, backend, shared));
         let queue = Arc::new(AsyncInvoker::new(Arc::clone(&exec), destinations, retry));
-        Ok(Self { exec, queue, json })
+        Ok(Self {
+            arn,
+            exec,
+            queue,
+            json,
+        })
+    }
+
+    /// The function's ARN.
+    pub(crate) fn arn(&self) -> &Arc<str> {
+        &self.arn
     }
 
     /// The function's executor.

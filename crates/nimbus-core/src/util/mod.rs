@@ -1,6 +1,8 @@
-//! Small utilities every layer may use: cache-line padding, catching panics of user code, and
-//! time helpers. The bottom of the module order: this module imports nothing of the crate.
+//! Small utilities every layer may use: cache-line padding, catching panics of user code, time
+//! helpers, and AWS-shaped names and timestamps ([`aws`]). The bottom of the module order: this
+//! module imports nothing of the crate.
 
+pub mod aws;
 mod padded;
 mod unwind;
 

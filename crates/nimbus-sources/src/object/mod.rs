@@ -317,32 +317,6 @@ pub(crate) fn etag(data: &[u8]) -> String {
     )
 }
 
-/// RFC 3339 (UTC, milliseconds) of a system time, without a date library.
-pub(crate) fn rfc3339(at: SystemTime) -> String {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil from days (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
-}
-
 /// Publishes events for a store: matches rules, orders events per key, delivers to targets.
 #[derive(Debug)]
 pub(crate) struct Notifier {
@@ -381,7 +355,7 @@ impl Notifier {
             let event = ObjectEvent {
                 event_version: "2.1".into(),
                 event_source: "nimbus:s3".into(),
-                event_time: rfc3339(stream_time()),
+                event_time: nimbus_core::util::aws::rfc3339_millis(stream_time()),
                 event_name: event_type.name().into(),
                 s3: S3Entity {
                     configuration_id: rule.id.clone(),
