@@ -136,7 +136,7 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         for _ in 0..self.config.min_instances {
             tokio::task::yield_now().await;
             match self.init_instance(true).await {
-                Ok((instance, _)) => self.pool.add_idle(instance),
+                Ok((instance, scope, _)) => self.pool.add_idle(instance, scope),
                 Err(InvokeError::Init(failure)) => return Err(failure),
                 Err(other) => {
                     return Err(InitFailure::Error {

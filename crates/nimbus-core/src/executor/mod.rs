@@ -43,7 +43,7 @@ use crate::handler::{FunctionScope, RequestId};
 use crate::instance::{Backend, Pool, DISPOSE_LIMIT};
 use crate::metering::Usage;
 use crate::metrics::{FunctionCounters, FunctionMetrics};
-use crate::util::Padded;
+use crate::util::{aws, Padded};
 
 /// Where unregister has got to.
 #[derive(Debug, Default)]
@@ -124,6 +124,12 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
             scope: Arc::new(FunctionScope::new(
                 Arc::clone(&name),
                 config.memory_mb,
+                config.timeout,
+                Arc::from(aws::function_arn(
+                    &shared.config.region,
+                    &shared.config.account_id,
+                    &name,
+                )),
                 shared.services(),
             )),
             reserved: config.max_concurrency.map(|max| Limiter::new(max as usize)),

@@ -18,18 +18,36 @@ use tokio_util::sync::CancellationToken;
 
 use super::Executor;
 use crate::error::{InitFailure, InvokeError, OutcomeKind, ThrottleReason};
-use crate::handler::{Caller, Context, InitContext, RequestId};
+use crate::handler::{
+    Caller, ClientContext, CognitoIdentity, Context, Extras, InitContext, InstanceScope, RequestId,
+};
 use crate::instance::{Fault, Instance, Lease};
 use crate::metering::{self, UsageReport};
 use crate::util::{guarded, panic_message, CatchUnwind};
 
 /// Options of one invocation. Who invokes is not among them: the runtime sets the
 /// [`Principal`](crate::Principal) from the path the invocation takes.
+///
+/// # Example
+///
+/// ```
+/// use nimbus_core::{CognitoIdentity, InvokeOptions};
+///
+/// let options = InvokeOptions::default()
+///     .with_trace_id("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1")
+///     .with_identity(CognitoIdentity {
+///         identity_id: "us-east-1:1234".into(),
+///         identity_pool_id: "us-east-1:pool".into(),
+///     });
+/// # let _ = options;
+/// ```
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct InvokeOptions {
     /// The attempt number seen by the handler (default 1).
     pub attempt: Option<u32>,
+    /// Trace header, client context, identity: shared with the context as they are.
+    extras: Option<Arc<Extras>>,
 }
 
 impl InvokeOptions {
@@ -38,6 +56,32 @@ impl InvokeOptions {
     pub fn with_attempt(mut self, attempt: u32) -> Self {
         self.attempt = Some(attempt);
         self
+    }
+
+    /// Sets the X-Ray trace header the handler sees
+    /// ([`Context::xray_trace_id`]), in place of the one nimbus derives.
+    #[must_use]
+    pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
+        self.extras_mut().trace_id = Some(trace_id.into().into_boxed_str());
+        self
+    }
+
+    /// Sets the client context the handler sees ([`Context::client_context`]).
+    #[must_use]
+    pub fn with_client_context(mut self, client_context: ClientContext) -> Self {
+        self.extras_mut().client_context = Some(client_context);
+        self
+    }
+
+    /// Sets the Cognito identity the handler sees ([`Context::identity`]).
+    #[must_use]
+    pub fn with_identity(mut self, identity: CognitoIdentity) -> Self {
+        self.extras_mut().identity = Some(identity);
+        self
+    }
+
+    fn extras_mut(&mut self) -> &mut Extras {
+        Arc::make_mut(self.extras.get_or_insert_with(Arc::default))
     }
 }
 
@@ -111,10 +155,11 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         let request_id = self.shared.next_request_id();
         let attempt = options.attempt.unwrap_or(1);
         let run = self
-            .run_on(
+            .run_on_with(
                 &mut lease,
                 event,
                 (request_id, principal, attempt),
+                options.extras,
                 init_duration,
                 Instant::now(),
             )
@@ -144,9 +189,9 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
             return Err(InvokeError::Throttled(ThrottleReason::ScaleRate));
         }
         match self.init_instance(false).await {
-            Ok((instance, took)) => {
+            Ok((instance, scope, took)) => {
                 self.counters.cold_start();
-                Ok((self.pool.lease_new(instance), Some(took)))
+                Ok((self.pool.lease_new(instance, scope), Some(took)))
             }
             Err(error) => {
                 if matches!(error, InvokeError::Init(_)) {
@@ -169,23 +214,37 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         init_duration: Option<Duration>,
         start: Instant,
     ) -> Run<O> {
+        self.run_on_with(lease, event, who, None, init_duration, start)
+            .await
+    }
+
+    /// As [`Executor::run_on`], with what the caller set beyond the event.
+    pub(crate) async fn run_on_with(
+        &self,
+        lease: &mut Lease<'_, E, O>,
+        event: E,
+        who: (RequestId, Caller, u32),
+        extras: Option<Arc<Extras>>,
+        init_duration: Option<Duration>,
+        start: Instant,
+    ) -> Run<O> {
         let (request_id, principal, attempt) = who;
-        let (instance, cancel) = lease.parts();
-        let cancel = Arc::clone(cancel);
+        let (instance, scope) = lease.parts();
+        let scope = Arc::clone(scope);
         let ctx = Context::new(
             request_id,
             Arc::clone(&self.scope),
             start + self.config.timeout,
             attempt,
             principal,
-            Arc::clone(&cancel),
+            Arc::clone(&scope),
+            extras,
         );
         // The backend's `invoke` is user code before it returns its future too.
         let ran = match catch_unwind(AssertUnwindSafe(|| instance.invoke(event, ctx))) {
-            Ok(future) => self.run_guarded(future, start, &cancel).await,
+            Ok(future) => self.run_guarded(future, start, &scope.cancel).await,
             Err(payload) => Ran::Panicked(panic_message(payload.as_ref())),
         };
-        drop(cancel);
         let end = Instant::now();
         let duration = end.saturating_duration_since(start);
 
@@ -216,8 +275,10 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
             billed_ms = billed.as_millis() as u64,
             memory_mb = self.config.memory_mb,
             init_us = init_duration.map(|d| d.as_micros() as u64),
+            log_stream = scope.log_stream(),
             "REPORT"
         );
+        drop(scope);
         Run {
             result,
             report: UsageReport {
@@ -297,10 +358,11 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
     pub(crate) async fn init_instance(
         &self,
         provisioned: bool,
-    ) -> Result<(Box<dyn Instance<E, O>>, Duration), InvokeError> {
+    ) -> Result<(Box<dyn Instance<E, O>>, Arc<InstanceScope>, Duration), InvokeError> {
+        let scope = Arc::new(InstanceScope::new());
         let ctx = InitContext::new(
-            Arc::clone(&self.name),
-            self.config.memory_mb,
+            Arc::clone(&self.scope),
+            Arc::clone(&scope),
             self.instance_seq.fetch_add(1, Ordering::Relaxed),
             provisioned,
         );
@@ -326,7 +388,7 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         let took = start.elapsed();
         self.counters.init_time(took);
         match outcome {
-            Ok(Ok(Ok(instance))) => Ok((instance, took)),
+            Ok(Ok(Ok(instance))) => Ok((instance, scope, took)),
             Ok(Ok(Err(error))) => Err(InvokeError::Init(InitFailure::Error {
                 error_type: error.error_type().to_owned(),
                 message: error.message().to_owned(),

@@ -1,16 +1,19 @@
 //! What a handler knows about its invocation and how it acts through the runtime: [`Context`],
 //! and [`InitContext`] for the init phase.
 
+use std::borrow::Cow;
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Caller, Principal, RuntimeServices};
+use super::client::Extras;
+use super::scope::{FunctionScope, InstanceScope, Services};
+use super::{Caller, ClientContext, CognitoIdentity, Principal, RuntimeServices};
 use crate::error::{AsyncCallError, CallError, InvokeError, LookupError};
-use crate::util::far_future;
+use crate::util::{aws, far_future};
 
 /// A request id, unique within the process and very likely across processes: 64 random bits
 /// chosen when the runtime starts, and a 64-bit sequence. Displayed in UUID form.
@@ -53,50 +56,6 @@ impl fmt::Debug for RequestId {
     }
 }
 
-/// What every invocation of one function shares: built once per function, cloned (one
-/// reference count) per invocation.
-pub(crate) struct FunctionScope {
-    function_name: Arc<str>,
-    memory_mb: u32,
-    /// The principal of calls this function's handlers make.
-    as_caller: Caller,
-    services: Services,
-}
-
-/// How a context reaches its runtime.
-enum Services {
-    /// A detached context.
-    None,
-    /// A registered function's: weak, so that a function does not keep its runtime alive.
-    Runtime(Weak<dyn RuntimeServices>),
-    /// A stand-in given to a detached context.
-    Given(Arc<dyn RuntimeServices>),
-}
-
-impl FunctionScope {
-    pub(crate) fn new(
-        function_name: Arc<str>,
-        memory_mb: u32,
-        services: Option<Weak<dyn RuntimeServices>>,
-    ) -> Self {
-        Self {
-            as_caller: Caller::from(Principal::Function(Arc::clone(&function_name))),
-            function_name,
-            memory_mb,
-            services: services.map_or(Services::None, Services::Runtime),
-        }
-    }
-}
-
-impl fmt::Debug for FunctionScope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FunctionScope")
-            .field("function_name", &self.function_name)
-            .field("memory_mb", &self.memory_mb)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The invocation's context, handed to the handler with its event: what the invocation is
 /// (request id, deadline, attempt, principal), its cancellation token, and the way to act
 /// through the runtime (invoke other functions, reach the host's resources).
@@ -126,7 +85,9 @@ pub struct Context {
     deadline: Instant,
     attempt: u32,
     principal: Caller,
-    cancel: Arc<CancellationToken>,
+    instance: Arc<InstanceScope>,
+    /// What the caller set beyond the event (trace header, client context, identity): rare.
+    extras: Option<Arc<Extras>>,
 }
 
 impl fmt::Debug for Context {
@@ -149,7 +110,8 @@ impl Context {
         deadline: Instant,
         attempt: u32,
         principal: Caller,
-        cancel: Arc<CancellationToken>,
+        instance: Arc<InstanceScope>,
+        extras: Option<Arc<Extras>>,
     ) -> Self {
         Self {
             request_id,
@@ -157,23 +119,36 @@ impl Context {
             deadline,
             attempt,
             principal,
-            cancel,
+            instance,
+            extras,
         }
     }
 
     /// A context for calling a handler directly, outside a runtime (tests, benches):
     /// request id 0, 128 MB, a deadline `timeout` from now (saturating: `Duration::MAX` is a
-    /// deadline decades away), first attempt, invoked by the host, no runtime to call through
-    /// (see [`Context::with_services`]).
+    /// deadline decades away), first attempt, invoked by the host, the ARN of the default
+    /// region and account, no runtime to call through (see [`Context::with_services`]).
     pub fn detached(function_name: &str, timeout: Duration) -> Self {
         let now = Instant::now();
+        let arn = aws::function_arn(
+            aws::DEFAULT_REGION,
+            aws::DEFAULT_ACCOUNT_ID,
+            function_name,
+        );
         Self {
             request_id: RequestId(0),
-            scope: Arc::new(FunctionScope::new(Arc::from(function_name), 128, None)),
+            scope: Arc::new(FunctionScope::new(
+                Arc::from(function_name),
+                128,
+                timeout,
+                Arc::from(arn),
+                None,
+            )),
             deadline: now.checked_add(timeout).unwrap_or_else(far_future),
             attempt: 1,
             principal: Caller::default(),
-            cancel: Arc::new(CancellationToken::new()),
+            instance: Arc::new(InstanceScope::new()),
+            extras: None,
         }
     }
 
@@ -181,13 +156,7 @@ impl Context {
     /// functions can be tested outside one.
     #[must_use]
     pub fn with_services(mut self, services: Arc<dyn RuntimeServices>) -> Self {
-        let mut scope = FunctionScope::new(
-            Arc::clone(&self.scope.function_name),
-            self.scope.memory_mb,
-            None,
-        );
-        scope.services = Services::Given(services);
-        self.scope = Arc::new(scope);
+        self.scope = Arc::new(self.scope.with_services(Services::Given(services)));
         self
     }
 
@@ -204,6 +173,55 @@ impl Context {
     /// The function's memory size in MB.
     pub fn memory_mb(&self) -> u32 {
         self.scope.memory_mb
+    }
+
+    /// The function's ARN, `arn:aws:lambda:<region>:<account>:function:<name>`, in the
+    /// runtime's region and account (Lambda's `invoked_function_arn`; nimbus has no
+    /// qualifiers, so it is always the unqualified ARN).
+    pub fn invoked_function_arn(&self) -> &str {
+        &self.scope.arn
+    }
+
+    /// The version that runs: always `$LATEST` (nimbus publishes no versions).
+    pub fn function_version(&self) -> &str {
+        aws::FUNCTION_VERSION
+    }
+
+    /// The function's log group, `/aws/lambda/<name>`.
+    pub fn log_group_name(&self) -> &str {
+        &self.scope.log_group
+    }
+
+    /// The instance's log stream, `YYYY/MM/DD/[$LATEST]<32 hex>`: fixed when the instance was
+    /// created, the same for every invocation it serves.
+    pub fn log_stream_name(&self) -> &str {
+        self.instance.log_stream()
+    }
+
+    /// The invocation's X-Ray trace header: the caller's, if it gave one
+    /// ([`InvokeOptions::with_trace_id`](crate::InvokeOptions::with_trace_id)), otherwise one
+    /// in Lambda's shape, `Root=1-<8 hex epoch seconds>-<24 hex>;Parent=<16 hex>;Sampled=0`,
+    /// derived from the request id and the start time (the same on every call).
+    pub fn xray_trace_id(&self) -> Cow<'_, str> {
+        match self.extras.as_deref().and_then(|e| e.trace_id.as_deref()) {
+            Some(given) => Cow::Borrowed(given),
+            None => Cow::Owned(aws::trace_header(
+                self.scope.started_epoch_secs(self.deadline),
+                self.request_id.as_u128(),
+            )),
+        }
+    }
+
+    /// The client context the caller passed
+    /// ([`InvokeOptions::with_client_context`](crate::InvokeOptions::with_client_context)).
+    pub fn client_context(&self) -> Option<&ClientContext> {
+        self.extras.as_deref()?.client_context.as_ref()
+    }
+
+    /// The Cognito identity the caller passed
+    /// ([`InvokeOptions::with_identity`](crate::InvokeOptions::with_identity)).
+    pub fn identity(&self) -> Option<&CognitoIdentity> {
+        self.extras.as_deref()?.identity.as_ref()
     }
 
     /// When the invocation times out.
@@ -240,7 +258,7 @@ impl Context {
     /// `tokio::task::spawn_blocking` (and watch this token), or on a backend that runs
     /// instances in their own processes.
     pub fn cancellation(&self) -> &CancellationToken {
-        &self.cancel
+        &self.instance.cancel
     }
 
     /// The runtime, or why there is none.
@@ -337,26 +355,26 @@ impl Context {
     }
 }
 
-/// What the init phase knows: the function it builds an instance of.
+/// What the init phase knows: the function it builds an instance of, and the instance.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InitContext {
-    function_name: Arc<str>,
-    memory_mb: u32,
+    scope: Arc<FunctionScope>,
+    instance: Arc<InstanceScope>,
     instance_number: u64,
     provisioned: bool,
 }
 
 impl InitContext {
     pub(crate) fn new(
-        function_name: Arc<str>,
-        memory_mb: u32,
+        scope: Arc<FunctionScope>,
+        instance: Arc<InstanceScope>,
         instance_number: u64,
         provisioned: bool,
     ) -> Self {
         Self {
-            function_name,
-            memory_mb,
+            scope,
+            instance,
             instance_number,
             provisioned,
         }
@@ -364,12 +382,32 @@ impl InitContext {
 
     /// The function's name.
     pub fn function_name(&self) -> &str {
-        &self.function_name
+        &self.scope.function_name
     }
 
     /// The function's memory size in MB.
     pub fn memory_mb(&self) -> u32 {
-        self.memory_mb
+        self.scope.memory_mb
+    }
+
+    /// The function's ARN in the runtime's region and account.
+    pub fn function_arn(&self) -> &str {
+        &self.scope.arn
+    }
+
+    /// The version that runs: always `$LATEST`.
+    pub fn function_version(&self) -> &str {
+        aws::FUNCTION_VERSION
+    }
+
+    /// The function's log group, `/aws/lambda/<name>`.
+    pub fn log_group_name(&self) -> &str {
+        &self.scope.log_group
+    }
+
+    /// The log stream of the instance being built; its invocations see the same one.
+    pub fn log_stream_name(&self) -> &str {
+        self.instance.log_stream()
     }
 
     /// A number counting the function's instances from 1.

@@ -8,8 +8,10 @@
 //! instances in the init phase, so expensive set-up (clients, caches) is done once per instance
 //! and reused warm.
 
+mod client;
 mod context;
 mod principal;
+mod scope;
 mod services;
 
 use std::future::Future;
@@ -18,8 +20,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub(crate) use context::FunctionScope;
+pub(crate) use client::Extras;
+pub use client::{ClientApplication, ClientContext, CognitoIdentity};
 pub use context::{Context, InitContext, RequestId};
+pub(crate) use scope::{FunctionScope, InstanceScope};
 pub(crate) use principal::Caller;
 pub use principal::Principal;
 pub use services::RuntimeServices;

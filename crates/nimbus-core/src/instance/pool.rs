@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Instance;
+use crate::handler::InstanceScope;
 use crate::util::{guarded, BoxFuture, CatchUnwind};
 
 type Boxed<E, O> = Box<dyn Instance<E, O>>;
@@ -25,13 +26,13 @@ type Boxed<E, O> = Box<dyn Instance<E, O>>;
 /// Runs the rest of a disposal that did not finish at once, on a task the runtime tracks.
 pub(crate) type Disposer = Box<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>;
 
-/// An instance and its cancellation token. The token belongs to the instance, like a Lambda
-/// environment's lifetime: it fires when an invocation on it times out (and the instance is
-/// discarded) or at shutdown, so work an earlier invocation left running stops with it.
-/// Sharing one token per instance also keeps an allocation off every invocation.
+/// An instance and its scope (cancellation token, log stream). The token belongs to the
+/// instance, like a Lambda environment's lifetime: it fires when an invocation on it times out
+/// (and the instance is discarded) or at shutdown, so work an earlier invocation left running
+/// stops with it. Sharing one scope per instance also keeps an allocation off every invocation.
 struct Slot<E, O> {
     instance: Boxed<E, O>,
-    cancel: Arc<CancellationToken>,
+    scope: Arc<InstanceScope>,
 }
 
 struct Idle<E, O> {
@@ -110,18 +111,22 @@ impl<E, O> Pool<E, O> {
     }
 
     /// Adds a freshly initialised instance, leased to the caller.
-    pub(crate) fn lease_new(&self, instance: Boxed<E, O>) -> Lease<'_, E, O> {
+    pub(crate) fn lease_new(
+        &self,
+        instance: Boxed<E, O>,
+        scope: Arc<InstanceScope>,
+    ) -> Lease<'_, E, O> {
         self.live.fetch_add(1, Ordering::Relaxed);
         Lease {
             pool: self,
-            slot: Some(Slot::new(instance)),
+            slot: Some(Slot { instance, scope }),
         }
     }
 
     /// Adds a freshly initialised instance straight to the idle pool (provisioning).
-    pub(crate) fn add_idle(&self, instance: Boxed<E, O>) {
+    pub(crate) fn add_idle(&self, instance: Boxed<E, O>, scope: Arc<InstanceScope>) {
         self.live.fetch_add(1, Ordering::Relaxed);
-        self.put_back(Slot::new(instance), Instant::now());
+        self.put_back(Slot { instance, scope }, Instant::now());
     }
 
     fn put_back(&self, slot: Slot<E, O>, now: Instant) {
@@ -220,7 +225,7 @@ impl<E, O> Pool<E, O> {
     /// disposal is polled once here, and what is left of it runs on a tracked task. A panic in
     /// it is caught.
     fn dispose(&self, slot: Slot<E, O>) {
-        slot.cancel.cancel();
+        slot.scope.cancel.cancel();
         let instance = slot.instance;
         let Some(disposal) = guarded(|| Some(instance.dispose()), None) else {
             tracing::warn!("an instance panicked while being disposed of");
@@ -258,23 +263,14 @@ pub(crate) struct Lease<'a, E, O> {
     slot: Option<Slot<E, O>>,
 }
 
-impl<E, O> Slot<E, O> {
-    fn new(instance: Boxed<E, O>) -> Self {
-        Self {
-            instance,
-            cancel: Arc::new(CancellationToken::new()),
-        }
-    }
-}
-
 impl<E, O> Lease<'_, E, O> {
-    /// The instance and its cancellation token.
-    pub(crate) fn parts(&mut self) -> (&mut Boxed<E, O>, &Arc<CancellationToken>) {
+    /// The instance and its scope.
+    pub(crate) fn parts(&mut self) -> (&mut Boxed<E, O>, &Arc<InstanceScope>) {
         let slot = self
             .slot
             .as_mut()
             .expect("a lease holds its instance until released");
-        (&mut slot.instance, &slot.cancel)
+        (&mut slot.instance, &slot.scope)
     }
 
     /// Whether the backend says the instance died (a panic in its answer counts as yes).

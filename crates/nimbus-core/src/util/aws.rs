@@ -64,8 +64,20 @@ pub fn is_account_id(account_id: &str) -> bool {
 pub fn rfc3339_millis(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let (y, m, d) = civil_date(secs);
     let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// The UTC date (year, month, day) of `secs` seconds after the epoch.
+fn civil_date(secs: u64) -> (i64, i64, i64) {
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
     // Civil from days (H. Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -77,12 +89,56 @@ pub fn rfc3339_millis(at: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
+    (y, m, d)
+}
+
+/// The version every invocation runs: nimbus has no published versions or aliases.
+pub const FUNCTION_VERSION: &str = "$LATEST";
+
+/// `/aws/lambda/<name>`, the log group Lambda writes a function's logs to.
+pub fn log_group_name(name: &str) -> String {
+    format!("/aws/lambda/{name}")
+}
+
+/// `YYYY/MM/DD/[$LATEST]<32 hex>`, the log stream of one instance (execution environment)
+/// created at `at`, as Lambda names it; `random` makes it unique.
+///
+/// # Example
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use nimbus_core::util::aws::log_stream_name;
+/// let at = UNIX_EPOCH + Duration::from_secs(1_573_755_365);
+/// assert_eq!(log_stream_name(at, 0xab), "2019/11/14/[$LATEST]000000000000000000000000000000ab");
+/// ```
+pub fn log_stream_name(at: SystemTime, random: u128) -> String {
+    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let (y, m, d) = civil_date(secs);
+    format!("{y:04}/{m:02}/{d:02}/[{FUNCTION_VERSION}]{random:032x}")
+}
+
+/// `Root=1-<8 hex epoch seconds>-<24 hex>;Parent=<16 hex>;Sampled=0`, an X-Ray trace header
+/// in Lambda's shape for an invocation started at `epoch_secs` with request id `id`: the
+/// root's 24 hex digits are the id's low 96 bits, the parent a mix of all of it.
+///
+/// # Example
+///
+/// ```
+/// use nimbus_core::util::aws::trace_header;
+/// let header = trace_header(0x5dcd_9b25, 1);
+/// assert!(header.starts_with("Root=1-5dcd9b25-000000000000000000000001;Parent="));
+/// assert!(header.ends_with(";Sampled=0"));
+/// ```
+pub fn trace_header(epoch_secs: u64, id: u128) -> String {
+    let root = id & ((1u128 << 96) - 1);
+    // SplitMix64's finaliser: a parent id that differs for neighbouring request ids.
+    let mut parent = (id as u64) ^ ((id >> 64) as u64).rotate_left(32);
+    parent = (parent ^ (parent >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    parent = (parent ^ (parent >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    parent ^= parent >> 31;
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60,
-        since.subsec_millis()
+        "Root=1-{:08x}-{root:024x};Parent={parent:016x};Sampled=0",
+        epoch_secs & 0xffff_ffff
     )
 }
 
