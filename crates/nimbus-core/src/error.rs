@@ -311,6 +311,16 @@ pub enum InvokeError {
     /// The function was unregistered: a handle kept from before refuses new invocations.
     #[error("function `{0}` was unregistered")]
     Unregistered(String),
+    /// The output of a call by name serialises to more JSON than the runtime's
+    /// `payload_limits.sync_response` (Lambda's `Function.ResponseSizeTooLarge`). The handler
+    /// ran; its output is dropped.
+    #[error("response payload size ({size} bytes) exceeded the maximum allowed payload size ({limit} bytes)")]
+    ResponseTooLarge {
+        /// The output's size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
 }
 
 impl InvokeError {
@@ -323,6 +333,7 @@ impl InvokeError {
             Self::Init(_) => OutcomeKind::InitFailure,
             Self::Throttled(_) => OutcomeKind::Throttled,
             Self::Payload(_) => OutcomeKind::Rejected,
+            Self::ResponseTooLarge { .. } => OutcomeKind::Error,
             Self::ShuttingDown | Self::Cancelled | Self::Unregistered(_) => OutcomeKind::Cancelled,
         }
     }
@@ -340,6 +351,7 @@ impl InvokeError {
             Self::ShuttingDown => "ShuttingDown",
             Self::Cancelled => "Cancelled",
             Self::Unregistered(_) => "Unregistered",
+            Self::ResponseTooLarge { .. } => "Function.ResponseSizeTooLarge",
         }
     }
 }
@@ -418,6 +430,15 @@ pub enum CallError {
     /// The function was invoked and the invocation failed.
     #[error(transparent)]
     Invoke(#[from] InvokeError),
+    /// The event serialises to more JSON than the runtime's `payload_limits.sync_request`;
+    /// the function was not invoked (Lambda: `RequestTooLargeException`, HTTP 413).
+    #[error("request payload size ({size} bytes) exceeded the maximum allowed payload size ({limit} bytes)")]
+    PayloadTooLarge {
+        /// The event's size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
 }
 
 impl CallError {
@@ -425,7 +446,7 @@ impl CallError {
     pub fn invoke_error(&self) -> Option<&InvokeError> {
         match self {
             Self::Invoke(error) => Some(error),
-            Self::Lookup(_) => None,
+            Self::Lookup(_) | Self::PayloadTooLarge { .. } => None,
         }
     }
 }
@@ -443,6 +464,14 @@ pub enum RejectReason {
     ShuttingDown,
     /// The function was unregistered.
     Unregistered,
+    /// The event serialises to more JSON than the runtime's `payload_limits.async_request`
+    /// (Lambda: `RequestTooLargeException`, HTTP 413).
+    TooLarge {
+        /// The event's size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
 }
 
 /// An event an asynchronous invocation did not accept, handed back to the caller with the
@@ -463,6 +492,10 @@ impl<E> fmt::Display for Rejected<E> {
             }
             RejectReason::ShuttingDown => f.write_str("runtime is shutting down"),
             RejectReason::Unregistered => f.write_str("function was unregistered"),
+            RejectReason::TooLarge { size, limit } => write!(
+                f,
+                "request payload size ({size} bytes) exceeded the maximum allowed payload size ({limit} bytes)"
+            ),
         }
     }
 }
@@ -479,7 +512,7 @@ pub enum AsyncCallError<E> {
     /// The JSON event does not decode into the function's event type.
     #[error("payload error: {0}")]
     Payload(String),
-    /// The function refused the event (queue full, shutting down, unregistered); the event is
+    /// The function refused the event (queue full, too large, shutting down, unregistered); the event is
     /// handed back.
     #[error("event refused: {0}")]
     Rejected(Rejected<E>),

@@ -82,7 +82,8 @@ pub use async_invoke::{
 };
 pub use concurrency::TokenBucket;
 pub use config::{
-    limits, AsyncConfig, BillingGranularity, FunctionConfig, Prices, RuntimeConfig, ScaleRate,
+    limits, AsyncConfig, BillingGranularity, FunctionConfig, PayloadLimits, Prices, RuntimeConfig,
+    ScaleRate,
 };
 pub use error::{
     AsyncCallError, CallError, ConfigError, FunctionError, InitFailure, InvokeError, LookupError,

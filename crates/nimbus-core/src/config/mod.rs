@@ -3,9 +3,11 @@
 //! (`validate`), naming the field and the allowed range.
 
 mod function;
+mod payload;
 mod prices;
 mod runtime;
 
 pub use function::{limits, AsyncConfig, BillingGranularity, FunctionConfig, ScaleRate};
+pub use payload::{PayloadLimits, ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT};
 pub use prices::Prices;
 pub use runtime::RuntimeConfig;

@@ -1,7 +1,7 @@
 //! The runtime's configuration: the shared concurrency limit, prices, and the region and
 //! account that ARNs name.
 
-use super::Prices;
+use super::{PayloadLimits, Prices};
 use crate::error::ConfigError;
 use crate::util::aws;
 
@@ -32,6 +32,9 @@ pub struct RuntimeConfig {
     pub region: String,
     /// The account id that ARNs name: twelve digits (default `000000000000`).
     pub account_id: String,
+    /// The largest JSON payloads of calls by name (default: Lambda's, 6 MB sync each way,
+    /// 1 MB async).
+    pub payload_limits: PayloadLimits,
 }
 
 impl Default for RuntimeConfig {
@@ -42,6 +45,7 @@ impl Default for RuntimeConfig {
             prices: Prices::default(),
             region: aws::DEFAULT_REGION.to_owned(),
             account_id: aws::DEFAULT_ACCOUNT_ID.to_owned(),
+            payload_limits: PayloadLimits::default(),
         }
     }
 }
@@ -79,6 +83,13 @@ impl RuntimeConfig {
     #[must_use]
     pub fn with_account_id(mut self, account_id: impl Into<String>) -> Self {
         self.account_id = account_id.into();
+        self
+    }
+
+    /// Sets the largest JSON payloads of calls by name.
+    #[must_use]
+    pub fn with_payload_limits(mut self, limits: PayloadLimits) -> Self {
+        self.payload_limits = limits;
         self
     }
 
@@ -142,6 +153,6 @@ impl RuntimeConfig {
                 "twelve digits",
             ));
         }
-        Ok(())
+        self.payload_limits.validate()
     }
 }

@@ -37,7 +37,7 @@ pub use run::{Invocation, InvokeOptions};
 pub(crate) use shared::Shared;
 
 use crate::concurrency::{Limiter, Permit, TokenBucket};
-use crate::config::FunctionConfig;
+use crate::config::{FunctionConfig, PayloadLimits};
 use crate::error::ThrottleReason;
 use crate::handler::{FunctionScope, RequestId};
 use crate::instance::{Backend, Pool, DISPOSE_LIMIT};
@@ -160,6 +160,11 @@ impl<E, O> Executor<E, O> {
     /// The function's configuration.
     pub(crate) fn config(&self) -> &FunctionConfig {
         &self.config
+    }
+
+    /// The runtime's limits of JSON payloads.
+    pub(crate) fn payload_limits(&self) -> &PayloadLimits {
+        &self.shared.config.payload_limits
     }
 
     /// A new request id.

@@ -3,12 +3,12 @@
 
 use super::FunctionInner;
 use crate::async_invoke::{AsyncMetrics, HandedBack};
-use crate::error::{AsyncCallError, CallError, InvokeError, LookupError};
+use crate::error::{AsyncCallError, CallError, InvokeError, LookupError, RejectReason};
 use crate::executor::InvokeOptions;
 use crate::handler::{Caller, RequestId};
 use crate::metering::Usage;
 use crate::metrics::FunctionMetrics;
-use crate::util::BoxFuture;
+use crate::util::{json_len, BoxFuture};
 
 /// What every registered function offers, whatever its event and output types.
 pub(crate) trait AnyFunction: Send + Sync + 'static {
@@ -61,6 +61,14 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
             let Some(codec) = &self.json else {
                 return Err(LookupError::NotJson(name.to_string()).into());
             };
+            let limits = *self.exec.payload_limits();
+            let size = json_len(&event);
+            if size > limits.sync_request {
+                return Err(CallError::PayloadTooLarge {
+                    size,
+                    limit: limits.sync_request,
+                });
+            }
             let event = (codec.decode)(&event).map_err(|e| {
                 InvokeError::Payload(format!("cannot decode the event for `{name}`: {e}"))
             })?;
@@ -69,9 +77,18 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
                 .invoke(event, principal, InvokeOptions::default())
                 .await
                 .result?;
-            (codec.encode)(output).map_err(|e| {
-                InvokeError::Payload(format!("cannot encode the output of `{name}`: {e}")).into()
-            })
+            let output = (codec.encode)(output).map_err(|e| {
+                InvokeError::Payload(format!("cannot encode the output of `{name}`: {e}"))
+            })?;
+            let size = json_len(&output);
+            if size > limits.sync_response {
+                return Err(InvokeError::ResponseTooLarge {
+                    size,
+                    limit: limits.sync_response,
+                }
+                .into());
+            }
+            Ok(output)
         })
     }
 
@@ -84,6 +101,14 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
         let Some(codec) = &self.json else {
             return Err(LookupError::NotJson(name.to_string()).into());
         };
+        let limit = self.exec.payload_limits().async_request;
+        let size = json_len(&event);
+        if size > limit {
+            return Err(AsyncCallError::Rejected(crate::error::Rejected {
+                event,
+                reason: RejectReason::TooLarge { size, limit },
+            }));
+        }
         let decoded = (codec.decode)(&event).map_err(|e| {
             AsyncCallError::Payload(format!("cannot decode the event for `{name}`: {e}"))
         })?;

@@ -31,6 +31,24 @@ pub(crate) fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
     s.collect_str(v)
 }
 
+/// The length in bytes of `value`'s compact JSON, counted without building the string.
+pub fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a value that fails to serialise counts what it wrote.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// Serialises a duration as whole microseconds.
 pub(crate) fn serialize_us<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))

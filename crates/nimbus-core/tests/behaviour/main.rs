@@ -12,6 +12,7 @@ mod failures;
 mod hostile;
 mod instances;
 mod invoke;
+mod payload_limits;
 mod properties;
 mod races;
 mod seams;
