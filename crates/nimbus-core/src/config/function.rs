@@ -181,9 +181,10 @@ pub struct FunctionConfig {
     /// limit. `None` (the default) shares the runtime's unreserved pool; `Some(0)` throttles
     /// every invocation.
     pub max_concurrency: Option<u32>,
-    /// Provisioned concurrency: instances initialised at registration and never reaped
-    /// (default 0; at most `max_concurrency` when that is set, and otherwise at most the
-    /// runtime's `concurrency_limit`).
+    /// Provisioned concurrency: instances initialised at registration and never reaped, and
+    /// as many permits set aside for them (default 0). Within `max_concurrency` when that is
+    /// set; otherwise carved out of the runtime's limit as a reservation is (validated against
+    /// `min_unreserved`), with invocations beyond it served on demand from the unreserved pool.
     pub min_instances: u32,
     /// How long an idle instance is kept warm before it is reaped (1 ms..=24 h, default 5 min).
     pub idle_timeout: Duration,
@@ -214,6 +215,13 @@ impl Default for FunctionConfig {
 }
 
 impl FunctionConfig {
+    /// The concurrency the function takes out of the runtime's unreserved pool: its
+    /// reservation (`max_concurrency`), or else its provisioned floor (`min_instances`).
+    pub fn reserved_concurrency(&self) -> Option<u32> {
+        self.max_concurrency
+            .or((self.min_instances > 0).then_some(self.min_instances))
+    }
+
     /// Sets the invocation timeout.
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {

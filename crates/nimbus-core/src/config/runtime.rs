@@ -120,22 +120,27 @@ impl RuntimeConfig {
                 format!("0..=concurrency_limit ({})", self.concurrency_limit),
             ));
         }
-        let price_ok = |p: f64| p.is_finite() && p >= 0.0;
-        if !price_ok(self.prices.per_gb_second) {
-            return Err(ConfigError::new(
-                "runtime",
-                "prices.per_gb_second",
-                self.prices.per_gb_second,
-                "a finite price >= 0",
-            ));
-        }
-        if !price_ok(self.prices.per_million_requests) {
-            return Err(ConfigError::new(
-                "runtime",
-                "prices.per_million_requests",
-                self.prices.per_million_requests,
-                "a finite price >= 0",
-            ));
+        let prices = &self.prices;
+        for (field, price) in [
+            ("prices.per_gb_second", prices.per_gb_second),
+            ("prices.per_million_requests", prices.per_million_requests),
+            (
+                "prices.provisioned_concurrency_per_gb_second",
+                prices.provisioned_concurrency_per_gb_second,
+            ),
+            (
+                "prices.provisioned_duration_per_gb_second",
+                prices.provisioned_duration_per_gb_second,
+            ),
+        ] {
+            if !(price.is_finite() && price >= 0.0) {
+                return Err(ConfigError::new(
+                    "runtime",
+                    field,
+                    price,
+                    "a finite price >= 0",
+                ));
+            }
         }
         if !aws::is_region(&self.region) {
             return Err(ConfigError::new(

@@ -60,7 +60,7 @@ impl<E, O> Executor<E, O> {
 
     /// Gives the function's reservation back to the runtime's pool, once.
     fn return_reservation(&self) {
-        if let Some(amount) = self.config.max_concurrency {
+        if let Some(amount) = self.config.reserved_concurrency() {
             if !self.reservation_returned.swap(true, Ordering::AcqRel) {
                 self.shared.unreserve(amount);
             }
@@ -115,6 +115,7 @@ impl<E, O> Executor<E, O> {
     /// how many were disposed of now.
     pub(crate) fn stop_instances(&self) -> usize {
         self.stopped.cancel();
+        self.provisioned_disabled();
         self.pool.close()
     }
 
@@ -125,7 +126,8 @@ impl<E, O> Executor<E, O> {
 
     /// Whether the function holds no reservation any more.
     pub(crate) fn reservation_returned(&self) -> bool {
-        self.config.max_concurrency.is_none() || self.reservation_returned.load(Ordering::Acquire)
+        self.config.reserved_concurrency().is_none()
+            || self.reservation_returned.load(Ordering::Acquire)
     }
 }
 
@@ -133,9 +135,15 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
     /// Initialises the provisioned instances, yielding between them so that a caller's
     /// timeout can fire however many there are.
     pub(crate) async fn provision(&self) -> Result<(), InitFailure> {
-        for _ in 0..self.config.min_instances {
+        let min = self.config.min_instances as usize;
+        for _ in 0..min {
             tokio::task::yield_now().await;
-            match self.init_instance(true).await {
+            let claimed = self.pool.claim_provisioned(min);
+            let outcome = self.init_instance(claimed).await;
+            if outcome.is_err() && claimed {
+                self.pool.unclaim_provisioned();
+            }
+            match outcome {
                 Ok((instance, scope, _)) => self.pool.add_idle(instance, scope),
                 Err(InvokeError::Init(failure)) => return Err(failure),
                 Err(other) => {

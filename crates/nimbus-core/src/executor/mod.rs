@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -63,8 +64,15 @@ pub(crate) struct Executor<E, O> {
     /// disposes of them while their backend still exists.
     pool: Pool<E, O>,
     backend: Arc<dyn Backend<E, O>>,
-    /// The function's own limiter when it has reserved concurrency.
+    /// The function's own limiter when it has reserved concurrency (less its provisioned
+    /// permits).
     reserved: Option<Limiter>,
+    /// The permits of the provisioned instances (`min_instances`), tried first; beyond them
+    /// an invocation takes a permit of the reservation, or of the unreserved pool.
+    provisioned: Option<Limiter>,
+    /// When provisioned concurrency was enabled (registration) and disabled (the function
+    /// stopped), for its capacity charge.
+    provisioned_span: parking_lot::Mutex<(Option<Instant>, Option<Instant>)>,
     shared: Arc<Shared>,
     scale: TokenBucket,
     counters: FunctionCounters,
@@ -132,7 +140,12 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
                 )),
                 shared.services(),
             )),
-            reserved: config.max_concurrency.map(|max| Limiter::new(max as usize)),
+            reserved: config
+                .max_concurrency
+                .map(|max| Limiter::new(max.saturating_sub(config.min_instances) as usize)),
+            provisioned: (config.min_instances > 0)
+                .then(|| Limiter::new(config.min_instances as usize)),
+            provisioned_span: parking_lot::Mutex::new((None, None)),
             scale: TokenBucket::new(config.scale_rate.instances, config.scale_rate.per),
             stopped: shared.shutting_down.child_token(),
             hard_stop: shared.hard_stop.child_token(),
@@ -192,8 +205,12 @@ impl<E, O> Executor<E, O> {
         &self.hard_stop
     }
 
-    /// A permit from the function's reservation, or from the runtime's unreserved pool.
+    /// A permit of the function's provisioned concurrency, else of its reservation, else of
+    /// the runtime's unreserved pool.
     pub(crate) fn try_permit(&self) -> Result<Permit<'_>, ThrottleReason> {
+        if let Some(permit) = self.provisioned.as_ref().and_then(Limiter::try_acquire) {
+            return Ok(permit);
+        }
         match &self.reserved {
             Some(limiter) => limiter.try_acquire().ok_or(ThrottleReason::FunctionLimit),
             None => self
@@ -212,17 +229,48 @@ impl<E, O> Executor<E, O> {
             (Some(limiter), _) => Some(limiter),
             (None, _) => Some(&self.shared.unreserved),
         };
-        match limiter {
-            Some(limiter) => drop(limiter.acquire().await),
-            None => std::future::pending().await,
+        match (limiter, &self.provisioned) {
+            (Some(limiter), Some(provisioned)) => tokio::select! {
+                permit = limiter.acquire() => drop(permit),
+                permit = provisioned.acquire() => drop(permit),
+            },
+            (Some(limiter), None) => drop(limiter.acquire().await),
+            (None, _) => std::future::pending().await,
         }
     }
 
-    /// How many invocations may run at once now: the reservation, or the unreserved pool.
+    /// How many invocations may run at once now: the provisioned permits, and the
+    /// reservation or the unreserved pool.
     pub(crate) fn concurrency_cap(&self) -> usize {
-        match &self.reserved {
-            Some(limiter) => limiter.limit(),
-            None => self.shared.unreserved.limit(),
+        let provisioned = self.provisioned.as_ref().map_or(0, Limiter::limit);
+        provisioned
+            + match &self.reserved {
+                Some(limiter) => limiter.limit(),
+                None => self.shared.unreserved.limit(),
+            }
+    }
+
+    /// Provisioned concurrency is enabled from now (registration completed).
+    pub(crate) fn provisioned_enabled(&self) {
+        if self.config.min_instances > 0 {
+            self.provisioned_span.lock().0 = Some(Instant::now());
+        }
+    }
+
+    /// Provisioned concurrency is disabled from now (the function stops), once.
+    pub(crate) fn provisioned_disabled(&self) {
+        let mut span = self.provisioned_span.lock();
+        if span.0.is_some() && span.1.is_none() {
+            span.1 = Some(Instant::now());
+        }
+    }
+
+    /// How long provisioned concurrency has been enabled.
+    fn provisioned_for(&self) -> std::time::Duration {
+        match *self.provisioned_span.lock() {
+            (Some(since), Some(until)) => until.saturating_duration_since(since),
+            (Some(since), None) => since.elapsed(),
+            (None, _) => std::time::Duration::ZERO,
         }
     }
 
@@ -246,8 +294,13 @@ impl<E, O> Executor<E, O> {
 
     /// The function's accumulated usage and estimated cost.
     pub(crate) fn usage(&self) -> Usage {
-        self.counters
-            .usage(self.config.memory_mb, &self.shared.config.prices)
+        let capacity = self.config.min_instances as usize;
+        self.counters.usage(
+            self.config.memory_mb,
+            &self.shared.config.prices,
+            capacity,
+            self.provisioned_for(),
+        )
     }
 }
 

@@ -188,7 +188,13 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
             self.counters.throttled(ThrottleReason::ScaleRate);
             return Err(InvokeError::Throttled(ThrottleReason::ScaleRate));
         }
-        match self.init_instance(false).await {
+        // A cold start replaces a provisioned instance that was lost (timed out, crashed).
+        let provisioned = self.pool.claim_provisioned(self.config.min_instances as usize);
+        let outcome = self.init_instance(provisioned).await;
+        if outcome.is_err() && provisioned {
+            self.pool.unclaim_provisioned();
+        }
+        match outcome {
             Ok((instance, scope, took)) => {
                 self.counters.cold_start();
                 Ok((self.pool.lease_new(instance, scope), Some(took)))
@@ -265,6 +271,9 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         };
         let billed = metering::billed(duration, self.config.billing);
         self.counters.finished(kind, duration, billed);
+        if scope.provisioned {
+            self.counters.provisioned(billed);
+        }
         // At debug: a line per invocation at info would cost more than a fast handler.
         tracing::debug!(
             target: "nimbus::report",
@@ -276,8 +285,10 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
             memory_mb = self.config.memory_mb,
             init_us = init_duration.map(|d| d.as_micros() as u64),
             log_stream = scope.log_stream(),
+            provisioned = scope.provisioned,
             "REPORT"
         );
+        let provisioned = scope.provisioned;
         drop(scope);
         Run {
             result,
@@ -287,6 +298,7 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
                 billed_duration: billed,
                 memory_mb: self.config.memory_mb,
                 init_duration,
+                provisioned,
             },
             sound,
             end,
@@ -359,7 +371,7 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         &self,
         provisioned: bool,
     ) -> Result<(Box<dyn Instance<E, O>>, Arc<InstanceScope>, Duration), InvokeError> {
-        let scope = Arc::new(InstanceScope::new());
+        let scope = Arc::new(InstanceScope::new(provisioned));
         let ctx = InitContext::new(
             Arc::clone(&self.scope),
             Arc::clone(&scope),

@@ -97,8 +97,13 @@ impl Shared {
         RequestId::from_u128(u128::from(self.request_prefix) << 64 | u128::from(seq))
     }
 
-    /// Carves `amount` out of the unreserved pool, keeping the configured minimum free.
-    pub(crate) fn reserve(&self, amount: u32) -> Result<Reservation<'_>, ConfigError> {
+    /// Carves `amount` out of the unreserved pool, keeping the configured minimum free; `field`
+    /// names the setting asking for it in the error.
+    pub(crate) fn reserve(
+        &self,
+        amount: u32,
+        field: &'static str,
+    ) -> Result<Reservation<'_>, ConfigError> {
         let mut reserved = self.reserved_total.lock();
         let limit = u64::from(self.config.concurrency_limit);
         let keep = u64::from(self.config.effective_min_unreserved());
@@ -106,7 +111,7 @@ impl Shared {
         if u64::from(amount) > available {
             return Err(ConfigError::new(
                 "function",
-                "max_concurrency",
+                field,
                 amount,
                 format!(
                     "0..={available} (runtime limit {limit}, {reserved} already reserved, {keep} kept unreserved)",

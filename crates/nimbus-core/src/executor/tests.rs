@@ -56,8 +56,8 @@ fn executor(
         }
     });
     let backend = Arc::new(InProcess(Arc::new(CloneFactory(handler))));
-    if let Some(amount) = config.max_concurrency {
-        shared.reserve(amount).expect("room to reserve").keep();
+    if let Some(amount) = config.reserved_concurrency() {
+        shared.reserve(amount, "max_concurrency").expect("room to reserve").keep();
     }
     Arc::new(Executor::new("f", config, backend, Arc::clone(shared)))
 }

@@ -147,7 +147,7 @@ impl Context {
             deadline: now.checked_add(timeout).unwrap_or_else(far_future),
             attempt: 1,
             principal: Caller::default(),
-            instance: Arc::new(InstanceScope::new()),
+            instance: Arc::new(InstanceScope::new(false)),
             extras: None,
         }
     }

@@ -95,7 +95,8 @@ impl std::fmt::Debug for FunctionScope {
     }
 }
 
-/// What belongs to one instance: its cancellation token and its log stream.
+/// What belongs to one instance: its cancellation token, its log stream, and whether it is
+/// one of the function's provisioned instances.
 ///
 /// The token belongs to the instance, like a Lambda environment's lifetime: it fires when an
 /// invocation on it times out (and the instance is discarded) or at shutdown, so work an
@@ -104,14 +105,17 @@ impl std::fmt::Debug for FunctionScope {
 pub(crate) struct InstanceScope {
     pub(crate) cancel: CancellationToken,
     pub(super) log_stream: Box<str>,
+    /// Provisioned (`min_instances`): never reaped, its invocations metered as provisioned.
+    pub(crate) provisioned: bool,
 }
 
 impl InstanceScope {
     /// The scope of an instance created now: a fresh token, and a log stream named for today.
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(provisioned: bool) -> Self {
         Self {
             cancel: CancellationToken::new(),
             log_stream: aws::log_stream_name(SystemTime::now(), fastrand::u128(..)).into(),
+            provisioned,
         }
     }
 

@@ -54,6 +54,8 @@ pub(crate) struct Pool<E, O> {
     state: Mutex<PoolState<E, O>>,
     /// Instances alive: idle, busy or just initialised.
     live: AtomicUsize,
+    /// Provisioned instances alive, or claimed by an init in progress.
+    provisioned: AtomicUsize,
     wake_reaper: Notify,
     disposer: Disposer,
 }
@@ -76,6 +78,7 @@ impl<E, O> Pool<E, O> {
                 closed: false,
             }),
             live: AtomicUsize::new(0),
+            provisioned: AtomicUsize::new(0),
             wake_reaper: Notify::new(),
             disposer,
         }
@@ -87,6 +90,21 @@ impl<E, O> Pool<E, O> {
 
     pub(crate) fn idle(&self) -> usize {
         self.state.lock().idle.len()
+    }
+
+    /// Claims a place for a new provisioned instance if fewer than `min` are alive (or being
+    /// initialised); the instance's disposal gives it back.
+    pub(crate) fn claim_provisioned(&self, min: usize) -> bool {
+        self.provisioned
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < min).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back a claim whose instance was never created.
+    pub(crate) fn unclaim_provisioned(&self) {
+        self.provisioned.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Leases the most recently used idle instance that is still alive, if any; instances
@@ -165,12 +183,17 @@ impl<E, O> Pool<E, O> {
         dropped
     }
 
-    /// Reaps idle instances until `stop` fires, keeping at least `min` alive.
+    /// Reaps idle instances until `stop` fires, keeping at least `min` alive; provisioned
+    /// instances are never reaped.
     pub(crate) async fn reap(&self, min: usize, idle_timeout: Duration, stop: &CancellationToken) {
         loop {
             let next_expiry = {
                 let mut state = self.state.lock();
-                let oldest = state.idle.front().map(|idle| idle.since);
+                let oldest = state
+                    .idle
+                    .iter()
+                    .find(|idle| !idle.slot.scope.provisioned)
+                    .map(|idle| idle.since);
                 match oldest {
                     Some(since) if self.live() > min => {
                         state.reaper_parked = false;
@@ -204,9 +227,13 @@ impl<E, O> Pool<E, O> {
         {
             let mut state = self.state.lock();
             while self.live() > min {
-                match state.idle.front() {
-                    Some(oldest) if oldest.since + idle_timeout <= now => {
-                        if let Some(idle) = state.idle.pop_front() {
+                let oldest = state
+                    .idle
+                    .iter()
+                    .position(|idle| !idle.slot.scope.provisioned);
+                match oldest {
+                    Some(at) if state.idle[at].since + idle_timeout <= now => {
+                        if let Some(idle) = state.idle.remove(at) {
                             reaped.push(idle.slot);
                         }
                         self.discard();
@@ -226,6 +253,9 @@ impl<E, O> Pool<E, O> {
     /// it is caught.
     fn dispose(&self, slot: Slot<E, O>) {
         slot.scope.cancel.cancel();
+        if slot.scope.provisioned {
+            self.provisioned.fetch_sub(1, Ordering::AcqRel);
+        }
         let instance = slot.instance;
         let Some(disposal) = guarded(|| Some(instance.dispose()), None) else {
             tracing::warn!("an instance panicked while being disposed of");

@@ -3,7 +3,9 @@
 //! Each invocation yields a [`UsageReport`] (Lambda's `REPORT` line) and is logged as one
 //! `tracing` event with target `nimbus::report`. Billed duration is the run time rounded up to
 //! the billing granularity; GB-seconds are memory (GB) × billed seconds. Init time of cold starts
-//! is billed too, as Lambda does since August 2025.
+//! is billed too, as Lambda does since August 2025. Invocations on provisioned instances
+//! (`min_instances`) are billed at the provisioned duration price, and the provisioned capacity
+//! at its own price for as long as it is enabled, whether used or not.
 
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ pub struct UsageReport {
     pub memory_mb: u32,
     /// The init phase's duration, on a cold start.
     pub init_duration: Option<Duration>,
+    /// The invocation ran on a provisioned instance (`min_instances`).
+    pub provisioned: bool,
 }
 
 impl UsageReport {
@@ -73,8 +77,29 @@ pub struct Usage {
     pub init_duration: Duration,
     /// GB-seconds, init included.
     pub gb_seconds: f64,
+    /// Of `requests`, those that ran on provisioned instances.
+    pub provisioned_requests: u64,
+    /// Of `gb_seconds`, those of invocations on provisioned instances (priced at
+    /// [`Prices::provisioned_duration_per_gb_second`]).
+    pub provisioned_gb_seconds: f64,
+    /// GB-seconds of provisioned capacity: `min_instances` × memory × the time it has been
+    /// enabled (priced at [`Prices::provisioned_concurrency_per_gb_second`]).
+    pub provisioned_capacity_gb_seconds: f64,
     /// Estimated cost at the runtime's prices.
     pub cost: f64,
+}
+
+/// What a function's provisioned instances did, for [`Usage::with_provisioned`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Provisioned {
+    /// Invocations that ran on provisioned instances.
+    pub(crate) requests: u64,
+    /// Their billed duration.
+    pub(crate) billed: Duration,
+    /// Provisioned instances (`min_instances`).
+    pub(crate) capacity: usize,
+    /// How long they have been enabled.
+    pub(crate) enabled: Duration,
 }
 
 impl Usage {
@@ -93,9 +118,32 @@ impl Usage {
             billed_duration: billed,
             init_duration: init,
             gb_seconds,
+            provisioned_requests: 0,
+            provisioned_gb_seconds: 0.0,
+            provisioned_capacity_gb_seconds: 0.0,
             cost: gb_seconds * prices.per_gb_second
                 + requests as f64 / 1e6 * prices.per_million_requests,
         }
+    }
+
+    /// This usage with the part that ran on provisioned instances, and the provisioned
+    /// capacity, priced at their own prices.
+    pub(crate) fn with_provisioned(
+        mut self,
+        provisioned: Provisioned,
+        memory_mb: u32,
+        prices: &Prices,
+    ) -> Self {
+        let gb = f64::from(memory_mb) / 1024.0;
+        let on_provisioned = gb * provisioned.billed.as_secs_f64();
+        let capacity = gb * provisioned.capacity as f64 * provisioned.enabled.as_secs_f64();
+        self.provisioned_requests = provisioned.requests;
+        self.provisioned_gb_seconds = on_provisioned;
+        self.provisioned_capacity_gb_seconds = capacity;
+        self.cost += on_provisioned
+            * (prices.provisioned_duration_per_gb_second - prices.per_gb_second)
+            + capacity * prices.provisioned_concurrency_per_gb_second;
+        self
     }
 }
 
@@ -153,6 +201,7 @@ mod tests {
             billed_duration: Duration::from_millis(10),
             memory_mb: 2048,
             init_duration: Some(Duration::from_millis(90)),
+            provisioned: false,
         };
         assert!((report.gb_seconds() - 0.2).abs() < 1e-12);
         assert!(report.to_string().contains("Init Duration: 90.00 ms"));

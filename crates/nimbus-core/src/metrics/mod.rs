@@ -9,7 +9,7 @@ pub(crate) use histogram::Histogram;
 
 use crate::config::Prices;
 use crate::error::{OutcomeKind, ThrottleReason};
-use crate::metering::Usage;
+use crate::metering::{Provisioned, Usage};
 use crate::util::{Padded, Striped};
 
 /// Counters of one function, updated by every invocation.
@@ -38,6 +38,8 @@ struct Tally {
     cold_starts: AtomicU64,
     billed_nanos: AtomicU64,
     init_nanos: AtomicU64,
+    provisioned_requests: AtomicU64,
+    provisioned_billed_nanos: AtomicU64,
     durations: Histogram,
 }
 
@@ -139,6 +141,16 @@ impl FunctionCounters {
         tally.durations.record(duration);
     }
 
+    /// Counts an invocation, counted by `finished` already, that ran on a provisioned
+    /// instance and was billed `billed`.
+    pub(crate) fn provisioned(&self, billed: Duration) {
+        let tally = self.tallies.local();
+        tally.provisioned_requests.fetch_add(1, Ordering::Relaxed);
+        tally
+            .provisioned_billed_nanos
+            .fetch_add(nanos(billed), Ordering::Relaxed);
+    }
+
     fn sum(&self, field: impl Fn(&Tally) -> &AtomicU64) -> u64 {
         self.tallies
             .iter()
@@ -146,8 +158,15 @@ impl FunctionCounters {
             .sum()
     }
 
-    /// Accumulated usage and cost.
-    pub(crate) fn usage(&self, memory_mb: u32, prices: &Prices) -> Usage {
+    /// Accumulated usage and cost; `capacity` provisioned instances were enabled for
+    /// `enabled`.
+    pub(crate) fn usage(
+        &self,
+        memory_mb: u32,
+        prices: &Prices,
+        capacity: usize,
+        enabled: Duration,
+    ) -> Usage {
         let requests = self.sum(|t| &t.successes)
             + self.sum(|t| &t.errors)
             + self.sum(|t| &t.timeouts)
@@ -155,7 +174,16 @@ impl FunctionCounters {
             + self.sum(|t| &t.cancelled);
         let billed = Duration::from_nanos(self.sum(|t| &t.billed_nanos));
         let init = Duration::from_nanos(self.sum(|t| &t.init_nanos));
-        Usage::new(requests, billed, init, memory_mb, prices)
+        Usage::new(requests, billed, init, memory_mb, prices).with_provisioned(
+            Provisioned {
+                requests: self.sum(|t| &t.provisioned_requests),
+                billed: Duration::from_nanos(self.sum(|t| &t.provisioned_billed_nanos)),
+                capacity,
+                enabled,
+            },
+            memory_mb,
+            prices,
+        )
     }
 }
 

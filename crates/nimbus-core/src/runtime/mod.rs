@@ -87,7 +87,8 @@ impl Default for Runtime {
 pub struct ConcurrencySnapshot {
     /// The runtime-wide limit.
     pub limit: usize,
-    /// Capacity reserved by functions with `max_concurrency`.
+    /// Capacity reserved by functions with `max_concurrency`, or set aside for the provisioned
+    /// instances (`min_instances`) of functions without it.
     pub reserved: usize,
     /// The unreserved pool's size (`limit - reserved`).
     pub unreserved_limit: usize,
@@ -187,8 +188,13 @@ impl Runtime {
             .into());
         }
         // Returned if registration fails or its future is dropped (a caller's timeout).
-        let reservation = match parts.config.max_concurrency {
-            Some(amount) => Some(self.shared.reserve(amount)?),
+        let field = if parts.config.max_concurrency.is_some() {
+            "max_concurrency"
+        } else {
+            "min_instances"
+        };
+        let reservation = match parts.config.reserved_concurrency() {
+            Some(amount) => Some(self.shared.reserve(amount, field)?),
             None => None,
         };
         let inner = Arc::new(FunctionInner::new(parts, Arc::clone(&self.shared), json)?);
@@ -201,6 +207,7 @@ impl Runtime {
         if let Some(reservation) = reservation {
             reservation.keep();
         }
+        exec.provisioned_enabled();
         exec.start_reaper();
         self.registry.functions.insert(
             Arc::from(name.as_str()),

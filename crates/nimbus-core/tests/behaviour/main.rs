@@ -14,6 +14,7 @@ mod instances;
 mod invoke;
 mod payload_limits;
 mod properties;
+mod provisioned;
 mod races;
 mod seams;
 mod services;
