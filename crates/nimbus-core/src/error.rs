@@ -338,19 +338,32 @@ impl InvokeError {
         }
     }
 
-    /// A short machine-readable error type, as in Lambda's `errorType`.
+    /// A short machine-readable error type: Lambda's `errorType` (or error code) where Lambda
+    /// has one.
+    ///
+    /// | error | type |
+    /// |---|---|
+    /// | `Function` | the handler's own type |
+    /// | `Timeout` | `Sandbox.Timedout` |
+    /// | `Panic`, `Crashed` | `Runtime.ExitError`: the instance is discarded, as Lambda's environment is when its runtime exits; the variant and message tell a panic from a crash |
+    /// | `Init` | the factory's error type, or `Runtime.InitError` for an init that timed out or panicked |
+    /// | `Throttled` | `TooManyRequestsException` |
+    /// | `ResponseTooLarge` | `Function.ResponseSizeTooLarge` |
+    /// | `Unregistered` | `ResourceNotFoundException` |
+    /// | `Payload` | `InvalidPayload` (nimbus's: no one Lambda name covers an event that does not decode and an output that does not encode) |
+    /// | `ShuttingDown`, `Cancelled` | `ShuttingDown`, `Cancelled` (nimbus's: Lambda has no such outcome) |
     pub fn error_type(&self) -> &str {
         match self {
             Self::Function(e) => e.error_type(),
-            Self::Timeout(_) => "Timeout",
-            Self::Panic(_) => "Panic",
-            Self::Crashed(_) => "Runtime.ExitError",
-            Self::Init(_) => "InitFailure",
-            Self::Throttled(_) => "TooManyRequests",
+            Self::Timeout(_) => "Sandbox.Timedout",
+            Self::Panic(_) | Self::Crashed(_) => "Runtime.ExitError",
+            Self::Init(InitFailure::Error { error_type, .. }) => error_type,
+            Self::Init(InitFailure::Timeout(_) | InitFailure::Panic(_)) => "Runtime.InitError",
+            Self::Throttled(_) => "TooManyRequestsException",
             Self::Payload(_) => "InvalidPayload",
             Self::ShuttingDown => "ShuttingDown",
             Self::Cancelled => "Cancelled",
-            Self::Unregistered(_) => "Unregistered",
+            Self::Unregistered(_) => "ResourceNotFoundException",
             Self::ResponseTooLarge { .. } => "Function.ResponseSizeTooLarge",
         }
     }

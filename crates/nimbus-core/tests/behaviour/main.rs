@@ -7,6 +7,7 @@ mod async_properties;
 mod backends;
 mod concurrency;
 mod config;
+mod error_types;
 mod context;
 mod failures;
 mod hostile;
