@@ -9,7 +9,8 @@ use crate::retry::Backoff;
 pub mod limits {
     use std::time::Duration;
 
-    /// Shortest timeout.
+    /// Shortest timeout. Lambda's is 1 s, in whole seconds; nimbus takes any duration from
+    /// 1 ms, deliberately: in-process handlers and tests need sub-second timeouts.
     pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
     /// Longest timeout (Lambda: 900 s).
     pub const MAX_TIMEOUT: Duration = Duration::from_secs(900);
@@ -173,7 +174,9 @@ impl BillingGranularity {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct FunctionConfig {
-    /// Longest an invocation may run (1 ms..=900 s, default 3 s).
+    /// Longest an invocation may run (1 ms..=900 s, default 3 s). Lambda takes whole seconds
+    /// from 1 s; nimbus any duration from 1 ms (sub-second timeouts for in-process handlers
+    /// and tests).
     pub timeout: Duration,
     /// Memory size in MB (128..=10,240, default 128); used by metering.
     pub memory_mb: u32,

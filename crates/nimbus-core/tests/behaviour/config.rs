@@ -136,3 +136,32 @@ async fn registration_rejects_bad_names_duplicates_and_configs() {
         .await
         .unwrap();
 }
+
+/// Lambda's timeouts are whole seconds from 1 s; nimbus deliberately takes sub-second ones
+/// (in-process handlers and tests need them) and enforces them to the millisecond.
+#[tokio::test(start_paused = true)]
+async fn sub_second_timeouts_are_accepted_and_enforced() {
+    let rt = Runtime::default();
+    let handle = rt
+        .register(
+            Function::new(
+                "quick",
+                handler_fn(|ms: u64, _ctx: Context| async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Ok::<_, FunctionError>(ms)
+                }),
+            )
+            .with_timeout(Duration::from_millis(250)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(handle.invoke(249).await.unwrap(), 249);
+    let ran = handle
+        .invoke_with(251, nimbus_core::InvokeOptions::default())
+        .await;
+    assert!(matches!(
+        ran.result,
+        Err(nimbus_core::InvokeError::Timeout(t)) if t == Duration::from_millis(250)
+    ));
+    assert_eq!(ran.report.unwrap().duration, Duration::from_millis(250));
+}
