@@ -41,7 +41,11 @@ impl Prices {
     /// Sets the prices of provisioned concurrency: per GB-second of capacity while enabled,
     /// and per GB-second of duration on provisioned instances.
     #[must_use]
-    pub fn with_provisioned(mut self, concurrency_per_gb_second: f64, duration_per_gb_second: f64) -> Self {
+    pub fn with_provisioned(
+        mut self,
+        concurrency_per_gb_second: f64,
+        duration_per_gb_second: f64,
+    ) -> Self {
         self.provisioned_concurrency_per_gb_second = concurrency_per_gb_second;
         self.provisioned_duration_per_gb_second = duration_per_gb_second;
         self

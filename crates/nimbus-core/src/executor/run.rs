@@ -189,7 +189,9 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
             return Err(InvokeError::Throttled(ThrottleReason::ScaleRate));
         }
         // A cold start replaces a provisioned instance that was lost (timed out, crashed).
-        let provisioned = self.pool.claim_provisioned(self.config.min_instances as usize);
+        let provisioned = self
+            .pool
+            .claim_provisioned(self.config.min_instances as usize);
         let outcome = self.init_instance(provisioned).await;
         if outcome.is_err() && provisioned {
             self.pool.unclaim_provisioned();

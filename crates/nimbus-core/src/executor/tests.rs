@@ -57,7 +57,10 @@ fn executor(
     });
     let backend = Arc::new(InProcess(Arc::new(CloneFactory(handler))));
     if let Some(amount) = config.reserved_concurrency() {
-        shared.reserve(amount, "max_concurrency").expect("room to reserve").keep();
+        shared
+            .reserve(amount, "max_concurrency")
+            .expect("room to reserve")
+            .keep();
     }
     Arc::new(Executor::new("f", config, backend, Arc::clone(shared)))
 }

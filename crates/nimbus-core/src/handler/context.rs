@@ -130,11 +130,7 @@ impl Context {
     /// region and account, no runtime to call through (see [`Context::with_services`]).
     pub fn detached(function_name: &str, timeout: Duration) -> Self {
         let now = Instant::now();
-        let arn = aws::function_arn(
-            aws::DEFAULT_REGION,
-            aws::DEFAULT_ACCOUNT_ID,
-            function_name,
-        );
+        let arn = aws::function_arn(aws::DEFAULT_REGION, aws::DEFAULT_ACCOUNT_ID, function_name);
         Self {
             request_id: RequestId(0),
             scope: Arc::new(FunctionScope::new(

@@ -23,9 +23,9 @@ use async_trait::async_trait;
 pub(crate) use client::Extras;
 pub use client::{ClientApplication, ClientContext, CognitoIdentity};
 pub use context::{Context, InitContext, RequestId};
-pub(crate) use scope::{FunctionScope, InstanceScope};
 pub(crate) use principal::Caller;
 pub use principal::Principal;
+pub(crate) use scope::{FunctionScope, InstanceScope};
 pub use services::RuntimeServices;
 
 use crate::error::FunctionError;

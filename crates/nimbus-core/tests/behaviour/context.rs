@@ -25,7 +25,9 @@ fn describe(ctx: &Context) -> Value {
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 fn assert_log_stream_shape(stream: &str) {
@@ -33,7 +35,10 @@ fn assert_log_stream_shape(stream: &str) {
     let (date, rest) = stream.split_at(11);
     let parts: Vec<&str> = date.trim_end_matches('/').split('/').collect();
     assert_eq!(parts.len(), 3, "{stream}");
-    assert!(parts[0].len() == 4 && parts[1].len() == 2 && parts[2].len() == 2, "{stream}");
+    assert!(
+        parts[0].len() == 4 && parts[1].len() == 2 && parts[2].len() == 2,
+        "{stream}"
+    );
     let hex = rest.strip_prefix("[$LATEST]").expect(stream);
     assert!(is_hex(hex, 32), "{stream}");
 }
@@ -71,10 +76,16 @@ async fn a_context_names_the_function_as_lambda_does() {
         ))
         .await
         .unwrap();
-    let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let first = handle.invoke(json!(null)).await.unwrap();
     let second = handle.invoke(json!(null)).await.unwrap();
-    let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let after = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
 
     assert_eq!(
         first["arn"],
@@ -105,9 +116,15 @@ async fn a_context_names_the_function_as_lambda_does() {
     let (epoch, rest) = rest.split_once('-').expect(trace);
     let (root, rest) = rest.split_once(";Parent=").expect(trace);
     let parent = rest.strip_suffix(";Sampled=0").expect(trace);
-    assert!(is_hex(epoch, 8) && is_hex(root, 24) && is_hex(parent, 16), "{trace}");
+    assert!(
+        is_hex(epoch, 8) && is_hex(root, 24) && is_hex(parent, 16),
+        "{trace}"
+    );
     let epoch = u64::from_str_radix(epoch, 16).unwrap();
-    assert!((before..=after).contains(&epoch), "{epoch} not in {before}..={after}");
+    assert!(
+        (before..=after).contains(&epoch),
+        "{epoch} not in {before}..={after}"
+    );
     assert_ne!(second["trace"], first["trace"]);
 }
 
@@ -134,9 +151,9 @@ async fn callers_set_the_trace_header_client_context_and_identity() {
     let handle = rt
         .register(Function::new(
             "f",
-            handler_fn(|_: Value, ctx: Context| async move {
-                Ok::<_, FunctionError>(describe(&ctx))
-            }),
+            handler_fn(
+                |_: Value, ctx: Context| async move { Ok::<_, FunctionError>(describe(&ctx)) },
+            ),
         ))
         .await
         .unwrap();

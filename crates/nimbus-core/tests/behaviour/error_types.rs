@@ -38,7 +38,10 @@ impl InstanceFactory<u8, u8> for FailingInit {
 #[tokio::test(start_paused = true)]
 async fn error_types_are_lambdas() {
     let rt = runtime(10);
-    let f = rt.register(failing("f").with_max_concurrency(1)).await.unwrap();
+    let f = rt
+        .register(failing("f").with_max_concurrency(1))
+        .await
+        .unwrap();
     let types = [
         (0, "OrderRejected", OutcomeKind::Error),
         (1, "Sandbox.Timedout", OutcomeKind::Timeout),
@@ -46,10 +49,17 @@ async fn error_types_are_lambdas() {
     ];
     for (how, error_type, kind) in types {
         let error = f.invoke(how).await.unwrap_err();
-        assert_eq!((error.error_type(), error.kind()), (error_type, kind), "{error:?}");
+        assert_eq!(
+            (error.error_type(), error.kind()),
+            (error_type, kind),
+            "{error:?}"
+        );
     }
 
-    let closed = rt.register(failing("closed").with_max_concurrency(0)).await.unwrap();
+    let closed = rt
+        .register(failing("closed").with_max_concurrency(0))
+        .await
+        .unwrap();
     let throttled = closed.invoke(0).await.unwrap_err();
     assert_eq!(throttled.error_type(), "TooManyRequestsException");
 
@@ -57,7 +67,10 @@ async fn error_types_are_lambdas() {
         .register(Function::with_factory("init-error", FailingInit))
         .await
         .unwrap();
-    assert_eq!(init_error.invoke(0).await.unwrap_err().error_type(), "ConnectError");
+    assert_eq!(
+        init_error.invoke(0).await.unwrap_err().error_type(),
+        "ConnectError"
+    );
 
     let init_timeout = rt
         .register(
@@ -75,9 +88,14 @@ async fn error_types_are_lambdas() {
         .await
         .unwrap();
     let error = init_timeout.invoke(0).await.unwrap_err();
-    assert_eq!((error.error_type(), error.kind()), ("Runtime.InitError", OutcomeKind::InitFailure));
+    assert_eq!(
+        (error.error_type(), error.kind()),
+        ("Runtime.InitError", OutcomeKind::InitFailure)
+    );
 
-    rt.unregister("f", Duration::from_secs(1)).await.expect("registered");
+    rt.unregister("f", Duration::from_secs(1))
+        .await
+        .expect("registered");
     let gone = f.invoke(0).await.unwrap_err();
     assert!(matches!(gone, InvokeError::Unregistered(_)));
     assert_eq!(gone.error_type(), "ResourceNotFoundException");

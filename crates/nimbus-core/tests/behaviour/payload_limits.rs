@@ -70,7 +70,12 @@ async fn sync_responses_up_to_the_limit_pass_and_one_byte_more_is_a_function_err
     let ok = rt.invoke_json("echo", json!({"answer": 98})).await.unwrap();
     assert_eq!(ok.as_str().unwrap().len(), 98);
     match rt.invoke_json("echo", json!({"answer": 99})).await {
-        Err(CallError::Invoke(error @ InvokeError::ResponseTooLarge { size: 101, limit: 100 })) => {
+        Err(CallError::Invoke(
+            error @ InvokeError::ResponseTooLarge {
+                size: 101,
+                limit: 100,
+            },
+        )) => {
             assert_eq!(error.error_type(), "Function.ResponseSizeTooLarge");
             assert_eq!(error.kind(), OutcomeKind::Error);
         }
@@ -84,7 +89,13 @@ async fn async_requests_up_to_the_limit_are_queued_and_one_byte_more_is_handed_b
     rt.invoke_async_json("echo", event_of(100)).unwrap();
     match rt.invoke_async_json("echo", event_of(101)) {
         Err(AsyncCallError::Rejected(rejected)) => {
-            assert_eq!(rejected.reason, RejectReason::TooLarge { size: 101, limit: 100 });
+            assert_eq!(
+                rejected.reason,
+                RejectReason::TooLarge {
+                    size: 101,
+                    limit: 100
+                }
+            );
             assert_eq!(rejected.event, event_of(101));
         }
         other => panic!("expected a rejection, got {other:?}"),
@@ -97,18 +108,27 @@ async fn async_requests_up_to_the_limit_are_queued_and_one_byte_more_is_handed_b
 async fn lambdas_limits_are_the_defaults() {
     let limits = PayloadLimits::default();
     assert_eq!(
-        (limits.sync_request, limits.sync_response, limits.async_request),
+        (
+            limits.sync_request,
+            limits.sync_response,
+            limits.async_request
+        ),
         (6_291_456, 6_291_456, 1_048_576)
     );
     let rt = runtime_with(limits).await;
     rt.invoke_json("echo", event_of(6_291_456)).await.unwrap();
     assert!(matches!(
         rt.invoke_json("echo", event_of(6_291_457)).await,
-        Err(CallError::PayloadTooLarge { size: 6_291_457, limit: 6_291_456 })
+        Err(CallError::PayloadTooLarge {
+            size: 6_291_457,
+            limit: 6_291_456
+        })
     ));
     rt.invoke_async_json("echo", event_of(1_048_576)).unwrap();
     assert!(rt.invoke_async_json("echo", event_of(1_048_577)).is_err());
-    rt.invoke_json("echo", json!({"answer": 6_291_454})).await.unwrap();
+    rt.invoke_json("echo", json!({"answer": 6_291_454}))
+        .await
+        .unwrap();
     assert!(matches!(
         rt.invoke_json("echo", json!({"answer": 6_291_455})).await,
         Err(CallError::Invoke(InvokeError::ResponseTooLarge { .. }))
@@ -125,9 +145,18 @@ async fn typed_calls_are_not_limited() {
 #[test]
 fn each_limit_is_validated() {
     for (limits, field) in [
-        (PayloadLimits::default().with_sync_request(0), "payload_limits.sync_request"),
-        (PayloadLimits::default().with_sync_response(0), "payload_limits.sync_response"),
-        (PayloadLimits::default().with_async_request((1 << 30) + 1), "payload_limits.async_request"),
+        (
+            PayloadLimits::default().with_sync_request(0),
+            "payload_limits.sync_request",
+        ),
+        (
+            PayloadLimits::default().with_sync_response(0),
+            "payload_limits.sync_response",
+        ),
+        (
+            PayloadLimits::default().with_async_request((1 << 30) + 1),
+            "payload_limits.async_request",
+        ),
     ] {
         let error = Runtime::new(RuntimeConfig::default().with_payload_limits(limits)).unwrap_err();
         assert_eq!(error.field, field);

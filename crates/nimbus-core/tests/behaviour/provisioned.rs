@@ -17,13 +17,20 @@ async fn provisioned_instances_keep_their_permits_when_others_take_the_shared_po
     let rt = runtime(10);
     let hold = Hold::new();
     let provisioned = rt
-        .register(numbered("provisioned", hold.clone(), Arc::new(AtomicU64::new(0))).with_min_instances(3))
+        .register(
+            numbered("provisioned", hold.clone(), Arc::new(AtomicU64::new(0)))
+                .with_min_instances(3),
+        )
         .await
         .unwrap();
     assert_eq!(rt.concurrency().reserved, 3);
     assert_eq!(rt.concurrency().unreserved_limit, 7);
     let greedy = rt
-        .register(numbered("greedy", hold.clone(), Arc::new(AtomicU64::new(0))))
+        .register(numbered(
+            "greedy",
+            hold.clone(),
+            Arc::new(AtomicU64::new(0)),
+        ))
         .await
         .unwrap();
     // Another function takes every permit of the shared pool...
@@ -68,7 +75,9 @@ async fn beyond_its_provisioned_instances_a_function_runs_on_demand() {
     let rt = runtime(10);
     let hold = Hold::new();
     let handle = rt
-        .register(numbered("burst", hold.clone(), Arc::new(AtomicU64::new(0))).with_min_instances(1))
+        .register(
+            numbered("burst", hold.clone(), Arc::new(AtomicU64::new(0))).with_min_instances(1),
+        )
         .await
         .unwrap();
     let burst: Vec<_> = (0..3)
@@ -85,7 +94,10 @@ async fn beyond_its_provisioned_instances_a_function_runs_on_demand() {
         ran.result.unwrap();
         provisioned += u64::from(ran.report.unwrap().provisioned);
     }
-    assert_eq!(provisioned, 1, "one on the provisioned instance, two on demand");
+    assert_eq!(
+        provisioned, 1,
+        "one on the provisioned instance, two on demand"
+    );
     assert_eq!(handle.metrics().cold_starts, 2);
     let usage = handle.usage();
     assert_eq!((usage.requests, usage.provisioned_requests), (3, 1));
@@ -100,7 +112,9 @@ async fn provisioned_concurrency_is_validated_against_the_unreserved_minimum() {
     )
     .unwrap();
     let registered = rt
-        .register(numbered("too-many", Hold::new(), Arc::new(AtomicU64::new(0))).with_min_instances(9))
+        .register(
+            numbered("too-many", Hold::new(), Arc::new(AtomicU64::new(0))).with_min_instances(9),
+        )
         .await;
     match registered {
         Err(RegisterError::Config(error)) => {
@@ -115,7 +129,9 @@ async fn provisioned_concurrency_is_validated_against_the_unreserved_minimum() {
         .unwrap();
     assert_eq!(rt.concurrency().reserved, 8);
     // Unregistering gives the floor back.
-    rt.unregister("fits", Duration::from_secs(1)).await.expect("registered");
+    rt.unregister("fits", Duration::from_secs(1))
+        .await
+        .expect("registered");
     assert_eq!(rt.concurrency().reserved, 0);
 }
 
@@ -143,7 +159,10 @@ async fn a_lost_provisioned_instance_is_replaced_by_the_next_cold_start() {
     assert!(timed_out.report.unwrap().provisioned);
     let next = handle.invoke_with(false, InvokeOptions::default()).await;
     next.result.unwrap();
-    assert!(next.report.unwrap().provisioned, "the replacement is provisioned");
+    assert!(
+        next.report.unwrap().provisioned,
+        "the replacement is provisioned"
+    );
     assert_eq!(handle.metrics().instances, 1);
 }
 
@@ -151,7 +170,10 @@ async fn a_lost_provisioned_instance_is_replaced_by_the_next_cold_start() {
 async fn provisioned_capacity_and_duration_are_priced_as_lambda_prices_them() {
     let prices = Prices::default();
     assert_eq!(prices.per_gb_second, 0.000_016_666_7);
-    assert_eq!(prices.provisioned_concurrency_per_gb_second, 0.000_004_166_7);
+    assert_eq!(
+        prices.provisioned_concurrency_per_gb_second,
+        0.000_004_166_7
+    );
     assert_eq!(prices.provisioned_duration_per_gb_second, 0.000_009_722_2);
     let rt = runtime(10);
     let handle = rt
@@ -175,10 +197,20 @@ async fn provisioned_capacity_and_duration_are_priced_as_lambda_prices_them() {
     tokio::time::sleep(Duration::from_secs(9)).await;
     let usage = handle.usage();
     assert_eq!(usage.provisioned_requests, 1);
-    assert!((usage.provisioned_gb_seconds - 1.0).abs() < 1e-9, "{usage:?}");
-    assert!((usage.provisioned_capacity_gb_seconds - 20.0).abs() < 1e-9, "{usage:?}");
+    assert!(
+        (usage.provisioned_gb_seconds - 1.0).abs() < 1e-9,
+        "{usage:?}"
+    );
+    assert!(
+        (usage.provisioned_capacity_gb_seconds - 20.0).abs() < 1e-9,
+        "{usage:?}"
+    );
     let expected = 20.0 * 0.000_004_166_7 + 1.0 * 0.000_009_722_2 + 0.20 / 1e6;
-    assert!((usage.cost - expected).abs() < 1e-12, "{} != {expected}", usage.cost);
+    assert!(
+        (usage.cost - expected).abs() < 1e-12,
+        "{} != {expected}",
+        usage.cost
+    );
 
     // Capacity stops being charged once the function is gone.
     rt.shutdown(Duration::from_secs(1)).await;
