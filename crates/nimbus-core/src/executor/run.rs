@@ -400,7 +400,10 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
             }
         };
         let took = start.elapsed();
-        self.counters.init_time(took);
+        // A provisioned instance's init is paid for by the provisioned capacity, as Lambda's is.
+        if !provisioned {
+            self.counters.init_time(took);
+        }
         match outcome {
             Ok(Ok(Ok(instance))) => Ok((instance, scope, took)),
             Ok(Ok(Err(error))) => Err(InvokeError::Init(InitFailure::Error {

@@ -2,8 +2,8 @@
 //!
 //! Each invocation yields a [`UsageReport`] (Lambda's `REPORT` line) and is logged as one
 //! `tracing` event with target `nimbus::report`. Billed duration is the run time rounded up to
-//! the billing granularity; GB-seconds are memory (GB) × billed seconds. Init time of cold starts
-//! is billed too, as Lambda does since August 2025. Invocations on provisioned instances
+//! the billing granularity; GB-seconds are memory (GB) × billed seconds. Init time of on-demand
+//! cold starts is billed too, as Lambda does since August 2025. Invocations on provisioned instances
 //! (`min_instances`) are billed at the provisioned duration price, and the provisioned capacity
 //! at its own price for as long as it is enabled, whether used or not.
 
@@ -33,9 +33,15 @@ pub struct UsageReport {
 }
 
 impl UsageReport {
-    /// GB-seconds billed for this invocation (init included).
+    /// GB-seconds billed for this invocation (init included, unless the instance is a
+    /// provisioned one, whose init the provisioned capacity pays for).
     pub fn gb_seconds(&self) -> f64 {
-        let billed = self.billed_duration + self.init_duration.unwrap_or_default();
+        let init = if self.provisioned {
+            Duration::ZERO
+        } else {
+            self.init_duration.unwrap_or_default()
+        };
+        let billed = self.billed_duration + init;
         f64::from(self.memory_mb) / 1024.0 * billed.as_secs_f64()
     }
 }
@@ -73,7 +79,8 @@ pub struct Usage {
     pub requests: u64,
     /// Sum of billed durations.
     pub billed_duration: Duration,
-    /// Sum of init durations (cold starts and provisioned instances).
+    /// Sum of billed init durations: on-demand cold starts (a provisioned instance's init is
+    /// paid for by the provisioned capacity).
     pub init_duration: Duration,
     /// GB-seconds, init included.
     pub gb_seconds: f64,

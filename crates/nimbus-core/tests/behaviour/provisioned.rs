@@ -218,3 +218,47 @@ async fn provisioned_capacity_and_duration_are_priced_as_lambda_prices_them() {
     tokio::time::sleep(Duration::from_secs(100)).await;
     assert_eq!(handle.usage().provisioned_capacity_gb_seconds, at_shutdown);
 }
+
+#[tokio::test(start_paused = true)]
+async fn only_on_demand_inits_are_billed() {
+    let rt = runtime(10);
+    let hold = Hold::new();
+    let inside = hold.clone();
+    let handle = rt
+        .register(
+            Function::with_factory(
+                "slow-init",
+                nimbus_core::init_fn(move |_: nimbus_core::InitContext| {
+                    let inside = inside.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        Ok::<_, FunctionError>(handler_fn(move |wait: bool, _ctx: Context| {
+                            let inside = inside.clone();
+                            async move {
+                                if wait {
+                                    inside.inside().await;
+                                }
+                                Ok::<_, FunctionError>(())
+                            }
+                        }))
+                    }
+                }),
+            )
+            .with_min_instances(1),
+        )
+        .await
+        .unwrap();
+    // Registration initialised the provisioned instance: not billed.
+    assert_eq!(handle.usage().init_duration, Duration::ZERO);
+    // While it is busy, a second invocation needs an on-demand cold start: billed.
+    let h = handle.clone();
+    let busy = tokio::spawn(async move { h.invoke_with(true, InvokeOptions::default()).await });
+    hold.until_inside(1).await;
+    let cold = handle.invoke_with(false, InvokeOptions::default()).await;
+    hold.let_go(1);
+    let warm = busy.await.unwrap().report.unwrap();
+    let cold = cold.report.unwrap();
+    assert!(warm.provisioned && !cold.provisioned, "{warm:?} {cold:?}");
+    assert_eq!(cold.init_duration, Some(Duration::from_millis(300)));
+    assert_eq!(handle.usage().init_duration, Duration::from_millis(300));
+}
