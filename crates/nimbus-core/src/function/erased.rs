@@ -12,11 +12,12 @@ use crate::util::{json_len, BoxFuture};
 
 /// What every registered function offers, whatever its event and output types.
 pub(crate) trait AnyFunction: Send + Sync + 'static {
-    /// Invokes with a JSON event as `principal`.
+    /// Invokes with a JSON event as `principal`, with `options`.
     fn invoke_json(
         &self,
         event: serde_json::Value,
         principal: Caller,
+        options: InvokeOptions,
     ) -> BoxFuture<'_, Result<serde_json::Value, CallError>>;
     /// Queues a JSON event as `principal`.
     fn invoke_async_json(
@@ -55,6 +56,7 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
         &self,
         event: serde_json::Value,
         principal: Caller,
+        options: InvokeOptions,
     ) -> BoxFuture<'_, Result<serde_json::Value, CallError>> {
         Box::pin(async move {
             let name = self.exec.name();
@@ -72,11 +74,7 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
             let event = (codec.decode)(&event).map_err(|e| {
                 InvokeError::Payload(format!("cannot decode the event for `{name}`: {e}"))
             })?;
-            let output = self
-                .exec
-                .invoke(event, principal, InvokeOptions::default())
-                .await
-                .result?;
+            let output = self.exec.invoke(event, principal, options).await.result?;
             let output = (codec.encode)(output).map_err(|e| {
                 InvokeError::Payload(format!("cannot encode the output of `{name}`: {e}"))
             })?;

@@ -17,9 +17,10 @@ pub use stop::{ShutdownReport, UnregisterReport, SHUTDOWN_SLACK};
 use crate::async_invoke::AsyncMetrics;
 use crate::config::RuntimeConfig;
 use crate::error::{AsyncCallError, CallError, ConfigError, LookupError, RegisterError};
+use crate::executor::InvokeOptions;
 use crate::executor::Shared;
 use crate::function::{AnyFunction, Function, FunctionHandle, FunctionInner, JsonCodec};
-use crate::handler::{Principal, RequestId, RuntimeServices};
+use crate::handler::{Caller, Principal, RequestId, RuntimeServices};
 use crate::metering::Usage;
 use crate::metrics::FunctionMetrics;
 use registry::{Entry, Registry};
@@ -286,6 +287,27 @@ impl Runtime {
     ) -> Result<serde_json::Value, CallError> {
         self.registry
             .invoke_json(&Principal::Host, name, event)
+            .await
+    }
+
+    /// As [`Runtime::invoke_json`], with options: what a caller passes beyond the event (trace
+    /// header, client context, identity, attempt), as an HTTP or Runtime API front end does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::invoke_json`].
+    pub async fn invoke_json_with(
+        &self,
+        name: &str,
+        event: serde_json::Value,
+        options: InvokeOptions,
+    ) -> Result<serde_json::Value, CallError> {
+        let function = self
+            .registry
+            .any(name)
+            .ok_or_else(|| LookupError::NotFound(name.to_owned()))?;
+        function
+            .invoke_json(event, Caller::from(Principal::Host), options)
             .await
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::error::{AsyncCallError, CallError, LookupError};
+use crate::executor::InvokeOptions;
 use crate::function::{AnyFunction, FunctionInner};
 use crate::handler::{Caller, Principal, RequestId, RuntimeServices};
 use crate::util::BoxFuture;
@@ -61,7 +62,9 @@ impl RuntimeServices for Registry {
         let name = function.to_owned();
         Box::pin(async move {
             let function = found.ok_or(LookupError::NotFound(name))?;
-            function.invoke_json(event, Caller::from(caller)).await
+            function
+                .invoke_json(event, Caller::from(caller), InvokeOptions::default())
+                .await
         })
     }
 

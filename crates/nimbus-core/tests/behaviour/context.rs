@@ -217,3 +217,31 @@ fn a_detached_context_has_lambda_names_too() {
     let unbounded = Context::detached("alone", Duration::MAX);
     assert!(unbounded.xray_trace_id().ends_with(";Sampled=0"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn calls_by_name_pass_options_through() {
+    let rt = runtime_in("us-east-1", "000000000000").await;
+    rt.register(Function::new(
+        "f",
+        handler_fn(|_: Value, ctx: Context| async move { Ok::<_, FunctionError>(describe(&ctx)) }),
+    ))
+    .await
+    .unwrap();
+    let identity = CognitoIdentity {
+        identity_id: "id".into(),
+        identity_pool_id: "pool".into(),
+    };
+    let seen = rt
+        .invoke_json_with(
+            "f",
+            json!(null),
+            InvokeOptions::default()
+                .with_trace_id("Root=1-00000000-000000000000000000000001")
+                .with_identity(identity),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen["trace"], "Root=1-00000000-000000000000000000000001");
+    assert_eq!(seen["identity"]["cognitoIdentityId"], "id");
+    assert_eq!(seen["client"], Value::Null);
+}
