@@ -311,6 +311,13 @@ pub enum InvokeError {
     /// The function was unregistered: a handle kept from before refuses new invocations.
     #[error("function `{0}` was unregistered")]
     Unregistered(String),
+    /// The work had passed through `hops` invocations, the recursion limit: the function is in
+    /// a loop and was not run (Lambda's `RecursiveInvocationException`). Never retried.
+    #[error("recursive loop stopped: the work passed through {hops} invocations")]
+    RecursiveLoop {
+        /// The work's hop count.
+        hops: u32,
+    },
 }
 
 impl InvokeError {
@@ -322,7 +329,7 @@ impl InvokeError {
             Self::Panic(_) | Self::Crashed(_) => OutcomeKind::Panic,
             Self::Init(_) => OutcomeKind::InitFailure,
             Self::Throttled(_) => OutcomeKind::Throttled,
-            Self::Payload(_) => OutcomeKind::Rejected,
+            Self::Payload(_) | Self::RecursiveLoop { .. } => OutcomeKind::Rejected,
             Self::ShuttingDown | Self::Cancelled | Self::Unregistered(_) => OutcomeKind::Cancelled,
         }
     }
@@ -340,6 +347,7 @@ impl InvokeError {
             Self::ShuttingDown => "ShuttingDown",
             Self::Cancelled => "Cancelled",
             Self::Unregistered(_) => "Unregistered",
+            Self::RecursiveLoop { .. } => "RecursiveInvocationException",
         }
     }
 }

@@ -91,8 +91,8 @@ pub use error::{
 pub use executor::{Invocation, InvokeOptions};
 pub use function::{Function, FunctionHandle};
 pub use handler::{
-    handler_fn, init_fn, Context, Handler, HandlerFn, InitContext, InitFn, InstanceFactory,
-    Principal, RequestId, RuntimeServices,
+    handler_fn, init_fn, CallOrigin, Context, Handler, HandlerFn, InitContext, InitFn,
+    InstanceFactory, Principal, RecursiveLoop, RequestId, RuntimeServices,
 };
 pub use instance::{Backend, Fault, Instance};
 pub use metering::{Usage, UsageReport};

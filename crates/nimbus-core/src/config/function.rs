@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::handler::RecursiveLoop;
 use crate::retry::Backoff;
 
 /// Limits of [`FunctionConfig`] fields, as published by AWS Lambda.
@@ -195,6 +196,10 @@ pub struct FunctionConfig {
     pub billing: BillingGranularity,
     /// Asynchronous invocation: queue, retries, event age.
     pub async_invoke: AsyncConfig,
+    /// What happens when an invocation's work has passed through
+    /// [`hops::LIMIT`](crate::handler::hops::LIMIT) invocations: stopped (the default, as
+    /// Lambda) or run anyway.
+    pub recursive_loop: RecursiveLoop,
 }
 
 impl Default for FunctionConfig {
@@ -209,11 +214,19 @@ impl Default for FunctionConfig {
             init_timeout: limits::MAX_INIT_TIMEOUT,
             billing: BillingGranularity::default(),
             async_invoke: AsyncConfig::default(),
+            recursive_loop: RecursiveLoop::default(),
         }
     }
 }
 
 impl FunctionConfig {
+    /// Sets what happens to a recursive loop (Lambda's `PutFunctionRecursionConfig`).
+    #[must_use]
+    pub fn with_recursive_loop(mut self, setting: RecursiveLoop) -> Self {
+        self.recursive_loop = setting;
+        self
+    }
+
     /// Sets the invocation timeout.
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {

@@ -9,6 +9,7 @@
 //! and reused warm.
 
 mod context;
+pub mod hops;
 mod principal;
 mod services;
 
@@ -20,8 +21,9 @@ use async_trait::async_trait;
 
 pub(crate) use context::FunctionScope;
 pub use context::{Context, InitContext, RequestId};
+pub use hops::RecursiveLoop;
 pub(crate) use principal::Caller;
-pub use principal::Principal;
+pub use principal::{CallOrigin, Principal};
 pub use services::RuntimeServices;
 
 use crate::error::FunctionError;

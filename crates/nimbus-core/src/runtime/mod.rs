@@ -19,7 +19,7 @@ use crate::config::RuntimeConfig;
 use crate::error::{AsyncCallError, CallError, ConfigError, LookupError, RegisterError};
 use crate::executor::Shared;
 use crate::function::{AnyFunction, Function, FunctionHandle, FunctionInner, JsonCodec};
-use crate::handler::{Principal, RequestId, RuntimeServices};
+use crate::handler::{hops, CallOrigin, Principal, RequestId, RuntimeServices};
 use crate::metering::Usage;
 use crate::metrics::FunctionMetrics;
 use registry::{Entry, Registry};
@@ -277,9 +277,7 @@ impl Runtime {
         name: &str,
         event: serde_json::Value,
     ) -> Result<serde_json::Value, CallError> {
-        self.registry
-            .invoke_json(&Principal::Host, name, event)
-            .await
+        self.registry.invoke_json(host_origin(), name, event).await
     }
 
     /// Queues a typed event for asynchronous invocation of `name`, as the host.
@@ -307,8 +305,7 @@ impl Runtime {
         name: &str,
         event: serde_json::Value,
     ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
-        self.registry
-            .invoke_async_json(&Principal::Host, name, event)
+        self.registry.invoke_async_json(host_origin(), name, event)
     }
 
     /// Registers a resource under `name` for handlers to reach with
@@ -384,4 +381,11 @@ fn validate_name(name: &str) -> Result<(), ConfigError> {
             "1 to 64 characters of [A-Za-z0-9_-]",
         ))
     }
+}
+
+/// The host as the origin of a call by name: work it starts from inside a handler carries that
+/// invocation's hop count on (see [`hops`](crate::handler::hops)).
+fn host_origin() -> CallOrigin<'static> {
+    static HOST: Principal = Principal::Host;
+    CallOrigin::new(&HOST, hops::outgoing().unwrap_or(0))
 }

@@ -11,6 +11,7 @@ mod failures;
 mod hostile;
 mod instances;
 mod invoke;
+mod loops;
 mod properties;
 mod races;
 mod seams;
