@@ -72,8 +72,10 @@ pub fn parse(value: &str) -> Option<u32> {
     value.trim().parse().ok()
 }
 
-/// Runs `future` as the work of an invocation with hop count `hops`.
-pub(crate) fn scope<F: Future + Unpin>(hops: u32, future: F) -> Scoped<F> {
+/// Runs `future` as the work of an invocation with hop count `hops`: what it sends carries
+/// `hops + 1`. The runtime does this around every handler; an adapter that restores a count it
+/// stored (an object store notifying later, from another task) and tests use it too.
+pub fn scope<F: Future + Unpin>(hops: u32, future: F) -> Scoped<F> {
     Scoped { hops, future }
 }
 
@@ -81,7 +83,7 @@ pub(crate) fn scope<F: Future + Unpin>(hops: u32, future: F) -> Scoped<F> {
 /// `TaskLocalFuture` it is `Unpin` when its future is, so the executor's guarded run takes it
 /// without boxing again.
 #[derive(Debug)]
-pub(crate) struct Scoped<F> {
+pub struct Scoped<F> {
     hops: u32,
     future: F,
 }
@@ -95,9 +97,9 @@ impl<F: Future + Unpin> Future for Scoped<F> {
     }
 }
 
-/// Runs `f` as the work of an invocation with hop count `hops` (the synchronous part of user
-/// code, before it returns its future).
-pub(crate) fn sync_scope<R>(hops: u32, f: impl FnOnce() -> R) -> R {
+/// Runs `f` as the work of an invocation with hop count `hops` (as [`scope`], for synchronous
+/// code).
+pub fn sync_scope<R>(hops: u32, f: impl FnOnce() -> R) -> R {
     RUNNING.sync_scope(hops, f)
 }
 
