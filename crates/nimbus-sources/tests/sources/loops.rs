@@ -3,11 +3,13 @@
 //! event takes the failure path, counted.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use nimbus_core::handler::hops;
-use nimbus_core::{handler_fn, Context, Function, FunctionError, InvocationRecord};
+use nimbus_core::{
+    handler_fn, Context, Function, FunctionError, FunctionHandle, InvocationRecord, Runtime,
+};
 use nimbus_sources::{
     BatchResponse, InMemoryObjectStore, NotificationConfig, NotificationRule, ObjectEvent,
     ObjectStore, QueueBatch, QueueConfig, QueueMapping, QueueMappingConfig, QueueSource,
@@ -83,13 +85,24 @@ async fn a_message_sent_by_the_host_carries_no_count() {
     assert_eq!(got[0].attributes.get(hops::ATTRIBUTE), None);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_function_writing_under_its_own_trigger_prefix_is_stopped() {
-    let rt = runtime();
+/// Where the looping function finds its store, set once the store (whose rule targets the
+/// function) is built.
+pub(crate) type StoreSlot = Arc<OnceLock<Arc<dyn ObjectStore>>>;
+
+/// The looping function and what the tests watch of it: its runs, and its on-failure records.
+pub(crate) struct Thumbnailer {
+    pub(crate) function: FunctionHandle<ObjectEvent, ()>,
+    pub(crate) store: StoreSlot,
+    pub(crate) runs: Arc<AtomicU32>,
+    pub(crate) failed: mpsc::UnboundedReceiver<InvocationRecord<ObjectEvent, ()>>,
+}
+
+/// Registers a function that writes its output under the prefix `uploads/` that triggers it.
+pub(crate) async fn thumbnailer(rt: &Runtime) -> Thumbnailer {
     let runs = Arc::new(AtomicU32::new(0));
-    let (failed_tx, mut failed_rx) = mpsc::unbounded_channel::<InvocationRecord<ObjectEvent, ()>>();
-    let store_slot: Arc<std::sync::OnceLock<Arc<InMemoryObjectStore>>> = Arc::default();
-    let (slot_in, runs_in) = (Arc::clone(&store_slot), Arc::clone(&runs));
+    let (failed_tx, failed) = mpsc::unbounded_channel();
+    let store = StoreSlot::default();
+    let (slot_in, runs_in) = (Arc::clone(&store), Arc::clone(&runs));
     let function = rt
         .register(
             Function::new(
@@ -110,24 +123,41 @@ async fn a_function_writing_under_its_own_trigger_prefix_is_stopped() {
         )
         .await
         .unwrap();
-    let config = NotificationConfig::new(vec![NotificationRule::new(
+    Thumbnailer {
+        function,
+        store,
+        runs,
+        failed,
+    }
+}
+
+/// The rules of a store that notifies `function` of every object created under `uploads/`.
+pub(crate) fn uploads_rule(function: &FunctionHandle<ObjectEvent, ()>) -> NotificationConfig {
+    NotificationConfig::new(vec![NotificationRule::new(
         "uploads",
         &["s3:ObjectCreated:*"],
         Arc::new(function.clone()),
     )
     .unwrap()
     .with_prefix("uploads/")])
-    .unwrap();
-    let store = Arc::new(InMemoryObjectStore::new(config));
-    store_slot.set(Arc::clone(&store)).unwrap();
+    .unwrap()
+}
+
+/// Puts the first upload and checks that the loop stops after 16 invocations, the 17th event
+/// on the on-failure path.
+pub(crate) async fn loop_is_stopped(mut t: Thumbnailer) {
+    let store = t.store.get().expect("the store is set");
     store.create_bucket("photos").await.unwrap();
     store
         .put("photos", "uploads/cat.png", "png".into())
         .await
         .unwrap();
-
-    let record = failed_rx.recv().await.unwrap();
-    assert_eq!(runs.load(Ordering::SeqCst), hops::LIMIT);
+    // Bounded: a loop that is never stopped fails here instead of running for ever.
+    let record = tokio::time::timeout(Duration::from_secs(60), t.failed.recv())
+        .await
+        .expect("the loop is stopped")
+        .unwrap();
+    assert_eq!(t.runs.load(Ordering::SeqCst), hops::LIMIT);
     assert_eq!(record.approximate_invoke_count, 0);
     assert_eq!(
         record.error.map(|e| e.error_type),
@@ -137,5 +167,14 @@ async fn a_function_writing_under_its_own_trigger_prefix_is_stopped() {
         record.request.key(),
         format!("uploads/thumb-{}.png", hops::LIMIT - 1)
     );
-    assert_eq!(function.metrics().recursive_loops, 1);
+    assert_eq!(t.function.metrics().recursive_loops, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_function_writing_under_its_own_trigger_prefix_is_stopped() {
+    let rt = runtime();
+    let t = thumbnailer(&rt).await;
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemoryObjectStore::new(uploads_rule(&t.function)));
+    assert!(t.store.set(store).is_ok());
+    loop_is_stopped(t).await;
 }
