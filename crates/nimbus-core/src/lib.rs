@@ -92,8 +92,9 @@ pub use error::{
 pub use executor::{Invocation, InvokeOptions};
 pub use function::{Function, FunctionHandle};
 pub use handler::{
-    handler_fn, init_fn, ClientApplication, ClientContext, CognitoIdentity, Context, Handler,
-    HandlerFn, InitContext, InitFn, InstanceFactory, Principal, RequestId, RuntimeServices,
+    handler_fn, init_fn, CallOrigin, ClientApplication, ClientContext, CognitoIdentity, Context,
+    Handler, HandlerFn, InitContext, InitFn, InstanceFactory, Principal, RecursiveLoop, RequestId,
+    RuntimeServices,
 };
 pub use instance::{Backend, Fault, Instance};
 pub use metering::{Usage, UsageReport};

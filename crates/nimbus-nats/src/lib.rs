@@ -37,8 +37,10 @@
 //! - the stream `<stream>` (work-queue retention) captures `<subject>` (default: the stream's
 //!   name); the durable pull consumer `<consumer>` (default `nimbus`, explicit acks,
 //!   `ack_wait` = the visibility timeout) is shared by every process of the queue;
-//! - a message's body is the payload as published, byte for byte; its headers are its
-//!   attributes (the first value of each), except the server's `Nats-*` headers and the
+//! - a message's body is the payload as published, byte for byte (one published by
+//!   [`NatsQueue::send`] from inside an invocation has the header `nimbus-hops`, its work's hop
+//!   count for recursive loop detection); its headers are its attributes (the first value of
+//!   each), except the server's `Nats-*` headers and the
 //!   adapter's own [`release_headers`]; its id is its stream sequence, its send time the time
 //!   the stream stored it, its receive count JetStream's delivery count. No header is required;
 //! - a released message is stored again with the [`release_headers`] `Nimbus-Receive-Base`,

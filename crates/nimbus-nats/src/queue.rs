@@ -7,6 +7,7 @@ use async_nats::jetstream::{self, AckKind};
 use async_nats::Subject;
 use async_trait::async_trait;
 use bytes::Bytes;
+use nimbus_core::handler::hops;
 use nimbus_sources::{
     Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt, SourceError,
 };
@@ -156,10 +157,18 @@ impl NatsQueue {
     ///
     /// The server did not store it ([`NatsError::Broker`]).
     pub async fn send(&self, body: Bytes) -> Result<MessageId, NatsError> {
-        let ack = self
-            .jetstream
-            .publish(self.subject.clone(), body)
-            .await
+        // Sent by an invocation: the hop count of its work, for recursive loop detection.
+        let published = match hops::outgoing() {
+            Some(hops) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(hops::ATTRIBUTE, hops.to_string().as_str());
+                self.jetstream
+                    .publish_with_headers(self.subject.clone(), headers, body)
+                    .await
+            }
+            None => self.jetstream.publish(self.subject.clone(), body).await,
+        };
+        let ack = published
             .map_err(NatsError::broker("publish"))?
             .await
             .map_err(NatsError::broker("publish"))?;

@@ -41,7 +41,8 @@ impl Db {
 
 /// Creates the tables of a queue named `name` (and its insert trigger) and the shared
 /// checkpoint and lease tables, under an advisory lock so that concurrent processes do not
-/// race. Idempotent: a table made by an older version gets what it lacks (the trigger).
+/// race. Idempotent: a table made by an older version gets what it lacks (the trigger, the
+/// `hops` column).
 pub(crate) async fn migrate(client: &Client, name: Option<&str>) -> Result<(), PostgresError> {
     let mut sql = String::from(
         "BEGIN;
@@ -62,9 +63,11 @@ pub(crate) async fn migrate(client: &Client, name: Option<&str>) -> Result<(), P
                  visible_at TIMESTAMPTZ NOT NULL DEFAULT now(),
                  receipt BIGINT NOT NULL DEFAULT 0);
              CREATE INDEX IF NOT EXISTS {name}_queue_visible ON {name}_queue (visible_at, id);
+             ALTER TABLE {name}_queue ADD COLUMN IF NOT EXISTS hops INT;
              CREATE TABLE IF NOT EXISTS {name}_dead (
                  id BIGINT PRIMARY KEY, body BYTEA NOT NULL, receive_count INT NOT NULL,
                  sent_at TIMESTAMPTZ NOT NULL, dead_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             ALTER TABLE {name}_dead ADD COLUMN IF NOT EXISTS hops INT;
              CREATE OR REPLACE FUNCTION {name}_queue_notify() RETURNS trigger LANGUAGE plpgsql
                  AS $f$ BEGIN PERFORM pg_notify('{name}_queue', ''); RETURN NULL; END $f$;
              DO $d$ BEGIN

@@ -20,13 +20,17 @@
 //!     delays it; while received, the end of its visibility timeout);
 //!   - `receipt BIGINT NOT NULL DEFAULT 0`: the nonce of the current receive, which its
 //!     receipt must match (0: none);
+//!   - `hops INT` (nullable, added to older tables): the hop count of a message sent from
+//!     inside an invocation, read back as the `nimbus-hops` attribute (recursive loop
+//!     detection);
 //!
 //!   and the index `<name>_queue_visible` on `(visible_at, id)`;
 //! - the trigger `<name>_queue_notify`, `AFTER INSERT ... FOR EACH STATEMENT`, calling the
 //!   function `<name>_queue_notify()`, which runs `pg_notify('<name>_queue', '')`: every
 //!   adapter `LISTEN`s on the channel `<name>_queue`, so a row inserted by any client wakes
 //!   the waiting pollers at once (one notification per statement);
-//! - the dead-letter table `<name>_dead` (`id`, `body`, `receive_count`, `sent_at`, `dead_at`),
+//! - the dead-letter table `<name>_dead` (`id`, `body`, `receive_count`, `sent_at`, `dead_at`,
+//!   `hops`),
 //!   where a message goes, in one statement with its deletion from the queue, when a receive
 //!   finds it over `max_receive_count`;
 //! - the shared tables `nimbus_checkpoints (mapping, shard, value)` and `nimbus_leases (key,

@@ -5,8 +5,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use nimbus_core::handler::hops;
 use nimbus_sources::{
-    Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt, SourceError,
+    Attributes, Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt, SourceError,
 };
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -166,6 +167,8 @@ impl PostgresQueue {
         if bodies.is_empty() {
             return Ok(Vec::new());
         }
+        // Sent by an invocation: the hop count of its work, for recursive loop detection.
+        let hops = hops::outgoing().map(|h| i32::try_from(h).unwrap_or(i32::MAX));
         let client = self.db.client().await?;
         // The table's statement-level insert trigger notifies the pollers, once for the whole
         // batch (as it does for any other client's insert).
@@ -173,12 +176,12 @@ impl PostgresQueue {
             .query(
                 &format!(
                     "WITH ins AS (
-                         INSERT INTO {} (body) SELECT b.body FROM unnest($1::bytea[]) WITH ORDINALITY AS b(body, n)
+                         INSERT INTO {} (body, hops) SELECT b.body, $2::int FROM unnest($1::bytea[]) WITH ORDINALITY AS b(body, n)
                          ORDER BY n RETURNING id)
                      SELECT ins.id FROM ins ORDER BY ins.id",
                     self.table()
                 ),
-                &[&bodies],
+                &[&bodies, &hops],
             )
             .await?;
         Ok(rows
@@ -199,7 +202,7 @@ impl PostgresQueue {
                      UPDATE {t} q SET visible_at = now() + make_interval(secs => $2::float8 / 1000.0),
                          receive_count = q.receive_count + 1, receipt = $3
                      FROM c WHERE q.id = c.id
-                     RETURNING q.id, q.body, q.receive_count, extract(epoch FROM q.sent_at)::float8",
+                     RETURNING q.id, q.body, q.receive_count, extract(epoch FROM q.sent_at)::float8, q.hops",
                     t = self.table()
                 ),
                 &[&(max as i64), &visibility_ms, &receipt],
@@ -212,23 +215,28 @@ impl PostgresQueue {
             let body: Vec<u8> = row.get(1);
             let count: i32 = row.get(2);
             let sent: f64 = row.get(3);
+            let hop_count: Option<i32> = row.get(4);
             let count = u32::try_from(count).unwrap_or(u32::MAX);
             if self.config.max_receive_count.is_some_and(|max| count > max) {
                 dead.push(id);
                 continue;
             }
-            messages.push(
+            let mut message =
                 Message::new(MessageId::number(id as u64), body, receipt_of(id, receipt))
                     .with_receive_count(count)
-                    .with_sent_at(UNIX_EPOCH + seconds(sent)),
-            );
+                    .with_sent_at(UNIX_EPOCH + seconds(sent));
+            if let Some(h) = hop_count {
+                message =
+                    message.with_attributes(Attributes::new().with(hops::ATTRIBUTE, h.to_string()));
+            }
+            messages.push(message);
         }
         if !dead.is_empty() {
             let moved = client
                 .execute(
                     &format!(
-                        "WITH moved AS (DELETE FROM {t} WHERE id = ANY($1) RETURNING id, body, receive_count, sent_at)
-                         INSERT INTO {n}_dead (id, body, receive_count, sent_at) SELECT * FROM moved ON CONFLICT (id) DO NOTHING",
+                        "WITH moved AS (DELETE FROM {t} WHERE id = ANY($1) RETURNING id, body, receive_count, sent_at, hops)
+                         INSERT INTO {n}_dead (id, body, receive_count, sent_at, hops) SELECT * FROM moved ON CONFLICT (id) DO NOTHING",
                         t = self.table(),
                         n = self.config.name
                     ),

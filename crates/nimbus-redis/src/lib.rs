@@ -20,7 +20,9 @@
 //! single field of any other name is that field. Every other field is an attribute (its value
 //! as UTF-8, invalid bytes replaced). An entry with several fields and none of those names has
 //! no body: it is not delivered (as an empty body, to be acknowledged and lost) but moved to
-//! the dead-letter stream at once with its reason.
+//! the dead-letter stream at once with its reason. A message sent by [`RedisQueue::send`]
+//! from inside an invocation has the field `nimbus-hops` too: the hop count of its work, for
+//! recursive loop detection (`nimbus_core::handler::hops`).
 //!
 //! **Released receives**: the hash `<key>:released`, field = entry id, value = how many of
 //! its deliveries were handed back uncounted by a release; an entry is there only once

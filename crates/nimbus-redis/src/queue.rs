@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use nimbus_core::handler::hops;
 use nimbus_sources::{Message, MessageId, QueueSource, QueueStats, Receipt, SourceError};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::Value;
@@ -96,13 +97,16 @@ impl RedisQueue {
     /// A Redis error.
     pub async fn send(&self, body: Bytes) -> Result<MessageId, RedisError> {
         let mut con = self.manager.clone();
-        let id: String = redis::cmd("XADD")
-            .arg(&self.config.key)
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&self.config.key)
             .arg("*")
             .arg("b")
-            .arg(body.as_ref())
-            .query_async(&mut con)
-            .await?;
+            .arg(body.as_ref());
+        // Sent by an invocation: the hop count of its work, for recursive loop detection.
+        if let Some(hops) = hops::outgoing() {
+            xadd.arg(hops::ATTRIBUTE).arg(hops);
+        }
+        let id: String = xadd.query_async(&mut con).await?;
         Ok(MessageId::text(&id))
     }
 

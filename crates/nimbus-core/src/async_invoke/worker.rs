@@ -207,6 +207,12 @@ where
                     self.fail(queued, Condition::EventAgeExceeded, None).await;
                     continue;
                 }
+                if let Err(error) = self.exec.check_loop(&queued.principal) {
+                    // A recursive loop: never run, never retried (Lambda's DLQ / on-failure).
+                    let info = Some(ErrorInfo::from(&error));
+                    self.fail(queued, Condition::NotRetryable, info).await;
+                    continue;
+                }
                 queued.attempts += 1;
                 let who = (queued.request_id, queued.principal.clone(), queued.attempts);
                 // Held before the clone: an event type whose `Clone` panics is kept for the host

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::handler::RecursiveLoop;
 use crate::retry::Backoff;
 
 /// Limits of [`FunctionConfig`] fields, as published by AWS Lambda.
@@ -199,6 +200,10 @@ pub struct FunctionConfig {
     pub billing: BillingGranularity,
     /// Asynchronous invocation: queue, retries, event age.
     pub async_invoke: AsyncConfig,
+    /// What happens when an invocation's work has passed through
+    /// [`hops::LIMIT`](crate::handler::hops::LIMIT) invocations: stopped (the default, as
+    /// Lambda) or run anyway.
+    pub recursive_loop: RecursiveLoop,
 }
 
 impl Default for FunctionConfig {
@@ -213,6 +218,7 @@ impl Default for FunctionConfig {
             init_timeout: limits::MAX_INIT_TIMEOUT,
             billing: BillingGranularity::default(),
             async_invoke: AsyncConfig::default(),
+            recursive_loop: RecursiveLoop::default(),
         }
     }
 }
@@ -223,6 +229,13 @@ impl FunctionConfig {
     pub fn reserved_concurrency(&self) -> Option<u32> {
         self.max_concurrency
             .or((self.min_instances > 0).then_some(self.min_instances))
+    }
+
+    /// Sets what happens to a recursive loop (Lambda's `PutFunctionRecursionConfig`).
+    #[must_use]
+    pub fn with_recursive_loop(mut self, setting: RecursiveLoop) -> Self {
+        self.recursive_loop = setting;
+        self
     }
 
     /// Sets the invocation timeout.

@@ -325,6 +325,13 @@ pub enum InvokeError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The work had passed through `hops` invocations, the recursion limit: the function is in
+    /// a loop and was not run (Lambda's `RecursiveInvocationException`). Never retried.
+    #[error("recursive loop stopped: the work passed through {hops} invocations")]
+    RecursiveLoop {
+        /// The work's hop count.
+        hops: u32,
+    },
 }
 
 impl InvokeError {
@@ -336,7 +343,7 @@ impl InvokeError {
             Self::Panic(_) | Self::Crashed(_) => OutcomeKind::Panic,
             Self::Init(_) => OutcomeKind::InitFailure,
             Self::Throttled(_) => OutcomeKind::Throttled,
-            Self::Payload(_) => OutcomeKind::Rejected,
+            Self::Payload(_) | Self::RecursiveLoop { .. } => OutcomeKind::Rejected,
             Self::ResponseTooLarge { .. } => OutcomeKind::Error,
             Self::ShuttingDown | Self::Cancelled | Self::Unregistered(_) => OutcomeKind::Cancelled,
         }
@@ -354,6 +361,7 @@ impl InvokeError {
     /// | `Throttled` | `TooManyRequestsException` |
     /// | `ResponseTooLarge` | `Function.ResponseSizeTooLarge` |
     /// | `Unregistered` | `ResourceNotFoundException` |
+    /// | `RecursiveLoop` | `RecursiveInvocationException` |
     /// | `Payload` | `InvalidPayload` (nimbus's: no one Lambda name covers an event that does not decode and an output that does not encode) |
     /// | `ShuttingDown`, `Cancelled` | `ShuttingDown`, `Cancelled` (nimbus's: Lambda has no such outcome) |
     pub fn error_type(&self) -> &str {
@@ -369,6 +377,7 @@ impl InvokeError {
             Self::Cancelled => "Cancelled",
             Self::Unregistered(_) => "ResourceNotFoundException",
             Self::ResponseTooLarge { .. } => "Function.ResponseSizeTooLarge",
+            Self::RecursiveLoop { .. } => "RecursiveInvocationException",
         }
     }
 }

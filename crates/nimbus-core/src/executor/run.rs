@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use super::Executor;
 use crate::error::{InitFailure, InvokeError, OutcomeKind, ThrottleReason};
 use crate::handler::{
-    Caller, ClientContext, CognitoIdentity, Context, Extras, InitContext, InstanceScope, RequestId,
+    hops, Caller, ClientContext, CognitoIdentity, Context, Extras, InitContext, InstanceScope,
+    RequestId,
 };
 use crate::instance::{Fault, Instance, Lease};
 use crate::metering::{self, UsageReport};
@@ -48,6 +49,10 @@ pub struct InvokeOptions {
     pub attempt: Option<u32>,
     /// Trace header, client context, identity: shared with the context as they are.
     extras: Option<Arc<Extras>>,
+    /// The hop count of the work (see [`hops`](crate::handler::hops)): mapping engines pass
+    /// the highest count their records carry. The runtime keeps the higher of this and the
+    /// count it knows.
+    pub hops: Option<u32>,
 }
 
 impl InvokeOptions {
@@ -82,6 +87,13 @@ impl InvokeOptions {
 
     fn extras_mut(&mut self) -> &mut Extras {
         Arc::make_mut(self.extras.get_or_insert_with(Arc::default))
+    }
+
+    /// Sets the hop count of the work this invocation handles.
+    #[must_use]
+    pub fn with_hops(mut self, hops: u32) -> Self {
+        self.hops = Some(hops);
+        self
     }
 }
 
@@ -136,6 +148,11 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         let Some(_in_flight) = self.shared.gate.enter() else {
             return Invocation::refused(InvokeError::ShuttingDown);
         };
+        let hops = principal.hops().max(options.hops.unwrap_or(0));
+        let principal = principal.with_hops(hops);
+        if let Err(error) = self.check_loop(&principal) {
+            return Invocation::refused(error);
+        }
         let permit = match self.try_permit() {
             Ok(permit) => permit,
             Err(_) if self.is_closed() => return Invocation::refused(self.unregistered()),
@@ -174,6 +191,24 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
             result: run.result,
             report: Some(run.report),
         }
+    }
+
+    /// Refuses an invocation whose hop count reached the recursion limit, unless the function
+    /// allows loops (counted, and logged once per function).
+    pub(crate) fn check_loop(&self, principal: &Caller) -> Result<(), InvokeError> {
+        let hops = principal.hops();
+        if !hops::stops(hops, self.config.recursive_loop) {
+            return Ok(());
+        }
+        if self.counters.recursive_loop() {
+            tracing::warn!(
+                function = %self.name,
+                hops,
+                "recursive loop detected: an invocation reached the hop limit and was stopped \
+                 (allow it with FunctionConfig::with_recursive_loop(RecursiveLoop::Allow))"
+            );
+        }
+        Err(InvokeError::RecursiveLoop { hops })
     }
 
     /// A warm instance, or a new one if the scale rate allows (with its init duration).
@@ -239,6 +274,7 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         let (request_id, principal, attempt) = who;
         let (instance, scope) = lease.parts();
         let scope = Arc::clone(scope);
+        let hop_count = principal.hops();
         let ctx = Context::new(
             request_id,
             Arc::clone(&self.scope),
@@ -249,8 +285,13 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
             extras,
         );
         // The backend's `invoke` is user code before it returns its future too.
-        let ran = match catch_unwind(AssertUnwindSafe(|| instance.invoke(event, ctx))) {
-            Ok(future) => self.run_guarded(future, start, &scope.cancel).await,
+        // The hop count is visible to everything the handler does on this task (see `hops`).
+        let invoke = || hops::sync_scope(hop_count, || instance.invoke(event, ctx));
+        let ran = match catch_unwind(AssertUnwindSafe(invoke)) {
+            Ok(future) => {
+                self.run_guarded(hops::scope(hop_count, future), start, &scope.cancel)
+                    .await
+            }
             Err(payload) => Ran::Panicked(panic_message(payload.as_ref())),
         };
         let end = Instant::now();

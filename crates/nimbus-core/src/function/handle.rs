@@ -103,7 +103,7 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
     pub async fn invoke_with(&self, event: E, options: InvokeOptions) -> Invocation<O> {
         self.inner
             .exec
-            .invoke(event, self.principal.clone(), options)
+            .invoke(event, self.principal.clone().inheriting(), options)
             .await
     }
 
@@ -137,6 +137,8 @@ where
     /// [`Rejected`] hands the event back when the queue is full, the runtime is shutting down,
     /// or the function was unregistered.
     pub fn invoke_async(&self, event: E) -> Result<RequestId, Rejected<E>> {
-        self.inner.queue.invoke_async(event, self.principal.clone())
+        self.inner
+            .queue
+            .invoke_async(event, self.principal.clone().inheriting())
     }
 }

@@ -99,6 +99,14 @@ impl<E, O> Function<E, O> {
         self
     }
 
+    /// Sets what happens to a recursive loop (see
+    /// [`RecursiveLoop`](crate::handler::RecursiveLoop)).
+    #[must_use]
+    pub fn with_recursive_loop(mut self, setting: crate::handler::RecursiveLoop) -> Self {
+        self.config.recursive_loop = setting;
+        self
+    }
+
     /// Sets the invocation timeout (1 ms..=900 s).
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::Extras;
 use super::scope::{FunctionScope, InstanceScope, Services};
-use super::{Caller, ClientContext, CognitoIdentity, Principal, RuntimeServices};
+use super::{CallOrigin, Caller, ClientContext, CognitoIdentity, Principal, RuntimeServices};
 use crate::error::{AsyncCallError, CallError, InvokeError, LookupError};
 use crate::util::{aws, far_future};
 
@@ -257,6 +257,21 @@ impl Context {
         &self.instance.cancel
     }
 
+    /// How many invocations the work of this one passed through before it: 0 for work the
+    /// host started, one more for each function it went through (see
+    /// [`hops`](super::hops)).
+    pub fn hop_count(&self) -> u32 {
+        self.principal.hops()
+    }
+
+    /// This function as the origin of the calls it makes: work it starts carries one hop more.
+    fn origin(&self) -> CallOrigin<'_> {
+        CallOrigin::new(
+            self.scope.as_caller.get(),
+            self.hop_count().saturating_add(1),
+        )
+    }
+
     /// The runtime, or why there is none.
     fn services(&self, function: &str) -> Result<Arc<dyn RuntimeServices>, LookupError> {
         let services = match &self.scope.services {
@@ -301,9 +316,7 @@ impl Context {
         event: serde_json::Value,
     ) -> Result<serde_json::Value, CallError> {
         let services = self.services(function)?;
-        services
-            .invoke_json(self.scope.as_caller.get(), function, event)
-            .await
+        services.invoke_json(self.origin(), function, event).await
     }
 
     /// Queues an event for asynchronous invocation of `function`, as this function; returns
@@ -337,17 +350,14 @@ impl Context {
         event: serde_json::Value,
     ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
         let services = self.services(function)?;
-        services.invoke_async_json(self.scope.as_caller.get(), function, event)
+        services.invoke_async_json(self.origin(), function, event)
     }
 
     /// The resource the host registered under `name`
     /// ([`Runtime::provide`](crate::Runtime::provide)), if there is one of type `T`.
     pub fn resource<T: std::any::Any + Send + Sync>(&self, name: &str) -> Option<Arc<T>> {
         let services = self.services(name).ok()?;
-        services
-            .resource(self.scope.as_caller.get(), name)?
-            .downcast::<T>()
-            .ok()
+        services.resource(self.origin(), name)?.downcast::<T>().ok()
     }
 }
 

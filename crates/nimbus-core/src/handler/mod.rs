@@ -10,6 +10,7 @@
 
 mod client;
 mod context;
+pub mod hops;
 mod principal;
 mod scope;
 mod services;
@@ -23,8 +24,9 @@ use async_trait::async_trait;
 pub(crate) use client::Extras;
 pub use client::{ClientApplication, ClientContext, CognitoIdentity};
 pub use context::{Context, InitContext, RequestId};
+pub use hops::RecursiveLoop;
 pub(crate) use principal::Caller;
-pub use principal::Principal;
+pub use principal::{CallOrigin, Principal};
 pub(crate) use scope::{FunctionScope, InstanceScope};
 pub use services::RuntimeServices;
 

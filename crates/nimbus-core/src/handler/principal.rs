@@ -39,29 +39,76 @@ impl fmt::Display for Principal {
 /// The host, for callers that carry no principal of their own.
 static HOST: Principal = Principal::Host;
 
-/// A principal as the hot paths carry it: the host is no allocation and one word, any other
-/// principal one shared allocation; queued events and contexts stay small.
+/// Who asks for an invocation through [`RuntimeServices`](super::RuntimeServices): the
+/// principal the runtime set, and the hop count the work carries (see [`hops`](super::hops)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallOrigin<'a> {
+    /// The principal.
+    pub principal: &'a Principal,
+    /// The hop count of the invocation asked for.
+    pub hops: u32,
+}
+
+impl<'a> CallOrigin<'a> {
+    /// An origin: `principal`, asking for an invocation with hop count `hops`.
+    pub fn new(principal: &'a Principal, hops: u32) -> Self {
+        Self { principal, hops }
+    }
+}
+
+/// A principal as the hot paths carry it, with the hop count of the work: the host is no
+/// allocation, any other principal one shared allocation; queued events and contexts stay
+/// small.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub(crate) struct Caller(Option<Arc<Principal>>);
+pub(crate) struct Caller {
+    principal: Option<Arc<Principal>>,
+    hops: u32,
+}
 
 impl Caller {
     /// The principal.
     pub(crate) fn get(&self) -> &Principal {
-        self.0.as_deref().unwrap_or(&HOST)
+        self.principal.as_deref().unwrap_or(&HOST)
+    }
+
+    /// The hop count of the work.
+    pub(crate) fn hops(&self) -> u32 {
+        self.hops
+    }
+
+    /// The same principal, for work with hop count `hops`.
+    #[must_use]
+    pub(crate) fn with_hops(mut self, hops: u32) -> Self {
+        self.hops = hops;
+        self
+    }
+
+    /// The same principal, for work started now: the hop count passed on by the invocation
+    /// running on this task, if it is higher than the one already carried.
+    #[must_use]
+    pub(crate) fn inheriting(mut self) -> Self {
+        if let Some(hops) = super::hops::outgoing() {
+            self.hops = self.hops.max(hops);
+        }
+        self
     }
 }
 
 impl From<Principal> for Caller {
     fn from(principal: Principal) -> Self {
         match principal {
-            Principal::Host => Self(None),
-            other => Self(Some(Arc::new(other))),
+            Principal::Host => Self::default(),
+            other => Self {
+                principal: Some(Arc::new(other)),
+                hops: 0,
+            },
         }
     }
 }
 
 impl fmt::Debug for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.get(), f)
+        write!(f, "{:?} (hops {})", self.get(), self.hops)
     }
 }

@@ -5,13 +5,14 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use super::{Principal, RequestId};
+use super::{CallOrigin, RequestId};
 use crate::error::{AsyncCallError, CallError};
 use crate::util::BoxFuture;
 
 /// The runtime's side of a [`Context`](super::Context): invoke other functions, reach
-/// resources the host registered. Every call names the `caller`, the principal the runtime set
-/// for the invocation asking; this is where permission checks and loop detection plug in.
+/// resources the host registered. Every call names its `origin`: the principal the runtime set
+/// for the invocation asking and the hop count of the invocation asked for (one more than the
+/// asker's); this is where permission checks and loop detection plug in.
 ///
 /// [`Runtime`](crate::Runtime) implements it; hosts and tests rarely need to.
 ///
@@ -23,7 +24,7 @@ use crate::util::BoxFuture;
 /// use std::any::Any;
 /// use std::sync::Arc;
 /// use nimbus_core::error::{AsyncCallError, CallError, LookupError};
-/// use nimbus_core::handler::{Principal, RequestId, RuntimeServices};
+/// use nimbus_core::handler::{CallOrigin, RequestId, RuntimeServices};
 /// use nimbus_core::util::BoxFuture;
 ///
 /// struct Echo;
@@ -31,7 +32,7 @@ use crate::util::BoxFuture;
 /// impl RuntimeServices for Echo {
 ///     fn invoke_json(
 ///         &self,
-///         _caller: &Principal,
+///         _origin: CallOrigin<'_>,
 ///         function: &str,
 ///         event: serde_json::Value,
 ///     ) -> BoxFuture<'_, Result<serde_json::Value, CallError>> {
@@ -44,40 +45,40 @@ use crate::util::BoxFuture;
 ///
 ///     fn invoke_async_json(
 ///         &self,
-///         _caller: &Principal,
+///         _origin: CallOrigin<'_>,
 ///         function: &str,
 ///         _event: serde_json::Value,
 ///     ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
 ///         Err(LookupError::NotFound(function.to_owned()).into())
 ///     }
 ///
-///     fn resource(&self, _caller: &Principal, _name: &str) -> Option<Arc<dyn Any + Send + Sync>> {
+///     fn resource(&self, _origin: CallOrigin<'_>, _name: &str) -> Option<Arc<dyn Any + Send + Sync>> {
 ///         None
 ///     }
 /// }
 /// # let _ = Echo;
 /// ```
 pub trait RuntimeServices: Send + Sync + 'static {
-    /// Invokes `function` synchronously with a JSON event on behalf of `caller`.
+    /// Invokes `function` synchronously with a JSON event on behalf of `origin`.
     fn invoke_json(
         &self,
-        caller: &Principal,
+        origin: CallOrigin<'_>,
         function: &str,
         event: serde_json::Value,
     ) -> BoxFuture<'_, Result<serde_json::Value, CallError>>;
 
-    /// Queues a JSON event for asynchronous invocation of `function` on behalf of `caller`.
+    /// Queues a JSON event for asynchronous invocation of `function` on behalf of `origin`.
     ///
     /// # Errors
     ///
     /// See [`AsyncCallError`]; a refused event is handed back.
     fn invoke_async_json(
         &self,
-        caller: &Principal,
+        origin: CallOrigin<'_>,
         function: &str,
         event: serde_json::Value,
     ) -> Result<RequestId, AsyncCallError<serde_json::Value>>;
 
     /// The resource the host registered under `name`, if any.
-    fn resource(&self, caller: &Principal, name: &str) -> Option<Arc<dyn Any + Send + Sync>>;
+    fn resource(&self, origin: CallOrigin<'_>, name: &str) -> Option<Arc<dyn Any + Send + Sync>>;
 }

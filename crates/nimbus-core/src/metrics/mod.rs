@@ -20,6 +20,8 @@ use crate::util::{Padded, Striped};
 pub(crate) struct FunctionCounters {
     busy: Padded<AtomicUsize>,
     peak_busy: AtomicUsize,
+    /// Invocations stopped at the hop limit (rare: not striped).
+    recursive_loops: AtomicU64,
     tallies: Striped<Tally>,
 }
 
@@ -96,6 +98,11 @@ impl FunctionCounters {
             ThrottleReason::ScaleRate => &tally.throttled_scale,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an invocation stopped at the hop limit; true for the first one.
+    pub(crate) fn recursive_loop(&self) -> bool {
+        self.recursive_loops.fetch_add(1, Ordering::Relaxed) == 0
     }
 
     pub(crate) fn cold_start(&self) {
@@ -213,6 +220,9 @@ pub struct FunctionMetrics {
     pub throttled_scale_rate: u64,
     /// Cold starts (instances initialised for an invocation, not provisioned).
     pub cold_starts: u64,
+    /// Invocations stopped because their work had passed through too many invocations (a
+    /// recursive loop; see [`hops`](crate::handler::hops)). Not counted in `invocations`.
+    pub recursive_loops: u64,
     /// Invocations running now.
     pub concurrency: usize,
     /// The most invocations ever running at once.
@@ -263,6 +273,7 @@ impl FunctionCounters {
             throttled_runtime_limit: self.sum(|t| &t.throttled_runtime),
             throttled_scale_rate: self.sum(|t| &t.throttled_scale),
             cold_starts: self.sum(|t| &t.cold_starts),
+            recursive_loops: self.recursive_loops.load(Ordering::Relaxed),
             concurrency: self.busy(),
             peak_concurrency: self.peak_busy.load(Ordering::Relaxed),
             instances,

@@ -20,7 +20,7 @@ use crate::error::{AsyncCallError, CallError, ConfigError, LookupError, Register
 use crate::executor::InvokeOptions;
 use crate::executor::Shared;
 use crate::function::{AnyFunction, Function, FunctionHandle, FunctionInner, JsonCodec};
-use crate::handler::{Caller, Principal, RequestId, RuntimeServices};
+use crate::handler::{hops, CallOrigin, Caller, Principal, RequestId, RuntimeServices};
 use crate::metering::Usage;
 use crate::metrics::FunctionMetrics;
 use registry::{Entry, Registry};
@@ -285,9 +285,7 @@ impl Runtime {
         name: &str,
         event: serde_json::Value,
     ) -> Result<serde_json::Value, CallError> {
-        self.registry
-            .invoke_json(&Principal::Host, name, event)
-            .await
+        self.registry.invoke_json(host_origin(), name, event).await
     }
 
     /// As [`Runtime::invoke_json`], with options: what a caller passes beyond the event (trace
@@ -307,7 +305,7 @@ impl Runtime {
             .any(name)
             .ok_or_else(|| LookupError::NotFound(name.to_owned()))?;
         function
-            .invoke_json(event, Caller::from(Principal::Host), options)
+            .invoke_json(event, Caller::from(Principal::Host).inheriting(), options)
             .await
     }
 
@@ -336,8 +334,7 @@ impl Runtime {
         name: &str,
         event: serde_json::Value,
     ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
-        self.registry
-            .invoke_async_json(&Principal::Host, name, event)
+        self.registry.invoke_async_json(host_origin(), name, event)
     }
 
     /// Registers a resource under `name` for handlers to reach with
@@ -413,4 +410,11 @@ fn validate_name(name: &str) -> Result<(), ConfigError> {
             "1 to 64 characters of [A-Za-z0-9_-]",
         ))
     }
+}
+
+/// The host as the origin of a call by name: work it starts from inside a handler carries that
+/// invocation's hop count on (see [`hops`](crate::handler::hops)).
+fn host_origin() -> CallOrigin<'static> {
+    static HOST: Principal = Principal::Host;
+    CallOrigin::new(&HOST, hops::outgoing().unwrap_or(0))
 }

@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use crate::error::{AsyncCallError, CallError, LookupError};
 use crate::executor::InvokeOptions;
 use crate::function::{AnyFunction, FunctionInner};
-use crate::handler::{Caller, Principal, RequestId, RuntimeServices};
+use crate::handler::{CallOrigin, Caller, RequestId, RuntimeServices};
 use crate::util::BoxFuture;
 
 /// A registered function: its erased view, and the same state as `Any` for typed handles.
@@ -49,38 +49,43 @@ impl Registry {
     }
 }
 
-// The hook of permissions and loop detection: every call names its caller.
+/// The principal and hop count an invocation asked for by `origin` runs with.
+fn caller_of(origin: CallOrigin<'_>) -> Caller {
+    Caller::from(origin.principal.clone()).with_hops(origin.hops)
+}
+
+// The hook of permissions and loop detection: every call names its caller and hop count.
 impl RuntimeServices for Registry {
     fn invoke_json(
         &self,
-        caller: &Principal,
+        origin: CallOrigin<'_>,
         function: &str,
         event: serde_json::Value,
     ) -> BoxFuture<'_, Result<serde_json::Value, CallError>> {
         let found = self.any(function);
-        let caller = caller.clone();
+        let caller = caller_of(origin);
         let name = function.to_owned();
         Box::pin(async move {
             let function = found.ok_or(LookupError::NotFound(name))?;
             function
-                .invoke_json(event, Caller::from(caller), InvokeOptions::default())
+                .invoke_json(event, caller, InvokeOptions::default())
                 .await
         })
     }
 
     fn invoke_async_json(
         &self,
-        caller: &Principal,
+        origin: CallOrigin<'_>,
         function: &str,
         event: serde_json::Value,
     ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
         let found = self
             .any(function)
             .ok_or_else(|| LookupError::NotFound(function.to_owned()))?;
-        found.invoke_async_json(event, Caller::from(caller.clone()))
+        found.invoke_async_json(event, caller_of(origin))
     }
 
-    fn resource(&self, _caller: &Principal, name: &str) -> Option<Arc<dyn Any + Send + Sync>> {
+    fn resource(&self, _origin: CallOrigin<'_>, name: &str) -> Option<Arc<dyn Any + Send + Sync>> {
         self.resources.get(name).map(|r| Arc::clone(r.value()))
     }
 }

@@ -13,6 +13,7 @@ mod failures;
 mod hostile;
 mod instances;
 mod invoke;
+mod loops;
 mod payload_limits;
 mod properties;
 mod provisioned;

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use nimbus_core::handler::hops;
 
 use super::harness::{done, fresh, QueueHarness, QueueSpec};
 use super::stall::{may_have_expired, miss, settled, verdict, Miss};
@@ -54,6 +55,9 @@ macro_rules! on_fresh {
 /// - **released receipt**: a released receipt does not come back to life when the message is
 ///   received again;
 /// - **separate batches**: acknowledging one batch leaves another batch's messages in flight;
+/// - **hop count**: a message sent during an invocation carries that invocation's hop count
+///   plus one in the [`hops::ATTRIBUTE`] attribute, and one sent outside carries none
+///   (recursive loop detection);
 /// - **redrive** ([`redrive`](super::redrive())) and **handler failures**
 ///   ([`handler_failures`](super::handler_failures)): dead letters after exactly
 ///   `max_receive_count` receives, alone and under a mapping whose handler fails.
@@ -91,6 +95,7 @@ pub async fn queue<H: QueueHarness>(harness: &H) -> Result<(), Violation> {
     on_fresh!(harness, spec, receipts::stale_receipt);
     on_fresh!(harness, spec, receipts::released_receipt);
     on_fresh!(harness, spec, receipts::separate_batches);
+    on_fresh!(harness, spec, hop_count);
     redrive::redrive(harness).await?;
     redrive::handler_failures(harness).await
 }
@@ -205,6 +210,44 @@ async fn delivery_and_ack<Q: QueueProducer>(q: &Q) -> Result<(), Miss> {
         )
         .into());
     }
+    Ok(())
+}
+
+/// Hop count: what an invocation sends carries its count plus one; what the host sends, none.
+async fn hop_count<Q: QueueProducer>(q: &Q) -> Result<(), Miss> {
+    let check = "hop count";
+    q.produce(Bytes::from_static(b"outside"))
+        .await
+        .map_err(source(check))?;
+    hops::scope(4, q.produce(Bytes::from_static(b"inside")))
+        .await
+        .map_err(source(check))?;
+    let got = receive_all(q, 2, Duration::from_secs(5))
+        .await
+        .map_err(source(check))?;
+    let mut seen = Vec::new();
+    for m in &got.messages {
+        seen.push((
+            String::from_utf8_lossy(&m.body).into_owned(),
+            m.attributes.get(hops::ATTRIBUTE).map(str::to_owned),
+        ));
+    }
+    seen.sort();
+    let want = vec![
+        ("inside".to_owned(), Some("5".to_owned())),
+        ("outside".to_owned(), None),
+    ];
+    if seen != want {
+        return Err(fail(check, format!("expected {want:?}, received {seen:?}")).into());
+    }
+    let receipts: Vec<_> = got.messages.iter().map(|m| m.receipt.clone()).collect();
+    settled(
+        check,
+        "ack",
+        q.ack(&receipts).await,
+        got.began,
+        visibility_of(q),
+    )?;
     Ok(())
 }
 

@@ -24,6 +24,9 @@ pub struct QueueMappingMetrics {
     pub throttles: u64,
     /// Batches split to isolate failures.
     pub bisections: u64,
+    /// Messages not handed to the function because their work had passed through the
+    /// recursion limit of invocations (a recursive loop); counted in `failed` too.
+    pub recursive_loops: u64,
     /// Errors from the source (receive or delete), panics in it included.
     pub source_errors: u64,
     /// Receipts the source refused in an acknowledgement or a release because they were no
@@ -57,6 +60,7 @@ pub(super) struct Counters {
     pub(super) function_errors: AtomicU64,
     pub(super) throttles: AtomicU64,
     pub(super) bisections: AtomicU64,
+    pub(super) recursive_loops: AtomicU64,
     pub(super) source_errors: AtomicU64,
     pub(super) refused_receipts: AtomicU64,
     pub(super) permanent_source_errors: AtomicU64,
@@ -87,6 +91,7 @@ impl Counters {
             function_errors: load(&self.function_errors),
             throttles: load(&self.throttles),
             bisections: load(&self.bisections),
+            recursive_loops: load(&self.recursive_loops),
             source_errors: load(&self.source_errors),
             refused_receipts: load(&self.refused_receipts),
             permanent_source_errors: load(&self.permanent_source_errors),

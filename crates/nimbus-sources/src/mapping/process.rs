@@ -6,6 +6,9 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use nimbus_core::handler::{hops, RecursiveLoop};
+use nimbus_core::InvokeOptions;
+
 use crate::refusal::{classify, Refusal};
 
 use super::budget::Budget;
@@ -75,10 +78,15 @@ impl Shared {
         // Message groups with a failed record in this batch (FIFO): later records of those
         // groups must not be handled ahead of it.
         let mut blocked: HashSet<Arc<str>> = HashSet::new();
-        let mut work = VecDeque::from([Work {
-            indices: (0..matching.len()).collect(),
-            parent: 0,
-        }]);
+        // Records of a recursive loop take the failure path without an invocation.
+        let (looping, indices) = self.split_loops(&matching);
+        for &i in &looping {
+            verdicts[i] = Verdict::Failed;
+            if let Some(group) = matching[i].group_id.clone() {
+                blocked.insert(group);
+            }
+        }
+        let mut work = VecDeque::from([Work { indices, parent: 0 }]);
         // Failed invocations so far; the number of the latest.
         let mut failures = 0u32;
         let mut stopping = false;
@@ -191,6 +199,22 @@ impl Shared {
         self.release_receipts(&released).await;
     }
 
+    /// Splits the indices of records whose hop count reached the recursion limit (unless the
+    /// function allows loops) from the others. Such records are a loop the function feeds
+    /// itself: they fail without an invocation, and come back until the queue's redrive
+    /// moves them to its dead-letter queue, as Lambda stops a loop through SQS.
+    fn split_loops(&self, messages: &[Message]) -> (Vec<usize>, Vec<usize>) {
+        let allowed = self.function.config().recursive_loop == RecursiveLoop::Allow;
+        let (looping, others): (Vec<usize>, Vec<usize>) =
+            (0..messages.len()).partition(|&i| !allowed && hop_count(&messages[i]) >= hops::LIMIT);
+        if !looping.is_empty() {
+            add(&self.counters.recursive_loops, looping.len());
+            tracing::warn!(mapping = %self.name, function = %self.function.name(),
+                records = looping.len(), "recursive loop: records reached the hop limit and are not handed to the function");
+        }
+        (looping, others)
+    }
+
     /// Deletes the messages of a sub-batch that succeeded.
     async fn delete(&self, receipts: &[Receipt]) {
         if receipts.is_empty() {
@@ -253,7 +277,10 @@ impl Shared {
                     .collect(),
             };
             add(&self.counters.invocations, 1);
-            let error = match self.function.invoke(batch).await {
+            // The work's hop count: the highest its records carry.
+            let hops = indices.iter().map(|&i| hop_count(&messages[i])).max();
+            let options = InvokeOptions::default().with_hops(hops.unwrap_or(0));
+            let error = match self.function.invoke_with(batch, options).await.result {
                 Ok(response) => return Invoked::Ok(response),
                 Err(error) => error,
             };
@@ -288,4 +315,13 @@ impl Shared {
             }
         }
     }
+}
+
+/// The hop count a message carries in its [`hops::ATTRIBUTE`] attribute (0 without one).
+fn hop_count(message: &Message) -> u32 {
+    message
+        .attributes
+        .get(hops::ATTRIBUTE)
+        .and_then(hops::parse)
+        .unwrap_or(0)
 }

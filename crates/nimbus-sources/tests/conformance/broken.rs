@@ -41,6 +41,9 @@ pub(crate) enum Flaw {
     /// that the released receipt acknowledges the new delivery (as a Redis queue did whose
     /// release set the delivery count back).
     ReleaseReusesReceipt,
+    /// Sends bodies only: the hop count of the invocation sending is lost, so a function
+    /// writing back to its own queue is never stopped.
+    DropsHopCount,
 }
 
 #[derive(Debug, Default)]
@@ -255,6 +258,14 @@ impl QueueSource for Broken {
 #[async_trait]
 impl QueueProducer for Broken {
     async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError> {
+        if self.flaw == Flaw::DropsHopCount {
+            // Sent from a thread of its own, outside the invocation's scope.
+            let sent = std::thread::scope(|s| s.spawn(|| self.inner.send(body)).join());
+            return match sent {
+                Ok(sent) => sent.map_err(|refused| refused.error),
+                Err(_) => Err(SourceError::transient("the sending thread panicked")),
+            };
+        }
         self.inner.produce(body).await
     }
 }

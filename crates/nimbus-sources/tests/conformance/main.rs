@@ -89,6 +89,11 @@ async fn the_kit_catches_a_stale_receipt_that_disturbs_a_newer_delivery() {
 }
 
 #[tokio::test]
+async fn the_kit_catches_a_queue_that_drops_the_hop_count() {
+    assert_eq!(caught(Flaw::DropsHopCount).await, "hop count");
+}
+
+#[tokio::test]
 async fn the_kit_catches_an_ack_that_reports_success_for_an_expired_receipt() {
     assert_eq!(caught(Flaw::ExpiredAckOk).await, "expired receipt");
 }

@@ -264,6 +264,19 @@ mod directory {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_function_writing_under_its_own_trigger_prefix_in_a_directory_is_stopped() {
+        use crate::loops::{loop_is_stopped, thumbnailer, uploads_rule};
+        let dir = TempDir::new("loop");
+        let rt = crate::support::runtime();
+        let t = thumbnailer(&rt).await;
+        let store = DirectoryStore::open(DirectoryConfig::new(&dir.0, uploads_rule(&t.function)))
+            .await
+            .unwrap();
+        assert!(t.store.set(std::sync::Arc::new(store)).is_ok());
+        loop_is_stopped(t).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn files_copied_in_by_another_process_are_notified_once() {
         let dir = TempDir::new("cp");
         let (store, mut rx) = open(&dir).await;

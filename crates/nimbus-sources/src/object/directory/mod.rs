@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use nimbus_core::handler::hops;
 use notify::{RecursiveMode, Watcher};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -209,6 +210,14 @@ impl DirectoryStore {
 const MAX_SETTLE: Duration = Duration::from_secs(600);
 
 /// Runs blocking file I/O on Tokio's blocking pool, off the async workers.
+/// Runs `f` as the work of the invocation with hop count `running`, if there was one.
+fn as_invocation<R>(running: Option<u32>, f: impl FnOnce() -> R) -> R {
+    match running {
+        Some(count) => hops::sync_scope(count, f),
+        None => f(),
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, SourceError> + Send + 'static,
 ) -> Result<T, SourceError> {
@@ -230,7 +239,10 @@ impl ObjectStore for DirectoryStore {
 
     async fn put(&self, bucket: &str, key: &str, data: Bytes) -> Result<ObjectInfo, SourceError> {
         let (inner, bucket, key) = (Arc::clone(&self.inner), bucket.to_owned(), key.to_owned());
-        blocking(move || inner.put(&bucket, &key, &data)).await
+        // Notified by the put itself, on a blocking thread: the hop count of the invocation
+        // writing goes with it (see `nimbus_core::handler::hops`).
+        let running = hops::current();
+        blocking(move || as_invocation(running, || inner.put(&bucket, &key, &data))).await
     }
 
     async fn get(
@@ -249,7 +261,8 @@ impl ObjectStore for DirectoryStore {
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<bool, SourceError> {
         let (inner, bucket, key) = (Arc::clone(&self.inner), bucket.to_owned(), key.to_owned());
-        blocking(move || inner.delete(&bucket, &key)).await
+        let running = hops::current();
+        blocking(move || as_invocation(running, || inner.delete(&bucket, &key))).await
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError> {

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use nimbus_core::handler::hops;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -89,6 +90,8 @@ impl InMemoryQueue {
     ) -> Result<Vec<MessageId>, SendError> {
         let now = Instant::now();
         let sent_at = SystemTime::now();
+        // Sent by an invocation: the messages carry its work's hop count on.
+        let hop_count = hops::outgoing().map(|h| h.to_string());
         let mut ids = Vec::new();
         let mut refused = None;
         {
@@ -124,10 +127,14 @@ impl InMemoryQueue {
                 // Cloning a `Bytes` made from a `Vec` allocates its shared header the first
                 // time; do it here, on the sender, rather than on every receiver's hot path.
                 drop(body.clone());
+                let attributes = match &hop_count {
+                    Some(h) => message.attributes.with(hops::ATTRIBUTE, h.as_str()),
+                    None => message.attributes,
+                };
                 let stored = Stored {
                     id,
                     body,
-                    attributes: message.attributes,
+                    attributes,
                     sent_at,
                     group: message.group_id,
                     receive_count: 0,

@@ -1,0 +1,130 @@
+//! Recursive loop detection: how many invocations a piece of work has passed through (its
+//! *hop count*), carried with the work as Lambda carries it, so that a function that feeds its
+//! own trigger is stopped instead of running for ever.
+//!
+//! Work the host starts has hop count 0. An invocation with hop count `h` gives `h + 1` to
+//! everything it starts: calls through its [`Context`](super::Context) or through a
+//! [`FunctionHandle`](crate::FunctionHandle) used inside the handler, async events, the
+//! records its destinations receive, messages it sends to a queue (each adapter writes the
+//! count in the [`ATTRIBUTE`] message attribute and its mapping reads it back), and objects it
+//! writes through nimbus's object stores. An invocation whose hop count reaches [`LIMIT`] (16,
+//! as Lambda) is not run unless the function allows loops ([`RecursiveLoop::Allow`]): a sync
+//! caller gets [`InvokeError::RecursiveLoop`](crate::error::InvokeError::RecursiveLoop), an
+//! async event goes to the on-failure destination or dead letter with that error, and a
+//! mapping's records take the mapping's failure path.
+//!
+//! The count of the running invocation is kept in a task-local value around the handler's
+//! future: code the handler awaits sees it, a task it spawns does not (its work starts at 0
+//! again, as work from another process does). Pass [`Context::hop_count`](super::Context::hop_count)
+//! along by hand where that matters.
+//!
+//! # Example
+//!
+//! ```
+//! use nimbus_core::handler::hops;
+//!
+//! // Outside any invocation there is no count to pass on.
+//! assert_eq!(hops::outgoing(), None);
+//! assert_eq!(hops::parse("3"), Some(3));
+//! assert_eq!(hops::parse("three"), None);
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// The message attribute (and object metadata key) that carries the hop count of work sent by
+/// an invocation: decimal digits.
+pub const ATTRIBUTE: &str = "nimbus-hops";
+
+/// The hop count at which an invocation is stopped (Lambda stops a loop after 16 invocations).
+pub const LIMIT: u32 = 16;
+
+/// What a function does when one of its invocations reaches [`LIMIT`] hops (Lambda's
+/// `RecursiveLoop` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum RecursiveLoop {
+    /// Stop the invocation (the default, as in Lambda).
+    #[default]
+    Terminate,
+    /// Run it anyway: the function loops on purpose.
+    Allow,
+}
+
+tokio::task_local! {
+    static RUNNING: u32;
+}
+
+/// The hop count of the invocation whose handler is running on this task, if any.
+pub fn current() -> Option<u32> {
+    RUNNING.try_with(|hops| *hops).ok()
+}
+
+/// The hop count that work started now carries: one more than the running invocation's, or
+/// `None` outside an invocation (work from outside starts at 0 and carries no attribute).
+pub fn outgoing() -> Option<u32> {
+    current().map(|hops| hops.saturating_add(1))
+}
+
+/// Reads a hop count written in [`ATTRIBUTE`]; anything but decimal digits is no count.
+pub fn parse(value: &str) -> Option<u32> {
+    value.trim().parse().ok()
+}
+
+/// Runs `future` as the work of an invocation with hop count `hops`: what it sends carries
+/// `hops + 1`. The runtime does this around every handler; an adapter that restores a count it
+/// stored (an object store notifying later, from another task) and tests use it too.
+pub fn scope<F: Future + Unpin>(hops: u32, future: F) -> Scoped<F> {
+    Scoped { hops, future }
+}
+
+/// A future polled as the work of an invocation with a hop count. Unlike Tokio's
+/// `TaskLocalFuture` it is `Unpin` when its future is, so the executor's guarded run takes it
+/// without boxing again.
+#[derive(Debug)]
+pub struct Scoped<F> {
+    hops: u32,
+    future: F,
+}
+
+impl<F: Future + Unpin> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let hops = self.hops;
+        RUNNING.sync_scope(hops, || Pin::new(&mut self.future).poll(cx))
+    }
+}
+
+/// Runs `f` as the work of an invocation with hop count `hops` (as [`scope`], for synchronous
+/// code).
+pub fn sync_scope<R>(hops: u32, f: impl FnOnce() -> R) -> R {
+    RUNNING.sync_scope(hops, f)
+}
+
+/// Whether an invocation with this hop count must be stopped under `setting`.
+pub(crate) fn stops(hops: u32, setting: RecursiveLoop) -> bool {
+    hops >= LIMIT && setting == RecursiveLoop::Terminate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_count_is_seen_inside_the_scope_only() {
+        assert_eq!(current(), None);
+        let inside = scope(4, Box::pin(async { (current(), outgoing()) })).await;
+        assert_eq!(inside, (Some(4), Some(5)));
+        assert_eq!(sync_scope(u32::MAX, outgoing), Some(u32::MAX));
+        assert_eq!(current(), None);
+    }
+
+    #[test]
+    fn the_limit_stops_only_terminating_functions() {
+        assert!(!stops(LIMIT - 1, RecursiveLoop::Terminate));
+        assert!(stops(LIMIT, RecursiveLoop::Terminate));
+        assert!(!stops(LIMIT, RecursiveLoop::Allow));
+    }
+}
