@@ -17,9 +17,13 @@
 //! runs queued events back to back on them, so a busy queue pays for permits and instances once
 //! per batch rather than once per event. A worker exits when the queue is empty; an idle
 //! function has no worker, no timer and no task polling.
+//!
+//! An event that passes its maximum age while it waits (for capacity, after a throttle)
+//! leaves the queue at that moment for the failure path, capacity or not (see `expiry.rs`).
 
 mod deliver;
 mod destination;
+mod expiry;
 mod queue;
 mod worker;
 
@@ -69,9 +73,10 @@ impl<E, O> AsyncInvoker<E, O> {
         destinations: Destinations<E, O>,
         retry: Arc<dyn RetryPolicy>,
     ) -> Self {
+        let max_event_age = exec.config().async_invoke.max_event_age;
         Self {
             exec,
-            state: AsyncState::new(destinations, retry),
+            state: AsyncState::new(destinations, retry, max_event_age),
         }
     }
 
@@ -226,6 +231,8 @@ where
             let oldest = ready.front().map_or(accepted_at, |q| q.accepted_at);
             (ready.len(), accepted_at.saturating_duration_since(oldest))
         };
+        // One load while the age timer waits for an earlier event.
+        self.watch_age(accepted_at);
         // A worker is added only once the oldest event has waited a little: a backlog that the
         // running workers clear at once does not need another one (fast handlers would
         // otherwise get a worker per burst, and more runnable threads than cores).

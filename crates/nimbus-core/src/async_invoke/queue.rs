@@ -74,13 +74,26 @@ pub(crate) struct AsyncState<E, O> {
     pub(super) kept: Mutex<Vec<Kept<E>>>,
     /// Set (under the `ready` lock) when the queue is handed back: later arrivals are refused.
     pub(super) sealed: AtomicBool,
+    /// The function's `max_event_age`.
+    pub(super) max_event_age: Duration,
+    /// The instant expiry deadlines are counted from.
+    pub(super) age_epoch: Instant,
+    /// When the age timer wakes next, in nanoseconds from `age_epoch`; `u64::MAX` when no age
+    /// timer runs (see `expiry.rs`).
+    pub(super) age_deadline: AtomicU64,
+    /// Wakes the age timer when an earlier deadline was set.
+    pub(super) age_changed: Notify,
     pub(crate) destinations: Destinations<E, O>,
     pub(crate) retry: Arc<dyn RetryPolicy>,
     pub(crate) counters: AsyncCounters,
 }
 
 impl<E, O> AsyncState<E, O> {
-    pub(crate) fn new(destinations: Destinations<E, O>, retry: Arc<dyn RetryPolicy>) -> Self {
+    pub(crate) fn new(
+        destinations: Destinations<E, O>,
+        retry: Arc<dyn RetryPolicy>,
+        max_event_age: Duration,
+    ) -> Self {
         Self {
             ready: Padded(Mutex::new(VecDeque::new())),
             delayed: Mutex::new(BinaryHeap::new()),
@@ -94,6 +107,10 @@ impl<E, O> AsyncState<E, O> {
             kick_scheduled: AtomicBool::new(false),
             kept: Mutex::new(Vec::new()),
             sealed: AtomicBool::new(false),
+            max_event_age,
+            age_epoch: Instant::now(),
+            age_deadline: AtomicU64::new(u64::MAX),
+            age_changed: Notify::new(),
             destinations,
             retry,
             counters: AsyncCounters::default(),
