@@ -443,6 +443,14 @@ pub enum RejectReason {
     ShuttingDown,
     /// The function was unregistered.
     Unregistered,
+    /// The function keeps `limit` failed events for the host already (no on-failure
+    /// destination or dead-letter target took them): take them with
+    /// `FunctionHandle::take_failed`, add an on-failure destination, or choose
+    /// `UnroutedFailures::Discard`.
+    KeptFailuresFull {
+        /// The function's `max_kept_failures`.
+        limit: usize,
+    },
 }
 
 /// An event an asynchronous invocation did not accept, handed back to the caller with the
@@ -463,6 +471,11 @@ impl<E> fmt::Display for Rejected<E> {
             }
             RejectReason::ShuttingDown => f.write_str("runtime is shutting down"),
             RejectReason::Unregistered => f.write_str("function was unregistered"),
+            RejectReason::KeptFailuresFull { limit } => write!(
+                f,
+                "{limit} failed async events are kept for the host; take them \
+                 (take_failed), add an on-failure destination, or discard unrouted failures"
+            ),
         }
     }
 }

@@ -83,6 +83,7 @@ pub use async_invoke::{
 pub use concurrency::TokenBucket;
 pub use config::{
     limits, AsyncConfig, BillingGranularity, FunctionConfig, Prices, RuntimeConfig, ScaleRate,
+    UnroutedFailures,
 };
 pub use error::{
     AsyncCallError, CallError, ConfigError, FunctionError, InitFailure, InvokeError, LookupError,

@@ -13,7 +13,9 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::SystemTime;
 
+use super::queue::KeptFailure;
 use super::{AsyncInvoker, Condition, ErrorInfo, InvocationRecord, Queued};
+use crate::config::UnroutedFailures;
 use crate::util::{panic_message, CatchUnwind};
 
 /// How a call into a destination or dead-letter target ended.
@@ -152,18 +154,50 @@ where
                     reason = %reason, "dead-letter target refused an event");
             }
         }
-        if let Delivery::Delivered = delivery {
-            state.counters.delivered.fetch_add(1, Ordering::Relaxed);
-            state.finish_one();
-        } else {
-            // No target took it (none configured, every one refused, or the grace period cut
-            // the delivery off): keep it for the host rather than drop it, as Lambda would. It
-            // still counts against the queue capacity, so an ignored failure path shows up as
-            // backpressure, not as silent loss.
-            tracing::warn!(function = %self.exec.name(), request_id = %queued.request_id,
-                condition = ?condition, error = ?error, "async event failed; kept for the host");
-            state.keep(queued, Some((condition, error)));
+        match delivery {
+            Delivery::Delivered => {
+                state.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                state.finish_one();
+            }
+            // Cut off by the end of the grace period: handed back with how it ended.
+            Delivery::Stopped => state.keep(queued, Some((condition, error))),
+            Delivery::Refused(_) => self.unrouted(queued, condition, error),
         }
+    }
+
+    /// A failed event no target took (none configured, or each refused it): kept for the host
+    /// (bounded, and not against the queue capacity), or dropped with a warning, as configured.
+    fn unrouted(&self, queued: Queued<E>, condition: Condition, error: Option<ErrorInfo>) {
+        let state = &self.state;
+        let (error_type, message) = error
+            .as_ref()
+            .map_or(("", ""), |e| (e.error_type.as_str(), e.message.as_str()));
+        match self.exec.config().async_invoke.unrouted_failures {
+            UnroutedFailures::Discard => {
+                tracing::warn!(function = %self.exec.name(), request_id = %queued.request_id,
+                    condition = ?condition, error_type, error_message = message,
+                    "async event failed and no destination took it; discarded");
+                state.counters.discarded.fetch_add(1, Ordering::Relaxed);
+            }
+            UnroutedFailures::Keep => {
+                tracing::debug!(function = %self.exec.name(), request_id = %queued.request_id,
+                    condition = ?condition, error_type, error_message = message,
+                    "async event failed; kept for the host");
+                let first = state.keep_failure(KeptFailure {
+                    queued,
+                    condition,
+                    error,
+                    at: SystemTime::now(),
+                });
+                if first {
+                    tracing::warn!(function = %self.exec.name(),
+                        "an async event failed and no destination took it: it is kept for the \
+                         host (FunctionHandle::take_failed, handed back at shutdown); add an \
+                         on-failure destination, or choose UnroutedFailures::Discard");
+                }
+            }
+        }
+        state.finish_one();
     }
 
     /// The record for a destination; the event's `Clone` is user code, and a panic in it is
@@ -197,6 +231,23 @@ where
             request: queued.event.clone(),
             response,
             error,
+        }
+    }
+}
+
+impl<E, O> AsyncInvoker<E, O> {
+    /// The record of a failed event kept for the host, as the on-failure destination would have
+    /// received it.
+    pub(super) fn failed_record(&self, failed: KeptFailure<E>) -> InvocationRecord<E, O> {
+        InvocationRecord {
+            request_id: failed.queued.request_id,
+            function: self.exec.name().clone(),
+            timestamp: failed.at,
+            condition: failed.condition,
+            approximate_invoke_count: failed.queued.attempts,
+            request: failed.queued.event,
+            response: None,
+            error: failed.error,
         }
     }
 }

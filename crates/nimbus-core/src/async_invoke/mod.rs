@@ -92,6 +92,16 @@ impl<E, O> AsyncInvoker<E, O> {
 }
 
 impl<E: Send + 'static, O> AsyncInvoker<E, O> {
+    /// Takes the failed events kept for the host, as the records an on-failure destination
+    /// would have received.
+    pub(crate) fn take_failed(&self) -> Vec<InvocationRecord<E, O>> {
+        self.state
+            .take_failed()
+            .into_iter()
+            .map(|f| self.failed_record(f))
+            .collect()
+    }
+
     /// Takes every unfinished async event out, for the host (after the workers stopped).
     pub(crate) fn hand_back(&self) -> Vec<HandedBack> {
         self.state.hand_back(self.exec.name())
@@ -165,6 +175,11 @@ pub struct AsyncMetrics {
     pub delivery_failures: u64,
     /// Events handed back at shutdown.
     pub handed_back: u64,
+    /// Failed events kept for the host now, that no destination or dead-letter target took
+    /// (see `UnroutedFailures`); `FunctionHandle::take_failed` takes them.
+    pub kept_failures: usize,
+    /// Failed events that no target took, dropped (`UnroutedFailures::Discard`).
+    pub discarded: u64,
 }
 
 impl<E, O> AsyncInvoker<E, O>
@@ -191,7 +206,17 @@ where
             });
         }
         let state = &self.state;
-        let capacity = self.exec.config().async_invoke.queue_capacity;
+        let config = &self.exec.config().async_invoke;
+        if state.kept_failures.load(Ordering::Relaxed) >= config.max_kept_failures {
+            // Accepting more would keep failures without bound, or drop them.
+            return Err(Rejected {
+                event,
+                reason: RejectReason::KeptFailuresFull {
+                    limit: config.max_kept_failures,
+                },
+            });
+        }
+        let capacity = config.queue_capacity;
         if state.pending.fetch_add(1, Ordering::SeqCst) >= capacity {
             state.finish_one();
             return Err(Rejected {

@@ -6,6 +6,8 @@ mod function;
 mod prices;
 mod runtime;
 
-pub use function::{limits, AsyncConfig, BillingGranularity, FunctionConfig, ScaleRate};
+pub use function::{
+    limits, AsyncConfig, BillingGranularity, FunctionConfig, ScaleRate, UnroutedFailures,
+};
 pub use prices::Prices;
 pub use runtime::RuntimeConfig;

@@ -13,7 +13,7 @@ pub(crate) use erased::AnyFunction;
 pub use handle::FunctionHandle;
 
 use crate::async_invoke::{AsyncInvoker, DeadLetter, Destination, Destinations};
-use crate::config::{BillingGranularity, FunctionConfig, ScaleRate};
+use crate::config::{BillingGranularity, FunctionConfig, ScaleRate, UnroutedFailures};
 use crate::error::Rejected;
 use crate::executor::{Executor, Shared};
 use crate::handler::{Caller, CloneFactory, Handler, InstanceFactory, RequestId};
@@ -188,6 +188,22 @@ impl<E, O> Function<E, O> {
     #[must_use]
     pub fn with_delivery_timeout(mut self, timeout: Duration) -> Self {
         self.config.async_invoke.delivery_timeout = timeout;
+        self
+    }
+
+    /// Sets what becomes of a failed async event that no on-failure destination or dead-letter
+    /// target took: kept for the host (the default) or, as Lambda does, logged and dropped.
+    #[must_use]
+    pub fn with_unrouted_failures(mut self, unrouted: UnroutedFailures) -> Self {
+        self.config.async_invoke.unrouted_failures = unrouted;
+        self
+    }
+
+    /// Sets how many failed async events are kept for the host at most (1..=10,000,000,
+    /// default 10,000); while that many are, `invoke_async` hands new events back.
+    #[must_use]
+    pub fn with_max_kept_failures(mut self, max: usize) -> Self {
+        self.config.async_invoke.max_kept_failures = max;
         self
     }
 

@@ -17,3 +17,4 @@ mod seams;
 mod services;
 mod shutdown;
 mod unregister;
+mod unrouted;
