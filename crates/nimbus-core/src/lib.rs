@@ -77,8 +77,8 @@ pub mod runtime;
 pub mod util;
 
 pub use async_invoke::{
-    destination_fn, AsyncMetrics, Condition, DeadLetter, DeliveryError, Destination, DestinationFn,
-    ErrorInfo, HandedBack, InvocationRecord,
+    destination_fn, AsyncMetrics, Condition, DeadLetter, DeadLetterAttributes, DeadLetterMessage,
+    DeliveryError, Destination, DestinationFn, ErrorInfo, HandedBack, InvocationRecord,
 };
 pub use concurrency::TokenBucket;
 pub use config::{

@@ -14,7 +14,7 @@ use std::task::Poll;
 use std::time::SystemTime;
 
 use super::queue::KeptFailure;
-use super::{AsyncInvoker, Condition, ErrorInfo, InvocationRecord, Queued};
+use super::{AsyncInvoker, Condition, DeadLetterAttributes, ErrorInfo, InvocationRecord, Queued};
 use crate::config::UnroutedFailures;
 use crate::util::{panic_message, CatchUnwind};
 
@@ -140,8 +140,13 @@ where
         {
             delivery = match catch_unwind(AssertUnwindSafe(|| queued.event.clone())) {
                 Ok(event) => {
-                    self.guarded(|| dead_letter.send(event), |refused| refused.reason)
-                        .await
+                    let attributes =
+                        DeadLetterAttributes::of(queued.request_id, condition, error.as_ref());
+                    self.guarded(
+                        || dead_letter.send(event, attributes),
+                        |refused| refused.reason,
+                    )
+                    .await
                 }
                 Err(payload) => Delivery::Refused(clone_panicked(payload.as_ref())),
             };
@@ -225,6 +230,7 @@ where
         InvocationRecord {
             request_id: queued.request_id,
             function: self.exec.name().clone(),
+            function_arn: self.arn.clone(),
             timestamp: SystemTime::now(),
             condition,
             approximate_invoke_count: queued.attempts,
@@ -242,6 +248,7 @@ impl<E, O> AsyncInvoker<E, O> {
         InvocationRecord {
             request_id: failed.queued.request_id,
             function: self.exec.name().clone(),
+            function_arn: self.arn.clone(),
             timestamp: failed.at,
             condition: failed.condition,
             approximate_invoke_count: failed.queued.attempts,

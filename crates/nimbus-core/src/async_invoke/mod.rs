@@ -25,6 +25,7 @@ mod deliver;
 mod destination;
 mod expiry;
 mod queue;
+mod record;
 mod worker;
 
 use std::any::Any;
@@ -35,10 +36,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub(crate) use destination::Destinations;
-pub use destination::{
-    destination_fn, Condition, DeadLetter, DeliveryError, Destination, DestinationFn, ErrorInfo,
-    InvocationRecord,
-};
+pub use destination::{destination_fn, DeadLetter, DeliveryError, Destination, DestinationFn};
+pub use record::{Condition, DeadLetterAttributes, DeadLetterMessage, ErrorInfo, InvocationRecord};
 
 use queue::AsyncState;
 
@@ -64,18 +63,22 @@ pub(crate) struct Queued<E> {
 /// One function's asynchronous invocation: its queue on top of its executor.
 pub(crate) struct AsyncInvoker<E, O> {
     exec: Arc<Executor<E, O>>,
+    /// The function's unqualified ARN, for its records.
+    arn: Arc<str>,
     state: AsyncState<E, O>,
 }
 
 impl<E, O> AsyncInvoker<E, O> {
     pub(crate) fn new(
         exec: Arc<Executor<E, O>>,
+        arn: Arc<str>,
         destinations: Destinations<E, O>,
         retry: Arc<dyn RetryPolicy>,
     ) -> Self {
         let max_event_age = exec.config().async_invoke.max_event_age;
         Self {
             exec,
+            arn,
             state: AsyncState::new(destinations, retry, max_event_age),
         }
     }

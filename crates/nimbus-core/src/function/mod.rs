@@ -311,13 +311,18 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
                 config.async_invoke.retry_backoff,
             )?),
         };
-        let arn = Arc::from(function_arn(
+        let arn: Arc<str> = Arc::from(function_arn(
             &shared.config.region,
             &shared.config.account_id,
             &name,
         ));
         let exec = Arc::new(Executor::new(&name, config, backend, shared));
-        let queue = Arc::new(AsyncInvoker::new(Arc::clone(&exec), destinations, retry));
+        let queue = Arc::new(AsyncInvoker::new(
+            Arc::clone(&exec),
+            Arc::clone(&arn),
+            destinations,
+            retry,
+        ));
         Ok(Self {
             arn,
             exec,

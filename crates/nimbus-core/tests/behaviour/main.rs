@@ -13,6 +13,7 @@ mod instances;
 mod invoke;
 mod properties;
 mod races;
+mod records;
 mod seams;
 mod services;
 mod shutdown;
