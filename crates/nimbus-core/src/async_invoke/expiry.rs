@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{AsyncInvoker, Condition, Queued};
+use crate::util::far_future;
 
 /// Deadlines closer together than this are handled by one scan: an event may leave up to this
 /// much after its maximum age.
@@ -45,7 +46,10 @@ where
     }
 
     fn instant_of(&self, deadline: u64) -> Instant {
-        self.state.age_epoch + Duration::from_nanos(deadline)
+        self.state
+            .age_epoch
+            .checked_add(Duration::from_nanos(deadline))
+            .unwrap_or_else(far_future)
     }
 
     /// Called after events entered the ready queue, the oldest of them accepted at `oldest`:

@@ -3,8 +3,10 @@
 //! destinations and dead letters, and hand-back of undelivered events at shutdown.
 //!
 //! Every accepted event ends in exactly one place: success (and the on-success destination, if
-//! any), the on-failure destination or the dead-letter target, or the list handed back to the
-//! host by the runtime's shutdown or the function's unregister. A destination that
+//! any), the on-failure destination or the dead-letter target, the failed events kept for the
+//! host (`FunctionHandle::take_failed`; dropped with a warning instead when the function chose
+//! `UnroutedFailures::Discard`), or the list handed back to the host by the runtime's shutdown
+//! or the function's unregister. A destination that
 //! refuses a record (or panics) hands it back; the event then tries the dead-letter target, and
 //! failing that is handed back at the end. A delivery still waiting when the grace period ends
 //! is cut off and its event handed back too.
