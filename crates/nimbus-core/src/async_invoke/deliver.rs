@@ -111,10 +111,12 @@ where
     /// neither takes is kept and handed back to the host.
     pub(super) async fn fail(
         &self,
-        queued: Queued<E>,
+        mut queued: Queued<E>,
         condition: Condition,
         error: Option<ErrorInfo>,
     ) {
+        // An event that expires waiting for its retry ends with its last attempt's error.
+        let error = error.or_else(|| queued.last_error.take().map(|e| *e));
         let state = &self.state;
         state.counters.failed.fetch_add(1, Ordering::Relaxed);
         let mut delivery = Delivery::Refused(String::new());

@@ -60,6 +60,9 @@ pub(crate) struct Queued<E> {
     pub(crate) attempts: u32,
     /// Who queued it: every attempt runs as them.
     pub(crate) principal: Caller,
+    /// The last failed attempt's error, for the record of an event that expires waiting for
+    /// its retry (boxed: most events never fail).
+    pub(crate) last_error: Option<Box<ErrorInfo>>,
 }
 
 /// One function's asynchronous invocation: its queue on top of its executor.
@@ -236,6 +239,7 @@ where
             accepted_at: Instant::now(),
             attempts: 0,
             principal,
+            last_error: None,
         };
         let request_id = queued.request_id;
         let accepted_at = queued.accepted_at;

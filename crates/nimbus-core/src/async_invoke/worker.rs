@@ -310,7 +310,11 @@ where
             }
         };
         match next {
-            Next::Retry(delay) => self.schedule_retry(queued, delay),
+            Next::Retry(delay) => {
+                let mut queued = queued;
+                queued.last_error = Some(Box::new(error.into()));
+                self.schedule_retry(queued, delay);
+            }
             Next::Fail(condition, info) => self.fail(queued, condition, info).await,
         }
     }

@@ -7,6 +7,7 @@ mod async_properties;
 mod backends;
 mod concurrency;
 mod config;
+mod event_age;
 mod failures;
 mod hostile;
 mod instances;
