@@ -104,7 +104,7 @@ where
             }
             let now = Instant::now();
             scanned = Some(now);
-            let expired = {
+            let (expired, last) = {
                 let mut ready = state.ready.lock();
                 let mut expired = VecDeque::new();
                 let mut kept = VecDeque::with_capacity(ready.len());
@@ -119,9 +119,10 @@ where
                 }
                 *ready = kept;
                 // Under the lock: an event pushed after this is seen by its producer's
-                // `watch_age`, which restarts the timer once it has gone.
+                // `watch_age`, which starts a new timer once this one has stopped (decided
+                // here, so that two never run).
                 state.age_deadline.store(next, Ordering::SeqCst);
-                expired
+                (expired, next == NONE)
             };
             if !expired.is_empty() {
                 let expiring = Expiring {
@@ -130,7 +131,7 @@ where
                 };
                 self.exec.spawn(expiring.run());
             }
-            if state.age_deadline.load(Ordering::SeqCst) == NONE {
+            if last {
                 return;
             }
         }
