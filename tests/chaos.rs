@@ -167,7 +167,11 @@ struct ReliableDeadLetter {
 
 #[async_trait]
 impl DeadLetter<u64> for ReliableDeadLetter {
-    async fn send(&self, event: u64) -> Result<(), DeliveryError<u64>> {
+    async fn send(
+        &self,
+        event: u64,
+        _attributes: nimbus::DeadLetterAttributes,
+    ) -> Result<(), DeliveryError<u64>> {
         self.ledger.lock().unwrap().async_dead_letter.insert(event);
         self.progress.add();
         Ok(())

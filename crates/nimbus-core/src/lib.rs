@@ -77,13 +77,13 @@ pub mod runtime;
 pub mod util;
 
 pub use async_invoke::{
-    destination_fn, AsyncMetrics, Condition, DeadLetter, DeliveryError, Destination, DestinationFn,
-    ErrorInfo, HandedBack, InvocationRecord,
+    destination_fn, AsyncMetrics, Condition, DeadLetter, DeadLetterAttributes, DeadLetterMessage,
+    DeliveryError, Destination, DestinationFn, ErrorInfo, HandedBack, InvocationRecord,
 };
 pub use concurrency::TokenBucket;
 pub use config::{
     limits, AsyncConfig, BillingGranularity, FunctionConfig, PayloadLimits, Prices, RuntimeConfig,
-    ScaleRate,
+    ScaleRate, UnroutedFailures,
 };
 pub use error::{
     AsyncCallError, CallError, ConfigError, FunctionError, InitFailure, InvokeError, LookupError,

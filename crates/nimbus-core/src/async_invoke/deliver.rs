@@ -13,7 +13,9 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::SystemTime;
 
-use super::{AsyncInvoker, Condition, ErrorInfo, InvocationRecord, Queued};
+use super::queue::KeptFailure;
+use super::{AsyncInvoker, Condition, DeadLetterAttributes, ErrorInfo, InvocationRecord, Queued};
+use crate::config::UnroutedFailures;
 use crate::util::{panic_message, CatchUnwind};
 
 /// How a call into a destination or dead-letter target ended.
@@ -109,10 +111,12 @@ where
     /// neither takes is kept and handed back to the host.
     pub(super) async fn fail(
         &self,
-        queued: Queued<E>,
+        mut queued: Queued<E>,
         condition: Condition,
         error: Option<ErrorInfo>,
     ) {
+        // An event that expires waiting for its retry ends with its last attempt's error.
+        let error = error.or_else(|| queued.last_error.take().map(|e| *e));
         let state = &self.state;
         state.counters.failed.fetch_add(1, Ordering::Relaxed);
         let mut delivery = Delivery::Refused(String::new());
@@ -138,8 +142,13 @@ where
         {
             delivery = match catch_unwind(AssertUnwindSafe(|| queued.event.clone())) {
                 Ok(event) => {
-                    self.guarded(|| dead_letter.send(event), |refused| refused.reason)
-                        .await
+                    let attributes =
+                        DeadLetterAttributes::of(queued.request_id, condition, error.as_ref());
+                    self.guarded(
+                        || dead_letter.send(event, attributes),
+                        |refused| refused.reason,
+                    )
+                    .await
                 }
                 Err(payload) => Delivery::Refused(clone_panicked(payload.as_ref())),
             };
@@ -152,18 +161,50 @@ where
                     reason = %reason, "dead-letter target refused an event");
             }
         }
-        if let Delivery::Delivered = delivery {
-            state.counters.delivered.fetch_add(1, Ordering::Relaxed);
-            state.finish_one();
-        } else {
-            // No target took it (none configured, every one refused, or the grace period cut
-            // the delivery off): keep it for the host rather than drop it, as Lambda would. It
-            // still counts against the queue capacity, so an ignored failure path shows up as
-            // backpressure, not as silent loss.
-            tracing::warn!(function = %self.exec.name(), request_id = %queued.request_id,
-                condition = ?condition, error = ?error, "async event failed; kept for the host");
-            state.keep(queued, Some((condition, error)));
+        match delivery {
+            Delivery::Delivered => {
+                state.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                state.finish_one();
+            }
+            // Cut off by the end of the grace period: handed back with how it ended.
+            Delivery::Stopped => state.keep(queued, Some((condition, error))),
+            Delivery::Refused(_) => self.unrouted(queued, condition, error),
         }
+    }
+
+    /// A failed event no target took (none configured, or each refused it): kept for the host
+    /// (bounded, and not against the queue capacity), or dropped with a warning, as configured.
+    fn unrouted(&self, queued: Queued<E>, condition: Condition, error: Option<ErrorInfo>) {
+        let state = &self.state;
+        let (error_type, message) = error
+            .as_ref()
+            .map_or(("", ""), |e| (e.error_type.as_str(), e.message.as_str()));
+        match self.exec.config().async_invoke.unrouted_failures {
+            UnroutedFailures::Discard => {
+                tracing::warn!(function = %self.exec.name(), request_id = %queued.request_id,
+                    condition = ?condition, error_type, error_message = message,
+                    "async event failed and no destination took it; discarded");
+                state.counters.discarded.fetch_add(1, Ordering::Relaxed);
+            }
+            UnroutedFailures::Keep => {
+                tracing::debug!(function = %self.exec.name(), request_id = %queued.request_id,
+                    condition = ?condition, error_type, error_message = message,
+                    "async event failed; kept for the host");
+                let first = state.keep_failure(KeptFailure {
+                    queued,
+                    condition,
+                    error,
+                    at: SystemTime::now(),
+                });
+                if first {
+                    tracing::warn!(function = %self.exec.name(),
+                        "an async event failed and no destination took it: it is kept for the \
+                         host (FunctionHandle::take_failed, handed back at shutdown); add an \
+                         on-failure destination, or choose UnroutedFailures::Discard");
+                }
+            }
+        }
+        state.finish_one();
     }
 
     /// The record for a destination; the event's `Clone` is user code, and a panic in it is
@@ -191,12 +232,31 @@ where
         InvocationRecord {
             request_id: queued.request_id,
             function: self.exec.name().clone(),
+            function_arn: self.arn.clone(),
             timestamp: SystemTime::now(),
             condition,
             approximate_invoke_count: queued.attempts,
             request: queued.event.clone(),
             response,
             error,
+        }
+    }
+}
+
+impl<E, O> AsyncInvoker<E, O> {
+    /// The record of a failed event kept for the host, as the on-failure destination would have
+    /// received it.
+    pub(super) fn failed_record(&self, failed: KeptFailure<E>) -> InvocationRecord<E, O> {
+        InvocationRecord {
+            request_id: failed.queued.request_id,
+            function: self.exec.name().clone(),
+            function_arn: self.arn.clone(),
+            timestamp: failed.at,
+            condition: failed.condition,
+            approximate_invoke_count: failed.queued.attempts,
+            request: failed.queued.event,
+            response: None,
+            error: failed.error,
         }
     }
 }

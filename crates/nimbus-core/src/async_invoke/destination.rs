@@ -4,77 +4,10 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::error::{InvokeError, OutcomeKind};
-use crate::handler::RequestId;
-
-/// Why an async invocation ended where it did (Lambda's `requestContext.condition`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[non_exhaustive]
-pub enum Condition {
-    /// The function returned its output.
-    Success,
-    /// Every attempt failed and the retry policy gave up.
-    RetriesExhausted,
-    /// The event grew older than the function's `max_event_age` before it could succeed.
-    EventAgeExceeded,
-    /// The handler marked its error as not retryable (or the failure is never retried).
-    NotRetryable,
-    /// The function's reserved concurrency is 0: it is never invoked (as Lambda does).
-    ZeroReservedConcurrency,
-}
-
-/// The error of the last attempt, as recorded for destinations.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct ErrorInfo {
-    /// The error type (Lambda's `errorType`).
-    pub error_type: String,
-    /// The error message.
-    pub message: String,
-    /// The outcome class (error, timeout, panic, init failure, ...).
-    pub kind: OutcomeKind,
-}
-
-impl From<&InvokeError> for ErrorInfo {
-    fn from(error: &InvokeError) -> Self {
-        let message = match error {
-            InvokeError::Function(e) => e.message().to_owned(),
-            other => other.to_string(),
-        };
-        Self {
-            error_type: error.error_type().to_owned(),
-            message,
-            kind: error.kind(),
-        }
-    }
-}
-
-/// What a destination receives about one async invocation (Lambda's invocation record).
-#[derive(Debug, Clone, serde::Serialize)]
-#[non_exhaustive]
-pub struct InvocationRecord<E, O> {
-    /// The request id returned by `invoke_async`.
-    #[serde(serialize_with = "crate::util::serialize_display")]
-    pub request_id: RequestId,
-    /// The function's name.
-    pub function: Arc<str>,
-    /// When the record was made.
-    pub timestamp: SystemTime,
-    /// Why the invocation ended here.
-    pub condition: Condition,
-    /// How many times the function was invoked for this event (throttles not counted).
-    pub approximate_invoke_count: u32,
-    /// The original event.
-    pub request: E,
-    /// The output, on success.
-    pub response: Option<O>,
-    /// The last attempt's error, on failure.
-    pub error: Option<ErrorInfo>,
-}
+use super::record::{DeadLetterAttributes, DeadLetterMessage, InvocationRecord};
 
 /// A delivery that did not go through; it hands the value back so that nothing is lost.
 #[derive(Debug)]
@@ -161,7 +94,10 @@ pub trait Destination<E, O>: Send + Sync + 'static {
     ) -> Result<(), DeliveryError<InvocationRecord<E, O>>>;
 }
 
-/// A target for events that failed for good: it receives only the original event.
+/// A target for events that failed for good: it receives the original event and, as Lambda's
+/// message attributes, its request id, an HTTP status code and the error message
+/// ([`DeadLetterAttributes`]). A channel of events keeps the event only; a channel of
+/// [`DeadLetterMessage`]s keeps both.
 ///
 /// # Example
 ///
@@ -171,7 +107,7 @@ pub trait Destination<E, O>: Send + Sync + 'static {
 ///
 /// ```
 /// use std::time::Duration;
-/// use nimbus_core::{async_trait, handler_fn, Context, DeadLetter, DeliveryError, Function, FunctionError, Runtime};
+/// use nimbus_core::{async_trait, handler_fn, Context, DeadLetter, DeadLetterAttributes, DeliveryError, Function, FunctionError, Runtime};
 /// use tokio::sync::mpsc;
 ///
 /// #[derive(Debug)]
@@ -179,7 +115,10 @@ pub trait Destination<E, O>: Send + Sync + 'static {
 ///
 /// #[async_trait]
 /// impl<E: serde::Serialize + Send + 'static> DeadLetter<E> for JsonLines {
-///     async fn send(&self, event: E) -> Result<(), DeliveryError<E>> {
+///     async fn send(&self, event: E, attributes: DeadLetterAttributes) -> Result<(), DeliveryError<E>> {
+///         // The request id, the HTTP status and the error message go beside the event, as
+///         // Lambda's message attributes do; here only the event is written.
+///         let _ = attributes.request_id;
 ///         let line = match serde_json::to_string(&event) {
 ///             Ok(line) => line,
 ///             Err(e) => return Err(DeliveryError::new(event, e.to_string())),
@@ -210,12 +149,16 @@ pub trait Destination<E, O>: Send + Sync + 'static {
 /// ```
 #[async_trait]
 pub trait DeadLetter<E>: Send + Sync + 'static {
-    /// Stores one event.
+    /// Stores one event, with what Lambda sends beside it as message attributes.
     ///
     /// # Errors
     ///
     /// A [`DeliveryError`] that hands the event back.
-    async fn send(&self, event: E) -> Result<(), DeliveryError<E>>;
+    async fn send(
+        &self,
+        event: E,
+        attributes: DeadLetterAttributes,
+    ) -> Result<(), DeliveryError<E>>;
 }
 
 #[async_trait]
@@ -249,9 +192,15 @@ where
     }
 }
 
+/// A channel of events is a dead-letter target that keeps the event only, as a queue
+/// consumer that ignores message attributes sees it.
 #[async_trait]
 impl<E: Send + 'static> DeadLetter<E> for tokio::sync::mpsc::UnboundedSender<E> {
-    async fn send(&self, event: E) -> Result<(), DeliveryError<E>> {
+    async fn send(
+        &self,
+        event: E,
+        _attributes: DeadLetterAttributes,
+    ) -> Result<(), DeliveryError<E>> {
         tokio::sync::mpsc::UnboundedSender::send(self, event)
             .map_err(|e| DeliveryError::new(e.0, "the receiving channel is closed"))
     }
@@ -259,10 +208,40 @@ impl<E: Send + 'static> DeadLetter<E> for tokio::sync::mpsc::UnboundedSender<E> 
 
 #[async_trait]
 impl<E: Send + 'static> DeadLetter<E> for tokio::sync::mpsc::Sender<E> {
-    async fn send(&self, event: E) -> Result<(), DeliveryError<E>> {
+    async fn send(
+        &self,
+        event: E,
+        _attributes: DeadLetterAttributes,
+    ) -> Result<(), DeliveryError<E>> {
         tokio::sync::mpsc::Sender::send(self, event)
             .await
             .map_err(|e| DeliveryError::new(e.0, "the receiving channel is closed"))
+    }
+}
+
+/// A channel of [`DeadLetterMessage`]s keeps the event and its attributes.
+#[async_trait]
+impl<E: Send + 'static> DeadLetter<E> for tokio::sync::mpsc::UnboundedSender<DeadLetterMessage<E>> {
+    async fn send(
+        &self,
+        event: E,
+        attributes: DeadLetterAttributes,
+    ) -> Result<(), DeliveryError<E>> {
+        tokio::sync::mpsc::UnboundedSender::send(self, DeadLetterMessage::new(event, attributes))
+            .map_err(|e| DeliveryError::new(e.0.event, "the receiving channel is closed"))
+    }
+}
+
+#[async_trait]
+impl<E: Send + 'static> DeadLetter<E> for tokio::sync::mpsc::Sender<DeadLetterMessage<E>> {
+    async fn send(
+        &self,
+        event: E,
+        attributes: DeadLetterAttributes,
+    ) -> Result<(), DeliveryError<E>> {
+        tokio::sync::mpsc::Sender::send(self, DeadLetterMessage::new(event, attributes))
+            .await
+            .map_err(|e| DeliveryError::new(e.0.event, "the receiving channel is closed"))
     }
 }
 

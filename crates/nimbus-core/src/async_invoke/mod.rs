@@ -3,8 +3,10 @@
 //! destinations and dead letters, and hand-back of undelivered events at shutdown.
 //!
 //! Every accepted event ends in exactly one place: success (and the on-success destination, if
-//! any), the on-failure destination or the dead-letter target, or the list handed back to the
-//! host by the runtime's shutdown or the function's unregister. A destination that
+//! any), the on-failure destination or the dead-letter target, the failed events kept for the
+//! host (`FunctionHandle::take_failed`; dropped with a warning instead when the function chose
+//! `UnroutedFailures::Discard`), or the list handed back to the host by the runtime's shutdown
+//! or the function's unregister. A destination that
 //! refuses a record (or panics) hands it back; the event then tries the dead-letter target, and
 //! failing that is handed back at the end. A delivery still waiting when the grace period ends
 //! is cut off and its event handed back too.
@@ -17,10 +19,15 @@
 //! runs queued events back to back on them, so a busy queue pays for permits and instances once
 //! per batch rather than once per event. A worker exits when the queue is empty; an idle
 //! function has no worker, no timer and no task polling.
+//!
+//! An event that passes its maximum age while it waits (for capacity, after a throttle)
+//! leaves the queue at that moment for the failure path, capacity or not (see `expiry.rs`).
 
 mod deliver;
 mod destination;
+mod expiry;
 mod queue;
+mod record;
 mod worker;
 
 use std::any::Any;
@@ -31,10 +38,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub(crate) use destination::Destinations;
-pub use destination::{
-    destination_fn, Condition, DeadLetter, DeliveryError, Destination, DestinationFn, ErrorInfo,
-    InvocationRecord,
-};
+pub use destination::{destination_fn, DeadLetter, DeliveryError, Destination, DestinationFn};
+pub use record::{Condition, DeadLetterAttributes, DeadLetterMessage, ErrorInfo, InvocationRecord};
 
 use queue::AsyncState;
 
@@ -55,23 +60,31 @@ pub(crate) struct Queued<E> {
     pub(crate) attempts: u32,
     /// Who queued it: every attempt runs as them.
     pub(crate) principal: Caller,
+    /// The last failed attempt's error, for the record of an event that expires waiting for
+    /// its retry (boxed: most events never fail).
+    pub(crate) last_error: Option<Box<ErrorInfo>>,
 }
 
 /// One function's asynchronous invocation: its queue on top of its executor.
 pub(crate) struct AsyncInvoker<E, O> {
     exec: Arc<Executor<E, O>>,
+    /// The function's unqualified ARN, for its records.
+    arn: Arc<str>,
     state: AsyncState<E, O>,
 }
 
 impl<E, O> AsyncInvoker<E, O> {
     pub(crate) fn new(
         exec: Arc<Executor<E, O>>,
+        arn: Arc<str>,
         destinations: Destinations<E, O>,
         retry: Arc<dyn RetryPolicy>,
     ) -> Self {
+        let max_event_age = exec.config().async_invoke.max_event_age;
         Self {
             exec,
-            state: AsyncState::new(destinations, retry),
+            arn,
+            state: AsyncState::new(destinations, retry, max_event_age),
         }
     }
 
@@ -87,6 +100,16 @@ impl<E, O> AsyncInvoker<E, O> {
 }
 
 impl<E: Send + 'static, O> AsyncInvoker<E, O> {
+    /// Takes the failed events kept for the host, as the records an on-failure destination
+    /// would have received.
+    pub(crate) fn take_failed(&self) -> Vec<InvocationRecord<E, O>> {
+        self.state
+            .take_failed()
+            .into_iter()
+            .map(|f| self.failed_record(f))
+            .collect()
+    }
+
     /// Takes every unfinished async event out, for the host (after the workers stopped).
     pub(crate) fn hand_back(&self) -> Vec<HandedBack> {
         self.state.hand_back(self.exec.name())
@@ -160,6 +183,11 @@ pub struct AsyncMetrics {
     pub delivery_failures: u64,
     /// Events handed back at shutdown.
     pub handed_back: u64,
+    /// Failed events kept for the host now, that no destination or dead-letter target took
+    /// (see `UnroutedFailures`); `FunctionHandle::take_failed` takes them.
+    pub kept_failures: usize,
+    /// Failed events that no target took, dropped (`UnroutedFailures::Discard`).
+    pub discarded: u64,
 }
 
 impl<E, O> AsyncInvoker<E, O>
@@ -186,7 +214,17 @@ where
             });
         }
         let state = &self.state;
-        let capacity = self.exec.config().async_invoke.queue_capacity;
+        let config = &self.exec.config().async_invoke;
+        if state.kept_failures.load(Ordering::Relaxed) >= config.max_kept_failures {
+            // Accepting more would keep failures without bound, or drop them.
+            return Err(Rejected {
+                event,
+                reason: RejectReason::KeptFailuresFull {
+                    limit: config.max_kept_failures,
+                },
+            });
+        }
+        let capacity = config.queue_capacity;
         if state.pending.fetch_add(1, Ordering::SeqCst) >= capacity {
             state.finish_one();
             return Err(Rejected {
@@ -201,6 +239,7 @@ where
             accepted_at: Instant::now(),
             attempts: 0,
             principal,
+            last_error: None,
         };
         let request_id = queued.request_id;
         let accepted_at = queued.accepted_at;
@@ -226,6 +265,8 @@ where
             let oldest = ready.front().map_or(accepted_at, |q| q.accepted_at);
             (ready.len(), accepted_at.saturating_duration_since(oldest))
         };
+        // One load while the age timer waits for an earlier event.
+        self.watch_age(accepted_at);
         // A worker is added only once the oldest event has waited a little: a backlog that the
         // running workers clear at once does not need another one (fast handlers would
         // otherwise get a worker per burst, and more runnable threads than cores).

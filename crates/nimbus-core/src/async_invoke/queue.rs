@@ -1,5 +1,6 @@
 //! The queue of one function's async events: ready and delayed events, events kept for the
-//! host, the pending count that bounds them, and the hand-back at the end.
+//! host, the pending count that bounds them, the failed events kept for the host (bounded on
+//! their own), and the hand-back at the end.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -52,6 +53,7 @@ pub(crate) struct AsyncCounters {
     pub(crate) delivered: AtomicU64,
     pub(crate) delivery_failures: AtomicU64,
     pub(crate) handed_back: AtomicU64,
+    pub(crate) discarded: AtomicU64,
 }
 
 /// The async queue of one function.
@@ -69,18 +71,39 @@ pub(crate) struct AsyncState<E, O> {
     pub(super) slow: AtomicUsize,
     /// A delayed look at the backlog is scheduled (`kick_soon`).
     pub(super) kick_scheduled: AtomicBool,
-    /// Events kept for the host: stopped by the end of shutdown, or failed with no target
-    /// that would take them. Handed back at shutdown; they count against the capacity.
+    /// Events kept for the host at the end: stopped by the end of the grace period, or by a
+    /// panic. Handed back at shutdown; they count as pending.
     pub(super) kept: Mutex<Vec<Kept<E>>>,
+    /// Events that failed for good with no target that would take them, kept for the host
+    /// (`UnroutedFailures::Keep`): taken by `take_failed`, handed back at shutdown. Finished,
+    /// so not pending; bounded by `max_kept_failures` instead.
+    pub(super) failed: Mutex<Vec<KeptFailure<E>>>,
+    /// `failed.len()`, read without the lock by `invoke_async`.
+    pub(super) kept_failures: AtomicUsize,
+    /// The first kept failure was logged at `warn`.
+    pub(super) warned_kept: AtomicBool,
     /// Set (under the `ready` lock) when the queue is handed back: later arrivals are refused.
     pub(super) sealed: AtomicBool,
+    /// The function's `max_event_age`.
+    pub(super) max_event_age: Duration,
+    /// The instant expiry deadlines are counted from.
+    pub(super) age_epoch: Instant,
+    /// When the age timer wakes next, in nanoseconds from `age_epoch`; `u64::MAX` when no age
+    /// timer runs (see `expiry.rs`).
+    pub(super) age_deadline: AtomicU64,
+    /// Wakes the age timer when an earlier deadline was set.
+    pub(super) age_changed: Notify,
     pub(crate) destinations: Destinations<E, O>,
     pub(crate) retry: Arc<dyn RetryPolicy>,
     pub(crate) counters: AsyncCounters,
 }
 
 impl<E, O> AsyncState<E, O> {
-    pub(crate) fn new(destinations: Destinations<E, O>, retry: Arc<dyn RetryPolicy>) -> Self {
+    pub(crate) fn new(
+        destinations: Destinations<E, O>,
+        retry: Arc<dyn RetryPolicy>,
+        max_event_age: Duration,
+    ) -> Self {
         Self {
             ready: Padded(Mutex::new(VecDeque::new())),
             delayed: Mutex::new(BinaryHeap::new()),
@@ -93,7 +116,14 @@ impl<E, O> AsyncState<E, O> {
             slow: AtomicUsize::new(0),
             kick_scheduled: AtomicBool::new(false),
             kept: Mutex::new(Vec::new()),
+            failed: Mutex::new(Vec::new()),
+            kept_failures: AtomicUsize::new(0),
+            warned_kept: AtomicBool::new(false),
             sealed: AtomicBool::new(false),
+            max_event_age,
+            age_epoch: Instant::now(),
+            age_deadline: AtomicU64::new(u64::MAX),
+            age_changed: Notify::new(),
             destinations,
             retry,
             counters: AsyncCounters::default(),
@@ -120,6 +150,23 @@ impl<E, O> AsyncState<E, O> {
     /// Keeps an event for the host, with how it failed if it did.
     pub(super) fn keep(&self, queued: Queued<E>, failure: Option<(Condition, Option<ErrorInfo>)>) {
         self.kept.lock().push(Kept { queued, failure });
+    }
+
+    /// Keeps a failed event for the host; returns whether it is the function's first.
+    pub(super) fn keep_failure(&self, failure: KeptFailure<E>) -> bool {
+        {
+            let mut failed = self.failed.lock();
+            failed.push(failure);
+            self.kept_failures.store(failed.len(), Ordering::SeqCst);
+        }
+        !self.warned_kept.swap(true, Ordering::Relaxed)
+    }
+
+    /// Takes the failed events kept for the host.
+    pub(super) fn take_failed(&self) -> Vec<KeptFailure<E>> {
+        let mut failed = self.failed.lock();
+        self.kept_failures.store(0, Ordering::SeqCst);
+        std::mem::take(&mut *failed)
     }
 
     /// Puts events taken but not started back at the front of the queue, in their order;
@@ -176,6 +223,8 @@ impl<E, O> AsyncState<E, O> {
             delivered: load(&c.delivered),
             delivery_failures: load(&c.delivery_failures),
             handed_back: load(&c.handed_back),
+            kept_failures: self.kept_failures.load(Ordering::SeqCst),
+            discarded: load(&c.discarded),
         }
     }
 }
@@ -194,13 +243,22 @@ impl<E: Send + 'static, O> AsyncState<E, O> {
         };
         events.extend(self.delayed.lock().drain().map(|d| unfinished(d.queued)));
         events.append(&mut self.kept.lock());
+        // Kept failures are finished already: they are not counted out of `pending` again.
+        let unfinished = events.len();
+        events.extend(self.take_failed().into_iter().map(|f| Kept {
+            queued: f.queued,
+            failure: Some((f.condition, f.error)),
+        }));
         self.counters
             .handed_back
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         events
             .into_iter()
-            .map(|kept| {
-                self.finish_one();
+            .enumerate()
+            .map(|(i, kept)| {
+                if i < unfinished {
+                    self.finish_one();
+                }
                 let (condition, error) = kept.failure.unzip();
                 HandedBack {
                     function: function.to_owned(),
@@ -220,4 +278,13 @@ impl<E: Send + 'static, O> AsyncState<E, O> {
 pub(super) struct Kept<E> {
     pub(super) queued: Queued<E>,
     pub(super) failure: Option<(Condition, Option<ErrorInfo>)>,
+}
+
+/// An event that failed for good and that no target took, kept for the host.
+pub(super) struct KeptFailure<E> {
+    pub(super) queued: Queued<E>,
+    pub(super) condition: Condition,
+    pub(super) error: Option<ErrorInfo>,
+    /// When it failed.
+    pub(super) at: std::time::SystemTime,
 }

@@ -90,7 +90,7 @@ where
                 self.batch.push_front(current);
             }
         }
-        state.requeue_front(&mut self.batch);
+        self.function.requeue(&mut self.batch);
         let remaining = state.workers.fetch_sub(1, Ordering::SeqCst) - 1;
         // An event pushed while this worker was leaving must not be stranded: count the worker
         // out first, then look at the queue. A producer that pushed before this look is seen
@@ -138,6 +138,8 @@ where
                 Ok(permit) => permit,
                 Err(reason) => {
                     throttled += 1;
+                    // Events held through the wait would not age in the queue.
+                    self.requeue(&mut held.batch);
                     if !self.wait_after_throttle(reason, throttled).await {
                         break 'work;
                     }
@@ -152,6 +154,7 @@ where
                 Err(InvokeError::Throttled(reason)) => {
                     drop(active);
                     throttled += 1;
+                    self.requeue(&mut held.batch);
                     if !self.wait_after_throttle(reason, throttled).await {
                         break 'work;
                     }
@@ -230,7 +233,7 @@ where
                         let _slow = SlowGuard(&state.slow);
                         // Hand the events taken with this one back, so that other workers
                         // take them instead of waiting behind the slow handler.
-                        if state.requeue_front(&mut held.batch) > 0 {
+                        if self.requeue(&mut held.batch) > 0 {
                             self.kick_soon();
                         }
                         run.await
@@ -313,7 +316,11 @@ where
             }
         };
         match next {
-            Next::Retry(delay) => self.schedule_retry(queued, delay),
+            Next::Retry(delay) => {
+                let mut queued = queued;
+                queued.last_error = Some(Box::new(error.into()));
+                self.schedule_retry(queued, delay);
+            }
             Next::Fail(condition, info) => self.fail(queued, condition, info).await,
         }
     }
@@ -347,12 +354,13 @@ where
                 }
                 delayed.peek().map(|d| d.due)
             };
-            if !due.is_empty() {
+            if let Some(oldest) = due.iter().map(|q| q.accepted_at).min() {
                 let depth = {
                     let mut ready = state.ready.lock();
                     ready.extend(due);
                     ready.len()
                 };
+                self.watch_age(oldest);
                 self.kick(depth, false);
             }
             let changed = state.delayed_changed.notified();

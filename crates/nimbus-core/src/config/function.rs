@@ -45,6 +45,22 @@ impl Default for ScaleRate {
     }
 }
 
+/// What becomes of an async event that failed for good when no on-failure destination or
+/// dead-letter target took it (none is configured, or each refused it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UnroutedFailures {
+    /// Kept for the host (the default): `FunctionHandle::take_failed` takes them, shutdown and
+    /// unregister hand back what is left. At most `max_kept_failures` are kept; while that many
+    /// are, `invoke_async` hands new events back (`RejectReason::KeptFailuresFull`). A warning
+    /// is logged when a function keeps its first one.
+    #[default]
+    Keep,
+    /// Logged at `warn` (request id, condition, error type and message), counted in
+    /// `AsyncMetrics::discarded`, and dropped, as Lambda does.
+    Discard,
+}
+
 /// How asynchronous invocations of a function are queued and retried.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -65,6 +81,11 @@ pub struct AsyncConfig {
     /// as refused (1 ms..=15 min, default 30 s): a target that never answers must not hold a
     /// worker, and the concurrency it took, forever.
     pub delivery_timeout: Duration,
+    /// What becomes of a failed event no target took (default: kept for the host).
+    pub unrouted_failures: UnroutedFailures,
+    /// Failed events kept for the host, at most (1..=10,000,000, default 10,000); they do not
+    /// count against `queue_capacity`.
+    pub max_kept_failures: usize,
 }
 
 impl Default for AsyncConfig {
@@ -76,6 +97,8 @@ impl Default for AsyncConfig {
             retry_backoff: Backoff::async_retries(),
             throttle_backoff: Backoff::throttles(),
             delivery_timeout: Duration::from_secs(30),
+            unrouted_failures: UnroutedFailures::Keep,
+            max_kept_failures: 10_000,
         }
     }
 }
@@ -87,6 +110,14 @@ impl AsyncConfig {
                 "function",
                 "async_queue_capacity",
                 self.queue_capacity,
+                "1..=10000000",
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.max_kept_failures) {
+            return Err(ConfigError::new(
+                "function",
+                "max_kept_failures",
+                self.max_kept_failures,
                 "1..=10000000",
             ));
         }
@@ -333,6 +364,20 @@ impl FunctionConfig {
     #[must_use]
     pub fn with_delivery_timeout(mut self, timeout: Duration) -> Self {
         self.async_invoke.delivery_timeout = timeout;
+        self
+    }
+
+    /// Sets what becomes of a failed async event no destination or dead-letter target took.
+    #[must_use]
+    pub fn with_unrouted_failures(mut self, unrouted: UnroutedFailures) -> Self {
+        self.async_invoke.unrouted_failures = unrouted;
+        self
+    }
+
+    /// Sets how many failed async events are kept for the host at most (1..=10,000,000).
+    #[must_use]
+    pub fn with_max_kept_failures(mut self, max: usize) -> Self {
+        self.async_invoke.max_kept_failures = max;
         self
     }
 

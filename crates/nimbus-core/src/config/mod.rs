@@ -7,7 +7,9 @@ mod payload;
 mod prices;
 mod runtime;
 
-pub use function::{limits, AsyncConfig, BillingGranularity, FunctionConfig, ScaleRate};
+pub use function::{
+    limits, AsyncConfig, BillingGranularity, FunctionConfig, ScaleRate, UnroutedFailures,
+};
 pub use payload::{PayloadLimits, ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT};
 pub use prices::Prices;
 pub use runtime::RuntimeConfig;

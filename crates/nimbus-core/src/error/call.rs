@@ -77,6 +77,14 @@ pub enum RejectReason {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The function keeps `limit` failed events for the host already (no on-failure
+    /// destination or dead-letter target took them): take them with
+    /// `FunctionHandle::take_failed`, add an on-failure destination, or choose
+    /// `UnroutedFailures::Discard`.
+    KeptFailuresFull {
+        /// The function's `max_kept_failures`.
+        limit: usize,
+    },
 }
 
 /// An event an asynchronous invocation did not accept, handed back to the caller with the
@@ -100,6 +108,11 @@ impl<E> fmt::Display for Rejected<E> {
             RejectReason::TooLarge { size, limit } => write!(
                 f,
                 "request payload size ({size} bytes) exceeded the maximum allowed payload size ({limit} bytes)"
+            ),
+            RejectReason::KeptFailuresFull { limit } => write!(
+                f,
+                "{limit} failed async events are kept for the host; take them \
+                 (take_failed), add an on-failure destination, or discard unrouted failures"
             ),
         }
     }

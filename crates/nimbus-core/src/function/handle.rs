@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::FunctionInner;
-use crate::async_invoke::AsyncMetrics;
+use crate::async_invoke::{AsyncMetrics, InvocationRecord};
 use crate::config::FunctionConfig;
 use crate::error::{InvokeError, Rejected};
 use crate::executor::{Invocation, InvokeOptions};
@@ -117,6 +117,12 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
         self.inner.queue.metrics()
     }
 
+    /// Resolves when none of the function's async events is pending: queued, waiting for a
+    /// retry, running or being delivered. Failed events kept for the host are not pending.
+    pub async fn async_idle(&self) {
+        self.inner.queue.until_idle().await;
+    }
+
     /// The function's accumulated usage and estimated cost.
     pub fn usage(&self) -> Usage {
         self.inner.exec.usage()
@@ -140,5 +146,13 @@ where
         self.inner
             .queue
             .invoke_async(event, self.principal.clone().inheriting())
+    }
+
+    /// Takes the async events that failed for good and that no on-failure destination or
+    /// dead-letter target took, kept for the host (`UnroutedFailures::Keep`, the default), as
+    /// the records an on-failure destination would have received. Taking them makes room
+    /// under `max_kept_failures`; what is not taken is handed back at shutdown.
+    pub fn take_failed(&self) -> Vec<InvocationRecord<E, O>> {
+        self.inner.queue.take_failed()
     }
 }

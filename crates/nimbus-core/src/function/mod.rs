@@ -13,7 +13,7 @@ pub(crate) use erased::AnyFunction;
 pub use handle::FunctionHandle;
 
 use crate::async_invoke::{AsyncInvoker, DeadLetter, Destination, Destinations};
-use crate::config::{BillingGranularity, FunctionConfig, ScaleRate};
+use crate::config::{BillingGranularity, FunctionConfig, ScaleRate, UnroutedFailures};
 use crate::error::Rejected;
 use crate::executor::{Executor, Shared};
 use crate::handler::{Caller, CloneFactory, Handler, InstanceFactory, RequestId};
@@ -199,6 +199,22 @@ impl<E, O> Function<E, O> {
         self
     }
 
+    /// Sets what becomes of a failed async event that no on-failure destination or dead-letter
+    /// target took: kept for the host (the default) or, as Lambda does, logged and dropped.
+    #[must_use]
+    pub fn with_unrouted_failures(mut self, unrouted: UnroutedFailures) -> Self {
+        self.config.async_invoke.unrouted_failures = unrouted;
+        self
+    }
+
+    /// Sets how many failed async events are kept for the host at most (1..=10,000,000,
+    /// default 10,000); while that many are, `invoke_async` hands new events back.
+    #[must_use]
+    pub fn with_max_kept_failures(mut self, max: usize) -> Self {
+        self.config.async_invoke.max_kept_failures = max;
+        self
+    }
+
     /// Replaces the default retry policy (`max_retries` with `retry_backoff`) of async
     /// invocations.
     #[must_use]
@@ -303,13 +319,18 @@ impl<E: Send + 'static, O: Send + 'static> FunctionInner<E, O> {
                 config.async_invoke.retry_backoff,
             )?),
         };
-        let arn = Arc::from(function_arn(
+        let arn: Arc<str> = Arc::from(function_arn(
             &shared.config.region,
             &shared.config.account_id,
             &name,
         ));
         let exec = Arc::new(Executor::new(&name, config, backend, shared));
-        let queue = Arc::new(AsyncInvoker::new(Arc::clone(&exec), destinations, retry));
+        let queue = Arc::new(AsyncInvoker::new(
+            Arc::clone(&exec),
+            Arc::clone(&arn),
+            destinations,
+            retry,
+        ));
         Ok(Self {
             arn,
             exec,

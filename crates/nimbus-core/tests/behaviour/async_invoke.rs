@@ -268,7 +268,7 @@ async fn events_older_than_max_event_age_take_the_failure_path() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_event_that_waits_too_long_in_the_queue_expires_unrun() {
+async fn an_event_that_waits_too_long_in_the_queue_expires_unrun_while_the_function_is_busy() {
     let rt = runtime(10);
     let (ok_tx, _ok_rx, fail_tx, mut fail_rx) = channels();
     let hold = Hold::new();
@@ -302,14 +302,32 @@ async fn an_event_that_waits_too_long_in_the_queue_expires_unrun() {
         async move { h.invoke(0).await }
     });
     hold.until_inside(1).await;
+    let accepted = Instant::now();
     handle.invoke_async(9).unwrap();
-    tokio::time::sleep(Duration::from_secs(61)).await;
-    hold.let_go(1);
-    blocker.await.unwrap().unwrap();
+    // The record comes when the event passes its maximum age, while the function is still
+    // busy: it does not wait for capacity.
     let record = fail_rx.recv().await.unwrap();
+    let waited = accepted.elapsed();
+    assert!(
+        waited > Duration::from_secs(60) && waited < Duration::from_secs(61),
+        "left at its maximum age: {waited:?}"
+    );
+    assert!(
+        !blocker.is_finished(),
+        "the busy invocation still holds the function"
+    );
     assert_eq!(record.condition, Condition::EventAgeExceeded);
     assert_eq!(record.approximate_invoke_count, 0);
     assert_eq!(record.request, 9);
+    let metrics = handle.async_metrics();
+    assert_eq!((metrics.failed, metrics.pending), (1, 0));
+    hold.let_go(1);
+    blocker.await.unwrap().unwrap();
+    assert_eq!(
+        handle.metrics().invocations,
+        1,
+        "the expired event never ran"
+    );
 }
 
 #[tokio::test(start_paused = true)]

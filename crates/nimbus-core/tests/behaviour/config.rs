@@ -60,6 +60,16 @@ fn function_config_table() {
             "init_timeout",
             "1ms..=10s",
         ),
+        (
+            d.clone().with_max_kept_failures(0),
+            "max_kept_failures",
+            "1..=10000000",
+        ),
+        (
+            d.clone().with_max_kept_failures(10_000_001),
+            "max_kept_failures",
+            "1..=10000000",
+        ),
     ];
     for (config, field, allowed) in cases {
         let err = config.validate().expect_err(field);
@@ -78,6 +88,8 @@ fn function_config_table() {
         d.clone().with_memory_mb(128),
         d.clone().with_memory_mb(10_240),
         d.clone().with_max_concurrency(0),
+        d.clone().with_max_kept_failures(1),
+        d.clone().with_max_kept_failures(10_000_000),
     ];
     for config in edges {
         assert!(config.validate().is_ok(), "{config:?}");

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus_core::{
-    destination_fn, handler_fn, init_fn, Condition, Context, DeadLetter, DeliveryError, Function,
-    FunctionError, InitContext, InvocationRecord, InvokeError, RetryPolicy,
+    destination_fn, handler_fn, init_fn, Condition, Context, DeadLetter, DeadLetterAttributes,
+    DeliveryError, Function, FunctionError, InitContext, InvocationRecord, InvokeError,
+    RetryPolicy,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -192,7 +193,11 @@ struct PanickingDeadLetter;
 
 #[nimbus_core::async_trait]
 impl DeadLetter<u32> for PanickingDeadLetter {
-    async fn send(&self, _event: u32) -> Result<(), DeliveryError<u32>> {
+    async fn send(
+        &self,
+        _event: u32,
+        _attributes: DeadLetterAttributes,
+    ) -> Result<(), DeliveryError<u32>> {
         panic!("dead-letter bug")
     }
 }
