@@ -176,6 +176,32 @@ async fn non_matching_messages_are_deleted_without_invoking() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn plain_text_bodies_are_matched_as_strings_and_only_non_matching_ones_deleted() {
+    let rt = runtime();
+    let (function, seen) = recording(&rt, "text").await;
+    let q = queue(QueueConfig::default());
+    for body in [
+        "ERROR disk full",
+        "INFO all good",
+        "error lower case",
+        r#"{"level":"ERROR"}"#,
+    ] {
+        q.send(body).unwrap();
+    }
+    let config = QueueMappingConfig::new("text").with_filter(r#"{"body": [{"prefix": "ERROR"}]}"#);
+    let mapping = QueueMapping::start(q.clone(), function, config).unwrap();
+    eventually(LIMIT, || q.is_empty()).await;
+    let m = mapping.metrics();
+    assert_eq!(
+        (m.filtered, m.deleted),
+        (3, 1),
+        "only the text starting with ERROR is handled"
+    );
+    assert_eq!(seen.lock().concat(), vec!["ERROR disk full".to_owned()]);
+    mapping.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn fifo_groups_are_handled_in_order_even_across_failures() {
     let rt = runtime();
     let log = Arc::new(parking_lot::Mutex::new(Vec::<(String, u32)>::new()));
