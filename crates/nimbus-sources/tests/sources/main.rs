@@ -18,6 +18,7 @@ mod seams;
 mod stats;
 mod stream_drain;
 mod stream_fencing;
+mod stream_filters;
 mod stream_mapping;
 mod stream_memory;
 mod stream_properties;
