@@ -30,7 +30,11 @@ pub struct QueueMappingConfig {
     pub batch_size: usize,
     /// How long to gather records into a batch (0..=300 s, default 0).
     pub batching_window: Duration,
-    /// Largest batch payload; a batch is sent once it reaches this (default 6 MB, as Lambda).
+    /// Largest batch payload: the records' size in the SQS event JSON (an upper bound,
+    /// computed without serialising), with or without a batching window. Default 6 MiB
+    /// (6,291,456 bytes), Lambda's invocation payload limit. Messages that do not fit are
+    /// released (their receive not counted) for the next batch; a single message larger than
+    /// the cap still goes alone.
     pub max_batch_bytes: usize,
     /// Filter patterns, OR-ed (at most 10); non-matching messages are deleted uninvoked.
     pub filters: Vec<String>,

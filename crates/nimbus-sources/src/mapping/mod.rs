@@ -56,6 +56,7 @@ mod drain;
 mod metrics;
 mod process;
 mod scale;
+mod size;
 mod stats;
 mod stop;
 
@@ -409,22 +410,37 @@ impl Shared {
         };
         let received_at = Instant::now();
         let mut batch = first.inspect_err(|e| self.source_error(e))?;
+        // What the records take in the invocation's payload: the batch never passes the cap
+        // (6 MB by default); what does not fit goes back, its receive not counted, for the
+        // next batch.
+        let cap = self.config.max_batch_bytes;
+        let mut bytes = 0;
+        let kept = size::fitting(&batch, &mut bytes, cap);
+        if kept < batch.len() {
+            let over = batch.split_off(kept);
+            self.release(&over).await;
+            return Ok((batch, received_at));
+        }
         if batch.is_empty() || self.config.batching_window.is_zero() {
             return Ok((batch, received_at));
         }
         // The window is at most 300 s (validated).
         let until = received_at + self.config.batching_window;
-        let mut bytes: usize = batch.iter().map(|m| m.body.len()).sum();
-        while batch.len() < size && bytes < self.config.max_batch_bytes {
+        while batch.len() < size && bytes + size::RECORD_ENVELOPE <= cap {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             match self.receive_or_stop(size - batch.len(), left).await {
                 None => break,
-                Some(Ok(more)) => {
-                    bytes += more.iter().map(|m| m.body.len()).sum::<usize>();
+                Some(Ok(mut more)) => {
+                    let kept = size::fitting(&more, &mut bytes, cap);
+                    let over = more.split_off(kept);
                     batch.extend(more);
+                    if !over.is_empty() {
+                        self.release(&over).await;
+                        break;
+                    }
                 }
                 Some(Err(e)) => {
                     // Keep what we have; the next receive reports the failure again if it lasts.

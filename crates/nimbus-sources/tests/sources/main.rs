@@ -10,6 +10,7 @@ mod draining;
 mod filters;
 mod guards;
 mod hostile;
+mod limits;
 mod mapping;
 mod memory;
 mod objects;

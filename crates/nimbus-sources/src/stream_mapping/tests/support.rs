@@ -120,8 +120,8 @@ impl Parts {
 
     /// A mapping's state, without its coordinator: the test drives the engine itself.
     pub(super) fn build(self, function: StreamFunction) -> Arc<Shared> {
-        let filters = crate::filter::Filters::parse_for_streams(&self.config.filters)
-            .expect("valid filters");
+        let filters =
+            crate::filter::Filters::parse_for_streams(&self.config.filters).expect("valid filters");
         Arc::new(Shared {
             name: Arc::from(self.config.name.as_str()),
             function,
