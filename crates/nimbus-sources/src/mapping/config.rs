@@ -141,6 +141,33 @@ impl QueueMappingConfig {
         self
     }
 
+    /// Checks what a FIFO queue allows, as Lambda does: a batch size of at most 10 and no
+    /// batching window. Called when a mapping is built over a source whose
+    /// [`QueueSource::is_fifo`](crate::QueueSource::is_fifo) says so.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `batch_size` or `batching_window` and the range.
+    pub fn check_fifo(&self) -> Result<(), ConfigError> {
+        if !(1..=10).contains(&self.batch_size) {
+            return Err(ConfigError::new(
+                "mapping",
+                "batch_size",
+                self.batch_size,
+                "1..=10 on a FIFO queue",
+            ));
+        }
+        if !self.batching_window.is_zero() {
+            return Err(ConfigError::new(
+                "mapping",
+                "batching_window",
+                self.batching_window,
+                "0s on a FIFO queue (Lambda supports no batching window there)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every field; parses the filters.
     ///
     /// # Errors

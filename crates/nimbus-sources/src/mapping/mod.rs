@@ -16,8 +16,12 @@
 //!   (their receive counted) and the rest of the batch is released uncounted. At build time,
 //!   the batching window plus the function timeout must fit in the visibility timeout with a
 //!   tenth of it (at most a second) to spare.
-//! - **FIFO**: records after a failed one in the same message group are failed too, so a group
-//!   is never processed out of order.
+//! - **FIFO** (a source whose [`QueueSource::is_fifo`] says so): as Lambda, the batch size is
+//!   at most 10 and there is no batching window, checked at build time. Records after a failed
+//!   one in the same message group are failed too (returned to the queue), even those the
+//!   function reported as succeeded, so a group is never processed out of order: a stronger
+//!   guarantee than Lambda's, which deletes what the function reported as done; kept on
+//!   purpose.
 //! - **Scaling**: concurrent batches start at `initial_concurrency`, grow by one per full batch
 //!   within `scale_up_per_minute`, shrink to one poller when the queue is empty, and halve on
 //!   function errors and throttles. Each poller holds one batch, so prefetch is bounded by the
@@ -202,6 +206,9 @@ impl QueueMapping {
         config: QueueMappingConfig,
     ) -> Result<Self, ConfigError> {
         let filters = config.validate()?;
+        if source.is_fifo() {
+            config.check_fifo()?;
+        }
         let visibility = source.visibility_timeout();
         if let Some(visibility) = visibility {
             budget::check(

@@ -417,3 +417,44 @@ async fn stopping_lets_batches_in_flight_finish() {
     assert_eq!(q.len(), 1, "a stopped mapping receives nothing");
     assert_eq!(seen.lock().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn fifo_mappings_refuse_a_batch_size_above_ten_and_a_batching_window() {
+    let rt = runtime();
+    let fifo = queue(QueueConfig::default().fifo());
+    let standard = queue(QueueConfig::default());
+    for (config, field) in [
+        (
+            QueueMappingConfig::new("f")
+                .with_batch_size(11)
+                .with_batching_window(Duration::from_secs(1)),
+            "batch_size",
+        ),
+        (
+            QueueMappingConfig::new("f")
+                .with_batch_size(5)
+                .with_batching_window(Duration::from_secs(1)),
+            "batching_window",
+        ),
+    ] {
+        let (function, _) = recording(&rt, &format!("fifo-checked-{field}")).await;
+        let err = QueueMapping::start(fifo.clone(), function, config.clone()).unwrap_err();
+        assert_eq!(err.field, field);
+        assert!(err.allowed.contains("FIFO"), "{err}");
+        // The same configuration is fine on a standard queue.
+        let (function, _) = recording(&rt, &format!("standard-ok-{field}")).await;
+        QueueMapping::start(standard.clone(), function, config)
+            .unwrap()
+            .stop(Duration::from_secs(1))
+            .await;
+    }
+    let (function, _) = recording(&rt, "fifo-ok").await;
+    QueueMapping::start(
+        fifo,
+        function,
+        QueueMappingConfig::new("f").with_batch_size(10),
+    )
+    .unwrap()
+    .stop(Duration::from_secs(1))
+    .await;
+}
