@@ -51,6 +51,10 @@ pub struct QueueMappingConfig {
     pub scale_up_per_minute: u32,
     /// Long-poll wait of each receive (0..=1 h, default 20 s, SQS's longest).
     pub poll_wait: Duration,
+    /// The queue's name in the records' `eventSourceARN`
+    /// (`arn:aws:sqs:<region>:<account>:<queue_name>`, the region and account being the
+    /// runtime's); default: the mapping's name. 1 to 80 characters.
+    pub queue_name: Option<String>,
 }
 
 impl QueueMappingConfig {
@@ -68,6 +72,7 @@ impl QueueMappingConfig {
             initial_concurrency: 5,
             scale_up_per_minute: 300,
             poll_wait: Duration::from_secs(20),
+            queue_name: None,
         }
     }
 
@@ -138,6 +143,13 @@ impl QueueMappingConfig {
     #[must_use]
     pub fn with_poll_wait(mut self, wait: Duration) -> Self {
         self.poll_wait = wait;
+        self
+    }
+
+    /// Sets the queue name the records' `eventSourceARN` ends with.
+    #[must_use]
+    pub fn with_queue_name(mut self, name: impl Into<String>) -> Self {
+        self.queue_name = Some(name.into());
         self
     }
 
@@ -215,6 +227,11 @@ impl QueueMappingConfig {
         }
         if self.poll_wait > Duration::from_secs(3_600) {
             return err("poll_wait", &self.poll_wait, "0s..=1h");
+        }
+        if let Some(queue) = &self.queue_name {
+            if queue.is_empty() || queue.chars().count() > 80 {
+                return err("queue_name", queue, "1 to 80 characters");
+            }
         }
         Filters::parse(&self.filters)
     }

@@ -63,8 +63,9 @@ mod scale;
 mod size;
 mod stats;
 mod stop;
+mod wire;
 
-pub(crate) use batch::body_serde;
+pub(crate) use wire::body_serde;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -164,6 +165,8 @@ struct Shared {
     /// The Tokio runtime the mapping was started on: background stats asks run there.
     runtime: tokio::runtime::Handle,
     fifo: bool,
+    /// What the records say they come from (`eventSourceARN`, `awsRegion`, `SenderId`).
+    origin: batch::Origin,
 }
 
 impl std::fmt::Debug for Shared {
@@ -229,6 +232,10 @@ impl QueueMapping {
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),
             fifo: source.is_fifo(),
+            origin: batch::Origin::new(
+                function.arn(),
+                config.queue_name.as_deref().unwrap_or(&config.name),
+            ),
             filters,
             given_up: CancellationToken::new(),
             cancel_safe: source.receive_is_cancel_safe(),

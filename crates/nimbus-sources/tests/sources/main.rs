@@ -16,6 +16,7 @@ mod memory;
 mod objects;
 mod properties;
 mod seams;
+mod sqs_event;
 mod stats;
 mod stream_drain;
 mod stream_fencing;
