@@ -113,3 +113,54 @@ async fn stream_filters_are_checked_when_the_mapping_is_built() {
     let err = config.validate(false).unwrap_err();
     assert_eq!((err.field, err.scope), ("filters", "stream mapping"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn skipped_records_do_not_reach_a_tumbling_window() {
+    let rt = runtime();
+    let finals: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let function = rt
+        .register(Function::new(
+            "windowed-filtered",
+            handler_fn({
+                let (finals, seen) = (finals.clone(), seen.clone());
+                move |batch: StreamBatch, _ctx: Context| {
+                    let (finals, seen) = (finals.clone(), seen.clone());
+                    async move {
+                        let window = batch.window.clone().expect("a window");
+                        for r in &batch.records {
+                            seen.lock().push(r.data_str().unwrap().to_owned());
+                        }
+                        let count = window.state.as_u64().unwrap_or(0) + batch.records.len() as u64;
+                        if window.is_final {
+                            finals.lock().push(window.state.clone());
+                        }
+                        Ok::<_, FunctionError>(
+                            StreamResponse::default().with_state(serde_json::json!(count)),
+                        )
+                    }
+                }
+            }),
+        ))
+        .await
+        .unwrap();
+    let stream = Arc::new(InMemoryStream::new(StreamConfig::default()).unwrap());
+    let shard = stream.shards().await.unwrap()[0].id.clone();
+    for data in ["ERROR a", "INFO b", "ERROR c", "INFO d"] {
+        stream.put("k", data).unwrap();
+    }
+    let config = StreamMappingConfig::new("windowed-filtered")
+        .with_tumbling_window(Duration::from_secs(60))
+        .with_filter(r#"{"data": [{"prefix": "ERROR"}]}"#);
+    let mapping = StreamMapping::builder(stream.clone(), function, config)
+        .in_memory_store()
+        .start()
+        .unwrap();
+    eventually(LIMIT, || !finals.lock().is_empty()).await;
+    assert_eq!(*seen.lock(), ["ERROR a", "ERROR c"]);
+    assert_eq!(finals.lock()[0], serde_json::json!(2));
+    let m = mapping.metrics();
+    assert_eq!((m.records, m.filtered), (2, 2));
+    assert!(m.shards[&*shard].checkpoint.is_some());
+    mapping.stop(Duration::from_secs(1)).await;
+}
