@@ -79,6 +79,9 @@ pub struct NatsConfig {
     /// bring the consumer's `ack_wait` in line with this config (default true). When false,
     /// they must exist and are used as they are.
     pub create_if_missing: bool,
+    /// Largest message body a send accepts (1,024..=1,048,576 bytes, default 1 MiB, as SQS);
+    /// a larger one is refused before it reaches the server.
+    pub max_message_size: usize,
 }
 
 impl NatsConfig {
@@ -96,6 +99,7 @@ impl NatsConfig {
             dead_letter_subject: None,
             request_timeout: Duration::from_secs(5),
             create_if_missing: true,
+            max_message_size: queue_limits::MAX_MESSAGE_SIZE,
         }
     }
 
@@ -138,6 +142,13 @@ impl NatsConfig {
     #[must_use]
     pub fn with_dead_letter_subject(mut self, subject: impl Into<String>) -> Self {
         self.dead_letter_subject = Some(subject.into());
+        self
+    }
+
+    /// Sets the largest message a send accepts.
+    #[must_use]
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
         self
     }
 
@@ -227,6 +238,7 @@ impl NatsConfig {
         if let Some(count) = self.max_receive_count {
             queue_limits::check_max_receive_count(SCOPE, count)?;
         }
+        queue_limits::check_max_message_size(SCOPE, self.max_message_size)?;
         if let Some(subject) = &self.dead_letter_subject {
             check_subject("dead_letter_subject", subject)?;
             // Captured by the queue's own stream, a dead letter would be delivered again.

@@ -12,6 +12,16 @@ pub enum NatsError {
     /// An invalid setting, found before connecting.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Messages above the queue's `max_message_size`, refused before anything was sent
+    /// (retrying will not help): the place in the batch (0 for a single send) and the size of
+    /// each. Converts to [`SourceError::TooLarge`].
+    #[error("{} message(s) above the limit of {limit} bytes (first: {} bytes at {})", too_large.len(), too_large[0].1, too_large[0].0)]
+    TooLarge {
+        /// (place in the batch, size in bytes) of each message refused.
+        too_large: Vec<(usize, usize)>,
+        /// The queue's `max_message_size`.
+        limit: usize,
+    },
     /// The server could not be reached (refused, unknown host, TLS or authentication failed).
     #[error("nats connect: {0}")]
     Connect(#[from] async_nats::ConnectError),
@@ -50,7 +60,7 @@ impl NatsError {
     /// (refused or dropped connections, timeouts, no responders while the server restarts).
     pub fn retry(&self) -> Retry {
         let permanent = match self {
-            Self::Config(_) | Self::Setup(_) => true,
+            Self::Config(_) | Self::Setup(_) | Self::TooLarge { .. } => true,
             Self::Connect(error) => matches!(
                 error.kind(),
                 ConnectErrorKind::Authentication
@@ -99,6 +109,10 @@ impl From<NatsError> for SourceError {
     fn from(error: NatsError) -> Self {
         match error {
             NatsError::Config(e) => SourceError::Invalid(e.to_string()),
+            NatsError::TooLarge { too_large, limit } => SourceError::TooLarge {
+                size: too_large.first().map_or(0, |t| t.1),
+                limit,
+            },
             other => SourceError::broker(other.retry(), other),
         }
     }

@@ -155,8 +155,16 @@ impl NatsQueue {
     ///
     /// # Errors
     ///
-    /// The server did not store it ([`NatsError::Broker`]).
+    /// [`NatsError::TooLarge`] for a body above `max_message_size` (nothing is sent); the
+    /// server did not store it ([`NatsError::Broker`]).
     pub async fn send(&self, body: Bytes) -> Result<MessageId, NatsError> {
+        let limit = self.config.max_message_size;
+        if body.len() > limit {
+            return Err(NatsError::TooLarge {
+                too_large: vec![(0, body.len())],
+                limit,
+            });
+        }
         // Sent by an invocation: the hop count of its work, for recursive loop detection.
         let published = match hops::outgoing() {
             Some(hops) => {

@@ -128,3 +128,36 @@ async fn errors_say_whether_to_retry() {
     assert!(!error.is_permanent(), "{error:?}");
     assert!(std::error::Error::source(&error).is_some(), "{error:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_above_max_message_size_are_refused_before_publishing() {
+    let Some(names) = Names::new().await else {
+        return;
+    };
+    let queue = NatsQueue::connect(names.config("big").with_max_message_size(2_048))
+        .await
+        .unwrap();
+    let err = queue.send(vec![b'x'; 2_049].into()).await.unwrap_err();
+    assert_eq!(err.retry(), nimbus_sources::Retry::Permanent);
+    assert_eq!(
+        nimbus_sources::SourceError::from(err),
+        nimbus_sources::SourceError::TooLarge {
+            size: 2_049,
+            limit: 2_048
+        }
+    );
+    queue.send(vec![b'x'; 2_048].into()).await.unwrap();
+    let got = queue.receive(10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(
+        got.len(),
+        1,
+        "only the message within the limit was published"
+    );
+    queue.ack(&[got[0].receipt.clone()]).await.unwrap();
+    let refused = NatsQueue::connect(names.config("bad").with_max_message_size(0))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(refused.contains("max_message_size"), "{refused}");
+}

@@ -23,6 +23,9 @@ pub struct PostgresConfig {
     pub visibility_timeout: Duration,
     /// Redrive to `<name>_dead` after this many receives (default none; 1..=1000).
     pub max_receive_count: Option<u32>,
+    /// Largest message body a send accepts (1,024..=1,048,576 bytes, default 1 MiB, as SQS);
+    /// a larger one is refused before it reaches the server.
+    pub max_message_size: usize,
 }
 
 impl PostgresConfig {
@@ -33,6 +36,7 @@ impl PostgresConfig {
             name: name.into(),
             visibility_timeout: Duration::from_secs(30),
             max_receive_count: None,
+            max_message_size: queue_limits::MAX_MESSAGE_SIZE,
         }
     }
 
@@ -47,6 +51,13 @@ impl PostgresConfig {
     #[must_use]
     pub fn with_max_receive_count(mut self, count: u32) -> Self {
         self.max_receive_count = Some(count);
+        self
+    }
+
+    /// Sets the largest message a send accepts.
+    #[must_use]
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
         self
     }
 
@@ -71,6 +82,7 @@ impl PostgresConfig {
             ));
         }
         queue_limits::check_visibility_timeout(SCOPE, self.visibility_timeout)?;
+        queue_limits::check_max_message_size(SCOPE, self.max_message_size)?;
         if let Some(count) = self.max_receive_count {
             queue_limits::check_max_receive_count(SCOPE, count)?;
         }

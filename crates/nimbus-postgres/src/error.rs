@@ -16,6 +16,16 @@ pub enum PostgresError {
     /// An invalid setting, found before connecting.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Messages above the queue's `max_message_size`, refused before anything was sent
+    /// (retrying will not help): the place in the batch (0 for a single send) and the size of
+    /// each. Converts to [`SourceError::TooLarge`].
+    #[error("{} message(s) above the limit of {limit} bytes (first: {} bytes at {})", too_large.len(), too_large[0].1, too_large[0].0)]
+    TooLarge {
+        /// (place in the batch, size in bytes) of each message refused.
+        too_large: Vec<(usize, usize)>,
+        /// The queue's `max_message_size`.
+        limit: usize,
+    },
     /// The database answered in a way the adapter did not expect.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
@@ -65,7 +75,7 @@ impl PostgresError {
                     Retry::Transient
                 }
             }
-            Self::Config(_) => Retry::Permanent,
+            Self::Config(_) | Self::TooLarge { .. } => Retry::Permanent,
             Self::Unexpected(_) => Retry::Transient,
         }
     }
@@ -75,6 +85,10 @@ impl From<PostgresError> for SourceError {
     fn from(error: PostgresError) -> Self {
         match error {
             PostgresError::Config(e) => SourceError::Invalid(e.to_string()),
+            PostgresError::TooLarge { too_large, limit } => SourceError::TooLarge {
+                size: too_large.first().map_or(0, |t| t.1),
+                limit,
+            },
             other => SourceError::broker(other.retry(), other),
         }
     }

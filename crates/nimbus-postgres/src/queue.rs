@@ -149,7 +149,7 @@ impl PostgresQueue {
     ///
     /// # Errors
     ///
-    /// A database error.
+    /// [`PostgresError::TooLarge`] for a body above `max_message_size`; a database error.
     pub async fn send(&self, body: &[u8]) -> Result<MessageId, PostgresError> {
         let ids = self.send_batch(&[body]).await?;
         ids.into_iter()
@@ -162,10 +162,22 @@ impl PostgresQueue {
     ///
     /// # Errors
     ///
-    /// A database error.
+    /// [`PostgresError::TooLarge`] when any body is above `max_message_size`: it lists each
+    /// one's place and size, and nothing is sent (the caller still holds every body, to send
+    /// the others again); a database error.
     pub async fn send_batch(&self, bodies: &[&[u8]]) -> Result<Vec<MessageId>, PostgresError> {
         if bodies.is_empty() {
             return Ok(Vec::new());
+        }
+        let limit = self.config.max_message_size;
+        let too_large: Vec<(usize, usize)> = bodies
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.len() > limit)
+            .map(|(at, b)| (at, b.len()))
+            .collect();
+        if !too_large.is_empty() {
+            return Err(PostgresError::TooLarge { too_large, limit });
         }
         // Sent by an invocation: the hop count of its work, for recursive loop detection.
         let hops = hops::outgoing().map(|h| i32::try_from(h).unwrap_or(i32::MAX));

@@ -311,3 +311,44 @@ async fn psql_insert_reaches_a_function_within_a_second() {
     assert!(mapping.stop(Duration::from_secs(5)).await);
     assert_eq!(mapping.metrics().deleted, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_with_messages_above_max_message_size_are_refused_whole_naming_them() {
+    let Some(names) = Names::new().await else {
+        return;
+    };
+    let queue = PostgresQueue::connect(names.queue("big").with_max_message_size(1_024))
+        .await
+        .unwrap();
+    let (small, big) = (vec![b's'; 1_024], vec![b'b'; 1_025]);
+    let err = queue
+        .send_batch(&[&small, &big, &small, &big])
+        .await
+        .unwrap_err();
+    match &err {
+        nimbus_postgres::PostgresError::TooLarge { too_large, limit } => {
+            assert_eq!(
+                (too_large.as_slice(), *limit),
+                (&[(1, 1_025), (3, 1_025)][..], 1_024)
+            );
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(err.retry(), nimbus_sources::Retry::Permanent);
+    // Nothing was sent; the caller sends the others again.
+    assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
+    assert_eq!(queue.send_batch(&[&small, &small]).await.unwrap().len(), 2);
+    assert_eq!(
+        nimbus_sources::SourceError::from(queue.send(&big).await.unwrap_err()),
+        nimbus_sources::SourceError::TooLarge {
+            size: 1_025,
+            limit: 1_024
+        }
+    );
+    let refused = PostgresQueue::connect(names.queue("bad").with_max_message_size(1_048_577))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(refused.contains("max_message_size"), "{refused}");
+}

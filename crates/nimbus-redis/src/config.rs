@@ -24,6 +24,9 @@ pub struct RedisConfig {
     pub max_receive_count: Option<u32>,
     /// Shards of a [`crate::RedisStream`] (default 1; 1..=1024).
     pub shards: usize,
+    /// Largest message body a send accepts (1,024..=1,048,576 bytes, default 1 MiB, as SQS);
+    /// a larger one is refused before it reaches the server.
+    pub max_message_size: usize,
 }
 
 impl RedisConfig {
@@ -35,6 +38,7 @@ impl RedisConfig {
             visibility_timeout: Duration::from_secs(30),
             max_receive_count: None,
             shards: 1,
+            max_message_size: queue_limits::MAX_MESSAGE_SIZE,
         }
     }
 
@@ -49,6 +53,13 @@ impl RedisConfig {
     #[must_use]
     pub fn with_max_receive_count(mut self, count: u32) -> Self {
         self.max_receive_count = Some(count);
+        self
+    }
+
+    /// Sets the largest message a send accepts.
+    #[must_use]
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
         self
     }
 
@@ -74,6 +85,7 @@ impl RedisConfig {
         if let Some(count) = self.max_receive_count {
             queue_limits::check_max_receive_count(SCOPE, count)?;
         }
+        queue_limits::check_max_message_size(SCOPE, self.max_message_size)?;
         if !(1..=MAX_SHARDS).contains(&self.shards) {
             return Err(ConfigError::new(SCOPE, "shards", self.shards, "1..=1024"));
         }

@@ -13,6 +13,16 @@ pub enum RedisError {
     /// A reply the adapter did not expect.
     #[error("unexpected reply: {0}")]
     Reply(String),
+    /// Messages above the queue's `max_message_size`, refused before anything was sent
+    /// (retrying will not help): the place in the batch (0 for a single send) and the size of
+    /// each. Converts to [`SourceError::TooLarge`].
+    #[error("{} message(s) above the limit of {limit} bytes (first: {} bytes at {})", too_large.len(), too_large[0].1, too_large[0].0)]
+    TooLarge {
+        /// (place in the batch, size in bytes) of each message refused.
+        too_large: Vec<(usize, usize)>,
+        /// The queue's `max_message_size`.
+        limit: usize,
+    },
     /// An invalid setting, found before connecting.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -45,7 +55,7 @@ impl RedisError {
                 }
             }
             Self::Reply(_) => Retry::Transient,
-            Self::Config(_) => Retry::Permanent,
+            Self::Config(_) | Self::TooLarge { .. } => Retry::Permanent,
         }
     }
 }
@@ -54,6 +64,10 @@ impl From<RedisError> for SourceError {
     fn from(error: RedisError) -> Self {
         match error {
             RedisError::Config(e) => SourceError::Invalid(e.to_string()),
+            RedisError::TooLarge { too_large, limit } => SourceError::TooLarge {
+                size: too_large.first().map_or(0, |t| t.1),
+                limit,
+            },
             other => SourceError::broker(other.retry(), other),
         }
     }

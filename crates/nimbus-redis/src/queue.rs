@@ -94,8 +94,16 @@ impl RedisQueue {
     ///
     /// # Errors
     ///
-    /// A Redis error.
+    /// [`RedisError::TooLarge`] for a body above `max_message_size` (nothing is sent); a
+    /// Redis error.
     pub async fn send(&self, body: Bytes) -> Result<MessageId, RedisError> {
+        let limit = self.config.max_message_size;
+        if body.len() > limit {
+            return Err(RedisError::TooLarge {
+                too_large: vec![(0, body.len())],
+                limit,
+            });
+        }
         let mut con = self.manager.clone();
         let mut xadd = redis::cmd("XADD");
         xadd.arg(&self.config.key)

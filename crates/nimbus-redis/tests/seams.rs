@@ -330,3 +330,34 @@ async fn stream_records_from_redis_cli_are_read_whatever_their_fields() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_above_max_message_size_are_refused_before_sending() {
+    let Some(prefix) = Prefix::new().await else {
+        return;
+    };
+    let queue = RedisQueue::connect(prefix.config("big")).await.unwrap();
+    assert_eq!(queue.config().max_message_size, 1_048_576);
+    queue.send(vec![b'x'; 1_048_576].into()).await.unwrap();
+    let err = queue.send(vec![b'x'; 1_048_577].into()).await.unwrap_err();
+    assert_eq!(err.retry(), nimbus_sources::Retry::Permanent);
+    assert_eq!(
+        nimbus_sources::SourceError::from(err),
+        nimbus_sources::SourceError::TooLarge {
+            size: 1_048_577,
+            limit: 1_048_576
+        }
+    );
+    let got = queue.receive(10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(got.len(), 1, "only the message within the limit was sent");
+    queue.ack(&[got[0].receipt.clone()]).await.unwrap();
+    let error = RedisQueue::connect(prefix.config("small").with_max_message_size(10))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("max_message_size") && error.contains("1024..=1048576"),
+        "{error}"
+    );
+}

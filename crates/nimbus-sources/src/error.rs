@@ -61,6 +61,15 @@ pub enum SourceError {
         #[source]
         source: Option<BoxError>,
     },
+    /// A message above the queue's largest message size (SQS: 1 MiB, body plus attribute
+    /// names and values), refused when sent.
+    #[error("message of {size} bytes is above the queue's limit of {limit} bytes")]
+    TooLarge {
+        /// The message's size in bytes.
+        size: usize,
+        /// The queue's `max_message_size`.
+        limit: usize,
+    },
     /// A request the source refuses (bad argument).
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -178,6 +187,9 @@ impl PartialEq for SourceError {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Full { capacity: a }, Self::Full { capacity: b }) => a == b,
+            (Self::TooLarge { size: a, limit: m }, Self::TooLarge { size: b, limit: n }) => {
+                a == b && m == n
+            }
             (Self::UnknownReceipt, Self::UnknownReceipt) | (Self::Closed, Self::Closed) => true,
             (
                 Self::Broker {

@@ -79,7 +79,7 @@ pub use object::{DirectoryConfig, DirectoryStore};
 pub use queue::limits as queue_limits;
 pub use queue::{
     Attributes, InMemoryQueue, Message, MessageId, Outgoing, QueueConfig, QueueProducer,
-    QueueSource, QueueStats, Receipt, SendError,
+    QueueSource, QueueStats, Receipt, SendBatchError, SendError,
 };
 pub use status::MappingStatus;
 pub use stream::{

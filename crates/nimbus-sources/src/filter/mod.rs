@@ -1,6 +1,6 @@
-//! Filter patterns, in the syntax of Lambda event filtering (EventBridge patterns): a message
+//! Filter patterns, in the syntax of Lambda event filtering (EventBridge patterns): a record
 //! is handed to the function only if it matches one of the mapping's patterns; the others are
-//! deleted without invoking.
+//! deleted (queues) or skipped (streams) without invoking.
 //!
 //! A pattern is a JSON object whose leaves are arrays of conditions, OR-ed:
 //!
@@ -8,70 +8,95 @@
 //! {"body": {"type": ["order", "refund"],
 //!           "amount": [{"numeric": [">", 100, "<=", 1000]}],
 //!           "sku": [{"prefix": "BK-"}], "file": [{"suffix": ".png"}],
+//!           "name": [{"equals-ignore-case": "alice"}], "path": [{"wildcard": "logs/*.txt"}],
 //!           "coupon": [{"exists": false}], "region": [{"anything-but": ["test"]}]},
 //!  "attributes": {"source": ["web"]}}
 //! ```
 //!
-//! Keys of one object are AND-ed. `body` is matched against the message body parsed as JSON
-//! (a body that is not JSON matches no `body` pattern); `attributes` against the message's
-//! string attributes. Values must match in type: `[5]` does not match `"5"`. When the event's
-//! value is an array, the condition matches if any element does.
+//! Keys of one object are AND-ed. The payload key (`body` on a queue, `data` on a stream) is
+//! matched as Lambda does: a payload that is JSON is matched as that JSON value; one that is
+//! not is a string, which a list of conditions (`{"body": [{"prefix": "ERROR"}]}`) matches and
+//! an object pattern (`{"body": {"level": ["ERROR"]}}`) never does. On a queue, `attributes`
+//! is matched against the message's string attributes. Values must match in type: `[5]` does
+//! not match `"5"`. When the event's value is an array, the condition matches if any element
+//! does.
 
-use serde_json::{Map, Value};
+mod matching;
+mod parse;
+
+use serde_json::Value;
 
 use crate::error::ConfigError;
+use matching::match_node;
+use parse::Node;
 
 /// Patterns per mapping (Lambda allows 5, or 10 on request).
 pub const MAX_PATTERNS: usize = 10;
 /// Longest pattern text (Lambda: 4,096 characters).
 pub const MAX_PATTERN_LEN: usize = 4_096;
 
+/// Which records a pattern applies to: the key of their payload and their other keys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Shape {
+    /// Whose configuration the pattern is part of (for errors).
+    owner: &'static str,
+    /// The key of the payload (`body`, `data`).
+    payload: &'static str,
+    /// The other top-level keys allowed.
+    metadata: &'static [&'static str],
+}
+
+/// Queue messages: `body` and `attributes`.
+pub(crate) const QUEUE: Shape = Shape {
+    owner: "mapping",
+    payload: "body",
+    metadata: &["attributes"],
+};
+
+/// Stream records: `data` (as on Lambda's Kinesis mappings).
+pub(crate) const STREAM: Shape = Shape {
+    owner: "stream mapping",
+    payload: "data",
+    metadata: &[],
+};
+
 /// One parsed filter pattern.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FilterPattern {
-    root: Node,
+    /// The top-level keys and their patterns.
+    keys: Vec<(String, Node)>,
+    payload: &'static str,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Node {
-    /// Every key must match.
-    Object(Vec<(String, Node)>),
-    /// Any condition must match.
-    Any(Vec<Condition>),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Condition {
-    Equals(Value),
-    Prefix(String),
-    Suffix(String),
-    Numeric(Vec<(Comparison, f64)>),
-    Exists(bool),
-    AnythingBut(Vec<Value>),
-    AnythingButPrefix(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Comparison {
-    Lt,
-    Le,
-    Eq,
-    Ge,
-    Gt,
-}
-
-fn invalid(pattern: &str, why: impl std::fmt::Display) -> ConfigError {
+fn invalid(shape: &Shape, pattern: &str, why: impl std::fmt::Display) -> ConfigError {
     let shown: String = pattern.chars().take(80).collect();
     ConfigError::new(
-        "mapping",
+        shape.owner,
         "filter",
         shown,
         format!("a valid filter pattern ({why})"),
     )
 }
 
+/// A record's payload, as the patterns see it.
+enum Payload {
+    /// It is JSON: this value.
+    Json(Value),
+    /// It is not: this text (a string value).
+    Text(Value),
+}
+
+impl Payload {
+    fn decode(bytes: &[u8]) -> Self {
+        match serde_json::from_slice(bytes) {
+            Ok(json) => Self::Json(json),
+            Err(_) => Self::Text(Value::String(String::from_utf8_lossy(bytes).into_owned())),
+        }
+    }
+}
+
 impl FilterPattern {
-    /// Parses a pattern.
+    /// Parses a pattern for a queue mapping (keys `body` and `attributes`).
     ///
     /// # Errors
     ///
@@ -86,198 +111,102 @@ impl FilterPattern {
     /// assert!(p.matches_json(Some(&serde_json::json!({"kind": "order", "n": 3})), None));
     /// assert!(!p.matches_json(Some(&serde_json::json!({"kind": "order", "n": "3"})), None));
     /// assert!(FilterPattern::parse(r#"{"body": {"n": [{"numeric": ["~", 1]}]}}"#).is_err());
+    ///
+    /// let text = FilterPattern::parse(r#"{"body": [{"prefix": "ERROR"}]}"#).unwrap();
+    /// assert!(text.matches(b"ERROR: disk full", None));
+    /// assert!(!text.matches(b"INFO: fine", None));
     /// ```
     pub fn parse(pattern: &str) -> Result<Self, ConfigError> {
+        Self::parse_for(pattern, &QUEUE)
+    }
+
+    pub(crate) fn parse_for(pattern: &str, shape: &Shape) -> Result<Self, ConfigError> {
         if pattern.len() > MAX_PATTERN_LEN {
             return Err(invalid(
+                shape,
                 pattern,
                 format!("at most {MAX_PATTERN_LEN} characters"),
             ));
         }
         let value: Value = serde_json::from_str(pattern)
-            .map_err(|e| invalid(pattern, format!("not JSON: {e}")))?;
+            .map_err(|e| invalid(shape, pattern, format!("not JSON: {e}")))?;
         let Value::Object(map) = value else {
-            return Err(invalid(pattern, "the pattern must be a JSON object"));
+            return Err(invalid(shape, pattern, "the pattern must be a JSON object"));
         };
-        for key in map.keys() {
-            if key != "body" && key != "attributes" {
+        if map.is_empty() {
+            return Err(invalid(
+                shape,
+                pattern,
+                "an empty object matches nothing useful",
+            ));
+        }
+        let mut keys = Vec::with_capacity(map.len());
+        for (key, value) in &map {
+            if key != shape.payload && !shape.metadata.contains(&key.as_str()) {
+                let allowed: Vec<&str> = std::iter::once(shape.payload)
+                    .chain(shape.metadata.iter().copied())
+                    .collect();
                 return Err(invalid(
+                    shape,
                     pattern,
-                    format!("top-level key `{key}` is not `body` or `attributes`"),
+                    format!("top-level key `{key}` is not one of {allowed:?}"),
                 ));
             }
+            let node =
+                parse::parse_value(key, value).map_err(|why| invalid(shape, pattern, why))?;
+            keys.push((key.clone(), node));
         }
-        let root = parse_object(&map).map_err(|why| invalid(pattern, why))?;
-        Ok(Self { root })
+        Ok(Self {
+            keys,
+            payload: shape.payload,
+        })
     }
 
-    /// Whether a message with this JSON body (`None`: not JSON) and these attributes matches.
+    /// Whether a message with this JSON body (`None`: not JSON, which matches no body
+    /// pattern here; see [`FilterPattern::matches`] for text) and these attributes matches.
     pub fn matches_json(
         &self,
         body: Option<&Value>,
         attributes: Option<&crate::queue::Attributes>,
     ) -> bool {
-        let Node::Object(keys) = &self.root else {
-            return false;
-        };
-        keys.iter().all(|(key, node)| match key.as_str() {
-            // A body that is not JSON matches no body pattern, as in Lambda.
-            "body" => body.is_some() && match_node(node, body),
-            "attributes" => {
-                let attributes = attributes.map(|a| {
-                    Value::Object(
-                        a.iter()
-                            .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
-                            .collect(),
-                    )
-                });
-                match_node(node, attributes.as_ref())
-            }
-            _ => false,
-        })
+        match body {
+            Some(json) => self.matches_payload(Some(&Payload::Json(json.clone())), attributes),
+            None => self.matches_payload(None, attributes),
+        }
     }
-}
 
-fn parse_object(map: &Map<String, Value>) -> Result<Node, String> {
-    if map.is_empty() {
-        return Err("an empty object matches nothing useful".into());
+    /// Whether a record with this payload (JSON matched as JSON, anything else as a string)
+    /// and these attributes matches.
+    pub fn matches(&self, payload: &[u8], attributes: Option<&crate::queue::Attributes>) -> bool {
+        self.matches_payload(Some(&Payload::decode(payload)), attributes)
     }
-    let mut keys = Vec::with_capacity(map.len());
-    for (key, value) in map {
-        let node = match value {
-            Value::Object(inner) => parse_object(inner)?,
-            Value::Array(conditions) => {
-                if conditions.is_empty() {
-                    return Err(format!("`{key}` has an empty list of conditions"));
-                }
-                Node::Any(
-                    conditions
-                        .iter()
-                        .map(|c| parse_condition(key, c))
-                        .collect::<Result<_, _>>()?,
+
+    fn matches_payload(
+        &self,
+        payload: Option<&Payload>,
+        attributes: Option<&crate::queue::Attributes>,
+    ) -> bool {
+        self.keys.iter().all(|(key, node)| {
+            if key == self.payload {
+                return match (payload, node) {
+                    (Some(Payload::Json(json)), _) => match_node(node, Some(json)),
+                    // Conditions on the whole payload match a text payload as a string.
+                    (Some(Payload::Text(text)), Node::Any(_)) => match_node(node, Some(text)),
+                    // A JSON pattern never matches a payload that is not JSON (Lambda drops
+                    // the message); nor does anything match a missing payload.
+                    (Some(Payload::Text(_)), Node::Object(_)) | (None, _) => false,
+                };
+            }
+            // `attributes`, the only other key (queues).
+            let attributes = attributes.map(|a| {
+                Value::Object(
+                    a.iter()
+                        .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+                        .collect(),
                 )
-            }
-            other => {
-                return Err(format!(
-                    "`{key}` must be an object or an array of conditions, not {other}"
-                ))
-            }
-        };
-        keys.push((key.clone(), node));
-    }
-    Ok(Node::Object(keys))
-}
-
-fn parse_condition(key: &str, value: &Value) -> Result<Condition, String> {
-    let Value::Object(op) = value else {
-        // A literal: equality (null matches null, "" matches "").
-        return Ok(Condition::Equals(value.clone()));
-    };
-    if op.len() != 1 {
-        return Err(format!(
-            "`{key}`: a condition object has exactly one operator"
-        ));
-    }
-    let (name, arg) = op.iter().next().expect("one entry");
-    match (name.as_str(), arg) {
-        ("prefix", Value::String(p)) => Ok(Condition::Prefix(p.clone())),
-        ("suffix", Value::String(s)) => Ok(Condition::Suffix(s.clone())),
-        ("exists", Value::Bool(b)) => Ok(Condition::Exists(*b)),
-        ("numeric", Value::Array(parts)) => parse_numeric(key, parts),
-        ("anything-but", Value::Array(values)) => {
-            if values.iter().any(|v| v.is_object() || v.is_array()) {
-                return Err(format!("`{key}`: anything-but takes plain values"));
-            }
-            Ok(Condition::AnythingBut(values.clone()))
-        }
-        ("anything-but", Value::Object(inner)) => match inner.get("prefix") {
-            Some(Value::String(p)) if inner.len() == 1 => {
-                Ok(Condition::AnythingButPrefix(p.clone()))
-            }
-            _ => Err(format!(
-                "`{key}`: anything-but takes values or {{\"prefix\": text}}"
-            )),
-        },
-        ("anything-but", plain) if !plain.is_array() => {
-            Ok(Condition::AnythingBut(vec![plain.clone()]))
-        }
-        (name, arg) => Err(format!("`{key}`: unknown operator `{name}` with {arg}")),
-    }
-}
-
-fn parse_numeric(key: &str, parts: &[Value]) -> Result<Condition, String> {
-    if parts.is_empty() || parts.len() % 2 != 0 || parts.len() > 4 {
-        return Err(format!(
-            "`{key}`: numeric takes one or two (operator, number) pairs"
-        ));
-    }
-    let mut comparisons = Vec::new();
-    for pair in parts.chunks(2) {
-        let op = match pair[0].as_str() {
-            Some("<") => Comparison::Lt,
-            Some("<=") => Comparison::Le,
-            Some("=") => Comparison::Eq,
-            Some(">=") => Comparison::Ge,
-            Some(">") => Comparison::Gt,
-            other => return Err(format!("`{key}`: unknown numeric operator {other:?}")),
-        };
-        let n = pair[1]
-            .as_f64()
-            .ok_or_else(|| format!("`{key}`: numeric needs a number after {:?}", pair[0]))?;
-        comparisons.push((op, n));
-    }
-    Ok(Condition::Numeric(comparisons))
-}
-
-fn match_node(node: &Node, value: Option<&Value>) -> bool {
-    match node {
-        Node::Object(keys) => {
-            let object = value.and_then(Value::as_object);
-            keys.iter().all(|(key, inner)| {
-                let field = object.and_then(|o| o.get(key));
-                match_node(inner, field)
-            })
-        }
-        Node::Any(conditions) => conditions.iter().any(|c| match_condition(c, value)),
-    }
-}
-
-fn match_condition(condition: &Condition, value: Option<&Value>) -> bool {
-    if let Condition::Exists(should) = condition {
-        return value.is_some() == *should;
-    }
-    let Some(value) = value else {
-        return false;
-    };
-    if let Value::Array(items) = value {
-        return items
-            .iter()
-            .any(|item| match_condition(condition, Some(item)));
-    }
-    match condition {
-        Condition::Equals(expected) => match (expected, value) {
-            (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-            (a, b) => a == b,
-        },
-        Condition::Prefix(p) => value.as_str().is_some_and(|s| s.starts_with(p.as_str())),
-        Condition::Suffix(p) => value.as_str().is_some_and(|s| s.ends_with(p.as_str())),
-        Condition::Numeric(comparisons) => value.as_f64().is_some_and(|n| {
-            comparisons.iter().all(|(op, bound)| match op {
-                Comparison::Lt => n < *bound,
-                Comparison::Le => n <= *bound,
-                Comparison::Eq => n == *bound,
-                Comparison::Ge => n >= *bound,
-                Comparison::Gt => n > *bound,
-            })
-        }),
-        Condition::AnythingBut(values) => !values.iter().any(|v| match (v, value) {
-            (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-            (a, b) => a == b,
-        }),
-        Condition::AnythingButPrefix(p) => {
-            value.as_str().is_some_and(|s| !s.starts_with(p.as_str()))
-        }
-        Condition::Exists(_) => unreachable!("handled above"),
+            });
+            match_node(node, attributes.as_ref())
+        })
     }
 }
 
@@ -288,15 +217,28 @@ pub struct Filters {
 }
 
 impl Filters {
-    /// Parses up to [`MAX_PATTERNS`] patterns.
+    /// Parses up to [`MAX_PATTERNS`] patterns for a queue mapping.
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] for too many patterns or one that does not parse.
     pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<Self, ConfigError> {
+        Self::parse_for(patterns, &QUEUE)
+    }
+
+    /// Parses up to [`MAX_PATTERNS`] patterns for a stream mapping (key `data`).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for too many patterns or one that does not parse.
+    pub fn parse_for_streams<S: AsRef<str>>(patterns: &[S]) -> Result<Self, ConfigError> {
+        Self::parse_for(patterns, &STREAM)
+    }
+
+    fn parse_for<S: AsRef<str>>(patterns: &[S], shape: &Shape) -> Result<Self, ConfigError> {
         if patterns.len() > MAX_PATTERNS {
             return Err(ConfigError::new(
-                "mapping",
+                shape.owner,
                 "filters",
                 patterns.len(),
                 format!("0..={MAX_PATTERNS} patterns"),
@@ -305,7 +247,7 @@ impl Filters {
         Ok(Self {
             patterns: patterns
                 .iter()
-                .map(|p| FilterPattern::parse(p.as_ref()))
+                .map(|p| FilterPattern::parse_for(p.as_ref(), shape))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -320,9 +262,20 @@ impl Filters {
         if self.patterns.is_empty() {
             return true;
         }
-        let json: Option<Value> = serde_json::from_slice(body).ok();
+        let payload = Payload::decode(body);
         self.patterns
             .iter()
-            .any(|p| p.matches_json(json.as_ref(), Some(attributes)))
+            .any(|p| p.matches_payload(Some(&payload), Some(attributes)))
+    }
+
+    /// Whether a stream record with this data matches any pattern.
+    pub fn matches_data(&self, data: &[u8]) -> bool {
+        if self.patterns.is_empty() {
+            return true;
+        }
+        let payload = Payload::decode(data);
+        self.patterns
+            .iter()
+            .any(|p| p.matches_payload(Some(&payload), None))
     }
 }

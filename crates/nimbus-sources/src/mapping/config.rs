@@ -30,7 +30,11 @@ pub struct QueueMappingConfig {
     pub batch_size: usize,
     /// How long to gather records into a batch (0..=300 s, default 0).
     pub batching_window: Duration,
-    /// Largest batch payload; a batch is sent once it reaches this (default 6 MB, as Lambda).
+    /// Largest batch payload: the records' size in the SQS event JSON (an upper bound,
+    /// computed without serialising), with or without a batching window. Default 6 MiB
+    /// (6,291,456 bytes), Lambda's invocation payload limit. Messages that do not fit are
+    /// released (their receive not counted) for the next batch; a single message larger than
+    /// the cap still goes alone.
     pub max_batch_bytes: usize,
     /// Filter patterns, OR-ed (at most 10); non-matching messages are deleted uninvoked.
     pub filters: Vec<String>,
@@ -47,6 +51,10 @@ pub struct QueueMappingConfig {
     pub scale_up_per_minute: u32,
     /// Long-poll wait of each receive (0..=1 h, default 20 s, SQS's longest).
     pub poll_wait: Duration,
+    /// The queue's name in the records' `eventSourceARN`
+    /// (`arn:aws:sqs:<region>:<account>:<queue_name>`, the region and account being the
+    /// runtime's); default: the mapping's name. 1 to 80 characters.
+    pub queue_name: Option<String>,
 }
 
 impl QueueMappingConfig {
@@ -64,6 +72,7 @@ impl QueueMappingConfig {
             initial_concurrency: 5,
             scale_up_per_minute: 300,
             poll_wait: Duration::from_secs(20),
+            queue_name: None,
         }
     }
 
@@ -137,6 +146,40 @@ impl QueueMappingConfig {
         self
     }
 
+    /// Sets the queue name the records' `eventSourceARN` ends with.
+    #[must_use]
+    pub fn with_queue_name(mut self, name: impl Into<String>) -> Self {
+        self.queue_name = Some(name.into());
+        self
+    }
+
+    /// Checks what a FIFO queue allows, as Lambda does: a batch size of at most 10 and no
+    /// batching window. Called when a mapping is built over a source whose
+    /// [`QueueSource::is_fifo`](crate::QueueSource::is_fifo) says so.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `batch_size` or `batching_window` and the range.
+    pub fn check_fifo(&self) -> Result<(), ConfigError> {
+        if !(1..=10).contains(&self.batch_size) {
+            return Err(ConfigError::new(
+                "mapping",
+                "batch_size",
+                self.batch_size,
+                "1..=10 on a FIFO queue",
+            ));
+        }
+        if !self.batching_window.is_zero() {
+            return Err(ConfigError::new(
+                "mapping",
+                "batching_window",
+                self.batching_window,
+                "0s on a FIFO queue (Lambda supports no batching window there)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every field; parses the filters.
     ///
     /// # Errors
@@ -184,6 +227,11 @@ impl QueueMappingConfig {
         }
         if self.poll_wait > Duration::from_secs(3_600) {
             return err("poll_wait", &self.poll_wait, "0s..=1h");
+        }
+        if let Some(queue) = &self.queue_name {
+            if queue.is_empty() || queue.chars().count() > 80 {
+                return err("queue_name", queue, "1 to 80 characters");
+            }
         }
         Filters::parse(&self.filters)
     }

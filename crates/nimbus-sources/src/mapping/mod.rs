@@ -16,8 +16,12 @@
 //!   (their receive counted) and the rest of the batch is released uncounted. At build time,
 //!   the batching window plus the function timeout must fit in the visibility timeout with a
 //!   tenth of it (at most a second) to spare.
-//! - **FIFO**: records after a failed one in the same message group are failed too, so a group
-//!   is never processed out of order.
+//! - **FIFO** (a source whose [`QueueSource::is_fifo`] says so): as Lambda, the batch size is
+//!   at most 10 and there is no batching window, checked at build time. Records after a failed
+//!   one in the same message group are failed too (returned to the queue), even those the
+//!   function reported as succeeded, so a group is never processed out of order: a stronger
+//!   guarantee than Lambda's, which deletes what the function reported as done; kept on
+//!   purpose.
 //! - **Scaling**: concurrent batches start at `initial_concurrency`, grow by one per full batch
 //!   within `scale_up_per_minute`, shrink to one poller when the queue is empty, and halve on
 //!   function errors and throttles. Each poller holds one batch, so prefetch is bounded by the
@@ -56,10 +60,12 @@ mod drain;
 mod metrics;
 mod process;
 mod scale;
+mod size;
 mod stats;
 mod stop;
+mod wire;
 
-pub(crate) use batch::body_serde;
+pub(crate) use wire::body_serde;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -159,6 +165,8 @@ struct Shared {
     /// The Tokio runtime the mapping was started on: background stats asks run there.
     runtime: tokio::runtime::Handle,
     fifo: bool,
+    /// What the records say they come from (`eventSourceARN`, `awsRegion`, `SenderId`).
+    origin: batch::Origin,
 }
 
 impl std::fmt::Debug for Shared {
@@ -201,6 +209,9 @@ impl QueueMapping {
         config: QueueMappingConfig,
     ) -> Result<Self, ConfigError> {
         let filters = config.validate()?;
+        if source.is_fifo() {
+            config.check_fifo()?;
+        }
         let visibility = source.visibility_timeout();
         if let Some(visibility) = visibility {
             budget::check(
@@ -221,6 +232,10 @@ impl QueueMapping {
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),
             fifo: source.is_fifo(),
+            origin: batch::Origin::new(
+                function.arn(),
+                config.queue_name.as_deref().unwrap_or(&config.name),
+            ),
             filters,
             given_up: CancellationToken::new(),
             cancel_safe: source.receive_is_cancel_safe(),
@@ -409,22 +424,37 @@ impl Shared {
         };
         let received_at = Instant::now();
         let mut batch = first.inspect_err(|e| self.source_error(e))?;
+        // What the records take in the invocation's payload: the batch never passes the cap
+        // (6 MB by default); what does not fit goes back, its receive not counted, for the
+        // next batch.
+        let cap = self.config.max_batch_bytes;
+        let mut bytes = 0;
+        let kept = size::fitting(&batch, &mut bytes, cap);
+        if kept < batch.len() {
+            let over = batch.split_off(kept);
+            self.release(&over).await;
+            return Ok((batch, received_at));
+        }
         if batch.is_empty() || self.config.batching_window.is_zero() {
             return Ok((batch, received_at));
         }
         // The window is at most 300 s (validated).
         let until = received_at + self.config.batching_window;
-        let mut bytes: usize = batch.iter().map(|m| m.body.len()).sum();
-        while batch.len() < size && bytes < self.config.max_batch_bytes {
+        while batch.len() < size && bytes + size::RECORD_ENVELOPE <= cap {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             match self.receive_or_stop(size - batch.len(), left).await {
                 None => break,
-                Some(Ok(more)) => {
-                    bytes += more.iter().map(|m| m.body.len()).sum::<usize>();
+                Some(Ok(mut more)) => {
+                    let kept = size::fitting(&more, &mut bytes, cap);
+                    let over = more.split_off(kept);
                     batch.extend(more);
+                    if !over.is_empty() {
+                        self.release(&over).await;
+                        break;
+                    }
                 }
                 Some(Err(e)) => {
                     // Keep what we have; the next receive reports the failure again if it lasts.

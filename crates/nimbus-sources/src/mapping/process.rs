@@ -269,11 +269,12 @@ impl Shared {
     ) -> Invoked {
         let mut throttled = 0u32;
         loop {
+            let now = std::time::SystemTime::now();
             let batch = QueueBatch {
                 mapping: Arc::clone(&self.name),
                 records: indices
                     .iter()
-                    .map(|&i| QueueRecord::from_message(&messages[i]))
+                    .map(|&i| QueueRecord::from_message(&messages[i], &self.origin, now))
                     .collect(),
             };
             add(&self.counters.invocations, 1);

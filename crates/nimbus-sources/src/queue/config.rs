@@ -32,6 +32,9 @@ pub struct QueueConfig {
     pub dead_letter: Option<Arc<InMemoryQueue>>,
     /// A FIFO queue: ordered per message group, one group's messages in flight at a time.
     pub fifo: bool,
+    /// Largest message accepted, body plus attribute names and values (1,024..=1,048,576
+    /// bytes, default 1 MiB, as SQS); a larger one is refused with [`SourceError::TooLarge`].
+    pub max_message_size: usize,
 }
 
 impl Default for QueueConfig {
@@ -43,6 +46,7 @@ impl Default for QueueConfig {
             max_receive_count: None,
             dead_letter: None,
             fifo: false,
+            max_message_size: super::limits::MAX_MESSAGE_SIZE,
         }
     }
 }
@@ -77,6 +81,13 @@ impl QueueConfig {
         self
     }
 
+    /// Sets the largest message accepted.
+    #[must_use]
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
     /// Makes the queue FIFO.
     #[must_use]
     pub fn fifo(mut self) -> Self {
@@ -92,6 +103,7 @@ impl QueueConfig {
         if self.delay > MAX_DELAY {
             return err("delay", &self.delay, "0s..=15min");
         }
+        super::limits::check_max_message_size("queue", self.max_message_size)?;
         if !(1..=100_000_000).contains(&self.capacity) {
             return err("capacity", &self.capacity, "1..=100000000");
         }
@@ -153,6 +165,17 @@ impl Outgoing {
         self.group_id = Some(group.into());
         self
     }
+}
+
+/// A batch send of which some messages were refused; every other one was sent. Nothing is
+/// dropped: each refused message is handed back with its place in the batch and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{} of the batch's messages refused (first at {}: {})", refused.len(), refused[0].0, refused[0].1)]
+pub struct SendBatchError {
+    /// The place in the batch and the id of each message sent, in order.
+    pub sent: Vec<(usize, super::MessageId)>,
+    /// The place in the batch of each message refused, in order, with the message handed back.
+    pub refused: Vec<(usize, SendError)>,
 }
 
 /// A send the queue refused; the message is handed back.

@@ -16,7 +16,7 @@ mod message;
 mod source;
 mod stats;
 
-pub use config::{Outgoing, QueueConfig, SendError};
+pub use config::{Outgoing, QueueConfig, SendBatchError, SendError};
 pub use memory::InMemoryQueue;
 pub use message::{Attributes, Message, MessageId, Receipt};
 pub use source::{QueueProducer, QueueSource};

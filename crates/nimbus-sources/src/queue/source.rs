@@ -262,7 +262,9 @@ pub trait QueueSource: Send + Sync + 'static {
         None
     }
 
-    /// Whether messages are ordered per message group (a FIFO queue).
+    /// Whether messages are ordered per message group (a FIFO queue). A mapping over a FIFO
+    /// source refuses, when it is built, a batch size above 10 and a batching window, as
+    /// Lambda does; a source with message groups must say so here.
     fn is_fifo(&self) -> bool {
         false
     }

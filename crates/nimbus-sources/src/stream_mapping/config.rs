@@ -65,6 +65,10 @@ pub struct StreamMappingConfig {
     /// mappings started from one configuration never share a name, and so never both pass
     /// the checkpoint fence; the configured part still tells an operator whose lease it is.
     pub owner: String,
+    /// Filter patterns on the record's `data` (Lambda's `FilterCriteria` for Kinesis), OR-ed,
+    /// at most [`crate::MAX_PATTERNS`]; records no pattern matches are skipped: checkpointed
+    /// past, never handed to the function. Empty: every record is handled.
+    pub filters: Vec<String>,
 }
 
 impl StreamMappingConfig {
@@ -87,6 +91,7 @@ impl StreamMappingConfig {
             poll_wait: Duration::from_secs(20),
             lease_ttl: Duration::from_secs(30),
             owner: format!("nimbus-{:016x}", fastrand::u64(..)),
+            filters: Vec::new(),
         }
     }
 
@@ -94,6 +99,14 @@ impl StreamMappingConfig {
     #[must_use]
     pub fn with_starting_position(mut self, position: Position) -> Self {
         self.starting_position = position;
+        self
+    }
+
+    /// Adds a filter pattern on `data`, e.g. `{"data": {"type": ["order"]}}` (data that is
+    /// JSON) or `{"data": [{"prefix": "ERROR"}]}` (text).
+    #[must_use]
+    pub fn with_filter(mut self, pattern: impl Into<String>) -> Self {
+        self.filters.push(pattern.into());
         self
     }
 
@@ -254,6 +267,7 @@ impl StreamMappingConfig {
         if !(Duration::from_secs(1)..=Duration::from_secs(3_600)).contains(&self.lease_ttl) {
             return err("lease_ttl", &self.lease_ttl, "1s..=1h");
         }
+        crate::filter::Filters::parse_for_streams(&self.filters)?;
         let discards = self.max_retry_attempts >= 0 || self.max_record_age.is_some();
         if discards && !has_on_failure {
             return err(

@@ -19,6 +19,8 @@ pub struct ShardMetrics {
     pub bisections: u64,
     /// Records sent to the on-failure destination.
     pub sent_to_on_failure: u64,
+    /// Records skipped because no filter matched them.
+    pub filtered: u64,
     /// Age of the last record of the last batch when it was handled (Lambda's IteratorAge).
     pub iterator_age: Duration,
     /// The checkpoint.
@@ -45,6 +47,8 @@ pub struct StreamMappingMetrics {
     pub bisections: u64,
     /// Records sent to the on-failure destination.
     pub sent_to_on_failure: u64,
+    /// Records skipped because no filter matched them.
+    pub filtered: u64,
     /// The largest iterator age over the shards.
     pub iterator_age: Duration,
     /// Shards being read by this process now.

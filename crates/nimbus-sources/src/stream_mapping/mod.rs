@@ -46,7 +46,7 @@
 //! (the heartbeat loop and store guards), `balance` (leases and the fair share), `reader` (a
 //! shard's read loop and its checkpoints between rounds), `round` (lanes), `progress` (the
 //! finished prefix, and checkpoint writes under the reader's lease), `window` (tumbling
-//! windows), `failure` (retries, bisection, the on-failure destination) and `drain` (the
+//! windows), `filtering` (records no filter matches), `failure` (retries, bisection, the on-failure destination) and `drain` (the
 //! future that says the source is drained).
 
 mod balance;
@@ -56,6 +56,7 @@ mod config;
 mod coordinator;
 mod drain;
 mod failure;
+mod filtering;
 mod metrics;
 mod progress;
 mod reader;
@@ -113,6 +114,8 @@ struct Shared {
     tasks: TaskTracker,
     stopped_rounds: AtomicU64,
     drain: drain::Drain,
+    /// The parsed `config.filters`.
+    filters: crate::filter::Filters,
 }
 
 /// How long past its deadline a stopping stream mapping waits for checkpoints and lease
@@ -233,6 +236,7 @@ impl StreamMapping {
         on_failure: Option<Arc<dyn FailureDestination>>,
     ) -> Result<Self, ConfigError> {
         config.validate(on_failure.is_some())?;
+        let filters = crate::filter::Filters::parse_for_streams(&config.filters)?;
         let mut config = config;
         // Unique per start: a name shared by two processes (one config, or host names reused)
         // would let both read every shard and pass each other's fence.
@@ -257,6 +261,7 @@ impl StreamMapping {
             tasks: TaskTracker::new(),
             stopped_rounds: AtomicU64::new(0),
             drain: drain::Drain::default(),
+            filters,
         });
         shared.tasks.spawn(Arc::clone(&shared).coordinate());
         Ok(Self { shared })
@@ -276,6 +281,7 @@ impl StreamMapping {
             m.retries += s.retries;
             m.bisections += s.bisections;
             m.sent_to_on_failure += s.sent_to_on_failure;
+            m.filtered += s.filtered;
             m.iterator_age = m.iterator_age.max(s.iterator_age);
         }
         m.shards = shards

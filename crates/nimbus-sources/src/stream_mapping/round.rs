@@ -6,7 +6,6 @@ use std::sync::Arc;
 use nimbus_core::{InvokeError, InvokeOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::progress::Round;
 use super::{Done, Shared, StreamBatch, StreamResponse};
 use crate::stream::{hash_key, ShardId, StreamRecord};
 
@@ -35,7 +34,7 @@ impl Shared {
         records: Vec<StreamRecord>,
         cancel: &CancellationToken,
     ) -> Done {
-        let round = Arc::new(Round::new(&records));
+        let (round, records) = self.skip_filtered(shard, records).await;
         let factor = self.config.parallelization_factor as u128;
         let lanes: Vec<Vec<StreamRecord>> = if factor == 1 {
             // One lane: no key to hash.

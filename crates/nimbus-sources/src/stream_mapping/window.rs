@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use super::progress::Round;
 use super::{Done, Shared, StreamBatch, TumblingWindow};
 use crate::refusal::{classify, Refusal};
 use crate::stream::{ShardId, StreamRecord};
@@ -35,7 +34,7 @@ impl Shared {
         window: &mut Window,
         cancel: &CancellationToken,
     ) -> Done {
-        let round = Arc::new(Round::new(&records));
+        let (round, records) = self.skip_filtered(shard, records).await;
         let mut rest = records.as_slice();
         while let Some(first) = rest.first() {
             let bounds = window_of(first.arrived_at, self.config.tumbling_window);

@@ -171,7 +171,147 @@ fn pattern_table() {
 }
 
 #[test]
-fn bodies_that_are_not_json_match_no_body_pattern() {
+fn text_bodies_are_strings_to_conditions_and_match_no_object_pattern() {
+    // (pattern, body, reaches the function)
+    let cases: &[(&str, &str, bool)] = &[
+        (r#"{"body": ["ERROR disk full"]}"#, "ERROR disk full", true),
+        (r#"{"body": ["ERROR"]}"#, "ERROR disk full", false),
+        (
+            r#"{"body": [{"prefix": "ERROR"}]}"#,
+            "ERROR disk full",
+            true,
+        ),
+        (
+            r#"{"body": [{"prefix": "ERROR"}]}"#,
+            "error disk full",
+            false,
+        ),
+        (r#"{"body": [{"suffix": "full"}]}"#, "ERROR disk full", true),
+        (
+            r#"{"body": [{"suffix": "full"}]}"#,
+            "ERROR disk empty",
+            false,
+        ),
+        (r#"{"body": [{"anything-but": ["ping"]}]}"#, "pong", true),
+        (r#"{"body": [{"anything-but": ["ping"]}]}"#, "ping", false),
+        (
+            r#"{"body": [{"anything-but": {"prefix": "DEBUG"}}]}"#,
+            "INFO x",
+            true,
+        ),
+        (
+            r#"{"body": [{"anything-but": {"prefix": "DEBUG"}}]}"#,
+            "DEBUG x",
+            false,
+        ),
+        (r#"{"body": [{"exists": true}]}"#, "anything", true),
+        (r#"{"body": [{"exists": false}]}"#, "anything", false),
+        (
+            r#"{"body": [{"equals-ignore-case": "error"}]}"#,
+            "ERROR",
+            true,
+        ),
+        (
+            r#"{"body": [{"equals-ignore-case": "error"}]}"#,
+            "ERRORS",
+            false,
+        ),
+        (
+            r#"{"body": [{"wildcard": "ERROR*full"}]}"#,
+            "ERROR disk full",
+            true,
+        ),
+        (
+            r#"{"body": [{"wildcard": "ERROR*full"}]}"#,
+            "ERROR disk empty",
+            false,
+        ),
+        (
+            r#"{"body": [{"wildcard": "*disk*"}]}"#,
+            "ERROR disk full",
+            true,
+        ),
+        (r#"{"body": [{"wildcard": "a\\*b"}]}"#, "a*b", true),
+        (r#"{"body": [{"wildcard": "a\\*b"}]}"#, "axb", false),
+        // a number condition needs a number: a text body is a string
+        (r#"{"body": [{"numeric": [">", 1]}]}"#, "5 apples", false),
+        // a JSON pattern never matches a text body (Lambda drops the message)
+        (
+            r#"{"body": {"level": ["ERROR"]}}"#,
+            "ERROR disk full",
+            false,
+        ),
+        (
+            r#"{"body": {"level": [{"exists": false}]}}"#,
+            "ERROR disk full",
+            false,
+        ),
+        // a body that is JSON is matched as JSON: a number, an object
+        (r#"{"body": [{"numeric": [">", 1]}]}"#, "5", true),
+        (r#"{"body": [{"prefix": "{"}]}"#, r#"{"a": 1}"#, false),
+        (r#"{"body": ["quoted"]}"#, r#""quoted""#, true),
+    ];
+    for (pattern, body, expected) in cases {
+        let parsed = FilterPattern::parse(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}"));
+        assert_eq!(
+            parsed.matches(body.as_bytes(), None),
+            *expected,
+            "pattern {pattern} on {body}"
+        );
+        let filters = Filters::parse(&[pattern]).unwrap();
+        assert_eq!(
+            filters.matches(body.as_bytes(), &Attributes::new()),
+            *expected
+        );
+    }
+}
+
+#[test]
+fn equals_ignore_case_and_wildcard_on_json_fields() {
+    let cases: &[(&str, serde_json::Value, bool)] = &[
+        (
+            r#"{"body": {"n": [{"equals-ignore-case": "alice"}]}}"#,
+            json!({"n": "ALICE"}),
+            true,
+        ),
+        (
+            r#"{"body": {"n": [{"equals-ignore-case": "alice"}]}}"#,
+            json!({"n": "bob"}),
+            false,
+        ),
+        (
+            r#"{"body": {"p": [{"wildcard": "logs/*/*.txt"}]}}"#,
+            json!({"p": "logs/2024/a.txt"}),
+            true,
+        ),
+        (
+            r#"{"body": {"p": [{"wildcard": "logs/*/*.txt"}]}}"#,
+            json!({"p": "logs/a.txt"}),
+            false,
+        ),
+        (
+            r#"{"body": {"p": [{"wildcard": "a*a"}]}}"#,
+            json!({"p": "a"}),
+            false,
+        ),
+        (
+            r#"{"body": {"p": [{"wildcard": "x*"}]}}"#,
+            json!({"p": 1}),
+            false,
+        ),
+    ];
+    for (pattern, body, expected) in cases {
+        let parsed = FilterPattern::parse(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}"));
+        assert_eq!(
+            parsed.matches_json(Some(body), None),
+            *expected,
+            "{pattern} on {body}"
+        );
+    }
+}
+
+#[test]
+fn bodies_that_are_not_json_match_no_object_pattern() {
     let filters = Filters::parse(&[r#"{"body": {"a": [{"exists": false}]}}"#]).unwrap();
     assert!(!filters.matches(b"plain text", &Attributes::new()));
     assert!(filters.matches(br#"{"b": 1}"#, &Attributes::new()));
@@ -205,6 +345,11 @@ fn invalid_patterns_are_config_errors() {
         r#"{"body": {"a": [{"numeric": ["~", 1]}]}}"#,
         r#"{"body": {"a": [{"prefix": 1}]}}"#,
         r#"{"body": {"a": [{"wildcard": "*"}]}}"#,
+        r#"{"body": {"a": [{"wildcard": "a**b"}]}}"#,
+        r#"{"body": {"a": [{"wildcard": "a\\b"}]}}"#,
+        r#"{"body": {"a": [{"equals-ignore-case": 1}]}}"#,
+        r#"{"data": ["x"]}"#,
+        "{}",
         r#"{"body": {"a": [{"prefix": "x", "suffix": "y"}]}}"#,
     ];
     for pattern in bad {

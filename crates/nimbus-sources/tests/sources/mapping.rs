@@ -176,6 +176,32 @@ async fn non_matching_messages_are_deleted_without_invoking() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn plain_text_bodies_are_matched_as_strings_and_only_non_matching_ones_deleted() {
+    let rt = runtime();
+    let (function, seen) = recording(&rt, "text").await;
+    let q = queue(QueueConfig::default());
+    for body in [
+        "ERROR disk full",
+        "INFO all good",
+        "error lower case",
+        r#"{"level":"ERROR"}"#,
+    ] {
+        q.send(body).unwrap();
+    }
+    let config = QueueMappingConfig::new("text").with_filter(r#"{"body": [{"prefix": "ERROR"}]}"#);
+    let mapping = QueueMapping::start(q.clone(), function, config).unwrap();
+    eventually(LIMIT, || q.is_empty()).await;
+    let m = mapping.metrics();
+    assert_eq!(
+        (m.filtered, m.deleted),
+        (3, 1),
+        "only the text starting with ERROR is handled"
+    );
+    assert_eq!(seen.lock().concat(), vec!["ERROR disk full".to_owned()]);
+    mapping.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn fifo_groups_are_handled_in_order_even_across_failures() {
     let rt = runtime();
     let log = Arc::new(parking_lot::Mutex::new(Vec::<(String, u32)>::new()));
@@ -390,4 +416,45 @@ async fn stopping_lets_batches_in_flight_finish() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(q.len(), 1, "a stopped mapping receives nothing");
     assert_eq!(seen.lock().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifo_mappings_refuse_a_batch_size_above_ten_and_a_batching_window() {
+    let rt = runtime();
+    let fifo = queue(QueueConfig::default().fifo());
+    let standard = queue(QueueConfig::default());
+    for (config, field) in [
+        (
+            QueueMappingConfig::new("f")
+                .with_batch_size(11)
+                .with_batching_window(Duration::from_secs(1)),
+            "batch_size",
+        ),
+        (
+            QueueMappingConfig::new("f")
+                .with_batch_size(5)
+                .with_batching_window(Duration::from_secs(1)),
+            "batching_window",
+        ),
+    ] {
+        let (function, _) = recording(&rt, &format!("fifo-checked-{field}")).await;
+        let err = QueueMapping::start(fifo.clone(), function, config.clone()).unwrap_err();
+        assert_eq!(err.field, field);
+        assert!(err.allowed.contains("FIFO"), "{err}");
+        // The same configuration is fine on a standard queue.
+        let (function, _) = recording(&rt, &format!("standard-ok-{field}")).await;
+        QueueMapping::start(standard.clone(), function, config)
+            .unwrap()
+            .stop(Duration::from_secs(1))
+            .await;
+    }
+    let (function, _) = recording(&rt, "fifo-ok").await;
+    QueueMapping::start(
+        fifo,
+        function,
+        QueueMappingConfig::new("f").with_batch_size(10),
+    )
+    .unwrap()
+    .stop(Duration::from_secs(1))
+    .await;
 }

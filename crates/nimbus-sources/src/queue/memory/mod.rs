@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::config::{Outgoing, QueueConfig, SendError, MAX_DELAY, MAX_VISIBILITY};
+use super::config::{Outgoing, QueueConfig, SendBatchError, SendError, MAX_DELAY, MAX_VISIBILITY};
 use super::{Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt};
 use crate::error::{ConfigError, SourceError};
 use state::{State, Stored};
@@ -62,7 +62,8 @@ impl InMemoryQueue {
     /// # Errors
     ///
     /// [`SendError`] hands the message back when the queue is full, when a FIFO queue gets
-    /// a message without a group, or when its delay is above 15 minutes
+    /// a message without a group, when the message is above `max_message_size`
+    /// ([`SourceError::TooLarge`]), or when its delay is above 15 minutes
     /// ([`SourceError::Invalid`] naming `delay`).
     pub fn send(&self, body: impl Into<Bytes>) -> Result<MessageId, SendError> {
         self.send_message(Outgoing::new(body))
@@ -74,54 +75,39 @@ impl InMemoryQueue {
     ///
     /// As [`InMemoryQueue::send`].
     pub fn send_message(&self, message: Outgoing) -> Result<MessageId, SendError> {
-        let mut ids = self.send_batch(std::iter::once(message))?;
-        Ok(ids.pop().expect("one message sent"))
+        match self.send_batch(std::iter::once(message)) {
+            Ok(mut ids) => Ok(ids.pop().expect("one message sent")),
+            Err(mut batch) => Err(batch.refused.pop().expect("one message refused").1),
+        }
     }
 
-    /// Sends many messages under one lock; returns their ids. Stops at the first refused one,
-    /// which is handed back (the ones before it are sent).
+    /// Sends many messages under one lock; returns their ids. Each message is taken or
+    /// refused on its own (as SQS's `SendMessageBatch` answers per entry).
     ///
     /// # Errors
     ///
-    /// As [`InMemoryQueue::send`].
+    /// [`SendBatchError`] when any message was refused, for the reasons of
+    /// [`InMemoryQueue::send`]: it lists the ids of the messages sent and hands back the
+    /// refused ones with their places in the batch. Once the queue is full, every later
+    /// message is refused too.
     pub fn send_batch(
         &self,
         messages: impl IntoIterator<Item = Outgoing>,
-    ) -> Result<Vec<MessageId>, SendError> {
+    ) -> Result<Vec<MessageId>, SendBatchError> {
         let now = Instant::now();
         let sent_at = SystemTime::now();
         // Sent by an invocation: the messages carry its work's hop count on.
         let hop_count = hops::outgoing().map(|h| h.to_string());
-        let mut ids = Vec::new();
-        let mut refused = None;
+        let mut sent = Vec::new();
+        let mut refused = Vec::new();
         {
             let mut state = self.state.lock();
-            for message in messages {
-                if self.config.fifo && message.group_id.is_none() {
-                    refused = Some(SendError {
-                        message,
-                        error: SourceError::Invalid("a FIFO queue needs a message group".into()),
-                    });
-                    break;
-                }
-                if state.held >= self.config.capacity {
-                    refused = Some(SendError {
-                        message,
-                        error: SourceError::Full {
-                            capacity: self.config.capacity,
-                        },
-                    });
-                    break;
+            for (place, message) in messages.into_iter().enumerate() {
+                if let Err(error) = self.check(&state, &message) {
+                    refused.push((place, SendError { message, error }));
+                    continue;
                 }
                 let delay = message.delay.unwrap_or(self.config.delay);
-                if delay > MAX_DELAY {
-                    let error = ConfigError::new("message", "delay", delay, "0s..=15min");
-                    refused = Some(SendError {
-                        message,
-                        error: SourceError::Invalid(error.to_string()),
-                    });
-                    break;
-                }
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let body = message.body;
                 // Cloning a `Bytes` made from a `Vec` allocates its shared header the first
@@ -143,19 +129,42 @@ impl InMemoryQueue {
                 if delay.is_zero() {
                     state.make_visible(self.config.fifo, stored, false);
                 } else {
-                    // At most 15 min (checked above).
+                    // At most 15 min (checked).
                     state.delay(stored, now + delay);
                 }
-                ids.push(MessageId::number(id));
+                sent.push((place, MessageId::number(id)));
             }
         }
-        if !ids.is_empty() {
+        if !sent.is_empty() {
             self.arrived.notify_waiters();
         }
-        match refused {
-            Some(error) => Err(error),
-            None => Ok(ids),
+        if refused.is_empty() {
+            Ok(sent.into_iter().map(|(_, id)| id).collect())
+        } else {
+            Err(SendBatchError { sent, refused })
         }
+    }
+
+    /// Why `message` cannot be taken now, if it cannot.
+    fn check(&self, state: &State, message: &Outgoing) -> Result<(), SourceError> {
+        if self.config.fifo && message.group_id.is_none() {
+            return Err(SourceError::Invalid(
+                "a FIFO queue needs a message group".into(),
+            ));
+        }
+        let size = super::limits::message_size(&message.body, &message.attributes);
+        super::limits::check_message_size(size, self.config.max_message_size)?;
+        if state.held >= self.config.capacity {
+            return Err(SourceError::Full {
+                capacity: self.config.capacity,
+            });
+        }
+        let delay = message.delay.unwrap_or(self.config.delay);
+        if delay > MAX_DELAY {
+            let error = ConfigError::new("message", "delay", delay, "0s..=15min");
+            return Err(SourceError::Invalid(error.to_string()));
+        }
+        Ok(())
     }
 
     /// Counts of the queue now.

@@ -120,6 +120,8 @@ impl Parts {
 
     /// A mapping's state, without its coordinator: the test drives the engine itself.
     pub(super) fn build(self, function: StreamFunction) -> Arc<Shared> {
+        let filters =
+            crate::filter::Filters::parse_for_streams(&self.config.filters).expect("valid filters");
         Arc::new(Shared {
             name: Arc::from(self.config.name.as_str()),
             function,
@@ -139,6 +141,7 @@ impl Parts {
             tasks: TaskTracker::new(),
             stopped_rounds: AtomicU64::new(0),
             drain: Default::default(),
+            filters,
         })
     }
 }
