@@ -52,6 +52,7 @@
 //! # }
 //! ```
 
+mod aws_time;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use nimbus_core::{DeliveryError, ErrorInfo};
+use nimbus_core::DeliveryError;
 use serde::{Deserialize, Serialize};
 
+use super::StreamFailure;
 use crate::stream::{Sequence, ShardId, StreamRecord};
 
 /// The records of one invocation by a stream mapping (Lambda's `KinesisEvent`), all from one
@@ -83,33 +84,6 @@ pub enum StreamCondition {
     RecordAgeExceeded,
 }
 
-/// What the on-failure destination receives: Lambda's invocation record with its
-/// `KinesisBatchInfo`, plus the records themselves (in-process, nothing needs re-reading).
-#[derive(Debug, Clone, Serialize)]
-#[non_exhaustive]
-pub struct StreamFailure {
-    /// The mapping.
-    pub mapping: Arc<str>,
-    /// The function.
-    pub function: Arc<str>,
-    /// When.
-    pub timestamp: SystemTime,
-    /// Why.
-    pub condition: StreamCondition,
-    /// The shard.
-    pub shard_id: ShardId,
-    /// The first record's sequence number.
-    pub first_sequence: Sequence,
-    /// The last record's sequence number.
-    pub last_sequence: Sequence,
-    /// How many records.
-    pub batch_size: usize,
-    /// The last attempt's error, if an attempt was made.
-    pub error: Option<ErrorInfo>,
-    /// The records.
-    pub records: Vec<StreamRecord>,
-}
-
 /// Where a stream mapping sends records it gives up on. A Tokio channel of [`StreamFailure`]s
 /// is one already; a host implements it for anything else.
 ///
@@ -164,9 +138,10 @@ pub struct StreamFailure {
 /// // Waits (long poll) for the failure to arrive.
 /// let received = failures.receive(1, Duration::from_secs(30)).await?;
 /// let failure: serde_json::Value = serde_json::from_slice(&received[0].body)?;
-/// assert_eq!(failure["condition"], "RetryAttemptsExhausted");
-/// assert_eq!(failure["batch_size"], 1);
-/// assert_eq!(failure["error"]["message"], "database is down");
+/// assert_eq!(failure["requestContext"]["condition"], "RetryAttemptsExhausted");
+/// assert_eq!(failure["KinesisBatchInfo"]["batchSize"], 1);
+/// assert_eq!(failure["responseContext"]["functionError"], "Unhandled");
+/// assert_eq!(failure["nimbus"]["error"]["errorMessage"], "database is down");
 /// runtime.shutdown(Duration::from_secs(1)).await;
 /// # Ok(())
 /// # }

@@ -28,6 +28,10 @@ use crate::stream::Position;
 pub struct StreamMappingConfig {
     /// The mapping's name (checkpoints and leases are kept under it).
     pub name: String,
+    /// The stream's name, for the ARN that on-failure records give
+    /// (`arn:aws:kinesis:<region>:<account>:stream/<name>`, in the runtime's region and
+    /// account); `None` (the default) names the mapping instead.
+    pub stream_name: Option<String>,
     /// Where to start a shard that has no checkpoint (default `TrimHorizon`).
     pub starting_position: Position,
     /// Records per batch at most (1..=10,000, default 100).
@@ -72,6 +76,7 @@ impl StreamMappingConfig {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
+            stream_name: None,
             starting_position: Position::TrimHorizon,
             batch_size: 100,
             batching_window: Duration::ZERO,
@@ -88,6 +93,13 @@ impl StreamMappingConfig {
             lease_ttl: Duration::from_secs(30),
             owner: format!("nimbus-{:016x}", fastrand::u64(..)),
         }
+    }
+
+    /// Names the stream in the ARN of on-failure records.
+    #[must_use]
+    pub fn with_stream_name(mut self, stream: impl Into<String>) -> Self {
+        self.stream_name = Some(stream.into());
+        self
     }
 
     /// Sets the starting position.
@@ -202,6 +214,19 @@ impl StreamMappingConfig {
         };
         if self.name.is_empty() || self.name.len() > 128 {
             return err("name", &self.name, "1 to 128 characters");
+        }
+        if let Some(stream) = &self.stream_name {
+            let ok = (1..=128).contains(&stream.len())
+                && stream
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            if !ok {
+                return err(
+                    "stream_name",
+                    stream,
+                    "1 to 128 characters of a-z, A-Z, 0-9, '_', '.' and '-'",
+                );
+            }
         }
         if !(1..=10_000).contains(&self.batch_size) {
             return err("batch_size", &self.batch_size, "1..=10000");

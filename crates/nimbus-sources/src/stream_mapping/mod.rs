@@ -46,7 +46,8 @@
 //! (the heartbeat loop and store guards), `balance` (leases and the fair share), `reader` (a
 //! shard's read loop and its checkpoints between rounds), `round` (lanes), `progress` (the
 //! finished prefix, and checkpoint writes under the reader's lease), `window` (tumbling
-//! windows), `failure` (retries, bisection, the on-failure destination) and `drain` (the
+//! windows), `failure` (retries, bisection, the on-failure destination), `record` (what the
+//! on-failure destination receives, in Lambda's shape) and `drain` (the
 //! future that says the source is drained).
 
 mod balance;
@@ -59,6 +60,7 @@ mod failure;
 mod metrics;
 mod progress;
 mod reader;
+mod record;
 mod round;
 #[cfg(test)]
 mod tests;
@@ -74,13 +76,12 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use batch::{
-    FailureDestination, StreamBatch, StreamCondition, StreamFailure, StreamResponse, TumblingWindow,
-};
+pub use batch::{FailureDestination, StreamBatch, StreamCondition, StreamResponse, TumblingWindow};
 pub use builder::{HasStore, NeedsStore, StreamMappingBuilder};
 pub use config::StreamMappingConfig;
 pub use drain::DrainError;
 pub use metrics::{ShardMetrics, StreamMappingMetrics};
+pub use record::StreamFailure;
 
 use crate::error::ConfigError;
 use crate::status::{settle_status, MappingStatus};
@@ -91,6 +92,8 @@ pub type StreamFunction = FunctionHandle<StreamBatch, StreamResponse>;
 
 struct Shared {
     name: Arc<str>,
+    /// The stream's ARN, as on-failure records name it.
+    stream_arn: Arc<str>,
     config: StreamMappingConfig,
     source: Arc<dyn StreamSource>,
     function: StreamFunction,
@@ -239,6 +242,10 @@ impl StreamMapping {
         config.owner = format!("{}#{:016x}", config.owner, fastrand::u64(..));
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),
+            stream_arn: Arc::from(record::stream_arn(
+                function.arn(),
+                config.stream_name.as_deref().unwrap_or(&config.name),
+            )),
             // Its handlers see this mapping as the principal.
             function: function.for_event_source(&config.name),
             config,

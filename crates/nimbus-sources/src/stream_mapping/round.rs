@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use nimbus_core::{InvokeError, InvokeOptions};
+use nimbus_core::{InvokeError, InvokeOptions, RequestId};
 use tokio_util::sync::CancellationToken;
 
 use super::progress::Round;
@@ -80,7 +80,20 @@ impl Shared {
         batch: StreamBatch,
         attempt: u32,
     ) -> Result<StreamResponse, InvokeError> {
+        self.invoke_reporting(batch, attempt).await.0
+    }
+
+    /// Invokes the function, with the request id of the invocation when a handler ran.
+    pub(super) async fn invoke_reporting(
+        &self,
+        batch: StreamBatch,
+        attempt: u32,
+    ) -> (Result<StreamResponse, InvokeError>, Option<RequestId>) {
         let options = InvokeOptions::default().with_attempt(attempt);
-        self.function.invoke_with(batch, options).await.result
+        let invocation = self.function.invoke_with(batch, options).await;
+        (
+            invocation.result,
+            invocation.report.map(|report| report.request_id),
+        )
     }
 }

@@ -114,11 +114,11 @@ async fn round_trip(first: Sequence) {
     assert_eq!(failure.last_sequence, sequences[3]);
     let failure_json = serde_json::to_value(&failure).unwrap();
     assert_eq!(
-        failure_json["first_sequence"],
+        failure_json["KinesisBatchInfo"]["startSequenceNumber"],
         json!(sequences[3].to_string())
     );
     assert_eq!(
-        failure_json["records"][0]["sequence"],
+        failure_json["nimbus"]["records"][0]["sequence"],
         json!(sequences[3].to_string())
     );
     // The checkpoint is the last record's number, in the metrics and in the store.

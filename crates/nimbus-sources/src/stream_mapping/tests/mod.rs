@@ -1,11 +1,13 @@
 //! Unit tests of the stream engine, one file per module: balancing against a scripted lease
 //! store, progress against the rule that a checkpoint never passes an unfinished record,
-//! windows against their state rules, failure handling, lanes and the reader.
+//! windows against their state rules, failure handling, lanes and the reader, and the
+//! on-failure record against Lambda's.
 
 mod balance;
 mod failure;
 mod progress;
 mod reader;
+mod record;
 mod round;
 mod support;
 mod window;

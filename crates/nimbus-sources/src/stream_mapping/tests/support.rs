@@ -122,6 +122,13 @@ impl Parts {
     pub(super) fn build(self, function: StreamFunction) -> Arc<Shared> {
         Arc::new(Shared {
             name: Arc::from(self.config.name.as_str()),
+            stream_arn: Arc::from(super::super::record::stream_arn(
+                function.arn(),
+                self.config
+                    .stream_name
+                    .as_deref()
+                    .unwrap_or(&self.config.name),
+            )),
             function,
             config: self.config,
             source: self.source,
