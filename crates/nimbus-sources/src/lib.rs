@@ -73,7 +73,8 @@ pub use mapping::{
 };
 pub use object::{
     decode_key, encode_key, EventTarget, EventType, InMemoryObjectStore, NotificationConfig,
-    NotificationRule, ObjectEvent, ObjectInfo, ObjectStore, S3Bucket, S3Entity, S3Object,
+    NotificationRule, ObjectEvent, ObjectInfo, ObjectStore, RequestParameters, ResponseElements,
+    S3Bucket, S3Entity, S3Event, S3Object, UserIdentity,
 };
 #[cfg(feature = "directory")]
 pub use object::{DirectoryConfig, DirectoryStore};
