@@ -51,7 +51,9 @@ pub struct StreamMappingConfig {
     /// Records older than this go to the on-failure destination unhandled
     /// (`None` = never, or 60 s..=7 days; default `None`).
     pub max_record_age: Option<Duration>,
-    /// Honour `StreamResponse::item_failures` (default true).
+    /// Honour `StreamResponse::item_failures` (Lambda's `ReportBatchItemFailures`; default
+    /// false, as Lambda: a response listing failed items is then a success, and the whole
+    /// batch is checkpointed).
     pub report_batch_item_failures: bool,
     /// Tumbling windows of this length, with state carried between invocations
     /// (0 = off, up to 900 s; needs a parallelization factor of 1).
@@ -85,7 +87,7 @@ impl StreamMappingConfig {
             bisect_on_error: false,
             max_retry_attempts: -1,
             max_record_age: None,
-            report_batch_item_failures: true,
+            report_batch_item_failures: false,
             tumbling_window: Duration::ZERO,
             retry_backoff: Backoff::new(Duration::from_secs(1), 2.0, Duration::from_secs(30), 0.2)
                 .expect("valid default"),
@@ -158,7 +160,7 @@ impl StreamMappingConfig {
         self
     }
 
-    /// Honours partial batch responses or not.
+    /// Honours partial batch responses (`StreamResponse::item_failures`) or not.
     #[must_use]
     pub fn with_report_batch_item_failures(mut self, on: bool) -> Self {
         self.report_batch_item_failures = on;

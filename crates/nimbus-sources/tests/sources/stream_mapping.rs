@@ -315,7 +315,7 @@ async fn partial_responses_checkpoint_before_the_lowest_failure_and_retry_from_i
     let mapping = StreamMapping::builder(
         stream.clone(),
         function,
-        fast_retries(StreamMappingConfig::new("partial")),
+        fast_retries(StreamMappingConfig::new("partial").with_report_batch_item_failures(true)),
     )
     .in_memory_store()
     .start()
@@ -330,6 +330,31 @@ async fn partial_responses_checkpoint_before_the_lowest_failure_and_retry_from_i
         mapping.metrics().shards[&*shard].checkpoint.as_ref() == Some(&seqs[3])
     })
     .await;
+    mapping.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn item_failures_are_a_success_unless_the_mapping_reports_them_as_lambda_does() {
+    let rt = runtime();
+    let (function, log) = recorder(&rt, "unreported", 0).await;
+    let (stream, shard) = one_shard().await;
+    let mut seqs = Vec::new();
+    for data in ["a", "item:b", "c"] {
+        seqs.push(stream.put("k", data).unwrap().1);
+    }
+    // The default, as Lambda without `ReportBatchItemFailures`.
+    let config = StreamMappingConfig::new("unreported");
+    assert!(!config.report_batch_item_failures);
+    let mapping = StreamMapping::builder(stream.clone(), function, fast_retries(config))
+        .in_memory_store()
+        .start()
+        .unwrap();
+    mapping.drained().await.unwrap();
+    let batches: Vec<Vec<String>> = log.lock().iter().map(|(_, d, ..)| d.clone()).collect();
+    assert_eq!(batches, vec![vec!["a", "item:b", "c"]], "no retry");
+    let metrics = mapping.metrics();
+    assert_eq!((metrics.records, metrics.retries), (3, 0));
+    assert_eq!(metrics.shards[&*shard].checkpoint.as_ref(), Some(&seqs[2]));
     mapping.stop(Duration::from_secs(1)).await;
 }
 

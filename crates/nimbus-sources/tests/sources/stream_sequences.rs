@@ -83,6 +83,7 @@ async fn round_trip(first: Sequence) {
     let store = Arc::new(InMemoryStreamStore::new());
     let (tx, mut failures) = tokio::sync::mpsc::unbounded_channel::<StreamFailure>();
     let config = StreamMappingConfig::new("numbers")
+        .with_report_batch_item_failures(true)
         .with_max_retry_attempts(1)
         .with_retry_backoff(Backoff::fixed(Duration::from_secs(1)).unwrap());
     let mapping = StreamMapping::builder(stream.clone(), function, config)
