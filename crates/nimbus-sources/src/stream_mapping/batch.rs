@@ -38,9 +38,21 @@ pub struct TumblingWindow {
     pub state: serde_json::Value,
     /// The last invocation of the window: no records, only the state to act on.
     pub is_final: bool,
+    /// The window was ended early, on a final invocation, because the state outgrew
+    /// [`MAX_WINDOW_STATE`]; the next invocation goes on in the same window with `null` state
+    /// (Lambda's `isWindowTerminatedEarly`).
+    #[serde(default)]
+    pub terminated_early: bool,
 }
 
+/// The largest window state carried from one invocation to the next: 1 MiB (1,048,576 bytes
+/// of JSON), Lambda's limit per shard. A larger state ends the window early.
+pub const MAX_WINDOW_STATE: usize = 1_048_576;
+
 /// A stream handler's answer: which records failed (by sequence number), and the window state.
+///
+/// With tumbling windows, an answer to a batch must carry a state (`null` counts as none), as
+/// Lambda requires: one without fails the batch (`MissingWindowState`), which is retried.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct StreamResponse {
@@ -48,7 +60,8 @@ pub struct StreamResponse {
     /// retries from it. A number not in the batch fails the whole batch. In JSON, the strings
     /// the batch gave (integers up to 2^64 are read too).
     pub item_failures: Vec<Sequence>,
-    /// The state to carry to the next invocation of the tumbling window.
+    /// The state to carry to the next invocation of the tumbling window; required with
+    /// tumbling windows, at most [`MAX_WINDOW_STATE`] bytes as JSON.
     pub state: Option<serde_json::Value>,
 }
 

@@ -105,6 +105,7 @@ impl Shared {
                             end,
                             state: w.state.clone(),
                             is_final: false,
+                            terminated_early: false,
                         })
                     }),
                 };
@@ -121,6 +122,16 @@ impl Shared {
                     m.iterator_age = age;
                 });
                 let failed_from = match result {
+                    Ok(response) if window.is_some() && response.state.is_none() => {
+                        // Lambda counts an answer without state a failed invocation.
+                        last_error = Some(ErrorInfo::from(&InvokeError::Function(
+                            nimbus_core::FunctionError::new(
+                                "MissingWindowState",
+                                "a tumbling window's invocation must answer with a state",
+                            ),
+                        )));
+                        Some(0)
+                    }
                     Ok(response) => {
                         let first_failed = if self.config.report_batch_item_failures {
                             response
@@ -136,7 +147,12 @@ impl Shared {
                         if first_failed.is_none() {
                             if let (Some(w), Some(state)) = (window.as_deref_mut(), response.state)
                             {
-                                w.state = state;
+                                if matches!(
+                                    self.carry_state(shard, w, state, cancel).await,
+                                    Done::Stopped
+                                ) {
+                                    return Done::Stopped;
+                                }
                             }
                         }
                         first_failed

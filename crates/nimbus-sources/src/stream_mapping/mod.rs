@@ -76,7 +76,10 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use batch::{FailureDestination, StreamBatch, StreamCondition, StreamResponse, TumblingWindow};
+pub use batch::{
+    FailureDestination, StreamBatch, StreamCondition, StreamResponse, TumblingWindow,
+    MAX_WINDOW_STATE,
+};
 pub use builder::{HasStore, NeedsStore, StreamMappingBuilder};
 pub use config::StreamMappingConfig;
 pub use drain::DrainError;
