@@ -92,7 +92,8 @@ pub use stream::{
 pub use stream_mapping::{
     DrainError, FailureDestination, HasStore, NeedsStore, ShardMetrics, StreamBatch,
     StreamCondition, StreamFailure, StreamFunction, StreamMapping, StreamMappingBuilder,
-    StreamMappingConfig, StreamMappingMetrics, StreamResponse, TumblingWindow, MAX_WINDOW_STATE,
+    StreamMappingConfig, StreamMappingMetrics, StreamResponse, TumblingWindow, MAX_BATCH_BYTES,
+    MAX_WINDOW_STATE,
 };
 
 /// Re-exported so that implementations of the source traits need no dependency of their own:

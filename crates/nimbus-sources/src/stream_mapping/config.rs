@@ -36,6 +36,11 @@ pub struct StreamMappingConfig {
     pub starting_position: Position,
     /// Records per batch at most (1..=10,000, default 100).
     pub batch_size: usize,
+    /// Bytes per batch at most, as Lambda's Kinesis event would hold them (data as base64,
+    /// plus each record's keys, numbers and fixed JSON); estimated, not serialised
+    /// (1..=6,291,456, default 6 MiB, Lambda's payload limit). What does not fit goes to the
+    /// next batch, in order; a single record larger than the limit goes alone.
+    pub max_batch_bytes: usize,
     /// How long to gather records into a batch (0..=300 s, default 0).
     pub batching_window: Duration,
     /// Concurrent batches per shard, order kept per partition key (1..=10, default 1; up to
@@ -81,6 +86,7 @@ impl StreamMappingConfig {
             stream_name: None,
             starting_position: Position::TrimHorizon,
             batch_size: 100,
+            max_batch_bytes: super::MAX_BATCH_BYTES,
             batching_window: Duration::ZERO,
             parallelization_factor: 1,
             extended_parallelization: false,
@@ -115,6 +121,13 @@ impl StreamMappingConfig {
     #[must_use]
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;
+        self
+    }
+
+    /// Sets the byte limit of a batch.
+    #[must_use]
+    pub fn with_max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
         self
     }
 
@@ -232,6 +245,9 @@ impl StreamMappingConfig {
         }
         if !(1..=10_000).contains(&self.batch_size) {
             return err("batch_size", &self.batch_size, "1..=10000");
+        }
+        if !(1..=super::MAX_BATCH_BYTES).contains(&self.max_batch_bytes) {
+            return err("max_batch_bytes", &self.max_batch_bytes, "1..=6291456");
         }
         if self.batching_window > Duration::from_secs(300) {
             return err("batching_window", &self.batching_window, "0s..=300s");

@@ -45,8 +45,8 @@
 //! One concern per module: `builder` (what a mapping needs before it starts), `coordinator`
 //! (the heartbeat loop and store guards), `balance` (leases and the fair share), `reader` (a
 //! shard's read loop and its checkpoints between rounds), `round` (lanes), `progress` (the
-//! finished prefix, and checkpoint writes under the reader's lease), `window` (tumbling
-//! windows), `failure` (retries, bisection, the on-failure destination), `record` (what the
+//! finished prefix, and checkpoint writes under the reader's lease), `payload` (a batch's
+//! size as Lambda's event, and the cut into batches), `window` (tumbling windows), `failure` (retries, bisection, the on-failure destination), `record` (what the
 //! on-failure destination receives, in Lambda's shape) and `drain` (the
 //! future that says the source is drained).
 
@@ -58,6 +58,7 @@ mod coordinator;
 mod drain;
 mod failure;
 mod metrics;
+mod payload;
 mod progress;
 mod reader;
 mod record;
@@ -84,6 +85,7 @@ pub use builder::{HasStore, NeedsStore, StreamMappingBuilder};
 pub use config::StreamMappingConfig;
 pub use drain::DrainError;
 pub use metrics::{ShardMetrics, StreamMappingMetrics};
+pub use payload::MAX_BATCH_BYTES;
 pub use record::StreamFailure;
 
 use crate::error::ConfigError;

@@ -36,12 +36,12 @@ impl Shared {
         cancel: &CancellationToken,
     ) -> Done {
         let round = Arc::new(Round::new(&records));
+        let limits = self.limits(shard);
         let mut rest = records.as_slice();
         while let Some(first) = rest.first() {
             let bounds = window_of(first.arrived_at, self.config.tumbling_window);
-            let len = rest
+            let len = rest[..limits.fitting(rest)]
                 .iter()
-                .take(self.config.batch_size)
                 .take_while(|r| window_of(r.arrived_at, self.config.tumbling_window) == bounds)
                 .count();
             if window.bounds.is_some_and(|b| b != bounds)

@@ -541,6 +541,18 @@ async fn build_time_checks() {
             "max_retry_attempts",
         ),
         (
+            StreamMappingConfig::new("m").with_max_batch_bytes(0),
+            "max_batch_bytes",
+        ),
+        (
+            StreamMappingConfig::new("m").with_max_batch_bytes(6_291_457),
+            "max_batch_bytes",
+        ),
+        (
+            StreamMappingConfig::new("m").with_stream_name("no spaces"),
+            "stream_name",
+        ),
+        (
             StreamMappingConfig::new("m").with_tumbling_window(Duration::from_secs(901)),
             "tumbling_window",
         ),
@@ -562,6 +574,69 @@ async fn build_time_checks() {
         .with_parallelization_factor(50)
         .with_extended_parallelization(true);
     assert!(extended.validate(false).is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_holds_at_most_six_mib_of_lambdas_event_and_the_rest_follows_in_order() {
+    let rt = runtime();
+    let sizes: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let function = rt
+        .register(Function::new(
+            "big",
+            handler_fn({
+                let sizes = sizes.clone();
+                move |batch: StreamBatch, _ctx: Context| {
+                    // The first byte of each record numbers it.
+                    sizes
+                        .lock()
+                        .push(batch.records.iter().map(|r| r.data[0]).collect());
+                    async { Ok::<_, FunctionError>(StreamResponse::success()) }
+                }
+            }),
+        ))
+        .await
+        .unwrap();
+    let (stream, shard) = one_shard().await;
+    for i in 0..7u8 {
+        // 1 MiB each, 1,398,104 bytes as base64: four fit in 6 MiB.
+        let mut data = vec![b'x'; 1 << 20];
+        data[0] = i;
+        stream.put("k", data).unwrap();
+    }
+    let config = StreamMappingConfig::new("big");
+    assert_eq!(config.max_batch_bytes, nimbus_sources::MAX_BATCH_BYTES);
+    let mapping = StreamMapping::builder(stream.clone(), function, config)
+        .in_memory_store()
+        .start()
+        .unwrap();
+    mapping.drained().await.unwrap();
+    assert_eq!(*sizes.lock(), vec![vec![0, 1, 2, 3], vec![4, 5, 6]]);
+    let metrics = mapping.metrics();
+    assert_eq!((metrics.records, metrics.batches), (7, 2));
+    assert!(metrics.shards[&*shard].checkpoint.is_some());
+
+    // Configurable: a smaller limit cuts smaller batches.
+    let sizes2: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let function = rt
+        .register(Function::new(
+            "small",
+            handler_fn({
+                let sizes2 = sizes2.clone();
+                move |batch: StreamBatch, _ctx: Context| {
+                    sizes2.lock().push(batch.records.len());
+                    async { Ok::<_, FunctionError>(StreamResponse::success()) }
+                }
+            }),
+        ))
+        .await
+        .unwrap();
+    let config = StreamMappingConfig::new("small").with_max_batch_bytes(3 << 20);
+    let mapping = StreamMapping::builder(stream.clone(), function, config)
+        .in_memory_store()
+        .start()
+        .unwrap();
+    mapping.drained().await.unwrap();
+    assert_eq!(*sizes2.lock(), vec![2, 2, 2, 1]);
 }
 
 #[tokio::test(start_paused = true)]
