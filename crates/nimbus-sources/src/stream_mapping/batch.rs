@@ -13,13 +13,25 @@ use crate::stream::{Sequence, ShardId, StreamRecord};
 
 /// The records of one invocation by a stream mapping (Lambda's `KinesisEvent`), all from one
 /// shard, in sequence order (per partition key, with a parallelization factor above 1).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// In JSON it is Lambda's Kinesis event, `{"Records": [{"kinesis": {"kinesisSchemaVersion",
+/// "partitionKey", "sequenceNumber", "data" (base64), "approximateArrivalTimestamp" (epoch
+/// seconds)}, "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID":
+/// "<shard>:<sequence>", "eventName": "aws:kinesis:record", "invokeIdentityArn", "awsRegion",
+/// "eventSourceARN"}]}`, and with tumbling windows also Lambda's `window` (`start`, `end`),
+/// `state`, `shardId`, `eventSourceARN`, `isFinalInvokeForWindow` and
+/// `isWindowTerminatedEarly`. `invokeIdentityArn` names the mapping as a role
+/// (`arn:aws:iam::<account>:role/<mapping>`; Lambda names the function's execution role), and
+/// the mapping is read back from it. Arrival times keep milliseconds in JSON, as Lambda's.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct StreamBatch {
     /// The mapping's name.
     pub mapping: Arc<str>,
     /// The shard the records come from.
     pub shard_id: ShardId,
+    /// The stream's ARN (`eventSourceARN`), as on-failure records name it.
+    pub stream_arn: Arc<str>,
     /// The records.
     pub records: Vec<StreamRecord>,
     /// The tumbling window, when the mapping has one.

@@ -98,6 +98,7 @@ impl Shared {
                 let batch = StreamBatch {
                     mapping: Arc::clone(&self.name),
                     shard_id: Arc::clone(shard),
+                    stream_arn: Arc::clone(&self.stream_arn),
                     records: records.clone(),
                     window: window.as_ref().and_then(|w| {
                         w.bounds.map(|(start, end)| TumblingWindow {

@@ -45,7 +45,8 @@
 //! One concern per module: `builder` (what a mapping needs before it starts), `coordinator`
 //! (the heartbeat loop and store guards), `balance` (leases and the fair share), `reader` (a
 //! shard's read loop and its checkpoints between rounds), `round` (lanes), `progress` (the
-//! finished prefix, and checkpoint writes under the reader's lease), `payload` (a batch's
+//! finished prefix, and checkpoint writes under the reader's lease), `event` (a batch as Lambda's
+//! Kinesis event), `payload` (a batch's
 //! size as Lambda's event, and the cut into batches), `window` (tumbling windows), `failure` (retries, bisection, the on-failure destination), `record` (what the
 //! on-failure destination receives, in Lambda's shape) and `drain` (the
 //! future that says the source is drained).
@@ -56,6 +57,7 @@ mod builder;
 mod config;
 mod coordinator;
 mod drain;
+mod event;
 mod failure;
 mod metrics;
 mod payload;

@@ -117,6 +117,7 @@ impl Shared {
             let batch = StreamBatch {
                 mapping: Arc::clone(&self.name),
                 shard_id: Arc::clone(shard),
+                stream_arn: Arc::clone(&self.stream_arn),
                 records: Vec::new(),
                 window: Some(TumblingWindow {
                     start,
