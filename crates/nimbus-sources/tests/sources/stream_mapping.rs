@@ -19,12 +19,12 @@ use crate::support::{eventually, runtime};
 const LIMIT: Duration = Duration::from_secs(3_600);
 
 /// Every handled batch: (shard, data of each record, window state if any, is_final).
-type Log = Arc<Mutex<Vec<(String, Vec<String>, Option<serde_json::Value>, bool)>>>;
+pub(crate) type Log = Arc<Mutex<Vec<(String, Vec<String>, Option<serde_json::Value>, bool)>>>;
 
 /// A stream function: records whose data starts with `bad` fail the batch while their
 /// attempt count (per sequence) is below `bad_attempts`; `item:` records are reported as item
 /// failures once; windows count records into the state.
-async fn recorder(rt: &Runtime, name: &str, bad_attempts: u32) -> (StreamFunction, Log) {
+pub(crate) async fn recorder(rt: &Runtime, name: &str, bad_attempts: u32) -> (StreamFunction, Log) {
     let log: Log = Arc::default();
     let seen: Arc<Mutex<HashMap<Sequence, u32>>> = Arc::default();
     let handle = rt
@@ -85,13 +85,13 @@ fn handled(log: &Log) -> Vec<String> {
         .collect()
 }
 
-async fn one_shard() -> (Arc<InMemoryStream>, Arc<str>) {
+pub(crate) async fn one_shard() -> (Arc<InMemoryStream>, Arc<str>) {
     let stream = Arc::new(InMemoryStream::new(StreamConfig::default()).unwrap());
     let shard = stream.shards().await.unwrap()[0].id.clone();
     (stream, shard)
 }
 
-fn fast_retries(config: StreamMappingConfig) -> StreamMappingConfig {
+pub(crate) fn fast_retries(config: StreamMappingConfig) -> StreamMappingConfig {
     config.with_retry_backoff(Backoff::fixed(Duration::from_secs(1)).unwrap())
 }
 
@@ -334,31 +334,6 @@ async fn partial_responses_checkpoint_before_the_lowest_failure_and_retry_from_i
 }
 
 #[tokio::test(start_paused = true)]
-async fn item_failures_are_a_success_unless_the_mapping_reports_them_as_lambda_does() {
-    let rt = runtime();
-    let (function, log) = recorder(&rt, "unreported", 0).await;
-    let (stream, shard) = one_shard().await;
-    let mut seqs = Vec::new();
-    for data in ["a", "item:b", "c"] {
-        seqs.push(stream.put("k", data).unwrap().1);
-    }
-    // The default, as Lambda without `ReportBatchItemFailures`.
-    let config = StreamMappingConfig::new("unreported");
-    assert!(!config.report_batch_item_failures);
-    let mapping = StreamMapping::builder(stream.clone(), function, fast_retries(config))
-        .in_memory_store()
-        .start()
-        .unwrap();
-    mapping.drained().await.unwrap();
-    let batches: Vec<Vec<String>> = log.lock().iter().map(|(_, d, ..)| d.clone()).collect();
-    assert_eq!(batches, vec![vec!["a", "item:b", "c"]], "no retry");
-    let metrics = mapping.metrics();
-    assert_eq!((metrics.records, metrics.retries), (3, 0));
-    assert_eq!(metrics.shards[&*shard].checkpoint.as_ref(), Some(&seqs[2]));
-    mapping.stop(Duration::from_secs(1)).await;
-}
-
-#[tokio::test(start_paused = true)]
 async fn tumbling_windows_carry_state_and_end_with_a_final_invocation() {
     let rt = runtime();
     let (function, log) = recorder(&rt, "windows", 0).await;
@@ -574,69 +549,6 @@ async fn build_time_checks() {
         .with_parallelization_factor(50)
         .with_extended_parallelization(true);
     assert!(extended.validate(false).is_ok());
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_batch_holds_at_most_six_mib_of_lambdas_event_and_the_rest_follows_in_order() {
-    let rt = runtime();
-    let sizes: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let function = rt
-        .register(Function::new(
-            "big",
-            handler_fn({
-                let sizes = sizes.clone();
-                move |batch: StreamBatch, _ctx: Context| {
-                    // The first byte of each record numbers it.
-                    sizes
-                        .lock()
-                        .push(batch.records.iter().map(|r| r.data[0]).collect());
-                    async { Ok::<_, FunctionError>(StreamResponse::success()) }
-                }
-            }),
-        ))
-        .await
-        .unwrap();
-    let (stream, shard) = one_shard().await;
-    for i in 0..7u8 {
-        // 1 MiB each, 1,398,104 bytes as base64: four fit in 6 MiB.
-        let mut data = vec![b'x'; 1 << 20];
-        data[0] = i;
-        stream.put("k", data).unwrap();
-    }
-    let config = StreamMappingConfig::new("big");
-    assert_eq!(config.max_batch_bytes, nimbus_sources::MAX_BATCH_BYTES);
-    let mapping = StreamMapping::builder(stream.clone(), function, config)
-        .in_memory_store()
-        .start()
-        .unwrap();
-    mapping.drained().await.unwrap();
-    assert_eq!(*sizes.lock(), vec![vec![0, 1, 2, 3], vec![4, 5, 6]]);
-    let metrics = mapping.metrics();
-    assert_eq!((metrics.records, metrics.batches), (7, 2));
-    assert!(metrics.shards[&*shard].checkpoint.is_some());
-
-    // Configurable: a smaller limit cuts smaller batches.
-    let sizes2: Arc<Mutex<Vec<usize>>> = Arc::default();
-    let function = rt
-        .register(Function::new(
-            "small",
-            handler_fn({
-                let sizes2 = sizes2.clone();
-                move |batch: StreamBatch, _ctx: Context| {
-                    sizes2.lock().push(batch.records.len());
-                    async { Ok::<_, FunctionError>(StreamResponse::success()) }
-                }
-            }),
-        ))
-        .await
-        .unwrap();
-    let config = StreamMappingConfig::new("small").with_max_batch_bytes(3 << 20);
-    let mapping = StreamMapping::builder(stream.clone(), function, config)
-        .in_memory_store()
-        .start()
-        .unwrap();
-    mapping.drained().await.unwrap();
-    assert_eq!(*sizes2.lock(), vec![2, 2, 2, 1]);
 }
 
 #[tokio::test(start_paused = true)]
