@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use nimbus::sources::{
-    DirectoryConfig, DirectoryStore, NotificationConfig, NotificationRule, ObjectEvent, ObjectStore,
+    DirectoryConfig, DirectoryStore, NotificationConfig, NotificationRule, ObjectStore, S3Event,
 };
 use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
 
@@ -33,22 +33,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "summarize",
                 handler_fn({
                     let (store_cell, invocations) = (store_cell.clone(), invocations.clone());
-                    move |event: ObjectEvent, _ctx: Context| {
+                    // S3's message, `{"Records": [...]}`, with one event, as S3 sends.
+                    move |message: S3Event, _ctx: Context| {
                         let (store_cell, invocations) = (store_cell.clone(), invocations.clone());
                         async move {
                             invocations.fetch_add(1, Ordering::Relaxed);
                             let store = store_cell.get().ok_or_else(|| FunctionError::msg("store not ready"))?;
-                            let key = event.key();
-                            let (_, data) = store
-                                .get(event.bucket(), &key)
-                                .await?
-                                .ok_or_else(|| FunctionError::msg(format!("{key} is gone")))?;
-                            let lines = data.iter().filter(|b| **b == b'\n').count();
-                            let name = key.trim_start_matches("inbox/").trim_end_matches(".txt");
-                            let summary = serde_json::json!({ "source": key, "lines": lines, "bytes": data.len() });
-                            store
-                                .put(event.bucket(), &format!("summaries/{name}.json"), summary.to_string().into())
-                                .await?;
+                            for event in &message.records {
+                                let key = event.key();
+                                let (_, data) = store
+                                    .get(event.bucket(), &key)
+                                    .await?
+                                    .ok_or_else(|| FunctionError::msg(format!("{key} is gone")))?;
+                                let lines = data.iter().filter(|b| **b == b'\n').count();
+                                let name = key.trim_start_matches("inbox/").trim_end_matches(".txt");
+                                let summary = serde_json::json!({ "source": key, "lines": lines, "bytes": data.len() });
+                                store
+                                    .put(event.bucket(), &format!("summaries/{name}.json"), summary.to_string().into())
+                                    .await?;
+                            }
                             Ok::<_, FunctionError>(())
                         }
                     }

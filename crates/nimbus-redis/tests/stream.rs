@@ -194,7 +194,7 @@ async fn a_mapping_over_a_redis_stream_checkpoints_entry_positions() {
     let json = serde_json::to_value(&batch).unwrap();
     let first = batch.records[0].sequence.clone();
     assert_eq!(
-        json["records"][0]["sequence"],
+        json["Records"][0]["kinesis"]["sequenceNumber"],
         serde_json::json!(first.to_string())
     );
     let answer = runtime.invoke_json("refuse", json).await.unwrap();

@@ -52,6 +52,7 @@
 //! # }
 //! ```
 
+mod aws_time;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
@@ -72,7 +73,8 @@ pub use mapping::{
 };
 pub use object::{
     decode_key, encode_key, EventTarget, EventType, InMemoryObjectStore, NotificationConfig,
-    NotificationRule, ObjectEvent, ObjectInfo, ObjectStore, S3Bucket, S3Entity, S3Object,
+    NotificationRule, ObjectEvent, ObjectInfo, ObjectStore, RequestParameters, ResponseElements,
+    S3Bucket, S3Entity, S3Event, S3Object, UserIdentity,
 };
 #[cfg(feature = "directory")]
 pub use object::{DirectoryConfig, DirectoryStore};
@@ -90,7 +92,8 @@ pub use stream::{
 pub use stream_mapping::{
     DrainError, FailureDestination, HasStore, NeedsStore, ShardMetrics, StreamBatch,
     StreamCondition, StreamFailure, StreamFunction, StreamMapping, StreamMappingBuilder,
-    StreamMappingConfig, StreamMappingMetrics, StreamResponse, TumblingWindow,
+    StreamMappingConfig, StreamMappingMetrics, StreamResponse, TumblingWindow, MAX_BATCH_BYTES,
+    MAX_WINDOW_STATE,
 };
 
 /// Re-exported so that implementations of the source traits need no dependency of their own:

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use nimbus::sources::{
     BatchResponse, InMemoryObjectStore, InMemoryQueue, InMemoryStream, NotificationConfig,
-    NotificationRule, ObjectEvent, ObjectStore, Outgoing, QueueBatch, QueueConfig, QueueMapping,
-    QueueMappingConfig, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig,
+    NotificationRule, ObjectStore, Outgoing, QueueBatch, QueueConfig, QueueMapping,
+    QueueMappingConfig, S3Event, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig,
     StreamResponse,
 };
 use nimbus::{
@@ -242,17 +242,19 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>
             "thumbnail",
             handler_fn({
                 let objects_cell = objects_cell.clone();
-                move |event: ObjectEvent, _ctx: Context| {
+                move |message: S3Event, _ctx: Context| {
                     let objects_cell = objects_cell.clone();
                     async move {
                         let store = objects_cell
                             .get()
                             .ok_or_else(|| FunctionError::msg("store not ready"))?;
-                        let key = event.key();
-                        let thumb = format!("thumbs/{}", key.trim_start_matches("photos/"));
-                        store
-                            .put(event.bucket(), &thumb, format!("thumbnail of {key}").into())
-                            .await?;
+                        for event in &message.records {
+                            let key = event.key();
+                            let thumb = format!("thumbs/{}", key.trim_start_matches("photos/"));
+                            store
+                                .put(event.bucket(), &thumb, format!("thumbnail of {key}").into())
+                                .await?;
+                        }
                         Ok::<_, FunctionError>(())
                     }
                 }

@@ -1,7 +1,8 @@
 //! Object stores and their change notifications, with the shape and rules of S3 event
 //! notifications: the [`ObjectStore`] trait, [`InMemoryObjectStore`], a local-directory store
 //! (feature `directory`) that notices changes made by anything, notification rules with
-//! prefix and suffix filters, and [`ObjectEvent`]s in S3's JSON shape.
+//! prefix and suffix filters, and [`ObjectEvent`]s in S3's JSON shape, which a function
+//! receives one at a time in an [`S3Event`] (`{"Records": [...]}`), as S3 invokes Lambda.
 //!
 //! # The classic loop
 //!
@@ -12,6 +13,7 @@
 
 #[cfg(feature = "directory")]
 mod directory;
+mod event;
 mod memory;
 mod rules;
 
@@ -24,6 +26,10 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "directory")]
 pub use directory::{DirectoryConfig, DirectoryStore};
+pub use event::{
+    ObjectEvent, RequestParameters, ResponseElements, S3Bucket, S3Entity, S3Event, S3Object,
+    UserIdentity,
+};
 pub use memory::InMemoryObjectStore;
 pub use rules::{EventTarget, EventType, NotificationConfig, NotificationRule};
 
@@ -192,78 +198,6 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError>;
 }
 
-/// One change notification, in S3's JSON shape (one element of `Records`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct ObjectEvent {
-    /// "2.1", as S3.
-    pub event_version: String,
-    /// "nimbus:s3".
-    pub event_source: String,
-    /// When the change happened, RFC 3339 in UTC.
-    pub event_time: String,
-    /// `ObjectCreated:Put`, `ObjectRemoved:Delete`, ...
-    pub event_name: String,
-    /// The bucket and object.
-    pub s3: S3Entity,
-}
-
-/// The `s3` part of an event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct S3Entity {
-    /// The id of the rule that matched.
-    pub configuration_id: String,
-    /// The bucket.
-    pub bucket: S3Bucket,
-    /// The object.
-    pub object: S3Object,
-}
-
-/// The bucket of an event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct S3Bucket {
-    /// Its name.
-    pub name: String,
-    /// `arn:aws:s3:::<name>`.
-    pub arn: String,
-}
-
-/// The object of an event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct S3Object {
-    /// The key, URL-encoded as S3 sends it (spaces as `+`).
-    pub key: String,
-    /// Size in bytes (0 for removals).
-    pub size: u64,
-    /// The content hash (empty for removals).
-    pub e_tag: String,
-    /// Orders events for the same key: compare as strings, later is greater.
-    pub sequencer: String,
-}
-
-impl ObjectEvent {
-    /// The object's key, decoded.
-    pub fn key(&self) -> String {
-        decode_key(&self.s3.object.key)
-    }
-
-    /// The bucket's name.
-    pub fn bucket(&self) -> &str {
-        &self.s3.bucket.name
-    }
-
-    /// The event's type.
-    pub fn event_type(&self) -> Option<EventType> {
-        EventType::parse(&self.event_name)
-    }
-}
-
 /// Encodes a key as S3 does in notifications: unreserved characters and `/` stay, a space
 /// becomes `+`, every other byte `%XX`.
 pub fn encode_key(key: &str) -> String {
@@ -352,25 +286,14 @@ impl Notifier {
         let sequencer = format!("{:016X}", self.sequencer.fetch_add(1, Ordering::Relaxed));
         let mut delivered = 0;
         for rule in self.config.matching(event_type, &info.key) {
-            let event = ObjectEvent {
-                event_version: "2.1".into(),
-                event_source: "nimbus:s3".into(),
-                event_time: nimbus_core::util::aws::rfc3339_millis(stream_time()),
-                event_name: event_type.name().into(),
-                s3: S3Entity {
-                    configuration_id: rule.id.clone(),
-                    bucket: S3Bucket {
-                        name: info.bucket.clone(),
-                        arn: format!("arn:aws:s3:::{}", info.bucket),
-                    },
-                    object: S3Object {
-                        key: encode_key(&info.key),
-                        size: info.size,
-                        e_tag: info.etag.clone(),
-                        sequencer: sequencer.clone(),
-                    },
-                },
-            };
+            let event = ObjectEvent::new(
+                &self.config,
+                event_type,
+                &rule.id,
+                info,
+                &sequencer,
+                stream_time(),
+            );
             rule.target.deliver(&event)?;
             delivered += 1;
         }

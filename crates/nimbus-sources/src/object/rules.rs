@@ -7,7 +7,9 @@ use crate::error::{ConfigError, SourceError};
 use crate::queue::{InMemoryQueue, Outgoing};
 use crate::stream::InMemoryStream;
 
-use super::ObjectEvent;
+use nimbus_core::util::aws;
+
+use super::{ObjectEvent, S3Event};
 
 /// An S3 event type, or a wildcard over a family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,7 +59,7 @@ impl EventType {
     }
 }
 
-/// Where a rule's events go. Queues, streams, functions taking an [`ObjectEvent`] and channels
+/// Where a rule's events go. Queues, streams, functions taking an [`S3Event`] and channels
 /// are targets already; a host implements it for anything else.
 ///
 /// # Example
@@ -99,10 +101,10 @@ pub trait EventTarget: Send + Sync + std::fmt::Debug + 'static {
     fn deliver(&self, event: &ObjectEvent) -> Result<(), SourceError>;
 }
 
-/// A queue target: the event as a JSON message body.
+/// A queue target: the event as a JSON message body, `{"Records": [event]}`, as S3 sends.
 impl EventTarget for InMemoryQueue {
     fn deliver(&self, event: &ObjectEvent) -> Result<(), SourceError> {
-        let body = serde_json::to_vec(&serde_json::json!({ "Records": [event] }))
+        let body = serde_json::to_vec(&S3Event::new(vec![event.clone()]))
             .map_err(|e| SourceError::Invalid(e.to_string()))?;
         self.send_message(Outgoing::new(body))
             .map(|_| ())
@@ -114,17 +116,18 @@ impl EventTarget for InMemoryQueue {
 /// stay in order.
 impl EventTarget for InMemoryStream {
     fn deliver(&self, event: &ObjectEvent) -> Result<(), SourceError> {
-        let body = serde_json::to_vec(&serde_json::json!({ "Records": [event] }))
+        let body = serde_json::to_vec(&S3Event::new(vec![event.clone()]))
             .map_err(|e| SourceError::Invalid(e.to_string()))?;
         let key = format!("{}/{}", event.s3.bucket.name, event.s3.object.key);
         self.put(&key, body).map(|_| ())
     }
 }
 
-/// A function target: an asynchronous invocation with the event.
-impl EventTarget for nimbus_core::FunctionHandle<ObjectEvent, ()> {
+/// A function target: an asynchronous invocation with `{"Records": [event]}`, one event per
+/// invocation, as S3 invokes Lambda.
+impl EventTarget for nimbus_core::FunctionHandle<S3Event, ()> {
     fn deliver(&self, event: &ObjectEvent) -> Result<(), SourceError> {
-        self.invoke_async(event.clone())
+        self.invoke_async(S3Event::new(vec![event.clone()]))
             .map(|_| ())
             .map_err(|rejected| SourceError::transient(rejected.to_string()))
     }
@@ -223,9 +226,21 @@ impl NotificationRule {
 /// // Both match ObjectCreated:Put under images/thumbs/: rejected, as S3 rejects it.
 /// assert!(NotificationConfig::new(vec![images, thumbs]).is_err());
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NotificationConfig {
     rules: Vec<NotificationRule>,
+    region: String,
+    account_id: String,
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            region: aws::DEFAULT_REGION.to_owned(),
+            account_id: aws::DEFAULT_ACCOUNT_ID.to_owned(),
+        }
+    }
 }
 
 impl NotificationConfig {
@@ -262,7 +277,58 @@ impl NotificationConfig {
                 }
             }
         }
-        Ok(Self { rules })
+        Ok(Self {
+            rules,
+            ..Self::default()
+        })
+    }
+
+    /// The region events name (`awsRegion`; default `us-east-1`). Give it the runtime's
+    /// (`RuntimeConfig::region`) so that events and ARNs agree.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] if it does not look like a region name (`eu-west-1`).
+    pub fn with_region(mut self, region: impl Into<String>) -> Result<Self, ConfigError> {
+        let region = region.into();
+        if !aws::is_region(&region) {
+            return Err(ConfigError::new(
+                "notification",
+                "region",
+                &region,
+                "a region name such as us-east-1",
+            ));
+        }
+        self.region = region;
+        Ok(self)
+    }
+
+    /// The account events name as the writer and the bucket's owner (`principalId`; default
+    /// twelve zeros).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] unless it is twelve digits.
+    pub fn with_account_id(mut self, account_id: impl Into<String>) -> Result<Self, ConfigError> {
+        let account_id = account_id.into();
+        if !aws::is_account_id(&account_id) {
+            return Err(ConfigError::new(
+                "notification",
+                "account_id",
+                &account_id,
+                "twelve digits",
+            ));
+        }
+        self.account_id = account_id;
+        Ok(self)
+    }
+
+    pub(crate) fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub(crate) fn account_id(&self) -> &str {
+        &self.account_id
     }
 
     pub(crate) fn matching<'a>(

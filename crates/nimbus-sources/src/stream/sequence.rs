@@ -96,6 +96,17 @@ impl Sequence {
         }
     }
 
+    /// How many decimal digits it has.
+    pub(crate) fn digits(&self) -> usize {
+        match &self.0 {
+            Repr::Small { .. } => self
+                .as_u128()
+                .and_then(|v| v.checked_ilog10())
+                .map_or(1, |log| log as usize + 1),
+            Repr::Large(digits) => digits.len(),
+        }
+    }
+
     /// `self + n`, or `None` past [`MAX_SEQUENCE_DIGITS`] digits.
     #[inline]
     pub(crate) fn checked_add(&self, n: u64) -> Option<Self> {

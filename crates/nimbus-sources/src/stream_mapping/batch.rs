@@ -5,20 +5,33 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use nimbus_core::{DeliveryError, ErrorInfo};
+use nimbus_core::DeliveryError;
 use serde::{Deserialize, Serialize};
 
+use super::StreamFailure;
 use crate::stream::{Sequence, ShardId, StreamRecord};
 
 /// The records of one invocation by a stream mapping (Lambda's `KinesisEvent`), all from one
 /// shard, in sequence order (per partition key, with a parallelization factor above 1).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// In JSON it is Lambda's Kinesis event, `{"Records": [{"kinesis": {"kinesisSchemaVersion",
+/// "partitionKey", "sequenceNumber", "data" (base64), "approximateArrivalTimestamp" (epoch
+/// seconds)}, "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID":
+/// "<shard>:<sequence>", "eventName": "aws:kinesis:record", "invokeIdentityArn", "awsRegion",
+/// "eventSourceARN"}]}`, and with tumbling windows also Lambda's `window` (`start`, `end`),
+/// `state`, `shardId`, `eventSourceARN`, `isFinalInvokeForWindow` and
+/// `isWindowTerminatedEarly`. `invokeIdentityArn` names the mapping as a role
+/// (`arn:aws:iam::<account>:role/<mapping>`; Lambda names the function's execution role), and
+/// the mapping is read back from it. Arrival times keep milliseconds in JSON, as Lambda's.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct StreamBatch {
     /// The mapping's name.
     pub mapping: Arc<str>,
     /// The shard the records come from.
     pub shard_id: ShardId,
+    /// The stream's ARN (`eventSourceARN`), as on-failure records name it.
+    pub stream_arn: Arc<str>,
     /// The records.
     pub records: Vec<StreamRecord>,
     /// The tumbling window, when the mapping has one.
@@ -37,9 +50,21 @@ pub struct TumblingWindow {
     pub state: serde_json::Value,
     /// The last invocation of the window: no records, only the state to act on.
     pub is_final: bool,
+    /// The window was ended early, on a final invocation, because the state outgrew
+    /// [`MAX_WINDOW_STATE`]; the next invocation goes on in the same window with `null` state
+    /// (Lambda's `isWindowTerminatedEarly`).
+    #[serde(default)]
+    pub terminated_early: bool,
 }
 
+/// The largest window state carried from one invocation to the next: 1 MiB (1,048,576 bytes
+/// of JSON), Lambda's limit per shard. A larger state ends the window early.
+pub const MAX_WINDOW_STATE: usize = 1_048_576;
+
 /// A stream handler's answer: which records failed (by sequence number), and the window state.
+///
+/// With tumbling windows, an answer to a batch must carry a state (`null` counts as none), as
+/// Lambda requires: one without fails the batch (`MissingWindowState`), which is retried.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct StreamResponse {
@@ -47,7 +72,8 @@ pub struct StreamResponse {
     /// retries from it. A number not in the batch fails the whole batch. In JSON, the strings
     /// the batch gave (integers up to 2^64 are read too).
     pub item_failures: Vec<Sequence>,
-    /// The state to carry to the next invocation of the tumbling window.
+    /// The state to carry to the next invocation of the tumbling window; required with
+    /// tumbling windows, at most [`MAX_WINDOW_STATE`] bytes as JSON.
     pub state: Option<serde_json::Value>,
 }
 
@@ -81,33 +107,6 @@ pub enum StreamCondition {
     RetryAttemptsExhausted,
     /// The records were older than `max_record_age`.
     RecordAgeExceeded,
-}
-
-/// What the on-failure destination receives: Lambda's invocation record with its
-/// `KinesisBatchInfo`, plus the records themselves (in-process, nothing needs re-reading).
-#[derive(Debug, Clone, Serialize)]
-#[non_exhaustive]
-pub struct StreamFailure {
-    /// The mapping.
-    pub mapping: Arc<str>,
-    /// The function.
-    pub function: Arc<str>,
-    /// When.
-    pub timestamp: SystemTime,
-    /// Why.
-    pub condition: StreamCondition,
-    /// The shard.
-    pub shard_id: ShardId,
-    /// The first record's sequence number.
-    pub first_sequence: Sequence,
-    /// The last record's sequence number.
-    pub last_sequence: Sequence,
-    /// How many records.
-    pub batch_size: usize,
-    /// The last attempt's error, if an attempt was made.
-    pub error: Option<ErrorInfo>,
-    /// The records.
-    pub records: Vec<StreamRecord>,
 }
 
 /// Where a stream mapping sends records it gives up on. A Tokio channel of [`StreamFailure`]s
@@ -164,9 +163,10 @@ pub struct StreamFailure {
 /// // Waits (long poll) for the failure to arrive.
 /// let received = failures.receive(1, Duration::from_secs(30)).await?;
 /// let failure: serde_json::Value = serde_json::from_slice(&received[0].body)?;
-/// assert_eq!(failure["condition"], "RetryAttemptsExhausted");
-/// assert_eq!(failure["batch_size"], 1);
-/// assert_eq!(failure["error"]["message"], "database is down");
+/// assert_eq!(failure["requestContext"]["condition"], "RetryAttemptsExhausted");
+/// assert_eq!(failure["KinesisBatchInfo"]["batchSize"], 1);
+/// assert_eq!(failure["responseContext"]["functionError"], "Unhandled");
+/// assert_eq!(failure["nimbus"]["error"]["errorMessage"], "database is down");
 /// runtime.shutdown(Duration::from_secs(1)).await;
 /// # Ok(())
 /// # }

@@ -28,10 +28,19 @@ use crate::stream::Position;
 pub struct StreamMappingConfig {
     /// The mapping's name (checkpoints and leases are kept under it).
     pub name: String,
+    /// The stream's name, for the ARN that on-failure records give
+    /// (`arn:aws:kinesis:<region>:<account>:stream/<name>`, in the runtime's region and
+    /// account); `None` (the default) names the mapping instead.
+    pub stream_name: Option<String>,
     /// Where to start a shard that has no checkpoint (default `TrimHorizon`).
     pub starting_position: Position,
     /// Records per batch at most (1..=10,000, default 100).
     pub batch_size: usize,
+    /// Bytes per batch at most, as Lambda's Kinesis event would hold them (data as base64,
+    /// plus each record's keys, numbers and fixed JSON); estimated, not serialised
+    /// (1..=6,291,456, default 6 MiB, Lambda's payload limit). What does not fit goes to the
+    /// next batch, in order; a single record larger than the limit goes alone.
+    pub max_batch_bytes: usize,
     /// How long to gather records into a batch (0..=300 s, default 0).
     pub batching_window: Duration,
     /// Concurrent batches per shard, order kept per partition key (1..=10, default 1; up to
@@ -47,7 +56,9 @@ pub struct StreamMappingConfig {
     /// Records older than this go to the on-failure destination unhandled
     /// (`None` = never, or 60 s..=7 days; default `None`).
     pub max_record_age: Option<Duration>,
-    /// Honour `StreamResponse::item_failures` (default true).
+    /// Honour `StreamResponse::item_failures` (Lambda's `ReportBatchItemFailures`; default
+    /// false, as Lambda: a response listing failed items is then a success, and the whole
+    /// batch is checkpointed).
     pub report_batch_item_failures: bool,
     /// Tumbling windows of this length, with state carried between invocations
     /// (0 = off, up to 900 s; needs a parallelization factor of 1).
@@ -76,15 +87,17 @@ impl StreamMappingConfig {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
+            stream_name: None,
             starting_position: Position::TrimHorizon,
             batch_size: 100,
+            max_batch_bytes: super::MAX_BATCH_BYTES,
             batching_window: Duration::ZERO,
             parallelization_factor: 1,
             extended_parallelization: false,
             bisect_on_error: false,
             max_retry_attempts: -1,
             max_record_age: None,
-            report_batch_item_failures: true,
+            report_batch_item_failures: false,
             tumbling_window: Duration::ZERO,
             retry_backoff: Backoff::new(Duration::from_secs(1), 2.0, Duration::from_secs(30), 0.2)
                 .expect("valid default"),
@@ -93,6 +106,13 @@ impl StreamMappingConfig {
             owner: format!("nimbus-{:016x}", fastrand::u64(..)),
             filters: Vec::new(),
         }
+    }
+
+    /// Names the stream in the ARN of on-failure records.
+    #[must_use]
+    pub fn with_stream_name(mut self, stream: impl Into<String>) -> Self {
+        self.stream_name = Some(stream.into());
+        self
     }
 
     /// Sets the starting position.
@@ -114,6 +134,13 @@ impl StreamMappingConfig {
     #[must_use]
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;
+        self
+    }
+
+    /// Sets the byte limit of a batch.
+    #[must_use]
+    pub fn with_max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
         self
     }
 
@@ -159,7 +186,7 @@ impl StreamMappingConfig {
         self
     }
 
-    /// Honours partial batch responses or not.
+    /// Honours partial batch responses (`StreamResponse::item_failures`) or not.
     #[must_use]
     pub fn with_report_batch_item_failures(mut self, on: bool) -> Self {
         self.report_batch_item_failures = on;
@@ -216,8 +243,24 @@ impl StreamMappingConfig {
         if self.name.is_empty() || self.name.len() > 128 {
             return err("name", &self.name, "1 to 128 characters");
         }
+        if let Some(stream) = &self.stream_name {
+            let ok = (1..=128).contains(&stream.len())
+                && stream
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            if !ok {
+                return err(
+                    "stream_name",
+                    stream,
+                    "1 to 128 characters of a-z, A-Z, 0-9, '_', '.' and '-'",
+                );
+            }
+        }
         if !(1..=10_000).contains(&self.batch_size) {
             return err("batch_size", &self.batch_size, "1..=10000");
+        }
+        if !(1..=super::MAX_BATCH_BYTES).contains(&self.max_batch_bytes) {
+            return err("max_batch_bytes", &self.max_batch_bytes, "1..=6291456");
         }
         if self.batching_window > Duration::from_secs(300) {
             return err("batching_window", &self.batching_window, "0s..=300s");

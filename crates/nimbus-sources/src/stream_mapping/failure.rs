@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures_util::FutureExt as _;
-use nimbus_core::{ErrorInfo, InvokeError};
+use nimbus_core::{ErrorInfo, InvokeError, RequestId};
 use tokio_util::sync::CancellationToken;
 
 use super::progress::Round;
@@ -15,6 +15,18 @@ use super::{Done, Shared, StreamBatch, StreamCondition, StreamFailure, TumblingW
 use crate::refusal::{classify, Refusal};
 use crate::status::{delay_of, MappingStatus};
 use crate::stream::{stream_now, ShardId, StreamRecord};
+
+/// What the attempts on records given up on came to.
+pub(super) struct Attempts {
+    pub(super) condition: StreamCondition,
+    /// The last attempt's error; `None` if the last attempt reported failed items, or none
+    /// was made.
+    pub(super) error: Option<ErrorInfo>,
+    /// The last invocation's request id.
+    pub(super) request: Option<RequestId>,
+    /// Invocations with these records.
+    pub(super) count: u32,
+}
 
 impl Shared {
     /// The function takes no more work: stop the mapping (its readers would only restart
@@ -48,6 +60,7 @@ impl Shared {
         let mut pending: VecDeque<(Vec<StreamRecord>, u32)> = VecDeque::from([(batch, 0)]);
         while let Some((mut records, mut attempts)) = pending.pop_front() {
             let mut last_error: Option<ErrorInfo> = None;
+            let mut last_request: Option<RequestId> = None;
             loop {
                 if cancel.is_cancelled() {
                     return Done::Stopped;
@@ -63,8 +76,12 @@ impl Shared {
                             self.send_to_on_failure(
                                 shard,
                                 expired,
-                                StreamCondition::RecordAgeExceeded,
-                                last_error.clone(),
+                                Attempts {
+                                    condition: StreamCondition::RecordAgeExceeded,
+                                    error: last_error.clone(),
+                                    request: last_request,
+                                    count: attempts,
+                                },
                                 round,
                                 cancel,
                             )
@@ -81,6 +98,7 @@ impl Shared {
                 let batch = StreamBatch {
                     mapping: Arc::clone(&self.name),
                     shard_id: Arc::clone(shard),
+                    stream_arn: Arc::clone(&self.stream_arn),
                     records: records.clone(),
                     window: window.as_ref().and_then(|w| {
                         w.bounds.map(|(start, end)| TumblingWindow {
@@ -88,11 +106,15 @@ impl Shared {
                             end,
                             state: w.state.clone(),
                             is_final: false,
+                            terminated_early: false,
                         })
                     }),
                 };
                 let last_arrival = records.last().map(|r| r.arrived_at);
-                let result = self.invoke(batch, attempts + 1).await;
+                let (result, request) = self.invoke_reporting(batch, attempts + 1).await;
+                if request.is_some() {
+                    last_request = request;
+                }
                 let age = last_arrival
                     .and_then(|t| stream_now().duration_since(t).ok())
                     .unwrap_or_default();
@@ -101,6 +123,16 @@ impl Shared {
                     m.iterator_age = age;
                 });
                 let failed_from = match result {
+                    Ok(response) if window.is_some() && response.state.is_none() => {
+                        // Lambda counts an answer without state a failed invocation.
+                        last_error = Some(ErrorInfo::from(&InvokeError::Function(
+                            nimbus_core::FunctionError::new(
+                                "MissingWindowState",
+                                "a tumbling window's invocation must answer with a state",
+                            ),
+                        )));
+                        Some(0)
+                    }
                     Ok(response) => {
                         let first_failed = if self.config.report_batch_item_failures {
                             response
@@ -116,7 +148,12 @@ impl Shared {
                         if first_failed.is_none() {
                             if let (Some(w), Some(state)) = (window.as_deref_mut(), response.state)
                             {
-                                w.state = state;
+                                if matches!(
+                                    self.carry_state(shard, w, state, cancel).await,
+                                    Done::Stopped
+                                ) {
+                                    return Done::Stopped;
+                                }
                             }
                         }
                         first_failed
@@ -154,7 +191,7 @@ impl Shared {
                 if last_error.is_none() {
                     last_error = Some(ErrorInfo::from(&InvokeError::Function(
                         nimbus_core::FunctionError::new(
-                            "PartialBatchFailure",
+                            super::record::PARTIAL_BATCH_FAILURE,
                             "the function reported failed records",
                         ),
                     )));
@@ -175,8 +212,12 @@ impl Shared {
                         self.send_to_on_failure(
                             shard,
                             records,
-                            StreamCondition::RetryAttemptsExhausted,
-                            last_error,
+                            Attempts {
+                                condition: StreamCondition::RetryAttemptsExhausted,
+                                error: last_error,
+                                request: last_request,
+                                count: attempts,
+                            },
                             round,
                             cancel,
                         )
@@ -200,8 +241,7 @@ impl Shared {
         &self,
         shard: &ShardId,
         records: Vec<StreamRecord>,
-        condition: StreamCondition,
-        error: Option<ErrorInfo>,
+        attempts: Attempts,
         round: &Round,
         cancel: &CancellationToken,
     ) -> Done {
@@ -211,21 +251,21 @@ impl Shared {
             tracing::error!(mapping = %self.name, %shard, "no on-failure destination; stopping the shard");
             return Done::Stopped;
         };
-        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        if records.is_empty() {
             return Done::Finished;
-        };
-        let mut failure = StreamFailure {
-            mapping: Arc::clone(&self.name),
-            function: Arc::from(self.function.name()),
-            timestamp: stream_now(),
-            condition,
-            shard_id: Arc::clone(shard),
-            first_sequence: first.sequence.clone(),
-            last_sequence: last.sequence.clone(),
-            batch_size: records.len(),
-            error,
+        }
+        let mut failure = StreamFailure::new(
+            self.function.arn(),
+            Arc::clone(&self.stream_arn),
+            Arc::clone(shard),
+            attempts.condition,
             records,
-        };
+        );
+        failure.request_id = attempts.request.map(|id| id.to_string());
+        failure.function = Arc::from(self.function.name());
+        failure.approximate_invoke_count = attempts.count;
+        failure.mapping = Arc::clone(&self.name);
+        failure.error = attempts.error;
         let sent = failure.records.clone();
         let mut attempts = 0;
         loop {

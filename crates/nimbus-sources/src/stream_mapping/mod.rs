@@ -45,8 +45,11 @@
 //! One concern per module: `builder` (what a mapping needs before it starts), `coordinator`
 //! (the heartbeat loop and store guards), `balance` (leases and the fair share), `reader` (a
 //! shard's read loop and its checkpoints between rounds), `round` (lanes), `progress` (the
-//! finished prefix, and checkpoint writes under the reader's lease), `window` (tumbling
-//! windows), `filtering` (records no filter matches), `failure` (retries, bisection, the on-failure destination) and `drain` (the
+//! finished prefix, and checkpoint writes under the reader's lease), `event` (a batch as
+//! Lambda's Kinesis event), `payload` (a batch's size as Lambda's event, and the cut into
+//! batches), `window` (tumbling windows), `filtering` (records no filter matches), `failure`
+//! (retries, bisection, the on-failure destination), `record` (what the on-failure destination
+//! receives, in Lambda's shape) and `drain` (the
 //! future that says the source is drained).
 
 mod balance;
@@ -55,11 +58,14 @@ mod builder;
 mod config;
 mod coordinator;
 mod drain;
+mod event;
 mod failure;
 mod filtering;
 mod metrics;
+mod payload;
 mod progress;
 mod reader;
+mod record;
 mod round;
 #[cfg(test)]
 mod tests;
@@ -76,12 +82,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use batch::{
-    FailureDestination, StreamBatch, StreamCondition, StreamFailure, StreamResponse, TumblingWindow,
+    FailureDestination, StreamBatch, StreamCondition, StreamResponse, TumblingWindow,
+    MAX_WINDOW_STATE,
 };
 pub use builder::{HasStore, NeedsStore, StreamMappingBuilder};
 pub use config::StreamMappingConfig;
 pub use drain::DrainError;
 pub use metrics::{ShardMetrics, StreamMappingMetrics};
+pub use payload::MAX_BATCH_BYTES;
+pub use record::StreamFailure;
 
 use crate::error::ConfigError;
 use crate::status::{settle_status, MappingStatus};
@@ -92,6 +101,8 @@ pub type StreamFunction = FunctionHandle<StreamBatch, StreamResponse>;
 
 struct Shared {
     name: Arc<str>,
+    /// The stream's ARN, as on-failure records name it.
+    stream_arn: Arc<str>,
     config: StreamMappingConfig,
     source: Arc<dyn StreamSource>,
     function: StreamFunction,
@@ -243,6 +254,10 @@ impl StreamMapping {
         config.owner = format!("{}#{:016x}", config.owner, fastrand::u64(..));
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),
+            stream_arn: Arc::from(record::stream_arn(
+                function.arn(),
+                config.stream_name.as_deref().unwrap_or(&config.name),
+            )),
             // Its handlers see this mapping as the principal.
             function: function.for_event_source(&config.name),
             config,

@@ -3,27 +3,22 @@
 
 use std::sync::Arc;
 
-use nimbus_core::{InvokeError, InvokeOptions};
+use nimbus_core::{InvokeError, InvokeOptions, RequestId};
 use tokio_util::sync::CancellationToken;
 
 use super::{Done, Shared, StreamBatch, StreamResponse};
 use crate::stream::{hash_key, ShardId, StreamRecord};
 
-/// A lane's batches of at most `size` records, in order. Split off the back, so that each
-/// record is moved once whatever the lane's length (splitting off the front would copy the
-/// rest of the lane each time), and a lane that is one batch goes as it is.
-pub(super) fn batches(mut lane: Vec<StreamRecord>, size: usize) -> Vec<Vec<StreamRecord>> {
-    let size = size.max(1);
-    let mut batches = Vec::with_capacity(lane.len().div_ceil(size));
-    while lane.len() > size {
-        let last = (lane.len() - 1) / size * size;
-        batches.push(lane.split_off(last));
+/// A lane's batches of at most `size` records, in order (no byte limit; the mapping cuts
+/// with [`Shared::limits`]).
+#[cfg(test)]
+pub(super) fn batches(lane: Vec<StreamRecord>, size: usize) -> Vec<Vec<StreamRecord>> {
+    super::payload::Limits {
+        records: size,
+        bytes: usize::MAX,
+        shard_and_arn: 0,
     }
-    if !lane.is_empty() {
-        batches.push(lane);
-    }
-    batches.reverse();
-    batches
+    .batches(lane)
 }
 
 impl Shared {
@@ -47,13 +42,14 @@ impl Shared {
             }
             lanes
         };
+        let limits = self.limits(shard);
         let mut running = tokio::task::JoinSet::new();
         for lane in lanes.into_iter().filter(|l| !l.is_empty()) {
             let (this, shard) = (Arc::clone(self), Arc::clone(shard));
             let round = Arc::clone(&round);
             let cancel = cancel.clone();
             running.spawn(async move {
-                for batch in batches(lane, this.config.batch_size) {
+                for batch in limits.batches(lane) {
                     let done = this
                         .process_batch(&shard, batch, None, &round, &cancel)
                         .await;
@@ -73,13 +69,36 @@ impl Shared {
         outcome
     }
 
+    /// The limits of a batch from `shard`: `batch_size` records and `max_batch_bytes` of
+    /// Lambda's Kinesis event.
+    pub(super) fn limits(&self, shard: &ShardId) -> super::payload::Limits {
+        super::payload::Limits {
+            records: self.config.batch_size,
+            bytes: self.config.max_batch_bytes,
+            shard_and_arn: shard.len() + self.stream_arn.len(),
+        }
+    }
+
     /// Invokes the function; `attempt` numbers the tries of one batch, from 1.
     pub(super) async fn invoke(
         &self,
         batch: StreamBatch,
         attempt: u32,
     ) -> Result<StreamResponse, InvokeError> {
+        self.invoke_reporting(batch, attempt).await.0
+    }
+
+    /// Invokes the function, with the request id of the invocation when a handler ran.
+    pub(super) async fn invoke_reporting(
+        &self,
+        batch: StreamBatch,
+        attempt: u32,
+    ) -> (Result<StreamResponse, InvokeError>, Option<RequestId>) {
         let options = InvokeOptions::default().with_attempt(attempt);
-        self.function.invoke_with(batch, options).await.result
+        let invocation = self.function.invoke_with(batch, options).await;
+        (
+            invocation.result,
+            invocation.report.map(|report| report.request_id),
+        )
     }
 }

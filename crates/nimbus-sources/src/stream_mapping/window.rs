@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Done, Shared, StreamBatch, TumblingWindow};
+use super::{Done, Shared, StreamBatch, TumblingWindow, MAX_WINDOW_STATE};
 use crate::refusal::{classify, Refusal};
 use crate::stream::{ShardId, StreamRecord};
 
@@ -35,12 +35,12 @@ impl Shared {
         cancel: &CancellationToken,
     ) -> Done {
         let (round, records) = self.skip_filtered(shard, records).await;
+        let limits = self.limits(shard);
         let mut rest = records.as_slice();
         while let Some(first) = rest.first() {
             let bounds = window_of(first.arrived_at, self.config.tumbling_window);
-            let len = rest
+            let len = rest[..limits.fitting(rest)]
                 .iter()
-                .take(self.config.batch_size)
                 .take_while(|r| window_of(r.arrived_at, self.config.tumbling_window) == bounds)
                 .count();
             if window.bounds.is_some_and(|b| b != bounds)
@@ -65,11 +65,47 @@ impl Shared {
         Done::Finished
     }
 
+    /// Keeps the state a batch answered with for the window's next invocation; one above
+    /// [`MAX_WINDOW_STATE`] ends the window early, as Lambda does: a final invocation with
+    /// that state, flagged `terminated_early`, then the same window goes on from `null`.
+    pub(super) async fn carry_state(
+        self: &Arc<Self>,
+        shard: &ShardId,
+        window: &mut Window,
+        state: serde_json::Value,
+        cancel: &CancellationToken,
+    ) -> Done {
+        let size = serde_json::to_vec(&state).map_or(usize::MAX, |json| json.len());
+        window.state = state;
+        if size <= MAX_WINDOW_STATE {
+            return Done::Finished;
+        }
+        tracing::warn!(mapping = %self.name, %shard, size, "window state above 1 MiB; ending the window early");
+        let bounds = window.bounds;
+        let done = self.finish_window(shard, window, true, cancel).await;
+        if matches!(done, Done::Finished) {
+            window.bounds = bounds;
+        }
+        done
+    }
+
     /// The final invocation of a window: no records, the state, `is_final`.
     pub(super) async fn close_window(
         self: &Arc<Self>,
         shard: &ShardId,
         window: &mut Window,
+        cancel: &CancellationToken,
+    ) -> Done {
+        self.finish_window(shard, window, false, cancel).await
+    }
+
+    /// The final invocation, retried until it succeeds (Lambda suspends the shard's
+    /// processing until it does), then the state is dropped.
+    async fn finish_window(
+        self: &Arc<Self>,
+        shard: &ShardId,
+        window: &mut Window,
+        terminated_early: bool,
         cancel: &CancellationToken,
     ) -> Done {
         let Some((start, end)) = window.bounds.take() else {
@@ -80,12 +116,14 @@ impl Shared {
             let batch = StreamBatch {
                 mapping: Arc::clone(&self.name),
                 shard_id: Arc::clone(shard),
+                stream_arn: Arc::clone(&self.stream_arn),
                 records: Vec::new(),
                 window: Some(TumblingWindow {
                     start,
                     end,
                     state: window.state.clone(),
                     is_final: true,
+                    terminated_early,
                 }),
             };
             match self.invoke(batch, attempts + 1).await {
@@ -101,13 +139,10 @@ impl Shared {
                     return Done::Stopped;
                 }
                 Err(error) => {
-                    attempts += 1;
-                    let exhausted = self.config.max_retry_attempts >= 0
-                        && i64::from(attempts) > self.config.max_retry_attempts;
-                    if exhausted {
-                        tracing::error!(mapping = %self.name, %shard, %error, "final window invocation failed; window state dropped");
-                        break;
-                    }
+                    // No retry limit: Lambda suspends the shard until the final invocation
+                    // succeeds, and the state is not given up.
+                    attempts = attempts.saturating_add(1);
+                    tracing::warn!(mapping = %self.name, %shard, %error, attempts, "final window invocation failed; retrying");
                     if !self.pause(attempts, cancel).await {
                         return Done::Stopped;
                     }

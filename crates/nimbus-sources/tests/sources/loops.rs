@@ -11,8 +11,8 @@ use nimbus_core::{
     handler_fn, Context, Function, FunctionError, FunctionHandle, InvocationRecord, Runtime,
 };
 use nimbus_sources::{
-    BatchResponse, InMemoryObjectStore, NotificationConfig, NotificationRule, ObjectEvent,
-    ObjectStore, QueueBatch, QueueConfig, QueueMapping, QueueMappingConfig, QueueSource,
+    BatchResponse, InMemoryObjectStore, NotificationConfig, NotificationRule, ObjectStore,
+    QueueBatch, QueueConfig, QueueMapping, QueueMappingConfig, QueueSource, S3Event,
 };
 use tokio::sync::mpsc;
 
@@ -91,10 +91,10 @@ pub(crate) type StoreSlot = Arc<OnceLock<Arc<dyn ObjectStore>>>;
 
 /// The looping function and what the tests watch of it: its runs, and its on-failure records.
 pub(crate) struct Thumbnailer {
-    pub(crate) function: FunctionHandle<ObjectEvent, ()>,
+    pub(crate) function: FunctionHandle<S3Event, ()>,
     pub(crate) store: StoreSlot,
     pub(crate) runs: Arc<AtomicU32>,
-    pub(crate) failed: mpsc::UnboundedReceiver<InvocationRecord<ObjectEvent, ()>>,
+    pub(crate) failed: mpsc::UnboundedReceiver<InvocationRecord<S3Event, ()>>,
 }
 
 /// Registers a function that writes its output under the prefix `uploads/` that triggers it.
@@ -107,14 +107,16 @@ pub(crate) async fn thumbnailer(rt: &Runtime) -> Thumbnailer {
         .register(
             Function::new(
                 "thumbnailer",
-                handler_fn(move |event: ObjectEvent, _ctx: Context| {
+                handler_fn(move |message: S3Event, _ctx: Context| {
                     let (slot, runs) = (Arc::clone(&slot_in), Arc::clone(&runs_in));
                     async move {
                         let n = runs.fetch_add(1, Ordering::SeqCst);
                         let store = slot.get().expect("set before the first put");
                         // The bug: the output lands under the prefix that triggers us.
                         let key = format!("uploads/thumb-{n}.png");
-                        store.put(event.bucket(), &key, "png".into()).await?;
+                        for event in &message.records {
+                            store.put(event.bucket(), &key, "png".into()).await?;
+                        }
                         Ok::<_, FunctionError>(())
                     }
                 }),
@@ -132,7 +134,7 @@ pub(crate) async fn thumbnailer(rt: &Runtime) -> Thumbnailer {
 }
 
 /// The rules of a store that notifies `function` of every object created under `uploads/`.
-pub(crate) fn uploads_rule(function: &FunctionHandle<ObjectEvent, ()>) -> NotificationConfig {
+pub(crate) fn uploads_rule(function: &FunctionHandle<S3Event, ()>) -> NotificationConfig {
     NotificationConfig::new(vec![NotificationRule::new(
         "uploads",
         &["s3:ObjectCreated:*"],
@@ -164,7 +166,7 @@ pub(crate) async fn loop_is_stopped(mut t: Thumbnailer) {
         Some("RecursiveInvocationException".to_owned())
     );
     assert_eq!(
-        record.request.key(),
+        record.request.records[0].key(),
         format!("uploads/thumb-{}.png", hops::LIMIT - 1)
     );
     assert_eq!(t.function.metrics().recursive_loops, 1);

@@ -190,7 +190,7 @@ async fn queue_targets_receive_s3_shaped_json() {
     let json: serde_json::Value = serde_json::from_slice(&message.body).unwrap();
     let record = &json["Records"][0];
     assert_eq!(record["eventName"], "ObjectCreated:Put");
-    assert_eq!(record["eventSource"], "nimbus:s3");
+    assert_eq!(record["eventSource"], "aws:s3");
     assert_eq!(record["s3"]["object"]["size"], 4);
     assert!(record["eventTime"].as_str().unwrap().ends_with('Z'));
     for field in ["eTag", "sequencer", "key"] {

@@ -19,12 +19,12 @@ use crate::support::{eventually, runtime};
 const LIMIT: Duration = Duration::from_secs(3_600);
 
 /// Every handled batch: (shard, data of each record, window state if any, is_final).
-type Log = Arc<Mutex<Vec<(String, Vec<String>, Option<serde_json::Value>, bool)>>>;
+pub(crate) type Log = Arc<Mutex<Vec<(String, Vec<String>, Option<serde_json::Value>, bool)>>>;
 
 /// A stream function: records whose data starts with `bad` fail the batch while their
 /// attempt count (per sequence) is below `bad_attempts`; `item:` records are reported as item
 /// failures once; windows count records into the state.
-async fn recorder(rt: &Runtime, name: &str, bad_attempts: u32) -> (StreamFunction, Log) {
+pub(crate) async fn recorder(rt: &Runtime, name: &str, bad_attempts: u32) -> (StreamFunction, Log) {
     let log: Log = Arc::default();
     let seen: Arc<Mutex<HashMap<Sequence, u32>>> = Arc::default();
     let handle = rt
@@ -85,13 +85,13 @@ fn handled(log: &Log) -> Vec<String> {
         .collect()
 }
 
-async fn one_shard() -> (Arc<InMemoryStream>, Arc<str>) {
+pub(crate) async fn one_shard() -> (Arc<InMemoryStream>, Arc<str>) {
     let stream = Arc::new(InMemoryStream::new(StreamConfig::default()).unwrap());
     let shard = stream.shards().await.unwrap()[0].id.clone();
     (stream, shard)
 }
 
-fn fast_retries(config: StreamMappingConfig) -> StreamMappingConfig {
+pub(crate) fn fast_retries(config: StreamMappingConfig) -> StreamMappingConfig {
     config.with_retry_backoff(Backoff::fixed(Duration::from_secs(1)).unwrap())
 }
 
@@ -315,7 +315,7 @@ async fn partial_responses_checkpoint_before_the_lowest_failure_and_retry_from_i
     let mapping = StreamMapping::builder(
         stream.clone(),
         function,
-        fast_retries(StreamMappingConfig::new("partial")),
+        fast_retries(StreamMappingConfig::new("partial").with_report_batch_item_failures(true)),
     )
     .in_memory_store()
     .start()
@@ -514,6 +514,18 @@ async fn build_time_checks() {
         (
             StreamMappingConfig::new("m").with_max_retry_attempts(-2),
             "max_retry_attempts",
+        ),
+        (
+            StreamMappingConfig::new("m").with_max_batch_bytes(0),
+            "max_batch_bytes",
+        ),
+        (
+            StreamMappingConfig::new("m").with_max_batch_bytes(6_291_457),
+            "max_batch_bytes",
+        ),
+        (
+            StreamMappingConfig::new("m").with_stream_name("no spaces"),
+            "stream_name",
         ),
         (
             StreamMappingConfig::new("m").with_tumbling_window(Duration::from_secs(901)),

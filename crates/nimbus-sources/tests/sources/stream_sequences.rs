@@ -83,6 +83,7 @@ async fn round_trip(first: Sequence) {
     let store = Arc::new(InMemoryStreamStore::new());
     let (tx, mut failures) = tokio::sync::mpsc::unbounded_channel::<StreamFailure>();
     let config = StreamMappingConfig::new("numbers")
+        .with_report_batch_item_failures(true)
         .with_max_retry_attempts(1)
         .with_retry_backoff(Backoff::fixed(Duration::from_secs(1)).unwrap());
     let mapping = StreamMapping::builder(stream.clone(), function, config)
@@ -114,11 +115,11 @@ async fn round_trip(first: Sequence) {
     assert_eq!(failure.last_sequence, sequences[3]);
     let failure_json = serde_json::to_value(&failure).unwrap();
     assert_eq!(
-        failure_json["first_sequence"],
+        failure_json["KinesisBatchInfo"]["startSequenceNumber"],
         json!(sequences[3].to_string())
     );
     assert_eq!(
-        failure_json["records"][0]["sequence"],
+        failure_json["nimbus"]["records"][0]["sequence"],
         json!(sequences[3].to_string())
     );
     // The checkpoint is the last record's number, in the metrics and in the store.
@@ -132,10 +133,13 @@ async fn round_trip(first: Sequence) {
     );
     mapping.stop(Duration::from_secs(1)).await;
 
-    // The first batch as JSON, as a process instance or the HTTP API would see it: sequence
-    // numbers are strings.
+    // The first batch as JSON (Lambda's Kinesis event), as a process instance or the HTTP API
+    // would see it: sequence numbers are strings.
     let batch = serde_json::to_value(&batches[0]).unwrap();
-    assert_eq!(batch["records"][0]["sequence"], json!(first.to_string()));
+    assert_eq!(
+        batch["Records"][0]["kinesis"]["sequenceNumber"],
+        json!(first.to_string())
+    );
     let response = rt.invoke_json("numbers", batch).await.unwrap();
     assert_eq!(
         response["item_failures"],
@@ -151,12 +155,10 @@ async fn round_trip(first: Sequence) {
     // And a fresh record through invoke_json comes back as a failure by its number.
     let mut fresh = serde_json::to_value(&batches[0]).unwrap();
     let next = sequences[3].to_string() + "0";
-    fresh["records"] = json!([{
-        "partition_key": "k",
-        "sequence": next,
-        "data": "item:new",
-        "arrived_at": { "secs_since_epoch": 1_700_000_000u64, "nanos_since_epoch": 0 },
-    }]);
+    let mut record = fresh["Records"][0].clone();
+    record["kinesis"]["sequenceNumber"] = json!(next);
+    record["kinesis"]["data"] = json!("aXRlbTpuZXc="); // "item:new" in base64
+    fresh["Records"] = json!([record]);
     let response = rt.invoke_json("numbers", fresh).await.unwrap();
     assert_eq!(response["item_failures"], json!([next]));
     let parsed: StreamResponse = serde_json::from_value(response).unwrap();

@@ -139,7 +139,7 @@ async fn a_partial_failure_finishes_the_records_before_it_and_retries_from_it() 
     })
     .await;
     let store = Arc::new(RecordedCheckpoints::default());
-    let mut parts = Parts::new(config("f"));
+    let mut parts = Parts::new(config("f").with_report_batch_item_failures(true));
     parts.store(store.clone());
     let shared = parts.build(function);
     hold(&shared, &shard()).await;

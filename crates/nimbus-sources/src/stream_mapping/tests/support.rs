@@ -124,6 +124,13 @@ impl Parts {
             crate::filter::Filters::parse_for_streams(&self.config.filters).expect("valid filters");
         Arc::new(Shared {
             name: Arc::from(self.config.name.as_str()),
+            stream_arn: Arc::from(super::super::record::stream_arn(
+                function.arn(),
+                self.config
+                    .stream_name
+                    .as_deref()
+                    .unwrap_or(&self.config.name),
+            )),
             function,
             config: self.config,
             source: self.source,

@@ -1,0 +1,102 @@
+//! Batches under the payload limit: the estimate of a record's bytes in Lambda's Kinesis
+//! event against that JSON itself, lanes cut where the next record would not fit, and the
+//! order and completeness of what is cut.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::json;
+
+use super::super::payload::{record_size, Limits, MAX_BATCH_BYTES};
+use crate::stream::{Sequence, StreamRecord};
+
+/// A record's JSON as Lambda's Kinesis event writes it (base64 stood in for by as many
+/// characters: only the length counts).
+fn kinesis_json(record: &StreamRecord, shard: &str, arn: &str) -> usize {
+    let seq = record.sequence.to_string();
+    let value = json!({
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": &*record.partition_key,
+            "sequenceNumber": seq,
+            "data": "A".repeat(record.data.len().div_ceil(3) * 4),
+            "approximateArrivalTimestamp": 1_545_084_650.987,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": format!("{shard}:{seq}"),
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role",
+        "awsRegion": "us-east-2",
+        "eventSourceARN": arn,
+    });
+    serde_json::to_vec(&value).unwrap().len() + 1
+}
+
+#[test]
+fn a_records_estimate_covers_its_json_in_lambdas_event() {
+    let shard = "shardId-000000000006";
+    let arn = "arn:aws:kinesis:us-east-2:123456789012:stream/lambda-stream";
+    let at = UNIX_EPOCH + Duration::from_secs(1);
+    let big: Sequence = "49590338271490256608559692538361571095921575989136588898"
+        .parse()
+        .unwrap();
+    for (key, seq, len) in [
+        ("1", Sequence::from(1u128), 0usize),
+        ("user-42", big.clone(), 1),
+        ("quote\"and\\slash\n", big.clone(), 2),
+        ("k", big, 1_000_000),
+    ] {
+        let record = StreamRecord::new(key, seq, vec![7u8; len], at);
+        let estimate = record_size(&record, shard.len() + arn.len());
+        let actual = kinesis_json(&record, shard, arn);
+        assert!(
+            estimate >= actual && estimate - actual <= 64,
+            "{key}: estimate {estimate}, JSON {actual}"
+        );
+    }
+}
+
+fn records(n: u128, len: usize) -> Vec<StreamRecord> {
+    (1..=n)
+        .map(|i| StreamRecord::new("k", Sequence::from(i), vec![0u8; len], UNIX_EPOCH))
+        .collect()
+}
+
+fn shape(batches: &[Vec<StreamRecord>]) -> Vec<usize> {
+    batches.iter().map(Vec::len).collect()
+}
+
+#[test]
+fn a_lane_is_cut_where_the_next_record_would_pass_six_mib() {
+    let limits = Limits {
+        records: 10_000,
+        bytes: MAX_BATCH_BYTES,
+        shard_and_arn: 80,
+    };
+    // 1 MiB of data is 1,398,104 bytes of base64: four fit in 6 MiB, five do not.
+    let lane = records(10, 1 << 20);
+    let batches = limits.batches(lane.clone());
+    assert_eq!(shape(&batches), [4, 4, 2]);
+    // In order, every record once.
+    let flat: Vec<StreamRecord> = batches.iter().flatten().cloned().collect();
+    assert_eq!(flat, lane);
+    for batch in &batches {
+        let bytes: usize = batch.iter().map(|r| record_size(r, 80)).sum();
+        assert!(bytes <= MAX_BATCH_BYTES);
+    }
+    // The record limit still holds for small records; the byte limit for large ones.
+    let limits = Limits {
+        records: 3,
+        ..limits
+    };
+    assert_eq!(shape(&limits.batches(records(7, 10))), [3, 3, 1]);
+    // A record larger than the limit goes alone, never held back.
+    let tiny = Limits {
+        records: 100,
+        bytes: 1,
+        shard_and_arn: 0,
+    };
+    assert_eq!(shape(&tiny.batches(records(3, 10))), [1, 1, 1]);
+    assert_eq!(tiny.fitting(&records(3, 10)), 1);
+    assert!(tiny.batches(Vec::new()).is_empty());
+}
