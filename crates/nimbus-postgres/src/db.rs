@@ -63,11 +63,20 @@ pub(crate) async fn migrate(client: &Client, name: Option<&str>) -> Result<(), P
                  visible_at TIMESTAMPTZ NOT NULL DEFAULT now(),
                  receipt BIGINT NOT NULL DEFAULT 0);
              CREATE INDEX IF NOT EXISTS {name}_queue_visible ON {name}_queue (visible_at, id);
-             ALTER TABLE {name}_queue ADD COLUMN IF NOT EXISTS hops INT;
              CREATE TABLE IF NOT EXISTS {name}_dead (
                  id BIGINT PRIMARY KEY, body BYTEA NOT NULL, receive_count INT NOT NULL,
                  sent_at TIMESTAMPTZ NOT NULL, dead_at TIMESTAMPTZ NOT NULL DEFAULT now());
-             ALTER TABLE {name}_dead ADD COLUMN IF NOT EXISTS hops INT;
+             DO $h$ BEGIN
+                 -- Checked first: ALTER TABLE locks the table even when the column exists.
+                 IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{name}_queue'::regclass
+                                AND attname = 'hops' AND NOT attisdropped) THEN
+                     ALTER TABLE {name}_queue ADD COLUMN hops INT;
+                 END IF;
+                 IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{name}_dead'::regclass
+                                AND attname = 'hops' AND NOT attisdropped) THEN
+                     ALTER TABLE {name}_dead ADD COLUMN hops INT;
+                 END IF;
+             END $h$;
              CREATE OR REPLACE FUNCTION {name}_queue_notify() RETURNS trigger LANGUAGE plpgsql
                  AS $f$ BEGIN PERFORM pg_notify('{name}_queue', ''); RETURN NULL; END $f$;
              DO $d$ BEGIN

@@ -227,7 +227,8 @@ impl PostgresQueue {
             let body: Vec<u8> = row.get(1);
             let count: i32 = row.get(2);
             let sent: f64 = row.get(3);
-            let hop_count: Option<i32> = row.get(4);
+            // A column of another type (made by hand) reads as no count rather than a panic.
+            let hop_count: Option<i32> = row.try_get(4).ok().flatten();
             let count = u32::try_from(count).unwrap_or(u32::MAX);
             if self.config.max_receive_count.is_some_and(|max| count > max) {
                 dead.push(id);

@@ -2,6 +2,7 @@
 //! (stream), for entries written by nimbus and by plain producers (`redis-cli XADD`, other
 //! languages' clients) alike.
 
+use nimbus_core::handler::hops;
 use nimbus_sources::Attributes;
 
 /// The fields a queue message's body is read from, first found wins: `b` (what nimbus
@@ -27,13 +28,18 @@ fn take(fields: &mut Fields, names: &[&str]) -> Option<Vec<u8>> {
 }
 
 /// A queue message's body and attributes: the body is the first of [`BODY_FIELDS`] present,
-/// or the only field of a single-field entry; every other field is an attribute (its value
+/// or the only field of a single-field entry (the `nimbus-hops` field aside); every other field is an attribute (its value
 /// read as UTF-8, invalid bytes replaced). An entry with several fields and none of those
 /// names has no body: `Err` hands its fields back with the reason.
 pub(crate) fn queue_body(mut fields: Fields) -> Result<(Vec<u8>, Attributes), (Fields, String)> {
+    // The hop count is never the body: a single other field beside it still is.
+    let others = fields.iter().filter(|(k, _)| k != hops::ATTRIBUTE).count();
     let body = match take(&mut fields, BODY_FIELDS) {
         Some(body) => body,
-        None if fields.len() == 1 => fields.pop().map(|(_, v)| v).unwrap_or_default(),
+        None if others == 1 => {
+            let at = fields.iter().position(|(k, _)| k != hops::ATTRIBUTE);
+            at.map(|at| fields.swap_remove(at).1).unwrap_or_default()
+        }
         None => {
             let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
             let reason = format!(
@@ -110,6 +116,11 @@ mod tests {
         let (body, attributes) = queue_body(fields(&[("anything", "only")])).unwrap();
         assert_eq!(body, b"only");
         assert!(attributes.is_empty());
+        // The hop count beside a single field leaves that field the body.
+        let (body, attributes) =
+            queue_body(fields(&[("custom", "data"), ("nimbus-hops", "3")])).unwrap();
+        assert_eq!(body, b"data");
+        assert_eq!(attributes.get("nimbus-hops"), Some("3"));
         let (fields_back, reason) =
             queue_body(fields(&[("user", "7"), ("action", "go")])).unwrap_err();
         assert_eq!(fields_back.len(), 2);

@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use super::queue::KeptFailure;
 use super::{AsyncInvoker, Condition, DeadLetterAttributes, ErrorInfo, InvocationRecord, Queued};
 use crate::config::UnroutedFailures;
+use crate::handler::hops;
 use crate::util::{panic_message, CatchUnwind};
 
 /// How a call into a destination or dead-letter target ended.
@@ -40,14 +41,18 @@ where
     /// A delivery that finishes on its first poll costs no timer and no token registration.
     async fn guarded<'a, T>(
         &self,
+        hop_count: u32,
         call: impl FnOnce() -> Delivering<'a, T>,
         reason: impl Fn(T) -> String,
     ) -> Delivery {
+        // Work the target starts carries the event's hop count on, as work its handler starts
+        // does (a destination that feeds the function back is a loop too).
+        let call = || hops::sync_scope(hop_count, call);
         let future = match catch_unwind(AssertUnwindSafe(call)) {
             Ok(future) => future,
             Err(payload) => return Delivery::Refused(panicked(&panic_message(payload.as_ref()))),
         };
-        let mut delivering = CatchUnwind(future);
+        let mut delivering = CatchUnwind(hops::scope(hop_count, future));
         let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut delivering).poll(cx)));
         let outcome = match first.await {
             Poll::Ready(outcome) => outcome,
@@ -81,8 +86,12 @@ where
         };
         let delivery = match self.guarded_record(&queued, Condition::Success, Some(output), None) {
             Ok(record) => {
-                self.guarded(|| destination.deliver(record), |refused| refused.reason)
-                    .await
+                self.guarded(
+                    queued.principal.hops(),
+                    || destination.deliver(record),
+                    |refused| refused.reason,
+                )
+                .await
             }
             Err(refused) => refused,
         };
@@ -123,8 +132,12 @@ where
         if let Some(destination) = &state.destinations.on_failure {
             delivery = match self.guarded_record(&queued, condition, None, error.clone()) {
                 Ok(record) => {
-                    self.guarded(|| destination.deliver(record), |refused| refused.reason)
-                        .await
+                    self.guarded(
+                        queued.principal.hops(),
+                        || destination.deliver(record),
+                        |refused| refused.reason,
+                    )
+                    .await
                 }
                 Err(refused) => refused,
             };
@@ -145,6 +158,7 @@ where
                     let attributes =
                         DeadLetterAttributes::of(queued.request_id, condition, error.as_ref());
                     self.guarded(
+                        queued.principal.hops(),
                         || dead_letter.send(event, attributes),
                         |refused| refused.reason,
                     )

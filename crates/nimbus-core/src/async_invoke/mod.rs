@@ -45,7 +45,7 @@ use queue::AsyncState;
 
 use crate::error::{RejectReason, Rejected};
 use crate::executor::Executor;
-use crate::handler::{Caller, Principal, RequestId};
+use crate::handler::{hops, Caller, Principal, RecursiveLoop, RequestId};
 use crate::retry::RetryPolicy;
 
 /// How long the oldest queued event waits before `invoke_async` adds a worker for it.
@@ -129,6 +129,10 @@ pub struct HandedBack {
     pub attempts: u32,
     /// Who queued it: a host that queues it again may keep it in mind.
     pub principal: Principal,
+    /// The hop count its work carries (see [`hops`](crate::handler::hops)): a host that
+    /// queues it again from inside `hops::sync_scope(hop_count - 1, ..)` keeps a loop
+    /// detectable across restarts.
+    pub hop_count: u32,
     /// How it ended, if it did, when the destination that should have taken it refused it or
     /// was cut off by the end of the grace period: a failure no destination or dead-letter
     /// target took, or `Success` for an event whose handler succeeded but whose on-success
@@ -211,6 +215,18 @@ where
             return Err(Rejected {
                 event,
                 reason: RejectReason::Unregistered,
+            });
+        }
+        if principal.hops() > hops::LIMIT
+            && self.exec.config().recursive_loop == RecursiveLoop::Terminate
+        {
+            // Only the failure path of an event already stopped at the limit sends work this
+            // far (a destination feeding the function back): refused, so that it cannot spin.
+            return Err(Rejected {
+                event,
+                reason: RejectReason::RecursiveLoop {
+                    hops: principal.hops(),
+                },
             });
         }
         let state = &self.state;

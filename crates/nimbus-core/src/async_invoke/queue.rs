@@ -265,6 +265,7 @@ impl<E: Send + 'static, O> AsyncState<E, O> {
                     request_id: kept.queued.request_id,
                     attempts: kept.queued.attempts,
                     principal: kept.queued.principal.get().clone(),
+                    hop_count: kept.queued.principal.hops(),
                     condition,
                     error: error.flatten(),
                     event: Box::new(kept.queued.event),

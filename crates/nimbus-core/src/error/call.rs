@@ -85,6 +85,12 @@ pub enum RejectReason {
         /// The function's `max_kept_failures`.
         limit: usize,
     },
+    /// The event comes from the failure path of an event stopped at the recursion limit (its
+    /// hop count is past the limit): a loop through a destination, refused so that it ends.
+    RecursiveLoop {
+        /// The event's hop count.
+        hops: u32,
+    },
 }
 
 /// An event an asynchronous invocation did not accept, handed back to the caller with the
@@ -108,6 +114,11 @@ impl<E> fmt::Display for Rejected<E> {
             RejectReason::TooLarge { size, limit } => write!(
                 f,
                 "request payload size ({size} bytes) exceeded the maximum allowed payload size ({limit} bytes)"
+            ),
+            RejectReason::RecursiveLoop { hops } => write!(
+                f,
+                "recursive loop: the event passed through {hops} invocations and the failure \
+                 path of a stopped event led back here"
             ),
             RejectReason::KeptFailuresFull { limit } => write!(
                 f,

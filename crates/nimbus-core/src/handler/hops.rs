@@ -4,10 +4,13 @@
 //!
 //! Work the host starts has hop count 0. An invocation with hop count `h` gives `h + 1` to
 //! everything it starts: calls through its [`Context`](super::Context) or through a
-//! [`FunctionHandle`](crate::FunctionHandle) used inside the handler, async events, the
-//! records its destinations receive, messages it sends to a queue (each adapter writes the
-//! count in the [`ATTRIBUTE`] message attribute and its mapping reads it back), and objects it
-//! writes through nimbus's object stores. An invocation whose hop count reaches [`LIMIT`] (16,
+//! [`FunctionHandle`](crate::FunctionHandle) used inside the handler, async events, whatever
+//! its destinations and dead-letter target send, messages it sends to a queue (each adapter
+//! writes the count in the [`ATTRIBUTE`] message attribute and its mapping reads it back), and
+//! the notifications of objects it writes through nimbus's object stores (which notify from the
+//! writing call). A queue mapping invokes with the highest count of its batch's records, so
+//! one looping record in a batch makes what the handler sends for the others count from it
+//! too. An invocation whose hop count reaches [`LIMIT`] (16,
 //! as Lambda) is not run unless the function allows loops ([`RecursiveLoop::Allow`]): a sync
 //! caller gets [`InvokeError::RecursiveLoop`](crate::error::InvokeError::RecursiveLoop), an
 //! async event goes to the on-failure destination or dead letter with that error, and a
@@ -15,7 +18,8 @@
 //!
 //! The count of the running invocation is kept in a task-local value around the handler's
 //! future: code the handler awaits sees it, a task it spawns does not (its work starts at 0
-//! again, as work from another process does). Pass [`Context::hop_count`](super::Context::hop_count)
+//! again, as work from another process does), nor do destructors run when the runtime drops a
+//! timed-out handler's future. Pass [`Context::hop_count`](super::Context::hop_count)
 //! along by hand where that matters.
 //!
 //! # Example
@@ -33,8 +37,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// The message attribute (and object metadata key) that carries the hop count of work sent by
-/// an invocation: decimal digits.
+/// The message attribute (a Redis field, a NATS header) that carries the hop count of work sent
+/// by an invocation: decimal digits.
 pub const ATTRIBUTE: &str = "nimbus-hops";
 
 /// The hop count at which an invocation is stopped (Lambda stops a loop after 16 invocations).

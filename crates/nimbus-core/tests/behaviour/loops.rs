@@ -165,3 +165,60 @@ async fn work_started_by_the_host_starts_at_zero() {
     assert_eq!(f.invoke(0).await.unwrap(), (0, Some(0), Some(1)));
     assert_eq!(hops::current(), None);
 }
+
+type Slot = Arc<std::sync::OnceLock<nimbus_core::FunctionHandle<u32, u32>>>;
+
+/// A destination that queues the next step on the function in `slot` (the bug), and reports
+/// what the function refused.
+fn requeue(
+    slot: &Slot,
+    refused: &mpsc::UnboundedSender<String>,
+) -> impl nimbus_core::Destination<u32, u32> {
+    let (slot, refused) = (Arc::clone(slot), refused.clone());
+    nimbus_core::destination_fn(move |record: InvocationRecord<u32, u32>| {
+        let (slot, refused) = (Arc::clone(&slot), refused.clone());
+        async move {
+            let me = slot.get().expect("set before the first event");
+            if let Err(rejected) = me.invoke_async(record.request + 1) {
+                let _ = refused.send(rejected.to_string());
+            }
+            Ok(())
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_destination_feeding_the_function_back_is_a_loop_too() {
+    let rt = runtime(100);
+    let runs = Arc::new(AtomicU32::new(0));
+    let slot = Slot::default();
+    let (refused_tx, mut refused_rx) = mpsc::unbounded_channel::<String>();
+    let runs_in = Arc::clone(&runs);
+    let f = rt
+        .register(
+            Function::new(
+                "requeue",
+                handler_fn(move |_n: u32, ctx: Context| {
+                    let runs = Arc::clone(&runs_in);
+                    async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, FunctionError>(ctx.hop_count())
+                    }
+                }),
+            )
+            .with_on_success(requeue(&slot, &refused_tx))
+            .with_on_failure(requeue(&slot, &refused_tx)),
+        )
+        .await
+        .unwrap();
+    slot.set(f.clone()).unwrap();
+    f.invoke_async(0).unwrap();
+    // Hop counts 0..=15 run; the 17th event is stopped and goes to on-failure, which queues
+    // it again: refused, since only a stopped event's failure path sends work that far.
+    let refused = refused_rx.recv().await.unwrap();
+    assert!(refused.contains("recursive loop"), "{refused}");
+    f.async_idle().await;
+    assert_eq!(runs.load(Ordering::SeqCst), hops::LIMIT);
+    assert_eq!(f.metrics().recursive_loops, 1);
+    assert!(f.take_failed().is_empty());
+}

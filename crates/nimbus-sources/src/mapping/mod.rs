@@ -165,6 +165,8 @@ struct Shared {
     /// The Tokio runtime the mapping was started on: background stats asks run there.
     runtime: tokio::runtime::Handle,
     fifo: bool,
+    /// Whether a recursive loop was logged at warn already (once per mapping).
+    loop_warned: std::sync::atomic::AtomicBool,
     /// What the records say they come from (`eventSourceARN`, `awsRegion`, `SenderId`).
     origin: batch::Origin,
 }
@@ -232,6 +234,7 @@ impl QueueMapping {
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),
             fifo: source.is_fifo(),
+            loop_warned: std::sync::atomic::AtomicBool::new(false),
             origin: batch::Origin::new(
                 function.arn(),
                 config.queue_name.as_deref().unwrap_or(&config.name),

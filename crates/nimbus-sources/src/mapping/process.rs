@@ -78,13 +78,11 @@ impl Shared {
         // Message groups with a failed record in this batch (FIFO): later records of those
         // groups must not be handled ahead of it.
         let mut blocked: HashSet<Arc<str>> = HashSet::new();
-        // Records of a recursive loop take the failure path without an invocation.
+        // Records of a recursive loop take the failure path without an invocation (with, on a
+        // FIFO queue, the records of their group that come after them).
         let (looping, indices) = self.split_loops(&matching);
         for &i in &looping {
             verdicts[i] = Verdict::Failed;
-            if let Some(group) = matching[i].group_id.clone() {
-                blocked.insert(group);
-            }
         }
         let mut work = VecDeque::from([Work { indices, parent: 0 }]);
         // Failed invocations so far; the number of the latest.
@@ -202,17 +200,40 @@ impl Shared {
     /// Splits the indices of records whose hop count reached the recursion limit (unless the
     /// function allows loops) from the others. Such records are a loop the function feeds
     /// itself: they fail without an invocation, and come back until the queue's redrive
-    /// moves them to its dead-letter queue, as Lambda stops a loop through SQS.
+    /// moves them to its dead-letter queue, as Lambda stops a loop through SQS. On a FIFO
+    /// queue the records of the same group that come after a looping one fail with it (they
+    /// must not overtake it); those before it are handled.
     fn split_loops(&self, messages: &[Message]) -> (Vec<usize>, Vec<usize>) {
-        let allowed = self.function.config().recursive_loop == RecursiveLoop::Allow;
-        let (looping, others): (Vec<usize>, Vec<usize>) =
-            (0..messages.len()).partition(|&i| !allowed && hop_count(&messages[i]) >= hops::LIMIT);
-        if !looping.is_empty() {
-            add(&self.counters.recursive_loops, looping.len());
-            tracing::warn!(mapping = %self.name, function = %self.function.name(),
-                records = looping.len(), "recursive loop: records reached the hop limit and are not handed to the function");
+        if self.function.config().recursive_loop == RecursiveLoop::Allow {
+            return (Vec::new(), (0..messages.len()).collect());
         }
-        (looping, others)
+        let mut stopped: HashSet<Arc<str>> = HashSet::new();
+        let mut looping = 0;
+        let (failing, others): (Vec<usize>, Vec<usize>) = (0..messages.len()).partition(|&i| {
+            let group = messages[i].group_id.as_ref().filter(|_| self.fifo);
+            if hop_count(&messages[i]) >= hops::LIMIT {
+                looping += 1;
+                if let Some(group) = group {
+                    stopped.insert(Arc::clone(group));
+                }
+                return true;
+            }
+            group.is_some_and(|g| stopped.contains(g))
+        });
+        if looping > 0 {
+            add(&self.counters.recursive_loops, looping);
+            // Once per mapping at warn: without redrive the same message comes back for ever.
+            if !self
+                .loop_warned
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(mapping = %self.name, function = %self.function.name(),
+                    records = looping, "recursive loop: records reached the hop limit and are not handed to the function");
+            } else {
+                tracing::debug!(mapping = %self.name, records = looping, "recursive loop records failed");
+            }
+        }
+        (failing, others)
     }
 
     /// Deletes the messages of a sub-batch that succeeded.

@@ -209,7 +209,6 @@ impl DirectoryStore {
 /// The longest settle time a [`DirectoryConfig`] may have.
 const MAX_SETTLE: Duration = Duration::from_secs(600);
 
-/// Runs blocking file I/O on Tokio's blocking pool, off the async workers.
 /// Runs `f` as the work of the invocation with hop count `running`, if there was one.
 fn as_invocation<R>(running: Option<u32>, f: impl FnOnce() -> R) -> R {
     match running {
@@ -218,6 +217,7 @@ fn as_invocation<R>(running: Option<u32>, f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Runs blocking file I/O on Tokio's blocking pool, off the async workers.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, SourceError> + Send + 'static,
 ) -> Result<T, SourceError> {

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::config::{Outgoing, QueueConfig, SendBatchError, SendError, MAX_DELAY, MAX_VISIBILITY};
-use super::{Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt};
+use super::{Attributes, Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt};
 use crate::error::{ConfigError, SourceError};
 use state::{State, Stored};
 
@@ -97,7 +97,9 @@ impl InMemoryQueue {
         let now = Instant::now();
         let sent_at = SystemTime::now();
         // Sent by an invocation: the messages carry its work's hop count on.
-        let hop_count = hops::outgoing().map(|h| h.to_string());
+        // One shared set of attributes for the messages that have none (no allocation each).
+        let hop_count =
+            hops::outgoing().map(|h| (h, Attributes::new().with(hops::ATTRIBUTE, h.to_string())));
         let mut sent = Vec::new();
         let mut refused = Vec::new();
         {
@@ -114,8 +116,17 @@ impl InMemoryQueue {
                 // time; do it here, on the sender, rather than on every receiver's hot path.
                 drop(body.clone());
                 let attributes = match &hop_count {
-                    Some(h) => message.attributes.with(hops::ATTRIBUTE, h.as_str()),
                     None => message.attributes,
+                    Some((_, shared)) if message.attributes.is_empty() => shared.clone(),
+                    // A higher count the sender set itself is kept.
+                    Some((h, _)) => match message
+                        .attributes
+                        .get(hops::ATTRIBUTE)
+                        .and_then(hops::parse)
+                    {
+                        Some(carried) if carried >= *h => message.attributes,
+                        _ => message.attributes.with(hops::ATTRIBUTE, h.to_string()),
+                    },
                 };
                 let stored = Stored {
                     id,
