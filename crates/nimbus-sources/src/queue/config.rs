@@ -169,14 +169,25 @@ impl Outgoing {
 
 /// A batch send of which some messages were refused; every other one was sent. Nothing is
 /// dropped: each refused message is handed back with its place in the batch and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{} of the batch's messages refused (first at {}: {})", refused.len(), refused[0].0, refused[0].1)]
+#[derive(Debug)]
 pub struct SendBatchError {
     /// The place in the batch and the id of each message sent, in order.
     pub sent: Vec<(usize, super::MessageId)>,
     /// The place in the batch of each message refused, in order, with the message handed back.
     pub refused: Vec<(usize, SendError)>,
 }
+
+impl std::fmt::Display for SendBatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of the batch's messages refused", self.refused.len())?;
+        match self.refused.first() {
+            Some((at, refused)) => write!(f, " (first at {at}: {refused})"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for SendBatchError {}
 
 /// A send the queue refused; the message is handed back.
 #[derive(Debug, thiserror::Error)]

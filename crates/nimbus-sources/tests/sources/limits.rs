@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use nimbus_core::{handler_fn, Context, Function, FunctionError};
 use nimbus_sources::{
-    BatchResponse, Outgoing, QueueBatch, QueueConfig, QueueMapping, QueueMappingConfig, SourceError,
+    BatchResponse, Outgoing, QueueBatch, QueueConfig, QueueMapping, QueueMappingConfig,
+    QueueSource, SourceError,
 };
 use parking_lot::Mutex;
 
@@ -168,4 +169,67 @@ async fn a_batch_never_carries_more_than_six_mb_and_the_rest_waits_uncounted() {
             "a batch filled to the cap: {batches:?}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_hop_count_an_invocation_adds_counts_towards_the_limit() {
+    use nimbus_core::handler::hops;
+    let q = queue(QueueConfig::default());
+    // Within the limit alone, over it with `nimbus-hops` = "5" (11 + 1 bytes) added.
+    let body = vec![b'x'; MIB - 5];
+    q.send(body.clone()).unwrap();
+    let refused = hops::sync_scope(4, || q.send(body.clone())).unwrap_err();
+    assert_eq!(
+        refused.error,
+        SourceError::TooLarge {
+            size: MIB + 7,
+            limit: MIB
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_queue_takes_a_redriven_message_whatever_its_own_limit() {
+    let dlq = queue(QueueConfig::default().with_max_message_size(1_024));
+    let q = queue(
+        QueueConfig::default()
+            .with_visibility_timeout(Duration::from_secs(1))
+            .with_redrive(dlq.clone(), 1),
+    );
+    q.send(vec![b'x'; 4_096]).unwrap();
+    assert_eq!(q.receive(1, Duration::ZERO).await.unwrap().len(), 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    // The second receive is over the limit: redriven, not made visible again for ever.
+    assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty());
+    assert!(q.is_empty());
+    assert_eq!(
+        dlq.receive(1, Duration::ZERO).await.unwrap()[0].body.len(),
+        4_096
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_a_fifo_queue_a_refused_message_refuses_the_rest_of_its_group_in_the_batch() {
+    let q = queue(QueueConfig::default().fifo());
+    let err = q
+        .send_batch([
+            Outgoing::new("g1").with_group("g"),
+            Outgoing::new(vec![b'x'; MIB + 1]).with_group("g"),
+            Outgoing::new("g3").with_group("g"),
+            Outgoing::new("h1").with_group("h"),
+        ])
+        .unwrap_err();
+    let sent: Vec<usize> = err.sent.iter().map(|(at, _)| *at).collect();
+    let refused: Vec<usize> = err.refused.iter().map(|(at, _)| *at).collect();
+    assert_eq!((sent, refused), (vec![0, 3], vec![1, 2]));
+    assert!(err.refused[1]
+        .1
+        .to_string()
+        .contains("earlier message of group g"));
+    // Formatting never panics, even for a value built by hand with nothing refused.
+    let empty = nimbus_sources::SendBatchError {
+        sent: Vec::new(),
+        refused: Vec::new(),
+    };
+    assert_eq!(empty.to_string(), "0 of the batch's messages refused");
 }

@@ -11,6 +11,7 @@ mod redrive;
 mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -89,10 +90,21 @@ impl InMemoryQueue {
     /// [`SendBatchError`] when any message was refused, for the reasons of
     /// [`InMemoryQueue::send`]: it lists the ids of the messages sent and hands back the
     /// refused ones with their places in the batch. Once the queue is full, every later
-    /// message is refused too.
+    /// message is refused too; on a FIFO queue, so are the later messages of a group one of
+    /// whose messages was refused.
     pub fn send_batch(
         &self,
         messages: impl IntoIterator<Item = Outgoing>,
+    ) -> Result<Vec<MessageId>, SendBatchError> {
+        self.send_sized(messages, Sizing::Checked)
+    }
+
+    /// Sends messages, checking their size or not (a redriven message was within the limit of
+    /// the queue it came from: a dead-letter queue takes it whatever its own limit).
+    pub(super) fn send_sized(
+        &self,
+        messages: impl IntoIterator<Item = Outgoing>,
+        checked: Sizing,
     ) -> Result<Vec<MessageId>, SendBatchError> {
         let now = Instant::now();
         let sent_at = SystemTime::now();
@@ -102,10 +114,33 @@ impl InMemoryQueue {
             hops::outgoing().map(|h| (h, Attributes::new().with(hops::ATTRIBUTE, h.to_string())));
         let mut sent = Vec::new();
         let mut refused = Vec::new();
+        // FIFO groups with a message refused in this batch: later ones of the group are refused
+        // too, so that a sender resending the first cannot have it overtaken.
+        let mut broken: Vec<Arc<str>> = Vec::new();
         {
             let mut state = self.state.lock();
-            for (place, message) in messages.into_iter().enumerate() {
-                if let Err(error) = self.check(&state, &message) {
+            for (place, mut message) in messages.into_iter().enumerate() {
+                let group = message.group_id.clone().filter(|_| self.config.fifo);
+                if let Some(group) = group.as_ref().filter(|g| broken.contains(g)) {
+                    let error = SourceError::Invalid(format!(
+                        "an earlier message of group {group} in this batch was refused"
+                    ));
+                    refused.push((place, SendError { message, error }));
+                    continue;
+                }
+                // The hop count is part of what is stored, so it counts towards the size.
+                let attributes = std::mem::take(&mut message.attributes);
+                message.attributes = match &hop_count {
+                    None => attributes,
+                    Some((_, shared)) if attributes.is_empty() => shared.clone(),
+                    // A higher count the sender set itself is kept.
+                    Some((h, _)) => match attributes.get(hops::ATTRIBUTE).and_then(hops::parse) {
+                        Some(carried) if carried >= *h => attributes,
+                        _ => attributes.with(hops::ATTRIBUTE, h.to_string()),
+                    },
+                };
+                if let Err(error) = self.check(&state, &message, checked) {
+                    broken.extend(group);
                     refused.push((place, SendError { message, error }));
                     continue;
                 }
@@ -115,23 +150,10 @@ impl InMemoryQueue {
                 // Cloning a `Bytes` made from a `Vec` allocates its shared header the first
                 // time; do it here, on the sender, rather than on every receiver's hot path.
                 drop(body.clone());
-                let attributes = match &hop_count {
-                    None => message.attributes,
-                    Some((_, shared)) if message.attributes.is_empty() => shared.clone(),
-                    // A higher count the sender set itself is kept.
-                    Some((h, _)) => match message
-                        .attributes
-                        .get(hops::ATTRIBUTE)
-                        .and_then(hops::parse)
-                    {
-                        Some(carried) if carried >= *h => message.attributes,
-                        _ => message.attributes.with(hops::ATTRIBUTE, h.to_string()),
-                    },
-                };
                 let stored = Stored {
                     id,
                     body,
-                    attributes,
+                    attributes: message.attributes,
                     sent_at,
                     group: message.group_id,
                     receive_count: 0,
@@ -157,14 +179,16 @@ impl InMemoryQueue {
     }
 
     /// Why `message` cannot be taken now, if it cannot.
-    fn check(&self, state: &State, message: &Outgoing) -> Result<(), SourceError> {
+    fn check(&self, state: &State, message: &Outgoing, size: Sizing) -> Result<(), SourceError> {
         if self.config.fifo && message.group_id.is_none() {
             return Err(SourceError::Invalid(
                 "a FIFO queue needs a message group".into(),
             ));
         }
-        let size = super::limits::message_size(&message.body, &message.attributes);
-        super::limits::check_message_size(size, self.config.max_message_size)?;
+        if size == Sizing::Checked {
+            let size = super::limits::message_size(&message.body, &message.attributes);
+            super::limits::check_message_size(size, self.config.max_message_size)?;
+        }
         if state.held >= self.config.capacity {
             return Err(SourceError::Full {
                 capacity: self.config.capacity,
@@ -359,4 +383,13 @@ impl QueueProducer for InMemoryQueue {
     async fn produce(&self, body: Bytes) -> Result<MessageId, SourceError> {
         self.send(body).map_err(|e| e.error)
     }
+}
+
+/// Whether a send checks each message against `max_message_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sizing {
+    /// Checked: a message from a sender.
+    Checked,
+    /// Not checked: a message redriven from another queue.
+    Unchecked,
 }

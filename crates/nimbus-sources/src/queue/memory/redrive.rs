@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use super::state::Stored;
-use super::InMemoryQueue;
+use super::{InMemoryQueue, Sizing};
 use crate::queue::Outgoing;
 
 impl InMemoryQueue {
@@ -23,12 +23,12 @@ impl InMemoryQueue {
             let mut outgoing = Outgoing::new(stored.body.clone());
             outgoing.attributes = stored.attributes.clone();
             outgoing.group_id = stored.group.clone();
-            match dlq.send_message(outgoing) {
+            match dlq.send_sized(std::iter::once(outgoing), Sizing::Unchecked) {
                 Ok(_) => {
                     self.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(refused) => {
-                    tracing::error!(id = stored.id, error = %refused.error, "dead-letter queue refused a message; keeping it");
+                    tracing::error!(id = stored.id, error = %refused, "dead-letter queue refused a message; keeping it");
                     let mut state = self.state.lock();
                     state.held += 1;
                     stored.receive_count = 0;
