@@ -310,6 +310,10 @@ fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
     let mut hms = hms.splitn(3, ':').map(str::parse::<u64>);
     let (h, min, s) = (hms.next()?.ok()?, hms.next()?.ok()?, hms.next()?.ok()?);
+    // Four-digit years, as RFC 3339 has them: the day arithmetic below cannot overflow.
+    if !(0..=9_999).contains(&y) {
+        return None;
+    }
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || s > 60 {
         return None;
     }
@@ -417,6 +421,13 @@ impl<E> DeadLetterMessage<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_with_huge_years_are_no_time() {
+        assert_eq!(parse_rfc3339("1000000000000000-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("-5-01-01T00:00:00Z"), None);
+        assert!(parse_rfc3339("2019-11-14T18:16:05.568Z").is_some());
+    }
 
     #[test]
     fn times_round_trip() {

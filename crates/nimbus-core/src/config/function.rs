@@ -51,8 +51,9 @@ impl Default for ScaleRate {
 #[non_exhaustive]
 pub enum UnroutedFailures {
     /// Kept for the host (the default): `FunctionHandle::take_failed` takes them, shutdown and
-    /// unregister hand back what is left. At most `max_kept_failures` are kept; while that many
-    /// are, `invoke_async` hands new events back (`RejectReason::KeptFailuresFull`). A warning
+    /// unregister hand back what is left. Once `max_kept_failures` are kept, `invoke_async`
+    /// hands new events back (`RejectReason::KeptFailuresFull`); the events accepted before
+    /// may still fail and be kept, so at most `max_kept_failures + queue_capacity` are. A warning
     /// is logged when a function keeps its first one.
     #[default]
     Keep,

@@ -27,8 +27,8 @@ pub struct PayloadLimits {
     pub sync_request: u64,
     /// A synchronous invocation's output (default 6 MB, as Lambda's).
     pub sync_response: u64,
-    /// An asynchronous invocation's event (default 1 MB, 1,048,576 bytes: Lambda's since
-    /// January 2026, 256 KB before).
+    /// An asynchronous invocation's event (default 1 MB, 1,048,576 bytes: Lambda's limit since
+    /// it was raised from 256 KB).
     pub async_request: u64,
 }
 

@@ -52,7 +52,9 @@ fn from_millis<E: serde::de::Error>(text: &str, field: &str) -> Result<SystemTim
     let ms: u64 = text
         .parse()
         .map_err(|_| E::custom(format!("{field}: not a number of milliseconds: {text:?}")))?;
-    Ok(UNIX_EPOCH + Duration::from_millis(ms))
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .ok_or_else(|| E::custom(format!("{field}: out of range: {text:?}")))
 }
 
 #[derive(Serialize, Deserialize)]

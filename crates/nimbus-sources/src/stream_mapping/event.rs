@@ -118,7 +118,9 @@ fn seconds(at: SystemTime) -> f64 {
 fn from_seconds(secs: f64) -> SystemTime {
     let ms = (secs * 1_000.0).round();
     if ms.is_finite() && ms > 0.0 {
-        UNIX_EPOCH + Duration::from_millis(ms as u64)
+        UNIX_EPOCH
+            .checked_add(Duration::from_millis(ms as u64))
+            .unwrap_or(UNIX_EPOCH)
     } else {
         UNIX_EPOCH
     }
