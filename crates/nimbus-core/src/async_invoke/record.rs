@@ -4,14 +4,14 @@
 //! `ErrorCode` and `ErrorMessage` message attributes).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{InvokeError, OutcomeKind};
 use crate::handler::RequestId;
-use crate::util::aws::rfc3339_millis;
+use crate::util::aws::{parse_rfc3339, rfc3339_millis};
 
 /// The version every record names: nimbus has no published versions.
 const LATEST: &str = "$LATEST";
@@ -301,42 +301,6 @@ fn parse_function_arn(arn: &str) -> Option<(&str, &str)> {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, as [`rfc3339_millis`] writes it.
-fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let text = text.strip_suffix('Z')?;
-    let (date, time) = text.split_once('T')?;
-    let mut date = date.splitn(3, '-').map(str::parse::<i64>);
-    let (y, m, d) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
-    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
-    let mut hms = hms.splitn(3, ':').map(str::parse::<u64>);
-    let (h, min, s) = (hms.next()?.ok()?, hms.next()?.ok()?, hms.next()?.ok()?);
-    // Four-digit years, as RFC 3339 has them: the day arithmetic below cannot overflow.
-    if !(0..=9_999).contains(&y) {
-        return None;
-    }
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || s > 60 {
-        return None;
-    }
-    let nanos = if fraction.is_empty() {
-        0
-    } else {
-        if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        fraction.parse::<u32>().ok()? * 10u32.pow(9 - fraction.len() as u32)
-    };
-    // Days from civil (H. Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
-    let secs = days * 86_400 + h * 3_600 + min * 60 + s;
-    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-}
-
 /// What Lambda sends with a dead letter, as the message attributes `RequestID`, `ErrorCode`
 /// and `ErrorMessage`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -421,6 +385,7 @@ impl<E> DeadLetterMessage<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn times_with_huge_years_are_no_time() {

@@ -1,7 +1,7 @@
 //! The AWS-shaped names and times that Lambda's events and records carry: ARNs of functions,
 //! queues and streams in the runtime's region and account, and RFC 3339 timestamps.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The region ARNs name when the runtime is not told another (`RuntimeConfig::region`).
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -142,6 +142,63 @@ pub fn trace_header(epoch_secs: u64, id: u128) -> String {
     )
 }
 
+/// Reads an RFC 3339 time, `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, as Lambda's records
+/// and S3's events carry it (what [`rfc3339_millis`] writes reads back exactly); `None` when it
+/// is not such a time or lies before 1970.
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let b = text.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut nanos = 0u32;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        for (i, c) in fraction[..digits].bytes().take(9).enumerate() {
+            nanos += u32::from(c - b'0') * 10u32.pow(8 - i as u32);
+        }
+        rest = &fraction[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            sign * (oh * 3_600 + om * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (H. Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3_600 + mi * 60 + s - offset;
+    let secs = u64::try_from(secs).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +233,31 @@ mod tests {
     fn times_before_the_epoch_are_the_epoch() {
         let before = UNIX_EPOCH - std::time::Duration::from_secs(5);
         assert_eq!(rfc3339_millis(before), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn reads_what_is_written() {
+        for ms in [0u64, 1_573_691_884_835, 951_782_400_123, 4_102_444_799_999] {
+            let at = UNIX_EPOCH + Duration::from_millis(ms);
+            assert_eq!(parse_rfc3339(&rfc3339_millis(at)), Some(at), "{ms}");
+        }
+        assert_eq!(
+            parse_rfc3339("2019-11-14T00:38:04.835Z"),
+            Some(UNIX_EPOCH + Duration::from_millis(1_573_691_884_835))
+        );
+        assert_eq!(
+            parse_rfc3339("2019-11-14T01:38:04+01:00"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_573_691_884))
+        );
+        for bad in [
+            "",
+            "2019-11-14",
+            "2019-13-14T00:00:00Z",
+            "2019-11-14T00:00:00",
+            "1969-12-31T23:59:59Z",
+            "2019-11-14T00:00:00.Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }
