@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::queue::{Attributes, Message, MessageId};
+use crate::queue::{Attributes, Message, MessageId, Receipt};
 
 /// The records of one invocation by a queue mapping (Lambda's `SQSEvent`). Serialised as
 /// Lambda's SQS event, `{"Records": [...]}` (see [`QueueRecord`]), and read back from it;
@@ -51,10 +51,10 @@ impl QueueBatch {
 pub struct QueueRecord {
     /// The message id: what [`BatchResponse::item_failures`] lists.
     pub message_id: MessageId,
-    /// This delivery's receipt as text (`receiptHandle`): the source's token, or
-    /// `<lease>.<slot>` for a receipt made of numbers. Informational: the mapping
+    /// This delivery's receipt (`receiptHandle`, written as the source's token, or
+    /// `<lease>.<slot>` for a receipt made of numbers). Informational: the mapping
     /// acknowledges the message.
-    pub receipt_handle: String,
+    pub receipt_handle: Receipt,
     /// The body.
     pub body: Bytes,
     /// String attributes (`messageAttributes`, each of data type `String`).
@@ -68,23 +68,37 @@ pub struct QueueRecord {
     pub first_received_at: SystemTime,
     /// Its message group, on a FIFO queue.
     pub group_id: Option<Arc<str>>,
+    /// Where it comes from (`SenderId`, `eventSourceARN`, `awsRegion`): one shared value for
+    /// every record of a mapping.
+    pub origin: Arc<QueueOrigin>,
+}
+
+/// Where a queue mapping's records come from, as Lambda's SQS records name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueOrigin {
     /// `SenderId`: the runtime's account id.
-    pub sender_id: Arc<str>,
+    pub sender_id: String,
     /// `eventSourceARN`: `arn:aws:sqs:<region>:<account>:<queue>`.
-    pub event_source_arn: Arc<str>,
+    pub event_source_arn: String,
     /// `awsRegion`: the runtime's region.
-    pub aws_region: Arc<str>,
+    pub aws_region: String,
 }
 
-/// Where a mapping's records come from, as its records name it.
-#[derive(Debug, Clone)]
-pub(crate) struct Origin {
-    pub(crate) sender_id: Arc<str>,
-    pub(crate) event_source_arn: Arc<str>,
-    pub(crate) aws_region: Arc<str>,
-}
+impl QueueOrigin {
+    /// An origin with these values, for tests and hosts that build events.
+    pub fn with_values(
+        sender_id: impl Into<String>,
+        event_source_arn: impl Into<String>,
+        aws_region: impl Into<String>,
+    ) -> Self {
+        Self {
+            sender_id: sender_id.into(),
+            event_source_arn: event_source_arn.into(),
+            aws_region: aws_region.into(),
+        }
+    }
 
-impl Origin {
     /// The queue `queue` in the region and account of the function whose ARN is
     /// `function_arn` (`arn:aws:lambda:<region>:<account>:function:<name>`); nimbus's
     /// defaults when that ARN is not of this form.
@@ -98,54 +112,47 @@ impl Origin {
             ),
         };
         Self {
-            sender_id: Arc::from(account),
-            event_source_arn: Arc::from(nimbus_core::util::aws::resource_arn(
-                "sqs", region, account, queue,
-            )),
-            aws_region: Arc::from(region),
+            sender_id: account.to_owned(),
+            event_source_arn: nimbus_core::util::aws::resource_arn("sqs", region, account, queue),
+            aws_region: region.to_owned(),
         }
     }
 }
 
 impl QueueRecord {
-    pub(crate) fn from_message(message: &Message, origin: &Origin, now: SystemTime) -> Self {
-        let receipt_handle = match (message.receipt.as_token(), message.receipt.parts()) {
-            (Some(token), _) => token.to_owned(),
-            (None, Some((lease, slot))) => format!("{lease}.{slot}"),
-            (None, None) => String::new(),
-        };
+    pub(crate) fn from_message(
+        message: &Message,
+        origin: &Arc<QueueOrigin>,
+        now: SystemTime,
+    ) -> Self {
         Self {
             message_id: message.id.clone(),
-            receipt_handle,
+            receipt_handle: message.receipt.clone(),
             body: message.body.clone(),
             attributes: message.attributes.clone(),
             receive_count: message.receive_count,
             sent_at: message.sent_at,
             first_received_at: now,
             group_id: message.group_id.clone(),
-            sender_id: Arc::clone(&origin.sender_id),
-            event_source_arn: Arc::clone(&origin.event_source_arn),
-            aws_region: Arc::clone(&origin.aws_region),
+            origin: Arc::clone(origin),
         }
     }
 
     /// A record of a message with this id and body from the queue `queue`, in nimbus's
     /// default region and account, received once now: for tests and hosts that build events.
     pub fn new(message_id: MessageId, body: impl Into<Bytes>, queue: &str) -> Self {
-        let origin = Origin::new("", queue);
+        let origin = Arc::new(QueueOrigin::new("", queue));
         let now = SystemTime::now();
         Self {
             message_id,
-            receipt_handle: String::new(),
+            receipt_handle: Receipt::token(""),
             body: body.into(),
             attributes: Attributes::default(),
             receive_count: 1,
             sent_at: now,
             first_received_at: now,
             group_id: None,
-            sender_id: origin.sender_id,
-            event_source_arn: origin.event_source_arn,
-            aws_region: origin.aws_region,
+            origin,
         }
     }
 

@@ -79,7 +79,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use batch::{BatchResponse, QueueBatch, QueueRecord};
+pub use batch::{BatchResponse, QueueBatch, QueueOrigin, QueueRecord};
 pub use builder::QueueMappingBuilder;
 pub use config::QueueMappingConfig;
 pub use metrics::QueueMappingMetrics;
@@ -168,7 +168,7 @@ struct Shared {
     /// Whether a recursive loop was logged at warn already (once per mapping).
     loop_warned: std::sync::atomic::AtomicBool,
     /// What the records say they come from (`eventSourceARN`, `awsRegion`, `SenderId`).
-    origin: batch::Origin,
+    origin: Arc<QueueOrigin>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -235,10 +235,10 @@ impl QueueMapping {
             name: Arc::from(config.name.as_str()),
             fifo: source.is_fifo(),
             loop_warned: std::sync::atomic::AtomicBool::new(false),
-            origin: batch::Origin::new(
+            origin: Arc::new(QueueOrigin::new(
                 function.arn(),
                 config.queue_name.as_deref().unwrap_or(&config.name),
-            ),
+            )),
             filters,
             given_up: CancellationToken::new(),
             cancel_safe: source.receive_is_cancel_safe(),

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{BatchResponse, QueueBatch, QueueRecord};
-use crate::queue::{Attributes, MessageId};
+use super::{BatchResponse, QueueBatch, QueueOrigin, QueueRecord};
+use crate::queue::{Attributes, MessageId, Receipt};
 
 /// Bodies as strings when they are UTF-8 (as SQS bodies are), as byte arrays otherwise.
 pub(crate) mod body_serde {
@@ -105,12 +105,12 @@ impl Serialize for QueueRecord {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         WireRecord {
             message_id: self.message_id.to_string(),
-            receipt_handle: self.receipt_handle.clone(),
+            receipt_handle: receipt_text(&self.receipt_handle),
             body: self.body.clone(),
             attributes: WireAttributes {
                 approximate_receive_count: self.receive_count.to_string(),
                 sent_timestamp: millis(self.sent_at),
-                sender_id: self.sender_id.to_string(),
+                sender_id: self.origin.sender_id.clone(),
                 approximate_first_receive_timestamp: millis(self.first_received_at),
                 message_group_id: self.group_id.as_deref().map(str::to_owned),
             },
@@ -131,8 +131,8 @@ impl Serialize for QueueRecord {
                 .collect(),
             md5_of_body: self.md5_of_body(),
             event_source: "aws:sqs".to_owned(),
-            event_source_arn: self.event_source_arn.to_string(),
-            aws_region: self.aws_region.to_string(),
+            event_source_arn: self.origin.event_source_arn.clone(),
+            aws_region: self.origin.aws_region.clone(),
         }
         .serialize(s)
     }
@@ -155,7 +155,7 @@ impl<'de> Deserialize<'de> for QueueRecord {
             .collect();
         Ok(Self {
             message_id: MessageId::text(&wire.message_id),
-            receipt_handle: wire.receipt_handle,
+            receipt_handle: Receipt::token(wire.receipt_handle),
             body: wire.body,
             attributes: Attributes::from(attributes),
             receive_count,
@@ -165,9 +165,11 @@ impl<'de> Deserialize<'de> for QueueRecord {
                 "ApproximateFirstReceiveTimestamp",
             )?,
             group_id: wire.attributes.message_group_id.map(Arc::from),
-            sender_id: Arc::from(wire.attributes.sender_id),
-            event_source_arn: Arc::from(wire.event_source_arn),
-            aws_region: Arc::from(wire.aws_region),
+            origin: Arc::new(QueueOrigin::with_values(
+                wire.attributes.sender_id,
+                wire.event_source_arn,
+                wire.aws_region,
+            )),
         })
     }
 }
@@ -199,7 +201,7 @@ impl<'de> Deserialize<'de> for QueueBatch {
         let mapping = wire
             .records
             .first()
-            .and_then(|r| r.event_source_arn.rsplit(':').next())
+            .and_then(|r| r.origin.event_source_arn.rsplit(':').next())
             .unwrap_or_default();
         Ok(Self {
             mapping: Arc::from(mapping),
@@ -250,5 +252,15 @@ impl<'de> Deserialize<'de> for BatchResponse {
                 })
                 .unwrap_or_default(),
         })
+    }
+}
+
+/// A receipt as `receiptHandle` text: the source's token, or `<lease>.<slot>` for one made of
+/// numbers; written only when a record is serialised, never on the invocation's hot path.
+fn receipt_text(receipt: &Receipt) -> String {
+    match (receipt.as_token(), receipt.parts()) {
+        (Some(token), _) => token.to_owned(),
+        (None, Some((lease, slot))) => format!("{lease}.{slot}"),
+        (None, None) => String::new(),
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime, RuntimeConfig};
 use nimbus_sources::{
     Attributes, BatchResponse, MessageId, Outgoing, QueueBatch, QueueConfig, QueueMapping,
-    QueueMappingConfig, QueueRecord,
+    QueueMappingConfig, QueueOrigin, QueueRecord, Receipt,
 };
 use parking_lot::Mutex;
 use serde_json::json;
@@ -64,13 +64,15 @@ fn documented_example() -> serde_json::Value {
 
 fn record(id: &str, receipt: &str, sent: u64, first: u64, attributes: Attributes) -> QueueRecord {
     let mut r = QueueRecord::new(MessageId::text(id), "Test message.", "my-queue");
-    r.receipt_handle = receipt.to_owned();
+    r.receipt_handle = Receipt::token(receipt);
     r.attributes = attributes;
     r.sent_at = UNIX_EPOCH + Duration::from_millis(sent);
     r.first_received_at = UNIX_EPOCH + Duration::from_millis(first);
-    r.sender_id = Arc::from("AIDAIENQZJOLO23YVJ4VO");
-    r.event_source_arn = Arc::from("arn:aws:sqs:us-east-2:123456789012:my-queue");
-    r.aws_region = Arc::from("us-east-2");
+    r.origin = Arc::new(QueueOrigin::with_values(
+        "AIDAIENQZJOLO23YVJ4VO",
+        "arn:aws:sqs:us-east-2:123456789012:my-queue",
+        "us-east-2",
+    ));
     r
 }
 
@@ -129,7 +131,10 @@ fn the_documented_event_reads_back_into_a_batch() {
         r.message_id,
         MessageId::text("059f36b4-87a3-44ab-83d2-661975830a7d")
     );
-    assert_eq!(r.receipt_handle, "AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a...");
+    assert_eq!(
+        r.receipt_handle.as_token(),
+        Some("AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a...")
+    );
     assert_eq!(r.body_str().unwrap(), "Test message.");
     assert_eq!(r.attributes.get("myAttribute"), Some("myValue"));
     assert_eq!(r.receive_count, 1);
@@ -141,12 +146,12 @@ fn the_documented_event_reads_back_into_a_batch() {
         r.first_received_at,
         UNIX_EPOCH + Duration::from_millis(1_545_082_649_185)
     );
-    assert_eq!(&*r.sender_id, "AIDAIENQZJOLO23YVJ4VO");
+    assert_eq!(r.origin.sender_id, "AIDAIENQZJOLO23YVJ4VO");
     assert_eq!(
-        &*r.event_source_arn,
+        r.origin.event_source_arn,
         "arn:aws:sqs:us-east-2:123456789012:my-queue"
     );
-    assert_eq!(&*r.aws_region, "us-east-2");
+    assert_eq!(r.origin.aws_region, "us-east-2");
     assert_eq!(r.md5_of_body(), "e4e68fb7bd0e697a0ae8f1bb342846b3");
     assert_eq!(r.group_id, None);
     // And round-trips.
@@ -168,7 +173,7 @@ fn aws_lambda_events_parses_our_json_with_the_same_values() {
         );
         assert_eq!(
             theirs.receipt_handle.as_deref(),
-            Some(&*ours.receipt_handle)
+            ours.receipt_handle.as_token()
         );
         assert_eq!(theirs.body.as_deref(), Some("Test message."));
         assert_eq!(
@@ -178,7 +183,7 @@ fn aws_lambda_events_parses_our_json_with_the_same_values() {
         assert_eq!(theirs.event_source.as_deref(), Some("aws:sqs"));
         assert_eq!(
             theirs.event_source_arn.as_deref(),
-            Some(&*ours.event_source_arn)
+            Some(ours.origin.event_source_arn.as_str())
         );
         assert_eq!(theirs.aws_region.as_deref(), Some("us-east-2"));
         assert_eq!(
