@@ -204,7 +204,10 @@ impl Shared {
     /// queue the records of the same group that come after a looping one fail with it (they
     /// must not overtake it); those before it are handled.
     fn split_loops(&self, messages: &[Message]) -> (Vec<usize>, Vec<usize>) {
-        if self.function.config().recursive_loop == RecursiveLoop::Allow {
+        // Most messages carry no attributes at all: then none can be looping.
+        if self.function.config().recursive_loop == RecursiveLoop::Allow
+            || messages.iter().all(|m| m.attributes.is_empty())
+        {
             return (Vec::new(), (0..messages.len()).collect());
         }
         let mut stopped: HashSet<Arc<str>> = HashSet::new();
@@ -300,7 +303,11 @@ impl Shared {
             };
             add(&self.counters.invocations, 1);
             // The work's hop count: the highest its records carry.
-            let hops = indices.iter().map(|&i| hop_count(&messages[i])).max();
+            let hops = indices
+                .iter()
+                .filter(|&&i| !messages[i].attributes.is_empty())
+                .map(|&i| hop_count(&messages[i]))
+                .max();
             let options = InvokeOptions::default().with_hops(hops.unwrap_or(0));
             let error = match self.function.invoke_with(batch, options).await.result {
                 Ok(response) => return Invoked::Ok(response),
