@@ -123,7 +123,7 @@ pub enum StreamCondition {
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use nimbus_core::{handler_fn, Context, DeliveryError, Function, FunctionError, Runtime};
-/// use nimbus_sources::{async_trait, FailureDestination, InMemoryQueue, InMemoryStream, QueueConfig, QueueSource, StreamBatch, StreamConfig, StreamFailure, StreamMapping, StreamMappingConfig, StreamResponse};
+/// use nimbus_sources::{async_trait, FailureDestination, InMemoryQueue, InMemoryStream, QueueConfig, QueueSource, SourceError, StreamBatch, StreamConfig, StreamFailure, StreamMapping, StreamMappingConfig, StreamResponse};
 ///
 /// #[derive(Debug)]
 /// struct ToQueue(Arc<InMemoryQueue>);
@@ -135,9 +135,19 @@ pub enum StreamCondition {
 ///             Ok(body) => body,
 ///             Err(e) => return Err(DeliveryError::new(failure, e.to_string())),
 ///         };
-///         // Refused: hand the failure back, and the mapping tries again.
 ///         match self.0.send(body) {
 ///             Ok(_) => Ok(()),
+///             // Too large with the records (the queue takes 1 MiB): send Lambda's own
+///             // record, which names them; they stay readable from the stream.
+///             Err(refused) if matches!(refused.error, SourceError::TooLarge { .. }) => {
+///                 let lambdas = failure.without_records();
+///                 let body = serde_json::to_vec(&lambdas).unwrap_or_default();
+///                 self.0
+///                     .send(body)
+///                     .map(|_| ())
+///                     .map_err(|refused| DeliveryError::new(lambdas, refused.error.to_string()))
+///             }
+///             // Refused for now: hand the failure back, and the mapping tries again.
 ///             Err(refused) => Err(DeliveryError::new(failure, refused.error.to_string())),
 ///         }
 ///     }
@@ -178,7 +188,9 @@ pub trait FailureDestination: Send + Sync + 'static {
     /// # Errors
     ///
     /// A [`DeliveryError`] handing the record back; the mapping retries, and does not move its
-    /// checkpoint past the records until a delivery succeeds.
+    /// checkpoint past the records until a delivery succeeds. A record refused for good
+    /// because of its size would be retried forever: deliver
+    /// [`StreamFailure::without_records`] (Lambda's own record) instead.
     async fn deliver(&self, failure: StreamFailure) -> Result<(), DeliveryError<StreamFailure>>;
 }
 

@@ -37,6 +37,10 @@
 //! on-failure destination are guarded: a panic is a transient error, and calls made while
 //! stopping are given up on shortly after the deadline.
 //!
+//! The on-failure destination retries a refused record until it is taken, holding the shard;
+//! a destination that refuses the full record for its size (`nimbus.records` past a queue's
+//! 1 MiB) sends [`StreamFailure::without_records`], Lambda's own record, instead.
+//!
 //! A shard is read in rounds: up to `batch_size × parallelization_factor` records are split into
 //! lanes, and the next round starts when every lane is done, so a lane blocked on a failing
 //! batch holds the shard (Lambda blocks only that lane; nimbus keeps the simpler round, which
