@@ -65,16 +65,69 @@ pub const MAX_WINDOW_STATE: usize = 1_048_576;
 ///
 /// With tumbling windows, an answer to a batch must carry a state (`null` counts as none), as
 /// Lambda requires: one without fails the batch (`MissingWindowState`), which is retried.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// In JSON it is Lambda's partial batch response, `{"batchItemFailures": [{"itemIdentifier":
+/// "<sequence number>"}], "state": {...}}`: a missing or `null` list, `{}` and `null` are
+/// success, `state` may be left out; an identifier that is empty, `null` or missing makes the
+/// answer unreadable, which fails the whole batch, as in Lambda.
+#[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct StreamResponse {
     /// Sequence numbers of failed records; the mapping checkpoints before the lowest and
-    /// retries from it. A number not in the batch fails the whole batch. In JSON, the strings
-    /// the batch gave (integers up to 2^64 are read too).
+    /// retries from it. A number not in the batch fails the whole batch. In JSON,
+    /// `batchItemFailures[].itemIdentifier`, the strings the batch gave (integers up to 2^64
+    /// are read too).
     pub item_failures: Vec<Sequence>,
     /// The state to carry to the next invocation of the tumbling window; required with
-    /// tumbling windows, at most [`MAX_WINDOW_STATE`] bytes as JSON.
+    /// tumbling windows, at most [`MAX_WINDOW_STATE`] bytes as JSON. In JSON, `state`.
     pub state: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireFailure {
+    item_identifier: Sequence,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse {
+    #[serde(default)]
+    batch_item_failures: Option<Vec<WireFailure>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<serde_json::Value>,
+}
+
+impl Serialize for StreamResponse {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireResponse {
+            batch_item_failures: Some(
+                self.item_failures
+                    .iter()
+                    .map(|seq| WireFailure {
+                        item_identifier: seq.clone(),
+                    })
+                    .collect(),
+            ),
+            state: self.state.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamResponse {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = Option::<WireResponse>::deserialize(d)?;
+        Ok(wire.map_or_else(Self::default, |w| Self {
+            item_failures: w
+                .batch_item_failures
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
+            state: w.state,
+        }))
+    }
 }
 
 impl StreamResponse {
