@@ -126,6 +126,8 @@ struct Shared {
     abandon: CancellationToken,
     status: Mutex<MappingStatus>,
     permanent_errors: AtomicU64,
+    /// The warning about item failures ignored (`report_batch_item_failures` off) was logged.
+    warned_ignored_failures: std::sync::atomic::AtomicBool,
     tasks: TaskTracker,
     stopped_rounds: AtomicU64,
     drain: drain::Drain,
@@ -277,6 +279,7 @@ impl StreamMapping {
             abandon: CancellationToken::new(),
             status: Mutex::new(MappingStatus::Running),
             permanent_errors: AtomicU64::new(0),
+            warned_ignored_failures: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
             stopped_rounds: AtomicU64::new(0),
             drain: drain::Drain::default(),
@@ -301,6 +304,7 @@ impl StreamMapping {
             m.bisections += s.bisections;
             m.sent_to_on_failure += s.sent_to_on_failure;
             m.filtered += s.filtered;
+            m.ignored_item_failures += s.ignored_item_failures;
             m.iterator_age = m.iterator_age.max(s.iterator_age);
         }
         m.shards = shards
