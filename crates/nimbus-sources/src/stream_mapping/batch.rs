@@ -65,16 +65,69 @@ pub const MAX_WINDOW_STATE: usize = 1_048_576;
 ///
 /// With tumbling windows, an answer to a batch must carry a state (`null` counts as none), as
 /// Lambda requires: one without fails the batch (`MissingWindowState`), which is retried.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// In JSON it is Lambda's partial batch response, `{"batchItemFailures": [{"itemIdentifier":
+/// "<sequence number>"}], "state": {...}}`: a missing or `null` list, `{}` and `null` are
+/// success, `state` may be left out; an identifier that is empty, `null` or missing makes the
+/// answer unreadable, which fails the whole batch, as in Lambda.
+#[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct StreamResponse {
     /// Sequence numbers of failed records; the mapping checkpoints before the lowest and
-    /// retries from it. A number not in the batch fails the whole batch. In JSON, the strings
-    /// the batch gave (integers up to 2^64 are read too).
+    /// retries from it. A number not in the batch fails the whole batch. In JSON,
+    /// `batchItemFailures[].itemIdentifier`, the strings the batch gave (integers up to 2^64
+    /// are read too).
     pub item_failures: Vec<Sequence>,
     /// The state to carry to the next invocation of the tumbling window; required with
-    /// tumbling windows, at most [`MAX_WINDOW_STATE`] bytes as JSON.
+    /// tumbling windows, at most [`MAX_WINDOW_STATE`] bytes as JSON. In JSON, `state`.
     pub state: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireFailure {
+    item_identifier: Sequence,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse {
+    #[serde(default)]
+    batch_item_failures: Option<Vec<WireFailure>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<serde_json::Value>,
+}
+
+impl Serialize for StreamResponse {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireResponse {
+            batch_item_failures: Some(
+                self.item_failures
+                    .iter()
+                    .map(|seq| WireFailure {
+                        item_identifier: seq.clone(),
+                    })
+                    .collect(),
+            ),
+            state: self.state.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamResponse {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = Option::<WireResponse>::deserialize(d)?;
+        Ok(wire.map_or_else(Self::default, |w| Self {
+            item_failures: w
+                .batch_item_failures
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
+            state: w.state,
+        }))
+    }
 }
 
 impl StreamResponse {
@@ -123,7 +176,7 @@ pub enum StreamCondition {
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use nimbus_core::{handler_fn, Context, DeliveryError, Function, FunctionError, Runtime};
-/// use nimbus_sources::{async_trait, FailureDestination, InMemoryQueue, InMemoryStream, QueueConfig, QueueSource, StreamBatch, StreamConfig, StreamFailure, StreamMapping, StreamMappingConfig, StreamResponse};
+/// use nimbus_sources::{async_trait, FailureDestination, InMemoryQueue, InMemoryStream, QueueConfig, QueueSource, SourceError, StreamBatch, StreamConfig, StreamFailure, StreamMapping, StreamMappingConfig, StreamResponse};
 ///
 /// #[derive(Debug)]
 /// struct ToQueue(Arc<InMemoryQueue>);
@@ -135,9 +188,19 @@ pub enum StreamCondition {
 ///             Ok(body) => body,
 ///             Err(e) => return Err(DeliveryError::new(failure, e.to_string())),
 ///         };
-///         // Refused: hand the failure back, and the mapping tries again.
 ///         match self.0.send(body) {
 ///             Ok(_) => Ok(()),
+///             // Too large with the records (the queue takes 1 MiB): send Lambda's own
+///             // record, which names them; they stay readable from the stream.
+///             Err(refused) if matches!(refused.error, SourceError::TooLarge { .. }) => {
+///                 let lambdas = failure.without_records();
+///                 let body = serde_json::to_vec(&lambdas).unwrap_or_default();
+///                 self.0
+///                     .send(body)
+///                     .map(|_| ())
+///                     .map_err(|refused| DeliveryError::new(lambdas, refused.error.to_string()))
+///             }
+///             // Refused for now: hand the failure back, and the mapping tries again.
 ///             Err(refused) => Err(DeliveryError::new(failure, refused.error.to_string())),
 ///         }
 ///     }
@@ -178,7 +241,9 @@ pub trait FailureDestination: Send + Sync + 'static {
     /// # Errors
     ///
     /// A [`DeliveryError`] handing the record back; the mapping retries, and does not move its
-    /// checkpoint past the records until a delivery succeeds.
+    /// checkpoint past the records until a delivery succeeds. A record refused for good
+    /// because of its size would be retried forever: deliver
+    /// [`StreamFailure::without_records`] (Lambda's own record) instead.
     async fn deliver(&self, failure: StreamFailure) -> Result<(), DeliveryError<StreamFailure>>;
 }
 

@@ -91,7 +91,7 @@ mod window_time {
 }
 
 /// The region and account of a stream ARN, or the defaults.
-fn region_and_account(stream_arn: &str) -> (&str, &str) {
+pub(super) fn region_and_account(stream_arn: &str) -> (&str, &str) {
     let mut parts = stream_arn.split(':').skip(3);
     let region = parts.next().filter(|r| !r.is_empty());
     let account = parts.next().filter(|a| !a.is_empty());
@@ -103,7 +103,7 @@ fn region_and_account(stream_arn: &str) -> (&str, &str) {
 
 /// `arn:aws:iam::<account>:role/<mapping>`: Lambda names the function's execution role here;
 /// nimbus has none and names the mapping.
-fn identity_arn(account: &str, mapping: &str) -> String {
+pub(super) fn identity_arn(account: &str, mapping: &str) -> String {
     format!("arn:aws:iam::{account}:role/{mapping}")
 }
 

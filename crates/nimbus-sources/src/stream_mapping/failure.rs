@@ -38,6 +38,18 @@ impl Shared {
         });
     }
 
+    /// An answer listed failed records while `report_batch_item_failures` is off: success, as
+    /// Lambda takes it, but counted, and logged once per mapping.
+    fn ignored_item_failures(&self, shard: &ShardId) {
+        self.shard_metrics(shard, |m| m.ignored_item_failures += 1);
+        if !self
+            .warned_ignored_failures
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(mapping = %self.name, %shard, "the function reported failed records, but report_batch_item_failures is off: the batch counts as a success, as in Lambda (counted in ignored_item_failures)");
+        }
+    }
+
     /// Waits before retry `attempt`; false if the mapping stops meanwhile.
     pub(super) async fn pause(&self, attempt: u32, cancel: &CancellationToken) -> bool {
         tokio::select! {
@@ -143,6 +155,9 @@ impl Shared {
                                 })
                                 .min()
                         } else {
+                            if !response.item_failures.is_empty() {
+                                self.ignored_item_failures(shard);
+                            }
                             None
                         };
                         if first_failed.is_none() {

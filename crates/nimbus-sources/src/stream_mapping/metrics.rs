@@ -21,6 +21,9 @@ pub struct ShardMetrics {
     pub sent_to_on_failure: u64,
     /// Records skipped because no filter matched them.
     pub filtered: u64,
+    /// Answers that listed failed records while `report_batch_item_failures` is off: taken as
+    /// success, as Lambda does.
+    pub ignored_item_failures: u64,
     /// Age of the last record of the last batch when it was handled (Lambda's IteratorAge).
     pub iterator_age: Duration,
     /// The checkpoint.
@@ -49,6 +52,9 @@ pub struct StreamMappingMetrics {
     pub sent_to_on_failure: u64,
     /// Records skipped because no filter matched them.
     pub filtered: u64,
+    /// Answers that listed failed records while `report_batch_item_failures` is off: taken as
+    /// success, as Lambda does (a warning is logged once per mapping).
+    pub ignored_item_failures: u64,
     /// The largest iterator age over the shards.
     pub iterator_age: Duration,
     /// Shards being read by this process now.

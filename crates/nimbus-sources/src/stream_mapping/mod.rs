@@ -37,6 +37,10 @@
 //! on-failure destination are guarded: a panic is a transient error, and calls made while
 //! stopping are given up on shortly after the deadline.
 //!
+//! The on-failure destination retries a refused record until it is taken, holding the shard;
+//! a destination that refuses the full record for its size (`nimbus.records` past a queue's
+//! 1 MiB) sends [`StreamFailure::without_records`], Lambda's own record, instead.
+//!
 //! A shard is read in rounds: up to `batch_size × parallelization_factor` records are split into
 //! lanes, and the next round starts when every lane is done, so a lane blocked on a failing
 //! batch holds the shard (Lambda blocks only that lane; nimbus keeps the simpler round, which
@@ -122,6 +126,8 @@ struct Shared {
     abandon: CancellationToken,
     status: Mutex<MappingStatus>,
     permanent_errors: AtomicU64,
+    /// The warning about item failures ignored (`report_batch_item_failures` off) was logged.
+    warned_ignored_failures: std::sync::atomic::AtomicBool,
     tasks: TaskTracker,
     stopped_rounds: AtomicU64,
     drain: drain::Drain,
@@ -273,6 +279,7 @@ impl StreamMapping {
             abandon: CancellationToken::new(),
             status: Mutex::new(MappingStatus::Running),
             permanent_errors: AtomicU64::new(0),
+            warned_ignored_failures: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
             stopped_rounds: AtomicU64::new(0),
             drain: drain::Drain::default(),
@@ -297,6 +304,7 @@ impl StreamMapping {
             m.bisections += s.bisections;
             m.sent_to_on_failure += s.sent_to_on_failure;
             m.filtered += s.filtered;
+            m.ignored_item_failures += s.ignored_item_failures;
             m.iterator_age = m.iterator_age.max(s.iterator_age);
         }
         m.shards = shards

@@ -10,12 +10,25 @@ pub const MAX_BATCH_BYTES: usize = 6_291_456;
 /// `{"kinesis":{"kinesisSchemaVersion":"1.0","partitionKey":"","sequenceNumber":"","data":"",
 /// "approximateArrivalTimestamp":1545084650.987},"eventSource":"aws:kinesis",
 /// "eventVersion":"1.0","eventID":":","eventName":"aws:kinesis:record","invokeIdentityArn":"",
-/// "awsRegion":"","eventSourceARN":""},` — 290 bytes — plus room for the identity ARN and the
-/// region (64 bytes).
-const RECORD_OVERHEAD: usize = 290 + 64;
+/// "awsRegion":"","eventSourceARN":""},` — 290 bytes; the values repeated in every record are
+/// counted by [`repeated_bytes`].
+const RECORD_OVERHEAD: usize = 290;
 
-/// The event's own JSON around its records (`{"Records":[...]}` and the window, if any).
-const EVENT_OVERHEAD: usize = 512;
+/// The event's own JSON around its records (`{"Records":[...]}` and, with a window, its
+/// bounds and flags; the window's shard id, stream ARN and state are counted by
+/// [`Limits::with_state`]).
+pub(super) const EVENT_OVERHEAD: usize = 512;
+
+/// The bytes of the values every record of a batch repeats, as JSON: the shard id, the
+/// stream ARN, the identity ARN (`arn:aws:iam::<account>:role/<mapping>`, 31 bytes and the
+/// mapping's name) and the region.
+pub(super) fn repeated_bytes(shard: &str, stream_arn: &str, mapping: &str) -> usize {
+    let (region, account) = super::event::region_and_account(stream_arn);
+    json_len(shard)
+        + json_len(stream_arn)
+        + json_len(&super::event::identity_arn(account, mapping))
+        + json_len(region)
+}
 
 /// Bytes of `text` as a JSON string's contents: escapes counted, without writing them.
 fn json_len(text: &str) -> usize {
@@ -29,13 +42,13 @@ fn json_len(text: &str) -> usize {
 }
 
 /// What one record adds to its batch's event: the data as base64, the partition key, the
-/// sequence number twice (`sequenceNumber` and `eventID`), the shard id and stream ARN, and
-/// the fixed JSON of a record.
-pub(super) fn record_size(record: &StreamRecord, shard_and_arn: usize) -> usize {
+/// sequence number twice (`sequenceNumber` and `eventID`), the values every record repeats
+/// ([`repeated_bytes`]), and the fixed JSON of a record.
+pub(super) fn record_size(record: &StreamRecord, repeated: usize) -> usize {
     record.data.len().div_ceil(3) * 4
         + json_len(&record.partition_key)
         + 2 * record.sequence.digits()
-        + shard_and_arn
+        + repeated
         + RECORD_OVERHEAD
 }
 
@@ -46,11 +59,29 @@ pub(super) struct Limits {
     pub(super) records: usize,
     /// Bytes of event at most.
     pub(super) bytes: usize,
-    /// The shard id's and stream ARN's length, repeated in every record.
-    pub(super) shard_and_arn: usize,
+    /// The bytes every record repeats ([`repeated_bytes`]).
+    pub(super) repeated: usize,
 }
 
 impl Limits {
+    /// The limits of a tumbling window's batch, which also carries `state` (up to 1 MiB) and
+    /// the shard id and stream ARN once more: the byte limit less their JSON.
+    #[must_use]
+    pub(super) fn with_state(
+        self,
+        state: &serde_json::Value,
+        shard: &str,
+        stream_arn: &str,
+    ) -> Self {
+        let state = serde_json::to_vec(state).map_or(0, |json| json.len());
+        Self {
+            bytes: self
+                .bytes
+                .saturating_sub(state + json_len(shard) + json_len(stream_arn)),
+            ..self
+        }
+    }
+
     /// How many of `records`, from the front, make the next batch: at most `self.records`,
     /// and no more than fit in `self.bytes`, but always one (a record alone larger than the
     /// limit goes alone rather than never).
@@ -58,7 +89,7 @@ impl Limits {
         let mut bytes = EVENT_OVERHEAD;
         let mut n = 0;
         for record in records.iter().take(self.records.max(1)) {
-            bytes += record_size(record, self.shard_and_arn);
+            bytes += record_size(record, self.repeated);
             if n > 0 && bytes > self.bytes {
                 break;
             }

@@ -29,7 +29,12 @@ use crate::stream::{Sequence, ShardId, StreamRecord};
 /// The `nimbus` field is a deliberate addition: Lambda sends only the batch's coordinates
 /// and leaves the records to be read again from the stream before they expire; nimbus hands
 /// them over too (an in-memory stream cannot be read back by a later consumer), with the last
-/// attempt's error. Reading accepts Lambda's record without it (no records, no error).
+/// attempt's error. Reading accepts Lambda's record without it (no records, no error). A
+/// destination that cannot take the full record (a queue's 1 MiB limit) sends
+/// [`StreamFailure::without_records`] instead, as the example of [`FailureDestination`]
+/// does: a refusal is retried until the destination takes the record.
+///
+/// [`FailureDestination`]: crate::FailureDestination
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct StreamFailure {
@@ -66,7 +71,8 @@ pub struct StreamFailure {
     /// `functionError: "Unhandled"`). Read back from JSON as a function error of that type
     /// and message.
     pub error: Option<ErrorInfo>,
-    /// The records (nimbus addition).
+    /// The records (nimbus addition); empty in Lambda's own record
+    /// ([`StreamFailure::without_records`]).
     pub records: Vec<StreamRecord>,
 }
 
@@ -107,6 +113,18 @@ impl StreamFailure {
             error: None,
             records,
         }
+    }
+}
+
+impl StreamFailure {
+    /// Lambda's own record: the same facts (the batch's coordinates, `batchSize`, the error)
+    /// without `nimbus.records`, for a destination that refuses the full record as too large.
+    /// The records stay readable from the stream, at the sequence numbers it names, until
+    /// they expire.
+    #[must_use]
+    pub fn without_records(mut self) -> Self {
+        self.records = Vec::new();
+        self
     }
 }
 
@@ -178,6 +196,7 @@ struct BatchInfo {
 struct Addition {
     mapping: String,
     error: Option<WireError>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     records: Vec<StreamRecord>,
 }
 

@@ -16,7 +16,7 @@ pub(super) fn batches(lane: Vec<StreamRecord>, size: usize) -> Vec<Vec<StreamRec
     super::payload::Limits {
         records: size,
         bytes: usize::MAX,
-        shard_and_arn: 0,
+        repeated: 0,
     }
     .batches(lane)
 }
@@ -75,7 +75,7 @@ impl Shared {
         super::payload::Limits {
             records: self.config.batch_size,
             bytes: self.config.max_batch_bytes,
-            shard_and_arn: shard.len() + self.stream_arn.len(),
+            repeated: super::payload::repeated_bytes(shard, &self.stream_arn, &self.name),
         }
     }
 

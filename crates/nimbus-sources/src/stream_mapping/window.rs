@@ -39,6 +39,8 @@ impl Shared {
         let mut rest = records.as_slice();
         while let Some(first) = rest.first() {
             let bounds = window_of(first.arrived_at, self.config.tumbling_window);
+            // The batch carries the window's state too: what is left of the limit is for records.
+            let limits = limits.with_state(&window.state, shard, &self.stream_arn);
             let len = rest[..limits.fitting(rest)]
                 .iter()
                 .take_while(|r| window_of(r.arrived_at, self.config.tumbling_window) == bounds)

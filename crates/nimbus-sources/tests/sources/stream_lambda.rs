@@ -33,6 +33,9 @@ async fn item_failures_are_a_success_unless_the_mapping_reports_them_as_lambda_d
     let metrics = mapping.metrics();
     assert_eq!((metrics.records, metrics.retries), (3, 0));
     assert_eq!(metrics.shards[&*shard].checkpoint.as_ref(), Some(&seqs[2]));
+    // Ignored, but counted: one answer listed failures.
+    assert_eq!(metrics.ignored_item_failures, 1);
+    assert_eq!(metrics.shards[&*shard].ignored_item_failures, 1);
     mapping.stop(Duration::from_secs(1)).await;
 }
 

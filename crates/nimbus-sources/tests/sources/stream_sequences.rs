@@ -142,14 +142,17 @@ async fn round_trip(first: Sequence) {
     );
     let response = rt.invoke_json("numbers", batch).await.unwrap();
     assert_eq!(
-        response["item_failures"],
-        json!([sequences[3].to_string()]),
+        response["batchItemFailures"],
+        json!([{ "itemIdentifier": sequences[3].to_string() }]),
         "bad fails by its number; item:b failed once only"
     );
     let parsed: StreamResponse = serde_json::from_value(response).unwrap();
     assert_eq!(parsed.item_failures, [sequences[3].clone()]);
     // A handler elsewhere answers with string sequence numbers.
-    let answer = json!({ "item_failures": [sequences[1].to_string()], "state": null });
+    let answer = json!({
+        "batchItemFailures": [{ "itemIdentifier": sequences[1].to_string() }],
+        "state": null
+    });
     let parsed: StreamResponse = serde_json::from_value(answer).unwrap();
     assert_eq!(parsed.item_failures, [sequences[1].clone()]);
     // And a fresh record through invoke_json comes back as a failure by its number.
@@ -160,7 +163,10 @@ async fn round_trip(first: Sequence) {
     record["kinesis"]["data"] = json!("aXRlbTpuZXc="); // "item:new" in base64
     fresh["Records"] = json!([record]);
     let response = rt.invoke_json("numbers", fresh).await.unwrap();
-    assert_eq!(response["item_failures"], json!([next]));
+    assert_eq!(
+        response["batchItemFailures"],
+        json!([{ "itemIdentifier": next }])
+    );
     let parsed: StreamResponse = serde_json::from_value(response).unwrap();
     assert_eq!(parsed.item_failures, [next.parse::<Sequence>().unwrap()]);
 }

@@ -186,3 +186,57 @@ fn a_windowed_batch_is_lambdas_tumbling_window_event() {
         (start, true, true, Value::Null)
     );
 }
+
+/// Lambda's documented partial batch response for Kinesis, and its tumbling-window response.
+#[test]
+fn responses_are_lambdas_partial_batch_and_window_responses() {
+    use super::super::StreamResponse;
+    let failed: StreamResponse = serde_json::from_str(
+        r#"{"batchItemFailures": [{"itemIdentifier": "49590338271490256608559692538361571095921575989136588898"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        failed,
+        StreamResponse::failures(["49590338271490256608559692538361571095921575989136588898"
+            .parse::<Sequence>()
+            .unwrap()])
+    );
+    // Lambda's tumbling-window example answer.
+    let windowed: StreamResponse =
+        serde_json::from_str(r#"{"state": {"1": 282, "2": 715}, "batchItemFailures": []}"#)
+            .unwrap();
+    assert_eq!(
+        windowed,
+        StreamResponse::success().with_state(json!({"1": 282, "2": 715}))
+    );
+    // Success, as Lambda reads it: an empty answer, a null list, a null answer.
+    for success in ["{}", r#"{"batchItemFailures": null}"#, "null"] {
+        let read: StreamResponse = serde_json::from_str(success).unwrap();
+        assert_eq!(read, StreamResponse::success(), "{success}");
+    }
+    // Written in the same shape.
+    let written = serde_json::to_value(
+        StreamResponse::failures([Sequence::from(7u128)]).with_state(json!({"n": 1})),
+    )
+    .unwrap();
+    assert_eq!(
+        written,
+        json!({"batchItemFailures": [{"itemIdentifier": "7"}], "state": {"n": 1}})
+    );
+    assert_eq!(
+        serde_json::to_value(StreamResponse::success()).unwrap(),
+        json!({"batchItemFailures": []})
+    );
+    // An identifier that is empty, null or under another name fails the whole batch, as
+    // Lambda's: the answer cannot be read.
+    for broken in [
+        r#"{"batchItemFailures": [{"itemIdentifier": ""}]}"#,
+        r#"{"batchItemFailures": [{"itemIdentifier": null}]}"#,
+        r#"{"batchItemFailures": [{"id": "7"}]}"#,
+    ] {
+        assert!(
+            serde_json::from_str::<StreamResponse>(broken).is_err(),
+            "{broken}"
+        );
+    }
+}

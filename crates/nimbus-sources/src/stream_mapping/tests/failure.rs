@@ -275,3 +275,68 @@ async fn stopping_mid_retry_leaves_the_records_unfinished() {
     assert!(matches!(processing.await, Done::Stopped));
     assert!(store.written.lock().is_empty());
 }
+
+/// The documented on-failure destination: each failure as JSON on a queue.
+#[derive(Debug)]
+struct ToQueue(Arc<crate::InMemoryQueue>);
+
+#[async_trait::async_trait]
+impl FailureDestination for ToQueue {
+    async fn deliver(&self, failure: StreamFailure) -> Result<(), DeliveryError<StreamFailure>> {
+        let body = match serde_json::to_vec(&failure) {
+            Ok(body) => body,
+            Err(e) => return Err(DeliveryError::new(failure, e.to_string())),
+        };
+        match self.0.send(body) {
+            Ok(_) => Ok(()),
+            Err(refused) if matches!(refused.error, crate::SourceError::TooLarge { .. }) => {
+                let lambdas = failure.without_records();
+                let body = serde_json::to_vec(&lambdas).unwrap_or_default();
+                self.0
+                    .send(body)
+                    .map(|_| ())
+                    .map_err(|refused| DeliveryError::new(lambdas, refused.error.to_string()))
+            }
+            Err(refused) => Err(DeliveryError::new(failure, refused.error.to_string())),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_too_large_for_the_queue_goes_as_lambdas_own_record() {
+    let runtime = nimbus_core::Runtime::default();
+    let (function, _) = function(&runtime, |_| Err(FunctionError::msg("down"))).await;
+    let queue = Arc::new(crate::InMemoryQueue::new(crate::QueueConfig::default()).unwrap());
+    let store = Arc::new(RecordedCheckpoints::default());
+    let mut parts = Parts::new(config("f").with_max_retry_attempts(0));
+    parts.store(store.clone());
+    parts.on_failure = Some(Arc::new(ToQueue(queue.clone())));
+    let shared = parts.build(function);
+    hold(&shared, &shard()).await;
+    // 100 records of 12 KB: the full record (with `nimbus.records`) is over the queue's 1 MiB.
+    let records: Vec<StreamRecord> = (1..=100u128)
+        .map(|i| StreamRecord::new("k", Sequence::from(i), vec![b'x'; 12_000], stream_now()))
+        .collect();
+    let round = Round::new(&records);
+    let done = tokio::time::timeout(
+        Duration::from_secs(3600),
+        shared.process_batch(&shard(), records, None, &round, &CancellationToken::new()),
+    )
+    .await
+    .expect("the shard stalled on a failure record the queue cannot take");
+    assert!(matches!(done, Done::Finished));
+    let received = crate::QueueSource::receive(&*queue, 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(received.len(), 1);
+    let failure: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(failure["KinesisBatchInfo"]["batchSize"], 100);
+    assert_eq!(failure["KinesisBatchInfo"]["startSequenceNumber"], "1");
+    assert_eq!(failure["KinesisBatchInfo"]["endSequenceNumber"], "100");
+    assert!(failure["nimbus"].get("records").is_none());
+    assert_eq!(failure["nimbus"]["error"]["errorMessage"], "down");
+    assert_eq!(
+        store.written.lock().clone(),
+        vec![("s".to_owned(), at(100))]
+    );
+}

@@ -6,12 +6,19 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 
-use super::super::payload::{record_size, Limits, MAX_BATCH_BYTES};
+use super::super::payload::{record_size, repeated_bytes, Limits, EVENT_OVERHEAD, MAX_BATCH_BYTES};
+use super::super::{StreamBatch, TumblingWindow};
 use crate::stream::{Sequence, StreamRecord};
 
 /// A record's JSON as Lambda's Kinesis event writes it (base64 stood in for by as many
 /// characters: only the length counts).
-fn kinesis_json(record: &StreamRecord, shard: &str, arn: &str) -> usize {
+fn kinesis_json(
+    record: &StreamRecord,
+    shard: &str,
+    arn: &str,
+    mapping: &str,
+    region: &str,
+) -> usize {
     let seq = record.sequence.to_string();
     let value = json!({
         "kinesis": {
@@ -25,17 +32,29 @@ fn kinesis_json(record: &StreamRecord, shard: &str, arn: &str) -> usize {
         "eventVersion": "1.0",
         "eventID": format!("{shard}:{seq}"),
         "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role",
-        "awsRegion": "us-east-2",
+        "invokeIdentityArn": format!("arn:aws:iam::123456789012:role/{mapping}"),
+        "awsRegion": region,
         "eventSourceARN": arn,
     });
     serde_json::to_vec(&value).unwrap().len() + 1
 }
 
+/// The longest mapping name (128 characters) and a long region.
+const LONG_REGION: &str = "us-isob-southeast-long-test-9";
+
+fn long_mapping() -> String {
+    "m".repeat(128)
+}
+
+fn long_arn() -> String {
+    format!("arn:aws:kinesis:{LONG_REGION}:123456789012:stream/lambda-stream")
+}
+
 #[test]
 fn a_records_estimate_covers_its_json_in_lambdas_event() {
     let shard = "shardId-000000000006";
-    let arn = "arn:aws:kinesis:us-east-2:123456789012:stream/lambda-stream";
+    let (arn, mapping) = (long_arn(), long_mapping());
+    let repeated = repeated_bytes(shard, &arn, &mapping);
     let at = UNIX_EPOCH + Duration::from_secs(1);
     let big: Sequence = "49590338271490256608559692538361571095921575989136588898"
         .parse()
@@ -47,13 +66,62 @@ fn a_records_estimate_covers_its_json_in_lambdas_event() {
         ("k", big, 1_000_000),
     ] {
         let record = StreamRecord::new(key, seq, vec![7u8; len], at);
-        let estimate = record_size(&record, shard.len() + arn.len());
-        let actual = kinesis_json(&record, shard, arn);
+        let estimate = record_size(&record, repeated);
+        let actual = kinesis_json(&record, shard, &arn, &mapping, LONG_REGION);
         assert!(
             estimate >= actual && estimate - actual <= 64,
             "{key}: estimate {estimate}, JSON {actual}"
         );
     }
+}
+
+/// The estimate of whole batches against the event nimbus writes, with a long mapping name
+/// and region, and with a tumbling window's state of 1 MiB.
+#[test]
+fn a_batchs_estimate_is_never_below_its_json() {
+    let shard = "shardId-000000000006";
+    let (arn, mapping) = (long_arn(), long_mapping());
+    let limits = Limits {
+        records: 10_000,
+        bytes: MAX_BATCH_BYTES,
+        repeated: repeated_bytes(shard, &arn, &mapping),
+    };
+    let batch = |records: Vec<StreamRecord>, window: Option<TumblingWindow>| StreamBatch {
+        mapping: mapping.as_str().into(),
+        shard_id: shard.into(),
+        stream_arn: arn.as_str().into(),
+        records,
+        window,
+    };
+    // Many small records: the repeated values weigh most.
+    let small = records(10_000, 1);
+    let estimate = EVENT_OVERHEAD
+        + small
+            .iter()
+            .map(|r| record_size(r, limits.repeated))
+            .sum::<usize>();
+    let actual = serde_json::to_vec(&batch(small, None)).unwrap().len();
+    assert!(estimate >= actual, "estimate {estimate}, JSON {actual}");
+    // A window's state leaves less room for records: the cut batch, state included, stays
+    // within 6 MiB.
+    let state = serde_json::Value::String("s".repeat(1_048_000));
+    let window = TumblingWindow {
+        start: UNIX_EPOCH,
+        end: UNIX_EPOCH + Duration::from_secs(60),
+        state: state.clone(),
+        is_final: false,
+        terminated_early: false,
+    };
+    let lane = records(10, 1 << 20);
+    let limits = limits.with_state(&state, shard, &arn);
+    let cut = limits.fitting(&lane);
+    let json = serde_json::to_vec(&batch(lane[..cut].to_vec(), Some(window))).unwrap();
+    assert!(
+        json.len() <= MAX_BATCH_BYTES,
+        "{cut} records and the state make {} bytes",
+        json.len()
+    );
+    assert_eq!(cut, 3);
 }
 
 fn records(n: u128, len: usize) -> Vec<StreamRecord> {
@@ -71,7 +139,7 @@ fn a_lane_is_cut_where_the_next_record_would_pass_six_mib() {
     let limits = Limits {
         records: 10_000,
         bytes: MAX_BATCH_BYTES,
-        shard_and_arn: 80,
+        repeated: 80,
     };
     // 1 MiB of data is 1,398,104 bytes of base64: four fit in 6 MiB, five do not.
     let lane = records(10, 1 << 20);
@@ -94,7 +162,7 @@ fn a_lane_is_cut_where_the_next_record_would_pass_six_mib() {
     let tiny = Limits {
         records: 100,
         bytes: 1,
-        shard_and_arn: 0,
+        repeated: 0,
     };
     assert_eq!(shape(&tiny.batches(records(3, 10))), [1, 1, 1]);
     assert_eq!(tiny.fitting(&records(3, 10)), 1);

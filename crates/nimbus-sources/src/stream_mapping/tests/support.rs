@@ -145,6 +145,7 @@ impl Parts {
             abandon: CancellationToken::new(),
             status: Mutex::new(MappingStatus::Running),
             permanent_errors: AtomicU64::new(0),
+            warned_ignored_failures: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
             stopped_rounds: AtomicU64::new(0),
             drain: Default::default(),
