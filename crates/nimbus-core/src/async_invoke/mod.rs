@@ -129,7 +129,7 @@ pub struct HandedBack {
     pub attempts: u32,
     /// Who queued it: a host that queues it again may keep it in mind.
     pub principal: Principal,
-    /// The hop count its work carries (see [`hops`](crate::handler::hops)): a host that
+    /// The hop count its work carries (see [`hops`]): a host that
     /// queues it again from inside `hops::sync_scope(hop_count - 1, ..)` keeps a loop
     /// detectable across restarts.
     pub hop_count: u32,
