@@ -21,6 +21,9 @@
 //!   count back.
 //! - **cancel-safety**: `receive` claims in one step that does not await, so it says so, and a
 //!   stopping mapping drops its long poll at once.
+//! - **hop count**: a message sent from inside an invocation carries `hops::outgoing()` back
+//!   as its `nimbus-hops` attribute (`hops::ATTRIBUTE`), so that a function feeding its own
+//!   queue is stopped after 16 invocations; a broker keeps it in a header or field.
 //! - **demand** and **stats**: the mapping tells the source how many messages it wants
 //!   (a broker with prefetch sizes it with that; such a source is given to each mapping as its
 //!   own value, since a shared one cannot tell whose hint is whose), and asks it for counts,
@@ -34,11 +37,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus::async_trait;
+use nimbus::core::handler::hops;
 use nimbus::sources::conformance::{self, QueueHarness, QueueProducer, QueueSpec};
 use nimbus::sources::Bytes;
 use nimbus::sources::{
-    BatchResponse, Message, MessageId, QueueBatch, QueueMapping, QueueMappingConfig, QueueSource,
-    QueueStats, Receipt, SourceError,
+    Attributes, BatchResponse, Message, MessageId, QueueBatch, QueueMapping, QueueMappingConfig,
+    QueueSource, QueueStats, Receipt, SourceError,
 };
 use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
 use tokio::sync::Notify;
@@ -49,6 +53,8 @@ struct Stored {
     id: u64,
     body: Bytes,
     receives: u32,
+    /// The hop count of the invocation that sent it, if one did (recursive loop detection).
+    hops: Option<u32>,
 }
 
 /// Visible messages; received ones by receipt token, with when their visibility timeout ends;
@@ -139,7 +145,11 @@ impl TinyQueue {
                 stored.body.clone(),
                 Receipt::from_parts(*counter, 0),
             )
-            .with_receive_count(stored.receives);
+            .with_receive_count(stored.receives)
+            .with_attributes(match stored.hops {
+                Some(count) => Attributes::new().with(hops::ATTRIBUTE, count.to_string()),
+                None => Attributes::new(),
+            });
             // The visibility timeout is at most 12 hours (the kit asks for one second).
             in_flight.insert(*counter, (stored, now + self.visibility));
             out.push(message);
@@ -281,6 +291,8 @@ impl QueueProducer for TinyQueue {
                 id,
                 body,
                 receives: 0,
+                // Sent from inside an invocation: carry its count on, as the kit checks.
+                hops: hops::outgoing(),
             });
             id
         };
