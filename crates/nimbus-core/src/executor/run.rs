@@ -333,17 +333,26 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         );
         let provisioned = scope.provisioned;
         drop(scope);
+        let report = UsageReport {
+            request_id,
+            duration,
+            billed_duration: billed,
+            memory_mb: self.config.memory_mb,
+            init_duration,
+            provisioned,
+        };
+        // The backend's answer is user code: a panic in it discards the instance.
+        let told = guarded(
+            || {
+                instance.finished(&report, result.as_ref().err());
+                true
+            },
+            false,
+        );
         Run {
             result,
-            report: UsageReport {
-                request_id,
-                duration,
-                billed_duration: billed,
-                memory_mb: self.config.memory_mb,
-                init_duration,
-                provisioned,
-            },
-            sound,
+            report,
+            sound: sound && told,
             end,
         }
     }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::FunctionError;
+use crate::error::{FunctionError, InvokeError};
 use crate::handler::{Context, Handler, InitContext, InstanceFactory};
+use crate::metering::UsageReport;
 use crate::util::BoxFuture;
 
 /// How an instance died, as its backend learnt it.
@@ -65,6 +66,15 @@ pub trait Instance<E, O>: Send {
     /// a warm instance is reused; a faulted instance is discarded. The default: never.
     fn fault(&mut self) -> Option<Fault> {
         None
+    }
+
+    /// Told how an invocation ended, once the executor has settled it: its usage report (the
+    /// executor's measurement, the one that is billed) and its error, if it failed. Called after
+    /// every invocation that ran on the instance, before the instance is reused or disposed of,
+    /// so that a backend can close the invocation's log (Lambda's `END` and `REPORT` lines).
+    /// The default does nothing.
+    fn finished(&mut self, report: &UsageReport, error: Option<&InvokeError>) {
+        let _ = (report, error);
     }
 
     /// Disposes of the instance (reaped, discarded, or at shutdown); its context's

@@ -1,0 +1,163 @@
+//! One instance's side of the Runtime API: the event waiting for `/next`, the invocation the
+//! runtime took and has not answered, and the init signal. Nothing here is shared between
+//! instances, so an event handed to an instance can only be taken by that instance's process.
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use super::wire::ErrorReport;
+
+/// An event handed to an instance, with what `/next` tells the runtime about it.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) request_id: String,
+    pub(crate) deadline_ms: u64,
+    pub(crate) function_arn: String,
+    pub(crate) trace_id: String,
+    /// The client context as JSON (the Invoke API's base64, decoded), if the caller set one.
+    pub(crate) client_context: Option<String>,
+    /// The Cognito identity as JSON, if the caller set one.
+    pub(crate) identity: Option<String>,
+    pub(crate) body: Bytes,
+    pub(crate) answer: oneshot::Sender<Answer>,
+}
+
+/// How the runtime answered an invocation.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// `/response` with this body.
+    Response(Bytes),
+    /// `/error` with this report.
+    Error(ErrorReport),
+    /// `/response` with a body above the limit (its declared length, if it gave one).
+    TooLarge(Option<u64>),
+}
+
+/// How the init phase ended, as the Runtime API saw it.
+#[derive(Debug)]
+pub(crate) enum InitSignal {
+    /// The runtime asked for its first event.
+    Ready,
+    /// The runtime reported an init error.
+    Failed(ErrorReport),
+}
+
+/// One instance's endpoint state.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    /// Events handed to the instance, one at a time; `/next` takes them. Behind an async lock
+    /// so that two `/next` requests (on two connections) never race for one event; the
+    /// receive is cancel-safe, so a `/next` whose connection drops loses nothing.
+    events: tokio::sync::Mutex<mpsc::Receiver<Delivery>>,
+    /// The invocation the runtime took: its request id and where its answer goes.
+    current: Mutex<Option<(String, oneshot::Sender<Answer>)>>,
+    /// Fires once, on the first `/next` or on `/init/error`.
+    init: Mutex<Option<oneshot::Sender<InitSignal>>>,
+}
+
+/// The instance's handles on its endpoint.
+pub(crate) struct Handles {
+    pub(crate) events: mpsc::Sender<Delivery>,
+    pub(crate) init: oneshot::Receiver<InitSignal>,
+}
+
+impl Endpoint {
+    pub(crate) fn new() -> (Self, Handles) {
+        let (events_tx, events_rx) = mpsc::channel(1);
+        let (init_tx, init_rx) = oneshot::channel();
+        let endpoint = Self {
+            events: tokio::sync::Mutex::new(events_rx),
+            current: Mutex::new(None),
+            init: Mutex::new(Some(init_tx)),
+        };
+        (
+            endpoint,
+            Handles {
+                events: events_tx,
+                init: init_rx,
+            },
+        )
+    }
+
+    /// `/next`: the instance is ready (on the first call), then waits for an event and makes it
+    /// the current invocation. `None` when the instance is gone.
+    pub(crate) async fn next(&self) -> Option<NextEvent> {
+        if let Some(init) = self.init.lock().take() {
+            let _ = init.send(InitSignal::Ready);
+        }
+        let mut events = self.events.lock().await;
+        let delivery = events.recv().await?;
+        let Delivery {
+            request_id,
+            deadline_ms,
+            function_arn,
+            trace_id,
+            client_context,
+            identity,
+            body,
+            answer,
+        } = delivery;
+        // Taken and made current in one step, under the receiver's lock.
+        *self.current.lock() = Some((request_id.clone(), answer));
+        drop(events);
+        Some(NextEvent {
+            request_id,
+            deadline_ms,
+            function_arn,
+            trace_id,
+            client_context,
+            identity,
+            body,
+        })
+    }
+
+    /// Answers the current invocation if `request_id` is it; `false` for an unknown id or one
+    /// already answered.
+    pub(crate) fn answer(&self, request_id: &str, answer: Answer) -> bool {
+        let mut current = self.current.lock();
+        match current.take() {
+            Some((id, sender)) if id == request_id => {
+                // The instance may have stopped waiting (timed out): the answer is then moot.
+                let _ = sender.send(answer);
+                true
+            }
+            other => {
+                *current = other;
+                false
+            }
+        }
+    }
+
+    /// Whether `request_id` is the invocation awaiting an answer.
+    pub(crate) fn is_current(&self, request_id: &str) -> bool {
+        self.current
+            .lock()
+            .as_ref()
+            .is_some_and(|(id, _)| id == request_id)
+    }
+
+    /// `/init/error`: `false` once init is over (the first `/next` came, or an error was
+    /// already reported).
+    pub(crate) fn init_failed(&self, report: ErrorReport) -> bool {
+        match self.init.lock().take() {
+            Some(init) => {
+                let _ = init.send(InitSignal::Failed(report));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// What `/next` sends the runtime.
+#[derive(Debug)]
+pub(crate) struct NextEvent {
+    pub(crate) request_id: String,
+    pub(crate) deadline_ms: u64,
+    pub(crate) function_arn: String,
+    pub(crate) trace_id: String,
+    pub(crate) client_context: Option<String>,
+    pub(crate) identity: Option<String>,
+    pub(crate) body: Bytes,
+}

@@ -1,0 +1,266 @@
+//! [`ProcessBackend`]: the executor backend whose instances are child processes speaking the
+//! Runtime API. Its init phase is Lambda's: start the process, and the instance is ready when the
+//! runtime first asks for an event (`/next`); an init error it reports, or an exit before that,
+//! is an init failure.
+
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nimbus_core::instance::{Backend, Instance};
+use nimbus_core::util::aws;
+use nimbus_core::{async_trait, ConfigError, Function, FunctionError, InitContext};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::{Endpoint, Handles, InitSignal, Server};
+use crate::child::{describe, ChildProcess, Spawn};
+use crate::config::ProcessConfig;
+use crate::instance::{ProcessInstance, EXIT_ERROR};
+use crate::logs::{LogCapture, LogTails};
+
+/// Creates a function's instances as child processes running `config`'s command.
+///
+/// Events are sent to the runtime as JSON and its responses read back as the function's output
+/// type; use `serde_json::Value` for both to pass any JSON through.
+///
+/// # Example
+///
+/// ```no_run
+/// use nimbus_core::{Function, Runtime};
+/// use nimbus_process::{ProcessBackend, ProcessConfig};
+/// use serde_json::{json, Value};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = Runtime::default();
+/// let backend = ProcessBackend::new(
+///     ProcessConfig::new("python3")
+///         .with_args(["-m", "awslambdaric"])
+///         .with_handler("app.handler")
+///         .with_handler_as_argument()
+///         .with_working_dir("functions/orders"),
+/// )?;
+/// let logs = backend.log_tails();
+/// let orders = runtime
+///     .register(Function::<Value, Value>::with_backend("orders", backend))
+///     .await?;
+/// let invocation = orders.invoke_with(json!({"id": 7}), Default::default()).await;
+/// if let Some(report) = invocation.report {
+///     println!("{}", logs.get(report.request_id).unwrap_or_default());
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct ProcessBackend<E, O> {
+    config: Arc<ProcessConfig>,
+    /// The working directory, absolute (it is also `LAMBDA_TASK_ROOT`).
+    task_root: PathBuf,
+    tails: LogTails,
+    types: PhantomData<fn(E) -> O>,
+}
+
+impl<E, O> std::fmt::Debug for ProcessBackend<E, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessBackend")
+            .field("config", &self.config)
+            .field("task_root", &self.task_root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E, O> ProcessBackend<E, O> {
+    /// A backend for `config`, checked field by field.
+    pub fn new(config: ProcessConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let dir = match &config.working_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_dir().map_err(|e| {
+                ConfigError::new(
+                    "process",
+                    "working_dir",
+                    e.to_string(),
+                    "a readable directory",
+                )
+            })?,
+        };
+        let task_root = std::fs::canonicalize(&dir).map_err(|e| {
+            ConfigError::new(
+                "process",
+                "working_dir",
+                &dir,
+                format!("an existing directory ({e})"),
+            )
+        })?;
+        let tails = LogTails::new(config.kept_tails);
+        Ok(Self {
+            config: Arc::new(config),
+            task_root,
+            tails,
+            types: PhantomData,
+        })
+    }
+
+    /// Where the last [`TAIL_BYTES`](crate::TAIL_BYTES) of each invocation's log are kept.
+    pub fn log_tails(&self) -> LogTails {
+        self.tails.clone()
+    }
+}
+
+impl<E, O> ProcessBackend<E, O>
+where
+    E: Serialize + Send + 'static,
+    O: DeserializeOwned + Send + 'static,
+{
+    /// A [`Function`] named `name` whose instances this backend creates.
+    pub fn into_function(self, name: impl Into<String>) -> Function<E, O> {
+        Function::with_backend(name, self)
+    }
+}
+
+#[async_trait]
+impl<E, O> Backend<E, O> for ProcessBackend<E, O>
+where
+    E: Serialize + Send + 'static,
+    O: DeserializeOwned + Send + 'static,
+{
+    async fn create(&self, ctx: InitContext) -> Result<Box<dyn Instance<E, O>>, FunctionError> {
+        let start_error = |what: &str, e: std::io::Error| {
+            FunctionError::new("Runtime.InvalidEntrypoint", format!("{what}: {e}")).not_retryable()
+        };
+        let (endpoint, handles) = Endpoint::new();
+        let Handles { events, init } = handles;
+        let server = Server::start(Arc::new(endpoint))
+            .await
+            .map_err(|e| start_error("cannot open the Runtime API port", e))?;
+        let (logs, output) = LogCapture::new(
+            ctx.function_name(),
+            ctx.log_stream_name(),
+            self.tails.clone(),
+        )
+        .map_err(|e| start_error("cannot open the log pipe", e))?;
+        let env = environment(&self.config, &ctx, server.addr(), &self.task_root);
+        let mut child = ChildProcess::spawn(Spawn {
+            program: &self.config.program,
+            args: &self.config.args,
+            extra_arg: self
+                .config
+                .handler
+                .as_deref()
+                .filter(|_| self.config.handler_as_argument),
+            working_dir: &self.task_root,
+            env,
+            output,
+        })
+        .map_err(|e| {
+            let program = self.config.program.to_string_lossy();
+            start_error(&format!("cannot start `{program}`"), e)
+        })?;
+        // Ready at the first `/next`; an init error or an exit before it fails the init. If the
+        // init times out, this future is dropped, and with it the child (killed).
+        let signal = tokio::select! {
+            biased;
+            signal = init => signal,
+            status = child.exited() => {
+                let output = logs.pending_text();
+                return Err(exited_in_init(describe(status), &output));
+            }
+        };
+        match signal {
+            Ok(InitSignal::Ready) => Ok(Box::new(ProcessInstance {
+                child,
+                server,
+                events,
+                logs,
+                shutdown_grace: self.config.shutdown_grace,
+                busy: false,
+                types: PhantomData,
+            })),
+            Ok(InitSignal::Failed(report)) => Err(report.into_error()),
+            // The endpoint is dropped only with the server, which lives here.
+            Err(_) => Err(FunctionError::new(
+                "Runtime.Unknown",
+                "the Runtime API endpoint closed during init",
+            )),
+        }
+    }
+}
+
+/// An init failure for a runtime that exited before asking for its first event; the last line
+/// it wrote (usually why) is added to Lambda's message.
+fn exited_in_init(status: String, output: &str) -> FunctionError {
+    let last = output.lines().rev().find(|l| !l.trim().is_empty());
+    let message = match last {
+        Some(line) => format!("Runtime exited with error: {status} (last output: {line})"),
+        None => format!("Runtime exited with error: {status}"),
+    };
+    FunctionError::new(EXIT_ERROR, message)
+}
+
+/// The instance's environment: what real runtimes read, then the function's own variables.
+fn environment(
+    config: &ProcessConfig,
+    ctx: &InitContext,
+    api: SocketAddr,
+    task_root: &Path,
+) -> Vec<(String, String)> {
+    let region = region_of(ctx.function_arn()).unwrap_or(aws::DEFAULT_REGION);
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut env = vec![
+        ("PATH".to_owned(), path),
+        ("LANG".to_owned(), "C.UTF-8".to_owned()),
+        ("TZ".to_owned(), ":UTC".to_owned()),
+        ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
+        ("AWS_REGION".to_owned(), region.to_owned()),
+        ("AWS_DEFAULT_REGION".to_owned(), region.to_owned()),
+    ];
+    // The function's own variables, before the reserved ones (which validation keeps out of it).
+    env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let reserved = [
+        ("AWS_LAMBDA_RUNTIME_API", api.to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", ctx.function_name().to_owned()),
+        (
+            "AWS_LAMBDA_FUNCTION_VERSION",
+            ctx.function_version().to_owned(),
+        ),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            ctx.memory_mb().to_string(),
+        ),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", ctx.log_group_name().to_owned()),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+            ctx.log_stream_name().to_owned(),
+        ),
+        (
+            "AWS_LAMBDA_INITIALIZATION_TYPE",
+            if ctx.provisioned() {
+                "provisioned-concurrency"
+            } else {
+                "on-demand"
+            }
+            .to_owned(),
+        ),
+        ("_HANDLER", config.handler.clone().unwrap_or_default()),
+        ("LAMBDA_TASK_ROOT", task_root.to_string_lossy().into_owned()),
+    ];
+    env.extend(reserved.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    env
+}
+
+/// The region of a function ARN (`arn:aws:lambda:<region>:...`).
+fn region_of(arn: &str) -> Option<&str> {
+    arn.split(':').nth(3).filter(|r| !r.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_region_is_read_from_the_function_arn() {
+        let arn = aws::function_arn("eu-west-1", "123456789012", "f");
+        assert_eq!(region_of(&arn), Some("eu-west-1"));
+        assert_eq!(region_of("nonsense"), None);
+    }
+}

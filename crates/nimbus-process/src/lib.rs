@@ -1,0 +1,39 @@
+//! nimbus-process: functions in any language, through the AWS Lambda Runtime API.
+//!
+//! A [`ProcessBackend`] is an instance backend of nimbus's executor whose instances are child
+//! processes running a Lambda runtime: a binary built with the `lambda_runtime` crate, Python's
+//! `awslambdaric`, Node.js's `aws-lambda-ric`, or a `bootstrap` of your own. They get the same
+//! concurrency, scaling, timeouts, retries, mappings and metering as in-process handlers.
+//!
+//! - **One endpoint per instance.** Each process is started with `AWS_LAMBDA_RUNTIME_API`
+//!   pointing at a loopback port of its own, so an event the executor hands an instance is taken
+//!   by that process and no other: warm reuse, kills and logs land on the right process.
+//! - **The init phase** runs from the spawn to the runtime's first `/next` and is billed as
+//!   Lambda bills init. An `/init/error` report, or an exit before the first `/next`, is an init
+//!   failure with the runtime's error type (`Runtime.ExitError` for an exit).
+//! - **Invocations.** `/next` is held open until the executor hands the instance an event, with
+//!   the `Lambda-Runtime-*` headers real clients need. `/response` and `/error` answer it; error
+//!   reports of every shape become function errors with the reported `errorType`. A timeout
+//!   kills the process (SIGKILL to its process group) and discards the instance, as does a
+//!   crash (`Runtime.ExitError`).
+//! - **Disposal.** Reaped idle instances get SIGTERM, then SIGKILL after
+//!   [`ProcessConfig::shutdown_grace`]; shutdown leaves no child behind (dropping an instance
+//!   kills its whole group).
+//! - **Logs.** stdout and stderr are captured per invocation between `START` and `END` /
+//!   `REPORT` lines, emitted as `tracing` events (target `nimbus::function`), and the last 4 KB
+//!   of each invocation are kept in [`LogTails`].
+//!
+//! A host that dies without shutting down (SIGKILL) cannot stop its children; their runtimes
+//! exit on their own when their Runtime API connection breaks, as all three clients do.
+
+mod api;
+mod backend;
+mod child;
+mod config;
+mod instance;
+mod logs;
+
+pub use api::wire::MAX_PAYLOAD;
+pub use backend::ProcessBackend;
+pub use config::{ProcessConfig, RESERVED_ENV};
+pub use logs::{LogTails, TAIL_BYTES};
