@@ -88,6 +88,11 @@ pub use nimbus_redis as redis;
 #[cfg(feature = "postgres")]
 pub use nimbus_postgres as postgres;
 
+/// Functions in any language (feature `process`): child-process instances that speak the Lambda
+/// Runtime API.
+#[cfg(feature = "process")]
+pub use nimbus_process as process;
+
 /// NATS JetStream adapter (feature `nats`): a queue on a work-queue stream with a durable pull
 /// consumer.
 #[cfg(feature = "nats")]

@@ -130,7 +130,8 @@ where
         };
         let (endpoint, handles) = Endpoint::new();
         let Handles { events, init } = handles;
-        let server = Server::start(Arc::new(endpoint))
+        let endpoint = Arc::new(endpoint);
+        let server = Server::start(Arc::clone(&endpoint))
             .await
             .map_err(|e| start_error("cannot open the Runtime API port", e))?;
         let (logs, output) = LogCapture::new(
@@ -170,10 +171,12 @@ where
             Ok(InitSignal::Ready) => Ok(Box::new(ProcessInstance {
                 child,
                 server,
+                endpoint,
                 events,
                 logs,
                 shutdown_grace: self.config.shutdown_grace,
                 busy: false,
+                answered: false,
                 types: PhantomData,
             })),
             Ok(InitSignal::Failed(report)) => Err(report.into_error()),

@@ -31,6 +31,8 @@ pub(crate) struct ChildProcess {
     group: Pid,
     /// How the child ended, once it did.
     status: Option<ExitStatus>,
+    /// [`ChildProcess::stop`] finished: the group was killed and the child reaped.
+    stopped: bool,
 }
 
 impl ChildProcess {
@@ -59,6 +61,7 @@ impl ChildProcess {
             child,
             group: Pid::from_raw(pid),
             status: None,
+            stopped: false,
         })
     }
 
@@ -99,13 +102,17 @@ impl ChildProcess {
         if self.try_exited().is_none() && !grace.is_zero() {
             self.signal(Signal::SIGTERM);
             if tokio::time::timeout(grace, self.exited()).await.is_ok() {
-                // Whatever the runtime started may outlive it.
+                // Whatever the runtime started may outlive it. (The leader is reaped, so if
+                // nothing of the group is left, the id is free again: the window for it to be
+                // reused by another group in the microseconds until this signal is accepted.)
                 self.signal(Signal::SIGKILL);
+                self.stopped = true;
                 return;
             }
         }
         self.signal(Signal::SIGKILL);
         self.exited().await;
+        self.stopped = true;
     }
 }
 
@@ -113,8 +120,10 @@ impl Drop for ChildProcess {
     fn drop(&mut self) {
         // Init timed out, the runtime shut down, a disposal was given up: nothing survives.
         // The kernel keeps a group id from being reused while any member lives, so this reaches
-        // only our processes (or no one).
-        self.signal(Signal::SIGKILL);
+        // only our processes (or no one). After a finished stop there is nothing left to kill.
+        if !self.stopped {
+            self.signal(Signal::SIGKILL);
+        }
     }
 }
 

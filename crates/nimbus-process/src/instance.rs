@@ -3,6 +3,7 @@
 //! invocation ends with the runtime's answer or the process's exit.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::wire::MAX_PAYLOAD;
-use crate::api::{Answer, Delivery, Server};
+use crate::api::{Answer, Delivery, Endpoint, Server};
 use crate::child::{describe, ChildProcess};
 use crate::logs::LogCapture;
 
@@ -27,12 +28,17 @@ pub(crate) struct ProcessInstance<E, O> {
     pub(crate) child: ChildProcess,
     /// Kept for its drop: the endpoint's port closes with the instance.
     pub(crate) server: Server,
+    pub(crate) endpoint: Arc<Endpoint>,
     pub(crate) events: mpsc::Sender<Delivery>,
     pub(crate) logs: LogCapture,
     pub(crate) shutdown_grace: Duration,
     /// An invocation was handed over and not answered: the process is busy (or stuck), so
     /// disposal kills it at once rather than asking it to stop.
     pub(crate) busy: bool,
+    /// The last invocation got its answer: a process that exits afterwards (Python does, after
+    /// its response was refused as too large) did not fail that invocation. Cleared when the
+    /// invocation is settled ([`Instance::finished`]); a dead process is then found before reuse.
+    pub(crate) answered: bool,
     pub(crate) types: PhantomData<fn(E) -> O>,
 }
 
@@ -83,6 +89,7 @@ where
                 _ = self.child.exited() => return Err(self.exit_error().await),
             };
             self.busy = false;
+            self.answered = answer.is_ok();
             match answer {
                 Ok(Answer::Response(body)) => decode(&body),
                 Ok(Answer::Error(report)) => Err(report.into_error()),
@@ -97,7 +104,22 @@ where
         })
     }
 
+    fn ready(&mut self) -> Option<BoxFuture<'_, bool>> {
+        // Only a runtime waiting in `/next` gets an event, as in Lambda: one that is still busy
+        // with the last answer's 202, or is exiting, is waited for or found dead first.
+        Some(Box::pin(async move {
+            tokio::select! {
+                biased;
+                _ = self.child.exited() => false,
+                () = self.endpoint.runtime_waiting() => true,
+            }
+        }))
+    }
+
     fn fault(&mut self) -> Option<Fault> {
+        if self.answered {
+            return None;
+        }
         let status = self.child.try_exited()?;
         Some(Fault::Exited(format!(
             "Runtime exited with error: {}",
@@ -106,6 +128,7 @@ where
     }
 
     fn finished(&mut self, report: &UsageReport, error: Option<&InvokeError>) {
+        self.answered = false;
         self.logs.finish(report, error);
     }
 

@@ -23,8 +23,20 @@
 //!   `REPORT` lines, emitted as `tracing` events (target `nimbus::function`), and the last 4 KB
 //!   of each invocation are kept in [`LogTails`].
 //!
-//! A host that dies without shutting down (SIGKILL) cannot stop its children; their runtimes
-//! exit on their own when their Runtime API connection breaks, as all three clients do.
+//! # Limits
+//!
+//! - A host that dies without shutting down (SIGKILL) cannot stop its children; their runtimes
+//!   exit on their own when their Runtime API connection breaks, as all three clients do.
+//! - The ports are plain loopback TCP without authentication: one instance's process lands on
+//!   its own port, but any local process that finds another port can take that instance's
+//!   events. Run only code you trust, as with in-process handlers.
+//! - Stopping an instance signals its process group: a process that leaves the group (`setsid`,
+//!   Python's `start_new_session`, Node.js's `detached`) is not stopped with it.
+//! - A host running as PID 1 (a container without an init) must reap orphans itself: a killed
+//!   shell runtime's children are reparented to it. Use an init (`tini`, `docker run --init`).
+//! - Each instance accepts at most 16 Runtime API connections, and reads one request body at
+//!   a time; a runtime's output is read in batches, so a runtime that writes without pause slows
+//!   only its own log.
 
 mod api;
 mod backend;

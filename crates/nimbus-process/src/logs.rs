@@ -18,6 +18,10 @@ use tokio::task::AbortHandle;
 /// How much of an invocation's log is kept: Lambda's `X-Amz-Log-Result` carries the last 4 KB.
 pub const TAIL_BYTES: usize = 4 * 1024;
 
+/// How much is read from the pipe in one go: a runtime that writes without pause must not keep
+/// a worker thread (or the log's lock) for long.
+const READ_BATCH: usize = 64 * 1024;
+
 /// A line longer than this is cut: a runtime that writes without newlines cannot grow the buffer
 /// without bound.
 const MAX_LINE: usize = 64 * 1024;
@@ -133,16 +137,24 @@ impl LogState {
         self.text.push_line(line);
     }
 
-    /// Reads what the pipe holds now, without waiting; whole lines are logged.
-    fn read_available(&mut self, pipe: &pipe::Receiver) {
+    /// Reads what the pipe holds now, up to [`READ_BATCH`] bytes, without waiting; whole lines
+    /// are logged. Returns whether more may be waiting.
+    fn read_available(&mut self, pipe: &pipe::Receiver) -> bool {
         let mut buf = [0u8; 8192];
+        let mut read = 0;
         while !self.closed {
+            if read >= READ_BATCH {
+                return true;
+            }
             match pipe.try_read(&mut buf) {
                 Ok(0) => {
                     self.closed = true;
                     self.flush_partial();
                 }
-                Ok(n) => self.bytes(&buf[..n]),
+                Ok(n) => {
+                    read += n;
+                    self.bytes(&buf[..n]);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -151,6 +163,7 @@ impl LogState {
                 }
             }
         }
+        false
     }
 
     fn bytes(&mut self, mut bytes: &[u8]) {
@@ -179,8 +192,10 @@ impl LogState {
 }
 
 /// An instance's log capture: a task reads the pipe as output arrives; [`LogCapture::start`]
-/// and [`LogCapture::finish`] frame each invocation and first read what the pipe already holds,
-/// so a line the runtime wrote before it answered is in that invocation's log.
+/// and [`LogCapture::finish`] frame each invocation and first read what the pipe already holds
+/// (up to [`READ_BATCH`] bytes), so a line the runtime wrote before it answered is in that
+/// invocation's log. Reads are batched, so a runtime that writes without pause slows only its
+/// own log: lines beyond a batch may land in the next invocation's log.
 #[derive(Debug)]
 pub(crate) struct LogCapture {
     state: Arc<Mutex<LogState>>,
@@ -216,10 +231,17 @@ impl LogCapture {
                     if pipe.readable().await.is_err() {
                         return;
                     }
-                    let mut log = state.lock();
-                    log.read_available(&pipe);
-                    if log.closed {
+                    let (more, closed) = {
+                        let mut log = state.lock();
+                        let more = log.read_available(&pipe);
+                        (more, log.closed)
+                    };
+                    if closed {
                         return;
+                    }
+                    if more {
+                        // A flood of output: let the host's other tasks run between batches.
+                        tokio::task::yield_now().await;
                     }
                 }
             })

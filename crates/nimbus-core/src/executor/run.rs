@@ -216,8 +216,11 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
     pub(crate) async fn lease_instance(
         &self,
     ) -> Result<(Lease<'_, E, O>, Option<Duration>), InvokeError> {
-        if let Some(lease) = self.pool.take_warm() {
-            return Ok((lease, None));
+        while let Some(mut lease) = self.pool.take_warm() {
+            if self.wait_ready(&mut lease).await {
+                return Ok((lease, None));
+            }
+            // Died before it could take the event: dropping the lease discards it.
         }
         if !self.scale.try_take() {
             self.counters.throttled(ThrottleReason::ScaleRate);
@@ -243,6 +246,26 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
                 Err(error)
             }
         }
+    }
+
+    /// Whether a warm instance can take an event, waiting (up to the function's timeout) for one
+    /// whose backend says it is not ready yet; a panic in the backend's answer is a `false`.
+    async fn wait_ready(&self, lease: &mut Lease<'_, E, O>) -> bool {
+        let (instance, _) = lease.parts();
+        let ready = move || {
+            let instance = instance;
+            instance.ready()
+        };
+        let Ok(wait) = catch_unwind(AssertUnwindSafe(ready)) else {
+            return false;
+        };
+        let Some(wait) = wait else {
+            return true;
+        };
+        matches!(
+            tokio::time::timeout(self.config.timeout, CatchUnwind(wait)).await,
+            Ok(Ok(true))
+        )
     }
 
     /// Runs one event on a leased instance: guarded run, metering, metrics, REPORT event.

@@ -68,6 +68,16 @@ pub trait Instance<E, O>: Send {
         None
     }
 
+    /// Waits until the instance can take an event, for a warm instance about to be reused:
+    /// `None` when it can at once (the default, and the case of in-process handlers), else a
+    /// future that resolves `true` when it can or `false` if it died meanwhile (the executor
+    /// then discards it and takes another). A process instance uses it to hand an event only to
+    /// a runtime waiting in `/next`, as Lambda does. The wait is bounded by the function's
+    /// timeout and is not part of the invocation's duration.
+    fn ready(&mut self) -> Option<BoxFuture<'_, bool>> {
+        None
+    }
+
     /// Told how an invocation ended, once the executor has settled it: its usage report (the
     /// executor's measurement, the one that is billed) and its error, if it failed. Called after
     /// every invocation that ran on the instance, before the instance is reused or disposed of,

@@ -5,7 +5,8 @@
 //! `sleep` (`ms` milliseconds), `crash` (exit 3 without answering), `print` (a line on stdout
 //! and one on stderr), `context` (the context as the client read it). Every answer carries the
 //! process id and this process's invocation count. With `FIXTURE_FAIL_INIT=1` it exits before
-//! asking for an event: Rust's init failure.
+//! asking for an event: Rust's init failure. With `FIXTURE_CONNECT_ONLY=host:port` it only
+//! connects there and exits (the cold-start benchmark's baseline).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -83,6 +84,12 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, OrderError> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
+    // The benchmark's baseline: the same binary starting its runtime and opening one TCP
+    // connection, without the Lambda client.
+    if let Ok(addr) = std::env::var("FIXTURE_CONNECT_ONLY") {
+        tokio::net::TcpStream::connect(addr).await?;
+        return Ok(());
+    }
     if std::env::var("FIXTURE_FAIL_INIT").as_deref() == Ok("1") {
         eprintln!("init failed: FIXTURE_FAIL_INIT is set");
         std::process::exit(1);

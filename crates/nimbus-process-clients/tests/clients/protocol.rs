@@ -123,3 +123,69 @@ async fn error_reports_of_any_shape_become_function_errors() {
     assert_eq!(f.handle.metrics().cold_starts, 1);
     runtime.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_that_exits_after_answering_fails_no_later_event() {
+    let state = Scratch::new("protocol-exit");
+    let runtime = Runtime::default();
+    let f = register(
+        &runtime,
+        &unique("protocol-exit"),
+        protocol_runtime(&state),
+        Duration::from_secs(10),
+        |f| f,
+    )
+    .await;
+    for n in 0..5 {
+        // Answered, then the runtime exits: that invocation succeeded, and the next one must
+        // not be handed to the dead instance.
+        let answer = f
+            .handle
+            .invoke(json!({"op": "answer-then-exit", "n": n}))
+            .await;
+        assert_eq!(answer.unwrap()["n"], n, "invocation {n}");
+    }
+    let metrics = f.handle.metrics();
+    assert_eq!(
+        (metrics.successes, metrics.cold_starts),
+        (5, 5),
+        "{metrics:?}"
+    );
+    runtime.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_flooding_its_output_still_times_out_and_serves() {
+    let state = Scratch::new("protocol-flood");
+    let runtime = Runtime::default();
+    let f = register(
+        &runtime,
+        &unique("protocol-flood"),
+        protocol_runtime(&state),
+        Duration::from_secs(1),
+        |f| f.with_max_concurrency(1),
+    )
+    .await;
+    f.handle.invoke(json!({"op": "flood"})).await.unwrap();
+    for n in 0..5 {
+        let echo = f
+            .handle
+            .invoke(json!({"op": "echo", "n": n}))
+            .await
+            .unwrap();
+        assert_eq!(echo["n"], n);
+    }
+    let started = tokio::time::Instant::now();
+    let outcome = f.handle.invoke(json!({"op": "sleep"})).await;
+    assert!(
+        matches!(outcome, Err(InvokeError::Timeout(_))),
+        "{outcome:?}"
+    );
+    // The deadline fired while the log was flooded (generously bounded: the machine is shared).
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    runtime.shutdown(Duration::from_secs(5)).await;
+}

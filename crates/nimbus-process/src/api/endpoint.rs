@@ -2,9 +2,11 @@
 //! runtime took and has not answered, and the init signal. Nothing here is shared between
 //! instances, so an event handed to an instance can only be taken by that instance's process.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::wire::ErrorReport;
 
@@ -54,6 +56,13 @@ pub(crate) struct Endpoint {
     current: Mutex<Option<(String, oneshot::Sender<Answer>)>>,
     /// Fires once, on the first `/next` or on `/init/error`.
     init: Mutex<Option<oneshot::Sender<InitSignal>>>,
+    /// `/next` requests waiting for an event now.
+    waiting: AtomicUsize,
+    /// Told when a `/next` starts waiting.
+    runtime_waits: Notify,
+    /// One request body is read at a time: a runtime posting on many connections at once
+    /// cannot make the host buffer many payloads.
+    pub(crate) body_reads: tokio::sync::Semaphore,
 }
 
 /// The instance's handles on its endpoint.
@@ -70,6 +79,9 @@ impl Endpoint {
             events: tokio::sync::Mutex::new(events_rx),
             current: Mutex::new(None),
             init: Mutex::new(Some(init_tx)),
+            waiting: AtomicUsize::new(0),
+            runtime_waits: Notify::new(),
+            body_reads: tokio::sync::Semaphore::new(1),
         };
         (
             endpoint,
@@ -86,6 +98,7 @@ impl Endpoint {
         if let Some(init) = self.init.lock().take() {
             let _ = init.send(InitSignal::Ready);
         }
+        let _waiting = Waiting::enter(self);
         let mut events = self.events.lock().await;
         let delivery = events.recv().await?;
         let Delivery {
@@ -110,6 +123,20 @@ impl Endpoint {
             identity,
             body,
         })
+    }
+
+    /// Resolves when the runtime is waiting in `/next`: the moment Lambda would hand it an event.
+    pub(crate) async fn runtime_waiting(&self) {
+        loop {
+            let notified = self.runtime_waits.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so that a `/next` arriving in between is not missed.
+            notified.as_mut().enable();
+            if self.waiting.load(Ordering::Acquire) > 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Answers the current invocation if `request_id` is it; `false` for an unknown id or one
@@ -137,6 +164,11 @@ impl Endpoint {
             .is_some_and(|(id, _)| id == request_id)
     }
 
+    /// Whether the init phase is still running (no `/next` and no init error yet).
+    pub(crate) fn in_init(&self) -> bool {
+        self.init.lock().is_some()
+    }
+
     /// `/init/error`: `false` once init is over (the first `/next` came, or an error was
     /// already reported).
     pub(crate) fn init_failed(&self, report: ErrorReport) -> bool {
@@ -147,6 +179,23 @@ impl Endpoint {
             }
             None => false,
         }
+    }
+}
+
+/// Counts a `/next` as waiting for as long as it is (until it returns or its connection drops).
+struct Waiting<'a>(&'a Endpoint);
+
+impl<'a> Waiting<'a> {
+    fn enter(endpoint: &'a Endpoint) -> Self {
+        endpoint.waiting.fetch_add(1, Ordering::AcqRel);
+        endpoint.runtime_waits.notify_waiters();
+        Self(endpoint)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -49,11 +49,25 @@ impl Drop for Server {
     }
 }
 
+/// Connections one instance may hold open: real clients use one to five (Node.js's pool).
+pub(crate) const MAX_CONNECTIONS: usize = 16;
+
 async fn accept_loop(listener: TcpListener, endpoint: Arc<Endpoint>) {
     let mut connections = JoinSet::new();
+    let mut warned = false;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((stream, _)) if connections.len() >= MAX_CONNECTIONS => {
+                    // Closed at once: a runtime cannot take the host's file descriptors.
+                    drop(stream);
+                    if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!(
+                            limit = MAX_CONNECTIONS,
+                            "a runtime opened too many Runtime API connections; refusing more"
+                        );
+                    }
+                }
                 Ok((stream, _)) => {
                     // Without it, each small answer waits for the client's delayed ACK.
                     let _ = stream.set_nodelay(true);

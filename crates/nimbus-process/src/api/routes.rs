@@ -84,8 +84,10 @@ async fn response(endpoint: &Endpoint, id: &str, request: Request<Incoming>) -> 
     if !endpoint.is_current(id) {
         return json(StatusCode::BAD_REQUEST, wire::INVALID_REQUEST_ID);
     }
-    match read_body(request).await {
-        Body::Read(body) => accepted_if(endpoint.answer(id, Answer::Response(body))),
+    match read_body(endpoint, request).await {
+        // A streamed response that failed part way says so in its trailers.
+        Body::Read(_, Some(failure)) => accepted_if(endpoint.answer(id, Answer::Error(failure))),
+        Body::Read(body, None) => accepted_if(endpoint.answer(id, Answer::Response(body))),
         Body::TooLarge(declared) => {
             // The invocation fails with Lambda's `Function.ResponseSizeTooLarge`; the runtime
             // is told the size was refused.
@@ -102,8 +104,8 @@ async fn error(endpoint: &Endpoint, id: &str, request: Request<Incoming>) -> Rep
         return json(StatusCode::BAD_REQUEST, wire::INVALID_REQUEST_ID);
     }
     let header_type = error_type_header(&request);
-    match read_body(request).await {
-        Body::Read(body) => {
+    match read_body(endpoint, request).await {
+        Body::Read(body, _) => {
             let report = ErrorReport::parse(&body, header_type.as_deref());
             accepted_if(endpoint.answer(id, Answer::Error(report)))
         }
@@ -118,9 +120,12 @@ async fn error(endpoint: &Endpoint, id: &str, request: Request<Incoming>) -> Rep
 
 /// `POST /init/error`.
 async fn init_error(endpoint: &Endpoint, request: Request<Incoming>) -> Reply {
+    if !endpoint.in_init() {
+        return json(StatusCode::FORBIDDEN, wire::INVALID_STATE);
+    }
     let header_type = error_type_header(&request);
-    let body = match read_body(request).await {
-        Body::Read(body) => body,
+    let body = match read_body(endpoint, request).await {
+        Body::Read(body, _) => body,
         Body::TooLarge(_) | Body::Broken => Bytes::new(),
     };
     let report = ErrorReport::parse(&body, header_type.as_deref());
@@ -148,14 +153,16 @@ fn error_type_header(request: &Request<Incoming>) -> Option<String> {
 }
 
 enum Body {
-    Read(Bytes),
+    /// The body, and the failure its trailers report (a streamed response's
+    /// `Lambda-Runtime-Function-Error-Type` and base64 `-Error-Body`).
+    Read(Bytes, Option<ErrorReport>),
     /// Above [`wire::MAX_PAYLOAD`], with the length the client declared, if any.
     TooLarge(Option<u64>),
     /// The connection broke while the body was read.
     Broken,
 }
 
-async fn read_body(request: Request<Incoming>) -> Body {
+async fn read_body(endpoint: &Endpoint, request: Request<Incoming>) -> Body {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -164,14 +171,34 @@ async fn read_body(request: Request<Incoming>) -> Body {
     if declared.is_some_and(|n| n > wire::MAX_PAYLOAD as u64) {
         return Body::TooLarge(declared);
     }
+    let Ok(_reading) = endpoint.body_reads.acquire().await else {
+        return Body::Broken;
+    };
     match Limited::new(request.into_body(), wire::MAX_PAYLOAD)
         .collect()
         .await
     {
-        Ok(collected) => Body::Read(collected.to_bytes()),
+        Ok(collected) => {
+            let failure = collected.trailers().and_then(trailer_failure);
+            Body::Read(collected.to_bytes(), failure)
+        }
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Body::TooLarge(declared),
         Err(_) => Body::Broken,
     }
+}
+
+fn trailer_failure(trailers: &hyper::HeaderMap) -> Option<ErrorReport> {
+    use base64::Engine as _;
+    let error_type = trailers.get(wire::ERROR_TYPE)?.to_str().ok()?;
+    let body = trailers
+        .get(wire::ERROR_BODY)
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .ok()
+        })
+        .unwrap_or_default();
+    Some(ErrorReport::parse(&body, Some(error_type)))
 }
 
 fn json(status: StatusCode, body: &'static str) -> Reply {

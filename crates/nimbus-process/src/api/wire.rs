@@ -16,6 +16,8 @@ pub(crate) const TRACE_ID: &str = "lambda-runtime-trace-id";
 pub(crate) const CLIENT_CONTEXT: &str = "lambda-runtime-client-context";
 pub(crate) const COGNITO_IDENTITY: &str = "lambda-runtime-cognito-identity";
 pub(crate) const ERROR_TYPE: &str = "lambda-runtime-function-error-type";
+/// A streamed response's trailer with the failure's JSON, base64-encoded.
+pub(crate) const ERROR_BODY: &str = "lambda-runtime-function-error-body";
 
 /// `202 {"status":"OK"}`: a response or error report accepted.
 pub(crate) const ACCEPTED: &str = r#"{"status":"OK"}"#;

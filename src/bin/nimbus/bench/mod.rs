@@ -6,6 +6,8 @@
 mod brokers;
 pub mod peers;
 mod plot;
+#[cfg(feature = "process")]
+mod process;
 mod scenarios;
 mod stats;
 pub mod workloads;
@@ -49,6 +51,9 @@ pub(crate) enum Scenario {
     Nats,
     /// Every broker scenario (feature `brokers`).
     Brokers,
+    /// Process instances through the Lambda Runtime API: cold start and warm round trip of the
+    /// Rust and Python clients beside the same handler in-process (feature `process`).
+    Process,
 }
 
 /// Options of `nimbus bench`.
@@ -166,6 +171,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
             Scenario::Redis | Scenario::Postgres | Scenario::Nats => {
                 rows.extend(broker(scenario, sizes.broker_events).await?);
             }
+            Scenario::Process => rows.extend(process(args.quick).await?),
             Scenario::All | Scenario::Brokers => {}
         }
         progress.inc(1);
@@ -190,6 +196,26 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
         }
     }
     Ok(())
+}
+
+#[cfg(feature = "process")]
+async fn process(quick: bool) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    let sizes = if quick {
+        process::ProcessSizes { cold: 5, warm: 200 }
+    } else {
+        process::ProcessSizes {
+            cold: 20,
+            warm: 2_000,
+        }
+    };
+    process::run(sizes).await
+}
+
+#[cfg(not(feature = "process"))]
+async fn process(_quick: bool) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    Err("the process scenario needs the `process` feature: \
+         cargo run --release --features process -- bench process"
+        .into())
 }
 
 #[cfg(feature = "brokers")]
