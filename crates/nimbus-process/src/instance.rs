@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::wire::MAX_PAYLOAD;
-use crate::api::{Answer, Delivery, Endpoint, Server};
+use crate::api::{Answer, Delivery, Endpoint, NextEvent, Server};
 use crate::child::{describe, ChildProcess};
 use crate::logs::LogCapture;
 
@@ -167,7 +167,7 @@ fn delivery(ctx: &Context, body: Bytes, answer: oneshot::Sender<Answer>) -> Deli
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0);
-    Delivery {
+    let event = NextEvent {
         request_id: ctx.request_id().to_string(),
         deadline_ms,
         function_arn: ctx.invoked_function_arn().to_owned(),
@@ -175,8 +175,8 @@ fn delivery(ctx: &Context, body: Bytes, answer: oneshot::Sender<Answer>) -> Deli
         client_context: ctx.client_context().map(client_context_json),
         identity: ctx.identity().and_then(|i| serde_json::to_string(i).ok()),
         body,
-        answer,
-    }
+    };
+    Delivery { event, answer }
 }
 
 /// The client context as the runtime clients read it: the mobile SDKs' JSON (`client` fields in

@@ -6,7 +6,8 @@
 //! and one on stderr), `context` (the context as the client read it). Every answer carries the
 //! process id and this process's invocation count. With `FIXTURE_FAIL_INIT=1` it exits before
 //! asking for an event: Rust's init failure. With `FIXTURE_CONNECT_ONLY=host:port` it only
-//! connects there and exits (the cold-start benchmark's baseline).
+//! connects there and exits (the cold-start benchmark's baseline); with `FIXTURE_ECHO=host:port`
+//! it echoes bytes on one connection (the warm benchmark's floor).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -88,6 +89,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // connection, without the Lambda client.
     if let Ok(addr) = std::env::var("FIXTURE_CONNECT_ONLY") {
         tokio::net::TcpStream::connect(addr).await?;
+        return Ok(());
+    }
+    // The benchmark's floor: the same binary echoing bytes on one TCP connection, the hops of
+    // an invocation with nothing else.
+    if let Ok(addr) = std::env::var("FIXTURE_ECHO") {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut byte = [0u8; 1];
+        while stream.read(&mut byte).await? == 1 {
+            stream.write_all(&byte).await?;
+        }
         return Ok(());
     }
     if std::env::var("FIXTURE_FAIL_INIT").as_deref() == Ok("1") {

@@ -10,18 +10,10 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::wire::ErrorReport;
 
-/// An event handed to an instance, with what `/next` tells the runtime about it.
+/// An event handed to an instance, and where its answer goes.
 #[derive(Debug)]
 pub(crate) struct Delivery {
-    pub(crate) request_id: String,
-    pub(crate) deadline_ms: u64,
-    pub(crate) function_arn: String,
-    pub(crate) trace_id: String,
-    /// The client context as JSON (the Invoke API's base64, decoded), if the caller set one.
-    pub(crate) client_context: Option<String>,
-    /// The Cognito identity as JSON, if the caller set one.
-    pub(crate) identity: Option<String>,
-    pub(crate) body: Bytes,
+    pub(crate) event: NextEvent,
     pub(crate) answer: oneshot::Sender<Answer>,
 }
 
@@ -100,29 +92,11 @@ impl Endpoint {
         }
         let _waiting = Waiting::enter(self);
         let mut events = self.events.lock().await;
-        let delivery = events.recv().await?;
-        let Delivery {
-            request_id,
-            deadline_ms,
-            function_arn,
-            trace_id,
-            client_context,
-            identity,
-            body,
-            answer,
-        } = delivery;
+        let Delivery { event, answer } = events.recv().await?;
         // Taken and made current in one step, under the receiver's lock.
-        *self.current.lock() = Some((request_id.clone(), answer));
+        *self.current.lock() = Some((event.request_id.clone(), answer));
         drop(events);
-        Some(NextEvent {
-            request_id,
-            deadline_ms,
-            function_arn,
-            trace_id,
-            client_context,
-            identity,
-            body,
-        })
+        Some(event)
     }
 
     /// Resolves when the runtime is waiting in `/next`: the moment Lambda would hand it an event.
@@ -199,14 +173,16 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// What `/next` sends the runtime.
+/// An event as `/next` sends it to the runtime: the body and the `Lambda-Runtime-*` headers.
 #[derive(Debug)]
 pub(crate) struct NextEvent {
     pub(crate) request_id: String,
     pub(crate) deadline_ms: u64,
     pub(crate) function_arn: String,
     pub(crate) trace_id: String,
+    /// The client context as JSON (the Invoke API's base64, decoded), if the caller set one.
     pub(crate) client_context: Option<String>,
+    /// The Cognito identity as JSON, if the caller set one.
     pub(crate) identity: Option<String>,
     pub(crate) body: Bytes,
 }

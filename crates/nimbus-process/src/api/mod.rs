@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::{AbortHandle, JoinSet};
 
-pub(crate) use endpoint::{Answer, Delivery, Endpoint, Handles, InitSignal};
+pub(crate) use endpoint::{Answer, Delivery, Endpoint, Handles, InitSignal, NextEvent};
 
 /// A running Runtime API server for one instance; dropping it closes the port and every
 /// connection.

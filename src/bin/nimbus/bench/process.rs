@@ -4,7 +4,10 @@
 //! (from `.ci/clients`, skipped when absent), beside the same echo handler in-process:
 //! - cold start: spawn until the runtime's first `/next` (the init duration nimbus bills), and
 //!   the baseline of the same program starting and opening one TCP connection to a local port;
-//! - warm round trip: one caller, sync invokes of a small JSON event on the warm instance.
+//! - warm round trip: one caller, sync invokes of a small JSON event on the warm instance, beside
+//!   the floor: the Rust binary echoing one byte twice over a loopback TCP connection, the four
+//!   process-to-process hops an invocation makes (event, response, its 202, the next `/next`)
+//!   with nothing else.
 //!
 //! Five rounds, the systems interleaved within each; the figures are medians over rounds.
 
@@ -49,6 +52,7 @@ pub(crate) async fn run(sizes: ProcessSizes) -> Result<Vec<Row>, Box<dyn std::er
     let mut cold: Vec<Vec<f64>> = vec![Vec::new(); clients.len()];
     let mut baseline: Vec<Vec<f64>> = vec![Vec::new(); clients.len()];
     let mut warm: Vec<Vec<f64>> = vec![Vec::new(); clients.len() + 1];
+    let mut floor = Vec::new();
     for round in 0..ROUNDS {
         for (i, client) in clients.iter().enumerate() {
             if std::env::var_os("BENCH_WARM_ONLY").is_none() {
@@ -58,6 +62,7 @@ pub(crate) async fn run(sizes: ProcessSizes) -> Result<Vec<Row>, Box<dyn std::er
             warm[i].push(warm_round_trip_us(Some(client), sizes.warm, round).await?);
         }
         warm[clients.len()].push(warm_round_trip_us(None, sizes.warm, round).await?);
+        floor.push(floor_us(&clients[0], sizes.warm).await?);
     }
     let mut rows = Vec::new();
     let in_process = median(&warm[clients.len()]);
@@ -78,6 +83,11 @@ pub(crate) async fn run(sizes: ProcessSizes) -> Result<Vec<Row>, Box<dyn std::er
         "process warm",
         "in-process handler",
         in_process,
+    ));
+    rows.push(latency_row(
+        "process warm",
+        "loopback floor, 4 hops",
+        median(&floor),
     ));
     Ok(rows)
 }
@@ -165,6 +175,34 @@ async fn warm_round_trip_us(
     })
     .await??;
     runtime.shutdown(Duration::from_secs(2)).await;
+    Ok(median(&took))
+}
+
+/// Median time of two one-byte round trips (four hops) between this process and the Rust
+/// binary over one loopback TCP connection.
+async fn floor_us(rust: &Client, rounds: usize) -> Result<f64, Box<dyn std::error::Error>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let mut command = (rust.baseline)(&addr);
+    command
+        .env_remove("FIXTURE_CONNECT_ONLY")
+        .env("FIXTURE_ECHO", &addr);
+    let mut child = command.kill_on_drop(true).spawn()?;
+    let (mut stream, _) = listener.accept().await?;
+    stream.set_nodelay(true)?;
+    let mut byte = [7u8; 1];
+    let mut took = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for _ in 0..2 {
+            stream.write_all(&byte).await?;
+            stream.read_exact(&mut byte).await?;
+        }
+        took.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(stream);
+    child.wait().await?;
     Ok(median(&took))
 }
 
