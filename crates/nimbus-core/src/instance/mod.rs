@@ -1,9 +1,9 @@
 //! Instances (Lambda's execution environments): the [`Backend`] trait that creates them, the
 //! [`Instance`] trait that runs one invocation at a time on one, and each function's warm pool.
 //!
-//! What an instance *is* belongs to its backend: today's in-process [`Handler`](crate::Handler)
-//! (the [`InstanceFactory`](crate::InstanceFactory) is that backend), and later a child process
-//! speaking the Lambda Runtime API. Everything else is the executor's and the same for every
+//! What an instance *is* belongs to its backend: an in-process [`Handler`](crate::Handler)
+//! (the [`InstanceFactory`](crate::InstanceFactory) is that backend), or a child process
+//! speaking the Lambda Runtime API (the `nimbus-process` crate). Everything else is the executor's and the same for every
 //! backend: cold starts under the init timeout, warm reuse (most recently used first), reaping
 //! idle instances, discarding an instance after a panic, a timeout or a crash, and metering.
 
