@@ -227,7 +227,16 @@ mod directory {
 
     impl Drop for TempDir {
         fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            // The store's watcher thread may still be persisting its index as the store is
+            // dropped (it stops asynchronously): a file can appear while the tree is removed.
+            for _ in 0..100 {
+                match std::fs::remove_dir_all(&self.0) {
+                    Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                        std::thread::yield_now();
+                    }
+                    _ => break,
+                }
+            }
         }
     }
 
