@@ -18,6 +18,7 @@ use crate::api::{Endpoint, Handles, InitSignal, Server};
 use crate::child::{describe, ChildProcess, Spawn};
 use crate::config::ProcessConfig;
 use crate::instance::{ProcessInstance, EXIT_ERROR};
+use crate::limits::{Enforcement, InstanceLimits, Limits};
 use crate::logs::{LogCapture, LogTails};
 
 /// Creates a function's instances as child processes running `config`'s command.
@@ -101,6 +102,19 @@ impl<E, O> ProcessBackend<E, O> {
         })
     }
 
+    /// How this host limits the instances: cgroups (CPU share and memory), or `RLIMIT_DATA`
+    /// only (memory; CPU not capped), per [`ProcessConfig::limits`] and what the host allows.
+    pub fn enforcement(&self) -> Enforcement {
+        match self.config.limits {
+            Limits::Rlimit => Enforcement::Rlimit,
+            Limits::Cgroups => Enforcement::Cgroup,
+            Limits::Auto => match crate::limits::cgroups_available() {
+                Ok(()) => Enforcement::Cgroup,
+                Err(_) => Enforcement::Rlimit,
+            },
+        }
+    }
+
     /// Where the last [`TAIL_BYTES`](crate::TAIL_BYTES) of each invocation's log are kept.
     pub fn log_tails(&self) -> LogTails {
         self.tails.clone()
@@ -141,7 +155,17 @@ where
         )
         .map_err(|e| start_error("cannot open the log pipe", e))?;
         let env = environment(&self.config, &ctx, server.addr(), &self.task_root);
+        let group_name = format!("{}-{}", ctx.function_name(), ctx.instance_number());
+        let limits = InstanceLimits::new(self.config.limits, &group_name, ctx.memory_mb())
+            .map_err(|why| {
+                FunctionError::new(
+                    "Runtime.InvalidEntrypoint",
+                    format!("cannot limit the instance with cgroups: {why}"),
+                )
+                .not_retryable()
+            })?;
         let mut child = ChildProcess::spawn(Spawn {
+            launcher: limits.launcher(),
             program: &self.config.program,
             args: &self.config.args,
             extra_arg: self
@@ -177,6 +201,8 @@ where
                 shutdown_grace: self.config.shutdown_grace,
                 busy: false,
                 answered: false,
+                limits,
+                oom_kills: 0,
                 types: PhantomData,
             })),
             Ok(InitSignal::Failed(report)) => Err(report.into_error()),

@@ -14,6 +14,8 @@ use tokio::process::{Child, Command};
 
 /// What to start.
 pub(crate) struct Spawn<'a> {
+    /// A command that places the process (its limits) and then `exec`s the rest.
+    pub(crate) launcher: Vec<OsString>,
     pub(crate) program: &'a OsString,
     pub(crate) args: &'a [OsString],
     pub(crate) extra_arg: Option<&'a str>,
@@ -38,7 +40,15 @@ pub(crate) struct ChildProcess {
 impl ChildProcess {
     pub(crate) fn spawn(spawn: Spawn<'_>) -> std::io::Result<Self> {
         let errors = spawn.output.try_clone()?;
-        let mut command = Command::new(spawn.program);
+        let mut words = spawn.launcher.into_iter();
+        let mut command = match words.next() {
+            Some(launcher) => {
+                let mut command = Command::new(launcher);
+                command.args(words).arg(spawn.program);
+                command
+            }
+            None => Command::new(spawn.program),
+        };
         command
             .args(spawn.args)
             .args(spawn.extra_arg)

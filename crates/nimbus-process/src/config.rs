@@ -10,6 +10,8 @@ use std::time::Duration;
 use nimbus_core::instance::DISPOSE_LIMIT;
 use nimbus_core::ConfigError;
 
+use crate::limits::Limits;
+
 /// The configuration scope named in errors.
 const SCOPE: &str = "process";
 
@@ -77,6 +79,9 @@ pub struct ProcessConfig {
     /// How many invocation log tails are kept for callers who ask for them (default 1,000;
     /// each at most [`crate::TAIL_BYTES`]).
     pub kept_tails: usize,
+    /// How instances are limited to the function's memory and its CPU share (default
+    /// [`Limits::Auto`]: cgroups where writable, else `RLIMIT_DATA`).
+    pub limits: Limits,
 }
 
 impl ProcessConfig {
@@ -91,7 +96,15 @@ impl ProcessConfig {
             env: BTreeMap::new(),
             shutdown_grace: Duration::from_millis(500),
             kept_tails: 1_000,
+            limits: Limits::Auto,
         }
+    }
+
+    /// Sets how instances are limited.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Sets the program's arguments.

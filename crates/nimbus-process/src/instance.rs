@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::wire::MAX_PAYLOAD;
 use crate::api::{Answer, Delivery, Endpoint, NextEvent, Server};
 use crate::child::{describe, ChildProcess};
+use crate::limits::InstanceLimits;
 use crate::logs::LogCapture;
 
 /// The error type of an invocation whose runtime exited, as Lambda names it.
@@ -39,6 +40,10 @@ pub(crate) struct ProcessInstance<E, O> {
     /// its response was refused as too large) did not fail that invocation. Cleared when the
     /// invocation is settled ([`Instance::finished`]); a dead process is then found before reuse.
     pub(crate) answered: bool,
+    /// The instance's CPU and memory limits (its cgroup, removed when the instance goes).
+    pub(crate) limits: InstanceLimits,
+    /// OOM kills in the instance's group when the last invocation began.
+    pub(crate) oom_kills: u64,
     pub(crate) types: PhantomData<fn(E) -> O>,
 }
 
@@ -79,6 +84,8 @@ where
             let (answer, answered) = oneshot::channel();
             let delivery = delivery(&ctx, Bytes::from(body), answer);
             self.logs.start(ctx.request_id());
+            self.limits.reset_peak(self.child.pid());
+            self.oom_kills = self.limits.oom_kills();
             self.busy = true;
             if self.events.send(delivery).await.is_err() {
                 return Err(self.exit_error().await);
@@ -121,15 +128,23 @@ where
             return None;
         }
         let status = self.child.try_exited()?;
+        if self.limits.oom_kills() > self.oom_kills {
+            return Some(Fault::OutOfMemory(format!(
+                "Runtime exited with error: {} (killed at the memory limit)",
+                describe(status)
+            )));
+        }
         Some(Fault::Exited(format!(
             "Runtime exited with error: {}",
             describe(status)
         )))
     }
 
-    fn finished(&mut self, report: &UsageReport, error: Option<&InvokeError>) {
+    fn finished(&mut self, report: &mut UsageReport, error: Option<&InvokeError>) {
         self.answered = false;
-        self.logs.finish(report, error);
+        report.max_memory_used_mb = self.limits.peak_mb(self.child.pid());
+        self.logs
+            .finish(report, error, self.limits.enforcement().cpu_capped());
     }
 
     fn dispose(mut self: Box<Self>) -> BoxFuture<'static, ()> {

@@ -43,9 +43,11 @@ mod backend;
 mod child;
 mod config;
 mod instance;
+mod limits;
 mod logs;
 
 pub use api::wire::MAX_PAYLOAD;
 pub use backend::ProcessBackend;
 pub use config::{ProcessConfig, RESERVED_ENV};
+pub use limits::{Enforcement, Limits};
 pub use logs::{LogTails, TAIL_BYTES};

@@ -267,7 +267,12 @@ impl LogCapture {
 
     /// Closes the running invocation's log with its `END` and `REPORT` lines (after a timeout
     /// line, as Lambda writes one) and keeps its tail.
-    pub(crate) fn finish(&self, report: &UsageReport, error: Option<&InvokeError>) {
+    pub(crate) fn finish(
+        &self,
+        report: &UsageReport,
+        error: Option<&InvokeError>,
+        cpu_capped: bool,
+    ) {
         let mut state = self.state.lock();
         state.read_available(&self.pipe);
         state.flush_partial();
@@ -280,7 +285,7 @@ impl LogCapture {
             ));
         }
         state.line(&format!("END RequestId: {id}"));
-        state.line(&report_line(report));
+        state.line(&report_line(report, cpu_capped));
         state.current = None;
         let tail = state.text.take();
         drop(state);
@@ -302,8 +307,9 @@ impl Drop for LogCapture {
     }
 }
 
-/// Lambda's `REPORT` line (tab-separated, as CloudWatch shows it).
-fn report_line(report: &UsageReport) -> String {
+/// Lambda's `REPORT` line (tab-separated, as CloudWatch shows it), and a note when the CPU share
+/// could not be capped on this host.
+fn report_line(report: &UsageReport, cpu_capped: bool) -> String {
     let mut line = format!(
         "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
         report.request_id,
@@ -311,8 +317,14 @@ fn report_line(report: &UsageReport) -> String {
         report.billed_duration.as_millis(),
         report.memory_mb
     );
+    if let Some(used) = report.max_memory_used_mb {
+        line.push_str(&format!("\tMax Memory Used: {used} MB"));
+    }
     if let Some(init) = report.init_duration {
         line.push_str(&format!("\tInit Duration: {:.2} ms", ms(init)));
+    }
+    if !cpu_capped {
+        line.push_str("\tCPU: not capped (no writable cgroup; memory limited by RLIMIT_DATA)");
     }
     line
 }

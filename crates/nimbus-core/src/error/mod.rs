@@ -295,6 +295,10 @@ pub enum InvokeError {
     /// it); it was discarded. Counted with panics.
     #[error("instance crashed: {0}")]
     Crashed(String),
+    /// The instance ran out of memory (its process was killed at the memory limit); it was
+    /// discarded. Counted with panics.
+    #[error("instance ran out of memory: {0}")]
+    OutOfMemory(String),
     /// A new instance was needed and its init phase failed.
     #[error("instance init failed: {0}")]
     Init(InitFailure),
@@ -340,7 +344,7 @@ impl InvokeError {
         match self {
             Self::Function(_) => OutcomeKind::Error,
             Self::Timeout(_) => OutcomeKind::Timeout,
-            Self::Panic(_) | Self::Crashed(_) => OutcomeKind::Panic,
+            Self::Panic(_) | Self::Crashed(_) | Self::OutOfMemory(_) => OutcomeKind::Panic,
             Self::Init(_) => OutcomeKind::InitFailure,
             Self::Throttled(_) => OutcomeKind::Throttled,
             Self::Payload(_) | Self::RecursiveLoop { .. } => OutcomeKind::Rejected,
@@ -357,6 +361,7 @@ impl InvokeError {
     /// | `Function` | the handler's own type |
     /// | `Timeout` | `Sandbox.Timedout` |
     /// | `Panic`, `Crashed` | `Runtime.ExitError`: the instance is discarded, as Lambda's environment is when its runtime exits; the variant and message tell a panic from a crash |
+    /// | `OutOfMemory` | `Runtime.OutOfMemory` |
     /// | `Init` | the factory's error type, or `Runtime.InitError` for an init that timed out or panicked |
     /// | `Throttled` | `TooManyRequestsException` |
     /// | `ResponseTooLarge` | `Function.ResponseSizeTooLarge` |
@@ -369,6 +374,7 @@ impl InvokeError {
             Self::Function(e) => e.error_type(),
             Self::Timeout(_) => "Sandbox.Timedout",
             Self::Panic(_) | Self::Crashed(_) => "Runtime.ExitError",
+            Self::OutOfMemory(_) => "Runtime.OutOfMemory",
             Self::Init(InitFailure::Error { error_type, .. }) => error_type,
             Self::Init(InitFailure::Timeout(_) | InitFailure::Panic(_)) => "Runtime.InitError",
             Self::Throttled(_) => "TooManyRequestsException",

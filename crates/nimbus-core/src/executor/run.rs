@@ -326,6 +326,9 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
                 None => (Err(InvokeError::Function(error)), true),
                 Some(Fault::Panicked(message)) => (Err(InvokeError::Panic(message)), false),
                 Some(Fault::Exited(message)) => (Err(InvokeError::Crashed(message)), false),
+                Some(Fault::OutOfMemory(message)) => {
+                    (Err(InvokeError::OutOfMemory(message)), false)
+                }
             },
             Ran::Panicked(message) => (Err(InvokeError::Panic(message)), false),
             Ran::TimedOut => (Err(InvokeError::Timeout(self.config.timeout)), false),
@@ -356,18 +359,19 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         );
         let provisioned = scope.provisioned;
         drop(scope);
-        let report = UsageReport {
+        let mut report = UsageReport {
             request_id,
             duration,
             billed_duration: billed,
             memory_mb: self.config.memory_mb,
+            max_memory_used_mb: None,
             init_duration,
             provisioned,
         };
         // The backend's answer is user code: a panic in it discards the instance.
         let told = guarded(
             || {
-                instance.finished(&report, result.as_ref().err());
+                instance.finished(&mut report, result.as_ref().err());
                 true
             },
             false,

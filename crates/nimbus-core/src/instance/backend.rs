@@ -21,6 +21,9 @@ pub enum Fault {
     /// The instance is gone: its process exited, its task ended, its connection dropped (an
     /// invocation answers [`crate::InvokeError::Crashed`]).
     Exited(String),
+    /// The instance was killed at its memory limit (an invocation answers
+    /// [`crate::InvokeError::OutOfMemory`]).
+    OutOfMemory(String),
 }
 
 /// One instance of a function: Lambda's execution environment. It serves one invocation at a
@@ -81,9 +84,10 @@ pub trait Instance<E, O>: Send {
     /// Told how an invocation ended, once the executor has settled it: its usage report (the
     /// executor's measurement, the one that is billed) and its error, if it failed. Called after
     /// every invocation that ran on the instance, before the instance is reused or disposed of,
-    /// so that a backend can close the invocation's log (Lambda's `END` and `REPORT` lines).
+    /// so that a backend can complete the report with what only it knows (the memory the
+    /// invocation used) and close the invocation's log (Lambda's `END` and `REPORT` lines).
     /// The default does nothing.
-    fn finished(&mut self, report: &UsageReport, error: Option<&InvokeError>) {
+    fn finished(&mut self, report: &mut UsageReport, error: Option<&InvokeError>) {
         let _ = (report, error);
     }
 

@@ -26,6 +26,10 @@ pub struct UsageReport {
     pub billed_duration: Duration,
     /// The function's memory size in MB.
     pub memory_mb: u32,
+    /// The most memory the invocation's instance used, in MB, where its backend can tell
+    /// (process instances: the cgroup's peak, else the process's high-water mark); `None` for
+    /// in-process handlers, whose memory is the host's.
+    pub max_memory_used_mb: Option<u32>,
     /// The init phase's duration, on a cold start.
     pub init_duration: Option<Duration>,
     /// The invocation ran on a provisioned instance (`min_instances`).
@@ -56,6 +60,9 @@ impl std::fmt::Display for UsageReport {
             self.billed_duration.as_millis(),
             self.memory_mb
         )?;
+        if let Some(used) = self.max_memory_used_mb {
+            write!(f, " Max Memory Used: {used} MB")?;
+        }
         if let Some(init) = self.init_duration {
             write!(f, " Init Duration: {:.2} ms", init.as_secs_f64() * 1e3)?;
         }
@@ -207,10 +214,13 @@ mod tests {
             duration: Duration::from_millis(10),
             billed_duration: Duration::from_millis(10),
             memory_mb: 2048,
+            max_memory_used_mb: Some(61),
             init_duration: Some(Duration::from_millis(90)),
             provisioned: false,
         };
         assert!((report.gb_seconds() - 0.2).abs() < 1e-12);
-        assert!(report.to_string().contains("Init Duration: 90.00 ms"));
+        assert!(report
+            .to_string()
+            .contains("Max Memory Used: 61 MB Init Duration: 90.00 ms"));
     }
 }

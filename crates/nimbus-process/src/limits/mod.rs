@@ -1,0 +1,146 @@
+//! Memory that buys CPU: each process instance's CPU share and memory limit, as Lambda sets them
+//! from `memory_mb` (1,769 MB is one vCPU), enforced by the kernel where cgroups are writable, and
+//! the `RLIMIT_DATA` fallback where they are not (memory only: CPU is then not capped).
+//!
+//! The runtime is placed without `unsafe`: the child is a shell that writes its own pid into the
+//! instance's groups (and sets the rlimit), then `exec`s the runtime, so the runtime never runs
+//! outside its limits; if a write fails, the shell exits before the runtime starts (an init
+//! failure).
+
+mod cgroup;
+
+use std::ffi::OsString;
+
+use cgroup::InstanceGroup;
+
+/// How a process function's instances are limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Limits {
+    /// cgroups where the host lets nimbus create them (CPU quota and memory limit), else the
+    /// `RLIMIT_DATA` fallback (memory only). The default.
+    #[default]
+    Auto,
+    /// cgroups or nothing: an instance whose group cannot be made fails its init.
+    Cgroups,
+    /// The fallback only, even where cgroups are writable: memory by `RLIMIT_DATA`, CPU not
+    /// capped.
+    Rlimit,
+}
+
+/// What limits an instance actually got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Enforcement {
+    /// A cgroup: CPU quota `memory_mb / 1769` of a vCPU, memory limit `memory_mb`.
+    Cgroup,
+    /// `RLIMIT_DATA` at `memory_mb`; CPU not capped.
+    Rlimit,
+}
+
+impl Enforcement {
+    /// Whether the instance's CPU share is capped.
+    pub fn cpu_capped(self) -> bool {
+        self == Self::Cgroup
+    }
+}
+
+/// Whether this host lets nimbus create cgroups (found once), and if not why.
+pub(crate) fn cgroups_available() -> Result<(), String> {
+    cgroup::available()
+}
+
+/// The limits of one instance, alive as long as it is.
+#[derive(Debug)]
+pub(crate) struct InstanceLimits {
+    group: Option<InstanceGroup>,
+    memory_mb: u32,
+}
+
+/// The shell that places the runtime, then becomes it: `sh -c SCRIPT sh N procs... DATA program
+/// args...`.
+const PLACE: &str = r#"n=$1; shift
+while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done
+if [ "$1" != - ]; then ulimit -d "$1" || exit 125; fi
+shift
+exec "$@""#;
+
+impl InstanceLimits {
+    /// The limits of instance `name` of a function of `memory_mb`, as `limits` asks.
+    pub(crate) fn new(limits: Limits, name: &str, memory_mb: u32) -> Result<Self, String> {
+        let group = match limits {
+            Limits::Rlimit => None,
+            Limits::Auto => match cgroup::available() {
+                Ok(()) => Some(InstanceGroup::create(name, memory_mb).map_err(|e| e.to_string())?),
+                Err(_) => None,
+            },
+            Limits::Cgroups => {
+                cgroup::available()?;
+                Some(InstanceGroup::create(name, memory_mb).map_err(|e| e.to_string())?)
+            }
+        };
+        Ok(Self { group, memory_mb })
+    }
+
+    /// What the instance got.
+    pub(crate) fn enforcement(&self) -> Enforcement {
+        if self.group.is_some() {
+            Enforcement::Cgroup
+        } else {
+            Enforcement::Rlimit
+        }
+    }
+
+    /// The launcher to put before the runtime's command.
+    pub(crate) fn launcher(&self) -> Vec<OsString> {
+        let procs = self
+            .group
+            .as_ref()
+            .map(InstanceGroup::procs_files)
+            .unwrap_or_default();
+        let mut launcher: Vec<OsString> = vec!["/bin/sh".into(), "-c".into(), PLACE.into()];
+        launcher.push("nimbus-place".into());
+        launcher.push(procs.len().to_string().into());
+        launcher.extend(procs.into_iter().map(OsString::from));
+        if self.group.is_some() {
+            launcher.push("-".into());
+        } else {
+            // ulimit -d takes KiB.
+            launcher.push((u64::from(self.memory_mb) * 1024).to_string().into());
+        }
+        launcher
+    }
+
+    /// Starts measuring the next invocation's peak memory.
+    pub(crate) fn reset_peak(&self, pid: u32) {
+        match &self.group {
+            Some(group) => group.reset_peak(),
+            // Resets the process's peak resident set (VmHWM), Linux ≥ 4.0.
+            None => {
+                let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+            }
+        }
+    }
+
+    /// The peak memory since the last reset, in MB (rounded up).
+    pub(crate) fn peak_mb(&self, pid: u32) -> Option<u32> {
+        let bytes = match &self.group {
+            Some(group) => group.peak()?,
+            None => high_water_mark(pid)?,
+        };
+        u32::try_from(bytes.div_ceil(1024 * 1024)).ok()
+    }
+
+    /// How many times the kernel killed one of the instance's processes for memory.
+    pub(crate) fn oom_kills(&self) -> u64 {
+        self.group.as_ref().map_or(0, InstanceGroup::oom_kills)
+    }
+}
+
+/// A process's peak resident set (`VmHWM`), in bytes.
+fn high_water_mark(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
