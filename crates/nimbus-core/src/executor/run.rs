@@ -3,7 +3,8 @@
 //!
 //! The handler runs on the caller's task: no spawn and no channel on the hot path. A no-op
 //! invocation touches a handful of atomics and the pool's mutex twice; timers are created only
-//! if the handler does not finish on its first poll.
+//! if the handler does not finish on its first poll (or, with the CPU governor on, must wait
+//! for its CPU share).
 
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -16,7 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Executor;
+use super::{governor, Executor};
 use crate::error::{InitFailure, InvokeError, OutcomeKind, ThrottleReason};
 use crate::handler::{
     hops, Caller, ClientContext, CognitoIdentity, Context, Extras, InitContext, InstanceScope,
@@ -312,6 +313,12 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         let invoke = || hops::sync_scope(hop_count, || instance.invoke(event, ctx));
         let ran = match catch_unwind(AssertUnwindSafe(invoke)) {
             Ok(future) => {
+                // Off, the governor costs a branch: no clock read, no allocation.
+                let future = if self.config.cpu_governor {
+                    governor::govern(future, self.config.cpu_share(), start)
+                } else {
+                    future
+                };
                 self.run_guarded(hops::scope(hop_count, future), start, &scope.cancel)
                     .await
             }

@@ -254,3 +254,47 @@ async fn a_closed_function_refuses_work_and_returns_its_reservation_with_the_las
     assert_eq!(shared.unreserved.limit(), 10);
     assert_books_clear(&shared, &exec, "unregister");
 }
+
+/// The governor off reads no clock: the handler's future is not wrapped. On, it reads the
+/// thread CPU clock twice per poll.
+#[tokio::test(start_paused = true)]
+async fn the_governor_reads_the_cpu_clock_only_when_on() {
+    use super::governor::reads;
+
+    let shared = shared(4);
+    let gate = Arc::new(Semaphore::new(0));
+    let off = executor(&shared, FunctionConfig::default(), Arc::clone(&gate));
+    let before = reads::so_far();
+    assert_eq!(invoke(&off, Step::Answer).await.unwrap(), 1);
+    assert_eq!(
+        invoke(&off, Step::Sleep(Duration::from_millis(5)))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        reads::so_far(),
+        before,
+        "the governor off read the CPU clock"
+    );
+
+    let on = executor(
+        &shared,
+        FunctionConfig::default().with_cpu_governor(true),
+        gate,
+    );
+    let before = reads::so_far();
+    assert_eq!(invoke(&on, Step::Answer).await.unwrap(), 1);
+    assert_eq!(reads::so_far() - before, 2, "one poll, two reads");
+    let before = reads::so_far();
+    assert_eq!(
+        invoke(&on, Step::Sleep(Duration::from_millis(5)))
+            .await
+            .unwrap(),
+        3
+    );
+    assert!(
+        reads::so_far() - before >= 4,
+        "two polls or more, two reads each"
+    );
+}

@@ -114,6 +114,15 @@ impl<E, O> Function<E, O> {
         self
     }
 
+    /// Turns the CPU-share governor on or off (default off): the handler gets `memory_mb / 1769`
+    /// of a vCPU, approximately (see
+    /// [`FunctionConfig::cpu_governor`](crate::FunctionConfig::cpu_governor)).
+    #[must_use]
+    pub fn with_cpu_governor(mut self, on: bool) -> Self {
+        self.config.cpu_governor = on;
+        self
+    }
+
     /// Sets the memory size in MB (128..=10,240).
     #[must_use]
     pub fn with_memory_mb(mut self, memory_mb: u32) -> Self {

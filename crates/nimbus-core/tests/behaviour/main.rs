@@ -1,4 +1,5 @@
-//! Behaviour tests of the core runtime, under Tokio's paused test clock.
+//! Behaviour tests of the core runtime, under Tokio's paused test clock (but the CPU
+//! governor's, which measure CPU time and so run in real time).
 
 mod support;
 
@@ -11,6 +12,7 @@ mod context;
 mod error_types;
 mod event_age;
 mod failures;
+mod governor;
 mod hostile;
 mod instances;
 mod invoke;
