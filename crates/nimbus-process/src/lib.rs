@@ -43,11 +43,13 @@ mod backend;
 mod child;
 mod config;
 mod instance;
+mod layers;
 mod limits;
 mod logs;
 
 pub use api::wire::MAX_PAYLOAD;
 pub use backend::ProcessBackend;
 pub use config::{ProcessConfig, RESERVED_ENV};
+pub use layers::{Layer, LayerCache, LayerError, LayerSource, LayerView};
 pub use limits::{Enforcement, Limits};
 pub use logs::{LogTails, TAIL_BYTES};
