@@ -18,6 +18,7 @@ use crate::api::{Endpoint, Handles, InitSignal, Server};
 use crate::child::{describe, ChildProcess, Spawn};
 use crate::config::ProcessConfig;
 use crate::instance::{ProcessInstance, EXIT_ERROR};
+use crate::layers::LayerView;
 use crate::limits::{Enforcement, InstanceLimits, Limits};
 use crate::logs::{LogCapture, LogTails};
 
@@ -55,6 +56,10 @@ use crate::logs::{LogCapture, LogTails};
 /// ```
 pub struct ProcessBackend<E, O> {
     config: Arc<ProcessConfig>,
+    /// The program: the configured one, or a "provided" runtime's `bootstrap`.
+    program: std::ffi::OsString,
+    /// The merged view of the function's layers, built once and shared by its instances.
+    layers: Option<LayerView>,
     /// The working directory, absolute (it is also `LAMBDA_TASK_ROOT`).
     task_root: PathBuf,
     tails: LogTails,
@@ -94,7 +99,44 @@ impl<E, O> ProcessBackend<E, O> {
             )
         })?;
         let tails = LogTails::new(config.kept_tails);
+        let layers = if config.layers.is_empty() {
+            None
+        } else {
+            let cache = config.layer_cache.clone().unwrap_or_default();
+            let view = LayerView::build(&cache, &config.layers).map_err(|e| {
+                ConfigError::new(
+                    "process",
+                    "layers",
+                    e.to_string(),
+                    "layers that can be read",
+                )
+            })?;
+            Some(view)
+        };
+        let program = if config.provided {
+            let own = task_root.join("bootstrap");
+            if own.is_file() {
+                own.into_os_string()
+            } else {
+                layers
+                    .as_ref()
+                    .and_then(LayerView::bootstrap)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "process",
+                            "program",
+                            "provided",
+                            "a `bootstrap` in the working directory or in a layer",
+                        )
+                    })?
+                    .into_os_string()
+            }
+        } else {
+            config.program.clone()
+        };
         Ok(Self {
+            program,
+            layers,
             config: Arc::new(config),
             task_root,
             tails,
@@ -113,6 +155,11 @@ impl<E, O> ProcessBackend<E, O> {
                 Err(_) => Enforcement::Rlimit,
             },
         }
+    }
+
+    /// The merged view of the function's layers (its path stands in for `/opt`), if it has any.
+    pub fn layer_view(&self) -> Option<&LayerView> {
+        self.layers.as_ref()
     }
 
     /// Where the last [`TAIL_BYTES`](crate::TAIL_BYTES) of each invocation's log are kept.
@@ -154,7 +201,13 @@ where
             self.tails.clone(),
         )
         .map_err(|e| start_error("cannot open the log pipe", e))?;
-        let env = environment(&self.config, &ctx, server.addr(), &self.task_root);
+        let env = environment(
+            &self.config,
+            &ctx,
+            server.addr(),
+            &self.task_root,
+            self.layers.as_ref(),
+        );
         let group_name = format!("{}-{}", ctx.function_name(), ctx.instance_number());
         let limits = InstanceLimits::new(self.config.limits, &group_name, ctx.memory_mb())
             .map_err(|why| {
@@ -164,9 +217,14 @@ where
                 )
                 .not_retryable()
             })?;
+        let opt = self
+            .layers
+            .as_ref()
+            .filter(|_| self.config.mount_opt && crate::limits::mount_namespace_available())
+            .map(LayerView::path);
         let mut child = ChildProcess::spawn(Spawn {
-            launcher: limits.launcher(),
-            program: &self.config.program,
+            launcher: limits.launcher(opt),
+            program: &self.program,
             args: &self.config.args,
             extra_arg: self
                 .config
@@ -178,7 +236,7 @@ where
             output,
         })
         .map_err(|e| {
-            let program = self.config.program.to_string_lossy();
+            let program = self.program.to_string_lossy();
             start_error(&format!("cannot start `{program}`"), e)
         })?;
         // Ready at the first `/next`; an init error or an exit before it fails the init. If the
@@ -232,6 +290,7 @@ fn environment(
     ctx: &InitContext,
     api: SocketAddr,
     task_root: &Path,
+    layers: Option<&LayerView>,
 ) -> Vec<(String, String)> {
     let region = region_of(ctx.function_arn()).unwrap_or(aws::DEFAULT_REGION);
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
@@ -243,7 +302,12 @@ fn environment(
         ("AWS_REGION".to_owned(), region.to_owned()),
         ("AWS_DEFAULT_REGION".to_owned(), region.to_owned()),
     ];
-    // The function's own variables, before the reserved ones (which validation keeps out of it).
+    // The layers' folders first in the search paths, as Lambda puts /opt's; then the function's
+    // own variables, which may override them, and the reserved ones (which validation keeps out
+    // of the function's).
+    if let Some(view) = layers {
+        view.prepend_to(&mut env);
+    }
     env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let reserved = [
         ("AWS_LAMBDA_RUNTIME_API", api.to_string()),

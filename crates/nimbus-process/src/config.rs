@@ -10,6 +10,7 @@ use std::time::Duration;
 use nimbus_core::instance::DISPOSE_LIMIT;
 use nimbus_core::ConfigError;
 
+use crate::layers::{Layer, LayerCache};
 use crate::limits::Limits;
 
 /// The configuration scope named in errors.
@@ -82,6 +83,17 @@ pub struct ProcessConfig {
     /// How instances are limited to the function's memory and its CPU share (default
     /// [`Limits::Auto`]: cgroups where writable, else `RLIMIT_DATA`).
     pub limits: Limits,
+    /// The function's layers, in order (a later layer's file replaces an earlier one's).
+    pub layers: Vec<Layer>,
+    /// Where archives are unpacked and views built (default [`LayerCache::default_root`]).
+    pub layer_cache: Option<LayerCache>,
+    /// Whether the layers' view is also mounted at `/opt` (read-only, in a mount namespace of
+    /// the instance's own) where the host allows it: root, `unshare` and an `/opt` folder
+    /// (default true).
+    pub mount_opt: bool,
+    /// Lambda's "provided" runtime: the program is the `bootstrap` of the working directory, or
+    /// else of the layers.
+    pub provided: bool,
 }
 
 impl ProcessConfig {
@@ -97,7 +109,41 @@ impl ProcessConfig {
             shutdown_grace: Duration::from_millis(500),
             kept_tails: 1_000,
             limits: Limits::Auto,
+            layers: Vec::new(),
+            layer_cache: None,
+            mount_opt: true,
+            provided: false,
         }
+    }
+
+    /// A function on Lambda's "provided" runtime: the instance runs the `bootstrap` of the
+    /// working directory, or else the one its layers carry.
+    pub fn provided() -> Self {
+        Self {
+            provided: true,
+            ..Self::new("bootstrap")
+        }
+    }
+
+    /// Adds a layer after those already listed.
+    #[must_use]
+    pub fn with_layer(mut self, layer: Layer) -> Self {
+        self.layers.push(layer);
+        self
+    }
+
+    /// Sets where layers are unpacked and merged.
+    #[must_use]
+    pub fn with_layer_cache(mut self, cache: LayerCache) -> Self {
+        self.layer_cache = Some(cache);
+        self
+    }
+
+    /// Sets whether the layers' view is mounted at `/opt` where the host allows it.
+    #[must_use]
+    pub fn with_mount_opt(mut self, mount: bool) -> Self {
+        self.mount_opt = mount;
+        self
     }
 
     /// Sets how instances are limited.
@@ -228,6 +274,14 @@ impl ProcessConfig {
                 "shutdown_grace",
                 self.shutdown_grace,
                 format!("0..={DISPOSE_LIMIT:?}"),
+            ));
+        }
+        if self.layers.len() > 5 {
+            return Err(ConfigError::new(
+                SCOPE,
+                "layers",
+                self.layers.len(),
+                "0..=5 layers, as Lambda allows",
             ));
         }
         if !(1..=1_000_000).contains(&self.kept_tails) {

@@ -6,6 +6,7 @@
 
 mod behaviour;
 mod instances;
+mod layers;
 mod limits;
 mod protocol;
 mod support;

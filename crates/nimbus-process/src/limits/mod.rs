@@ -45,6 +45,18 @@ impl Enforcement {
     }
 }
 
+/// Whether instances can get a mount namespace of their own with the layers at `/opt`: root,
+/// the `unshare` command, and an `/opt` folder (found once).
+pub(crate) fn mount_namespace_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let unshare = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| dir.join("unshare").is_file())
+        });
+        nix::unistd::geteuid().is_root() && unshare && std::path::Path::new("/opt").is_dir()
+    })
+}
+
 /// Whether this host lets nimbus create cgroups (found once), and if not why.
 pub(crate) fn cgroups_available() -> Result<(), String> {
     cgroup::available()
@@ -57,11 +69,13 @@ pub(crate) struct InstanceLimits {
     memory_mb: u32,
 }
 
-/// The shell that places the runtime, then becomes it: `sh -c SCRIPT sh N procs... DATA program
-/// args...`.
+/// The shell that places the runtime, then becomes it: `sh -c SCRIPT sh N procs... DATA OPT
+/// program args...` (`-` for no data limit, no `/opt` mount).
 const PLACE: &str = r#"n=$1; shift
 while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done
 if [ "$1" != - ]; then ulimit -d "$1" || exit 125; fi
+shift
+if [ "$1" != - ]; then mount --bind "$1" /opt && mount -o remount,ro,bind /opt || exit 125; fi
 shift
 exec "$@""#;
 
@@ -91,14 +105,20 @@ impl InstanceLimits {
         }
     }
 
-    /// The launcher to put before the runtime's command.
-    pub(crate) fn launcher(&self) -> Vec<OsString> {
+    /// The launcher to put before the runtime's command; with `opt`, in a mount namespace of its
+    /// own where that folder is mounted read-only at `/opt`.
+    pub(crate) fn launcher(&self, opt: Option<&std::path::Path>) -> Vec<OsString> {
         let procs = self
             .group
             .as_ref()
             .map(InstanceGroup::procs_files)
             .unwrap_or_default();
-        let mut launcher: Vec<OsString> = vec!["/bin/sh".into(), "-c".into(), PLACE.into()];
+        let mut launcher: Vec<OsString> = Vec::new();
+        if opt.is_some() {
+            // Without --fork the shell keeps unshare's pid: the child nimbus spawned.
+            launcher.extend(["unshare", "--mount", "--propagation", "private"].map(OsString::from));
+        }
+        launcher.extend(["/bin/sh", "-c", PLACE].map(OsString::from));
         launcher.push("nimbus-place".into());
         launcher.push(procs.len().to_string().into());
         launcher.extend(procs.into_iter().map(OsString::from));
@@ -108,6 +128,7 @@ impl InstanceLimits {
             // ulimit -d takes KiB.
             launcher.push((u64::from(self.memory_mb) * 1024).to_string().into());
         }
+        launcher.push(opt.map_or_else(|| "-".into(), |p| p.as_os_str().to_owned()));
         launcher
     }
 
