@@ -260,7 +260,6 @@ where
                 busy: false,
                 answered: false,
                 limits,
-                oom_kills: 0,
                 types: PhantomData,
             })),
             Ok(InitSignal::Failed(report)) => Err(report.into_error()),

@@ -42,8 +42,6 @@ pub(crate) struct ProcessInstance<E, O> {
     pub(crate) answered: bool,
     /// The instance's CPU and memory limits (its cgroup, removed when the instance goes).
     pub(crate) limits: InstanceLimits,
-    /// OOM kills in the instance's group when the last invocation began.
-    pub(crate) oom_kills: u64,
     pub(crate) types: PhantomData<fn(E) -> O>,
 }
 
@@ -85,7 +83,6 @@ where
             let delivery = delivery(&ctx, Bytes::from(body), answer);
             self.logs.start(ctx.request_id());
             self.limits.reset_peak(self.child.pid());
-            self.oom_kills = self.limits.oom_kills();
             self.busy = true;
             if self.events.send(delivery).await.is_err() {
                 return Err(self.exit_error().await);
@@ -128,7 +125,8 @@ where
             return None;
         }
         let status = self.child.try_exited()?;
-        if self.limits.oom_kills() > self.oom_kills {
+        // The group is the instance's own: any OOM kill in it is this instance's death.
+        if self.limits.oom_kills() > 0 {
             return Some(Fault::OutOfMemory(format!(
                 "Runtime exited with error: {} (killed at the memory limit)",
                 describe(status)

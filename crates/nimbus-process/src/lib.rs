@@ -19,6 +19,15 @@
 //! - **Disposal.** Reaped idle instances get SIGTERM, then SIGKILL after
 //!   [`ProcessConfig::shutdown_grace`]; shutdown leaves no child behind (dropping an instance
 //!   kills its whole group).
+//! - **Memory that buys CPU.** Each instance runs in a cgroup of its own with a CPU quota of
+//!   `memory_mb / 1769` of a vCPU and a memory limit of `memory_mb` ([`Limits`]); an
+//!   out-of-memory kill is `Runtime.OutOfMemory`; each invocation's peak memory is its
+//!   `Max Memory Used`. Without writable cgroups, `RLIMIT_DATA` limits memory and CPU is not
+//!   capped ([`Enforcement`]).
+//! - **Layers.** A function's [`Layer`]s are merged once into a read-only [`LayerView`] shared by
+//!   its instances, which see it through `PATH`, `PYTHONPATH`, `NODE_PATH`, `LD_LIBRARY_PATH`
+//!   and `NIMBUS_OPT`, and at `/opt` where the host allows a mount namespace;
+//!   [`ProcessConfig::provided`] runs the layers' `bootstrap`.
 //! - **Logs.** stdout and stderr are captured per invocation between `START` and `END` /
 //!   `REPORT` lines, emitted as `tracing` events (target `nimbus::function`), and the last 4 KB
 //!   of each invocation are kept in [`LogTails`].

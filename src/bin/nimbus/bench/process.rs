@@ -24,6 +24,9 @@ use super::stats::Row;
 
 const ROUNDS: usize = 5;
 
+/// The functions' memory: one full vCPU under the kernel's quota, as the baselines have.
+const FULL_CPU_MB: u32 = 1_769;
+
 /// A client under test: how to start its echo function, and its start-and-connect baseline.
 struct Client {
     name: &'static str,
@@ -104,7 +107,9 @@ async fn cold_start_us(
     for n in 0..samples {
         let name = format!("cold-{}-{round}-{n}", client.name.replace(' ', "-"));
         let backend = ProcessBackend::<Value, Value>::new(client.config.clone())?;
-        let f = runtime.register(backend.into_function(&name)).await?;
+        let f = runtime
+            .register(backend.into_function(&name).with_memory_mb(FULL_CPU_MB))
+            .await?;
         let invocation = f
             .invoke_with(json!({"op": "echo"}), InvokeOptions::default())
             .await;
@@ -159,7 +164,9 @@ async fn warm_round_trip_us(
             }),
         ),
     };
-    let f = runtime.register(function.with_max_concurrency(1)).await?;
+    let f = runtime
+        .register(function.with_max_concurrency(1).with_memory_mb(FULL_CPU_MB))
+        .await?;
     // On a worker, as a host's request handler would call it: not on the thread that blocks
     // on the main future, which every wake-up would have to unpark.
     let took = tokio::spawn(async move {
