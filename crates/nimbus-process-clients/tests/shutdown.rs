@@ -112,4 +112,33 @@ async fn shutdown_leaves_no_child_behind() {
         Vec::<u32>::new(),
         "no child left after shutdown"
     );
+    // Nor a cgroup: the per-host parents go with the last instance's group (the removal may
+    // finish on the reaper thread, while a killed process is still leaving its group).
+    let parents: Vec<String> = std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let mount = match controllers {
+                "cpu" | "cpu,cpuacct" => "cpu",
+                "memory" => "memory",
+                _ => return None,
+            };
+            Some(format!(
+                "/sys/fs/cgroup/{mount}{}/nimbus-{}",
+                path.trim_end_matches('/'),
+                std::process::id()
+            ))
+        })
+        .collect();
+    assert_eq!(parents.len(), 2, "cgroup v1 cpu and memory: {parents:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while parents.iter().any(|p| std::path::Path::new(p).exists()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cgroups left: {parents:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use nimbus_core::instance::{Backend, Instance};
 use nimbus_core::util::aws;
@@ -246,9 +247,18 @@ where
             signal = init => signal,
             status = child.exited() => {
                 let output = logs.pending_text();
-                return Err(exited_in_init(describe(status), &output));
+                let oom = limits.oom_kills() > 0;
+                return Err(exited_in_init(status, &output, oom));
             }
         };
+        if !matches!(signal, Ok(InitSignal::Ready)) {
+            // Stopped and reaped before its group is removed (a group still holding a dying
+            // process cannot be).
+            child.stop(Duration::ZERO).await;
+            limits.empty().await;
+        }
+        let mut limits = limits;
+        limits.mark_ready();
         match signal {
             Ok(InitSignal::Ready) => Ok(Box::new(ProcessInstance {
                 child,
@@ -273,14 +283,23 @@ where
 }
 
 /// An init failure for a runtime that exited before asking for its first event; the last line
-/// it wrote (usually why) is added to Lambda's message.
-fn exited_in_init(status: String, output: &str) -> FunctionError {
+/// it wrote (usually why) is added to Lambda's message. A program that could not be run (the
+/// launcher's exit 126 or 127, or 125 when it could not place it in its limits) is an invalid
+/// entry point, not worth retrying; a process killed at its memory limit is out of memory.
+fn exited_in_init(status: std::process::ExitStatus, output: &str, oom: bool) -> FunctionError {
     let last = output.lines().rev().find(|l| !l.trim().is_empty());
+    let described = describe(status);
     let message = match last {
-        Some(line) => format!("Runtime exited with error: {status} (last output: {line})"),
-        None => format!("Runtime exited with error: {status}"),
+        Some(line) => format!("Runtime exited with error: {described} (last output: {line})"),
+        None => format!("Runtime exited with error: {described}"),
     };
-    FunctionError::new(EXIT_ERROR, message)
+    if oom {
+        return FunctionError::new("Runtime.OutOfMemory", message);
+    }
+    match status.code() {
+        Some(125..=127) => FunctionError::new("Runtime.InvalidEntrypoint", message).not_retryable(),
+        _ => FunctionError::new(EXIT_ERROR, message),
+    }
 }
 
 /// The instance's environment: what real runtimes read, then the function's own variables.

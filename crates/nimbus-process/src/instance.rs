@@ -82,7 +82,6 @@ where
             let (answer, answered) = oneshot::channel();
             let delivery = delivery(&ctx, Bytes::from(body), answer);
             self.logs.start(ctx.request_id());
-            self.limits.reset_peak(self.child.pid());
             self.busy = true;
             if self.events.send(delivery).await.is_err() {
                 return Err(self.exit_error().await);
@@ -140,7 +139,8 @@ where
 
     fn finished(&mut self, report: &mut UsageReport, error: Option<&InvokeError>) {
         self.answered = false;
-        report.max_memory_used_mb = self.limits.peak_mb(self.child.pid());
+        let alive = self.child.try_exited().is_none();
+        report.max_memory_used_mb = self.limits.peak_mb(alive.then(|| self.child.pid()));
         self.logs
             .finish(report, error, self.limits.enforcement().cpu_capped());
     }
@@ -157,6 +157,8 @@ where
                 self.shutdown_grace
             };
             self.child.stop(grace).await;
+            // Its subprocesses too (a shell's curl or sleep), so that the groups go at once.
+            self.limits.empty().await;
         })
     }
 }

@@ -43,6 +43,8 @@
 //!   Python's `start_new_session`, Node.js's `detached`) is not stopped with it.
 //! - A host running as PID 1 (a container without an init) must reap orphans itself: a killed
 //!   shell runtime's children are reparented to it. Use an init (`tini`, `docker run --init`).
+//! - The CPU and memory limits and the read-only `/opt` hold for cooperative code, not against
+//!   a hostile runtime running as nimbus's user (which could raise its own group's limits).
 //! - Each instance accepts at most 16 Runtime API connections, and reads one request body at
 //!   a time; a runtime's output is read in batches, so a runtime that writes without pause slows
 //!   only its own log.

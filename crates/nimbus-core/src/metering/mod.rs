@@ -26,9 +26,10 @@ pub struct UsageReport {
     pub billed_duration: Duration,
     /// The function's memory size in MB.
     pub memory_mb: u32,
-    /// The most memory the invocation's instance used, in MB, where its backend can tell
-    /// (process instances: the cgroup's peak, else the process's high-water mark); `None` for
-    /// in-process handlers, whose memory is the host's.
+    /// The most memory the invocation's instance has used so far, in MB (Lambda's `Max Memory
+    /// Used`: an environment's high-water mark), where its backend can tell (process instances:
+    /// the cgroup's peak, else the process's); `None` for in-process handlers, whose memory is
+    /// the host's.
     pub max_memory_used_mb: Option<u32>,
     /// The init phase's duration, on a cold start.
     pub init_duration: Option<Duration>,

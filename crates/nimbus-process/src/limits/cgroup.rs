@@ -3,9 +3,12 @@
 //! and `memory` hierarchies) or v2 (one unified hierarchy with both controllers). Its peak memory
 //! gives `Max Memory Used`; its OOM-kill count tells an out-of-memory kill from a crash.
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 /// The CFS period the quota is a share of: 20 ms rather than the kernel's default 100 ms, so that
 /// a short burst cannot run unthrottled for a whole default period (at 1,024 MB that would be
@@ -87,8 +90,12 @@ fn detect() -> Result<Hierarchy, String> {
 }
 
 /// Creates and removes a probe group, so that a host where they are read-only is found out once,
-/// at the first instance, rather than at every spawn.
+/// at the first instance, rather than at every spawn. Groups that an earlier nimbus process left
+/// (it exited before a removal finished) are swept at the same time.
 fn check_writable(hierarchy: Hierarchy) -> Result<Hierarchy, String> {
+    for base in bases(&hierarchy) {
+        sweep(&base);
+    }
     let probe = format!("nimbus-probe-{}", std::process::id());
     for base in bases(&hierarchy) {
         let dir = base.join(&probe);
@@ -106,11 +113,24 @@ fn bases(hierarchy: &Hierarchy) -> Vec<PathBuf> {
     }
 }
 
+/// Creating and removing groups is serialised: the per-host parent is created by one instance
+/// and may be removed by another's drop, which must not fall between a create's steps.
+static GROUPS: Mutex<()> = Mutex::new(());
+
+/// Numbers the groups of this process, so that a name is never reused (a group left by an
+/// earlier instance, or a second runtime's function of the same name, is never shared).
+static SEQUENCE: AtomicU64 = AtomicU64::new(1);
+
 /// One instance's group (a directory in each hierarchy), removed on drop.
 #[derive(Debug)]
 pub(crate) struct InstanceGroup {
     dirs: Vec<PathBuf>,
     v2: bool,
+    /// The peak-memory file, kept open: a read is then one `pread`, not an open and a close.
+    peak: Option<File>,
+    /// OOM kills in the group when the instance was ready: a runtime's own subprocess killed
+    /// during init is not the instance's death.
+    oom_baseline: u64,
 }
 
 impl InstanceGroup {
@@ -120,6 +140,9 @@ impl InstanceGroup {
             .as_ref()
             .map_err(|why| io::Error::other(why.clone()))?;
         let parent = format!("nimbus-{}", std::process::id());
+        let name = format!("{name}-{}", SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        let name = name.as_str();
+        let _serial = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
         let quota = (PERIOD_US * u64::from(memory_mb) / MB_PER_VCPU).max(MIN_QUOTA_US);
         let bytes = u64::from(memory_mb) * 1024 * 1024;
         let group = match hierarchy {
@@ -130,6 +153,8 @@ impl InstanceGroup {
                         memory.join(&parent).join(name),
                     ],
                     v2: false,
+                    peak: None,
+                    oom_baseline: 0,
                 };
                 group.make_dirs()?;
                 write(&group.dirs[0], "cpu.cfs_period_us", PERIOD_US)?;
@@ -150,6 +175,8 @@ impl InstanceGroup {
                 let group = Self {
                     dirs: vec![parent_dir.join(name)],
                     v2: true,
+                    peak: None,
+                    oom_baseline: 0,
                 };
                 group.make_dirs()?;
                 std::fs::write(
@@ -161,14 +188,41 @@ impl InstanceGroup {
                 group
             }
         };
+        let mut group = group;
+        let file = if group.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        group.peak = File::open(group.memory_dir().join(file)).ok();
         Ok(group)
     }
 
     fn make_dirs(&self) -> io::Result<()> {
         for dir in &self.dirs {
-            std::fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            // A fresh group, never one left behind.
+            std::fs::create_dir(dir)?;
         }
         Ok(())
+    }
+
+    /// Waits (up to a second) until no process is left in the group, killing what remains (a
+    /// runtime's subprocesses still exiting), so that dropping it removes it at once.
+    pub(crate) async fn empty(&self) {
+        for _ in 0..200 {
+            if kill_and_check_empty(&self.dirs) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Takes the OOM-kill count now as the instance's baseline (once it is ready).
+    pub(crate) fn mark_ready(&mut self) {
+        self.oom_baseline = self.count_oom_kills();
     }
 
     /// The files a process writes its pid to, to enter the group (every hierarchy).
@@ -182,26 +236,22 @@ impl InstanceGroup {
             .map_or(Path::new("/nonexistent"), PathBuf::as_path)
     }
 
-    /// Starts a new peak for the next invocation (v1 lets the peak be reset; v2's
-    /// `memory.peak` is the group's lifetime peak, so there it only grows).
-    pub(crate) fn reset_peak(&self) {
-        if !self.v2 {
-            let _ = std::fs::write(self.memory_dir().join("memory.max_usage_in_bytes"), "0");
-        }
+    /// The group's peak memory, in bytes.
+    pub(crate) fn peak(&mut self) -> Option<u64> {
+        let file = self.peak.as_mut()?;
+        let mut text = String::new();
+        file.rewind().ok()?;
+        file.read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
     }
 
-    /// The peak memory since the last reset, in bytes.
-    pub(crate) fn peak(&self) -> Option<u64> {
-        let file = if self.v2 {
-            "memory.peak"
-        } else {
-            "memory.max_usage_in_bytes"
-        };
-        read_number(&self.memory_dir().join(file))
-    }
-
-    /// How many processes of the group the kernel killed for memory.
+    /// How many processes of the group the kernel killed for memory since the instance was
+    /// ready.
     pub(crate) fn oom_kills(&self) -> u64 {
+        self.count_oom_kills().saturating_sub(self.oom_baseline)
+    }
+
+    fn count_oom_kills(&self) -> u64 {
         let file = if self.v2 {
             "memory.events"
         } else {
@@ -221,23 +271,104 @@ impl InstanceGroup {
 
 impl Drop for InstanceGroup {
     fn drop(&mut self) {
-        // Empty by now (the instance's processes were killed and reaped); a group that still
-        // holds a process cannot be removed, and is left for the kernel to report.
-        for dir in &self.dirs {
-            let _ = std::fs::remove_dir(dir);
-            if let Some(parent) = dir.parent() {
-                // The per-host parent goes with its last instance (fails while others remain).
-                let _ = std::fs::remove_dir(parent);
+        // A group cannot be removed while a process is still leaving it (a SIGKILLed runtime
+        // that is not reaped yet, a subprocess of it): what remains is killed, and the removal
+        // retried on a thread of its own for a few seconds, so that no group is left behind.
+        self.peak = None;
+        let dirs = std::mem::take(&mut self.dirs);
+        if remove(&dirs) {
+            return;
+        }
+        let retry = move || {
+            for _ in 0..250 {
+                for dir in &dirs {
+                    kill_members(dir);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                if remove(&dirs) {
+                    return;
+                }
+            }
+            tracing::warn!(groups = ?dirs, "a process instance's cgroup could not be removed");
+        };
+        if std::thread::Builder::new()
+            .name("nimbus-cgroup-reaper".into())
+            .spawn(retry)
+            .is_err()
+        {
+            tracing::warn!("no thread to remove a process instance's cgroup");
+        }
+    }
+}
+
+/// Removes the instance's groups (and the per-host parent, once empty); whether all are gone.
+fn remove(dirs: &[PathBuf]) -> bool {
+    let _serial = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all = true;
+    for dir in dirs {
+        if dir.exists() && std::fs::remove_dir(dir).is_err() {
+            all = false;
+            continue;
+        }
+        if let Some(parent) = dir.parent() {
+            // Fails while other instances' groups remain, as it should.
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+    all
+}
+
+/// Removes the empty groups of `nimbus-<pid>` parents whose process is gone.
+fn sweep(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("nimbus-")) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let parent = entry.path();
+        for group in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if group.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir(group.path());
             }
         }
+        let _ = std::fs::remove_dir(&parent);
+    }
+}
+
+/// Whether every group is empty, after SIGKILLing what is still in them.
+fn kill_and_check_empty(dirs: &[PathBuf]) -> bool {
+    let mut empty = true;
+    for dir in dirs {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if procs.trim().is_empty() {
+            continue;
+        }
+        empty = false;
+        kill_members(dir);
+    }
+    empty
+}
+
+/// SIGKILLs every process still in a group.
+fn kill_members(dir: &Path) {
+    let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+        return;
+    };
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
 fn write(dir: &Path, file: &str, value: u64) -> io::Result<()> {
     std::fs::write(dir.join(file), value.to_string())
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.join(file).display())))
-}
-
-fn read_number(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

@@ -46,15 +46,32 @@ impl Enforcement {
 }
 
 /// Whether instances can get a mount namespace of their own with the layers at `/opt`: root,
-/// the `unshare` command, and an `/opt` folder (found once).
+/// an `/opt` folder, and `unshare` and a bind mount that work here (tried once: a root without
+/// `CAP_SYS_ADMIN`, as in a default container, is refused).
 pub(crate) fn mount_namespace_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
-        let unshare = std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| dir.join("unshare").is_file())
-        });
-        nix::unistd::geteuid().is_root() && unshare && std::path::Path::new("/opt").is_dir()
+        nix::unistd::geteuid().is_root()
+            && std::path::Path::new("/opt").is_dir()
+            && std::process::Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+                .arg("mount --bind /opt /opt && mount -o remount,ro,bind /opt")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
     })
+}
+
+fn warn_fallback_once(why: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            why,
+            "cgroups cannot be configured here: process instances fall back to RLIMIT_DATA \
+             (memory only, CPU not capped)"
+        );
+    });
 }
 
 /// Whether this host lets nimbus create cgroups (found once), and if not why.
@@ -84,8 +101,16 @@ impl InstanceLimits {
     pub(crate) fn new(limits: Limits, name: &str, memory_mb: u32) -> Result<Self, String> {
         let group = match limits {
             Limits::Rlimit => None,
+            // A host whose groups can be made but not configured (cgroup v2 without delegation,
+            // say) falls back too, rather than failing every init.
             Limits::Auto => match cgroup::available() {
-                Ok(()) => Some(InstanceGroup::create(name, memory_mb).map_err(|e| e.to_string())?),
+                Ok(()) => match InstanceGroup::create(name, memory_mb) {
+                    Ok(group) => Some(group),
+                    Err(error) => {
+                        warn_fallback_once(&error.to_string());
+                        None
+                    }
+                },
                 Err(_) => None,
             },
             Limits::Cgroups => {
@@ -132,22 +157,31 @@ impl InstanceLimits {
         launcher
     }
 
-    /// Starts measuring the next invocation's peak memory.
-    pub(crate) fn reset_peak(&self, pid: u32) {
-        match &self.group {
-            Some(group) => group.reset_peak(),
-            // Resets the process's peak resident set (VmHWM), Linux ≥ 4.0.
-            None => {
-                let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-            }
+    /// Waits until the instance's groups hold no process (killing stragglers), so that they can
+    /// be removed when the instance is dropped.
+    pub(crate) async fn empty(&self) {
+        if let Some(group) = &self.group {
+            group.empty().await;
         }
     }
 
-    /// The peak memory since the last reset, in MB (rounded up).
-    pub(crate) fn peak_mb(&self, pid: u32) -> Option<u32> {
-        let bytes = match &self.group {
+    /// The instance is ready (its runtime asked for its first event): OOM kills counted from
+    /// now on are its own.
+    pub(crate) fn mark_ready(&mut self) {
+        if let Some(group) = &mut self.group {
+            group.mark_ready();
+        }
+    }
+
+    /// The instance's peak memory so far, in MB (rounded up): like Lambda's `Max Memory Used`,
+    /// the environment's high-water mark, which later invocations can only raise. Read, never
+    /// reset: a reset (v1 `max_usage_in_bytes`, `/proc/<pid>/clear_refs`) cost ~40 µs per
+    /// invocation.
+    pub(crate) fn peak_mb(&mut self, pid: Option<u32>) -> Option<u32> {
+        let bytes = match &mut self.group {
             Some(group) => group.peak()?,
-            None => high_water_mark(pid)?,
+            // Only while the process lives: a reaped pid may be another process's.
+            None => high_water_mark(pid?)?,
         };
         u32::try_from(bytes.div_ceil(1024 * 1024)).ok()
     }
