@@ -12,17 +12,11 @@ use nimbus_process::ProcessBackend;
 use nimbus_sources::{
     BatchResponse, InMemoryQueue, QueueBatch, QueueConfig, QueueMapping, QueueMappingConfig,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::support::{gone_within, register, unique, Client};
+use crate::support::{gone_within, pid_of, register, unique, Client};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-fn pid_of(answer: &Value) -> u64 {
-    answer["pid"]
-        .as_u64()
-        .expect("the answer carries the process id")
-}
 
 pub(crate) async fn sync_invokes_reuse_a_warm_instance(client: Client) {
     let Some(config) = client.config() else {

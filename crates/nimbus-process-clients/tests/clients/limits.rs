@@ -9,7 +9,7 @@ use nimbus_core::{InvokeError, InvokeOptions, Runtime};
 use nimbus_process::{Enforcement, Limits, ProcessBackend};
 use serde_json::{json, Value};
 
-use crate::support::{register, unique, Client};
+use crate::support::{pid_of, register, unique, Client};
 
 /// Whether this host lets nimbus create cgroups; CI requires it (these machines allow it as
 /// root), elsewhere the cgroup tests skip loudly.
@@ -87,9 +87,7 @@ async fn allocating_past_the_memory_is_out_of_memory_and_the_next_invocation_run
         |f| f.with_memory_mb(128),
     )
     .await;
-    let pid = f.handle.invoke(json!({"op": "echo"})).await.unwrap()["pid"]
-        .as_u64()
-        .unwrap();
+    let pid = pid_of(&f.handle.invoke(json!({"op": "echo"})).await.unwrap());
     match f.handle.invoke(json!({"op": "alloc", "mb": 400})).await {
         Err(error @ InvokeError::OutOfMemory(_)) => {
             assert_eq!(error.error_type(), "Runtime.OutOfMemory");
@@ -194,9 +192,7 @@ async fn without_cgroups_memory_is_limited_by_rlimit_and_cpu_is_said_not_capped(
         |f| f.with_memory_mb(256),
     )
     .await;
-    let pid = f.handle.invoke(json!({"op": "echo"})).await.unwrap()["pid"]
-        .as_u64()
-        .unwrap();
+    let pid = pid_of(&f.handle.invoke(json!({"op": "echo"})).await.unwrap());
     // Python raises MemoryError at the limit and survives: a function error, same instance.
     match f.handle.invoke(json!({"op": "alloc", "mb": 400})).await {
         Err(InvokeError::Function(error)) => assert_eq!(error.error_type(), "MemoryError"),

@@ -117,6 +117,13 @@ pub(crate) async fn register(
     Registered { handle, logs }
 }
 
+/// The process id an answer of the fixtures carries.
+pub(crate) fn pid_of(answer: &serde_json::Value) -> u64 {
+    answer["pid"]
+        .as_u64()
+        .expect("the answer carries the process id")
+}
+
 /// Whether process `pid` still exists (a zombie counts: it was not reaped).
 pub(crate) fn alive(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
