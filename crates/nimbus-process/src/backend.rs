@@ -19,7 +19,7 @@ use crate::api::{Endpoint, Handles, InitSignal, Server};
 use crate::child::{describe, ChildProcess, Spawn};
 use crate::config::ProcessConfig;
 use crate::instance::{ProcessInstance, EXIT_ERROR};
-use crate::layers::LayerView;
+use crate::layers::{LayerSource, LayerView};
 use crate::limits::{Enforcement, InstanceLimits, Limits};
 use crate::logs::{LogCapture, LogTails};
 
@@ -61,6 +61,9 @@ pub struct ProcessBackend<E, O> {
     program: std::ffi::OsString,
     /// The merged view of the function's layers, built once and shared by its instances.
     layers: Option<LayerView>,
+    /// What the view's links point into (the cache, directory layers' folders): made read-only
+    /// in an instance's mount namespace, with the view at `/opt`.
+    layer_sources: Vec<PathBuf>,
     /// The working directory, absolute (it is also `LAMBDA_TASK_ROOT`).
     task_root: PathBuf,
     tails: LogTails,
@@ -100,10 +103,17 @@ impl<E, O> ProcessBackend<E, O> {
             )
         })?;
         let tails = LogTails::new(config.kept_tails);
+        let mut layer_sources = Vec::new();
         let layers = if config.layers.is_empty() {
             None
         } else {
             let cache = config.layer_cache.clone().unwrap_or_default();
+            layer_sources.push(cache.root().to_path_buf());
+            for layer in &config.layers {
+                if let LayerSource::Directory(dir) = layer.source() {
+                    layer_sources.push(dir.clone());
+                }
+            }
             let view = LayerView::build(&cache, &config.layers).map_err(|e| {
                 ConfigError::new(
                     "process",
@@ -138,6 +148,7 @@ impl<E, O> ProcessBackend<E, O> {
         Ok(Self {
             program,
             layers,
+            layer_sources,
             config: Arc::new(config),
             task_root,
             tails,
@@ -224,7 +235,7 @@ where
             .filter(|_| self.config.mount_opt && crate::limits::mount_namespace_available())
             .map(LayerView::path);
         let mut child = ChildProcess::spawn(Spawn {
-            launcher: limits.launcher(opt),
+            launcher: limits.launcher(opt, &self.layer_sources),
             program: &self.program,
             args: &self.config.args,
             extra_arg: self

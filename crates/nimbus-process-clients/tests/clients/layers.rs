@@ -125,6 +125,19 @@ async fn functions_share_layers_a_later_layer_wins_and_a_provided_runtime_runs_f
         before,
         "instances copied nothing into the cache"
     );
+    if nix_is_root() {
+        // /opt is read-only, links included: the cached layer cannot be changed through it.
+        let answer = handles[0].invoke(json!({"op": "write-opt"})).await.unwrap();
+        assert_eq!(
+            (answer["written"].as_bool(), answer["errno"].as_i64()),
+            (Some(false), Some(30))
+        );
+        let greeting = views[0].join("python/greeting.py");
+        assert_eq!(
+            std::fs::read_to_string(greeting).unwrap(),
+            "GREETING = 'override'\n"
+        );
+    }
 
     // A custom runtime from a layer: the "provided" runtime runs the layer's bootstrap.
     let empty = scratch.0.join("function");

@@ -86,14 +86,21 @@ pub(crate) struct InstanceLimits {
     memory_mb: u32,
 }
 
-/// The shell that places the runtime, then becomes it: `sh -c SCRIPT sh N procs... DATA OPT
-/// program args...` (`-` for no data limit, no `/opt` mount).
+/// The shell that places the runtime, then becomes it: `sh -c SCRIPT sh N procs... DATA OPT M
+/// read-only... program args...` (`-` for no data limit, no `/opt` mount). In the instance's own
+/// mount namespace, the folders the view's links point into are made read-only too, so that
+/// `/opt` cannot be written through its links.
 const PLACE: &str = r#"n=$1; shift
 while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done
 if [ "$1" != - ]; then ulimit -d "$1" || exit 125; fi
 shift
 if [ "$1" != - ]; then mount --bind "$1" /opt && mount -o remount,ro,bind /opt || exit 125; fi
 shift
+n=$1; shift
+while [ "$n" -gt 0 ]; do
+  mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" || exit 125
+  shift; n=$((n - 1))
+done
 exec "$@""#;
 
 impl InstanceLimits {
@@ -131,8 +138,13 @@ impl InstanceLimits {
     }
 
     /// The launcher to put before the runtime's command; with `opt`, in a mount namespace of its
-    /// own where that folder is mounted read-only at `/opt`.
-    pub(crate) fn launcher(&self, opt: Option<&std::path::Path>) -> Vec<OsString> {
+    /// own where that folder is mounted read-only at `/opt`, and the `read_only` folders (what
+    /// its links point into) are remounted read-only.
+    pub(crate) fn launcher(
+        &self,
+        opt: Option<&std::path::Path>,
+        read_only: &[std::path::PathBuf],
+    ) -> Vec<OsString> {
         let procs = self
             .group
             .as_ref()
@@ -154,6 +166,9 @@ impl InstanceLimits {
             launcher.push((u64::from(self.memory_mb) * 1024).to_string().into());
         }
         launcher.push(opt.map_or_else(|| "-".into(), |p| p.as_os_str().to_owned()));
+        let read_only = if opt.is_some() { read_only } else { &[] };
+        launcher.push(read_only.len().to_string().into());
+        launcher.extend(read_only.iter().map(|p| p.as_os_str().to_owned()));
         launcher
     }
 
