@@ -64,6 +64,9 @@ pub struct ProcessBackend<E, O> {
     /// What the view's links point into (the cache, directory layers' folders): made read-only
     /// in an instance's mount namespace, with the view at `/opt`.
     layer_sources: Vec<PathBuf>,
+    /// Whether the view may be mounted at `/opt` for this function (asked for, and nothing it
+    /// needs lies where the mounts would hide or freeze it).
+    mount_opt: bool,
     /// The working directory, absolute (it is also `LAMBDA_TASK_ROOT`).
     task_root: PathBuf,
     tails: LogTails,
@@ -145,10 +148,14 @@ impl<E, O> ProcessBackend<E, O> {
         } else {
             config.program.clone()
         };
+        let mount_opt = config.mount_opt
+            && layers.is_some()
+            && opt_mount_is_safe(&layer_sources, &task_root, Path::new(&program));
         Ok(Self {
             program,
             layers,
             layer_sources,
+            mount_opt,
             config: Arc::new(config),
             task_root,
             tails,
@@ -163,8 +170,8 @@ impl<E, O> ProcessBackend<E, O> {
             Limits::Rlimit => Enforcement::Rlimit,
             Limits::Cgroups => Enforcement::Cgroup,
             Limits::Auto => match crate::limits::cgroups_available() {
-                Ok(()) => Enforcement::Cgroup,
-                Err(_) => Enforcement::Rlimit,
+                Ok(()) if !crate::limits::fell_back() => Enforcement::Cgroup,
+                _ => Enforcement::Rlimit,
             },
         }
     }
@@ -232,7 +239,7 @@ where
         let opt = self
             .layers
             .as_ref()
-            .filter(|_| self.config.mount_opt && crate::limits::mount_namespace_available())
+            .filter(|_| self.mount_opt && crate::limits::mount_namespace_available().is_some())
             .map(LayerView::path);
         let mut child = ChildProcess::spawn(Spawn {
             launcher: limits.launcher(opt, &self.layer_sources),
@@ -296,7 +303,7 @@ where
 /// An init failure for a runtime that exited before asking for its first event; the last line
 /// it wrote (usually why) is added to Lambda's message. A program that could not be run (the
 /// launcher's exit 126 or 127, or 125 when it could not place it in its limits) is an invalid
-/// entry point, not worth retrying; a process killed at its memory limit is out of memory.
+/// entry point (not retried when the program was not found); a process killed at its memory limit is out of memory.
 fn exited_in_init(status: std::process::ExitStatus, output: &str, oom: bool) -> FunctionError {
     let last = output.lines().rev().find(|l| !l.trim().is_empty());
     let described = describe(status);
@@ -308,9 +315,41 @@ fn exited_in_init(status: std::process::ExitStatus, output: &str, oom: bool) -> 
         return FunctionError::new("Runtime.OutOfMemory", message);
     }
     match status.code() {
-        Some(125..=127) => FunctionError::new("Runtime.InvalidEntrypoint", message).not_retryable(),
+        // Not found: retrying cannot help.
+        Some(127) => FunctionError::new("Runtime.InvalidEntrypoint", message).not_retryable(),
+        // Not executable (perhaps being rebuilt: ETXTBSY), or not placed: may pass next time.
+        Some(125 | 126) => FunctionError::new("Runtime.InvalidEntrypoint", message),
         _ => FunctionError::new(EXIT_ERROR, message),
     }
+}
+
+/// Whether mounting the view at `/opt` and the layers' folders read-only leaves what the instance
+/// needs in place: nothing under `/opt` (the mount would hide it), and no folder made read-only
+/// that is `/`, the temp folder, or holds the task root (Lambda's `/tmp` stays writable). Where
+/// it would not, the function goes without the `/opt` mount (once warned) and reads its layers
+/// through `NIMBUS_OPT` and the search paths.
+fn opt_mount_is_safe(sources: &[PathBuf], task_root: &Path, program: &Path) -> bool {
+    let opt = Path::new("/opt");
+    let temp = std::env::temp_dir();
+    let under_opt = sources
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([task_root, program])
+        .any(|p| p.starts_with(opt));
+    let freezes = sources.iter().any(|source| {
+        source == Path::new("/") || temp.starts_with(source) || task_root.starts_with(source)
+    });
+    let safe = !under_opt && !freezes;
+    if !safe {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "a function's layers, task root or program lie under /opt, or a layer folder holds \
+                 the temp folder or the task root: its layers are not mounted at /opt"
+            );
+        });
+    }
+    safe
 }
 
 /// The instance's environment: what real runtimes read, then the function's own variables.

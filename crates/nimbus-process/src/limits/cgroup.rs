@@ -141,72 +141,40 @@ impl InstanceGroup {
             .map_err(|why| io::Error::other(why.clone()))?;
         let parent = format!("nimbus-{}", std::process::id());
         let name = format!("{name}-{}", SEQUENCE.fetch_add(1, Ordering::Relaxed));
-        let name = name.as_str();
-        let _serial = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
         let quota = (PERIOD_US * u64::from(memory_mb) / MB_PER_VCPU).max(MIN_QUOTA_US);
         let bytes = u64::from(memory_mb) * 1024 * 1024;
-        let group = match hierarchy {
-            Hierarchy::V1 { cpu, memory } => {
-                let group = Self {
-                    dirs: vec![
-                        cpu.join(&parent).join(name),
-                        memory.join(&parent).join(name),
-                    ],
-                    v2: false,
-                    peak: None,
-                    oom_baseline: 0,
-                };
-                group.make_dirs()?;
-                write(&group.dirs[0], "cpu.cfs_period_us", PERIOD_US)?;
-                write(&group.dirs[0], "cpu.cfs_quota_us", quota)?;
-                write(&group.dirs[1], "memory.limit_in_bytes", bytes)?;
-                // No swap either, where the kernel accounts it: the limit is the memory.
-                if group.dirs[1].join("memory.memsw.limit_in_bytes").exists() {
-                    let _ = write(&group.dirs[1], "memory.memsw.limit_in_bytes", bytes);
-                }
-                group
-            }
-            Hierarchy::V2 { own } => {
-                // The parent must hand both controllers down to its children.
-                let parent_dir = own.join(&parent);
-                std::fs::create_dir_all(&parent_dir)?;
-                let _ = std::fs::write(own.join("cgroup.subtree_control"), "+cpu +memory");
-                std::fs::write(parent_dir.join("cgroup.subtree_control"), "+cpu +memory")?;
-                let group = Self {
-                    dirs: vec![parent_dir.join(name)],
-                    v2: true,
-                    peak: None,
-                    oom_baseline: 0,
-                };
-                group.make_dirs()?;
-                std::fs::write(
-                    group.dirs[0].join("cpu.max"),
-                    format!("{quota} {PERIOD_US}"),
-                )?;
-                write(&group.dirs[0], "memory.max", bytes)?;
-                let _ = write(&group.dirs[0], "memory.swap.max", 0);
-                group
-            }
+        let (dirs, v2) = match hierarchy {
+            Hierarchy::V1 { cpu, memory } => (
+                vec![
+                    cpu.join(&parent).join(&name),
+                    memory.join(&parent).join(&name),
+                ],
+                false,
+            ),
+            Hierarchy::V2 { own } => (vec![own.join(&parent).join(&name)], true),
         };
-        let mut group = group;
-        let file = if group.v2 {
+        // The groups are made and configured as plain paths under the lock: on an error they
+        // are removed here, under the same lock (an `InstanceGroup` dropped here would take it
+        // again and deadlock).
+        let serial = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+        let made = configure(hierarchy, &dirs, quota, bytes);
+        if let Err(error) = made {
+            remove_locked(&dirs);
+            return Err(error);
+        }
+        drop(serial);
+        let file = if v2 {
             "memory.peak"
         } else {
             "memory.max_usage_in_bytes"
         };
-        group.peak = File::open(group.memory_dir().join(file)).ok();
-        Ok(group)
-    }
-
-    fn make_dirs(&self) -> io::Result<()> {
-        for dir in &self.dirs {
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            // A fresh group, never one left behind.
-            std::fs::create_dir(dir)?;
-        }
-        Ok(())
+        let memory_dir = dirs.last().cloned().unwrap_or_default();
+        Ok(Self {
+            peak: File::open(memory_dir.join(file)).ok(),
+            dirs,
+            v2,
+            oom_baseline: 0,
+        })
     }
 
     /// Waits (up to a second) until no process is left in the group, killing what remains (a
@@ -301,9 +269,47 @@ impl Drop for InstanceGroup {
     }
 }
 
+/// Makes and configures an instance's groups (called under [`GROUPS`]).
+fn configure(hierarchy: &Hierarchy, dirs: &[PathBuf], quota: u64, bytes: u64) -> io::Result<()> {
+    for dir in dirs {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+            if let Hierarchy::V2 { own } = hierarchy {
+                // The parents must hand both controllers down to their children.
+                let _ = std::fs::write(own.join("cgroup.subtree_control"), "+cpu +memory");
+                std::fs::write(parent.join("cgroup.subtree_control"), "+cpu +memory")?;
+            }
+        }
+        // A fresh group, never one left behind.
+        std::fs::create_dir(dir)?;
+    }
+    match hierarchy {
+        Hierarchy::V1 { .. } => {
+            write(&dirs[0], "cpu.cfs_period_us", PERIOD_US)?;
+            write(&dirs[0], "cpu.cfs_quota_us", quota)?;
+            write(&dirs[1], "memory.limit_in_bytes", bytes)?;
+            // No swap either, where the kernel accounts it: the limit is the memory.
+            if dirs[1].join("memory.memsw.limit_in_bytes").exists() {
+                let _ = write(&dirs[1], "memory.memsw.limit_in_bytes", bytes);
+            }
+        }
+        Hierarchy::V2 { .. } => {
+            std::fs::write(dirs[0].join("cpu.max"), format!("{quota} {PERIOD_US}"))?;
+            write(&dirs[0], "memory.max", bytes)?;
+            let _ = write(&dirs[0], "memory.swap.max", 0);
+        }
+    }
+    Ok(())
+}
+
 /// Removes the instance's groups (and the per-host parent, once empty); whether all are gone.
 fn remove(dirs: &[PathBuf]) -> bool {
     let _serial = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+    remove_locked(dirs)
+}
+
+/// As [`remove`], with [`GROUPS`] already held.
+fn remove_locked(dirs: &[PathBuf]) -> bool {
     let mut all = true;
     for dir in dirs {
         if dir.exists() && std::fs::remove_dir(dir).is_err() {
@@ -318,7 +324,7 @@ fn remove(dirs: &[PathBuf]) -> bool {
     all
 }
 
-/// Removes the empty groups of `nimbus-<pid>` parents whose process is gone.
+/// Removes the empty groups of `nimbus-<pid>` parents whose process is gone (or is this one).
 fn sweep(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
@@ -328,7 +334,10 @@ fn sweep(base: &Path) {
         let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("nimbus-")) else {
             continue;
         };
-        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+        // This process's own are swept too: the sweep runs before it makes any group, so they
+        // were left by an earlier process that had the same pid.
+        let own = pid == std::process::id().to_string();
+        if pid.parse::<u32>().is_err() || (!own && Path::new("/proc").join(pid).exists()) {
             continue;
         }
         let parent = entry.path();
@@ -371,4 +380,27 @@ fn kill_members(dir: &Path) {
 fn write(dir: &Path, file: &str, value: u64) -> io::Result<()> {
     std::fs::write(dir.join(file), value.to_string())
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.join(file).display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group that cannot be made (here: a name the kernel refuses) is an error, and the next
+    /// group is made as usual: the failed one is cleaned up without deadlocking on the lock.
+    #[test]
+    fn a_group_that_cannot_be_made_is_an_error_and_blocks_nothing() {
+        if available().is_err() {
+            eprintln!("SKIPPED: cgroups are not writable here");
+            return;
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let refused = InstanceGroup::create("bad\0name", 128).is_err();
+            let made = InstanceGroup::create("good", 128).is_ok();
+            let _ = done.send((refused, made));
+        });
+        let outcome = finished.recv_timeout(Duration::from_secs(10));
+        assert_eq!(outcome, Ok((true, true)), "a failed create must not hang");
+    }
 }

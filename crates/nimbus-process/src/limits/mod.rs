@@ -10,6 +10,7 @@
 mod cgroup;
 
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use cgroup::InstanceGroup;
 
@@ -45,25 +46,46 @@ impl Enforcement {
     }
 }
 
-/// Whether instances can get a mount namespace of their own with the layers at `/opt`: root,
-/// an `/opt` folder, and `unshare` and a bind mount that work here (tried once: a root without
-/// `CAP_SYS_ADMIN`, as in a default container, is refused).
-pub(crate) fn mount_namespace_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        nix::unistd::geteuid().is_root()
-            && std::path::Path::new("/opt").is_dir()
-            && std::process::Command::new("unshare")
-                .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
-                .arg("mount --bind /opt /opt && mount -o remount,ro,bind /opt")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|status| status.success())
-    })
+/// The `unshare` and `mount` programs, by absolute path, if instances can get a mount namespace
+/// of their own with the layers at `/opt`: root, an `/opt` folder, and both found on the host's
+/// `PATH` and tried once (a root without `CAP_SYS_ADMIN`, as in a default container, is refused).
+/// Absolute, so that neither the function's `PATH` nor a layer's `bin` decides what runs as root.
+pub(crate) fn mount_namespace_available() -> Option<&'static (PathBuf, PathBuf)> {
+    static AVAILABLE: std::sync::OnceLock<Option<(PathBuf, PathBuf)>> = std::sync::OnceLock::new();
+    AVAILABLE
+        .get_or_init(|| {
+            let find = |name: &str| {
+                let path = std::env::var_os("PATH")?;
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join(name))
+                    .find(|p| p.is_file())
+            };
+            let (unshare, mount) = (find("unshare")?, find("mount")?);
+            let usable = nix::unistd::geteuid().is_root()
+                && Path::new("/opt").is_dir()
+                && std::process::Command::new(&unshare)
+                    .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+                    .arg(r#""$0" --bind /opt /opt && "$0" -o remount,ro,bind /opt"#)
+                    .arg(&mount)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|status| status.success());
+            usable.then_some((unshare, mount))
+        })
+        .as_ref()
+}
+
+/// Set once an instance fell back from cgroups it could not configure.
+static FELL_BACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether instances have fallen back to `RLIMIT_DATA` on this host.
+pub(crate) fn fell_back() -> bool {
+    FELL_BACK.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn warn_fallback_once(why: &str) {
+    FELL_BACK.store(true, std::sync::atomic::Ordering::Relaxed);
     static WARNED: std::sync::Once = std::sync::Once::new();
     WARNED.call_once(|| {
         tracing::warn!(
@@ -86,19 +108,21 @@ pub(crate) struct InstanceLimits {
     memory_mb: u32,
 }
 
-/// The shell that places the runtime, then becomes it: `sh -c SCRIPT sh N procs... DATA OPT M
-/// read-only... program args...` (`-` for no data limit, no `/opt` mount). In the instance's own
+/// The shell that places the runtime, then becomes it: `sh -c SCRIPT sh N procs... DATA MOUNT OPT
+/// M read-only... program args...` (`-` for no data limit, no `/opt` mount; MOUNT is the
+/// absolute path of `mount`). In the instance's own
 /// mount namespace, the folders the view's links point into are made read-only too, so that
 /// `/opt` cannot be written through its links.
 const PLACE: &str = r#"n=$1; shift
 while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done
 if [ "$1" != - ]; then ulimit -d "$1" || exit 125; fi
 shift
-if [ "$1" != - ]; then mount --bind "$1" /opt && mount -o remount,ro,bind /opt || exit 125; fi
+m=$1; shift
+if [ "$1" != - ]; then "$m" --bind "$1" /opt && "$m" -o remount,ro,bind /opt || exit 125; fi
 shift
 n=$1; shift
 while [ "$n" -gt 0 ]; do
-  mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" || exit 125
+  "$m" --bind "$1" "$1" && "$m" -o remount,ro,bind "$1" || exit 125
   shift; n=$((n - 1))
 done
 exec "$@""#;
@@ -151,9 +175,12 @@ impl InstanceLimits {
             .map(InstanceGroup::procs_files)
             .unwrap_or_default();
         let mut launcher: Vec<OsString> = Vec::new();
-        if opt.is_some() {
+        let namespace = opt.and(mount_namespace_available());
+        let opt = namespace.and(opt);
+        if let Some((unshare, _)) = namespace {
             // Without --fork the shell keeps unshare's pid: the child nimbus spawned.
-            launcher.extend(["unshare", "--mount", "--propagation", "private"].map(OsString::from));
+            launcher.push(unshare.as_os_str().to_owned());
+            launcher.extend(["--mount", "--propagation", "private"].map(OsString::from));
         }
         launcher.extend(["/bin/sh", "-c", PLACE].map(OsString::from));
         launcher.push("nimbus-place".into());
@@ -165,6 +192,8 @@ impl InstanceLimits {
             // ulimit -d takes KiB.
             launcher.push((u64::from(self.memory_mb) * 1024).to_string().into());
         }
+        launcher
+            .push(namespace.map_or_else(|| "-".into(), |(_, mount)| mount.as_os_str().to_owned()));
         launcher.push(opt.map_or_else(|| "-".into(), |p| p.as_os_str().to_owned()));
         let read_only = if opt.is_some() { read_only } else { &[] };
         launcher.push(read_only.len().to_string().into());
