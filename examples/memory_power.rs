@@ -23,10 +23,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = args.iter().any(|a| a == "--quick");
     let rounds: u64 = match args.iter().position(|a| a == "--rounds") {
         Some(i) => args.get(i + 1).ok_or("--rounds needs a number")?.parse()?,
-        None if quick => 20,
+        None if quick => 30,
         None => 150,
     };
     let n: u64 = 1_000_000;
+    // On a shared machine the fastest of a few runs is the one the quota alone decided.
+    let repeats = if quick { 3 } else { 1 };
     let function_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/functions/primes");
     let config = ProcessConfig::new(function_dir.join("bootstrap"))
         .with_working_dir(&function_dir)
@@ -37,7 +39,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let runtime = Runtime::default();
     let prices = Prices::default();
-    println!("all primes <= {n}, {rounds} times, on a process instance under its CPU quota\n");
+    println!(
+        "all primes <= {n}, {rounds} times, on a process instance under its CPU quota \
+         (fastest of {repeats})\n"
+    );
     println!(
         "{:>8}  {:>9}  {:>11}  {:>10}",
         "Memory", "Time", "Cost", "CPU share"
@@ -54,16 +59,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .with_timeout(Duration::from_secs(900)),
             )
             .await?;
-        // A warm-up invocation takes the cold start out of the measured one.
+        // A warm-up invocation takes the cold start out of the measured ones; the fastest of
+        // `repeats` is kept, since a busy machine can only slow an invocation down.
         primes.invoke(json!({"n": 1_000, "rounds": 1})).await?;
-        let invocation = primes
-            .invoke_with(json!({"n": n, "rounds": rounds}), InvokeOptions::default())
-            .await;
-        let answer = invocation.result?;
-        let report = invocation.report.ok_or("a report")?;
-        if answer["primes"] != 78_498 {
-            return Err(format!("{memory_mb} MB counted {} primes", answer["primes"]).into());
+        let mut best: Option<nimbus::UsageReport> = None;
+        for _ in 0..repeats {
+            let invocation = primes
+                .invoke_with(json!({"n": n, "rounds": rounds}), InvokeOptions::default())
+                .await;
+            let answer = invocation.result?;
+            if answer["primes"] != 78_498 {
+                return Err(format!("{memory_mb} MB counted {} primes", answer["primes"]).into());
+            }
+            let report = invocation.report.ok_or("a report")?;
+            if best.as_ref().is_none_or(|b| report.duration < b.duration) {
+                best = Some(report);
+            }
         }
+        let report = best.ok_or("no invocation")?;
         let seconds = report.duration.as_secs_f64();
         // The cost of that one invocation at Lambda's prices (duration and request).
         let cost = report.billed_duration.as_secs_f64() * f64::from(memory_mb) / 1024.0
