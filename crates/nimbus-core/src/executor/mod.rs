@@ -53,6 +53,7 @@
 //!   wrapped and no clock is read.
 
 mod governor;
+mod lease;
 mod lifecycle;
 mod run;
 mod shared;
