@@ -9,7 +9,7 @@ use nimbus_core::{InvokeError, InvokeOptions, Runtime};
 use nimbus_process::{Enforcement, Limits, ProcessBackend};
 use serde_json::{json, Value};
 
-use crate::support::{pid_of, register, unique, Client};
+use crate::support::{pid_of, register, unique, Client, Registered};
 
 /// Whether this host lets nimbus create cgroups; CI requires it (these machines allow it as
 /// root), elsewhere the cgroup tests skip loudly.
@@ -31,20 +31,21 @@ fn cgroups_here() -> bool {
     false
 }
 
-async fn cpu_share(memory_mb: u32) -> f64 {
-    let runtime = Runtime::default();
+/// The Python fixture registered as `name` at `memory_mb`, under cgroups (or failing).
+async fn python_under_cgroups(runtime: &Runtime, name: &str, memory_mb: u32) -> Registered {
     let config = Client::Python
         .config()
         .unwrap()
         .with_limits(Limits::Cgroups);
-    let f = register(
-        &runtime,
-        &unique(&format!("spin-{memory_mb}")),
-        config,
-        Duration::from_secs(30),
-        |f| f.with_memory_mb(memory_mb),
-    )
-    .await;
+    register(runtime, name, config, Duration::from_secs(30), |f| {
+        f.with_memory_mb(memory_mb)
+    })
+    .await
+}
+
+async fn cpu_share(memory_mb: u32) -> f64 {
+    let runtime = Runtime::default();
+    let f = python_under_cgroups(&runtime, &unique(&format!("spin-{memory_mb}")), memory_mb).await;
     let answer = f
         .handle
         .invoke(json!({"op": "spin", "ms": 2_000}))
@@ -75,18 +76,7 @@ async fn allocating_past_the_memory_is_out_of_memory_and_the_next_invocation_run
         return;
     }
     let runtime = Runtime::default();
-    let config = Client::Python
-        .config()
-        .unwrap()
-        .with_limits(Limits::Cgroups);
-    let f = register(
-        &runtime,
-        &unique("oom"),
-        config,
-        Duration::from_secs(30),
-        |f| f.with_memory_mb(128),
-    )
-    .await;
+    let f = python_under_cgroups(&runtime, &unique("oom"), 128).await;
     let pid = pid_of(&f.handle.invoke(json!({"op": "echo"})).await.unwrap());
     match f.handle.invoke(json!({"op": "alloc", "mb": 400})).await {
         Err(error @ InvokeError::OutOfMemory(_)) => {
@@ -106,15 +96,8 @@ async fn max_memory_used_is_the_invocation_s_peak_and_the_groups_go_with_the_ins
         return;
     }
     let runtime = Runtime::default();
-    let config = Client::Python
-        .config()
-        .unwrap()
-        .with_limits(Limits::Cgroups);
     let name = unique("peak");
-    let f = register(&runtime, &name, config, Duration::from_secs(30), |f| {
-        f.with_memory_mb(512)
-    })
-    .await;
+    let f = python_under_cgroups(&runtime, &name, 512).await;
     let small = f
         .handle
         .invoke_with(json!({"op": "echo"}), InvokeOptions::default())
