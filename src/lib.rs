@@ -93,6 +93,11 @@ pub use nimbus_postgres as postgres;
 #[cfg(feature = "process")]
 pub use nimbus_process as process;
 
+/// nimbus over HTTP (feature `http`): the Lambda Invoke API that the AWS SDKs drive, an API
+/// gateway of routes to functions, and Prometheus metrics.
+#[cfg(feature = "http")]
+pub use nimbus_http as http;
+
 /// NATS JetStream adapter (feature `nats`): a queue on a work-queue stream with a durable pull
 /// consumer.
 #[cfg(feature = "nats")]

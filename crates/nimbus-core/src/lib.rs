@@ -90,7 +90,7 @@ pub use error::{
     OutcomeKind, RegisterError, RejectReason, Rejected, RetryHint, ThrottleReason,
 };
 pub use executor::{Invocation, InvokeOptions};
-pub use function::{Function, FunctionHandle};
+pub use function::{Function, FunctionHandle, JsonInvocation};
 pub use handler::{
     handler_fn, init_fn, CallOrigin, ClientApplication, ClientContext, CognitoIdentity, Context,
     Handler, HandlerFn, InitContext, InitFn, InstanceFactory, Principal, RecursiveLoop, RequestId,

@@ -3,12 +3,24 @@
 
 use super::FunctionInner;
 use crate::async_invoke::{AsyncMetrics, HandedBack};
+use crate::config::FunctionConfig;
 use crate::error::{AsyncCallError, CallError, InvokeError, LookupError, RejectReason};
 use crate::executor::InvokeOptions;
 use crate::handler::{Caller, RequestId};
-use crate::metering::Usage;
+use crate::metering::{Usage, UsageReport};
 use crate::metrics::FunctionMetrics;
 use crate::util::{json_len, BoxFuture};
+
+/// A synchronous invocation by name with a JSON event: the output or why there is none, and
+/// what the invocation used (`None` when no handler ran: not found, refused, throttled).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct JsonInvocation {
+    /// The output, or how the call failed.
+    pub result: Result<serde_json::Value, CallError>,
+    /// What the invocation used, with its request id.
+    pub report: Option<UsageReport>,
+}
 
 /// What every registered function offers, whatever its event and output types.
 pub(crate) trait AnyFunction: Send + Sync + 'static {
@@ -18,7 +30,11 @@ pub(crate) trait AnyFunction: Send + Sync + 'static {
         event: serde_json::Value,
         principal: Caller,
         options: InvokeOptions,
-    ) -> BoxFuture<'_, Result<serde_json::Value, CallError>>;
+    ) -> BoxFuture<'_, JsonInvocation>;
+    /// The function's configuration.
+    fn config(&self) -> &FunctionConfig;
+    /// The function's unqualified ARN.
+    fn arn(&self) -> &str;
     /// Queues a JSON event as `principal`.
     fn invoke_async_json(
         &self,
@@ -57,37 +73,62 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
         event: serde_json::Value,
         principal: Caller,
         options: InvokeOptions,
-    ) -> BoxFuture<'_, Result<serde_json::Value, CallError>> {
+    ) -> BoxFuture<'_, JsonInvocation> {
         Box::pin(async move {
             let name = self.exec.name();
+            let refused = |error: CallError| JsonInvocation {
+                result: Err(error),
+                report: None,
+            };
             let Some(codec) = &self.json else {
-                return Err(LookupError::NotJson(name.to_string()).into());
+                return refused(LookupError::NotJson(name.to_string()).into());
             };
             let limits = *self.exec.payload_limits();
             let size = json_len(&event);
             if size > limits.sync_request {
-                return Err(CallError::PayloadTooLarge {
+                return refused(CallError::PayloadTooLarge {
                     size,
                     limit: limits.sync_request,
                 });
             }
-            let event = (codec.decode)(&event).map_err(|e| {
-                InvokeError::Payload(format!("cannot decode the event for `{name}`: {e}"))
-            })?;
-            let output = self.exec.invoke(event, principal, options).await.result?;
-            let output = (codec.encode)(output).map_err(|e| {
-                InvokeError::Payload(format!("cannot encode the output of `{name}`: {e}"))
-            })?;
-            let size = json_len(&output);
-            if size > limits.sync_response {
-                return Err(InvokeError::ResponseTooLarge {
-                    size,
-                    limit: limits.sync_response,
+            let event = match (codec.decode)(&event) {
+                Ok(event) => event,
+                Err(e) => {
+                    let message = format!("cannot decode the event for `{name}`: {e}");
+                    return refused(InvokeError::Payload(message).into());
                 }
-                .into());
+            };
+            let invocation = self.exec.invoke(event, principal, options).await;
+            let result = invocation
+                .result
+                .map_err(CallError::from)
+                .and_then(|output| {
+                    let output = (codec.encode)(output).map_err(|e| {
+                        InvokeError::Payload(format!("cannot encode the output of `{name}`: {e}"))
+                    })?;
+                    let size = json_len(&output);
+                    if size > limits.sync_response {
+                        return Err(InvokeError::ResponseTooLarge {
+                            size,
+                            limit: limits.sync_response,
+                        }
+                        .into());
+                    }
+                    Ok(output)
+                });
+            JsonInvocation {
+                result,
+                report: invocation.report,
             }
-            Ok(output)
         })
+    }
+
+    fn config(&self) -> &FunctionConfig {
+        self.exec.config()
+    }
+
+    fn arn(&self) -> &str {
+        FunctionInner::arn(self)
     }
 
     fn invoke_async_json(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use erased::AnyFunction;
+pub use erased::JsonInvocation;
 pub use handle::FunctionHandle;
 
 use crate::async_invoke::{AsyncInvoker, DeadLetter, Destination, Destinations};

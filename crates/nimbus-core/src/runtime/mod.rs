@@ -15,11 +15,13 @@ pub use attachment::{Attachment, AttachmentStop, ATTACHMENT_STOP_SLACK};
 pub use stop::{ShutdownReport, UnregisterReport, SHUTDOWN_SLACK};
 
 use crate::async_invoke::AsyncMetrics;
-use crate::config::RuntimeConfig;
+use crate::config::{FunctionConfig, RuntimeConfig};
 use crate::error::{AsyncCallError, CallError, ConfigError, LookupError, RegisterError};
 use crate::executor::InvokeOptions;
 use crate::executor::Shared;
-use crate::function::{AnyFunction, Function, FunctionHandle, FunctionInner, JsonCodec};
+use crate::function::{
+    AnyFunction, Function, FunctionHandle, FunctionInner, JsonCodec, JsonInvocation,
+};
 use crate::handler::{hops, CallOrigin, Caller, Principal, RequestId, RuntimeServices};
 use crate::metering::Usage;
 use crate::metrics::FunctionMetrics;
@@ -300,13 +302,36 @@ impl Runtime {
         event: serde_json::Value,
         options: InvokeOptions,
     ) -> Result<serde_json::Value, CallError> {
-        let function = self
-            .registry
-            .any(name)
-            .ok_or_else(|| LookupError::NotFound(name.to_owned()))?;
+        self.invoke_json_reported(name, event, options).await.result
+    }
+
+    /// As [`Runtime::invoke_json_with`], and also what the invocation used (its request id,
+    /// duration and memory), as a front end needs to answer with the request id or a log tail.
+    pub async fn invoke_json_reported(
+        &self,
+        name: &str,
+        event: serde_json::Value,
+        options: InvokeOptions,
+    ) -> JsonInvocation {
+        let Some(function) = self.registry.any(name) else {
+            return JsonInvocation {
+                result: Err(LookupError::NotFound(name.to_owned()).into()),
+                report: None,
+            };
+        };
         function
             .invoke_json(event, Caller::from(Principal::Host).inheriting(), options)
             .await
+    }
+
+    /// A function's configuration, whatever its types; `None` if there is no such function.
+    pub fn function_config(&self, name: &str) -> Option<FunctionConfig> {
+        self.registry.any(name).map(|f| f.config().clone())
+    }
+
+    /// A function's unqualified ARN, whatever its types; `None` if there is no such function.
+    pub fn function_arn(&self, name: &str) -> Option<String> {
+        self.registry.any(name).map(|f| f.arn().to_owned())
     }
 
     /// Queues a typed event for asynchronous invocation of `name`, as the host.

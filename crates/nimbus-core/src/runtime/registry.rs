@@ -70,6 +70,7 @@ impl RuntimeServices for Registry {
             function
                 .invoke_json(event, caller, InvokeOptions::default())
                 .await
+                .result
         })
     }
 

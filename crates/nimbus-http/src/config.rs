@@ -1,0 +1,108 @@
+//! The server's configuration: where it listens, and the bounds of what it keeps.
+
+use std::net::SocketAddr;
+
+use nimbus_core::ConfigError;
+
+/// Where the server listens and what it may keep in memory.
+///
+/// ```
+/// use nimbus_http::HttpConfig;
+///
+/// let config = HttpConfig::default().with_retry_memory(0);
+/// assert_eq!(config.validate().unwrap_err().field, "retry_memory_bytes");
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// The address to listen on (default `127.0.0.1:9001`; port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// Whether `bind` may be other than a loopback address. Requests are not authenticated
+    /// yet, so anyone who can reach the port can invoke every function: off by default, and a
+    /// warning is logged when it is on.
+    pub allow_non_loopback: bool,
+    /// The memory kept for SDK retries: outcomes of finished invocations, so that a retried
+    /// request gets the same answer instead of running the function again (default 16 MiB;
+    /// the oldest are evicted first).
+    pub retry_memory_bytes: usize,
+    /// The largest request body the gateway accepts (default 10 MB, API Gateway's payload
+    /// limit); larger requests get 413.
+    pub gateway_max_request_bytes: usize,
+}
+
+/// The default listening address: loopback, the port SAM's local Lambda endpoint uses + 1.
+pub const DEFAULT_BIND: &str = "127.0.0.1:9001";
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            bind: DEFAULT_BIND.parse().expect("a valid socket address"),
+            allow_non_loopback: false,
+            retry_memory_bytes: 16 << 20,
+            gateway_max_request_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Sets the listening address.
+    #[must_use]
+    pub fn with_bind(mut self, bind: SocketAddr) -> Self {
+        self.bind = bind;
+        self
+    }
+
+    /// Allows a non-loopback listening address (see [`HttpConfig::allow_non_loopback`]).
+    #[must_use]
+    pub fn allow_non_loopback(mut self) -> Self {
+        self.allow_non_loopback = true;
+        self
+    }
+
+    /// Sets the memory kept for SDK retries, in bytes.
+    #[must_use]
+    pub fn with_retry_memory(mut self, bytes: usize) -> Self {
+        self.retry_memory_bytes = bytes;
+        self
+    }
+
+    /// Sets the gateway's request size limit, in bytes.
+    #[must_use]
+    pub fn with_gateway_max_request(mut self, bytes: usize) -> Self {
+        self.gateway_max_request_bytes = bytes;
+        self
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid field, with the allowed range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.bind.ip().is_loopback() && !self.allow_non_loopback {
+            return Err(ConfigError::new(
+                "http",
+                "bind",
+                self.bind,
+                "a loopback address, unless allow_non_loopback is set (requests are not authenticated)",
+            ));
+        }
+        if !(1..=1 << 34).contains(&self.retry_memory_bytes) {
+            return Err(ConfigError::new(
+                "http",
+                "retry_memory_bytes",
+                self.retry_memory_bytes,
+                "1 byte to 16 GiB",
+            ));
+        }
+        if !(1..=1 << 30).contains(&self.gateway_max_request_bytes) {
+            return Err(ConfigError::new(
+                "http",
+                "gateway_max_request_bytes",
+                self.gateway_max_request_bytes,
+                "1 byte to 1 GiB",
+            ));
+        }
+        Ok(())
+    }
+}

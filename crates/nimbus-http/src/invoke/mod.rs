@@ -1,0 +1,556 @@
+//! The Lambda Invoke API: `POST /2015-03-31/functions/{name}/invocations`, and the
+//! `ListFunctions` / `GetFunction` reads, as the AWS SDKs speak them.
+//!
+//! | outcome | answer |
+//! |---|---|
+//! | output | 200, the output's JSON, `X-Amz-Executed-Version: $LATEST` |
+//! | function error, timeout, crash, init failure, event that does not decode | 200, `X-Amz-Function-Error: Unhandled`, `{"errorType","errorMessage"}` |
+//! | `Event` accepted | 202, `x-amzn-RequestId` = the async request id |
+//! | `DryRun` | 204 |
+//! | throttled (function / runtime concurrency / scale rate), async queue full | 429 `TooManyRequestsException`, `Reason`, `Retry-After` |
+//! | unknown function or qualifier other than `$LATEST` | 404 `ResourceNotFoundException` |
+//! | malformed name | 400 `ValidationException` |
+//! | bad header value | 400 `InvalidParameterValueException` |
+//! | body or client context not JSON | 400 `InvalidRequestContentException` |
+//! | body over 6 MB (sync) / 1 MB (`Event`) | 413 `RequestTooLargeException` |
+//! | shutting down, cancelled | 500 `ServiceException` |
+
+mod error;
+mod functions;
+mod logs;
+mod name;
+mod retry;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use nimbus_core::{
+    AsyncCallError, CallError, ClientContext, InvokeError, InvokeOptions, LookupError,
+    RejectReason, RequestId, UsageReport,
+};
+
+pub(crate) use error::AwsError;
+pub use logs::{LogSource, TAIL_BYTES};
+pub(crate) use retry::RetryCache;
+pub use retry::RetryCacheStats;
+use retry::{Claim, RetryKey, Stored};
+
+use crate::server::AppState;
+
+/// The largest client context Lambda accepts, base64-encoded.
+const MAX_CLIENT_CONTEXT: usize = 3583;
+
+/// How the caller asked to invoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InvocationType {
+    RequestResponse,
+    Event,
+    DryRun,
+}
+
+impl InvocationType {
+    fn parse(headers: &HeaderMap) -> Result<Self, AwsError> {
+        match header(headers, "x-amz-invocation-type")? {
+            None | Some("RequestResponse") => Ok(Self::RequestResponse),
+            Some("Event") => Ok(Self::Event),
+            Some("DryRun") => Ok(Self::DryRun),
+            Some(other) => Err(AwsError::invalid_parameter(format!(
+                "1 validation error detected: Value '{other}' at 'invocationType' failed to \
+                 satisfy constraint: Member must satisfy enum value set: [Event, \
+                 RequestResponse, DryRun]"
+            ))),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::RequestResponse => "RequestResponse",
+            Self::Event => "Event",
+            Self::DryRun => "DryRun",
+        }
+    }
+}
+
+/// A header's value as text; a value that is not visible ASCII is a bad parameter.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AwsError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| AwsError::invalid_parameter(format!("header {name} is not text")))
+        })
+        .transpose()
+}
+
+fn request_id_header(id: &str) -> (HeaderName, HeaderValue) {
+    (
+        HeaderName::from_static("x-amzn-requestid"),
+        HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("0")),
+    )
+}
+
+/// A fresh id for answers that no invocation produced.
+fn fresh_request_id() -> String {
+    let bits = (u128::from(fastrand_u64()) << 64) | u128::from(fastrand_u64());
+    RequestId::from_u128(bits).to_string()
+}
+
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish()
+}
+
+/// `POST /2015-03-31/functions/{name}/invocations`.
+pub(crate) async fn invoke(
+    State(state): State<Arc<AppState>>,
+    Path(raw_name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match invoke_checked(state, &raw_name, &query, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            let mut response = error.into_response();
+            let (name, value) = request_id_header(&fresh_request_id());
+            response.headers_mut().insert(name, value);
+            response
+        }
+    }
+}
+
+/// The function a request names, checked to exist at `$LATEST`.
+fn resolve(
+    state: &AppState,
+    raw_name: &str,
+    query: &HashMap<String, String>,
+) -> Result<String, AwsError> {
+    let function = name::parse(raw_name).map_err(|e| AwsError::validation(e.0))?;
+    let qualifier = match (function.qualifier, query.get("Qualifier")) {
+        (Some(a), Some(b)) if a != *b => return Err(AwsError::invalid_parameter(
+            "The derived qualifier from the function name does not match the specified qualifier.",
+        )),
+        (Some(q), _) => Some(q),
+        (None, q) => q.cloned(),
+    };
+    let config = state.runtime.config();
+    let mut arn =
+        nimbus_core::util::aws::function_arn(&config.region, &config.account_id, &function.name);
+    let known = state.runtime.function_arn(&function.name).is_some();
+    let latest = qualifier.as_deref().is_none_or(|q| q == "$LATEST");
+    if !known || !latest {
+        if let Some(q) = &qualifier {
+            arn = format!("{arn}:{q}");
+        }
+        return Err(AwsError::not_found(&arn));
+    }
+    Ok(function.name)
+}
+
+async fn invoke_checked(
+    state: Arc<AppState>,
+    raw_name: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, AwsError> {
+    let name = resolve(&state, raw_name, query)?;
+    let invocation_type = InvocationType::parse(headers)?;
+    let tail = match header(headers, "x-amz-log-type")? {
+        None | Some("None") => false,
+        Some("Tail") => true,
+        Some(other) => {
+            return Err(AwsError::invalid_parameter(format!(
+                "1 validation error detected: Value '{other}' at 'logType' failed to satisfy \
+                 constraint: Member must satisfy enum value set: [Tail, None]"
+            )))
+        }
+    };
+    let limits = state.runtime.config().payload_limits;
+    let limit = match invocation_type {
+        InvocationType::Event => limits.async_request,
+        _ => limits.sync_request,
+    };
+    let payload = read_body(headers, body, limit).await?;
+    if invocation_type == InvocationType::DryRun {
+        let (name, value) = request_id_header(&fresh_request_id());
+        return Ok((StatusCode::NO_CONTENT, [(name, value)]).into_response());
+    }
+    let event: serde_json::Value = if payload.is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_slice(&payload).map_err(|e| {
+            AwsError::invalid_content(format!("Could not parse request body into json: {e}"))
+        })?
+    };
+    let mut options = InvokeOptions::default();
+    if let Some(trace) = header(headers, "x-amzn-trace-id")? {
+        options = options.with_trace_id(trace);
+    }
+    if invocation_type == InvocationType::RequestResponse {
+        if let Some(context) = header(headers, "x-amz-client-context")? {
+            options = options.with_client_context(client_context(context)?);
+        }
+    }
+    let key = header(headers, "amz-sdk-invocation-id")?.map(|id| RetryKey {
+        function: name.clone(),
+        invocation_type: invocation_type.as_str(),
+        invocation_id: id.to_owned(),
+    });
+    let keep_for = state
+        .runtime
+        .function_config(&name)
+        .map_or(Duration::from_secs(3), |c| c.timeout);
+    if invocation_type == InvocationType::Event {
+        let accept = |state: &AppState| queue_event(state, &name, event);
+        return Ok(match key.map(|k| state.retries.claim(k)) {
+            None => accept(&state).0.to_response(),
+            Some(Claim::Answer(stored)) => stored.to_response(),
+            Some(Claim::Wait(waiter)) => answer_of(waiter).await,
+            Some(Claim::Run(guard, _)) => {
+                let (stored, keep) = accept(&state);
+                let stored = Arc::new(stored);
+                guard.finish(Arc::clone(&stored), keep.then_some(keep_for));
+                stored.to_response()
+            }
+        });
+    }
+    // A sync invocation runs on its own task: a caller that disconnects (an SDK's read
+    // timeout) does not cancel it, and its retry attaches to it.
+    let run = {
+        let state = Arc::clone(&state);
+        let name = name.clone();
+        move || async move { run_sync(&state, &name, event, options, tail).await }
+    };
+    Ok(match key.map(|k| state.retries.claim(k)) {
+        None => {
+            let task = tokio::spawn(run());
+            match task.await {
+                Ok((stored, _)) => stored.to_response(),
+                Err(_) => AwsError::service("the invocation's task failed").into_response(),
+            }
+        }
+        Some(Claim::Answer(stored)) => stored.to_response(),
+        Some(Claim::Wait(waiter)) => answer_of(waiter).await,
+        Some(Claim::Run(guard, waiter)) => {
+            tokio::spawn(async move {
+                let (stored, keep) = run().await;
+                guard.finish(Arc::new(stored), keep.then_some(keep_for));
+            });
+            answer_of(waiter).await
+        }
+    })
+}
+
+async fn answer_of(waiter: retry::Waiter) -> Response {
+    match waiter.answer().await {
+        Some(stored) => stored.to_response(),
+        None => AwsError::service("the invocation's task failed").into_response(),
+    }
+}
+
+/// Reads the body up to `limit` bytes; more is 413.
+async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, AwsError> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(AwsError::too_large(limit));
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_long = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_long {
+            AwsError::too_large(limit as u64)
+        } else {
+            AwsError::invalid_content(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+/// `X-Amz-Client-Context`: base64 of a JSON object, at most 3,583 bytes.
+fn client_context(encoded: &str) -> Result<ClientContext, AwsError> {
+    let bad =
+        || AwsError::invalid_content("Client context must be a valid Base64-encoded JSON object.");
+    if encoded.len() > MAX_CLIENT_CONTEXT {
+        return Err(AwsError::invalid_content(format!(
+            "Client context must be at most {MAX_CLIENT_CONTEXT} bytes, base64-encoded."
+        )));
+    }
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| bad())?;
+    serde_json::from_slice(&json).map_err(|_| bad())
+}
+
+/// Queues an `Event` invoke; the answer and whether it may be kept for retries.
+fn queue_event(state: &AppState, name: &str, event: serde_json::Value) -> (Stored, bool) {
+    match state.runtime.invoke_async_json(name, event) {
+        Ok(id) => {
+            let stored = Stored {
+                status: StatusCode::ACCEPTED,
+                headers: vec![request_id_header(&id.to_string())],
+                body: Bytes::new(),
+            };
+            (stored, true)
+        }
+        Err(error) => (stored_error(async_error(name, state, error)), false),
+    }
+}
+
+fn async_error(name: &str, state: &AppState, error: AsyncCallError<serde_json::Value>) -> AwsError {
+    match error {
+        AsyncCallError::Lookup(LookupError::NotFound(_)) => {
+            let config = state.runtime.config();
+            AwsError::not_found(&nimbus_core::util::aws::function_arn(
+                &config.region,
+                &config.account_id,
+                name,
+            ))
+        }
+        AsyncCallError::Lookup(other) => AwsError::invalid_parameter(other.to_string()),
+        AsyncCallError::Payload(message) => AwsError::invalid_content(message),
+        AsyncCallError::Rejected(rejected) => match rejected.reason {
+            RejectReason::TooLarge { limit, .. } => AwsError::too_large(limit),
+            RejectReason::QueueFull { capacity } => AwsError::too_many(
+                "ConcurrentInvocationLimitExceeded",
+                format!("the function's async queue holds {capacity} events already"),
+            ),
+            RejectReason::KeptFailuresFull { limit } => AwsError::too_many(
+                "ConcurrentInvocationLimitExceeded",
+                format!("the function keeps {limit} failed events for the host already"),
+            ),
+            RejectReason::RecursiveLoop { hops } => AwsError::recursive(format!(
+                "the event passed through {hops} invocations: a recursive loop"
+            )),
+            other => AwsError::service(format!("{other:?}")),
+        },
+        other => AwsError::service(other.to_string()),
+    }
+}
+
+fn stored_error(error: AwsError) -> Stored {
+    Stored {
+        status: error.status(),
+        headers: error.headers(),
+        body: Bytes::from(error.body()),
+    }
+}
+
+/// Runs a sync invocation; the answer and whether it may be kept for retries (only answers
+/// the function produced).
+async fn run_sync(
+    state: &AppState,
+    name: &str,
+    event: serde_json::Value,
+    options: InvokeOptions,
+    tail: bool,
+) -> (Stored, bool) {
+    let invocation = state
+        .runtime
+        .invoke_json_reported(name, event, options)
+        .await;
+    let report = invocation.report;
+    let request_id = report
+        .as_ref()
+        .map_or_else(fresh_request_id, |r| r.request_id.to_string());
+    let mut headers = vec![request_id_header(&request_id)];
+    let (status, body, function_error) = match invocation.result {
+        Ok(output) => (StatusCode::OK, output.to_string(), None),
+        Err(CallError::Invoke(error)) => match function_error(&error, &request_id) {
+            Some(body) => (StatusCode::OK, body.to_string(), Some(body)),
+            None => return (stored_error(invoke_error(name, state, &error)), false),
+        },
+        Err(CallError::Lookup(LookupError::NotFound(_))) => {
+            return (
+                stored_error(async_error(
+                    name,
+                    state,
+                    AsyncCallError::Lookup(LookupError::NotFound(name.to_owned())),
+                )),
+                false,
+            )
+        }
+        Err(CallError::PayloadTooLarge { limit, .. }) => {
+            return (stored_error(AwsError::too_large(limit)), false)
+        }
+        Err(other) => {
+            return (
+                stored_error(AwsError::invalid_parameter(other.to_string())),
+                false,
+            )
+        }
+    };
+    headers.push((
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    ));
+    headers.push((
+        HeaderName::from_static("x-amz-executed-version"),
+        HeaderValue::from_static("$LATEST"),
+    ));
+    if function_error.is_some() {
+        headers.push((
+            HeaderName::from_static("x-amz-function-error"),
+            HeaderValue::from_static("Unhandled"),
+        ));
+    }
+    if tail {
+        if let Some(log) = log_of(state, name, report.as_ref(), function_error.as_ref()) {
+            if let Ok(value) = HeaderValue::from_str(&logs::encode_tail(&log)) {
+                headers.push((HeaderName::from_static("x-amz-log-result"), value));
+            }
+        }
+    }
+    let stored = Stored {
+        status,
+        headers,
+        body: Bytes::from(body),
+    };
+    (stored, true)
+}
+
+/// The invocation's log: from the function's log source, else the framing lines.
+fn log_of(
+    state: &AppState,
+    name: &str,
+    report: Option<&UsageReport>,
+    error: Option<&serde_json::Value>,
+) -> Option<String> {
+    let report = report?;
+    if let Some(source) = state.logs.get(name) {
+        if let Some(log) = source.tail(report.request_id) {
+            return Some(log);
+        }
+    }
+    let error = error.map(|e| {
+        (
+            e["errorType"].as_str().unwrap_or_default(),
+            e["errorMessage"].as_str().unwrap_or_default(),
+        )
+    });
+    Some(logs::framing(report, error))
+}
+
+/// The error JSON of an outcome the function produced, or `None` for one it did not.
+fn function_error(error: &InvokeError, request_id: &str) -> Option<serde_json::Value> {
+    let message = match error {
+        InvokeError::Function(e) => e.message().to_owned(),
+        InvokeError::Timeout(after) => format!(
+            "RequestId: {request_id} Error: Task timed out after {:.2} seconds",
+            after.as_secs_f64()
+        ),
+        InvokeError::Panic(_)
+        | InvokeError::Crashed(_)
+        | InvokeError::OutOfMemory(_)
+        | InvokeError::Init(_)
+        | InvokeError::Payload(_)
+        | InvokeError::ResponseTooLarge { .. } => error.to_string(),
+        _ => return None,
+    };
+    Some(serde_json::json!({
+        "errorType": error.error_type(),
+        "errorMessage": message,
+    }))
+}
+
+/// The error answer of an outcome the function did not produce.
+fn invoke_error(name: &str, state: &AppState, error: &InvokeError) -> AwsError {
+    match error {
+        InvokeError::Throttled(reason) => AwsError::throttled(*reason),
+        InvokeError::RecursiveLoop { .. } => AwsError::recursive(error.to_string()),
+        InvokeError::Unregistered(_) => async_error(
+            name,
+            state,
+            AsyncCallError::Lookup(LookupError::NotFound(name.to_owned())),
+        ),
+        other => AwsError::service(other.to_string()),
+    }
+}
+
+/// Query of `ListFunctions`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ListQuery {
+    #[serde(rename = "Marker")]
+    marker: Option<String>,
+    #[serde(rename = "MaxItems")]
+    max_items: Option<String>,
+}
+
+/// `GET /2015-03-31/functions`.
+pub(crate) async fn list_functions(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    let max_items = match query.max_items.as_deref().map(str::parse::<usize>) {
+        None => 50,
+        Some(Ok(n)) if (1..=10_000).contains(&n) => n,
+        Some(_) => {
+            return AwsError::invalid_parameter("MaxItems must be between 1 and 10000")
+                .into_response()
+        }
+    };
+    let body = functions::list(
+        &state.runtime,
+        query.marker.as_deref(),
+        max_items,
+        &state.started,
+    );
+    axum::Json(body).into_response()
+}
+
+/// `GET /2015-03-31/functions/{name}`.
+pub(crate) async fn get_function(
+    State(state): State<Arc<AppState>>,
+    Path(raw_name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    describe(&state, &raw_name, &query, |name, arn, config| {
+        functions::get(&state.runtime, name, arn, config, &state.started)
+    })
+}
+
+/// `GET /2015-03-31/functions/{name}/configuration`.
+pub(crate) async fn get_configuration(
+    State(state): State<Arc<AppState>>,
+    Path(raw_name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    describe(&state, &raw_name, &query, |name, arn, config| {
+        functions::configuration(&state.runtime, name, arn, config, &state.started)
+    })
+}
+
+fn describe(
+    state: &AppState,
+    raw_name: &str,
+    query: &HashMap<String, String>,
+    shape: impl FnOnce(&str, &str, &nimbus_core::FunctionConfig) -> serde_json::Value,
+) -> Response {
+    let found = resolve(state, raw_name, query).and_then(|name| {
+        match (
+            state.runtime.function_config(&name),
+            state.runtime.function_arn(&name),
+        ) {
+            (Some(config), Some(arn)) => Ok(shape(&name, &arn, &config)),
+            _ => Err(AwsError::not_found(&name)),
+        }
+    });
+    match found {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+pub(crate) use functions::last_modified;

@@ -1,0 +1,372 @@
+//! SDK retries never run a function twice: answers kept by `amz-sdk-invocation-id`.
+//!
+//! The AWS SDKs retry a request after a read timeout, a 429 or a 5xx, with the same
+//! `amz-sdk-invocation-id` on every attempt (boto3 three times, the AWS CLI v1 five). A retry
+//! of an invocation that is still running attaches to it; a retry of one that finished gets the
+//! same answer. Only answers the function produced are kept (a 200, with or without a function
+//! error, and an `Event` invoke's 202 with its request id), never a throttle or a fault, and
+//! each for at most the function's timeout, within a memory bound: the oldest go first.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// An answer as it is sent, and kept for retries.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) body: Bytes,
+}
+
+impl Stored {
+    /// The memory the answer holds, roughly.
+    fn size(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        self.body.len() + headers + 128
+    }
+
+    pub(crate) fn to_response(&self) -> Response {
+        let mut response = (self.status, self.body.clone()).into_response();
+        let headers = response.headers_mut();
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        response
+    }
+}
+
+/// What identifies a logical call: the function, the invocation type and the SDK's id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct RetryKey {
+    pub(crate) function: String,
+    pub(crate) invocation_type: &'static str,
+    pub(crate) invocation_id: String,
+}
+
+/// What the retry memory holds, for `/metrics` and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryCacheStats {
+    /// Answers kept now.
+    pub entries: usize,
+    /// Invocations running that a retry would attach to.
+    pub in_flight: usize,
+    /// Bytes the kept answers hold.
+    pub bytes: usize,
+    /// The bound on `bytes`.
+    pub limit_bytes: usize,
+    /// Retried requests answered from memory or by attaching to a running invocation.
+    pub hits: u64,
+    /// Answers evicted to stay within the bound before they expired.
+    pub evictions: u64,
+}
+
+type Outcome = Option<Arc<Stored>>;
+
+enum Slot {
+    Running(watch::Receiver<Outcome>),
+    Done {
+        stored: Arc<Stored>,
+        expires: Instant,
+        generation: u64,
+        size: usize,
+    },
+}
+
+#[derive(Default)]
+struct Inner {
+    slots: HashMap<RetryKey, Slot>,
+    /// Kept answers, oldest first, with their generation (a key answered again is a new one).
+    order: VecDeque<(RetryKey, u64)>,
+    bytes: usize,
+    generation: u64,
+}
+
+/// The retry memory of one server.
+#[derive(Clone)]
+pub(crate) struct RetryCache {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    limit: usize,
+    hits: AtomicU64,
+    evictions: AtomicU64,
+}
+
+/// What a request with an invocation id does.
+pub(crate) enum Claim {
+    /// A finished invocation's answer.
+    Answer(Arc<Stored>),
+    /// Wait for the running invocation's answer.
+    Wait(Waiter),
+    /// Run the invocation, then finish the guard; wait like the others.
+    Run(RunGuard, Waiter),
+}
+
+/// Waits for a running invocation's answer.
+pub(crate) struct Waiter(watch::Receiver<Outcome>);
+
+impl Waiter {
+    /// The answer, or `None` if the invocation's task ended without one.
+    pub(crate) async fn answer(mut self) -> Option<Arc<Stored>> {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(answer) => answer.clone(),
+            Err(_) => None,
+        }
+    }
+}
+
+/// The right to run an invocation for a key; answers every waiter when finished, and
+/// forgets the key if dropped unfinished.
+pub(crate) struct RunGuard {
+    cache: RetryCache,
+    key: Option<RetryKey>,
+    tx: watch::Sender<Outcome>,
+}
+
+impl RunGuard {
+    /// Publishes the answer; keeps it for `keep_for` when given.
+    pub(crate) fn finish(mut self, stored: Arc<Stored>, keep_for: Option<Duration>) {
+        let Some(key) = self.key.take() else { return };
+        self.cache.settle(key, Arc::clone(&stored), keep_for);
+        self.tx.send_replace(Some(stored));
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut inner = self.cache.shared.inner.lock();
+            if matches!(inner.slots.get(&key), Some(Slot::Running(_))) {
+                inner.slots.remove(&key);
+            }
+        }
+    }
+}
+
+impl RetryCache {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner::default()),
+                limit,
+                hits: AtomicU64::new(0),
+                evictions: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// What to do with a request for `key`.
+    pub(crate) fn claim(&self, key: RetryKey) -> Claim {
+        let now = Instant::now();
+        let mut inner = self.shared.inner.lock();
+        match inner.slots.get(&key) {
+            Some(Slot::Running(rx)) => {
+                self.shared.hits.fetch_add(1, Ordering::Relaxed);
+                return Claim::Wait(Waiter(rx.clone()));
+            }
+            Some(Slot::Done {
+                stored, expires, ..
+            }) if *expires > now => {
+                self.shared.hits.fetch_add(1, Ordering::Relaxed);
+                return Claim::Answer(Arc::clone(stored));
+            }
+            Some(Slot::Done { size, .. }) => {
+                let size = *size;
+                inner.bytes -= size;
+                inner.slots.remove(&key);
+            }
+            None => {}
+        }
+        let (tx, rx) = watch::channel(None);
+        inner.slots.insert(key.clone(), Slot::Running(rx.clone()));
+        Claim::Run(
+            RunGuard {
+                cache: self.clone(),
+                key: Some(key),
+                tx,
+            },
+            Waiter(rx),
+        )
+    }
+
+    fn settle(&self, key: RetryKey, stored: Arc<Stored>, keep_for: Option<Duration>) {
+        let size = stored.size();
+        let mut inner = self.shared.inner.lock();
+        let keep = keep_for.filter(|_| size <= self.shared.limit);
+        let Some(keep_for) = keep else {
+            inner.slots.remove(&key);
+            return;
+        };
+        inner.generation += 1;
+        let generation = inner.generation;
+        inner.slots.insert(
+            key.clone(),
+            Slot::Done {
+                stored,
+                expires: Instant::now() + keep_for,
+                generation,
+                size,
+            },
+        );
+        inner.bytes += size;
+        inner.order.push_back((key, generation));
+        self.trim(&mut inner);
+    }
+
+    /// Drops expired answers from the front, then the oldest until within the bound.
+    fn trim(&self, inner: &mut Inner) {
+        let now = Instant::now();
+        while let Some((key, generation)) = inner.order.front().cloned() {
+            let (live, expired, size) = match inner.slots.get(&key) {
+                Some(Slot::Done {
+                    generation: g,
+                    expires,
+                    size,
+                    ..
+                }) if *g == generation => (true, *expires <= now, *size),
+                _ => (false, false, 0),
+            };
+            if live && !expired && inner.bytes <= self.shared.limit {
+                break;
+            }
+            inner.order.pop_front();
+            if live {
+                inner.slots.remove(&key);
+                inner.bytes -= size;
+                if !expired {
+                    self.shared.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> RetryCacheStats {
+        let inner = self.shared.inner.lock();
+        let in_flight = inner
+            .slots
+            .values()
+            .filter(|s| matches!(s, Slot::Running(_)))
+            .count();
+        RetryCacheStats {
+            entries: inner.slots.len() - in_flight,
+            in_flight,
+            bytes: inner.bytes,
+            limit_bytes: self.shared.limit,
+            hits: self.shared.hits.load(Ordering::Relaxed),
+            evictions: self.shared.evictions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> RetryKey {
+        RetryKey {
+            function: "f".into(),
+            invocation_type: "RequestResponse",
+            invocation_id: id.into(),
+        }
+    }
+
+    fn answer(body: &str) -> Arc<Stored> {
+        Arc::new(Stored {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            body: Bytes::from(body.to_owned()),
+        })
+    }
+
+    fn run(cache: &RetryCache, id: &str) -> (RunGuard, Waiter) {
+        match cache.claim(key(id)) {
+            Claim::Run(guard, waiter) => (guard, waiter),
+            _ => panic!("{id} should run"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_attaches_to_the_running_invocation_then_gets_the_kept_answer() {
+        let cache = RetryCache::new(1 << 20);
+        let (guard, first) = run(&cache, "a");
+        let Claim::Wait(second) = cache.claim(key("a")) else {
+            panic!("a retry while running attaches")
+        };
+        guard.finish(answer("42"), Some(Duration::from_secs(3)));
+        assert_eq!(first.answer().await.unwrap().body, "42");
+        assert_eq!(second.answer().await.unwrap().body, "42");
+        let Claim::Answer(kept) = cache.claim(key("a")) else {
+            panic!("a retry after the end gets the kept answer")
+        };
+        assert_eq!(kept.body, "42");
+        assert_eq!(cache.stats().hits, 2);
+        // Kept for the function's timeout only.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(matches!(cache.claim(key("a")), Claim::Run(..)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_not_kept_are_forgotten_and_waiters_still_get_them() {
+        let cache = RetryCache::new(1 << 20);
+        let (guard, first) = run(&cache, "t");
+        let Claim::Wait(second) = cache.claim(key("t")) else {
+            panic!()
+        };
+        guard.finish(answer("throttled"), None);
+        assert_eq!(first.answer().await.unwrap().body, "throttled");
+        assert_eq!(second.answer().await.unwrap().body, "throttled");
+        assert!(matches!(cache.claim(key("t")), Claim::Run(..)));
+        assert_eq!(cache.stats().entries, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_guard_dropped_unfinished_releases_the_key_and_its_waiters() {
+        let cache = RetryCache::new(1 << 20);
+        let (guard, waiter) = run(&cache, "x");
+        drop(guard);
+        assert!(waiter.answer().await.is_none());
+        assert!(matches!(cache.claim(key("x")), Claim::Run(..)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_memory_bound_evicts_the_oldest_answers() {
+        let one = answer(&"x".repeat(1000));
+        let limit = one.size() * 3;
+        let cache = RetryCache::new(limit);
+        for id in ["1", "2", "3", "4", "5"] {
+            let (guard, _) = run(&cache, id);
+            guard.finish(Arc::clone(&one), Some(Duration::from_secs(60)));
+        }
+        let stats = cache.stats();
+        assert_eq!((stats.entries, stats.evictions), (3, 2));
+        assert!(stats.bytes <= limit);
+        assert!(
+            matches!(cache.claim(key("1")), Claim::Run(..)),
+            "oldest gone"
+        );
+        assert!(
+            matches!(cache.claim(key("5")), Claim::Answer(_)),
+            "newest kept"
+        );
+        // An answer larger than the whole bound is not kept at all.
+        let (guard, _) = run(&cache, "big");
+        guard.finish(answer(&"y".repeat(limit)), Some(Duration::from_secs(60)));
+        assert!(matches!(cache.claim(key("big")), Claim::Run(..)));
+    }
+}

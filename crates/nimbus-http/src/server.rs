@@ -1,0 +1,214 @@
+//! The server: the Invoke API, the gateway and `/metrics` on one listener.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use nimbus_core::Runtime;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HttpConfig;
+use crate::error::HttpError;
+use crate::gateway::{Gateway, Route};
+use crate::invoke::{self, LogSource, RetryCache, RetryCacheStats};
+use crate::metrics::{self, Exporter, MappingProbe};
+
+/// Builds a server for a runtime: its functions behind the Invoke API, the routes of its
+/// gateway, and its metrics. [`Server::bind`] starts it.
+pub struct Server {
+    runtime: Runtime,
+    config: HttpConfig,
+    routes: Vec<Route>,
+    logs: HashMap<String, Arc<dyn LogSource>>,
+    mappings: Vec<(String, Arc<dyn MappingProbe>)>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field("routes", &self.routes)
+            .field("log_sources", &self.logs.keys().collect::<Vec<_>>())
+            .field(
+                "mappings",
+                &self.mappings.iter().map(|m| &m.0).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the request handlers share.
+pub(crate) struct AppState {
+    pub(crate) runtime: Runtime,
+    pub(crate) logs: HashMap<String, Arc<dyn LogSource>>,
+    pub(crate) retries: RetryCache,
+    pub(crate) gateway: Gateway,
+    pub(crate) metrics: Exporter,
+    /// `LastModified` of every function: when the server started.
+    pub(crate) started: String,
+}
+
+impl Server {
+    /// A server for `runtime` with the default configuration and no routes.
+    pub fn new(runtime: Runtime) -> Self {
+        Self {
+            runtime,
+            config: HttpConfig::default(),
+            routes: Vec::new(),
+            logs: HashMap::new(),
+            mappings: Vec::new(),
+        }
+    }
+
+    /// Sets the configuration.
+    #[must_use]
+    pub fn with_config(mut self, config: HttpConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Adds a gateway route.
+    #[must_use]
+    pub fn route(mut self, route: Route) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// Where `function`'s log tails come from (`X-Amz-Log-Type: Tail`), for functions whose
+    /// instances write logs (a process backend's `log_tails()`). Other functions get the
+    /// START, END and REPORT lines of the invocation.
+    #[must_use]
+    pub fn log_source(mut self, function: impl Into<String>, source: impl LogSource) -> Self {
+        self.logs.insert(function.into(), Arc::new(source));
+        self
+    }
+
+    /// Adds an event source mapping to `/metrics`: `probe` is read at each scrape.
+    #[must_use]
+    pub fn observe_mapping(mut self, name: impl Into<String>, probe: impl MappingProbe) -> Self {
+        self.mappings.push((name.into(), Arc::new(probe)));
+        self
+    }
+
+    /// The server as an axum [`Router`], for a host that serves it with its own routes or
+    /// listener. The configuration's `bind` is not used.
+    ///
+    /// # Errors
+    ///
+    /// An invalid configuration or route.
+    pub fn into_router(self) -> Result<Router, HttpError> {
+        Ok(router(self.into_state()?))
+    }
+
+    fn into_state(self) -> Result<Arc<AppState>, HttpError> {
+        self.config.validate()?;
+        let gateway = Gateway::new(self.routes, self.config.gateway_max_request_bytes)?;
+        Ok(Arc::new(AppState {
+            retries: RetryCache::new(self.config.retry_memory_bytes),
+            metrics: Exporter::new(self.mappings),
+            runtime: self.runtime,
+            logs: self.logs,
+            gateway,
+            started: invoke::last_modified(std::time::SystemTime::now()),
+        }))
+    }
+
+    /// Validates the configuration and routes, binds the listener and starts serving.
+    ///
+    /// # Errors
+    ///
+    /// An invalid configuration or route, or an address that cannot be bound.
+    pub async fn bind(self) -> Result<Serving, HttpError> {
+        let addr = self.config.bind;
+        let state = self.into_state()?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "nimbus-http listens beyond loopback: requests are not authenticated, anyone who \
+                 can reach this port can invoke every function"
+            );
+        }
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| HttpError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| HttpError::Bind { addr, source })?;
+        let stop = CancellationToken::new();
+        let app = router(Arc::clone(&state));
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            // Small request/response pairs: do not wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+        });
+        let server =
+            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let task = tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(%error, "nimbus-http server failed");
+            }
+        });
+        tracing::info!(addr = %local_addr, "nimbus-http listening");
+        Ok(Serving {
+            addr: local_addr,
+            stop,
+            task,
+            state,
+        })
+    }
+}
+
+/// The routes of the whole URL space.
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/2015-03-31/functions", get(invoke::list_functions))
+        .route("/2015-03-31/functions/", get(invoke::list_functions))
+        .route("/2015-03-31/functions/{name}", get(invoke::get_function))
+        .route(
+            "/2015-03-31/functions/{name}/configuration",
+            get(invoke::get_configuration),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            post(invoke::invoke),
+        )
+        .route("/metrics", get(metrics::scrape))
+        .fallback(crate::gateway::serve)
+        .with_state(state)
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Serving {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    state: Arc<AppState>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl Serving {
+    /// The address the server listens on (with the port chosen when `bind` asked for 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What the retry memory holds now.
+    pub fn retry_cache(&self) -> RetryCacheStats {
+        self.state.retries.stats()
+    }
+
+    /// Stops accepting connections and resolves when every request in flight has been
+    /// answered. Invocations keep running in the runtime: shut it down after this.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
