@@ -1,0 +1,96 @@
+"""Drives nimbus's Invoke API with boto3, unmodified: the endpoint comes from the environment
+(AWS_ENDPOINT_URL_LAMBDA), as a user's script would get it. One JSON command in argv[1], one
+JSON result on stdout: what boto3 returned, or the modelled exception it raised."""
+
+import base64
+import json
+import sys
+
+import boto3
+import botocore.config
+
+
+def main():
+    cmd = json.loads(sys.argv[1])
+    config = botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": cmd.get("max_attempts", 3)},
+        read_timeout=cmd.get("read_timeout", 60),
+    )
+    client = boto3.client("lambda", config=config)
+    op = cmd["op"]
+    try:
+        if op == "invoke":
+            args = {"FunctionName": cmd["function"]}
+            for key, arg in [
+                ("invocation_type", "InvocationType"),
+                ("log_type", "LogType"),
+                ("qualifier", "Qualifier"),
+            ]:
+                if key in cmd:
+                    args[arg] = cmd[key]
+            if "payload" in cmd:
+                args["Payload"] = cmd["payload"].encode()
+            if "payload_string_of" in cmd:
+                # A JSON string of this many bytes, too long for a command line.
+                args["Payload"] = b'"' + b"x" * cmd["payload_string_of"] + b'"'
+            if "client_context" in cmd:
+                args["ClientContext"] = base64.b64encode(
+                    json.dumps(cmd["client_context"]).encode()
+                ).decode()
+            out = client.invoke(**args)
+            result = {
+                "StatusCode": out["StatusCode"],
+                "FunctionError": out.get("FunctionError"),
+                "ExecutedVersion": out.get("ExecutedVersion"),
+                "Payload": out["Payload"].read().decode(),
+                "RequestId": out["ResponseMetadata"].get("RequestId"),
+                "Attempts": out["ResponseMetadata"].get("RetryAttempts"),
+            }
+            if "LogResult" in out:
+                result["Log"] = base64.b64decode(out["LogResult"]).decode()
+        elif op == "list":
+            args = {"MaxItems": cmd["max_items"]} if "max_items" in cmd else {}
+            names, marker = [], None
+            while True:
+                page = client.list_functions(**args, **({"Marker": marker} if marker else {}))
+                names += [f["FunctionName"] for f in page["Functions"]]
+                marker = page.get("NextMarker")
+                if not marker:
+                    break
+            result = {"names": names}
+        elif op == "get":
+            out = client.get_function(FunctionName=cmd["function"])
+            out.pop("ResponseMetadata", None)
+            result = out
+        else:
+            raise SystemExit(f"unknown op {op}")
+    except client.exceptions.ResourceNotFoundException as e:
+        result = exception("ResourceNotFoundException", e)
+    except client.exceptions.TooManyRequestsException as e:
+        result = exception("TooManyRequestsException", e)
+    except client.exceptions.RequestTooLargeException as e:
+        result = exception("RequestTooLargeException", e)
+    except client.exceptions.InvalidRequestContentException as e:
+        result = exception("InvalidRequestContentException", e)
+    except client.exceptions.InvalidParameterValueException as e:
+        result = exception("InvalidParameterValueException", e)
+    except botocore.exceptions.ClientError as e:
+        result = exception("ClientError", e)
+    print(json.dumps(result, default=str))
+
+
+def exception(modelled, e):
+    response = e.response
+    return {
+        "exception": modelled,
+        "code": response["Error"]["Code"],
+        "message": response["Error"].get("Message"),
+        "status": response["ResponseMetadata"]["HTTPStatusCode"],
+        "reason": response.get("Reason"),
+        "retry_after": response["ResponseMetadata"]["HTTPHeaders"].get("retry-after"),
+        "attempts": response["ResponseMetadata"].get("RetryAttempts"),
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+//! The AWS CLI v1 (1.46) against the Invoke API: `aws lambda invoke` with only
+//! `AWS_ENDPOINT_URL_LAMBDA` set, sync, `Event` and `DryRun`, `--log-type Tail`, a function
+//! error (exit 0, `FunctionError`) and an unknown function (exit 255).
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::support::{aws, aws_cli, serve, unique};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cli_invokes_sync_async_and_dry_run_and_tails_the_log() {
+    let Some(cli) = aws_cli() else { return };
+    let runtime = Runtime::default();
+    let name = unique("cli");
+    let (done, mut handled) = mpsc::unbounded_channel();
+    runtime
+        .register(Function::new(
+            &name,
+            handler_fn(move |event: Value, _ctx: Context| {
+                let _ = done.send(event.clone());
+                async move {
+                    match event.get("fail") {
+                        Some(_) => Err(FunctionError::new("OrderError", "bad order")),
+                        None => Ok(json!({"doubled": event["n"].as_i64().unwrap_or(0) * 2})),
+                    }
+                }
+            }),
+        ))
+        .await
+        .unwrap();
+    let serving = serve(&runtime).await;
+    let dir = std::env::temp_dir().join(unique("nimbus-cli"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_file = dir.join("out.json");
+    let out_path = out_file.to_str().unwrap();
+
+    let out = aws(
+        &cli,
+        &serving,
+        &[
+            "lambda",
+            "invoke",
+            "--function-name",
+            &name,
+            "--payload",
+            r#"{"n": 21}"#,
+            "--log-type",
+            "Tail",
+            out_path,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["StatusCode"], 200);
+    assert_eq!(printed["ExecutedVersion"], "$LATEST");
+    let log = base64::engine::general_purpose::STANDARD
+        .decode(printed["LogResult"].as_str().unwrap())
+        .unwrap();
+    assert!(String::from_utf8(log)
+        .unwrap()
+        .contains("REPORT RequestId:"));
+    let written: Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert_eq!(written, json!({"doubled": 42}));
+    assert_eq!(handled.recv().await.unwrap(), json!({"n": 21}));
+
+    let out = aws(
+        &cli,
+        &serving,
+        &[
+            "lambda",
+            "invoke",
+            "--function-name",
+            &name,
+            "--payload",
+            r#"{"fail": 1}"#,
+            out_path,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "a function error exits 0: {out:?}");
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["FunctionError"], "Unhandled");
+    let written: Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert_eq!(written["errorType"], "OrderError");
+    handled.recv().await.unwrap();
+
+    let out = aws(
+        &cli,
+        &serving,
+        &[
+            "lambda",
+            "invoke",
+            "--function-name",
+            &name,
+            "--invocation-type",
+            "Event",
+            "--payload",
+            r#"{"n": 5}"#,
+            out_path,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["StatusCode"], 202);
+    assert_eq!(handled.recv().await.unwrap(), json!({"n": 5}));
+
+    let out = aws(
+        &cli,
+        &serving,
+        &[
+            "lambda",
+            "invoke",
+            "--function-name",
+            &name,
+            "--invocation-type",
+            "DryRun",
+            out_path,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["StatusCode"], 204);
+
+    let missing = unique("missing");
+    let out = aws(
+        &cli,
+        &serving,
+        &["lambda", "invoke", "--function-name", &missing, out_path],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ResourceNotFoundException"), "{stderr}");
+
+    std::fs::remove_dir_all(&dir).unwrap();
+    serving.stop().await;
+    runtime.shutdown(Duration::from_secs(1)).await;
+    assert!(
+        handled.try_recv().is_err(),
+        "the dry run and the 404 ran nothing"
+    );
+}

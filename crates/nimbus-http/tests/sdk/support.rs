@@ -1,0 +1,119 @@
+//! Finding the installed clients, serving a runtime on a free port, running the clients.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use nimbus_core::Runtime;
+use nimbus_http::{HttpConfig, Server, Serving};
+use serde_json::Value;
+
+/// Where `.ci/clients` installs boto3 (`venv`) and the AWS CLI (`cli`).
+fn clients_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("NIMBUS_CLIENTS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/nimbus/clients")
+}
+
+/// `path` if it exists; otherwise fails under `NIMBUS_REQUIRE_SERVICES=1`, or says loudly that
+/// the test is skipped.
+fn installed(what: &str, path: PathBuf) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path);
+    }
+    let message = format!(
+        "{what} is not installed at {}: run .ci/clients first",
+        path.display()
+    );
+    if std::env::var("NIMBUS_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED: {message}");
+    None
+}
+
+/// The venv's Python with boto3.
+pub(crate) fn python() -> Option<PathBuf> {
+    installed("boto3", clients_dir().join("venv/bin/python"))
+}
+
+/// The AWS CLI v1.
+pub(crate) fn aws_cli() -> Option<PathBuf> {
+    installed("the AWS CLI", clients_dir().join("cli/bin/aws"))
+}
+
+/// Serves `runtime` on a free loopback port.
+pub(crate) async fn serve(runtime: &Runtime) -> Serving {
+    Server::new(runtime.clone())
+        .with_config(HttpConfig::default().with_bind("127.0.0.1:0".parse().unwrap()))
+        .bind()
+        .await
+        .expect("server starts")
+}
+
+/// The environment of an unmodified client: the endpoint, dummy credentials and a region.
+pub(crate) fn client_env(serving: &Serving) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "AWS_ENDPOINT_URL_LAMBDA",
+            format!("http://{}", serving.local_addr()),
+        ),
+        ("AWS_ACCESS_KEY_ID", "nimbus-test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "nimbus-test".into()),
+        ("AWS_DEFAULT_REGION", "us-east-1".into()),
+        // No shared config or credentials of the machine's user leak in.
+        ("AWS_CONFIG_FILE", "/dev/null".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
+    ]
+}
+
+/// Runs boto3 with one command; its JSON result.
+pub(crate) async fn boto3(python: &PathBuf, serving: &Serving, command: Value) -> Value {
+    let driver = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/drivers/lambda_client.py"
+    );
+    let output = tokio::process::Command::new(python)
+        .arg(driver)
+        .arg(command.to_string())
+        .envs(client_env(serving))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .await
+        .expect("python runs");
+    parse(&output, &command)
+}
+
+fn parse(output: &Output, command: &Value) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{command}: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{command}: {e}: {stdout}"))
+}
+
+/// Runs the AWS CLI with `args`: its output.
+pub(crate) async fn aws(cli: &PathBuf, serving: &Serving, args: &[&str]) -> Output {
+    tokio::process::Command::new(cli)
+        .args(args)
+        .envs(client_env(serving))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .await
+        .expect("the AWS CLI runs")
+}
+
+/// A name unique to this process and call, so that tests never share a function.
+pub(crate) fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
