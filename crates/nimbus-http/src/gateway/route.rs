@@ -6,6 +6,13 @@ use nimbus_core::ConfigError;
 use super::template::{Specificity, Template};
 use super::throttle::ThrottleSettings;
 
+/// Decoded path parameters, `(name, value)` in template order.
+pub(crate) type PathParameters = Vec<(String, String)>;
+
+/// How well a route matches a request: its path's specificity, then 0 for its own method
+/// and 1 for `ANY`. Smaller is better.
+pub(crate) type Rank = (Specificity, u8);
+
 /// The event shape a route sends its function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -140,7 +147,7 @@ impl Route {
         &self,
         method: &http::Method,
         raw_path: &str,
-    ) -> Option<(Vec<(String, String)>, (Specificity, u8))> {
+    ) -> Option<(PathParameters, Rank)> {
         let method_rank = match &self.method {
             None => 1,
             Some(own) if own == method => 0,
