@@ -346,6 +346,13 @@ async fn unknown_routes_404_and_large_bodies_413() {
         answer.json(),
         json!({"message": "Request Entity Too Large"})
     );
+    // Without a Content-Length, the limit is found while reading.
+    let answer = curl(
+        url(&serving, "/echo"),
+        args(&["-H", "Transfer-Encoding: chunked", "-d", &big]),
+    )
+    .await;
+    assert_eq!(answer.status, 413);
 
     let answer = curl(url(&serving, "/ghost"), vec![]).await;
     assert_eq!(answer.status, 502);

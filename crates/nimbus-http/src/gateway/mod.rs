@@ -67,12 +67,16 @@ pub(crate) async fn serve(State(state): State<Arc<AppState>>, request: Request) 
             return answer::route_throttled(retry_after, &request_id);
         }
     }
-    let Some(body) = read_body(&parts.headers, body, gateway.max_request_bytes()).await else {
-        return answer::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request Entity Too Large",
-            &request_id,
-        );
+    let body = match read_body(&parts.headers, body, gateway.max_request_bytes()).await {
+        Ok(body) => body,
+        Err(status) => {
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "Request Entity Too Large"
+            } else {
+                "Bad Request"
+            };
+            return answer::error(status, message, &request_id);
+        }
     };
     let source_ip = parts
         .extensions
@@ -168,14 +172,22 @@ fn outcome(
     }
 }
 
-/// The body, or `None` if it is longer than `limit` (or cannot be read).
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Option<Bytes> {
+/// The body; 413 if it is longer than `limit`, 400 if it cannot be read.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, StatusCode> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return None;
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
     }
-    axum::body::to_bytes(body, limit).await.ok()
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_long = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_long {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        }
+    })
 }
