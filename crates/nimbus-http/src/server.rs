@@ -94,7 +94,9 @@ impl Server {
     }
 
     /// The server as an axum [`Router`], for a host that serves it with its own routes or
-    /// listener. The configuration's `bind` is not used.
+    /// listener. The configuration's `bind` is not used. Served with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`, gateway events carry the
+    /// client's address as their source IP; otherwise `127.0.0.1`.
     ///
     /// # Errors
     ///
@@ -143,8 +145,12 @@ impl Server {
             // Small request/response pairs: do not wait for Nagle.
             let _ = tcp.set_nodelay(true);
         });
-        let server =
-            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+        // The peer address is the gateway events' source IP.
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
         let task = tokio::spawn(async move {
             if let Err(error) = server.await {
                 tracing::error!(%error, "nimbus-http server failed");

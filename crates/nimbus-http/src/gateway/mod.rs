@@ -1,107 +1,193 @@
 //! The API gateway: HTTP routes to functions, as API Gateway's Lambda proxy integration.
+//!
+//! A request that matches a route becomes a proxy event (payload 2.0 by default, 1.0 per
+//! route), and the function's answer becomes the response:
+//!
+//! | outcome | answer |
+//! |---|---|
+//! | output | the response it describes ([`PayloadVersion`]) |
+//! | function error, crash, init failure, malformed output, unknown function | 502 `Internal server error` |
+//! | function timeout | 504 `Endpoint request timed out` |
+//! | Lambda throttle | 500 `Internal server error`, `x-amzn-ErrorType: InternalServerErrorException` |
+//! | route throttle ([`Route::with_throttle`]) | 429 `Too Many Requests`, `Retry-After` |
+//! | no route | 404 `Not Found`; 403 `Missing Authentication Token` when every route is 1.0 (a REST API) |
+//! | body over the limit | 413 `Request Entity Too Large` |
+//!
+//! Every answer carries `apigw-requestid` (and `x-amzn-RequestId`); error bodies are JSON
+//! `{"message": ...}`.
 
+mod answer;
+mod decode;
+mod event;
+mod response;
+mod route;
+mod table;
+mod template;
+mod throttle;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use axum::body::Body;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
-use nimbus_core::ConfigError;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use nimbus_core::{CallError, InvokeError, InvokeOptions};
 
+pub use route::{PayloadVersion, Route};
+pub(crate) use table::Gateway;
+
+use crate::invoke::fresh_request_id;
 use crate::server::AppState;
 
-/// The event shape a route sends its function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum PayloadVersion {
-    /// REST API's proxy event (payload format 1.0).
-    V1,
-    /// HTTP API's proxy event (payload format 2.0), the default.
-    #[default]
-    V2,
-}
-
-/// A route: a method (or `ANY`) and a path template to a function.
-#[derive(Debug, Clone)]
-pub struct Route {
-    method: Option<http::Method>,
-    path: String,
-    function: String,
-    payload: PayloadVersion,
-}
-
-impl Route {
-    /// A route from `method` (`GET`, `POST`, ..., or `ANY`) and `path` (`/orders/{id}`,
-    /// `/files/{proxy+}`) to `function`, with payload 2.0.
-    ///
-    /// # Errors
-    ///
-    /// An unknown method or a malformed path template.
-    pub fn new(method: &str, path: &str, function: impl Into<String>) -> Result<Self, ConfigError> {
-        let method = if method.eq_ignore_ascii_case("ANY") {
-            None
-        } else {
-            Some(
-                http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {
-                    ConfigError::new("route", "method", method, "an HTTP method or ANY")
-                })?,
-            )
-        };
-        Ok(Self {
-            method,
-            path: path.to_owned(),
-            function: function.into(),
-            payload: PayloadVersion::V2,
-        })
-    }
-
-    /// The method, or `None` for `ANY`.
-    pub fn method(&self) -> Option<&http::Method> {
-        self.method.as_ref()
-    }
-
-    /// The path template.
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
-    /// The function the route invokes.
-    pub fn function(&self) -> &str {
-        &self.function
-    }
-
-    /// Sets the payload version.
-    #[must_use]
-    pub fn with_payload(mut self, payload: PayloadVersion) -> Self {
-        self.payload = payload;
-        self
-    }
-}
-
-/// The routes, matched per request.
-pub(crate) struct Gateway {
-    routes: Vec<Route>,
-    max_request_bytes: usize,
-}
-
-impl Gateway {
-    pub(crate) fn new(routes: Vec<Route>, max_request_bytes: usize) -> Result<Self, ConfigError> {
-        Ok(Self {
-            routes,
-            max_request_bytes,
-        })
-    }
-}
+/// The source IP when the server does not know the peer (a host serving the router itself).
+const UNKNOWN_SOURCE_IP: &str = "127.0.0.1";
 
 /// Answers a request outside the Invoke API's paths.
 pub(crate) async fn serve(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let _ = (
-        &state.gateway.routes,
-        state.gateway.max_request_bytes,
-        request,
-    );
-    (
-        http::StatusCode::NOT_FOUND,
-        [(http::header::CONTENT_TYPE, "application/json")],
-        r#"{"message":"Not Found"}"#,
-    )
-        .into_response()
+    let request_id = fresh_request_id();
+    let (parts, body) = request.into_parts();
+    let gateway = &state.gateway;
+    let Some(matched) = gateway.find(&parts.method, parts.uri.path()) else {
+        return if gateway.is_rest_api() {
+            answer::error(
+                StatusCode::FORBIDDEN,
+                "Missing Authentication Token",
+                &request_id,
+            )
+        } else {
+            answer::error(StatusCode::NOT_FOUND, "Not Found", &request_id)
+        };
+    };
+    if let Some(throttle) = matched.throttle {
+        if let Err(retry_after) = throttle.admit() {
+            return answer::route_throttled(retry_after, &request_id);
+        }
+    }
+    let body = match read_body(&parts.headers, body, gateway.max_request_bytes()).await {
+        Ok(body) => body,
+        Err(status) => {
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "Request Entity Too Large"
+            } else {
+                "Bad Request"
+            };
+            return answer::error(status, message, &request_id);
+        }
+    };
+    let source_ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| UNKNOWN_SOURCE_IP.to_owned(), |c| c.0.ip().to_string());
+    let route = matched.route;
+    let incoming = event::Incoming {
+        method: &parts.method,
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query().unwrap_or_default(),
+        version: parts.version,
+        headers: &parts.headers,
+        body: &body,
+        source_ip,
+        request_id: &request_id,
+        at: SystemTime::now(),
+        account_id: &state.runtime.config().account_id,
+        route_key: route.route_key(),
+        resource: route.path(),
+        path_parameters: &matched.params,
+    };
+    let payload = route.payload();
+    let event = match payload {
+        PayloadVersion::V1 => event::v1(&incoming),
+        PayloadVersion::V2 => event::v2(&incoming),
+    };
+    let event = match event {
+        Ok(event) => event,
+        Err(error) => {
+            tracing::error!(%error, "the gateway could not encode a proxy event");
+            return answer::internal_error(&request_id);
+        }
+    };
+    // On its own task, so that a client that goes away does not cancel the invocation.
+    let invocation = {
+        let state = Arc::clone(&state);
+        let function = route.function().to_owned();
+        tokio::spawn(async move {
+            state
+                .runtime
+                .invoke_json_reported(&function, event, InvokeOptions::default())
+                .await
+        })
+    };
+    let result = match invocation.await {
+        Ok(invocation) => invocation.result,
+        Err(_) => return answer::internal_error(&request_id),
+    };
+    outcome(route.function(), payload, result, &request_id)
+}
+
+/// The answer to an invocation's outcome.
+fn outcome(
+    function: &str,
+    payload: PayloadVersion,
+    result: Result<serde_json::Value, CallError>,
+    request_id: &str,
+) -> Response {
+    let output = match result {
+        Ok(output) => output,
+        Err(CallError::Invoke(InvokeError::Timeout(_))) => {
+            return answer::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Endpoint request timed out",
+                request_id,
+            )
+        }
+        Err(CallError::Invoke(InvokeError::Throttled(_))) => {
+            return answer::lambda_throttled(request_id)
+        }
+        Err(CallError::PayloadTooLarge { .. }) => {
+            return answer::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request Entity Too Large",
+                request_id,
+            )
+        }
+        Err(error) => {
+            tracing::debug!(function, %error, "gateway invocation failed");
+            return answer::internal_error(request_id);
+        }
+    };
+    let reply = match payload {
+        PayloadVersion::V1 => response::v1(output),
+        PayloadVersion::V2 => response::v2(output),
+    };
+    match reply {
+        Ok(reply) => answer::reply(reply, request_id),
+        Err(error) => {
+            tracing::warn!(function, %error, "gateway answers 502");
+            answer::internal_error(request_id)
+        }
+    }
+}
+
+/// The body; 413 if it is longer than `limit`, 400 if it cannot be read.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, StatusCode> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_long = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_long {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        }
+    })
 }

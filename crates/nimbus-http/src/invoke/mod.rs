@@ -97,7 +97,7 @@ fn request_id_header(id: &str) -> (HeaderName, HeaderValue) {
 }
 
 /// A fresh id for answers that no invocation produced.
-fn fresh_request_id() -> String {
+pub(crate) fn fresh_request_id() -> String {
     let bits = (u128::from(fastrand_u64()) << 64) | u128::from(fastrand_u64());
     RequestId::from_u128(bits).to_string()
 }
