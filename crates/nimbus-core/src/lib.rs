@@ -98,7 +98,7 @@ pub use handler::{
 };
 pub use instance::{Backend, Fault, Instance};
 pub use metering::{Usage, UsageReport};
-pub use metrics::FunctionMetrics;
+pub use metrics::{DurationHistogram, FunctionMetrics};
 pub use retry::{Backoff, Retries, RetryPolicy};
 pub use runtime::{
     Attachment, AttachmentStop, ConcurrencySnapshot, Runtime, ShutdownReport, UnregisterReport,

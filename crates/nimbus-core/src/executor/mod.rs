@@ -75,7 +75,7 @@ use crate::error::ThrottleReason;
 use crate::handler::{FunctionScope, RequestId};
 use crate::instance::{Backend, Pool, DISPOSE_LIMIT};
 use crate::metering::Usage;
-use crate::metrics::{FunctionCounters, FunctionMetrics};
+use crate::metrics::{DurationHistogram, FunctionCounters, FunctionMetrics};
 use crate::util::{aws, Padded};
 
 /// Where unregister has got to.
@@ -322,6 +322,11 @@ impl<E, O> Executor<E, O> {
     /// A snapshot of the function's metrics.
     pub(crate) fn metrics(&self) -> FunctionMetrics {
         self.counters.snapshot(self.pool.live(), self.pool.idle())
+    }
+
+    /// The durations of the function's invocations.
+    pub(crate) fn durations(&self) -> DurationHistogram {
+        self.counters.durations()
     }
 
     /// The function's accumulated usage and estimated cost.

@@ -8,7 +8,7 @@ use crate::error::{AsyncCallError, CallError, InvokeError, LookupError, RejectRe
 use crate::executor::InvokeOptions;
 use crate::handler::{Caller, RequestId};
 use crate::metering::{Usage, UsageReport};
-use crate::metrics::FunctionMetrics;
+use crate::metrics::{DurationHistogram, FunctionMetrics};
 use crate::util::{json_len, BoxFuture};
 
 /// A synchronous invocation by name with a JSON event: the output or why there is none, and
@@ -43,6 +43,8 @@ pub(crate) trait AnyFunction: Send + Sync + 'static {
     ) -> Result<RequestId, AsyncCallError<serde_json::Value>>;
     fn metrics(&self) -> FunctionMetrics;
     fn async_metrics(&self) -> AsyncMetrics;
+    /// The durations of the function's invocations.
+    fn durations(&self) -> DurationHistogram;
     fn usage(&self) -> Usage;
     /// Stops the reaper and disposes of idle instances (and any given back later); returns
     /// how many were disposed of now.
@@ -165,6 +167,10 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
 
     fn async_metrics(&self) -> AsyncMetrics {
         self.queue.metrics()
+    }
+
+    fn durations(&self) -> DurationHistogram {
+        self.exec.durations()
     }
 
     fn usage(&self) -> Usage {

@@ -63,6 +63,26 @@ impl Histogram {
         }
     }
 
+    /// The non-empty buckets: lowest value, highest value and count, lowest first.
+    fn non_empty(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.counts.iter().enumerate().filter_map(|(bucket, count)| {
+            let count = count.load(Ordering::Relaxed);
+            let low = if bucket == 0 {
+                0
+            } else {
+                upper_bound(bucket - 1) + 1
+            };
+            (count > 0).then(|| (low, upper_bound(bucket), count))
+        })
+    }
+
+    /// A snapshot of the counts, for exporters.
+    pub(crate) fn snapshot(&self) -> DurationHistogram {
+        DurationHistogram {
+            buckets: self.non_empty().collect(),
+        }
+    }
+
     /// The values at the given quantiles (each in 0.0..=1.0), or zeros when empty.
     pub(crate) fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Duration; N] {
         let counts: Vec<u64> = self
@@ -91,6 +111,61 @@ impl Histogram {
     }
 }
 
+/// A snapshot of a function's invocation durations, for exporters (Prometheus, CloudWatch-like
+/// dashboards): the counts of the runtime's log-linear histogram, whose buckets are at most
+/// 1/8 of their magnitude wide.
+///
+/// The runtime counts durations but does not add them up: [`DurationHistogram::estimated_sum`]
+/// estimates the total from the middle of each bucket, within 12.5 %.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DurationHistogram {
+    /// Non-empty buckets: lowest and highest nanoseconds, count; lowest first.
+    buckets: Vec<(u64, u64, u64)>,
+}
+
+impl DurationHistogram {
+    /// Durations counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.2).sum()
+    }
+
+    /// The non-empty buckets, shortest first: the longest duration each holds, and its count.
+    pub fn buckets(&self) -> impl Iterator<Item = (Duration, u64)> + '_ {
+        self.buckets
+            .iter()
+            .map(|&(_, high, count)| (Duration::from_nanos(high), count))
+    }
+
+    /// For each of `bounds` (ascending), how many durations were at most that long: a
+    /// Prometheus histogram's cumulative buckets. A bucket counts towards a bound when all of
+    /// it lies at or below the bound, so a duration within 12.5 % below a bound may count
+    /// towards the next one only.
+    pub fn cumulative(&self, bounds: &[Duration]) -> Vec<u64> {
+        bounds
+            .iter()
+            .map(|bound| {
+                let bound = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+                self.buckets
+                    .iter()
+                    .take_while(|b| b.1 <= bound)
+                    .map(|b| b.2)
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// The total of the durations, estimated from the middle of each bucket (within 12.5 %:
+    /// the runtime does not add durations up on the hot path).
+    pub fn estimated_sum(&self) -> Duration {
+        let nanos: u128 = self
+            .buckets
+            .iter()
+            .map(|&(low, high, count)| (u128::from(low) + u128::from(high)) / 2 * u128::from(count))
+            .sum();
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +188,36 @@ mod tests {
         close(p50, 50.0);
         close(p90, 90.0);
         close(p99, 99.0);
+    }
+
+    #[test]
+    fn snapshot_counts_buckets_cumulatively_and_estimates_the_sum() {
+        let h = Histogram::default();
+        for ms in 1..=100u64 {
+            h.record(Duration::from_millis(ms));
+        }
+        let snapshot = h.snapshot();
+        assert_eq!(snapshot.count(), 100);
+        assert!(snapshot.buckets().all(|(_, count)| count > 0));
+        let bounds = [10, 50, 200].map(Duration::from_millis);
+        let [at_10, at_50, at_200] = snapshot.cumulative(&bounds)[..] else {
+            panic!("one count per bound");
+        };
+        // A duration within 1/8 below a bound may count towards the next bound only.
+        assert!((9..=10).contains(&at_10), "{at_10}");
+        assert!((45..=50).contains(&at_50), "{at_50}");
+        assert_eq!(at_200, 100);
+        let sum = snapshot.estimated_sum().as_secs_f64();
+        let exact = 5.050;
+        assert!((sum - exact).abs() <= exact * 0.125, "{sum} s vs {exact} s");
+    }
+
+    #[test]
+    fn empty_snapshot_has_no_buckets() {
+        let snapshot = Histogram::default().snapshot();
+        assert_eq!(snapshot.count(), 0);
+        assert_eq!(snapshot.cumulative(&[Duration::MAX]), [0]);
+        assert_eq!(snapshot.estimated_sum(), Duration::ZERO);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod histogram;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+pub use histogram::DurationHistogram;
 pub(crate) use histogram::Histogram;
 
 use crate::config::Prices;
@@ -255,12 +256,21 @@ impl FunctionMetrics {
 }
 
 impl FunctionCounters {
-    pub(crate) fn snapshot(&self, instances: usize, instances_idle: usize) -> FunctionMetrics {
+    /// The durations of every invocation that ran a handler, all stripes merged.
+    pub(crate) fn durations(&self) -> DurationHistogram {
+        self.merged_durations().snapshot()
+    }
+
+    fn merged_durations(&self) -> Histogram {
         let merged = Histogram::default();
         for tally in self.tallies.iter() {
             merged.merge(&tally.durations);
         }
-        let [p50, p90, p99] = merged.quantiles([0.5, 0.9, 0.99]);
+        merged
+    }
+
+    pub(crate) fn snapshot(&self, instances: usize, instances_idle: usize) -> FunctionMetrics {
+        let [p50, p90, p99] = self.merged_durations().quantiles([0.5, 0.9, 0.99]);
         let m = FunctionMetrics {
             invocations: 0,
             successes: self.sum(|t| &t.successes),

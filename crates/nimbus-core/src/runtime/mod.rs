@@ -24,7 +24,7 @@ use crate::function::{
 };
 use crate::handler::{hops, CallOrigin, Caller, Principal, RequestId, RuntimeServices};
 use crate::metering::Usage;
-use crate::metrics::FunctionMetrics;
+use crate::metrics::{DurationHistogram, FunctionMetrics};
 use registry::{Entry, Registry};
 
 /// The attachments of a runtime, in the order they were attached.
@@ -393,6 +393,12 @@ impl Runtime {
     /// A snapshot of one function's metrics.
     pub fn metrics(&self, name: &str) -> Option<FunctionMetrics> {
         self.registry.any(name).map(|f| f.metrics())
+    }
+
+    /// The durations of one function's invocations (those that ran a handler), for exporters
+    /// that publish a histogram.
+    pub fn duration_histogram(&self, name: &str) -> Option<DurationHistogram> {
+        self.registry.any(name).map(|f| f.durations())
     }
 
     /// One function's accumulated usage and estimated cost.
