@@ -8,8 +8,8 @@
 //!   SDK's retry of a request (same `amz-sdk-invocation-id`) never runs a function twice.
 //! - **An API gateway** ([`gateway`]): HTTP routes become API Gateway proxy events (payload 2.0
 //!   by default, 1.0 per route), and the function's answer becomes the HTTP response.
-//! - **`/metrics`** ([`metrics`]): the runtime's counters in Prometheus' text format, read at
-//!   scrape time.
+//! - **`/metrics`** ([`metrics`]): the runtime's counters in the OpenMetrics text format that
+//!   Prometheus scrapes, read at scrape time.
 //!
 //! # Example
 //!
@@ -52,5 +52,5 @@ pub use config::HttpConfig;
 pub use error::HttpError;
 pub use gateway::{PayloadVersion, Route};
 pub use invoke::{LogSource, RetryCacheStats};
-pub use metrics::{MappingProbe, MappingSnapshot};
+pub use metrics::{MappingProbe, MappingSnapshot, RuntimeCollector};
 pub use server::{Server, Serving};

@@ -14,7 +14,7 @@ use crate::config::HttpConfig;
 use crate::error::HttpError;
 use crate::gateway::{Gateway, Route};
 use crate::invoke::{self, LogSource, RetryCache, RetryCacheStats};
-use crate::metrics::{self, Exporter, MappingProbe};
+use crate::metrics::{self, Exporter, MappingProbe, RuntimeCollector};
 
 /// Builds a server for a runtime: its functions behind the Invoke API, the routes of its
 /// gateway, and its metrics. [`Server::bind`] starts it.
@@ -108,9 +108,13 @@ impl Server {
     fn into_state(self) -> Result<Arc<AppState>, HttpError> {
         self.config.validate()?;
         let gateway = Gateway::new(self.routes, self.config.gateway_max_request_bytes)?;
+        let retries = RetryCache::new(self.config.retry_memory_bytes);
+        let collector = RuntimeCollector::new(self.runtime.clone())
+            .with_mappings(self.mappings)
+            .with_retry_memory(retries.clone());
         Ok(Arc::new(AppState {
-            retries: RetryCache::new(self.config.retry_memory_bytes),
-            metrics: Exporter::new(self.mappings),
+            retries,
+            metrics: Exporter::new(collector),
             runtime: self.runtime,
             logs: self.logs,
             gateway,
