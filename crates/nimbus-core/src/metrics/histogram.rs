@@ -65,15 +65,18 @@ impl Histogram {
 
     /// The non-empty buckets: lowest value, highest value and count, lowest first.
     fn non_empty(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
-        self.counts.iter().enumerate().filter_map(|(bucket, count)| {
-            let count = count.load(Ordering::Relaxed);
-            let low = if bucket == 0 {
-                0
-            } else {
-                upper_bound(bucket - 1) + 1
-            };
-            (count > 0).then(|| (low, upper_bound(bucket), count))
-        })
+        self.counts
+            .iter()
+            .enumerate()
+            .filter_map(|(bucket, count)| {
+                let count = count.load(Ordering::Relaxed);
+                let low = if bucket == 0 {
+                    0
+                } else {
+                    upper_bound(bucket - 1) + 1
+                };
+                (count > 0).then(|| (low, upper_bound(bucket), count))
+            })
     }
 
     /// A snapshot of the counts, for exporters.

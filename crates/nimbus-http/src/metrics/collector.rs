@@ -191,7 +191,8 @@ fn encode_functions(
         "nimbus_function_concurrent_executions",
         None,
         "Invocations running now (CloudWatch: ConcurrentExecutions).",
-        rows.iter().map(|r| (r.label(), r.metrics.concurrency as u64)),
+        rows.iter()
+            .map(|r| (r.label(), r.metrics.concurrency as u64)),
     )?;
     gauge(
         encoder,
@@ -241,12 +242,14 @@ fn duration_histogram(
             below = cumulative;
         }
         buckets.push((f64::MAX, count - below));
-        metric.encode_family(&row.label())?.encode_histogram::<NoLabelSet>(
-            seconds(row.durations.estimated_sum()),
-            count,
-            &buckets,
-            None,
-        )?;
+        metric
+            .encode_family(&row.label())?
+            .encode_histogram::<NoLabelSet>(
+                seconds(row.durations.estimated_sum()),
+                count,
+                &buckets,
+                None,
+            )?;
     }
     Ok(())
 }
@@ -285,7 +288,8 @@ fn encode_async(
         "nimbus_function_async_events_pending",
         None,
         "Async events not finished: queued, waiting for a retry, or running.",
-        rows.iter().map(|r| (r.label(), r.async_metrics.pending as u64)),
+        rows.iter()
+            .map(|r| (r.label(), r.async_metrics.pending as u64)),
     )?;
     gauge(
         encoder,
@@ -323,14 +327,20 @@ fn encode_mappings(
     )
 }
 
-fn mapping_label<'a>(name: &'a str, snapshot: &'a MappingSnapshot) -> [(&'static str, Escaped<'a>); 2] {
+fn mapping_label<'a>(
+    name: &'a str,
+    snapshot: &'a MappingSnapshot,
+) -> [(&'static str, Escaped<'a>); 2] {
     [
         ("mapping", Escaped(name)),
         ("function", Escaped(&snapshot.function)),
     ]
 }
 
-fn encode_runtime(encoder: &mut DescriptorEncoder, runtime: &Runtime) -> Result<(), std::fmt::Error> {
+fn encode_runtime(
+    encoder: &mut DescriptorEncoder,
+    runtime: &Runtime,
+) -> Result<(), std::fmt::Error> {
     let c = runtime.concurrency();
     single_gauge(
         encoder,

@@ -93,8 +93,14 @@ async fn counters_histograms_and_gauges_are_read_at_scrape_time() {
     let text = render(RuntimeCollector::new(runtime.clone()));
     assert!(text.ends_with("# EOF\n"), "{text}");
     let v = |series: &str| value(&text, series);
-    assert_eq!(v(r#"nimbus_function_invocations_total{function="echo"}"#), 3.0);
-    assert_eq!(v(r#"nimbus_function_invocations_total{function="fail"}"#), 2.0);
+    assert_eq!(
+        v(r#"nimbus_function_invocations_total{function="echo"}"#),
+        3.0
+    );
+    assert_eq!(
+        v(r#"nimbus_function_invocations_total{function="fail"}"#),
+        2.0
+    );
     assert_eq!(v(r#"nimbus_function_errors_total{function="echo"}"#), 0.0);
     assert_eq!(v(r#"nimbus_function_errors_total{function="fail"}"#), 2.0);
     assert_eq!(
@@ -105,11 +111,26 @@ async fn counters_histograms_and_gauges_are_read_at_scrape_time() {
         v(r#"nimbus_function_throttles_total{function="gate",reason="runtime_limit"}"#),
         0.0
     );
-    assert_eq!(v(r#"nimbus_function_concurrent_executions{function="gate"}"#), 1.0);
-    assert_eq!(v(r#"nimbus_function_concurrent_executions{function="echo"}"#), 0.0);
-    assert_eq!(v(r#"nimbus_function_instances{function="gate",state="busy"}"#), 1.0);
-    assert_eq!(v(r#"nimbus_function_instances{function="echo",state="idle"}"#), 1.0);
-    assert_eq!(v(r#"nimbus_function_cold_starts_total{function="echo"}"#), 1.0);
+    assert_eq!(
+        v(r#"nimbus_function_concurrent_executions{function="gate"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"nimbus_function_concurrent_executions{function="echo"}"#),
+        0.0
+    );
+    assert_eq!(
+        v(r#"nimbus_function_instances{function="gate",state="busy"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"nimbus_function_instances{function="echo",state="idle"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"nimbus_function_cold_starts_total{function="echo"}"#),
+        1.0
+    );
     assert_eq!(v("nimbus_runtime_concurrent_executions"), 1.0);
     assert_eq!(
         v("nimbus_runtime_concurrency_limit"),
@@ -118,7 +139,10 @@ async fn counters_histograms_and_gauges_are_read_at_scrape_time() {
     assert_eq!(v("nimbus_runtime_reserved_concurrency"), 1.0);
 
     // Every handler that ran is in the histogram; in-process echoes take well under 5 s.
-    assert_eq!(v(r#"nimbus_function_duration_seconds_count{function="echo"}"#), 3.0);
+    assert_eq!(
+        v(r#"nimbus_function_duration_seconds_count{function="echo"}"#),
+        3.0
+    );
     assert_eq!(
         v(r#"nimbus_function_duration_seconds_bucket{le="+Inf",function="echo"}"#),
         3.0
@@ -129,7 +153,10 @@ async fn counters_histograms_and_gauges_are_read_at_scrape_time() {
     );
     assert!(v(r#"nimbus_function_duration_seconds_sum{function="echo"}"#) > 0.0);
     // The held invocation has not finished: not in the histogram yet.
-    assert_eq!(v(r#"nimbus_function_duration_seconds_count{function="gate"}"#), 0.0);
+    assert_eq!(
+        v(r#"nimbus_function_duration_seconds_count{function="gate"}"#),
+        0.0
+    );
 
     // No mapping, no retry memory: those families are left out.
     assert!(!text.contains("nimbus_mapping_"), "{text}");
@@ -139,11 +166,17 @@ async fn counters_histograms_and_gauges_are_read_at_scrape_time() {
     held.await.expect("joined").expect("released");
     let text = render(RuntimeCollector::new(runtime.clone()));
     assert_eq!(
-        value(&text, r#"nimbus_function_duration_seconds_count{function="gate"}"#),
+        value(
+            &text,
+            r#"nimbus_function_duration_seconds_count{function="gate"}"#
+        ),
         1.0
     );
     assert_eq!(
-        value(&text, r#"nimbus_function_concurrent_executions{function="gate"}"#),
+        value(
+            &text,
+            r#"nimbus_function_concurrent_executions{function="gate"}"#
+        ),
         0.0
     );
     runtime.shutdown(Duration::from_secs(1)).await;
@@ -197,7 +230,10 @@ async fn mappings_report_what_their_probes_know() {
     );
     // The stream mapping has no backlog and the queue no iterator age: no sample for either.
     assert_eq!(text.matches("nimbus_mapping_backlog{").count(), 1, "{text}");
-    assert_eq!(text.matches("nimbus_mapping_iterator_age_seconds{").count(), 1);
+    assert_eq!(
+        text.matches("nimbus_mapping_iterator_age_seconds{").count(),
+        1
+    );
     assert!(text.contains("# UNIT nimbus_mapping_iterator_age_seconds seconds"));
     assert!(text.contains("(CloudWatch: IteratorAge)"));
 }
