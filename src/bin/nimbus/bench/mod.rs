@@ -4,6 +4,8 @@
 
 #[cfg(feature = "brokers")]
 mod brokers;
+#[cfg(feature = "http")]
+mod http;
 pub mod peers;
 mod plot;
 #[cfg(feature = "process")]
@@ -54,6 +56,9 @@ pub(crate) enum Scenario {
     /// Process instances through the Lambda Runtime API: cold start and warm round trip of the
     /// Rust and Python clients beside the same handler in-process (feature `process`).
     Process,
+    /// The Invoke API and the gateway over HTTP on loopback beside a bare axum server answering
+    /// the same bytes (feature `http`).
+    Http,
 }
 
 /// Options of `nimbus bench`.
@@ -172,6 +177,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
                 rows.extend(broker(scenario, sizes.broker_events).await?);
             }
             Scenario::Process => rows.extend(process(args.quick).await?),
+            Scenario::Http => rows.extend(http(args.quick).await?),
             Scenario::All | Scenario::Brokers => {}
         }
         progress.inc(1);
@@ -215,6 +221,31 @@ async fn process(quick: bool) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
 async fn process(_quick: bool) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
     Err("the process scenario needs the `process` feature: \
          cargo run --release --features process -- bench process"
+        .into())
+}
+
+#[cfg(feature = "http")]
+async fn http(quick: bool) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    let sizes = if quick {
+        http::HttpSizes {
+            connections: 8,
+            run: Duration::from_millis(300),
+            rounds: 3,
+        }
+    } else {
+        http::HttpSizes {
+            connections: 8,
+            run: Duration::from_secs(2),
+            rounds: 5,
+        }
+    };
+    http::run(sizes).await
+}
+
+#[cfg(not(feature = "http"))]
+async fn http(_quick: bool) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    Err("the http scenario needs the `http` feature: \
+         cargo run --release --features http -- bench http"
         .into())
 }
 

@@ -20,7 +20,7 @@ use nimbus::{handler_fn, Context, Function, FunctionError, InvokeOptions, Runtim
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use super::stats::Row;
+use super::stats::{median, round1, Row};
 
 const ROUNDS: usize = 5;
 
@@ -300,18 +300,4 @@ fn latency_row(scenario: &str, system: &str, median_us: f64) -> Row {
     let mut row = Row::throughput(scenario, system, 1, took);
     row.p50_us = Some(round1(median_us));
     row
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-fn round1(value: f64) -> f64 {
-    (value * 10.0).round() / 10.0
 }
