@@ -42,6 +42,7 @@
 //! their part of the URL space; [`server`] puts them on one listener.
 
 pub mod config;
+mod detach;
 pub mod error;
 pub mod gateway;
 pub mod invoke;

@@ -110,21 +110,18 @@ pub(crate) async fn serve(State(state): State<Arc<AppState>>, request: Request) 
             return answer::internal_error(&request_id);
         }
     };
-    // On its own task, so that a client that goes away does not cancel the invocation.
+    // A client that goes away does not cancel the invocation.
     let invocation = {
         let state = Arc::clone(&state);
         let function = route.function().to_owned();
-        tokio::spawn(async move {
+        crate::detach::outliving(async move {
             state
                 .runtime
                 .invoke_json_reported(&function, event, InvokeOptions::default())
                 .await
         })
     };
-    let result = match invocation.await {
-        Ok(invocation) => invocation.result,
-        Err(_) => return answer::internal_error(&request_id),
-    };
+    let result = invocation.await.result;
     outcome(route.function(), payload, result, &request_id)
 }
 

@@ -216,7 +216,7 @@ async fn invoke_checked(
             None => accept(&state).0.to_response(),
             Some(Claim::Answer(stored)) => stored.to_response(),
             Some(Claim::Wait(waiter)) => answer_of(waiter).await,
-            Some(Claim::Run(guard, _)) => {
+            Some(Claim::Run(guard)) => {
                 let (stored, keep) = accept(&state);
                 let stored = Arc::new(stored);
                 guard.finish(Arc::clone(&stored), keep.then_some(keep_for));
@@ -224,29 +224,26 @@ async fn invoke_checked(
             }
         });
     }
-    // A sync invocation runs on its own task: a caller that disconnects (an SDK's read
-    // timeout) does not cancel it, and its retry attaches to it.
+    // A caller that disconnects (an SDK's read timeout) does not cancel a sync invocation,
+    // and its retry attaches to it.
     let run = {
         let state = Arc::clone(&state);
         let name = name.clone();
         move || async move { run_sync(&state, &name, event, options, tail).await }
     };
     Ok(match key.map(|k| state.retries.claim(k)) {
-        None => {
-            let task = tokio::spawn(run());
-            match task.await {
-                Ok((stored, _)) => stored.to_response(),
-                Err(_) => AwsError::service("the invocation's task failed").into_response(),
-            }
-        }
+        None => crate::detach::outliving(run()).await.0.to_response(),
         Some(Claim::Answer(stored)) => stored.to_response(),
         Some(Claim::Wait(waiter)) => answer_of(waiter).await,
-        Some(Claim::Run(guard, waiter)) => {
-            tokio::spawn(async move {
+        Some(Claim::Run(guard)) => {
+            let stored = crate::detach::outliving(async move {
                 let (stored, keep) = run().await;
-                guard.finish(Arc::new(stored), keep.then_some(keep_for));
-            });
-            answer_of(waiter).await
+                let stored = Arc::new(stored);
+                guard.finish(Arc::clone(&stored), keep.then_some(keep_for));
+                stored
+            })
+            .await;
+            stored.to_response()
         }
     })
 }

@@ -114,8 +114,8 @@ pub(crate) enum Claim {
     Answer(Arc<Stored>),
     /// Wait for the running invocation's answer.
     Wait(Waiter),
-    /// Run the invocation, then finish the guard; wait like the others.
-    Run(RunGuard, Waiter),
+    /// Run the invocation, then finish the guard (which answers the others).
+    Run(RunGuard),
 }
 
 /// Waits for a running invocation's answer.
@@ -194,15 +194,12 @@ impl RetryCache {
             None => {}
         }
         let (tx, rx) = watch::channel(None);
-        inner.slots.insert(key.clone(), Slot::Running(rx.clone()));
-        Claim::Run(
-            RunGuard {
-                cache: self.clone(),
-                key: Some(key),
-                tx,
-            },
-            Waiter(rx),
-        )
+        inner.slots.insert(key.clone(), Slot::Running(rx));
+        Claim::Run(RunGuard {
+            cache: self.clone(),
+            key: Some(key),
+            tx,
+        })
     }
 
     fn settle(&self, key: RetryKey, stored: Arc<Stored>, keep_for: Option<Duration>) {
@@ -294,9 +291,9 @@ mod tests {
         })
     }
 
-    fn run(cache: &RetryCache, id: &str) -> (RunGuard, Waiter) {
+    fn run(cache: &RetryCache, id: &str) -> RunGuard {
         match cache.claim(key(id)) {
-            Claim::Run(guard, waiter) => (guard, waiter),
+            Claim::Run(guard) => guard,
             _ => panic!("{id} should run"),
         }
     }
@@ -304,12 +301,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_retry_attaches_to_the_running_invocation_then_gets_the_kept_answer() {
         let cache = RetryCache::new(1 << 20);
-        let (guard, first) = run(&cache, "a");
+        let guard = run(&cache, "a");
         let Claim::Wait(second) = cache.claim(key("a")) else {
             panic!("a retry while running attaches")
         };
         guard.finish(answer("42"), Some(Duration::from_secs(3)));
-        assert_eq!(first.answer().await.unwrap().body, "42");
         assert_eq!(second.answer().await.unwrap().body, "42");
         let Claim::Answer(kept) = cache.claim(key("a")) else {
             panic!("a retry after the end gets the kept answer")
@@ -324,12 +320,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn answers_not_kept_are_forgotten_and_waiters_still_get_them() {
         let cache = RetryCache::new(1 << 20);
-        let (guard, first) = run(&cache, "t");
+        let guard = run(&cache, "t");
         let Claim::Wait(second) = cache.claim(key("t")) else {
             panic!()
         };
         guard.finish(answer("throttled"), None);
-        assert_eq!(first.answer().await.unwrap().body, "throttled");
         assert_eq!(second.answer().await.unwrap().body, "throttled");
         assert!(matches!(cache.claim(key("t")), Claim::Run(..)));
         assert_eq!(cache.stats().entries, 0);
@@ -338,7 +333,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_guard_dropped_unfinished_releases_the_key_and_its_waiters() {
         let cache = RetryCache::new(1 << 20);
-        let (guard, waiter) = run(&cache, "x");
+        let guard = run(&cache, "x");
+        let Claim::Wait(waiter) = cache.claim(key("x")) else {
+            panic!()
+        };
         drop(guard);
         assert!(waiter.answer().await.is_none());
         assert!(matches!(cache.claim(key("x")), Claim::Run(..)));
@@ -350,7 +348,7 @@ mod tests {
         let limit = one.size() * 3;
         let cache = RetryCache::new(limit);
         for id in ["1", "2", "3", "4", "5"] {
-            let (guard, _) = run(&cache, id);
+            let guard = run(&cache, id);
             guard.finish(Arc::clone(&one), Some(Duration::from_secs(60)));
         }
         let stats = cache.stats();
@@ -365,7 +363,7 @@ mod tests {
             "newest kept"
         );
         // An answer larger than the whole bound is not kept at all.
-        let (guard, _) = run(&cache, "big");
+        let guard = run(&cache, "big");
         guard.finish(answer(&"y".repeat(limit)), Some(Duration::from_secs(60)));
         assert!(matches!(cache.claim(key("big")), Claim::Run(..)));
     }
