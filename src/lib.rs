@@ -102,3 +102,7 @@ pub use nimbus_http as http;
 /// consumer.
 #[cfg(feature = "nats")]
 pub use nimbus_nats as nats;
+
+// `nimbus serve nimbus.toml` (feature `serve`); documented in the module itself.
+#[cfg(feature = "serve")]
+pub mod serve;

@@ -1,10 +1,13 @@
 //! The `nimbus` command: `demo` (the default) drives a short load through a few functions on the
-//! in-memory runtime and prints what happened; `bench` measures nimbus beside its peers.
+//! in-memory runtime and prints what happened; `bench` measures nimbus beside its peers;
+//! `serve` (feature `serve`) runs the functions, mappings and routes of a `nimbus.toml`.
 
 // `pub` down to the benchmark harness (`bench::peers`, `bench::workloads`), whose items are
 // `pub` because the criterion benches include the same files at their crate root.
 pub mod bench;
 mod demo;
+#[cfg(feature = "serve")]
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +24,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Benchmark scenarios, each with peer baselines in the same run.
     Bench(bench::BenchArgs),
+    /// Serve the functions, mappings and routes of a file (`nimbus serve nimbus.toml`).
+    #[cfg(feature = "serve")]
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +55,8 @@ fn main() -> std::process::ExitCode {
         {
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            #[cfg(feature = "serve")]
+            Command::Serve(args) => serve::run(args).await,
         }
     });
     match result {
