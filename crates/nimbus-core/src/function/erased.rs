@@ -93,7 +93,7 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
                     limit: limits.sync_request,
                 });
             }
-            let event = match (codec.decode)(&event) {
+            let event = match (codec.decode_owned)(event) {
                 Ok(event) => event,
                 Err(e) => {
                     let message = format!("cannot decode the event for `{name}`: {e}");

@@ -278,8 +278,45 @@ pub(crate) struct Parts<E, O> {
 /// Converts events and outputs to and from JSON, for functions registered with serde types.
 pub(crate) struct JsonCodec<E, O> {
     decode: fn(&serde_json::Value) -> Result<E, serde_json::Error>,
+    /// As `decode`, consuming the JSON: free when the event type is `Value` itself.
+    decode_owned: fn(serde_json::Value) -> Result<E, serde_json::Error>,
     encode: fn(O) -> Result<serde_json::Value, serde_json::Error>,
     invoke_async: AsyncEntry<E, O>,
+}
+
+/// `value` as an `E`: moved as it is when `E` is `Value` (a front end's JSON functions), else
+/// deserialised.
+fn decode_owned<E: serde::de::DeserializeOwned + 'static>(
+    value: serde_json::Value,
+) -> Result<E, serde_json::Error> {
+    let mut slot = Some(value);
+    if let Some(same) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<E>>() {
+        if let Some(event) = same.take() {
+            return Ok(event);
+        }
+    }
+    match slot {
+        Some(value) => serde_json::from_value(value),
+        None => Err(serde::de::Error::custom("the event was taken")),
+    }
+}
+
+/// `output` as JSON: moved as it is when `O` is `Value`, else serialised.
+fn encode<O: serde::Serialize + 'static>(
+    output: O,
+) -> Result<serde_json::Value, serde_json::Error> {
+    let mut slot = Some(output);
+    if let Some(same) =
+        (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<serde_json::Value>>()
+    {
+        if let Some(value) = same.take() {
+            return Ok(value);
+        }
+    }
+    match slot {
+        Some(output) => serde_json::to_value(output),
+        None => Err(serde::ser::Error::custom("the output was taken")),
+    }
 }
 
 type AsyncEntry<E, O> = fn(&Arc<AsyncInvoker<E, O>>, E, Caller) -> Result<RequestId, Rejected<E>>;
@@ -292,7 +329,8 @@ where
     pub(crate) fn new() -> Self {
         Self {
             decode: |value| E::deserialize(value),
-            encode: serde_json::to_value::<O>,
+            decode_owned: decode_owned::<E>,
+            encode: encode::<O>,
             invoke_async: |queue, event, principal| queue.invoke_async(event, principal),
         }
     }
