@@ -271,7 +271,6 @@ fn serve_stops_on_sigint_and_accounts_for_every_accepted_event() {
 }
 
 #[test]
-#[ignore = "the gateway answers 404 until the gateway branch is merged"]
 fn the_route_is_answered_by_its_function() {
     let served = Served::start();
     let answer = served.curl(&[], "/orders/42");

@@ -116,8 +116,7 @@ impl ServeFile {
         }
         let mut routes = Vec::new();
         for route in &spec.routes {
-            let line = locator.line_of(route.span().start);
-            routes.push(prepare_route(route, line, &locator)?);
+            routes.push(prepare_route(route, &locator)?);
         }
         let bind_line = spec
             .http

@@ -154,7 +154,8 @@ impl Platform {
     /// still hold is counted there.
     pub async fn stop(self, grace: Duration) -> StopReport {
         let deadline = tokio::time::Instant::now() + grace;
-        self.serving.stop().await;
+        // Requests in flight get up to half the grace; their invocations go on regardless.
+        self.serving.stop_within(grace / 2).await;
         drain(
             &self.runtime,
             &self.functions,

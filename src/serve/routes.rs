@@ -1,5 +1,4 @@
-//! Gateway routes from the file: method, path, function, payload format; the throttle is
-//! parsed here and put on the route once the gateway offers it.
+//! Gateway routes from the file: method, path, function, payload format and throttle.
 
 use toml::Spanned;
 
@@ -11,7 +10,6 @@ use crate::http::{PayloadVersion, Route};
 /// A route of the file, checked by [`Route::new`].
 pub(crate) fn prepare_route(
     route: &Spanned<RouteSpec>,
-    line: usize,
     locator: &Locator,
 ) -> Result<Route, ServeError> {
     let spec = route.get_ref();
@@ -33,17 +31,12 @@ pub(crate) fn prepare_route(
             ))
         }
     };
-    let made = made.with_payload(payload);
+    let mut made = made.with_payload(payload);
     if let Some(throttle) = spec.throttle {
         if throttle.rate == 0 || throttle.burst == 0 {
             return Err(locator.in_table(span, "throttle", "rate and burst are at least 1"));
         }
-        // SERVE-THROTTLE: replace the next line with
-        // `made = made.with_throttle(throttle.rate, throttle.burst);` once the gateway has it.
-        tracing::warn!(
-            line,
-            "route throttles are parsed but not enforced yet by the gateway"
-        );
+        made = made.with_throttle(throttle.rate, throttle.burst);
     }
     Ok(made)
 }

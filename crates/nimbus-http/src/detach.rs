@@ -29,11 +29,20 @@ where
         let Some(future) = self.future.as_mut() else {
             return Poll::Pending; // polled after completion: never happens through `outliving`
         };
-        let poll = future.as_mut().poll(cx);
-        if poll.is_ready() {
-            self.future = None;
+        // A panic must not leave the future here for `drop` to poll again.
+        let poll =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx)));
+        match poll {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(ready) => {
+                self.future = None;
+                ready
+            }
+            Err(panic) => {
+                self.future = None;
+                std::panic::resume_unwind(panic)
+            }
         }
-        poll
     }
 }
 

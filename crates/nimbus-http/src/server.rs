@@ -101,7 +101,9 @@ impl Server {
     /// # Errors
     ///
     /// An invalid configuration or route.
-    pub fn into_router(self) -> Result<Router, HttpError> {
+    pub fn into_router(mut self) -> Result<Router, HttpError> {
+        // The host's listener, not `bind`, decides who can reach the router.
+        self.config.allow_non_loopback = true;
         Ok(router(self.into_state()?))
     }
 
@@ -164,7 +166,7 @@ impl Server {
         Ok(Serving {
             addr: local_addr,
             stop,
-            task,
+            task: Some(task),
             state,
         })
     }
@@ -194,7 +196,7 @@ fn router(state: Arc<AppState>) -> Router {
 pub struct Serving {
     addr: SocketAddr,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
     state: Arc<AppState>,
 }
 
@@ -217,8 +219,33 @@ impl Serving {
 
     /// Stops accepting connections and resolves when every request in flight has been
     /// answered. Invocations keep running in the runtime: shut it down after this.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// As [`Serving::stop`], for at most `grace`: then the connections still open are closed
+    /// (a stalled upload, a long invocation's caller). Their invocations keep running in the
+    /// runtime. Returns whether every request was answered in time.
+    pub async fn stop_within(mut self, grace: std::time::Duration) -> bool {
+        self.stop.cancel();
+        let Some(mut task) = self.task.take() else {
+            return true;
+        };
+        if tokio::time::timeout(grace, &mut task).await.is_ok() {
+            return true;
+        }
+        task.abort();
+        let _ = task.await;
+        false
+    }
+}
+
+impl Drop for Serving {
+    /// A server dropped without [`Serving::stop`] stops accepting connections.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }

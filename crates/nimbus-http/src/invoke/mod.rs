@@ -140,6 +140,13 @@ fn resolve(
             "The derived qualifier from the function name does not match the specified qualifier.",
         )),
         (Some(q), _) => Some(q),
+        (None, Some(q)) if !name::is_qualifier(q) => {
+            return Err(AwsError::validation(format!(
+                "1 validation error detected: Value '{q}' at 'qualifier' failed to satisfy \
+                 constraint: Member must satisfy regular expression pattern: \
+                 (|[a-zA-Z0-9$_-]+)"
+            )))
+        }
         (None, q) => q.cloned(),
     };
     let config = state.runtime.config();
@@ -201,11 +208,16 @@ async fn invoke_checked(
             options = options.with_client_context(client_context(context)?);
         }
     }
-    let key = header(headers, "amz-sdk-invocation-id")?.map(|id| RetryKey {
-        function: name.clone(),
-        invocation_type: invocation_type.as_str(),
-        invocation_id: id.to_owned(),
-    });
+    // An SDK's id is a UUID, the same on every attempt of one call; the payload's size guards
+    // against a client that reuses one id for different calls.
+    let key = header(headers, "amz-sdk-invocation-id")?
+        .filter(|id| !id.trim().is_empty())
+        .map(|id| RetryKey {
+            function: name.clone(),
+            invocation_type: invocation_type.as_str(),
+            invocation_id: id.to_owned(),
+            payload_bytes: payload.len(),
+        });
     let keep_for = state
         .runtime
         .function_config(&name)
@@ -308,14 +320,7 @@ fn queue_event(state: &AppState, name: &str, event: serde_json::Value) -> (Store
 
 fn async_error(name: &str, state: &AppState, error: AsyncCallError<serde_json::Value>) -> AwsError {
     match error {
-        AsyncCallError::Lookup(LookupError::NotFound(_)) => {
-            let config = state.runtime.config();
-            AwsError::not_found(&nimbus_core::util::aws::function_arn(
-                &config.region,
-                &config.account_id,
-                name,
-            ))
-        }
+        AsyncCallError::Lookup(LookupError::NotFound(_)) => not_found(state, name),
         AsyncCallError::Lookup(other) => AwsError::invalid_parameter(other.to_string()),
         AsyncCallError::Payload(message) => AwsError::invalid_content(message),
         AsyncCallError::Rejected(rejected) => match rejected.reason {
@@ -331,16 +336,30 @@ fn async_error(name: &str, state: &AppState, error: AsyncCallError<serde_json::V
             RejectReason::RecursiveLoop { hops } => AwsError::recursive(format!(
                 "the event passed through {hops} invocations: a recursive loop"
             )),
+            RejectReason::Unregistered => not_found(state, name),
             other => AwsError::service(format!("{other:?}")),
         },
         other => AwsError::service(other.to_string()),
     }
 }
 
+/// An error answer as kept, with a request id of its own (SDKs show it to users).
+/// 404 for `name`, named by its ARN as Lambda names it.
+fn not_found(state: &AppState, name: &str) -> AwsError {
+    let config = state.runtime.config();
+    AwsError::not_found(&nimbus_core::util::aws::function_arn(
+        &config.region,
+        &config.account_id,
+        name,
+    ))
+}
+
 fn stored_error(error: AwsError) -> Stored {
+    let mut headers = error.headers();
+    headers.push(request_id_header(&fresh_request_id()));
     Stored {
         status: error.status(),
-        headers: error.headers(),
+        headers,
         body: Bytes::from(error.body()),
     }
 }
@@ -541,7 +560,7 @@ fn describe(
             state.runtime.function_arn(&name),
         ) {
             (Some(config), Some(arn)) => Ok(shape(&name, &arn, &config)),
-            _ => Err(AwsError::not_found(&name)),
+            _ => Err(not_found(state, &name)),
         }
     });
     match found {

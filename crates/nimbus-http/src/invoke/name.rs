@@ -15,7 +15,7 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'
 }
 
-fn is_qualifier(q: &str) -> bool {
+pub(crate) fn is_qualifier(q: &str) -> bool {
     (1..=128).contains(&q.len())
         && (q == "$LATEST"
             || q == "$LATEST.PUBLISHED"

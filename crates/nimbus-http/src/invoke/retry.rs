@@ -54,6 +54,13 @@ pub(crate) struct RetryKey {
     pub(crate) function: String,
     pub(crate) invocation_type: &'static str,
     pub(crate) invocation_id: String,
+    pub(crate) payload_bytes: usize,
+}
+
+/// The memory a kept answer holds, roughly: the answer, and its key twice (in the map and in
+/// the order of eviction).
+fn entry_size(key: &RetryKey, stored: &Stored) -> usize {
+    stored.size() + 2 * (key.function.len() + key.invocation_id.len() + 64)
 }
 
 /// What the retry memory holds, for `/metrics` and tests.
@@ -203,7 +210,7 @@ impl RetryCache {
     }
 
     fn settle(&self, key: RetryKey, stored: Arc<Stored>, keep_for: Option<Duration>) {
-        let size = stored.size();
+        let size = entry_size(&key, &stored);
         let mut inner = self.shared.inner.lock();
         let keep = keep_for.filter(|_| size <= self.shared.limit);
         let Some(keep_for) = keep else {
@@ -226,35 +233,54 @@ impl RetryCache {
         self.trim(&mut inner);
     }
 
-    /// Drops expired answers from the front, then the oldest until within the bound.
+    /// Keeps the memory within its bound: expired answers go first, wherever they are (each
+    /// function has its own timeout, so the oldest answer is not always the first to expire),
+    /// then the oldest live ones.
     fn trim(&self, inner: &mut Inner) {
-        let now = Instant::now();
-        while let Some((key, generation)) = inner.order.front().cloned() {
-            let (live, expired, size) = match inner.slots.get(&key) {
-                Some(Slot::Done {
-                    generation: g,
-                    expires,
-                    size,
-                    ..
-                }) if *g == generation => (true, *expires <= now, *size),
-                _ => (false, false, 0),
-            };
-            if live && !expired && inner.bytes <= self.shared.limit {
+        let stale = inner.order.len() > 2 * inner.slots.len() + 64;
+        if inner.bytes > self.shared.limit || stale {
+            Self::sweep_expired(inner);
+        }
+        while inner.bytes > self.shared.limit {
+            let Some((key, generation)) = inner.order.pop_front() else {
                 break;
-            }
-            inner.order.pop_front();
-            if live {
-                inner.slots.remove(&key);
-                inner.bytes -= size;
-                if !expired {
+            };
+            if let Some(Slot::Done {
+                generation: g,
+                size,
+                ..
+            }) = inner.slots.get(&key)
+            {
+                if *g == generation {
+                    inner.bytes -= *size;
+                    inner.slots.remove(&key);
                     self.shared.evictions.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
     }
 
+    /// Removes every expired answer, and the order's entries of answers no longer kept.
+    fn sweep_expired(inner: &mut Inner) {
+        let now = Instant::now();
+        let mut freed = 0;
+        inner.slots.retain(|_, slot| match slot {
+            Slot::Done { expires, size, .. } if *expires <= now => {
+                freed += *size;
+                false
+            }
+            _ => true,
+        });
+        inner.bytes -= freed;
+        let Inner { order, slots, .. } = inner;
+        order.retain(|(key, generation)| {
+            matches!(slots.get(key), Some(Slot::Done { generation: g, .. }) if g == generation)
+        });
+    }
+
     pub(crate) fn stats(&self) -> RetryCacheStats {
-        let inner = self.shared.inner.lock();
+        let mut inner = self.shared.inner.lock();
+        Self::sweep_expired(&mut inner);
         let in_flight = inner
             .slots
             .values()
@@ -280,6 +306,7 @@ mod tests {
             function: "f".into(),
             invocation_type: "RequestResponse",
             invocation_id: id.into(),
+            payload_bytes: 0,
         }
     }
 
@@ -343,9 +370,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn expired_answers_go_before_a_live_older_one_is_evicted() {
+        let one = answer(&"x".repeat(1000));
+        let cache = RetryCache::new(3 * 1400);
+        run(&cache, "long").finish(Arc::clone(&one), Some(Duration::from_secs(900)));
+        for id in ["short-1", "short-2"] {
+            run(&cache, id).finish(Arc::clone(&one), Some(Duration::from_secs(3)));
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        run(&cache, "new").finish(Arc::clone(&one), Some(Duration::from_secs(3)));
+        assert!(
+            matches!(cache.claim(key("long")), Claim::Answer(_)),
+            "the 15-minute answer is still valid and kept"
+        );
+        let stats = cache.stats();
+        assert_eq!((stats.entries, stats.evictions), (2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_answers_are_not_counted_as_kept() {
+        let cache = RetryCache::new(1 << 20);
+        run(&cache, "a").finish(answer("1"), Some(Duration::from_secs(3)));
+        assert_eq!(cache.stats().entries, 1);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let stats = cache.stats();
+        assert_eq!((stats.entries, stats.bytes), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_memory_bound_evicts_the_oldest_answers() {
         let one = answer(&"x".repeat(1000));
-        let limit = one.size() * 3;
+        let limit = entry_size(&key("1"), &one) * 3;
         let cache = RetryCache::new(limit);
         for id in ["1", "2", "3", "4", "5"] {
             let guard = run(&cache, id);
