@@ -1,13 +1,16 @@
 //! The AWS CLI v1 (1.46) against the Invoke API: `aws lambda invoke` with only
 //! `AWS_ENDPOINT_URL_LAMBDA` set, sync, `Event` and `DryRun`, `--log-type Tail`, a function
-//! error (exit 0, `FunctionError`) and an unknown function (exit 255).
+//! error (exit 0, `FunctionError`), an unknown function and a throttle (exit 255, the modelled
+//! exception).
 
 use std::time::Duration;
 
 use base64::Engine as _;
 use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Notify};
 
 use crate::support::{aws, aws_cli, serve, unique};
 
@@ -146,4 +149,61 @@ async fn the_aws_cli_invokes_sync_async_and_dry_run_and_tails_the_log() {
         handled.try_recv().is_err(),
         "the dry run and the 404 ran nothing"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_invoke_is_too_many_requests_for_the_aws_cli() {
+    let Some(cli) = aws_cli() else { return };
+    let runtime = Runtime::default();
+    let name = unique("cli-busy");
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    let gate = Arc::clone(&release);
+    runtime
+        .register(
+            Function::new(
+                &name,
+                handler_fn(move |_: Value, _ctx: Context| {
+                    let _ = started_tx.send(());
+                    let gate = Arc::clone(&gate);
+                    async move {
+                        gate.notified().await;
+                        Ok::<_, FunctionError>(Value::Null)
+                    }
+                }),
+            )
+            .with_max_concurrency(1),
+        )
+        .await
+        .unwrap();
+    let serving = serve(&runtime).await;
+    let held = {
+        let runtime = runtime.clone();
+        let name = name.clone();
+        tokio::spawn(async move { runtime.invoke_json(&name, json!({})).await })
+    };
+    started.recv().await.unwrap();
+    let dir = std::env::temp_dir().join(unique("nimbus-cli"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_file = dir.join("out.json");
+    let out = aws(
+        &cli,
+        &serving,
+        &[
+            "lambda",
+            "invoke",
+            "--function-name",
+            &name,
+            out_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TooManyRequestsException"), "{stderr}");
+    release.notify_one();
+    held.await.unwrap().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    serving.stop().await;
+    runtime.shutdown(Duration::from_secs(1)).await;
 }

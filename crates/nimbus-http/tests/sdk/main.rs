@@ -1,6 +1,7 @@
-//! The Lambda Invoke API driven by clients nobody here wrote: boto3 and the AWS CLI v1, pointed
-//! at nimbus with only `AWS_ENDPOINT_URL_LAMBDA`.
+//! The Lambda Invoke API driven by clients nobody here wrote: boto3, the AWS CLI v1 and the AWS
+//! SDK for JavaScript v3, pointed at nimbus with only `AWS_ENDPOINT_URL_LAMBDA`.
 
 mod boto3;
 mod cli;
+mod javascript;
 mod support;

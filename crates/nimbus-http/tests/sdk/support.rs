@@ -43,6 +43,34 @@ pub(crate) fn aws_cli() -> Option<PathBuf> {
     installed("the AWS CLI", clients_dir().join("cli/bin/aws"))
 }
 
+/// The node project with `@aws-sdk/client-lambda`.
+pub(crate) fn node_sdk() -> Option<PathBuf> {
+    let modules = clients_dir().join("node/node_modules");
+    installed(
+        "@aws-sdk/client-lambda",
+        modules.join("@aws-sdk/client-lambda"),
+    )
+    .map(|_| modules)
+}
+
+/// Runs the JavaScript SDK with one command; its JSON result.
+pub(crate) async fn javascript(modules: &PathBuf, serving: &Serving, command: Value) -> Value {
+    let driver = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/drivers/lambda_client.cjs"
+    );
+    let output = tokio::process::Command::new("node")
+        .arg(driver)
+        .arg(command.to_string())
+        .envs(client_env(serving))
+        .env("NODE_PATH", modules)
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .await
+        .expect("node runs");
+    parse(&output, &command)
+}
+
 /// Serves `runtime` on a free loopback port.
 pub(crate) async fn serve(runtime: &Runtime) -> Serving {
     Server::new(runtime.clone())
@@ -96,11 +124,14 @@ fn parse(output: &Output, command: &Value) -> Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{command}: {e}: {stdout}"))
 }
 
-/// Runs the AWS CLI with `args`: its output.
+/// Runs the AWS CLI with `args`: its output. One attempt per call: a 429 is reported at once
+/// rather than after the CLI's five.
 pub(crate) async fn aws(cli: &PathBuf, serving: &Serving, args: &[&str]) -> Output {
     tokio::process::Command::new(cli)
         .args(args)
         .envs(client_env(serving))
+        .env("AWS_RETRY_MODE", "standard")
+        .env("AWS_MAX_ATTEMPTS", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .await
