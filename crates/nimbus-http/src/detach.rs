@@ -54,8 +54,10 @@ where
     fn drop(&mut self) {
         if let Some(future) = self.future.take() {
             // The box keeps the future where it was pinned; the task finishes it.
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(future);
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => drop(handle.spawn(future)),
+                // Only outside any runtime (a host dropping the router's future there).
+                Err(_) => tracing::warn!("an invocation was dropped outside a Tokio runtime"),
             }
         }
     }

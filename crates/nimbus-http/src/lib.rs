@@ -41,6 +41,7 @@
 //! [`config`] and [`error`] are leaves; [`invoke`], [`gateway`] and [`metrics`] each handle
 //! their part of the URL space; [`server`] puts them on one listener.
 
+mod accept;
 pub mod config;
 mod detach;
 pub mod error;

@@ -8,8 +8,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use nimbus_core::Runtime;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
+use crate::accept::{self, Stopping};
 use crate::config::HttpConfig;
 use crate::error::HttpError;
 use crate::gateway::{Gateway, Route};
@@ -145,27 +145,16 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|source| HttpError::Bind { addr, source })?;
-        let stop = CancellationToken::new();
-        let app = router(Arc::clone(&state));
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            // Small request/response pairs: do not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        // The peer address is the gateway events' source IP.
-        let server = axum::serve(
+        let stopping = Stopping::default();
+        let task = tokio::spawn(accept::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let task = tokio::spawn(async move {
-            if let Err(error) = server.await {
-                tracing::error!(%error, "nimbus-http server failed");
-            }
-        });
+            router(Arc::clone(&state)),
+            stopping.clone(),
+        ));
         tracing::info!(addr = %local_addr, "nimbus-http listening");
         Ok(Serving {
             addr: local_addr,
-            stop,
+            stopping,
             task: Some(task),
             state,
         })
@@ -195,7 +184,7 @@ fn router(state: Arc<AppState>) -> Router {
 #[derive(Debug)]
 pub struct Serving {
     addr: SocketAddr,
-    stop: CancellationToken,
+    stopping: Stopping,
     task: Option<tokio::task::JoinHandle<()>>,
     state: Arc<AppState>,
 }
@@ -220,7 +209,7 @@ impl Serving {
     /// Stops accepting connections and resolves when every request in flight has been
     /// answered. Invocations keep running in the runtime: shut it down after this.
     pub async fn stop(mut self) {
-        self.stop.cancel();
+        self.stopping.accept.cancel();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -230,14 +219,14 @@ impl Serving {
     /// (a stalled upload, a long invocation's caller). Their invocations keep running in the
     /// runtime. Returns whether every request was answered in time.
     pub async fn stop_within(mut self, grace: std::time::Duration) -> bool {
-        self.stop.cancel();
+        self.stopping.accept.cancel();
         let Some(mut task) = self.task.take() else {
             return true;
         };
         if tokio::time::timeout(grace, &mut task).await.is_ok() {
             return true;
         }
-        task.abort();
+        self.stopping.close.cancel();
         let _ = task.await;
         false
     }
@@ -246,6 +235,6 @@ impl Serving {
 impl Drop for Serving {
     /// A server dropped without [`Serving::stop`] stops accepting connections.
     fn drop(&mut self) {
-        self.stop.cancel();
+        self.stopping.accept.cancel();
     }
 }

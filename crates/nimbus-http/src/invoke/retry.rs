@@ -100,6 +100,8 @@ struct Inner {
     order: VecDeque<(RetryKey, u64)>,
     bytes: usize,
     generation: u64,
+    /// The earliest expiry of a kept answer (or earlier): no sweep finds anything before it.
+    earliest_expiry: Option<Instant>,
 }
 
 /// The retry memory of one server.
@@ -230,6 +232,8 @@ impl RetryCache {
         );
         inner.bytes += size;
         inner.order.push_back((key, generation));
+        let expires = Instant::now() + keep_for;
+        inner.earliest_expiry = Some(inner.earliest_expiry.map_or(expires, |e| e.min(expires)));
         self.trim(&mut inner);
     }
 
@@ -260,17 +264,29 @@ impl RetryCache {
         }
     }
 
-    /// Removes every expired answer, and the order's entries of answers no longer kept.
+    /// Removes every expired answer, and the order's entries of answers no longer kept. A
+    /// walk over every answer, done only once the earliest expiry has passed.
     fn sweep_expired(inner: &mut Inner) {
         let now = Instant::now();
+        if inner.earliest_expiry.is_none_or(|e| e > now)
+            && inner.order.len() <= 2 * inner.slots.len() + 64
+        {
+            return;
+        }
         let mut freed = 0;
+        let mut earliest: Option<Instant> = None;
         inner.slots.retain(|_, slot| match slot {
             Slot::Done { expires, size, .. } if *expires <= now => {
                 freed += *size;
                 false
             }
-            _ => true,
+            Slot::Done { expires, .. } => {
+                earliest = Some(earliest.map_or(*expires, |e| e.min(*expires)));
+                true
+            }
+            Slot::Running(_) => true,
         });
+        inner.earliest_expiry = earliest;
         inner.bytes -= freed;
         let Inner { order, slots, .. } = inner;
         order.retain(|(key, generation)| {
