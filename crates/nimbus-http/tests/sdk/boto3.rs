@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
-use crate::support::{boto3, python, serve, unique};
+use crate::support::{boto3, python, serve, unique, Probe};
 
 /// A function that answers with the event, its request id and the client context's custom
 /// values; `{"fail": "..."}` makes it fail with that type.
@@ -163,26 +163,7 @@ async fn not_found_throttled_and_bad_requests_raise_the_modelled_exceptions() {
     let Some(python) = python() else { return };
     let runtime = Runtime::default();
     let name = unique("busy");
-    let (started_tx, mut started) = mpsc::unbounded_channel();
-    let release = Arc::new(Notify::new());
-    let gate = Arc::clone(&release);
-    runtime
-        .register(
-            Function::new(
-                &name,
-                handler_fn(move |_: Value, _ctx: Context| {
-                    let _ = started_tx.send(());
-                    let gate = Arc::clone(&gate);
-                    async move {
-                        gate.notified().await;
-                        Ok::<_, FunctionError>(Value::Null)
-                    }
-                }),
-            )
-            .with_max_concurrency(1),
-        )
-        .await
-        .unwrap();
+    let mut probe = Probe::register(&runtime, &name, true).await;
     let serving = serve(&runtime).await;
 
     let missing = unique("missing");
@@ -210,12 +191,7 @@ async fn not_found_throttled_and_bad_requests_raise_the_modelled_exceptions() {
     );
 
     // The only instance is busy: the next invoke is throttled by the reserved concurrency.
-    let busy = {
-        let runtime = runtime.clone();
-        let name = name.clone();
-        tokio::spawn(async move { runtime.invoke_json(&name, json!({})).await })
-    };
-    started.recv().await.unwrap();
+    let held = probe.hold(&runtime, &name).await;
     let out = boto3(
         &python,
         &serving,
@@ -229,8 +205,8 @@ async fn not_found_throttled_and_bad_requests_raise_the_modelled_exceptions() {
         "ReservedFunctionConcurrentInvocationLimitExceeded"
     );
     assert_eq!(out["retry_after"], "1");
-    release.notify_one();
-    busy.await.unwrap().unwrap();
+    probe.release();
+    held.await.unwrap().unwrap();
 
     let out = boto3(
         &python,

@@ -3,62 +3,76 @@
 //! error (exit 0, `FunctionError`), an unknown function and a throttle (exit 255, the modelled
 //! exception).
 
+use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use base64::Engine as _;
-use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
+use nimbus_core::Runtime;
+use nimbus_http::Serving;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
-use tokio::sync::{mpsc, Notify};
+use crate::support::{aws, aws_cli, serve, unique, Probe};
 
-use crate::support::{aws, aws_cli, serve, unique};
+/// A folder for the CLI's output file, removed when dropped.
+struct OutDir(PathBuf);
+
+impl OutDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(unique("nimbus-cli"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn file(&self) -> PathBuf {
+        self.0.join("out.json")
+    }
+
+    fn written(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.file()).unwrap()).unwrap()
+    }
+}
+
+impl Drop for OutDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `aws lambda invoke --function-name NAME ARGS.. OUT`: the output and, when it succeeded,
+/// what it printed.
+async fn invoke(
+    cli: &Path,
+    serving: &Serving,
+    name: &str,
+    args: &[&str],
+    out: &OutDir,
+) -> (Output, Value) {
+    let file = out.file();
+    let mut all = vec!["lambda", "invoke", "--function-name", name];
+    all.extend_from_slice(args);
+    all.push(file.to_str().unwrap());
+    let output = aws(&cli.to_path_buf(), serving, &all).await;
+    let printed = if output.status.success() {
+        serde_json::from_slice(&output.stdout).unwrap()
+    } else {
+        Value::Null
+    };
+    (output, printed)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aws_cli_invokes_sync_async_and_dry_run_and_tails_the_log() {
     let Some(cli) = aws_cli() else { return };
     let runtime = Runtime::default();
     let name = unique("cli");
-    let (done, mut handled) = mpsc::unbounded_channel();
-    runtime
-        .register(Function::new(
-            &name,
-            handler_fn(move |event: Value, _ctx: Context| {
-                let _ = done.send(event.clone());
-                async move {
-                    match event.get("fail") {
-                        Some(_) => Err(FunctionError::new("OrderError", "bad order")),
-                        None => Ok(json!({"doubled": event["n"].as_i64().unwrap_or(0) * 2})),
-                    }
-                }
-            }),
-        ))
-        .await
-        .unwrap();
+    let mut probe = Probe::register(&runtime, &name, false).await;
     let serving = serve(&runtime).await;
-    let dir = std::env::temp_dir().join(unique("nimbus-cli"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out_file = dir.join("out.json");
-    let out_path = out_file.to_str().unwrap();
+    let out = OutDir::new();
 
-    let out = aws(
-        &cli,
-        &serving,
-        &[
-            "lambda",
-            "invoke",
-            "--function-name",
-            &name,
-            "--payload",
-            r#"{"n": 21}"#,
-            "--log-type",
-            "Tail",
-            out_path,
-        ],
-    )
-    .await;
-    assert!(out.status.success(), "{out:?}");
-    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let args = ["--payload", r#"{"n": 21}"#, "--log-type", "Tail"];
+    let (output, printed) = invoke(&cli, &serving, &name, &args, &out).await;
+    assert!(output.status.success(), "{output:?}");
     assert_eq!(printed["StatusCode"], 200);
     assert_eq!(printed["ExecutedVersion"], "$LATEST");
     let log = base64::engine::general_purpose::STANDARD
@@ -67,86 +81,37 @@ async fn the_aws_cli_invokes_sync_async_and_dry_run_and_tails_the_log() {
     assert!(String::from_utf8(log)
         .unwrap()
         .contains("REPORT RequestId:"));
-    let written: Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
-    assert_eq!(written, json!({"doubled": 42}));
-    assert_eq!(handled.recv().await.unwrap(), json!({"n": 21}));
+    assert_eq!(out.written(), json!({"echo": {"n": 21}}));
+    assert_eq!(probe.events.recv().await.unwrap(), json!({"n": 21}));
 
-    let out = aws(
-        &cli,
-        &serving,
-        &[
-            "lambda",
-            "invoke",
-            "--function-name",
-            &name,
-            "--payload",
-            r#"{"fail": 1}"#,
-            out_path,
-        ],
-    )
-    .await;
-    assert!(out.status.success(), "a function error exits 0: {out:?}");
-    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let args = ["--payload", r#"{"fail": 1}"#];
+    let (output, printed) = invoke(&cli, &serving, &name, &args, &out).await;
+    assert!(
+        output.status.success(),
+        "a function error exits 0: {output:?}"
+    );
     assert_eq!(printed["FunctionError"], "Unhandled");
-    let written: Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
-    assert_eq!(written["errorType"], "OrderError");
-    handled.recv().await.unwrap();
+    assert_eq!(out.written()["errorType"], "OrderError");
+    probe.events.recv().await.unwrap();
 
-    let out = aws(
-        &cli,
-        &serving,
-        &[
-            "lambda",
-            "invoke",
-            "--function-name",
-            &name,
-            "--invocation-type",
-            "Event",
-            "--payload",
-            r#"{"n": 5}"#,
-            out_path,
-        ],
-    )
-    .await;
-    assert!(out.status.success(), "{out:?}");
-    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let args = ["--invocation-type", "Event", "--payload", r#"{"n": 5}"#];
+    let (_, printed) = invoke(&cli, &serving, &name, &args, &out).await;
     assert_eq!(printed["StatusCode"], 202);
-    assert_eq!(handled.recv().await.unwrap(), json!({"n": 5}));
+    assert_eq!(probe.events.recv().await.unwrap(), json!({"n": 5}));
 
-    let out = aws(
-        &cli,
-        &serving,
-        &[
-            "lambda",
-            "invoke",
-            "--function-name",
-            &name,
-            "--invocation-type",
-            "DryRun",
-            out_path,
-        ],
-    )
-    .await;
-    assert!(out.status.success(), "{out:?}");
-    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let args = ["--invocation-type", "DryRun"];
+    let (_, printed) = invoke(&cli, &serving, &name, &args, &out).await;
     assert_eq!(printed["StatusCode"], 204);
 
-    let missing = unique("missing");
-    let out = aws(
-        &cli,
-        &serving,
-        &["lambda", "invoke", "--function-name", &missing, out_path],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(255), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (output, _) = invoke(&cli, &serving, &unique("missing"), &[], &out).await;
+    assert_eq!(output.status.code(), Some(255), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("ResourceNotFoundException"), "{stderr}");
 
-    std::fs::remove_dir_all(&dir).unwrap();
     serving.stop().await;
     runtime.shutdown(Duration::from_secs(1)).await;
     assert!(
-        handled.try_recv().is_err(),
+        probe.events.try_recv().is_err(),
         "the dry run and the 404 ran nothing"
     );
 }
@@ -156,54 +121,18 @@ async fn a_throttled_invoke_is_too_many_requests_for_the_aws_cli() {
     let Some(cli) = aws_cli() else { return };
     let runtime = Runtime::default();
     let name = unique("cli-busy");
-    let (started_tx, mut started) = mpsc::unbounded_channel();
-    let release = Arc::new(Notify::new());
-    let gate = Arc::clone(&release);
-    runtime
-        .register(
-            Function::new(
-                &name,
-                handler_fn(move |_: Value, _ctx: Context| {
-                    let _ = started_tx.send(());
-                    let gate = Arc::clone(&gate);
-                    async move {
-                        gate.notified().await;
-                        Ok::<_, FunctionError>(Value::Null)
-                    }
-                }),
-            )
-            .with_max_concurrency(1),
-        )
-        .await
-        .unwrap();
+    let mut probe = Probe::register(&runtime, &name, true).await;
     let serving = serve(&runtime).await;
-    let held = {
-        let runtime = runtime.clone();
-        let name = name.clone();
-        tokio::spawn(async move { runtime.invoke_json(&name, json!({})).await })
-    };
-    started.recv().await.unwrap();
-    let dir = std::env::temp_dir().join(unique("nimbus-cli"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out_file = dir.join("out.json");
-    let out = aws(
-        &cli,
-        &serving,
-        &[
-            "lambda",
-            "invoke",
-            "--function-name",
-            &name,
-            out_file.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(255), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let held = probe.hold(&runtime, &name).await;
+    let out = OutDir::new();
+
+    let (output, _) = invoke(&cli, &serving, &name, &[], &out).await;
+    assert_eq!(output.status.code(), Some(255), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("TooManyRequestsException"), "{stderr}");
-    release.notify_one();
+
+    probe.release();
     held.await.unwrap().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     serving.stop().await;
     runtime.shutdown(Duration::from_secs(1)).await;
 }

@@ -3,9 +3,12 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use nimbus_core::Runtime;
+use std::sync::Arc;
+
+use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
 use nimbus_http::{HttpConfig, Server, Serving};
-use serde_json::Value;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Notify};
 
 /// Where `.ci/clients` installs boto3 (`venv`) and the AWS CLI (`cli`).
 fn clients_dir() -> PathBuf {
@@ -147,4 +150,62 @@ pub(crate) fn unique(prefix: &str) -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A function the tests watch: it reports every event it gets; `{"fail": ..}` fails it with
+/// `OrderError`, `{"hold": ..}` keeps it running until released; otherwise it answers
+/// `{"echo": event}`.
+pub(crate) struct Probe {
+    pub(crate) events: mpsc::UnboundedReceiver<Value>,
+    release: Arc<Notify>,
+}
+
+impl Probe {
+    /// Registers the probe as `name`, with one instance at most when `single`.
+    pub(crate) async fn register(runtime: &Runtime, name: &str, single: bool) -> Self {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let release = Arc::new(Notify::new());
+        let gate = Arc::clone(&release);
+        let mut function = Function::new(
+            name,
+            handler_fn(move |event: Value, _ctx: Context| {
+                let _ = events_tx.send(event.clone());
+                let gate = Arc::clone(&gate);
+                async move {
+                    if event.get("hold").is_some() {
+                        gate.notified().await;
+                    }
+                    match event.get("fail") {
+                        Some(_) => Err(FunctionError::new("OrderError", "bad order")),
+                        None => Ok(json!({ "echo": event })),
+                    }
+                }
+            }),
+        );
+        if single {
+            function = function.with_max_concurrency(1);
+        }
+        runtime.register(function).await.unwrap();
+        Self { events, release }
+    }
+
+    /// Starts an invocation that holds the function's only instance; resolves once it runs.
+    pub(crate) async fn hold(
+        &mut self,
+        runtime: &Runtime,
+        name: &str,
+    ) -> tokio::task::JoinHandle<Result<Value, nimbus_core::CallError>> {
+        let held = {
+            let runtime = runtime.clone();
+            let name = name.to_owned();
+            tokio::spawn(async move { runtime.invoke_json(&name, json!({"hold": true})).await })
+        };
+        self.events.recv().await.unwrap();
+        held
+    }
+
+    /// Lets the held invocation finish.
+    pub(crate) fn release(&self) {
+        self.release.notify_one();
+    }
 }
