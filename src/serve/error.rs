@@ -121,19 +121,21 @@ impl Locator {
 
     /// The line of `field = ...` inside `table`, else the table's first line. An entry of an
     /// array of tables (`[[functions]]`) is spanned by its header only: its fields, and its
-    /// sub-tables, run to the next entry's header.
-    fn field_line(&self, table: Range<usize>, field: &str) -> usize {
+    /// sub-tables (`[[functions.layers]]`, `[functions.async]`), run to the next header that is
+    /// not one of its sub-tables.
+    pub(crate) fn field_line(&self, table: Range<usize>, field: &str) -> usize {
         let start = table.start.min(self.text.len());
-        let next_entry = self.text[start..]
-            .match_indices("\n[[")
-            .map(|(i, _)| start + i + 1)
-            .find(|&i| i > start);
         let end = table
             .end
-            .max(next_entry.unwrap_or(self.text.len()))
-            .min(self.text.len());
+            .max(self.entry_end(start))
+            .clamp(start, self.text.len());
+        // A field that is a sub-table (`layers`) is named by its header.
+        let sub_table = header_key(&self.text[start..]).map(|key| format!("{key}.{field}"));
         let mut offset = start;
         for line in self.text[start..end].split_inclusive('\n') {
+            if sub_table.is_some() && header_key(line) == sub_table {
+                return self.line_of(offset);
+            }
             let trimmed = line.trim_start().trim_start_matches('{').trim_start();
             if let Some(rest) = trimmed.strip_prefix(field) {
                 if rest.trim_start().starts_with('=') {
@@ -144,6 +146,38 @@ impl Locator {
         }
         self.line_of(start)
     }
+
+    /// Where the entry whose header starts at `start` ends: at the next header that is not one
+    /// of its sub-tables (or at `start` itself when no header starts there).
+    fn entry_end(&self, start: usize) -> usize {
+        let rest = &self.text[start..];
+        let Some(key) = header_key(rest) else {
+            return start;
+        };
+        let sub_table = format!("{key}.");
+        let mut lines = rest.split_inclusive('\n');
+        let mut offset = start + lines.next().map_or(0, str::len);
+        for line in lines {
+            if let Some(other) = header_key(line) {
+                if !other.starts_with(&sub_table) {
+                    return offset;
+                }
+            }
+            offset += line.len();
+        }
+        self.text.len()
+    }
+}
+
+/// The key of a table header line (`[[functions.layers]]` gives `functions.layers`).
+fn header_key(line: &str) -> Option<String> {
+    let line = line.trim_start();
+    if !line.starts_with('[') {
+        return None;
+    }
+    let key = line.trim_start_matches('[');
+    let key = key.split(']').next()?;
+    Some(key.split('.').map(str::trim).collect::<Vec<_>>().join("."))
 }
 
 /// The last key of `text` (`throttle = { rate ` gives `rate`).

@@ -4,17 +4,19 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use nimbus_sources::{BatchResponse, QueueBatch};
 use serde_json::Value;
 
+use super::buckets::{prepare_bucket, PreparedBucket};
 use super::error::{Locator, ServeError};
-use super::format::{FileSpec, FunctionSpec};
+use super::format::{FileSpec, FunctionSpec, RouteSpec};
 use super::functions::PreparedFunction;
 use super::routes::prepare_route;
 use super::sources::{prepare_mapping, prepare_queue, PreparedMapping, PreparedQueue};
 use crate::http::Route;
-use crate::Function;
+use crate::{Function, Runtime};
 
 /// A function the host application provides for a name the file declares without `command`.
 #[derive(Debug)]
@@ -43,6 +45,9 @@ pub struct ServeFile {
     pub(crate) queues: Vec<PreparedQueue>,
     pub(crate) mappings: Vec<PreparedMapping>,
     pub(crate) routes: Vec<Route>,
+    pub(crate) buckets: Vec<PreparedBucket>,
+    /// The runtime, set at start, for the buckets' rules (built, and checked, at load).
+    pub(crate) bucket_runtime: Arc<OnceLock<Runtime>>,
     pub(crate) bind_line: Option<usize>,
     pub(crate) host: HashMap<String, HostFunction>,
 }
@@ -70,8 +75,8 @@ impl ServeFile {
     /// # Errors
     ///
     /// The first mistake, naming its line and field: a syntax error, an unknown field, a value
-    /// of the wrong type or out of range, a duplicate name, or a reference to a function or
-    /// queue the file does not declare.
+    /// of the wrong type or out of range, a duplicate name or route, a reference to a function
+    /// or queue the file does not declare, or a file that declares no function.
     pub fn parse(text: &str, path: impl AsRef<Path>) -> Result<Self, ServeError> {
         let path = path.as_ref();
         let locator = Locator::new(path, text);
@@ -87,6 +92,13 @@ impl ServeFile {
                 .map_err(|_| locator.at(bind.span(), "bind", "not a socket address (host:port)"))?,
         };
 
+        if spec.functions.is_empty() {
+            return Err(locator.error(
+                None,
+                "functions",
+                "the file declares no functions: add a [[functions]] table",
+            ));
+        }
         let kinds = function_kinds(&spec, &locator)?;
         let mut functions = Vec::new();
         for function in &spec.functions {
@@ -110,13 +122,48 @@ impl ServeFile {
             queues.push(prepare_queue(queue, &locator)?);
         }
         check_destinations(&spec.functions, &kinds, &queue_names, &locator)?;
-        let mut mappings = Vec::new();
+        let mut mappings: Vec<PreparedMapping> = Vec::new();
         for mapping in &spec.mappings {
-            mappings.push(prepare_mapping(mapping, &queue_names, &locator)?);
+            let prepared = prepare_mapping(mapping, &queue_names, &locator)?;
+            // Each mapping is a series of /metrics and a line of the summary: one per name.
+            if mappings.iter().any(|m| m.name == prepared.name) {
+                let field = if mapping.get_ref().name.is_some() {
+                    "name"
+                } else {
+                    "function"
+                };
+                return Err(locator.in_table(
+                    mapping.span(),
+                    field,
+                    format!(
+                        "a mapping named `{}` is declared twice (set `name` to tell them apart)",
+                        prepared.name
+                    ),
+                ));
+            }
+            mappings.push(prepared);
         }
         let mut routes = Vec::new();
         for route in &spec.routes {
-            routes.push(prepare_route(route, &locator)?);
+            let made = prepare_route(route, &locator)?;
+            if let Some(earlier) = routes.iter().find(|r| same_requests(r, &made)) {
+                return Err(conflict(&locator, route, earlier));
+            }
+            routes.push(made);
+        }
+        let bucket_runtime = Arc::new(OnceLock::new());
+        let mut buckets: Vec<PreparedBucket> = Vec::new();
+        for bucket in &spec.buckets {
+            let prepared = prepare_bucket(bucket, &base, &bucket_runtime, &locator)?;
+            // Two stores on one folder would each notify, and keep, the other's objects.
+            if buckets.iter().any(|b| b.root() == prepared.root()) {
+                return Err(locator.at(
+                    bucket.get_ref().directory.span(),
+                    "directory",
+                    "another bucket uses this directory: give each bucket its own",
+                ));
+            }
+            buckets.push(prepared);
         }
         let bind_line = spec
             .http
@@ -130,6 +177,8 @@ impl ServeFile {
             queues,
             mappings,
             routes,
+            buckets,
+            bucket_runtime,
             bind_line,
             host: HashMap::new(),
         })
@@ -181,6 +230,16 @@ fn function_kinds(spec: &FileSpec, locator: &Locator) -> Result<HashMap<String, 
     let mut kinds = HashMap::new();
     for function in &spec.functions {
         let name = &function.get_ref().name;
+        if !valid_function_name(name.get_ref()) {
+            return Err(locator.at(
+                name.span(),
+                "name",
+                format!(
+                    "`{}` is not a function name: allowed 1 to 64 characters of [A-Za-z0-9_-]",
+                    name.get_ref()
+                ),
+            ));
+        }
         if kinds.insert(name.get_ref().clone(), Kind::Json).is_some() {
             return Err(locator.at(
                 name.span(),
@@ -196,8 +255,16 @@ fn function_kinds(spec: &FileSpec, locator: &Locator) -> Result<HashMap<String, 
             None => return Err(unknown_function(locator, function)),
         }
     }
-    for route in &spec.routes {
-        let function = &route.get_ref().function;
+    let notified = spec
+        .buckets
+        .iter()
+        .flat_map(|b| &b.get_ref().notifications)
+        .map(|n| (&n.get_ref().function, "a notification"));
+    let routed = spec
+        .routes
+        .iter()
+        .map(|r| (&r.get_ref().function, "a route"));
+    for (function, what) in routed.chain(notified) {
         match kinds.get(function.get_ref().as_str()) {
             Some(Kind::Json) => {}
             Some(Kind::Queue) => {
@@ -205,7 +272,7 @@ fn function_kinds(spec: &FileSpec, locator: &Locator) -> Result<HashMap<String, 
                     function.span(),
                     "function",
                     format!(
-                        "`{}` is a queue mapping's target (it takes queue batches); a route needs \
+                        "`{}` is a queue mapping's target (it takes queue batches); {what} needs \
                          a function that takes JSON",
                         function.get_ref()
                     ),
@@ -275,6 +342,50 @@ pub(crate) fn unknown_function(locator: &Locator, name: &toml::Spanned<String>) 
         format!(
             "no function named `{}` is declared in [[functions]]",
             name.get_ref()
+        ),
+    )
+}
+
+/// Lambda's rule for function names, checked by the runtime at registration: checked here too,
+/// so that the file's line is named before anything starts.
+fn valid_function_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Whether two routes take the same requests: the same method (or both `ANY`) and the same
+/// path shape, whatever their parameters are called.
+fn same_requests(a: &Route, b: &Route) -> bool {
+    a.method() == b.method() && path_shape(a.path()) == path_shape(b.path())
+}
+
+/// A path template with its parameters unnamed: `/orders/{id}` gives `/orders/{}`,
+/// `/files/{proxy+}` gives `/files/{+}`.
+fn path_shape(path: &str) -> String {
+    path.split('/')
+        .map(
+            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) if name.ends_with('+') => "{+}",
+                Some(_) => "{}",
+                None => segment,
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The error of a route that takes the requests of an earlier one.
+fn conflict(locator: &Locator, route: &toml::Spanned<RouteSpec>, earlier: &Route) -> ServeError {
+    locator.in_table(
+        route.span(),
+        "path",
+        format!(
+            "`{} {}` takes the same requests as the earlier route `{}`",
+            route.get_ref().method,
+            route.get_ref().path,
+            earlier.route_key()
         ),
     )
 }

@@ -26,6 +26,9 @@ pub struct FileSpec {
     /// Gateway routes, each a `[[routes]]` table.
     #[serde(default)]
     pub routes: Vec<Spanned<RouteSpec>>,
+    /// Object buckets in watched directories, each a `[[buckets]]` table.
+    #[serde(default)]
+    pub buckets: Vec<Spanned<BucketSpec>>,
 }
 
 /// `[http]`: where the Lambda API, the gateway and `/metrics` listen.
@@ -189,4 +192,40 @@ pub struct ThrottleSpec {
     pub rate: u32,
     /// The bucket's size.
     pub burst: u32,
+}
+
+/// `[[buckets]]`: a bucket of a directory object store: the folder `<directory>/<name>`,
+/// watched, so that a file written there by any program is an object created.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketSpec {
+    /// The bucket's name (the events' `s3.bucket.name`).
+    pub name: Spanned<String>,
+    /// The store's root (relative to the file's directory); the bucket is its sub-folder
+    /// `name`.
+    pub directory: Spanned<String>,
+    /// Quiet time after a file's last change before it is notified, in seconds (default 0.2).
+    pub settle: Option<f64>,
+    /// Where its events go, each a `[[buckets.notifications]]` table.
+    #[serde(default)]
+    pub notifications: Vec<Spanned<NotificationSpec>>,
+}
+
+/// `[[buckets.notifications]]`: which events of which keys invoke which function.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSpec {
+    /// The rule's id (the events' `configurationId`; default `<function>-<n>`).
+    pub id: Option<String>,
+    /// Event types: `s3:ObjectCreated:*`, `s3:ObjectCreated:Put`, `s3:ObjectRemoved:*`,
+    /// `s3:ObjectRemoved:Delete`.
+    pub events: Vec<String>,
+    /// Keys must start with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// Keys must end with this.
+    #[serde(default)]
+    pub suffix: String,
+    /// The function invoked asynchronously with S3's event, `{"Records": [...]}`.
+    pub function: Spanned<String>,
 }

@@ -1,7 +1,8 @@
 //! `nimbus serve nimbus.toml` (feature `serve`): one file declares functions (process instances
 //! from a `command`, or in-process functions the host provides by name), their async settings
 //! and destinations, in-memory queues, queue mappings (in-memory, Redis, PostgreSQL, NATS),
-//! gateway routes and the HTTP listener; [`ServeFile`] checks it and starts it as a
+//! object buckets in watched directories with their notification rules, gateway routes and the
+//! HTTP listener; [`ServeFile`] checks it and starts it as a
 //! [`Platform`].
 //!
 //! Every mistake is a [`ServeError`] naming the line and the field.
@@ -17,9 +18,10 @@
 //! # Layout
 //!
 //! [`format`](mod@format) is the file's shape and [`error`] its errors; `file` checks a parsed file,
-//! `functions`, `destinations`, `sources` and `routes` build each part, and `platform` runs
+//! `functions`, `destinations`, `sources`, `buckets` and `routes` build each part, and `platform` runs
 //! them.
 
+mod buckets;
 mod destinations;
 pub mod error;
 mod file;

@@ -34,6 +34,7 @@ enum Source {
 /// A mapping checked against [`QueueMappingConfig::validate`], ready to start.
 #[derive(Debug)]
 pub(crate) struct PreparedMapping {
+    pub(crate) name: String,
     pub(crate) function: String,
     source: Source,
     config: QueueMappingConfig,
@@ -113,7 +114,11 @@ pub(crate) fn prepare_mapping(
         config = config.with_batching_window(seconds(window, "batching_window", locator, &span)?);
     }
     if let Some(max) = spec.max_concurrency {
-        config = config.with_max_concurrency(max);
+        // Scaling starts at the default (5) or at the maximum, whichever is smaller.
+        let initial = config.initial_concurrency.min(max);
+        config = config
+            .with_max_concurrency(max)
+            .with_initial_concurrency(initial);
     }
     if let Some(on) = spec.report_batch_item_failures {
         config = config.with_report_batch_item_failures(on);
@@ -121,10 +126,28 @@ pub(crate) fn prepare_mapping(
     for filter in &spec.filters {
         config = config.with_filter(filter.clone());
     }
-    config
-        .validate()
-        .map_err(|e| locator.in_table(span.clone(), e.field, config_message(&e)))?;
+    config.validate().map_err(|e| {
+        // The file's spelling of the field the constructor names, and the field whose line
+        // shows it.
+        let (field, line_of) = match (e.field, &source, spec.name.is_some()) {
+            // A name the file does not spell is made of the function's and the source's.
+            ("name", _, false) => ("function", "function"),
+            ("queue_name", Source::Memory(_), _) => ("queue", "queue"),
+            ("queue_name", Source::Redis(_), _) => ("name", "redis"),
+            ("queue_name", Source::Postgres(_), _) => ("name", "postgres"),
+            ("queue_name", Source::Nats(_), _) => ("name", "nats"),
+            (other, _, _) => (other, other),
+        };
+        let mut message = config_message(&e);
+        if e.field == "name" && spec.name.is_none() {
+            message
+                .push_str(" (the mapping's name is `<function>-<source>` unless `name` sets it)");
+        }
+        let line = locator.field_line(span.clone(), line_of);
+        locator.error(Some(line), field, message)
+    })?;
     Ok(PreparedMapping {
+        name,
         function,
         source,
         config,
@@ -133,6 +156,14 @@ pub(crate) fn prepare_mapping(
 }
 
 impl PreparedMapping {
+    /// The in-memory queue it drains, if its source is one.
+    pub(crate) fn memory_queue(&self) -> Option<&str> {
+        match &self.source {
+            Source::Memory(name) => Some(name),
+            _ => None,
+        }
+    }
+
     /// Connects the source and starts the mapping, attached to `runtime`.
     pub(crate) async fn start(
         self,

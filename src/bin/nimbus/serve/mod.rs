@@ -1,5 +1,5 @@
 //! `nimbus serve <file>`: starts what the file declares, says where it listens, shows a live
-//! summary, and on Ctrl-C stops gracefully and reports what it could not finish.
+//! summary, and on Ctrl-C or SIGTERM stops gracefully and reports what it could not finish.
 
 mod summary;
 
@@ -19,7 +19,7 @@ pub(crate) struct ServeArgs {
     /// Listen here instead of the file's `[http] bind` (port 0 picks a free port).
     #[arg(long)]
     bind: Option<SocketAddr>,
-    /// Seconds that work in flight gets to finish at Ctrl-C.
+    /// Seconds that work in flight gets to finish at Ctrl-C or SIGTERM.
     #[arg(long, default_value_t = 10.0)]
     grace: f64,
     /// Seconds between two lines of the live summary.
@@ -38,25 +38,29 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
         file = file.with_bind(bind);
     }
     let platform = file.start(Runtime::default()).await?;
+    // Registered before "listening" is printed: a signal sent as soon as it is seen stops
+    // gracefully rather than killing the process.
+    let mut stop = match StopSignals::new() {
+        Ok(stop) => stop,
+        Err(error) => {
+            platform.stop(grace).await;
+            return Err(error.into());
+        }
+    };
     announce(&args.file, &platform);
 
     let live = summary::Live::new(std::io::stdout().is_terminal());
     let mut ticks = tokio::time::interval(interval);
-    let stop = tokio::signal::ctrl_c();
-    tokio::pin!(stop);
-    loop {
+    let signal = loop {
         tokio::select! {
-            result = &mut stop => {
-                result?;
-                break;
-            }
+            signal = stop.next() => break signal,
             _ = ticks.tick() => live.show(&platform),
         }
-    }
+    };
     live.finish();
     println!(
-        "stopping: the listener answers the requests in flight; mappings stop, then work in \
-         flight gets {grace:?}"
+        "stopping ({signal}): the listener answers the requests in flight, the pipeline drains, \
+         then mappings stop and work in flight gets the rest of {grace:?}"
     );
     let functions = platform.functions().to_vec();
     let runtime = platform.runtime().clone();
@@ -87,5 +91,49 @@ fn announce(file: &std::path::Path, platform: &Platform) {
     for mapping in platform.mappings() {
         println!("  mapping     {}", mapping.name());
     }
-    println!("Ctrl-C stops (work in flight is finished or reported)");
+    for (name, folder) in platform.buckets() {
+        println!("  bucket      {name} {}", folder.display());
+    }
+    println!("Ctrl-C or SIGTERM stops (work in flight is finished or reported)");
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM (`kill`, `docker stop`, systemd), listened for from the start.
+struct StopSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
+        }
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "SIGINT",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
 }

@@ -1,7 +1,5 @@
 //! The live summary (per function: invocations, errors, throttles, p99) and the final report.
 
-use std::collections::HashMap;
-
 use indicatif::ProgressBar;
 use nimbus::serve::{Platform, StopReport};
 use nimbus::Runtime;
@@ -69,24 +67,36 @@ fn function_line(runtime: &Runtime, name: &str) -> String {
     line
 }
 
-/// What happened, and what could not be finished: async events handed back, messages left
-/// in in-memory queues.
+/// What happened, and what could not be finished: async events handed back unfinished, events
+/// that finished but were kept for the host, deliveries refused, messages left in in-memory
+/// queues. For each function, `succeeded + failed + unfinished == accepted`: a kept failure is
+/// counted once, in `failed`.
 pub(crate) fn final_report(runtime: &Runtime, functions: &[String], report: &StopReport) {
-    let mut handed_back: HashMap<&str, usize> = HashMap::new();
-    for event in &report.shutdown.handed_back {
-        *handed_back.entry(event.function.as_str()).or_default() += 1;
-    }
+    // Handed back: unfinished (queued, waiting for a retry, stopped mid-run: no condition), or
+    // finished and kept (a failure no destination took, a record cut off: a condition).
+    let (kept, unfinished): (Vec<_>, Vec<_>) = report
+        .shutdown
+        .handed_back
+        .iter()
+        .partition(|event| event.condition.is_some());
+    let count = |events: &[&nimbus::HandedBack], name: &str| {
+        events.iter().filter(|e| e.function == name).count()
+    };
     println!("final summary");
     for name in functions {
         println!("  {}", function_line(runtime, name));
         if let Some(a) = runtime.async_metrics(name).filter(|a| a.accepted > 0) {
             println!(
-                "  {name} async: accepted {}, succeeded {}, failed {}, delivered {}, handed back {}",
+                "  {name} async: accepted {}, succeeded {}, failed {}, unfinished {}, delivered {}, \
+                 delivery failures {}, discarded {}, kept {}",
                 a.accepted,
                 a.succeeded,
                 a.failed,
+                count(&unfinished, name),
                 a.delivered,
-                handed_back.get(name.as_str()).copied().unwrap_or(0)
+                a.delivery_failures,
+                a.discarded,
+                count(&kept, name),
             );
         }
     }
@@ -107,16 +117,34 @@ pub(crate) fn final_report(runtime: &Runtime, functions: &[String], report: &Sto
     }
     println!(
         "handed back: {} async events accepted but not finished",
-        report.shutdown.handed_back.len()
+        unfinished.len()
     );
-    for event in &report.shutdown.handed_back {
-        let condition = event
-            .condition
-            .as_ref()
-            .map_or_else(|| "queued".to_owned(), |c| format!("{c:?}"));
+    for event in &unfinished {
         println!(
-            "  {} {} ({condition}, {} attempts)",
+            "  {} {} (queued, {} attempts)",
             event.function, event.request_id, event.attempts
+        );
+    }
+    println!(
+        "kept: {} async events finished but taken by no destination (failed without on_failure, \
+         or their record cut off)",
+        kept.len()
+    );
+    for event in &kept {
+        let error = event
+            .error
+            .as_ref()
+            .map_or_else(String::new, |e| format!(": {} {}", e.error_type, e.message));
+        println!(
+            "  {} {} ({:?}, {} attempts{error})",
+            event.function,
+            event.request_id,
+            event
+                .condition
+                .as_ref()
+                .map(|c| format!("{c:?}"))
+                .unwrap_or_default(),
+            event.attempts
         );
     }
     println!(
