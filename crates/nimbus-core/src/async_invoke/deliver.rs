@@ -77,7 +77,7 @@ where
 
     /// Counts a success and delivers its record. Returns whether the event is finished (the
     /// caller counts it out of `pending`); an event whose record was cut off by the end of the
-    /// grace period is kept for the host instead.
+    /// grace period, or refused while the runtime shuts down, is kept for the host instead.
     pub(super) async fn succeed(&self, queued: Queued<E>, output: O) -> bool {
         let state = &self.state;
         state.counters.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -98,6 +98,12 @@ where
         match delivery {
             Delivery::Delivered => {
                 state.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Delivery::Refused(_) if self.exec.gate_closed() => {
+                // Refused while the runtime shuts down (another function's queue closing, a
+                // target stopping): the record is not lost but handed back to the host.
+                state.keep(queued, Some((Condition::Success, None)));
+                return false;
             }
             Delivery::Refused(reason) => {
                 // The event succeeded; only its notification is lost, and it is logged.

@@ -89,6 +89,61 @@ async fn shutdown_is_bounded_when_a_destination_never_answers() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_success_record_refused_during_shutdown_is_handed_back_not_lost() {
+    let rt = runtime(10);
+    // The destination is another function's async queue, which refuses once shutdown begins.
+    let target = rt
+        .register(Function::new(
+            "seams-target",
+            handler_fn(|_: InvocationRecord<u32, u32>, _ctx: Context| async {
+                Ok::<_, FunctionError>(())
+            }),
+        ))
+        .await
+        .unwrap();
+    let forward = destination_fn(move |record: InvocationRecord<u32, u32>| {
+        let refused = target
+            .invoke_async(record)
+            .map_err(|r| DeliveryError::new(r.event, format!("{:?}", r.reason)));
+        async move { refused.map(|_| ()) }
+    });
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let source = rt
+        .register(
+            Function::new(
+                "seams-source",
+                handler_fn(move |n: u32, _ctx: Context| {
+                    let _ = started_tx.send(());
+                    let gate = gate.clone();
+                    async move {
+                        gate.notified().await;
+                        Ok::<_, FunctionError>(n * 2)
+                    }
+                }),
+            )
+            .with_on_success(forward),
+        )
+        .await
+        .unwrap();
+    source.invoke_async(21).unwrap();
+    started.recv().await.unwrap();
+    let shutdown = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.shutdown(Duration::from_secs(5)).await }
+    });
+    until("shutdown has begun", || rt.is_shutting_down()).await;
+    release.notify_one();
+    let report = shutdown.await.unwrap();
+
+    assert_eq!(source.async_metrics().delivery_failures, 0);
+    let [back] = <[_; 1]>::try_from(report.handed_back).expect("one event handed back");
+    assert_eq!(back.condition, Some(Condition::Success));
+    assert_eq!(back.downcast::<u32>().expect("a u32 event"), 21);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_destination_that_never_answers_is_given_up_after_the_delivery_timeout() {
     let rt = runtime(10);
     let offered = Arc::new(AtomicUsize::new(0));
