@@ -19,6 +19,7 @@
 mod answer;
 mod decode;
 mod event;
+mod json;
 mod response;
 mod route;
 mod table;
