@@ -53,7 +53,7 @@ pub(crate) struct Incoming<'a> {
     pub(crate) at: SystemTime,
     pub(crate) account_id: &'a str,
     /// `GET /orders/{id}`.
-    pub(crate) route_key: String,
+    pub(crate) route_key: &'a str,
     /// `/orders/{id}`.
     pub(crate) resource: &'a str,
     pub(crate) path_parameters: &'a [(String, String)],
@@ -77,7 +77,7 @@ pub(crate) fn v2(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
 
     let (domain_name, domain_prefix) = domain(incoming);
     let mut context = ApiGatewayV2httpRequestContext::default();
-    context.route_key = Some(incoming.route_key.clone());
+    context.route_key = Some(incoming.route_key.to_owned());
     context.account_id = Some(incoming.account_id.to_owned());
     context.stage = Some(STAGE.to_owned());
     context.request_id = Some(incoming.request_id.to_owned());
@@ -90,7 +90,7 @@ pub(crate) fn v2(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
 
     let mut event = ApiGatewayV2httpRequest::default();
     event.version = Some("2.0".to_owned());
-    event.route_key = Some(incoming.route_key.clone());
+    event.route_key = Some(incoming.route_key.to_owned());
     event.raw_path = Some(incoming.raw_path.to_owned());
     event.raw_query_string = Some(incoming.raw_query.to_owned());
     event.cookies = (!cookies.is_empty()).then_some(cookies);
@@ -106,6 +106,20 @@ pub(crate) fn v2(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
 
 /// 2.0's headers, repeated ones comma-joined and without `cookie`, and its cookies.
 fn v2_headers(incoming: &Incoming<'_>) -> (HeaderMap, Vec<String>) {
+    let Some(mut joined) = plain_headers(incoming) else {
+        return v2_headers_grouped(incoming);
+    };
+    let cookies = joined
+        .remove(http::header::COOKIE)
+        .map(|value| split_cookies(&String::from_utf8_lossy(value.as_bytes())))
+        .unwrap_or_default();
+    (joined, cookies)
+}
+
+/// The event's headers when every name comes once and every value is text (the common
+/// case): the request's own map with the `X-Forwarded-*` headers of [`header_pairs`], no
+/// regrouping needed. `None` otherwise.
+fn plain_headers(incoming: &Incoming<'_>) -> Option<HeaderMap> {
     let headers = incoming.headers;
     let repeated = headers.len() != headers.keys_len();
     if repeated
@@ -113,24 +127,19 @@ fn v2_headers(incoming: &Incoming<'_>) -> (HeaderMap, Vec<String>) {
             .values()
             .any(|v| std::str::from_utf8(v.as_bytes()).is_err())
     {
-        return v2_headers_grouped(incoming);
+        return None;
     }
-    // The common case, every name once and every value text: the request's own map.
-    let mut joined = headers.clone();
-    let cookies = joined
-        .remove(http::header::COOKIE)
-        .map(|value| split_cookies(&String::from_utf8_lossy(value.as_bytes())))
-        .unwrap_or_default();
-    if !joined.contains_key(X_FORWARDED_PROTO) {
-        joined.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let mut plain = headers.clone();
+    if !plain.contains_key(X_FORWARDED_PROTO) {
+        plain.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if !joined.contains_key(X_FORWARDED_PORT) {
-        joined.insert(
+    if !plain.contains_key(X_FORWARDED_PORT) {
+        plain.insert(
             X_FORWARDED_PORT,
             HeaderValue::from(forwarded_port(incoming)),
         );
     }
-    (joined, cookies)
+    Some(plain)
 }
 
 /// [`v2_headers`] for requests that repeat a header or send one that is not text.
@@ -162,17 +171,10 @@ fn split_cookies(value: &str) -> Vec<String> {
 
 /// The payload 1.0 event (REST API).
 pub(crate) fn v1(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
-    let grouped = group_pairs(header_pairs(incoming));
-    let mut headers = HeaderMap::new();
-    let mut multi_value_headers = HeaderMap::new();
-    for (name, values) in &grouped {
-        if let Some(last) = values.last() {
-            insert(&mut headers, name, last);
-        }
-        for value in values {
-            append(&mut multi_value_headers, name, value);
-        }
-    }
+    let (headers, multi_value_headers) = match plain_headers(incoming) {
+        Some(plain) => (plain.clone(), plain),
+        None => v1_headers_grouped(incoming),
+    };
     let query = group_pairs(query_pairs(incoming.raw_query));
     let last_values: HashMap<String, String> = query
         .iter()
@@ -198,7 +200,7 @@ pub(crate) fn v1(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
     context.resource_path = Some(incoming.resource.to_owned());
     context.path = Some(incoming.raw_path.to_owned());
     context.http_method = incoming.method.clone();
-    context.request_time = Some(request_time(incoming.at));
+    context.request_time = Some(request_time_cached(incoming.at));
     context.request_time_epoch = epoch_millis(incoming.at);
     context.apiid = Some(API_ID.to_owned());
 
@@ -234,6 +236,21 @@ pub(crate) fn v1(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
         }
     }
     Ok(value)
+}
+
+/// 1.0's `headers` (the last value of each) and `multiValueHeaders` (all of them).
+fn v1_headers_grouped(incoming: &Incoming<'_>) -> (HeaderMap, HeaderMap) {
+    let mut headers = HeaderMap::new();
+    let mut multi_value_headers = HeaderMap::new();
+    for (name, values) in &group_pairs(header_pairs(incoming)) {
+        if let Some(last) = values.last() {
+            insert(&mut headers, name, last);
+        }
+        for value in values {
+            append(&mut multi_value_headers, name, value);
+        }
+    }
+    (headers, multi_value_headers)
 }
 
 /// The request's headers as lowercase names and text values, in order, with the
