@@ -1,6 +1,7 @@
 //! The proxy events of API Gateway's Lambda integration, payload 2.0 (HTTP API) and 1.0
 //! (REST API), built with `aws_lambda_events`' types so that they parse as Lambda's.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,11 +16,26 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::decode::{group_pairs, query_pairs};
+use super::json::to_value_omitting;
 
 /// The API id in every event (API Gateway's are 10 characters; SAM local uses this one).
 pub(crate) const API_ID: &str = "1234567890";
 /// The stage in every event.
 pub(crate) const STAGE: &str = "$default";
+
+/// Fields of `ApiGatewayV2httpRequest` that a 2.0 event does not have (authorizer payloads').
+const V2_ABSENT: &[&str] = &[
+    "type",
+    "methodArn",
+    "httpMethod",
+    "identitySource",
+    "authorizationToken",
+    "resource",
+    "stageVariables",
+];
+
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// What an event is built from: the request and the route that took it.
 #[derive(Debug)]
@@ -37,7 +53,7 @@ pub(crate) struct Incoming<'a> {
     pub(crate) at: SystemTime,
     pub(crate) account_id: &'a str,
     /// `GET /orders/{id}`.
-    pub(crate) route_key: String,
+    pub(crate) route_key: &'a str,
     /// `/orders/{id}`.
     pub(crate) resource: &'a str,
     pub(crate) path_parameters: &'a [(String, String)],
@@ -45,20 +61,7 @@ pub(crate) struct Incoming<'a> {
 
 /// The payload 2.0 event (HTTP API).
 pub(crate) fn v2(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
-    let headers = header_pairs(incoming);
-    let cookies: Vec<String> = headers
-        .iter()
-        .filter(|(name, _)| name == "cookie")
-        .flat_map(|(_, value)| value.split("; ").map(str::to_owned))
-        .filter(|cookie| !cookie.is_empty())
-        .collect();
-    let mut joined = HeaderMap::new();
-    for (name, values) in group_pairs(headers) {
-        // 2.0 moves cookies to `cookies`; other repeated headers are comma-joined.
-        if name != "cookie" {
-            insert(&mut joined, &name, &values.join(","));
-        }
-    }
+    let (joined, cookies) = v2_headers(incoming);
     let query: HashMap<String, String> = group_pairs(query_pairs(incoming.raw_query))
         .into_iter()
         .map(|(name, values)| (name, values.join(",")))
@@ -74,20 +77,20 @@ pub(crate) fn v2(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
 
     let (domain_name, domain_prefix) = domain(incoming);
     let mut context = ApiGatewayV2httpRequestContext::default();
-    context.route_key = Some(incoming.route_key.clone());
+    context.route_key = Some(incoming.route_key.to_owned());
     context.account_id = Some(incoming.account_id.to_owned());
     context.stage = Some(STAGE.to_owned());
     context.request_id = Some(incoming.request_id.to_owned());
     context.apiid = Some(API_ID.to_owned());
     context.domain_name = Some(domain_name);
     context.domain_prefix = Some(domain_prefix);
-    context.time = Some(request_time(incoming.at));
+    context.time = Some(request_time_cached(incoming.at));
     context.time_epoch = epoch_millis(incoming.at);
     context.http = http;
 
     let mut event = ApiGatewayV2httpRequest::default();
     event.version = Some("2.0".to_owned());
-    event.route_key = Some(incoming.route_key.clone());
+    event.route_key = Some(incoming.route_key.to_owned());
     event.raw_path = Some(incoming.raw_path.to_owned());
     event.raw_query_string = Some(incoming.raw_query.to_owned());
     event.cookies = (!cookies.is_empty()).then_some(cookies);
@@ -98,37 +101,80 @@ pub(crate) fn v2(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
     event.body = body;
     event.is_base64_encoded = is_base64_encoded;
 
-    let mut value = serde_json::to_value(&event)?;
-    if let Some(object) = value.as_object_mut() {
-        // Fields of the type that a 2.0 event does not have (authorizer payloads' fields).
-        for absent in [
-            "type",
-            "methodArn",
-            "httpMethod",
-            "identitySource",
-            "authorizationToken",
-            "resource",
-            "stageVariables",
-        ] {
-            object.remove(absent);
+    to_value_omitting(&event, V2_ABSENT)
+}
+
+/// 2.0's headers, repeated ones comma-joined and without `cookie`, and its cookies.
+fn v2_headers(incoming: &Incoming<'_>) -> (HeaderMap, Vec<String>) {
+    let Some(mut joined) = plain_headers(incoming) else {
+        return v2_headers_grouped(incoming);
+    };
+    let cookies = joined
+        .remove(http::header::COOKIE)
+        .map(|value| split_cookies(&String::from_utf8_lossy(value.as_bytes())))
+        .unwrap_or_default();
+    (joined, cookies)
+}
+
+/// The event's headers when every name comes once and every value is text (the common
+/// case): the request's own map with the `X-Forwarded-*` headers of [`header_pairs`], no
+/// regrouping needed. `None` otherwise.
+fn plain_headers(incoming: &Incoming<'_>) -> Option<HeaderMap> {
+    let headers = incoming.headers;
+    let repeated = headers.len() != headers.keys_len();
+    if repeated
+        || headers
+            .values()
+            .any(|v| std::str::from_utf8(v.as_bytes()).is_err())
+    {
+        return None;
+    }
+    let mut plain = headers.clone();
+    if !plain.contains_key(X_FORWARDED_PROTO) {
+        plain.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !plain.contains_key(X_FORWARDED_PORT) {
+        plain.insert(
+            X_FORWARDED_PORT,
+            HeaderValue::from(forwarded_port(incoming)),
+        );
+    }
+    Some(plain)
+}
+
+/// [`v2_headers`] for requests that repeat a header or send one that is not text.
+fn v2_headers_grouped(incoming: &Incoming<'_>) -> (HeaderMap, Vec<String>) {
+    let headers = header_pairs(incoming);
+    let cookies: Vec<String> = headers
+        .iter()
+        .filter(|(name, _)| name == "cookie")
+        .flat_map(|(_, value)| split_cookies(value))
+        .collect();
+    let mut joined = HeaderMap::new();
+    for (name, values) in group_pairs(headers) {
+        // 2.0 moves cookies to `cookies`; other repeated headers are comma-joined.
+        if name != "cookie" {
+            insert(&mut joined, &name, &values.join(","));
         }
     }
-    Ok(value)
+    (joined, cookies)
+}
+
+/// The cookies of a `Cookie` header.
+fn split_cookies(value: &str) -> Vec<String> {
+    value
+        .split("; ")
+        .filter(|cookie| !cookie.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The payload 1.0 event (REST API).
 pub(crate) fn v1(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
-    let grouped = group_pairs(header_pairs(incoming));
-    let mut headers = HeaderMap::new();
-    let mut multi_value_headers = HeaderMap::new();
-    for (name, values) in &grouped {
-        if let Some(last) = values.last() {
-            insert(&mut headers, name, last);
-        }
-        for value in values {
-            append(&mut multi_value_headers, name, value);
-        }
-    }
+    let (headers, multi_value_headers) = match plain_headers(incoming) {
+        Some(plain) => (plain.clone(), plain),
+        None => v1_headers_grouped(incoming),
+    };
     let query = group_pairs(query_pairs(incoming.raw_query));
     let last_values: HashMap<String, String> = query
         .iter()
@@ -154,7 +200,7 @@ pub(crate) fn v1(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
     context.resource_path = Some(incoming.resource.to_owned());
     context.path = Some(incoming.raw_path.to_owned());
     context.http_method = incoming.method.clone();
-    context.request_time = Some(request_time(incoming.at));
+    context.request_time = Some(request_time_cached(incoming.at));
     context.request_time_epoch = epoch_millis(incoming.at);
     context.apiid = Some(API_ID.to_owned());
 
@@ -171,7 +217,7 @@ pub(crate) fn v1(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
     event.body = body;
     event.is_base64_encoded = is_base64_encoded;
 
-    let mut value = serde_json::to_value(&event)?;
+    let mut value = to_value_omitting(&event, &[])?;
     if let Some(object) = value.as_object_mut() {
         // REST API sends null, not {}, for what the request has none of.
         for nullable in [
@@ -192,6 +238,21 @@ pub(crate) fn v1(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
     Ok(value)
 }
 
+/// 1.0's `headers` (the last value of each) and `multiValueHeaders` (all of them).
+fn v1_headers_grouped(incoming: &Incoming<'_>) -> (HeaderMap, HeaderMap) {
+    let mut headers = HeaderMap::new();
+    let mut multi_value_headers = HeaderMap::new();
+    for (name, values) in &group_pairs(header_pairs(incoming)) {
+        if let Some(last) = values.last() {
+            insert(&mut headers, name, last);
+        }
+        for value in values {
+            append(&mut multi_value_headers, name, value);
+        }
+    }
+    (headers, multi_value_headers)
+}
+
 /// The request's headers as lowercase names and text values, in order, with the
 /// `X-Forwarded-*` headers a load balancer in front would add (as SAM local does).
 fn header_pairs(incoming: &Incoming<'_>) -> Vec<(String, String)> {
@@ -207,13 +268,18 @@ fn header_pairs(incoming: &Incoming<'_>) -> Vec<(String, String)> {
         pairs.push(("x-forwarded-proto".to_owned(), "http".to_owned()));
     }
     if !incoming.headers.contains_key("x-forwarded-port") {
-        let port = host(incoming)
-            .and_then(|h| h.rsplit_once(':'))
-            .and_then(|(_, port)| port.parse::<u16>().ok())
-            .unwrap_or(80);
+        let port = forwarded_port(incoming);
         pairs.push(("x-forwarded-port".to_owned(), port.to_string()));
     }
     pairs
+}
+
+/// The port of the Host header, 80 without one.
+fn forwarded_port(incoming: &Incoming<'_>) -> u16 {
+    host(incoming)
+        .and_then(|h| h.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .unwrap_or(80)
 }
 
 fn insert(map: &mut HeaderMap, name: &str, value: &str) {
@@ -314,6 +380,21 @@ fn resource_id(resource: &str) -> String {
 fn epoch_millis(at: SystemTime) -> i64 {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// [`request_time`], formatted once a second (per thread) rather than per request.
+fn request_time_cached(at: SystemTime) -> String {
+    thread_local! {
+        static LAST: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let second = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != second || last.1.is_empty() {
+            *last = (second, request_time(at));
+        }
+        last.1.clone()
+    })
 }
 
 /// `12/Mar/2020:19:03:58 +0000`, the CLF time of API Gateway's events.

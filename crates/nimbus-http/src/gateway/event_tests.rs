@@ -37,7 +37,7 @@ fn incoming<'a>(
         request_id: "req-1",
         at: at(),
         account_id: "123456789012",
-        route_key: "POST /orders/{id}".to_owned(),
+        route_key: "POST /orders/{id}",
         resource: "/orders/{id}",
         path_parameters: params,
     }
@@ -241,4 +241,36 @@ fn v1_without_query_params_or_body_has_nulls() {
     ] {
         assert_eq!(event[null], Value::Null, "{null}");
     }
+}
+
+#[test]
+fn plain_headers_read_as_the_grouped_ones() {
+    let method = Method::GET;
+    let mut plain = headers(&[
+        ("host", "api.example.com:3000"),
+        ("user-agent", "curl/8"),
+        ("cookie", "a=1; b=2"),
+    ]);
+    plain.insert("x-custom", HeaderValue::from_str("caf\u{e9}").unwrap());
+    let incoming = incoming(&method, &plain, b"", &[]);
+    assert!(plain_headers(&incoming).is_some());
+    assert_eq!(v2_headers(&incoming), v2_headers_grouped(&incoming));
+    let expected = v1_headers_grouped(&incoming);
+    let plain = plain_headers(&incoming).unwrap();
+    assert_eq!((plain.clone(), plain), expected);
+
+    let repeated = headers(&[("accept", "a"), ("accept", "b")]);
+    assert!(plain_headers(&incoming_with(&method, &repeated)).is_none());
+}
+
+fn incoming_with<'a>(method: &'a Method, headers: &'a HeaderMap) -> Incoming<'a> {
+    incoming(method, headers, b"", &[])
+}
+
+#[test]
+fn the_cached_request_time_is_the_request_time() {
+    let later = at() + Duration::from_millis(1500);
+    assert_eq!(request_time_cached(at()), request_time(at()));
+    assert_eq!(request_time_cached(later), request_time(later));
+    assert_eq!(request_time_cached(at()), request_time(at()));
 }

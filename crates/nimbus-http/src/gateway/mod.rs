@@ -19,6 +19,7 @@
 mod answer;
 mod decode;
 mod event;
+mod json;
 mod response;
 mod route;
 mod table;
@@ -94,7 +95,7 @@ pub(crate) async fn serve(State(state): State<Arc<AppState>>, request: Request) 
         request_id: &request_id,
         at: SystemTime::now(),
         account_id: &state.runtime.config().account_id,
-        route_key: route.route_key(),
+        route_key: route.key(),
         resource: route.path(),
         path_parameters: &matched.params,
     };

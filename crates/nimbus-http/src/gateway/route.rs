@@ -11,7 +11,7 @@ pub(crate) type PathParameters = Vec<(String, String)>;
 
 /// How well a route matches a request: its path's specificity, then 0 for its own method
 /// and 1 for `ANY`. Smaller is better.
-pub(crate) type Rank = (Specificity, u8);
+pub(crate) type Rank<'a> = (Specificity<'a>, u8);
 
 /// The event shape a route sends its function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +42,8 @@ pub struct Route {
     function: String,
     payload: PayloadVersion,
     throttle: Option<ThrottleSettings>,
+    /// `GET /orders/{id}`, formatted once: every event carries it.
+    key: String,
 }
 
 impl Route {
@@ -72,7 +74,12 @@ impl Route {
                 "the name of a registered function",
             ));
         }
+        let key = format!(
+            "{} {path}",
+            method.as_ref().map_or("ANY", http::Method::as_str)
+        );
         Ok(Self {
+            key,
             method,
             path: path.to_owned(),
             template,
@@ -123,8 +130,12 @@ impl Route {
 
     /// `ANY /x` or `GET /orders/{id}`: the route key of payload 2.0 events.
     pub fn route_key(&self) -> String {
-        let method = self.method.as_ref().map_or("ANY", http::Method::as_str);
-        format!("{method} {}", self.path)
+        self.key.clone()
+    }
+
+    /// [`Route::route_key`], borrowed.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
     }
 
     /// Checks the settings that builders do not check.
@@ -147,7 +158,7 @@ impl Route {
         &self,
         method: &http::Method,
         raw_path: &str,
-    ) -> Option<(PathParameters, Rank)> {
+    ) -> Option<(PathParameters, Rank<'_>)> {
         let method_rank = match &self.method {
             None => 1,
             Some(own) if own == method => 0,

@@ -24,11 +24,13 @@ enum Segment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Template {
     segments: Vec<Segment>,
+    /// Per segment: 0 literal, 1 `{param}`, 2 `{proxy+}` (see [`Specificity`]).
+    specificity: Vec<u8>,
 }
 
 /// How specific a matching template is: smaller is more specific. Compared segment by
 /// segment from the left, a literal beats `{param}`, which beats `{proxy+}`.
-pub(crate) type Specificity = Vec<u8>;
+pub(crate) type Specificity<'a> = &'a [u8];
 
 impl Template {
     /// Parses `path`; an error names the field `path` and what is allowed.
@@ -36,9 +38,7 @@ impl Template {
         let invalid = || ConfigError::new("route", "path", path, ALLOWED);
         let rest = path.strip_prefix('/').ok_or_else(invalid)?;
         if rest.is_empty() {
-            return Ok(Self {
-                segments: Vec::new(),
-            });
+            return Ok(Self::of(Vec::new()));
         }
         let parts: Vec<&str> = rest.split('/').collect();
         let mut segments = Vec::with_capacity(parts.len());
@@ -57,53 +57,71 @@ impl Template {
         if names.len() != count {
             return Err(invalid());
         }
-        Ok(Self { segments })
+        Ok(Self::of(segments))
     }
 
-    /// The path parameters if `raw_path` (as sent, still percent-encoded) matches, decoded.
-    pub(crate) fn matches(&self, raw_path: &str) -> Option<Vec<(String, String)>> {
-        let rest = raw_path.strip_prefix('/').unwrap_or(raw_path);
-        let parts: Vec<&str> = if rest.is_empty() {
-            Vec::new()
-        } else {
-            rest.split('/').collect()
-        };
-        let mut params = Vec::new();
-        for (index, segment) in self.segments.iter().enumerate() {
-            match segment {
-                Segment::Literal(text) => {
-                    let part = parts.get(index)?;
-                    if percent_decode(part, false) != *text {
-                        return None;
-                    }
-                }
-                Segment::Param(name) => {
-                    let part = parts.get(index).filter(|p| !p.is_empty())?;
-                    params.push((name.clone(), percent_decode(part, false)));
-                }
-                Segment::Greedy(name) => {
-                    let remainder = parts.get(index..)?.join("/");
-                    if remainder.is_empty() {
-                        return None;
-                    }
-                    params.push((name.clone(), percent_decode(&remainder, false)));
-                    return Some(params);
-                }
-            }
-        }
-        (parts.len() == self.segments.len()).then_some(params)
-    }
-
-    /// How specific the template is (see [`Specificity`]).
-    pub(crate) fn specificity(&self) -> Specificity {
-        self.segments
+    fn of(segments: Vec<Segment>) -> Self {
+        let specificity = segments
             .iter()
             .map(|segment| match segment {
                 Segment::Literal(_) => 0,
                 Segment::Param(_) => 1,
                 Segment::Greedy(_) => 2,
             })
-            .collect()
+            .collect();
+        Self {
+            segments,
+            specificity,
+        }
+    }
+
+    /// The path parameters if `raw_path` (as sent, still percent-encoded) matches, decoded.
+    pub(crate) fn matches(&self, raw_path: &str) -> Option<Vec<(String, String)>> {
+        let rest = raw_path.strip_prefix('/').unwrap_or(raw_path);
+        // The segments not matched yet, unsplit; `None` when there are none left. Walking
+        // the path rather than collecting its segments keeps a miss free of allocations.
+        let mut remaining = (!rest.is_empty()).then_some(rest);
+        let mut params = Vec::new();
+        for segment in &self.segments {
+            let current = remaining?;
+            let (part, next) = match current.split_once('/') {
+                Some((part, next)) => (part, Some(next)),
+                None => (current, None),
+            };
+            match segment {
+                Segment::Literal(text) => {
+                    let same = if part.contains('%') {
+                        percent_decode(part, false) == *text
+                    } else {
+                        part == text
+                    };
+                    if !same {
+                        return None;
+                    }
+                }
+                Segment::Param(name) => {
+                    if part.is_empty() {
+                        return None;
+                    }
+                    params.push((name.clone(), percent_decode(part, false)));
+                }
+                Segment::Greedy(name) => {
+                    // The rest of the path, this segment and all after it.
+                    if current.is_empty() {
+                        return None;
+                    }
+                    params.push((name.clone(), percent_decode(current, false)));
+                    return Some(params);
+                }
+            }
+            remaining = next;
+        }
+        remaining.is_none().then_some(params)
+    }
+
+    /// How specific the template is (see [`Specificity`]).
+    pub(crate) fn specificity(&self) -> Specificity<'_> {
+        &self.specificity
     }
 
     /// Whether both templates match exactly the same paths (`/a/{x}` and `/a/{y}` do).
@@ -221,6 +239,16 @@ mod tests {
         );
         assert_eq!(params("/files/{proxy+}", "/files"), None);
         assert_eq!(params("/files/{proxy+}", "/files/"), None);
+        // The greedy rest is the path as sent after the segments before it, empty ones kept.
+        assert_eq!(
+            params("/files/{proxy+}", "/files/a//b/"),
+            Some(vec![pair("proxy", "a//b/")])
+        );
+        assert_eq!(
+            params("/files/{proxy+}", "/files//"),
+            Some(vec![pair("proxy", "/")])
+        );
+        assert_eq!(params("/a/{x}/c", "/a/b"), None);
     }
 
     #[test]
@@ -238,14 +266,17 @@ mod tests {
 
     #[test]
     fn literals_are_more_specific_than_params_than_greedy() {
-        let literal = Template::parse("/a/b").unwrap().specificity();
-        let param = Template::parse("/a/{x}").unwrap().specificity();
-        let greedy = Template::parse("/a/{proxy+}").unwrap().specificity();
-        let root_greedy = Template::parse("/{proxy+}").unwrap().specificity();
+        let literal = Template::parse("/a/b").unwrap().specificity().to_vec();
+        let param = Template::parse("/a/{x}").unwrap().specificity().to_vec();
+        let greedy = Template::parse("/a/{proxy+}")
+            .unwrap()
+            .specificity()
+            .to_vec();
+        let root_greedy = Template::parse("/{proxy+}").unwrap().specificity().to_vec();
         assert!(literal < param && param < greedy && greedy < root_greedy);
         // Left to right: a literal first segment wins over a later one.
-        let left = Template::parse("/a/{x}").unwrap().specificity();
-        let right = Template::parse("/{x}/b").unwrap().specificity();
+        let left = Template::parse("/a/{x}").unwrap().specificity().to_vec();
+        let right = Template::parse("/{x}/b").unwrap().specificity().to_vec();
         assert!(left < right);
     }
 
