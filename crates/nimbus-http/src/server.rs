@@ -51,6 +51,17 @@ pub(crate) struct AppState {
     pub(crate) started: String,
 }
 
+#[cfg(test)]
+impl AppState {
+    /// The state of a server with the default configuration, for unit tests.
+    pub(crate) fn for_tests(runtime: Runtime) -> Self {
+        let state = Server::new(runtime)
+            .into_state()
+            .expect("the default configuration");
+        Arc::into_inner(state).expect("not shared yet")
+    }
+}
+
 impl Server {
     /// A server for `runtime` with the default configuration and no routes.
     pub fn new(runtime: Runtime) -> Self {

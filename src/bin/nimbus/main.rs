@@ -11,6 +11,12 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than glibc's malloc: a server's requests allocate on one worker thread and
+/// free on another, where glibc spent a third of a gateway request on its free lists. Every
+/// scenario of `nimbus bench`, baselines included, runs on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "nimbus", version, about = "An embeddable serverless scheduler")]
 struct Cli {

@@ -9,7 +9,7 @@ use crate::executor::InvokeOptions;
 use crate::handler::{Caller, RequestId};
 use crate::metering::{Usage, UsageReport};
 use crate::metrics::{DurationHistogram, FunctionMetrics};
-use crate::util::{json_len, BoxFuture};
+use crate::util::{json_exceeds, BoxFuture};
 
 /// A synchronous invocation by name with a JSON event: the output or why there is none, and
 /// what the invocation used (`None` when no handler ran: not found, refused, throttled).
@@ -86,8 +86,7 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
                 return refused(LookupError::NotJson(name.to_string()).into());
             };
             let limits = *self.exec.payload_limits();
-            let size = json_len(&event);
-            if size > limits.sync_request {
+            if let Some(size) = json_exceeds(&event, limits.sync_request) {
                 return refused(CallError::PayloadTooLarge {
                     size,
                     limit: limits.sync_request,
@@ -108,8 +107,7 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
                     let output = (codec.encode)(output).map_err(|e| {
                         InvokeError::Payload(format!("cannot encode the output of `{name}`: {e}"))
                     })?;
-                    let size = json_len(&output);
-                    if size > limits.sync_response {
+                    if let Some(size) = json_exceeds(&output, limits.sync_response) {
                         return Err(InvokeError::ResponseTooLarge {
                             size,
                             limit: limits.sync_response,
@@ -143,8 +141,7 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
             return Err(LookupError::NotJson(name.to_string()).into());
         };
         let limit = self.exec.payload_limits().async_request;
-        let size = json_len(&event);
-        if size > limit {
+        if let Some(size) = json_exceeds(&event, limit) {
             return Err(AsyncCallError::Rejected(crate::error::Rejected {
                 event,
                 reason: RejectReason::TooLarge { size, limit },

@@ -49,7 +49,77 @@ pub fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> u64 {
     count.0
 }
 
+/// Whether `value`'s compact JSON is longer than `limit` bytes. A walk that only adds up
+/// lengths comes first: when even the longest JSON the value could have (every character
+/// escaped as `\u00XX`) fits, nothing is serialised; else the exact length decides.
+pub fn json_exceeds(value: &serde_json::Value, limit: u64) -> Option<u64> {
+    if json_upper_bound(value) <= limit {
+        return None;
+    }
+    let size = json_len(value);
+    (size > limit).then_some(size)
+}
+
+/// At least the length of `value`'s compact JSON: every string as if each byte were escaped
+/// (6 bytes), every number at its longest (24).
+fn json_upper_bound(value: &serde_json::Value) -> u64 {
+    use serde_json::Value;
+    let string = |s: &str| 6 * s.len() as u64 + 2;
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 24,
+        Value::String(s) => string(s),
+        // Brackets and a comma per item.
+        Value::Array(items) => 2 + items.iter().map(|v| json_upper_bound(v) + 1).sum::<u64>(),
+        // Braces, and per member a colon and a comma.
+        Value::Object(members) => {
+            2 + members
+                .iter()
+                .map(|(k, v)| string(k) + json_upper_bound(v) + 2)
+                .sum::<u64>()
+        }
+    }
+}
+
 /// Serialises a duration as whole microseconds.
 pub(crate) fn serialize_us<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arbitrary_json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_bound_is_never_below_the_length_and_the_check_agrees_with_it(
+            value in arbitrary_json(),
+            limit in 0u64..4096,
+        ) {
+            let len = json_len(&value);
+            prop_assert!(json_upper_bound(&value) >= len);
+            prop_assert_eq!(json_exceeds(&value, limit), (len > limit).then_some(len));
+        }
+    }
 }
