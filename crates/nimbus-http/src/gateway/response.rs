@@ -42,8 +42,8 @@ pub(crate) fn v2(output: Value) -> Result<Reply, Malformed> {
     };
     let status = status(&object)?;
     let mut headers = Vec::new();
+    // Payload 2.0 has no `multiValueHeaders`: API Gateway ignores the key.
     push_single(&mut headers, object.get("headers"))?;
-    push_multi(&mut headers, object.get("multiValueHeaders"))?;
     match object.get("cookies") {
         None | Some(Value::Null) => {}
         Some(Value::Array(cookies)) => {
@@ -103,9 +103,10 @@ fn status(object: &Map<String, Value>) -> Result<StatusCode, Malformed> {
     object
         .get("statusCode")
         .and_then(Value::as_u64)
-        .filter(|code| (100..=599).contains(code))
+        // 1xx would make hyper switch protocols or drop the answer: not a final response.
+        .filter(|code| (200..=599).contains(code))
         .and_then(|code| StatusCode::from_u16(u16::try_from(code).ok()?).ok())
-        .ok_or_else(|| Malformed("statusCode must be an integer from 100 to 599".into()))
+        .ok_or_else(|| Malformed("statusCode must be an integer from 200 to 599".into()))
 }
 
 /// The body: a string (base64 when `isBase64Encoded`), or nothing.
@@ -121,8 +122,11 @@ fn body(object: &Map<String, Value>) -> Result<Bytes, Malformed> {
         Some(_) => return Err(Malformed("body must be a string".into())),
     };
     if encoded {
+        // Line breaks are allowed, as encoders that wrap lines write them (Python's
+        // `base64.encodebytes`).
+        let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
         base64::engine::general_purpose::STANDARD
-            .decode(text)
+            .decode(compact)
             .map(Bytes::from)
             .map_err(|e| Malformed(format!("body is not valid base64: {e}")))
     } else {
