@@ -12,29 +12,11 @@ use serde_json::Value;
 use super::buckets::{prepare_bucket, PreparedBucket};
 use super::error::{Locator, ServeError};
 use super::format::{FileSpec, FunctionSpec, RouteSpec};
-use super::functions::PreparedFunction;
+use super::functions::{HostFunction, Kind, PreparedFunction};
 use super::routes::prepare_route;
 use super::sources::{prepare_mapping, prepare_queue, PreparedMapping, PreparedQueue};
 use crate::http::Route;
 use crate::{Function, Runtime};
-
-/// A function the host application provides for a name the file declares without `command`.
-#[derive(Debug)]
-pub(crate) enum HostFunction {
-    /// Takes and returns JSON (routes, the Invoke API, destinations).
-    Json(Function<Value, Value>),
-    /// Takes a queue mapping's batches.
-    Queue(Function<QueueBatch, BatchResponse>),
-}
-
-/// What a function is invoked with, decided by what the file points at it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// JSON events: routes, the Invoke API, destinations.
-    Json,
-    /// Queue batches: the target of a mapping.
-    Queue,
-}
 
 /// A checked `nimbus.toml`; [`ServeFile::start`](crate::serve::ServeFile::start) runs it.
 #[derive(Debug)]

@@ -14,11 +14,28 @@ use toml::Spanned;
 
 use super::destinations::{FunctionDestination, QueueDestination};
 use super::error::{Locator, ServeError};
-use super::file::{HostFunction, Kind};
 use super::format::{DestinationSpec, FunctionSpec};
 use crate::process::{Layer, LogTails, ProcessBackend, ProcessConfig};
 use crate::sources::QueueFunction;
 use crate::{ConfigError, Function, FunctionConfig, Runtime};
+
+/// A function the host application provides for a name the file declares without `command`.
+#[derive(Debug)]
+pub(crate) enum HostFunction {
+    /// Takes and returns JSON (routes, the Invoke API, destinations).
+    Json(Function<Value, Value>),
+    /// Takes a queue mapping's batches.
+    Queue(Function<QueueBatch, BatchResponse>),
+}
+
+/// What a function is invoked with, decided by what the file points at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// JSON events: routes, the Invoke API, destinations.
+    Json,
+    /// Queue batches: the target of a mapping.
+    Queue,
+}
 
 /// A function checked against the existing constructors, ready to register.
 #[derive(Debug)]

@@ -48,6 +48,7 @@ pub mod error;
 pub mod gateway;
 pub mod invoke;
 pub mod metrics;
+mod request_id;
 pub mod server;
 
 pub use config::HttpConfig;

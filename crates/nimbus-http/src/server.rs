@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use axum::routing::{get, post};
 use axum::Router;
 use nimbus_core::Runtime;
@@ -12,8 +13,8 @@ use tokio::net::TcpListener;
 use crate::accept::{self, Stopping};
 use crate::config::HttpConfig;
 use crate::error::HttpError;
-use crate::gateway::{Gateway, Route};
-use crate::invoke::{self, LogSource, RetryCache, RetryCacheStats};
+use crate::gateway::{Gateway, GatewayApi, Route};
+use crate::invoke::{self, InvokeApi, LogSource, RetryCache, RetryCacheStats};
 use crate::metrics::{self, Exporter, MappingProbe, RuntimeCollector};
 
 /// Builds a server for a runtime: its functions behind the Invoke API, the routes of its
@@ -40,25 +41,40 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// What the request handlers share.
+/// What the handlers share: each part of the URL space has its own state, taken from this
+/// one by axum (`FromRef`), so that no part reaches the server above it.
+#[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) runtime: Runtime,
-    pub(crate) logs: HashMap<String, Arc<dyn LogSource>>,
-    pub(crate) retries: RetryCache,
-    pub(crate) gateway: Gateway,
-    pub(crate) metrics: Exporter,
-    /// `LastModified` of every function: when the server started.
-    pub(crate) started: String,
+    pub(crate) invoke: Arc<InvokeApi>,
+    pub(crate) gateway: Arc<GatewayApi>,
+    pub(crate) metrics: Arc<Exporter>,
+}
+
+impl FromRef<AppState> for Arc<InvokeApi> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.invoke)
+    }
+}
+
+impl FromRef<AppState> for Arc<GatewayApi> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.gateway)
+    }
+}
+
+impl FromRef<AppState> for Arc<Exporter> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.metrics)
+    }
 }
 
 #[cfg(test)]
 impl AppState {
     /// The state of a server with the default configuration, for unit tests.
     pub(crate) fn for_tests(runtime: Runtime) -> Self {
-        let state = Server::new(runtime)
+        Server::new(runtime)
             .into_state()
-            .expect("the default configuration");
-        Arc::into_inner(state).expect("not shared yet")
+            .expect("the default configuration")
     }
 }
 
@@ -118,21 +134,26 @@ impl Server {
         Ok(router(self.into_state()?))
     }
 
-    fn into_state(self) -> Result<Arc<AppState>, HttpError> {
+    fn into_state(self) -> Result<AppState, HttpError> {
         self.config.validate()?;
         let gateway = Gateway::new(self.routes, self.config.gateway_max_request_bytes)?;
         let retries = RetryCache::new(self.config.retry_memory_bytes);
         let collector = RuntimeCollector::new(self.runtime.clone())
             .with_mappings(self.mappings)
             .with_retry_memory(retries.clone());
-        Ok(Arc::new(AppState {
-            retries,
-            metrics: Exporter::new(collector),
-            runtime: self.runtime,
-            logs: self.logs,
-            gateway,
-            started: invoke::last_modified(std::time::SystemTime::now()),
-        }))
+        Ok(AppState {
+            invoke: Arc::new(InvokeApi {
+                runtime: self.runtime.clone(),
+                logs: self.logs,
+                retries,
+                started: invoke::last_modified(std::time::SystemTime::now()),
+            }),
+            gateway: Arc::new(GatewayApi {
+                runtime: self.runtime,
+                table: gateway,
+            }),
+            metrics: Arc::new(Exporter::new(collector)),
+        })
     }
 
     /// Validates the configuration and routes, binds the listener and starts serving.
@@ -159,7 +180,7 @@ impl Server {
         let stopping = Stopping::default();
         let task = tokio::spawn(accept::serve(
             listener,
-            router(Arc::clone(&state)),
+            router(state.clone()),
             stopping.clone(),
         ));
         tracing::info!(addr = %local_addr, "nimbus-http listening");
@@ -173,7 +194,7 @@ impl Server {
 }
 
 /// The routes of the whole URL space.
-fn router(state: Arc<AppState>) -> Router {
+fn router(state: AppState) -> Router {
     Router::new()
         .route("/2015-03-31/functions", get(invoke::list_functions))
         .route("/2015-03-31/functions/", get(invoke::list_functions))
@@ -197,7 +218,7 @@ pub struct Serving {
     addr: SocketAddr,
     stopping: Stopping,
     task: Option<tokio::task::JoinHandle<()>>,
-    state: Arc<AppState>,
+    state: AppState,
 }
 
 impl std::fmt::Debug for AppState {
@@ -214,7 +235,7 @@ impl Serving {
 
     /// What the retry memory holds now.
     pub fn retry_cache(&self) -> RetryCacheStats {
-        self.state.retries.stats()
+        self.state.invoke.retries.stats()
     }
 
     /// Stops accepting connections and resolves when every request in flight has been

@@ -41,23 +41,28 @@ use nimbus_core::{CallError, InvokeError, InvokeOptions};
 pub use route::{PayloadVersion, Route};
 pub(crate) use table::Gateway;
 
-use crate::invoke::fresh_request_id;
-use crate::server::AppState;
+use crate::request_id::fresh_request_id;
 
 /// The source IP when the server does not know the peer (a host serving the router itself).
 const UNKNOWN_SOURCE_IP: &str = "127.0.0.1";
 
 /// Answers a request outside the Invoke API's paths.
-pub(crate) async fn serve(State(state): State<Arc<AppState>>, request: Request) -> Response {
+/// What the gateway's handler needs: the runtime and the route table.
+pub(crate) struct GatewayApi {
+    pub(crate) runtime: nimbus_core::Runtime,
+    pub(crate) table: Gateway,
+}
+
+pub(crate) async fn serve(State(state): State<Arc<GatewayApi>>, request: Request) -> Response {
     // Boxed on its own: axum boxes the handler's future too, and the two together pass 1 KiB,
     // where every allocation made glibc's malloc consolidate its free lists (~6 % of a request).
     Box::pin(answer_request(state, request)).await
 }
 
-async fn answer_request(state: Arc<AppState>, request: Request) -> Response {
+async fn answer_request(state: Arc<GatewayApi>, request: Request) -> Response {
     let request_id = fresh_request_id();
     let (parts, body) = request.into_parts();
-    let gateway = &state.gateway;
+    let gateway = &state.table;
     let Some(matched) = gateway.find(&parts.method, parts.uri.path()) else {
         return if gateway.is_rest_api() {
             answer::error(
@@ -195,10 +200,9 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         }
     })
 }
+
 #[cfg(test)]
 mod future_size {
-    use std::sync::Arc;
-
     use axum::body::Body;
     use axum::extract::{Path, Query, Request, State};
 
@@ -208,11 +212,11 @@ mod future_size {
     /// consolidate glibc's free lists (a quarter of the gateway's time in process).
     #[tokio::test]
     async fn handler_futures_stay_well_under_a_kibibyte() {
-        let state = Arc::new(AppState::for_tests(nimbus_core::Runtime::default()));
-        let gateway = super::serve(State(Arc::clone(&state)), Request::new(Body::empty()));
+        let state = AppState::for_tests(nimbus_core::Runtime::default());
+        let gateway = super::serve(State(state.gateway), Request::new(Body::empty()));
         assert!(std::mem::size_of_val(&gateway) <= 512);
         let invoke = crate::invoke::invoke(
-            State(state),
+            State(state.invoke),
             Path("f".into()),
             Query(Default::default()),
             Default::default(),

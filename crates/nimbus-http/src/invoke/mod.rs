@@ -42,7 +42,17 @@ pub(crate) use retry::RetryCache;
 pub use retry::RetryCacheStats;
 use retry::{Claim, RetryKey, Stored};
 
-use crate::server::AppState;
+use crate::request_id::fresh_request_id;
+
+/// What the Invoke API's handlers share.
+pub(crate) struct InvokeApi {
+    pub(crate) runtime: nimbus_core::Runtime,
+    /// Where the log tails of functions with logs of their own come from.
+    pub(crate) logs: HashMap<String, Arc<dyn LogSource>>,
+    pub(crate) retries: RetryCache,
+    /// `LastModified` of every function: when the server started.
+    pub(crate) started: String,
+}
 
 /// The largest client context Lambda accepts, base64-encoded.
 const MAX_CLIENT_CONTEXT: usize = 3583;
@@ -96,37 +106,9 @@ fn request_id_header(id: &str) -> (HeaderName, HeaderValue) {
     )
 }
 
-/// A fresh id for answers that no invocation produced.
-pub(crate) fn fresh_request_id() -> String {
-    let bits = (u128::from(fastrand_u64()) << 64) | u128::from(fastrand_u64());
-    uuid_text(bits)
-}
-
-/// `bits` as [`nimbus_core::RequestId`] displays them (`8-4-4-4-12` lowercase hex digits), written
-/// directly: every request needs one, and `fmt` costs several times more.
-fn uuid_text(bits: u128) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(36);
-    for nibble in 0..32 {
-        if matches!(nibble, 8 | 12 | 16 | 20) {
-            text.push('-');
-        }
-        let digit = (bits >> (124 - 4 * nibble)) & 0xf;
-        text.push(char::from(DIGITS[usize::try_from(digit).unwrap_or(0)]));
-    }
-    text
-}
-
-fn fastrand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    hasher.finish()
-}
-
 /// `POST /2015-03-31/functions/{name}/invocations`.
 pub(crate) async fn invoke(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<InvokeApi>>,
     Path(raw_name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -147,7 +129,7 @@ pub(crate) async fn invoke(
 
 /// The function a request names, checked to exist at `$LATEST`.
 fn resolve(
-    state: &AppState,
+    state: &InvokeApi,
     raw_name: &str,
     query: &HashMap<String, String>,
 ) -> Result<String, AwsError> {
@@ -181,7 +163,7 @@ fn resolve(
 }
 
 async fn invoke_checked(
-    state: Arc<AppState>,
+    state: Arc<InvokeApi>,
     raw_name: &str,
     query: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -240,7 +222,7 @@ async fn invoke_checked(
         .function_config(&name)
         .map_or(Duration::from_secs(3), |c| c.timeout);
     if invocation_type == InvocationType::Event {
-        let accept = |state: &AppState| queue_event(state, &name, event);
+        let accept = |state: &InvokeApi| queue_event(state, &name, event);
         return Ok(match key.map(|k| state.retries.claim(k)) {
             None => accept(&state).0.to_response(),
             Some(Claim::Answer(stored)) => stored.to_response(),
@@ -321,7 +303,7 @@ fn client_context(encoded: &str) -> Result<ClientContext, AwsError> {
 }
 
 /// Queues an `Event` invoke; the answer and whether it may be kept for retries.
-fn queue_event(state: &AppState, name: &str, event: serde_json::Value) -> (Stored, bool) {
+fn queue_event(state: &InvokeApi, name: &str, event: serde_json::Value) -> (Stored, bool) {
     match state.runtime.invoke_async_json(name, event) {
         Ok(id) => {
             let stored = Stored {
@@ -335,7 +317,11 @@ fn queue_event(state: &AppState, name: &str, event: serde_json::Value) -> (Store
     }
 }
 
-fn async_error(name: &str, state: &AppState, error: AsyncCallError<serde_json::Value>) -> AwsError {
+fn async_error(
+    name: &str,
+    state: &InvokeApi,
+    error: AsyncCallError<serde_json::Value>,
+) -> AwsError {
     match error {
         AsyncCallError::Lookup(LookupError::NotFound(_)) => not_found(state, name),
         AsyncCallError::Lookup(other) => AwsError::invalid_parameter(other.to_string()),
@@ -362,7 +348,7 @@ fn async_error(name: &str, state: &AppState, error: AsyncCallError<serde_json::V
 
 /// An error answer as kept, with a request id of its own (SDKs show it to users).
 /// 404 for `name`, named by its ARN as Lambda names it.
-fn not_found(state: &AppState, name: &str) -> AwsError {
+fn not_found(state: &InvokeApi, name: &str) -> AwsError {
     let config = state.runtime.config();
     AwsError::not_found(&nimbus_core::util::aws::function_arn(
         &config.region,
@@ -384,7 +370,7 @@ fn stored_error(error: AwsError) -> Stored {
 /// Runs a sync invocation; the answer and whether it may be kept for retries (only answers
 /// the function produced).
 async fn run_sync(
-    state: &AppState,
+    state: &InvokeApi,
     name: &str,
     event: serde_json::Value,
     options: InvokeOptions,
@@ -456,7 +442,7 @@ async fn run_sync(
 
 /// The invocation's log: from the function's log source, else the framing lines.
 fn log_of(
-    state: &AppState,
+    state: &InvokeApi,
     name: &str,
     report: Option<&UsageReport>,
     error: Option<&serde_json::Value>,
@@ -499,7 +485,7 @@ fn function_error(error: &InvokeError, request_id: &str) -> Option<serde_json::V
 }
 
 /// The error answer of an outcome the function did not produce.
-fn invoke_error(name: &str, state: &AppState, error: &InvokeError) -> AwsError {
+fn invoke_error(name: &str, state: &InvokeApi, error: &InvokeError) -> AwsError {
     match error {
         InvokeError::Throttled(reason) => AwsError::throttled(*reason),
         InvokeError::RecursiveLoop { .. } => AwsError::recursive(error.to_string()),
@@ -523,7 +509,7 @@ pub(crate) struct ListQuery {
 
 /// `GET /2015-03-31/functions`.
 pub(crate) async fn list_functions(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<InvokeApi>>,
     Query(query): Query<ListQuery>,
 ) -> Response {
     let max_items = match query.max_items.as_deref().map(str::parse::<usize>) {
@@ -545,7 +531,7 @@ pub(crate) async fn list_functions(
 
 /// `GET /2015-03-31/functions/{name}`.
 pub(crate) async fn get_function(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<InvokeApi>>,
     Path(raw_name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
@@ -556,7 +542,7 @@ pub(crate) async fn get_function(
 
 /// `GET /2015-03-31/functions/{name}/configuration`.
 pub(crate) async fn get_configuration(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<InvokeApi>>,
     Path(raw_name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
@@ -566,7 +552,7 @@ pub(crate) async fn get_configuration(
 }
 
 fn describe(
-    state: &AppState,
+    state: &InvokeApi,
     raw_name: &str,
     query: &HashMap<String, String>,
     shape: impl FnOnce(&str, &str, &nimbus_core::FunctionConfig) -> serde_json::Value,
@@ -587,17 +573,3 @@ fn describe(
 }
 
 pub(crate) use functions::last_modified;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_read_as_request_id_displays_them() {
-        for bits in [0, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
-            let expected = nimbus_core::RequestId::from_u128(bits).to_string();
-            assert_eq!(uuid_text(bits), expected);
-        }
-        assert_eq!(fresh_request_id().len(), 36);
-    }
-}

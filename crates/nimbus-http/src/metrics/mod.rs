@@ -54,8 +54,6 @@ use prometheus_client::registry::Registry;
 pub use collector::{RuntimeCollector, DURATION_BUCKETS};
 pub use mapping::{MappingProbe, MappingSnapshot};
 
-use crate::server::AppState;
-
 /// The content type of prometheus-client's text encoding (OpenMetrics 1.0).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -80,8 +78,8 @@ impl Exporter {
 }
 
 /// `GET /metrics`.
-pub(crate) async fn scrape(State(state): State<Arc<AppState>>) -> Response {
-    match state.metrics.render() {
+pub(crate) async fn scrape(State(exporter): State<Arc<Exporter>>) -> Response {
+    match exporter.render() {
         Ok(text) => ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(error) => {
             tracing::error!(%error, "cannot render /metrics");
