@@ -38,7 +38,8 @@ where
             Ok(event) => event,
             Err(e) => return Err(DeliveryError::new(record, e.to_string())),
         };
-        // Refused (a full queue, shutdown): the record is handed back, never dropped.
+        // Refused (a full queue, shutdown): the record goes back to the runtime, which keeps
+        // the event for the host during shutdown and otherwise counts a delivery failure.
         match self.runtime.invoke_async_json(&self.function, event) {
             Ok(_) => Ok(()),
             Err(e) => Err(DeliveryError::new(record, e.to_string())),

@@ -56,7 +56,20 @@ impl ServeFile {
     pub async fn start(mut self, runtime: Runtime) -> Result<Platform, ServeError> {
         let result = self.start_on(&runtime).await;
         if result.is_err() {
-            runtime.shutdown(Duration::from_secs(1)).await;
+            // What was accepted before the failure (an Event invoke, a bucket's notification)
+            // is reported, not dropped with the report.
+            let report = runtime.shutdown(Duration::from_secs(1)).await;
+            for back in &report.handed_back {
+                tracing::warn!(function = %back.function, request_id = %back.request_id,
+                    "the start failed: an accepted async event is handed back unfinished");
+            }
+            if !report.handed_back.is_empty() {
+                eprintln!(
+                    "the start failed after accepting work: {} async events handed back \
+                     unfinished (request ids in the log)",
+                    report.handed_back.len()
+                );
+            }
         }
         result
     }

@@ -3,16 +3,20 @@
 //! of a long invocation) when the grace runs out.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::connect_info::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
+
+/// How long a connection may take to send a request's head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// When to stop accepting (and finish what is in flight), and when to close what is left.
 #[derive(Debug, Clone, Default)]
@@ -33,8 +37,7 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, stopping: Stopping
                     let _ = tcp.set_nodelay(true);
                     connections.spawn(connection(tcp, peer, app.clone(), stopping.clone()));
                 }
-                // Out of file descriptors and the like: the listener itself is fine.
-                Err(error) => tracing::warn!(%error, "nimbus-http could not accept a connection"),
+                Err(error) => pause_after(&error).await,
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = stopping.accept.cancelled() => break,
@@ -44,13 +47,31 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, stopping: Stopping
     while connections.join_next().await.is_some() {}
 }
 
+/// After a failed accept: nothing for a connection the peer gave up (reset, aborted); a pause
+/// for anything else (out of file descriptors), as axum does, rather than spinning.
+async fn pause_after(error: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(%error, "nimbus-http could not accept a connection; pausing for a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
 /// One HTTP/1.1 connection; the peer address is the gateway events' source IP.
 async fn connection(tcp: tokio::net::TcpStream, peer: SocketAddr, app: Router, stopping: Stopping) {
     let service = app.map_request(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         request
     });
+    // A connection that sends no complete request head in time is closed: an idle socket (a
+    // browser's preconnect, a slow client) cannot hold the server open when it stops.
     let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
     tokio::pin!(connection);
     tokio::select! {

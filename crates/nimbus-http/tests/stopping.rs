@@ -94,3 +94,17 @@ async fn stop_within_closes_what_is_left_and_the_invocation_still_finishes() {
     assert_eq!(report.cancelled, 0);
     assert_eq!(runtime.metrics("held-closed").unwrap().successes, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_sends_a_request_does_not_hold_stop() {
+    let runtime = Runtime::default();
+    let serving = serve(&runtime).await;
+    let idle = tokio::net::TcpStream::connect(serving.local_addr())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), serving.stop())
+        .await
+        .expect("stop returns although a connection never sent a request");
+    drop(idle);
+    runtime.shutdown(Duration::from_secs(1)).await;
+}

@@ -99,11 +99,20 @@ where
             Delivery::Delivered => {
                 state.counters.delivered.fetch_add(1, Ordering::Relaxed);
             }
-            Delivery::Refused(_) if self.exec.gate_closed() => {
+            Delivery::Refused(reason) if self.exec.gate_closed() => {
                 // Refused while the runtime shuts down (another function's queue closing, a
-                // target stopping): the record is not lost but handed back to the host.
-                state.keep(queued, Some((Condition::Success, None)));
-                return false;
+                // target stopping): the event is kept for the host, and handed back, rather
+                // than lost. It is finished (out of `pending`, as kept failures are), so that
+                // shutdown need not wait out its grace for it.
+                tracing::warn!(function = %self.exec.name(), request_id = %queued.request_id,
+                    reason = %reason,
+                    "on-success destination refused a record during shutdown; the event is kept for the host");
+                state.keep_failure(KeptFailure {
+                    queued,
+                    condition: Condition::Success,
+                    error: None,
+                    at: SystemTime::now(),
+                });
             }
             Delivery::Refused(reason) => {
                 // The event succeeded; only its notification is lost, and it is logged.

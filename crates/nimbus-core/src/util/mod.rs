@@ -61,13 +61,15 @@ pub fn json_exceeds(value: &serde_json::Value, limit: u64) -> Option<u64> {
 }
 
 /// At least the length of `value`'s compact JSON: every string as if each byte were escaped
-/// (6 bytes), every number at its longest (24).
+/// (6 bytes).
 fn json_upper_bound(value: &serde_json::Value) -> u64 {
     use serde_json::Value;
     let string = |s: &str| 6 * s.len() as u64 + 2;
     match value {
         Value::Null | Value::Bool(_) => 5,
-        Value::Number(_) => 24,
+        // A number's JSON is its display; counted, as serde_json's `arbitrary_precision`
+        // (which another crate may turn on) makes it any length.
+        Value::Number(n) => display_len(n),
         Value::String(s) => string(s),
         // Brackets and a comma per item.
         Value::Array(items) => 2 + items.iter().map(|v| json_upper_bound(v) + 1).sum::<u64>(),
@@ -79,6 +81,20 @@ fn json_upper_bound(value: &serde_json::Value) -> u64 {
                 .sum::<u64>()
         }
     }
+}
+
+/// The length of `value`'s display, counted without building it.
+fn display_len(value: &impl std::fmt::Display) -> u64 {
+    struct Count(u64);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len() as u64;
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = std::fmt::Write::write_fmt(&mut count, format_args!("{value}"));
+    count.0
 }
 
 /// Serialises a duration as whole microseconds.
@@ -97,6 +113,10 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            Just(Value::from(-2.2250738585072014e-308)),
+            prop::collection::vec(0u8..0x20, 0..16)
+                .prop_map(|b| Value::String(b.into_iter().map(char::from).collect())),
             any::<f64>()
                 .prop_filter("finite", |f| f.is_finite())
                 .prop_map(Value::from),

@@ -134,8 +134,13 @@ async fn a_success_record_refused_during_shutdown_is_handed_back_not_lost() {
         async move { rt.shutdown(Duration::from_secs(5)).await }
     });
     until("shutdown has begun", || rt.is_shutting_down()).await;
+    let released = Instant::now();
     release.notify_one();
     let report = shutdown.await.unwrap();
+    assert!(
+        released.elapsed() < Duration::from_secs(5),
+        "the kept event does not hold shutdown to its grace"
+    );
 
     assert_eq!(source.async_metrics().delivery_failures, 0);
     let [back] = <[_; 1]>::try_from(report.handed_back).expect("one event handed back");

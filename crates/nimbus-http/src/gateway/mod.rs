@@ -46,13 +46,13 @@ use crate::request_id::fresh_request_id;
 /// The source IP when the server does not know the peer (a host serving the router itself).
 const UNKNOWN_SOURCE_IP: &str = "127.0.0.1";
 
-/// Answers a request outside the Invoke API's paths.
 /// What the gateway's handler needs: the runtime and the route table.
 pub(crate) struct GatewayApi {
     pub(crate) runtime: nimbus_core::Runtime,
     pub(crate) table: Gateway,
 }
 
+/// Answers a request outside the Invoke API's paths.
 pub(crate) async fn serve(State(state): State<Arc<GatewayApi>>, request: Request) -> Response {
     // Boxed on its own: axum boxes the handler's future too, and the two together pass 1 KiB,
     // where every allocation made glibc's malloc consolidate its free lists (~6 % of a request).

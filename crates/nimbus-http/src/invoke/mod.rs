@@ -207,15 +207,15 @@ async fn invoke_checked(
             options = options.with_client_context(client_context(context)?);
         }
     }
-    // An SDK's id is a UUID, the same on every attempt of one call; the payload's size guards
-    // against a client that reuses one id for different calls.
+    // An SDK's id is a UUID, the same on every attempt of one call; a hash of the payload
+    // guards against a client that reuses one id for different calls.
     let key = header(headers, "amz-sdk-invocation-id")?
         .filter(|id| !id.trim().is_empty())
         .map(|id| RetryKey {
             function: name.clone(),
             invocation_type: invocation_type.as_str(),
             invocation_id: id.to_owned(),
-            payload_bytes: payload.len(),
+            payload: payload_hash(&payload),
         });
     let keep_for = state
         .runtime
@@ -264,6 +264,14 @@ async fn answer_of(waiter: retry::Waiter) -> Response {
         Some(stored) => stored.to_response(),
         None => AwsError::service("the invocation's task failed").into_response(),
     }
+}
+
+/// A 64-bit hash of a request body, for the retry key.
+fn payload_hash(payload: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    payload.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Reads the body up to `limit` bytes; more is 413.

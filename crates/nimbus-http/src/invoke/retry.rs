@@ -48,13 +48,15 @@ impl Stored {
     }
 }
 
-/// What identifies a logical call: the function, the invocation type and the SDK's id.
+/// What identifies a logical call: the function, the invocation type, the SDK's id and the
+/// payload.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct RetryKey {
     pub(crate) function: String,
     pub(crate) invocation_type: &'static str,
     pub(crate) invocation_id: String,
-    pub(crate) payload_bytes: usize,
+    /// A hash of the payload: one id reused for another payload is another call.
+    pub(crate) payload: u64,
 }
 
 /// The memory a kept answer holds, roughly: the answer, and its key twice (in the map and in
@@ -322,7 +324,7 @@ mod tests {
             function: "f".into(),
             invocation_type: "RequestResponse",
             invocation_id: id.into(),
-            payload_bytes: 0,
+            payload: 0,
         }
     }
 

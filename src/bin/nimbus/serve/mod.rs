@@ -37,16 +37,11 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
     if let Some(bind) = args.bind {
         file = file.with_bind(bind);
     }
+    // Registered before anything starts: a signal that comes during the start (the listener
+    // is already bound then) or as soon as "listening" is printed stops gracefully rather than
+    // killing the process.
+    let mut stop = StopSignals::new()?;
     let platform = file.start(Runtime::default()).await?;
-    // Registered before "listening" is printed: a signal sent as soon as it is seen stops
-    // gracefully rather than killing the process.
-    let mut stop = match StopSignals::new() {
-        Ok(stop) => stop,
-        Err(error) => {
-            platform.stop(grace).await;
-            return Err(error.into());
-        }
-    };
     announce(&args.file, &platform);
 
     let live = summary::Live::new(std::io::stdout().is_terminal());
