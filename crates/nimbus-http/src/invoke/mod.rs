@@ -19,6 +19,8 @@ mod error;
 mod functions;
 mod logs;
 mod name;
+mod outcome;
+mod request;
 mod retry;
 
 use std::collections::HashMap;
@@ -28,16 +30,16 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use nimbus_core::{
-    AsyncCallError, CallError, ClientContext, InvokeError, InvokeOptions, LookupError,
-    RejectReason, UsageReport,
-};
+use nimbus_core::{AsyncCallError, CallError, InvokeOptions, LookupError, UsageReport};
 
 pub(crate) use error::AwsError;
 pub use logs::{LogSource, TAIL_BYTES};
+use outcome::{
+    async_error, function_error, invoke_error, not_found, request_id_header, stored_error,
+};
+use request::{client_context, header, payload_hash, read_body, InvocationType};
 pub(crate) use retry::RetryCache;
 pub use retry::RetryCacheStats;
 use retry::{Claim, RetryKey, Stored};
@@ -52,58 +54,6 @@ pub(crate) struct InvokeApi {
     pub(crate) retries: RetryCache,
     /// `LastModified` of every function: when the server started.
     pub(crate) started: String,
-}
-
-/// The largest client context Lambda accepts, base64-encoded.
-const MAX_CLIENT_CONTEXT: usize = 3583;
-
-/// How the caller asked to invoke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum InvocationType {
-    RequestResponse,
-    Event,
-    DryRun,
-}
-
-impl InvocationType {
-    fn parse(headers: &HeaderMap) -> Result<Self, AwsError> {
-        match header(headers, "x-amz-invocation-type")? {
-            None | Some("RequestResponse") => Ok(Self::RequestResponse),
-            Some("Event") => Ok(Self::Event),
-            Some("DryRun") => Ok(Self::DryRun),
-            Some(other) => Err(AwsError::invalid_parameter(format!(
-                "1 validation error detected: Value '{other}' at 'invocationType' failed to \
-                 satisfy constraint: Member must satisfy enum value set: [Event, \
-                 RequestResponse, DryRun]"
-            ))),
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::RequestResponse => "RequestResponse",
-            Self::Event => "Event",
-            Self::DryRun => "DryRun",
-        }
-    }
-}
-
-/// A header's value as text; a value that is not visible ASCII is a bad parameter.
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AwsError> {
-    headers
-        .get(name)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| AwsError::invalid_parameter(format!("header {name} is not text")))
-        })
-        .transpose()
-}
-
-fn request_id_header(id: &str) -> (HeaderName, HeaderValue) {
-    (
-        HeaderName::from_static("x-amzn-requestid"),
-        HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("0")),
-    )
 }
 
 /// `POST /2015-03-31/functions/{name}/invocations`.
@@ -266,50 +216,6 @@ async fn answer_of(waiter: retry::Waiter) -> Response {
     }
 }
 
-/// A 64-bit hash of a request body, for the retry key.
-fn payload_hash(payload: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    payload.hash(&mut hasher);
-    hasher.finish()
-}
-
-/// Reads the body up to `limit` bytes; more is 413.
-async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, AwsError> {
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(AwsError::too_large(limit));
-    }
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_long = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_long {
-            AwsError::too_large(limit as u64)
-        } else {
-            AwsError::invalid_content(format!("could not read the request body: {e}"))
-        }
-    })
-}
-
-/// `X-Amz-Client-Context`: base64 of a JSON object, at most 3,583 bytes.
-fn client_context(encoded: &str) -> Result<ClientContext, AwsError> {
-    let bad =
-        || AwsError::invalid_content("Client context must be a valid Base64-encoded JSON object.");
-    if encoded.len() > MAX_CLIENT_CONTEXT {
-        return Err(AwsError::invalid_content(format!(
-            "Client context must be at most {MAX_CLIENT_CONTEXT} bytes, base64-encoded."
-        )));
-    }
-    let json = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|_| bad())?;
-    serde_json::from_slice(&json).map_err(|_| bad())
-}
-
 /// Queues an `Event` invoke; the answer and whether it may be kept for retries.
 fn queue_event(state: &InvokeApi, name: &str, event: serde_json::Value) -> (Stored, bool) {
     match state.runtime.invoke_async_json(name, event) {
@@ -321,57 +227,10 @@ fn queue_event(state: &InvokeApi, name: &str, event: serde_json::Value) -> (Stor
             };
             (stored, true)
         }
-        Err(error) => (stored_error(async_error(name, state, error)), false),
-    }
-}
-
-fn async_error(
-    name: &str,
-    state: &InvokeApi,
-    error: AsyncCallError<serde_json::Value>,
-) -> AwsError {
-    match error {
-        AsyncCallError::Lookup(LookupError::NotFound(_)) => not_found(state, name),
-        AsyncCallError::Lookup(other) => AwsError::invalid_parameter(other.to_string()),
-        AsyncCallError::Payload(message) => AwsError::invalid_content(message),
-        AsyncCallError::Rejected(rejected) => match rejected.reason {
-            RejectReason::TooLarge { limit, .. } => AwsError::too_large(limit),
-            RejectReason::QueueFull { capacity } => AwsError::too_many(
-                "ConcurrentInvocationLimitExceeded",
-                format!("the function's async queue holds {capacity} events already"),
-            ),
-            RejectReason::KeptFailuresFull { limit } => AwsError::too_many(
-                "ConcurrentInvocationLimitExceeded",
-                format!("the function keeps {limit} failed events for the host already"),
-            ),
-            RejectReason::RecursiveLoop { hops } => AwsError::recursive(format!(
-                "the event passed through {hops} invocations: a recursive loop"
-            )),
-            RejectReason::Unregistered => not_found(state, name),
-            other => AwsError::service(format!("{other:?}")),
-        },
-        other => AwsError::service(other.to_string()),
-    }
-}
-
-/// An error answer as kept, with a request id of its own (SDKs show it to users).
-/// 404 for `name`, named by its ARN as Lambda names it.
-fn not_found(state: &InvokeApi, name: &str) -> AwsError {
-    let config = state.runtime.config();
-    AwsError::not_found(&nimbus_core::util::aws::function_arn(
-        &config.region,
-        &config.account_id,
-        name,
-    ))
-}
-
-fn stored_error(error: AwsError) -> Stored {
-    let mut headers = error.headers();
-    headers.push(request_id_header(&fresh_request_id()));
-    Stored {
-        status: error.status(),
-        headers,
-        body: Bytes::from(error.body()),
+        Err(error) => (
+            stored_error(async_error(name, &state.runtime, error)),
+            false,
+        ),
     }
 }
 
@@ -397,13 +256,18 @@ async fn run_sync(
         Ok(output) => (StatusCode::OK, output.to_string(), None),
         Err(CallError::Invoke(error)) => match function_error(&error, &request_id) {
             Some(body) => (StatusCode::OK, body.to_string(), Some(body)),
-            None => return (stored_error(invoke_error(name, state, &error)), false),
+            None => {
+                return (
+                    stored_error(invoke_error(name, &state.runtime, &error)),
+                    false,
+                )
+            }
         },
         Err(CallError::Lookup(LookupError::NotFound(_))) => {
             return (
                 stored_error(async_error(
                     name,
-                    state,
+                    &state.runtime,
                     AsyncCallError::Lookup(LookupError::NotFound(name.to_owned())),
                 )),
                 false,
@@ -468,42 +332,6 @@ fn log_of(
         )
     });
     Some(logs::framing(report, error))
-}
-
-/// The error JSON of an outcome the function produced, or `None` for one it did not.
-fn function_error(error: &InvokeError, request_id: &str) -> Option<serde_json::Value> {
-    let message = match error {
-        InvokeError::Function(e) => e.message().to_owned(),
-        InvokeError::Timeout(after) => format!(
-            "RequestId: {request_id} Error: Task timed out after {:.2} seconds",
-            after.as_secs_f64()
-        ),
-        InvokeError::Panic(_)
-        | InvokeError::Crashed(_)
-        | InvokeError::OutOfMemory(_)
-        | InvokeError::Init(_)
-        | InvokeError::Payload(_)
-        | InvokeError::ResponseTooLarge { .. } => error.to_string(),
-        _ => return None,
-    };
-    Some(serde_json::json!({
-        "errorType": error.error_type(),
-        "errorMessage": message,
-    }))
-}
-
-/// The error answer of an outcome the function did not produce.
-fn invoke_error(name: &str, state: &InvokeApi, error: &InvokeError) -> AwsError {
-    match error {
-        InvokeError::Throttled(reason) => AwsError::throttled(*reason),
-        InvokeError::RecursiveLoop { .. } => AwsError::recursive(error.to_string()),
-        InvokeError::Unregistered(_) => async_error(
-            name,
-            state,
-            AsyncCallError::Lookup(LookupError::NotFound(name.to_owned())),
-        ),
-        other => AwsError::service(other.to_string()),
-    }
 }
 
 /// Query of `ListFunctions`.
@@ -571,7 +399,7 @@ fn describe(
             state.runtime.function_arn(&name),
         ) {
             (Some(config), Some(arn)) => Ok(shape(&name, &arn, &config)),
-            _ => Err(not_found(state, &name)),
+            _ => Err(not_found(&state.runtime, &name)),
         }
     });
     match found {
