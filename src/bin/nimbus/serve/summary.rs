@@ -52,11 +52,11 @@ fn function_line(runtime: &Runtime, name: &str) -> String {
         return format!("{name}: gone");
     };
     let mut line = format!(
-        "{name}: {} invocations, {} errors, {} throttles, p99 {:?}",
+        "{name}: {} invocations, {} errors, {} throttles, p99 {:.1} ms",
         m.invocations,
         m.errors + m.timeouts + m.panics + m.init_failures,
         m.throttles(),
-        m.p99
+        m.p99.as_secs_f64() * 1e3
     );
     if let Some(a) = runtime.async_metrics(name).filter(|a| a.accepted > 0) {
         line.push_str(&format!(
