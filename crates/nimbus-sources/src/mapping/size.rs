@@ -34,7 +34,7 @@ pub(super) fn json_len(bytes: &[u8]) -> usize {
 
 /// An upper bound on the size of `message`'s record in the event JSON.
 pub(super) fn record_size(message: &Message) -> usize {
-    let id = message.id.to_string().len();
+    let id = message.id.text_len();
     let receipt = match message.receipt.as_token() {
         Some(token) => json_len(token.as_bytes()),
         // Two numbers and a separator.

@@ -35,6 +35,14 @@ impl MessageId {
         }
     }
 
+    /// The length of the id as text, without writing it (sizing a batch asks it per record).
+    pub fn text_len(&self) -> usize {
+        match &self.0 {
+            IdRepr::Number(n) => n.checked_ilog10().map_or(1, |digits| digits as usize + 1),
+            IdRepr::Text(text) => text.len(),
+        }
+    }
+
     /// The number, for a numeric id.
     pub fn as_number(&self) -> Option<u64> {
         match self.0 {
@@ -237,5 +245,22 @@ impl Message {
     pub fn with_group(mut self, group_id: impl Into<Arc<str>>) -> Self {
         self.group_id = Some(group_id.into());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessageId;
+
+    #[test]
+    fn text_len_is_the_length_of_the_displayed_id() {
+        let numbers = [0, 1, 9, 10, 99, 100, 999_999, 1_000_000, u64::MAX];
+        let ids = numbers
+            .into_iter()
+            .map(MessageId::number)
+            .chain(["", "a-uuid-like-id", "0012", "1712345678901-0"].map(MessageId::text));
+        for id in ids {
+            assert_eq!(id.text_len(), id.to_string().len(), "{id:?}");
+        }
     }
 }

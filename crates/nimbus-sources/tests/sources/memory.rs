@@ -307,3 +307,47 @@ async fn an_ack_names_the_receipts_it_refused_and_counts_a_receipt_given_twice_o
     assert_eq!(result, Err(SourceError::Refused { positions: vec![1] }));
     assert!(q.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn whole_batches_acknowledged_at_once_are_deleted_and_expired_ones_refused() {
+    let visibility = Duration::from_secs(30);
+    let q = queue(QueueConfig::default().with_visibility_timeout(visibility));
+    for body in ["a", "b", "c", "d", "e", "f"] {
+        q.send(body).unwrap();
+    }
+    let receipts = |got: &[nimbus_sources::Message]| -> Vec<_> {
+        got.iter().map(|m| m.receipt.clone()).collect()
+    };
+    let first = receipts(&q.receive(2, Duration::ZERO).await.unwrap());
+    let second = receipts(&q.receive(2, Duration::ZERO).await.unwrap());
+    // Two whole batches in one ack, the second given twice: its repeat is not a refusal.
+    let both: Vec<_> = first
+        .iter()
+        .chain(&second)
+        .chain(&second)
+        .cloned()
+        .collect();
+    q.ack(&both).await.unwrap();
+    assert_eq!(q.counts().in_flight, 0);
+    assert_eq!(q.len(), 2);
+    let third = receipts(&q.receive(2, Duration::ZERO).await.unwrap());
+    tokio::time::advance(visibility).await;
+    // Its lease expired: nothing is deleted, both are refused and delivered again.
+    let result = q.ack(&third).await;
+    assert_eq!(
+        result,
+        Err(SourceError::Refused {
+            positions: vec![0, 1]
+        })
+    );
+    let again = q.receive(10, Duration::ZERO).await.unwrap();
+    let mut delivered = bodies(&again);
+    delivered.sort();
+    assert_eq!(delivered, ["e", "f"]);
+    assert!(again.iter().all(|m| m.receive_count == 2));
+    // Out of order, a batch is deleted receipt by receipt.
+    q.ack(&[again[1].receipt.clone(), again[0].receipt.clone()])
+        .await
+        .unwrap();
+    assert!(q.is_empty());
+}

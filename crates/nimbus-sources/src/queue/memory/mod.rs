@@ -232,6 +232,22 @@ impl InMemoryQueue {
     }
 }
 
+impl InMemoryQueue {
+    /// Takes up to `max` visible messages under a new lease, redriving those over their
+    /// receive limit; also returns when something next becomes visible without a send.
+    fn try_take(&self, max: usize, now: Instant) -> (Vec<Message>, Option<Instant>) {
+        let mut redriven = Vec::new();
+        let taken = {
+            let mut state = self.state.lock();
+            state.settle(self.config.fifo, now);
+            let messages = state.take(&self.config, max, now, &mut redriven);
+            (messages, state.next_due())
+        };
+        self.redrive(redriven);
+        taken
+    }
+}
+
 /// The `refused` positions less those of a receipt given twice whose other position took
 /// effect (the second finds its message gone).
 fn given_twice(receipts: &[Receipt], mut refused: Vec<usize>) -> Vec<usize> {
@@ -254,20 +270,21 @@ impl QueueSource for InMemoryQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let give_up = Instant::now().checked_add(wait);
+        let now = Instant::now();
+        // With messages waiting (a backlog), the first try takes them without registering
+        // for a notification: registering takes the notifier's lock, shared by every receiver.
+        let (messages, _) = self.try_take(max, now);
+        if !messages.is_empty() {
+            return Ok(messages);
+        }
+        let give_up = now.checked_add(wait);
         loop {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
+            // Registered before looking again: a send from now on wakes this receiver.
             let now = Instant::now();
-            let mut redriven = Vec::new();
-            let (messages, next_due) = {
-                let mut state = self.state.lock();
-                state.settle(self.config.fifo, now);
-                let messages = state.take(&self.config, max, now, &mut redriven);
-                (messages, state.next_due())
-            };
-            self.redrive(redriven);
+            let (messages, next_due) = self.try_take(max, now);
             if !messages.is_empty() {
                 return Ok(messages);
             }
@@ -295,16 +312,37 @@ impl QueueSource for InMemoryQueue {
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
         let mut refused = Vec::new();
         let mut freed_group = false;
+        // The deleted messages are dropped once the lock is let go: freeing their bodies is
+        // no part of the queue's critical section, which every poller shares.
+        let mut deleted: Vec<Option<Stored>> = Vec::new();
         {
             let now = Instant::now();
             let mut state = self.state.lock();
-            for (at, receipt) in receipts.iter().enumerate() {
-                match state.take_back(receipt, now) {
-                    Some(stored) => freed_group |= state.delete(&stored),
+            let mut at = 0;
+            while at < receipts.len() {
+                if let Some((n, lease)) = state.take_back_lease(&receipts[at..], now) {
+                    for stored in lease.iter().flatten() {
+                        freed_group |= state.delete(stored);
+                    }
+                    if deleted.is_empty() {
+                        deleted = lease;
+                    } else {
+                        deleted.extend(lease);
+                    }
+                    at += n;
+                    continue;
+                }
+                match state.take_back(&receipts[at], now) {
+                    Some(stored) => {
+                        freed_group |= state.delete(&stored);
+                        deleted.push(Some(stored));
+                    }
                     None => refused.push(at),
                 }
+                at += 1;
             }
         }
+        drop(deleted);
         if freed_group {
             self.arrived.notify_waiters();
         }

@@ -275,6 +275,35 @@ impl State {
         Some(stored)
     }
 
+    /// Takes back a whole lease when `receipts` start with every one of its receipts, in
+    /// order, and it has not expired at `now` (a batch acknowledged at once): one lookup for
+    /// the lease instead of one per receipt. Returns how many receipts it took and the lease's
+    /// messages, or `None` to go receipt by receipt.
+    pub(super) fn take_back_lease(
+        &mut self,
+        receipts: &[Receipt],
+        now: Instant,
+    ) -> Option<(usize, Vec<Option<Stored>>)> {
+        let (lease_id, 0) = receipts.first()?.parts()? else {
+            return None;
+        };
+        let lease = self.leases.get_mut(lease_id)?;
+        let n = lease.slots.len();
+        if lease.live != n || lease.deadline <= now || receipts.len() < n {
+            return None;
+        }
+        let in_order = receipts[..n]
+            .iter()
+            .enumerate()
+            .all(|(slot, r)| r.parts() == Some((lease_id, slot as u32)));
+        if !in_order {
+            return None;
+        }
+        let lease = self.leases.remove(lease_id)?;
+        self.in_flight -= n;
+        Some((n, lease.slots))
+    }
+
     /// A message taken back is gone for good (acknowledged). Returns whether its FIFO group
     /// became ready again.
     pub(super) fn delete(&mut self, stored: &Stored) -> bool {
