@@ -69,7 +69,7 @@ pub(crate) use wire::body_serde;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,6 +145,9 @@ struct Shared {
     /// The queue's latest counts.
     latest: Mutex<stats::Latest>,
     scaling: Mutex<Scaling>,
+    /// Whether more pollers run than the target, as last set under the `scaling` lock: each
+    /// poller reads it once per batch without taking the lock.
+    over_target: AtomicBool,
     scale_up: TokenBucket,
     status: Mutex<MappingStatus>,
     /// Stop receiving (stop, shutdown, a function that refuses work, a permanent error).
@@ -254,6 +257,7 @@ impl QueueMapping {
                 target: initial,
                 active: initial,
             }),
+            over_target: AtomicBool::new(false),
             scale_up: TokenBucket::new(config.scale_up_per_minute, Duration::from_secs(60)),
             status: Mutex::new(MappingStatus::Running),
             cancel: CancellationToken::new(),
@@ -406,7 +410,9 @@ impl Shared {
             }
         };
         if !retired {
-            self.scaling.lock().active -= 1;
+            let mut scaling = self.scaling.lock();
+            scaling.active -= 1;
+            self.note_surplus(&scaling);
         }
     }
 

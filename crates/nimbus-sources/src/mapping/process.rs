@@ -279,7 +279,10 @@ impl Shared {
     /// Invokes the function with the records at `indices`, retrying throttles with backoff
     /// while the budget allows. Abandoned (released) at the stop deadline.
     async fn invoke(&self, messages: &[Message], indices: &[usize], budget: &Budget) -> Invoked {
+        // The invocation first: one that ends on its first poll never registers a waiter on
+        // the stop signal (a lock each way).
         tokio::select! {
+            biased;
             invoked = self.invoke_until_done(messages, indices, budget) => invoked,
             () = self.hard_stop.cancelled() => Invoked::Released,
         }

@@ -3,6 +3,7 @@
 //! change of the target is told to the source as a [demand hint](QueueSource::demand).
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::MutexGuard;
@@ -43,11 +44,23 @@ impl Shared {
         }
     }
 
-    /// Retires the calling poller if there are more than the target.
+    /// Records whether more pollers run than the target, for the check each poller makes
+    /// per batch. Called under the `scaling` lock after every change.
+    pub(super) fn note_surplus(&self, scaling: &Scaling) {
+        self.over_target
+            .store(scaling.active > scaling.target, Ordering::Relaxed);
+    }
+
+    /// Retires the calling poller if there are more than the target. The lock is taken only
+    /// when the last change left a surplus (a stale answer delays a retirement by one batch).
     pub(super) fn retire_if_over_target(&self) -> bool {
+        if !self.over_target.load(Ordering::Relaxed) {
+            return false;
+        }
         let mut scaling = self.scaling.lock();
         if scaling.active > scaling.target {
             scaling.active -= 1;
+            self.note_surplus(&scaling);
             return true;
         }
         false
@@ -61,6 +74,7 @@ impl Shared {
             let before = scaling.target;
             scaling.active -= 1;
             scaling.target = scaling.target.min(scaling.active).max(1);
+            self.note_surplus(&scaling);
             self.tell_demand(&scaling, before);
             return true;
         }
@@ -79,6 +93,7 @@ impl Shared {
             if spawn {
                 scaling.active += 1;
             }
+            self.note_surplus(&scaling);
             self.tell_demand(&scaling, before);
             spawn
         };
@@ -92,6 +107,7 @@ impl Shared {
         let mut scaling = self.scaling.lock();
         let before = scaling.target;
         scaling.target = (scaling.target / 2).max(1);
+        self.note_surplus(&scaling);
         self.tell_demand(&scaling, before);
     }
 }

@@ -106,7 +106,10 @@ impl Shared {
         wait: Duration,
     ) -> Option<Result<Vec<Message>, SourceError>> {
         let mut receiving = self.receiving(max, wait);
+        // The receive first: when it is ready at once (a backlog), the stop signal is never
+        // polled, so no waiter is registered on it (a lock each way, shared by every poller).
         tokio::select! {
+            biased;
             received = &mut receiving => Some(received),
             () = self.cancel.cancelled() => {
                 if !self.cancel_safe {
