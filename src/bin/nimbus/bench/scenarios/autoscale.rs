@@ -19,7 +19,7 @@ pub(crate) struct Curve {
 
 /// A step in arrival rate to a handler that awaits a fixed duration: concurrency against
 /// Little's law, time to reach it, overshoot, and scale-in after the load stops.
-pub(crate) async fn autoscale(sizes: Sizes) -> (Vec<Row>, Vec<Curve>, f64) {
+pub(crate) async fn autoscale(sizes: &Sizes) -> (Vec<Row>, Vec<Curve>, f64) {
     let per_sec = 20_000.0;
     let hold = Duration::from_millis(10);
     let nominal = littles_law(per_sec, hold);

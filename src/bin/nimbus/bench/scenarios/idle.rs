@@ -29,7 +29,7 @@ fn rss_mb() -> Option<f64> {
 }
 
 /// N functions and M mappings registered and idle: CPU time used and memory.
-pub(crate) async fn idle(sizes: Sizes) -> Vec<Row> {
+pub(crate) async fn idle(sizes: &Sizes) -> Vec<Row> {
     let measure =
         |label: &'static str, functions: usize, mappings: usize| async move {
             let runtime = Runtime::new(RuntimeConfig::default().with_concurrency_limit(100_000))

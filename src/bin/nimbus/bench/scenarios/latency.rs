@@ -87,14 +87,16 @@ where
 
 /// Open loop at a fraction of nimbus's measured async capacity: time from enqueue to handler
 /// start, beside a Tokio mpsc worker and spawn-per-event at the same arrival rate.
-pub(crate) async fn latency(sizes: Sizes) -> Vec<Row> {
+pub(crate) async fn latency(sizes: &Sizes) -> Vec<Row> {
     let probe = sizes.events.min(200_000);
     let capacity =
         on_own_thread(
             move || async move { rate(probe, workloads::invoke_async_noop(probe).await) },
         )
         .await;
-    let per_sec = (capacity * sizes.rate_fraction).max(1.0);
+    // One rate for now: the first fraction given.
+    let fraction = sizes.rate_fractions.first().copied().unwrap_or(0.5);
+    let per_sec = (capacity * fraction).max(1.0);
     let count = ((per_sec * sizes.latency_window.as_secs_f64()) as u64).clamp(1_000, 2_000_000);
     let scenario = "latency";
     let mut rows = Vec::new();
@@ -131,6 +133,7 @@ pub(crate) async fn latency(sizes: Sizes) -> Vec<Row> {
             let _ = sender.join();
             runtime.shutdown(Duration::from_secs(1)).await;
             Row::throughput(scenario, "nimbus", count, took)
+                .at_set_rate()
                 .with_latency(&lat.histogram())
                 .with("rate_per_sec", per_sec)
                 .with("capacity_per_sec", capacity)
@@ -161,6 +164,7 @@ pub(crate) async fn latency(sizes: Sizes) -> Vec<Row> {
             let _ = sender.join();
             let _ = worker.await;
             Row::throughput(scenario, "tokio mpsc worker", count, took)
+                .at_set_rate()
                 .with_latency(&lat.histogram())
                 .with("rate_per_sec", per_sec)
         })
@@ -185,6 +189,7 @@ pub(crate) async fn latency(sizes: Sizes) -> Vec<Row> {
             let took = start.elapsed();
             let _ = sender.join();
             Row::throughput(scenario, "tokio spawn per event", count, took)
+                .at_set_rate()
                 .with_latency(&lat.histogram())
                 .with("rate_per_sec", per_sec)
         })

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use nimbus::{Context, Function, Handler, Runtime, RuntimeConfig};
 
-use super::{noop, Sizes};
+use super::{interleaved, measure, noop, Measure, Sizes};
 use crate::bench::peers;
 use crate::bench::stats::Row;
 use crate::bench::workloads;
@@ -62,8 +62,9 @@ async fn direct_boxed_calls(total: u64, callers: u64) -> Duration {
     start.elapsed()
 }
 
-/// Sync invoke of a no-op function, closed loop, on 1 and 8 callers.
-pub(crate) async fn invoke(sizes: Sizes) -> Vec<Row> {
+/// Sync invoke of a no-op function, closed loop, on 1 and 8 callers, beside a task spawned per
+/// call answering on a oneshot and the handler called directly.
+pub(crate) async fn invoke(sizes: &Sizes) -> Vec<Row> {
     let runtime =
         Runtime::new(RuntimeConfig::default().with_concurrency_limit(10_000)).expect("config");
     let handle = runtime
@@ -78,108 +79,97 @@ pub(crate) async fn invoke(sizes: Sizes) -> Vec<Row> {
             if callers > 1 { "s" } else { "" }
         );
         let h = handle.clone();
-        let took = closed_loop(n, callers, move |i| {
+        let nimbus = measure(move || {
             let h = h.clone();
-            async move {
-                std::hint::black_box(h.invoke(i).await.ok());
-            }
-        })
-        .await;
-        rows.push(Row::throughput(&scenario, "nimbus", n, took));
-        let took = closed_loop(n, callers, |i| async move {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            tokio::spawn(async move {
-                let _ = tx.send(std::hint::black_box(i));
-            });
-            std::hint::black_box(rx.await.ok());
-        })
-        .await;
-        rows.push(Row::throughput(&scenario, "tokio spawn+oneshot", n, took));
-        let took = direct_boxed_calls(n, callers).await;
-        rows.push(Row::throughput(&scenario, "direct boxed call", n, took));
+            closed_loop(n, callers, move |i| {
+                let h = h.clone();
+                async move {
+                    std::hint::black_box(h.invoke(i).await.ok());
+                }
+            })
+        });
+        let spawn = measure(move || {
+            closed_loop(n, callers, |i| async move {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let _ = tx.send(std::hint::black_box(i));
+                });
+                std::hint::black_box(rx.await.ok());
+            })
+        });
+        let direct = measure(move || direct_boxed_calls(n, callers));
+        let systems = vec![
+            ("nimbus", nimbus),
+            ("tokio spawn+oneshot", spawn),
+            ("direct boxed call", direct),
+        ];
+        rows.extend(interleaved(&scenario, n, sizes.reps, systems).await);
     }
     runtime.shutdown(Duration::from_secs(1)).await;
     rows
 }
 
-/// Async invoke throughput against apalis, an mpsc pool and spawn-per-event.
-pub(crate) async fn async_invoke(sizes: Sizes) -> Vec<Row> {
-    let n = sizes.events;
-    vec![
-        Row::throughput("async", "nimbus", n, workloads::invoke_async_noop(n).await),
-        Row::throughput(
-            "async",
+/// The peers of a job queue: apalis `MemoryStorage` and a Tokio mpsc pool of 2 workers, each
+/// draining `n` no-op jobs.
+fn queue_peers(n: u64) -> [(&'static str, Measure); 2] {
+    [
+        (
             "apalis MemoryStorage",
-            n,
-            peers::apalis_memory_storage(n).await,
+            measure(move || peers::apalis_memory_storage(n)),
         ),
-        Row::throughput(
-            "async",
+        (
             "tokio mpsc pool (2)",
-            n,
-            peers::tokio_mpsc_pool(n, 2).await,
-        ),
-        Row::throughput(
-            "async",
-            "tokio spawn per event",
-            n,
-            peers::tokio_spawn_per_event(n).await,
+            measure(move || peers::tokio_mpsc_pool(n, 2)),
         ),
     ]
 }
 
-/// In-memory queue -> mapping -> no-op handler at batch sizes 1, 10, 100, with the peers
-/// draining the same number of jobs (measured once, shown in each batch size's group).
-pub(crate) async fn queue(sizes: Sizes) -> Vec<Row> {
+/// Async invoke throughput against apalis, an mpsc pool and spawn-per-event.
+pub(crate) async fn async_invoke(sizes: &Sizes) -> Vec<Row> {
     let n = sizes.events;
-    let apalis = peers::apalis_memory_storage(n).await;
-    let pool = peers::tokio_mpsc_pool(n, 2).await;
+    let mut systems = vec![("nimbus", measure(move || workloads::invoke_async_noop(n)))];
+    systems.extend(queue_peers(n));
+    systems.push((
+        "tokio spawn per event",
+        measure(move || peers::tokio_spawn_per_event(n)),
+    ));
+    interleaved("async", n, sizes.reps, systems).await
+}
+
+/// In-memory queue -> mapping -> no-op handler at batch sizes 1, 10, 100, each batch size
+/// interleaved with its own measurements of the peers draining the same number of jobs.
+pub(crate) async fn queue(sizes: &Sizes) -> Vec<Row> {
+    let n = sizes.events;
     let mut rows = Vec::new();
     for batch in [1usize, 10, 100] {
+        let mut systems = vec![("nimbus", measure(move || workloads::queue_drain(n, batch)))];
+        systems.extend(queue_peers(n));
         let scenario = format!("queue/batch_{batch}");
-        rows.push(Row::throughput(
-            &scenario,
-            "nimbus",
-            n,
-            workloads::queue_drain(n, batch).await,
-        ));
-        rows.push(Row::throughput(
-            &scenario,
-            "apalis MemoryStorage",
-            n,
-            apalis,
-        ));
-        rows.push(Row::throughput(&scenario, "tokio mpsc pool (2)", n, pool));
+        rows.extend(interleaved(&scenario, n, sizes.reps, systems).await);
     }
     rows
 }
 
 /// In-memory stream -> stream mapping -> no-op handler, for shards x parallelization factor,
-/// with the peers draining the same number of jobs.
-pub(crate) async fn stream(sizes: Sizes) -> Vec<Row> {
+/// each interleaved with its own measurements of the peers draining the same number of jobs.
+pub(crate) async fn stream(sizes: &Sizes) -> Vec<Row> {
     let n = sizes.events;
-    let apalis = peers::apalis_memory_storage(n).await;
-    let pool = peers::tokio_mpsc_pool(n, 2).await;
     let mut rows = Vec::new();
     for (shards, factor) in [(1usize, 1u32), (4, 1), (4, 4)] {
+        let mut systems = vec![(
+            "nimbus",
+            measure(move || workloads::stream_drain(n, shards, factor)),
+        )];
+        systems.extend(queue_peers(n));
         let scenario = format!("stream/{shards}x{factor}");
-        rows.push(
-            Row::throughput(
-                &scenario,
-                "nimbus",
-                n,
-                workloads::stream_drain(n, shards, factor).await,
-            )
-            .with("shards", shards as u64)
-            .with("parallelization_factor", u64::from(factor)),
-        );
-        rows.push(Row::throughput(
-            &scenario,
-            "apalis MemoryStorage",
-            n,
-            apalis,
-        ));
-        rows.push(Row::throughput(&scenario, "tokio mpsc pool (2)", n, pool));
+        let mut group = interleaved(&scenario, n, sizes.reps, systems).await;
+        if let Some(nimbus) = group.first_mut() {
+            nimbus.extra.insert("shards".into(), (shards as u64).into());
+            nimbus
+                .extra
+                .insert("parallelization_factor".into(), u64::from(factor).into());
+        }
+        rows.extend(group);
     }
     rows
 }
