@@ -76,6 +76,8 @@ impl Row {
             )
     }
 
+    /// p50 / p99 / p99.9 of one histogram of nanoseconds (the HTTP scenario's median round).
+    #[cfg(any(test, feature = "http"))]
     pub(crate) fn with_latency(mut self, histogram: &Histogram<u64>) -> Self {
         self.p50_us = Some(percentile_us(histogram, 0.50));
         self.p99_us = Some(percentile_us(histogram, 0.99));

@@ -1,16 +1,34 @@
-//! Open-loop latency: time from enqueue to handler start at a fixed arrival rate.
+//! Open-loop latency: time from enqueue to handler start at fixed arrival rates (10,000/s and
+//! 100,000/s) and at fractions of nimbus's measured async capacity (10 % and 50 % by default,
+//! `--rate-fraction`).
+//!
+//! Capacity is the median of `reps` runs of the async-capacity probe. At each rate nimbus and a
+//! Tokio mpsc worker run `reps` times, interleaved (the order rotated each repetition); each
+//! row reports the median over repetitions of p50, p99 and p99.9, and nimbus's row the ratio
+//! of its p99 to the mpsc worker's (`p99_vs_mpsc`). A task spawned per event runs only at the
+//! rates up to 10,000/s: remote spawns onto a single-threaded runtime fall behind at higher
+//! rates, where its figures would be queueing time, not latency. Each run starts with a warm-up
+//! of a tenth of its events, left out of the figures.
+//!
+//! Each system under test runs on a single-threaded Tokio runtime of its own thread while the
+//! open-loop sender spins on another thread, so that each has one core of a 2-core machine (a
+//! multi-threaded runtime beside a spinning sender would measure the OS scheduler's slices).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
 
+use super::record::Latencies;
 use super::Sizes;
-use crate::bench::peers::Countdown;
-use crate::bench::stats::{rate, Row};
+use crate::bench::stats::{median, percentile_us, rate, round1, Row};
 use crate::bench::workloads;
+
+/// The fixed arrival rates, per second.
+const FIXED_RATES: [f64; 2] = [10_000.0, 100_000.0];
+
+/// The highest rate at which the spawn-per-event peer runs.
+const SPAWN_MAX_RATE: f64 = 10_000.0;
 
 /// Sends `count` events from a dedicated thread at `per_sec`, each at its scheduled time
 /// (open loop: the sender never waits for the system), calling `send(index, scheduled)`.
@@ -33,42 +51,7 @@ fn open_loop(
     })
 }
 
-/// Latencies (ns) recorded by index, then folded into a histogram.
-struct Latencies {
-    base: Instant,
-    slots: Vec<AtomicU64>,
-    countdown: Arc<Countdown>,
-}
-
-impl Latencies {
-    fn new(base: Instant, count: u64) -> Arc<Self> {
-        Arc::new(Self {
-            base,
-            slots: (0..count).map(|_| AtomicU64::new(0)).collect(),
-            countdown: Countdown::new(count),
-        })
-    }
-
-    /// The handler started the event scheduled `scheduled_ns` after the base.
-    fn started(&self, index: u64, scheduled_ns: u64) {
-        let now = self.base.elapsed().as_nanos() as u64;
-        self.slots[index as usize]
-            .store(now.saturating_sub(scheduled_ns).max(1), Ordering::Relaxed);
-        self.countdown.tick();
-    }
-
-    fn histogram(&self) -> Histogram<u64> {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).expect("bounds");
-        for slot in &self.slots {
-            let _ = h.record(slot.load(Ordering::Relaxed).max(1));
-        }
-        h
-    }
-}
-
-/// Runs `work` on a single-threaded Tokio runtime of its own thread, so that the system under
-/// test and the open-loop sender have one core each (on a 2-core machine, a multi-threaded
-/// runtime beside a spinning sender would measure the OS scheduler's time slices).
+/// Runs `work` on a single-threaded Tokio runtime of its own thread (see the module doc).
 async fn on_own_thread<F>(work: impl FnOnce() -> F + Send + 'static) -> F::Output
 where
     F: std::future::Future,
@@ -85,115 +68,187 @@ where
     rx.await.expect("the measuring thread finishes")
 }
 
-/// Open loop at a fraction of nimbus's measured async capacity: time from enqueue to handler
-/// start, beside a Tokio mpsc worker and spawn-per-event at the same arrival rate.
+/// The systems measured at each rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum System {
+    /// `invoke_async` from the sender thread; the handler records when it starts.
+    Nimbus,
+    /// A Tokio unbounded mpsc channel into one worker task.
+    MpscWorker,
+    /// A task spawned per event.
+    SpawnPerEvent,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Nimbus => "nimbus",
+            Self::MpscWorker => "tokio mpsc worker",
+            Self::SpawnPerEvent => "tokio spawn per event",
+        }
+    }
+}
+
+/// One repetition of one system: wall time and p50 / p99 / p99.9 in µs.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    took: Duration,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+/// Runs `count` events at `per_sec` through `system` once, after a warm-up of a tenth as many
+/// (at the same rate, left out of the figures): the first events would otherwise measure the
+/// system's start (a fresh thread, nimbus's first instance) rather than its steady state.
+async fn once(system: System, count: u64, per_sec: f64) -> Sample {
+    let warm_up = count / 10;
+    let count = count + warm_up;
+    on_own_thread(move || async move {
+        let base = Instant::now();
+        let lat = Latencies::new(base, count);
+        let due_ns = move |due: Instant| due.duration_since(base).as_nanos() as u64;
+        let start = Instant::now();
+        let mut runtime = None;
+        let mut worker = None;
+        let sender = match system {
+            System::Nimbus => {
+                let rt = Runtime::default();
+                let handle = rt
+                    .register(
+                        Function::new(
+                            "timed",
+                            handler_fn({
+                                let lat = Arc::clone(&lat);
+                                move |(i, due): (u64, u64), _ctx: Context| {
+                                    lat.started(i, due);
+                                    async { Ok::<_, FunctionError>(()) }
+                                }
+                            }),
+                        )
+                        .with_async_queue_capacity(count as usize),
+                    )
+                    .await
+                    .expect("register");
+                runtime = Some(rt);
+                open_loop(count, per_sec, move |i, due| {
+                    let _ = handle.invoke_async((i, due_ns(due)));
+                })
+            }
+            System::MpscWorker => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+                let lat = Arc::clone(&lat);
+                worker = Some(tokio::spawn(async move {
+                    while let Some((i, due)) = rx.recv().await {
+                        lat.started(i, due);
+                    }
+                }));
+                open_loop(count, per_sec, move |i, due| {
+                    let _ = tx.send((i, due_ns(due)));
+                })
+            }
+            System::SpawnPerEvent => {
+                let lat = Arc::clone(&lat);
+                open_loop(count, per_sec, move |i, due| {
+                    let (lat, due) = (Arc::clone(&lat), due_ns(due));
+                    tokio::spawn(async move { lat.started(i, due) });
+                })
+            }
+        };
+        lat.countdown.wait().await;
+        // The time of the measured events only, at the set rate.
+        let took = start
+            .elapsed()
+            .saturating_sub(Duration::from_secs_f64(warm_up as f64 / per_sec));
+        let _ = sender.join();
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        if let Some(runtime) = runtime {
+            runtime.shutdown(Duration::from_secs(1)).await;
+        }
+        let h = lat.histogram(warm_up as usize);
+        Sample {
+            took,
+            p50: percentile_us(&h, 0.50),
+            p99: percentile_us(&h, 0.99),
+            p999: percentile_us(&h, 0.999),
+        }
+    })
+    .await
+}
+
+/// Open loop at fixed rates and at fractions of nimbus's measured async capacity.
 pub(crate) async fn latency(sizes: &Sizes) -> Vec<Row> {
     let probe = sizes.events.min(200_000);
-    let capacity =
-        on_own_thread(
-            move || async move { rate(probe, workloads::invoke_async_noop(probe).await) },
-        )
-        .await;
-    // One rate for now: the first fraction given.
-    let fraction = sizes.rate_fractions.first().copied().unwrap_or(0.5);
-    let per_sec = (capacity * fraction).max(1.0);
-    let count = ((per_sec * sizes.latency_window.as_secs_f64()) as u64).clamp(1_000, 2_000_000);
-    let scenario = "latency";
+    let mut capacities = Vec::with_capacity(sizes.reps);
+    for _ in 0..sizes.reps {
+        capacities.push(
+            on_own_thread(
+                move || async move { rate(probe, workloads::invoke_async_noop(probe).await) },
+            )
+            .await,
+        );
+    }
+    let capacity = median(&capacities);
+    let mut rates: Vec<(String, f64)> = FIXED_RATES
+        .iter()
+        .map(|r| (format!("latency/{}k/s", r / 1e3), *r))
+        .collect();
+    for fraction in &sizes.rate_fractions {
+        rates.push((
+            format!("latency/{}%cap", round1(fraction * 100.0)),
+            (capacity * fraction).max(1.0),
+        ));
+    }
     let mut rows = Vec::new();
-
-    // nimbus: invoke_async from the sender thread; the handler records when it starts.
-    rows.push(
-        on_own_thread(move || async move {
-            let runtime = Runtime::default();
-            let base = Instant::now();
-            let lat = Latencies::new(base, count);
-            let handle = runtime
-                .register(
-                    Function::new(
-                        "timed",
-                        handler_fn({
-                            let lat = Arc::clone(&lat);
-                            move |(i, scheduled): (u64, u64), _ctx: Context| {
-                                lat.started(i, scheduled);
-                                async { Ok::<_, FunctionError>(()) }
-                            }
-                        }),
+    for (scenario, per_sec) in rates {
+        let count = ((per_sec * sizes.latency_window.as_secs_f64()) as u64).clamp(1_000, 2_000_000);
+        let mut systems = vec![System::Nimbus, System::MpscWorker];
+        if per_sec <= SPAWN_MAX_RATE {
+            systems.push(System::SpawnPerEvent);
+        }
+        let mut samples = vec![Vec::with_capacity(sizes.reps); systems.len()];
+        for rep in 0..sizes.reps {
+            for k in 0..systems.len() {
+                let i = (rep + k) % systems.len();
+                samples[i].push(once(systems[i], count, per_sec).await);
+            }
+        }
+        let mut group: Vec<Row> = systems
+            .iter()
+            .zip(&samples)
+            .map(|(system, samples)| {
+                let of = |f: fn(&Sample) -> f64| median(&samples.iter().map(f).collect::<Vec<_>>());
+                let p99s = samples.iter().map(|s| s.p99);
+                let took = Duration::from_secs_f64(of(|s| s.took.as_secs_f64()));
+                let mut row = Row::throughput(&scenario, system.name(), count, took)
+                    .at_set_rate()
+                    .with("rate_per_sec", round1(per_sec))
+                    .with("reps", samples.len() as u64)
+                    .with(
+                        "p99_min_us",
+                        round1(p99s.clone().fold(f64::INFINITY, f64::min)),
                     )
-                    .with_async_queue_capacity(count as usize),
-                )
-                .await
-                .expect("register");
-            let start = Instant::now();
-            let sender = open_loop(count, per_sec, move |i, due| {
-                let scheduled = due.duration_since(base).as_nanos() as u64;
-                let _ = handle.invoke_async((i, scheduled));
-            });
-            lat.countdown.wait().await;
-            let took = start.elapsed();
-            let _ = sender.join();
-            runtime.shutdown(Duration::from_secs(1)).await;
-            Row::throughput(scenario, "nimbus", count, took)
-                .at_set_rate()
-                .with_latency(&lat.histogram())
-                .with("rate_per_sec", per_sec)
-                .with("capacity_per_sec", capacity)
-        })
-        .await,
-    );
-
-    // A Tokio mpsc channel into one worker task.
-    rows.push(
-        on_own_thread(move || async move {
-            let base = Instant::now();
-            let lat = Latencies::new(base, count);
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
-            let worker = tokio::spawn({
-                let lat = Arc::clone(&lat);
-                async move {
-                    while let Some((i, scheduled)) = rx.recv().await {
-                        lat.started(i, scheduled);
-                    }
-                }
-            });
-            let start = Instant::now();
-            let sender = open_loop(count, per_sec, move |i, due| {
-                let _ = tx.send((i, due.duration_since(base).as_nanos() as u64));
-            });
-            lat.countdown.wait().await;
-            let took = start.elapsed();
-            let _ = sender.join();
-            let _ = worker.await;
-            Row::throughput(scenario, "tokio mpsc worker", count, took)
-                .at_set_rate()
-                .with_latency(&lat.histogram())
-                .with("rate_per_sec", per_sec)
-        })
-        .await,
-    );
-
-    // A task spawned per event.
-    rows.push(
-        on_own_thread(move || async move {
-            let base = Instant::now();
-            let lat = Latencies::new(base, count);
-            let start = Instant::now();
-            let sender = open_loop(count, per_sec, {
-                let lat = Arc::clone(&lat);
-                move |i, due| {
-                    let scheduled = due.duration_since(base).as_nanos() as u64;
-                    let lat = Arc::clone(&lat);
-                    tokio::spawn(async move { lat.started(i, scheduled) });
-                }
-            });
-            lat.countdown.wait().await;
-            let took = start.elapsed();
-            let _ = sender.join();
-            Row::throughput(scenario, "tokio spawn per event", count, took)
-                .at_set_rate()
-                .with_latency(&lat.histogram())
-                .with("rate_per_sec", per_sec)
-        })
-        .await,
-    );
+                    .with("p99_max_us", round1(p99s.fold(0.0, f64::max)));
+                row.p50_us = Some(of(|s| s.p50));
+                row.p99_us = Some(of(|s| s.p99));
+                row.p999_us = Some(of(|s| s.p999));
+                row
+            })
+            .collect();
+        let p99_mpsc = group.get(1).and_then(|r| r.p99_us);
+        if let (Some(nimbus), Some(mpsc)) = (group.first_mut(), p99_mpsc) {
+            let p99 = nimbus.p99_us.unwrap_or(f64::NAN);
+            nimbus.extra.insert(
+                "p99_vs_mpsc".into(),
+                ((p99 / mpsc * 100.0).round() / 100.0).into(),
+            );
+            nimbus
+                .extra
+                .insert("capacity_per_sec".into(), round1(capacity).into());
+        }
+        rows.extend(group);
+    }
     rows
 }

@@ -4,6 +4,7 @@
 mod autoscale;
 mod idle;
 mod latency;
+mod record;
 mod throughput;
 
 use std::future::Future;
