@@ -159,6 +159,33 @@ pub(crate) fn scaling_fit(samples: &[(Duration, f64)], target: f64) -> ScalingFi
     }
 }
 
+/// The mean of `samples` (time, value) in consecutive windows of `window` (the first from
+/// time zero), each at the time its window starts; empty windows are left out.
+pub(crate) fn smoothed(samples: &[(Duration, f64)], window: Duration) -> Vec<(Duration, f64)> {
+    let width = window.as_nanos().max(1);
+    let mut means: Vec<(Duration, f64)> = Vec::new();
+    let mut current: Option<(u128, f64, u32)> = None;
+    for (t, value) in samples {
+        let index = t.as_nanos() / width;
+        match &mut current {
+            Some((i, sum, n)) if *i == index => {
+                *sum += value;
+                *n += 1;
+            }
+            _ => {
+                if let Some((i, sum, n)) = current {
+                    means.push((window * i as u32, sum / f64::from(n)));
+                }
+                current = Some((index, *value, 1));
+            }
+        }
+    }
+    if let Some((i, sum, n)) = current {
+        means.push((window * i as u32, sum / f64::from(n)));
+    }
+    means
+}
+
 /// `value` rounded to one decimal.
 pub(crate) fn round1(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
@@ -232,6 +259,25 @@ mod tests {
         assert!((fit.overshoot - 0.15).abs() < 1e-9);
         assert_eq!(fit.peak, 230.0);
         assert_eq!(scaling_fit(&samples[..2], 200.0).reached_after, None);
+    }
+
+    #[test]
+    fn smoothing_averages_each_window() {
+        let ms = Duration::from_millis;
+        let samples = [
+            (ms(1), 100.0),
+            (ms(5), 300.0),
+            (ms(21), 200.0),
+            (ms(45), 50.0),
+            (ms(59), 70.0),
+        ];
+        assert_eq!(
+            smoothed(&samples, ms(20)),
+            vec![(ms(0), 200.0), (ms(20), 200.0), (ms(40), 60.0)]
+        );
+        let fit = scaling_fit(&smoothed(&samples, ms(20)), 180.0);
+        assert!((fit.overshoot - 20.0 / 180.0).abs() < 1e-9, "{fit:?}");
+        assert!(smoothed(&[], ms(20)).is_empty());
     }
 
     #[test]
