@@ -34,7 +34,8 @@ pub(crate) enum Scenario {
     Queue,
     /// In-memory stream -> mapping -> no-op handler, shards x parallelization factor.
     Stream,
-    /// Open loop at a fraction of capacity: enqueue to handler start, p50/p99/p99.9.
+    /// Open loop at 10,000/s, 100,000/s and fractions of capacity: enqueue to handler start,
+    /// p50/p99/p99.9, nimbus beside a Tokio mpsc worker.
     Latency,
     /// A step in arrival rate to a handler that awaits a fixed time: concurrency vs λ·d.
     Autoscale,
@@ -67,7 +68,7 @@ pub(crate) struct BenchArgs {
     /// The scenario.
     #[arg(value_enum, default_value = "all")]
     scenario: Scenario,
-    /// Small sizes: every scenario in well under 30 s.
+    /// Small sizes and 3 repetitions: `bench all --quick` in about 30 s.
     #[arg(long)]
     quick: bool,
     /// Print one JSON object per result line instead of the table.
