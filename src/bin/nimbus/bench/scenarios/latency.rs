@@ -13,10 +13,15 @@
 //! Each system under test runs on a single-threaded Tokio runtime of its own thread while the
 //! open-loop sender spins on another thread, so that each has one core of a 2-core machine (a
 //! multi-threaded runtime beside a spinning sender would measure the OS scheduler's slices).
+//! `sender_late_p99_us` (the median over repetitions of the p99 of how late the sender sent)
+//! tells whether the open loop kept its schedule: a late send counts in the event's latency,
+//! and comes either from other work on a shared machine taking the sender's core or from the
+//! system's enqueue call taking longer than the interval between events.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
 
 use super::record::Latencies;
@@ -32,22 +37,28 @@ const SPAWN_MAX_RATE: f64 = 10_000.0;
 
 /// Sends `count` events from a dedicated thread at `per_sec`, each at its scheduled time
 /// (open loop: the sender never waits for the system), calling `send(index, scheduled)`.
+/// The thread returns how late (ns) it sent each event (see the module doc).
 fn open_loop(
     count: u64,
     per_sec: f64,
     send: impl Fn(u64, Instant) + Send + 'static,
-) -> std::thread::JoinHandle<()> {
+) -> std::thread::JoinHandle<Histogram<u64>> {
     let handle = tokio::runtime::Handle::current();
     std::thread::spawn(move || {
         let _runtime = handle.enter();
+        let mut late = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).expect("bounds");
         let start = Instant::now();
         for i in 0..count {
             let due = start + Duration::from_secs_f64(i as f64 / per_sec);
-            while Instant::now() < due {
+            let mut now = Instant::now();
+            while now < due {
                 std::hint::spin_loop();
+                now = Instant::now();
             }
+            let _ = late.record((now - due).as_nanos().max(1) as u64);
             send(i, due);
         }
+        late
     })
 }
 
@@ -96,6 +107,8 @@ struct Sample {
     p50: f64,
     p99: f64,
     p999: f64,
+    /// p99 of how late the sender sent, in µs.
+    sender_late_p99: f64,
 }
 
 /// Runs `count` events at `per_sec` through `system` once, after a warm-up of a tenth as many
@@ -160,7 +173,7 @@ async fn once(system: System, count: u64, per_sec: f64) -> Sample {
         let took = start
             .elapsed()
             .saturating_sub(Duration::from_secs_f64(warm_up as f64 / per_sec));
-        let _ = sender.join();
+        let late = sender.join().ok();
         if let Some(worker) = worker {
             let _ = worker.await;
         }
@@ -173,6 +186,7 @@ async fn once(system: System, count: u64, per_sec: f64) -> Sample {
             p50: percentile_us(&h, 0.50),
             p99: percentile_us(&h, 0.99),
             p999: percentile_us(&h, 0.999),
+            sender_late_p99: late.map_or(f64::NAN, |late| percentile_us(&late, 0.99)),
         }
     })
     .await
@@ -230,7 +244,8 @@ pub(crate) async fn latency(sizes: &Sizes) -> Vec<Row> {
                         "p99_min_us",
                         round1(p99s.clone().fold(f64::INFINITY, f64::min)),
                     )
-                    .with("p99_max_us", round1(p99s.fold(0.0, f64::max)));
+                    .with("p99_max_us", round1(p99s.fold(0.0, f64::max)))
+                    .with("sender_late_p99_us", round1(of(|s| s.sender_late_p99)));
                 row.p50_us = Some(of(|s| s.p50));
                 row.p99_us = Some(of(|s| s.p99));
                 row.p999_us = Some(of(|s| s.p999));
