@@ -34,7 +34,8 @@ pub(crate) enum Scenario {
     Queue,
     /// In-memory stream -> mapping -> no-op handler, shards x parallelization factor.
     Stream,
-    /// Open loop at a fraction of capacity: enqueue to handler start, p50/p99/p99.9.
+    /// Open loop at 10,000/s, 100,000/s and fractions of capacity: enqueue to handler start,
+    /// p50/p99/p99.9, nimbus beside a Tokio mpsc worker.
     Latency,
     /// A step in arrival rate to a handler that awaits a fixed time: concurrency vs λ·d.
     Autoscale,
@@ -67,7 +68,7 @@ pub(crate) struct BenchArgs {
     /// The scenario.
     #[arg(value_enum, default_value = "all")]
     scenario: Scenario,
-    /// Small sizes: every scenario in well under 30 s.
+    /// Small sizes and 3 repetitions: `bench all --quick` in about 30 s.
     #[arg(long)]
     quick: bool,
     /// Print one JSON object per result line instead of the table.
@@ -76,28 +77,39 @@ pub(crate) struct BenchArgs {
     /// Write the autoscale curves (concurrency and throughput over time) to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
-    /// Events per throughput run (default 2,000,000; 200,000 with --quick).
+    /// Events per repetition of a throughput measurement (default 1,000,000; 200,000 with
+    /// --quick).
     #[arg(long)]
     events: Option<u64>,
+    /// Repetitions of every measurement, the systems of a group interleaved within each; rows
+    /// report the median (default 5; 3 with --quick).
+    #[arg(long)]
+    reps: Option<usize>,
     /// Messages per broker scenario run (default 50,000; 5,000 with --quick).
     #[arg(long)]
     broker_events: Option<u64>,
-    /// Arrival rate of the latency scenario, as a fraction of the measured capacity.
-    #[arg(long, default_value_t = 0.5)]
-    rate_fraction: f64,
+    /// Arrival rates of the latency scenario as fractions of nimbus's measured async capacity,
+    /// comma-separated, measured beside the fixed rates of 10,000/s and 100,000/s.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.5")]
+    rate_fraction: Vec<f64>,
 }
 
 impl BenchArgs {
     fn sizes(&self) -> Result<Sizes, String> {
-        if !(self.rate_fraction > 0.0 && self.rate_fraction <= 1.0) {
-            return Err(format!(
-                "--rate-fraction {} is outside (0, 1]",
-                self.rate_fraction
-            ));
+        if let Some(f) = self
+            .rate_fraction
+            .iter()
+            .find(|f| !(**f > 0.0 && **f <= 1.0))
+        {
+            return Err(format!("--rate-fraction {f} is outside (0, 1]"));
+        }
+        let reps = self.reps.unwrap_or(if self.quick { 3 } else { 5 });
+        if !(1..=50).contains(&reps) {
+            return Err(format!("--reps {reps} is outside 1..=50"));
         }
         let events = self
             .events
-            .unwrap_or(if self.quick { 200_000 } else { 2_000_000 });
+            .unwrap_or(if self.quick { 200_000 } else { 1_000_000 });
         if !(1_000..=100_000_000).contains(&events) {
             return Err(format!("--events {events} is outside 1000..=100000000"));
         }
@@ -112,9 +124,10 @@ impl BenchArgs {
         Ok(if self.quick {
             Sizes {
                 events,
+                reps,
                 broker_events,
-                latency_window: Duration::from_millis(500),
-                rate_fraction: self.rate_fraction,
+                latency_window: Duration::from_millis(250),
+                rate_fractions: self.rate_fraction.clone(),
                 autoscale_load: Duration::from_secs(1),
                 idle_for: Duration::from_secs(2),
                 idle_functions: 1_000,
@@ -123,9 +136,10 @@ impl BenchArgs {
         } else {
             Sizes {
                 events,
+                reps,
                 broker_events,
-                latency_window: Duration::from_secs(2),
-                rate_fraction: self.rate_fraction,
+                latency_window: Duration::from_secs(1),
+                rate_fractions: self.rate_fraction.clone(),
                 autoscale_load: Duration::from_secs(3),
                 idle_for: Duration::from_secs(10),
                 idle_functions: 1_000,
@@ -162,17 +176,17 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
     for scenario in scenarios {
         progress.set_message(format!("{scenario:?}").to_lowercase());
         match scenario {
-            Scenario::Invoke => rows.extend(scenarios::invoke(sizes).await),
-            Scenario::Async => rows.extend(scenarios::async_invoke(sizes).await),
-            Scenario::Queue => rows.extend(scenarios::queue(sizes).await),
-            Scenario::Stream => rows.extend(scenarios::stream(sizes).await),
-            Scenario::Latency => rows.extend(scenarios::latency(sizes).await),
+            Scenario::Invoke => rows.extend(scenarios::invoke(&sizes).await),
+            Scenario::Async => rows.extend(scenarios::async_invoke(&sizes).await),
+            Scenario::Queue => rows.extend(scenarios::queue(&sizes).await),
+            Scenario::Stream => rows.extend(scenarios::stream(&sizes).await),
+            Scenario::Latency => rows.extend(scenarios::latency(&sizes).await),
             Scenario::Autoscale => {
-                let (r, c, target) = scenarios::autoscale(sizes).await;
+                let (r, c, target) = scenarios::autoscale(&sizes).await;
                 rows.extend(r);
                 curves = Some((c, target));
             }
-            Scenario::Idle => rows.extend(scenarios::idle(sizes).await),
+            Scenario::Idle => rows.extend(scenarios::idle(&sizes).await),
             Scenario::Redis | Scenario::Postgres | Scenario::Nats => {
                 rows.extend(broker(scenario, sizes.broker_events).await?);
             }
@@ -266,14 +280,24 @@ async fn broker(_scenario: Scenario, _n: u64) -> Result<Vec<Row>, Box<dyn std::e
         .into())
 }
 
+/// Extra fields shown in columns of their own (or in the caption) rather than in the notes.
+const IN_COLUMNS: [&str; 3] = ["reps", "min_per_sec", "max_per_sec"];
+
 fn print_table(rows: &[Row]) {
+    if let Some(reps) = rows.iter().find_map(|r| r.extra.get("reps")) {
+        println!(
+            "events/s and latencies: medians of {reps} repetitions, the systems of a scenario \
+             interleaved; min-max: the range of events/s over the repetitions"
+        );
+    }
     println!(
-        "{:<18} {:<30} {:>10} {:>8} {:>12} {:>9} {:>9} {:>9} {:>9}  notes",
+        "{:<18} {:<22} {:>9} {:>7} {:>9} {:>17} {:>8} {:>8} {:>9} {:>8}  notes",
         "scenario",
         "system",
         "events",
         "seconds",
         "events/s",
+        "min-max",
         "p50 µs",
         "p99 µs",
         "p99.9 µs",
@@ -286,19 +310,32 @@ fn print_table(rows: &[Row]) {
         let notes: Vec<String> = row
             .extra
             .iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| match v.as_f64() {
-                Some(f) if f.fract() != 0.0 => format!("{k}={f:.1}"),
+            .filter(|(k, v)| !v.is_null() && !IN_COLUMNS.contains(&k.as_str()))
+            .map(|(k, v)| match (v.as_f64(), v.as_str()) {
+                (Some(f), _) if f.fract() != 0.0 => format!("{k}={f:.1}"),
+                (_, Some(text)) => format!("{k}={text}"),
                 _ => format!("{k}={v}"),
             })
             .collect();
+        let range = match (
+            row.extra
+                .get("min_per_sec")
+                .and_then(serde_json::Value::as_f64),
+            row.extra
+                .get("max_per_sec")
+                .and_then(serde_json::Value::as_f64),
+        ) {
+            (Some(min), Some(max)) => format!("{}-{}", human(min), human(max)),
+            _ => "-".to_owned(),
+        };
         println!(
-            "{:<18} {:<30} {:>10} {:>8.3} {:>12} {:>9} {:>9} {:>9} {:>9}  {}",
+            "{:<18} {:<22} {:>9} {:>7.3} {:>9} {:>17} {:>8} {:>8} {:>9} {:>8}  {}",
             row.scenario,
             row.system,
             row.events,
             row.seconds,
             human(row.events_per_sec),
+            range,
             fmt_opt(row.p50_us, 1),
             fmt_opt(row.p99_us, 1),
             fmt_opt(row.p999_us, 1),

@@ -27,6 +27,10 @@ pub(crate) struct Row {
     /// Scenario-specific figures (autoscale timings, idle CPU and memory, ...).
     #[serde(flatten)]
     pub(crate) extra: BTreeMap<String, serde_json::Value>,
+    /// Events arrived at a set rate (open loop): events/s is that rate, not a capacity, so
+    /// no speedup is computed.
+    #[serde(skip)]
+    pub(crate) at_set_rate: bool,
 }
 
 impl Row {
@@ -43,9 +47,37 @@ impl Row {
             p999_us: None,
             nimbus_speedup: None,
             extra: BTreeMap::new(),
+            at_set_rate: false,
         }
     }
 
+    /// Marks an open-loop row: no speedup is computed for it.
+    pub(crate) fn at_set_rate(mut self) -> Self {
+        self.at_set_rate = true;
+        self
+    }
+
+    /// A system measured once per repetition on `events` events each (`took` holds the wall
+    /// times): the median rate, with the repetitions and the slowest and fastest rates.
+    pub(crate) fn repeated(scenario: &str, system: &str, events: u64, took: &[Duration]) -> Self {
+        let rates: Vec<f64> = took.iter().map(|t| rate(events, *t)).collect();
+        let seconds: Vec<f64> = took.iter().map(Duration::as_secs_f64).collect();
+        let mut row = Self::throughput(scenario, system, events, Duration::ZERO);
+        row.seconds = median(&seconds);
+        row.events_per_sec = median(&rates);
+        row.with("reps", took.len() as u64)
+            .with(
+                "min_per_sec",
+                round1(rates.iter().copied().fold(f64::INFINITY, f64::min)),
+            )
+            .with(
+                "max_per_sec",
+                round1(rates.iter().copied().fold(0.0, f64::max)),
+            )
+    }
+
+    /// p50 / p99 / p99.9 of one histogram of nanoseconds (the HTTP scenario's median round).
+    #[cfg(any(test, feature = "http"))]
     pub(crate) fn with_latency(mut self, histogram: &Histogram<u64>) -> Self {
         self.p50_us = Some(percentile_us(histogram, 0.50));
         self.p99_us = Some(percentile_us(histogram, 0.99));
@@ -84,7 +116,8 @@ pub(crate) fn speedup(nimbus: f64, other: f64) -> Option<f64> {
     (other > 0.0 && nimbus > 0.0).then(|| nimbus / other)
 }
 
-/// Fills in every row's speedup against the `nimbus` row of the same scenario.
+/// Fills in every row's speedup against the `nimbus` row of the same scenario, from the rows'
+/// events/s (the medians of their repetitions), except in open-loop rows.
 pub(crate) fn attach_speedups(rows: &mut [Row]) {
     let nimbus: BTreeMap<String, f64> = rows
         .iter()
@@ -92,7 +125,7 @@ pub(crate) fn attach_speedups(rows: &mut [Row]) {
         .map(|r| (r.scenario.clone(), r.events_per_sec))
         .collect();
     for row in rows.iter_mut() {
-        if let Some(&n) = nimbus.get(&row.scenario) {
+        if let (Some(&n), false) = (nimbus.get(&row.scenario), row.at_set_rate) {
             row.nimbus_speedup = speedup(n, row.events_per_sec);
         }
     }
@@ -124,6 +157,33 @@ pub(crate) fn scaling_fit(samples: &[(Duration, f64)], target: f64) -> ScalingFi
         overshoot,
         peak,
     }
+}
+
+/// The mean of `samples` (time, value) in consecutive windows of `window` (the first from
+/// time zero), each at the time its window starts; empty windows are left out.
+pub(crate) fn smoothed(samples: &[(Duration, f64)], window: Duration) -> Vec<(Duration, f64)> {
+    let width = window.as_nanos().max(1);
+    let mut means: Vec<(Duration, f64)> = Vec::new();
+    let mut current: Option<(u128, f64, u32)> = None;
+    for (t, value) in samples {
+        let index = t.as_nanos() / width;
+        match &mut current {
+            Some((i, sum, n)) if *i == index => {
+                *sum += value;
+                *n += 1;
+            }
+            _ => {
+                if let Some((i, sum, n)) = current {
+                    means.push((window * i as u32, sum / f64::from(n)));
+                }
+                current = Some((index, *value, 1));
+            }
+        }
+    }
+    if let Some((i, sum, n)) = current {
+        means.push((window * i as u32, sum / f64::from(n)));
+    }
+    means
 }
 
 /// `value` rounded to one decimal.
@@ -175,11 +235,13 @@ mod tests {
             Row::throughput("a", "nimbus", 100, Duration::from_secs(1)),
             Row::throughput("a", "peer", 100, Duration::from_secs(4)),
             Row::throughput("b", "peer", 100, Duration::from_secs(1)),
+            Row::throughput("a", "open loop", 100, Duration::from_secs(1)).at_set_rate(),
         ];
         attach_speedups(&mut rows);
         assert_eq!(rows[0].nimbus_speedup, Some(1.0));
         assert_eq!(rows[1].nimbus_speedup, Some(4.0));
         assert_eq!(rows[2].nimbus_speedup, None, "no nimbus row in scenario b");
+        assert_eq!(rows[3].nimbus_speedup, None, "open loop");
     }
 
     #[test]
@@ -197,6 +259,36 @@ mod tests {
         assert!((fit.overshoot - 0.15).abs() < 1e-9);
         assert_eq!(fit.peak, 230.0);
         assert_eq!(scaling_fit(&samples[..2], 200.0).reached_after, None);
+    }
+
+    #[test]
+    fn smoothing_averages_each_window() {
+        let ms = Duration::from_millis;
+        let samples = [
+            (ms(1), 100.0),
+            (ms(5), 300.0),
+            (ms(21), 200.0),
+            (ms(45), 50.0),
+            (ms(59), 70.0),
+        ];
+        assert_eq!(
+            smoothed(&samples, ms(20)),
+            vec![(ms(0), 200.0), (ms(20), 200.0), (ms(40), 60.0)]
+        );
+        let fit = scaling_fit(&smoothed(&samples, ms(20)), 180.0);
+        assert!((fit.overshoot - 20.0 / 180.0).abs() < 1e-9, "{fit:?}");
+        assert!(smoothed(&[], ms(20)).is_empty());
+    }
+
+    #[test]
+    fn repeated_rows_report_the_median_and_the_spread() {
+        let s = Duration::from_secs;
+        let row = Row::repeated("a", "nimbus", 100, &[s(1), s(4), s(2)]);
+        assert_eq!(row.events_per_sec, 50.0);
+        assert_eq!(row.seconds, 2.0);
+        assert_eq!(row.extra["reps"], 3);
+        assert_eq!(row.extra["min_per_sec"], 25.0);
+        assert_eq!(row.extra["max_per_sec"], 100.0);
     }
 
     #[test]

@@ -1,0 +1,323 @@
+//! Autoscale: a step in arrival rate (20,000 events/s) to a handler that holds for 10 ms, run
+//! `reps` times in a row, nimbus then a task spawned per event in each repetition. One row per
+//! system and run, judged against issue 19's targets: concurrency reaches 90 % of λ·d within
+//! 100 ms; overshoot, on concurrency smoothed over 20 ms windows (the mean of 1 ms samples),
+//! at most 10 % above λ·d; and the p99 of the time an event waits for a worker (from
+//! `invoke_async`, or the spawn, to the handler's start) at most 2·d. d is the hold measured
+//! by the handler (a timer rounds its sleep up), λ the arrival rate achieved.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
+
+use super::record::Latencies;
+use super::Sizes;
+use crate::bench::stats::{littles_law, percentile_us, rate, round1, scaling_fit, smoothed, Row};
+
+/// Concurrency over time of one system in the autoscale scenario.
+#[derive(Debug, Clone)]
+pub(crate) struct Curve {
+    pub(crate) system: String,
+    /// (seconds since the load began, concurrency, completions per second over the last 20 ms)
+    pub(crate) samples: Vec<(f64, f64, f64)>,
+}
+
+/// The window concurrency is smoothed over before judging overshoot.
+const SMOOTHING: Duration = Duration::from_millis(20);
+
+/// The step of load: `per_tick` events every `tick` for `ticks` ticks.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    hold: Duration,
+    tick: Duration,
+    per_tick: u64,
+    ticks: u64,
+    events: u64,
+    length: Duration,
+}
+
+impl Load {
+    fn new(length: Duration) -> Self {
+        let per_sec = 20_000.0;
+        let tick = Duration::from_millis(1);
+        let per_tick = (per_sec * tick.as_secs_f64()).round() as u64;
+        let ticks = (length.as_secs_f64() / tick.as_secs_f64()) as u64;
+        Self {
+            hold: Duration::from_millis(10),
+            tick,
+            per_tick,
+            ticks,
+            events: per_tick * ticks,
+            length,
+        }
+    }
+}
+
+/// What one run of one system measured.
+struct Run {
+    completed: u64,
+    /// The mean time the handler held, measured.
+    held: Duration,
+    /// (time since the load began, concurrency, completions per second over the last 20 ms)
+    samples: Vec<(Duration, f64, f64)>,
+    waits: Arc<Latencies>,
+    scaled_in_after: Option<Duration>,
+}
+
+impl Run {
+    /// The row of this run, with its verdict against the targets of the module doc.
+    fn row(&self, scenario: &str, system: &str, load: &Load) -> Row {
+        let target = littles_law(self.completed as f64 / load.length.as_secs_f64(), self.held);
+        let steady: Vec<(Duration, f64)> = self
+            .samples
+            .iter()
+            .filter(|(t, ..)| *t <= load.length)
+            .map(|(t, c, _)| (*t, *c))
+            .collect();
+        let raw = scaling_fit(&steady, target);
+        let smooth = scaling_fit(&smoothed(&steady, SMOOTHING), target);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let wait_p99_ms = percentile_us(&self.waits.histogram(0), 0.99) / 1e3;
+        let wait_limit_ms = 2.0 * ms(self.held);
+        let mut failed = Vec::new();
+        if raw
+            .reached_after
+            .is_none_or(|d| d > Duration::from_millis(100))
+        {
+            failed.push("reach");
+        }
+        if smooth.overshoot > 0.10 {
+            failed.push("overshoot");
+        }
+        if wait_p99_ms > wait_limit_ms {
+            failed.push("wait");
+        }
+        let verdict = if failed.is_empty() {
+            "pass".to_owned()
+        } else {
+            format!("fail:{}", failed.join("+"))
+        };
+        Row::throughput(scenario, system, self.completed, load.length)
+            .with("little_target", round1(target))
+            .with("hold_ms", round2(ms(self.held)))
+            .with("reached_ms", raw.reached_after.map(|d| round1(ms(d))))
+            .with("overshoot_20ms_pct", round1(smooth.overshoot * 100.0))
+            .with("peak_1ms", raw.peak)
+            .with("wait_p99_ms", round2(wait_p99_ms))
+            .with("wait_limit_ms", round2(wait_limit_ms))
+            .with("scale_in_ms", self.scaled_in_after.map(|d| round1(ms(d))))
+            .with("verdict", verdict)
+            .at_set_rate()
+    }
+
+    fn curve(&self, system: &str) -> Curve {
+        Curve {
+            system: system.into(),
+            samples: self
+                .samples
+                .iter()
+                .map(|(t, c, x)| (t.as_secs_f64(), *c, *x))
+                .collect(),
+        }
+    }
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+/// The step `sizes.reps` times; the curves are the first run's, the target its λ·d.
+pub(crate) async fn autoscale(sizes: &Sizes) -> (Vec<Row>, Vec<Curve>, f64) {
+    let load = Load::new(sizes.autoscale_load);
+    let mut rows = Vec::new();
+    let mut curves = Vec::new();
+    let mut plot_target = 0.0;
+    for rep in 1..=sizes.reps.max(1) {
+        let scenario = format!("autoscale/{rep}");
+        let nimbus = nimbus_run(&load).await;
+        let spawn = spawn_run(&load).await;
+        let nimbus_row = nimbus.row(&scenario, "nimbus", &load);
+        if rep == 1 {
+            plot_target = nimbus_row
+                .extra
+                .get("little_target")
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0);
+            curves = vec![nimbus.curve("nimbus"), spawn.curve("tokio spawn per event")];
+        }
+        rows.push(nimbus_row);
+        rows.push(spawn.row(&scenario, "tokio spawn per event", &load));
+    }
+    (rows, curves, plot_target)
+}
+
+/// nimbus: async invocations; concurrency is the function's busy instances. Samples until it
+/// has scaled back in to `min_instances` after the load (or 3 s past it).
+async fn nimbus_run(load: &Load) -> Run {
+    let load = *load;
+    let min_instances = 2;
+    let idle = Duration::from_millis(500);
+    let runtime = Runtime::default();
+    let waits = Latencies::new(Instant::now(), load.events);
+    let done = Arc::new(AtomicU64::new(0));
+    let held_ns = Arc::new(AtomicU64::new(0));
+    let handle = runtime
+        .register(
+            Function::new(
+                "hold",
+                handler_fn({
+                    let (waits, done, held_ns) =
+                        (Arc::clone(&waits), Arc::clone(&done), Arc::clone(&held_ns));
+                    move |(i, sent_ns): (u64, u64), _ctx: Context| {
+                        waits.started(i, sent_ns);
+                        let (done, held_ns) = (Arc::clone(&done), Arc::clone(&held_ns));
+                        async move {
+                            let began = Instant::now();
+                            tokio::time::sleep(load.hold).await;
+                            held_ns.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            done.fetch_add(1, Ordering::Relaxed);
+                            Ok::<_, FunctionError>(())
+                        }
+                    }
+                }),
+            )
+            .with_min_instances(min_instances)
+            .with_idle_timeout(idle),
+        )
+        .await
+        .expect("register");
+    let start = Instant::now();
+    let producer = tokio::spawn({
+        let (handle, waits) = (handle.clone(), Arc::clone(&waits));
+        async move {
+            let mut interval = tokio::time::interval(load.tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut sent = 0;
+            for _ in 0..load.ticks {
+                interval.tick().await;
+                for _ in 0..load.per_tick {
+                    let _ = handle.invoke_async((sent, waits.now_ns()));
+                    sent += 1;
+                }
+            }
+        }
+    });
+    let mut scaled_in_after = None;
+    let samples = sample_curve(start, load.length + Duration::from_secs(3), |t| {
+        let m = handle.metrics();
+        let completed = done.load(Ordering::Relaxed);
+        let settled =
+            t > load.length && completed >= load.events && m.instances <= min_instances as usize;
+        if settled {
+            scaled_in_after = Some(t.saturating_sub(load.length));
+        }
+        (m.concurrency as f64, completed, settled)
+    })
+    .await;
+    let _ = producer.await;
+    runtime.shutdown(Duration::from_secs(1)).await;
+    let completed = done.load(Ordering::Relaxed);
+    Run {
+        completed,
+        held: Duration::from_nanos(held_ns.load(Ordering::Relaxed) / completed.max(1)),
+        samples,
+        waits,
+        scaled_in_after,
+    }
+}
+
+/// Tokio spawn per event: concurrency is the tasks in flight; the wait is from the spawn to
+/// the task's start.
+async fn spawn_run(load: &Load) -> Run {
+    let load = *load;
+    let waits = Latencies::new(Instant::now(), load.events);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let held_ns = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let producer = tokio::spawn({
+        let (waits, in_flight, done, held_ns) = (
+            Arc::clone(&waits),
+            Arc::clone(&in_flight),
+            Arc::clone(&done),
+            Arc::clone(&held_ns),
+        );
+        async move {
+            let mut interval = tokio::time::interval(load.tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut sent = 0;
+            for _ in 0..load.ticks {
+                interval.tick().await;
+                for _ in 0..load.per_tick {
+                    in_flight.fetch_add(1, Ordering::Relaxed);
+                    let (waits, in_flight, done, held_ns) = (
+                        Arc::clone(&waits),
+                        Arc::clone(&in_flight),
+                        Arc::clone(&done),
+                        Arc::clone(&held_ns),
+                    );
+                    let sent_ns = waits.now_ns();
+                    tokio::spawn(async move {
+                        waits.started(sent, sent_ns);
+                        let began = Instant::now();
+                        tokio::time::sleep(load.hold).await;
+                        held_ns.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                        done.fetch_add(1, Ordering::Relaxed);
+                        in_flight.fetch_sub(1, Ordering::Relaxed);
+                    });
+                    sent += 1;
+                }
+            }
+        }
+    });
+    let samples = sample_curve(start, load.length + Duration::from_millis(100), |_| {
+        (
+            in_flight.load(Ordering::Relaxed) as f64,
+            done.load(Ordering::Relaxed),
+            false,
+        )
+    })
+    .await;
+    let _ = producer.await;
+    let completed = done.load(Ordering::Relaxed);
+    Run {
+        completed,
+        held: Duration::from_nanos(held_ns.load(Ordering::Relaxed) / completed.max(1)),
+        samples,
+        waits,
+        scaled_in_after: None,
+    }
+}
+
+/// Samples (time since `start`, concurrency, completions per second over the last 20 ms) every
+/// millisecond until `limit` or until `probe` (returning concurrency, completions so far, and
+/// whether to stop) says so.
+async fn sample_curve(
+    start: Instant,
+    limit: Duration,
+    mut probe: impl FnMut(Duration) -> (f64, u64, bool),
+) -> Vec<(Duration, f64, f64)> {
+    let mut samples = Vec::new();
+    let mut history = vec![(Duration::ZERO, 0u64)];
+    let mut back = 0;
+    let mut interval = tokio::time::interval(Duration::from_millis(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while start.elapsed() < limit {
+        interval.tick().await;
+        let t = start.elapsed();
+        let (concurrency, completed, stop) = probe(t);
+        // The completions over the last 20 ms: from the newest sample at least that old.
+        while back + 1 < history.len() && t - history[back + 1].0 >= SMOOTHING {
+            back += 1;
+        }
+        let (t0, done0) = history[back];
+        samples.push((t, concurrency, rate(completed - done0, t - t0)));
+        history.push((t, completed));
+        if stop {
+            break;
+        }
+    }
+    samples
+}
