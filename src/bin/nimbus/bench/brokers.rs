@@ -4,7 +4,9 @@
 //!
 //! Both sides drain the same number of messages in batches of 100 and delete each batch after
 //! it is handled (at-least-once, as the adapters are); the raw loops are one task, the nimbus
-//! side has as many pollers as the mapping scales to.
+//! side has as many pollers as the mapping scales to. Each repetition runs the adapter and then
+//! the raw loop, so the two are measured side by side; the rows give the median over the
+//! repetitions and the adapter's share of the raw loop in each.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,11 +14,58 @@ use std::time::{Duration, Instant};
 use nimbus::sources::{BatchResponse, QueueBatch, QueueMapping, QueueMappingConfig, QueueSource};
 use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
 
-use super::stats::Row;
+use super::stats::{median, round1, Row};
 
 type Error = Box<dyn std::error::Error>;
 
 const BATCH: usize = 100;
+
+/// Runs a broker scenario `reps` times (each run returns one row per system, nimbus first)
+/// and folds the runs into one row per system: the median rate, its range, and nimbus's share
+/// of each raw loop (`percent_of_raw`, the median of the runs; `percent_of_raw_per_rep`).
+pub(crate) async fn repeated<F, Fut>(reps: usize, run: F) -> Result<Vec<Row>, Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Row>, Error>>,
+{
+    let mut runs = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        runs.push(run().await?);
+    }
+    let first = &runs[0];
+    let mut rows: Vec<Row> = (0..first.len())
+        .map(|i| {
+            let took: Vec<Duration> = runs
+                .iter()
+                .map(|run| Duration::from_secs_f64(run[i].seconds))
+                .collect();
+            let mut row =
+                Row::repeated(&first[i].scenario, &first[i].system, first[i].events, &took);
+            if let Some(adapter) = first[i].extra.get("adapter") {
+                row = row.with("adapter", adapter.clone());
+            }
+            row
+        })
+        .collect();
+    // nimbus's share of each raw loop, per run (the same run's figures), then the median.
+    for i in 1..first.len() {
+        let shares: Vec<f64> = runs
+            .iter()
+            .map(|run| run[i].seconds / run[0].seconds.max(f64::MIN_POSITIVE) * 100.0)
+            .collect();
+        let key = if i == 1 {
+            "percent_of_raw".to_owned()
+        } else {
+            format!("percent_of_raw_{i}")
+        };
+        let per_rep: Vec<serde_json::Value> = shares.iter().map(|p| round1(*p).into()).collect();
+        rows[0] = rows[0]
+            .clone()
+            .with(&key, round1(median(&shares)))
+            .with(&format!("{key}_per_rep"), per_rep);
+    }
+    Ok(rows)
+}
 
 fn redis_url() -> String {
     std::env::var("NIMBUS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())

@@ -188,7 +188,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
             }
             Scenario::Idle => rows.extend(scenarios::idle(&sizes).await),
             Scenario::Redis | Scenario::Postgres | Scenario::Nats => {
-                rows.extend(broker(scenario, sizes.broker_events).await?);
+                rows.extend(broker(scenario, sizes.broker_events, sizes.reps).await?);
             }
             Scenario::Process => rows.extend(process(args.quick).await?),
             Scenario::Http => rows.extend(http(args.quick).await?),
@@ -264,17 +264,25 @@ async fn http(_quick: bool) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
 }
 
 #[cfg(feature = "brokers")]
-async fn broker(scenario: Scenario, n: u64) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+async fn broker(
+    scenario: Scenario,
+    n: u64,
+    reps: usize,
+) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
     match scenario {
-        Scenario::Redis => brokers::redis(n).await,
-        Scenario::Postgres => brokers::postgres(n).await,
-        Scenario::Nats => brokers::nats(n).await,
+        Scenario::Redis => brokers::repeated(reps, || brokers::redis(n)).await,
+        Scenario::Postgres => brokers::repeated(reps, || brokers::postgres(n)).await,
+        Scenario::Nats => brokers::repeated(reps, || brokers::nats(n)).await,
         _ => Ok(Vec::new()),
     }
 }
 
 #[cfg(not(feature = "brokers"))]
-async fn broker(_scenario: Scenario, _n: u64) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+async fn broker(
+    _scenario: Scenario,
+    _n: u64,
+    _reps: usize,
+) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
     Err("broker scenarios need the `brokers` feature: \
          cargo run --release --features brokers -- bench brokers"
         .into())
