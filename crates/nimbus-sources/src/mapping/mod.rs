@@ -451,7 +451,9 @@ impl Shared {
         let until = received_at + self.config.batching_window;
         while batch.len() < size && bytes + size::RECORD_ENVELOPE <= cap {
             let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            // A receive that is ready at once wins over the stop signal (see
+            // `receive_or_stop`): look at it here, or a backlog would keep the window going.
+            if left.is_zero() || self.cancel.is_cancelled() {
                 break;
             }
             match self.receive_or_stop(size - batch.len(), left).await {

@@ -34,7 +34,11 @@ pub(super) fn json_len(bytes: &[u8]) -> usize {
 
 /// An upper bound on the size of `message`'s record in the event JSON.
 pub(super) fn record_size(message: &Message) -> usize {
-    let id = message.id.text_len();
+    // A numeric id needs no escaping; a text one may (a source's own ids).
+    let id = match message.id.as_text() {
+        Some(text) => json_len(text.as_bytes()),
+        None => message.id.text_len(),
+    };
     let receipt = match message.receipt.as_token() {
         Some(token) => json_len(token.as_bytes()),
         // Two numbers and a separator.
@@ -90,5 +94,20 @@ mod tests {
         }
         let raw = [0xff_u8, 0, 10];
         assert!(json_len(&raw) >= serde_json::to_string(&raw).unwrap().len());
+    }
+
+    #[test]
+    fn a_text_id_is_sized_as_escaped() {
+        use crate::queue::{MessageId, Receipt};
+        // A control character takes six bytes escaped (`\u0001`).
+        let id = "\u{1}".repeat(2_000);
+        let message = Message::new(MessageId::text(&id), "body", Receipt::from_parts(1, 0));
+        let record = crate::mapping::QueueRecord::new(message.id.clone(), "body", "q");
+        let written = serde_json::to_string(&record).unwrap().len();
+        assert!(
+            record_size(&message) >= written,
+            "{} < {written}",
+            record_size(&message)
+        );
     }
 }

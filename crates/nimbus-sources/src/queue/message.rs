@@ -43,6 +43,14 @@ impl MessageId {
         }
     }
 
+    /// The text, for a text id.
+    pub fn as_text(&self) -> Option<&str> {
+        match &self.0 {
+            IdRepr::Number(_) => None,
+            IdRepr::Text(text) => Some(text),
+        }
+    }
+
     /// The number, for a numeric id.
     pub fn as_number(&self) -> Option<u64> {
         match self.0 {

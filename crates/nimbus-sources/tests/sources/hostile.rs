@@ -225,3 +225,88 @@ async fn a_refusal_that_repeats_receipts_counts_each_receipt_once() {
     assert_eq!((metrics.deleted, metrics.refused_receipts), (0, 1));
     mapping.stop(Duration::from_secs(1)).await;
 }
+
+/// A source that answers its first receive from a queue and every later one at once with
+/// nothing, whatever the wait asked: the batching window's loop must still see a stop.
+struct Impatient {
+    inner: std::sync::Arc<nimbus_sources::InMemoryQueue>,
+    received: std::sync::atomic::AtomicBool,
+}
+
+#[nimbus_sources::async_trait]
+impl QueueSource for Impatient {
+    async fn receive(
+        &self,
+        max: usize,
+        _wait: Duration,
+    ) -> Result<Vec<nimbus_sources::Message>, SourceError> {
+        if self
+            .received
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(Vec::new());
+        }
+        self.inner.receive(max, Duration::ZERO).await
+    }
+
+    async fn ack(&self, receipts: &[nimbus_sources::Receipt]) -> Result<(), SourceError> {
+        self.inner.ack(receipts).await
+    }
+
+    async fn release(&self, receipts: &[nimbus_sources::Receipt]) -> Result<(), SourceError> {
+        self.inner.release(receipts).await
+    }
+
+    async fn retry_later(
+        &self,
+        receipt: &nimbus_sources::Receipt,
+        delay: Duration,
+    ) -> Result<(), SourceError> {
+        self.inner.retry_later(receipt, delay).await
+    }
+
+    fn visibility_timeout(&self) -> Option<Duration> {
+        self.inner.visibility_timeout()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_a_batching_window_fed_by_a_source_that_never_waits() {
+    use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
+    use nimbus_sources::{BatchResponse, QueueBatch, QueueMapping};
+
+    let inner = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(60)));
+    inner.send("only").unwrap();
+    let source = Impatient {
+        inner: std::sync::Arc::clone(&inner),
+        received: std::sync::atomic::AtomicBool::new(false),
+    };
+    let runtime = Runtime::default();
+    let function = runtime
+        .register(Function::new(
+            "never-called",
+            handler_fn(|_batch: QueueBatch, _ctx: Context| async move {
+                Ok::<_, FunctionError>(BatchResponse::success())
+            }),
+        ))
+        .await
+        .unwrap();
+    let config = QueueMappingConfig::new("window")
+        .with_batch_size(10)
+        .with_batching_window(Duration::from_secs(30))
+        .with_initial_concurrency(1);
+    let mapping = QueueMapping::start(source, function, config).unwrap();
+    // The one message is received; the poller then waits out its window on empty answers.
+    while inner.counts().in_flight == 0 {
+        tokio::task::yield_now().await;
+    }
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(10),
+        mapping.stop(Duration::from_secs(1)),
+    )
+    .await
+    .expect("the stop ends well before the 30 s window");
+    assert!(stopped, "the batch went back in time");
+    assert_eq!(inner.counts().visible, 1, "released, not left in flight");
+    runtime.shutdown(Duration::from_secs(1)).await;
+}
