@@ -288,7 +288,10 @@ where
         // otherwise get a worker per burst, and more runnable threads than cores).
         let workers = state.workers.load(Ordering::SeqCst);
         if waited >= SPAWN_AFTER || workers == 0 {
-            self.kick(depth, false);
+            // Waited behind workers that are all in slow handlers: as the delayed look would
+            // do, without waiting for a timer (whose resolution is a millisecond).
+            let all_slow = workers > 0 && state.slow.load(Ordering::SeqCst) >= workers;
+            self.kick(depth, all_slow);
         } else if state.slow.load(Ordering::SeqCst) >= workers {
             // Every worker is in a slow handler: unless one frees up in a moment, the event
             // needs a worker of its own.
@@ -340,8 +343,13 @@ where
             0
         };
         let wanted = (depth + slow).min(cap.max(1));
+        // Events that waited behind slow handlers get a worker each at once: one worker per
+        // look would add workers more slowly than a step in load adds events, and the
+        // backlog built meanwhile would later need more workers than the load (overshoot).
+        // Arrivals add one, so that a steady stream to busy workers is not met with a burst.
+        let mut spawn = if past_slow { wanted } else { 1 };
         let mut workers = state.workers.load(Ordering::SeqCst);
-        loop {
+        while spawn > 0 {
             if workers >= wanted {
                 return;
             }
@@ -351,13 +359,17 @@ where
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             ) {
-                Ok(_) => break,
+                Ok(_) => {
+                    workers += 1;
+                    spawn -= 1;
+                    // The worker is counted in by its guard, which goes with the task: a task
+                    // dropped before it ever runs (its runtime going away) still counts the
+                    // worker out.
+                    let held = worker::WorkerGuard::new(Arc::clone(self));
+                    self.exec.spawn(async move { held.run().await });
+                }
                 Err(seen) => workers = seen,
             }
         }
-        // The worker is counted in by its guard, which goes with the task: a task dropped
-        // before it ever runs (its runtime going away) still counts the worker out.
-        let held = worker::WorkerGuard::new(Arc::clone(self));
-        self.exec.spawn(async move { held.run().await });
     }
 }

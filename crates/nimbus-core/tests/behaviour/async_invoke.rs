@@ -543,3 +543,51 @@ async fn a_new_event_does_not_wait_behind_a_slow_handler() {
     assert_eq!(ok_rx.recv().await.unwrap().response, Some(30));
     assert_eq!(handle.metrics().peak_concurrency, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn events_waiting_behind_slow_handlers_get_workers_as_they_arrive() {
+    let rt = runtime(100);
+    let started = Arc::new(AtomicU32::new(0));
+    let handle = rt
+        .register(
+            Function::new(
+                "step",
+                handler_fn({
+                    let started = Arc::clone(&started);
+                    move |_event: u32, _ctx: Context| {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            tokio::time::sleep(Duration::from_secs(10)).await;
+                            Ok::<_, FunctionError>(0)
+                        }
+                    }
+                }),
+            )
+            .with_timeout(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    // A step in load to a slow handler: an event every 100 µs, each arriving while every
+    // worker is inside a handler. The time stays within the first millisecond, before any
+    // timer of the runtime could fire: each event must get its worker from the arrival.
+    for event in 0..8 {
+        handle.invoke_async(event).unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::advance(Duration::from_micros(100)).await;
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    // Each arrival found the one before it waiting and started it; the last waits for the
+    // delayed look, since nothing arrived after it.
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        7,
+        "all but the last started"
+    );
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert_eq!(started.load(Ordering::SeqCst), 8, "the last started");
+    assert_eq!(handle.metrics().concurrency, 8);
+}
