@@ -39,6 +39,21 @@ struct Load {
 }
 
 impl Load {
+    /// Sends the load: `per_tick` events at each tick (a missed tick is made up at once),
+    /// calling `send` with each event's number.
+    async fn send(self, mut send: impl FnMut(u64)) {
+        let mut interval = tokio::time::interval(self.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut sent = 0;
+        for _ in 0..self.ticks {
+            interval.tick().await;
+            for _ in 0..self.per_tick {
+                send(sent);
+                sent += 1;
+            }
+        }
+    }
+
     fn new(length: Duration) -> Self {
         let per_sec = 20_000.0;
         let tick = Duration::from_millis(1);
@@ -191,18 +206,9 @@ async fn nimbus_run(load: &Load) -> Run {
     let start = Instant::now();
     let producer = tokio::spawn({
         let (handle, waits) = (handle.clone(), Arc::clone(&waits));
-        async move {
-            let mut interval = tokio::time::interval(load.tick);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut sent = 0;
-            for _ in 0..load.ticks {
-                interval.tick().await;
-                for _ in 0..load.per_tick {
-                    let _ = handle.invoke_async((sent, waits.now_ns()));
-                    sent += 1;
-                }
-            }
-        }
+        load.send(move |sent| {
+            let _ = handle.invoke_async((sent, waits.now_ns()));
+        })
     });
     let mut scaled_in_after = None;
     let samples = sample_curve(start, load.length + Duration::from_secs(3), |t| {
@@ -244,33 +250,24 @@ async fn spawn_run(load: &Load) -> Run {
             Arc::clone(&done),
             Arc::clone(&held_ns),
         );
-        async move {
-            let mut interval = tokio::time::interval(load.tick);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut sent = 0;
-            for _ in 0..load.ticks {
-                interval.tick().await;
-                for _ in 0..load.per_tick {
-                    in_flight.fetch_add(1, Ordering::Relaxed);
-                    let (waits, in_flight, done, held_ns) = (
-                        Arc::clone(&waits),
-                        Arc::clone(&in_flight),
-                        Arc::clone(&done),
-                        Arc::clone(&held_ns),
-                    );
-                    let sent_ns = waits.now_ns();
-                    tokio::spawn(async move {
-                        waits.started(sent, sent_ns);
-                        let began = Instant::now();
-                        tokio::time::sleep(load.hold).await;
-                        held_ns.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                        done.fetch_add(1, Ordering::Relaxed);
-                        in_flight.fetch_sub(1, Ordering::Relaxed);
-                    });
-                    sent += 1;
-                }
-            }
-        }
+        load.send(move |sent| {
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            let (waits, in_flight, done, held_ns) = (
+                Arc::clone(&waits),
+                Arc::clone(&in_flight),
+                Arc::clone(&done),
+                Arc::clone(&held_ns),
+            );
+            let sent_ns = waits.now_ns();
+            tokio::spawn(async move {
+                waits.started(sent, sent_ns);
+                let began = Instant::now();
+                tokio::time::sleep(load.hold).await;
+                held_ns.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                done.fetch_add(1, Ordering::Relaxed);
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+            });
+        })
     });
     let samples = sample_curve(start, load.length + Duration::from_millis(100), |_| {
         (
