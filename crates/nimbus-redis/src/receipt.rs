@@ -19,22 +19,32 @@ use nimbus_sources::Receipt;
 /// count and idle for less than the visibility timeout; forgets their released receives.
 /// KEYS[1] = the stream, KEYS[2] = its released-receives hash; ARGV = group, visibility
 /// timeout in ms, then id and count pairs. Returns, per pair, 1 if it deleted the entry and 0
-/// if the receipt was not current.
+/// if the receipt was not current (a second receipt of an entry this call deletes is not).
+///
+/// Every receipt is checked first, then the current entries are deleted with one `XACK` and
+/// one `XDEL` per thousand ids: an `XDEL` per id cost the server about 4.5 µs each, most of
+/// an acknowledgement's time, on the one thread every poller shares.
 pub(crate) const ACK: &str = r"
 local group, visibility = ARGV[1], tonumber(ARGV[2])
 local released = redis.call('EXISTS', KEYS[2]) == 1
-local done = {}
+local done, current, seen = {}, {}, {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
-  local entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
+  local entry = nil
+  if not seen[id] then entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1] end
   if entry and tonumber(entry[4]) == tonumber(ARGV[i + 1]) and tonumber(entry[3]) < visibility then
-    redis.call('XACK', KEYS[1], group, id)
-    redis.call('XDEL', KEYS[1], id)
-    if released then redis.call('HDEL', KEYS[2], id) end
+    seen[id] = true
+    current[#current + 1] = id
     done[#done + 1] = 1
   else
     done[#done + 1] = 0
   end
+end
+for first = 1, #current, 1000 do
+  local ids = {unpack(current, first, math.min(first + 999, #current))}
+  redis.call('XACK', KEYS[1], group, unpack(ids))
+  redis.call('XDEL', KEYS[1], unpack(ids))
+  if released then redis.call('HDEL', KEYS[2], unpack(ids)) end
 end
 return done
 ";
