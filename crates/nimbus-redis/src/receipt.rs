@@ -19,7 +19,8 @@ use nimbus_sources::Receipt;
 /// count and idle for less than the visibility timeout; forgets their released receives.
 /// KEYS[1] = the stream, KEYS[2] = its released-receives hash; ARGV = group, visibility
 /// timeout in ms, then id and count pairs. Returns, per pair, 1 if it deleted the entry and 0
-/// if the receipt was not current (a second receipt of an entry this call deletes is not).
+/// if the receipt was not current (a second receipt of an entry this call deletes is not, nor
+/// one whose id is not the entry's own spelling).
 ///
 /// Every receipt is checked first, then the current entries are deleted with one `XACK` and
 /// one `XDEL` per thousand ids: an `XDEL` per id cost the server about 4.5 µs each, most of
@@ -32,7 +33,9 @@ for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   local entry = nil
   if not seen[id] then entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1] end
-  if entry and tonumber(entry[4]) == tonumber(ARGV[i + 1]) and tonumber(entry[3]) < visibility then
+  -- The entry found must be the one named: an id spelt otherwise (`5` finds `5-3`) is not.
+  if entry and entry[1] == id and tonumber(entry[4]) == tonumber(ARGV[i + 1])
+      and tonumber(entry[3]) < visibility then
     seen[id] = true
     current[#current + 1] = id
     done[#done + 1] = 1
@@ -41,10 +44,10 @@ for i = 3, #ARGV, 2 do
   end
 end
 for first = 1, #current, 1000 do
-  local ids = {unpack(current, first, math.min(first + 999, #current))}
-  redis.call('XACK', KEYS[1], group, unpack(ids))
-  redis.call('XDEL', KEYS[1], unpack(ids))
-  if released then redis.call('HDEL', KEYS[2], unpack(ids)) end
+  local last = math.min(first + 999, #current)
+  redis.call('XACK', KEYS[1], group, unpack(current, first, last))
+  redis.call('XDEL', KEYS[1], unpack(current, first, last))
+  if released then redis.call('HDEL', KEYS[2], unpack(current, first, last)) end
 end
 return done
 ";

@@ -134,3 +134,29 @@ async fn messages_over_the_receive_limit_are_redriven() {
         .unwrap();
     assert_eq!(len, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_naming_its_entry_by_another_spelling_deletes_nothing() {
+    let Some(prefix) = Prefix::new().await else {
+        return;
+    };
+    let config = prefix.config("spelling");
+    let queue = RedisQueue::connect(config.clone()).await.unwrap();
+    queue.send("kept".into()).await.unwrap();
+    let got = queue.receive(1, Duration::from_secs(3)).await.unwrap();
+    let token = got[0].receipt.as_token().unwrap().to_owned();
+    // The millisecond part alone is a range of ids to Redis, which finds this entry: it is
+    // not the entry's own id, so the receipt is not current.
+    let (millis, _) = token.split_once('-').unwrap();
+    let refused = queue.ack(&[nimbus_sources::Receipt::token(millis)]).await;
+    assert_eq!(refused, Err(SourceError::Refused { positions: vec![0] }));
+    let client = redis::Client::open(url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let len = |key: String| redis::cmd("XLEN").arg(key).to_owned();
+    let held: i64 = len(config.key.clone()).query_async(&mut con).await.unwrap();
+    assert_eq!(held, 1, "still there");
+    // Its own receipt deletes it.
+    queue.ack(&[got[0].receipt.clone()]).await.unwrap();
+    let held: i64 = len(config.key.clone()).query_async(&mut con).await.unwrap();
+    assert_eq!(held, 0);
+}
