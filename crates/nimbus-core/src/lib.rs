@@ -46,7 +46,7 @@
 //! The modules form one dependency order, leaf to root; none reaches one above it (a test,
 //! `tests/layers.rs`, enforces it):
 //!
-//! [`util`] → [`error`] → [`handler`] → [`retry`] → [`config`] → [`metering`] → [`metrics`] →
+//! [`util`] → [`error`] → [`handler`] → [`permission`] → [`retry`] → [`config`] → [`metering`] → [`metrics`] →
 //! [`concurrency`] → [`instance`] → [`executor`] → [`async_invoke`] → [`function`] →
 //! [`runtime`].
 //!
@@ -72,6 +72,7 @@ pub mod handler;
 pub mod instance;
 pub mod metering;
 pub mod metrics;
+pub mod permission;
 pub mod retry;
 pub mod runtime;
 pub mod util;
@@ -86,8 +87,8 @@ pub use config::{
     ScaleRate, UnroutedFailures,
 };
 pub use error::{
-    AsyncCallError, CallError, ConfigError, FunctionError, InitFailure, InvokeError, LookupError,
-    OutcomeKind, RegisterError, RejectReason, Rejected, RetryHint, ThrottleReason,
+    AccessDenied, AsyncCallError, CallError, ConfigError, FunctionError, InitFailure, InvokeError,
+    LookupError, OutcomeKind, RegisterError, RejectReason, Rejected, RetryHint, ThrottleReason,
 };
 pub use executor::{Invocation, InvokeOptions};
 pub use function::{Function, FunctionHandle, JsonInvocation};

@@ -13,6 +13,7 @@ const ORDER: &[&str] = &[
     "util",
     "error",
     "handler",
+    "permission",
     "retry",
     "config",
     "metering",

@@ -217,6 +217,13 @@ where
                 reason: RejectReason::Unregistered,
             });
         }
+        // Checked once, here: the retries of an accepted event are not checked again.
+        if let Err(denied) = self.exec.authorize(&principal) {
+            return Err(Rejected {
+                event,
+                reason: RejectReason::AccessDenied(denied),
+            });
+        }
         if principal.hops() > hops::LIMIT
             && self.exec.config().recursive_loop == RecursiveLoop::Terminate
         {

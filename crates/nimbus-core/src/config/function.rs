@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::handler::RecursiveLoop;
+use crate::permission::{ExecutionRole, Statement};
 use crate::retry::Backoff;
 
 /// Limits of [`FunctionConfig`] fields, as published by AWS Lambda.
@@ -248,6 +249,14 @@ pub struct FunctionConfig {
     /// (~2 µs on the VMs measured). Off, it costs nothing. The executor module's docs explain
     /// it (section "The CPU-share governor").
     pub cpu_governor: bool,
+    /// The execution role: what the function's own code may reach through its
+    /// [`Context`](crate::Context) — other functions, the sources its mappings read. `None`
+    /// (the default): unrestricted, unless the runtime requires permissions.
+    pub role: Option<ExecutionRole>,
+    /// The function policy it is registered with (who may invoke it); changed later with
+    /// [`Runtime::add_permission`](crate::Runtime::add_permission) and
+    /// [`Runtime::remove_permission`](crate::Runtime::remove_permission).
+    pub policy: Vec<Statement>,
 }
 
 impl Default for FunctionConfig {
@@ -264,6 +273,8 @@ impl Default for FunctionConfig {
             async_invoke: AsyncConfig::default(),
             recursive_loop: RecursiveLoop::default(),
             cpu_governor: false,
+            role: None,
+            policy: Vec::new(),
         }
     }
 }
@@ -294,6 +305,20 @@ impl FunctionConfig {
     #[must_use]
     pub fn with_cpu_governor(mut self, on: bool) -> Self {
         self.cpu_governor = on;
+        self
+    }
+
+    /// Sets the execution role (see [`role`](Self::role)).
+    #[must_use]
+    pub fn with_role(mut self, role: ExecutionRole) -> Self {
+        self.role = Some(role);
+        self
+    }
+
+    /// Adds a statement to the policy the function is registered with.
+    #[must_use]
+    pub fn with_policy_statement(mut self, statement: Statement) -> Self {
+        self.policy.push(statement);
         self
     }
 

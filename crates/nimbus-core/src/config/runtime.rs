@@ -3,6 +3,7 @@
 
 use super::{PayloadLimits, Prices};
 use crate::error::ConfigError;
+use crate::permission::AccessSettings;
 use crate::util::aws;
 
 /// Runtime-wide settings, validated by [`crate::Runtime::new`].
@@ -35,6 +36,9 @@ pub struct RuntimeConfig {
     /// The largest JSON payloads of calls by name (default: Lambda's, 6 MB sync each way,
     /// 1 MB async).
     pub payload_limits: PayloadLimits,
+    /// How callers no policy statement speaks of are treated (see
+    /// [`permission`](crate::permission)).
+    pub access: AccessSettings,
 }
 
 impl Default for RuntimeConfig {
@@ -46,6 +50,7 @@ impl Default for RuntimeConfig {
             region: aws::DEFAULT_REGION.to_owned(),
             account_id: aws::DEFAULT_ACCOUNT_ID.to_owned(),
             payload_limits: PayloadLimits::default(),
+            access: AccessSettings::default(),
         }
     }
 }
@@ -83,6 +88,22 @@ impl RuntimeConfig {
     #[must_use]
     pub fn with_account_id(mut self, account_id: impl Into<String>) -> Self {
         self.account_id = account_id.into();
+        self
+    }
+
+    /// Requires permissions: every caller but the host and mappings needs a policy statement,
+    /// and every function call a role (see [`AccessSettings::require`]).
+    #[must_use]
+    pub fn with_permissions_required(mut self, require: bool) -> Self {
+        self.access.require = require;
+        self
+    }
+
+    /// Whether identities of the runtime's own account are trusted without a statement
+    /// (default yes; see [`AccessSettings::trust_same_account`]).
+    #[must_use]
+    pub fn with_same_account_trusted(mut self, trusted: bool) -> Self {
+        self.access.trust_same_account = trusted;
         self
     }
 

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::InvokeError;
+use super::{AccessDenied, InvokeError};
 
 /// Why a function could not be reached by name. Separate from [`InvokeError`], which is the
 /// outcome of an invocation that reached its function.
@@ -57,7 +57,7 @@ impl CallError {
 }
 
 /// Why an asynchronous invocation did not accept an event; the event is handed back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RejectReason {
     /// The function's async queue holds `capacity` pending events already.
@@ -91,6 +91,8 @@ pub enum RejectReason {
         /// The event's hop count.
         hops: u32,
     },
+    /// The caller may not invoke the function (checked once, when the event is offered).
+    AccessDenied(AccessDenied),
 }
 
 /// An event an asynchronous invocation did not accept, handed back to the caller with the
@@ -105,7 +107,7 @@ pub struct Rejected<E> {
 
 impl<E> fmt::Display for Rejected<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.reason {
+        match &self.reason {
             RejectReason::QueueFull { capacity } => {
                 write!(f, "async queue full ({capacity} pending events)")
             }
@@ -125,6 +127,7 @@ impl<E> fmt::Display for Rejected<E> {
                 "{limit} failed async events are kept for the host; take them \
                  (take_failed), add an on-failure destination, or discard unrouted failures"
             ),
+            RejectReason::AccessDenied(denied) => denied.fmt(f),
         }
     }
 }

@@ -336,6 +336,40 @@ pub enum InvokeError {
         /// The work's hop count.
         hops: u32,
     },
+    /// The caller may not invoke the function: its policy, or the calling function's role,
+    /// does not allow it (Lambda's `AccessDeniedException`, HTTP 403). The function did not
+    /// run. Never retried.
+    #[error(transparent)]
+    AccessDenied(AccessDenied),
+}
+
+/// A refused request: who asked for which action on which resource. It never says which
+/// statement refused, so a caller learns nothing of the policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{principal} is not authorized to perform: {action} on resource: {resource}")]
+#[non_exhaustive]
+pub struct AccessDenied {
+    /// Who asked (`host`, `function:orders`, an IAM ARN, `anonymous`).
+    pub principal: String,
+    /// The action, as `lambda:InvokeFunction`.
+    pub action: String,
+    /// The resource's ARN.
+    pub resource: String,
+}
+
+impl AccessDenied {
+    /// `principal` may not perform `action` on `resource`.
+    pub fn new(
+        principal: impl Into<String>,
+        action: impl Into<String>,
+        resource: impl Into<String>,
+    ) -> Self {
+        Self {
+            principal: principal.into(),
+            action: action.into(),
+            resource: resource.into(),
+        }
+    }
 }
 
 impl InvokeError {
@@ -347,7 +381,9 @@ impl InvokeError {
             Self::Panic(_) | Self::Crashed(_) | Self::OutOfMemory(_) => OutcomeKind::Panic,
             Self::Init(_) => OutcomeKind::InitFailure,
             Self::Throttled(_) => OutcomeKind::Throttled,
-            Self::Payload(_) | Self::RecursiveLoop { .. } => OutcomeKind::Rejected,
+            Self::Payload(_) | Self::RecursiveLoop { .. } | Self::AccessDenied(_) => {
+                OutcomeKind::Rejected
+            }
             Self::ResponseTooLarge { .. } => OutcomeKind::Error,
             Self::ShuttingDown | Self::Cancelled | Self::Unregistered(_) => OutcomeKind::Cancelled,
         }
@@ -367,6 +403,7 @@ impl InvokeError {
     /// | `ResponseTooLarge` | `Function.ResponseSizeTooLarge` |
     /// | `Unregistered` | `ResourceNotFoundException` |
     /// | `RecursiveLoop` | `RecursiveInvocationException` |
+    /// | `AccessDenied` | `AccessDeniedException` |
     /// | `Payload` | `InvalidPayload` (nimbus's: no one Lambda name covers an event that does not decode and an output that does not encode) |
     /// | `ShuttingDown`, `Cancelled` | `ShuttingDown`, `Cancelled` (nimbus's: Lambda has no such outcome) |
     pub fn error_type(&self) -> &str {
@@ -384,6 +421,7 @@ impl InvokeError {
             Self::Unregistered(_) => "ResourceNotFoundException",
             Self::ResponseTooLarge { .. } => "Function.ResponseSizeTooLarge",
             Self::RecursiveLoop { .. } => "RecursiveInvocationException",
+            Self::AccessDenied(_) => "AccessDeniedException",
         }
     }
 }

@@ -52,6 +52,7 @@
 //!   that finished on its first poll). Off (the default), it costs nothing: the future is not
 //!   wrapped and no clock is read.
 
+mod authorize;
 mod governor;
 mod lease;
 mod lifecycle;
@@ -76,6 +77,7 @@ use crate::handler::{FunctionScope, RequestId};
 use crate::instance::{Backend, Pool, DISPOSE_LIMIT};
 use crate::metering::Usage;
 use crate::metrics::{DurationHistogram, FunctionCounters, FunctionMetrics};
+use crate::permission::FunctionAccess;
 use crate::util::{aws, Padded};
 
 /// Where unregister has got to.
@@ -124,6 +126,8 @@ pub(crate) struct Executor<E, O> {
     tasks: TaskTracker,
     /// The reservation went back to the runtime's pool (at most once).
     reservation_returned: AtomicBool,
+    /// The function's policy and role.
+    access: Arc<FunctionAccess>,
 }
 
 impl<E, O> std::fmt::Debug for Executor<E, O> {
@@ -160,18 +164,21 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
                 });
             })
         };
+        let arn = aws::function_arn(&shared.config.region, &shared.config.account_id, &name);
+        let access = Arc::new(FunctionAccess::new(
+            &arn,
+            config.role.clone(),
+            config.policy.clone(),
+        ));
         Self {
             scope: Arc::new(FunctionScope::new(
                 Arc::clone(&name),
                 config.memory_mb,
                 config.timeout,
-                Arc::from(aws::function_arn(
-                    &shared.config.region,
-                    &shared.config.account_id,
-                    &name,
-                )),
+                Arc::from(arn),
                 shared.services(),
             )),
+            access,
             reserved: config
                 .max_concurrency
                 .map(|max| Limiter::new(max.saturating_sub(config.min_instances) as usize)),

@@ -147,6 +147,9 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         let Some(_in_flight) = self.shared.gate.enter() else {
             return Invocation::refused(InvokeError::ShuttingDown);
         };
+        if let Err(denied) = self.authorize(&principal) {
+            return Invocation::refused(InvokeError::AccessDenied(denied));
+        }
         let hops = principal.hops().max(options.hops.unwrap_or(0));
         let principal = principal.with_hops(hops);
         if let Err(error) = self.check_loop(&principal) {

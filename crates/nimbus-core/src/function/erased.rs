@@ -1,14 +1,19 @@
 //! The registry's view of a function, whatever its event and output types: [`AnyFunction`],
 //! implemented by [`FunctionInner`], with the steps of unregister and shutdown.
 
+use std::sync::Arc;
+
 use super::FunctionInner;
 use crate::async_invoke::{AsyncMetrics, HandedBack};
 use crate::config::FunctionConfig;
-use crate::error::{AsyncCallError, CallError, InvokeError, LookupError, RejectReason};
+use crate::error::{
+    AccessDenied, AsyncCallError, CallError, InvokeError, LookupError, RejectReason,
+};
 use crate::executor::InvokeOptions;
-use crate::handler::{Caller, RequestId};
+use crate::handler::{Caller, Principal, RequestId};
 use crate::metering::{Usage, UsageReport};
 use crate::metrics::{DurationHistogram, FunctionMetrics};
+use crate::permission::{ExecutionRole, FunctionAccess};
 use crate::util::{json_exceeds, BoxFuture};
 
 /// A synchronous invocation by name with a JSON event: the output or why there is none, and
@@ -35,6 +40,14 @@ pub(crate) trait AnyFunction: Send + Sync + 'static {
     fn config(&self) -> &FunctionConfig;
     /// The function's unqualified ARN.
     fn arn(&self) -> &str;
+    /// The function's policy and role.
+    fn access(&self) -> &Arc<FunctionAccess>;
+    /// Whether `principal` may invoke the function (for another function, with its role).
+    fn authorize(
+        &self,
+        principal: &Principal,
+        caller_role: Option<&ExecutionRole>,
+    ) -> Result<(), AccessDenied>;
     /// Queues a JSON event as `principal`.
     fn invoke_async_json(
         &self,
@@ -82,6 +95,10 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
                 result: Err(error),
                 report: None,
             };
+            // Before the payload is looked at: a caller who may not invoke learns nothing.
+            if let Err(denied) = self.exec.authorize(&principal) {
+                return refused(InvokeError::AccessDenied(denied).into());
+            }
             let Some(codec) = &self.json else {
                 return refused(LookupError::NotJson(name.to_string()).into());
             };
@@ -131,12 +148,30 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
         FunctionInner::arn(self)
     }
 
+    fn access(&self) -> &Arc<FunctionAccess> {
+        self.exec.access()
+    }
+
+    fn authorize(
+        &self,
+        principal: &Principal,
+        caller_role: Option<&ExecutionRole>,
+    ) -> Result<(), AccessDenied> {
+        self.exec.authorize_call(principal, caller_role)
+    }
+
     fn invoke_async_json(
         &self,
         event: serde_json::Value,
         principal: Caller,
     ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
         let name = self.exec.name();
+        if let Err(denied) = self.exec.authorize(&principal) {
+            return Err(AsyncCallError::Rejected(crate::error::Rejected {
+                event,
+                reason: RejectReason::AccessDenied(denied),
+            }));
+        }
         let Some(codec) = &self.json else {
             return Err(LookupError::NotJson(name.to_string()).into());
         };

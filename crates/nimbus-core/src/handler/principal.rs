@@ -24,6 +24,27 @@ pub enum Principal {
     Function(Arc<str>),
     /// An event source mapping (by name).
     EventSource(Arc<str>),
+    /// An AWS service pushing an event about one of its resources (an object notification's
+    /// `s3.amazonaws.com`), with the condition keys `AWS:SourceArn` and `AWS:SourceAccount`.
+    Service {
+        /// The service principal, as `s3.amazonaws.com`.
+        service: Arc<str>,
+        /// The resource the event is about.
+        source_arn: Option<Arc<str>>,
+        /// The account owning that resource.
+        source_account: Option<Arc<str>>,
+    },
+    /// A caller identified by AWS credentials (an HTTP request signed with SigV4).
+    Identity {
+        /// Its IAM ARN (a user or role).
+        arn: Arc<str>,
+        /// Its account.
+        account: Arc<str>,
+        /// Its organization (`aws:PrincipalOrgID`), if the host said.
+        org_id: Option<Arc<str>>,
+    },
+    /// A caller without credentials, where a route or function URL lets one in.
+    Anonymous,
 }
 
 impl fmt::Display for Principal {
@@ -32,6 +53,9 @@ impl fmt::Display for Principal {
             Self::Host => f.write_str("host"),
             Self::Function(name) => write!(f, "function:{name}"),
             Self::EventSource(name) => write!(f, "event-source:{name}"),
+            Self::Service { service, .. } => write!(f, "service:{service}"),
+            Self::Identity { arn, .. } => f.write_str(arn),
+            Self::Anonymous => f.write_str("anonymous"),
         }
     }
 }

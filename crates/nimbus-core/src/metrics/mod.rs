@@ -23,6 +23,9 @@ pub(crate) struct FunctionCounters {
     peak_busy: AtomicUsize,
     /// Invocations stopped at the hop limit (rare: not striped).
     recursive_loops: AtomicU64,
+    /// Invocations refused by the permission model (not striped: a refusal is off the hot
+    /// path of allowed calls).
+    access_denied: AtomicU64,
     tallies: Striped<Tally>,
 }
 
@@ -104,6 +107,11 @@ impl FunctionCounters {
     /// Counts an invocation stopped at the hop limit; true for the first one.
     pub(crate) fn recursive_loop(&self) -> bool {
         self.recursive_loops.fetch_add(1, Ordering::Relaxed) == 0
+    }
+
+    /// Counts an invocation refused by the permission model.
+    pub(crate) fn access_denied(&self) {
+        self.access_denied.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn cold_start(&self) {
@@ -224,6 +232,9 @@ pub struct FunctionMetrics {
     /// Invocations stopped because their work had passed through too many invocations (a
     /// recursive loop; see [`hops`](crate::handler::hops)). Not counted in `invocations`.
     pub recursive_loops: u64,
+    /// Invocations refused because the caller was not allowed (see
+    /// [`permission`](crate::permission)). Not counted in `invocations`.
+    pub access_denied: u64,
     /// Invocations running now.
     pub concurrency: usize,
     /// The most invocations ever running at once.
@@ -284,6 +295,7 @@ impl FunctionCounters {
             throttled_scale_rate: self.sum(|t| &t.throttled_scale),
             cold_starts: self.sum(|t| &t.cold_starts),
             recursive_loops: self.recursive_loops.load(Ordering::Relaxed),
+            access_denied: self.access_denied.load(Ordering::Relaxed),
             concurrency: self.busy(),
             peak_concurrency: self.peak_busy.load(Ordering::Relaxed),
             instances,

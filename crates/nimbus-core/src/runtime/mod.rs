@@ -2,6 +2,7 @@
 //! concurrency limit and its reservations, the services handlers reach through their
 //! [`Context`](crate::Context), what is attached to it, and graceful shutdown.
 
+mod access;
 mod attachment;
 mod registry;
 mod stop;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use access::{AddedPermission, FunctionPolicy};
 pub use attachment::{Attachment, AttachmentStop, ATTACHMENT_STOP_SLACK};
 pub use stop::{ShutdownReport, UnregisterReport, SHUTDOWN_SLACK};
 
@@ -22,7 +24,7 @@ use crate::executor::Shared;
 use crate::function::{
     AnyFunction, Function, FunctionHandle, FunctionInner, JsonCodec, JsonInvocation,
 };
-use crate::handler::{hops, CallOrigin, Caller, Principal, RequestId, RuntimeServices};
+use crate::handler::{hops, CallOrigin, Principal, RequestId, RuntimeServices};
 use crate::metering::Usage;
 use crate::metrics::{DurationHistogram, FunctionMetrics};
 use registry::{Entry, Registry};
@@ -313,14 +315,7 @@ impl Runtime {
         event: serde_json::Value,
         options: InvokeOptions,
     ) -> JsonInvocation {
-        let Some(function) = self.registry.any(name) else {
-            return JsonInvocation {
-                result: Err(LookupError::NotFound(name.to_owned()).into()),
-                report: None,
-            };
-        };
-        function
-            .invoke_json(event, Caller::from(Principal::Host).inheriting(), options)
+        self.invoke_json_as(Principal::Host, name, event, options)
             .await
     }
 

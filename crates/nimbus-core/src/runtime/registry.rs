@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::error::{AsyncCallError, CallError, LookupError};
+use crate::error::{
+    AccessDenied, AsyncCallError, CallError, InvokeError, LookupError, RejectReason, Rejected,
+};
 use crate::executor::InvokeOptions;
 use crate::function::{AnyFunction, FunctionInner};
-use crate::handler::{CallOrigin, Caller, RequestId, RuntimeServices};
+use crate::handler::{CallOrigin, Caller, Principal, RequestId, RuntimeServices};
 use crate::util::BoxFuture;
 
 /// A registered function: its erased view, and the same state as `Any` for typed handles.
@@ -49,6 +51,26 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Whether `principal` may invoke `target`: a function caller with its role and the
+    /// target's policy; callers that push with the target's policy.
+    fn authorize(
+        &self,
+        target: &dyn AnyFunction,
+        principal: &Principal,
+    ) -> Result<(), AccessDenied> {
+        // Callers that push are checked by the target itself, on every path.
+        let Principal::Function(caller) = principal else {
+            return Ok(());
+        };
+        let caller_role = self
+            .functions
+            .get(&**caller)
+            .and_then(|entry| entry.function.access().role().cloned());
+        target.authorize(principal, caller_role.as_ref())
+    }
+}
+
 /// The principal and hop count an invocation asked for by `origin` runs with.
 fn caller_of(origin: CallOrigin<'_>) -> Caller {
     Caller::from(origin.principal.clone()).with_hops(origin.hops)
@@ -63,10 +85,16 @@ impl RuntimeServices for Registry {
         event: serde_json::Value,
     ) -> BoxFuture<'_, Result<serde_json::Value, CallError>> {
         let found = self.any(function);
+        let checked = found
+            .as_ref()
+            .map(|target| self.authorize(target.as_ref(), origin.principal));
         let caller = caller_of(origin);
         let name = function.to_owned();
         Box::pin(async move {
             let function = found.ok_or(LookupError::NotFound(name))?;
+            checked
+                .unwrap_or(Ok(()))
+                .map_err(|denied| CallError::Invoke(InvokeError::AccessDenied(denied)))?;
             function
                 .invoke_json(event, caller, InvokeOptions::default())
                 .await
@@ -83,6 +111,12 @@ impl RuntimeServices for Registry {
         let found = self
             .any(function)
             .ok_or_else(|| LookupError::NotFound(function.to_owned()))?;
+        if let Err(denied) = self.authorize(found.as_ref(), origin.principal) {
+            return Err(AsyncCallError::Rejected(Rejected {
+                event,
+                reason: RejectReason::AccessDenied(denied),
+            }));
+        }
         found.invoke_async_json(event, caller_of(origin))
     }
 

@@ -1,0 +1,48 @@
+//! The policy check of callers that push (HTTP callers, services): on every synchronous
+//! invocation, and once when an asynchronous one is accepted. Calls from other functions are
+//! checked where the caller's role is known, in the runtime's registry.
+
+use std::sync::Arc;
+
+use super::Executor;
+use crate::error::AccessDenied;
+use crate::handler::{Caller, Principal};
+use crate::permission::{audit, ExecutionRole, FunctionAccess};
+
+impl<E, O> Executor<E, O> {
+    /// The function's policy and role.
+    pub(crate) fn access(&self) -> &Arc<FunctionAccess> {
+        &self.access
+    }
+
+    /// Whether `caller` may invoke the function. The host (no allocation: the common case)
+    /// costs one branch; mappings and functions are authorised elsewhere.
+    pub(crate) fn authorize(&self, caller: &Caller) -> Result<(), AccessDenied> {
+        let principal = caller.get();
+        if matches!(
+            principal,
+            Principal::Host | Principal::EventSource(_) | Principal::Function(_)
+        ) {
+            return Ok(());
+        }
+        self.authorize_call(principal, None)
+    }
+
+    /// Whether `principal` may invoke the function; for another function, `caller_role` is its
+    /// role. Audited: a tracing event, and a count when refused.
+    pub(crate) fn authorize_call(
+        &self,
+        principal: &Principal,
+        caller_role: Option<&ExecutionRole>,
+    ) -> Result<(), AccessDenied> {
+        let config = &self.shared.config;
+        let decided =
+            self.access
+                .authorize_invoke(principal, caller_role, &config.account_id, config.access);
+        if decided.is_err() {
+            self.counters.access_denied();
+        }
+        audit(&self.name, principal, &decided);
+        decided
+    }
+}

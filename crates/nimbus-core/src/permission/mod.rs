@@ -1,0 +1,43 @@
+//! Permissions, as Lambda has them on both sides of a function: its **policy** (a resource
+//! policy: who may invoke it) and its **execution role** (what its own code may reach).
+//!
+//! - [`statement`]: statements in IAM's JSON shape; [`glob`]: `StringLike`/`ArnLike` matching.
+//! - [`policy`]: `AddPermission` grants ([`Permission`]) and the `GetPolicy` document.
+//! - [`evaluate`]: policies compiled for the hot path, and their [`Decision`]s.
+//! - [`role`]: [`ExecutionRole`]s, checked when a handler asks the runtime to act.
+//! - [`access`]: a function's policy state, and the rule combining caller, role and policy.
+//!
+//! # Where each check happens
+//!
+//! - The host (a [`FunctionHandle`](crate::FunctionHandle) or [`Runtime`](crate::Runtime)
+//!   call) is trusted: never checked.
+//! - Callers that push — HTTP callers ([`Principal::Identity`](crate::Principal::Identity),
+//!   [`Principal::Anonymous`](crate::Principal::Anonymous)), services
+//!   ([`Principal::Service`](crate::Principal::Service)) — are checked against the function's
+//!   policy on every synchronous invocation, and once when an asynchronous one is accepted
+//!   (not again on its retries).
+//! - Another function ([`Principal::Function`](crate::Principal::Function)) is checked by its
+//!   role and the called function's policy: same account, so either may allow it, and an
+//!   explicit deny in either refuses it.
+//! - A mapping that polls is authorised through its function's role when it is attached, and
+//!   again as it runs; it is not checked per invocation.
+//!
+//! # Evaluation
+//!
+//! An explicit `Deny` wins; otherwise an `Allow` allows; otherwise the request is refused once
+//! the function has a policy (or [`AccessSettings::require`] is on). A condition key the request
+//! does not carry makes its condition false. An identity of the runtime's own account is
+//! trusted without a statement unless [`AccessSettings::trust_same_account`] is off.
+
+pub mod access;
+pub mod evaluate;
+pub mod glob;
+pub mod policy;
+pub mod role;
+pub mod statement;
+
+pub use access::{audit, AccessSettings, FunctionAccess, PolicyError, PolicyState};
+pub use evaluate::{AccessRequest, Action, CompiledPolicy, Decision, Requester};
+pub use policy::{parse_policy_document, policy_document, Permission, FUNCTION_ACTIONS};
+pub use role::ExecutionRole;
+pub use statement::{ConditionEntry, Effect, Operator, PrincipalSpec, Statement};

@@ -1,0 +1,148 @@
+//! The runtime's permission surface: invoking on behalf of a principal (as an HTTP front end
+//! or an event source that pushes does), and reading and changing function policies
+//! (`AddPermission`, `RemovePermission`, `GetPolicy`).
+
+use super::Runtime;
+use crate::error::{AsyncCallError, LookupError};
+use crate::executor::InvokeOptions;
+use crate::function::JsonInvocation;
+use crate::handler::{Caller, Principal, RequestId};
+use crate::permission::{policy_document, ExecutionRole, Permission, PolicyError, Statement};
+
+/// A function's policy as `GetPolicy` returns it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct FunctionPolicy {
+    /// The policy document (`{"Version", "Id", "Statement"}`).
+    pub document: serde_json::Value,
+    /// The policy's revision id.
+    pub revision_id: String,
+}
+
+/// What `AddPermission` answers: the statement added, and the policy's new revision id.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AddedPermission {
+    /// The statement, as it now stands in the policy.
+    pub statement: Statement,
+    /// The policy's revision id after the change.
+    pub revision_id: String,
+}
+
+impl Runtime {
+    /// Invokes `name` with a JSON event on behalf of `principal`: checked against the
+    /// function's policy (see [`permission`](crate::permission)). What an HTTP front end
+    /// calls with the identity a request was signed by, and a pushing source with its service.
+    pub async fn invoke_json_as(
+        &self,
+        principal: Principal,
+        name: &str,
+        event: serde_json::Value,
+        options: InvokeOptions,
+    ) -> JsonInvocation {
+        let Some(function) = self.registry.any(name) else {
+            return JsonInvocation {
+                result: Err(LookupError::NotFound(name.to_owned()).into()),
+                report: None,
+            };
+        };
+        function
+            .invoke_json(event, Caller::from(principal).inheriting(), options)
+            .await
+    }
+
+    /// Queues a JSON event for `name` on behalf of `principal`; checked once, now.
+    ///
+    /// # Errors
+    ///
+    /// See [`AsyncCallError`]; a refusal (also an access denial) hands the event back.
+    pub fn invoke_async_json_as(
+        &self,
+        principal: Principal,
+        name: &str,
+        event: serde_json::Value,
+    ) -> Result<RequestId, AsyncCallError<serde_json::Value>> {
+        let function = self
+            .registry
+            .any(name)
+            .ok_or_else(|| LookupError::NotFound(name.to_owned()))?;
+        function.invoke_async_json(event, Caller::from(principal).inheriting())
+    }
+
+    /// Adds a statement to the policy of `name` (Lambda's `AddPermission`). With
+    /// `revision_id`, refused unless the policy is still at that revision.
+    ///
+    /// # Errors
+    ///
+    /// See [`PolicyError`].
+    pub fn add_permission(
+        &self,
+        name: &str,
+        grant: &Permission,
+        revision_id: Option<&str>,
+    ) -> Result<AddedPermission, PolicyError> {
+        let function = self
+            .registry
+            .any(name)
+            .ok_or_else(|| PolicyError::NotFound(name.to_owned()))?;
+        let (statement, policy) = function.access().add(grant, revision_id)?;
+        tracing::info!(target: "nimbus::access", function = name, sid = %statement.sid, "permission added");
+        Ok(AddedPermission {
+            statement,
+            revision_id: policy.revision_id(),
+        })
+    }
+
+    /// Removes the statement `sid` from the policy of `name` (Lambda's `RemovePermission`).
+    ///
+    /// # Errors
+    ///
+    /// See [`PolicyError`].
+    pub fn remove_permission(
+        &self,
+        name: &str,
+        sid: &str,
+        revision_id: Option<&str>,
+    ) -> Result<(), PolicyError> {
+        let function = self
+            .registry
+            .any(name)
+            .ok_or_else(|| PolicyError::NotFound(name.to_owned()))?;
+        function.access().remove(sid, revision_id)?;
+        tracing::info!(target: "nimbus::access", function = name, sid, "permission removed");
+        Ok(())
+    }
+
+    /// The policy of `name` (Lambda's `GetPolicy`).
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::NotFound`] without such a function, [`PolicyError::NoPolicy`] when it has
+    /// no statement.
+    pub fn get_policy(&self, name: &str) -> Result<FunctionPolicy, PolicyError> {
+        let function = self
+            .registry
+            .any(name)
+            .ok_or_else(|| PolicyError::NotFound(name.to_owned()))?;
+        let policy = function.access().policy();
+        if policy.statements().is_empty() {
+            return Err(PolicyError::NoPolicy(name.to_owned()));
+        }
+        Ok(FunctionPolicy {
+            document: policy_document(policy.statements()),
+            revision_id: policy.revision_id(),
+        })
+    }
+
+    /// The execution role of `name`, if it has one (mappings check it when attached).
+    pub fn function_role(&self, name: &str) -> Option<ExecutionRole> {
+        self.registry
+            .any(name)
+            .and_then(|f| f.access().role().cloned())
+    }
+
+    /// The settings of the permission model, shared by everything that checks access.
+    pub fn access_settings(&self) -> crate::permission::AccessSettings {
+        self.shared.config.access
+    }
+}
