@@ -108,6 +108,21 @@ impl<E, O> Function<E, O> {
         self
     }
 
+    /// Sets the execution role: what the function's code may reach through its context (see
+    /// [`permission`](crate::permission)).
+    #[must_use]
+    pub fn with_role(mut self, role: crate::permission::ExecutionRole) -> Self {
+        self.config.role = Some(role);
+        self
+    }
+
+    /// Adds a statement to the policy the function is registered with (who may invoke it).
+    #[must_use]
+    pub fn with_policy_statement(mut self, statement: crate::permission::Statement) -> Self {
+        self.config.policy.push(statement);
+        self
+    }
+
     /// Sets the invocation timeout (1 ms..=900 s).
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {

@@ -36,6 +36,22 @@ impl Default for AccessSettings {
     }
 }
 
+impl AccessSettings {
+    /// Sets [`require`](Self::require).
+    #[must_use]
+    pub fn with_require(mut self, require: bool) -> Self {
+        self.require = require;
+        self
+    }
+
+    /// Sets [`trust_same_account`](Self::trust_same_account).
+    #[must_use]
+    pub fn with_trust_same_account(mut self, trusted: bool) -> Self {
+        self.trust_same_account = trusted;
+        self
+    }
+}
+
 /// A function policy as it stands: its statements, compiled, and its revision.
 #[derive(Debug, Default)]
 pub struct PolicyState {
