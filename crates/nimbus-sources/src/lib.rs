@@ -69,7 +69,7 @@ pub use error::{BoxError, ConfigError, Retry, SourceError};
 pub use filter::{FilterPattern, Filters, MAX_PATTERNS, MAX_PATTERN_LEN};
 pub use mapping::{
     BatchResponse, QueueBatch, QueueFunction, QueueMapping, QueueMappingBuilder,
-    QueueMappingConfig, QueueMappingMetrics, QueueOrigin, QueueRecord,
+    QueueMappingConfig, QueueMappingMetrics, QueueOrigin, QueueRecord, QUEUE_ACTIONS,
 };
 pub use object::{
     decode_key, encode_key, EventTarget, EventType, InMemoryObjectStore, NotificationConfig,

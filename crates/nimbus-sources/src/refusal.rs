@@ -11,12 +11,16 @@ pub(crate) enum Refusal {
     /// The function ran and failed (error, timeout, panic or crash, init failure): a failed
     /// attempt.
     Failed,
-    /// The function will not run anything (shutting down, cancelled, unregistered): stop the
-    /// mapping, leaving the messages in the source.
+    /// The function will not run anything (shutting down, cancelled, unregistered, access
+    /// denied): stop the mapping, leaving the messages in the source.
     Stop,
 }
 
 pub(crate) fn classify(error: &InvokeError) -> Refusal {
+    // Not the function's failure: a denied mapping stops, its messages left untouched.
+    if matches!(error, InvokeError::AccessDenied(_)) {
+        return Refusal::Stop;
+    }
     match error.kind() {
         OutcomeKind::Throttled => Refusal::Throttled,
         OutcomeKind::Cancelled => Refusal::Stop,

@@ -15,6 +15,23 @@ impl<E, O> Executor<E, O> {
         &self.access
     }
 
+    /// Whether the function's role allows `actions` on the source `source_arn` (a mapping that
+    /// polls it), under the runtime's settings.
+    pub(crate) fn authorize_source(
+        &self,
+        actions: &[&str],
+        source_arn: &str,
+    ) -> Result<(), AccessDenied> {
+        let decided = self
+            .access
+            .authorize_source(actions, source_arn, self.shared.config.access);
+        if let Err(denied) = &decided {
+            tracing::info!(target: "nimbus::access", function = %self.name, principal = %denied.principal,
+                action = %denied.action, source = source_arn, decision = "deny", "access denied");
+        }
+        decided
+    }
+
     /// Whether `caller` may invoke the function. The host (no allocation: the common case)
     /// costs one branch; mappings and functions are authorised elsewhere.
     pub(crate) fn authorize(&self, caller: &Caller) -> Result<(), AccessDenied> {

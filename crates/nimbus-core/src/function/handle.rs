@@ -73,6 +73,27 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
         self.inner.arn()
     }
 
+    /// Whether the function's execution role allows `actions` (as `sqs:ReceiveMessage`) on the
+    /// source `source_arn`: what a mapping that polls checks when it is attached, and again
+    /// after every change of the role (see [`role_version`](Self::role_version)).
+    ///
+    /// # Errors
+    ///
+    /// [`AccessDenied`](crate::error::AccessDenied) naming the role, the action and the source.
+    pub fn authorize_source(
+        &self,
+        actions: &[&str],
+        source_arn: &str,
+    ) -> Result<(), crate::error::AccessDenied> {
+        self.inner.exec.authorize_source(actions, source_arn)
+    }
+
+    /// A number that changes whenever the function's execution role does
+    /// ([`Runtime::set_role`](crate::Runtime::set_role)).
+    pub fn role_version(&self) -> u64 {
+        self.inner.exec.access().role_version()
+    }
+
     /// The function's name.
     pub fn name(&self) -> &str {
         self.inner.exec.name()

@@ -2,6 +2,7 @@
 //! revision), the runtime's settings, and the rule that combines a caller's role with the
 //! policy of the function it calls.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -102,7 +103,9 @@ pub enum PolicyError {
 #[derive(Debug)]
 pub struct FunctionAccess {
     arn: Arc<str>,
-    role: Option<ExecutionRole>,
+    role: RwLock<Option<ExecutionRole>>,
+    /// Bumped by every change of the role: mappings re-check their source only then.
+    role_version: AtomicU64,
     policy: RwLock<Arc<PolicyState>>,
 }
 
@@ -112,7 +115,8 @@ impl FunctionAccess {
         let compiled = CompiledPolicy::compile(&statements, arn);
         Self {
             arn: arn.into(),
-            role,
+            role: RwLock::new(role),
+            role_version: AtomicU64::new(0),
             policy: RwLock::new(Arc::new(PolicyState {
                 statements,
                 compiled,
@@ -127,8 +131,46 @@ impl FunctionAccess {
     }
 
     /// The function's execution role.
-    pub fn role(&self) -> Option<&ExecutionRole> {
-        self.role.as_ref()
+    pub fn role(&self) -> Option<ExecutionRole> {
+        self.role.read().clone()
+    }
+
+    /// Replaces the function's execution role.
+    pub fn set_role(&self, role: Option<ExecutionRole>) {
+        *self.role.write() = role;
+        self.role_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// A number that changes whenever the role does.
+    pub fn role_version(&self) -> u64 {
+        self.role_version.load(Ordering::Acquire)
+    }
+
+    /// Whether the function's role allows every one of `actions` on the source `source_arn`
+    /// (what a mapping that polls needs). Without a role: allowed unless `settings.require`.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessDenied`] naming the role, the first action not allowed and the source.
+    pub fn authorize_source(
+        &self,
+        actions: &[&str],
+        source_arn: &str,
+        settings: AccessSettings,
+    ) -> Result<(), AccessDenied> {
+        let role = self.role.read();
+        let Some(role) = role.as_ref() else {
+            return match actions.first() {
+                Some(action) if settings.require => Err(AccessDenied::new(
+                    format!("function {} (no role)", self.arn),
+                    *action,
+                    source_arn,
+                )),
+                _ => Ok(()),
+            };
+        };
+        role.allows_all(actions, source_arn)
+            .map_err(|action| AccessDenied::new(role.arn(), action, source_arn))
     }
 
     /// The policy as it stands.

@@ -136,9 +136,23 @@ impl Runtime {
 
     /// The execution role of `name`, if it has one (mappings check it when attached).
     pub fn function_role(&self, name: &str) -> Option<ExecutionRole> {
-        self.registry
+        self.registry.any(name).and_then(|f| f.access().role())
+    }
+
+    /// Replaces the execution role of `name`. Mappings feeding it check their source against
+    /// the new role before their next receive, and stop if it no longer allows them.
+    ///
+    /// # Errors
+    ///
+    /// [`LookupError::NotFound`] without such a function.
+    pub fn set_role(&self, name: &str, role: Option<ExecutionRole>) -> Result<(), LookupError> {
+        let function = self
+            .registry
             .any(name)
-            .and_then(|f| f.access().role().cloned())
+            .ok_or_else(|| LookupError::NotFound(name.to_owned()))?;
+        tracing::info!(target: "nimbus::access", function = name, role = role.as_ref().map(ExecutionRole::arn), "role changed");
+        function.access().set_role(role);
+        Ok(())
     }
 
     /// The settings of the permission model, shared by everything that checks access.

@@ -66,7 +66,7 @@ impl Registry {
         let caller_role = self
             .functions
             .get(&**caller)
-            .and_then(|entry| entry.function.access().role().cloned());
+            .and_then(|entry| entry.function.access().role());
         target.authorize(principal, caller_role.as_ref())
     }
 }

@@ -292,6 +292,15 @@ fn actions_and_resources_select_statements() {
     );
 }
 
+/// A row of the fallback table: principal, caller role, policy, settings, allowed?
+type Row = (
+    Principal,
+    Option<ExecutionRole>,
+    Vec<Statement>,
+    AccessSettings,
+    bool,
+);
+
 /// Who asks, at the level of the runtime's principals, and what happens with no statement.
 #[test]
 fn fallbacks_when_no_statement_speaks() {
@@ -330,13 +339,7 @@ fn fallbacks_when_no_statement_speaks() {
         vec![],
     )];
     // (principal, caller role, policy, settings, allowed?)
-    let table: Vec<(
-        Principal,
-        Option<ExecutionRole>,
-        Vec<Statement>,
-        AccessSettings,
-        bool,
-    )> = vec![
+    let table: Vec<Row> = vec![
         (Principal::Host, None, unrelated.clone(), required, true),
         (
             Principal::EventSource("m".into()),

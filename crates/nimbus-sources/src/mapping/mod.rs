@@ -52,6 +52,7 @@
 //!   while stopping are given up on shortly after the deadline, but a call that the source
 //!   answers at once (an ack, a release) always goes through, even after that.
 
+mod access;
 pub(crate) mod batch;
 mod budget;
 mod builder;
@@ -69,7 +70,7 @@ pub(crate) use wire::body_serde;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,6 +80,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use access::QUEUE_ACTIONS;
 pub use batch::{BatchResponse, QueueBatch, QueueOrigin, QueueRecord};
 pub use builder::QueueMappingBuilder;
 pub use config::QueueMappingConfig;
@@ -172,6 +174,8 @@ struct Shared {
     loop_warned: std::sync::atomic::AtomicBool,
     /// What the records say they come from (`eventSourceARN`, `awsRegion`, `SenderId`).
     origin: Arc<QueueOrigin>,
+    /// The role version last found to allow the mapping.
+    role_checked: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -233,15 +237,20 @@ impl QueueMapping {
                 "started inside a Tokio runtime",
             ));
         };
+        let origin = Arc::new(QueueOrigin::new(
+            function.arn(),
+            config.queue_name.as_deref().unwrap_or(&config.name),
+        ));
+        // Before anything starts: a mapping its function's role does not allow is refused.
+        let role_checked = AtomicU64::new(function.role_version());
+        access::check_on_attach(&function, &origin.event_source_arn)?;
         let initial = config.initial_concurrency as usize;
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),
             fifo: source.is_fifo(),
             loop_warned: std::sync::atomic::AtomicBool::new(false),
-            origin: Arc::new(QueueOrigin::new(
-                function.arn(),
-                config.queue_name.as_deref().unwrap_or(&config.name),
-            )),
+            origin,
+            role_checked,
             filters,
             given_up: CancellationToken::new(),
             cancel_safe: source.receive_is_cancel_safe(),
@@ -353,6 +362,9 @@ impl Shared {
             if self.retire_if_over_target() {
                 break true;
             }
+            if !self.still_allowed() {
+                break false;
+            }
             // Before the receive starts: its empty answer tells a `drained` call made since
             // nothing about messages sent meanwhile.
             let epoch = self.drain.epoch();
@@ -394,7 +406,8 @@ impl Shared {
             // (`drained` reads this count).
             let now = self.counters.batches.fetch_add(1, Ordering::Relaxed) + 1;
             self.drain.received();
-            if self.cancel.is_cancelled() {
+            // A role changed during the receive is checked before the function sees anything.
+            if !self.still_allowed() || self.cancel.is_cancelled() {
                 // Received as the mapping stopped: not in flight yet, so back it goes.
                 self.release(&messages).await;
                 self.batch_done();

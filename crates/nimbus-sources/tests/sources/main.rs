@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access;
 mod budget;
 mod contract;
 mod drained;
