@@ -93,9 +93,9 @@ pub use error::{
 pub use executor::{Invocation, InvokeOptions};
 pub use function::{Function, FunctionHandle, JsonInvocation};
 pub use handler::{
-    handler_fn, init_fn, CallOrigin, ClientApplication, ClientContext, CognitoIdentity, Context,
-    Handler, HandlerFn, InitContext, InitFn, InstanceFactory, Principal, RecursiveLoop, RequestId,
-    RuntimeServices,
+    handler_fn, init_fn, AwsCredentials, CallOrigin, ClientApplication, ClientContext,
+    CognitoIdentity, Context, Handler, HandlerFn, InitContext, InitFn, InstanceFactory, Principal,
+    RecursiveLoop, RequestId, RuntimeServices,
 };
 pub use instance::{Backend, Fault, Instance};
 pub use metering::{Usage, UsageReport};

@@ -376,7 +376,21 @@ fn environment(
     if let Some(view) = layers {
         view.prepend_to(&mut env);
     }
+    // Where the AWS SDKs in the instance send Lambda calls: nimbus's Invoke API, if served
+    // (the function's own variables may point elsewhere).
+    if let Some(url) = ctx.lambda_endpoint() {
+        env.push(("AWS_ENDPOINT_URL_LAMBDA".to_owned(), url));
+    }
     env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // The function's credentials, as Lambda gives it its role's: calls signed with them act as
+    // the function and are checked by its role.
+    if let Some(credentials) = ctx.credentials() {
+        env.push(("AWS_ACCESS_KEY_ID".to_owned(), credentials.access_key_id));
+        env.push((
+            "AWS_SECRET_ACCESS_KEY".to_owned(),
+            credentials.secret_access_key,
+        ));
+    }
     let reserved = [
         ("AWS_LAMBDA_RUNTIME_API", api.to_string()),
         ("AWS_LAMBDA_FUNCTION_NAME", ctx.function_name().to_owned()),

@@ -28,6 +28,8 @@ pub const RESERVED_ENV: &[&str] = &[
     "AWS_LAMBDA_INITIALIZATION_TYPE",
     "_HANDLER",
     "LAMBDA_TASK_ROOT",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
 ];
 
 /// How a process function's instances are started: a command (a Lambda runtime: `bootstrap`,
@@ -38,7 +40,10 @@ pub const RESERVED_ENV: &[&str] = &[
 /// The child's environment is not inherited: it holds `PATH` (the host's), `LANG`, `TZ`,
 /// `PYTHONUNBUFFERED=1` (so that Python's output reaches the log as it is written), the
 /// variables a Lambda runtime reads ([`RESERVED_ENV`], `AWS_REGION`, `AWS_DEFAULT_REGION`),
-/// and what [`ProcessConfig::with_env`] adds (which wins over all but [`RESERVED_ENV`]).
+/// the function's credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`: calls signed
+/// with them act as the function, checked by its role), `AWS_ENDPOINT_URL_LAMBDA` when the
+/// runtime's Invoke API is served, and what [`ProcessConfig::with_env`] adds (which wins over
+/// all but [`RESERVED_ENV`]).
 ///
 /// # Example
 ///

@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::Extras;
 use super::scope::{FunctionScope, InstanceScope, Services};
-use super::{CallOrigin, Caller, ClientContext, CognitoIdentity, Principal, RuntimeServices};
+use super::{
+    AwsCredentials, CallOrigin, Caller, ClientContext, CognitoIdentity, Principal, RuntimeServices,
+};
 use crate::error::{AsyncCallError, CallError, InvokeError, LookupError};
 use crate::util::{aws, far_future};
 
@@ -274,12 +276,9 @@ impl Context {
 
     /// The runtime, or why there is none.
     fn services(&self, function: &str) -> Result<Arc<dyn RuntimeServices>, LookupError> {
-        let services = match &self.scope.services {
-            Services::Runtime(weak) => weak.upgrade(),
-            Services::Given(services) => Some(Arc::clone(services)),
-            Services::None => None,
-        };
-        services.ok_or_else(|| LookupError::NoRuntime(function.to_owned()))
+        self.scope
+            .services()
+            .ok_or_else(|| LookupError::NoRuntime(function.to_owned()))
     }
 
     /// Invokes `function` synchronously, as this function: the event is serialised to JSON
@@ -424,5 +423,18 @@ impl InitContext {
     /// Whether this instance is provisioned ahead of load (`min_instances`) rather than a cold start.
     pub fn provisioned(&self) -> bool {
         self.provisioned
+    }
+
+    /// The credentials the instance's code signs AWS SDK calls with (Lambda puts its role's in
+    /// the environment); the runtime maps them back to this function, so those calls are
+    /// checked by its role. `None` outside a runtime.
+    pub fn credentials(&self) -> Option<AwsCredentials> {
+        let origin = CallOrigin::new(self.scope.as_caller.get(), 0);
+        self.scope.services()?.credentials(origin)
+    }
+
+    /// The URL of the runtime's Lambda Invoke API, if the host serves one.
+    pub fn lambda_endpoint(&self) -> Option<String> {
+        self.scope.services()?.lambda_endpoint()
     }
 }

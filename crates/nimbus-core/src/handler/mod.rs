@@ -10,6 +10,7 @@
 
 mod client;
 mod context;
+mod credentials;
 pub mod hops;
 mod principal;
 mod scope;
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 pub(crate) use client::Extras;
 pub use client::{ClientApplication, ClientContext, CognitoIdentity};
 pub use context::{Context, InitContext, RequestId};
+pub use credentials::AwsCredentials;
 pub use hops::RecursiveLoop;
 pub(crate) use principal::Caller;
 pub use principal::{CallOrigin, Principal};

@@ -78,6 +78,15 @@ impl FunctionScope {
         }
     }
 
+    /// The runtime's services, if the function still has a runtime.
+    pub(super) fn services(&self) -> Option<Arc<dyn RuntimeServices>> {
+        match &self.services {
+            Services::Runtime(weak) => weak.upgrade(),
+            Services::Given(services) => Some(Arc::clone(services)),
+            Services::None => None,
+        }
+    }
+
     /// Seconds since the epoch at which an invocation with this `deadline` started.
     pub(super) fn started_epoch_secs(&self, deadline: Instant) -> u64 {
         let (base_instant, base_epoch) = self.clock_base;

@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use super::{CallOrigin, RequestId};
+use super::{AwsCredentials, CallOrigin, RequestId};
 use crate::error::{AsyncCallError, CallError};
 use crate::util::BoxFuture;
 
@@ -81,4 +81,17 @@ pub trait RuntimeServices: Send + Sync + 'static {
 
     /// The resource the host registered under `name`, if any.
     fn resource(&self, origin: CallOrigin<'_>, name: &str) -> Option<Arc<dyn Any + Send + Sync>>;
+
+    /// The credentials `origin`'s code signs AWS SDK calls with: the runtime maps them back
+    /// to the principal, so that such calls are checked by its role. `None` by default.
+    fn credentials(&self, origin: CallOrigin<'_>) -> Option<AwsCredentials> {
+        let _ = origin;
+        None
+    }
+
+    /// The URL of the runtime's Lambda Invoke API, if one is served
+    /// (`AWS_ENDPOINT_URL_LAMBDA` for code that calls through an AWS SDK). `None` by default.
+    fn lambda_endpoint(&self) -> Option<String> {
+        None
+    }
 }

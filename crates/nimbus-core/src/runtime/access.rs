@@ -6,7 +6,7 @@ use super::Runtime;
 use crate::error::{AsyncCallError, LookupError};
 use crate::executor::InvokeOptions;
 use crate::function::JsonInvocation;
-use crate::handler::{Caller, Principal, RequestId};
+use crate::handler::{AwsCredentials, Caller, Principal, RequestId};
 use crate::permission::{policy_document, ExecutionRole, Permission, PolicyError, Statement};
 
 /// A function's policy as `GetPolicy` returns it.
@@ -153,6 +153,41 @@ impl Runtime {
         tracing::info!(target: "nimbus::access", function = name, role = role.as_ref().map(ExecutionRole::arn), "role changed");
         function.access().set_role(role);
         Ok(())
+    }
+
+    /// Lets requests signed with `credentials` act as `principal` (an HTTP front end looks the
+    /// key up with [`Runtime::credentials_of`]); replaces an earlier entry for the same key.
+    pub fn add_credentials(&self, credentials: AwsCredentials, principal: Principal) {
+        self.registry.credentials.insert(
+            credentials.access_key_id,
+            (credentials.secret_access_key, principal),
+        );
+    }
+
+    /// The secret of `access_key_id` and the principal it stands for.
+    pub fn credentials_of(&self, access_key_id: &str) -> Option<(String, Principal)> {
+        self.registry
+            .credentials
+            .get(access_key_id)
+            .map(|entry| entry.value().clone())
+    }
+
+    /// The credentials the code of the function `name` signs AWS SDK calls with, issued on
+    /// first request; they act as the function (checked by its role). `None` without such a
+    /// function.
+    pub fn function_credentials(&self, name: &str) -> Option<AwsCredentials> {
+        self.registry.function_credentials(name)
+    }
+
+    /// Records the URL of the Invoke API serving this runtime, which process instances get as
+    /// `AWS_ENDPOINT_URL_LAMBDA`; an HTTP front end sets it when it binds.
+    pub fn set_lambda_endpoint(&self, url: Option<String>) {
+        *self.registry.lambda_endpoint.write() = url;
+    }
+
+    /// The URL of the Invoke API serving this runtime, if any.
+    pub fn lambda_endpoint(&self) -> Option<String> {
+        self.registry.lambda_endpoint.read().clone()
     }
 
     /// The settings of the permission model, shared by everything that checks access.

@@ -11,7 +11,7 @@ use crate::error::{
 };
 use crate::executor::InvokeOptions;
 use crate::function::{AnyFunction, FunctionInner};
-use crate::handler::{CallOrigin, Caller, Principal, RequestId, RuntimeServices};
+use crate::handler::{AwsCredentials, CallOrigin, Caller, Principal, RequestId, RuntimeServices};
 use crate::util::BoxFuture;
 
 /// A registered function: its erased view, and the same state as `Any` for typed handles.
@@ -25,6 +25,12 @@ pub(super) struct Entry {
 pub(super) struct Registry {
     pub(super) functions: DashMap<Arc<str>, Entry>,
     pub(super) resources: DashMap<String, Arc<dyn Any + Send + Sync>>,
+    /// Access key id → its secret and the principal it stands for.
+    pub(super) credentials: DashMap<String, (String, Principal)>,
+    /// The credentials issued to each function's code, by function name.
+    pub(super) issued: DashMap<Arc<str>, AwsCredentials>,
+    /// The URL of the Invoke API serving this runtime, if any.
+    pub(super) lambda_endpoint: parking_lot::RwLock<Option<String>>,
 }
 
 impl Registry {
@@ -33,6 +39,27 @@ impl Registry {
         self.functions
             .get(name)
             .map(|entry| Arc::clone(&entry.function))
+    }
+
+    /// The credentials of the function `name`'s code, issued on first request.
+    pub(super) fn function_credentials(&self, name: &str) -> Option<AwsCredentials> {
+        let key = Arc::clone(self.functions.get(name)?.key());
+        let issued = self.issued.entry(Arc::clone(&key)).or_insert_with(|| {
+            let fresh = AwsCredentials::generate();
+            self.credentials.insert(
+                fresh.access_key_id.clone(),
+                (fresh.secret_access_key.clone(), Principal::Function(key)),
+            );
+            fresh
+        });
+        Some(issued.clone())
+    }
+
+    /// Forgets the credentials issued to `name` (it was unregistered).
+    pub(super) fn revoke_function_credentials(&self, name: &str) {
+        if let Some((_, issued)) = self.issued.remove(name) {
+            self.credentials.remove(&issued.access_key_id);
+        }
     }
 
     /// The function `name` with these types.
@@ -122,5 +149,16 @@ impl RuntimeServices for Registry {
 
     fn resource(&self, _origin: CallOrigin<'_>, name: &str) -> Option<Arc<dyn Any + Send + Sync>> {
         self.resources.get(name).map(|r| Arc::clone(r.value()))
+    }
+
+    fn credentials(&self, origin: CallOrigin<'_>) -> Option<AwsCredentials> {
+        match origin.principal {
+            Principal::Function(name) => self.function_credentials(name),
+            _ => None,
+        }
+    }
+
+    fn lambda_endpoint(&self) -> Option<String> {
+        self.lambda_endpoint.read().clone()
     }
 }

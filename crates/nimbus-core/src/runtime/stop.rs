@@ -84,6 +84,7 @@ impl Runtime {
         let deadline = Instant::now().checked_add(grace).unwrap_or_else(far_future);
         let give_up = deadline.checked_add(SHUTDOWN_SLACK).unwrap_or(deadline);
         let (_, entry) = self.registry.functions.remove(name)?;
+        self.registry.revoke_function_credentials(name);
         let function = entry.function;
         let attachments = self.stop_attachments(Some(name), deadline).await;
         let cancelled_before = function.cancelled();

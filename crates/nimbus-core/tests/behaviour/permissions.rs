@@ -728,3 +728,52 @@ fn roles_are_validated_and_read_from_policy_documents() {
     assert_eq!(role.account(), ACCOUNT);
     let _ = Arc::new(role);
 }
+
+#[tokio::test(start_paused = true)]
+async fn function_credentials_map_back_to_the_function_until_it_is_unregistered() {
+    use nimbus_core::{init_fn, AwsCredentials, InitContext};
+    let runtime = Runtime::default();
+    runtime.set_lambda_endpoint(Some("http://127.0.0.1:9001".into()));
+    let seen = Arc::new(parking_lot::Mutex::new(None));
+    let seen_in = Arc::clone(&seen);
+    runtime
+        .register(Function::with_factory(
+            "signer",
+            init_fn(move |ctx: InitContext| {
+                let seen = Arc::clone(&seen_in);
+                async move {
+                    *seen.lock() = Some((ctx.credentials(), ctx.lambda_endpoint()));
+                    Ok::<_, FunctionError>(handler_fn(|v: Value, _ctx: Context| async move {
+                        Ok::<_, FunctionError>(v)
+                    }))
+                }
+            }),
+        ))
+        .await
+        .unwrap();
+    runtime.invoke_json("signer", json!(1)).await.unwrap();
+    let (credentials, endpoint) = seen.lock().clone().expect("init ran");
+    let credentials: AwsCredentials = credentials.expect("a registered function has credentials");
+    assert_eq!(endpoint.as_deref(), Some("http://127.0.0.1:9001"));
+    assert!(credentials.access_key_id.starts_with("ASIA") && credentials.access_key_id.len() == 20);
+    assert_eq!(credentials.secret_access_key.len(), 40);
+    assert!(!format!("{credentials:?}").contains(&credentials.secret_access_key));
+    // The same pair every time, mapping back to the function.
+    assert_eq!(
+        runtime.function_credentials("signer"),
+        Some(credentials.clone())
+    );
+    assert_eq!(
+        runtime.credentials_of(&credentials.access_key_id),
+        Some((
+            credentials.secret_access_key.clone(),
+            Principal::Function("signer".into())
+        ))
+    );
+    runtime
+        .unregister("signer", std::time::Duration::from_secs(1))
+        .await;
+    assert_eq!(runtime.credentials_of(&credentials.access_key_id), None);
+    assert_eq!(runtime.function_credentials("signer"), None);
+    runtime.shutdown(std::time::Duration::from_secs(1)).await;
+}
