@@ -91,6 +91,14 @@ impl RuntimeConfig {
         self
     }
 
+    /// Turns the permission model off (every caller may invoke everything) or back on
+    /// (see [`AccessSettings::enforce`]).
+    #[must_use]
+    pub fn with_permissions_enforced(mut self, enforce: bool) -> Self {
+        self.access.enforce = enforce;
+        self
+    }
+
     /// Requires permissions: every caller but the host and mappings needs a policy statement,
     /// and every function call a role (see [`AccessSettings::require`]).
     #[must_use]

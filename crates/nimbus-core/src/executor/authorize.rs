@@ -35,19 +35,47 @@ impl<E, O> Executor<E, O> {
     /// Whether `caller` may invoke the function. The host (no allocation: the common case)
     /// costs one branch; mappings and functions are authorised elsewhere.
     pub(crate) fn authorize(&self, caller: &Caller) -> Result<(), AccessDenied> {
-        let principal = caller.get();
+        let Some(principal) = caller.shared() else {
+            return Ok(());
+        };
         if matches!(
-            principal,
+            **principal,
             Principal::Host | Principal::EventSource(_) | Principal::Function(_)
         ) {
             return Ok(());
         }
-        self.authorize_call(principal, None)
+        let config = &self.shared.config;
+        if self
+            .access
+            .allows_shared(principal, &config.account_id, config.access)
+        {
+            audit(&self.name, principal, &Ok(()));
+            return Ok(());
+        }
+        self.refused(principal, None)
     }
 
     /// Whether `principal` may invoke the function; for another function, `caller_role` is its
     /// role. Audited: a tracing event, and a count when refused.
     pub(crate) fn authorize_call(
+        &self,
+        principal: &Principal,
+        caller_role: Option<&ExecutionRole>,
+    ) -> Result<(), AccessDenied> {
+        let config = &self.shared.config;
+        if self
+            .access
+            .allows_invoke(principal, caller_role, &config.account_id, config.access)
+        {
+            audit(&self.name, principal, &Ok(()));
+            return Ok(());
+        }
+        self.refused(principal, caller_role)
+    }
+
+    /// A refusal: built, counted and audited off the hot path of allowed calls.
+    #[cold]
+    fn refused(
         &self,
         principal: &Principal,
         caller_role: Option<&ExecutionRole>,

@@ -62,6 +62,17 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
         }
     }
 
+    /// A handle invoking as `principal`: checked against the function's policy on every
+    /// invocation (see [`permission`](crate::permission)), as a front end that authenticated
+    /// its caller invokes. The host is trusted; this is how it speaks for someone else.
+    #[must_use]
+    pub fn acting_as(&self, principal: Principal) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            principal: Caller::from(principal),
+        }
+    }
+
     /// Who invokes through this handle.
     pub fn principal(&self) -> &Principal {
         self.principal.get()

@@ -96,6 +96,11 @@ impl Caller {
         self.principal.as_deref().unwrap_or(&HOST)
     }
 
+    /// The principal as it is shared, `None` for the host.
+    pub(crate) fn shared(&self) -> Option<&Arc<Principal>> {
+        self.principal.as_ref()
+    }
+
     /// The hop count of the work.
     pub(crate) fn hops(&self) -> u32 {
         self.hops

@@ -5,9 +5,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use parking_lot::RwLock;
 
-use super::evaluate::{AccessRequest, Action, CompiledPolicy, Decision, Requester};
+use super::cache;
+use super::evaluate::{AccessRequest, Action, CompiledPolicy, Decision, Requester, Verdict};
 use super::policy::Permission;
 use super::role::ExecutionRole;
 use super::statement::Statement;
@@ -18,6 +20,10 @@ use crate::handler::Principal;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AccessSettings {
+    /// Whether the permission model is enforced at all (default on). Off, every caller may
+    /// invoke every function and every role allows everything, as before policies existed;
+    /// policies are kept, and enforced again when it is turned back on.
+    pub enforce: bool,
     /// Every caller but the host and mappings needs a statement: a function without a policy
     /// may be invoked by nobody else, and a function without a role may call nothing.
     /// Off (the default), a function with neither keeps nimbus's open behaviour.
@@ -31,6 +37,7 @@ pub struct AccessSettings {
 impl Default for AccessSettings {
     fn default() -> Self {
         Self {
+            enforce: true,
             require: false,
             trust_same_account: true,
         }
@@ -38,6 +45,13 @@ impl Default for AccessSettings {
 }
 
 impl AccessSettings {
+    /// Sets [`enforce`](Self::enforce).
+    #[must_use]
+    pub fn with_enforce(mut self, enforce: bool) -> Self {
+        self.enforce = enforce;
+        self
+    }
+
     /// Sets [`require`](Self::require).
     #[must_use]
     pub fn with_require(mut self, require: bool) -> Self {
@@ -106,8 +120,19 @@ pub struct FunctionAccess {
     role: RwLock<Option<ExecutionRole>>,
     /// Bumped by every change of the role: mappings re-check their source only then.
     role_version: AtomicU64,
-    policy: RwLock<Arc<PolicyState>>,
+    /// Read on every checked invocation: swapped whole when the policy changes, so readers
+    /// take no lock; changes are serialised by `changing`.
+    policy: ArcSwap<PolicyState>,
+    /// Bumped after every change of `policy`: threads' cached copies are current while it
+    /// stays (see `cache`).
+    generation: AtomicU64,
+    /// This access state's identity in threads' caches (never reused, unlike an address).
+    id: u64,
+    changing: parking_lot::Mutex<()>,
 }
+
+/// The next access state's id.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl FunctionAccess {
     /// The access state of the function `arn` with `role` and the policy `statements`.
@@ -117,11 +142,14 @@ impl FunctionAccess {
             arn: arn.into(),
             role: RwLock::new(role),
             role_version: AtomicU64::new(0),
-            policy: RwLock::new(Arc::new(PolicyState {
+            policy: ArcSwap::from_pointee(PolicyState {
                 statements,
                 compiled,
                 revision: 1,
-            })),
+            }),
+            generation: AtomicU64::new(0),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            changing: parking_lot::Mutex::new(()),
         }
     }
 
@@ -158,6 +186,9 @@ impl FunctionAccess {
         source_arn: &str,
         settings: AccessSettings,
     ) -> Result<(), AccessDenied> {
+        if !settings.enforce {
+            return Ok(());
+        }
         let role = self.role.read();
         let Some(role) = role.as_ref() else {
             return match actions.first() {
@@ -175,7 +206,7 @@ impl FunctionAccess {
 
     /// The policy as it stands.
     pub fn policy(&self) -> Arc<PolicyState> {
-        Arc::clone(&self.policy.read())
+        self.policy.load_full()
     }
 
     /// Adds `grant`'s statement (`AddPermission`); the new policy's state. With `revision`,
@@ -190,15 +221,18 @@ impl FunctionAccess {
         revision: Option<&str>,
     ) -> Result<(Statement, Arc<PolicyState>), PolicyError> {
         let statement = grant.to_statement(&self.arn)?;
-        let mut policy = self.policy.write();
+        let _changing = self.changing.lock();
+        let policy = self.policy.load_full();
         check_revision(&policy, revision)?;
         if policy.statements.iter().any(|s| s.sid == statement.sid) {
             return Err(PolicyError::DuplicateSid(statement.sid));
         }
         let mut statements = policy.statements.clone();
         statements.push(statement.clone());
-        *policy = Arc::new(self.compiled(statements, policy.revision + 1));
-        Ok((statement, Arc::clone(&policy)))
+        let changed = Arc::new(self.compiled(statements, policy.revision + 1));
+        self.policy.store(Arc::clone(&changed));
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok((statement, changed))
     }
 
     /// Removes the statement `sid` (`RemovePermission`).
@@ -207,7 +241,8 @@ impl FunctionAccess {
     ///
     /// See [`PolicyError`].
     pub fn remove(&self, sid: &str, revision: Option<&str>) -> Result<(), PolicyError> {
-        let mut policy = self.policy.write();
+        let _changing = self.changing.lock();
+        let policy = self.policy.load_full();
         check_revision(&policy, revision)?;
         if !policy.statements.iter().any(|s| s.sid == sid) {
             return Err(PolicyError::NoSuchSid(sid.to_owned()));
@@ -218,7 +253,9 @@ impl FunctionAccess {
             .filter(|s| s.sid != sid)
             .cloned()
             .collect();
-        *policy = Arc::new(self.compiled(statements, policy.revision + 1));
+        self.policy
+            .store(Arc::new(self.compiled(statements, policy.revision + 1)));
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -244,24 +281,87 @@ impl FunctionAccess {
         runtime_account: &str,
         settings: AccessSettings,
     ) -> Result<(), AccessDenied> {
-        let denied = || {
-            AccessDenied::new(
-                principal.to_string(),
-                Action::InvokeFunction.name(),
-                &*self.arn,
-            )
-        };
+        if self.allows_invoke(principal, caller_role, runtime_account, settings) {
+            Ok(())
+        } else {
+            Err(self.denied(principal))
+        }
+    }
+
+    /// The refusal of `principal`, built off the hot path of allowed calls.
+    #[cold]
+    fn denied(&self, principal: &Principal) -> AccessDenied {
+        AccessDenied::new(
+            principal.to_string(),
+            Action::InvokeFunction.name(),
+            &*self.arn,
+        )
+    }
+
+    /// As [`authorize_invoke`](Self::authorize_invoke), answering only yes or no.
+    #[inline]
+    pub fn allows_invoke(
+        &self,
+        principal: &Principal,
+        caller_role: Option<&ExecutionRole>,
+        runtime_account: &str,
+        settings: AccessSettings,
+    ) -> bool {
+        if !settings.enforce {
+            return true;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        cache::with_policy(
+            self.id,
+            generation,
+            || self.policy.load_full(),
+            |policy| self.allows_under(policy, principal, caller_role, runtime_account, settings),
+        )
+    }
+
+    /// As [`allows_invoke`](Self::allows_invoke) for a caller that pushes (no role), shared
+    /// as it is carried: the thread remembers its last decision for this principal, as long
+    /// as the policy has not changed since.
+    #[inline]
+    pub(crate) fn allows_shared(
+        &self,
+        principal: &Arc<Principal>,
+        runtime_account: &str,
+        settings: AccessSettings,
+    ) -> bool {
+        if !settings.enforce {
+            return true;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        cache::decide_for(
+            self.id,
+            generation,
+            principal,
+            || self.policy.load_full(),
+            |policy| self.allows_under(policy, principal, None, runtime_account, settings),
+        )
+    }
+
+    /// The decision under `policy`.
+    fn allows_under(
+        &self,
+        policy: &PolicyState,
+        principal: &Principal,
+        caller_role: Option<&ExecutionRole>,
+        runtime_account: &str,
+        settings: AccessSettings,
+    ) -> bool {
         let mut request = AccessRequest::new(Requester::Anonymous, Action::InvokeFunction);
         // Whether the caller may go ahead when no statement speaks of it: `Some` whatever the
         // policy holds, `None` only while the function has no policy (and none is required).
         let without_statement: Option<bool>;
         match principal {
-            Principal::Host | Principal::EventSource(_) => return Ok(()),
+            Principal::Host | Principal::EventSource(_) => return true,
             Principal::Function(_) => {
                 request = request_for_role(caller_role, runtime_account);
                 without_statement =
                     match caller_role.map(|r| r.evaluate(request.action.name(), &self.arn)) {
-                        Some(Decision::Deny(_)) => return Err(denied()),
+                        Some(Decision::Deny(_)) => return false,
                         // Same account: the role's allow is enough, unless the policy denies.
                         Some(Decision::Allow(_)) => Some(true),
                         Some(Decision::NoStatement) => Some(false),
@@ -291,14 +391,12 @@ impl FunctionAccess {
             }
             Principal::Anonymous => without_statement = None,
         }
-        let policy = self.policy.read();
         let open =
             without_statement.unwrap_or_else(|| policy.compiled.is_empty() && !settings.require);
-        match policy.compiled.evaluate(&request) {
-            Decision::Allow(_) => Ok(()),
-            Decision::Deny(_) => Err(denied()),
-            Decision::NoStatement if open => Ok(()),
-            Decision::NoStatement => Err(denied()),
+        match policy.compiled.decide(&request) {
+            Verdict::Allow(_) => true,
+            Verdict::Deny(_) => false,
+            Verdict::NoStatement => open,
         }
     }
 }

@@ -30,6 +30,7 @@
 //! trusted without a statement unless [`AccessSettings::trust_same_account`] is off.
 
 pub mod access;
+mod cache;
 pub mod evaluate;
 pub mod glob;
 pub mod policy;

@@ -777,3 +777,51 @@ async fn function_credentials_map_back_to_the_function_until_it_is_unregistered(
     assert_eq!(runtime.function_credentials("signer"), None);
     runtime.shutdown(std::time::Duration::from_secs(1)).await;
 }
+
+/// A handle acting as a principal is checked on every invocation: a policy change takes
+/// effect on the next one, on the same thread, with the same shared principal.
+#[tokio::test(start_paused = true)]
+async fn a_policy_change_applies_to_the_next_invocation_of_the_same_caller() {
+    let runtime = Runtime::new(RuntimeConfig::default().with_permissions_required(true)).unwrap();
+    let handle = runtime
+        .register(Function::new(
+            "guarded",
+            handler_fn(|v: u32, _ctx: Context| async move { Ok::<_, FunctionError>(v) }),
+        ))
+        .await
+        .unwrap();
+    let partner = handle.acting_as(Principal::Identity {
+        arn: USER_ARN.into(),
+        account: OTHER_ACCOUNT.into(),
+        org_id: None,
+    });
+    let denied = |r: Result<u32, InvokeError>| matches!(r, Err(InvokeError::AccessDenied(_)));
+    assert!(denied(partner.invoke(1).await));
+    assert!(
+        denied(partner.invoke(2).await),
+        "a remembered refusal stays one"
+    );
+    runtime
+        .add_permission(
+            "guarded",
+            &Permission::new("partner", "lambda:InvokeFunction", OTHER_ACCOUNT),
+            None,
+        )
+        .unwrap();
+    assert_eq!(partner.invoke(3).await.unwrap(), 3);
+    assert_eq!(partner.invoke(4).await.unwrap(), 4);
+    runtime
+        .remove_permission("guarded", "partner", None)
+        .unwrap();
+    assert!(denied(partner.invoke(5).await));
+    // Another principal with the same identity is decided on its own, and equally.
+    let again = handle.acting_as(Principal::Identity {
+        arn: USER_ARN.into(),
+        account: OTHER_ACCOUNT.into(),
+        org_id: None,
+    });
+    assert!(denied(again.invoke(6).await));
+    let metrics = runtime.metrics("guarded").unwrap();
+    assert_eq!((metrics.access_denied, metrics.successes), (4, 2));
+    runtime.shutdown(std::time::Duration::from_secs(1)).await;
+}

@@ -28,6 +28,9 @@ use stats::{attach_speedups, Row};
 pub(crate) enum Scenario {
     /// Sync invoke of a no-op function, closed loop, 1 and 8 callers.
     Invoke,
+    /// Sync invoke by a caller checked against a function policy of six statements with
+    /// conditions, beside the same invoke by the host (never checked): what authorisation costs.
+    Auth,
     /// Async invoke throughput.
     Async,
     /// In-memory queue -> mapping -> no-op handler, batch sizes 1, 10, 100.
@@ -156,6 +159,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
         Scenario::All => vec![
             Scenario::Idle,
             Scenario::Invoke,
+            Scenario::Auth,
             Scenario::Async,
             Scenario::Queue,
             Scenario::Stream,
@@ -177,6 +181,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
         progress.set_message(format!("{scenario:?}").to_lowercase());
         match scenario {
             Scenario::Invoke => rows.extend(scenarios::invoke(&sizes).await),
+            Scenario::Auth => rows.extend(scenarios::access(&sizes).await),
             Scenario::Async => rows.extend(scenarios::async_invoke(&sizes).await),
             Scenario::Queue => rows.extend(scenarios::queue(&sizes).await),
             Scenario::Stream => rows.extend(scenarios::stream(&sizes).await),

@@ -1,6 +1,7 @@
 //! The scenarios: each runs nimbus and its peers on the same events with the same no-op (or
 //! fixed-duration) handler, interleaved over repetitions, and returns one row per system.
 
+mod access;
 mod autoscale;
 mod idle;
 mod latency;
@@ -15,6 +16,7 @@ use nimbus::{handler_fn, Context, FunctionError, Handler};
 
 use crate::bench::stats::Row;
 
+pub(crate) use access::access;
 pub(crate) use autoscale::{autoscale, Curve};
 pub(crate) use idle::idle;
 pub(crate) use latency::latency;

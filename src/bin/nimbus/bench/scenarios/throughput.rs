@@ -11,7 +11,7 @@ use crate::bench::stats::Row;
 use crate::bench::workloads;
 
 /// Runs `total` operations split over `callers` tasks; returns the wall time.
-async fn closed_loop<F, Fut>(total: u64, callers: u64, op: F) -> Duration
+pub(super) async fn closed_loop<F, Fut>(total: u64, callers: u64, op: F) -> Duration
 where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
