@@ -3,7 +3,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode};
-use nimbus_core::ThrottleReason;
+use nimbus_core::{AccessDenied, ThrottleReason};
 
 /// An error answer of the Invoke API.
 #[derive(Debug, Clone)]
@@ -96,6 +96,16 @@ impl AwsError {
             StatusCode::INTERNAL_SERVER_ERROR,
             "ServiceException",
             message,
+        )
+    }
+
+    /// 403 `AccessDeniedException`: the function's policy does not let the caller in. The
+    /// message names the caller, the action and the function, never a statement.
+    pub(crate) fn access_denied(denied: &AccessDenied) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            denied.to_string(),
         )
     }
 

@@ -8,6 +8,7 @@
 //! | `Event` accepted | 202, `x-amzn-RequestId` = the async request id |
 //! | `DryRun` | 204 |
 //! | throttled (function / runtime concurrency / scale rate), async queue full | 429 `TooManyRequestsException`, `Reason`, `Retry-After` |
+//! | refused by the function's policy | 403 `AccessDeniedException` (a `ClientError` in boto3, whose model lacks it) |
 //! | unknown function or qualifier other than `$LATEST` | 404 `ResourceNotFoundException` |
 //! | malformed name | 400 `ValidationException` |
 //! | bad header value | 400 `InvalidParameterValueException` |
