@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use nimbus_core::Runtime;
 use tokio::net::TcpListener;
@@ -206,6 +206,14 @@ fn router(state: AppState) -> Router {
         .route(
             "/2015-03-31/functions/{name}/invocations",
             post(invoke::invoke),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/policy",
+            get(invoke::get_policy).post(invoke::add_permission),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/policy/{sid}",
+            delete(invoke::remove_permission),
         )
         .route("/metrics", get(metrics::scrape))
         .fallback(crate::gateway::serve)

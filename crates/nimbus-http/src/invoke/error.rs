@@ -35,6 +35,25 @@ impl AwsError {
         )
     }
 
+    /// 404 `ResourceNotFoundException` with `message` (a policy or a statement not found).
+    pub(crate) fn resource_not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
+    }
+
+    /// 409 `ResourceConflictException`: a statement id already taken.
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "ResourceConflictException", message)
+    }
+
+    /// 412 `PreconditionFailedException`: a `RevisionId` that is not the current one.
+    pub(crate) fn precondition_failed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailedException",
+            message,
+        )
+    }
+
     /// 400 `ValidationException`: a malformed name or parameter.
     pub(crate) fn validation(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "ValidationException", message)

@@ -1,5 +1,6 @@
-//! The Lambda Invoke API: `POST /2015-03-31/functions/{name}/invocations`, and the
-//! `ListFunctions` / `GetFunction` reads, as the AWS SDKs speak them.
+//! The Lambda Invoke API: `POST /2015-03-31/functions/{name}/invocations`, the
+//! `ListFunctions` / `GetFunction` reads, and a function's policy (`AddPermission`,
+//! `GetPolicy`, `RemovePermission`, in `policy.rs`), as the AWS SDKs speak them.
 //!
 //! | outcome | answer |
 //! |---|---|
@@ -21,6 +22,7 @@ mod functions;
 mod logs;
 mod name;
 mod outcome;
+mod policy;
 mod request;
 mod retry;
 
@@ -410,3 +412,4 @@ fn describe(
 }
 
 pub(crate) use functions::last_modified;
+pub(crate) use policy::{add_permission, get_policy, remove_permission};
