@@ -58,6 +58,11 @@ def main():
                 if not marker:
                     break
             result = {"names": names}
+        elif op == "call":
+            # Any other operation, by its boto3 method name, with its arguments as given.
+            out = getattr(client, cmd["method"])(**cmd.get("args", {}))
+            result = {k: v for k, v in out.items() if k != "ResponseMetadata"}
+            result["status"] = out["ResponseMetadata"]["HTTPStatusCode"]
         elif op == "get":
             out = client.get_function(FunctionName=cmd["function"])
             out.pop("ResponseMetadata", None)
@@ -72,6 +77,10 @@ def main():
         result = exception("RequestTooLargeException", e)
     except client.exceptions.InvalidRequestContentException as e:
         result = exception("InvalidRequestContentException", e)
+    except client.exceptions.ResourceConflictException as e:
+        result = exception("ResourceConflictException", e)
+    except client.exceptions.PreconditionFailedException as e:
+        result = exception("PreconditionFailedException", e)
     except client.exceptions.InvalidParameterValueException as e:
         result = exception("InvalidParameterValueException", e)
     except botocore.exceptions.ClientError as e:
