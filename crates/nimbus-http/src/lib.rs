@@ -38,10 +38,12 @@
 //!
 //! # Layout
 //!
-//! [`config`] and [`error`] are leaves; [`invoke`], [`gateway`] and [`metrics`] each handle
+//! [`config`] and [`error`] are leaves; [`auth`] checks SigV4 signatures when the host gave
+//! credentials; [`invoke`], [`gateway`] and [`metrics`] each handle
 //! their part of the URL space; [`server`] puts them on one listener.
 
 mod accept;
+pub mod auth;
 pub mod config;
 mod detach;
 pub mod error;
@@ -51,6 +53,7 @@ pub mod metrics;
 mod request_id;
 pub mod server;
 
+pub use auth::Credentials;
 pub use config::HttpConfig;
 pub use error::HttpError;
 pub use gateway::{PayloadVersion, Route};

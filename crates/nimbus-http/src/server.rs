@@ -5,12 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
+use axum::middleware;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use nimbus_core::Runtime;
 use tokio::net::TcpListener;
 
 use crate::accept::{self, Stopping};
+use crate::auth::{self, Authenticator};
 use crate::config::HttpConfig;
 use crate::error::HttpError;
 use crate::gateway::{Gateway, GatewayApi, Route};
@@ -48,6 +50,8 @@ pub(crate) struct AppState {
     pub(crate) invoke: Arc<InvokeApi>,
     pub(crate) gateway: Arc<GatewayApi>,
     pub(crate) metrics: Arc<Exporter>,
+    /// Set when the server has credentials: the Lambda API's routes check signatures.
+    pub(crate) auth: Option<Arc<Authenticator>>,
 }
 
 impl FromRef<AppState> for Arc<InvokeApi> {
@@ -138,6 +142,15 @@ impl Server {
         self.config.validate()?;
         let gateway = Gateway::new(self.routes, self.config.gateway_max_request_bytes)?;
         let retries = RetryCache::new(self.config.retry_memory_bytes);
+        let auth = self.config.credentials.map(|credentials| {
+            let config = self.runtime.config();
+            let limits = config.payload_limits;
+            Arc::new(Authenticator {
+                credentials,
+                region: config.region.clone(),
+                body_limit: limits.sync_request.max(limits.async_request),
+            })
+        });
         let collector = RuntimeCollector::new(self.runtime.clone())
             .with_mappings(self.mappings)
             .with_retry_memory(retries.clone());
@@ -153,6 +166,7 @@ impl Server {
                 table: gateway,
             }),
             metrics: Arc::new(Exporter::new(collector)),
+            auth,
         })
     }
 
@@ -164,7 +178,7 @@ impl Server {
     pub async fn bind(self) -> Result<Serving, HttpError> {
         let addr = self.config.bind;
         let state = self.into_state()?;
-        if !addr.ip().is_loopback() {
+        if !addr.ip().is_loopback() && state.auth.is_none() {
             tracing::warn!(
                 %addr,
                 "nimbus-http listens beyond loopback: requests are not authenticated, anyone who \
@@ -195,7 +209,7 @@ impl Server {
 
 /// The routes of the whole URL space.
 fn router(state: AppState) -> Router {
-    Router::new()
+    let mut lambda = Router::new()
         .route("/2015-03-31/functions", get(invoke::list_functions))
         .route("/2015-03-31/functions/", get(invoke::list_functions))
         .route("/2015-03-31/functions/{name}", get(invoke::get_function))
@@ -214,7 +228,15 @@ fn router(state: AppState) -> Router {
         .route(
             "/2015-03-31/functions/{name}/policy/{sid}",
             delete(invoke::remove_permission),
-        )
+        );
+    // Only the Lambda API's routes are signed: the gateway and `/metrics` are not AWS APIs.
+    if let Some(auth) = &state.auth {
+        lambda = lambda.route_layer(middleware::from_fn_with_state(
+            Arc::clone(auth),
+            auth::authenticate,
+        ));
+    }
+    lambda
         .route("/metrics", get(metrics::scrape))
         .fallback(crate::gateway::serve)
         .with_state(state)

@@ -128,6 +128,29 @@ impl AwsError {
         )
     }
 
+    /// 403 `UnrecognizedClientException`: an access key the server does not know.
+    pub(crate) fn unrecognized_client() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        )
+    }
+
+    /// 403 `InvalidSignatureException`: a signature that does not verify, or has expired.
+    pub(crate) fn invalid_signature(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "InvalidSignatureException", message)
+    }
+
+    /// 400 `IncompleteSignatureException`: an `Authorization` header missing a part.
+    pub(crate) fn incomplete_signature(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "IncompleteSignatureException",
+            message,
+        )
+    }
+
     /// 400 `RecursiveInvocationException`.
     pub(crate) fn recursive(message: impl Into<String>) -> Self {
         Self::new(

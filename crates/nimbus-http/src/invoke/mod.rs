@@ -31,18 +31,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use nimbus_core::{AsyncCallError, CallError, InvokeOptions, LookupError, UsageReport};
+use nimbus_core::{AsyncCallError, CallError, InvokeOptions, LookupError, Principal, UsageReport};
 
 pub(crate) use error::AwsError;
 pub use logs::{LogSource, TAIL_BYTES};
-use outcome::{
-    async_error, function_error, invoke_error, not_found, request_id_header, stored_error,
-};
-use request::{client_context, header, payload_hash, read_body, InvocationType};
+pub(crate) use outcome::request_id_header;
+use outcome::{async_error, function_error, invoke_error, not_found, stored_error};
+pub(crate) use request::read_body;
+use request::{client_context, header, payload_hash, InvocationType};
 pub(crate) use retry::RetryCache;
 pub use retry::RetryCacheStats;
 use retry::{Claim, RetryKey, Stored};
@@ -64,12 +64,18 @@ pub(crate) async fn invoke(
     State(state): State<Arc<InvokeApi>>,
     Path(raw_name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let caller = caller(principal);
     // Boxed on its own: with axum's box around the handler the future passes 1 KiB, where
     // every allocation made glibc's malloc consolidate its free lists.
-    match Box::pin(invoke_checked(state, &raw_name, &query, &headers, body)).await {
+    match Box::pin(invoke_checked(
+        state, caller, &raw_name, &query, &headers, body,
+    ))
+    .await
+    {
         Ok(response) => response,
         Err(error) => {
             let mut response = error.into_response();
@@ -78,6 +84,12 @@ pub(crate) async fn invoke(
             response
         }
     }
+}
+
+/// Who a request acts as: the signer or anonymous when the server has credentials (set by
+/// [`crate::auth`]), otherwise the host.
+pub(crate) fn caller(principal: Option<Extension<Principal>>) -> Principal {
+    principal.map_or(Principal::Host, |Extension(principal)| principal)
 }
 
 /// The function a request names, checked to exist at `$LATEST`.
@@ -117,6 +129,7 @@ fn resolve(
 
 async fn invoke_checked(
     state: Arc<InvokeApi>,
+    caller: Principal,
     raw_name: &str,
     query: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -165,6 +178,8 @@ async fn invoke_checked(
     let key = header(headers, "amz-sdk-invocation-id")?
         .filter(|id| !id.trim().is_empty())
         .map(|id| RetryKey {
+            // Another caller's retry is another call: it must not get this caller's answer.
+            caller: caller.clone(),
             function: name.clone(),
             invocation_type: invocation_type.as_str(),
             invocation_id: id.to_owned(),
@@ -175,7 +190,7 @@ async fn invoke_checked(
         .function_config(&name)
         .map_or(Duration::from_secs(3), |c| c.timeout);
     if invocation_type == InvocationType::Event {
-        let accept = |state: &InvokeApi| queue_event(state, &name, event);
+        let accept = |state: &InvokeApi| queue_event(state, caller, &name, event);
         return Ok(match key.map(|k| state.retries.claim(k)) {
             None => accept(&state).0.to_response(),
             Some(Claim::Answer(stored)) => stored.to_response(),
@@ -193,7 +208,7 @@ async fn invoke_checked(
     let run = {
         let state = Arc::clone(&state);
         let name = name.clone();
-        move || async move { run_sync(&state, &name, event, options, tail).await }
+        move || async move { run_sync(&state, caller, &name, event, options, tail).await }
     };
     Ok(match key.map(|k| state.retries.claim(k)) {
         None => crate::detach::outliving(run()).await.0.to_response(),
@@ -220,8 +235,13 @@ async fn answer_of(waiter: retry::Waiter) -> Response {
 }
 
 /// Queues an `Event` invoke; the answer and whether it may be kept for retries.
-fn queue_event(state: &InvokeApi, name: &str, event: serde_json::Value) -> (Stored, bool) {
-    match state.runtime.invoke_async_json(name, event) {
+fn queue_event(
+    state: &InvokeApi,
+    caller: Principal,
+    name: &str,
+    event: serde_json::Value,
+) -> (Stored, bool) {
+    match state.runtime.invoke_async_json_as(caller, name, event) {
         Ok(id) => {
             let stored = Stored {
                 status: StatusCode::ACCEPTED,
@@ -241,6 +261,7 @@ fn queue_event(state: &InvokeApi, name: &str, event: serde_json::Value) -> (Stor
 /// the function produced).
 async fn run_sync(
     state: &InvokeApi,
+    caller: Principal,
     name: &str,
     event: serde_json::Value,
     options: InvokeOptions,
@@ -248,7 +269,7 @@ async fn run_sync(
 ) -> (Stored, bool) {
     let invocation = state
         .runtime
-        .invoke_json_reported(name, event, options)
+        .invoke_json_as(caller, name, event, options)
         .await;
     let report = invocation.report;
     let request_id = report
