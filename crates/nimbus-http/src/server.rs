@@ -178,12 +178,20 @@ impl Server {
     pub async fn bind(self) -> Result<Serving, HttpError> {
         let addr = self.config.bind;
         let state = self.into_state()?;
-        if !addr.ip().is_loopback() && state.auth.is_none() {
-            tracing::warn!(
-                %addr,
-                "nimbus-http listens beyond loopback: requests are not authenticated, anyone who \
-                 can reach this port can invoke every function"
-            );
+        if !addr.ip().is_loopback() {
+            if state.auth.is_none() {
+                tracing::warn!(
+                    %addr,
+                    "nimbus-http listens beyond loopback: requests are not authenticated, \
+                     anyone who can reach this port can invoke every function"
+                );
+            } else {
+                tracing::warn!(
+                    %addr,
+                    "nimbus-http listens beyond loopback: the Lambda API checks signatures, but \
+                     gateway routes and /metrics are open to anyone who can reach this port"
+                );
+            }
         }
         let listener = TcpListener::bind(addr)
             .await

@@ -9,7 +9,7 @@
 //! | `Event` accepted | 202, `x-amzn-RequestId` = the async request id |
 //! | `DryRun` | 204 |
 //! | throttled (function / runtime concurrency / scale rate), async queue full | 429 `TooManyRequestsException`, `Reason`, `Retry-After` |
-//! | refused by the function's policy | 403 `AccessDeniedException` (a `ClientError` in boto3, whose model lacks it) |
+//! | refused by the function's policy; a read by a caller outside the runtime's account | 403 `AccessDeniedException` (a `ClientError` in boto3, whose model lacks it) |
 //! | unknown function or qualifier other than `$LATEST` | 404 `ResourceNotFoundException` |
 //! | malformed name | 400 `ValidationException` |
 //! | bad header value | 400 `InvalidParameterValueException` |
@@ -17,6 +17,7 @@
 //! | body over 6 MB (sync) / 1 MB (`Event`) | 413 `RequestTooLargeException` |
 //! | shutting down, cancelled | 500 `ServiceException` |
 
+mod admin;
 mod error;
 mod functions;
 mod logs;
@@ -371,7 +372,12 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list_functions(
     State(state): State<Arc<InvokeApi>>,
     Query(query): Query<ListQuery>,
+    principal: Option<Extension<Principal>>,
 ) -> Response {
+    if let Err(denied) = admin::authorize(&state, &caller(principal), None, "lambda:ListFunctions")
+    {
+        return denied.into_response();
+    }
     let max_items = match query.max_items.as_deref().map(str::parse::<usize>) {
         None => 50,
         Some(Ok(n)) if (1..=10_000).contains(&n) => n,
@@ -394,8 +400,10 @@ pub(crate) async fn get_function(
     State(state): State<Arc<InvokeApi>>,
     Path(raw_name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    principal: Option<Extension<Principal>>,
 ) -> Response {
-    describe(&state, &raw_name, &query, |name, arn, config| {
+    let caller = caller(principal);
+    describe(&state, &caller, &raw_name, &query, |name, arn, config| {
         functions::get(&state.runtime, name, arn, config, &state.started)
     })
 }
@@ -405,27 +413,33 @@ pub(crate) async fn get_configuration(
     State(state): State<Arc<InvokeApi>>,
     Path(raw_name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    principal: Option<Extension<Principal>>,
 ) -> Response {
-    describe(&state, &raw_name, &query, |name, arn, config| {
+    let caller = caller(principal);
+    describe(&state, &caller, &raw_name, &query, |name, arn, config| {
         functions::configuration(&state.runtime, name, arn, config, &state.started)
     })
 }
 
 fn describe(
     state: &InvokeApi,
+    caller: &Principal,
     raw_name: &str,
     query: &HashMap<String, String>,
     shape: impl FnOnce(&str, &str, &nimbus_core::FunctionConfig) -> serde_json::Value,
 ) -> Response {
-    let found = resolve(state, raw_name, query).and_then(|name| {
-        match (
-            state.runtime.function_config(&name),
-            state.runtime.function_arn(&name),
-        ) {
-            (Some(config), Some(arn)) => Ok(shape(&name, &arn, &config)),
-            _ => Err(not_found(&state.runtime, &name)),
-        }
-    });
+    let allowed = admin::authorize(state, caller, Some(raw_name), "lambda:GetFunction");
+    let found = allowed
+        .and_then(|()| resolve(state, raw_name, query))
+        .and_then(|name| {
+            match (
+                state.runtime.function_config(&name),
+                state.runtime.function_arn(&name),
+            ) {
+                (Some(config), Some(arn)) => Ok(shape(&name, &arn, &config)),
+                _ => Err(not_found(&state.runtime, &name)),
+            }
+        });
     match found {
         Ok(body) => axum::Json(body).into_response(),
         Err(error) => error.into_response(),

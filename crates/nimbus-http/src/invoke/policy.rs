@@ -16,11 +16,7 @@
 //! | body not JSON | 400 `InvalidRequestContentException` |
 //! | caller may not manage policies | 403 `AccessDeniedException` |
 //!
-//! Who may: the host (a server without credentials), and, on a server with credentials,
-//! identities of the runtime's own account while it trusts them
-//! ([`AccessSettings::trust_same_account`](nimbus_core::permission::AccessSettings)). Nimbus
-//! models no identity policies, so no other caller can be granted `lambda:AddPermission`;
-//! were anyone let in, any caller could grant itself the right to invoke.
+//! Who may: see `admin.rs` (the host, and identities of the runtime's own account).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,12 +26,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::StatusCode;
 use nimbus_core::permission::{Permission, PolicyError};
-use nimbus_core::{AccessDenied, Principal};
+use nimbus_core::Principal;
 use serde_json::json;
 
 use super::error::AwsError;
 use super::outcome::{not_found, request_id_header};
-use super::{caller, name, InvokeApi};
+use super::{admin, caller, InvokeApi};
 use crate::request_id::fresh_request_id;
 
 /// The body of `AddPermission`.
@@ -114,10 +110,10 @@ pub(crate) async fn add_permission(
     principal: Option<Extension<Principal>>,
     body: Bytes,
 ) -> Response {
-    let managed = may_manage(
+    let managed = admin::authorize(
         &state,
         &caller(principal),
-        &raw_name,
+        Some(&raw_name),
         "lambda:AddPermission",
     );
     answer(managed.and_then(|()| {
@@ -140,7 +136,12 @@ pub(crate) async fn get_policy(
     Query(query): Query<HashMap<String, String>>,
     principal: Option<Extension<Principal>>,
 ) -> Response {
-    let managed = may_manage(&state, &caller(principal), &raw_name, "lambda:GetPolicy");
+    let managed = admin::authorize(
+        &state,
+        &caller(principal),
+        Some(&raw_name),
+        "lambda:GetPolicy",
+    );
     answer(managed.and_then(|()| {
         let name = super::resolve(&state, &raw_name, &query)?;
         let policy = state
@@ -161,10 +162,10 @@ pub(crate) async fn remove_permission(
     Query(query): Query<HashMap<String, String>>,
     principal: Option<Extension<Principal>>,
 ) -> Response {
-    let managed = may_manage(
+    let managed = admin::authorize(
         &state,
         &caller(principal),
-        &raw_name,
+        Some(&raw_name),
         "lambda:RemovePermission",
     );
     let removed = managed.and_then(|()| {
@@ -180,38 +181,6 @@ pub(crate) async fn remove_permission(
         Err(error) => error.into_response(),
     };
     with_request_id(response)
-}
-
-/// Whether `caller` may read or change policies (see the module's doc); checked before the
-/// function is looked up, so that a refused caller learns nothing of which functions exist.
-fn may_manage(
-    state: &InvokeApi,
-    caller: &Principal,
-    raw_name: &str,
-    action: &str,
-) -> Result<(), AwsError> {
-    let config = state.runtime.config();
-    let allowed = match caller {
-        Principal::Host => true,
-        Principal::Identity { account, .. } => {
-            config.access.trust_same_account && **account == *config.account_id
-        }
-        _ => false,
-    };
-    if allowed {
-        return Ok(());
-    }
-    let resource = name::parse(raw_name).map_or_else(
-        |_| raw_name.to_owned(),
-        |function| {
-            nimbus_core::util::aws::function_arn(&config.region, &config.account_id, &function.name)
-        },
-    );
-    Err(AwsError::access_denied(&AccessDenied::new(
-        caller.to_string(),
-        action,
-        resource,
-    )))
 }
 
 /// A JSON answer or an error, with a request id either way (the SDKs show it to users).

@@ -95,6 +95,12 @@ async fn the_signer_is_the_caller_and_a_refused_invoke_raises_access_denied() {
             .contains("lambda:AddPermission"),
         "{out}"
     );
+    // Reads of settings too: only the runtime's own account.
+    let get = json!({"op": "get", "function": name, "max_attempts": 1});
+    let out = boto3(&python, &serving, partner(&get)).await;
+    assert_eq!(out["code"], "AccessDeniedException", "{out}");
+    let out = boto3(&python, &serving, owner(&get)).await;
+    assert_eq!(out["Configuration"]["FunctionArn"], arn, "{out}");
     let out = boto3(&python, &serving, owner(&invoke)).await;
     assert_eq!(out["StatusCode"], 200, "same account, trusted: {out}");
     assert_eq!(probe.events.recv().await.unwrap(), json!({"n": 1}));
@@ -115,6 +121,13 @@ async fn the_signer_is_the_caller_and_a_refused_invoke_raises_access_denied() {
         out["message"].as_str().unwrap().starts_with("anonymous is"),
         "{out}"
     );
+    let out = boto3(
+        &python,
+        &serving,
+        json!({"op": "list", "unsigned": true, "max_attempts": 1}),
+    )
+    .await;
+    assert_eq!(out["code"], "AccessDeniedException", "nobody lists: {out}");
 
     let out = boto3(
         &python,
