@@ -7,7 +7,7 @@
 //! | output | 200, the output's JSON, `X-Amz-Executed-Version: $LATEST` |
 //! | function error, timeout, crash, init failure, event that does not decode | 200, `X-Amz-Function-Error: Unhandled`, `{"errorType","errorMessage"}` |
 //! | `Event` accepted | 202, `x-amzn-RequestId` = the async request id |
-//! | `DryRun` | 204 |
+//! | `DryRun` | 204, once the caller is found to be allowed (nothing runs) |
 //! | throttled (function / runtime concurrency / scale rate), async queue full | 429 `TooManyRequestsException`, `Reason`, `Retry-After` |
 //! | refused by the function's policy; a read by a caller outside the runtime's account | 403 `AccessDeniedException` (a `ClientError` in boto3, whose model lacks it) |
 //! | unknown function or qualifier other than `$LATEST` | 404 `ResourceNotFoundException` |
@@ -18,6 +18,7 @@
 //! | shutting down, cancelled | 500 `ServiceException` |
 
 mod admin;
+mod dry_run;
 mod error;
 mod functions;
 mod logs;
@@ -155,6 +156,7 @@ async fn invoke_checked(
     };
     let payload = read_body(headers, body, limit).await?;
     if invocation_type == InvocationType::DryRun {
+        dry_run::authorize(&state, &caller, &name)?;
         let (name, value) = request_id_header(&fresh_request_id());
         return Ok((StatusCode::NO_CONTENT, [(name, value)]).into_response());
     }

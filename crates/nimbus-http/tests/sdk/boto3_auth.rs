@@ -82,6 +82,12 @@ async fn the_signer_is_the_caller_and_a_refused_invoke_raises_access_denied() {
         assert_eq!(out["message"], denied);
     }
 
+    // A dry run is checked as well, and runs nothing.
+    let mut dry_run = invoke.clone();
+    dry_run["invocation_type"] = json!("DryRun");
+    let out = boto3(&python, &serving, partner(&dry_run)).await;
+    assert_eq!(out["code"], "AccessDeniedException", "{out}");
+
     // The partner cannot grant itself the invoke; the owner's account can.
     let grant = json!({"op": "call", "method": "add_permission",
         "args": {"FunctionName": name, "StatementId": "partner",
@@ -107,6 +113,8 @@ async fn the_signer_is_the_caller_and_a_refused_invoke_raises_access_denied() {
     let out = boto3(&python, &serving, owner(&grant)).await;
     assert_eq!(out["status"], 201, "{out}");
 
+    let out = boto3(&python, &serving, partner(&dry_run)).await;
+    assert_eq!(out["StatusCode"], 204, "now granted: {out}");
     let out = boto3(&python, &serving, partner(&invoke)).await;
     assert_eq!(out["StatusCode"], 200, "now granted: {out}");
     assert_eq!(probe.events.recv().await.unwrap(), json!({"n": 1}));
