@@ -1,5 +1,5 @@
 //! Who calls the Lambda API, when the host gave the server [`Credentials`]: each request's
-//! SigV4 signature ([`sigv4`]) is checked with its access key's secret, and the request then
+//! SigV4 signature (`sigv4.rs`) is checked with its access key's secret, and the request then
 //! acts as that key's identity; a request without an `Authorization` header acts as
 //! [`Principal::Anonymous`]. Function policies decide what each may invoke.
 //!
