@@ -3,16 +3,23 @@
 JSON result on stdout: what boto3 returned, or the modelled exception it raised."""
 
 import base64
+import datetime
 import json
 import sys
 
 import boto3
 import botocore
+import botocore.auth
 import botocore.config
 
 
 def main():
     cmd = json.loads(sys.argv[1])
+    if "clock_offset_secs" in cmd:
+        # A client whose clock is off: its signatures carry that time.
+        now = botocore.auth.get_current_datetime
+        offset = datetime.timedelta(seconds=cmd["clock_offset_secs"])
+        botocore.auth.get_current_datetime = lambda *a, **k: now(*a, **k) + offset
     settings = {}
     if cmd.get("unsigned"):
         # No Authorization header at all: an anonymous caller.

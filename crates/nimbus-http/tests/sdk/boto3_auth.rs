@@ -165,6 +165,22 @@ async fn the_signer_is_the_caller_and_a_refused_invoke_raises_access_denied() {
         "The security token included in the request is invalid."
     );
 
+    // A client clock ten minutes off either way: the signature is out of its time.
+    for (offset, starts) in [
+        (-600, "Signature expired: "),
+        (600, "Signature not yet current: "),
+    ] {
+        let mut skewed = partner(&invoke);
+        skewed["clock_offset_secs"] = json!(offset);
+        let out = boto3(&python, &serving, skewed).await;
+        assert_eq!(out["code"], "InvalidSignatureException", "{out}");
+        assert_eq!(out["status"], 403);
+        assert!(
+            out["message"].as_str().unwrap().starts_with(starts),
+            "{out}"
+        );
+    }
+
     serving.stop().await;
     runtime.shutdown(Duration::from_secs(1)).await;
     assert!(
