@@ -6,6 +6,9 @@
 //!   and the `ListFunctions` / `GetFunction` reads, wire-compatible with the AWS SDKs, so boto3,
 //!   the AWS CLI and the JavaScript SDK drive nimbus with only `AWS_ENDPOINT_URL_LAMBDA` set. An
 //!   SDK's retry of a request (same `amz-sdk-invocation-id`) never runs a function twice.
+//!   A function's policy is read and changed with `AddPermission`, `GetPolicy` and
+//!   `RemovePermission`; with [`Credentials`] the server verifies SigV4 signatures and invokes
+//!   as the signer, so that policies decide who may invoke what ([`auth`]).
 //! - **An API gateway** ([`gateway`]): HTTP routes become API Gateway proxy events (payload 2.0
 //!   by default, 1.0 per route), and the function's answer becomes the HTTP response.
 //! - **`/metrics`** ([`metrics`]): the runtime's counters in the OpenMetrics text format that
