@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 
 use nimbus_core::ConfigError;
 
+use crate::auth::Credentials;
+
 /// Where the server listens and what it may keep in memory.
 ///
 /// ```
@@ -17,10 +19,16 @@ use nimbus_core::ConfigError;
 pub struct HttpConfig {
     /// The address to listen on (default `127.0.0.1:9001`; port 0 picks a free port).
     pub bind: SocketAddr,
-    /// Whether `bind` may be other than a loopback address. Requests are not authenticated
-    /// yet, so anyone who can reach the port can invoke every function: off by default, and a
-    /// warning is logged when it is on.
+    /// Whether `bind` may be other than a loopback address. Without [`credentials`]
+    /// requests are not authenticated, so anyone who can reach the port can invoke every
+    /// function: off by default, and a warning is logged when it is on.
+    ///
+    /// [`credentials`]: HttpConfig::credentials
     pub allow_non_loopback: bool,
+    /// The access keys of SigV4-signed callers (default none: every request acts as the
+    /// host, unchecked). With credentials, the Lambda API verifies signatures and invokes as
+    /// the signer's identity, or as `Anonymous` when unsigned (see [`Credentials`]).
+    pub credentials: Option<Credentials>,
     /// The memory kept for SDK retries: outcomes of finished invocations, so that a retried
     /// request gets the same answer instead of running the function again (default 16 MiB;
     /// the oldest are evicted first).
@@ -38,6 +46,7 @@ impl Default for HttpConfig {
         Self {
             bind: DEFAULT_BIND.parse().expect("a valid socket address"),
             allow_non_loopback: false,
+            credentials: None,
             retry_memory_bytes: 16 << 20,
             gateway_max_request_bytes: 10 * 1024 * 1024,
         }
@@ -56,6 +65,13 @@ impl HttpConfig {
     #[must_use]
     pub fn allow_non_loopback(mut self) -> Self {
         self.allow_non_loopback = true;
+        self
+    }
+
+    /// Authenticates the Lambda API's callers with `credentials` (see [`Credentials`]).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
         self
     }
 
@@ -86,6 +102,9 @@ impl HttpConfig {
                 self.bind,
                 "a loopback address, unless allow_non_loopback is set (requests are not authenticated)",
             ));
+        }
+        if let Some(credentials) = &self.credentials {
+            credentials.validate()?;
         }
         if !(1..=1 << 34).contains(&self.retry_memory_bytes) {
             return Err(ConfigError::new(

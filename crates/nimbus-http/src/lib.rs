@@ -6,6 +6,9 @@
 //!   and the `ListFunctions` / `GetFunction` reads, wire-compatible with the AWS SDKs, so boto3,
 //!   the AWS CLI and the JavaScript SDK drive nimbus with only `AWS_ENDPOINT_URL_LAMBDA` set. An
 //!   SDK's retry of a request (same `amz-sdk-invocation-id`) never runs a function twice.
+//!   A function's policy is read and changed with `AddPermission`, `GetPolicy` and
+//!   `RemovePermission`; with [`Credentials`] the server verifies SigV4 signatures and invokes
+//!   as the signer, so that policies decide who may invoke what ([`auth`]).
 //! - **An API gateway** ([`gateway`]): HTTP routes become API Gateway proxy events (payload 2.0
 //!   by default, 1.0 per route), and the function's answer becomes the HTTP response.
 //! - **`/metrics`** ([`metrics`]): the runtime's counters in the OpenMetrics text format that
@@ -38,10 +41,12 @@
 //!
 //! # Layout
 //!
-//! [`config`] and [`error`] are leaves; [`invoke`], [`gateway`] and [`metrics`] each handle
+//! [`config`] and [`error`] are leaves; [`auth`] checks SigV4 signatures when the host gave
+//! credentials; [`invoke`], [`gateway`] and [`metrics`] each handle
 //! their part of the URL space; [`server`] puts them on one listener.
 
 mod accept;
+pub mod auth;
 pub mod config;
 mod detach;
 pub mod error;
@@ -51,6 +56,7 @@ pub mod metrics;
 mod request_id;
 pub mod server;
 
+pub use auth::Credentials;
 pub use config::HttpConfig;
 pub use error::HttpError;
 pub use gateway::{PayloadVersion, Route};

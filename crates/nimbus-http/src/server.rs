@@ -5,12 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use axum::routing::{get, post};
+use axum::middleware;
+use axum::routing::{delete, get, post};
 use axum::Router;
 use nimbus_core::Runtime;
 use tokio::net::TcpListener;
 
 use crate::accept::{self, Stopping};
+use crate::auth::{self, Authenticator};
 use crate::config::HttpConfig;
 use crate::error::HttpError;
 use crate::gateway::{Gateway, GatewayApi, Route};
@@ -48,6 +50,8 @@ pub(crate) struct AppState {
     pub(crate) invoke: Arc<InvokeApi>,
     pub(crate) gateway: Arc<GatewayApi>,
     pub(crate) metrics: Arc<Exporter>,
+    /// Set when the server has credentials: the Lambda API's routes check signatures.
+    pub(crate) auth: Option<Arc<Authenticator>>,
 }
 
 impl FromRef<AppState> for Arc<InvokeApi> {
@@ -138,6 +142,15 @@ impl Server {
         self.config.validate()?;
         let gateway = Gateway::new(self.routes, self.config.gateway_max_request_bytes)?;
         let retries = RetryCache::new(self.config.retry_memory_bytes);
+        let auth = self.config.credentials.map(|credentials| {
+            let config = self.runtime.config();
+            let limits = config.payload_limits;
+            Arc::new(Authenticator {
+                credentials,
+                region: config.region.clone(),
+                body_limit: limits.sync_request.max(limits.async_request),
+            })
+        });
         let collector = RuntimeCollector::new(self.runtime.clone())
             .with_mappings(self.mappings)
             .with_retry_memory(retries.clone());
@@ -153,6 +166,7 @@ impl Server {
                 table: gateway,
             }),
             metrics: Arc::new(Exporter::new(collector)),
+            auth,
         })
     }
 
@@ -165,11 +179,19 @@ impl Server {
         let addr = self.config.bind;
         let state = self.into_state()?;
         if !addr.ip().is_loopback() {
-            tracing::warn!(
-                %addr,
-                "nimbus-http listens beyond loopback: requests are not authenticated, anyone who \
-                 can reach this port can invoke every function"
-            );
+            if state.auth.is_none() {
+                tracing::warn!(
+                    %addr,
+                    "nimbus-http listens beyond loopback: requests are not authenticated, \
+                     anyone who can reach this port can invoke every function"
+                );
+            } else {
+                tracing::warn!(
+                    %addr,
+                    "nimbus-http listens beyond loopback: the Lambda API checks signatures, but \
+                     gateway routes and /metrics are open to anyone who can reach this port"
+                );
+            }
         }
         let listener = TcpListener::bind(addr)
             .await
@@ -195,7 +217,7 @@ impl Server {
 
 /// The routes of the whole URL space.
 fn router(state: AppState) -> Router {
-    Router::new()
+    let mut lambda = Router::new()
         .route("/2015-03-31/functions", get(invoke::list_functions))
         .route("/2015-03-31/functions/", get(invoke::list_functions))
         .route("/2015-03-31/functions/{name}", get(invoke::get_function))
@@ -207,6 +229,22 @@ fn router(state: AppState) -> Router {
             "/2015-03-31/functions/{name}/invocations",
             post(invoke::invoke),
         )
+        .route(
+            "/2015-03-31/functions/{name}/policy",
+            get(invoke::get_policy).post(invoke::add_permission),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/policy/{sid}",
+            delete(invoke::remove_permission),
+        );
+    // Only the Lambda API's routes are signed: the gateway and `/metrics` are not AWS APIs.
+    if let Some(auth) = &state.auth {
+        lambda = lambda.route_layer(middleware::from_fn_with_state(
+            Arc::clone(auth),
+            auth::authenticate,
+        ));
+    }
+    lambda
         .route("/metrics", get(metrics::scrape))
         .fallback(crate::gateway::serve)
         .with_state(state)

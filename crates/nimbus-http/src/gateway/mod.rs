@@ -219,6 +219,7 @@ mod future_size {
             State(state.invoke),
             Path("f".into()),
             Query(Default::default()),
+            None,
             Default::default(),
             Body::empty(),
         );

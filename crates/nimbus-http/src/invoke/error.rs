@@ -3,7 +3,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode};
-use nimbus_core::ThrottleReason;
+use nimbus_core::{AccessDenied, ThrottleReason};
 
 /// An error answer of the Invoke API.
 #[derive(Debug, Clone)]
@@ -32,6 +32,25 @@ impl AwsError {
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
             format!("Function not found: {arn}"),
+        )
+    }
+
+    /// 404 `ResourceNotFoundException` with `message` (a policy or a statement not found).
+    pub(crate) fn resource_not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
+    }
+
+    /// 409 `ResourceConflictException`: a statement id already taken.
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "ResourceConflictException", message)
+    }
+
+    /// 412 `PreconditionFailedException`: a `RevisionId` that is not the current one.
+    pub(crate) fn precondition_failed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailedException",
+            message,
         )
     }
 
@@ -95,6 +114,39 @@ impl AwsError {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ServiceException",
+            message,
+        )
+    }
+
+    /// 403 `AccessDeniedException`: the function's policy does not let the caller in. The
+    /// message names the caller, the action and the function, never a statement.
+    pub(crate) fn access_denied(denied: &AccessDenied) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            denied.to_string(),
+        )
+    }
+
+    /// 403 `UnrecognizedClientException`: an access key the server does not know.
+    pub(crate) fn unrecognized_client() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        )
+    }
+
+    /// 403 `InvalidSignatureException`: a signature that does not verify, or has expired.
+    pub(crate) fn invalid_signature(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "InvalidSignatureException", message)
+    }
+
+    /// 400 `IncompleteSignatureException`: an `Authorization` header missing a part.
+    pub(crate) fn incomplete_signature(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "IncompleteSignatureException",
             message,
         )
     }

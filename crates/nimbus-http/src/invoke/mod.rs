@@ -1,13 +1,15 @@
-//! The Lambda Invoke API: `POST /2015-03-31/functions/{name}/invocations`, and the
-//! `ListFunctions` / `GetFunction` reads, as the AWS SDKs speak them.
+//! The Lambda Invoke API: `POST /2015-03-31/functions/{name}/invocations`, the
+//! `ListFunctions` / `GetFunction` reads, and a function's policy (`AddPermission`,
+//! `GetPolicy`, `RemovePermission`, in `policy.rs`), as the AWS SDKs speak them.
 //!
 //! | outcome | answer |
 //! |---|---|
 //! | output | 200, the output's JSON, `X-Amz-Executed-Version: $LATEST` |
 //! | function error, timeout, crash, init failure, event that does not decode | 200, `X-Amz-Function-Error: Unhandled`, `{"errorType","errorMessage"}` |
 //! | `Event` accepted | 202, `x-amzn-RequestId` = the async request id |
-//! | `DryRun` | 204 |
+//! | `DryRun` | 204, once the caller is found to be allowed (nothing runs) |
 //! | throttled (function / runtime concurrency / scale rate), async queue full | 429 `TooManyRequestsException`, `Reason`, `Retry-After` |
+//! | refused by the function's policy; a read by a caller outside the runtime's account | 403 `AccessDeniedException` (a `ClientError` in boto3, whose model lacks it) |
 //! | unknown function or qualifier other than `$LATEST` | 404 `ResourceNotFoundException` |
 //! | malformed name | 400 `ValidationException` |
 //! | bad header value | 400 `InvalidParameterValueException` |
@@ -15,11 +17,14 @@
 //! | body over 6 MB (sync) / 1 MB (`Event`) | 413 `RequestTooLargeException` |
 //! | shutting down, cancelled | 500 `ServiceException` |
 
+mod admin;
+mod dry_run;
 mod error;
 mod functions;
 mod logs;
 mod name;
 mod outcome;
+mod policy;
 mod request;
 mod retry;
 
@@ -28,18 +33,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use nimbus_core::{AsyncCallError, CallError, InvokeOptions, LookupError, UsageReport};
+use nimbus_core::{AsyncCallError, CallError, InvokeOptions, LookupError, Principal, UsageReport};
 
 pub(crate) use error::AwsError;
 pub use logs::{LogSource, TAIL_BYTES};
-use outcome::{
-    async_error, function_error, invoke_error, not_found, request_id_header, stored_error,
-};
-use request::{client_context, header, payload_hash, read_body, InvocationType};
+pub(crate) use outcome::request_id_header;
+use outcome::{async_error, function_error, invoke_error, not_found, stored_error};
+pub(crate) use request::read_body;
+use request::{client_context, header, payload_hash, InvocationType};
 pub(crate) use retry::RetryCache;
 pub use retry::RetryCacheStats;
 use retry::{Claim, RetryKey, Stored};
@@ -61,12 +66,18 @@ pub(crate) async fn invoke(
     State(state): State<Arc<InvokeApi>>,
     Path(raw_name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let caller = caller(principal);
     // Boxed on its own: with axum's box around the handler the future passes 1 KiB, where
     // every allocation made glibc's malloc consolidate its free lists.
-    match Box::pin(invoke_checked(state, &raw_name, &query, &headers, body)).await {
+    match Box::pin(invoke_checked(
+        state, caller, &raw_name, &query, &headers, body,
+    ))
+    .await
+    {
         Ok(response) => response,
         Err(error) => {
             let mut response = error.into_response();
@@ -75,6 +86,12 @@ pub(crate) async fn invoke(
             response
         }
     }
+}
+
+/// Who a request acts as: the signer or anonymous when the server has credentials (set by
+/// [`crate::auth`]), otherwise the host.
+pub(crate) fn caller(principal: Option<Extension<Principal>>) -> Principal {
+    principal.map_or(Principal::Host, |Extension(principal)| principal)
 }
 
 /// The function a request names, checked to exist at `$LATEST`.
@@ -114,6 +131,7 @@ fn resolve(
 
 async fn invoke_checked(
     state: Arc<InvokeApi>,
+    caller: Principal,
     raw_name: &str,
     query: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -138,6 +156,7 @@ async fn invoke_checked(
     };
     let payload = read_body(headers, body, limit).await?;
     if invocation_type == InvocationType::DryRun {
+        dry_run::authorize(&state, &caller, &name)?;
         let (name, value) = request_id_header(&fresh_request_id());
         return Ok((StatusCode::NO_CONTENT, [(name, value)]).into_response());
     }
@@ -162,6 +181,8 @@ async fn invoke_checked(
     let key = header(headers, "amz-sdk-invocation-id")?
         .filter(|id| !id.trim().is_empty())
         .map(|id| RetryKey {
+            // Another caller's retry is another call: it must not get this caller's answer.
+            caller: caller.clone(),
             function: name.clone(),
             invocation_type: invocation_type.as_str(),
             invocation_id: id.to_owned(),
@@ -172,7 +193,7 @@ async fn invoke_checked(
         .function_config(&name)
         .map_or(Duration::from_secs(3), |c| c.timeout);
     if invocation_type == InvocationType::Event {
-        let accept = |state: &InvokeApi| queue_event(state, &name, event);
+        let accept = |state: &InvokeApi| queue_event(state, caller, &name, event);
         return Ok(match key.map(|k| state.retries.claim(k)) {
             None => accept(&state).0.to_response(),
             Some(Claim::Answer(stored)) => stored.to_response(),
@@ -190,7 +211,7 @@ async fn invoke_checked(
     let run = {
         let state = Arc::clone(&state);
         let name = name.clone();
-        move || async move { run_sync(&state, &name, event, options, tail).await }
+        move || async move { run_sync(&state, caller, &name, event, options, tail).await }
     };
     Ok(match key.map(|k| state.retries.claim(k)) {
         None => crate::detach::outliving(run()).await.0.to_response(),
@@ -217,8 +238,13 @@ async fn answer_of(waiter: retry::Waiter) -> Response {
 }
 
 /// Queues an `Event` invoke; the answer and whether it may be kept for retries.
-fn queue_event(state: &InvokeApi, name: &str, event: serde_json::Value) -> (Stored, bool) {
-    match state.runtime.invoke_async_json(name, event) {
+fn queue_event(
+    state: &InvokeApi,
+    caller: Principal,
+    name: &str,
+    event: serde_json::Value,
+) -> (Stored, bool) {
+    match state.runtime.invoke_async_json_as(caller, name, event) {
         Ok(id) => {
             let stored = Stored {
                 status: StatusCode::ACCEPTED,
@@ -238,6 +264,7 @@ fn queue_event(state: &InvokeApi, name: &str, event: serde_json::Value) -> (Stor
 /// the function produced).
 async fn run_sync(
     state: &InvokeApi,
+    caller: Principal,
     name: &str,
     event: serde_json::Value,
     options: InvokeOptions,
@@ -245,7 +272,7 @@ async fn run_sync(
 ) -> (Stored, bool) {
     let invocation = state
         .runtime
-        .invoke_json_reported(name, event, options)
+        .invoke_json_as(caller, name, event, options)
         .await;
     let report = invocation.report;
     let request_id = report
@@ -347,7 +374,12 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list_functions(
     State(state): State<Arc<InvokeApi>>,
     Query(query): Query<ListQuery>,
+    principal: Option<Extension<Principal>>,
 ) -> Response {
+    if let Err(denied) = admin::authorize(&state, &caller(principal), None, "lambda:ListFunctions")
+    {
+        return denied.into_response();
+    }
     let max_items = match query.max_items.as_deref().map(str::parse::<usize>) {
         None => 50,
         Some(Ok(n)) if (1..=10_000).contains(&n) => n,
@@ -370,8 +402,10 @@ pub(crate) async fn get_function(
     State(state): State<Arc<InvokeApi>>,
     Path(raw_name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    principal: Option<Extension<Principal>>,
 ) -> Response {
-    describe(&state, &raw_name, &query, |name, arn, config| {
+    let caller = caller(principal);
+    describe(&state, &caller, &raw_name, &query, |name, arn, config| {
         functions::get(&state.runtime, name, arn, config, &state.started)
     })
 }
@@ -381,27 +415,33 @@ pub(crate) async fn get_configuration(
     State(state): State<Arc<InvokeApi>>,
     Path(raw_name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    principal: Option<Extension<Principal>>,
 ) -> Response {
-    describe(&state, &raw_name, &query, |name, arn, config| {
+    let caller = caller(principal);
+    describe(&state, &caller, &raw_name, &query, |name, arn, config| {
         functions::configuration(&state.runtime, name, arn, config, &state.started)
     })
 }
 
 fn describe(
     state: &InvokeApi,
+    caller: &Principal,
     raw_name: &str,
     query: &HashMap<String, String>,
     shape: impl FnOnce(&str, &str, &nimbus_core::FunctionConfig) -> serde_json::Value,
 ) -> Response {
-    let found = resolve(state, raw_name, query).and_then(|name| {
-        match (
-            state.runtime.function_config(&name),
-            state.runtime.function_arn(&name),
-        ) {
-            (Some(config), Some(arn)) => Ok(shape(&name, &arn, &config)),
-            _ => Err(not_found(&state.runtime, &name)),
-        }
-    });
+    let allowed = admin::authorize(state, caller, Some(raw_name), "lambda:GetFunction");
+    let found = allowed
+        .and_then(|()| resolve(state, raw_name, query))
+        .and_then(|name| {
+            match (
+                state.runtime.function_config(&name),
+                state.runtime.function_arn(&name),
+            ) {
+                (Some(config), Some(arn)) => Ok(shape(&name, &arn, &config)),
+                _ => Err(not_found(&state.runtime, &name)),
+            }
+        });
     match found {
         Ok(body) => axum::Json(body).into_response(),
         Err(error) => error.into_response(),
@@ -409,3 +449,4 @@ fn describe(
 }
 
 pub(crate) use functions::last_modified;
+pub(crate) use policy::{add_permission, get_policy, remove_permission};

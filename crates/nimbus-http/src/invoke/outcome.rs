@@ -42,6 +42,7 @@ pub(crate) fn async_error(
                 "the event passed through {hops} invocations: a recursive loop"
             )),
             RejectReason::Unregistered => not_found(runtime, name),
+            RejectReason::AccessDenied(denied) => AwsError::access_denied(&denied),
             other => AwsError::service(format!("{other:?}")),
         },
         other => AwsError::service(other.to_string()),
@@ -96,11 +97,72 @@ pub(crate) fn invoke_error(name: &str, runtime: &Runtime, error: &InvokeError) -
     match error {
         InvokeError::Throttled(reason) => AwsError::throttled(*reason),
         InvokeError::RecursiveLoop { .. } => AwsError::recursive(error.to_string()),
+        InvokeError::AccessDenied(denied) => AwsError::access_denied(denied),
         InvokeError::Unregistered(_) => async_error(
             name,
             runtime,
             AsyncCallError::Lookup(LookupError::NotFound(name.to_owned())),
         ),
         other => AwsError::service(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use nimbus_core::{AccessDenied, Rejected};
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn denied() -> AccessDenied {
+        AccessDenied::new(
+            "arn:aws:iam::111122223333:user/ana",
+            "lambda:InvokeFunction",
+            "arn:aws:lambda:us-east-1:000000000000:function:orders",
+        )
+    }
+
+    fn answer(error: &AwsError) -> (StatusCode, String, Value) {
+        let headers = error.headers();
+        let code = headers
+            .iter()
+            .find(|(name, _)| name == "x-amzn-errortype")
+            .and_then(|(_, value)| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (
+            error.status(),
+            code,
+            serde_json::from_str(&error.body()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_refused_invoke_is_a_403_access_denied_naming_no_statement() {
+        let runtime = Runtime::default();
+        let expected = json!({"Type": "User", "message": denied().to_string()});
+        let sync = invoke_error("orders", &runtime, &InvokeError::AccessDenied(denied()));
+        assert_eq!(
+            answer(&sync),
+            (
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException".into(),
+                expected.clone()
+            )
+        );
+        let refused = AsyncCallError::Rejected(Rejected {
+            event: json!({}),
+            reason: RejectReason::AccessDenied(denied()),
+        });
+        let queued = async_error("orders", &runtime, refused);
+        assert_eq!(
+            answer(&queued),
+            (
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException".into(),
+                expected
+            )
+        );
     }
 }

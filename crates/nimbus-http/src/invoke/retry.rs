@@ -52,6 +52,8 @@ impl Stored {
 /// payload.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct RetryKey {
+    /// Who asked: the host, or the signer of the request.
+    pub(crate) caller: nimbus_core::Principal,
     pub(crate) function: String,
     pub(crate) invocation_type: &'static str,
     pub(crate) invocation_id: String,
@@ -321,6 +323,7 @@ mod tests {
 
     fn key(id: &str) -> RetryKey {
         RetryKey {
+            caller: nimbus_core::Principal::Host,
             function: "f".into(),
             invocation_type: "RequestResponse",
             invocation_id: id.into(),

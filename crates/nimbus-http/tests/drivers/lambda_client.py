@@ -3,20 +3,39 @@
 JSON result on stdout: what boto3 returned, or the modelled exception it raised."""
 
 import base64
+import datetime
 import json
 import sys
 
 import boto3
+import botocore
+import botocore.auth
 import botocore.config
 
 
 def main():
     cmd = json.loads(sys.argv[1])
+    if "clock_offset_secs" in cmd:
+        # A client whose clock is off: its signatures carry that time.
+        now = botocore.auth.get_current_datetime
+        offset = datetime.timedelta(seconds=cmd["clock_offset_secs"])
+        botocore.auth.get_current_datetime = lambda *a, **k: now(*a, **k) + offset
+    settings = {}
+    if cmd.get("unsigned"):
+        # No Authorization header at all: an anonymous caller.
+        settings["signature_version"] = botocore.UNSIGNED
     config = botocore.config.Config(
         retries={"mode": "standard", "max_attempts": cmd.get("max_attempts", 3)},
         read_timeout=cmd.get("read_timeout", 60),
+        **settings,
     )
-    client = boto3.client("lambda", config=config)
+    keys = {}
+    if "access_key" in cmd:
+        keys = {
+            "aws_access_key_id": cmd["access_key"],
+            "aws_secret_access_key": cmd["secret_key"],
+        }
+    client = boto3.client("lambda", config=config, **keys)
     op = cmd["op"]
     try:
         if op == "invoke":
@@ -58,6 +77,11 @@ def main():
                 if not marker:
                     break
             result = {"names": names}
+        elif op == "call":
+            # Any other operation, by its boto3 method name, with its arguments as given.
+            out = getattr(client, cmd["method"])(**cmd.get("args", {}))
+            result = {k: v for k, v in out.items() if k != "ResponseMetadata"}
+            result["status"] = out["ResponseMetadata"]["HTTPStatusCode"]
         elif op == "get":
             out = client.get_function(FunctionName=cmd["function"])
             out.pop("ResponseMetadata", None)
@@ -72,6 +96,10 @@ def main():
         result = exception("RequestTooLargeException", e)
     except client.exceptions.InvalidRequestContentException as e:
         result = exception("InvalidRequestContentException", e)
+    except client.exceptions.ResourceConflictException as e:
+        result = exception("ResourceConflictException", e)
+    except client.exceptions.PreconditionFailedException as e:
+        result = exception("PreconditionFailedException", e)
     except client.exceptions.InvalidParameterValueException as e:
         result = exception("InvalidParameterValueException", e)
     except botocore.exceptions.ClientError as e:

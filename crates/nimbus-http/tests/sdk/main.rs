@@ -2,6 +2,8 @@
 //! SDK for JavaScript v3, pointed at nimbus with only `AWS_ENDPOINT_URL_LAMBDA`.
 
 mod boto3;
+mod boto3_auth;
+mod boto3_policy;
 mod cli;
 mod javascript;
 mod support;

@@ -76,8 +76,13 @@ pub(crate) async fn javascript(modules: &PathBuf, serving: &Serving, command: Va
 
 /// Serves `runtime` on a free loopback port.
 pub(crate) async fn serve(runtime: &Runtime) -> Serving {
+    serve_with(runtime, HttpConfig::default()).await
+}
+
+/// Serves `runtime` on a free loopback port, with `config` otherwise.
+pub(crate) async fn serve_with(runtime: &Runtime, config: HttpConfig) -> Serving {
     Server::new(runtime.clone())
-        .with_config(HttpConfig::default().with_bind("127.0.0.1:0".parse().unwrap()))
+        .with_config(config.with_bind("127.0.0.1:0".parse().unwrap()))
         .bind()
         .await
         .expect("server starts")
