@@ -147,6 +147,7 @@ impl Server {
             let limits = config.payload_limits;
             Arc::new(Authenticator {
                 credentials,
+                runtime: self.runtime.clone(),
                 region: config.region.clone(),
                 body_limit: limits.sync_request.max(limits.async_request),
             })
@@ -206,6 +207,9 @@ impl Server {
             stopping.clone(),
         ));
         tracing::info!(addr = %local_addr, "nimbus-http listening");
+        // Process instances started from now on get it as `AWS_ENDPOINT_URL_LAMBDA`.
+        let url = format!("http://{local_addr}");
+        state.invoke.runtime.set_lambda_endpoint(Some(url));
         Ok(Serving {
             addr: local_addr,
             stopping,
@@ -271,6 +275,14 @@ impl Serving {
         self.addr
     }
 
+    /// Tells the runtime its Invoke API is gone, unless another server took its place.
+    fn forget_endpoint(&self) {
+        let runtime = &self.state.invoke.runtime;
+        if runtime.lambda_endpoint() == Some(format!("http://{}", self.addr)) {
+            runtime.set_lambda_endpoint(None);
+        }
+    }
+
     /// What the retry memory holds now.
     pub fn retry_cache(&self) -> RetryCacheStats {
         self.state.invoke.retries.stats()
@@ -279,6 +291,7 @@ impl Serving {
     /// Stops accepting connections and resolves when every request in flight has been
     /// answered. Invocations keep running in the runtime: shut it down after this.
     pub async fn stop(mut self) {
+        self.forget_endpoint();
         self.stopping.accept.cancel();
         if let Some(task) = self.task.take() {
             let _ = task.await;
@@ -289,6 +302,7 @@ impl Serving {
     /// (a stalled upload, a long invocation's caller). Their invocations keep running in the
     /// runtime. Returns whether every request was answered in time.
     pub async fn stop_within(mut self, grace: std::time::Duration) -> bool {
+        self.forget_endpoint();
         self.stopping.accept.cancel();
         let Some(mut task) = self.task.take() else {
             return true;

@@ -3,7 +3,7 @@
 //! (`AddPermission`, `RemovePermission`, `GetPolicy`).
 
 use super::Runtime;
-use crate::error::{AsyncCallError, LookupError};
+use crate::error::{AsyncCallError, CallError, InvokeError, LookupError, RejectReason, Rejected};
 use crate::executor::InvokeOptions;
 use crate::function::JsonInvocation;
 use crate::handler::{AwsCredentials, Caller, Principal, RequestId};
@@ -46,9 +46,38 @@ impl Runtime {
                 report: None,
             };
         };
+        // A function's credentials act as the function: its role is checked here (the
+        // function itself checks only callers that push).
+        if let Err(denied) = self.registry.authorize(function.as_ref(), &principal) {
+            return JsonInvocation {
+                result: Err(InvokeError::AccessDenied(denied).into()),
+                report: None,
+            };
+        }
         function
             .invoke_json(event, Caller::from(principal).inheriting(), options)
             .await
+    }
+
+    /// Whether `principal` may invoke `name` now, decided as an invocation would be (and
+    /// audited the same way), without invoking: Lambda's `DryRun`.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Lookup`] without such a function; [`InvokeError::AccessDenied`] when the
+    /// principal may not invoke it.
+    pub fn authorize_invoke(&self, name: &str, principal: &Principal) -> Result<(), CallError> {
+        let function = self
+            .registry
+            .any(name)
+            .ok_or_else(|| LookupError::NotFound(name.to_owned()))?;
+        self.registry
+            .authorize(function.as_ref(), principal)
+            .and_then(|()| match principal {
+                Principal::Function(_) => Ok(()),
+                other => function.authorize(other, None),
+            })
+            .map_err(|denied| InvokeError::AccessDenied(denied).into())
     }
 
     /// Queues a JSON event for `name` on behalf of `principal`; checked once, now.
@@ -66,6 +95,12 @@ impl Runtime {
             .registry
             .any(name)
             .ok_or_else(|| LookupError::NotFound(name.to_owned()))?;
+        if let Err(denied) = self.registry.authorize(function.as_ref(), &principal) {
+            return Err(AsyncCallError::Rejected(Rejected {
+                event,
+                reason: RejectReason::AccessDenied(denied),
+            }));
+        }
         function.invoke_async_json(event, Caller::from(principal).inheriting())
     }
 

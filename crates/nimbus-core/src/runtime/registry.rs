@@ -81,7 +81,7 @@ impl Registry {
 impl Registry {
     /// Whether `principal` may invoke `target`: a function caller with its role and the
     /// target's policy; callers that push with the target's policy.
-    fn authorize(
+    pub(super) fn authorize(
         &self,
         target: &dyn AnyFunction,
         principal: &Principal,

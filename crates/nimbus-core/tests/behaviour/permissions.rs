@@ -825,3 +825,54 @@ async fn a_policy_change_applies_to_the_next_invocation_of_the_same_caller() {
     assert_eq!((metrics.access_denied, metrics.successes), (4, 2));
     runtime.shutdown(std::time::Duration::from_secs(1)).await;
 }
+
+/// A call made with a function's credentials (through an HTTP front end) acts as the
+/// function: its role decides, on the direct path and in a dry run alike.
+#[tokio::test(start_paused = true)]
+async fn invoking_as_a_function_is_checked_by_its_role() {
+    let runtime = Runtime::default();
+    echo(&runtime, "ledger", None).await;
+    echo(
+        &runtime,
+        "signer",
+        Some(ExecutionRole::new(ROLE_ARN).unwrap()),
+    )
+    .await;
+    let as_signer = || Principal::Function("signer".into());
+    let direct = runtime
+        .invoke_json_as(as_signer(), "ledger", json!(1), InvokeOptions::default())
+        .await
+        .result;
+    assert!(
+        matches!(direct, Err(CallError::Invoke(InvokeError::AccessDenied(_)))),
+        "{direct:?}"
+    );
+    assert!(matches!(
+        runtime.invoke_async_json_as(as_signer(), "ledger", json!(2)),
+        Err(AsyncCallError::Rejected(r)) if matches!(r.reason, RejectReason::AccessDenied(_))
+    ));
+    assert!(runtime.authorize_invoke("ledger", &as_signer()).is_err());
+    assert!(runtime.authorize_invoke("ledger", &Principal::Host).is_ok());
+    assert!(matches!(
+        runtime.authorize_invoke("nope", &Principal::Host),
+        Err(CallError::Lookup(_))
+    ));
+    let ledger_arn = runtime.function_arn("ledger").unwrap();
+    runtime
+        .set_role(
+            "signer",
+            Some(
+                ExecutionRole::new(ROLE_ARN)
+                    .unwrap()
+                    .allow(["lambda:InvokeFunction"], [ledger_arn]),
+            ),
+        )
+        .unwrap();
+    assert!(runtime.authorize_invoke("ledger", &as_signer()).is_ok());
+    let direct = runtime
+        .invoke_json_as(as_signer(), "ledger", json!(3), InvokeOptions::default())
+        .await
+        .result;
+    assert_eq!(direct.unwrap(), json!(3));
+    runtime.shutdown(std::time::Duration::from_secs(1)).await;
+}

@@ -7,9 +7,14 @@
 //! |---|---|
 //! | no `Authorization` header | goes on as `Principal::Anonymous` |
 //! | malformed `Authorization` header, no `X-Amz-Date` | 400 `IncompleteSignatureException` |
-//! | unknown access key | 403 `UnrecognizedClientException` |
+//! | unknown access key (neither the server's nor the runtime's) | 403 `UnrecognizedClientException` |
 //! | wrong signature, credential scope or signed headers | 403 `InvalidSignatureException` |
 //! | `X-Amz-Date` more than 5 minutes from the server's clock | 403 `InvalidSignatureException` (`Signature expired: ...`) |
+//!
+//! Keys are looked up among the server's [`Credentials`], then among the runtime's own
+//! ([`Runtime::credentials_of`](nimbus_core::Runtime::credentials_of)): the credentials it
+//! issues each function act as that function, so a process instance calling another function
+//! through an AWS SDK is checked by its role.
 //!
 //! Without credentials (the default) nothing is checked and every request acts as the host.
 
@@ -35,6 +40,9 @@ use crate::request_id::fresh_request_id;
 #[derive(Debug)]
 pub(crate) struct Authenticator {
     pub(crate) credentials: Credentials,
+    /// The runtime, whose own keys (the credentials it issued its functions, and keys the
+    /// host added to it) are looked up after the server's.
+    pub(crate) runtime: nimbus_core::Runtime,
     pub(crate) region: String,
     pub(crate) body_limit: u64,
 }
@@ -68,10 +76,15 @@ async fn identify(auth: &Authenticator, request: Request) -> Result<Request, Aws
         .to_str()
         .map_err(|_| AwsError::incomplete_signature("The Authorization header is not text."))?;
     let authorization = sigv4::parse(header).map_err(signature_error)?;
-    let key = auth
-        .credentials
-        .get(authorization.access_key)
-        .ok_or_else(AwsError::unrecognized_client)?;
+    // The server's keys first, then the runtime's: a function's own credentials (handed to
+    // its process instances) act as the function, checked by its role.
+    let (secret, principal) = match auth.credentials.get(authorization.access_key) {
+        Some(key) => (key.secret().to_owned(), key.principal().clone()),
+        None => auth
+            .runtime
+            .credentials_of(authorization.access_key)
+            .ok_or_else(AwsError::unrecognized_client)?,
+    };
     // The body is part of what is signed: read it here, within the largest payload limit,
     // and hand it on to the handler.
     let payload = read_body(&parts.headers, body, auth.body_limit).await?;
@@ -85,12 +98,11 @@ async fn identify(auth: &Authenticator, request: Request) -> Result<Request, Aws
     sigv4::verify(
         &signed,
         &authorization,
-        key.secret(),
+        &secret,
         &auth.region,
         SystemTime::now(),
     )
     .map_err(signature_error)?;
-    let principal = key.principal().clone();
     parts.extensions.insert(principal);
     Ok(Request::from_parts(parts, Body::from(payload)))
 }

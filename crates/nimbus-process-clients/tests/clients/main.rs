@@ -8,6 +8,7 @@ mod behaviour;
 mod instances;
 mod layers;
 mod limits;
+mod permissions;
 mod protocol;
 mod support;
 
