@@ -447,6 +447,7 @@ impl FunctionConfig {
     ///
     /// A [`ConfigError`] naming the first field out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::permission::validate_statements(&self.policy)?;
         let err = |field, value: &dyn std::fmt::Debug, allowed: &str| {
             Err(ConfigError::new("function", field, value, allowed))
         };

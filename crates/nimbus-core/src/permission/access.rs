@@ -73,6 +73,9 @@ pub struct PolicyState {
     statements: Vec<Statement>,
     compiled: CompiledPolicy,
     revision: u64,
+    /// Random per function registration: revision ids of two functions (or of one function
+    /// registered twice) never coincide.
+    lineage: u64,
 }
 
 impl PolicyState {
@@ -83,7 +86,15 @@ impl PolicyState {
 
     /// The revision id, as Lambda's `RevisionId` (changes with every change of the policy).
     pub fn revision_id(&self) -> String {
-        format!("00000000-0000-4000-8000-{:012x}", self.revision)
+        let lineage = self.lineage;
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            lineage >> 32,
+            (lineage >> 16) & 0xffff,
+            (lineage >> 4) & 0xfff,
+            lineage & 0xf,
+            self.revision & 0xffff_ffff_ffff
+        )
     }
 }
 
@@ -146,6 +157,7 @@ impl FunctionAccess {
                 statements,
                 compiled,
                 revision: 1,
+                lineage: fastrand::u64(..),
             }),
             generation: AtomicU64::new(0),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -229,7 +241,7 @@ impl FunctionAccess {
         }
         let mut statements = policy.statements.clone();
         statements.push(statement.clone());
-        let changed = Arc::new(self.compiled(statements, policy.revision + 1));
+        let changed = Arc::new(self.compiled(statements, policy.revision + 1, policy.lineage));
         self.policy.store(Arc::clone(&changed));
         self.generation.fetch_add(1, Ordering::Release);
         Ok((statement, changed))
@@ -244,6 +256,9 @@ impl FunctionAccess {
         let _changing = self.changing.lock();
         let policy = self.policy.load_full();
         check_revision(&policy, revision)?;
+        if policy.statements.is_empty() {
+            return Err(PolicyError::NoPolicy(self.arn.to_string()));
+        }
         if !policy.statements.iter().any(|s| s.sid == sid) {
             return Err(PolicyError::NoSuchSid(sid.to_owned()));
         }
@@ -253,17 +268,21 @@ impl FunctionAccess {
             .filter(|s| s.sid != sid)
             .cloned()
             .collect();
-        self.policy
-            .store(Arc::new(self.compiled(statements, policy.revision + 1)));
+        self.policy.store(Arc::new(self.compiled(
+            statements,
+            policy.revision + 1,
+            policy.lineage,
+        )));
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
-    fn compiled(&self, statements: Vec<Statement>, revision: u64) -> PolicyState {
+    fn compiled(&self, statements: Vec<Statement>, revision: u64, lineage: u64) -> PolicyState {
         PolicyState {
             compiled: CompiledPolicy::compile(&statements, &self.arn),
             statements,
             revision,
+            lineage,
         }
     }
 

@@ -166,16 +166,22 @@ impl CompiledCondition {
             }
             Key::Unknown => None,
         };
-        // A key the request does not carry makes the condition false, as in IAM.
+        // A key the request does not carry makes a condition false, and a negated one true,
+        // as in IAM.
+        let negated = self.operator.is_negated();
         let Some(value) = value else {
-            return false;
+            return negated;
         };
-        self.values.iter().any(|expected| match self.operator {
-            Operator::StringEquals => **expected == *value,
-            Operator::StringLike => like(expected, value),
-            Operator::ArnLike => arn_like(expected, value),
+        let any = self.values.iter().any(|expected| match self.operator {
+            Operator::StringEquals | Operator::StringNotEquals => **expected == *value,
+            Operator::StringEqualsIgnoreCase => expected.eq_ignore_ascii_case(value),
+            Operator::StringLike | Operator::StringNotLike => like(expected, value),
+            Operator::ArnLike | Operator::ArnEquals | Operator::ArnNotLike => {
+                arn_like(expected, value)
+            }
             Operator::Bool => expected.eq_ignore_ascii_case(value),
-        })
+        });
+        any != negated
     }
 }
 

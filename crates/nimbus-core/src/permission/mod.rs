@@ -41,4 +41,6 @@ pub use access::{audit, AccessSettings, FunctionAccess, PolicyError, PolicyState
 pub use evaluate::{AccessRequest, Action, CompiledPolicy, Decision, Requester};
 pub use policy::{parse_policy_document, policy_document, Permission, FUNCTION_ACTIONS};
 pub use role::ExecutionRole;
-pub use statement::{ConditionEntry, Effect, Operator, PrincipalSpec, Statement};
+pub use statement::{
+    validate_statements, ConditionEntry, Effect, Operator, PrincipalSpec, Statement,
+};

@@ -130,6 +130,16 @@ impl Permission {
                 "*, a service (s3.amazonaws.com), an account id or an IAM ARN",
             )
         })?;
+        if let Some(account) = &self.source_account {
+            if !aws::is_account_id(account) {
+                return Err(invalid("source_account", account, "twelve digits"));
+            }
+        }
+        if let Some(auth) = &self.function_url_auth_type {
+            if auth != "NONE" && auth != "AWS_IAM" {
+                return Err(invalid("function_url_auth_type", auth, "NONE or AWS_IAM"));
+            }
+        }
         let mut conditions = Vec::new();
         let mut condition = |operator, key: &str, value: &Option<String>| {
             if let Some(value) = value {
@@ -156,16 +166,6 @@ impl Permission {
             "lambda:FunctionUrlAuthType",
             &self.function_url_auth_type,
         );
-        if let Some(account) = &self.source_account {
-            if !aws::is_account_id(account) {
-                return Err(invalid("source_account", account, "twelve digits"));
-            }
-        }
-        if let Some(auth) = &self.function_url_auth_type {
-            if auth != "NONE" && auth != "AWS_IAM" {
-                return Err(invalid("function_url_auth_type", auth, "NONE or AWS_IAM"));
-            }
-        }
         Ok(Statement {
             sid: self.sid.clone(),
             effect: Effect::Allow,
@@ -193,7 +193,9 @@ fn principal_spec(principal: &str) -> Option<PrincipalSpec> {
         Some(PrincipalSpec::Aws(vec![format!(
             "arn:aws:iam::{principal}:root"
         )]))
-    } else if principal.starts_with("arn:") && principal.splitn(6, ':').count() == 6 {
+    } else if (principal.starts_with("arn:aws:iam::") || principal.starts_with("arn:aws:sts::"))
+        && principal.splitn(6, ':').count() == 6
+    {
         Some(PrincipalSpec::Aws(vec![principal.to_owned()]))
     } else if principal.contains('.')
         && principal

@@ -40,6 +40,26 @@ pub enum Operator {
     ArnLike,
     /// `true` or `false`.
     Bool,
+    /// Exact, ignoring ASCII case.
+    StringEqualsIgnoreCase,
+    /// None of the values, exactly; true when the request does not carry the key.
+    StringNotEquals,
+    /// None of the patterns; true when the request does not carry the key.
+    StringNotLike,
+    /// As `ArnLike` (IAM matches both the same way).
+    ArnEquals,
+    /// None of the ARN patterns; true when the request does not carry the key.
+    ArnNotLike,
+}
+
+impl Operator {
+    /// Whether the operator is a negation, which holds when the request lacks the key.
+    pub fn is_negated(self) -> bool {
+        matches!(
+            self,
+            Self::StringNotEquals | Self::StringNotLike | Self::ArnNotLike
+        )
+    }
 }
 
 /// One condition: `operator` applied to the request's value of `key` against any of `values`.
@@ -201,4 +221,35 @@ impl<'de> Deserialize<'de> for Statement {
             conditions,
         })
     }
+}
+
+/// Checks statements a host hands over whole (a function's initial policy): ids unique, and no
+/// condition key twice under one operator (IAM's JSON could not say it).
+///
+/// # Errors
+///
+/// A [`ConfigError`](crate::error::ConfigError) on `policy` naming the statement.
+pub fn validate_statements(statements: &[Statement]) -> Result<(), crate::error::ConfigError> {
+    let invalid = |value: &str, allowed: &str| {
+        crate::error::ConfigError::new("function", "policy", value, allowed)
+    };
+    let mut sids = std::collections::HashSet::new();
+    for statement in statements {
+        if !statement.sid.is_empty() && !sids.insert(statement.sid.as_str()) {
+            return Err(invalid(&statement.sid, "statements with distinct Sids"));
+        }
+        let mut keys = std::collections::HashSet::new();
+        for condition in &statement.conditions {
+            if !keys.insert((condition.operator, condition.key.to_ascii_lowercase())) {
+                return Err(invalid(
+                    &format!(
+                        "{} {:?} {}",
+                        statement.sid, condition.operator, condition.key
+                    ),
+                    "each condition key once per operator (list its values instead)",
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -876,3 +876,97 @@ async fn invoking_as_a_function_is_checked_by_its_role() {
     assert_eq!(direct.unwrap(), json!(3));
     runtime.shutdown(std::time::Duration::from_secs(1)).await;
 }
+
+#[test]
+fn negated_operators_hold_when_the_key_is_absent() {
+    let not_from = statement(
+        "not-partner-org",
+        Effect::Deny,
+        PrincipalSpec::Any,
+        vec![ConditionEntry {
+            operator: Operator::StringNotEquals,
+            key: "aws:PrincipalOrgID".into(),
+            values: vec!["o-ours".into()],
+        }],
+    );
+    let allow = statement("all", Effect::Allow, PrincipalSpec::Any, vec![]);
+    let policy = CompiledPolicy::compile(&[allow, not_from], FUNCTION_ARN);
+    let mut request = AccessRequest::new(
+        Requester::Aws {
+            arn: USER_ARN,
+            account: OTHER_ACCOUNT,
+        },
+        Action::InvokeFunction,
+    );
+    // No organization at all: the negated condition holds, so the deny applies.
+    assert_eq!(
+        policy.evaluate(&request),
+        Decision::Deny("not-partner-org".into())
+    );
+    request.principal_org_id = Some("o-theirs");
+    assert_eq!(
+        policy.evaluate(&request),
+        Decision::Deny("not-partner-org".into())
+    );
+    request.principal_org_id = Some("o-ours");
+    assert_eq!(policy.evaluate(&request), Decision::Allow("all".into()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn grants_and_revisions_are_checked() {
+    let runtime = Runtime::default();
+    echo(&runtime, "one", None).await;
+    echo(&runtime, "two", None).await;
+    // A bucket is not a principal.
+    let error = runtime
+        .add_permission(
+            "one",
+            &Permission::new("b", "lambda:InvokeFunction", "arn:aws:s3:::bucket"),
+            None,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, PolicyError::Invalid(e) if e.field == "principal"),
+        "{error}"
+    );
+    assert!(matches!(
+        runtime.remove_permission("one", "b", None),
+        Err(PolicyError::NoPolicy(_))
+    ));
+    let grant = Permission::new("s", "lambda:InvokeFunction", "*");
+    let one = runtime
+        .add_permission("one", &grant, None)
+        .unwrap()
+        .revision_id;
+    let two = runtime
+        .add_permission("two", &grant, None)
+        .unwrap()
+        .revision_id;
+    assert_ne!(one, two, "revision ids are the function's own");
+    assert_eq!(one.len(), 36);
+    // One function's revision id is no good for the other.
+    assert!(matches!(
+        runtime.remove_permission("two", "s", Some(&one)),
+        Err(PolicyError::RevisionMismatch)
+    ));
+    runtime.remove_permission("two", "s", Some(&two)).unwrap();
+    // A policy stating a key twice under one operator is refused at registration.
+    let twice = |values: &str| ConditionEntry {
+        operator: Operator::StringEquals,
+        key: "AWS:SourceAccount".into(),
+        values: vec![values.into()],
+    };
+    let function = Function::new(
+        "twice",
+        handler_fn(|v: Value, _ctx: Context| async move { Ok::<_, FunctionError>(v) }),
+    )
+    .with_policy_statement(statement(
+        "t",
+        Effect::Allow,
+        PrincipalSpec::Any,
+        vec![twice("1"), twice("2")],
+    ));
+    let error = runtime.register(function).await.unwrap_err();
+    assert!(error.to_string().contains("policy"), "{error}");
+    runtime.shutdown(std::time::Duration::from_secs(1)).await;
+}
