@@ -69,7 +69,7 @@ pub use error::{BoxError, ConfigError, Retry, SourceError};
 pub use filter::{FilterPattern, Filters, MAX_PATTERNS, MAX_PATTERN_LEN};
 pub use mapping::{
     BatchResponse, QueueBatch, QueueFunction, QueueMapping, QueueMappingBuilder,
-    QueueMappingConfig, QueueMappingMetrics, QueueOrigin, QueueRecord, QUEUE_ACTIONS,
+    QueueMappingConfig, QueueMappingMetrics, QueueOrigin, QueueRecord,
 };
 pub use object::{
     decode_key, encode_key, EventTarget, EventType, InMemoryObjectStore, NotificationConfig,
@@ -83,6 +83,7 @@ pub use queue::{
     Attributes, InMemoryQueue, Message, MessageId, Outgoing, QueueConfig, QueueProducer,
     QueueSource, QueueStats, Receipt, SendBatchError, SendError,
 };
+pub use refusal::{QUEUE_ACTIONS, STREAM_ACTIONS};
 pub use status::MappingStatus;
 pub use stream::{
     hash_key, stream_now, Checkpoint, CheckpointStore, InMemoryStream, InMemoryStreamStore, Lease,

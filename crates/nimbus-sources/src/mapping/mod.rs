@@ -80,7 +80,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use access::QUEUE_ACTIONS;
 pub use batch::{BatchResponse, QueueBatch, QueueOrigin, QueueRecord};
 pub use builder::QueueMappingBuilder;
 pub use config::QueueMappingConfig;
@@ -89,6 +88,7 @@ pub use metrics::QueueMappingMetrics;
 use crate::error::{ConfigError, SourceError};
 use crate::filter::Filters;
 use crate::queue::{Message, QueueSource};
+use crate::refusal::QUEUE_ACTIONS;
 use crate::status::{delay_of, settle_status, MappingStatus};
 use budget::Budget;
 use drain::Drain;
@@ -243,7 +243,7 @@ impl QueueMapping {
         ));
         // Before anything starts: a mapping its function's role does not allow is refused.
         let role_checked = AtomicU64::new(function.role_version());
-        access::check_on_attach(&function, &origin.event_source_arn)?;
+        crate::refusal::check_on_attach(&function, &QUEUE_ACTIONS, &origin.event_source_arn)?;
         let initial = config.initial_concurrency as usize;
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),

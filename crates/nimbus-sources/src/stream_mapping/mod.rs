@@ -258,12 +258,15 @@ impl StreamMapping {
         // Unique per start: a name shared by two processes (one config, or host names reused)
         // would let both read every shard and pass each other's fence.
         config.owner = format!("{}#{:016x}", config.owner, fastrand::u64(..));
+        let stream_arn = record::stream_arn(
+            function.arn(),
+            config.stream_name.as_deref().unwrap_or(&config.name),
+        );
+        // Before anything starts: a mapping its function's role does not allow is refused.
+        crate::refusal::check_on_attach(&function, &crate::refusal::STREAM_ACTIONS, &stream_arn)?;
         let shared = Arc::new(Shared {
             name: Arc::from(config.name.as_str()),
-            stream_arn: Arc::from(record::stream_arn(
-                function.arn(),
-                config.stream_name.as_deref().unwrap_or(&config.name),
-            )),
+            stream_arn: Arc::from(stream_arn),
             // Its handlers see this mapping as the principal.
             function: function.for_event_source(&config.name),
             config,

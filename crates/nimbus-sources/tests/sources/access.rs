@@ -128,3 +128,52 @@ async fn a_mapping_denied_later_stops_and_leaves_its_messages_uncounted() {
     assert!(mapping.stop(Duration::from_secs(1)).await);
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_mapping_its_role_does_not_allow_is_refused_when_attached() {
+    use nimbus_sources::{
+        InMemoryStream, StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig,
+        StreamResponse, STREAM_ACTIONS,
+    };
+    let rt = runtime();
+    let stream = Arc::new(InMemoryStream::new(StreamConfig::default()).unwrap());
+    let reader = |name: &str, role: ExecutionRole| {
+        Function::new(
+            name,
+            handler_fn(|_batch: StreamBatch, _ctx: Context| async {
+                Ok::<_, FunctionError>(StreamResponse::success())
+            }),
+        )
+        .with_role(role)
+    };
+    let queue_only = ExecutionRole::new(ROLE)
+        .unwrap()
+        .allow(QUEUE_ACTIONS, ["*"]);
+    let refused = rt
+        .register(reader("stream-refused", queue_only))
+        .await
+        .unwrap();
+    let error = StreamMapping::builder(
+        stream.clone(),
+        refused,
+        StreamMappingConfig::new("s-refused"),
+    )
+    .in_memory_store()
+    .start()
+    .unwrap_err();
+    assert_eq!(error.field, "role");
+    assert!(error.to_string().contains("kinesis:GetRecords"), "{error}");
+    let allowed = ExecutionRole::new(ROLE)
+        .unwrap()
+        .allow(STREAM_ACTIONS, ["arn:aws:kinesis:*:*:stream/*"]);
+    let reader_fn = rt
+        .register(reader("stream-allowed", allowed))
+        .await
+        .unwrap();
+    let mapping = StreamMapping::builder(stream, reader_fn, StreamMappingConfig::new("s-allowed"))
+        .in_memory_store()
+        .start()
+        .unwrap();
+    assert!(mapping.stop(Duration::from_secs(1)).await);
+    rt.shutdown(Duration::from_secs(1)).await;
+}
