@@ -6,7 +6,10 @@ use std::sync::Arc;
 use nimbus_sources::InMemoryQueue;
 use serde::Serialize;
 
-use crate::{async_trait, DeliveryError, Destination, InvocationRecord, Runtime};
+use crate::util::aws;
+use crate::{
+    async_trait, DeliveryError, Destination, DestinationTarget, InvocationRecord, Runtime,
+};
 
 /// Invokes a function of the runtime asynchronously with the record.
 #[derive(Debug, Clone)]
@@ -45,17 +48,25 @@ where
             Err(e) => Err(DeliveryError::new(record, e.to_string())),
         }
     }
+
+    fn target(&self) -> Option<DestinationTarget> {
+        let config = self.runtime.config();
+        let arn = aws::function_arn(&config.region, &config.account_id, &self.function);
+        Some(DestinationTarget::new("lambda:InvokeFunction", arn))
+    }
 }
 
 /// Sends the record, as JSON, to an in-memory queue.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueDestination {
     queue: Arc<InMemoryQueue>,
+    /// `arn:aws:sqs:<region>:<account>:<name>`.
+    arn: String,
 }
 
 impl QueueDestination {
-    pub(crate) fn new(queue: Arc<InMemoryQueue>) -> Self {
-        Self { queue }
+    pub(crate) fn new(queue: Arc<InMemoryQueue>, arn: String) -> Self {
+        Self { queue, arn }
     }
 }
 
@@ -77,5 +88,9 @@ where
             Ok(_) => Ok(()),
             Err(e) => Err(DeliveryError::new(record, e.to_string())),
         }
+    }
+
+    fn target(&self) -> Option<DestinationTarget> {
+        Some(DestinationTarget::new("sqs:SendMessage", self.arn.clone()))
     }
 }

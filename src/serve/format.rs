@@ -72,6 +72,21 @@ pub struct FunctionSpec {
     /// Asynchronous invocation: retries, age and destinations.
     #[serde(rename = "async")]
     pub async_invoke: Option<AsyncSpec>,
+    /// The execution role: what the function's code may reach.
+    pub role: Option<RoleSpec>,
+    /// The function policy (who may invoke it), as IAM's JSON: `{ Statement = [...] }`.
+    pub policy: Option<serde_json::Value>,
+}
+
+/// `[functions.role]`: an execution role, its ARN and its policy document.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSpec {
+    /// `arn:aws:iam::<account>:role/<name>`.
+    pub arn: String,
+    /// `{ Statement = [{ Effect = "Allow", Action = [...], Resource = [...] }] }`.
+    #[serde(default)]
+    pub policy: Option<serde_json::Value>,
 }
 
 /// A layer: a directory or a `.zip` archive.

@@ -15,6 +15,7 @@ use toml::Spanned;
 use super::destinations::{FunctionDestination, QueueDestination};
 use super::error::{Locator, ServeError};
 use super::format::{DestinationSpec, FunctionSpec};
+use crate::permission::{parse_policy_document, ExecutionRole};
 use crate::process::{Layer, LogTails, ProcessBackend, ProcessConfig};
 use crate::sources::QueueFunction;
 use crate::{ConfigError, Function, FunctionConfig, Runtime};
@@ -259,8 +260,14 @@ fn destination_of(
             .find(|(queue, _)| queue == name.get_ref())
             .map(|(_, queue)| Arc::clone(queue))
     });
+    let config = runtime.config();
     queue.map_or(Target::None, |queue| {
-        Target::Queue(QueueDestination::new(queue))
+        let name = spec
+            .queue
+            .as_ref()
+            .map_or("", |name| name.get_ref().as_str());
+        let arn = crate::util::aws::resource_arn("sqs", &config.region, &config.account_id, name);
+        Target::Queue(QueueDestination::new(queue, arn))
     })
 }
 
@@ -286,6 +293,21 @@ fn settings(
         }
         if let Some(age) = async_spec.max_event_age {
             config = config.with_max_event_age(seconds(age, "max_event_age", locator, span)?);
+        }
+    }
+    let invalid = |field: &str, error: &ConfigError| {
+        locator.in_table(span.clone(), field, config_message(error))
+    };
+    if let Some(role) = &spec.role {
+        let empty = serde_json::json!({ "Statement": [] });
+        let document = role.policy.as_ref().unwrap_or(&empty);
+        let role = ExecutionRole::from_policy(role.arn.clone(), document)
+            .map_err(|e| invalid("role", &e))?;
+        config = config.with_role(role);
+    }
+    if let Some(policy) = &spec.policy {
+        for statement in parse_policy_document(policy).map_err(|e| invalid("policy", &e))? {
+            config = config.with_policy_statement(statement);
         }
     }
     Ok(config)

@@ -271,3 +271,23 @@ fn buckets_and_their_notification_rules_are_checked() {
         "{error}"
     );
 }
+
+#[test]
+fn roles_and_policies_are_read_and_checked() {
+    let file = parse(&format!(
+        "{TWO_FUNCTIONS}policy = {{ Statement = [{{ Sid = \"s3\", Effect = \"Allow\", Principal = {{ Service = \"s3.amazonaws.com\" }}, Action = \"lambda:InvokeFunction\", Resource = \"*\" }}] }}\n\
+         [functions.role]\narn = \"arn:aws:iam::000000000000:role/host-side\"\n\
+         policy = {{ Statement = [{{ Effect = \"Allow\", Action = [\"lambda:InvokeFunction\"], Resource = \"*\" }}] }}\n"
+    ));
+    assert!(file.is_ok(), "{file:?}");
+    let error = error_of(&format!(
+        "{TWO_FUNCTIONS}[functions.role]\narn = \"arn:aws:iam::12:role/x\"\n"
+    ));
+    assert_eq!(error.field.as_str(), "role", "{error}");
+    assert!(
+        error.message.contains("arn:aws:iam::<account>:role/<name>"),
+        "{error}"
+    );
+    let error = error_of(&format!("{TWO_FUNCTIONS}policy = {{ Statement = 3 }}\n"));
+    assert_eq!(error.field.as_str(), "policy", "{error}");
+}

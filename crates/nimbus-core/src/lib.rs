@@ -79,7 +79,8 @@ pub mod util;
 
 pub use async_invoke::{
     destination_fn, AsyncMetrics, Condition, DeadLetter, DeadLetterAttributes, DeadLetterMessage,
-    DeliveryError, Destination, DestinationFn, ErrorInfo, HandedBack, InvocationRecord,
+    DeliveryError, Destination, DestinationFn, DestinationTarget, ErrorInfo, HandedBack,
+    InvocationRecord,
 };
 pub use concurrency::TokenBucket;
 pub use config::{

@@ -92,6 +92,37 @@ pub trait Destination<E, O>: Send + Sync + 'static {
         &self,
         record: InvocationRecord<E, O>,
     ) -> Result<(), DeliveryError<InvocationRecord<E, O>>>;
+
+    /// What the destination reaches, as IAM names it: the function's execution role must
+    /// allow it, checked when the function is registered. `None` (the default): the host's
+    /// own code, not checked.
+    fn target(&self) -> Option<DestinationTarget> {
+        None
+    }
+}
+
+/// A resource a destination or dead-letter target reaches and the action it takes on it, as
+/// IAM names them (`sqs:SendMessage` on a queue's ARN, `lambda:InvokeFunction` on a
+/// function's): a function's execution role must allow it when the destination is configured,
+/// as Lambda checks its role when a destination or dead-letter queue is set, not at the first
+/// failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DestinationTarget {
+    /// The action, as `sqs:SendMessage`.
+    pub action: String,
+    /// The resource's ARN.
+    pub arn: String,
+}
+
+impl DestinationTarget {
+    /// `action` on `arn`.
+    pub fn new(action: impl Into<String>, arn: impl Into<String>) -> Self {
+        Self {
+            action: action.into(),
+            arn: arn.into(),
+        }
+    }
 }
 
 /// A target for events that failed for good: it receives the original event and, as Lambda's
@@ -159,6 +190,11 @@ pub trait DeadLetter<E>: Send + Sync + 'static {
         event: E,
         attributes: DeadLetterAttributes,
     ) -> Result<(), DeliveryError<E>>;
+
+    /// What the target reaches (see [`Destination::target`]); `None` by default.
+    fn target(&self) -> Option<DestinationTarget> {
+        None
+    }
 }
 
 #[async_trait]
@@ -291,6 +327,23 @@ pub(crate) struct Destinations<E, O> {
     pub(crate) on_success: Option<Arc<dyn Destination<E, O>>>,
     pub(crate) on_failure: Option<Arc<dyn Destination<E, O>>>,
     pub(crate) dead_letter: Option<Arc<dyn DeadLetter<E>>>,
+}
+
+impl<E: 'static, O: 'static> Destinations<E, O> {
+    /// The targets the configured destinations name, each with its setting's name.
+    pub(crate) fn targets(&self) -> Vec<(&'static str, DestinationTarget)> {
+        let mut targets = Vec::new();
+        if let Some(target) = self.on_success.as_ref().and_then(|d| d.target()) {
+            targets.push(("on_success", target));
+        }
+        if let Some(target) = self.on_failure.as_ref().and_then(|d| d.target()) {
+            targets.push(("on_failure", target));
+        }
+        if let Some(target) = self.dead_letter.as_ref().and_then(|d| d.target()) {
+            targets.push(("dead_letter", target));
+        }
+        targets
+    }
 }
 
 impl<E, O> Default for Destinations<E, O> {

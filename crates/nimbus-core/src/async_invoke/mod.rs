@@ -38,7 +38,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub(crate) use destination::Destinations;
-pub use destination::{destination_fn, DeadLetter, DeliveryError, Destination, DestinationFn};
+pub use destination::{
+    destination_fn, DeadLetter, DeliveryError, Destination, DestinationFn, DestinationTarget,
+};
 pub use record::{Condition, DeadLetterAttributes, DeadLetterMessage, ErrorInfo, InvocationRecord};
 
 use queue::AsyncState;

@@ -3,11 +3,17 @@
 //! (`AddPermission`, `RemovePermission`, `GetPolicy`).
 
 use super::Runtime;
-use crate::error::{AsyncCallError, CallError, InvokeError, LookupError, RejectReason, Rejected};
+use crate::async_invoke::DestinationTarget;
+use crate::config::{FunctionConfig, RuntimeConfig};
+use crate::error::{
+    AsyncCallError, CallError, ConfigError, InvokeError, LookupError, RejectReason, Rejected,
+};
 use crate::executor::InvokeOptions;
 use crate::function::JsonInvocation;
 use crate::handler::{AwsCredentials, Caller, Principal, RequestId};
-use crate::permission::{policy_document, ExecutionRole, Permission, PolicyError, Statement};
+use crate::permission::{
+    policy_document, Decision, ExecutionRole, Permission, PolicyError, Statement,
+};
 
 /// A function's policy as `GetPolicy` returns it.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,4 +235,37 @@ impl Runtime {
     pub fn access_settings(&self) -> crate::permission::AccessSettings {
         self.shared.config.access
     }
+}
+
+/// Refuses a function whose role does not allow what its destinations and dead-letter target
+/// do, when they are configured (as Lambda checks them), not at the first failure.
+pub(super) fn check_destinations(
+    config: &FunctionConfig,
+    targets: &[(&'static str, DestinationTarget)],
+    runtime: &RuntimeConfig,
+) -> Result<(), ConfigError> {
+    let settings = runtime.access;
+    if !settings.enforce {
+        return Ok(());
+    }
+    for (setting, target) in targets {
+        let refusal = match &config.role {
+            Some(role) => match role.evaluate(&target.action, &target.arn) {
+                Decision::Allow(_) => continue,
+                _ => format!("{} may not {} on {}", role.arn(), target.action, target.arn),
+            },
+            None if settings.require => format!(
+                "no role (permissions are required) may not {} on {}",
+                target.action, target.arn
+            ),
+            None => continue,
+        };
+        return Err(ConfigError::new(
+            "function",
+            "role",
+            refusal,
+            format!("a role allowing what the {setting} destination does"),
+        ));
+    }
+    Ok(())
 }

@@ -175,6 +175,7 @@ impl Runtime {
         let name = parts.name.clone();
         validate_name(&name)?;
         parts.config.validate()?;
+        access::check_destinations(&parts.config, &parts.destinations.targets(), self.config())?;
         let _serial = self.registering.lock().await;
         if self.shared.gate.is_closed() {
             return Err(RegisterError::ShuttingDown);

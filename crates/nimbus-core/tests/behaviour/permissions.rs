@@ -970,3 +970,54 @@ async fn grants_and_revisions_are_checked() {
     assert!(error.to_string().contains("policy"), "{error}");
     runtime.shutdown(std::time::Duration::from_secs(1)).await;
 }
+
+/// A destination that names what it reaches, as a queue adapter would.
+struct NamedQueue(&'static str);
+
+#[nimbus_core::async_trait]
+impl nimbus_core::Destination<Value, Value> for NamedQueue {
+    async fn deliver(
+        &self,
+        _record: nimbus_core::InvocationRecord<Value, Value>,
+    ) -> Result<(), nimbus_core::DeliveryError<nimbus_core::InvocationRecord<Value, Value>>> {
+        Ok(())
+    }
+
+    fn target(&self) -> Option<nimbus_core::DestinationTarget> {
+        Some(nimbus_core::DestinationTarget::new(
+            "sqs:SendMessage",
+            self.0,
+        ))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn destinations_are_checked_against_the_role_when_configured() {
+    let runtime = Runtime::default();
+    let queue = "arn:aws:sqs:us-east-1:000000000000:failures";
+    let function = |name: &str, role: ExecutionRole| {
+        Function::new(
+            name,
+            handler_fn(|v: Value, _ctx: Context| async move { Ok::<_, FunctionError>(v) }),
+        )
+        .with_role(role)
+        .with_on_failure(NamedQueue(queue))
+    };
+    let silent = ExecutionRole::new(ROLE_ARN)
+        .unwrap()
+        .allow(["sqs:ReceiveMessage"], [queue]);
+    let error = runtime
+        .register(function("no-send", silent))
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("role") && text.contains("sqs:SendMessage") && text.contains("on_failure"),
+        "{text}"
+    );
+    let sending = ExecutionRole::new(ROLE_ARN)
+        .unwrap()
+        .allow(["sqs:SendMessage"], [queue]);
+    runtime.register(function("sends", sending)).await.unwrap();
+    runtime.shutdown(std::time::Duration::from_secs(1)).await;
+}
