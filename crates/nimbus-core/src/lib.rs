@@ -46,9 +46,9 @@
 //! The modules form one dependency order, leaf to root; none reaches one above it (a test,
 //! `tests/layers.rs`, enforces it):
 //!
-//! [`util`] → [`error`] → [`handler`] → [`permission`] → [`retry`] → [`config`] → [`metering`] → [`metrics`] →
-//! [`concurrency`] → [`instance`] → [`executor`] → [`async_invoke`] → [`function`] →
-//! [`runtime`].
+//! [`util`] → [`error`] → [`handler`] → [`permission`] → [`retry`] → [`config`] →
+//! [`metering`] → [`metrics`] → [`concurrency`] → [`instance`] → [`executor`] →
+//! [`async_invoke`] → [`function`] → [`runtime`].
 //!
 //! The items users need are re-exported at the root; the modules are public so that their
 //! explanations (how retries, async guarantees, backends and the executor work) are in the
