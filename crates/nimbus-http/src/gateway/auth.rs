@@ -66,7 +66,7 @@ pub(crate) struct GatewayKeys {
 }
 
 /// What a request proved, for its event's `requestContext`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Proof {
     /// Nothing: an open route.
     Nothing,
@@ -74,6 +74,17 @@ pub(crate) enum Proof {
     ApiKey(String),
     /// The access key id it was signed with.
     Signature(String),
+}
+
+impl std::fmt::Debug for Proof {
+    /// Never the API key itself.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Nothing => f.write_str("Nothing"),
+            Self::ApiKey(_) => f.write_str("ApiKey(..)"),
+            Self::Signature(access_key) => f.debug_tuple("Signature").field(access_key).finish(),
+        }
+    }
 }
 
 /// Who a request invokes as, and how it proved it.

@@ -100,6 +100,7 @@ async fn an_api_key_route_takes_only_known_keys() {
     let caller = authenticate(RouteAuth::ApiKey, &keys, &runtime, &with_key, b"").unwrap();
     assert_eq!(caller.principal, ana());
     assert_eq!(caller.proof, Proof::ApiKey(KEY.to_owned()));
+    assert!(!format!("{caller:?}").contains(KEY), "{caller:?}");
 
     let wrong = format!("{KEY}x");
     for headers in [
