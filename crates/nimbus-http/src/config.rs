@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use nimbus_core::ConfigError;
 
 use crate::auth::Credentials;
+use crate::gateway::ApiKeys;
 
 /// Where the server listens and what it may keep in memory.
 ///
@@ -29,6 +30,10 @@ pub struct HttpConfig {
     /// host, unchecked). With credentials, the Lambda API verifies signatures and invokes as
     /// the signer's identity, or as `Anonymous` when unsigned (see [`Credentials`]).
     pub credentials: Option<Credentials>,
+    /// The API keys of gateway routes with [`RouteAuth::ApiKey`](crate::RouteAuth::ApiKey)
+    /// (default none: such routes refuse every request). Routes with
+    /// [`RouteAuth::AwsIam`](crate::RouteAuth::AwsIam) check signatures with `credentials`.
+    pub api_keys: ApiKeys,
     /// The memory kept for SDK retries: outcomes of finished invocations, so that a retried
     /// request gets the same answer instead of running the function again (default 16 MiB;
     /// the oldest are evicted first).
@@ -47,6 +52,7 @@ impl Default for HttpConfig {
             bind: DEFAULT_BIND.parse().expect("a valid socket address"),
             allow_non_loopback: false,
             credentials: None,
+            api_keys: ApiKeys::new(),
             retry_memory_bytes: 16 << 20,
             gateway_max_request_bytes: 10 * 1024 * 1024,
         }
@@ -72,6 +78,14 @@ impl HttpConfig {
     #[must_use]
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);
+        self
+    }
+
+    /// Sets the API keys of gateway routes with [`RouteAuth::ApiKey`](crate::RouteAuth::ApiKey)
+    /// (see [`ApiKeys`]).
+    #[must_use]
+    pub fn with_api_keys(mut self, api_keys: ApiKeys) -> Self {
+        self.api_keys = api_keys;
         self
     }
 
@@ -106,6 +120,7 @@ impl HttpConfig {
         if let Some(credentials) = &self.credentials {
             credentials.validate()?;
         }
+        self.api_keys.validate()?;
         if !(1..=1 << 34).contains(&self.retry_memory_bytes) {
             return Err(ConfigError::new(
                 "http",

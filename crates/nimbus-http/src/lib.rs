@@ -10,7 +10,10 @@
 //!   `RemovePermission`; with [`Credentials`] the server verifies SigV4 signatures and invokes
 //!   as the signer, so that policies decide who may invoke what ([`auth`]).
 //! - **An API gateway** ([`gateway`]): HTTP routes become API Gateway proxy events (payload 2.0
-//!   by default, 1.0 per route), and the function's answer becomes the HTTP response.
+//!   by default, 1.0 per route), and the function's answer becomes the HTTP response. A route
+//!   is open by default (invoking as the host); [`RouteAuth::ApiKey`] asks for one of the
+//!   host's [`ApiKeys`] and [`RouteAuth::AwsIam`] for a SigV4 signature, and the function is
+//!   then invoked as that caller, checked against its policy.
 //! - **`/metrics`** ([`metrics`]): the runtime's counters in the OpenMetrics text format that
 //!   Prometheus scrapes, read at scrape time.
 //!
@@ -59,7 +62,7 @@ pub mod server;
 pub use auth::Credentials;
 pub use config::HttpConfig;
 pub use error::HttpError;
-pub use gateway::{PayloadVersion, Route};
+pub use gateway::{ApiKeys, PayloadVersion, Route, RouteAuth};
 pub use invoke::{LogSource, RetryCacheStats};
 pub use metrics::{MappingProbe, MappingSnapshot, RuntimeCollector};
 pub use server::{Server, Serving};

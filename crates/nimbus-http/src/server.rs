@@ -15,7 +15,7 @@ use crate::accept::{self, Stopping};
 use crate::auth::{self, Authenticator};
 use crate::config::HttpConfig;
 use crate::error::HttpError;
-use crate::gateway::{Gateway, GatewayApi, Route};
+use crate::gateway::{Gateway, GatewayApi, GatewayKeys, Route, RouteAuth};
 use crate::invoke::{self, InvokeApi, LogSource, RetryCache, RetryCacheStats};
 use crate::metrics::{self, Exporter, MappingProbe, RuntimeCollector};
 
@@ -140,8 +140,19 @@ impl Server {
 
     fn into_state(self) -> Result<AppState, HttpError> {
         self.config.validate()?;
+        let keyed = self.routes.iter().any(|r| r.auth() == RouteAuth::ApiKey);
+        if keyed && self.config.api_keys.is_empty() {
+            tracing::warn!(
+                "gateway routes require API keys, but there are none: they refuse every request"
+            );
+        }
         let gateway = Gateway::new(self.routes, self.config.gateway_max_request_bytes)?;
         let retries = RetryCache::new(self.config.retry_memory_bytes);
+        let keys = GatewayKeys {
+            api_keys: self.config.api_keys,
+            credentials: self.config.credentials.clone().unwrap_or_default(),
+            region: self.runtime.config().region.clone(),
+        };
         let auth = self.config.credentials.map(|credentials| {
             let config = self.runtime.config();
             let limits = config.payload_limits;
@@ -165,6 +176,7 @@ impl Server {
             gateway: Arc::new(GatewayApi {
                 runtime: self.runtime,
                 table: gateway,
+                keys,
             }),
             metrics: Arc::new(Exporter::new(collector)),
             auth,
@@ -190,7 +202,7 @@ impl Server {
                 tracing::warn!(
                     %addr,
                     "nimbus-http listens beyond loopback: the Lambda API checks signatures, but \
-                     gateway routes and /metrics are open to anyone who can reach this port"
+                     open gateway routes and /metrics are open to anyone who can reach this port"
                 );
             }
         }

@@ -1,4 +1,8 @@
-//! The API gateway end to end: in-process functions behind routes, driven with real `curl`.
+//! The API gateway end to end: in-process functions behind routes, driven with real `curl`
+//! (and, for signed routes, botocore).
+
+#[path = "gateway/auth.rs"]
+mod auth;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

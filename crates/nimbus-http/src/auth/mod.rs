@@ -17,6 +17,9 @@
 //! through an AWS SDK is checked by its role.
 //!
 //! Without credentials (the default) nothing is checked and every request acts as the host.
+//!
+//! Gateway routes with IAM authorization ([`RouteAuth::AwsIam`](crate::RouteAuth::AwsIam))
+//! check signatures the same way, scoped to `execute-api`, with the same keys.
 
 mod amz_date;
 mod credentials;
@@ -31,6 +34,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 pub use credentials::Credentials;
 use nimbus_core::Principal;
+pub(crate) use sigv4::{SignatureError, EXECUTE_API};
+#[cfg(test)]
+pub(crate) use {
+    amz_date::format as amz_date_of,
+    sigv4::{sign_scoped, SignedRequest},
+};
 
 use crate::invoke::{read_body, request_id_header, AwsError};
 use crate::request_id::fresh_request_id;
@@ -75,36 +84,115 @@ async fn identify(auth: &Authenticator, request: Request) -> Result<Request, Aws
     let header = header
         .to_str()
         .map_err(|_| AwsError::incomplete_signature("The Authorization header is not text."))?;
-    let authorization = sigv4::parse(header).map_err(signature_error)?;
-    // The server's keys first, then the runtime's: a function's own credentials (handed to
-    // its process instances) act as the function, checked by its role.
-    let (secret, principal) = match auth.credentials.get(authorization.access_key) {
-        Some(key) => (key.secret().to_owned(), key.principal().clone()),
-        None => auth
-            .runtime
-            .credentials_of(authorization.access_key)
-            .ok_or_else(AwsError::unrecognized_client)?,
-    };
+    let signed =
+        signed_by(header, &auth.credentials, &auth.runtime).map_err(|refused| match refused {
+            Refused::UnknownKey => AwsError::unrecognized_client(),
+            Refused::Signature(error) => signature_error(error),
+        })?;
     // The body is part of what is signed: read it here, within the largest payload limit,
     // and hand it on to the handler.
     let payload = read_body(&parts.headers, body, auth.body_limit).await?;
-    let signed = sigv4::SignedRequest {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        headers: &parts.headers,
-        payload: &payload,
-    };
-    sigv4::verify(
-        &signed,
-        &authorization,
-        &secret,
-        &auth.region,
-        SystemTime::now(),
-    )
-    .map_err(signature_error)?;
-    parts.extensions.insert(principal);
+    signed
+        .verify(
+            &parts,
+            &payload,
+            &auth.region,
+            sigv4::LAMBDA,
+            SystemTime::now(),
+        )
+        .map_err(signature_error)?;
+    parts.extensions.insert(signed.principal);
     Ok(Request::from_parts(parts, Body::from(payload)))
+}
+
+/// What AWS answers a signature that is not the one the secret gives.
+pub(crate) const SIGNATURE_MISMATCH: &str =
+    "The request signature we calculated does not match the signature you provided. Check \
+     your AWS Secret Access Key and signing method. Consult the service documentation for \
+     details.";
+
+/// Why a signed request is refused before its signature is checked.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// Neither the server nor the runtime knows the access key.
+    UnknownKey,
+    /// The `Authorization` header is malformed.
+    Signature(SignatureError),
+}
+
+/// An `Authorization` header read, with its key's secret and principal: what a signature is
+/// checked with.
+pub(crate) struct Signed<'a> {
+    authorization: sigv4::Authorization<'a>,
+    secret: String,
+    /// Who signs with the key.
+    pub(crate) principal: Principal,
+}
+
+impl std::fmt::Debug for Signed<'_> {
+    /// The access key and principal: never the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signed")
+            .field("access_key", &self.authorization.access_key)
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signed<'_> {
+    /// The access key id the request names.
+    pub(crate) fn access_key(&self) -> &str {
+        self.authorization.access_key
+    }
+
+    /// Checks the signature of the request (`parts` and `payload`) for `region` and
+    /// `service` at `now`.
+    pub(crate) fn verify(
+        &self,
+        parts: &http::request::Parts,
+        payload: &[u8],
+        region: &str,
+        service: &str,
+        now: SystemTime,
+    ) -> Result<(), SignatureError> {
+        let request = sigv4::SignedRequest {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            payload,
+        };
+        sigv4::verify_scoped(
+            &request,
+            &self.authorization,
+            &self.secret,
+            region,
+            service,
+            now,
+        )
+    }
+}
+
+/// Reads the `Authorization` header `header` and finds its key: among the server's
+/// `credentials` first, then the `runtime`'s (a function's own credentials, handed to its
+/// process instances, act as the function, checked by its role).
+pub(crate) fn signed_by<'a>(
+    header: &'a str,
+    credentials: &Credentials,
+    runtime: &nimbus_core::Runtime,
+) -> Result<Signed<'a>, Refused> {
+    let authorization = sigv4::parse(header).map_err(Refused::Signature)?;
+    let (secret, principal) = match credentials.get(authorization.access_key) {
+        Some(key) => (key.secret().to_owned(), key.principal().clone()),
+        None => runtime
+            .credentials_of(authorization.access_key)
+            .ok_or(Refused::UnknownKey)?,
+    };
+    Ok(Signed {
+        authorization,
+        secret,
+        principal,
+    })
 }
 
 fn signature_error(error: sigv4::SignatureError) -> AwsError {
@@ -113,10 +201,6 @@ fn signature_error(error: sigv4::SignatureError) -> AwsError {
         sigv4::SignatureError::Invalid(message) | sigv4::SignatureError::Expired(message) => {
             AwsError::invalid_signature(message)
         }
-        sigv4::SignatureError::Mismatch => AwsError::invalid_signature(
-            "The request signature we calculated does not match the signature you provided. \
-             Check your AWS Secret Access Key and signing method. Consult the service \
-             documentation for details.",
-        ),
+        sigv4::SignatureError::Mismatch => AwsError::invalid_signature(SIGNATURE_MISMATCH),
     }
 }

@@ -1,6 +1,6 @@
-//! AWS Signature Version 4, as the AWS SDKs sign a Lambda request: the `Authorization` header
-//! read, the canonical request rebuilt from what arrived, and the signature checked with the
-//! key's secret.
+//! AWS Signature Version 4, as the AWS SDKs sign a Lambda request (and a client signs an API
+//! Gateway one, scoped to `execute-api`): the `Authorization` header read, the canonical
+//! request rebuilt from what arrived, and the signature checked with the key's secret.
 //!
 //! The canonical request is the method; the path with each byte outside `A-Z a-z 0-9 - _ . ~
 //! /` percent-encoded (again: the path arrives encoded once); the query's pairs decoded,
@@ -24,7 +24,10 @@ pub(crate) const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 pub(crate) const MAX_SKEW_SECS: u64 = 5 * 60;
 
 /// The service a Lambda request's credential is scoped to.
-const SERVICE: &str = "lambda";
+pub(crate) const LAMBDA: &str = "lambda";
+
+/// The service a request to an API Gateway route with IAM authorization is scoped to.
+pub(crate) const EXECUTE_API: &str = "execute-api";
 
 /// Bytes percent-encoded in a query key or value: all but the unreserved ones.
 const QUERY: &AsciiSet = &NON_ALPHANUMERIC
@@ -146,17 +149,18 @@ pub(crate) struct SignedRequest<'a> {
     pub(crate) payload: &'a [u8],
 }
 
-/// Checks `request`'s signature by `authorization` with `secret`, for the runtime's `region`,
-/// at `now`.
+/// Checks `request`'s signature by `authorization` with `secret`, for the runtime's `region`
+/// and `service` (`lambda`, `execute-api`), at `now`.
 ///
 /// # Errors
 ///
 /// See [`SignatureError`].
-pub(crate) fn verify(
+pub(crate) fn verify_scoped(
     request: &SignedRequest<'_>,
     authorization: &Authorization<'_>,
     secret: &str,
     region: &str,
+    service: &str,
     now: SystemTime,
 ) -> Result<(), SignatureError> {
     if authorization.terminal != "aws4_request" {
@@ -165,9 +169,9 @@ pub(crate) fn verify(
             authorization.terminal
         )));
     }
-    if authorization.service != SERVICE {
+    if authorization.service != service {
         return Err(SignatureError::Invalid(format!(
-            "Credential should be scoped to correct service: '{SERVICE}'."
+            "Credential should be scoped to correct service: '{service}'."
         )));
     }
     if authorization.region != region {
@@ -339,8 +343,8 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// The signature of `request` by the key `secret` at `amz_date`, as a client computes it
-/// (for tests).
+/// The signature of a Lambda `request` by the key `secret` at `amz_date`, as a client
+/// computes it (for tests).
 #[cfg(test)]
 pub(crate) fn sign(
     request: &SignedRequest<'_>,
@@ -349,15 +353,28 @@ pub(crate) fn sign(
     amz_date: &str,
     region: &str,
 ) -> String {
+    sign_scoped(request, signed_headers, secret, amz_date, region, LAMBDA)
+}
+
+/// As [`sign`], for `service`.
+#[cfg(test)]
+pub(crate) fn sign_scoped(
+    request: &SignedRequest<'_>,
+    signed_headers: &str,
+    secret: &str,
+    amz_date: &str,
+    region: &str,
+    service: &str,
+) -> String {
     let date = &amz_date[..8];
-    let scope = format!("{date}/{region}/{SERVICE}/aws4_request");
+    let scope = format!("{date}/{region}/{service}/aws4_request");
     let to_sign = string_to_sign(
         amz_date,
         &scope,
         &canonical_request(request, signed_headers),
     );
     hex::encode(hmac_sha256(
-        &signing_key(secret, date, region, SERVICE),
+        &signing_key(secret, date, region, service),
         to_sign.as_bytes(),
     ))
 }

@@ -12,6 +12,17 @@ const AMZ_DATE: &str = "20261206T024400Z";
 /// `AMZ_DATE` in seconds since the epoch.
 const AT: u64 = 1_796_525_040;
 
+/// Checks a Lambda request's signature.
+fn verify(
+    request: &SignedRequest<'_>,
+    authorization: &Authorization<'_>,
+    secret: &str,
+    region: &str,
+    now: SystemTime,
+) -> Result<(), SignatureError> {
+    verify_scoped(request, authorization, secret, region, LAMBDA, now)
+}
+
 fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }

@@ -42,14 +42,19 @@ pub(crate) fn internal_error(request_id: &str) -> Response {
 
 /// 500 with `x-amzn-ErrorType`: Lambda throttled the invocation (REST API's answer).
 pub(crate) fn lambda_throttled(request_id: &str) -> Response {
-    let mut response = error(
+    let response = error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "Internal server error",
         request_id,
     );
+    with_error_type(response, "InternalServerErrorException")
+}
+
+/// `response` with `x-amzn-ErrorType: error_type`, as API Gateway names its errors.
+pub(crate) fn with_error_type(mut response: Response, error_type: &'static str) -> Response {
     response.headers_mut().insert(
         HeaderName::from_static("x-amzn-errortype"),
-        HeaderValue::from_static("InternalServerErrorException"),
+        HeaderValue::from_static(error_type),
     );
     response
 }

@@ -6,15 +6,17 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::apigw::{
-    ApiGatewayProxyRequest, ApiGatewayProxyRequestContext, ApiGatewayRequestIdentity,
-    ApiGatewayV2httpRequest, ApiGatewayV2httpRequestContext,
-    ApiGatewayV2httpRequestContextHttpDescription,
+    ApiGatewayProxyRequest, ApiGatewayProxyRequestContext, ApiGatewayRequestAuthorizer,
+    ApiGatewayRequestAuthorizerIamDescription, ApiGatewayRequestIdentity, ApiGatewayV2httpRequest,
+    ApiGatewayV2httpRequestContext, ApiGatewayV2httpRequestContextHttpDescription,
 };
 use aws_lambda_events::query_map::QueryMap;
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use nimbus_core::Principal;
 use serde_json::Value;
 
+use super::auth::{Caller, Proof};
 use super::decode::{group_pairs, query_pairs};
 use super::json::to_value_omitting;
 
@@ -57,6 +59,8 @@ pub(crate) struct Incoming<'a> {
     /// `/orders/{id}`.
     pub(crate) resource: &'a str,
     pub(crate) path_parameters: &'a [(String, String)],
+    /// Who the request invokes as, and how it proved it.
+    pub(crate) caller: &'a Caller,
 }
 
 /// The payload 2.0 event (HTTP API).
@@ -87,6 +91,7 @@ pub(crate) fn v2(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
     context.time = Some(request_time_cached(incoming.at));
     context.time_epoch = epoch_millis(incoming.at);
     context.http = http;
+    context.authorizer = v2_authorizer(incoming.caller);
 
     let mut event = ApiGatewayV2httpRequest::default();
     event.version = Some("2.0".to_owned());
@@ -102,6 +107,49 @@ pub(crate) fn v2(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
     event.is_base64_encoded = is_base64_encoded;
 
     to_value_omitting(&event, V2_ABSENT)
+}
+
+/// 2.0's `requestContext.authorizer`: `iam` for a signed request, as HTTP API's IAM
+/// authorization fills it; nothing otherwise.
+fn v2_authorizer(caller: &Caller) -> Option<ApiGatewayRequestAuthorizer> {
+    let Proof::Signature(access_key) = &caller.proof else {
+        return None;
+    };
+    let mut iam = ApiGatewayRequestAuthorizerIamDescription::default();
+    iam.access_key = Some(access_key.clone());
+    if let Principal::Identity {
+        arn,
+        account,
+        org_id,
+    } = &caller.principal
+    {
+        iam.account_id = Some(account.to_string());
+        iam.user_arn = Some(arn.to_string());
+        iam.principal_org_id = org_id.as_deref().map(str::to_owned);
+    }
+    let mut authorizer = ApiGatewayRequestAuthorizer::default();
+    authorizer.iam = Some(iam);
+    Some(authorizer)
+}
+
+/// 1.0's `requestContext.identity`: the source and user agent, and what the caller proved
+/// (`apiKey`; `accessKey`, `accountId` and `userArn` when signed), as REST API fills it.
+fn v1_identity(incoming: &Incoming<'_>) -> ApiGatewayRequestIdentity {
+    let mut identity = ApiGatewayRequestIdentity::default();
+    identity.source_ip = Some(incoming.source_ip.clone());
+    identity.user_agent = Some(user_agent(incoming).to_owned());
+    match &incoming.caller.proof {
+        Proof::Nothing => {}
+        Proof::ApiKey(key) => identity.api_key = Some(key.clone()),
+        Proof::Signature(access_key) => {
+            identity.access_key = Some(access_key.clone());
+            if let Principal::Identity { arn, account, .. } = &incoming.caller.principal {
+                identity.account_id = Some(account.to_string());
+                identity.user_arn = Some(arn.to_string());
+            }
+        }
+    }
+    identity
 }
 
 /// 2.0's headers, repeated ones comma-joined and without `cookie`, and its cookies.
@@ -183,9 +231,7 @@ pub(crate) fn v1(incoming: &Incoming<'_>) -> Result<Value, serde_json::Error> {
     let all_values: HashMap<String, Vec<String>> = query.into_iter().collect();
     let (body, is_base64_encoded) = body_of(incoming);
 
-    let mut identity = ApiGatewayRequestIdentity::default();
-    identity.source_ip = Some(incoming.source_ip.clone());
-    identity.user_agent = Some(user_agent(incoming).to_owned());
+    let identity = v1_identity(incoming);
 
     let (domain_name, domain_prefix) = domain(incoming);
     let mut context = ApiGatewayProxyRequestContext::default();

@@ -8,6 +8,12 @@ use serde_json::{json, Value};
 
 use super::*;
 
+/// The caller of an open route.
+static HOST: Caller = Caller {
+    principal: Principal::Host,
+    proof: Proof::Nothing,
+};
+
 fn at() -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(1_584_039_838_123)
 }
@@ -40,6 +46,7 @@ fn incoming<'a>(
         route_key: "POST /orders/{id}",
         resource: "/orders/{id}",
         path_parameters: params,
+        caller: &HOST,
     }
 }
 
@@ -273,4 +280,79 @@ fn the_cached_request_time_is_the_request_time() {
     assert_eq!(request_time_cached(at()), request_time(at()));
     assert_eq!(request_time_cached(later), request_time(later));
     assert_eq!(request_time_cached(at()), request_time(at()));
+}
+
+fn ana() -> Principal {
+    Principal::Identity {
+        arn: "arn:aws:iam::111122223333:user/ana".into(),
+        account: "111122223333".into(),
+        org_id: Some("o-ana".into()),
+    }
+}
+
+#[test]
+fn open_routes_carry_no_caller() {
+    let method = Method::GET;
+    let none = HeaderMap::new();
+    let incoming = incoming(&method, &none, b"", &[]);
+    let v2 = v2(&incoming).unwrap();
+    assert!(v2["requestContext"].get("authorizer").is_none(), "{v2}");
+    let v1 = v1(&incoming).unwrap();
+    let identity = &v1["requestContext"]["identity"];
+    for absent in ["apiKey", "accessKey", "userArn", "accountId"] {
+        assert_eq!(identity[absent], Value::Null, "{absent}");
+    }
+}
+
+#[test]
+fn a_signed_request_carries_its_signer() {
+    let method = Method::GET;
+    let none = HeaderMap::new();
+    let caller = Caller {
+        principal: ana(),
+        proof: Proof::Signature("AKIAANA".to_owned()),
+    };
+    let mut incoming = incoming(&method, &none, b"", &[]);
+    incoming.caller = &caller;
+    let v2 = v2(&incoming).unwrap();
+    assert_eq!(
+        v2["requestContext"]["authorizer"]["iam"],
+        json!({"accessKey": "AKIAANA", "accountId": "111122223333", "callerId": null,
+               "principalOrgId": "o-ana", "userArn": "arn:aws:iam::111122223333:user/ana",
+               "userId": null})
+    );
+    let parsed: ApiGatewayV2httpRequest = serde_json::from_value(v2).unwrap();
+    let iam = parsed.request_context.authorizer.unwrap().iam.unwrap();
+    assert_eq!(iam.access_key.as_deref(), Some("AKIAANA"));
+
+    let v1 = v1(&incoming).unwrap();
+    let identity = &v1["requestContext"]["identity"];
+    assert_eq!(identity["accessKey"], "AKIAANA");
+    assert_eq!(identity["accountId"], "111122223333");
+    assert_eq!(identity["userArn"], "arn:aws:iam::111122223333:user/ana");
+    assert_eq!(identity["apiKey"], Value::Null);
+}
+
+#[test]
+fn an_api_key_request_carries_its_key_in_payload_one() {
+    let method = Method::GET;
+    let none = HeaderMap::new();
+    let caller = Caller {
+        principal: ana(),
+        proof: Proof::ApiKey("partner-key-0123456789".to_owned()),
+    };
+    let mut incoming = incoming(&method, &none, b"", &[]);
+    incoming.caller = &caller;
+    let v1 = v1(&incoming).unwrap();
+    let identity = &v1["requestContext"]["identity"];
+    assert_eq!(identity["apiKey"], "partner-key-0123456789");
+    assert_eq!(identity["userArn"], Value::Null);
+    let parsed: ApiGatewayProxyRequest = serde_json::from_value(v1).unwrap();
+    assert_eq!(
+        parsed.request_context.identity.api_key.as_deref(),
+        Some("partner-key-0123456789")
+    );
+    // HTTP APIs have no API keys: 2.0 says nothing of it.
+    let v2 = v2(&incoming).unwrap();
+    assert!(v2["requestContext"].get("authorizer").is_none(), "{v2}");
 }

@@ -10,13 +10,41 @@
 //! | function timeout | 504 `Endpoint request timed out` |
 //! | Lambda throttle | 500 `Internal server error`, `x-amzn-ErrorType: InternalServerErrorException` |
 //! | route throttle ([`Route::with_throttle`]) | 429 `Too Many Requests`, `Retry-After` |
+//! | route authorization refused ([`Route::with_auth`]), or the function's policy refuses the caller | 403 (see below) |
 //! | no route | 404 `Not Found`; 403 `Missing Authentication Token` when every route is 1.0 (a REST API) |
 //! | body over the limit | 413 `Request Entity Too Large` |
 //!
 //! Every answer carries `apigw-requestid` (and `x-amzn-RequestId`); error bodies are JSON
 //! `{"message": ...}`.
+//!
+//! # Authorization
+//!
+//! A route is open by default: anyone may call it, and its function is invoked as the host,
+//! never checked. [`Route::with_auth`] asks for more, as a function URL's `AuthType` or a
+//! REST API method's settings do:
+//!
+//! - [`RouteAuth::ApiKey`]: the request must carry one of the host's [`ApiKeys`]
+//!   ([`HttpConfig::with_api_keys`](crate::HttpConfig::with_api_keys)) in `x-api-key`;
+//!   without one, or with an unknown one, it gets 403 `{"message":"Forbidden"}` with
+//!   `x-amzn-ErrorType: ForbiddenException`. The function is invoked as the key's identity.
+//! - [`RouteAuth::AwsIam`]: the request must be SigV4-signed for the service `execute-api`
+//!   and the runtime's region, with a key of the server's
+//!   [`Credentials`](crate::Credentials) or the runtime's own; unsigned it gets 403
+//!   `{"message":"Missing Authentication Token"}`, badly signed 403 with API Gateway's
+//!   message (`The request signature we calculated does not match ...`). The function is
+//!   invoked as the signer.
+//!
+//! Either way the caller is then checked against the function's policy (see
+//! [`nimbus_core::permission`]) as an Invoke API caller would be; a refusal is 403
+//! `{"message":"Forbidden"}` too, whatever the reason. Events carry who called: payload 1.0
+//! in `requestContext.identity` (`apiKey`; `accessKey`, `accountId`, `userArn` when signed),
+//! payload 2.0 in `requestContext.authorizer.iam` when signed (HTTP APIs have no API keys).
+//! Requests are authenticated before a route's throttle counts them, so that callers without
+//! a key do not use up a route's budget.
 
 mod answer;
+mod api_keys;
+mod auth;
 mod decode;
 mod event;
 mod json;
@@ -38,6 +66,9 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use nimbus_core::{CallError, InvokeError, InvokeOptions};
 
+pub use api_keys::ApiKeys;
+pub(crate) use auth::GatewayKeys;
+pub use auth::RouteAuth;
 pub use route::{PayloadVersion, Route};
 pub(crate) use table::Gateway;
 
@@ -46,10 +77,11 @@ use crate::request_id::fresh_request_id;
 /// The source IP when the server does not know the peer (a host serving the router itself).
 const UNKNOWN_SOURCE_IP: &str = "127.0.0.1";
 
-/// What the gateway's handler needs: the runtime and the route table.
+/// What the gateway's handler needs: the runtime, the route table and the keys routes check.
 pub(crate) struct GatewayApi {
     pub(crate) runtime: nimbus_core::Runtime,
     pub(crate) table: Gateway,
+    pub(crate) keys: GatewayKeys,
 }
 
 /// Answers a request outside the Invoke API's paths.
@@ -74,11 +106,6 @@ async fn answer_request(state: Arc<GatewayApi>, request: Request) -> Response {
             answer::error(StatusCode::NOT_FOUND, "Not Found", &request_id)
         };
     };
-    if let Some(throttle) = matched.throttle {
-        if let Err(retry_after) = throttle.admit() {
-            return answer::route_throttled(retry_after, &request_id);
-        }
-    }
     let body = match read_body(&parts.headers, body, gateway.max_request_bytes()).await {
         Ok(body) => body,
         Err(status) => {
@@ -90,11 +117,22 @@ async fn answer_request(state: Arc<GatewayApi>, request: Request) -> Response {
             return answer::error(status, message, &request_id);
         }
     };
+    let route = matched.route;
+    // Before the throttle: a caller without a key does not use up the route's budget.
+    let caller = match auth::authenticate(route.auth(), &state.keys, &state.runtime, &parts, &body)
+    {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.answer(&request_id),
+    };
+    if let Some(throttle) = matched.throttle {
+        if let Err(retry_after) = throttle.admit() {
+            return answer::route_throttled(retry_after, &request_id);
+        }
+    }
     let source_ip = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| UNKNOWN_SOURCE_IP.to_owned(), |c| c.0.ip().to_string());
-    let route = matched.route;
     let incoming = event::Incoming {
         method: &parts.method,
         raw_path: parts.uri.path(),
@@ -109,6 +147,7 @@ async fn answer_request(state: Arc<GatewayApi>, request: Request) -> Response {
         route_key: route.key(),
         resource: route.path(),
         path_parameters: &matched.params,
+        caller: &caller,
     };
     let payload = route.payload();
     let event = match payload {
@@ -122,14 +161,16 @@ async fn answer_request(state: Arc<GatewayApi>, request: Request) -> Response {
             return answer::internal_error(&request_id);
         }
     };
-    // A client that goes away does not cancel the invocation.
+    // A client that goes away does not cancel the invocation. An open route's caller is
+    // the host, never checked; any other is checked against the function's policy.
     let invocation = {
         let state = Arc::clone(&state);
         let function = route.function().to_owned();
+        let principal = caller.principal;
         crate::detach::outliving(async move {
             state
                 .runtime
-                .invoke_json_reported(&function, event, InvokeOptions::default())
+                .invoke_json_as(principal, &function, event, InvokeOptions::default())
                 .await
         })
     };
@@ -155,6 +196,10 @@ fn outcome(
         }
         Err(CallError::Invoke(InvokeError::Throttled(_))) => {
             return answer::lambda_throttled(request_id)
+        }
+        // Never why: the caller learns only that it may not.
+        Err(CallError::Invoke(InvokeError::AccessDenied(_))) => {
+            return auth::Refusal::forbidden().answer(request_id)
         }
         Err(CallError::PayloadTooLarge { .. }) => {
             return answer::error(

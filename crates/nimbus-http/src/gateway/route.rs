@@ -1,8 +1,9 @@
-//! A route: a method (or `ANY`) and a path template to a function, with its payload version
-//! and optional throttle.
+//! A route: a method (or `ANY`) and a path template to a function, with its payload version,
+//! its authorization and optional throttle.
 
 use nimbus_core::ConfigError;
 
+use super::auth::RouteAuth;
 use super::template::{Specificity, Template};
 use super::throttle::ThrottleSettings;
 
@@ -41,6 +42,7 @@ pub struct Route {
     template: Template,
     function: String,
     payload: PayloadVersion,
+    auth: RouteAuth,
     throttle: Option<ThrottleSettings>,
     /// `GET /orders/{id}`, formatted once: every event carries it.
     key: String,
@@ -48,7 +50,7 @@ pub struct Route {
 
 impl Route {
     /// A route from `method` (`GET`, `POST`, ..., or `ANY`) and `path` (`/orders/{id}`,
-    /// `/files/{proxy+}`) to `function`, with payload 2.0.
+    /// `/files/{proxy+}`) to `function`, with payload 2.0, open to anyone.
     ///
     /// # Errors
     ///
@@ -85,6 +87,7 @@ impl Route {
             template,
             function,
             payload: PayloadVersion::V2,
+            auth: RouteAuth::None,
             throttle: None,
         })
     }
@@ -114,6 +117,19 @@ impl Route {
     pub fn with_payload(mut self, payload: PayloadVersion) -> Self {
         self.payload = payload;
         self
+    }
+
+    /// Who may call the route (see [`RouteAuth`]; default [`RouteAuth::None`]: anyone, the
+    /// function invoked as the host).
+    #[must_use]
+    pub fn with_auth(mut self, auth: RouteAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Who may call the route.
+    pub fn auth(&self) -> RouteAuth {
+        self.auth
     }
 
     /// Throttles the route as API Gateway does: a token bucket of `burst` requests refilled
