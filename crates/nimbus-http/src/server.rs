@@ -51,7 +51,7 @@ pub(crate) struct AppState {
     pub(crate) gateway: Arc<GatewayApi>,
     pub(crate) metrics: Arc<Exporter>,
     /// Set when the server has credentials: the Lambda API's routes check signatures.
-    pub(crate) auth: Option<Arc<Authenticator>>,
+    pub(crate) auth: Arc<Authenticator>,
 }
 
 impl FromRef<AppState> for Arc<InvokeApi> {
@@ -153,16 +153,17 @@ impl Server {
             credentials: self.config.credentials.clone().unwrap_or_default(),
             region: self.runtime.config().region.clone(),
         };
-        let auth = self.config.credentials.map(|credentials| {
+        let auth = {
             let config = self.runtime.config();
             let limits = config.payload_limits;
             Arc::new(Authenticator {
-                credentials,
+                open: self.config.credentials.is_none(),
+                credentials: self.config.credentials.unwrap_or_default(),
                 runtime: self.runtime.clone(),
                 region: config.region.clone(),
                 body_limit: limits.sync_request.max(limits.async_request),
             })
-        });
+        };
         let collector = RuntimeCollector::new(self.runtime.clone())
             .with_mappings(self.mappings)
             .with_retry_memory(retries.clone());
@@ -192,7 +193,7 @@ impl Server {
         let addr = self.config.bind;
         let state = self.into_state()?;
         if !addr.ip().is_loopback() {
-            if state.auth.is_none() {
+            if state.auth.open {
                 tracing::warn!(
                     %addr,
                     "nimbus-http listens beyond loopback: requests are not authenticated, \
@@ -254,12 +255,10 @@ fn router(state: AppState) -> Router {
             delete(invoke::remove_permission),
         );
     // Only the Lambda API's routes are signed: the gateway and `/metrics` are not AWS APIs.
-    if let Some(auth) = &state.auth {
-        lambda = lambda.route_layer(middleware::from_fn_with_state(
-            Arc::clone(auth),
-            auth::authenticate,
-        ));
-    }
+    lambda = lambda.route_layer(middleware::from_fn_with_state(
+        Arc::clone(&state.auth),
+        auth::authenticate,
+    ));
     lambda
         .route("/metrics", get(metrics::scrape))
         .fallback(crate::gateway::serve)

@@ -249,13 +249,15 @@ pub struct FunctionConfig {
     /// (~2 µs on the VMs measured). Off, it costs nothing. The executor module's docs explain
     /// it (section "The CPU-share governor").
     pub cpu_governor: bool,
-    /// The execution role: what the function's own code may reach through its
-    /// [`Context`](crate::Context) — other functions, the sources its mappings read. `None`
-    /// (the default): unrestricted, unless the runtime requires permissions.
+    /// The execution role it is registered with: what the function's own code may reach
+    /// through its [`Context`](crate::Context) — other functions, the sources its mappings
+    /// read, its destinations. `None` (the default): unrestricted, unless the runtime requires
+    /// roles. This field keeps the value given at registration; the role as it stands is
+    /// [`Runtime::function_role`](crate::Runtime::function_role) (see `Runtime::set_role`).
     pub role: Option<ExecutionRole>,
-    /// The function policy it is registered with (who may invoke it); changed later with
-    /// [`Runtime::add_permission`](crate::Runtime::add_permission) and
-    /// [`Runtime::remove_permission`](crate::Runtime::remove_permission).
+    /// The function policy it is registered with (who may invoke it). This field keeps the
+    /// value given at registration; the policy as it stands is
+    /// [`Runtime::get_policy`](crate::Runtime::get_policy) (see `Runtime::add_permission`).
     pub policy: Vec<Statement>,
 }
 

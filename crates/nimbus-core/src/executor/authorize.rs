@@ -38,11 +38,13 @@ impl<E, O> Executor<E, O> {
         let Some(principal) = caller.shared() else {
             return Ok(());
         };
-        if matches!(
-            **principal,
-            Principal::Host | Principal::EventSource(_) | Principal::Function(_)
-        ) {
-            return Ok(());
+        match **principal {
+            Principal::Host | Principal::EventSource(_) => return Ok(()),
+            // Checked by the registry, which knows the caller's role.
+            Principal::Function(_) if caller.is_vouched() => return Ok(()),
+            // A handle acting as a function: its role cannot be seen from here.
+            Principal::Function(_) => return Err(self.unvouched(principal)),
+            _ => {}
         }
         let config = &self.shared.config;
         if self
@@ -71,6 +73,19 @@ impl<E, O> Executor<E, O> {
             return Ok(());
         }
         self.refused(principal, caller_role)
+    }
+
+    /// The refusal of a function principal no registry checked.
+    #[cold]
+    fn unvouched(&self, principal: &Principal) -> AccessDenied {
+        let denied = AccessDenied::new(
+            principal.to_string(),
+            "lambda:InvokeFunction",
+            self.access.arn(),
+        );
+        self.counters.access_denied();
+        audit(&self.name, principal, &Err(denied.clone()));
+        denied
     }
 
     /// A refusal: built, counted and audited off the hot path of allowed calls.

@@ -23,13 +23,16 @@ impl AwsCredentials {
     }
 
     /// A fresh pair shaped as AWS's temporary ones: `ASIA` and 16 characters, and a
-    /// 40-character secret.
+    /// 40-character secret, from the operating system's secure random source (a secret that
+    /// could be predicted from another function's would let one function act as another).
     pub fn generate() -> Self {
         const KEY: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
         const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        // Both alphabets have a power-of-two size: a byte modulo their length is uniform.
         let pick = |alphabet: &[u8], n: usize| -> String {
-            (0..n)
-                .map(|_| char::from(alphabet[fastrand::usize(..alphabet.len())]))
+            crate::util::secure_random(n)
+                .into_iter()
+                .map(|b| char::from(alphabet[usize::from(b) % alphabet.len()]))
                 .collect()
         };
         Self {

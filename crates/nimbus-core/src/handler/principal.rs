@@ -88,12 +88,27 @@ impl<'a> CallOrigin<'a> {
 pub(crate) struct Caller {
     principal: Option<Arc<Principal>>,
     hops: u32,
+    /// A function principal whose role the runtime's registry checked (it knows the caller's
+    /// role; a function's executor does not): only such a caller gets past the executor.
+    vouched: bool,
 }
 
 impl Caller {
     /// The principal.
     pub(crate) fn get(&self) -> &Principal {
         self.principal.as_deref().unwrap_or(&HOST)
+    }
+
+    /// The same caller, its role checked by the registry.
+    #[must_use]
+    pub(crate) fn vouched(mut self) -> Self {
+        self.vouched = true;
+        self
+    }
+
+    /// Whether the registry checked this caller's role.
+    pub(crate) fn is_vouched(&self) -> bool {
+        self.vouched
     }
 
     /// The principal as it is shared, `None` for the host.
@@ -131,6 +146,7 @@ impl From<Principal> for Caller {
             other => Self {
                 principal: Some(Arc::new(other)),
                 hops: 0,
+                vouched: false,
             },
         }
     }

@@ -24,9 +24,11 @@ pub struct AccessSettings {
     /// invoke every function and every role allows everything, as before policies existed;
     /// policies are kept, and enforced again when it is turned back on.
     pub enforce: bool,
-    /// Every caller but the host and mappings needs a statement: a function without a policy
-    /// may be invoked by nobody else, and a function without a role may call nothing.
-    /// Off (the default), a function with neither keeps nimbus's open behaviour.
+    /// Every function needs a role: one without may call only functions whose policy names
+    /// it, may not be fed by a mapping, and may not have a destination that names its target.
+    /// Off (the default), a function without a role is the host's own code and unrestricted.
+    /// (Services, anonymous callers and other accounts always need a policy statement; an
+    /// identity of the runtime's account needs none while `trust_same_account` is on.)
     pub require: bool,
     /// An identity of the runtime's own account is allowed without a policy statement, as
     /// Lambda allows a same-account principal whose identity policy allows it (nimbus does not
@@ -157,7 +159,9 @@ impl FunctionAccess {
                 statements,
                 compiled,
                 revision: 1,
-                lineage: fastrand::u64(..),
+                lineage: u64::from_le_bytes(
+                    crate::util::secure_random(8).try_into().unwrap_or_default(),
+                ),
             }),
             generation: AtomicU64::new(0),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -371,21 +375,23 @@ impl FunctionAccess {
         settings: AccessSettings,
     ) -> bool {
         let mut request = AccessRequest::new(Requester::Anonymous, Action::InvokeFunction);
-        // Whether the caller may go ahead when no statement speaks of it: `Some` whatever the
-        // policy holds, `None` only while the function has no policy (and none is required).
-        let without_statement: Option<bool>;
+        // Whether the caller may go ahead when no statement of the policy speaks of it. As in
+        // Lambda, a service, an anonymous caller and another account always need one.
+        let without_statement: bool;
         match principal {
             Principal::Host | Principal::EventSource(_) => return true,
             Principal::Function(_) => {
                 request = request_for_role(caller_role, runtime_account);
                 without_statement =
-                    match caller_role.map(|r| r.evaluate(request.action.name(), &self.arn)) {
-                        Some(Decision::Deny(_)) => return false,
-                        // Same account: the role's allow is enough, unless the policy denies.
-                        Some(Decision::Allow(_)) => Some(true),
-                        Some(Decision::NoStatement) => Some(false),
-                        // A function without a role is the host's code, trusted unless required.
-                        None => Some(!settings.require),
+                    match caller_role.map(|r| (r, r.evaluate(request.action.name(), &self.arn))) {
+                        Some((_, Decision::Deny(_))) => return false,
+                        // The same account: the role's allow is enough, unless the policy
+                        // denies; a role of another account needs the policy too.
+                        Some((role, Decision::Allow(_))) => role.account() == runtime_account,
+                        Some((_, Decision::NoStatement)) => false,
+                        // A function without a role is the host's code, trusted unless roles
+                        // are required.
+                        None => !settings.require,
                     };
             }
             Principal::Service {
@@ -396,7 +402,7 @@ impl FunctionAccess {
                 request.requester = Requester::Service(service);
                 request.source_arn = source_arn.as_deref();
                 request.source_account = source_account.as_deref();
-                without_statement = None;
+                without_statement = false;
             }
             Principal::Identity {
                 arn,
@@ -405,17 +411,14 @@ impl FunctionAccess {
             } => {
                 request.requester = Requester::Aws { arn, account };
                 request.principal_org_id = org_id.as_deref();
-                let trusted = settings.trust_same_account && **account == *runtime_account;
-                without_statement = trusted.then_some(true);
+                without_statement = settings.trust_same_account && **account == *runtime_account;
             }
-            Principal::Anonymous => without_statement = None,
+            Principal::Anonymous => without_statement = false,
         }
-        let open =
-            without_statement.unwrap_or_else(|| policy.compiled.is_empty() && !settings.require);
         match policy.compiled.decide(&request) {
             Verdict::Allow(_) => true,
             Verdict::Deny(_) => false,
-            Verdict::NoStatement => open,
+            Verdict::NoStatement => without_statement,
         }
     }
 }

@@ -24,10 +24,11 @@
 //!
 //! # Evaluation
 //!
-//! An explicit `Deny` wins; otherwise an `Allow` allows; otherwise the request is refused once
-//! the function has a policy (or [`AccessSettings::require`] is on). A condition key the request
-//! does not carry makes its condition false. An identity of the runtime's own account is
-//! trusted without a statement unless [`AccessSettings::trust_same_account`] is off.
+//! An explicit `Deny` wins; otherwise an `Allow` allows; otherwise the request is refused,
+//! except for an identity of the runtime's own account (trusted unless
+//! [`AccessSettings::trust_same_account`] is off) and a function without a role (the host's own
+//! code, unless [`AccessSettings::require`] is on). A condition key the request does not carry
+//! makes its condition false (a negated one true).
 
 pub mod access;
 mod cache;

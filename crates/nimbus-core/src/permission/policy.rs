@@ -237,9 +237,11 @@ pub fn parse_policy_document(document: &Value) -> Result<Vec<Statement>, ConfigE
             ))
         }
     };
-    serde_json::from_value(statements).map_err(|error| {
+    let statements: Vec<Statement> = serde_json::from_value(statements).map_err(|error| {
         ConfigError::new("permission", "policy", error.to_string(), "IAM statements")
-    })
+    })?;
+    super::statement::validate_statements(&statements)?;
+    Ok(statements)
 }
 
 #[cfg(test)]

@@ -88,10 +88,9 @@ impl ExecutionRole {
         arn: impl Into<String>,
         document: &serde_json::Value,
     ) -> Result<Self, ConfigError> {
-        let role = Self::new(arn)?;
-        Ok(parse_policy_document(document)?
+        parse_policy_document(document)?
             .into_iter()
-            .fold(role, Self::with_statement))
+            .try_fold(Self::new(arn)?, Self::with_statement)
     }
 
     /// The role with `actions` allowed on `resources` (wildcards `*` and `?` in both).
@@ -126,7 +125,7 @@ impl ExecutionRole {
         R::Item: Into<String>,
     {
         let sid = format!("statement-{}", self.source.len() + 1);
-        self.with_statement(Statement {
+        self.push(Statement {
             sid,
             effect,
             principal: None,
@@ -136,10 +135,26 @@ impl ExecutionRole {
         })
     }
 
-    /// The role with one more statement. Its principal and conditions are ignored: a role's
-    /// principal is its function, and nimbus evaluates no conditions on role statements.
-    #[must_use]
-    pub fn with_statement(mut self, statement: Statement) -> Self {
+    /// The role with one more statement.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] on `role` for a statement with a principal (a role's principal is its
+    /// function) or conditions (nimbus evaluates none on roles: ignoring them would widen
+    /// the statement).
+    pub fn with_statement(self, statement: Statement) -> Result<Self, ConfigError> {
+        if statement.principal.is_some() || !statement.conditions.is_empty() {
+            return Err(ConfigError::new(
+                "function",
+                "role",
+                &statement.sid,
+                "role statements without Principal or Condition",
+            ));
+        }
+        Ok(self.push(statement))
+    }
+
+    fn push(mut self, statement: Statement) -> Self {
         let lower = |v: &Vec<String>| -> Box<[Box<str>]> {
             v.iter().map(|s| s.to_ascii_lowercase().into()).collect()
         };

@@ -122,9 +122,10 @@ enum PrincipalJson {
     Map(BTreeMap<String, OneOrMany>),
 }
 
-/// The JSON shape of a statement.
+/// The JSON shape of a statement. Unknown fields (`NotResource`, `NotPrincipal`,
+/// `NotAction`) are errors: ignoring one would widen the statement.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 struct StatementJson {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     sid: String,
@@ -223,8 +224,19 @@ impl<'de> Deserialize<'de> for Statement {
     }
 }
 
-/// Checks statements a host hands over whole (a function's initial policy): ids unique, and no
-/// condition key twice under one operator (IAM's JSON could not say it).
+/// The condition keys nimbus evaluates. A statement naming another is refused: evaluated as
+/// absent, a `Deny` on it would never apply.
+pub const KNOWN_KEYS: [&str; 5] = [
+    "AWS:SourceArn",
+    "AWS:SourceAccount",
+    "aws:PrincipalOrgID",
+    "lambda:FunctionUrlAuthType",
+    "lambda:InvokedViaFunctionUrl",
+];
+
+/// Checks statements a host hands over whole (a function's initial policy, a policy document):
+/// ids unique, only condition keys nimbus evaluates, and no condition key twice under one
+/// operator (IAM's JSON could not say it).
 ///
 /// # Errors
 ///
@@ -240,6 +252,15 @@ pub fn validate_statements(statements: &[Statement]) -> Result<(), crate::error:
         }
         let mut keys = std::collections::HashSet::new();
         for condition in &statement.conditions {
+            if !KNOWN_KEYS
+                .iter()
+                .any(|known| known.eq_ignore_ascii_case(&condition.key))
+            {
+                return Err(invalid(
+                    &format!("{} {}", statement.sid, condition.key),
+                    &format!("condition keys nimbus evaluates: {}", KNOWN_KEYS.join(", ")),
+                ));
+            }
             if !keys.insert((condition.operator, condition.key.to_ascii_lowercase())) {
                 return Err(invalid(
                     &format!(

@@ -61,7 +61,11 @@ impl Runtime {
             };
         }
         function
-            .invoke_json(event, Caller::from(principal).inheriting(), options)
+            .invoke_json(
+                event,
+                Caller::from(principal).vouched().inheriting(),
+                options,
+            )
             .await
     }
 
@@ -107,7 +111,7 @@ impl Runtime {
                 reason: RejectReason::AccessDenied(denied),
             }));
         }
-        function.invoke_async_json(event, Caller::from(principal).inheriting())
+        function.invoke_async_json(event, Caller::from(principal).vouched().inheriting())
     }
 
     /// Adds a statement to the policy of `name` (Lambda's `AddPermission`). With
@@ -196,13 +200,32 @@ impl Runtime {
         Ok(())
     }
 
-    /// Lets requests signed with `credentials` act as `principal` (an HTTP front end looks the
-    /// key up with [`Runtime::credentials_of`]); replaces an earlier entry for the same key.
-    pub fn add_credentials(&self, credentials: AwsCredentials, principal: Principal) {
+    /// Lets requests signed with `credentials` act as `identity`, a
+    /// [`Principal::Identity`] (an HTTP front end looks the key up with
+    /// [`Runtime::credentials_of`]); replaces an earlier entry for the same key.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] on `principal` for any other principal: a key standing for the host,
+    /// a mapping or a function would skip the checks that principal is spared.
+    pub fn add_credentials(
+        &self,
+        credentials: AwsCredentials,
+        identity: Principal,
+    ) -> Result<(), ConfigError> {
+        if !matches!(identity, Principal::Identity { .. }) {
+            return Err(ConfigError::new(
+                "credentials",
+                "principal",
+                identity.to_string(),
+                "Principal::Identity",
+            ));
+        }
         self.registry.credentials.insert(
             credentials.access_key_id,
-            (credentials.secret_access_key, principal),
+            (credentials.secret_access_key, identity),
         );
+        Ok(())
     }
 
     /// The secret of `access_key_id` and the principal it stands for.

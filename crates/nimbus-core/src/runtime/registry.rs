@@ -43,16 +43,28 @@ impl Registry {
 
     /// The credentials of the function `name`'s code, issued on first request.
     pub(super) fn function_credentials(&self, name: &str) -> Option<AwsCredentials> {
-        let key = Arc::clone(self.functions.get(name)?.key());
-        let issued = self.issued.entry(Arc::clone(&key)).or_insert_with(|| {
-            let fresh = AwsCredentials::generate();
-            self.credentials.insert(
-                fresh.access_key_id.clone(),
-                (fresh.secret_access_key.clone(), Principal::Function(key)),
-            );
-            fresh
-        });
-        Some(issued.clone())
+        if let Some(issued) = self.issued.get(name) {
+            return Some(issued.clone());
+        }
+        // Held while issuing: an unregister of `name` waits, then revokes what was issued.
+        let entry = self.functions.get(name)?;
+        Some(self.issue(Arc::clone(entry.key())))
+    }
+
+    /// Issues credentials to the function `name` (being registered: its provisioned instances
+    /// start before it is in the registry), or returns those it has.
+    pub(super) fn issue(&self, name: Arc<str>) -> AwsCredentials {
+        self.issued
+            .entry(Arc::clone(&name))
+            .or_insert_with(|| {
+                let fresh = AwsCredentials::generate();
+                self.credentials.insert(
+                    fresh.access_key_id.clone(),
+                    (fresh.secret_access_key.clone(), Principal::Function(name)),
+                );
+                fresh
+            })
+            .clone()
     }
 
     /// Forgets the credentials issued to `name` (it was unregistered).
@@ -90,17 +102,29 @@ impl Registry {
         let Principal::Function(caller) = principal else {
             return Ok(());
         };
-        let caller_role = self
+        // A caller the registry does not know (unregistered while it runs, or named by a host)
+        // has no role to check: refused, never trusted.
+        let Some(caller_role) = self
             .functions
             .get(&**caller)
-            .and_then(|entry| entry.function.access().role());
+            .map(|entry| entry.function.access().role())
+        else {
+            return Err(AccessDenied::new(
+                principal.to_string(),
+                "lambda:InvokeFunction",
+                target.arn(),
+            ));
+        };
         target.authorize(principal, caller_role.as_ref())
     }
 }
 
 /// The principal and hop count an invocation asked for by `origin` runs with.
+/// Only after [`Registry::authorize`] allowed it: the caller is vouched for.
 fn caller_of(origin: CallOrigin<'_>) -> Caller {
-    Caller::from(origin.principal.clone()).with_hops(origin.hops)
+    Caller::from(origin.principal.clone())
+        .with_hops(origin.hops)
+        .vouched()
 }
 
 // The hook of permissions and loop detection: every call names its caller and hop count.

@@ -4,6 +4,7 @@
 
 pub mod aws;
 mod padded;
+mod secure;
 mod unwind;
 
 use std::future::Future;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub(crate) use padded::{Padded, Striped};
+pub(crate) use secure::secure_random;
 pub(crate) use unwind::{guarded, panic_message, CatchUnwind};
 
 /// A boxed, sendable future: what the object-safe traits of the crate return.

@@ -18,6 +18,7 @@ mod instances;
 mod invoke;
 mod loops;
 mod payload_limits;
+mod permission_seams;
 mod permissions;
 mod properties;
 mod provisioned;

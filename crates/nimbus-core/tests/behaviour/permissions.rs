@@ -348,10 +348,10 @@ fn fallbacks_when_no_statement_speaks() {
             required,
             true,
         ),
-        // No policy at all: open unless required.
-        (service.clone(), None, vec![], open, true),
+        // Services and anonymous callers need a statement, policy or not.
+        (service.clone(), None, vec![], open, false),
         (service.clone(), None, vec![], required, false),
-        (Principal::Anonymous, None, vec![], open, true),
+        (Principal::Anonymous, None, vec![], open, false),
         (Principal::Anonymous, None, vec![], required, false),
         // A policy that speaks of others: refused.
         (service.clone(), None, unrelated.clone(), open, false),
@@ -373,7 +373,19 @@ fn fallbacks_when_no_statement_speaks() {
             open,
             false,
         ),
-        (identity(OTHER_ACCOUNT), None, vec![], open, true),
+        (identity(OTHER_ACCOUNT), None, vec![], open, false),
+        // A role of another account needs the target's policy too, as across accounts in IAM.
+        (
+            caller.clone(),
+            Some(
+                ExecutionRole::new("arn:aws:iam::444455556666:role/abroad")
+                    .unwrap()
+                    .allow(["lambda:InvokeFunction"], [FUNCTION_ARN]),
+            ),
+            vec![],
+            open,
+            false,
+        ),
         // A function: its role allows, is silent or denies; without a role it is trusted
         // unless required.
         (

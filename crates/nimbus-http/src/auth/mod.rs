@@ -16,7 +16,12 @@
 //! issues each function act as that function, so a process instance calling another function
 //! through an AWS SDK is checked by its role.
 //!
-//! Without credentials (the default) nothing is checked and every request acts as the host.
+//! Without credentials (the default) the server is open: an unsigned request, or one signed
+//! with a key neither the server nor the runtime knows (the SDKs insist on signing, often with
+//! dummy keys), acts as the host. A request signed with a key the runtime issued a function is
+//! still verified and acts as that function, so a process instance calling through an AWS SDK
+//! is checked by its role; code that does not sign at all is not (set credentials to close
+//! that: unsigned requests are then anonymous).
 //!
 //! Gateway routes with IAM authorization ([`RouteAuth::AwsIam`](crate::RouteAuth::AwsIam))
 //! check signatures the same way, scoped to `execute-api`, with the same keys.
@@ -48,6 +53,10 @@ use crate::request_id::fresh_request_id;
 /// and the largest body it reads to hash.
 #[derive(Debug)]
 pub(crate) struct Authenticator {
+    /// The host configured no credentials: unsigned requests, and requests signed with a key
+    /// nobody knows (the SDKs insist on signing, often with dummy keys), act as the host; a
+    /// request signed with a key the runtime issued still acts as its function.
+    pub(crate) open: bool,
     pub(crate) credentials: Credentials,
     /// The runtime, whose own keys (the credentials it issued its functions, and keys the
     /// host added to it) are looked up after the server's.
@@ -77,18 +86,31 @@ pub(crate) async fn authenticate(
 /// The request with its principal, its body read and kept for the handler.
 async fn identify(auth: &Authenticator, request: Request) -> Result<Request, AwsError> {
     let (mut parts, body) = request.into_parts();
+    let unsigned = if auth.open {
+        Principal::Host
+    } else {
+        Principal::Anonymous
+    };
     let Some(header) = parts.headers.get(http::header::AUTHORIZATION) else {
-        parts.extensions.insert(Principal::Anonymous);
+        parts.extensions.insert(unsigned);
         return Ok(Request::from_parts(parts, body));
     };
-    let header = header
-        .to_str()
-        .map_err(|_| AwsError::incomplete_signature("The Authorization header is not text."))?;
-    let signed =
-        signed_by(header, &auth.credentials, &auth.runtime).map_err(|refused| match refused {
-            Refused::UnknownKey => AwsError::unrecognized_client(),
-            Refused::Signature(error) => signature_error(error),
-        })?;
+    let signed = match header.to_str() {
+        Ok(header) => signed_by(header, &auth.credentials, &auth.runtime),
+        Err(_) => Err(Refused::Signature(SignatureError::Incomplete(
+            "The Authorization header is not text.".to_owned(),
+        ))),
+    };
+    let signed = match signed {
+        Ok(signed) => signed,
+        // Open: a key nobody knows, or a header nobody reads, is the host's client.
+        Err(_) if auth.open => {
+            parts.extensions.insert(Principal::Host);
+            return Ok(Request::from_parts(parts, body));
+        }
+        Err(Refused::UnknownKey) => return Err(AwsError::unrecognized_client()),
+        Err(Refused::Signature(error)) => return Err(signature_error(error)),
+    };
     // The body is part of what is signed: read it here, within the largest payload limit,
     // and hand it on to the handler.
     let payload = read_body(&parts.headers, body, auth.body_limit).await?;

@@ -3,7 +3,6 @@
 
 use std::time::SystemTime;
 
-use nimbus_core::AwsCredentials;
 use serde_json::{json, Value};
 
 use super::*;
@@ -131,12 +130,25 @@ async fn an_iam_route_takes_requests_signed_for_execute_api() {
     assert_eq!(caller.principal, ana());
     assert_eq!(caller.proof, Proof::Signature("AKIAANA".to_owned()));
 
-    // The runtime's own keys sign too.
-    let function = Principal::Function("caller".into());
-    runtime.add_credentials(AwsCredentials::new("ASIAFN", "fn secret"), function.clone());
-    let request = signed("ASIAFN", "fn secret", "execute-api", b"");
+    // The runtime's own keys sign too: those it issued a function act as the function.
+    runtime
+        .register(nimbus_core::Function::new(
+            "caller",
+            nimbus_core::handler_fn(|v: u32, _ctx: nimbus_core::Context| async move {
+                Ok::<_, nimbus_core::FunctionError>(v)
+            }),
+        ))
+        .await
+        .unwrap();
+    let issued = runtime.function_credentials("caller").unwrap();
+    let request = signed(
+        &issued.access_key_id,
+        &issued.secret_access_key,
+        "execute-api",
+        b"",
+    );
     let caller = authenticate(RouteAuth::AwsIam, &keys, &runtime, &request, b"").unwrap();
-    assert_eq!(caller.principal, function);
+    assert_eq!(caller.principal, Principal::Function("caller".into()));
 }
 
 #[tokio::test]

@@ -23,11 +23,17 @@ pub(crate) fn configuration(
     since: &str,
 ) -> Value {
     let account = &runtime.config().account_id;
+    // The execution role as it stands; a function without one shows a role named for it, as
+    // Lambda has no function without a role.
+    let role = runtime.function_role(name).map_or_else(
+        || format!("arn:aws:iam::{account}:role/nimbus-{name}"),
+        |role| role.arn().to_owned(),
+    );
     json!({
         "FunctionName": name,
         "FunctionArn": arn,
         "Runtime": "provided.al2023",
-        "Role": format!("arn:aws:iam::{account}:role/nimbus-{name}"),
+        "Role": role,
         "Handler": name,
         "CodeSize": 0,
         "Description": "",

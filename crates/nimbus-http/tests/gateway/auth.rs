@@ -210,6 +210,18 @@ async fn iam_routes_take_requests_botocore_signs_for_execute_api() {
     let runtime = Runtime::default();
     let name = unique("gw_signed");
     let calls = register_counted(&runtime, &name).await;
+    // The partner is another account: it needs a statement, as in Lambda.
+    runtime
+        .add_permission(
+            &name,
+            &nimbus_core::permission::Permission::new(
+                "partner",
+                "lambda:InvokeFunction",
+                "111122223333",
+            ),
+            None,
+        )
+        .unwrap();
     let credentials = Credentials::new().with_key(ACCESS_KEY, SECRET, identity(PARTNER_ARN));
     let serving = serve(
         &runtime,

@@ -6,4 +6,5 @@ mod boto3_auth;
 mod boto3_policy;
 mod cli;
 mod javascript;
+mod open_server;
 mod support;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nimbus_core::permission::ExecutionRole;
 use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
-use nimbus_http::{Credentials, HttpConfig, Server};
+use nimbus_http::{HttpConfig, Server};
 use serde_json::{json, Value};
 
 use crate::support::{register, unique, Client};
@@ -37,13 +37,10 @@ async fn a_python_instance_calling_through_boto3_is_checked_by_its_role() {
         |f| f.with_role(role.clone()),
     )
     .await;
-    // Signatures are checked: the instance's calls act as its function.
+    // The default server, without credentials of its own: the instance signs with the keys
+    // nimbus gave its function, and its calls act as that function.
     let serving = Server::new(runtime.clone())
-        .with_config(
-            HttpConfig::default()
-                .with_bind("127.0.0.1:0".parse().expect("an address"))
-                .with_credentials(Credentials::new()),
-        )
+        .with_config(HttpConfig::default().with_bind("127.0.0.1:0".parse().expect("an address")))
         .bind()
         .await
         .expect("bound");
