@@ -17,10 +17,12 @@
 //!   policy on every synchronous invocation, and once when an asynchronous one is accepted
 //!   (not again on its retries).
 //! - Another function ([`Principal::Function`](crate::Principal::Function)) is checked by its
-//!   role and the called function's policy: same account, so either may allow it, and an
-//!   explicit deny in either refuses it.
-//! - A mapping that polls is authorised through its function's role when it is attached, and
-//!   again as it runs; it is not checked per invocation.
+//!   role and the called function's policy, where its role is known (the runtime's registry):
+//!   same account, so either may allow it, and an explicit deny in either refuses it. A
+//!   caller the registry does not know, or a handle acting as a function, is refused.
+//! - A mapping that polls is authorised through its function's role when it is attached (a
+//!   queue mapping again after every change of the role, stopping if it is no longer
+//!   allowed; a stream mapping only when attached); it is not checked per invocation.
 //!
 //! # Evaluation
 //!
