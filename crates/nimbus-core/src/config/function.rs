@@ -449,7 +449,7 @@ impl FunctionConfig {
     ///
     /// A [`ConfigError`] naming the first field out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::permission::validate_statements(&self.policy)?;
+        crate::permission::validate_function_policy(&self.policy)?;
         let err = |field, value: &dyn std::fmt::Debug, allowed: &str| {
             Err(ConfigError::new("function", field, value, allowed))
         };

@@ -99,8 +99,9 @@ impl RuntimeConfig {
         self
     }
 
-    /// Requires permissions: every caller but the host and mappings needs a policy statement,
-    /// and every function call a role (see [`AccessSettings::require`]).
+    /// Requires roles: a function without one may call only functions whose policy allows
+    /// anyone, may not be fed by a mapping, and may not name a destination's target (see
+    /// [`AccessSettings::require`]).
     #[must_use]
     pub fn with_permissions_required(mut self, require: bool) -> Self {
         self.access.require = require;

@@ -42,6 +42,9 @@ pub(crate) trait AnyFunction: Send + Sync + 'static {
     fn arn(&self) -> &str;
     /// The function's policy and role.
     fn access(&self) -> &Arc<FunctionAccess>;
+    /// The refusal of a function principal whose role cannot be checked (see
+    /// `Executor::unvouched`).
+    fn unvouched(&self, principal: &Principal) -> Result<(), AccessDenied>;
     /// Whether `principal` may invoke the function (for another function, with its role).
     fn authorize(
         &self,
@@ -158,6 +161,10 @@ impl<E: Send + 'static, O: Send + 'static> AnyFunction for FunctionInner<E, O> {
         caller_role: Option<&ExecutionRole>,
     ) -> Result<(), AccessDenied> {
         self.exec.authorize_call(principal, caller_role)
+    }
+
+    fn unvouched(&self, principal: &Principal) -> Result<(), AccessDenied> {
+        self.exec.unvouched(principal)
     }
 
     fn invoke_async_json(

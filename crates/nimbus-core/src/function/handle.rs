@@ -64,7 +64,9 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
 
     /// A handle invoking as `principal`: checked against the function's policy on every
     /// invocation (see [`permission`](crate::permission)), as a front end that authenticated
-    /// its caller invokes. The host is trusted; this is how it speaks for someone else.
+    /// its caller invokes. The host is trusted; this is how it speaks for someone else. A
+    /// [`Principal::Function`] is refused here (its role is not visible to a handle): invoke as
+    /// a function with [`Runtime::invoke_json_as`](crate::Runtime::invoke_json_as).
     #[must_use]
     pub fn acting_as(&self, principal: Principal) -> Self {
         Self {

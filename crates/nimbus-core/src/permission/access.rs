@@ -24,8 +24,9 @@ pub struct AccessSettings {
     /// invoke every function and every role allows everything, as before policies existed;
     /// policies are kept, and enforced again when it is turned back on.
     pub enforce: bool,
-    /// Every function needs a role: one without may call only functions whose policy names
-    /// it, may not be fed by a mapping, and may not have a destination that names its target.
+    /// Every function needs a role: one without may call only functions whose policy allows
+    /// anyone (`*`), may not be fed by a mapping, and may not have a destination that names its
+    /// target.
     /// Off (the default), a function without a role is the host's own code and unrestricted.
     /// (Services, anonymous callers and other accounts always need a policy statement; an
     /// identity of the runtime's account needs none while `trust_same_account` is on.)
@@ -382,17 +383,22 @@ impl FunctionAccess {
             Principal::Host | Principal::EventSource(_) => return true,
             Principal::Function(_) => {
                 request = request_for_role(caller_role, runtime_account);
-                without_statement =
-                    match caller_role.map(|r| (r, r.evaluate(request.action.name(), &self.arn))) {
-                        Some((_, Decision::Deny(_))) => return false,
-                        // The same account: the role's allow is enough, unless the policy
-                        // denies; a role of another account needs the policy too.
-                        Some((role, Decision::Allow(_))) => role.account() == runtime_account,
-                        Some((_, Decision::NoStatement)) => false,
-                        // A function without a role is the host's code, trusted unless roles
-                        // are required.
-                        None => !settings.require,
-                    };
+                without_statement = match caller_role
+                    .map(|r| (r, r.evaluate(request.action.name(), &self.arn)))
+                {
+                    Some((_, Decision::Deny(_))) => return false,
+                    // The same account: the role's allow is enough, unless the policy
+                    // denies; a role of another account needs the policy too.
+                    Some((role, Decision::Allow(_))) => role.account() == runtime_account,
+                    // Across accounts both must allow: a silent role refuses.
+                    Some((role, Decision::NoStatement)) if role.account() != runtime_account => {
+                        return false
+                    }
+                    Some((_, Decision::NoStatement)) => false,
+                    // A function without a role is the host's code, trusted unless roles
+                    // are required.
+                    None => !settings.require,
+                };
             }
             Principal::Service {
                 service,

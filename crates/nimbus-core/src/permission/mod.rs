@@ -45,5 +45,6 @@ pub use evaluate::{AccessRequest, Action, CompiledPolicy, Decision, Requester};
 pub use policy::{parse_policy_document, policy_document, Permission, FUNCTION_ACTIONS};
 pub use role::ExecutionRole;
 pub use statement::{
-    validate_statements, ConditionEntry, Effect, Operator, PrincipalSpec, Statement,
+    validate_function_policy, validate_statements, ConditionEntry, Effect, Operator, PrincipalSpec,
+    Statement,
 };

@@ -274,3 +274,23 @@ pub fn validate_statements(statements: &[Statement]) -> Result<(), crate::error:
     }
     Ok(())
 }
+
+/// As [`validate_statements`], for a function policy: every statement names its principal
+/// (IAM refuses a resource policy's statement without one; ignored, a `Deny` would never
+/// apply).
+///
+/// # Errors
+///
+/// A [`ConfigError`](crate::error::ConfigError) on `policy` naming the statement.
+pub fn validate_function_policy(statements: &[Statement]) -> Result<(), crate::error::ConfigError> {
+    validate_statements(statements)?;
+    match statements.iter().find(|s| s.principal.is_none()) {
+        Some(statement) => Err(crate::error::ConfigError::new(
+            "function",
+            "policy",
+            &statement.sid,
+            "statements that name a Principal",
+        )),
+        None => Ok(()),
+    }
+}

@@ -206,11 +206,12 @@ impl Runtime {
         let inner = Arc::new(FunctionInner::new(parts, Arc::clone(&self.shared), json)?);
         let exec = inner.executor();
         // Before the provisioned instances start: their init reads the function's credentials.
-        self.registry.issue(Arc::from(name.as_str()));
+        // Revoked if the registration fails or is cancelled.
+        let issued = self.registry.issue_for_registration(&name);
         if let Err(failure) = exec.provision().await {
             // The instances provisioned before the failure are disposed of.
             exec.stop_instances();
-            self.registry.revoke_function_credentials(&name);
+            drop(issued);
             return Err(RegisterError::Provisioning { name, failure });
         }
         if let Some(reservation) = reservation {
@@ -225,6 +226,7 @@ impl Runtime {
                 typed: inner.clone(),
             },
         );
+        issued.keep();
         Ok(FunctionHandle::new(inner))
     }
 

@@ -67,6 +67,19 @@ impl Registry {
             .clone()
     }
 
+    /// Issues credentials to `name` as it is being registered, fresh (any left from an earlier
+    /// registration of the name that did not finish are revoked): the guard revokes them
+    /// unless the registration [keeps](IssuedGuard::keep) them, also when it is cancelled.
+    pub(super) fn issue_for_registration(&self, name: &str) -> IssuedGuard<'_> {
+        self.revoke_function_credentials(name);
+        self.issue(Arc::from(name));
+        IssuedGuard {
+            registry: self,
+            name: Arc::from(name),
+            kept: false,
+        }
+    }
+
     /// Forgets the credentials issued to `name` (it was unregistered).
     pub(super) fn revoke_function_credentials(&self, name: &str) {
         if let Some((_, issued)) = self.issued.remove(name) {
@@ -109,11 +122,7 @@ impl Registry {
             .get(&**caller)
             .map(|entry| entry.function.access().role())
         else {
-            return Err(AccessDenied::new(
-                principal.to_string(),
-                "lambda:InvokeFunction",
-                target.arn(),
-            ));
+            return target.unvouched(principal);
         };
         target.authorize(principal, caller_role.as_ref())
     }
@@ -184,5 +193,27 @@ impl RuntimeServices for Registry {
 
     fn lambda_endpoint(&self) -> Option<String> {
         self.lambda_endpoint.read().clone()
+    }
+}
+
+/// Credentials issued to a function being registered: revoked on drop unless kept.
+pub(super) struct IssuedGuard<'a> {
+    registry: &'a Registry,
+    name: Arc<str>,
+    kept: bool,
+}
+
+impl IssuedGuard<'_> {
+    /// The registration finished: the function keeps its credentials.
+    pub(super) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for IssuedGuard<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.registry.revoke_function_credentials(&self.name);
+        }
     }
 }

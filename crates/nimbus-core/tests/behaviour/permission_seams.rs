@@ -25,8 +25,8 @@ async fn echo(runtime: &Runtime, name: &str) {
         .expect("register");
 }
 
-/// A function whose role says nothing of `ledger` may not call it... unless it is being
-/// unregistered: its in-flight invocations then call as a function without a role.
+/// A function whose role denies calling `ledger` is refused, also while it is being
+/// unregistered (it is then out of the registry, so its role cannot be checked).
 #[tokio::test(start_paused = true)]
 async fn a_draining_function_calls_without_its_role() {
     let runtime = Runtime::default();
@@ -275,5 +275,110 @@ async fn keys_stand_only_for_identities() {
         assert_eq!(error.field, "principal");
     }
     assert_eq!(runtime.credentials_of(&creds.access_key_id), None);
+    runtime.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A second review: across accounts both the role and the policy must allow; with the model
+/// off nothing is refused; a function policy's statement must name its principal; and a
+/// registration that is cancelled leaves no credentials behind.
+#[tokio::test(start_paused = true)]
+async fn cross_accounts_enforcement_off_principal_less_statements_and_cancelled_registrations() {
+    use nimbus_core::permission::{
+        AccessSettings, Effect, FunctionAccess, PrincipalSpec, Statement,
+    };
+    let target = "arn:aws:lambda:us-east-1:000000000000:function:target";
+    let abroad = "arn:aws:iam::444455556666:role/abroad";
+    let grant = Statement {
+        sid: "abroad".into(),
+        effect: Effect::Allow,
+        principal: Some(PrincipalSpec::Aws(vec![abroad.into()])),
+        actions: vec!["lambda:InvokeFunction".into()],
+        resources: vec![target.into()],
+        conditions: vec![],
+    };
+    let access = FunctionAccess::new(target, None, vec![grant]);
+    let caller = Principal::Function("caller".into());
+    let silent = ExecutionRole::new(abroad).unwrap();
+    let allowing = silent.clone().allow(["lambda:InvokeFunction"], [target]);
+    let settings = AccessSettings::default();
+    assert!(access
+        .authorize_invoke(&caller, Some(&silent), "000000000000", settings)
+        .is_err());
+    assert!(access
+        .authorize_invoke(&caller, Some(&allowing), "000000000000", settings)
+        .is_ok());
+
+    // The model off: a handle acting as a function is not refused.
+    let off = Runtime::new(nimbus_core::RuntimeConfig::default().with_permissions_enforced(false))
+        .unwrap();
+    let ledger = off
+        .register(Function::new(
+            "ledger",
+            handler_fn(|v: Value, _ctx: Context| async move { Ok::<_, FunctionError>(v) }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger
+            .acting_as(caller.clone())
+            .invoke(json!(1))
+            .await
+            .unwrap(),
+        json!(1)
+    );
+    let ghost = off
+        .invoke_json_as(
+            Principal::Function("ghost".into()),
+            "ledger",
+            json!(2),
+            InvokeOptions::default(),
+        )
+        .await
+        .result;
+    assert_eq!(ghost.unwrap(), json!(2));
+    off.shutdown(Duration::from_secs(1)).await;
+
+    let runtime = Runtime::default();
+    let principal_less = Statement {
+        sid: "nobody".into(),
+        effect: Effect::Deny,
+        principal: None,
+        actions: vec!["lambda:InvokeFunction".into()],
+        resources: vec!["*".into()],
+        conditions: vec![],
+    };
+    let error = runtime
+        .register(
+            Function::new(
+                "no-principal",
+                handler_fn(|v: Value, _ctx: Context| async move { Ok::<_, FunctionError>(v) }),
+            )
+            .with_policy_statement(principal_less),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("Principal"), "{error}");
+
+    // A registration whose provisioned init never ends, given up by its caller.
+    let slow = Function::with_factory(
+        "slow",
+        init_fn(|_ctx: InitContext| async move {
+            std::future::pending::<()>().await;
+            Ok::<_, FunctionError>(handler_fn(|v: Value, _ctx: Context| async move {
+                Ok::<_, FunctionError>(v)
+            }))
+        }),
+    )
+    .with_min_instances(1);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), runtime.register(slow))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        runtime.function_credentials("slow"),
+        None,
+        "no key outlives a cancelled registration"
+    );
     runtime.shutdown(Duration::from_secs(1)).await;
 }
