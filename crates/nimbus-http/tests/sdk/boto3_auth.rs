@@ -195,6 +195,18 @@ async fn a_signed_request_by_arn_with_a_qualifier_and_a_body_verifies() {
     let runtime = Runtime::default();
     let name = unique("signed");
     let mut probe = Probe::register(&runtime, &name, false).await;
+    // The partner is another account: it needs a statement, as in Lambda.
+    runtime
+        .add_permission(
+            &name,
+            &nimbus_core::permission::Permission::new(
+                "partner",
+                "lambda:InvokeFunction",
+                "111122223333",
+            ),
+            None,
+        )
+        .expect("a valid grant");
     let serving = serve_with(
         &runtime,
         HttpConfig::default().with_credentials(credentials()),
@@ -213,7 +225,10 @@ async fn a_signed_request_by_arn_with_a_qualifier_and_a_body_verifies() {
         ),
     )
     .await;
-    assert_eq!(out["StatusCode"], 200, "no policy, none required: {out}");
+    assert_eq!(
+        out["StatusCode"], 200,
+        "the partner's statement allows it: {out}"
+    );
     assert_eq!(
         probe.events.recv().await.unwrap(),
         json!({"text": "a b+c/d ü"})
