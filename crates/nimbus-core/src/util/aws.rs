@@ -92,6 +92,24 @@ fn civil_date(secs: u64) -> (i64, i64, i64) {
     (y, m, d)
 }
 
+/// Days since the epoch of the civil (proleptic Gregorian) date `year`-`month`-`day`
+/// (H. Hinnant's algorithm); negative before 1970.
+///
+/// ```
+/// use nimbus_core::util::aws::days_from_civil;
+/// assert_eq!(days_from_civil(1970, 1, 1), 0);
+/// assert_eq!(days_from_civil(2026, 12, 6), 20_793);
+/// ```
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// The version every invocation runs: nimbus has no published versions or aliases.
 pub const FUNCTION_VERSION: &str = "$LATEST";
 
@@ -186,15 +204,7 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
         }
         _ => return None,
     };
-    // Days from civil (H. Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3_600 + mi * 60 + s - offset;
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3_600 + mi * 60 + s - offset;
     let secs = u64::try_from(secs).ok()?;
     UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }

@@ -3,6 +3,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use nimbus_core::util::aws::days_from_civil;
+
 /// The seconds since the epoch of an `X-Amz-Date` (`20261206T024400Z`); `None` if it is not
 /// one, or names a time before 1970.
 pub(crate) fn parse(text: &str) -> Option<u64> {
@@ -45,17 +47,6 @@ pub(crate) fn format(at: SystemTime) -> String {
 /// Seconds since the epoch now.
 pub(crate) fn now_secs(now: SystemTime) -> u64 {
     now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// Days since the epoch of a civil date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
