@@ -15,6 +15,8 @@ pub(crate) struct Delivery<'a> {
     /// How many times the message has been delivered, this time included.
     pub(crate) delivered: u64,
     pub(crate) stream_sequence: u64,
+    /// The consumer's count of deliveries, this one included: later deliveries have higher.
+    pub(crate) consumer_sequence: u64,
     /// When the stream stored the message, in nanoseconds since the Unix epoch.
     pub(crate) published_nanos: u64,
 }
@@ -45,6 +47,7 @@ impl<'a> Delivery<'a> {
             consumer: fields[1],
             delivered: number(2)?,
             stream_sequence: number(3)?,
+            consumer_sequence: number(4)?,
             published_nanos: number(5)?,
         };
         (!delivery.stream.is_empty() && !delivery.consumer.is_empty()).then_some(delivery)
@@ -72,6 +75,7 @@ mod tests {
                 consumer: "nimbus",
                 delivered: 3,
                 stream_sequence: 100,
+                consumer_sequence: 7,
                 published_nanos: TS,
             }
         );

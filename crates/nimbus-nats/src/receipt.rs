@@ -96,66 +96,130 @@ impl Released {
     }
 }
 
-/// The current deliveries an ack or a release names: each reply subject once, and which of
-/// them each receipt named (`None`: not current, or not a receipt of this consumer).
 /// The latest delivery this process received of each message still in play, by stream
-/// sequence: a receipt for an earlier delivery of a message that has since been delivered
-/// again is stale, whatever its age says. (The age check alone misses it when the first
-/// delivery was stamped late here: the server's `ack_wait` had started earlier, so it
-/// redelivered while the old receipt still looked current on this clock, and a `-NAK` through
-/// the old reply subject would make the new delivery's message visible.)
+/// sequence, so that:
+///
+/// - a receipt for an earlier delivery of a message that has since been delivered again is
+///   stale, whatever its age says. (The age check alone misses it when the first delivery was
+///   stamped late here: the server's `ack_wait` had started earlier, so it redelivered while
+///   the old receipt still looked current on this clock, and a `-NAK` through the old reply
+///   subject would make the new delivery's message visible.) Deliveries are ordered by their
+///   consumer sequence, which the server raises on every delivery.
+/// - a second copy of a message whose latest delivery is held here, sent before that
+///   delivery's `ack_wait` passed and without a higher delivery count, is left out. JetStream
+///   servers fixed in 2024 (nats-server pull request 5305; 2.9.10 has it) do that after a delivery to a pull request
+///   that had gone: they start the message over as if new, with delivery count 1, while the
+///   redelivery of it is held, and the queue would hand out a message in flight. Left out,
+///   the copy is pending on the server like any delivery: the held receipt still acknowledges
+///   the message (JetStream acknowledges by stream sequence), and if nobody does, the server
+///   delivers it again after `ack_wait`. Nothing is lost.
+/// - receive counts never go backwards: the same servers restart the delivery count then, so
+///   a delivery reports at least one more than the last this process handed out, and the
+///   dead-letter limit still counts every receive.
 #[derive(Debug, Default)]
 pub(crate) struct Superseded(parking_lot::Mutex<Latest>);
 
 #[derive(Debug, Default)]
 pub(crate) struct Latest {
-    /// Stream sequence -> (the highest delivery count seen, when it arrived).
-    deliveries: HashMap<u64, (u64, u64)>,
+    /// Stream sequence -> the latest delivery of it handed out here.
+    deliveries: HashMap<u64, Seen>,
     /// Forget entries past their use once the map reaches this size (amortised pruning).
     prune_at: usize,
 }
 
+/// A delivery handed out by this process.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    consumer_sequence: u64,
+    delivered: u64,
+    receive_count: u32,
+    arrived: u64,
+}
+
+/// What becomes of a delivery that arrived (see [`Superseded::accept`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// Hand it out, with this receive count.
+    Fresh(u32),
+    /// A second copy of a delivery held here whose `ack_wait` has not passed: leave it out.
+    Duplicate,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Superseded {
-    /// Notes a delivery that arrived at `arrived` (see [`now_millis`]).
-    pub(crate) fn saw(
+    /// Notes a delivery that arrived at `arrived` (see [`now_millis`]) and whose headers count
+    /// `counted` receives, and says whether to hand it out, with which receive count.
+    pub(crate) fn accept(
         &self,
-        stream_sequence: u64,
-        delivered: u64,
+        delivery: &Delivery<'_>,
+        counted: u32,
         arrived: u64,
         ack_wait: Duration,
-    ) {
+    ) -> Arrival {
+        let wait = millis(ack_wait);
         let mut latest = self.0.lock();
-        let entry = latest
-            .deliveries
-            .entry(stream_sequence)
-            .or_insert((delivered, arrived));
-        if delivered >= entry.0 {
-            *entry = (delivered, arrived);
-        }
+        let receive_count = match latest.deliveries.get(&delivery.stream_sequence) {
+            // An earlier delivery than the latest, reaching this process late (two receives
+            // at once): its receipt is stale already; it keeps its own count.
+            Some(seen) if delivery.consumer_sequence <= seen.consumer_sequence => {
+                return Arrival::Fresh(counted)
+            }
+            Some(seen)
+                if delivery.delivered <= seen.delivered
+                    && arrived < seen.arrived.saturating_add(wait) =>
+            {
+                return Arrival::Duplicate
+            }
+            Some(seen) => counted.max(seen.receive_count.saturating_add(1)),
+            None => counted,
+        };
+        latest.deliveries.insert(
+            delivery.stream_sequence,
+            Seen {
+                consumer_sequence: delivery.consumer_sequence,
+                delivered: delivery.delivered,
+                receive_count,
+                arrived,
+            },
+        );
         if latest.deliveries.len() >= latest.prune_at {
-            // An earlier receipt than one that arrived over two ack_waits ago is expired by
-            // its age already.
-            let keep = u64::try_from(ack_wait.as_millis())
-                .unwrap_or(u64::MAX)
-                .saturating_mul(2);
+            // A delivery that arrived over two ack_waits ago is expired by its age already,
+            // and so is any copy sent before its ack_wait passed.
+            let keep = wait.saturating_mul(2);
             let now = now_millis();
             latest
                 .deliveries
-                .retain(|_, (_, arrived)| now < arrived.saturating_add(keep));
+                .retain(|_, seen| now < seen.arrived.saturating_add(keep));
             latest.prune_at = (latest.deliveries.len() * 2).max(1024);
         }
+        Arrival::Fresh(receive_count)
     }
 
-    /// Whether a later delivery of the message than `delivered` has arrived.
-    fn supersedes(&self, stream_sequence: u64, delivered: u64) -> bool {
+    /// Whether a later delivery of the message than `delivery` has been handed out.
+    fn supersedes(&self, delivery: &Delivery<'_>) -> bool {
         self.0
             .lock()
             .deliveries
-            .get(&stream_sequence)
-            .is_some_and(|(latest, _)| *latest > delivered)
+            .get(&delivery.stream_sequence)
+            .is_some_and(|seen| seen.consumer_sequence > delivery.consumer_sequence)
+    }
+
+    /// The receive count `delivery` was handed out with, if it is the latest here.
+    pub(crate) fn receive_count_of(&self, delivery: &Delivery<'_>) -> Option<u32> {
+        self.0
+            .lock()
+            .deliveries
+            .get(&delivery.stream_sequence)
+            .filter(|seen| seen.consumer_sequence == delivery.consumer_sequence)
+            .map(|seen| seen.receive_count)
     }
 }
 
+/// The current deliveries an ack or a release names: each reply subject once, and which of
+/// them each receipt named (`None`: not current, or not a receipt of this consumer).
 #[derive(Debug)]
 pub(crate) struct Replies {
     pub(crate) subjects: Vec<Subject>,
@@ -182,7 +246,7 @@ impl Replies {
                     return None;
                 }
                 let delivery = Delivery::parse(reply.as_str())?;
-                if superseded.supersedes(delivery.stream_sequence, delivery.delivered) {
+                if superseded.supersedes(&delivery) {
                     return None;
                 }
                 Some(*seen.entry(reply.to_string()).or_insert_with(|| {
@@ -283,11 +347,17 @@ mod tests {
         );
     }
 
+    /// The reply subject of delivery `delivered` of stream message 100, the consumer's
+    /// delivery number `consumer_sequence`.
+    fn reply(delivered: u64, consumer_sequence: u64) -> String {
+        format!("$JS.ACK.ORDERS.nimbus.{delivered}.100.{consumer_sequence}.1790230470084404000.0")
+    }
+
     #[test]
     fn a_delivery_superseded_by_a_later_one_is_refused_however_young() {
         let wait = Duration::from_secs(30);
-        let fresh = receipt_of(REPLY, now_millis());
-        let delivery = Delivery::parse(REPLY).unwrap();
+        let first = reply(1, 7);
+        let fresh = receipt_of(&first, now_millis());
         let superseded = Superseded::default();
         let none = Released::default();
         let of = |superseded: &Superseded| {
@@ -300,31 +370,68 @@ mod tests {
                 superseded,
             )
         };
-        superseded.saw(
-            delivery.stream_sequence,
-            delivery.delivered,
-            now_millis(),
-            wait,
-        );
+        let accept = |reply: &str| {
+            let delivery = Delivery::parse(reply).unwrap();
+            let counted = crate::release::Lineage::default().receive_count(&delivery);
+            superseded.accept(&delivery, counted, now_millis(), wait)
+        };
+        assert_eq!(accept(&first), Arrival::Fresh(1));
         assert_eq!(
             of(&superseded).subjects.len(),
             1,
             "still the latest delivery"
         );
-        superseded.saw(
-            delivery.stream_sequence,
-            delivery.delivered + 1,
-            now_millis(),
-            wait,
-        );
+        // Delivered again (after a -NAK, say), with the count one higher.
+        assert_eq!(accept(&reply(2, 9)), Arrival::Fresh(2));
         assert!(of(&superseded).subjects.is_empty(), "delivered again since");
-        // A late note of the older delivery does not make it current again.
-        superseded.saw(
-            delivery.stream_sequence,
-            delivery.delivered,
-            now_millis(),
-            wait,
-        );
+        // A late arrival of the older delivery does not make it current again.
+        assert_eq!(accept(&first), Arrival::Fresh(1));
         assert!(of(&superseded).subjects.is_empty());
+    }
+
+    #[test]
+    fn a_second_copy_sent_while_a_delivery_is_held_is_left_out_and_counts_go_on() {
+        // What a JetStream 2.9 server does after a delivery to a pull request that had gone:
+        // the message's third delivery is held here when it sends the message again with
+        // delivery count 1.
+        let wait = Duration::from_secs(1);
+        let superseded = Superseded::default();
+        let held = reply(3, 12);
+        let t = now_millis();
+        let at = |reply: &str, arrived: u64| {
+            let delivery = Delivery::parse(reply).unwrap();
+            let counted = crate::release::Lineage::default().receive_count(&delivery);
+            superseded.accept(&delivery, counted, arrived, wait)
+        };
+        assert_eq!(at(&held, t), Arrival::Fresh(3));
+        assert_eq!(at(&reply(1, 13), t + 1), Arrival::Duplicate);
+        assert_eq!(at(&reply(3, 14), t + 999), Arrival::Duplicate);
+        // The held receipt is still current, and its count is the one handed out.
+        let receipt = receipt_of(&held, t);
+        let replies = Replies::of(
+            std::slice::from_ref(&receipt),
+            "ORDERS",
+            "nimbus",
+            Duration::from_secs(30),
+            &Released::default(),
+            &superseded,
+        );
+        assert_eq!(replies.subjects.len(), 1);
+        assert_eq!(
+            superseded.receive_count_of(&Delivery::parse(&held).unwrap()),
+            Some(3)
+        );
+        // Once the held delivery's ack_wait has passed, the server's next delivery is handed
+        // out, counted after the held one although the server restarted its count.
+        assert_eq!(at(&reply(2, 15), t + 1000), Arrival::Fresh(4));
+        assert_eq!(
+            superseded.receive_count_of(&Delivery::parse(&reply(2, 15)).unwrap()),
+            Some(4)
+        );
+        assert_eq!(
+            superseded.receive_count_of(&Delivery::parse(&held).unwrap()),
+            None,
+            "no longer the latest"
+        );
     }
 }

@@ -11,7 +11,7 @@ use nimbus_sources::{Attributes, Message, MessageId};
 use crate::delivery::Delivery;
 use crate::error::NatsError;
 use crate::queue::NatsQueue;
-use crate::receipt::{now_millis, receipt_of};
+use crate::receipt::{now_millis, receipt_of, Arrival};
 use crate::release::{is_release_header, Lineage};
 use crate::setup::timed_out;
 
@@ -113,21 +113,30 @@ impl NatsQueue {
                 tracing::warn!(%reply, "nats message with an unknown reply subject");
                 continue;
             };
-            self.superseded.saw(
-                delivery.stream_sequence,
-                delivery.delivered,
-                arrived,
-                self.ack_wait,
-            );
             // Released messages carry the receives counted before (see `release.rs`).
             let lineage = Lineage::of(delivered.headers.as_ref());
-            let receive_count = lineage.receive_count(&delivery);
+            let counted = lineage.receive_count(&delivery);
+            let receive_count =
+                match self
+                    .superseded
+                    .accept(&delivery, counted, arrived, self.ack_wait)
+                {
+                    Arrival::Fresh(receive_count) => receive_count,
+                    Arrival::Duplicate => {
+                        tracing::debug!(
+                            sequence = delivery.stream_sequence,
+                            delivered = delivery.delivered,
+                            "nats sent a second copy of a message held here; left out"
+                        );
+                        continue;
+                    }
+                };
             if let Some(dead) = &self.dead_letters {
                 if receive_count > dead.max_receive_count {
                     // A failed redrive leaves the message to come back after ack_wait, and be
                     // redriven then.
                     let redriven = self
-                        .redrive(dead, &delivered, &reply, &delivery, &lineage)
+                        .redrive(dead, &delivered, &reply, &delivery, &lineage, receive_count)
                         .await;
                     if let Err(error) = redriven {
                         tracing::warn!(%error, sequence = delivery.stream_sequence, "nats redrive failed");

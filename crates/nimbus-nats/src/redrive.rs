@@ -42,6 +42,7 @@ impl NatsQueue {
         reply: &Subject,
         delivery: &Delivery<'_>,
         lineage: &Lineage,
+        receive_count: u32,
     ) -> Result<(), NatsError> {
         use dead_letter_headers as h;
         let mut headers = HeaderMap::new();
@@ -62,7 +63,6 @@ impl NatsQueue {
         headers.insert(h::STREAM, delivery.stream);
         headers.insert(h::SUBJECT, delivered.subject.as_str());
         headers.insert(h::SEQUENCE, lineage.id(delivery).to_string());
-        let receive_count = lineage.receive_count(delivery);
         headers.insert(h::RECEIVE_COUNT, receive_count.to_string());
         self.jetstream()
             .publish_with_headers(dead.subject.clone(), headers, delivered.payload.clone())

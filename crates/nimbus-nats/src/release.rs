@@ -125,7 +125,13 @@ impl NatsQueue {
             Err(error) => return Err(NatsError::broker("release")(error)),
         };
         let lineage = Lineage::of(Some(&stored.headers));
-        let counted = lineage.receive_count(&delivery).saturating_sub(1);
+        // The count this process handed the delivery out with, which may be higher than the
+        // server's (see `receipt.rs`).
+        let counted = self
+            .superseded
+            .receive_count_of(&delivery)
+            .unwrap_or_else(|| lineage.receive_count(&delivery))
+            .saturating_sub(1);
         let mut headers = HeaderMap::new();
         for (name, values) in stored.headers.iter() {
             let text: &str = name.as_ref();

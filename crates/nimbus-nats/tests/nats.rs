@@ -70,7 +70,6 @@ impl QueueHarness for Harness<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_passes_the_conformance_kit() {
-    let _alone = support::SERVER_TIMING.lock().await;
     let Some(names) = Names::new().await else {
         return;
     };
@@ -94,7 +93,6 @@ async fn queue_passes_the_conformance_kit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_over_the_receive_limit_is_dead_lettered_once_with_its_body() {
-    let _alone = support::SERVER_TIMING.lock().await;
     let Some(names) = Names::new().await else {
         return;
     };

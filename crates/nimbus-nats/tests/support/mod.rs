@@ -9,14 +9,6 @@ use async_nats::jetstream;
 use futures_util::StreamExt;
 use nimbus_nats::NatsConfig;
 
-/// Held by the tests that must not overlap on the server: the conformance kit's timing-sensitive
-/// checks and the redrive test's 500 ms `ack_wait`. Run together on the JetStream 2.9.10 server
-/// here, the kit's stale-receipt check saw one redelivery go missing and the message then
-/// delivered with receive count 1 while its third delivery was held (in most runs of the whole
-/// binary; never in runs of the kit alone, of the binary one test at a time, or of the kit with
-/// any other test). The cause is not found yet (README, "Brokers").
-pub(crate) static SERVER_TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 pub(crate) fn url() -> String {
     std::env::var("NIMBUS_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
