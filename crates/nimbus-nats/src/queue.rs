@@ -13,6 +13,7 @@ use nimbus_sources::{
 };
 
 use crate::config::NatsConfig;
+use crate::delivery::Delivery;
 use crate::error::NatsError;
 use crate::receipt::{Released, Replies, Superseded};
 use crate::redrive::DeadLetters;
@@ -38,7 +39,7 @@ const MAX_DELAY: Duration = Duration::from_secs(12 * 3600);
 /// - retry later: `-NAK` with the delay.
 /// - visibility timeout: the consumer's `ack_wait`, read when the queue connects (reconnect
 ///   after changing it: see [`NatsConfig::ack_wait`]); receive count: JetStream's delivery
-///   count.
+///   count (raised where a server restarted it, see `receipt.rs`).
 /// - redrive: a message delivered more than `max_receive_count` times is published to the
 ///   dead-letter subject and terminated, instead of being returned.
 ///
@@ -337,8 +338,13 @@ impl QueueSource for NatsQueue {
         // `-NAK {"delay":<nanoseconds>}`; a plain `-NAK` redelivers at once.
         let delay = delay.min(MAX_DELAY);
         let kind = AckKind::Nak((!delay.is_zero()).then_some(delay));
-        match self.confirm(reply, kind).await {
-            Ok(()) => Ok(()),
+        match self.confirm(reply.clone(), kind).await {
+            Ok(()) => {
+                if let Some(delivery) = Delivery::parse(reply.as_str()) {
+                    self.superseded.let_go(&delivery);
+                }
+                Ok(())
+            }
             Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
                 Err(SourceError::UnknownReceipt)
             }

@@ -96,7 +96,7 @@ impl Released {
     }
 }
 
-/// The latest delivery this process received of each message still in play, by stream
+/// The latest delivery this process handed out of each message still in play, by stream
 /// sequence, so that:
 ///
 /// - a receipt for an earlier delivery of a message that has since been delivered again is
@@ -104,18 +104,21 @@ impl Released {
 ///   stamped late here: the server's `ack_wait` had started earlier, so it redelivered while
 ///   the old receipt still looked current on this clock, and a `-NAK` through the old reply
 ///   subject would make the new delivery's message visible.) Deliveries are ordered by their
-///   consumer sequence, which the server raises on every delivery.
+///   consumer sequence, which the server raises on every delivery; a later delivery
+///   supersedes earlier ones while its own `ack_wait` runs, which outlasts theirs.
 /// - a second copy of a message whose latest delivery is held here, sent before that
 ///   delivery's `ack_wait` passed and without a higher delivery count, is left out. JetStream
-///   servers fixed in 2024 (nats-server pull request 5305; 2.9.10 has it) do that after a delivery to a pull request
-///   that had gone: they start the message over as if new, with delivery count 1, while the
-///   redelivery of it is held, and the queue would hand out a message in flight. Left out,
-///   the copy is pending on the server like any delivery: the held receipt still acknowledges
-///   the message (JetStream acknowledges by stream sequence), and if nobody does, the server
-///   delivers it again after `ack_wait`. Nothing is lost.
-/// - receive counts never go backwards: the same servers restart the delivery count then, so
-///   a delivery reports at least one more than the last this process handed out, and the
-///   dead-letter limit still counts every receive.
+///   servers from before a 2024 fix (nats-server pull request 5305; 2.9.10 has the bug) send
+///   one after a delivery to a pull request that had ended: they start the message over as if
+///   new, with delivery count 1, while a redelivery of it is held, and the queue would hand
+///   out a message in flight. Left out, the copy is pending on the server like any delivery:
+///   the held receipt still acknowledges the message (JetStream acknowledges by stream
+///   sequence), and if nobody does, the server delivers it again after `ack_wait`. Nothing is
+///   lost. A delivery let go with `retry_later` is not held: a copy after it is handed out.
+/// - this process's receive counts of a message never go backwards: the same servers restart
+///   the delivery count then, so a delivery reports at least one more than the last one this
+///   process handed out. (Another process, which has not seen the message, reports the
+///   server's count.)
 #[derive(Debug, Default)]
 pub(crate) struct Superseded(parking_lot::Mutex<Latest>);
 
@@ -134,6 +137,8 @@ struct Seen {
     delivered: u64,
     receive_count: u32,
     arrived: u64,
+    /// Not let go by `retry_later` since.
+    held: bool,
 }
 
 /// What becomes of a delivery that arrived (see [`Superseded::accept`]).
@@ -163,12 +168,18 @@ impl Superseded {
         let mut latest = self.0.lock();
         let receive_count = match latest.deliveries.get(&delivery.stream_sequence) {
             // An earlier delivery than the latest, reaching this process late (two receives
-            // at once): its receipt is stale already; it keeps its own count.
-            Some(seen) if delivery.consumer_sequence <= seen.consumer_sequence => {
+            // at once): its receipt is stale already; it keeps its own count. (Past the
+            // latest's ack_wait, a lower consumer sequence means the consumer started over,
+            // made anew: the delivery is the latest, below.)
+            Some(seen)
+                if delivery.consumer_sequence <= seen.consumer_sequence
+                    && arrived < seen.arrived.saturating_add(wait) =>
+            {
                 return Arrival::Fresh(counted)
             }
             Some(seen)
-                if delivery.delivered <= seen.delivered
+                if seen.held
+                    && delivery.delivered <= seen.delivered
                     && arrived < seen.arrived.saturating_add(wait) =>
             {
                 return Arrival::Duplicate
@@ -183,6 +194,7 @@ impl Superseded {
                 delivered: delivery.delivered,
                 receive_count,
                 arrived,
+                held: true,
             },
         );
         if latest.deliveries.len() >= latest.prune_at {
@@ -198,13 +210,27 @@ impl Superseded {
         Arrival::Fresh(receive_count)
     }
 
-    /// Whether a later delivery of the message than `delivery` has been handed out.
-    fn supersedes(&self, delivery: &Delivery<'_>) -> bool {
+    /// Notes that `delivery` was let go (`-NAK`): the server may deliver it again at once, and
+    /// a copy of it is no longer one to leave out.
+    pub(crate) fn let_go(&self, delivery: &Delivery<'_>) {
+        if let Some(seen) = self.0.lock().deliveries.get_mut(&delivery.stream_sequence) {
+            if seen.consumer_sequence == delivery.consumer_sequence {
+                seen.held = false;
+            }
+        }
+    }
+
+    /// Whether a later delivery of the message than `delivery` has been handed out, whose
+    /// `ack_wait` has not passed at `now`.
+    fn supersedes(&self, delivery: &Delivery<'_>, ack_wait: Duration, now: u64) -> bool {
         self.0
             .lock()
             .deliveries
             .get(&delivery.stream_sequence)
-            .is_some_and(|seen| seen.consumer_sequence > delivery.consumer_sequence)
+            .is_some_and(|seen| {
+                seen.consumer_sequence > delivery.consumer_sequence
+                    && now < seen.arrived.saturating_add(millis(ack_wait))
+            })
     }
 
     /// The receive count `delivery` was handed out with, if it is the latest here.
@@ -236,6 +262,7 @@ impl Replies {
         superseded: &Superseded,
     ) -> Self {
         let released = released.0.lock();
+        let now = now_millis();
         let mut subjects: Vec<Subject> = Vec::with_capacity(receipts.len());
         let mut seen: HashMap<String, usize> = HashMap::with_capacity(receipts.len());
         let of = receipts
@@ -246,7 +273,7 @@ impl Replies {
                     return None;
                 }
                 let delivery = Delivery::parse(reply.as_str())?;
-                if superseded.supersedes(&delivery) {
+                if superseded.supersedes(&delivery, ack_wait, now) {
                     return None;
                 }
                 Some(*seen.entry(reply.to_string()).or_insert_with(|| {
@@ -423,9 +450,10 @@ mod tests {
         );
         // Once the held delivery's ack_wait has passed, the server's next delivery is handed
         // out, counted after the held one although the server restarted its count.
-        assert_eq!(at(&reply(2, 15), t + 1000), Arrival::Fresh(4));
+        let next = reply(2, 15);
+        assert_eq!(at(&next, t + 1000), Arrival::Fresh(4));
         assert_eq!(
-            superseded.receive_count_of(&Delivery::parse(&reply(2, 15)).unwrap()),
+            superseded.receive_count_of(&Delivery::parse(&next).unwrap()),
             Some(4)
         );
         assert_eq!(
@@ -433,5 +461,77 @@ mod tests {
             None,
             "no longer the latest"
         );
+        // The held receipt is stale now, judged by the consumer's sequence: the next delivery
+        // has a lower delivery count than the held one.
+        let replies = Replies::of(
+            std::slice::from_ref(&receipt),
+            "ORDERS",
+            "nimbus",
+            Duration::from_secs(30),
+            &Released::default(),
+            &superseded,
+        );
+        assert!(replies.subjects.is_empty(), "superseded by {next}");
+    }
+
+    #[test]
+    fn a_copy_after_retry_later_is_handed_out() {
+        let wait = Duration::from_secs(1);
+        let superseded = Superseded::default();
+        let t = now_millis();
+        let held = reply(3, 12);
+        let at = |reply: &str, arrived: u64| {
+            let delivery = Delivery::parse(reply).unwrap();
+            let counted = crate::release::Lineage::default().receive_count(&delivery);
+            superseded.accept(&delivery, counted, arrived, wait)
+        };
+        assert_eq!(at(&held, t), Arrival::Fresh(3));
+        // A -NAK of another delivery lets nothing go.
+        superseded.let_go(&Delivery::parse(&reply(2, 11)).unwrap());
+        assert_eq!(at(&reply(1, 13), t + 1), Arrival::Duplicate);
+        superseded.let_go(&Delivery::parse(&held).unwrap());
+        assert_eq!(at(&reply(1, 14), t + 2), Arrival::Fresh(4));
+    }
+
+    fn accept_into(superseded: &Superseded, reply: &str, arrived: u64, wait: Duration) -> Arrival {
+        superseded.accept(&Delivery::parse(reply).unwrap(), 1, arrived, wait)
+    }
+
+    #[test]
+    fn a_consumer_made_anew_is_not_refused_for_long() {
+        // The consumer was deleted and made again: its sequences start over.
+        let wait = Duration::from_millis(50);
+        let superseded = Superseded::default();
+        let t = now_millis();
+        let old = reply(1, 40);
+        let again = reply(1, 2);
+        let accept = |reply: &str, arrived: u64| {
+            superseded.accept(&Delivery::parse(reply).unwrap(), 1, arrived, wait)
+        };
+        assert_eq!(accept(&old, t), Arrival::Fresh(1));
+        let current = |reply: &str, arrived: u64| {
+            !Replies::of(
+                &[receipt_of(reply, arrived)],
+                "ORDERS",
+                "nimbus",
+                Duration::from_secs(30),
+                &Released::default(),
+                &superseded,
+            )
+            .subjects
+            .is_empty()
+        };
+        // Inside the old delivery's ack_wait a lower sequence is an earlier delivery, late.
+        assert_eq!(accept(&again, t + 10), Arrival::Fresh(1));
+        // Past it, the new consumer's delivery is the latest, and its receipt current.
+        assert_eq!(accept(&again, t + 50), Arrival::Fresh(2));
+        assert!(current(&again, t + 50));
+        // And a receipt the old latest once superseded is current again once its ack_wait
+        // passed: the refusal does not outlive the delivery that caused it.
+        let fresh = Superseded::default();
+        assert_eq!(accept_into(&fresh, &old, t, wait), Arrival::Fresh(1));
+        let newer_consumer = Delivery::parse(&again).unwrap();
+        assert!(fresh.supersedes(&newer_consumer, wait, t + 49));
+        assert!(!fresh.supersedes(&newer_consumer, wait, t + 50));
     }
 }

@@ -17,8 +17,8 @@
 //! 3. only then is the delivery acknowledged (`+ACK`, confirmed), which deletes the original
 //!    from the work-queue stream.
 //!
-//! A receive reports `RECEIVE_BASE + delivery count` as the receive count, and redrives on that
-//! number, so the copy's next delivery reports the count the released one did, and releasing
+//! A receive reports `RECEIVE_BASE + delivery count` as the receive count (or more, where a
+//! server restarted its delivery count: see `receipt.rs`), and redrives on that number, so the copy's next delivery reports the count the released one did, and releasing
 //! never moves a message towards the dead-letter stream. The scheme is sound across processes
 //! (the count travels with the message, not in one process's memory) and survives restarts.
 //!
