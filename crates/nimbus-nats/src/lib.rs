@@ -11,7 +11,7 @@
 //! | `ChangeMessageVisibility` ([`retry_later`](nimbus_sources::QueueSource::retry_later)) | `-NAK {"delay":<ns>}` (plain `-NAK` for no delay) |
 //! | visibility timeout | the consumer's `ack_wait` |
 //! | message id, receive count, sent time | stream sequence, delivery count, stored time, all read from the delivery's reply subject |
-//! | receipt handle | the reply subject (`$JS.ACK.<stream>.<consumer>...`) and when the delivery arrived: past `ack_wait`, or once the message was delivered again, the adapter refuses it, since JetStream would still honour it |
+//! | receipt handle | the reply subject (`$JS.ACK.<stream>.<consumer>...`) and when the delivery arrived: past `ack_wait`, or while a later delivery this process received runs, the adapter refuses it, since JetStream would still honour it |
 //! | redrive after `maxReceiveCount` | the adapter publishes the message to a dead-letter subject, captured by a `<stream>_dead` stream, then terminates it (`+TERM`) |
 //!
 //! JetStream itself only *announces* a message that reached the consumer's `max_deliver` (an
@@ -29,11 +29,13 @@
 //! [`NatsConfig::request_timeout`]. Messages received but not acknowledged come back after
 //! `ack_wait`: nothing is lost, some may be handled twice (at least once, as SQS).
 //!
-//! Servers before a 2024 fix (nats-server pull request 5305; 2.9 has it) may send a message
-//! again with delivery count 1 while a redelivery of it is held, after a delivery to a pull
-//! request that had ended. The adapter leaves such a copy out while the held delivery's
-//! `ack_wait` runs (it stays pending on the server, so nothing is lost), and never reports a
-//! receive count lower than one it handed out before.
+//! JetStream servers from before a 2024 fix (nats-server pull request 5305; the 2.9 servers
+//! have the bug) may send a message again with delivery count 1 while a redelivery of it is
+//! held, after a delivery to a pull request that had ended. The adapter leaves such a copy out
+//! while the held delivery's `ack_wait` runs, unless that delivery was let go with
+//! `retry_later` (the copy stays pending on the server, so nothing is lost), and while it
+//! remembers a message's last delivery it reports no lower receive count than that one's. The
+//! guard is per process: a copy another process pulls is handed out there.
 //!
 //! # Wire format
 //!

@@ -338,13 +338,14 @@ impl QueueSource for NatsQueue {
         // `-NAK {"delay":<nanoseconds>}`; a plain `-NAK` redelivers at once.
         let delay = delay.min(MAX_DELAY);
         let kind = AckKind::Nak((!delay.is_zero()).then_some(delay));
-        match self.confirm(reply.clone(), kind).await {
-            Ok(()) => {
-                if let Some(delivery) = Delivery::parse(reply.as_str()) {
-                    self.superseded.let_go(&delivery);
-                }
-                Ok(())
-            }
+        // Let go before the -NAK: the server may deliver again before it answers, and that
+        // delivery must not be taken for a copy (see `receipt.rs`). Should the -NAK fail, a
+        // copy is handed out: a duplicate, never a loss.
+        if let Some(delivery) = Delivery::parse(reply.as_str()) {
+            self.superseded.let_go(&delivery);
+        }
+        match self.confirm(reply, kind).await {
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
                 Err(SourceError::UnknownReceipt)
             }

@@ -115,10 +115,13 @@ impl Released {
 ///   the held receipt still acknowledges the message (JetStream acknowledges by stream
 ///   sequence), and if nobody does, the server delivers it again after `ack_wait`. Nothing is
 ///   lost. A delivery let go with `retry_later` is not held: a copy after it is handed out.
-/// - this process's receive counts of a message never go backwards: the same servers restart
-///   the delivery count then, so a delivery reports at least one more than the last one this
-///   process handed out. (Another process, which has not seen the message, reports the
-///   server's count.)
+/// - the receive counts this process reports of a message do not go back while it remembers
+///   the message's last delivery (two `ack_wait`s): the same servers restart the delivery
+///   count then, so a delivery reports at least one more than that one. (Another process,
+///   which has not seen the message, reports the server's count.)
+///
+/// Entries are told apart by stream sequence and the time the stream stored the message, so
+/// that a stream made anew, whose sequences start over, is not taken for the old one.
 #[derive(Debug, Default)]
 pub(crate) struct Superseded(parking_lot::Mutex<Latest>);
 
@@ -133,6 +136,9 @@ pub(crate) struct Latest {
 /// A delivery handed out by this process.
 #[derive(Debug, Clone, Copy)]
 struct Seen {
+    /// When the stream stored the message (another message if it differs: the stream was
+    /// made anew).
+    published_nanos: u64,
     consumer_sequence: u64,
     delivered: u64,
     receive_count: u32,
@@ -166,7 +172,11 @@ impl Superseded {
     ) -> Arrival {
         let wait = millis(ack_wait);
         let mut latest = self.0.lock();
-        let receive_count = match latest.deliveries.get(&delivery.stream_sequence) {
+        let receive_count = match latest
+            .deliveries
+            .get(&delivery.stream_sequence)
+            .filter(|seen| seen.published_nanos == delivery.published_nanos)
+        {
             // An earlier delivery than the latest, reaching this process late (two receives
             // at once): its receipt is stale already; it keeps its own count. (Past the
             // latest's ack_wait, a lower consumer sequence means the consumer started over,
@@ -190,6 +200,7 @@ impl Superseded {
         latest.deliveries.insert(
             delivery.stream_sequence,
             Seen {
+                published_nanos: delivery.published_nanos,
                 consumer_sequence: delivery.consumer_sequence,
                 delivered: delivery.delivered,
                 receive_count,
@@ -214,7 +225,9 @@ impl Superseded {
     /// a copy of it is no longer one to leave out.
     pub(crate) fn let_go(&self, delivery: &Delivery<'_>) {
         if let Some(seen) = self.0.lock().deliveries.get_mut(&delivery.stream_sequence) {
-            if seen.consumer_sequence == delivery.consumer_sequence {
+            if (seen.published_nanos, seen.consumer_sequence)
+                == (delivery.published_nanos, delivery.consumer_sequence)
+            {
                 seen.held = false;
             }
         }
@@ -228,7 +241,8 @@ impl Superseded {
             .deliveries
             .get(&delivery.stream_sequence)
             .is_some_and(|seen| {
-                seen.consumer_sequence > delivery.consumer_sequence
+                seen.published_nanos == delivery.published_nanos
+                    && seen.consumer_sequence > delivery.consumer_sequence
                     && now < seen.arrived.saturating_add(millis(ack_wait))
             })
     }
@@ -239,7 +253,10 @@ impl Superseded {
             .lock()
             .deliveries
             .get(&delivery.stream_sequence)
-            .filter(|seen| seen.consumer_sequence == delivery.consumer_sequence)
+            .filter(|seen| {
+                (seen.published_nanos, seen.consumer_sequence)
+                    == (delivery.published_nanos, delivery.consumer_sequence)
+            })
             .map(|seen| seen.receive_count)
     }
 }
@@ -533,5 +550,23 @@ mod tests {
         let newer_consumer = Delivery::parse(&again).unwrap();
         assert!(fresh.supersedes(&newer_consumer, wait, t + 49));
         assert!(!fresh.supersedes(&newer_consumer, wait, t + 50));
+    }
+
+    #[test]
+    fn a_message_of_a_stream_made_anew_is_another_message() {
+        // The stream was deleted and made again: sequence 100 is a new message, stored later.
+        let wait = Duration::from_secs(1);
+        let superseded = Superseded::default();
+        let t = now_millis();
+        let old = reply(5, 40);
+        assert_eq!(accept_into(&superseded, &old, t, wait), Arrival::Fresh(1));
+        let new = "$JS.ACK.ORDERS.nimbus.1.100.2.1790230470999999999.0";
+        let delivery = Delivery::parse(new).unwrap();
+        assert_eq!(
+            superseded.accept(&delivery, 1, t + 1, wait),
+            Arrival::Fresh(1)
+        );
+        assert_eq!(superseded.receive_count_of(&delivery), Some(1));
+        assert!(!superseded.supersedes(&delivery, wait, t + 2));
     }
 }
