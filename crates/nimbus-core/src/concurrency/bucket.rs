@@ -63,6 +63,24 @@ impl TokenBucket {
             false
         }
     }
+
+    /// How long until a token is there: zero if one is now. Lets a caller that found the
+    /// bucket empty skip asking again (and taking its lock) until then.
+    pub fn time_to_token(&self) -> Duration {
+        let now = Instant::now();
+        let state = self.state.lock();
+        let elapsed = now.saturating_duration_since(state.refilled_at).as_nanos() as f64;
+        let tokens = (state.tokens + elapsed * self.per_nanosecond).min(self.capacity);
+        if tokens >= 1.0 {
+            return Duration::ZERO;
+        }
+        let nanos = ((1.0 - tokens) / self.per_nanosecond).ceil();
+        if nanos.is_finite() && nanos < u64::MAX as f64 {
+            Duration::from_nanos(nanos as u64)
+        } else {
+            Duration::MAX
+        }
+    }
 }
 
 #[cfg(test)]
@@ -86,5 +104,20 @@ mod tests {
             assert!(bucket.try_take());
         }
         assert!(!bucket.try_take(), "refill is capped at the burst size");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn says_when_the_next_token_comes() {
+        let bucket = TokenBucket::new(2, Duration::from_secs(60));
+        assert_eq!(bucket.time_to_token(), Duration::ZERO);
+        assert!(bucket.try_take() && bucket.try_take());
+        let wait = bucket.time_to_token();
+        assert!(
+            wait > Duration::from_millis(29_900) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        tokio::time::advance(wait).await;
+        assert_eq!(bucket.time_to_token(), Duration::ZERO);
+        assert!(bucket.try_take());
     }
 }

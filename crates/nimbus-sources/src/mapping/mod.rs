@@ -150,6 +150,9 @@ struct Shared {
     /// Whether more pollers run than the target, as last set under the `scaling` lock: each
     /// poller reads it once per batch without taking the lock.
     over_target: AtomicBool,
+    /// When a full batch may next add a poller, read without the `scaling` lock (see
+    /// [`scale::Growth`]).
+    growth: scale::Growth,
     scale_up: TokenBucket,
     status: Mutex<MappingStatus>,
     /// Stop receiving (stop, shutdown, a function that refuses work, a permanent error).
@@ -267,6 +270,7 @@ impl QueueMapping {
                 active: initial,
             }),
             over_target: AtomicBool::new(false),
+            growth: scale::Growth::default(),
             scale_up: TokenBucket::new(config.scale_up_per_minute, Duration::from_secs(60)),
             status: Mutex::new(MappingStatus::Running),
             cancel: CancellationToken::new(),

@@ -3,14 +3,69 @@
 //! change of the target is told to the source as a [demand hint](QueueSource::demand).
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::MutexGuard;
+use tokio::time::Instant;
 
 use super::Shared;
 use crate::queue::QueueSource;
 use crate::status::panic_message;
+
+/// When a full batch may next add a poller: with the target at its maximum or the scale-up
+/// budget spent, every full batch would otherwise take the `scaling` lock and the budget's
+/// lock for nothing (at batch size 1, twice per message, shared by every poller). Set under
+/// the `scaling` lock; read without it, and a stale value only delays growth by one batch.
+#[derive(Debug)]
+pub(super) struct Growth {
+    /// The moment nanoseconds count from.
+    epoch: Instant,
+    /// Nanoseconds after `epoch` before which growing cannot succeed (`u64::MAX`: not until
+    /// the target comes down).
+    not_before: AtomicU64,
+    /// Fewer pollers run than the target (one retired on an error, say): grow at once.
+    short: AtomicBool,
+}
+
+impl Default for Growth {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            not_before: AtomicU64::new(0),
+            short: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Growth {
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether growing could succeed now.
+    fn may_grow(&self) -> bool {
+        self.short.load(Ordering::Relaxed)
+            || self.nanos(Instant::now()) >= self.not_before.load(Ordering::Relaxed)
+    }
+
+    /// Growing cannot succeed for `wait` (`Duration::MAX`: until the target comes down).
+    fn hold(&self, wait: Duration) {
+        let until = if wait == Duration::MAX {
+            u64::MAX
+        } else {
+            self.nanos(Instant::now())
+                .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX))
+        };
+        self.not_before.store(until, Ordering::Relaxed);
+    }
+
+    /// The target came down (or a poller can be added): ask again at the next full batch.
+    fn reopen(&self) {
+        self.not_before.store(0, Ordering::Relaxed);
+    }
+}
 
 /// Pollers running and the number the scaler aims for.
 #[derive(Debug)]
@@ -49,6 +104,9 @@ impl Shared {
     pub(super) fn note_surplus(&self, scaling: &Scaling) {
         self.over_target
             .store(scaling.active > scaling.target, Ordering::Relaxed);
+        self.growth
+            .short
+            .store(scaling.active < scaling.target, Ordering::Relaxed);
     }
 
     /// Retires the calling poller if there are more than the target. The lock is taken only
@@ -74,6 +132,7 @@ impl Shared {
             let before = scaling.target;
             scaling.active -= 1;
             scaling.target = scaling.target.min(scaling.active).max(1);
+            self.growth.reopen();
             self.note_surplus(&scaling);
             self.tell_demand(&scaling, before);
             return true;
@@ -83,11 +142,18 @@ impl Shared {
 
     /// A full batch: there is backlog, so add a poller if the scale-up rate allows.
     pub(super) fn grow(self: &Arc<Self>) {
+        if !self.growth.may_grow() {
+            return;
+        }
         let spawn = {
             let mut scaling = self.scaling.lock();
             let before = scaling.target;
-            if scaling.target < self.config.max_concurrency as usize && self.scale_up.try_take() {
+            if scaling.target >= self.config.max_concurrency as usize {
+                self.growth.hold(Duration::MAX);
+            } else if self.scale_up.try_take() {
                 scaling.target += 1;
+            } else {
+                self.growth.hold(self.scale_up.time_to_token());
             }
             let spawn = scaling.active < scaling.target && !self.cancel.is_cancelled();
             if spawn {
@@ -107,6 +173,7 @@ impl Shared {
         let mut scaling = self.scaling.lock();
         let before = scaling.target;
         scaling.target = (scaling.target / 2).max(1);
+        self.growth.reopen();
         self.note_surplus(&scaling);
         self.tell_demand(&scaling, before);
     }

@@ -264,6 +264,67 @@ async fn fifo_groups_are_handled_in_order_even_across_failures() {
     mapping.stop(Duration::from_secs(1)).await;
 }
 
+/// Growth waits for the scale-up budget, then resumes once it refills; held at the maximum, it
+/// resumes after the target comes down. (Each full batch skips the scaling lock while growing
+/// cannot succeed: this checks that the skip ends when it should.)
+#[tokio::test(start_paused = true)]
+async fn growth_waits_for_the_budget_and_the_maximum_and_resumes() {
+    let rt = runtime();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let function = rt
+        .register(Function::new(
+            "slow",
+            handler_fn({
+                let failing = Arc::clone(&failing);
+                move |_batch: QueueBatch, _ctx: Context| {
+                    let fail = failing.load(std::sync::atomic::Ordering::Relaxed);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if fail {
+                            return Err(FunctionError::new("Down", "failing for now"));
+                        }
+                        Ok::<_, FunctionError>(BatchResponse::success())
+                    }
+                }
+            }),
+        ))
+        .await
+        .unwrap();
+    let q = queue(QueueConfig::default());
+    q.send_batch((0..100_000).map(|i| Outgoing::new(i.to_string())))
+        .unwrap();
+    // One token a minute, and a burst of one.
+    let config = QueueMappingConfig::new("growth")
+        .with_batch_size(1)
+        .with_initial_concurrency(2)
+        .with_max_concurrency(4)
+        .with_scale_up_per_minute(1);
+    let start = Instant::now();
+    let mapping = QueueMapping::start(q.clone(), function, config).unwrap();
+    eventually(LIMIT, || mapping.metrics().target_concurrency == 3).await;
+    // The budget is spent: no growth for most of a minute, though every batch is full.
+    tokio::time::sleep_until(start + Duration::from_secs(55)).await;
+    assert_eq!(mapping.metrics().target_concurrency, 3);
+    eventually(Duration::from_secs(10), || {
+        mapping.metrics().target_concurrency == 4
+    })
+    .await;
+    assert!(
+        start.elapsed() >= Duration::from_secs(59),
+        "{:?}",
+        start.elapsed()
+    );
+    // At the maximum; errors halve the target, and growth resumes when the budget allows.
+    failing.store(true, std::sync::atomic::Ordering::Relaxed);
+    eventually(LIMIT, || mapping.metrics().target_concurrency < 4).await;
+    failing.store(false, std::sync::atomic::Ordering::Relaxed);
+    eventually(Duration::from_secs(300), || {
+        mapping.metrics().target_concurrency == 4
+    })
+    .await;
+    mapping.stop(Duration::from_secs(1)).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn concurrency_scales_up_with_backlog_and_down_when_idle() {
     let rt = runtime();
