@@ -25,7 +25,8 @@ pub(super) struct Growth {
     /// Nanoseconds after `epoch` before which growing cannot succeed (`u64::MAX`: not until
     /// the target comes down).
     not_before: AtomicU64,
-    /// Fewer pollers run than the target (one retired on an error, say): grow at once.
+    /// Fewer pollers run than the target (a poller left without retiring, or one was not
+    /// spawned as the mapping stopped): grow at once.
     short: AtomicBool,
 }
 
@@ -44,10 +45,17 @@ impl Growth {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Whether growing could succeed now.
+    /// Whether growing could succeed now. The clock is read only while the budget refills:
+    /// a batch of one message would otherwise pay a clock read here too.
     fn may_grow(&self) -> bool {
-        self.short.load(Ordering::Relaxed)
-            || self.nanos(Instant::now()) >= self.not_before.load(Ordering::Relaxed)
+        if self.short.load(Ordering::Relaxed) {
+            return true;
+        }
+        match self.not_before.load(Ordering::Relaxed) {
+            0 => true,
+            u64::MAX => false,
+            not_before => self.nanos(Instant::now()) >= not_before,
+        }
     }
 
     /// Growing cannot succeed for `wait` (`Duration::MAX`: until the target comes down).

@@ -265,8 +265,8 @@ async fn fifo_groups_are_handled_in_order_even_across_failures() {
 }
 
 /// Growth waits for the scale-up budget, then resumes once it refills; held at the maximum, it
-/// resumes after the target comes down. (Each full batch skips the scaling lock while growing
-/// cannot succeed: this checks that the skip ends when it should.)
+/// resumes after the target comes down, on errors or when idle. (Each full batch skips the
+/// scaling lock while growing cannot succeed: this checks that the skip ends when it should.)
 #[tokio::test(start_paused = true)]
 async fn growth_waits_for_the_budget_and_the_maximum_and_resumes() {
     let rt = runtime();
@@ -291,7 +291,7 @@ async fn growth_waits_for_the_budget_and_the_maximum_and_resumes() {
         .await
         .unwrap();
     let q = queue(QueueConfig::default());
-    q.send_batch((0..100_000).map(|i| Outgoing::new(i.to_string())))
+    q.send_batch((0..20_000).map(|i| Outgoing::new(i.to_string())))
         .unwrap();
     // One token a minute, and a burst of one.
     let config = QueueMappingConfig::new("growth")
@@ -320,6 +320,16 @@ async fn growth_waits_for_the_budget_and_the_maximum_and_resumes() {
     failing.store(false, std::sync::atomic::Ordering::Relaxed);
     eventually(Duration::from_secs(300), || {
         mapping.metrics().target_concurrency == 4
+    })
+    .await;
+    // At the maximum again; the queue empties and the pollers retire to one. A new backlog
+    // grows them again.
+    eventually(Duration::from_secs(3_600), || q.is_empty()).await;
+    eventually(LIMIT, || mapping.metrics().pollers == 1).await;
+    q.send_batch((0..1_000).map(|i| Outgoing::new(i.to_string())))
+        .unwrap();
+    eventually(Duration::from_secs(10), || {
+        mapping.metrics().target_concurrency >= 2
     })
     .await;
     mapping.stop(Duration::from_secs(1)).await;
