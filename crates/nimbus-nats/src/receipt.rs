@@ -397,40 +397,51 @@ mod tests {
         format!("$JS.ACK.ORDERS.nimbus.{delivered}.100.{consumer_sequence}.1790230470084404000.0")
     }
 
+    /// Notes the delivery `reply` names, arrived at `arrived`, counted as its subject says.
+    fn note(superseded: &Superseded, reply: &str, arrived: u64, wait: Duration) -> Arrival {
+        let delivery = Delivery::parse(reply).unwrap();
+        let counted = crate::release::Lineage::default().receive_count(&delivery);
+        superseded.accept(&delivery, counted, arrived, wait)
+    }
+
+    /// Whether the receipt of `reply`'s delivery, arrived at `arrived`, names a current
+    /// delivery (an `ack_wait` of 30 s, nothing released).
+    fn is_current(superseded: &Superseded, reply: &str, arrived: u64) -> bool {
+        !Replies::of(
+            &[receipt_of(reply, arrived)],
+            "ORDERS",
+            "nimbus",
+            Duration::from_secs(30),
+            &Released::default(),
+            superseded,
+        )
+        .subjects
+        .is_empty()
+    }
+
     #[test]
     fn a_delivery_superseded_by_a_later_one_is_refused_however_young() {
         let wait = Duration::from_secs(30);
         let first = reply(1, 7);
-        let fresh = receipt_of(&first, now_millis());
+        let arrived = now_millis();
         let superseded = Superseded::default();
-        let none = Released::default();
-        let of = |superseded: &Superseded| {
-            Replies::of(
-                std::slice::from_ref(&fresh),
-                "ORDERS",
-                "nimbus",
-                wait,
-                &none,
-                superseded,
-            )
-        };
-        let accept = |reply: &str| {
-            let delivery = Delivery::parse(reply).unwrap();
-            let counted = crate::release::Lineage::default().receive_count(&delivery);
-            superseded.accept(&delivery, counted, now_millis(), wait)
-        };
-        assert_eq!(accept(&first), Arrival::Fresh(1));
-        assert_eq!(
-            of(&superseded).subjects.len(),
-            1,
-            "still the latest delivery"
-        );
+        assert_eq!(note(&superseded, &first, arrived, wait), Arrival::Fresh(1));
+        assert!(is_current(&superseded, &first, arrived), "still the latest");
         // Delivered again (after a -NAK, say), with the count one higher.
-        assert_eq!(accept(&reply(2, 9)), Arrival::Fresh(2));
-        assert!(of(&superseded).subjects.is_empty(), "delivered again since");
+        assert_eq!(
+            note(&superseded, &reply(2, 9), now_millis(), wait),
+            Arrival::Fresh(2)
+        );
+        assert!(
+            !is_current(&superseded, &first, arrived),
+            "delivered again since"
+        );
         // A late arrival of the older delivery does not make it current again.
-        assert_eq!(accept(&first), Arrival::Fresh(1));
-        assert!(of(&superseded).subjects.is_empty());
+        assert_eq!(
+            note(&superseded, &first, now_millis(), wait),
+            Arrival::Fresh(1)
+        );
+        assert!(!is_current(&superseded, &first, arrived));
     }
 
     #[test]
@@ -442,25 +453,12 @@ mod tests {
         let superseded = Superseded::default();
         let held = reply(3, 12);
         let t = now_millis();
-        let at = |reply: &str, arrived: u64| {
-            let delivery = Delivery::parse(reply).unwrap();
-            let counted = crate::release::Lineage::default().receive_count(&delivery);
-            superseded.accept(&delivery, counted, arrived, wait)
-        };
+        let at = |reply: &str, arrived: u64| note(&superseded, reply, arrived, wait);
         assert_eq!(at(&held, t), Arrival::Fresh(3));
         assert_eq!(at(&reply(1, 13), t + 1), Arrival::Duplicate);
         assert_eq!(at(&reply(3, 14), t + 999), Arrival::Duplicate);
         // The held receipt is still current, and its count is the one handed out.
-        let receipt = receipt_of(&held, t);
-        let replies = Replies::of(
-            std::slice::from_ref(&receipt),
-            "ORDERS",
-            "nimbus",
-            Duration::from_secs(30),
-            &Released::default(),
-            &superseded,
-        );
-        assert_eq!(replies.subjects.len(), 1);
+        assert!(is_current(&superseded, &held, t));
         assert_eq!(
             superseded.receive_count_of(&Delivery::parse(&held).unwrap()),
             Some(3)
@@ -480,15 +478,7 @@ mod tests {
         );
         // The held receipt is stale now, judged by the consumer's sequence: the next delivery
         // has a lower delivery count than the held one.
-        let replies = Replies::of(
-            std::slice::from_ref(&receipt),
-            "ORDERS",
-            "nimbus",
-            Duration::from_secs(30),
-            &Released::default(),
-            &superseded,
-        );
-        assert!(replies.subjects.is_empty(), "superseded by {next}");
+        assert!(!is_current(&superseded, &held, t), "superseded by {next}");
     }
 
     #[test]
@@ -497,21 +487,13 @@ mod tests {
         let superseded = Superseded::default();
         let t = now_millis();
         let held = reply(3, 12);
-        let at = |reply: &str, arrived: u64| {
-            let delivery = Delivery::parse(reply).unwrap();
-            let counted = crate::release::Lineage::default().receive_count(&delivery);
-            superseded.accept(&delivery, counted, arrived, wait)
-        };
+        let at = |reply: &str, arrived: u64| note(&superseded, reply, arrived, wait);
         assert_eq!(at(&held, t), Arrival::Fresh(3));
         // A -NAK of another delivery lets nothing go.
         superseded.let_go(&Delivery::parse(&reply(2, 11)).unwrap());
         assert_eq!(at(&reply(1, 13), t + 1), Arrival::Duplicate);
         superseded.let_go(&Delivery::parse(&held).unwrap());
         assert_eq!(at(&reply(1, 14), t + 2), Arrival::Fresh(4));
-    }
-
-    fn accept_into(superseded: &Superseded, reply: &str, arrived: u64, wait: Duration) -> Arrival {
-        superseded.accept(&Delivery::parse(reply).unwrap(), 1, arrived, wait)
     }
 
     #[test]
@@ -522,31 +504,17 @@ mod tests {
         let t = now_millis();
         let old = reply(1, 40);
         let again = reply(1, 2);
-        let accept = |reply: &str, arrived: u64| {
-            superseded.accept(&Delivery::parse(reply).unwrap(), 1, arrived, wait)
-        };
+        let accept = |reply: &str, arrived: u64| note(&superseded, reply, arrived, wait);
         assert_eq!(accept(&old, t), Arrival::Fresh(1));
-        let current = |reply: &str, arrived: u64| {
-            !Replies::of(
-                &[receipt_of(reply, arrived)],
-                "ORDERS",
-                "nimbus",
-                Duration::from_secs(30),
-                &Released::default(),
-                &superseded,
-            )
-            .subjects
-            .is_empty()
-        };
         // Inside the old delivery's ack_wait a lower sequence is an earlier delivery, late.
         assert_eq!(accept(&again, t + 10), Arrival::Fresh(1));
         // Past it, the new consumer's delivery is the latest, and its receipt current.
         assert_eq!(accept(&again, t + 50), Arrival::Fresh(2));
-        assert!(current(&again, t + 50));
+        assert!(is_current(&superseded, &again, t + 50));
         // And a receipt the old latest once superseded is current again once its ack_wait
         // passed: the refusal does not outlive the delivery that caused it.
         let fresh = Superseded::default();
-        assert_eq!(accept_into(&fresh, &old, t, wait), Arrival::Fresh(1));
+        assert_eq!(note(&fresh, &old, t, wait), Arrival::Fresh(1));
         let newer_consumer = Delivery::parse(&again).unwrap();
         assert!(fresh.supersedes(&newer_consumer, wait, t + 49));
         assert!(!fresh.supersedes(&newer_consumer, wait, t + 50));
@@ -559,7 +527,7 @@ mod tests {
         let superseded = Superseded::default();
         let t = now_millis();
         let old = reply(5, 40);
-        assert_eq!(accept_into(&superseded, &old, t, wait), Arrival::Fresh(1));
+        assert_eq!(note(&superseded, &old, t, wait), Arrival::Fresh(5));
         let new = "$JS.ACK.ORDERS.nimbus.1.100.2.1790230470999999999.0";
         let delivery = Delivery::parse(new).unwrap();
         assert_eq!(
