@@ -111,6 +111,7 @@ mod receive;
 mod redrive;
 mod release;
 mod setup;
+mod superseded;
 
 pub use config::NatsConfig;
 pub use error::NatsError;

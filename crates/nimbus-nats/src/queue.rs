@@ -15,11 +15,12 @@ use nimbus_sources::{
 use crate::config::NatsConfig;
 use crate::delivery::Delivery;
 use crate::error::NatsError;
-use crate::receipt::{Released, Replies, Superseded};
+use crate::receipt::{Released, Replies};
 use crate::redrive::DeadLetters;
 use crate::setup::{
     dead_letter_count, fetch_stats, open_consumer, open_dead_letter_stream, open_stream,
 };
+use crate::superseded::Superseded;
 
 /// The longest a receive waits: a longer wait (even `Duration::MAX`) is cut to it, and the
 /// receive returns empty at its end ("nothing arrived in time").
@@ -39,7 +40,7 @@ const MAX_DELAY: Duration = Duration::from_secs(12 * 3600);
 /// - retry later: `-NAK` with the delay.
 /// - visibility timeout: the consumer's `ack_wait`, read when the queue connects (reconnect
 ///   after changing it: see [`NatsConfig::ack_wait`]); receive count: JetStream's delivery
-///   count (raised where a server restarted it, see `receipt.rs`).
+///   count (raised where a server restarted it, see `superseded.rs`).
 /// - redrive: a message delivered more than `max_receive_count` times is published to the
 ///   dead-letter subject and terminated, instead of being returned.
 ///
@@ -71,7 +72,7 @@ pub struct NatsQueue {
     pub(crate) ack_wait: Duration,
     /// Deliveries this process released (see `receipt.rs`).
     released: Released,
-    /// The latest delivery of each message in play (see `receipt.rs`).
+    /// The latest delivery of each message in play (see `superseded.rs`).
     pub(crate) superseded: Superseded,
     pub(crate) dead_letters: Option<DeadLetters>,
 }
@@ -339,7 +340,7 @@ impl QueueSource for NatsQueue {
         let delay = delay.min(MAX_DELAY);
         let kind = AckKind::Nak((!delay.is_zero()).then_some(delay));
         // Let go before the -NAK: the server may deliver again before it answers, and that
-        // delivery must not be taken for a copy (see `receipt.rs`). Should the -NAK fail, a
+        // delivery must not be taken for a copy (see `superseded.rs`). Should the -NAK fail, a
         // copy is handed out: a duplicate, never a loss.
         if let Some(delivery) = Delivery::parse(reply.as_str()) {
             self.superseded.let_go(&delivery);

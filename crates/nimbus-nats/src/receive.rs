@@ -11,9 +11,10 @@ use nimbus_sources::{Attributes, Message, MessageId};
 use crate::delivery::Delivery;
 use crate::error::NatsError;
 use crate::queue::NatsQueue;
-use crate::receipt::{now_millis, receipt_of, Arrival};
+use crate::receipt::{now_millis, receipt_of};
 use crate::release::{is_release_header, Lineage};
 use crate::setup::timed_out;
+use crate::superseded::Arrival;
 
 /// The expiry of a receive's pull request when the receive may not wait: the server then
 /// answers within it whatever happens (a `no_wait` request without one may be held forever).

@@ -18,7 +18,7 @@
 //!    from the work-queue stream.
 //!
 //! A receive reports `RECEIVE_BASE + delivery count` as the receive count (or more, where a
-//! server restarted its delivery count: see `receipt.rs`), and redrives on that number, so
+//! server restarted its delivery count: see `superseded.rs`), and redrives on that number, so
 //! the copy's next delivery reports the count the released one did, and releasing never moves
 //! a message towards the dead-letter stream. The scheme is sound across processes
 //! (the count travels with the message, not in one process's memory) and survives restarts.

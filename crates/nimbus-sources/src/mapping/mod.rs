@@ -150,8 +150,7 @@ struct Shared {
     /// Whether more pollers run than the target, as last set under the `scaling` lock: each
     /// poller reads it once per batch without taking the lock.
     over_target: AtomicBool,
-    /// When a full batch may next add a poller, read without the `scaling` lock (see
-    /// [`scale::Growth`]).
+    /// When a full batch may next add a poller, read without a lock ([`scale::Growth`]).
     growth: scale::Growth,
     scale_up: TokenBucket,
     status: Mutex<MappingStatus>,
