@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::context::CreateStreamErrorKind;
 use async_nats::jetstream::stream::{self, RetentionPolicy};
 use nimbus_sources::QueueStats;
 
@@ -31,15 +32,43 @@ pub(crate) async fn open_stream(
             ))
         });
     }
-    jetstream
-        .get_or_create_stream(stream::Config {
+    get_or_create(
+        jetstream,
+        stream::Config {
             name: config.stream.clone(),
             subjects: vec![config.subject.clone()],
             retention: RetentionPolicy::WorkQueue,
             ..Default::default()
-        })
-        .await
-        .map_err(NatsError::broker("create stream"))
+        },
+        "create stream",
+    )
+    .await
+}
+
+/// Gets or creates a stream, asking again (up to 4 times in all, 50, 100 and 150 ms apart)
+/// when the server failed inside (status 500). A 2.9 server removes an account's storage
+/// directory when the account's last stream is deleted, and a stream created at that moment
+/// fails with "error creating store for stream" (10049): with another process's streams
+/// coming and going, connecting would fail now and then for nothing.
+async fn get_or_create(
+    jetstream: &jetstream::Context,
+    config: stream::Config,
+    what: &'static str,
+) -> Result<stream::Stream, NatsError> {
+    let mut failed = 0u64;
+    loop {
+        match jetstream.get_or_create_stream(config.clone()).await {
+            Err(error) if failed < 3 && server_failed(&error.kind()) => {
+                failed += 1;
+                tokio::time::sleep(Duration::from_millis(50 * failed)).await;
+            }
+            done => return done.map_err(NatsError::broker(what)),
+        }
+    }
+}
+
+fn server_failed(kind: &CreateStreamErrorKind) -> bool {
+    matches!(kind, CreateStreamErrorKind::JetStream(error) if error.code() == 500)
 }
 
 /// Gets the durable pull consumer, or creates (or updates) it.
@@ -91,17 +120,19 @@ pub(crate) async fn open_dead_letter_stream(
         Err(_) => {}
     }
     let name = config.dead_letter_stream();
-    jetstream
-        .get_or_create_stream(stream::Config {
+    get_or_create(
+        jetstream,
+        stream::Config {
             name: name.clone(),
             subjects: vec![subject],
             // Longer than any gap between two redrives of one message (a failed terminate is
             // retried on the next delivery, one ack_wait later), so the second is dropped.
             duplicate_window: (config.ack_wait * 2).max(Duration::from_secs(120)),
             ..Default::default()
-        })
-        .await
-        .map_err(NatsError::broker("create dead-letter stream"))?;
+        },
+        "create dead-letter stream",
+    )
+    .await?;
     Ok(name)
 }
 
