@@ -98,7 +98,9 @@ impl Released {
 }
 
 /// The current deliveries an ack or a release names: each reply subject once, and which of
-/// them each receipt named (`None`: not current, or not a receipt of this consumer).
+/// them each receipt named (`None`: not current, or not a receipt of this consumer). A receipt
+/// is not current past its `ack_wait`, once released here, or while a later delivery of its
+/// message runs (see `superseded.rs`).
 #[derive(Debug)]
 pub(crate) struct Replies {
     pub(crate) subjects: Vec<Subject>,
@@ -225,5 +227,33 @@ mod tests {
             replies.subjects.is_empty(),
             "a released delivery is refused"
         );
+    }
+
+    #[test]
+    fn a_receipt_superseded_by_a_later_delivery_is_refused_however_young() {
+        let wait = Duration::from_secs(30);
+        let first = "$JS.ACK.ORDERS.nimbus.1.100.7.1790230470084404000.0";
+        let later = "$JS.ACK.ORDERS.nimbus.2.100.9.1790230470084404000.0";
+        let superseded = Superseded::default();
+        let arrived = now_millis();
+        let accept = |reply: &str| {
+            superseded.accept(&Delivery::parse(reply).unwrap(), 1, now_millis(), wait)
+        };
+        let current = |superseded: &Superseded| {
+            Replies::of(
+                &[receipt_of(first, arrived)],
+                "ORDERS",
+                "nimbus",
+                wait,
+                &Released::default(),
+                superseded,
+            )
+            .subjects
+            .len()
+        };
+        accept(first);
+        assert_eq!(current(&superseded), 1, "young and the latest");
+        accept(later);
+        assert_eq!(current(&superseded), 0, "young, but delivered again since");
     }
 }

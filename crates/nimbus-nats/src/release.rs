@@ -127,7 +127,7 @@ impl NatsQueue {
         };
         let lineage = Lineage::of(Some(&stored.headers));
         // The count this process handed the delivery out with, which may be higher than the
-        // server's (see `receipt.rs`).
+        // server's (see `superseded.rs`).
         let counted = self
             .superseded
             .receive_count_of(&delivery)

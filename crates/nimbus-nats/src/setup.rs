@@ -7,6 +7,7 @@ use async_nats::jetstream;
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::context::CreateStreamErrorKind;
 use async_nats::jetstream::stream::{self, RetentionPolicy};
+use async_nats::jetstream::ErrorCode;
 use nimbus_sources::QueueStats;
 
 use crate::config::NatsConfig;
@@ -45,8 +46,8 @@ pub(crate) async fn open_stream(
     .await
 }
 
-/// Gets or creates a stream, asking again (up to 4 times in all, 50, 100 and 150 ms apart)
-/// when the server failed inside (status 500). A 2.9 server removes an account's storage
+/// Gets or creates a stream, trying up to 4 times in all (50, 100 and 150 ms apart) when the
+/// server failed to create its store (status 500, error 10049). The 2.9.10 server removes an account's storage
 /// directory when the account's last stream is deleted, and a stream created at that moment
 /// fails with "error creating store for stream" (10049): with another process's streams
 /// coming and going, connecting would fail now and then for nothing.
@@ -67,8 +68,11 @@ async fn get_or_create(
     }
 }
 
+/// The server's 500 "error creating store for stream" (10049), and not the other 500s, which
+/// say something permanent (limits, a configuration it cannot take).
 fn server_failed(kind: &CreateStreamErrorKind) -> bool {
-    matches!(kind, CreateStreamErrorKind::JetStream(error) if error.code() == 500)
+    matches!(kind, CreateStreamErrorKind::JetStream(error)
+        if error.code() == 500 && error.error_code() == ErrorCode::STREAM_CREATE)
 }
 
 /// Gets the durable pull consumer, or creates (or updates) it.

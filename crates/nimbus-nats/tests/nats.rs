@@ -371,8 +371,8 @@ async fn a_mapping_handles_every_message_and_acknowledges_it() {
 
 /// Queues connect while another stream comes and goes on the server. A 2.9 server removes the
 /// account's storage directory with its last stream, and a stream created at that moment
-/// failed with "error creating store for stream" (5 of 300 connects here before the adapter
-/// asked again). Alone on the server the race is hit; beside other tests' streams it is not,
+/// failed with "error creating store for stream" (2 of 200 connects here, twice, before the
+/// adapter asked again; 5 of 300 in a first probe). Alone on the server the race is hit; beside other tests' streams it is not,
 /// and the test passes either way once the adapter asks again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_connect_while_other_streams_come_and_go() {
