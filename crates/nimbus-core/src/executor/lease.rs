@@ -78,9 +78,8 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         &self,
         provisioned: bool,
     ) -> Result<(Box<dyn Instance<E, O>>, Arc<InstanceScope>, Duration), InvokeError> {
-        let scope = Arc::new(InstanceScope::new(provisioned));
+        let scope = Arc::new(InstanceScope::new(Arc::clone(&self.scope), provisioned));
         let ctx = InitContext::new(
-            Arc::clone(&self.scope),
             Arc::clone(&scope),
             self.instance_seq.fetch_add(1, Ordering::Relaxed),
             provisioned,

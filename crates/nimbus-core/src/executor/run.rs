@@ -241,15 +241,13 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
     ) -> Run<O> {
         let (request_id, principal, attempt) = who;
         let (instance, scope) = lease.parts();
-        let scope = Arc::clone(scope);
         let hop_count = principal.hops();
         let ctx = Context::new(
             request_id,
-            Arc::clone(&self.scope),
             start + self.config.timeout,
             attempt,
             principal,
-            Arc::clone(&scope),
+            Arc::clone(scope),
             extras,
         );
         // The backend's `invoke` is user code before it returns its future too.
@@ -309,7 +307,6 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
             "REPORT"
         );
         let provisioned = scope.provisioned;
-        drop(scope);
         let mut report = UsageReport {
             request_id,
             duration,

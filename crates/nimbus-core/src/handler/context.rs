@@ -83,10 +83,10 @@ impl fmt::Debug for RequestId {
 #[non_exhaustive]
 pub struct Context {
     request_id: RequestId,
-    scope: Arc<FunctionScope>,
     deadline: Instant,
     attempt: u32,
     principal: Caller,
+    /// The instance, and through it the function (see [`InstanceScope::function`]).
     instance: Arc<InstanceScope>,
     /// What the caller set beyond the event (trace header, client context, identity): rare.
     extras: Option<Arc<Extras>>,
@@ -96,7 +96,7 @@ impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
             .field("request_id", &self.request_id)
-            .field("function_name", &self.scope.function_name)
+            .field("function_name", &self.scope().function_name)
             .field("deadline", &self.deadline)
             .field("attempt", &self.attempt)
             .field("principal", &self.principal)
@@ -108,7 +108,6 @@ impl Context {
     /// The context of one invocation (built by the executor).
     pub(crate) fn new(
         request_id: RequestId,
-        scope: Arc<FunctionScope>,
         deadline: Instant,
         attempt: u32,
         principal: Caller,
@@ -117,7 +116,6 @@ impl Context {
     ) -> Self {
         Self {
             request_id,
-            scope,
             deadline,
             attempt,
             principal,
@@ -133,19 +131,19 @@ impl Context {
     pub fn detached(function_name: &str, timeout: Duration) -> Self {
         let now = Instant::now();
         let arn = aws::function_arn(aws::DEFAULT_REGION, aws::DEFAULT_ACCOUNT_ID, function_name);
+        let function = Arc::new(FunctionScope::new(
+            Arc::from(function_name),
+            128,
+            timeout,
+            Arc::from(arn),
+            None,
+        ));
         Self {
             request_id: RequestId(0),
-            scope: Arc::new(FunctionScope::new(
-                Arc::from(function_name),
-                128,
-                timeout,
-                Arc::from(arn),
-                None,
-            )),
             deadline: now.checked_add(timeout).unwrap_or_else(far_future),
             attempt: 1,
             principal: Caller::default(),
-            instance: Arc::new(InstanceScope::new(false)),
+            instance: Arc::new(InstanceScope::new(function, false)),
             extras: None,
         }
     }
@@ -154,8 +152,14 @@ impl Context {
     /// functions can be tested outside one.
     #[must_use]
     pub fn with_services(mut self, services: Arc<dyn RuntimeServices>) -> Self {
-        self.scope = Arc::new(self.scope.with_services(Services::Given(services)));
+        let function = Arc::new(self.scope().with_services(Services::Given(services)));
+        self.instance = Arc::new(self.instance.with_function(function));
         self
+    }
+
+    /// The function's scope, held by the instance.
+    fn scope(&self) -> &FunctionScope {
+        &self.instance.function
     }
 
     /// This invocation's request id.
@@ -165,19 +169,19 @@ impl Context {
 
     /// The function's name.
     pub fn function_name(&self) -> &str {
-        &self.scope.function_name
+        &self.scope().function_name
     }
 
     /// The function's memory size in MB.
     pub fn memory_mb(&self) -> u32 {
-        self.scope.memory_mb
+        self.scope().memory_mb
     }
 
     /// The function's ARN, `arn:aws:lambda:<region>:<account>:function:<name>`, in the
     /// runtime's region and account (Lambda's `invoked_function_arn`; nimbus has no
     /// qualifiers, so it is always the unqualified ARN).
     pub fn invoked_function_arn(&self) -> &str {
-        &self.scope.arn
+        &self.scope().arn
     }
 
     /// The version that runs: always `$LATEST` (nimbus publishes no versions).
@@ -187,7 +191,7 @@ impl Context {
 
     /// The function's log group, `/aws/lambda/<name>`.
     pub fn log_group_name(&self) -> &str {
-        &self.scope.log_group
+        &self.scope().log_group
     }
 
     /// The instance's log stream, `YYYY/MM/DD/[$LATEST]<32 hex>`: fixed when the instance was
@@ -204,7 +208,7 @@ impl Context {
         match self.extras.as_deref().and_then(|e| e.trace_id.as_deref()) {
             Some(given) => Cow::Borrowed(given),
             None => Cow::Owned(aws::trace_header(
-                self.scope.started_epoch_secs(self.deadline),
+                self.scope().started_epoch_secs(self.deadline),
                 self.request_id.as_u128(),
             )),
         }
@@ -269,14 +273,14 @@ impl Context {
     /// This function as the origin of the calls it makes: work it starts carries one hop more.
     fn origin(&self) -> CallOrigin<'_> {
         CallOrigin::new(
-            self.scope.as_caller.get(),
+            self.scope().as_caller.get(),
             self.hop_count().saturating_add(1),
         )
     }
 
     /// The runtime, or why there is none.
     fn services(&self, function: &str) -> Result<Arc<dyn RuntimeServices>, LookupError> {
-        self.scope
+        self.scope()
             .services()
             .ok_or_else(|| LookupError::NoRuntime(function.to_owned()))
     }
@@ -364,7 +368,7 @@ impl Context {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InitContext {
-    scope: Arc<FunctionScope>,
+    /// The instance being built, and through it the function.
     instance: Arc<InstanceScope>,
     instance_number: u64,
     provisioned: bool,
@@ -372,32 +376,35 @@ pub struct InitContext {
 
 impl InitContext {
     pub(crate) fn new(
-        scope: Arc<FunctionScope>,
         instance: Arc<InstanceScope>,
         instance_number: u64,
         provisioned: bool,
     ) -> Self {
         Self {
-            scope,
             instance,
             instance_number,
             provisioned,
         }
     }
 
+    /// The function's scope, held by the instance.
+    fn scope(&self) -> &FunctionScope {
+        &self.instance.function
+    }
+
     /// The function's name.
     pub fn function_name(&self) -> &str {
-        &self.scope.function_name
+        &self.scope().function_name
     }
 
     /// The function's memory size in MB.
     pub fn memory_mb(&self) -> u32 {
-        self.scope.memory_mb
+        self.scope().memory_mb
     }
 
     /// The function's ARN in the runtime's region and account.
     pub fn function_arn(&self) -> &str {
-        &self.scope.arn
+        &self.scope().arn
     }
 
     /// The version that runs: always `$LATEST`.
@@ -407,7 +414,7 @@ impl InitContext {
 
     /// The function's log group, `/aws/lambda/<name>`.
     pub fn log_group_name(&self) -> &str {
-        &self.scope.log_group
+        &self.scope().log_group
     }
 
     /// The log stream of the instance being built; its invocations see the same one.
@@ -429,12 +436,12 @@ impl InitContext {
     /// the environment); the runtime maps them back to this function, so those calls are
     /// checked by its role. `None` outside a runtime.
     pub fn credentials(&self) -> Option<AwsCredentials> {
-        let origin = CallOrigin::new(self.scope.as_caller.get(), 0);
-        self.scope.services()?.credentials(origin)
+        let origin = CallOrigin::new(self.scope().as_caller.get(), 0);
+        self.scope().services()?.credentials(origin)
     }
 
     /// The URL of the runtime's Lambda Invoke API, if the host serves one.
     pub fn lambda_endpoint(&self) -> Option<String> {
-        self.scope.services()?.lambda_endpoint()
+        self.scope().services()?.lambda_endpoint()
     }
 }

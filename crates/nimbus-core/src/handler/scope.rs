@@ -104,14 +104,18 @@ impl std::fmt::Debug for FunctionScope {
     }
 }
 
-/// What belongs to one instance: its cancellation token, its log stream, and whether it is
-/// one of the function's provisioned instances.
+/// What belongs to one instance: its function's scope, its cancellation token, its log stream,
+/// and whether it is one of the function's provisioned instances.
 ///
 /// The token belongs to the instance, like a Lambda environment's lifetime: it fires when an
 /// invocation on it times out (and the instance is discarded) or at shutdown, so work an
 /// earlier invocation left running stops with it.
 #[derive(Debug)]
 pub(crate) struct InstanceScope {
+    /// The function's scope, reached through the instance so that an invocation's context
+    /// clones one `Arc` (the instance's, which stays on few threads) rather than also the
+    /// function's, which every thread running the function shares.
+    pub(crate) function: Arc<FunctionScope>,
     pub(crate) cancel: CancellationToken,
     pub(super) log_stream: Box<str>,
     /// Provisioned (`min_instances`): never reaped, its invocations metered as provisioned.
@@ -120,11 +124,23 @@ pub(crate) struct InstanceScope {
 
 impl InstanceScope {
     /// The scope of an instance created now: a fresh token, and a log stream named for today.
-    pub(crate) fn new(provisioned: bool) -> Self {
+    pub(crate) fn new(function: Arc<FunctionScope>, provisioned: bool) -> Self {
         Self {
+            function,
             cancel: CancellationToken::new(),
             log_stream: aws::log_stream_name(SystemTime::now(), fastrand::u128(..)).into(),
             provisioned,
+        }
+    }
+
+    /// The same instance, of a function scope given in place of its own (a detached context
+    /// given services): the token is shared, so cancelling one cancels the other.
+    pub(crate) fn with_function(&self, function: Arc<FunctionScope>) -> Self {
+        Self {
+            function,
+            cancel: self.cancel.clone(),
+            log_stream: self.log_stream.clone(),
+            provisioned: self.provisioned,
         }
     }
 
