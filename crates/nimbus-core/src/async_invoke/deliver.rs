@@ -75,12 +75,12 @@ where
         }
     }
 
-    /// Counts a success and delivers its record. Returns whether the event is finished (the
-    /// caller counts it out of `pending`); an event whose record was cut off by the end of the
-    /// grace period, or refused while the runtime shuts down, is kept for the host instead.
+    /// Delivers a success's record (the worker counts the success, see `WorkerGuard`).
+    /// Returns whether the event is finished (the caller counts it out of `pending`); an event
+    /// whose record was cut off by the end of the grace period, or refused while the runtime
+    /// shuts down, is kept for the host instead.
     pub(super) async fn succeed(&self, queued: Queued<E>, output: O) -> bool {
         let state = &self.state;
-        state.counters.succeeded.fetch_add(1, Ordering::Relaxed);
         let Some(destination) = &state.destinations.on_success else {
             return true;
         };

@@ -32,8 +32,8 @@ enum Next {
 }
 
 /// A worker, counted in `workers` from its spawn to its end, and what it holds: its batch,
-/// the event it is running, and successes not yet counted out of `pending`. Dropped, it gives
-/// all of it back (see the module docs).
+/// the event it is running, and successes not yet counted (in `succeeded`, and out of
+/// `pending`). Dropped, it gives all of it back (see the module docs).
 pub(super) struct WorkerGuard<E, O>
 where
     E: Clone + Send + Sync + 'static,
@@ -42,7 +42,11 @@ where
     function: Arc<AsyncInvoker<E, O>>,
     batch: VecDeque<Queued<E>>,
     current: Option<Queued<E>>,
+    /// Finished events not yet counted out of `pending`.
     done: usize,
+    /// Successes not yet added to the `succeeded` counter: counted with `done`, so that two
+    /// workers do not write one cache line per event.
+    succeeded: u64,
     /// The worker ran: only then does its end start a replacement (a task dropped unrun, its
     /// runtime going away, must not spawn another one that would be dropped the same way).
     started: bool,
@@ -60,8 +64,23 @@ where
             batch: VecDeque::new(),
             current: None,
             done: 0,
+            succeeded: 0,
             started: false,
         }
+    }
+
+    /// Counts what the worker finished: its successes, then (so that whoever sees the queue
+    /// idle sees them counted) its finished events out of `pending`.
+    fn settle(&mut self) {
+        let state = &self.function.state;
+        let succeeded = std::mem::take(&mut self.succeeded);
+        if succeeded > 0 {
+            state
+                .counters
+                .succeeded
+                .fetch_add(succeeded, Ordering::Relaxed);
+        }
+        state.finish_many(std::mem::take(&mut self.done));
     }
 
     /// Runs the worker.
@@ -79,8 +98,8 @@ where
     O: Send + 'static,
 {
     fn drop(&mut self) {
+        self.settle();
         let state = &self.function.state;
-        state.finish_many(std::mem::take(&mut self.done));
         if let Some(current) = self.current.take() {
             if std::thread::panicking() {
                 // The event in hand when the worker panicked may be what panics it: it is kept
@@ -113,7 +132,7 @@ where
         let state = &self.state;
         let mut throttled = 0u32;
         'work: loop {
-            state.finish_many(std::mem::take(&mut held.done));
+            held.settle();
             if self.exec.is_stopped() || (held.batch.is_empty() && state.ready.lock().is_empty()) {
                 break 'work;
             }
@@ -198,7 +217,7 @@ where
                 }
                 reused = true;
                 if held.batch.is_empty() {
-                    state.finish_many(std::mem::take(&mut held.done));
+                    held.settle();
                     // Take a fair share of the backlog, so slow handlers spread over workers
                     // and fast ones pay one lock per batch.
                     let workers = state.workers.load(Ordering::Relaxed).max(1);
@@ -235,6 +254,8 @@ where
                 {
                     Poll::Ready(run) => run,
                     Poll::Pending => {
+                        // What finished before this handler is counted now, not after it.
+                        held.settle();
                         state.slow.fetch_add(1, Ordering::SeqCst);
                         let _slow = SlowGuard(&state.slow);
                         // Hand the events taken with this one back, so that other workers
@@ -251,6 +272,7 @@ where
                 };
                 match run.result {
                     Ok(output) => {
+                        held.succeeded += 1;
                         if self.succeed(queued, output).await {
                             held.done += 1;
                         }

@@ -591,3 +591,43 @@ async fn events_waiting_behind_slow_handlers_get_workers_as_they_arrive() {
     assert_eq!(started.load(Ordering::SeqCst), 8, "the last started");
     assert_eq!(handle.metrics().concurrency, 8);
 }
+
+/// A worker counts its successes in batches; one whose handler waits must count those it
+/// finished before, or `succeeded` would lag behind a handler that never ends.
+#[tokio::test]
+async fn successes_are_counted_before_a_worker_waits_on_a_slow_handler() {
+    let rt = runtime(10);
+    let hold = Hold::new();
+    let handle = rt
+        .register(
+            Function::new(
+                "first-fast-then-slow",
+                handler_fn({
+                    let hold = hold.clone();
+                    move |n: u32, _ctx: Context| {
+                        let hold = hold.clone();
+                        async move {
+                            if n > 0 {
+                                hold.inside().await;
+                            }
+                            Ok::<_, FunctionError>(n)
+                        }
+                    }
+                }),
+            )
+            // One worker, which takes both events in one batch.
+            .with_max_concurrency(1),
+        )
+        .await
+        .expect("register");
+    handle.invoke_async(0).expect("queued");
+    handle.invoke_async(1).expect("queued");
+    hold.until_inside(1).await;
+    // On this single-threaded runtime the test runs again only once the worker has yielded,
+    // that is, after it saw the slow handler pending.
+    assert_eq!(handle.async_metrics().succeeded, 1);
+    hold.release.add_permits(1);
+    handle.async_idle().await;
+    assert_eq!(handle.async_metrics().succeeded, 2);
+    rt.shutdown(Duration::from_secs(1)).await;
+}
