@@ -105,6 +105,15 @@ impl Shared {
         max: usize,
         wait: Duration,
     ) -> Option<Result<Vec<Message>, SourceError>> {
+        if self.cancel_safe {
+            // Dropped if the mapping stops: borrowed, it needs neither a box nor a clone of
+            // the source's `Arc`, whose count every poller would write on every receive.
+            return tokio::select! {
+                biased;
+                received = guarded("receive", self.source.receive(max, wait)) => Some(received),
+                () = self.cancel.cancelled() => None,
+            };
+        }
         let mut receiving = self.receiving(max, wait);
         // The receive first: when it is ready at once (a backlog), the stop signal is never
         // polled, so no waiter is registered on it (a lock each way, shared by every poller).
