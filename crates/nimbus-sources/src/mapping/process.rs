@@ -13,6 +13,7 @@ use crate::refusal::{classify, Refusal};
 
 use super::budget::Budget;
 use super::metrics::add;
+use super::poller::Poller;
 use super::{BatchResponse, QueueBatch, QueueRecord, Shared};
 use crate::queue::{Message, Receipt};
 use crate::status::{delay_of, MappingStatus};
@@ -50,7 +51,7 @@ impl Shared {
     /// the invocation that failed last (the smallest set known to hold a failure) are left to
     /// their visibility timeout, their receive counted; the others, not yet known to fail,
     /// are handed back uncounted.
-    pub(super) async fn process(&self, messages: Vec<Message>, budget: Budget) {
+    pub(super) async fn process(&self, poller: &Poller, messages: Vec<Message>, budget: Budget) {
         let (matching, filtered): (Vec<Message>, Vec<Message>) = if self.filters.is_empty() {
             (messages, Vec::new())
         } else {
@@ -112,7 +113,7 @@ impl Shared {
             } else if out_of_time || !in_time {
                 Invoked::OutOfTime
             } else {
-                self.invoke(&matching, &runnable, &budget).await
+                self.invoke(poller, &matching, &runnable, &budget).await
             };
             match invoked {
                 Invoked::Ok(response) => {
@@ -278,18 +279,25 @@ impl Shared {
 
     /// Invokes the function with the records at `indices`, retrying throttles with backoff
     /// while the budget allows. Abandoned (released) at the stop deadline.
-    async fn invoke(&self, messages: &[Message], indices: &[usize], budget: &Budget) -> Invoked {
+    async fn invoke(
+        &self,
+        poller: &Poller,
+        messages: &[Message],
+        indices: &[usize],
+        budget: &Budget,
+    ) -> Invoked {
         // The invocation first: one that ends on its first poll never registers a waiter on
         // the stop signal (a lock each way).
         tokio::select! {
             biased;
-            invoked = self.invoke_until_done(messages, indices, budget) => invoked,
+            invoked = self.invoke_until_done(poller, messages, indices, budget) => invoked,
             () = self.hard_stop.cancelled() => Invoked::Released,
         }
     }
 
     async fn invoke_until_done(
         &self,
+        poller: &Poller,
         messages: &[Message],
         indices: &[usize],
         budget: &Budget,
@@ -298,10 +306,10 @@ impl Shared {
         loop {
             let now = std::time::SystemTime::now();
             let batch = QueueBatch {
-                mapping: Arc::clone(&self.name),
+                mapping: Arc::clone(&poller.name),
                 records: indices
                     .iter()
-                    .map(|&i| QueueRecord::from_message(&messages[i], &self.origin, now))
+                    .map(|&i| QueueRecord::from_message(&messages[i], &poller.origin, now))
                     .collect(),
             };
             add(&self.counters.invocations, 1);
@@ -312,7 +320,7 @@ impl Shared {
                 .map(|&i| hop_count(&messages[i]))
                 .max();
             let options = InvokeOptions::default().with_hops(hops.unwrap_or(0));
-            let error = match self.function.invoke_with(batch, options).await.result {
+            let error = match poller.function.invoke_with(batch, options).await.result {
                 Ok(response) => return Invoked::Ok(response),
                 Err(error) => error,
             };
