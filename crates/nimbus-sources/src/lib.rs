@@ -62,6 +62,7 @@ mod object;
 mod queue;
 mod refusal;
 mod status;
+mod stop_signal;
 mod stream;
 mod stream_mapping;
 

@@ -91,6 +91,7 @@ use crate::filter::Filters;
 use crate::queue::{Message, QueueSource};
 use crate::refusal::QUEUE_ACTIONS;
 use crate::status::{settle_status, MappingStatus};
+use crate::stop_signal::StopSignal;
 use drain::Drain;
 use metrics::{add, Counters};
 use scale::Scaling;
@@ -155,7 +156,8 @@ struct Shared {
     scale_up: TokenBucket,
     status: Mutex<MappingStatus>,
     /// Stop receiving (stop, shutdown, a function that refuses work, a permanent error).
-    cancel: CancellationToken,
+    /// Pollers ask whether it fired several times per batch: one atomic load.
+    cancel: StopSignal,
     /// The stop deadline passed: abandon invocations in flight and release their messages.
     hard_stop: CancellationToken,
     /// Releasing took too long: give up on the source.
@@ -272,7 +274,7 @@ impl QueueMapping {
             growth: scale::Growth::default(),
             scale_up: TokenBucket::new(config.scale_up_per_minute, Duration::from_secs(60)),
             status: Mutex::new(MappingStatus::Running),
-            cancel: CancellationToken::new(),
+            cancel: StopSignal::default(),
             hard_stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
             tasks: TaskTracker::new(),
