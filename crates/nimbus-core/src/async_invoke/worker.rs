@@ -232,12 +232,15 @@ where
                     break 'work;
                 };
                 if self.expired(&queued, now) {
+                    // A destination may be slow: what finished before is counted first.
+                    held.settle();
                     self.fail(queued, Condition::EventAgeExceeded, None).await;
                     continue;
                 }
                 if let Err(error) = self.exec.check_loop(&queued.principal) {
                     // A recursive loop: never run, never retried (Lambda's DLQ / on-failure).
                     let info = Some(ErrorInfo::from(&error));
+                    held.settle();
                     self.fail(queued, Condition::NotRetryable, info).await;
                     continue;
                 }
@@ -273,6 +276,10 @@ where
                 match run.result {
                     Ok(output) => {
                         held.succeeded += 1;
+                        if state.destinations.on_success.is_some() {
+                            // Counted before its record is delivered, which may take a while.
+                            held.settle();
+                        }
                         if self.succeed(queued, output).await {
                             held.done += 1;
                         }
@@ -282,7 +289,10 @@ where
                         queued.attempts -= 1;
                         state.keep(queued, None);
                     }
-                    Err(error) => self.after_failure(queued, &error).await,
+                    Err(error) => {
+                        held.settle();
+                        self.after_failure(queued, &error).await;
+                    }
                 }
                 if !run.sound {
                     // The instance is discarded with the lease; get a fresh one.

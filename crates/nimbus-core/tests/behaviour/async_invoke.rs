@@ -631,3 +631,83 @@ async fn successes_are_counted_before_a_worker_waits_on_a_slow_handler() {
     assert_eq!(handle.async_metrics().succeeded, 2);
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A success is counted before its record goes to the on-success destination, however long
+/// the destination takes.
+#[tokio::test]
+async fn a_success_is_counted_while_its_record_is_delivered() {
+    let rt = runtime(10);
+    let hold = Hold::new();
+    let handle = rt
+        .register(
+            Function::new(
+                "slow-destination",
+                handler_fn(|n: u32, _ctx: Context| async move { Ok::<_, FunctionError>(n) }),
+            )
+            .with_on_success(nimbus_core::destination_fn({
+                let hold = hold.clone();
+                move |_record: InvocationRecord<u32, u32>| {
+                    let hold = hold.clone();
+                    async move {
+                        hold.inside().await;
+                        Ok(())
+                    }
+                }
+            })),
+        )
+        .await
+        .expect("register");
+    handle.invoke_async(7).expect("queued");
+    hold.until_inside(1).await;
+    // Single-threaded: the worker has yielded inside the delivery.
+    assert_eq!(handle.async_metrics().succeeded, 1);
+    hold.release.add_permits(1);
+    handle.async_idle().await;
+    assert_eq!(handle.async_metrics().succeeded, 1);
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Successes are counted before a later event's failure goes to the on-failure destination,
+/// however long that takes.
+#[tokio::test]
+async fn successes_are_counted_while_a_failure_is_delivered() {
+    let rt = runtime(10);
+    let hold = Hold::new();
+    let handle = rt
+        .register(
+            Function::new(
+                "then-fails",
+                handler_fn(|n: u32, _ctx: Context| async move {
+                    if n == 0 {
+                        Ok(n)
+                    } else {
+                        Err(FunctionError::new("Failed", "on purpose"))
+                    }
+                }),
+            )
+            .with_max_retries(0)
+            // One worker, which takes both events in one batch.
+            .with_max_concurrency(1)
+            .with_on_failure(nimbus_core::destination_fn({
+                let hold = hold.clone();
+                move |_record: InvocationRecord<u32, u32>| {
+                    let hold = hold.clone();
+                    async move {
+                        hold.inside().await;
+                        Ok(())
+                    }
+                }
+            })),
+        )
+        .await
+        .expect("register");
+    handle.invoke_async(0).expect("queued");
+    handle.invoke_async(1).expect("queued");
+    hold.until_inside(1).await;
+    assert_eq!(handle.async_metrics().succeeded, 1);
+    hold.release.add_permits(1);
+    handle.async_idle().await;
+    let metrics = handle.async_metrics();
+    assert_eq!((metrics.succeeded, metrics.failed), (1, 1));
+    rt.shutdown(Duration::from_secs(1)).await;
+}
