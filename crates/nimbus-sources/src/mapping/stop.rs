@@ -106,8 +106,9 @@ impl Shared {
         wait: Duration,
     ) -> Option<Result<Vec<Message>, SourceError>> {
         if self.cancel_safe {
-            // Dropped if the mapping stops: borrowed, it needs neither a box nor a clone of
-            // the source's `Arc`, whose count every poller would write on every receive.
+            // Dropped if the mapping stops: borrowed, it needs no box of the mapping's own and
+            // no clone of the source's `Arc`, whose count every poller would write on every
+            // receive. The receive is polled first, as below.
             return tokio::select! {
                 biased;
                 received = guarded("receive", self.source.receive(max, wait)) => Some(received),
@@ -121,23 +122,21 @@ impl Shared {
             biased;
             received = &mut receiving => Some(received),
             () = self.cancel.cancelled() => {
-                if !self.cancel_safe {
-                    let this = Arc::clone(self);
-                    self.draining.spawn(async move {
-                        let drain = async {
-                            if let Ok(messages) = receiving.await {
-                                add(&this.counters.received, messages.len());
-                                this.release(&messages).await;
-                            }
-                        };
-                        // Past the give-up point nothing more happens, even if ready.
-                        tokio::select! {
-                            biased;
-                            () = this.given_up.cancelled() => {}
-                            () = drain => {}
+                let this = Arc::clone(self);
+                self.draining.spawn(async move {
+                    let drain = async {
+                        if let Ok(messages) = receiving.await {
+                            add(&this.counters.received, messages.len());
+                            this.release(&messages).await;
                         }
-                    });
-                }
+                    };
+                    // Past the give-up point nothing more happens, even if ready.
+                    tokio::select! {
+                        biased;
+                        () = this.given_up.cancelled() => {}
+                        () = drain => {}
+                    }
+                });
                 None
             }
         }
