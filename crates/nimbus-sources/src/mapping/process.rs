@@ -65,7 +65,9 @@ impl Shared {
         let mut fresh = self.config.batching_window.is_zero() && filtered.is_empty();
         if !filtered.is_empty() {
             let receipts: Vec<Receipt> = filtered.iter().map(|m| m.receipt.clone()).collect();
-            let acked = self.call("ack", self.source.ack(&receipts)).await;
+            let acked = self
+                .call("ack", async { self.source.ack(&receipts).await })
+                .await;
             add(
                 &self.counters.filtered,
                 self.settled("ack", acked, receipts.len()),
@@ -245,7 +247,9 @@ impl Shared {
         if receipts.is_empty() {
             return;
         }
-        let acked = self.call("ack", self.source.ack(receipts)).await;
+        let acked = self
+            .call("ack", async { self.source.ack(receipts).await })
+            .await;
         add(
             &self.counters.deleted,
             self.settled("ack", acked, receipts.len()),

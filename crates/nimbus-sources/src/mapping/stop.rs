@@ -111,7 +111,7 @@ impl Shared {
             // receive. The receive is polled first, as below.
             return tokio::select! {
                 biased;
-                received = guarded("receive", self.source.receive(max, wait)) => Some(received),
+                received = guarded("receive", async { self.source.receive(max, wait).await }) => Some(received),
                 () = self.cancel.cancelled() => None,
             };
         }
@@ -144,7 +144,9 @@ impl Shared {
 
     /// A call into the source from the end of a batch: guarded against panics, and given up
     /// on once the mapping abandons its source after the stop deadline. Biased towards the
-    /// call: one the source answers at once goes through even after that.
+    /// call: one the source answers at once goes through even after that. Callers pass the
+    /// source's call inside an `async` block, so that a source whose method panics before it
+    /// returns its future is caught too.
     pub(super) async fn call<T>(
         &self,
         what: &'static str,
@@ -172,7 +174,9 @@ impl Shared {
         if receipts.is_empty() {
             return;
         }
-        let released = self.call("release", self.source.release(receipts)).await;
+        let released = self
+            .call("release", async { self.source.release(receipts).await })
+            .await;
         add(
             &self.counters.released,
             self.settled("release", released, receipts.len()),

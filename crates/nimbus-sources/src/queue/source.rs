@@ -1,6 +1,8 @@
 //! The queue contract: [`QueueSource`], what a mapping polls, and [`QueueProducer`], what the
 //! conformance kit sends through.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -301,19 +303,52 @@ pub trait QueueSource: Send + Sync + 'static {
     }
 }
 
+/// The future an `async_trait` method returns.
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A shared source is the source. The calls hand back the inner source's boxed futures as
+/// they are, written out in `async_trait`'s form: an `async fn` here would box each one
+/// again, an allocation more per receive and per acknowledgement.
 #[async_trait]
 impl<Q: QueueSource + ?Sized> QueueSource for Arc<Q> {
-    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
-        (**self).receive(max, wait).await
+    fn receive<'s, 'f>(
+        &'s self,
+        max: usize,
+        wait: Duration,
+    ) -> Boxed<'f, Result<Vec<Message>, SourceError>>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        (**self).receive(max, wait)
     }
-    async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        (**self).ack(receipts).await
+    fn ack<'s, 'r, 'f>(&'s self, receipts: &'r [Receipt]) -> Boxed<'f, Result<(), SourceError>>
+    where
+        's: 'f,
+        'r: 'f,
+        Self: 'f,
+    {
+        (**self).ack(receipts)
     }
-    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
-        (**self).retry_later(receipt, delay).await
+    fn retry_later<'s, 'r, 'f>(
+        &'s self,
+        receipt: &'r Receipt,
+        delay: Duration,
+    ) -> Boxed<'f, Result<(), SourceError>>
+    where
+        's: 'f,
+        'r: 'f,
+        Self: 'f,
+    {
+        (**self).retry_later(receipt, delay)
     }
-    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        (**self).release(receipts).await
+    fn release<'s, 'r, 'f>(&'s self, receipts: &'r [Receipt]) -> Boxed<'f, Result<(), SourceError>>
+    where
+        's: 'f,
+        'r: 'f,
+        Self: 'f,
+    {
+        (**self).release(receipts)
     }
     fn receive_is_cancel_safe(&self) -> bool {
         (**self).receive_is_cancel_safe()

@@ -78,6 +78,78 @@ async fn a_panicking_queue_source_does_not_kill_the_poller() {
     assert!(mapping.stop(Duration::from_secs(1)).await);
 }
 
+/// The future an `async_trait` method returns.
+type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// As [`Panicky`], but written out in `async_trait`'s form, panicking before it returns its
+/// future: the panic comes from the call itself, not from polling what it returned.
+struct EagerPanicky(Panicky);
+
+#[async_trait]
+impl QueueSource for EagerPanicky {
+    fn receive<'s, 'f>(
+        &'s self,
+        max: usize,
+        wait: Duration,
+    ) -> Boxed<'f, Result<Vec<Message>, SourceError>>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        if self.0.receives.fetch_add(1, Ordering::Relaxed) == 0 {
+            panic!("receive panicked before returning its future");
+        }
+        self.0.inner.receive(max, wait)
+    }
+    fn ack<'s, 'r, 'f>(&'s self, receipts: &'r [Receipt]) -> Boxed<'f, Result<(), SourceError>>
+    where
+        's: 'f,
+        'r: 'f,
+        Self: 'f,
+    {
+        if self.0.acks.fetch_add(1, Ordering::Relaxed) == 0 {
+            panic!("ack panicked before returning its future");
+        }
+        self.0.inner.ack(receipts)
+    }
+    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
+        self.0.inner.retry_later(receipt, delay).await
+    }
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        self.0.inner.release(receipts).await
+    }
+    fn receive_is_cancel_safe(&self) -> bool {
+        true
+    }
+    fn visibility_timeout(&self) -> Option<Duration> {
+        self.0.inner.visibility_timeout()
+    }
+}
+
+/// Shared through an `Arc` (whose calls hand the source's futures on as they are), a source
+/// that panics in the call itself is caught as one that panics when polled.
+#[tokio::test(start_paused = true)]
+async fn a_source_panicking_before_it_returns_a_future_does_not_kill_the_poller() {
+    let rt = runtime();
+    let (function, _seen) = recording(&rt, "eager").await;
+    let q = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(10)));
+    for body in ["a", "b", "c"] {
+        q.send(body).unwrap();
+    }
+    let source = Arc::new(EagerPanicky(Panicky {
+        inner: q.clone(),
+        receives: AtomicU32::new(0),
+        acks: AtomicU32::new(0),
+    }));
+    let config = QueueMappingConfig::new("eager").with_initial_concurrency(1);
+    let mapping = QueueMapping::start(source, function, config).unwrap();
+    eventually(LIMIT, || q.is_empty()).await;
+    let m = mapping.metrics();
+    assert!(m.source_errors >= 2, "{m:?}");
+    assert_eq!(m.pollers, 1);
+    assert!(mapping.stop(Duration::from_secs(1)).await);
+}
+
 /// A queue that refuses every receive for good (a missing queue, bad credentials).
 struct Gone(AtomicU64);
 
