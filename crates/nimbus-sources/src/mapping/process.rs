@@ -87,12 +87,15 @@ impl Shared {
         for &i in &looping {
             verdicts[i] = Verdict::Failed;
         }
-        let mut work = VecDeque::from([Work { indices, parent: 0 }]);
+        // The whole batch first, then what bisection splits off: the deque is allocated
+        // only when a failing batch is split.
+        let mut first = Some(Work { indices, parent: 0 });
+        let mut work = VecDeque::new();
         // Failed invocations so far; the number of the latest.
         let mut failures = 0u32;
         let mut stopping = false;
         let mut out_of_time = false;
-        while let Some(Work { indices, parent }) = work.pop_front() {
+        while let Some(Work { indices, parent }) = first.take().or_else(|| work.pop_front()) {
             let group_of = |i: usize| matching[i].group_id.clone();
             let (runnable, held): (Vec<usize>, Vec<usize>) = if self.fifo {
                 indices
@@ -118,6 +121,16 @@ impl Shared {
                 self.invoke(poller, &matching, &runnable, &budget).await
             };
             match invoked {
+                Invoked::Ok(response)
+                    if runnable.len() == 1 && response.item_failures.is_empty() =>
+                {
+                    // One record, handled (the hot path of batch size 1): deleted without a
+                    // list of receipts to build.
+                    let i = runnable[0];
+                    verdicts[i] = Verdict::Succeeded;
+                    self.delete(std::slice::from_ref(&matching[i].receipt))
+                        .await;
+                }
                 Invoked::Ok(response) => {
                     let failed = self.failed_indices(&matching, &runnable, &response);
                     let mut succeeded = Vec::with_capacity(runnable.len());
