@@ -93,7 +93,7 @@ impl Shared {
     /// A receive as an owned future.
     fn receiving(&self, max: usize, wait: Duration) -> Receiving {
         let source = Arc::clone(&self.source);
-        Box::pin(async move { guarded("receive", source.receive(max, wait)).await })
+        Box::pin(async move { guarded("receive", async { source.receive(max, wait).await }).await })
     }
 
     /// Awaits a receive unless the mapping stops first. Then a cancel-safe receive is

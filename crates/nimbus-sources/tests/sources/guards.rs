@@ -82,8 +82,9 @@ async fn a_panicking_queue_source_does_not_kill_the_poller() {
 type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// As [`Panicky`], but written out in `async_trait`'s form, panicking before it returns its
-/// future: the panic comes from the call itself, not from polling what it returned.
-struct EagerPanicky(Panicky);
+/// future: the panic comes from the call itself, not from polling what it returned. The flag
+/// says whether its receive is cancel-safe (the mapping awaits the two kinds differently).
+struct EagerPanicky(Panicky, bool);
 
 #[async_trait]
 impl QueueSource for EagerPanicky {
@@ -119,7 +120,7 @@ impl QueueSource for EagerPanicky {
         self.0.inner.release(receipts).await
     }
     fn receive_is_cancel_safe(&self) -> bool {
-        true
+        self.1
     }
     fn visibility_timeout(&self) -> Option<Duration> {
         self.0.inner.visibility_timeout()
@@ -130,24 +131,30 @@ impl QueueSource for EagerPanicky {
 /// that panics in the call itself is caught as one that panics when polled.
 #[tokio::test(start_paused = true)]
 async fn a_source_panicking_before_it_returns_a_future_does_not_kill_the_poller() {
-    let rt = runtime();
-    let (function, _seen) = recording(&rt, "eager").await;
-    let q = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(10)));
-    for body in ["a", "b", "c"] {
-        q.send(body).unwrap();
+    for cancel_safe in [true, false] {
+        let rt = runtime();
+        let (function, _seen) = recording(&rt, "eager").await;
+        let q = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(10)));
+        for body in ["a", "b", "c"] {
+            q.send(body).unwrap();
+        }
+        let panicky = Panicky {
+            inner: q.clone(),
+            receives: AtomicU32::new(0),
+            acks: AtomicU32::new(0),
+        };
+        let source = Arc::new(EagerPanicky(panicky, cancel_safe));
+        // Short polls: a receive that is not cancel-safe is waited for at the stop.
+        let config = QueueMappingConfig::new("eager")
+            .with_initial_concurrency(1)
+            .with_poll_wait(Duration::from_millis(100));
+        let mapping = QueueMapping::start(source, function, config).unwrap();
+        eventually(LIMIT, || q.is_empty()).await;
+        let m = mapping.metrics();
+        assert!(m.source_errors >= 2, "cancel-safe {cancel_safe}: {m:?}");
+        assert_eq!(m.pollers, 1, "cancel-safe {cancel_safe}");
+        assert!(mapping.stop(Duration::from_secs(1)).await);
     }
-    let source = Arc::new(EagerPanicky(Panicky {
-        inner: q.clone(),
-        receives: AtomicU32::new(0),
-        acks: AtomicU32::new(0),
-    }));
-    let config = QueueMappingConfig::new("eager").with_initial_concurrency(1);
-    let mapping = QueueMapping::start(source, function, config).unwrap();
-    eventually(LIMIT, || q.is_empty()).await;
-    let m = mapping.metrics();
-    assert!(m.source_errors >= 2, "{m:?}");
-    assert_eq!(m.pollers, 1);
-    assert!(mapping.stop(Duration::from_secs(1)).await);
 }
 
 /// A queue that refuses every receive for good (a missing queue, bad credentials).
