@@ -632,6 +632,18 @@ async fn successes_are_counted_before_a_worker_waits_on_a_slow_handler() {
     rt.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A destination that waits inside each delivery until the test releases it.
+fn held_destination(hold: &Hold) -> impl nimbus_core::Destination<u32, u32> {
+    let hold = hold.clone();
+    nimbus_core::destination_fn(move |_record: InvocationRecord<u32, u32>| {
+        let hold = hold.clone();
+        async move {
+            hold.inside().await;
+            Ok(())
+        }
+    })
+}
+
 /// A success is counted before its record goes to the on-success destination, however long
 /// the destination takes.
 #[tokio::test]
@@ -644,16 +656,7 @@ async fn a_success_is_counted_while_its_record_is_delivered() {
                 "slow-destination",
                 handler_fn(|n: u32, _ctx: Context| async move { Ok::<_, FunctionError>(n) }),
             )
-            .with_on_success(nimbus_core::destination_fn({
-                let hold = hold.clone();
-                move |_record: InvocationRecord<u32, u32>| {
-                    let hold = hold.clone();
-                    async move {
-                        hold.inside().await;
-                        Ok(())
-                    }
-                }
-            })),
+            .with_on_success(held_destination(&hold)),
         )
         .await
         .expect("register");
@@ -688,16 +691,7 @@ async fn successes_are_counted_while_a_failure_is_delivered() {
             .with_max_retries(0)
             // One worker, which takes both events in one batch.
             .with_max_concurrency(1)
-            .with_on_failure(nimbus_core::destination_fn({
-                let hold = hold.clone();
-                move |_record: InvocationRecord<u32, u32>| {
-                    let hold = hold.clone();
-                    async move {
-                        hold.inside().await;
-                        Ok(())
-                    }
-                }
-            })),
+            .with_on_failure(held_destination(&hold)),
         )
         .await
         .expect("register");
