@@ -121,16 +121,6 @@ impl Shared {
                 self.invoke(poller, &matching, &runnable, &budget).await
             };
             match invoked {
-                Invoked::Ok(response)
-                    if runnable.len() == 1 && response.item_failures.is_empty() =>
-                {
-                    // One record, handled (the hot path of batch size 1): deleted without a
-                    // list of receipts to build.
-                    let i = runnable[0];
-                    verdicts[i] = Verdict::Succeeded;
-                    self.delete(std::slice::from_ref(&matching[i].receipt))
-                        .await;
-                }
                 Invoked::Ok(response) => {
                     let failed = self.failed_indices(&matching, &runnable, &response);
                     let mut succeeded = Vec::with_capacity(runnable.len());
