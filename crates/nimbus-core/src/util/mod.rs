@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub(crate) use padded::{Padded, Striped};
+pub use padded::{Padded, Striped};
 pub(crate) use secure::secure_random;
 pub(crate) use unwind::{guarded, panic_message, CatchUnwind};
 

@@ -1,12 +1,14 @@
 //! [`Padded`]: keeps a value on cache lines of its own, so that a field one thread writes on
-//! every event does not slow down the fields another thread reads (false sharing).
+//! every event does not slow down the fields another thread reads (false sharing); and
+//! [`Striped`]: a value per group of threads, for counters every thread bumps.
 
 use std::ops::Deref;
 
 /// A value aligned to 128 bytes (two cache lines, as adjacent-line prefetchers pair them).
 #[derive(Debug, Default)]
 #[repr(align(128))]
-pub(crate) struct Padded<T>(pub(crate) T);
+#[doc(hidden)]
+pub struct Padded<T>(pub T);
 
 impl<T> Deref for Padded<T> {
     type Target = T;
@@ -20,7 +22,8 @@ impl<T> Deref for Padded<T> {
 /// event do not contend for one cache line. Each stripe is allocated on first use, so an idle
 /// function costs one pointer per stripe. Readers sum over [`Striped::iter`].
 #[derive(Debug)]
-pub(crate) struct Striped<T> {
+#[doc(hidden)]
+pub struct Striped<T> {
     stripes: Box<[std::sync::OnceLock<Box<Padded<T>>>]>,
 }
 
@@ -44,13 +47,13 @@ impl<T: Default> Default for Striped<T> {
 
 impl<T: Default> Striped<T> {
     /// The calling thread's stripe.
-    pub(crate) fn local(&self) -> &T {
+    pub fn local(&self) -> &T {
         let index = STRIPE.with(|s| *s);
         self.stripes[index].get_or_init(|| Box::new(Padded(T::default())))
     }
 
     /// Every stripe in use.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.stripes.iter().filter_map(|s| s.get().map(|b| &b.0))
     }
 }

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use nimbus_core::util::{Padded, Striped};
+
 /// A snapshot of a queue mapping's metrics.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 #[non_exhaustive]
@@ -49,14 +51,15 @@ pub struct QueueMappingMetrics {
     pub dead_lettered: Option<u64>,
 }
 
+/// A mapping's counters. Those every batch bumps are striped per thread group and summed when
+/// read, so that pollers on different threads do not write one cache line; the rare ones are
+/// plain atomics.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
-    pub(super) received: AtomicU64,
-    pub(super) deleted: AtomicU64,
+    per_batch: Striped<PerBatch>,
     pub(super) filtered: AtomicU64,
     pub(super) failed: AtomicU64,
     pub(super) released: AtomicU64,
-    pub(super) invocations: AtomicU64,
     pub(super) function_errors: AtomicU64,
     pub(super) throttles: AtomicU64,
     pub(super) bisections: AtomicU64,
@@ -64,8 +67,18 @@ pub(super) struct Counters {
     pub(super) source_errors: AtomicU64,
     pub(super) refused_receipts: AtomicU64,
     pub(super) permanent_source_errors: AtomicU64,
-    pub(super) batches: AtomicUsize,
+    /// Batches in hand: one count, as `drained` needs an exact zero (a sum over stripes read
+    /// one after another could pass through zero while batches are held).
+    pub(super) batches: Padded<AtomicUsize>,
     pub(super) peak_batches: AtomicUsize,
+}
+
+/// One stripe of the counters every batch bumps.
+#[derive(Debug, Default)]
+struct PerBatch {
+    received: AtomicU64,
+    deleted: AtomicU64,
+    invocations: AtomicU64,
 }
 
 pub(super) fn add(counter: &AtomicU64, n: usize) {
@@ -73,6 +86,41 @@ pub(super) fn add(counter: &AtomicU64, n: usize) {
 }
 
 impl Counters {
+    /// Counts `n` messages received.
+    pub(super) fn received(&self, n: usize) {
+        add(&self.per_batch.local().received, n);
+    }
+
+    /// Counts `n` messages deleted after successful handling.
+    pub(super) fn deleted(&self, n: usize) {
+        add(&self.per_batch.local().deleted, n);
+    }
+
+    /// Counts an invocation of the function.
+    pub(super) fn invoked(&self) {
+        add(&self.per_batch.local().invocations, 1);
+    }
+
+    /// Counts a batch in hand; returns how many are in hand now.
+    pub(super) fn batch_taken(&self) -> usize {
+        self.batches.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Notes `now` batches handled at once.
+    pub(super) fn note_peak(&self, now: usize) {
+        // Read first: the peak rarely moves, and a load leaves the line shared.
+        if now > self.peak_batches.load(Ordering::Relaxed) {
+            self.peak_batches.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    fn sum(&self, field: impl Fn(&PerBatch) -> &AtomicU64) -> u64 {
+        self.per_batch
+            .iter()
+            .map(|stripe| field(stripe).load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// A snapshot, with the scaler's numbers and the queue's counts.
     pub(super) fn snapshot(
         &self,
@@ -82,12 +130,12 @@ impl Counters {
     ) -> QueueMappingMetrics {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         QueueMappingMetrics {
-            received: load(&self.received),
-            deleted: load(&self.deleted),
+            received: self.sum(|c| &c.received),
+            deleted: self.sum(|c| &c.deleted),
             filtered: load(&self.filtered),
             failed: load(&self.failed),
             released: load(&self.released),
-            invocations: load(&self.invocations),
+            invocations: self.sum(|c| &c.invocations),
             function_errors: load(&self.function_errors),
             throttles: load(&self.throttles),
             bisections: load(&self.bisections),

@@ -1,7 +1,6 @@
 //! A poller: the loop that receives a batch, hands it to the function and asks for more
 //! pollers when batches come full; and what each poller keeps of its own.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,10 +87,10 @@ impl Shared {
                 continue;
             }
             let received = messages.len();
-            add(&self.counters.received, received);
+            self.counters.received(received);
             // A batch in hand until its messages are acknowledged, failed or handed back
             // (`drained` reads this count).
-            let now = self.counters.batches.fetch_add(1, Ordering::Relaxed) + 1;
+            let now = self.counters.batch_taken();
             self.drain.received();
             // A role changed during the receive is checked before the function sees anything.
             if !self.still_allowed() || self.cancel.is_cancelled() {
@@ -101,7 +100,7 @@ impl Shared {
                 break false;
             }
             let full = received >= self.config.batch_size;
-            self.counters.peak_batches.fetch_max(now, Ordering::Relaxed);
+            self.counters.note_peak(now);
             let budget = Budget::new(received_at, self.visibility, self.function.config().timeout);
             self.process(&poller, messages, budget).await;
             self.batch_done();

@@ -253,10 +253,8 @@ impl Shared {
         let acked = self
             .call("ack", async { self.source.ack(receipts).await })
             .await;
-        add(
-            &self.counters.deleted,
-            self.settled("ack", acked, receipts.len()),
-        );
+        self.counters
+            .deleted(self.settled("ack", acked, receipts.len()));
     }
 
     /// The indices a response reports as failed; every index if an id is unknown.
@@ -319,7 +317,7 @@ impl Shared {
                     .map(|&i| QueueRecord::from_message(&messages[i], &poller.origin, now))
                     .collect(),
             };
-            add(&self.counters.invocations, 1);
+            self.counters.invoked();
             // The work's hop count: the highest its records carry.
             let hops = indices
                 .iter()

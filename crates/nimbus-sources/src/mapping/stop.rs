@@ -126,7 +126,7 @@ impl Shared {
                 self.draining.spawn(async move {
                     let drain = async {
                         if let Ok(messages) = receiving.await {
-                            add(&this.counters.received, messages.len());
+                            this.counters.received(messages.len());
                             this.release(&messages).await;
                         }
                     };
