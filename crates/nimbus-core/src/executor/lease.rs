@@ -1,4 +1,4 @@
-//! Leasing an instance for an invocation: a warm one (most recently used first) once its
+//! Leasing an instance for an invocation: a warm one (most recently used first, per thread) once its
 //! backend says it can take an event, or a new one if the scale rate allows, through the init
 //! phase (under the init timeout, with panics caught).
 

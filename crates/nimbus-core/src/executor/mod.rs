@@ -6,7 +6,7 @@
 //!   runtime's unreserved pool while it runs, counted in the busy gauge; the permit is returned
 //!   on every path (output, error, panic, timeout, cancellation, a dropped caller), because it
 //!   lives in a guard that is dropped on every path.
-//! - **Instances.** A warm instance is reused (most recently used first), or a new one is
+//! - **Instances.** A warm instance is reused (most recently used first, per thread), or a new one is
 //!   created by the function's [`Backend`] if the scale rate allows,
 //!   under the init timeout. An instance that timed out, panicked or faulted is discarded; idle
 //!   ones are reaped down to `min_instances`.

@@ -298,3 +298,90 @@ async fn the_governor_reads_the_cpu_clock_only_when_on() {
         "two polls or more, two reads each"
     );
 }
+
+/// Invokes `step` from a thread of its own, on a runtime of that thread: the instance goes
+/// back to that thread's idle stack.
+fn invoke_on_a_thread<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    exec: &'s Executor<Step, u32>,
+    step: Step,
+) -> std::thread::ScopedJoinHandle<'s, Result<u32, InvokeError>> {
+    scope.spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(invoke(exec, step))
+    })
+}
+
+/// Leaves two instances idle, each on the stack of a different thread: two invocations run at
+/// once on two threads, so each needs an instance of its own.
+fn idle_on_two_threads(exec: &Executor<Step, u32>, gate: &Semaphore) {
+    std::thread::scope(|s| {
+        let running = [
+            invoke_on_a_thread(s, exec, Step::Wait),
+            invoke_on_a_thread(s, exec, Step::Wait),
+        ];
+        while exec.counters.busy() < 2 {
+            std::thread::yield_now();
+        }
+        gate.add_permits(2);
+        for run in running {
+            assert_eq!(run.join().expect("the thread ran").unwrap(), 2);
+        }
+    });
+    assert_eq!((exec.pool.live(), exec.pool.idle()), (2, 2));
+}
+
+#[tokio::test]
+async fn a_thread_without_an_idle_instance_reuses_another_threads() {
+    let shared = shared(10);
+    let exec = executor(
+        &shared,
+        FunctionConfig::default(),
+        Arc::new(Semaphore::new(0)),
+    );
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            let answer = invoke_on_a_thread(s, &exec, Step::Answer).join();
+            assert_eq!(answer.expect("the thread ran").unwrap(), 1);
+        }
+    });
+    assert_eq!(
+        (exec.pool.live(), exec.pool.idle()),
+        (1, 1),
+        "one instance served every thread in turn"
+    );
+    invoke(&exec, Step::Answer).await.unwrap();
+    assert_eq!((exec.pool.live(), exec.pool.idle()), (1, 1));
+    assert_books_clear(&shared, &exec, "invocations from several threads");
+}
+
+#[tokio::test(start_paused = true)]
+async fn instances_idle_on_other_threads_are_reaped() {
+    let shared = shared(10);
+    let gate = Arc::new(Semaphore::new(0));
+    let config = FunctionConfig::default().with_idle_timeout(Duration::from_secs(10));
+    let exec = executor(&shared, config, Arc::clone(&gate));
+    exec.start_reaper();
+    // The reaper finds nothing idle and parks; instances given back on other threads wake it.
+    tokio::task::yield_now().await;
+    idle_on_two_threads(&exec, &gate);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        (exec.pool.live(), exec.pool.idle()),
+        (0, 0),
+        "both idle instances reaped"
+    );
+}
+
+#[tokio::test]
+async fn stopping_discards_instances_idle_on_other_threads() {
+    let shared = shared(10);
+    let gate = Arc::new(Semaphore::new(0));
+    let exec = executor(&shared, FunctionConfig::default(), Arc::clone(&gate));
+    idle_on_two_threads(&exec, &gate);
+    assert_eq!(exec.stop_instances(), 2);
+    assert_eq!(exec.pool.live(), 0);
+}

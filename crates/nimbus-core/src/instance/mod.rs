@@ -4,7 +4,7 @@
 //! What an instance *is* belongs to its backend: an in-process [`Handler`](crate::Handler)
 //! (the [`InstanceFactory`](crate::InstanceFactory) is that backend), or a child process
 //! speaking the Lambda Runtime API (the `nimbus-process` crate). Everything else is the executor's and the same for every
-//! backend: cold starts under the init timeout, warm reuse (most recently used first), reaping
+//! backend: cold starts under the init timeout, warm reuse (most recently used first, per thread), reaping
 //! idle instances, discarding an instance after a panic, a timeout or a crash, and metering.
 
 mod backend;

@@ -1,14 +1,21 @@
 //! A function's warm pool: leases that discard a broken instance on drop, the check for
 //! instances that died while idle, and the reaper that scales idle instances in.
 //!
-//! The pool is a deque used as a stack: the most recently used instance is reused first, so under
-//! falling load the instances at the front stay idle longest and are the ones reaped. The reaper
-//! sleeps until the oldest idle instance expires, and parks on a notification when there is
-//! nothing it could reap; an idle function costs no wake-ups.
+//! Idle instances are kept per group of threads ([`Striped`]), each group's as a stack: a
+//! thread reuses the instance it used last, and only when it has none takes the most recent of
+//! the first other stack that has one. So two threads invoking one function neither take one
+//! lock by turns nor hand one instance's memory back and forth between their cores, and a new
+//! instance is made only when the look finds none idle (it looks at one stack at a time, so an
+//! instance given back meanwhile to a stack already passed can be missed: a cold start more,
+//! rarely). Under falling load the instances at the bottom of each stack stay idle longest and
+//! are the ones reaped; under a light load spread over threads, each thread's stack can keep
+//! an instance warm (at most one per thread group more than one global stack would keep). The reaper sleeps until the oldest
+//! idle instance expires, and parks on a notification when there is nothing it could reap; an
+//! idle function costs no wake-ups.
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Instance;
 use crate::handler::InstanceScope;
-use crate::util::{guarded, BoxFuture, CatchUnwind};
+use crate::util::{guarded, BoxFuture, CatchUnwind, Striped};
 
 type Boxed<E, O> = Box<dyn Instance<E, O>>;
 
@@ -40,18 +47,24 @@ struct Idle<E, O> {
     since: Instant,
 }
 
-struct PoolState<E, O> {
-    idle: VecDeque<Idle<E, O>>,
-    /// The reaper is parked waiting for a notification (set and read under the lock, so a
-    /// wake-up cannot fall between its check and its wait).
-    reaper_parked: bool,
-    /// The function is gone (shutdown, unregister): instances given back are dropped.
-    closed: bool,
-}
+/// One thread group's idle instances, most recently used last.
+type Stack<E, O> = Mutex<VecDeque<Idle<E, O>>>;
 
 /// The instances of one function.
 pub(crate) struct Pool<E, O> {
-    state: Mutex<PoolState<E, O>>,
+    idle: Striped<Stack<E, O>>,
+    /// The function is gone (shutdown, unregister): instances given back are dropped.
+    closed: AtomicBool,
+    /// The reaper is parked waiting for a notification.
+    ///
+    /// `close` and the reaper set their flag, then (after a `SeqCst` fence) look at the stacks;
+    /// `put_back` takes its stack, then (after a fence) reads both flags under the stack's
+    /// lock, pushing in between. So either the look finds the instance (the stack exists for
+    /// it and its lock orders the two), or the flags read show what was set: no instance stays
+    /// after a close, and none sits idle behind a parked reaper (`notify_one` keeps the
+    /// wake-up if the reaper is not waiting yet). The fences cover a stack created, or first
+    /// used, while the look runs: it may miss such a stack, but then the reader sees the flag.
+    reaper_parked: AtomicBool,
     /// Instances alive: idle, busy or just initialised.
     live: AtomicUsize,
     /// Provisioned instances alive, or claimed by an init in progress.
@@ -72,11 +85,9 @@ impl<E, O> std::fmt::Debug for Pool<E, O> {
 impl<E, O> Pool<E, O> {
     pub(crate) fn new(disposer: Disposer) -> Self {
         Self {
-            state: Mutex::new(PoolState {
-                idle: VecDeque::new(),
-                reaper_parked: false,
-                closed: false,
-            }),
+            idle: Striped::default(),
+            closed: AtomicBool::new(false),
+            reaper_parked: AtomicBool::new(false),
             live: AtomicUsize::new(0),
             provisioned: AtomicUsize::new(0),
             wake_reaper: Notify::new(),
@@ -88,8 +99,10 @@ impl<E, O> Pool<E, O> {
         self.live.load(Ordering::Relaxed)
     }
 
+    /// Idle instances: exact when nothing runs, approximate while instances come and go (the
+    /// stacks are counted one after another).
     pub(crate) fn idle(&self) -> usize {
-        self.state.lock().idle.len()
+        self.idle.iter().map(|stack| stack.lock().len()).sum()
     }
 
     /// Claims a place for a new provisioned instance if fewer than `min` are alive (or being
@@ -107,15 +120,15 @@ impl<E, O> Pool<E, O> {
         self.provisioned.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Leases the most recently used idle instance that is still alive, if any; instances
-    /// that died while idle are discarded on the way.
+    /// Leases the idle instance this thread used last, or else the most recent of another
+    /// thread's stack, if any is still alive; instances that died while idle are discarded on the way.
     pub(crate) fn take_warm(&self) -> Option<Lease<'_, E, O>>
     where
         E: 'static,
         O: 'static,
     {
         loop {
-            let slot = self.state.lock().idle.pop_back()?.slot;
+            let slot = self.pop_idle()?.slot;
             let mut lease = Lease {
                 pool: self,
                 slot: Some(slot),
@@ -126,6 +139,18 @@ impl<E, O> Pool<E, O> {
             }
             // Dropped unreleased: discarded.
         }
+    }
+
+    /// The most recent idle instance of this thread's stack, or of another's.
+    fn pop_idle(&self) -> Option<Idle<E, O>> {
+        let local = self.idle.local();
+        if let Some(idle) = local.lock().pop_back() {
+            return Some(idle);
+        }
+        self.idle
+            .iter()
+            .filter(|stack| !std::ptr::eq(*stack, local))
+            .find_map(|stack| stack.lock().pop_back())
     }
 
     /// Adds a freshly initialised instance, leased to the caller.
@@ -149,18 +174,23 @@ impl<E, O> Pool<E, O> {
 
     fn put_back(&self, slot: Slot<E, O>, now: Instant) {
         let idle = Idle { slot, since: now };
-        let mut state = self.state.lock();
-        if state.closed {
-            drop(state);
-            self.discard();
-            self.dispose(idle.slot);
-            return;
+        let stack = self.idle.local();
+        fence(Ordering::SeqCst);
+        {
+            let mut stack = stack.lock();
+            if !self.closed.load(Ordering::SeqCst) {
+                stack.push_back(idle);
+                let parked = self.reaper_parked.load(Ordering::SeqCst);
+                drop(stack);
+                // Read first: the reaper is rarely parked while instances come and go.
+                if parked && self.reaper_parked.swap(false, Ordering::SeqCst) {
+                    self.wake_reaper.notify_one();
+                }
+                return;
+            }
         }
-        state.idle.push_back(idle);
-        if state.reaper_parked {
-            state.reaper_parked = false;
-            self.wake_reaper.notify_one();
-        }
+        self.discard();
+        self.dispose(idle.slot);
     }
 
     fn discard(&self) {
@@ -170,11 +200,13 @@ impl<E, O> Pool<E, O> {
     /// Drops every idle instance, and from now on every instance given back (shutdown,
     /// unregister). Returns how many were dropped now.
     pub(crate) fn close(&self) -> usize {
-        let drained: Vec<_> = {
-            let mut state = self.state.lock();
-            state.closed = true;
-            state.idle.drain(..).collect()
-        };
+        self.closed.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let drained: Vec<_> = self
+            .idle
+            .iter()
+            .flat_map(|stack| std::mem::take(&mut *stack.lock()))
+            .collect();
         self.live.fetch_sub(drained.len(), Ordering::Relaxed);
         let dropped = drained.len();
         for idle in drained {
@@ -187,23 +219,15 @@ impl<E, O> Pool<E, O> {
     /// instances are never reaped.
     pub(crate) async fn reap(&self, min: usize, idle_timeout: Duration, stop: &CancellationToken) {
         loop {
-            let next_expiry = {
-                let mut state = self.state.lock();
-                let oldest = state
-                    .idle
-                    .iter()
-                    .find(|idle| !idle.slot.scope.provisioned)
-                    .map(|idle| idle.since);
-                match oldest {
-                    Some(since) if self.live() > min => {
-                        state.reaper_parked = false;
-                        Some(since + idle_timeout)
-                    }
-                    _ => {
-                        state.reaper_parked = true;
-                        None
-                    }
+            // Parked before looking, so that an instance given back during the look wakes it.
+            self.reaper_parked.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let next_expiry = match self.oldest_reapable() {
+                Some(since) if self.live() > min => {
+                    self.reaper_parked.store(false, Ordering::SeqCst);
+                    Some(since + idle_timeout)
                 }
+                _ => None,
             };
             match next_expiry {
                 None => tokio::select! {
@@ -221,19 +245,29 @@ impl<E, O> Pool<E, O> {
         }
     }
 
+    /// When the longest-idle instance that may be reaped (not provisioned) became idle.
+    fn oldest_reapable(&self) -> Option<Instant> {
+        self.idle
+            .iter()
+            .filter_map(|stack| {
+                let stack = stack.lock();
+                // Each stack holds its longest idle at the bottom.
+                let oldest = stack.iter().find(|idle| !idle.slot.scope.provisioned);
+                oldest.map(|idle| idle.since)
+            })
+            .min()
+    }
+
     fn reap_expired(&self, min: usize, idle_timeout: Duration) {
         let now = Instant::now();
         let mut reaped = Vec::new();
-        {
-            let mut state = self.state.lock();
+        for stack in self.idle.iter() {
+            let mut stack = stack.lock();
             while self.live() > min {
-                let oldest = state
-                    .idle
-                    .iter()
-                    .position(|idle| !idle.slot.scope.provisioned);
+                let oldest = stack.iter().position(|idle| !idle.slot.scope.provisioned);
                 match oldest {
-                    Some(at) if state.idle[at].since + idle_timeout <= now => {
-                        if let Some(idle) = state.idle.remove(at) {
+                    Some(at) if stack[at].since + idle_timeout <= now => {
+                        if let Some(idle) = stack.remove(at) {
                             reaped.push(idle.slot);
                         }
                         self.discard();
@@ -278,7 +312,11 @@ impl<E, O> Drop for Pool<E, O> {
     /// A pool dropped with idle instances (a registration that failed or was abandoned)
     /// disposes of them as closing it would.
     fn drop(&mut self) {
-        let idle: Vec<_> = self.state.get_mut().idle.drain(..).collect();
+        let idle: Vec<_> = self
+            .idle
+            .iter()
+            .flat_map(|stack| std::mem::take(&mut *stack.lock()))
+            .collect();
         for idle in idle {
             self.dispose(idle.slot);
         }
