@@ -251,7 +251,8 @@ impl<E, O> Pool<E, O> {
             .iter()
             .filter_map(|stack| {
                 let stack = stack.lock();
-                // Each stack holds its longest idle at the bottom.
+                // Each stack holds its longest idle at the bottom (near enough: two threads
+                // of one group may push out of their end times' order).
                 let oldest = stack.iter().find(|idle| !idle.slot.scope.provisioned);
                 oldest.map(|idle| idle.since)
             })
