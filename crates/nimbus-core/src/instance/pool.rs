@@ -9,9 +9,10 @@
 //! instance given back meanwhile to a stack already passed can be missed: a cold start more,
 //! rarely). Under falling load the instances at the bottom of each stack stay idle longest and
 //! are the ones reaped; under a light load spread over threads, each thread's stack can keep
-//! an instance warm (at most one per thread group more than one global stack would keep). The reaper sleeps until the oldest
-//! idle instance expires, and parks on a notification when there is nothing it could reap; an
-//! idle function costs no wake-ups.
+//! an instance warm (at most one per thread group more than one global stack would keep).
+//!
+//! The reaper sleeps until the oldest idle instance expires, and parks on a notification when
+//! there is nothing it could reap; an idle function costs no wake-ups.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -121,7 +122,8 @@ impl<E, O> Pool<E, O> {
     }
 
     /// Leases the idle instance this thread used last, or else the most recent of another
-    /// thread's stack, if any is still alive; instances that died while idle are discarded on the way.
+    /// thread's stack, if any is still alive; instances that died while idle are discarded on
+    /// the way.
     pub(crate) fn take_warm(&self) -> Option<Lease<'_, E, O>>
     where
         E: 'static,
