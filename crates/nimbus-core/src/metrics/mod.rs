@@ -168,10 +168,7 @@ impl FunctionCounters {
     }
 
     fn sum(&self, field: impl Fn(&Tally) -> &AtomicU64) -> u64 {
-        self.tallies
-            .iter()
-            .map(|t| field(t).load(Ordering::Relaxed))
-            .sum()
+        self.tallies.sum(field)
     }
 
     /// Accumulated usage and cost; `capacity` provisioned instances were enabled for

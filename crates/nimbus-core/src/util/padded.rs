@@ -3,6 +3,7 @@
 //! [`Striped`]: a value per group of threads, for counters every thread bumps.
 
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A value aligned to 128 bytes (two cache lines, as adjacent-line prefetchers pair them).
 #[derive(Debug, Default)]
@@ -32,8 +33,8 @@ const STRIPES: usize = 16;
 thread_local! {
     /// This thread's stripe, assigned round-robin when the thread first asks.
     static STRIPE: usize = {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STRIPES
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
     };
 }
 
@@ -55,5 +56,12 @@ impl<T: Default> Striped<T> {
     /// Every stripe in use.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.stripes.iter().filter_map(|s| s.get().map(|b| &b.0))
+    }
+
+    /// The sum over the stripes in use of one counter of each.
+    pub fn sum(&self, counter: impl Fn(&T) -> &AtomicU64) -> u64 {
+        self.iter()
+            .map(|stripe| counter(stripe).load(Ordering::Relaxed))
+            .sum()
     }
 }

@@ -114,13 +114,6 @@ impl Counters {
         }
     }
 
-    fn sum(&self, field: impl Fn(&PerBatch) -> &AtomicU64) -> u64 {
-        self.per_batch
-            .iter()
-            .map(|stripe| field(stripe).load(Ordering::Relaxed))
-            .sum()
-    }
-
     /// A snapshot, with the scaler's numbers and the queue's counts.
     pub(super) fn snapshot(
         &self,
@@ -130,12 +123,12 @@ impl Counters {
     ) -> QueueMappingMetrics {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         QueueMappingMetrics {
-            received: self.sum(|c| &c.received),
-            deleted: self.sum(|c| &c.deleted),
+            received: self.per_batch.sum(|c| &c.received),
+            deleted: self.per_batch.sum(|c| &c.deleted),
             filtered: load(&self.filtered),
             failed: load(&self.failed),
             released: load(&self.released),
-            invocations: self.sum(|c| &c.invocations),
+            invocations: self.per_batch.sum(|c| &c.invocations),
             function_errors: load(&self.function_errors),
             throttles: load(&self.throttles),
             bisections: load(&self.bisections),
