@@ -231,6 +231,12 @@ impl QueueSource for RedisQueue {
             .key(self.released())
             .arg(&self.group)
             .arg(self.visibility_millis())
+            .arg(
+                deliveries
+                    .range
+                    .as_ref()
+                    .map_or(("", ""), |(lo, hi)| (lo, hi)),
+            )
             .arg(&deliveries.args)
             .invoke_async(&mut con)
             .await

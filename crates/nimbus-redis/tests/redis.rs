@@ -160,3 +160,52 @@ async fn a_receipt_naming_its_entry_by_another_spelling_deletes_nothing() {
     let held: i64 = len(config.key.clone()).query_async(&mut con).await.unwrap();
     assert_eq!(held, 0);
 }
+
+#[tokio::test]
+async fn an_ack_checks_each_receipt_of_a_batch_beyond_the_range_it_reads_at_once() {
+    let Some(prefix) = Prefix::new().await else {
+        return;
+    };
+    let config = prefix.config("batch-ack");
+    let queue = RedisQueue::connect(config.clone()).await.unwrap();
+    for i in 0..40 {
+        queue.send(format!("m{i}").into()).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 40 {
+        got.extend(queue.receive(40, Duration::from_secs(3)).await.unwrap());
+    }
+    let token = |i: usize| got[i].receipt.as_token().unwrap().to_owned();
+    // The first and the last of 40 pending entries: more lie between them than the script's
+    // one range read takes for four receipts, so the last is looked up on its own.
+    let first = got[0].receipt.clone();
+    let last = got[39].receipt.clone();
+    // Not current: a later delivery count than the entry's, and the entry's id spelt with a
+    // leading zero (which Redis reads as the same id).
+    let stale = nimbus_sources::Receipt::token(format!("{}:2", token(10)));
+    let respelt = nimbus_sources::Receipt::token(format!("0{}", token(20)));
+    let refused = queue.ack(&[first, stale, last, respelt]).await.unwrap_err();
+    assert_eq!(
+        refused,
+        SourceError::Refused {
+            positions: vec![1, 3]
+        }
+    );
+    let client = redis::Client::open(url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let held: i64 = redis::cmd("XLEN")
+        .arg(&config.key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(held, 38, "the first and the last deleted, nothing else");
+    // The rest still answer to their own receipts.
+    let rest: Vec<_> = got[1..39].iter().map(|m| m.receipt.clone()).collect();
+    queue.ack(&rest).await.unwrap();
+    let held: i64 = redis::cmd("XLEN")
+        .arg(&config.key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(held, 0);
+}
