@@ -1,16 +1,49 @@
 //! Connections that come back: a client made on demand and made again once it has closed,
-//! and the embedded migrations.
+//! with the statements prepared on it, and the embedded migrations.
 
+use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::Arc;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::error::PostgresError;
 
 /// A client that reconnects on the next use after its connection is lost.
 pub(crate) struct Db {
     url: String,
-    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    client: tokio::sync::Mutex<Option<Conn>>,
+}
+
+/// A connected client and the statements prepared on it (they die with the connection).
+#[derive(Clone)]
+pub(crate) struct Conn {
+    client: Arc<Client>,
+    statements: Arc<parking_lot::Mutex<HashMap<String, Statement>>>,
+}
+
+impl Deref for Conn {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Conn {
+    /// `sql` prepared on this connection the first time, then reused. Sent as text, a
+    /// statement is parsed and planned by the server every time, after a round trip of its
+    /// own: the hot statements (claims, acks) take this way instead.
+    pub(crate) async fn prepared(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(statement) = self.statements.lock().get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).await?;
+        self.statements
+            .lock()
+            .insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
 }
 
 impl Db {
@@ -22,10 +55,10 @@ impl Db {
     }
 
     /// The client, connecting (again) if needed.
-    pub(crate) async fn client(&self) -> Result<Arc<Client>, PostgresError> {
+    pub(crate) async fn client(&self) -> Result<Conn, PostgresError> {
         let mut slot = self.client.lock().await;
-        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(Arc::clone(client));
+        if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(conn.clone());
         }
         let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
         tokio::spawn(async move {
@@ -33,9 +66,12 @@ impl Db {
                 tracing::warn!(%error, "postgres connection ended");
             }
         });
-        let client = Arc::new(client);
-        *slot = Some(Arc::clone(&client));
-        Ok(client)
+        let conn = Conn {
+            client: Arc::new(client),
+            statements: Arc::default(),
+        };
+        *slot = Some(conn.clone());
+        Ok(conn)
     }
 }
 
