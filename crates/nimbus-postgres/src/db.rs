@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use crate::error::PostgresError;
 
@@ -31,10 +33,30 @@ impl Deref for Conn {
 }
 
 impl Conn {
-    /// `sql` prepared on this connection the first time, then reused. Sent as text, a
-    /// statement is parsed and planned by the server every time, after a round trip of its
-    /// own: the hot statements (claims, acks) take this way instead.
-    pub(crate) async fn prepared(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+    /// Runs `sql` as a statement prepared on this connection the first time, then reused.
+    /// Sent as text, a statement is parsed and planned by the server every time, after a
+    /// round trip of its own: the hot statements (claims, acks) take this way instead.
+    ///
+    /// A prepared statement the server no longer runs (a column it returns changed type
+    /// since: "cached plan must not change result type") is prepared again, once, as the
+    /// text would have been.
+    pub(crate) async fn query_prepared(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.prepared(sql).await?;
+        match self.client.query(&statement, params).await {
+            Err(error) if outdated(&error) => {
+                self.statements.lock().remove(sql);
+                let statement = self.prepared(sql).await?;
+                self.client.query(&statement, params).await
+            }
+            ran => ran,
+        }
+    }
+
+    async fn prepared(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
         if let Some(statement) = self.statements.lock().get(sql) {
             return Ok(statement.clone());
         }
@@ -44,6 +66,13 @@ impl Conn {
             .insert(sql.to_owned(), statement.clone());
         Ok(statement)
     }
+}
+
+/// The server refused a statement as prepared, where the same text prepared anew may run.
+fn outdated(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|code| {
+        *code == SqlState::FEATURE_NOT_SUPPORTED || *code == SqlState::INVALID_SQL_STATEMENT_NAME
+    })
 }
 
 impl Db {

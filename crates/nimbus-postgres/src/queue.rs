@@ -207,18 +207,18 @@ impl PostgresQueue {
         let client = self.db.client().await?;
         let receipt = fastrand::i64(1..);
         let visibility_ms = self.config.visibility_timeout.as_millis() as f64;
-        let claim = client
-            .prepared(&format!(
-                "WITH c AS (SELECT id FROM {t} WHERE visible_at <= now() ORDER BY visible_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
-                 UPDATE {t} q SET visible_at = now() + make_interval(secs => $2::float8 / 1000.0),
-                     receive_count = q.receive_count + 1, receipt = $3
-                 FROM c WHERE q.id = c.id
-                 RETURNING q.id, q.body, q.receive_count, extract(epoch FROM q.sent_at)::float8, q.hops",
-                t = self.table()
-            ))
-            .await?;
         let rows = client
-            .query(&claim, &[&(max as i64), &visibility_ms, &receipt])
+            .query_prepared(
+                &format!(
+                    "WITH c AS (SELECT id FROM {t} WHERE visible_at <= now() ORDER BY visible_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                     UPDATE {t} q SET visible_at = now() + make_interval(secs => $2::float8 / 1000.0),
+                         receive_count = q.receive_count + 1, receipt = $3
+                     FROM c WHERE q.id = c.id
+                     RETURNING q.id, q.body, q.receive_count, extract(epoch FROM q.sent_at)::float8, q.hops",
+                    t = self.table()
+                ),
+                &[&(max as i64), &visibility_ms, &receipt],
+            )
             .await?;
         let mut messages = Vec::new();
         let mut dead = Vec::new();
@@ -270,13 +270,17 @@ impl PostgresQueue {
             }
         }
         let next: Option<f64> = if messages.is_empty() {
-            let next = client
-                .prepared(&format!(
-                    "SELECT (extract(epoch FROM min(visible_at)) - extract(epoch FROM now()))::float8 FROM {}",
-                    self.table()
-                ))
+            let rows = client
+                .query_prepared(
+                    &format!(
+                        "SELECT (extract(epoch FROM min(visible_at)) - extract(epoch FROM now()))::float8 FROM {}",
+                        self.table()
+                    ),
+                    &[],
+                )
                 .await?;
-            client.query_one(&next, &[]).await?.get(0)
+            // An aggregate: one row, its value null when the table is empty.
+            rows.first().and_then(|row| row.get(0))
         } else {
             None
         };
@@ -372,17 +376,16 @@ impl QueueSource for PostgresQueue {
             return SourceError::refusing((0..receipts.len()).collect());
         }
         let client = self.db.client().await?;
-        let delete = client
-            .prepared(&format!(
-                "DELETE FROM {} q USING unnest($1::bigint[], $2::bigint[]) AS r(id, receipt)
-                 WHERE q.id = r.id AND q.receipt = r.receipt AND q.visible_at > now()
-                 RETURNING r.id, r.receipt",
-                self.table()
-            ))
-            .await
-            .map_err(PostgresError::from)?;
         let deleted = client
-            .query(&delete, &[&named.ids, &named.nonces])
+            .query_prepared(
+                &format!(
+                    "DELETE FROM {} q USING unnest($1::bigint[], $2::bigint[]) AS r(id, receipt)
+                     WHERE q.id = r.id AND q.receipt = r.receipt AND q.visible_at > now()
+                     RETURNING r.id, r.receipt",
+                    self.table()
+                ),
+                &[&named.ids, &named.nonces],
+            )
             .await
             .map_err(PostgresError::from)?;
         SourceError::refusing(named.refused(&deleted))

@@ -158,6 +158,31 @@ async fn a_malformed_or_repeated_receipt_does_not_stop_an_ack_or_a_release() {
     assert_eq!((stats.visible, stats.in_flight), (1, 0), "only c, released");
 }
 
+/// A column's type changed by hand while the queue is connected: the claim and the ack, kept
+/// prepared on the connection, are prepared again rather than failing from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_changed_under_a_connected_queue_does_not_stop_it() {
+    let Some(names) = Names::new().await else {
+        return;
+    };
+    let config = names.queue("altered");
+    let table = format!("{}_queue", config.name);
+    let queue = PostgresQueue::connect(config).await.unwrap();
+    for round in 0..2 {
+        queue.send(format!("m{round}").as_bytes()).await.unwrap();
+        let got = queue.receive(1, Duration::from_secs(3)).await.unwrap();
+        assert_eq!(got.len(), 1, "round {round}");
+        queue.ack(&[got[0].receipt.clone()]).await.unwrap();
+        // The claim returns `hops`: its type is not what the statements were prepared for.
+        psql(&format!(
+            "ALTER TABLE {table} ALTER COLUMN hops TYPE bigint"
+        ))
+        .unwrap();
+    }
+    let left = psql(&format!("SELECT count(*) FROM {table}")).unwrap();
+    assert_eq!(left, "0");
+}
+
 /// The adapter's connections terminated by the server (`pg_terminate_backend`) in the middle
 /// of a mapping's run: the queue and its listener reconnect and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
