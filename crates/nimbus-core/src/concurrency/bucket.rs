@@ -1,5 +1,4 @@
-//! The scale-rate token bucket: a burst of `capacity` new instances, refilled continuously;
-//! or, for a pure rate, a bucket that starts empty and holds one token at most.
+//! The scale-rate token bucket: a burst of `capacity` new instances, refilled continuously.
 
 use std::time::Duration;
 
@@ -45,20 +44,6 @@ impl TokenBucket {
             per_nanosecond: capacity / period.as_nanos() as f64,
             state: Mutex::new(State {
                 tokens: capacity,
-                refilled_at: Instant::now(),
-            }),
-        }
-    }
-
-    /// `count` tokens per `period` at most, one at a time: an empty bucket refilled
-    /// continuously that holds at most one token, so no burst is ever saved up (Lambda's
-    /// "300 more pollers per minute" for queue event sources).
-    pub fn rate(count: u32, period: Duration) -> Self {
-        Self {
-            capacity: 1.0,
-            per_nanosecond: f64::from(count) / period.as_nanos() as f64,
-            state: Mutex::new(State {
-                tokens: 0.0,
                 refilled_at: Instant::now(),
             }),
         }
@@ -119,26 +104,6 @@ mod tests {
             assert!(bucket.try_take());
         }
         assert!(!bucket.try_take(), "refill is capped at the burst size");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_rate_has_no_burst() {
-        let bucket = TokenBucket::rate(300, Duration::from_secs(60));
-        assert!(!bucket.try_take(), "empty at first");
-        let wait = bucket.time_to_token();
-        assert!(
-            wait > Duration::from_micros(199_990) && wait <= Duration::from_micros(200_010),
-            "{wait:?}"
-        );
-        tokio::time::advance(wait).await;
-        assert!(bucket.try_take(), "one every 200 ms");
-        assert!(!bucket.try_take());
-        tokio::time::advance(Duration::from_secs(3600)).await;
-        assert!(bucket.try_take());
-        assert!(
-            !bucket.try_take(),
-            "an hour idle saves up one token, not a burst"
-        );
     }
 
     #[tokio::test(start_paused = true)]

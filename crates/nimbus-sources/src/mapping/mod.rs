@@ -23,8 +23,7 @@
 //!   guarantee than Lambda's, which deletes what the function reported as done; kept on
 //!   purpose.
 //! - **Scaling**: concurrent batches start at `initial_concurrency`, grow by one per full batch
-//!   at most `scale_up_per_minute` a minute, evenly (300 a minute is one per 200 ms, with no
-//!   burst saved up), shrink to one poller when the queue is empty, and halve on
+//!   within `scale_up_per_minute`, shrink to one poller when the queue is empty, and halve on
 //!   function errors and throttles. Each poller holds one batch, so prefetch is bounded by the
 //!   concurrency. Each change of the target is told to the source as a
 //!   [demand hint](QueueSource::demand) (target × batch size; 0 when the mapping stops), for
@@ -273,7 +272,7 @@ impl QueueMapping {
             }),
             over_target: AtomicBool::new(false),
             growth: scale::Growth::default(),
-            scale_up: TokenBucket::rate(config.scale_up_per_minute, Duration::from_secs(60)),
+            scale_up: TokenBucket::new(config.scale_up_per_minute, Duration::from_secs(60)),
             status: Mutex::new(MappingStatus::Running),
             cancel: StopSignal::default(),
             hard_stop: CancellationToken::new(),

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nimbus_core::{handler_fn, Context, Function, FunctionError, RegisterError};
+use nimbus_core::RegisterError;
 use nimbus_sources::{
-    BatchResponse, InMemoryQueue, MappingStatus, Message, QueueBatch, QueueConfig, QueueMapping,
-    QueueMappingConfig, QueueSource, QueueStats, Receipt, SourceError,
+    InMemoryQueue, MappingStatus, Message, QueueConfig, QueueMapping, QueueMappingConfig,
+    QueueSource, QueueStats, Receipt, SourceError,
 };
 use parking_lot::Mutex;
 
@@ -268,18 +268,7 @@ async fn drained_reports_a_mapping_that_stops_first() {
 #[tokio::test(start_paused = true)]
 async fn the_source_is_told_the_demand_as_the_mapping_scales_and_nothing_once_stopped() {
     let rt = runtime();
-    // Batches that take a while, so that the drain outlasts the scale-up rate's first steps
-    // (one poller per 200 ms).
-    let function = rt
-        .register(Function::new(
-            "demand",
-            handler_fn(|_batch: QueueBatch, _ctx: Context| async move {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Ok::<_, FunctionError>(BatchResponse::success())
-            }),
-        ))
-        .await
-        .unwrap();
+    let (function, _seen) = recording(&rt, "demand").await;
     let inner = visible_in(30);
     for i in 0..200 {
         inner.send(format!("m{i}")).unwrap();

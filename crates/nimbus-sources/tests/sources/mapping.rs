@@ -293,7 +293,7 @@ async fn growth_waits_for_the_budget_and_the_maximum_and_resumes() {
     let q = queue(QueueConfig::default());
     q.send_batch((0..20_000).map(|i| Outgoing::new(i.to_string())))
         .unwrap();
-    // One poller a minute, and none saved up at the start.
+    // One token a minute, and a burst of one.
     let config = QueueMappingConfig::new("growth")
         .with_batch_size(1)
         .with_initial_concurrency(2)
@@ -301,20 +301,19 @@ async fn growth_waits_for_the_budget_and_the_maximum_and_resumes() {
         .with_scale_up_per_minute(1);
     let start = Instant::now();
     let mapping = QueueMapping::start(q.clone(), function, config).unwrap();
-    // No growth for most of each minute, though every batch is full.
-    for (minute, target) in [(1, 3), (2, 4)] {
-        tokio::time::sleep_until(start + Duration::from_secs(60 * minute - 5)).await;
-        assert_eq!(mapping.metrics().target_concurrency, target - 1);
-        eventually(Duration::from_secs(10), || {
-            mapping.metrics().target_concurrency == target
-        })
-        .await;
-        assert!(
-            start.elapsed() >= Duration::from_secs(60 * minute - 1),
-            "{:?}",
-            start.elapsed()
-        );
-    }
+    eventually(LIMIT, || mapping.metrics().target_concurrency == 3).await;
+    // The budget is spent: no growth for most of a minute, though every batch is full.
+    tokio::time::sleep_until(start + Duration::from_secs(55)).await;
+    assert_eq!(mapping.metrics().target_concurrency, 3);
+    eventually(Duration::from_secs(10), || {
+        mapping.metrics().target_concurrency == 4
+    })
+    .await;
+    assert!(
+        start.elapsed() >= Duration::from_secs(59),
+        "{:?}",
+        start.elapsed()
+    );
     // At the maximum; errors halve the target, and growth resumes when the budget allows.
     failing.store(true, std::sync::atomic::Ordering::Relaxed);
     eventually(LIMIT, || mapping.metrics().target_concurrency < 4).await;
