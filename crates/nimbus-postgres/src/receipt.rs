@@ -47,6 +47,12 @@ impl Named {
         Self { ids, nonces, of }
     }
 
+    /// The nonce every named row shares, if they share one (receipts of one receive do).
+    pub(crate) fn one_nonce(&self) -> Option<i64> {
+        let (first, rest) = self.nonces.split_first()?;
+        rest.iter().all(|n| n == first).then_some(*first)
+    }
+
     /// The positions of the receipts refused, given the rows the statement changed.
     pub(crate) fn refused(&self, rows: &[tokio_postgres::Row]) -> Vec<usize> {
         let done: HashSet<(i64, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
@@ -78,6 +84,10 @@ mod tests {
             (named.ids.clone(), named.nonces.clone()),
             (vec![7, 8], vec![1, 2])
         );
+        assert_eq!(named.one_nonce(), None);
+        let one = Named::of(&[receipt_of(7, 3), receipt_of(8, 3)]);
+        assert_eq!(one.one_nonce(), Some(3));
+        assert_eq!(Named::of(&[Receipt::token("x")]).one_nonce(), None);
         assert_eq!(parse(&receipt_of(7, 1)), Ok((7, 1)));
         assert_eq!(
             parse(&Receipt::token("7:x")),

@@ -158,6 +158,49 @@ async fn a_malformed_or_repeated_receipt_does_not_stop_an_ack_or_a_release() {
     assert_eq!((stats.visible, stats.in_flight), (1, 0), "only c, released");
 }
 
+/// Receipts of one receive and of several: in each, a receipt that is no longer current (its
+/// message received again since) deletes nothing, and the current ones delete their rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_receipts_are_refused_among_receipts_of_one_receive_or_several() {
+    let Some(names) = Names::new().await else {
+        return;
+    };
+    let config = names
+        .queue("stale")
+        .with_visibility_timeout(Duration::from_secs(30));
+    let table = format!("{}_queue", config.name);
+    let queue = PostgresQueue::connect(config).await.unwrap();
+    for body in ["a", "b", "c", "d"] {
+        queue.send(body.as_bytes()).await.unwrap();
+    }
+    let mut first = Vec::new();
+    while first.len() < 4 {
+        first.extend(queue.receive(4, Duration::from_secs(3)).await.unwrap());
+    }
+    // a and c visible again at once and received again: their first receipts are stale.
+    queue
+        .release(&[first[0].receipt.clone(), first[2].receipt.clone()])
+        .await
+        .unwrap();
+    let mut again = Vec::new();
+    while again.len() < 2 {
+        again.extend(queue.receive(2, Duration::from_secs(3)).await.unwrap());
+    }
+    // One receive's nonce: b's current receipt with a's stale one (the same nonce).
+    let acked = queue
+        .ack(&[first[0].receipt.clone(), first[1].receipt.clone()])
+        .await;
+    assert_eq!(acked, Err(SourceError::Refused { positions: vec![0] }));
+    // Two receives' nonces: c's stale receipt, d's current one (first receive) and the
+    // second receive's current receipts of a and c.
+    let mut receipts = vec![first[2].receipt.clone(), first[3].receipt.clone()];
+    receipts.extend(again.iter().map(|m| m.receipt.clone()));
+    let acked = queue.ack(&receipts).await;
+    assert_eq!(acked, Err(SourceError::Refused { positions: vec![0] }));
+    let left = psql(&format!("SELECT count(*) FROM {table}")).unwrap();
+    assert_eq!(left, "0");
+}
+
 /// A column's type changed by hand while the queue is connected: the claim and the ack, kept
 /// prepared on the connection, are prepared again rather than failing from then on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
