@@ -11,14 +11,17 @@ pub(crate) fn receipt_of(id: i64, nonce: i64) -> Receipt {
     Receipt::token(format!("{id}:{nonce}"))
 }
 
-/// The row and nonce a receipt names; [`SourceError::UnknownReceipt`] if it is not one.
+/// The row and nonce a receipt names; [`SourceError::UnknownReceipt`] if it is not one. A
+/// receive's nonce is at least 1: rows not received (sent, delayed, released) carry 0, which
+/// no receipt may name.
 pub(crate) fn parse(receipt: &Receipt) -> Result<(i64, i64), SourceError> {
     let token = receipt.as_token().ok_or(SourceError::UnknownReceipt)?;
     let (id, nonce) = token.split_once(':').ok_or(SourceError::UnknownReceipt)?;
-    Ok((
-        id.parse().map_err(|_| SourceError::UnknownReceipt)?,
-        nonce.parse().map_err(|_| SourceError::UnknownReceipt)?,
-    ))
+    let id = id.parse().map_err(|_| SourceError::UnknownReceipt)?;
+    match nonce.parse() {
+        Ok(nonce) if nonce >= 1 => Ok((id, nonce)),
+        _ => Err(SourceError::UnknownReceipt),
+    }
 }
 
 /// The rows an ack or a release names: each `(id, nonce)` once, split into the two arrays a
@@ -93,5 +96,11 @@ mod tests {
             parse(&Receipt::token("7:x")),
             Err(SourceError::UnknownReceipt)
         );
+        for no_receive in ["7:0", "7:-3"] {
+            assert_eq!(
+                parse(&Receipt::token(no_receive)),
+                Err(SourceError::UnknownReceipt)
+            );
+        }
     }
 }

@@ -201,6 +201,27 @@ async fn stale_receipts_are_refused_among_receipts_of_one_receive_or_several() {
     assert_eq!(left, "0");
 }
 
+/// A receipt with nonce 0 names no receive (rows not received yet carry 0): it is refused,
+/// and the row it names, sent with a delay and never received, stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_naming_no_receive_deletes_nothing() {
+    let Some(names) = Names::new().await else {
+        return;
+    };
+    let config = names.queue("unreceived");
+    let table = format!("{}_queue", config.name);
+    let queue = PostgresQueue::connect(config).await.unwrap();
+    let id = psql(&format!(
+        "INSERT INTO {table} (body, visible_at) VALUES ('later', now() + interval '5 minutes') RETURNING id"
+    ))
+    .unwrap();
+    let forged = Receipt::token(format!("{id}:0"));
+    let acked = queue.ack(std::slice::from_ref(&forged)).await;
+    assert_eq!(acked, Err(SourceError::Refused { positions: vec![0] }));
+    let left = psql(&format!("SELECT count(*) FROM {table}")).unwrap();
+    assert_eq!(left, "1", "the delayed row stays");
+}
+
 /// A column's type changed by hand while the queue is connected: the claim and the ack, kept
 /// prepared on the connection, are prepared again rather than failing from then on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
