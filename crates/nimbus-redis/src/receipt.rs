@@ -136,13 +136,15 @@ pub(crate) fn receipt_of(id: &str, count: u32) -> Receipt {
     }
 }
 
-/// The entry id and delivery count a receipt names (see [`receipt_of`]).
+/// The entry id and delivery count a receipt names (see [`receipt_of`]); `None` for a token
+/// whose id is not a stream id (`ms-seq`), which Redis would refuse for the whole script.
 pub(crate) fn delivery_of(receipt: &Receipt) -> Option<(&str, u32)> {
     let token = receipt.as_token()?;
-    match token.split_once(':') {
-        None => Some((token, 1)),
-        Some((id, count)) => Some((id, count.parse().ok()?)),
-    }
+    let (id, count) = match token.split_once(':') {
+        None => (token, 1),
+        Some((id, count)) => (id, count.parse().ok()?),
+    };
+    stream_id(id).map(|_| (id, count))
 }
 
 /// A stream id `ms-seq` as the numbers it orders by.
@@ -218,6 +220,9 @@ mod tests {
         assert_ne!(receipt_of("1-0", 1), receipt_of("1-0", 2));
         assert_eq!(delivery_of(&Receipt::token("1-0:x")), None);
         assert_eq!(delivery_of(&Receipt::from_parts(1, 2)), None);
+        for not_an_id in ["x", "", "5", "5-x", "1-0-0", "-1"] {
+            assert_eq!(delivery_of(&Receipt::token(not_an_id)), None, "{not_an_id}");
+        }
         let deliveries = Deliveries::of(&[
             receipt_of("2-0", 1),
             receipt_of("1-0", 2),

@@ -209,3 +209,39 @@ async fn an_ack_checks_each_receipt_of_a_batch_beyond_the_range_it_reads_at_once
         .unwrap();
     assert_eq!(held, 0);
 }
+
+#[tokio::test]
+async fn a_malformed_receipt_is_refused_by_its_position_and_the_others_take_effect() {
+    let Some(prefix) = Prefix::new().await else {
+        return;
+    };
+    let config = prefix.config("malformed");
+    let queue = RedisQueue::connect(config.clone()).await.unwrap();
+    queue.send("kept?".into()).await.unwrap();
+    let got = queue.receive(1, Duration::from_secs(3)).await.unwrap();
+    let malformed = ["x", "", "5-x", "1-0-0"].map(nimbus_sources::Receipt::token);
+    let mut receipts = vec![got[0].receipt.clone()];
+    receipts.extend(malformed.iter().cloned());
+    let refused = queue.ack(&receipts).await;
+    assert_eq!(
+        refused,
+        Err(SourceError::Refused {
+            positions: vec![1, 2, 3, 4]
+        })
+    );
+    let released = queue.release(&malformed).await;
+    assert_eq!(
+        released,
+        Err(SourceError::Refused {
+            positions: vec![0, 1, 2, 3]
+        })
+    );
+    let client = redis::Client::open(url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let held: i64 = redis::cmd("XLEN")
+        .arg(&config.key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(held, 0, "the good receipt deleted its message");
+}
