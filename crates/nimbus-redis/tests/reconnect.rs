@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nimbus_redis::RedisQueue;
 use nimbus_sources::conformance;
-use support::{url, Prefix};
+use support::{stream_len, url, Prefix};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_connection_mid_run_loses_nothing() {
@@ -37,12 +37,9 @@ async fn a_killed_connection_mid_run_loses_nothing() {
     .await
     .unwrap();
     eprintln!("{duplicates} duplicate handlings after the kill");
-    let client = redis::Client::open(url()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let len: i64 = redis::cmd("XLEN")
-        .arg(format!("{}:reconnect", prefix.0))
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(len, 0, "every message deleted in the end");
+    assert_eq!(
+        stream_len(&format!("{}:reconnect", prefix.0)).await,
+        0,
+        "every message deleted in the end"
+    );
 }

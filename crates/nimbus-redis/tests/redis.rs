@@ -13,7 +13,7 @@ use nimbus_sources::{async_trait, conformance, QueueSource, SourceError};
 
 mod support;
 
-use support::{url, Prefix};
+use support::{stream_len, url, Prefix};
 
 /// Redis queues under the test's prefix, for the conformance kit: each one its own key, and
 /// its keys deleted at teardown.
@@ -125,14 +125,7 @@ async fn messages_over_the_receive_limit_are_redriven() {
         .await
         .unwrap()
         .is_empty());
-    let client = redis::Client::open(url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let len: i64 = redis::cmd("XLEN")
-        .arg(format!("{}:dlq", config.key))
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    assert_eq!(len, 1);
+    assert_eq!(stream_len(&format!("{}:dlq", config.key)).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,15 +143,10 @@ async fn a_receipt_naming_its_entry_by_another_spelling_deletes_nothing() {
     let (millis, _) = token.split_once('-').unwrap();
     let refused = queue.ack(&[nimbus_sources::Receipt::token(millis)]).await;
     assert_eq!(refused, Err(SourceError::Refused { positions: vec![0] }));
-    let client = redis::Client::open(url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let len = |key: String| redis::cmd("XLEN").arg(key).to_owned();
-    let held: i64 = len(config.key.clone()).query_async(&mut con).await.unwrap();
-    assert_eq!(held, 1, "still there");
+    assert_eq!(stream_len(&config.key).await, 1, "still there");
     // Its own receipt deletes it.
     queue.ack(&[got[0].receipt.clone()]).await.unwrap();
-    let held: i64 = len(config.key.clone()).query_async(&mut con).await.unwrap();
-    assert_eq!(held, 0);
+    assert_eq!(stream_len(&config.key).await, 0);
 }
 
 #[tokio::test]
@@ -191,23 +179,15 @@ async fn an_ack_checks_each_receipt_of_a_batch_beyond_the_range_it_reads_at_once
             positions: vec![1, 3]
         }
     );
-    let client = redis::Client::open(url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let held: i64 = redis::cmd("XLEN")
-        .arg(&config.key)
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    assert_eq!(held, 38, "the first and the last deleted, nothing else");
+    assert_eq!(
+        stream_len(&config.key).await,
+        38,
+        "the first and the last deleted, nothing else"
+    );
     // The rest still answer to their own receipts.
     let rest: Vec<_> = got[1..39].iter().map(|m| m.receipt.clone()).collect();
     queue.ack(&rest).await.unwrap();
-    let held: i64 = redis::cmd("XLEN")
-        .arg(&config.key)
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    assert_eq!(held, 0);
+    assert_eq!(stream_len(&config.key).await, 0);
 }
 
 #[tokio::test]
@@ -236,12 +216,9 @@ async fn a_malformed_receipt_is_refused_by_its_position_and_the_others_take_effe
             positions: vec![0, 1, 2, 3]
         })
     );
-    let client = redis::Client::open(url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let held: i64 = redis::cmd("XLEN")
-        .arg(&config.key)
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    assert_eq!(held, 0, "the good receipt deleted its message");
+    assert_eq!(
+        stream_len(&config.key).await,
+        0,
+        "the good receipt deleted its message"
+    );
 }

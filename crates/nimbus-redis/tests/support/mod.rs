@@ -1,5 +1,8 @@
-//! Shared by the Redis test binaries: the server's URL, and a unique key prefix per test that
-//! skips (or fails under `NIMBUS_REQUIRE_SERVICES=1`) when the server is unreachable.
+//! Shared by the Redis test binaries: the server's URL, a stream's length, and a unique key
+//! prefix per test that skips (or fails under `NIMBUS_REQUIRE_SERVICES=1`) when the server is
+//! unreachable.
+
+#![allow(dead_code)] // Each test binary uses its own part of this module.
 
 use std::time::Duration;
 
@@ -7,6 +10,17 @@ use nimbus_redis::RedisConfig;
 
 pub(crate) fn url() -> String {
     std::env::var("NIMBUS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// The length of stream `key`, asked on a connection of its own (0 for no such key).
+pub(crate) async fn stream_len(key: &str) -> i64 {
+    let client = redis::Client::open(url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("XLEN")
+        .arg(key)
+        .query_async(&mut con)
+        .await
+        .unwrap()
 }
 
 /// A unique key prefix, and the keys under it deleted when dropped.
