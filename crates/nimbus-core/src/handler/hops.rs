@@ -16,11 +16,12 @@
 //! async event goes to the on-failure destination or dead letter with that error, and a
 //! mapping's records take the mapping's failure path.
 //!
-//! The count of the running invocation is kept in a task-local value around the handler's
-//! future: code the handler awaits sees it, a task it spawns does not (its work starts at 0
-//! again, as work from another process does), nor do destructors run when the runtime drops a
-//! timed-out handler's future. Pass [`Context::hop_count`](super::Context::hop_count)
-//! along by hand where that matters.
+//! The count of the running invocation is set on the thread only while the handler's future is
+//! polled (as a Tokio task-local is, in a plain cell that costs a few instructions where a
+//! task-local's scope cost about eighty per poll): code the handler awaits sees it, a task it
+//! spawns does not (its work starts at 0 again, as work from another process does), nor do
+//! destructors run when the runtime drops a timed-out handler's future. Pass
+//! [`Context::hop_count`](super::Context::hop_count) along by hand where that matters.
 //!
 //! # Example
 //!
@@ -33,6 +34,7 @@
 //! assert_eq!(hops::parse("three"), None);
 //! ```
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -56,13 +58,14 @@ pub enum RecursiveLoop {
     Allow,
 }
 
-tokio::task_local! {
-    static RUNNING: u32;
+thread_local! {
+    /// The hop count of the invocation whose code this thread is running, if any.
+    static RUNNING: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
 /// The hop count of the invocation whose handler is running on this task, if any.
 pub fn current() -> Option<u32> {
-    RUNNING.try_with(|hops| *hops).ok()
+    RUNNING.get()
 }
 
 /// The hop count that work started now carries: one more than the running invocation's, or
@@ -97,14 +100,24 @@ impl<F: Future + Unpin> Future for Scoped<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let hops = self.hops;
-        RUNNING.sync_scope(hops, || Pin::new(&mut self.future).poll(cx))
+        sync_scope(hops, || Pin::new(&mut self.future).poll(cx))
     }
 }
 
 /// Runs `f` as the work of an invocation with hop count `hops` (as [`scope`], for synchronous
 /// code).
 pub fn sync_scope<R>(hops: u32, f: impl FnOnce() -> R) -> R {
-    RUNNING.sync_scope(hops, f)
+    let _restore = Restore(RUNNING.replace(Some(hops)));
+    f()
+}
+
+/// Puts back the count that was set before a scope, when the scope ends or unwinds.
+struct Restore(Option<u32>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        RUNNING.set(self.0);
+    }
 }
 
 /// Whether an invocation with this hop count must be stopped under `setting`.
@@ -123,6 +136,41 @@ mod tests {
         assert_eq!(inside, (Some(4), Some(5)));
         assert_eq!(sync_scope(u32::MAX, outgoing), Some(u32::MAX));
         assert_eq!(current(), None);
+    }
+
+    #[test]
+    fn a_scope_puts_back_the_outer_count_when_it_ends_or_unwinds() {
+        sync_scope(3, || {
+            assert_eq!(sync_scope(7, current), Some(7));
+            assert_eq!(current(), Some(3));
+            let unwound = std::panic::catch_unwind(|| sync_scope(9, || panic!("inside")));
+            assert!(unwound.is_err());
+            assert_eq!(current(), Some(3));
+        });
+        assert_eq!(current(), None);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn another_task_on_the_thread_does_not_see_the_count() {
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let other = tokio::spawn(async move {
+            let _ = go_rx.await;
+            let _ = seen_tx.send(current());
+        });
+        // The scoped future wakes the other task and waits for its answer, so the other task
+        // runs on this thread while the scoped future is pending.
+        let inside = scope(
+            5,
+            Box::pin(async move {
+                let _ = go_tx.send(());
+                let seen = seen_rx.await.expect("the other task answers");
+                (current(), seen)
+            }),
+        )
+        .await;
+        assert_eq!(inside, (Some(5), None));
+        other.await.ok();
     }
 
     #[test]
