@@ -129,8 +129,8 @@ impl Shared {
         // (6 MB by default); what does not fit goes back, its receive not counted, for the
         // next batch.
         let cap = self.config.max_batch_bytes;
-        let mut bytes = 0;
-        let kept = size::fitting(&batch, &mut bytes, cap);
+        let mut payload = size::Payload::default();
+        let kept = payload.fit(&[], &batch, cap);
         if kept < batch.len() {
             let over = batch.split_off(kept);
             self.release(&over).await;
@@ -141,7 +141,7 @@ impl Shared {
         }
         // The window is at most 300 s (validated).
         let until = received_at + self.config.batching_window;
-        while batch.len() < size && bytes + size::RECORD_ENVELOPE <= cap {
+        while batch.len() < size && payload.has_room(&batch, cap) {
             let left = until.saturating_duration_since(Instant::now());
             // A receive that is ready at once wins over the stop signal (see
             // `receive_or_stop`): look at it here, or a backlog would keep the window going.
@@ -151,7 +151,7 @@ impl Shared {
             match self.receive_or_stop(size - batch.len(), left).await {
                 None => break,
                 Some(Ok(mut more)) => {
-                    let kept = size::fitting(&more, &mut bytes, cap);
+                    let kept = payload.fit(&batch, &more, cap);
                     let over = more.split_off(kept);
                     batch.extend(more);
                     if !over.is_empty() {
