@@ -17,10 +17,11 @@
 //! mapping's records take the mapping's failure path.
 //!
 //! The count of the running invocation is set on the thread only while the handler's future is
-//! polled (as a Tokio task-local is, in a plain cell that costs a few instructions where a
-//! task-local's scope cost about eighty per poll): code the handler awaits sees it, a task it
-//! spawns does not (its work starts at 0 again, as work from another process does), nor do
-//! destructors run when the runtime drops a timed-out handler's future. Pass
+//! polled (as a Tokio task-local is, in a plain cell, which is cheaper than a task-local's
+//! scope): code the handler awaits sees it, a task it spawns does not (its work starts at 0
+//! again, as work from another process does), nor do destructors the runtime runs when it
+//! drops a timed-out handler's future on its own (dropped inside an outer handler's poll, as
+//! a nested invocation's are, they see the outer count). Pass
 //! [`Context::hop_count`](super::Context::hop_count) along by hand where that matters.
 //!
 //! # Example
@@ -63,7 +64,8 @@ thread_local! {
     static RUNNING: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
-/// The hop count of the invocation whose handler is running on this task, if any.
+/// The hop count of the invocation whose handler is being polled on this thread (so, seen
+/// from the handler's code, on its task), if any.
 pub fn current() -> Option<u32> {
     RUNNING.get()
 }

@@ -32,19 +32,20 @@ pub(super) fn json_len(bytes: &[u8]) -> usize {
         .sum::<usize>()
 }
 
-/// An upper bound on the size of `message`'s record in the event JSON.
+/// The size of `message`'s record in the event JSON, each string sized as `serde_json`
+/// writes it (the fixed part generously): at least what serialising writes.
 pub(super) fn record_size(message: &Message) -> usize {
     sized_with(message, json_len)
 }
 
-/// At most what [`json_len`] says, from the length alone: six bytes per byte (a control
+/// At least what [`json_len`] says, from the length alone: six bytes per byte (a control
 /// character escaped as `\u0001`) and the quotes. Reading lengths only, it costs a few
 /// instructions where [`json_len`] reads every byte twice (the UTF-8 check, then the escapes).
 fn json_len_bound(bytes: &[u8]) -> usize {
     bytes.len().saturating_mul(6).saturating_add(2)
 }
 
-/// At least [`record_size`], from lengths only.
+/// At least [`record_size`], from lengths only (saturating, never wrapping to a small size).
 fn record_bound(message: &Message) -> usize {
     sized_with(message, json_len_bound)
 }
@@ -64,13 +65,21 @@ fn sized_with(message: &Message, len: impl Fn(&[u8]) -> usize) -> usize {
     let group = message
         .group_id
         .as_deref()
-        .map_or(0, |g| 32 + len(g.as_bytes()));
-    let attributes: usize = message
-        .attributes
-        .iter()
-        .map(|(k, v)| ATTRIBUTE_ENVELOPE + len(k.as_bytes()) + len(v.as_bytes()))
-        .sum();
-    RECORD_ENVELOPE + id * 2 + receipt + group + attributes + len(&message.body)
+        .map_or(0, |g| len(g.as_bytes()).saturating_add(32));
+    let attributes = message.attributes.iter().fold(0, |sum: usize, (k, v)| {
+        sum.saturating_add(ATTRIBUTE_ENVELOPE)
+            .saturating_add(len(k.as_bytes()))
+            .saturating_add(len(v.as_bytes()))
+    });
+    [
+        id.saturating_mul(2),
+        receipt,
+        group,
+        attributes,
+        len(&message.body),
+    ]
+    .into_iter()
+    .fold(RECORD_ENVELOPE, usize::saturating_add)
 }
 
 /// How many of `messages`, from the front, fit in `cap` bytes of records, given `used` bytes
@@ -80,31 +89,36 @@ fn fitting(messages: &[Message], used: &mut usize, cap: usize) -> usize {
     let mut n = 0;
     for message in messages {
         let size = record_size(message);
-        if *used + size > cap && !(n == 0 && *used == 0) {
+        if used.saturating_add(size) > cap && !(n == 0 && *used == 0) {
             break;
         }
-        *used += size;
+        *used = used.saturating_add(size);
         n += 1;
     }
     n
 }
 
 /// The payload of the records a batch has gathered so far. Far below the cap, bounds from
-/// the lengths alone decide that everything fits (sizing each record exactly was a fifth of
-/// a poller's instructions at batch 100); once the bounds come near the cap, the records
-/// gathered so far are sized exactly and every later decision is exact, so a batch is cut
-/// where exact sizes alone would cut it.
+/// the lengths alone ([`record_bound`]) decide that everything fits (sizing each record with
+/// [`record_size`] was a fifth of a poller's instructions at batch 100); once the bounds come
+/// near the cap, the records gathered so far are sized with [`record_size`] and so is every
+/// later record, so a batch is cut where [`record_size`] alone would cut it.
+///
+/// Each call passes the records gathered so far: exactly those this payload was told of.
 #[derive(Debug, Default)]
 pub(super) struct Payload {
-    /// An upper bound of the gathered records' size; their size once `exact`.
+    /// The gathered records' size by [`record_size`] once `exact`; before, a bound of it.
     bytes: usize,
     exact: bool,
+    /// How many records the payload holds (checked against the records each call passes).
+    records: usize,
 }
 
 impl Payload {
     /// How many of `new`, from the front, fit after `gathered` (the records this payload
     /// holds so far), as [`fitting`] decides; adds them.
     pub(super) fn fit(&mut self, gathered: &[Message], new: &[Message], cap: usize) -> usize {
+        debug_assert_eq!(gathered.len(), self.records, "the records gathered so far");
         if !self.exact {
             let bound = new
                 .iter()
@@ -112,16 +126,20 @@ impl Payload {
                 .fold(self.bytes, usize::saturating_add);
             if bound <= cap {
                 self.bytes = bound;
+                self.records += new.len();
                 return new.len();
             }
             self.make_exact(gathered);
         }
-        fitting(new, &mut self.bytes, cap)
+        let kept = fitting(new, &mut self.bytes, cap);
+        self.records += kept;
+        kept
     }
 
     /// Whether another record could still fit after `gathered`: room for a record's fixed
     /// part at least.
     pub(super) fn has_room(&mut self, gathered: &[Message], cap: usize) -> bool {
+        debug_assert_eq!(gathered.len(), self.records, "the records gathered so far");
         if self.bytes.saturating_add(RECORD_ENVELOPE) > cap && !self.exact {
             self.make_exact(gathered);
         }
