@@ -21,24 +21,24 @@
 //! `NIMBUS_CHAOS_SEEDS` sets the number of seeds (default 24) and `NIMBUS_CHAOS_FIRST_SEED`
 //! the first one, so that a failing seed can be run again alone.
 
+mod faults;
+mod ledger;
+
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nimbus::async_trait;
 use nimbus::sources::Bytes;
 use nimbus::sources::{
-    BatchResponse, Checkpoint, CheckpointStore, FailureDestination, InMemoryQueue, InMemoryStream,
-    InMemoryStreamStore, Lease, LeaseStore, Message, QueueBatch, QueueConfig, QueueMapping,
-    QueueMappingConfig, QueueSource, QueueStats, Receipt, Sequence, SourceError, StreamBatch,
-    StreamConfig, StreamFailure, StreamMapping, StreamMappingConfig, StreamResponse,
+    BatchResponse, Checkpoint, CheckpointStore, InMemoryQueue, InMemoryStream, InMemoryStreamStore,
+    QueueBatch, QueueConfig, QueueMapping, QueueMappingConfig, QueueSource, Receipt, Sequence,
+    StreamBatch, StreamConfig, StreamMapping, StreamMappingConfig, StreamResponse,
 };
-use nimbus::{
-    handler_fn, Backoff, Context, DeadLetter, DeliveryError, Destination, Function, FunctionError,
-    InvocationRecord, Runtime, RuntimeConfig,
-};
-use tokio::sync::Notify;
+use nimbus::{handler_fn, Backoff, Context, Function, FunctionError, Runtime, RuntimeConfig};
+
+use faults::{act, fate, roll, ChaosDestination, ChaosQueue, INJECTED};
+use ledger::{CheckedCheckpoints, Progress, ReliableDeadLetter, Shared, StreamOnFailure, Tally};
 
 const ASYNC_EVENTS: u64 = 120;
 const QUEUE_MESSAGES: u64 = 150;
@@ -46,282 +46,6 @@ const STREAM_RECORDS: u64 = 120;
 const KEYS: u64 = 6;
 const QUEUE_BATCH: usize = 5;
 const MAX_RECEIVES: u32 = 3;
-
-/// The messages of the panics this test injects.
-const INJECTED: [&str; 3] = [
-    "handler panicked",
-    "destination panicked",
-    "source panicked in receive",
-];
-
-/// What a handler does with one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fate {
-    Succeed,
-    Fail,
-    Panic,
-    Hang,
-}
-
-/// A deterministic coin for (seed, what, id, attempt).
-fn roll(seed: u64, what: u64, id: u64, attempt: u64) -> u64 {
-    let mut x = seed
-        ^ what.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ id.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
-        ^ attempt.wrapping_mul(0x1656_67B1_9E37_79F9);
-    // splitmix64
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (x ^ (x >> 31)) % 100
-}
-
-fn fate(seed: u64, what: u64, id: u64, attempt: u64) -> Fate {
-    match roll(seed, what, id, attempt) {
-        0..=64 => Fate::Succeed,
-        65..=84 => Fate::Fail,
-        85..=92 => Fate::Panic,
-        _ => Fate::Hang,
-    }
-}
-
-/// Counts outcomes and wakes the driver when enough have happened.
-#[derive(Default)]
-struct Progress {
-    outcomes: AtomicUsize,
-    changed: Notify,
-}
-
-impl Progress {
-    fn add(&self) {
-        self.outcomes.fetch_add(1, Ordering::SeqCst);
-        self.changed.notify_waiters();
-    }
-
-    async fn reach(&self, n: usize) {
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.outcomes.load(Ordering::SeqCst) >= n {
-                return;
-            }
-            changed.await;
-        }
-    }
-}
-
-/// Everything observed, for the reconciliation.
-#[derive(Default)]
-struct Ledger {
-    async_handled: HashMap<u64, u32>,
-    async_on_failure: HashSet<u64>,
-    async_dead_letter: HashSet<u64>,
-    queue_handled: HashMap<u64, u32>,
-    /// Invocations that carried each queue message, whatever their outcome.
-    queue_attempts: HashMap<u64, u32>,
-    stream_handled: HashMap<Sequence, u32>,
-    stream_on_failure: HashSet<Sequence>,
-    /// (key, sequence) of every successful stream handling, in order.
-    stream_calls: Vec<(u64, Sequence)>,
-}
-
-type Shared = Arc<Mutex<Ledger>>;
-
-/// A destination that panics or stalls by the dice, else records.
-struct ChaosDestination {
-    seed: u64,
-    what: u64,
-    ledger: Shared,
-    progress: Arc<Progress>,
-    on_failure: bool,
-}
-
-#[async_trait]
-impl Destination<u64, u64> for ChaosDestination {
-    async fn deliver(
-        &self,
-        record: InvocationRecord<u64, u64>,
-    ) -> Result<(), DeliveryError<InvocationRecord<u64, u64>>> {
-        match roll(self.seed, self.what, record.request, 0) {
-            0..=9 => panic!("destination panicked"),
-            10..=17 => std::future::pending().await,
-            _ => {}
-        }
-        if self.on_failure {
-            self.ledger
-                .lock()
-                .unwrap()
-                .async_on_failure
-                .insert(record.request);
-            self.progress.add();
-        }
-        Ok(())
-    }
-}
-
-struct ReliableDeadLetter {
-    ledger: Shared,
-    progress: Arc<Progress>,
-}
-
-#[async_trait]
-impl DeadLetter<u64> for ReliableDeadLetter {
-    async fn send(
-        &self,
-        event: u64,
-        _attributes: nimbus::DeadLetterAttributes,
-    ) -> Result<(), DeliveryError<u64>> {
-        self.ledger.lock().unwrap().async_dead_letter.insert(event);
-        self.progress.add();
-        Ok(())
-    }
-}
-
-/// A queue that fails and panics on receive, and fails acks (without deleting), by the dice.
-struct ChaosQueue {
-    inner: Arc<InMemoryQueue>,
-    seed: u64,
-    calls: AtomicU64,
-    failed_acks: AtomicU64,
-}
-
-impl ChaosQueue {
-    fn dice(&self) -> u64 {
-        roll(self.seed, 7, self.calls.fetch_add(1, Ordering::Relaxed), 0)
-    }
-}
-
-#[async_trait]
-impl QueueSource for ChaosQueue {
-    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
-        match self.dice() {
-            0..=4 => Err(SourceError::transient("injected receive failure")),
-            5..=6 => panic!("source panicked in receive"),
-            _ => self.inner.receive(max, wait).await,
-        }
-    }
-
-    async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        if self.dice() < 5 {
-            self.failed_acks.fetch_add(1, Ordering::Relaxed);
-            return Err(SourceError::transient("injected ack failure"));
-        }
-        let acked = self.inner.ack(receipts).await;
-        if matches!(acked, Err(SourceError::Refused { .. })) {
-            // The visibility timeout ended before the ack (a loaded machine): the message
-            // may have been received and handled again, as SQS allows.
-            self.failed_acks.fetch_add(1, Ordering::Relaxed);
-        }
-        acked
-    }
-
-    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<(), SourceError> {
-        self.inner.retry_later(receipt, delay).await
-    }
-
-    async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
-        self.inner.release(receipts).await
-    }
-
-    fn visibility_timeout(&self) -> Option<Duration> {
-        self.inner.visibility_timeout()
-    }
-
-    async fn stats(&self) -> Result<Option<QueueStats>, SourceError> {
-        self.inner.stats().await
-    }
-}
-
-/// Checkpoints that check, at every put, that nothing unfinished is passed; leases as they are.
-struct CheckedCheckpoints {
-    inner: InMemoryStreamStore,
-    ledger: Shared,
-    shard_records: HashMap<String, Vec<Sequence>>,
-    violations: Mutex<Vec<String>>,
-}
-
-#[async_trait]
-impl CheckpointStore for CheckedCheckpoints {
-    async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, SourceError> {
-        self.inner.get(mapping, shard).await
-    }
-
-    async fn put(
-        &self,
-        mapping: &str,
-        shard: &str,
-        checkpoint: Checkpoint,
-        lease: &Lease,
-    ) -> Result<(), SourceError> {
-        let passed = {
-            let ledger = self.ledger.lock().unwrap();
-            let records = self.shard_records.get(shard).cloned().unwrap_or_default();
-            records
-                .into_iter()
-                .filter(|s| match &checkpoint {
-                    Checkpoint::At(at) => s <= at,
-                    Checkpoint::ShardEnd => true,
-                })
-                .filter(|s| {
-                    !ledger.stream_handled.contains_key(s) && !ledger.stream_on_failure.contains(s)
-                })
-                .collect::<Vec<_>>()
-        };
-        if !passed.is_empty() {
-            self.violations
-                .lock()
-                .unwrap()
-                .push(format!("{shard} {checkpoint:?} passes {passed:?}"));
-        }
-        self.inner.put(mapping, shard, checkpoint, lease).await
-    }
-}
-
-#[async_trait]
-impl LeaseStore for CheckedCheckpoints {
-    async fn acquire(
-        &self,
-        key: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, SourceError> {
-        self.inner.acquire(key, owner, ttl).await
-    }
-    async fn release(&self, key: &str, owner: &str) -> Result<(), SourceError> {
-        self.inner.release(key, owner).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<Lease>, SourceError> {
-        self.inner.list(prefix).await
-    }
-}
-
-struct StreamOnFailure {
-    ledger: Shared,
-    progress: Arc<Progress>,
-}
-
-#[async_trait]
-impl FailureDestination for StreamOnFailure {
-    async fn deliver(&self, failure: StreamFailure) -> Result<(), DeliveryError<StreamFailure>> {
-        let mut ledger = self.ledger.lock().unwrap();
-        for record in &failure.records {
-            ledger.stream_on_failure.insert(record.sequence.clone());
-            self.progress.add();
-        }
-        Ok(())
-    }
-}
-
-/// Runs the handler's fate: the caller has recorded nothing yet.
-async fn act(fate: Fate) -> Result<(), FunctionError> {
-    match fate {
-        Fate::Succeed => Ok(()),
-        Fate::Fail => Err(FunctionError::msg("injected failure")),
-        Fate::Panic => panic!("handler panicked"),
-        Fate::Hang => std::future::pending().await,
-    }
-}
 
 fn seeds() -> std::ops::Range<u64> {
     let var = |name: &str, default: u64| {
@@ -731,40 +455,4 @@ async fn run_seed(seed: u64) -> Tally {
     tally.stream_on_failure = ledger.stream_on_failure.len() as u64;
     tally.stream_in_source = STREAM_RECORDS - tally.stream_handled - tally.stream_on_failure;
     tally
-}
-
-/// Outcomes of one seed (or, added up, of all).
-#[derive(Debug, Default)]
-struct Tally {
-    async_handled: u64,
-    async_on_failure: u64,
-    async_dead_letter: u64,
-    async_handed_back: u64,
-    async_refused: u64,
-    queue_handled: u64,
-    queue_dead_lettered: u64,
-    queue_in_source: u64,
-    queue_duplicates: u64,
-    queue_failed_acks: u64,
-    stream_handled: u64,
-    stream_on_failure: u64,
-    stream_in_source: u64,
-}
-
-impl Tally {
-    fn add(&mut self, other: &Self) {
-        self.async_handled += other.async_handled;
-        self.async_on_failure += other.async_on_failure;
-        self.async_dead_letter += other.async_dead_letter;
-        self.async_handed_back += other.async_handed_back;
-        self.async_refused += other.async_refused;
-        self.queue_handled += other.queue_handled;
-        self.queue_dead_lettered += other.queue_dead_lettered;
-        self.queue_in_source += other.queue_in_source;
-        self.queue_duplicates += other.queue_duplicates;
-        self.queue_failed_acks += other.queue_failed_acks;
-        self.stream_handled += other.stream_handled;
-        self.stream_on_failure += other.stream_on_failure;
-        self.stream_in_source += other.stream_in_source;
-    }
 }
