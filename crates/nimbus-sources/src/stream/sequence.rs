@@ -96,6 +96,15 @@ impl Sequence {
         }
     }
 
+    /// At least [`Sequence::digits`], without counting them: the digits of `u128::MAX` for
+    /// a value that fits in 128 bits.
+    pub(crate) fn digits_at_most(&self) -> usize {
+        match &self.0 {
+            Repr::Small { .. } => U128_DIGITS,
+            Repr::Large(digits) => digits.len(),
+        }
+    }
+
     /// How many decimal digits it has.
     pub(crate) fn digits(&self) -> usize {
         match &self.0 {

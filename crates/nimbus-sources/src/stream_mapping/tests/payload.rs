@@ -4,9 +4,12 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use proptest::prelude::*;
 use serde_json::json;
 
-use super::super::payload::{record_size, repeated_bytes, Limits, EVENT_OVERHEAD, MAX_BATCH_BYTES};
+use super::super::payload::{
+    record_bound, record_size, repeated_bytes, Limits, EVENT_OVERHEAD, MAX_BATCH_BYTES,
+};
 use super::super::{StreamBatch, TumblingWindow};
 use crate::stream::{Sequence, StreamRecord};
 
@@ -167,4 +170,62 @@ fn a_lane_is_cut_where_the_next_record_would_pass_six_mib() {
     assert_eq!(shape(&tiny.batches(records(3, 10))), [1, 1, 1]);
     assert_eq!(tiny.fitting(&records(3, 10)), 1);
     assert!(tiny.batches(Vec::new()).is_empty());
+}
+
+/// A record with a key of `key_len` characters drawn from `fill` (plain, escaped or control),
+/// `data_len` bytes of data, and a sequence number of `digits` digits.
+fn record(key_len: usize, fill: char, data_len: usize, digits: usize) -> StreamRecord {
+    let sequence: Sequence = "9".repeat(digits.max(1)).parse().unwrap();
+    StreamRecord::new(
+        fill.to_string().repeat(key_len),
+        sequence,
+        vec![7u8; data_len],
+        UNIX_EPOCH,
+    )
+}
+
+#[test]
+fn a_records_bound_is_never_below_its_size() {
+    for fill in ['k', '"', '\\', '\n', '\u{1}', 'é'] {
+        for digits in [1, 38, 39, 40, 160] {
+            for (key_len, data_len) in [(0, 0), (1, 1), (7, 2), (256, 1 << 20)] {
+                let record = record(key_len, fill, data_len, digits);
+                for repeated in [0, 300] {
+                    assert!(
+                        record_bound(&record, repeated) >= record_size(&record, repeated),
+                        "{fill:?} x {key_len}, {data_len} bytes, {digits} digits"
+                    );
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    /// Cutting with bounds first cuts every lane where exact sizes alone cut it, near the byte
+    /// limit and far below it, for keys that escape and sequences past 128 bits.
+    #[test]
+    fn bounds_cut_lanes_where_exact_sizes_do(
+        lane in prop::collection::vec(
+            (0usize..40, prop::sample::select(vec!['k', '"', '\n', '\u{1}', 'é']), 0usize..6_000, 1usize..160),
+            0..120,
+        ),
+        records in 1usize..150,
+        bytes in 1usize..400_000,
+        repeated in 0usize..400,
+    ) {
+        let lane: Vec<StreamRecord> = lane
+            .into_iter()
+            .map(|(key_len, fill, data_len, digits)| record(key_len, fill, data_len, digits))
+            .collect();
+        let limits = Limits { records, bytes, repeated };
+        let mut at = 0;
+        while at < lane.len() {
+            let cut = limits.fitting(&lane[at..]);
+            prop_assert_eq!(cut, limits.fitting_exactly(&lane[at..]));
+            prop_assert!(cut >= 1);
+            at += cut;
+        }
+        prop_assert_eq!(limits.fitting(&[]), 0);
+    }
 }
