@@ -97,7 +97,7 @@ impl Sequence {
     }
 
     /// At least [`Sequence::digits`], without counting them: the digits of `u128::MAX` for
-    /// a value that fits in 128 bits.
+    /// a value that fits in 128 bits, the exact count for a longer one (kept as its digits).
     pub(crate) fn digits_at_most(&self) -> usize {
         match &self.0 {
             Repr::Small { .. } => U128_DIGITS,

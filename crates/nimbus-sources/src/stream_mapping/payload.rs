@@ -97,14 +97,16 @@ impl Limits {
         }
     }
 
-    /// How many of `records`, from the front, make the next batch: at most `self.records`,
-    /// and no more than fit in `self.bytes`, but always one (a record alone larger than the
-    /// limit goes alone rather than never).
+    /// How many of `records`, from the front, make the next batch: at most `self.records`
+    /// (at least one), and no more than fit in `self.bytes`, but one at least when there is
+    /// one (a record alone larger than the limit goes alone rather than never).
     ///
-    /// Far below the byte limit, the usual case, bounds ([`record_bound`]) show that every
-    /// candidate fits; exact sizes, each at most its bound, would then cut nowhere either.
-    /// Once the bounds pass the limit, the exact sizes decide. The bounds stop where they
-    /// pass it, which is no later than the exact cut, so a lane's cuts stay linear.
+    /// While the bounds ([`record_bound`]) of the candidates stay within the byte limit,
+    /// every candidate fits: exact sizes, each at most its bound, would cut nowhere either.
+    /// That is the case for batches of up to a few thousand small records. Once the bounds
+    /// pass the limit, the exact sizes decide; the bounds summed until then cost a few
+    /// instructions per record more. They stop where they pass the limit, which is no later
+    /// than the exact cut, so a lane's cuts stay linear.
     pub(super) fn fitting(&self, records: &[StreamRecord]) -> usize {
         let candidates = &records[..records.len().min(self.records.max(1))];
         let mut bound = EVENT_OVERHEAD;

@@ -173,9 +173,8 @@ fn a_lane_is_cut_where_the_next_record_would_pass_six_mib() {
 }
 
 /// A record with a key of `key_len` characters drawn from `fill` (plain, escaped or control),
-/// `data_len` bytes of data, and a sequence number of `digits` digits.
-fn record(key_len: usize, fill: char, data_len: usize, digits: usize) -> StreamRecord {
-    let sequence: Sequence = "9".repeat(digits.max(1)).parse().unwrap();
+/// `data_len` bytes of data, and `sequence`.
+fn record(key_len: usize, fill: char, data_len: usize, sequence: Sequence) -> StreamRecord {
     StreamRecord::new(
         fill.to_string().repeat(key_len),
         sequence,
@@ -184,16 +183,29 @@ fn record(key_len: usize, fill: char, data_len: usize, digits: usize) -> StreamR
     )
 }
 
+/// Sequences of every length that sizes differ on: short, the longest that fit in 128 bits
+/// (39 digits, `u128::MAX` among them), and longer ones kept as digits.
+fn sequences() -> Vec<Sequence> {
+    let mut all = vec![
+        Sequence::new(1),
+        Sequence::new(10u128.pow(37)),
+        Sequence::new(10u128.pow(38)),
+        Sequence::new(u128::MAX),
+    ];
+    all.extend([40, 160].map(|digits| "9".repeat(digits).parse::<Sequence>().unwrap()));
+    all
+}
+
 #[test]
 fn a_records_bound_is_never_below_its_size() {
     for fill in ['k', '"', '\\', '\n', '\u{1}', 'é'] {
-        for digits in [1, 38, 39, 40, 160] {
+        for sequence in sequences() {
             for (key_len, data_len) in [(0, 0), (1, 1), (7, 2), (256, 1 << 20)] {
-                let record = record(key_len, fill, data_len, digits);
+                let record = record(key_len, fill, data_len, sequence.clone());
                 for repeated in [0, 300] {
                     assert!(
                         record_bound(&record, repeated) >= record_size(&record, repeated),
-                        "{fill:?} x {key_len}, {data_len} bytes, {digits} digits"
+                        "{fill:?} x {key_len}, {data_len} bytes, {sequence}"
                     );
                 }
             }
@@ -203,20 +215,25 @@ fn a_records_bound_is_never_below_its_size() {
 
 proptest! {
     /// Cutting with bounds first cuts every lane where exact sizes alone cut it, near the byte
-    /// limit and far below it, for keys that escape and sequences past 128 bits.
+    /// limit and far below it, for keys that escape and sequences of every length.
     #[test]
     fn bounds_cut_lanes_where_exact_sizes_do(
         lane in prop::collection::vec(
-            (0usize..40, prop::sample::select(vec!['k', '"', '\n', '\u{1}', 'é']), 0usize..6_000, 1usize..160),
+            (
+                0usize..40,
+                prop::sample::select(vec!['k', '"', '\n', '\u{1}', 'é']),
+                0usize..6_000,
+                prop::sample::select(sequences()),
+            ),
             0..120,
         ),
-        records in 1usize..150,
+        records in 0usize..150,
         bytes in 1usize..400_000,
         repeated in 0usize..400,
     ) {
         let lane: Vec<StreamRecord> = lane
             .into_iter()
-            .map(|(key_len, fill, data_len, digits)| record(key_len, fill, data_len, digits))
+            .map(|(key_len, fill, data_len, sequence)| record(key_len, fill, data_len, sequence))
             .collect();
         let limits = Limits { records, bytes, repeated };
         let mut at = 0;
@@ -227,5 +244,16 @@ proptest! {
             at += cut;
         }
         prop_assert_eq!(limits.fitting(&[]), 0);
+    }
+
+    /// A record's bound is at least its size for any key and any 128-bit sequence.
+    #[test]
+    fn a_bound_covers_any_key_and_sequence(
+        key in ".{0,40}",
+        sequence in any::<u128>(),
+        data_len in 0usize..100,
+    ) {
+        let record = StreamRecord::new(key, Sequence::new(sequence), vec![0u8; data_len], UNIX_EPOCH);
+        prop_assert!(record_bound(&record, 0) >= record_size(&record, 0));
     }
 }
