@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::ready::Ready;
 use super::{AsyncInvoker, Condition, Queued};
 use crate::util::far_future;
 
@@ -107,9 +108,9 @@ where
             let (expired, last) = {
                 let mut ready = state.ready.lock();
                 let mut expired = VecDeque::new();
-                let mut kept = VecDeque::with_capacity(ready.len());
+                let mut kept = Ready::default();
                 let mut next = NONE;
-                for queued in ready.drain(..) {
+                for queued in ready.take_all() {
                     if self.expired(&queued, now) {
                         expired.push_back(queued);
                     } else {

@@ -27,6 +27,7 @@ mod deliver;
 mod destination;
 mod expiry;
 mod queue;
+mod ready;
 mod record;
 mod worker;
 

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::ready::Ready;
 use super::{AsyncMetrics, Condition, Destinations, ErrorInfo, HandedBack, Queued};
 use crate::retry::RetryPolicy;
 use crate::util::Padded;
@@ -58,7 +59,7 @@ pub(crate) struct AsyncCounters {
 
 /// The async queue of one function.
 pub(crate) struct AsyncState<E, O> {
-    pub(super) ready: Padded<Mutex<VecDeque<Queued<E>>>>,
+    pub(super) ready: Padded<Mutex<Ready<Queued<E>>>>,
     pub(super) delayed: Mutex<BinaryHeap<Delayed<E>>>,
     pub(super) delayed_changed: Notify,
     pub(super) timer_started: AtomicBool,
@@ -105,7 +106,7 @@ impl<E, O> AsyncState<E, O> {
         max_event_age: Duration,
     ) -> Self {
         Self {
-            ready: Padded(Mutex::new(VecDeque::new())),
+            ready: Padded(Mutex::new(Ready::default())),
             delayed: Mutex::new(BinaryHeap::new()),
             delayed_changed: Notify::new(),
             timer_started: AtomicBool::new(false),
@@ -239,7 +240,7 @@ impl<E: Send + 'static, O> AsyncState<E, O> {
         let mut events: Vec<Kept<E>> = {
             let mut ready = self.ready.lock();
             self.sealed.store(true, Ordering::Relaxed);
-            ready.drain(..).map(unfinished).collect()
+            ready.take_all().map(unfinished).collect()
         };
         events.extend(self.delayed.lock().drain().map(|d| unfinished(d.queued)));
         events.append(&mut self.kept.lock());

@@ -225,7 +225,7 @@ where
                     let take = (ready.len() / workers)
                         .clamp(1, WORKER_BATCH)
                         .min(ready.len());
-                    held.batch.extend(ready.drain(..take));
+                    ready.take_front(take, &mut held.batch);
                 }
                 let Some(mut queued) = held.batch.pop_front() else {
                     lease.release(now);
