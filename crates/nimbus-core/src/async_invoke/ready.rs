@@ -1,5 +1,6 @@
 //! The ready events of a function's async queue: a deque kept in fixed-size chunks, so that a
-//! growing backlog never copies what is queued, and a drained chunk is used again.
+//! growing backlog never copies what is queued, and a drained chunk is used again. An empty
+//! queue holds no chunk.
 //!
 //! One `VecDeque` doubled as a backlog grew: each growth copied every queued event into new
 //! memory the kernel had to zero first. A burst of a million events spent a fifth of its time
@@ -8,7 +9,8 @@
 use std::collections::VecDeque;
 
 /// Events per chunk: about 20 KB of events with a small payload, an allocation the allocator
-/// reuses rather than asks the kernel for.
+/// reuses rather than asks the kernel for. (64 measured the same within the noise, 3 % lower
+/// in two sets of alternating runs.)
 const CHUNK: usize = 256;
 
 /// Queued events, oldest first, in chunks of at most [`CHUNK`].
@@ -17,7 +19,7 @@ pub(super) struct Ready<T> {
     /// Oldest chunk first. None is empty, and none grows past [`CHUNK`] (so none reallocates).
     chunks: VecDeque<VecDeque<T>>,
     len: usize,
-    /// The last chunk drained, kept for the next one needed.
+    /// An emptied chunk, kept for the next one needed while the queue holds events.
     spare: Option<VecDeque<T>>,
 }
 
@@ -100,9 +102,11 @@ impl<T> Ready<T> {
         }
     }
 
-    /// Takes every event out, oldest first.
+    /// Takes every event out, oldest first (those the iterator does not reach are dropped
+    /// with it).
     pub(super) fn take_all(&mut self) -> impl Iterator<Item = T> {
         self.len = 0;
+        self.spare = None;
         std::mem::take(&mut self.chunks).into_iter().flatten()
     }
 
@@ -113,11 +117,16 @@ impl<T> Ready<T> {
             .unwrap_or_else(|| VecDeque::with_capacity(CHUNK))
     }
 
-    /// Drops the (empty) oldest chunk, keeping it as the spare.
+    /// Drops the (empty) oldest chunk, keeping it as the spare unless there is one already or
+    /// the queue is now empty (an idle function keeps no chunk).
     fn retire_front(&mut self) {
         if let Some(chunk) = self.chunks.pop_front() {
             debug_assert!(chunk.is_empty(), "only an empty chunk is retired");
-            self.spare.get_or_insert(chunk);
+            if self.chunks.is_empty() {
+                self.spare = None;
+            } else {
+                self.spare.get_or_insert(chunk);
+            }
         }
     }
 }
@@ -144,7 +153,10 @@ mod tests {
         PushFront,
         PopFront,
         TakeFront(usize),
+        Extend(usize),
         TakeAll,
+        /// `take_all`, its iterator dropped after this many.
+        TakeSome(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -153,22 +165,37 @@ mod tests {
             2 => Just(Op::PushFront),
             4 => Just(Op::PopFront),
             2 => (0..3 * CHUNK).prop_map(Op::TakeFront),
+            2 => (0..3 * CHUNK).prop_map(Op::Extend),
             1 => Just(Op::TakeAll),
+            1 => (0..3 * CHUNK).prop_map(Op::TakeSome),
         ]
     }
 
-    /// Checks the chunks' invariants: none empty, none past `CHUNK`, none reallocated, and
-    /// the count matching.
+    /// Checks the chunks' invariants: none empty, none past `CHUNK`, every one (the spare
+    /// too) made at its full capacity and never grown, only the end ones partly filled, the
+    /// count matching, and no chunk held by an empty queue.
     fn check<T>(ready: &Ready<T>) -> Result<(), TestCaseError> {
         prop_assert!(ready
             .chunks
             .iter()
             .all(|c| !c.is_empty() && c.len() <= CHUNK));
-        prop_assert!(ready.chunks.iter().all(|c| c.capacity() < 2 * CHUNK));
+        let made_full = |c: &VecDeque<T>| (CHUNK..2 * CHUNK).contains(&c.capacity());
+        prop_assert!(ready.chunks.iter().all(made_full));
+        prop_assert!(ready.spare.iter().all(|c| c.is_empty() && made_full(c)));
+        let middle = ready.chunks.len().saturating_sub(2);
+        prop_assert!(ready
+            .chunks
+            .iter()
+            .skip(1)
+            .take(middle)
+            .all(|c| c.len() == CHUNK));
         prop_assert_eq!(
             ready.chunks.iter().map(VecDeque::len).sum::<usize>(),
             ready.len
         );
+        if ready.len == 0 {
+            prop_assert!(ready.chunks.is_empty() && ready.spare.is_none());
+        }
         Ok(())
     }
 
@@ -177,7 +204,7 @@ mod tests {
         /// `VecDeque` would: none lost, none duplicated, in the same order.
         #[test]
         fn ready_behaves_as_one_deque(
-            ops in prop::collection::vec((op(), 1usize..600), 1..60),
+            ops in prop::collection::vec((op(), 1usize..200), 1..60),
         ) {
             let mut ready = Ready::default();
             let mut model = VecDeque::new();
@@ -205,9 +232,20 @@ mod tests {
                         want.extend(model.drain(..n));
                         prop_assert_eq!(got, want);
                     }
+                    Op::Extend(n) => {
+                        let events = next..next + n as u64;
+                        ready.extend(events.clone());
+                        model.extend(events);
+                        next += n as u64;
+                    }
                     Op::TakeAll => {
                         let got: Vec<u64> = ready.take_all().collect();
                         let want: Vec<u64> = model.drain(..).collect();
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::TakeSome(n) => {
+                        let got: Vec<u64> = ready.take_all().take(n).collect();
+                        let want: Vec<u64> = model.drain(..).take(n).collect();
                         prop_assert_eq!(got, want);
                     }
                 }
@@ -223,7 +261,7 @@ mod tests {
     }
 
     #[test]
-    fn a_drained_chunk_is_used_again() {
+    fn a_drained_chunk_is_used_again_and_an_empty_queue_keeps_none() {
         let mut ready = Ready::default();
         ready.extend(0..CHUNK as u64 + 1);
         assert_eq!(ready.chunks.len(), 2);
@@ -239,5 +277,10 @@ mod tests {
             "the spare is taken before a new chunk"
         );
         assert_eq!(ready.len(), CHUNK + 1);
+        // Drained, the queue keeps no chunk.
+        ready.take_front(CHUNK, &mut taken);
+        assert!(ready.spare.is_some());
+        while ready.pop_front().is_some() {}
+        assert!(ready.chunks.is_empty() && ready.spare.is_none());
     }
 }
