@@ -5,29 +5,35 @@
 //! memory the kernel had to zero first. A burst of two million events spent a sixth of its
 //! samples zeroing pages, most of it under the growth (a `perf` profile of the async bench).
 //!
-//! A queue that empties after each event (light load) keeps using one small chunk: the first
-//! chunk of an empty queue holds [`FIRST`] events, and an emptied chunk is kept as the spare,
-//! so such a queue allocates nothing per event.
+//! An emptied chunk is kept as the spare (the larger, when two are emptied), so a queue that
+//! empties after each event (light load), or after bursts no larger than a chunk, allocates
+//! nothing per event or burst. The first chunk of an empty queue with no spare holds
+//! [`FIRST`] events, so a function that only ever sees light load keeps a small one.
+//!
+//! What a function holds besides its events: one spare chunk, and the list of chunks at the
+//! length its largest backlog needed (32 bytes a chunk: 256 KiB after two million events).
 
 use std::collections::VecDeque;
 
-/// Events per chunk of a backlog: about 20 KB of events with a small payload, an allocation
-/// the allocator reuses rather than asks the kernel for. (64 measured 3 and 8 % lower in two
-/// sets of alternating runs of a backlog, on a noisy machine.)
+/// Events per chunk of a backlog: about 20 KB at 80 bytes an event (a small payload), an
+/// allocation the allocator reuses rather than asks the kernel for. (64 gave a backlog's drain
+/// 3 and 8 % less throughput in two sets of alternating runs, on a noisy machine.)
 const CHUNK: usize = 256;
 
-/// Events in the first chunk of an empty queue, with no spare to use: what a queue at light
-/// load keeps (about 1.4 KB of events with a small payload).
+/// Events in the first chunk of an empty queue with no spare: about 1.3 KB at 80 bytes an
+/// event, what a function that only ever sees light load keeps.
 const FIRST: usize = 16;
 
-/// Queued events, oldest first, in chunks of at most [`CHUNK`].
+/// Queued events, oldest first, in chunks of [`FIRST`] (the first of an empty queue) or
+/// [`CHUNK`] events.
 #[derive(Debug)]
 pub(super) struct Ready<T> {
     /// Oldest chunk first. None is empty, and none is filled past the capacity it was made
     /// with (so none reallocates).
     chunks: VecDeque<VecDeque<T>>,
     len: usize,
-    /// An emptied chunk, kept for the next one needed.
+    /// An emptied chunk, kept for the next one needed: at most one, the larger of those
+    /// emptied since the last was taken.
     spare: Option<VecDeque<T>>,
 }
 
@@ -111,7 +117,7 @@ impl<T> Ready<T> {
     }
 
     /// Takes every event out, oldest first (those the iterator does not reach are dropped
-    /// with it).
+    /// with it). The spare stays.
     pub(super) fn take_all(&mut self) -> impl Iterator<Item = T> {
         self.len = 0;
         std::mem::take(&mut self.chunks).into_iter().flatten()
@@ -126,11 +132,18 @@ impl<T> Ready<T> {
         })
     }
 
-    /// Drops the (empty) oldest chunk, keeping it as the spare unless there is one already.
+    /// Drops the (empty) oldest chunk, keeping it as the spare unless the spare is as large:
+    /// a queue that needed a full-size chunk once is likely to again.
     fn retire_front(&mut self) {
         if let Some(chunk) = self.chunks.pop_front() {
             debug_assert!(chunk.is_empty(), "only an empty chunk is retired");
-            self.spare.get_or_insert(chunk);
+            if self
+                .spare
+                .as_ref()
+                .is_none_or(|spare| spare.capacity() < chunk.capacity())
+            {
+                self.spare = Some(chunk);
+            }
         }
     }
 }
@@ -180,13 +193,12 @@ mod tests {
         ]
     }
 
-    /// Checks the chunks' invariants: none empty, every one (the spare too) at a capacity it
-    /// is made with (so none grew), only the end ones partly filled, the count matching, and
-    /// no chunk but the spare held by an empty queue.
+    /// Checks the chunks' invariants: none empty, every one (the spare too) at a capacity a
+    /// chunk is made with (so none grew; `with_capacity` is exact on the toolchains we build
+    /// with), only the end ones partly filled, the count matching, and no chunk but the spare
+    /// held by an empty queue.
     fn check<T>(ready: &Ready<T>) -> Result<(), TestCaseError> {
-        let as_made = |c: &VecDeque<T>| {
-            (FIRST..2 * FIRST).contains(&c.capacity()) || (CHUNK..2 * CHUNK).contains(&c.capacity())
-        };
+        let as_made = |c: &VecDeque<T>| c.capacity() == FIRST || c.capacity() == CHUNK;
         prop_assert!(ready.chunks.iter().all(|c| !c.is_empty() && as_made(c)));
         prop_assert!(ready.spare.iter().all(|c| c.is_empty() && as_made(c)));
         let middle = ready.chunks.len().saturating_sub(2);
@@ -301,5 +313,29 @@ mod tests {
             assert!(ready.chunks.is_empty());
             assert_eq!(ready.spare.as_ref().map(VecDeque::capacity), Some(FIRST));
         }
+    }
+
+    #[test]
+    fn the_larger_emptied_chunk_is_kept() {
+        let mut ready = Ready::default();
+        // A burst of 17: a small first chunk and a full-size one.
+        ready.extend(0..=FIRST as u64);
+        while ready.pop_front().is_some() {}
+        assert_eq!(ready.spare.as_ref().map(VecDeque::capacity), Some(CHUNK));
+        // The next burst of up to a chunk needs no allocation: it fills the spare.
+        ready.extend(0..CHUNK as u64);
+        assert_eq!(ready.chunks.len(), 1);
+        assert!(ready.spare.is_none());
+    }
+
+    #[test]
+    fn take_all_leaves_the_spare() {
+        let mut ready = Ready::default();
+        ready.extend(0..=FIRST as u64);
+        let mut taken = VecDeque::new();
+        ready.take_front(FIRST, &mut taken);
+        assert_eq!(ready.spare.as_ref().map(VecDeque::capacity), Some(FIRST));
+        assert_eq!(ready.take_all().count(), 1);
+        assert_eq!(ready.spare.as_ref().map(VecDeque::capacity), Some(FIRST));
     }
 }
