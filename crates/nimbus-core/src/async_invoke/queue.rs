@@ -68,6 +68,11 @@ pub(crate) struct AsyncState<E, O> {
     pub(super) pending: Padded<AtomicUsize>,
     pub(super) idle: Notify,
     pub(super) workers: AtomicUsize,
+    /// Workers (counted in `workers`) waiting a moment for the next event after the queue
+    /// emptied, holding no permit and no instance (see `worker.rs`).
+    pub(super) parked: AtomicUsize,
+    /// Wakes a parked worker: an arrival found one.
+    pub(super) unpark: Notify,
     /// Workers awaiting a handler that did not finish on its first poll.
     pub(super) slow: AtomicUsize,
     /// A delayed look at the backlog is scheduled (`kick_soon`).
@@ -114,6 +119,8 @@ impl<E, O> AsyncState<E, O> {
             pending: Padded(AtomicUsize::new(0)),
             idle: Notify::new(),
             workers: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
+            unpark: Notify::new(),
             slow: AtomicUsize::new(0),
             kick_scheduled: AtomicBool::new(false),
             kept: Mutex::new(Vec::new()),
@@ -173,11 +180,26 @@ impl<E, O> AsyncState<E, O> {
     /// Puts events taken but not started back at the front of the queue, in their order;
     /// returns the queue's depth.
     pub(super) fn requeue_front(&self, batch: &mut VecDeque<Queued<E>>) -> usize {
-        let mut ready = self.ready.lock();
-        while let Some(queued) = batch.pop_back() {
-            ready.push_front(queued);
+        let depth = {
+            let mut ready = self.ready.lock();
+            while let Some(queued) = batch.pop_back() {
+                ready.push_front(queued);
+            }
+            ready.len()
+        };
+        if depth > 0 {
+            self.wake_parked();
         }
-        ready.len()
+        depth
+    }
+
+    /// Wakes a parked worker, if any, for events just put in the ready queue. Called after
+    /// every push, outside the lock: a worker counts itself parked before it looks at the
+    /// queue, so either its look sees the events or this sees its count.
+    pub(super) fn wake_parked(&self) {
+        if self.parked.load(Ordering::SeqCst) > 0 {
+            self.unpark.notify_one();
+        }
     }
 
     pub(super) fn finish_one(&self) {

@@ -1,8 +1,11 @@
 //! The async workers: take a permit and an instance, run queued events back to back, and decide
 //! retries; the timer that moves due retries back to the queue.
 //!
+//! A worker whose queue empties gives back its permit and instance and parks for a moment
+//! (`PARK_FOR`): events pushed meanwhile wake it, else it exits.
+//!
 //! A worker's events are held by a drop guard: a worker that ends for any reason (its queue
-//! is empty, the grace period ended, its task was dropped, a bug panicked it) puts the events
+//! stayed empty while it parked, the grace period ended, its task was dropped, a bug panicked it) puts the events
 //! it had taken back at the front of the queue, counts itself out, and starts a replacement if
 //! the backlog needs one. The function keeps serving.
 
@@ -113,10 +116,16 @@ where
         let remaining = state.workers.fetch_sub(1, Ordering::SeqCst) - 1;
         // An event pushed while this worker was leaving must not be stranded: count the worker
         // out first, then look at the queue. A producer that pushed before this look is seen
-        // here; one that pushes after it sees the lower worker count and adds a worker itself.
+        // here; one that pushes after it sees the lower worker count: with none left it adds
+        // a worker, and with every one left in a slow handler it schedules a look.
         let depth = state.ready.lock().len();
-        if self.started && depth > remaining && tokio::runtime::Handle::try_current().is_ok() {
-            self.function.kick(depth, false);
+        // Workers inside slow handlers will not take the events soon: they do not count.
+        let slow = state.slow.load(Ordering::SeqCst);
+        if self.started
+            && depth > remaining.saturating_sub(slow)
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            self.function.kick(depth, slow > 0);
         }
     }
 }
@@ -126,15 +135,24 @@ where
     E: Clone + Send + Sync + 'static,
     O: Send + 'static,
 {
-    /// Drains the queue: takes a permit and an instance, runs events until the queue is empty.
-    /// What it takes is held by `held`.
+    /// Drains the queue: takes a permit and an instance, runs events until the queue is empty,
+    /// then parks; exits when the queue stays empty through a park. What it takes is held by
+    /// `held`.
     async fn worker(self: &Arc<Self>, held: &mut WorkerGuard<E, O>) {
         let state = &self.state;
         let mut throttled = 0u32;
         'work: loop {
             held.settle();
-            if self.exec.is_stopped() || (held.batch.is_empty() && state.ready.lock().is_empty()) {
+            if self.exec.is_stopped() {
                 break 'work;
+            }
+            if held.batch.is_empty() && state.ready.lock().is_empty() {
+                if !self.park().await {
+                    break 'work;
+                }
+                // Woken (perhaps by a wake-up meant for another worker): look again.
+                throttled = 0;
+                continue 'work;
             }
             if self.exec.config().max_concurrency == Some(0) {
                 // Never invoked: each event goes straight to the failure path, as Lambda does.
@@ -228,8 +246,10 @@ where
                     ready.take_front(take, &mut held.batch);
                 }
                 let Some(mut queued) = held.batch.pop_front() else {
+                    // The queue is empty: the permit and the instance go back, and the worker
+                    // parks at the top of the loop.
                     lease.release(now);
-                    break 'work;
+                    continue 'work;
                 };
                 if self.expired(&queued, now) {
                     // A destination may be slow: what finished before is counted first.
@@ -260,7 +280,7 @@ where
                         // What finished before this handler is counted now, not after it.
                         held.settle();
                         state.slow.fetch_add(1, Ordering::SeqCst);
-                        let _slow = SlowGuard(&state.slow);
+                        let _slow = CountGuard(&state.slow);
                         // Hand the events taken with this one back, so that other workers
                         // take them instead of waiting behind the slow handler.
                         if self.requeue(&mut held.batch) > 0 {
@@ -301,6 +321,42 @@ where
             }
         }
         // `held` gives back what is left and counts the worker out.
+    }
+
+    /// Waits up to [`PARK_FOR`](super::PARK_FOR) for events, holding no permit and no
+    /// instance. Returns true when woken (the caller looks at the queue again; the wake-up may
+    /// have been meant for another worker), or when the wait ran out with events queued;
+    /// false when it ran out with the queue empty, or the function is stopping: the worker is
+    /// to exit.
+    async fn park(&self) -> bool {
+        let state = &self.state;
+        let unparked = state.unpark.notified();
+        tokio::pin!(unparked);
+        // Registered before the worker counts itself parked, so that no wake-up sent after
+        // the count is missed.
+        unparked.as_mut().enable();
+        let woken = {
+            state.parked.fetch_add(1, Ordering::SeqCst);
+            let _parked = CountGuard(&state.parked);
+            // Counted before this look: a push that this look misses sees the count and wakes
+            // the worker (`wake_parked`).
+            if !state.ready.lock().is_empty() {
+                return true;
+            }
+            tokio::select! {
+                // A wake-up wins over a timeout that is due at the same poll.
+                biased;
+                () = unparked => true,
+                () = self.exec.hard_stop().cancelled() => return false,
+                () = tokio::time::sleep(super::PARK_FOR) => false,
+            }
+        };
+        if self.exec.is_stopped() {
+            return false;
+        }
+        // Timed out: counted out first, then a last look, so that a push that saw this worker
+        // still parked (and woke nobody else) is not left behind.
+        woken || !state.ready.lock().is_empty()
     }
 
     /// Backs off after a throttle; a returned permit ends the wait early. Returns false when
@@ -398,6 +454,7 @@ where
                     ready.extend(due);
                     ready.len()
                 };
+                state.wake_parked();
                 self.watch_age(oldest);
                 self.kick(depth, false);
             }
@@ -433,10 +490,10 @@ fn give_up_condition(error: &InvokeError) -> Condition {
     }
 }
 
-/// Counts a worker out of the slow ones however its handler ends.
-struct SlowGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+/// Counts a worker out of the slow (or the parked) ones however its wait ends.
+struct CountGuard<'a>(&'a std::sync::atomic::AtomicUsize);
 
-impl Drop for SlowGuard<'_> {
+impl Drop for CountGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }

@@ -592,6 +592,47 @@ async fn events_waiting_behind_slow_handlers_get_workers_as_they_arrive() {
     assert_eq!(handle.metrics().concurrency, 8);
 }
 
+/// A worker whose queue empties waits a moment for the next event, so that a steady stream
+/// wakes it rather than starting a task per event; then it exits, and an idle function keeps
+/// no worker. The handler runs in the worker's task, so the task's id tells workers apart.
+#[tokio::test(start_paused = true)]
+async fn a_worker_waits_a_moment_for_the_next_event_then_exits() {
+    let rt = runtime(10);
+    let (tx, mut ran_in) = mpsc::unbounded_channel();
+    let handle = rt
+        .register(Function::new(
+            "steady",
+            handler_fn(move |event: u32, _ctx: Context| {
+                let _ = tx.send((event, tokio::task::id()));
+                async { Ok::<_, FunctionError>(0) }
+            }),
+        ))
+        .await
+        .unwrap();
+    handle.invoke_async(1).unwrap();
+    let (_, first) = ran_in.recv().await.unwrap();
+    // The queue is empty and the worker parked: the next arrival, a moment later (within the
+    // timer's millisecond, so that no timer fires), wakes it.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::advance(Duration::from_micros(100)).await;
+    handle.invoke_async(2).unwrap();
+    let (event, second) = ran_in.recv().await.unwrap();
+    assert_eq!(
+        (event, second),
+        (2, first),
+        "the parked worker took the next event"
+    );
+    // A gap longer than the wait: the worker has exited, and the next event starts another.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    handle.invoke_async(3).unwrap();
+    let (event, third) = ran_in.recv().await.unwrap();
+    assert_eq!(event, 3);
+    assert_ne!(third, first, "the worker exited after its wait");
+    assert_eq!(handle.metrics().invocations, 3);
+}
+
 /// A worker counts its successes in batches; one whose handler waits must count those it
 /// finished before, or `succeeded` would lag behind a handler that never ends.
 #[tokio::test]

@@ -52,7 +52,7 @@ async fn an_event_pushed_while_the_last_worker_leaves_still_runs() {
             for i in 0..200_000u32 {
                 let before = handled.load(Ordering::SeqCst);
                 handle.invoke_async(i).unwrap();
-                // Wait for this one to be handled (the worker then leaves: the queue is empty).
+                // Wait for this one to be handled (the worker then parks: the queue is empty).
                 let started = std::time::Instant::now();
                 while handled.load(Ordering::SeqCst) == before {
                     if started.elapsed() > Duration::from_secs(2) {
@@ -60,9 +60,13 @@ async fn an_event_pushed_while_the_last_worker_leaves_still_runs() {
                     }
                     std::hint::spin_loop();
                 }
-                // Vary when the next push lands relative to the leaving worker.
+                // Vary when the next push lands relative to the parking worker; now and then
+                // wait around the end of its park, so that the push lands as it leaves.
                 for _ in 0..(i % 64) {
                     std::hint::spin_loop();
+                }
+                if i % 500 == 499 {
+                    spin_for(Duration::from_micros(900 + u64::from(i / 500 % 14) * 100));
                 }
             }
             Ok(())
@@ -81,6 +85,79 @@ async fn an_event_pushed_while_the_last_worker_leaves_still_runs() {
             metrics.pending,
             report.handed_back.len()
         );
+    }
+}
+
+/// Spins the thread for `gap` (a sleep would be far coarser than the gaps these tests need).
+fn spin_for(gap: Duration) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < gap {
+        std::hint::spin_loop();
+    }
+}
+
+/// A worker parked while another is inside a slow handler: a push that lands as the parked
+/// worker's wait runs out must still run at once, not wait behind the slow handler (the
+/// parked worker's wake-up is lost when its timeout wins; the slow worker does not count as
+/// one that will take the event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_pushed_as_a_parked_worker_leaves_does_not_wait_behind_a_slow_handler() {
+    let rt = runtime(10);
+    let handled = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let h = handled.clone();
+    let r = release.clone();
+    let handle = rt
+        .register(
+            Function::new(
+                "mixed",
+                handler_fn(move |event: u32, _ctx: Context| {
+                    let (h, r) = (h.clone(), r.clone());
+                    async move {
+                        if event == 0 {
+                            r.notified().await;
+                        }
+                        h.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, FunctionError>(())
+                    }
+                }),
+            )
+            .with_timeout(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    // Event 0 holds one worker in a slow handler until the end.
+    handle.invoke_async(0).unwrap();
+    let producer = {
+        let handle = handle.clone();
+        let handled = handled.clone();
+        let tokio_handle = tokio::runtime::Handle::current();
+        std::thread::spawn(move || {
+            let _entered = tokio_handle.enter();
+            for i in 1..=1_000u32 {
+                let before = handled.load(Ordering::SeqCst);
+                handle.invoke_async(i).unwrap();
+                let started = std::time::Instant::now();
+                while handled.load(Ordering::SeqCst) == before {
+                    if started.elapsed() > Duration::from_secs(2) {
+                        return Err(i);
+                    }
+                    std::hint::spin_loop();
+                }
+                // Around the end of the other worker's park (1–2 ms).
+                spin_for(Duration::from_micros(900 + u64::from(i % 12) * 100));
+            }
+            Ok(())
+        })
+    };
+    let result = tokio::task::spawn_blocking(move || producer.join().unwrap())
+        .await
+        .unwrap();
+    release.notify_one();
+    let report = rt.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.handed_back.len(), 0);
+    if let Err(i) = result {
+        panic!("event {i} waited 2 s behind the slow handler");
     }
 }
 
