@@ -18,7 +18,7 @@
 //! Workers are tasks spawned while there is backlog: each takes a permit and an instance and
 //! runs queued events back to back on them, so a busy queue pays for permits and instances once
 //! per batch rather than once per event. A worker whose queue empties gives its permit and
-//! instance back and parks for [`PARK_FOR`], so that the next arrival wakes it rather than
+//! instance back and parks for `PARK_FOR`, so that the next arrival wakes it rather than
 //! starting a new task; then it exits. A function idle for longer than that has no worker,
 //! no timer and no task polling.
 //!
@@ -351,8 +351,9 @@ where
     /// a slow handler), within the function's concurrency.
     ///
     /// `past_slow` also counts the workers held by slow handlers as unavailable: the delayed
-    /// look uses it once events have waited; arrivals do not, so that a steady stream to
-    /// busy workers is not met with a new worker per event.
+    /// look uses it once events have waited, and a leaving worker when the workers left are
+    /// in slow handlers; arrivals do not, so that a steady stream to busy workers is not met
+    /// with a new worker per event.
     fn kick(self: &Arc<Self>, depth: usize, past_slow: bool) {
         if self.exec.is_stopped() {
             return;
@@ -365,10 +366,10 @@ where
             0
         };
         let wanted = (depth + slow).min(cap.max(1));
-        // Events that waited behind slow handlers get a worker each at once: one worker per
-        // look would add workers more slowly than a step in load adds events, and the
-        // backlog built meanwhile would later need more workers than the load (overshoot).
-        // Arrivals add one, so that a steady stream to busy workers is not met with a burst.
+        // Events behind slow handlers get a worker each at once: one worker per look would
+        // add workers more slowly than a step in load adds events, and the backlog built
+        // meanwhile would later need more workers than the load (overshoot). Arrivals add
+        // one, so that a steady stream to busy workers is not met with a burst.
         let mut spawn = if past_slow { wanted } else { 1 };
         let mut workers = state.workers.load(Ordering::SeqCst);
         while spawn > 0 {

@@ -180,6 +180,7 @@ impl<E, O> AsyncState<E, O> {
     /// Puts events taken but not started back at the front of the queue, in their order;
     /// returns the queue's depth.
     pub(super) fn requeue_front(&self, batch: &mut VecDeque<Queued<E>>) -> usize {
+        let pushed = !batch.is_empty();
         let depth = {
             let mut ready = self.ready.lock();
             while let Some(queued) = batch.pop_back() {
@@ -187,7 +188,7 @@ impl<E, O> AsyncState<E, O> {
             }
             ready.len()
         };
-        if depth > 0 {
+        if pushed {
             self.wake_parked();
         }
         depth
@@ -195,10 +196,12 @@ impl<E, O> AsyncState<E, O> {
 
     /// Wakes a parked worker, if any, for events just put in the ready queue. Called after
     /// every push, outside the lock: a worker counts itself parked before it looks at the
-    /// queue, so either its look sees the events or this sees its count.
+    /// queue, so either its look sees the events or this sees its count. The worker parked
+    /// last is woken, so that workers a burst left over are not kept busy by a steady stream
+    /// and time out.
     pub(super) fn wake_parked(&self) {
         if self.parked.load(Ordering::SeqCst) > 0 {
-            self.unpark.notify_one();
+            self.unpark.notify_last();
         }
     }
 

@@ -2,12 +2,12 @@
 //! retries; the timer that moves due retries back to the queue.
 //!
 //! A worker whose queue empties gives back its permit and instance and parks for a moment
-//! (`PARK_FOR`): events pushed meanwhile wake it, else it exits.
+//! (`PARK_FOR`): events pushed meanwhile wake it; if none come, it exits.
 //!
 //! A worker's events are held by a drop guard: a worker that ends for any reason (its queue
-//! stayed empty while it parked, the grace period ended, its task was dropped, a bug panicked it) puts the events
-//! it had taken back at the front of the queue, counts itself out, and starts a replacement if
-//! the backlog needs one. The function keeps serving.
+//! stayed empty while it parked, the grace period ended, its task was dropped, a bug panicked
+//! it) puts the events it had taken back at the front of the queue, counts itself out, and
+//! starts a replacement if the backlog needs one. The function keeps serving.
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -16,13 +16,16 @@ fn runtime(limit: u32) -> Runtime {
     .expect("valid runtime config")
 }
 
-/// An event pushed by `invoke_async` while the only worker is leaving is stranded
+/// An event pushed by `invoke_async` while the only worker is leaving was stranded
 /// in the ready queue with no worker (until another invoke_async or the shutdown hand-back).
 ///
 /// Worker -> drop guard
 /// `requeue_front` reads depth 0 -> producer pushes, reads `workers == 1`
 /// and does not kick -> guard `fetch_sub`, remaining 0,
 /// `depth (0) > remaining (0)` is false -> nobody kicks.
+///
+/// A worker now parks before it leaves: most pushes here land while it parks (or is being
+/// woken), and every 500th waits around the end of its park, so that it lands as it leaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_pushed_while_the_last_worker_leaves_still_runs() {
     let rt = runtime(10);
@@ -153,12 +156,12 @@ async fn an_event_pushed_as_a_parked_worker_leaves_does_not_wait_behind_a_slow_h
     let result = tokio::task::spawn_blocking(move || producer.join().unwrap())
         .await
         .unwrap();
-    release.notify_one();
-    let report = rt.shutdown(Duration::from_secs(1)).await;
-    assert_eq!(report.handed_back.len(), 0);
     if let Err(i) = result {
         panic!("event {i} waited 2 s behind the slow handler");
     }
+    release.notify_one();
+    let report = rt.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.handed_back.len(), 0);
 }
 
 /// The event type's `Clone` is user code, called by the worker while the event is
