@@ -5,6 +5,11 @@
 //! at most 10 % above λ·d; and the p99 of the time an event waits for a worker (from
 //! `invoke_async`, or the spawn, to the handler's start) at most 2·d. d is the hold measured
 //! by the handler (a timer rounds its sleep up), λ the arrival rate achieved.
+//!
+//! Two figures tell a late timer from a scaler's overshoot: `hold_max_ms`, the longest hold
+//! (a handler whose timer fired late stays in flight while events keep arriving), and
+//! `sample_gap_max_ms`, the longest gap between two samples of the 1 ms sampler on the same
+//! runtime.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -70,11 +75,41 @@ impl Load {
     }
 }
 
+/// How long the handlers held, summed and at most: a hold far above the set 10 ms means the
+/// runtime's timer fired late (its threads busy, or the machine took the CPU), and events that
+/// kept arriving meanwhile raise concurrency above λ·d without any fault of the scaler.
+#[derive(Default)]
+struct Holds {
+    total_ns: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+impl Holds {
+    fn record(&self, held: Duration) {
+        let ns = held.as_nanos() as u64;
+        self.total_ns.fetch_add(ns, Ordering::Relaxed);
+        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    fn mean(&self, completed: u64) -> Duration {
+        Duration::from_nanos(self.total_ns.load(Ordering::Relaxed) / completed.max(1))
+    }
+
+    fn max(&self) -> Duration {
+        Duration::from_nanos(self.max_ns.load(Ordering::Relaxed))
+    }
+}
+
 /// What one run of one system measured.
 struct Run {
     completed: u64,
     /// The mean time the handler held, measured.
     held: Duration,
+    /// The longest hold.
+    held_max: Duration,
+    /// The longest gap between two samples of the 1 ms sampler, on the same runtime: how late
+    /// its timer was at worst.
+    sample_gap_max: Duration,
     /// (time since the load began, concurrency, completions per second over the last 20 ms)
     samples: Vec<(Duration, f64, f64)>,
     waits: Arc<Latencies>,
@@ -123,6 +158,8 @@ impl Run {
             .with("wait_p99_ms", round2(wait_p99_ms))
             .with("wait_limit_ms", round2(wait_limit_ms))
             .with("scale_in_ms", self.scaled_in_after.map(|d| round1(ms(d))))
+            .with("hold_max_ms", round2(ms(self.held_max)))
+            .with("sample_gap_max_ms", round2(ms(self.sample_gap_max)))
             .with("verdict", verdict)
             .at_set_rate()
     }
@@ -177,21 +214,21 @@ async fn nimbus_run(load: &Load) -> Run {
     let runtime = Runtime::default();
     let waits = Latencies::new(Instant::now(), load.events);
     let done = Arc::new(AtomicU64::new(0));
-    let held_ns = Arc::new(AtomicU64::new(0));
+    let holds = Arc::new(Holds::default());
     let handle = runtime
         .register(
             Function::new(
                 "hold",
                 handler_fn({
-                    let (waits, done, held_ns) =
-                        (Arc::clone(&waits), Arc::clone(&done), Arc::clone(&held_ns));
+                    let (waits, done, holds) =
+                        (Arc::clone(&waits), Arc::clone(&done), Arc::clone(&holds));
                     move |(i, sent_ns): (u64, u64), _ctx: Context| {
                         waits.started(i, sent_ns);
-                        let (done, held_ns) = (Arc::clone(&done), Arc::clone(&held_ns));
+                        let (done, holds) = (Arc::clone(&done), Arc::clone(&holds));
                         async move {
                             let began = Instant::now();
                             tokio::time::sleep(load.hold).await;
-                            held_ns.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            holds.record(began.elapsed());
                             done.fetch_add(1, Ordering::Relaxed);
                             Ok::<_, FunctionError>(())
                         }
@@ -211,24 +248,28 @@ async fn nimbus_run(load: &Load) -> Run {
         })
     });
     let mut scaled_in_after = None;
-    let samples = sample_curve(start, load.length + Duration::from_secs(3), |t| {
-        let m = handle.metrics();
-        let completed = done.load(Ordering::Relaxed);
-        let settled =
-            t > load.length && completed >= load.events && m.instances <= min_instances as usize;
-        if settled {
-            scaled_in_after = Some(t.saturating_sub(load.length));
-        }
-        (m.concurrency as f64, completed, settled)
-    })
-    .await;
+    let (samples, sample_gap_max) =
+        sample_curve(start, load.length + Duration::from_secs(3), |t| {
+            let m = handle.metrics();
+            let completed = done.load(Ordering::Relaxed);
+            let settled = t > load.length
+                && completed >= load.events
+                && m.instances <= min_instances as usize;
+            if settled {
+                scaled_in_after = Some(t.saturating_sub(load.length));
+            }
+            (m.concurrency as f64, completed, settled)
+        })
+        .await;
     let _ = producer.await;
     runtime.shutdown(Duration::from_secs(1)).await;
     let completed = done.load(Ordering::Relaxed);
     Run {
         completed,
-        held: Duration::from_nanos(held_ns.load(Ordering::Relaxed) / completed.max(1)),
+        held: holds.mean(completed),
+        held_max: holds.max(),
         samples,
+        sample_gap_max,
         waits,
         scaled_in_after,
     }
@@ -241,48 +282,51 @@ async fn spawn_run(load: &Load) -> Run {
     let waits = Latencies::new(Instant::now(), load.events);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicU64::new(0));
-    let held_ns = Arc::new(AtomicU64::new(0));
+    let holds = Arc::new(Holds::default());
     let start = Instant::now();
     let producer = tokio::spawn({
-        let (waits, in_flight, done, held_ns) = (
+        let (waits, in_flight, done, holds) = (
             Arc::clone(&waits),
             Arc::clone(&in_flight),
             Arc::clone(&done),
-            Arc::clone(&held_ns),
+            Arc::clone(&holds),
         );
         load.send(move |sent| {
             in_flight.fetch_add(1, Ordering::Relaxed);
-            let (waits, in_flight, done, held_ns) = (
+            let (waits, in_flight, done, holds) = (
                 Arc::clone(&waits),
                 Arc::clone(&in_flight),
                 Arc::clone(&done),
-                Arc::clone(&held_ns),
+                Arc::clone(&holds),
             );
             let sent_ns = waits.now_ns();
             tokio::spawn(async move {
                 waits.started(sent, sent_ns);
                 let began = Instant::now();
                 tokio::time::sleep(load.hold).await;
-                held_ns.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                holds.record(began.elapsed());
                 done.fetch_add(1, Ordering::Relaxed);
                 in_flight.fetch_sub(1, Ordering::Relaxed);
             });
         })
     });
-    let samples = sample_curve(start, load.length + Duration::from_millis(100), |_| {
-        (
-            in_flight.load(Ordering::Relaxed) as f64,
-            done.load(Ordering::Relaxed),
-            false,
-        )
-    })
-    .await;
+    let (samples, sample_gap_max) =
+        sample_curve(start, load.length + Duration::from_millis(100), |_| {
+            (
+                in_flight.load(Ordering::Relaxed) as f64,
+                done.load(Ordering::Relaxed),
+                false,
+            )
+        })
+        .await;
     let _ = producer.await;
     let completed = done.load(Ordering::Relaxed);
     Run {
         completed,
-        held: Duration::from_nanos(held_ns.load(Ordering::Relaxed) / completed.max(1)),
+        held: holds.mean(completed),
+        held_max: holds.max(),
         samples,
+        sample_gap_max,
         waits,
         scaled_in_after: None,
     }
@@ -290,13 +334,14 @@ async fn spawn_run(load: &Load) -> Run {
 
 /// Samples (time since `start`, concurrency, completions per second over the last 20 ms) every
 /// millisecond until `limit` or until `probe` (returning concurrency, completions so far, and
-/// whether to stop) says so.
+/// whether to stop) says so. Returns the samples and the longest gap between two of them.
 async fn sample_curve(
     start: Instant,
     limit: Duration,
     mut probe: impl FnMut(Duration) -> (f64, u64, bool),
-) -> Vec<(Duration, f64, f64)> {
-    let mut samples = Vec::new();
+) -> (Vec<(Duration, f64, f64)>, Duration) {
+    let mut samples: Vec<(Duration, f64, f64)> = Vec::new();
+    let mut gap_max = Duration::ZERO;
     let mut history = vec![(Duration::ZERO, 0u64)];
     let mut back = 0;
     let mut interval = tokio::time::interval(Duration::from_millis(1));
@@ -310,11 +355,14 @@ async fn sample_curve(
             back += 1;
         }
         let (t0, done0) = history[back];
+        if let Some((last, ..)) = samples.last() {
+            gap_max = gap_max.max(t - *last);
+        }
         samples.push((t, concurrency, rate(completed - done0, t - t0)));
         history.push((t, completed));
         if stop {
             break;
         }
     }
-    samples
+    (samples, gap_max)
 }
