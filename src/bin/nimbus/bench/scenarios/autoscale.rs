@@ -9,7 +9,7 @@
 //! Two figures tell a late timer from a scaler's overshoot: `hold_max_ms`, the longest hold
 //! (a handler whose timer fired late stays in flight while events keep arriving), and
 //! `sample_gap_max_ms`, the longest gap between two samples of the 1 ms sampler on the same
-//! runtime.
+//! runtime while the load runs.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -107,9 +107,6 @@ struct Run {
     held: Duration,
     /// The longest hold.
     held_max: Duration,
-    /// The longest gap between two samples of the 1 ms sampler, on the same runtime: how late
-    /// its timer was at worst.
-    sample_gap_max: Duration,
     /// (time since the load began, concurrency, completions per second over the last 20 ms)
     samples: Vec<(Duration, f64, f64)>,
     waits: Arc<Latencies>,
@@ -126,6 +123,13 @@ impl Run {
             .filter(|(t, ..)| *t <= load.length)
             .map(|(t, c, _)| (*t, *c))
             .collect();
+        // How late the sampler's timer was at worst, while the load ran (the window overshoot
+        // is judged on).
+        let sample_gap_max = steady
+            .windows(2)
+            .map(|pair| pair[1].0 - pair[0].0)
+            .max()
+            .unwrap_or_default();
         let raw = scaling_fit(&steady, target);
         let smooth = scaling_fit(&smoothed(&steady, SMOOTHING), target);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -159,7 +163,7 @@ impl Run {
             .with("wait_limit_ms", round2(wait_limit_ms))
             .with("scale_in_ms", self.scaled_in_after.map(|d| round1(ms(d))))
             .with("hold_max_ms", round2(ms(self.held_max)))
-            .with("sample_gap_max_ms", round2(ms(self.sample_gap_max)))
+            .with("sample_gap_max_ms", round2(ms(sample_gap_max)))
             .with("verdict", verdict)
             .at_set_rate()
     }
@@ -248,19 +252,17 @@ async fn nimbus_run(load: &Load) -> Run {
         })
     });
     let mut scaled_in_after = None;
-    let (samples, sample_gap_max) =
-        sample_curve(start, load.length + Duration::from_secs(3), |t| {
-            let m = handle.metrics();
-            let completed = done.load(Ordering::Relaxed);
-            let settled = t > load.length
-                && completed >= load.events
-                && m.instances <= min_instances as usize;
-            if settled {
-                scaled_in_after = Some(t.saturating_sub(load.length));
-            }
-            (m.concurrency as f64, completed, settled)
-        })
-        .await;
+    let samples = sample_curve(start, load.length + Duration::from_secs(3), |t| {
+        let m = handle.metrics();
+        let completed = done.load(Ordering::Relaxed);
+        let settled =
+            t > load.length && completed >= load.events && m.instances <= min_instances as usize;
+        if settled {
+            scaled_in_after = Some(t.saturating_sub(load.length));
+        }
+        (m.concurrency as f64, completed, settled)
+    })
+    .await;
     let _ = producer.await;
     runtime.shutdown(Duration::from_secs(1)).await;
     let completed = done.load(Ordering::Relaxed);
@@ -269,7 +271,6 @@ async fn nimbus_run(load: &Load) -> Run {
         held: holds.mean(completed),
         held_max: holds.max(),
         samples,
-        sample_gap_max,
         waits,
         scaled_in_after,
     }
@@ -310,15 +311,14 @@ async fn spawn_run(load: &Load) -> Run {
             });
         })
     });
-    let (samples, sample_gap_max) =
-        sample_curve(start, load.length + Duration::from_millis(100), |_| {
-            (
-                in_flight.load(Ordering::Relaxed) as f64,
-                done.load(Ordering::Relaxed),
-                false,
-            )
-        })
-        .await;
+    let samples = sample_curve(start, load.length + Duration::from_millis(100), |_| {
+        (
+            in_flight.load(Ordering::Relaxed) as f64,
+            done.load(Ordering::Relaxed),
+            false,
+        )
+    })
+    .await;
     let _ = producer.await;
     let completed = done.load(Ordering::Relaxed);
     Run {
@@ -326,7 +326,6 @@ async fn spawn_run(load: &Load) -> Run {
         held: holds.mean(completed),
         held_max: holds.max(),
         samples,
-        sample_gap_max,
         waits,
         scaled_in_after: None,
     }
@@ -334,14 +333,13 @@ async fn spawn_run(load: &Load) -> Run {
 
 /// Samples (time since `start`, concurrency, completions per second over the last 20 ms) every
 /// millisecond until `limit` or until `probe` (returning concurrency, completions so far, and
-/// whether to stop) says so. Returns the samples and the longest gap between two of them.
+/// whether to stop) says so.
 async fn sample_curve(
     start: Instant,
     limit: Duration,
     mut probe: impl FnMut(Duration) -> (f64, u64, bool),
-) -> (Vec<(Duration, f64, f64)>, Duration) {
-    let mut samples: Vec<(Duration, f64, f64)> = Vec::new();
-    let mut gap_max = Duration::ZERO;
+) -> Vec<(Duration, f64, f64)> {
+    let mut samples = Vec::new();
     let mut history = vec![(Duration::ZERO, 0u64)];
     let mut back = 0;
     let mut interval = tokio::time::interval(Duration::from_millis(1));
@@ -355,14 +353,11 @@ async fn sample_curve(
             back += 1;
         }
         let (t0, done0) = history[back];
-        if let Some((last, ..)) = samples.last() {
-            gap_max = gap_max.max(t - *last);
-        }
         samples.push((t, concurrency, rate(completed - done0, t - t0)));
         history.push((t, completed));
         if stop {
             break;
         }
     }
-    (samples, gap_max)
+    samples
 }
