@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime, RuntimeConfig};
+use nimbus_core::{
+    handler_fn, Context, Function, FunctionError, FunctionHandle, Runtime, RuntimeConfig,
+};
 
 fn runtime(limit: u32) -> Runtime {
     Runtime::new(
@@ -44,37 +46,22 @@ async fn an_event_pushed_while_the_last_worker_leaves_still_runs() {
         ))
         .await
         .unwrap();
-    let producer = {
-        let handle = handle.clone();
-        let handled = handled.clone();
-        let tokio_handle = tokio::runtime::Handle::current();
-        // A plain OS thread, so that it pushes while the worker leaves, on the other core.
-        std::thread::spawn(move || {
-            // (invoke_async outside a runtime context panics, see the report.)
-            let _entered = tokio_handle.enter();
-            for i in 0..200_000u32 {
-                let before = handled.load(Ordering::SeqCst);
-                handle.invoke_async(i).unwrap();
-                // Wait for this one to be handled (the worker then parks: the queue is empty).
-                let started = std::time::Instant::now();
-                while handled.load(Ordering::SeqCst) == before {
-                    if started.elapsed() > Duration::from_secs(2) {
-                        return Err(i);
-                    }
-                    std::hint::spin_loop();
-                }
-                // Vary when the next push lands relative to the parking worker; now and then
-                // wait around the end of its park, so that the push lands as it leaves.
-                for _ in 0..(i % 64) {
-                    std::hint::spin_loop();
-                }
-                if i % 500 == 499 {
-                    spin_for(Duration::from_micros(900 + u64::from(i / 500 % 14) * 100));
-                }
+    // From the other core, so that it pushes while the worker leaves.
+    let producer = on_plain_thread(&handle, &handled, |handle, handled| {
+        for i in 0..200_000u32 {
+            // Once handled, the worker parks: the queue is empty.
+            push_and_wait_run(handle, handled, i)?;
+            // Vary when the next push lands relative to the parking worker; now and then
+            // wait around the end of its park, so that the push lands as it leaves.
+            for _ in 0..(i % 64) {
+                std::hint::spin_loop();
             }
-            Ok(())
-        })
-    };
+            if i % 500 == 499 {
+                spin_for(Duration::from_micros(900 + u64::from(i / 500 % 14) * 100));
+            }
+        }
+        Ok(())
+    });
     let result = tokio::task::spawn_blocking(move || producer.join().unwrap())
         .await
         .unwrap();
@@ -89,6 +76,40 @@ async fn an_event_pushed_while_the_last_worker_leaves_still_runs() {
             report.handed_back.len()
         );
     }
+}
+
+/// Runs `pushes` on a plain OS thread, inside the Tokio runtime's context (which
+/// `invoke_async` needs to spawn workers), so that it pushes from the other core.
+fn on_plain_thread(
+    handle: &FunctionHandle<u32, ()>,
+    handled: &Arc<AtomicUsize>,
+    pushes: impl FnOnce(&FunctionHandle<u32, ()>, &AtomicUsize) -> Result<(), u32> + Send + 'static,
+) -> std::thread::JoinHandle<Result<(), u32>> {
+    let (handle, handled) = (handle.clone(), Arc::clone(handled));
+    let tokio_handle = tokio::runtime::Handle::current();
+    std::thread::spawn(move || {
+        let _entered = tokio_handle.enter();
+        pushes(&handle, &handled)
+    })
+}
+
+/// From a plain thread: pushes event `i` and spins until the handler has counted it in
+/// `handled`; `Err(i)` if that takes more than 2 s.
+fn push_and_wait_run(
+    handle: &FunctionHandle<u32, ()>,
+    handled: &AtomicUsize,
+    i: u32,
+) -> Result<(), u32> {
+    let before = handled.load(Ordering::SeqCst);
+    handle.invoke_async(i).unwrap();
+    let started = std::time::Instant::now();
+    while handled.load(Ordering::SeqCst) == before {
+        if started.elapsed() > Duration::from_secs(2) {
+            return Err(i);
+        }
+        std::hint::spin_loop();
+    }
+    Ok(())
 }
 
 /// Spins the thread for `gap` (a sleep would be far coarser than the gaps these tests need).
@@ -131,28 +152,14 @@ async fn an_event_pushed_as_a_parked_worker_leaves_does_not_wait_behind_a_slow_h
         .unwrap();
     // Event 0 holds one worker in a slow handler until the end.
     handle.invoke_async(0).unwrap();
-    let producer = {
-        let handle = handle.clone();
-        let handled = handled.clone();
-        let tokio_handle = tokio::runtime::Handle::current();
-        std::thread::spawn(move || {
-            let _entered = tokio_handle.enter();
-            for i in 1..=1_000u32 {
-                let before = handled.load(Ordering::SeqCst);
-                handle.invoke_async(i).unwrap();
-                let started = std::time::Instant::now();
-                while handled.load(Ordering::SeqCst) == before {
-                    if started.elapsed() > Duration::from_secs(2) {
-                        return Err(i);
-                    }
-                    std::hint::spin_loop();
-                }
-                // Around the end of the other worker's park (1–2 ms).
-                spin_for(Duration::from_micros(900 + u64::from(i % 12) * 100));
-            }
-            Ok(())
-        })
-    };
+    let producer = on_plain_thread(&handle, &handled, |handle, handled| {
+        for i in 1..=1_000u32 {
+            push_and_wait_run(handle, handled, i)?;
+            // Around the end of the other worker's park (1–2 ms).
+            spin_for(Duration::from_micros(900 + u64::from(i % 12) * 100));
+        }
+        Ok(())
+    });
     let result = tokio::task::spawn_blocking(move || producer.join().unwrap())
         .await
         .unwrap();
