@@ -301,13 +301,13 @@ where
         };
         // One load while the age timer waits for an earlier event.
         self.watch_age(accepted_at);
-        // A worker is added only once the oldest event has waited a little: a backlog that the
-        // running workers clear at once does not need another one (fast handlers would
-        // otherwise get a worker per burst, and more runnable threads than cores).
         // A parked worker takes the event: waking it costs the caller less than a new
         // worker (no task to allocate and start). Parked workers count as workers below, as
         // every push into the queue wakes one.
         state.wake_parked();
+        // A worker is added only once the oldest event has waited a little: a backlog that the
+        // running workers clear at once does not need another one (fast handlers would
+        // otherwise get a worker per burst, and more runnable threads than cores).
         let workers = state.workers.load(Ordering::SeqCst);
         if waited >= SPAWN_AFTER || workers == 0 {
             // Waited behind workers that are all in slow handlers: as the delayed look would

@@ -71,7 +71,7 @@ pub(crate) struct AsyncState<E, O> {
     /// Workers (counted in `workers`) waiting a moment for the next event after the queue
     /// emptied, holding no permit and no instance (see `worker.rs`).
     pub(super) parked: AtomicUsize,
-    /// Wakes a parked worker: an arrival found one.
+    /// Wakes a parked worker when events are pushed into the ready queue (`wake_parked`).
     pub(super) unpark: Notify,
     /// Workers awaiting a handler that did not finish on its first poll.
     pub(super) slow: AtomicUsize,
