@@ -351,3 +351,32 @@ async fn whole_batches_acknowledged_at_once_are_deleted_and_expired_ones_refused
         .unwrap();
     assert!(q.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_message_acknowledged_alone_is_freed_while_its_batch_mates_stay_in_flight() {
+    let q = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(30)));
+    // Large enough to be stored as sent, so the test can watch its body's references.
+    let first = bytes::Bytes::from(vec![b'a'; 4_096]);
+    let second = bytes::Bytes::from(vec![b'b'; 4_096]);
+    q.send_batch([Outgoing::new(first.clone()), Outgoing::new(second.clone())])
+        .unwrap();
+    let received = q.receive(10, Duration::ZERO).await.unwrap();
+    let receipts: Vec<_> = received.iter().map(|m| m.receipt.clone()).collect();
+    drop(received);
+    assert!(!first.is_unique(), "the queue holds the first body");
+
+    q.ack(&receipts[..1]).await.unwrap();
+    assert!(
+        first.is_unique(),
+        "acknowledged: its body is freed, not kept until its batch mate's lease ends"
+    );
+    assert!(!second.is_unique(), "still in flight");
+
+    // The other one comes back when its visibility timeout ends, and only it.
+    let again = q.receive(10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].body, second);
+    assert_eq!(again[0].receive_count, 2);
+    q.ack(&[again[0].receipt.clone()]).await.unwrap();
+    assert!(q.is_empty());
+}

@@ -7,6 +7,7 @@
 //! poll ends. Expired leases and due delays are settled lazily by whoever takes the lock next.
 
 mod fifo;
+mod pack;
 mod redrive;
 mod state;
 
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 use super::config::{Outgoing, QueueConfig, SendBatchError, SendError, MAX_DELAY, MAX_VISIBILITY};
 use super::{Attributes, Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt};
 use crate::error::{ConfigError, SourceError};
+use pack::Packer;
 use state::{State, Stored};
 
 /// An in-memory queue with SQS semantics.
@@ -117,6 +119,7 @@ impl InMemoryQueue {
         // FIFO groups with a message refused in this batch: later ones of the group are refused
         // too, so that a sender resending the first cannot have it overtaken.
         let mut broken: Vec<Arc<str>> = Vec::new();
+        let mut packer = Packer::default();
         {
             let mut state = self.state.lock();
             for (place, mut message) in messages.into_iter().enumerate() {
@@ -146,13 +149,9 @@ impl InMemoryQueue {
                 }
                 let delay = message.delay.unwrap_or(self.config.delay);
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                let body = message.body;
-                // Cloning a `Bytes` made from a `Vec` allocates its shared header the first
-                // time; do it here, on the sender, rather than on every receiver's hot path.
-                drop(body.clone());
                 let stored = Stored {
                     id,
-                    body,
+                    body: packer.pack(message.body),
                     attributes: message.attributes,
                     sent_at,
                     group: message.group_id,
@@ -237,14 +236,17 @@ impl InMemoryQueue {
     /// receive limit; also returns when something next becomes visible without a send.
     fn try_take(&self, max: usize, now: Instant) -> (Vec<Message>, Option<Instant>) {
         let mut redriven = Vec::new();
-        let taken = {
+        let (taken, next_due) = {
             let mut state = self.state.lock();
             state.settle(self.config.fifo, now);
-            let messages = state.take(&self.config, max, now, &mut redriven);
-            (messages, state.next_due())
+            let taken = state.take(&self.config, max, now, &mut redriven);
+            (taken, state.next_due())
         };
         self.redrive(redriven);
-        taken
+        // Made after the lock is let go: cloning bodies and writing the receiver's messages is
+        // no part of the critical section every poller shares.
+        let messages = taken.map_or_else(Vec::new, |taken| taken.messages());
+        (messages, next_due)
     }
 }
 
@@ -314,35 +316,32 @@ impl QueueSource for InMemoryQueue {
         let mut freed_group = false;
         // The deleted messages are dropped once the lock is let go: freeing their bodies is
         // no part of the queue's critical section, which every poller shares.
-        let mut deleted: Vec<Option<Stored>> = Vec::new();
+        let mut deleted: Vec<Arc<Vec<Stored>>> = Vec::new();
+        let mut deleted_one: Vec<Stored> = Vec::new();
         {
             let now = Instant::now();
             let mut state = self.state.lock();
             let mut at = 0;
             while at < receipts.len() {
                 if let Some((n, lease)) = state.take_back_lease(&receipts[at..], now) {
-                    for stored in lease.iter().flatten() {
+                    for stored in lease.iter() {
                         freed_group |= state.delete(stored);
                     }
-                    if deleted.is_empty() {
-                        deleted = lease;
-                    } else {
-                        deleted.extend(lease);
-                    }
+                    deleted.push(lease);
                     at += n;
                     continue;
                 }
                 match state.take_back(&receipts[at], now) {
                     Some(stored) => {
                         freed_group |= state.delete(&stored);
-                        deleted.push(Some(stored));
+                        deleted_one.push(stored);
                     }
                     None => refused.push(at),
                 }
                 at += 1;
             }
         }
-        drop(deleted);
+        drop((deleted, deleted_one));
         if freed_group {
             self.arrived.notify_waiters();
         }

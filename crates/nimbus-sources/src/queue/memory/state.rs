@@ -15,7 +15,7 @@ use crate::queue::{Attributes, Message, MessageId, QueueConfig, Receipt};
 
 /// A stored message, kept inline in the queue's deques (no allocation of its own; cloning it
 /// for a receiver shares the body).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Stored {
     pub(super) id: u64,
     pub(super) body: Bytes,
@@ -25,12 +25,76 @@ pub(super) struct Stored {
     pub(super) receive_count: u32,
 }
 
-/// The messages of one receive, in flight until `deadline`.
+impl Stored {
+    /// What is left in a lease's slot whose message was moved out.
+    fn taken_back() -> Self {
+        Self {
+            id: 0,
+            body: Bytes::new(),
+            attributes: Attributes::default(),
+            sent_at: SystemTime::UNIX_EPOCH,
+            group: None,
+            receive_count: 0,
+        }
+    }
+}
+
+/// The messages of one receive, in flight until `deadline`. They are shared with the receive
+/// that took them, which makes its [`Message`]s from them after letting go of the lock. A slot
+/// taken back (acknowledged, released) is marked as such.
 #[derive(Debug)]
 struct Lease {
-    slots: Vec<Option<Stored>>,
+    messages: Arc<Vec<Stored>>,
+    taken_back: Vec<bool>,
     live: usize,
     deadline: Instant,
+}
+
+impl Lease {
+    /// The messages not taken back, in order: moved out when the receive that took them is
+    /// done with them, cloned otherwise.
+    fn into_live(self) -> impl DoubleEndedIterator<Item = Stored> {
+        let messages = Arc::try_unwrap(self.messages).unwrap_or_else(|shared| (*shared).clone());
+        messages
+            .into_iter()
+            .zip(self.taken_back)
+            .filter_map(|(stored, taken_back)| (!taken_back).then_some(stored))
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Stored> {
+        self.messages
+            .iter()
+            .zip(&self.taken_back)
+            .filter_map(|(stored, taken_back)| (!taken_back).then_some(stored))
+    }
+}
+
+/// What one receive took: its lease's number and messages, to make [`Message`]s of once the
+/// lock is let go.
+#[derive(Debug)]
+pub(super) struct Taken {
+    lease_id: u64,
+    messages: Arc<Vec<Stored>>,
+}
+
+impl Taken {
+    /// The messages as a receiver gets them, each with its receipt.
+    pub(super) fn messages(&self) -> Vec<Message> {
+        self.messages
+            .iter()
+            .enumerate()
+            .map(|(slot, stored)| Message {
+                id: MessageId::number(stored.id),
+                body: stored.body.clone(),
+                attributes: stored.attributes.clone(),
+                receive_count: stored.receive_count,
+                sent_at: stored.sent_at,
+                group_id: stored.group.clone(),
+                // A lease holds at most one receive's messages (10,000 at most).
+                receipt: Receipt::from_parts(self.lease_id, slot as u32),
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug)]
@@ -93,10 +157,7 @@ impl Leases {
     }
 
     fn iter(&self) -> impl Iterator<Item = &Stored> {
-        self.slots
-            .iter()
-            .flatten()
-            .flat_map(|lease| lease.slots.iter().flatten())
+        self.slots.iter().flatten().flat_map(Lease::live)
     }
 }
 
@@ -163,7 +224,7 @@ impl State {
                 continue;
             };
             // FIFO messages go back to the front of their group: return them last-first.
-            for stored in lease.slots.into_iter().rev().flatten() {
+            for stored in lease.into_live().rev() {
                 self.in_flight -= 1;
                 self.make_visible(fifo, stored, true);
                 changed = true;
@@ -198,7 +259,7 @@ impl State {
         max: usize,
         now: Instant,
         redrive: &mut Vec<Stored>,
-    ) -> Vec<Message> {
+    ) -> Option<Taken> {
         let mut taken: Vec<Stored> = Vec::with_capacity(max.min(1_024));
         while taken.len() < max {
             let next = if config.fifo {
@@ -225,36 +286,26 @@ impl State {
             self.groups.settle_ready();
         }
         if taken.is_empty() {
-            return Vec::new();
+            return None;
         }
         let lease_id = self.next_lease;
         self.next_lease += 1;
         // The visibility timeout is at most 12 h (validated).
         let deadline = now + config.visibility_timeout;
-        let mut messages = Vec::with_capacity(taken.len());
-        for (slot, stored) in taken.iter().enumerate() {
-            messages.push(Message {
-                id: MessageId::number(stored.id),
-                body: stored.body.clone(),
-                attributes: stored.attributes.clone(),
-                receive_count: stored.receive_count,
-                sent_at: stored.sent_at,
-                group_id: stored.group.clone(),
-                receipt: Receipt::from_parts(lease_id, slot as u32),
-            });
-        }
-        self.in_flight += taken.len();
         let live = taken.len();
+        self.in_flight += live;
+        let messages = Arc::new(taken);
         self.leases.insert(
             lease_id,
             Lease {
-                slots: taken.into_iter().map(Some).collect(),
+                messages: Arc::clone(&messages),
+                taken_back: vec![false; live],
                 live,
                 deadline,
             },
         );
         self.lease_deadlines.push(Reverse((deadline, lease_id)));
-        messages
+        Some(Taken { lease_id, messages })
     }
 
     /// Removes a receipt's message from its lease, if the receipt is current: its message
@@ -266,7 +317,18 @@ impl State {
         if lease.deadline <= now {
             return None;
         }
-        let stored = lease.slots.get_mut(slot as usize)?.take()?;
+        let slot = slot as usize;
+        if *lease.taken_back.get(slot)? {
+            return None;
+        }
+        lease.taken_back[slot] = true;
+        // Moved out once the receive is done with the lease's messages (as it is by the time
+        // its receipts come back), so that a message acknowledged is freed now rather than
+        // with the last of its lease, which a failed one can keep for the visibility timeout.
+        let stored = match Arc::get_mut(&mut lease.messages) {
+            Some(messages) => std::mem::replace(&mut messages[slot], Stored::taken_back()),
+            None => lease.messages[slot].clone(),
+        };
         lease.live -= 1;
         if lease.live == 0 {
             self.leases.remove(lease_id);
@@ -283,12 +345,12 @@ impl State {
         &mut self,
         receipts: &[Receipt],
         now: Instant,
-    ) -> Option<(usize, Vec<Option<Stored>>)> {
+    ) -> Option<(usize, Arc<Vec<Stored>>)> {
         let (lease_id, 0) = receipts.first()?.parts()? else {
             return None;
         };
         let lease = self.leases.get_mut(lease_id)?;
-        let n = lease.slots.len();
+        let n = lease.messages.len();
         if lease.live != n || lease.deadline <= now || receipts.len() < n {
             return None;
         }
@@ -301,7 +363,7 @@ impl State {
         }
         let lease = self.leases.remove(lease_id)?;
         self.in_flight -= n;
-        Some((n, lease.slots))
+        Some((n, lease.messages))
     }
 
     /// A message taken back is gone for good (acknowledged). Returns whether its FIFO group
