@@ -6,8 +6,8 @@ use bytes::{Bytes, BytesMut};
 
 /// Bodies up to this size are packed; larger ones are kept as sent.
 const SMALL_BODY: usize = 128;
-/// The size of one shared buffer: a message kept alive (in flight for a long time, or a body a
-/// handler holds on to) keeps at most this much memory alive with it.
+/// The size of one shared buffer: a small body kept alive (a message in flight for a long time,
+/// or a body a handler holds on to) keeps its whole buffer alive with it, at most this much.
 const BUFFER_BYTES: usize = 512;
 /// Messages per buffer at most. Receivers of neighbouring messages write the buffer's reference
 /// count; few to a buffer keeps two pollers' batches from sharing many of them.

@@ -45,6 +45,7 @@ impl Stored {
 #[derive(Debug)]
 struct Lease {
     messages: Arc<Vec<Stored>>,
+    /// Which slots were taken back: empty (no allocation) until the first is.
     taken_back: Vec<bool>,
     live: usize,
     deadline: Instant,
@@ -55,18 +56,26 @@ impl Lease {
     /// done with them, cloned otherwise.
     fn into_live(self) -> impl DoubleEndedIterator<Item = Stored> {
         let messages = Arc::try_unwrap(self.messages).unwrap_or_else(|shared| (*shared).clone());
+        let taken_back = self.taken_back;
         messages
             .into_iter()
-            .zip(self.taken_back)
-            .filter_map(|(stored, taken_back)| (!taken_back).then_some(stored))
+            .enumerate()
+            .filter(move |(slot, _)| !is_taken_back(&taken_back, *slot))
+            .map(|(_, stored)| stored)
     }
 
     fn live(&self) -> impl Iterator<Item = &Stored> {
         self.messages
             .iter()
-            .zip(&self.taken_back)
-            .filter_map(|(stored, taken_back)| (!taken_back).then_some(stored))
+            .enumerate()
+            .filter(|(slot, _)| !is_taken_back(&self.taken_back, *slot))
+            .map(|(_, stored)| stored)
     }
+}
+
+/// Whether a lease's `slot` was taken back, by its flags (none yet: empty).
+fn is_taken_back(flags: &[bool], slot: usize) -> bool {
+    flags.get(slot).copied().unwrap_or(false)
 }
 
 /// What one receive took: its lease's number and messages, to make [`Message`]s of once the
@@ -90,7 +99,7 @@ impl Taken {
                 receive_count: stored.receive_count,
                 sent_at: stored.sent_at,
                 group_id: stored.group.clone(),
-                // A lease holds at most one receive's messages (10,000 at most).
+                // A slot number fits: a queue holds at most 100 M messages (validated).
                 receipt: Receipt::from_parts(self.lease_id, slot as u32),
             })
             .collect()
@@ -260,7 +269,8 @@ impl State {
         now: Instant,
         redrive: &mut Vec<Stored>,
     ) -> Option<Taken> {
-        let mut taken: Vec<Stored> = Vec::with_capacity(max.min(1_024));
+        // The lease keeps this vector: no larger than what can be taken.
+        let mut taken: Vec<Stored> = Vec::with_capacity(max.min(self.visible_count));
         while taken.len() < max {
             let next = if config.fifo {
                 self.groups.pop()
@@ -299,7 +309,7 @@ impl State {
             lease_id,
             Lease {
                 messages: Arc::clone(&messages),
-                taken_back: vec![false; live],
+                taken_back: Vec::new(),
                 live,
                 deadline,
             },
@@ -318,13 +328,19 @@ impl State {
             return None;
         }
         let slot = slot as usize;
-        if *lease.taken_back.get(slot)? {
+        if slot >= lease.messages.len() {
             return None;
         }
-        lease.taken_back[slot] = true;
+        if lease.taken_back.is_empty() {
+            lease.taken_back = vec![false; lease.messages.len()];
+        }
+        if std::mem::replace(&mut lease.taken_back[slot], true) {
+            return None;
+        }
         // Moved out once the receive is done with the lease's messages (as it is by the time
         // its receipts come back), so that a message acknowledged is freed now rather than
-        // with the last of its lease, which a failed one can keep for the visibility timeout.
+        // with the last of its lease, which a failed one can keep for the visibility timeout
+        // (a small body's buffer goes with the last body packed in it).
         let stored = match Arc::get_mut(&mut lease.messages) {
             Some(messages) => std::mem::replace(&mut messages[slot], Stored::taken_back()),
             None => lease.messages[slot].clone(),
