@@ -271,6 +271,15 @@ impl State {
     ) -> Option<Taken> {
         // The lease keeps this vector: no larger than what can be taken.
         let mut taken: Vec<Stored> = Vec::with_capacity(max.min(self.visible_count));
+        if !config.fifo && config.max_receive_count.is_none() {
+            // Nothing to redrive or to keep in group order: one move of a run of the deque.
+            let n = max.min(self.visible.len());
+            taken.extend(self.visible.drain(..n));
+            self.visible_count -= n;
+            for stored in &mut taken {
+                stored.receive_count += 1;
+            }
+        }
         while taken.len() < max {
             let next = if config.fifo {
                 self.groups.pop()
