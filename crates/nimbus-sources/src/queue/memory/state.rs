@@ -269,7 +269,7 @@ impl State {
         now: Instant,
         redrive: &mut Vec<Stored>,
     ) -> Option<Taken> {
-        // The lease keeps this vector: no larger than what can be taken.
+        // The lease keeps this vector: at most what is visible.
         let mut taken: Vec<Stored> = Vec::with_capacity(max.min(self.visible_count));
         if !config.fifo && config.max_receive_count.is_none() {
             // Nothing to redrive or to keep in group order: one move of a run of the deque.
@@ -307,6 +307,9 @@ impl State {
         if taken.is_empty() {
             return None;
         }
+        // Room left over (a FIFO queue's blocked groups, messages redriven) would stay with the
+        // lease until it ends.
+        taken.shrink_to_fit();
         let lease_id = self.next_lease;
         self.next_lease += 1;
         // The visibility timeout is at most 12 h (validated).
