@@ -5,6 +5,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
+#[cfg(test)]
+use std::time::Duration;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -130,12 +132,18 @@ impl Ord for DelayedMessage {
     }
 }
 
-/// Leases by id. Ids are handed out in order, so a deque indexed from the oldest live id
-/// finds one without hashing; finished leases leave a hole until the front catches up.
+/// Leases by id and by deadline. Ids are handed out in order, so a deque indexed from the
+/// oldest live id finds one without hashing; finished leases leave a hole until the front
+/// catches up. The deadlines' heap keeps a lease taken back before its deadline until its
+/// entry reaches the top (then it is dropped at once, so the top is always a live lease's) or
+/// until such entries outnumber the live leases: a busy queue's heap holds about the leases in
+/// flight, not every receive of the last visibility timeout.
 #[derive(Debug, Default)]
 struct Leases {
     first: u64,
     slots: VecDeque<Option<Lease>>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    live: usize,
 }
 
 impl Leases {
@@ -143,11 +151,19 @@ impl Leases {
         if self.slots.is_empty() {
             self.first = id;
         }
+        self.deadlines.push(Reverse((lease.deadline, id)));
+        self.live += 1;
         let index = (id - self.first) as usize;
         while self.slots.len() <= index {
             self.slots.push_back(None);
         }
         self.slots[index] = Some(lease);
+        // One pass each time the heap doubles: amortised, a constant cost per receive.
+        if self.deadlines.len() > 2 * self.live + 64 {
+            let (first, slots) = (self.first, &self.slots);
+            self.deadlines
+                .retain(|Reverse((_, id))| lookup(first, slots, *id).is_some());
+        }
     }
 
     fn get_mut(&mut self, id: u64) -> Option<&mut Lease> {
@@ -157,17 +173,53 @@ impl Leases {
 
     fn remove(&mut self, id: u64) -> Option<Lease> {
         let index = usize::try_from(id.checked_sub(self.first)?).ok()?;
-        let lease = self.slots.get_mut(index)?.take();
+        let lease = self.slots.get_mut(index)?.take()?;
+        self.live -= 1;
         while matches!(self.slots.front(), Some(None)) {
             self.slots.pop_front();
             self.first += 1;
         }
-        lease
+        while let Some(Reverse((_, top))) = self.deadlines.peek() {
+            if lookup(self.first, &self.slots, *top).is_some() {
+                break;
+            }
+            self.deadlines.pop();
+        }
+        Some(lease)
+    }
+
+    /// The lease whose deadline passed first, taken out, if one passed by `now`.
+    fn pop_expired(&mut self, now: Instant) -> Option<Lease> {
+        loop {
+            let Reverse((deadline, id)) = *self.deadlines.peek()?;
+            if deadline > now {
+                return None;
+            }
+            // `remove` drops the entry with the lease; an entry left without one (the top is
+            // kept live, so none should be) is dropped here rather than end the search.
+            match self.remove(id) {
+                Some(lease) => return Some(lease),
+                None => {
+                    self.deadlines.pop();
+                }
+            }
+        }
+    }
+
+    /// The earliest deadline of a lease in flight.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, _))| *at)
     }
 
     fn iter(&self) -> impl Iterator<Item = &Stored> {
         self.slots.iter().flatten().flat_map(Lease::live)
     }
+}
+
+/// The lease `id` in `slots`, whose first is lease `first`.
+fn lookup(first: u64, slots: &VecDeque<Option<Lease>>, id: u64) -> Option<&Lease> {
+    let index = usize::try_from(id.checked_sub(first)?).ok()?;
+    slots.get(index)?.as_ref()
 }
 
 #[derive(Debug, Default)]
@@ -177,7 +229,6 @@ pub(super) struct State {
     /// FIFO queue: messages by group.
     groups: Groups,
     leases: Leases,
-    lease_deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     delayed: BinaryHeap<DelayedMessage>,
     next_lease: u64,
     next_seq: u64,
@@ -224,14 +275,7 @@ impl State {
     /// Returns whether anything became visible.
     pub(super) fn settle(&mut self, fifo: bool, now: Instant) -> bool {
         let mut changed = false;
-        while let Some(Reverse((deadline, lease_id))) = self.lease_deadlines.peek().copied() {
-            if deadline > now {
-                break;
-            }
-            self.lease_deadlines.pop();
-            let Some(lease) = self.leases.remove(lease_id) else {
-                continue;
-            };
+        while let Some(lease) = self.leases.pop_expired(now) {
             // FIFO messages go back to the front of their group: return them last-first.
             for stored in lease.into_live().rev() {
                 self.in_flight -= 1;
@@ -252,7 +296,7 @@ impl State {
 
     /// When something next becomes visible without a send: a lease expiry or a delay.
     pub(super) fn next_due(&self) -> Option<Instant> {
-        let lease = self.lease_deadlines.peek().map(|Reverse((at, _))| *at);
+        let lease = self.leases.next_deadline();
         let delayed = self.delayed.peek().map(|d| d.due);
         match (lease, delayed) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -326,7 +370,6 @@ impl State {
                 deadline,
             },
         );
-        self.lease_deadlines.push(Reverse((deadline, lease_id)));
         Some(Taken { lease_id, messages })
     }
 
@@ -402,5 +445,58 @@ impl State {
             Some(group_id) => self.groups.finish(group_id),
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64) -> Stored {
+        Stored {
+            id,
+            ..Stored::taken_back()
+        }
+    }
+
+    #[test]
+    fn leases_taken_back_early_leave_no_deadlines_behind() {
+        let config = QueueConfig::default();
+        let mut state = State::default();
+        let now = Instant::now();
+        for id in 0..10_000 {
+            state.held += 1;
+            state.make_visible(false, message(id), false);
+        }
+        // One lease stays in flight throughout, as a failed message waits for its timeout.
+        let stuck = state
+            .take(&config, 1, now, &mut Vec::new())
+            .expect("visible");
+        for _ in 1..10_000 {
+            let taken = state
+                .take(&config, 1, now, &mut Vec::new())
+                .expect("visible");
+            let receipt = Receipt::from_parts(taken.lease_id, 0);
+            drop(taken);
+            let (n, _) = state.take_back_lease(&[receipt], now).expect("current");
+            assert_eq!(n, 1);
+            let (held, live) = (state.leases.deadlines.len(), state.leases.live);
+            // Compacted as a lease is added, counting it: two more once it is taken back.
+            assert!(
+                held <= 2 * (live + 1) + 64,
+                "{held} deadlines for {live} leases"
+            );
+        }
+        assert_eq!(state.leases.live, 1);
+        let deadline = now + config.visibility_timeout;
+        assert_eq!(state.next_due(), Some(deadline));
+
+        // The one left in flight still comes back at its deadline, and nothing else is due.
+        drop(stuck);
+        assert!(!state.settle(false, deadline - Duration::from_millis(1)));
+        assert!(state.settle(false, deadline));
+        assert_eq!((state.visible_count, state.in_flight), (1, 0));
+        assert_eq!(state.next_due(), None);
+        assert!(state.leases.deadlines.is_empty());
     }
 }
