@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::state::Stored;
+use super::stored::Stored;
 
 #[derive(Debug, Default)]
 struct Group {

@@ -7,9 +7,11 @@
 //! poll ends. Expired leases and due delays are settled lazily by whoever takes the lock next.
 
 mod fifo;
+mod lease;
 mod pack;
 mod redrive;
 mod state;
+mod stored;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +28,8 @@ use super::config::{Outgoing, QueueConfig, SendBatchError, SendError, MAX_DELAY,
 use super::{Attributes, Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt};
 use crate::error::{ConfigError, SourceError};
 use pack::Packer;
-use state::{State, Stored};
+use state::State;
+use stored::Stored;
 
 /// An in-memory queue with SQS semantics.
 #[derive(Debug)]

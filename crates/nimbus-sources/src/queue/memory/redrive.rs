@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::state::Stored;
+use super::stored::Stored;
 use super::{InMemoryQueue, Sizing};
 use crate::queue::Outgoing;
 

@@ -2,111 +2,17 @@
 //! messages in flight with their deadlines, and delayed messages. Expired leases and due
 //! delays are settled lazily, by whoever takes the lock next.
 
-use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 #[cfg(test)]
 use std::time::Duration;
-use std::time::SystemTime;
 
-use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::fifo::Groups;
-use crate::queue::{Attributes, Message, MessageId, QueueConfig, Receipt};
-
-/// A stored message, kept inline in the queue's deques (no allocation of its own; cloning it
-/// for a receiver shares the body).
-#[derive(Debug, Clone)]
-pub(super) struct Stored {
-    pub(super) id: u64,
-    pub(super) body: Bytes,
-    pub(super) attributes: Attributes,
-    pub(super) sent_at: SystemTime,
-    pub(super) group: Option<Arc<str>>,
-    pub(super) receive_count: u32,
-}
-
-impl Stored {
-    /// What is left in a lease's slot whose message was moved out.
-    fn taken_back() -> Self {
-        Self {
-            id: 0,
-            body: Bytes::new(),
-            attributes: Attributes::default(),
-            sent_at: SystemTime::UNIX_EPOCH,
-            group: None,
-            receive_count: 0,
-        }
-    }
-}
-
-/// The messages of one receive, in flight until `deadline`. They are shared with the receive
-/// that took them, which makes its [`Message`]s from them after letting go of the lock. A slot
-/// taken back (acknowledged, released) is marked as such.
-#[derive(Debug)]
-struct Lease {
-    messages: Arc<Vec<Stored>>,
-    /// Which slots were taken back: empty (no allocation) until the first is.
-    taken_back: Vec<bool>,
-    live: usize,
-    deadline: Instant,
-}
-
-impl Lease {
-    /// The messages not taken back, in order: moved out when the receive that took them is
-    /// done with them, cloned otherwise.
-    fn into_live(self) -> impl DoubleEndedIterator<Item = Stored> {
-        let messages = Arc::try_unwrap(self.messages).unwrap_or_else(|shared| (*shared).clone());
-        let taken_back = self.taken_back;
-        messages
-            .into_iter()
-            .enumerate()
-            .filter(move |(slot, _)| !is_taken_back(&taken_back, *slot))
-            .map(|(_, stored)| stored)
-    }
-
-    fn live(&self) -> impl Iterator<Item = &Stored> {
-        self.messages
-            .iter()
-            .enumerate()
-            .filter(|(slot, _)| !is_taken_back(&self.taken_back, *slot))
-            .map(|(_, stored)| stored)
-    }
-}
-
-/// Whether a lease's `slot` was taken back, by its flags (none yet: empty).
-fn is_taken_back(flags: &[bool], slot: usize) -> bool {
-    flags.get(slot).copied().unwrap_or(false)
-}
-
-/// What one receive took: its lease's number and messages, to make [`Message`]s of once the
-/// lock is let go.
-#[derive(Debug)]
-pub(super) struct Taken {
-    lease_id: u64,
-    messages: Arc<Vec<Stored>>,
-}
-
-impl Taken {
-    /// The messages as a receiver gets them, each with its receipt.
-    pub(super) fn messages(&self) -> Vec<Message> {
-        self.messages
-            .iter()
-            .enumerate()
-            .map(|(slot, stored)| Message {
-                id: MessageId::number(stored.id),
-                body: stored.body.clone(),
-                attributes: stored.attributes.clone(),
-                receive_count: stored.receive_count,
-                sent_at: stored.sent_at,
-                group_id: stored.group.clone(),
-                // A slot number fits: a queue holds at most 100 M messages (validated).
-                receipt: Receipt::from_parts(self.lease_id, slot as u32),
-            })
-            .collect()
-    }
-}
+use super::lease::{Lease, Leases, Taken};
+use super::stored::Stored;
+use crate::queue::{QueueConfig, Receipt};
 
 #[derive(Debug)]
 struct DelayedMessage {
@@ -130,96 +36,6 @@ impl Ord for DelayedMessage {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (other.due, other.seq).cmp(&(self.due, self.seq))
     }
-}
-
-/// Leases by id and by deadline. Ids are handed out in order, so a deque indexed from the
-/// oldest live id finds one without hashing; finished leases leave a hole until the front
-/// catches up. The deadlines' heap keeps a lease taken back before its deadline until its
-/// entry reaches the top (then it is dropped at once, so the top is always a live lease's) or
-/// until such entries outnumber the live leases: a busy queue's heap holds about the leases in
-/// flight, not every receive of the last visibility timeout.
-#[derive(Debug, Default)]
-struct Leases {
-    first: u64,
-    slots: VecDeque<Option<Lease>>,
-    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
-    live: usize,
-}
-
-impl Leases {
-    fn insert(&mut self, id: u64, lease: Lease) {
-        if self.slots.is_empty() {
-            self.first = id;
-        }
-        self.deadlines.push(Reverse((lease.deadline, id)));
-        self.live += 1;
-        let index = (id - self.first) as usize;
-        while self.slots.len() <= index {
-            self.slots.push_back(None);
-        }
-        self.slots[index] = Some(lease);
-        // One pass each time the heap doubles: amortised, a constant cost per receive.
-        if self.deadlines.len() > 2 * self.live + 64 {
-            let (first, slots) = (self.first, &self.slots);
-            self.deadlines
-                .retain(|Reverse((_, id))| lookup(first, slots, *id).is_some());
-        }
-    }
-
-    fn get_mut(&mut self, id: u64) -> Option<&mut Lease> {
-        let index = usize::try_from(id.checked_sub(self.first)?).ok()?;
-        self.slots.get_mut(index)?.as_mut()
-    }
-
-    fn remove(&mut self, id: u64) -> Option<Lease> {
-        let index = usize::try_from(id.checked_sub(self.first)?).ok()?;
-        let lease = self.slots.get_mut(index)?.take()?;
-        self.live -= 1;
-        while matches!(self.slots.front(), Some(None)) {
-            self.slots.pop_front();
-            self.first += 1;
-        }
-        while let Some(Reverse((_, top))) = self.deadlines.peek() {
-            if lookup(self.first, &self.slots, *top).is_some() {
-                break;
-            }
-            self.deadlines.pop();
-        }
-        Some(lease)
-    }
-
-    /// The lease whose deadline passed first, taken out, if one passed by `now`.
-    fn pop_expired(&mut self, now: Instant) -> Option<Lease> {
-        loop {
-            let Reverse((deadline, id)) = *self.deadlines.peek()?;
-            if deadline > now {
-                return None;
-            }
-            // `remove` drops the entry with the lease; an entry left without one (the top is
-            // kept live, so none should be) is dropped here rather than end the search.
-            match self.remove(id) {
-                Some(lease) => return Some(lease),
-                None => {
-                    self.deadlines.pop();
-                }
-            }
-        }
-    }
-
-    /// The earliest deadline of a lease in flight.
-    fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse((at, _))| *at)
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Stored> {
-        self.slots.iter().flatten().flat_map(Lease::live)
-    }
-}
-
-/// The lease `id` in `slots`, whose first is lease `first`.
-fn lookup(first: u64, slots: &VecDeque<Option<Lease>>, id: u64) -> Option<&Lease> {
-    let index = usize::try_from(id.checked_sub(first)?).ok()?;
-    slots.get(index)?.as_ref()
 }
 
 #[derive(Debug, Default)]
@@ -460,7 +276,7 @@ mod tests {
     }
 
     #[test]
-    fn leases_taken_back_early_leave_no_deadlines_behind() {
+    fn a_busy_queue_keeps_about_its_leases_in_flight_not_every_receive() {
         let config = QueueConfig::default();
         let mut state = State::default();
         let now = Instant::now();
@@ -468,11 +284,14 @@ mod tests {
             state.held += 1;
             state.make_visible(false, message(id), false);
         }
-        // One lease stays in flight throughout, as a failed message waits for its timeout.
+        // Two leases stay in flight throughout, as failed messages wait for their timeout.
         let stuck = state
             .take(&config, 1, now, &mut Vec::new())
             .expect("visible");
-        for _ in 1..10_000 {
+        let late = state
+            .take(&config, 1, now, &mut Vec::new())
+            .expect("visible");
+        for _ in 2..10_000 {
             let taken = state
                 .take(&config, 1, now, &mut Vec::new())
                 .expect("visible");
@@ -480,16 +299,24 @@ mod tests {
             drop(taken);
             let (n, _) = state.take_back_lease(&[receipt], now).expect("current");
             assert_eq!(n, 1);
-            let (held, live) = (state.leases.deadlines.len(), state.leases.live);
-            // Compacted as a lease is added, counting it: two more once it is taken back.
+            // Both are trimmed as a lease is added, counting it: two more once it is taken back.
+            let (live, deadlines, slots) = state.leases.footprint();
             assert!(
-                held <= 2 * (live + 1) + 64,
-                "{held} deadlines for {live} leases"
+                deadlines <= 2 * (live + 1) + 64 && slots <= 2 * (live + 1) + 64,
+                "{deadlines} deadlines and {slots} slots for {live} leases"
             );
         }
-        assert_eq!(state.leases.live, 1);
+        assert_eq!(state.leases.footprint().0, 2);
         let deadline = now + config.visibility_timeout;
         assert_eq!(state.next_due(), Some(deadline));
+        assert_eq!(state.iter().count(), 2, "the two in flight are still held");
+
+        // Both are found by their receipts after the leases around them ended.
+        let receipt = Receipt::from_parts(late.lease_id, 0);
+        drop(late);
+        assert!(state.take_back(&receipt, now).is_some());
+        assert!(state.take_back(&receipt, now).is_none(), "taken back once");
+        assert_eq!(state.leases.footprint().0, 1);
 
         // The one left in flight still comes back at its deadline, and nothing else is due.
         drop(stuck);
@@ -497,6 +324,6 @@ mod tests {
         assert!(state.settle(false, deadline));
         assert_eq!((state.visible_count, state.in_flight), (1, 0));
         assert_eq!(state.next_due(), None);
-        assert!(state.leases.deadlines.is_empty());
+        assert_eq!(state.leases.footprint(), (0, 0, 0));
     }
 }
