@@ -2,7 +2,7 @@
 //! deadline.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -83,7 +83,8 @@ impl Taken {
 /// without hashing; a lease that ends leaves a hole until the front catches up. A lease that
 /// stays while many after it end (a failed message waiting out its visibility timeout, up to
 /// 12 h) would keep a hole for every receive behind it: once holes outnumber the live leases,
-/// the live ones move to a map of stragglers (all older than the deque's first) and the deque
+/// the live ones move to an ordered map of stragglers (no hashing on the acknowledgement path,
+/// and it frees its nodes as they go; all older than the deque's first) and the deque
 /// starts again empty.
 ///
 /// The deadlines' heap keeps the entry of a lease that ended early until the entry reaches the
@@ -94,7 +95,7 @@ impl Taken {
 pub(super) struct Leases {
     first: u64,
     slots: VecDeque<Option<Lease>>,
-    stragglers: HashMap<u64, Lease>,
+    stragglers: BTreeMap<u64, Lease>,
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     live: usize,
 }
