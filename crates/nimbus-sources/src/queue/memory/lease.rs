@@ -15,14 +15,66 @@ use crate::queue::{Message, MessageId, Receipt};
 /// taken back (acknowledged, released) is marked as such.
 #[derive(Debug)]
 pub(super) struct Lease {
-    pub(super) messages: Arc<Vec<Stored>>,
+    messages: Arc<Vec<Stored>>,
     /// Which slots were taken back: empty (no allocation) until the first is.
-    pub(super) taken_back: Vec<bool>,
-    pub(super) live: usize,
-    pub(super) deadline: Instant,
+    taken_back: Vec<bool>,
+    live: usize,
+    deadline: Instant,
 }
 
 impl Lease {
+    /// A lease of `messages` (at least one) until `deadline`.
+    pub(super) fn new(messages: Arc<Vec<Stored>>, deadline: Instant) -> Self {
+        Self {
+            live: messages.len(),
+            messages,
+            taken_back: Vec::new(),
+            deadline,
+        }
+    }
+
+    /// Whether its deadline passed by `now`.
+    pub(super) fn expired(&self, now: Instant) -> bool {
+        self.deadline <= now
+    }
+
+    /// Messages in the lease, taken back or not.
+    pub(super) fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Messages not taken back yet.
+    pub(super) fn live_count(&self) -> usize {
+        self.live
+    }
+
+    /// Takes back the message in `slot`, unless it was already. Moved out once the receive
+    /// is done with the lease's messages (as it is by the time its receipts come back), so
+    /// that a message acknowledged is freed now rather than with the last of its lease, which
+    /// a failed one can keep for the visibility timeout (a small body's buffer goes with the
+    /// last body packed in it).
+    pub(super) fn take_back(&mut self, slot: usize) -> Option<Stored> {
+        if slot >= self.messages.len() {
+            return None;
+        }
+        if self.taken_back.is_empty() {
+            self.taken_back = vec![false; self.messages.len()];
+        }
+        if std::mem::replace(&mut self.taken_back[slot], true) {
+            return None;
+        }
+        self.live -= 1;
+        Some(match Arc::get_mut(&mut self.messages) {
+            Some(messages) => std::mem::replace(&mut messages[slot], Stored::taken_back()),
+            None => self.messages[slot].clone(),
+        })
+    }
+
+    /// Its messages, for a lease taken back whole.
+    pub(super) fn into_messages(self) -> Arc<Vec<Stored>> {
+        self.messages
+    }
+
     /// The messages not taken back, in order: moved out when the receive that took them is
     /// done with them, cloned otherwise.
     pub(super) fn into_live(self) -> impl DoubleEndedIterator<Item = Stored> {

@@ -177,15 +177,8 @@ impl State {
         let live = taken.len();
         self.in_flight += live;
         let messages = Arc::new(taken);
-        self.leases.insert(
-            lease_id,
-            Lease {
-                messages: Arc::clone(&messages),
-                taken_back: Vec::new(),
-                live,
-                deadline,
-            },
-        );
+        self.leases
+            .insert(lease_id, Lease::new(Arc::clone(&messages), deadline));
         Some(Taken { lease_id, messages })
     }
 
@@ -195,29 +188,11 @@ impl State {
     pub(super) fn take_back(&mut self, receipt: &Receipt, now: Instant) -> Option<Stored> {
         let (lease_id, slot) = receipt.parts()?;
         let lease = self.leases.get_mut(lease_id)?;
-        if lease.deadline <= now {
+        if lease.expired(now) {
             return None;
         }
-        let slot = slot as usize;
-        if slot >= lease.messages.len() {
-            return None;
-        }
-        if lease.taken_back.is_empty() {
-            lease.taken_back = vec![false; lease.messages.len()];
-        }
-        if std::mem::replace(&mut lease.taken_back[slot], true) {
-            return None;
-        }
-        // Moved out once the receive is done with the lease's messages (as it is by the time
-        // its receipts come back), so that a message acknowledged is freed now rather than
-        // with the last of its lease, which a failed one can keep for the visibility timeout
-        // (a small body's buffer goes with the last body packed in it).
-        let stored = match Arc::get_mut(&mut lease.messages) {
-            Some(messages) => std::mem::replace(&mut messages[slot], Stored::taken_back()),
-            None => lease.messages[slot].clone(),
-        };
-        lease.live -= 1;
-        if lease.live == 0 {
+        let stored = lease.take_back(slot as usize)?;
+        if lease.live_count() == 0 {
             self.leases.remove(lease_id);
         }
         self.in_flight -= 1;
@@ -237,8 +212,8 @@ impl State {
             return None;
         };
         let lease = self.leases.get_mut(lease_id)?;
-        let n = lease.messages.len();
-        if lease.live != n || lease.deadline <= now || receipts.len() < n {
+        let n = lease.len();
+        if lease.live_count() != n || lease.expired(now) || receipts.len() < n {
             return None;
         }
         let in_order = receipts[..n]
@@ -250,7 +225,7 @@ impl State {
         }
         let lease = self.leases.remove(lease_id)?;
         self.in_flight -= n;
-        Some((n, lease.messages))
+        Some((n, lease.into_messages()))
     }
 
     /// A message taken back is gone for good (acknowledged). Returns whether its FIFO group
