@@ -3,7 +3,7 @@
 //! that a batch is cut before it passes the mapping's `max_batch_bytes` (6 MB by default, as
 //! Lambda's invocation payload limit).
 
-use crate::queue::Message;
+use crate::queue::{Message, MessageId};
 
 /// The record's fixed part, generously: field names and punctuation, `eventSource`,
 /// `eventSourceARN` (region, account and a queue name of up to 80 characters), `awsRegion`,
@@ -35,7 +35,7 @@ pub(super) fn json_len(bytes: &[u8]) -> usize {
 /// The size of `message`'s record in the event JSON, each string sized as `serde_json`
 /// writes it (the fixed part generously): at least what serialising writes.
 pub(super) fn record_size(message: &Message) -> usize {
-    sized_with(message, json_len)
+    sized_with(message, json_len, MessageId::text_len)
 }
 
 /// At least what [`json_len`] says, from the length alone: six bytes per byte (a control
@@ -46,16 +46,28 @@ fn json_len_bound(bytes: &[u8]) -> usize {
 }
 
 /// At least [`record_size`], from lengths only (saturating, never wrapping to a small size).
+/// A numeric id counted at its longest (see [`NUMERIC_ID_MAX`]).
 fn record_bound(message: &Message) -> usize {
-    sized_with(message, json_len_bound)
+    sized_with(message, json_len_bound, |_| NUMERIC_ID_MAX)
 }
 
-/// The size of `message`'s record with each string sized by `len`.
-fn sized_with(message: &Message, len: impl Fn(&[u8]) -> usize) -> usize {
+/// The most digits a numeric id has (`u64::MAX`). Counting every numeric id at this length
+/// adds at most 38 bytes to a bound whose fixed part is [`RECORD_ENVELOPE`], and spares a
+/// base-10 logarithm per record (a third of [`Payload::fit`]'s instructions at batch 100, by
+/// callgrind).
+const NUMERIC_ID_MAX: usize = 20;
+
+/// The size of `message`'s record with each string sized by `len`, and a numeric id by
+/// `numeric_id_len`.
+fn sized_with(
+    message: &Message,
+    len: impl Fn(&[u8]) -> usize,
+    numeric_id_len: impl Fn(&MessageId) -> usize,
+) -> usize {
     // A numeric id needs no escaping; a text one may (a source's own ids).
     let id = match message.id.as_text() {
         Some(text) => len(text.as_bytes()),
-        None => message.id.text_len(),
+        None => numeric_id_len(&message.id),
     };
     let receipt = match message.receipt.as_token() {
         Some(token) => len(token.as_bytes()),
@@ -235,6 +247,15 @@ mod tests {
             let [by_payload, by_exact] = gathered(&receives, cap);
             prop_assert_eq!(by_payload, by_exact);
         }
+    }
+
+    #[test]
+    fn a_numeric_id_is_bounded_by_its_longest() {
+        for n in [0, 9, 10, 1_000_000, u64::MAX] {
+            let message = Message::new(MessageId::number(n), "body", Receipt::from_parts(n, 0));
+            assert!(record_bound(&message) >= record_size(&message), "{n}");
+        }
+        assert_eq!(MessageId::number(u64::MAX).text_len(), NUMERIC_ID_MAX);
     }
 
     #[test]
