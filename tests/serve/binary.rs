@@ -143,6 +143,7 @@ fn number(line: &str, name: &str) -> u64 {
 #[test]
 fn serve_stops_on_sigint_and_accounts_for_every_accepted_event() {
     const ORDERS: u64 = 16;
+    const LONG_ORDERS: u64 = 2;
     // No retry: a failed order fails at once, and is kept for the host (no on_failure).
     let scratch = Scratch::new("sigint");
     let file = example_with(&scratch, &[("max_retries = 1", "max_retries = 0")]);
@@ -180,9 +181,19 @@ fn serve_stops_on_sigint_and_accounts_for_every_accepted_event() {
     };
     // An order without its number: the function fails, and no destination takes the failure.
     assert_eq!(event(r#"{"items": []}"#), "202", "the bad order accepted");
-    // Async orders: 500 ms each, two at a time, so that most are still queued at SIGINT.
+    // Async orders, two at a time: 500 ms each, but the last ones a minute, so that work is
+    // still queued or running at SIGINT however long the instances take to start. (A
+    // process's init runs at its memory's CPU share: at shipping's 128 MB, 7 % of a core,
+    // Python's start took 3.7 s on one machine, and every 500 ms order had finished before
+    // shipping's first invocation.)
     for order in 0..ORDERS {
-        let body = format!(r#"{{"order": {order}, "items": [{{"price": 1}}], "work_ms": 500}}"#);
+        let work_ms = if order + LONG_ORDERS >= ORDERS {
+            60_000
+        } else {
+            500
+        };
+        let body =
+            format!(r#"{{"order": {order}, "items": [{{"price": 1}}], "work_ms": {work_ms}}}"#);
         assert_eq!(event(&body), "202", "order {order} accepted");
     }
     // The bad order has failed, and the first orders reach the shipping function through the
