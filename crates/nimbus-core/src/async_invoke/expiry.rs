@@ -71,6 +71,18 @@ where
         }
     }
 
+    /// [`watch_age`](Self::watch_age) for an event just accepted at `accepted_at`, with one
+    /// load instead of the deadline's arithmetic (a tenth of `invoke_async`). While a timer
+    /// runs, its deadline is that of an event already queued: accepted earlier, or by a caller
+    /// that read the clock while this one was between its clock read and its push. The
+    /// timer's scan at that deadline takes every event past its age, this one included, so
+    /// the event leaves at most that moment (plus [`EXPIRY_BATCH`]) late.
+    pub(super) fn watch_fresh_age(self: &Arc<Self>, accepted_at: Instant) {
+        if self.state.age_deadline.load(Ordering::SeqCst) == NONE {
+            self.watch_age(accepted_at);
+        }
+    }
+
     /// Puts events a worker took back at the front of the queue and watches their age;
     /// returns the queue's depth.
     pub(super) fn requeue(self: &Arc<Self>, batch: &mut VecDeque<Queued<E>>) -> usize {

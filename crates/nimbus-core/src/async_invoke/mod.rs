@@ -277,7 +277,7 @@ where
         };
         let request_id = queued.request_id;
         let accepted_at = queued.accepted_at;
-        let (depth, waited) = {
+        let (depth, oldest) = {
             let mut ready = state.ready.lock();
             if state.sealed.load(Ordering::Relaxed) {
                 // The queue was handed back while this call passed the checks above: the
@@ -297,24 +297,30 @@ where
             }
             ready.push_back(queued);
             let oldest = ready.front().map_or(accepted_at, |q| q.accepted_at);
-            (ready.len(), accepted_at.saturating_duration_since(oldest))
+            (ready.len(), oldest)
         };
-        // One load while the age timer waits for an earlier event.
-        self.watch_age(accepted_at);
+        self.watch_fresh_age(accepted_at);
         // A parked worker takes the event: waking it costs the caller less than a new
         // worker (no task to allocate and start). Parked workers count as workers below, as
         // every push into the queue wakes one.
         state.wake_parked();
         // A worker is added only once the oldest event has waited a little: a backlog that the
         // running workers clear at once does not need another one (fast handlers would
-        // otherwise get a worker per burst, and more runnable threads than cores).
+        // otherwise get a worker per burst, and more runnable threads than cores). The wait is
+        // measured only when it can matter: an instant's subtraction costs a tenth of this
+        // call, and a backlog at the concurrency cap can get no worker from it.
+        let waited_long = || {
+            oldest != accepted_at && accepted_at.saturating_duration_since(oldest) >= SPAWN_AFTER
+        };
         let workers = state.workers.load(Ordering::SeqCst);
-        if waited >= SPAWN_AFTER || workers == 0 {
+        if workers == 0 {
+            self.kick(depth, false);
+        } else if workers < self.exec.concurrency_cap().max(1) && waited_long() {
             // Waited behind workers that are all in slow handlers: as the delayed look would
             // do, without waiting for a timer (whose resolution is a millisecond).
-            let all_slow = workers > 0 && state.slow.load(Ordering::SeqCst) >= workers;
+            let all_slow = state.slow.load(Ordering::SeqCst) >= workers;
             self.kick(depth, all_slow);
-        } else if state.slow.load(Ordering::SeqCst) >= workers {
+        } else if state.slow.load(Ordering::SeqCst) >= workers && !waited_long() {
             // Every worker is in a slow handler: unless one frees up in a moment, the event
             // needs a worker of its own.
             self.kick_soon();

@@ -1,5 +1,6 @@
 //! Async events age while they wait: one that passes `max_event_age` after a retry, while the
-//! function is busy, leaves for the on-failure destination at that moment.
+//! function is busy, leaves for the on-failure destination at that moment, as do events accepted
+//! while the age timer already waits for an earlier one.
 
 use std::time::Duration;
 
@@ -83,4 +84,64 @@ async fn a_retried_event_expires_while_the_function_is_busy() {
     hold.let_go(1);
     assert_eq!(blocker.await.unwrap().unwrap(), 0);
     assert_eq!(handle.metrics().invocations, 3, "the retry never ran");
+}
+
+/// An event accepted while the age timer already waits for an earlier one does not move the
+/// timer (only a load on that path): the timer's scan at the first deadline must find the
+/// later event's own deadline and wake again for it.
+#[tokio::test(start_paused = true)]
+async fn events_accepted_apart_while_busy_each_leave_at_their_own_age() {
+    let rt = runtime(10);
+    let hold = Hold::new();
+    let (fail_tx, mut fail_rx) = mpsc::unbounded_channel::<InvocationRecord<u32, u32>>();
+    let handle = rt
+        .register(
+            Function::new(
+                "busy",
+                handler_fn({
+                    let hold = hold.clone();
+                    move |event: u32, _ctx: Context| {
+                        let hold = hold.clone();
+                        async move {
+                            if event == 0 {
+                                hold.inside().await;
+                            }
+                            Ok::<_, FunctionError>(event)
+                        }
+                    }
+                }),
+            )
+            .with_max_concurrency(1)
+            .with_timeout(Duration::from_secs(600))
+            .with_max_event_age(Duration::from_secs(60))
+            .with_on_failure(fail_tx),
+        )
+        .await
+        .unwrap();
+    let blocker = tokio::spawn({
+        let h = handle.clone();
+        async move { h.invoke(0).await }
+    });
+    hold.until_inside(1).await;
+
+    let mut accepted = Vec::new();
+    for (event, gap) in [(1, 10), (2, 25), (3, 0)] {
+        accepted.push((event, Instant::now()));
+        handle.invoke_async(event).unwrap();
+        tokio::time::sleep(Duration::from_secs(gap)).await;
+    }
+    for (event, at) in accepted {
+        let record = fail_rx.recv().await.unwrap();
+        let waited = at.elapsed();
+        assert_eq!(record.request, event, "they leave in the order they came");
+        assert!(
+            waited > Duration::from_secs(60) && waited < Duration::from_secs(61),
+            "event {event} left at its maximum age: {waited:?}"
+        );
+        assert_eq!(record.condition, Condition::EventAgeExceeded);
+    }
+    assert!(!blocker.is_finished(), "the function is still busy");
+    hold.let_go(1);
+    blocker.await.unwrap().unwrap();
+    assert_eq!(handle.async_metrics().pending, 0);
 }
