@@ -4,6 +4,7 @@
 
 // `pub` down to the benchmark harness (`bench::peers`, `bench::workloads`), whose items are
 // `pub` because the criterion benches include the same files at their crate root.
+mod allocator;
 pub mod bench;
 mod demo;
 #[cfg(feature = "serve")]
@@ -15,7 +16,7 @@ use clap::{Parser, Subcommand};
 /// free on another, where glibc spent a third of a gateway request on its free lists. Every
 /// scenario of `nimbus bench`, baselines included, runs on it.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "nimbus", version, about = "An embeddable serverless scheduler")]
