@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::expiry::AgeCheck;
 use super::queue::Delayed;
 use super::AsyncInvoker;
 use super::{Condition, ErrorInfo, Queued};
@@ -221,6 +222,7 @@ where
             };
             throttled = 0;
             let mut now = Instant::now();
+            let mut age = AgeCheck::new(self.exec.config().async_invoke.max_event_age, now);
             // A warm instance was checked when taken; one kept across events is checked
             // before each reuse, since it may have died after answering.
             let mut reused = false;
@@ -251,7 +253,7 @@ where
                     lease.release(now);
                     continue 'work;
                 };
-                if self.expired(&queued, now) {
+                if age.expired(queued.accepted_at, now) {
                     // A destination may be slow: what finished before is counted first.
                     held.settle();
                     self.fail(queued, Condition::EventAgeExceeded, None).await;
@@ -378,11 +380,6 @@ where
             () = self.exec.permit_returned(reason) => true,
             () = self.exec.hard_stop().cancelled() => false,
         }
-    }
-
-    pub(super) fn expired(&self, queued: &Queued<E>, at: Instant) -> bool {
-        at.saturating_duration_since(queued.accepted_at)
-            > self.exec.config().async_invoke.max_event_age
     }
 
     /// Decides and carries out what follows a failed attempt. The retry policy is user code:
