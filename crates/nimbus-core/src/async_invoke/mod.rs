@@ -28,6 +28,8 @@
 mod deliver;
 mod destination;
 mod expiry;
+mod gauge;
+mod held;
 mod queue;
 mod ready;
 mod record;
@@ -92,10 +94,15 @@ impl<E, O> AsyncInvoker<E, O> {
         retry: Arc<dyn RetryPolicy>,
     ) -> Self {
         let max_event_age = exec.config().async_invoke.max_event_age;
+        // The runtime registering the function is the one its workers run on.
+        let threads = tokio::runtime::Handle::try_current().map_or_else(
+            |_| std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            |runtime| runtime.metrics().num_workers(),
+        );
         Self {
             exec,
             arn,
-            state: AsyncState::new(destinations, retry, max_event_age),
+            state: AsyncState::new(destinations, retry, max_event_age, threads),
         }
     }
 
@@ -308,14 +315,18 @@ where
         // running workers clear at once does not need another one (fast handlers would
         // otherwise get a worker per burst, and more runnable threads than cores). The wait is
         // measured only when it can matter: an instant's subtraction costs a tenth of this
-        // call, and a backlog at the concurrency cap can get no worker from it.
+        // call, and a backlog at the concurrency cap, or behind workers that fill the runtime's
+        // threads (see `kick`), gets no worker from it.
         let waited_long = || {
             oldest != accepted_at && accepted_at.saturating_duration_since(oldest) >= SPAWN_AFTER
         };
         let workers = state.workers.load(Ordering::SeqCst);
         if workers == 0 {
             self.kick(depth, false);
-        } else if workers < self.exec.concurrency_cap().max(1) && waited_long() {
+        } else if workers < self.exec.concurrency_cap().max(1)
+            && !state.cpu_bound()
+            && waited_long()
+        {
             // Waited behind workers that are all in slow handlers: as the delayed look would
             // do, without waiting for a timer (whose resolution is a millisecond).
             let all_slow = state.slow.load(Ordering::SeqCst) >= workers;
@@ -360,8 +371,14 @@ where
     /// look uses it once events have waited, and a leaving worker when the workers left are
     /// in slow handlers; arrivals do not, so that a steady stream to busy workers is not met
     /// with a new worker per event.
+    ///
+    /// Without `past_slow`, no worker is added while the workers on the CPU fill the runtime's
+    /// threads: they are taking the events as fast as the threads allow, and another would
+    /// only take its share of them (a backlog of no-op events drained 30–50 % faster by two
+    /// workers than by the thousand the cap allowed). Workers in slow handlers, deliveries,
+    /// cold starts or throttle waits are not on the CPU, so events behind them still get one.
     fn kick(self: &Arc<Self>, depth: usize, past_slow: bool) {
-        if self.exec.is_stopped() {
+        if self.exec.is_stopped() || (!past_slow && self.state.cpu_bound()) {
             return;
         }
         let state = &self.state;
@@ -394,7 +411,7 @@ where
                     // The worker is counted in by its guard, which goes with the task: a task
                     // dropped before it ever runs (its runtime going away) still counts the
                     // worker out.
-                    let held = worker::WorkerGuard::new(Arc::clone(self));
+                    let held = held::WorkerGuard::new(Arc::clone(self));
                     self.exec.spawn(async move { held.run().await });
                 }
                 Err(seen) => workers = seen,

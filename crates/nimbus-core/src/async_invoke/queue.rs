@@ -75,6 +75,12 @@ pub(crate) struct AsyncState<E, O> {
     pub(super) unpark: Notify,
     /// Workers awaiting a handler that did not finish on its first poll.
     pub(super) slow: AtomicUsize,
+    /// Workers running events on the CPU: holding a permit and an instance, and not waiting
+    /// for a slow handler or a delivery (see `gauge.rs`).
+    pub(super) on_cpu: AtomicUsize,
+    /// The Tokio runtime's worker threads when the function was registered: no more workers
+    /// than this run on the CPU at once.
+    pub(super) threads: usize,
     /// A delayed look at the backlog is scheduled (`kick_soon`).
     pub(super) kick_scheduled: AtomicBool,
     /// Events kept for the host at the end: stopped by the end of the grace period, or by a
@@ -109,6 +115,7 @@ impl<E, O> AsyncState<E, O> {
         destinations: Destinations<E, O>,
         retry: Arc<dyn RetryPolicy>,
         max_event_age: Duration,
+        threads: usize,
     ) -> Self {
         Self {
             ready: Padded(Mutex::new(Ready::default())),
@@ -122,6 +129,8 @@ impl<E, O> AsyncState<E, O> {
             parked: AtomicUsize::new(0),
             unpark: Notify::new(),
             slow: AtomicUsize::new(0),
+            on_cpu: AtomicUsize::new(0),
+            threads: threads.max(1),
             kick_scheduled: AtomicBool::new(false),
             kept: Mutex::new(Vec::new()),
             failed: Mutex::new(Vec::new()),
@@ -192,6 +201,17 @@ impl<E, O> AsyncState<E, O> {
             self.wake_parked();
         }
         depth
+    }
+
+    /// Whether the workers fill the runtime's threads running fast handlers: another worker
+    /// could not run beside them, and would only take a share of the events they would have
+    /// run. Not while any worker is in a slow handler: scaling to such handlers (a step in load
+    /// to handlers that wait) is left as it was, since holding back arrivals' workers there,
+    /// even while those just started are on their way to their handlers, builds a backlog that
+    /// later needs more workers than the load.
+    pub(super) fn cpu_bound(&self) -> bool {
+        self.on_cpu.load(Ordering::Relaxed) >= self.threads
+            && self.slow.load(Ordering::Relaxed) == 0
     }
 
     /// Wakes a parked worker, if any, for events just put in the ready queue. Called after

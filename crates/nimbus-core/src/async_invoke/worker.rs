@@ -4,12 +4,10 @@
 //! A worker whose queue empties gives back its permit and instance and parks for a moment
 //! (`PARK_FOR`): events pushed meanwhile wake it; if none come, it exits.
 //!
-//! A worker's events are held by a drop guard: a worker that ends for any reason (its queue
-//! stayed empty while it parked, the grace period ended, its task was dropped, a bug panicked
-//! it) puts the events it had taken back at the front of the queue, counts itself out, and
-//! starts a replacement if the backlog needs one. The function keeps serving.
+//! A worker's events are held by a drop guard (`held.rs`), so that a worker that ends for any
+//! reason gives them back and the function keeps serving. The guard also counts the worker on
+//! the CPU, except while it waits, so that arrivals add no worker the threads could not run.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -20,6 +18,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::expiry::AgeCheck;
+use super::gauge::CountGuard;
+use super::held::WorkerGuard;
 use super::queue::Delayed;
 use super::AsyncInvoker;
 use super::{Condition, ErrorInfo, Queued};
@@ -27,108 +27,12 @@ use crate::error::{InvokeError, OutcomeKind, RetryHint, ThrottleReason};
 use crate::util::{far_future, panic_message};
 
 /// Events a worker takes from the queue per lock.
-const WORKER_BATCH: usize = 32;
+pub(super) const WORKER_BATCH: usize = 32;
 
 /// What to do with an event after a failed attempt.
 enum Next {
     Retry(Duration),
     Fail(Condition, Option<ErrorInfo>),
-}
-
-/// A worker, counted in `workers` from its spawn to its end, and what it holds: its batch,
-/// the event it is running, and successes not yet counted (in `succeeded`, and out of
-/// `pending`). Dropped, it gives all of it back (see the module docs).
-pub(super) struct WorkerGuard<E, O>
-where
-    E: Clone + Send + Sync + 'static,
-    O: Send + 'static,
-{
-    function: Arc<AsyncInvoker<E, O>>,
-    batch: VecDeque<Queued<E>>,
-    current: Option<Queued<E>>,
-    /// Finished events not yet counted out of `pending`.
-    done: usize,
-    /// Successes not yet added to the `succeeded` counter: counted with `done`, so that two
-    /// workers do not write one cache line per event.
-    succeeded: u64,
-    /// The worker ran: only then does its end start a replacement (a task dropped unrun, its
-    /// runtime going away, must not spawn another one that would be dropped the same way).
-    started: bool,
-}
-
-impl<E, O> WorkerGuard<E, O>
-where
-    E: Clone + Send + Sync + 'static,
-    O: Send + 'static,
-{
-    /// A worker already counted in `workers` by the caller.
-    pub(super) fn new(function: Arc<AsyncInvoker<E, O>>) -> Self {
-        Self {
-            function,
-            batch: VecDeque::new(),
-            current: None,
-            done: 0,
-            succeeded: 0,
-            started: false,
-        }
-    }
-
-    /// Counts what the worker finished: its successes, then (so that whoever sees the queue
-    /// idle sees them counted) its finished events out of `pending`.
-    fn settle(&mut self) {
-        let state = &self.function.state;
-        let succeeded = std::mem::take(&mut self.succeeded);
-        if succeeded > 0 {
-            state
-                .counters
-                .succeeded
-                .fetch_add(succeeded, Ordering::Relaxed);
-        }
-        state.finish_many(std::mem::take(&mut self.done));
-    }
-
-    /// Runs the worker.
-    pub(super) async fn run(mut self) {
-        self.started = true;
-        self.batch.reserve(WORKER_BATCH);
-        let function = Arc::clone(&self.function);
-        function.worker(&mut self).await;
-    }
-}
-
-impl<E, O> Drop for WorkerGuard<E, O>
-where
-    E: Clone + Send + Sync + 'static,
-    O: Send + 'static,
-{
-    fn drop(&mut self) {
-        self.settle();
-        let state = &self.function.state;
-        if let Some(current) = self.current.take() {
-            if std::thread::panicking() {
-                // The event in hand when the worker panicked may be what panics it: it is kept
-                // for the host rather than run again.
-                state.keep(current, None);
-            } else {
-                self.batch.push_front(current);
-            }
-        }
-        self.function.requeue(&mut self.batch);
-        let remaining = state.workers.fetch_sub(1, Ordering::SeqCst) - 1;
-        // An event pushed while this worker was leaving must not be stranded: count the worker
-        // out first, then look at the queue. A producer that pushed before this look is seen
-        // here; one that pushes after it sees the lower worker count: with none left it adds
-        // a worker, and with every one left in a slow handler it schedules a look.
-        let depth = state.ready.lock().len();
-        // Workers inside slow handlers will not take the events soon: they do not count.
-        let slow = state.slow.load(Ordering::SeqCst);
-        if self.started
-            && depth > remaining.saturating_sub(slow)
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
-            self.function.kick(depth, slow > 0);
-        }
-    }
 }
 
 impl<E, O> AsyncInvoker<E, O>
@@ -139,7 +43,7 @@ where
     /// Drains the queue: takes a permit and an instance, runs events until the queue is empty,
     /// then parks; exits when the queue stays empty through a park. What it takes is held by
     /// `held`.
-    async fn worker(self: &Arc<Self>, held: &mut WorkerGuard<E, O>) {
+    pub(super) async fn worker(self: &Arc<Self>, held: &mut WorkerGuard<E, O>) {
         let state = &self.state;
         let mut throttled = 0u32;
         'work: loop {
@@ -148,9 +52,11 @@ where
                 break 'work;
             }
             if held.batch.is_empty() && state.ready.lock().is_empty() {
+                held.off_cpu();
                 if !self.park().await {
                     break 'work;
                 }
+                held.on_cpu();
                 // Woken (perhaps by a wake-up meant for another worker): look again.
                 throttled = 0;
                 continue 'work;
@@ -178,24 +84,42 @@ where
                     throttled += 1;
                     // Events held through the wait would not age in the queue.
                     self.requeue(&mut held.batch);
+                    held.off_cpu();
                     if !self.wait_after_throttle(reason, throttled).await {
                         break 'work;
                     }
+                    held.on_cpu();
                     continue 'work;
                 }
             };
             let Some(active) = self.exec.activate(permit, true) else {
                 break 'work;
             };
-            let (mut lease, mut init) = match self.exec.lease_instance().await {
+            // A warm instance, or an in-process cold start, is had at the first poll; a wait for
+            // one (a process's start) is not time on the CPU.
+            let leasing = self.exec.lease_instance();
+            tokio::pin!(leasing);
+            let leased =
+                match std::future::poll_fn(|cx| Poll::Ready(leasing.as_mut().poll(cx))).await {
+                    Poll::Ready(leased) => leased,
+                    Poll::Pending => {
+                        held.off_cpu();
+                        let leased = leasing.await;
+                        held.on_cpu();
+                        leased
+                    }
+                };
+            let (mut lease, mut init) = match leased {
                 Ok(leased) => leased,
                 Err(InvokeError::Throttled(reason)) => {
                     drop(active);
                     throttled += 1;
                     self.requeue(&mut held.batch);
+                    held.off_cpu();
                     if !self.wait_after_throttle(reason, throttled).await {
                         break 'work;
                     }
+                    held.on_cpu();
                     continue 'work;
                 }
                 // Stopped by the end of the grace period: the next event was never tried,
@@ -256,14 +180,18 @@ where
                 if age.expired(queued.accepted_at, now) {
                     // A destination may be slow: what finished before is counted first.
                     held.settle();
+                    held.off_cpu();
                     self.fail(queued, Condition::EventAgeExceeded, None).await;
+                    held.on_cpu();
                     continue;
                 }
                 if let Err(error) = self.exec.check_loop(&queued.principal) {
                     // A recursive loop: never run, never retried (Lambda's DLQ / on-failure).
                     let info = Some(ErrorInfo::from(&error));
                     held.settle();
+                    held.off_cpu();
                     self.fail(queued, Condition::NotRetryable, info).await;
+                    held.on_cpu();
                     continue;
                 }
                 queued.attempts += 1;
@@ -281,14 +209,16 @@ where
                     Poll::Pending => {
                         // What finished before this handler is counted now, not after it.
                         held.settle();
-                        state.slow.fetch_add(1, Ordering::SeqCst);
-                        let _slow = CountGuard(&state.slow);
+                        let _slow = CountGuard::enter(&state.slow);
+                        held.off_cpu();
                         // Hand the events taken with this one back, so that other workers
                         // take them instead of waiting behind the slow handler.
                         if self.requeue(&mut held.batch) > 0 {
                             self.kick_soon();
                         }
-                        run.await
+                        let run = run.await;
+                        held.on_cpu();
+                        run
                     }
                 };
                 now = run.end;
@@ -301,10 +231,12 @@ where
                         if state.destinations.on_success.is_some() {
                             // Counted before its record is delivered, which may take a while.
                             held.settle();
+                            held.off_cpu();
                         }
                         if self.succeed(queued, output).await {
                             held.done += 1;
                         }
+                        held.on_cpu();
                     }
                     Err(InvokeError::Cancelled) => {
                         // Stopped by the end of the grace period: the attempt does not count.
@@ -313,7 +245,9 @@ where
                     }
                     Err(error) => {
                         held.settle();
+                        held.off_cpu();
                         self.after_failure(queued, &error).await;
+                        held.on_cpu();
                     }
                 }
                 if !run.sound {
@@ -338,8 +272,7 @@ where
         // the count is missed.
         unparked.as_mut().enable();
         let woken = {
-            state.parked.fetch_add(1, Ordering::SeqCst);
-            let _parked = CountGuard(&state.parked);
+            let _parked = CountGuard::enter(&state.parked);
             // Counted before this look: a push that this look misses sees the count and wakes
             // the worker (`wake_parked`).
             if !state.ready.lock().is_empty() {
@@ -484,14 +417,5 @@ fn give_up_condition(error: &InvokeError) -> Condition {
         Condition::NotRetryable
     } else {
         Condition::RetriesExhausted
-    }
-}
-
-/// Counts a worker out of the slow (or the parked) ones however its wait ends.
-struct CountGuard<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for CountGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -158,3 +158,80 @@ async fn the_scale_rate_limits_new_instances_not_warm_reuse() {
     let m = handle.metrics();
     assert_eq!((m.cold_starts, m.throttled_scale_rate), (3, 2));
 }
+
+/// A backlog of fast async events on a one-thread runtime gets one worker: the worker already
+/// spawned fills the thread, and another could only take a share of its events. (Real time:
+/// the events must have waited the moment after which an arrival may add a worker.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_backlog_of_fast_events_gets_no_more_workers_than_threads() {
+    let rt = runtime(100);
+    let handle = rt
+        .register(nimbus_core::Function::new(
+            "fast",
+            nimbus_core::handler_fn(|n: u64, _ctx: nimbus_core::Context| async move {
+                Ok::<_, nimbus_core::FunctionError>(n)
+            }),
+        ))
+        .await
+        .unwrap();
+    let tasks = tokio::runtime::Handle::current().metrics();
+    let before = tasks.num_alive_tasks();
+    handle.invoke_async(0).unwrap();
+    // Without yielding, so that no task runs or ends meanwhile: every later arrival finds the
+    // oldest event waiting longer than the moment after which it may add a worker (50 µs).
+    std::thread::sleep(Duration::from_millis(1));
+    for n in 1..200 {
+        handle.invoke_async(n).unwrap();
+    }
+    assert_eq!(
+        tasks.num_alive_tasks() - before,
+        2,
+        "one worker, and the age timer"
+    );
+    handle.async_idle().await;
+    let metrics = handle.metrics();
+    assert_eq!(metrics.successes, 200);
+    assert_eq!(metrics.cold_starts, 1);
+}
+
+/// The worker waiting for a slow cold start is not on the CPU: events that arrive meanwhile
+/// get a worker of their own, and run on a second instance while the first still starts.
+#[tokio::test(flavor = "current_thread")]
+async fn events_arriving_during_a_slow_cold_start_get_another_worker() {
+    let rt = runtime(100);
+    let hold = Hold::new();
+    let handle = rt
+        .register(nimbus_core::Function::<u64, u64>::with_factory(
+            "slow-start",
+            nimbus_core::init_fn({
+                let hold = hold.clone();
+                move |init: nimbus_core::InitContext| {
+                    let hold = hold.clone();
+                    async move {
+                        if init.instance_number() == 1 {
+                            hold.inside().await;
+                        }
+                        Ok::<_, nimbus_core::FunctionError>(nimbus_core::handler_fn(
+                            |n: u64, _ctx: nimbus_core::Context| async move {
+                                Ok::<_, nimbus_core::FunctionError>(n)
+                            },
+                        ))
+                    }
+                }
+            }),
+        ))
+        .await
+        .unwrap();
+    handle.invoke_async(0).unwrap();
+    hold.until_inside(1).await;
+    // The oldest event has now waited longer than the moment after which an arrival may add
+    // a worker (50 µs); without yielding, so that nothing else changes meanwhile.
+    std::thread::sleep(Duration::from_millis(1));
+    handle.invoke_async(1).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), handle.async_idle())
+        .await
+        .expect("both events ran while the first instance was still starting");
+    assert_eq!(handle.metrics().successes, 2);
+    assert_eq!(hold.entered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    hold.let_go(1);
+}
