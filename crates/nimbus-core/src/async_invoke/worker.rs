@@ -132,14 +132,17 @@ where
                         .pop_front()
                         .or_else(|| state.ready.lock().pop_front());
                     if let Some(mut queued) = next {
+                        // A destination may be slow: not time on the CPU.
+                        held.off_cpu();
                         // One of a recursive loop would not have run anyway: it fails as such.
                         if let Err(looping) = self.exec.check_loop(&queued.principal) {
                             let info = Some(ErrorInfo::from(&looping));
                             self.fail(queued, Condition::NotRetryable, info).await;
-                            continue 'work;
+                        } else {
+                            queued.attempts += 1;
+                            self.after_failure(queued, &error).await;
                         }
-                        queued.attempts += 1;
-                        self.after_failure(queued, &error).await;
+                        held.on_cpu();
                     }
                     continue 'work;
                 }
