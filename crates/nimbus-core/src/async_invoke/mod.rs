@@ -94,7 +94,7 @@ impl<E, O> AsyncInvoker<E, O> {
         retry: Arc<dyn RetryPolicy>,
     ) -> Self {
         let max_event_age = exec.config().async_invoke.max_event_age;
-        // The runtime registering the function is the one its workers run on.
+        // The runtime its workers run on when the caller is outside any.
         let threads = tokio::runtime::Handle::try_current().map_or_else(
             |_| std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             |runtime| runtime.metrics().num_workers(),
@@ -376,7 +376,9 @@ where
     /// threads: they are taking the events as fast as the threads allow, and another would
     /// only take its share of them (a backlog of no-op events drained 30–50 % faster by two
     /// workers than by the thousand the cap allowed). Workers in slow handlers, deliveries,
-    /// cold starts or throttle waits are not on the CPU, so events behind them still get one.
+    /// cold starts or throttle waits are not on the CPU, nor are those whose last handler held
+    /// its thread past [`SPAWN_AFTER`] (it may have blocked it), so events behind them still
+    /// get one.
     fn kick(self: &Arc<Self>, depth: usize, past_slow: bool) {
         if self.exec.is_stopped() || (!past_slow && self.state.cpu_bound()) {
             return;

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::gauge;
 use super::ready::Ready;
 use super::{AsyncMetrics, Condition, Destinations, ErrorInfo, HandedBack, Queued};
 use crate::retry::RetryPolicy;
@@ -79,7 +80,8 @@ pub(crate) struct AsyncState<E, O> {
     /// for a slow handler or a delivery (see `gauge.rs`).
     pub(super) on_cpu: AtomicUsize,
     /// The Tokio runtime's worker threads when the function was registered: no more workers
-    /// than this run on the CPU at once.
+    /// than this run on the CPU at once, when the caller is outside any runtime (its workers
+    /// then run on that one).
     pub(super) threads: usize,
     /// A delayed look at the backlog is scheduled (`kick_soon`).
     pub(super) kick_scheduled: AtomicBool,
@@ -210,8 +212,9 @@ impl<E, O> AsyncState<E, O> {
     /// even while those just started are on their way to their handlers, builds a backlog that
     /// later needs more workers than the load.
     pub(super) fn cpu_bound(&self) -> bool {
-        self.on_cpu.load(Ordering::Relaxed) >= self.threads
-            && self.slow.load(Ordering::Relaxed) == 0
+        // Workers are spawned on the caller's runtime, when it has one.
+        let threads = gauge::runtime_threads().unwrap_or(self.threads);
+        self.on_cpu.load(Ordering::Relaxed) >= threads && self.slow.load(Ordering::Relaxed) == 0
     }
 
     /// Wakes a parked worker, if any, for events just put in the ready queue. Called after

@@ -253,6 +253,14 @@ where
                         held.on_cpu();
                     }
                 }
+                // A handler that held its thread longer than an event waits before it gets a
+                // worker may have handed the thread off (`block_in_place`) or blocked it: the
+                // worker does not hold back others until it runs a short one.
+                if run.report.duration >= super::SPAWN_AFTER {
+                    held.off_cpu();
+                } else {
+                    held.on_cpu();
+                }
                 if !run.sound {
                     // The instance is discarded with the lease; get a fresh one.
                     continue 'work;

@@ -235,3 +235,34 @@ async fn events_arriving_during_a_slow_cold_start_get_another_worker() {
     assert_eq!(hold.entered.load(std::sync::atomic::Ordering::SeqCst), 1);
     hold.let_go(1);
 }
+
+/// A handler that blocks its thread (here in `block_in_place`, which hands the runtime's other
+/// tasks to another thread) finishes on its first poll but is no work for the CPU: events
+/// arriving meanwhile still get workers, beyond the runtime's two threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_that_block_their_thread_still_scale_out() {
+    let rt = runtime(100);
+    let handle = rt
+        .register(nimbus_core::Function::new(
+            "blocking",
+            nimbus_core::handler_fn(|n: u64, _ctx: nimbus_core::Context| async move {
+                tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(50)));
+                Ok::<_, nimbus_core::FunctionError>(n)
+            }),
+        ))
+        .await
+        .unwrap();
+    // 20 events 5 ms apart to a handler of 50 ms: about ten at once keep up with them.
+    for n in 0..20 {
+        handle.invoke_async(n).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    handle.async_idle().await;
+    let metrics = handle.metrics();
+    assert_eq!(metrics.successes, 20);
+    assert!(
+        metrics.peak_concurrency > 2,
+        "more workers than threads: {}",
+        metrics.peak_concurrency
+    );
+}
