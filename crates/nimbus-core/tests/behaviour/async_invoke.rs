@@ -12,7 +12,7 @@ use nimbus_core::{
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::support::{runtime, Hold};
+use crate::support::{busy, runtime, Hold};
 
 type Records = mpsc::UnboundedReceiver<InvocationRecord<u32, u32>>;
 type RecordSender = mpsc::UnboundedSender<InvocationRecord<u32, u32>>;
@@ -273,28 +273,7 @@ async fn an_event_that_waits_too_long_in_the_queue_expires_unrun_while_the_funct
     let (ok_tx, _ok_rx, fail_tx, mut fail_rx) = channels();
     let hold = Hold::new();
     let handle = rt
-        .register(
-            Function::new(
-                "busy",
-                handler_fn({
-                    let hold = hold.clone();
-                    move |event: u32, _ctx: Context| {
-                        let hold = hold.clone();
-                        async move {
-                            if event == 0 {
-                                hold.inside().await;
-                            }
-                            Ok::<_, FunctionError>(event)
-                        }
-                    }
-                }),
-            )
-            .with_max_concurrency(1)
-            .with_timeout(Duration::from_secs(600))
-            .with_max_event_age(Duration::from_secs(60))
-            .with_on_success(ok_tx)
-            .with_on_failure(fail_tx),
-        )
+        .register(busy(&hold).with_on_success(ok_tx).with_on_failure(fail_tx))
         .await
         .unwrap();
     let blocker = tokio::spawn({

@@ -10,7 +10,7 @@ use nimbus_core::{
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::support::{runtime, Hold};
+use crate::support::{busy, runtime, Hold};
 
 #[tokio::test(start_paused = true)]
 async fn a_retried_event_expires_while_the_function_is_busy() {
@@ -95,27 +95,7 @@ async fn events_accepted_apart_while_busy_each_leave_at_their_own_age() {
     let hold = Hold::new();
     let (fail_tx, mut fail_rx) = mpsc::unbounded_channel::<InvocationRecord<u32, u32>>();
     let handle = rt
-        .register(
-            Function::new(
-                "busy",
-                handler_fn({
-                    let hold = hold.clone();
-                    move |event: u32, _ctx: Context| {
-                        let hold = hold.clone();
-                        async move {
-                            if event == 0 {
-                                hold.inside().await;
-                            }
-                            Ok::<_, FunctionError>(event)
-                        }
-                    }
-                }),
-            )
-            .with_max_concurrency(1)
-            .with_timeout(Duration::from_secs(600))
-            .with_max_event_age(Duration::from_secs(60))
-            .with_on_failure(fail_tx),
-        )
+        .register(busy(&hold).with_on_failure(fail_tx))
         .await
         .unwrap();
     let blocker = tokio::spawn({

@@ -85,3 +85,27 @@ pub(crate) fn numbered(name: &str, hold: Hold, inits: Arc<AtomicU64>) -> Functio
         }),
     )
 }
+
+/// A function named `busy` whose event 0 waits on `hold` and whose other events return at
+/// once: one invocation at a time, a 600 s timeout and a 60 s maximum event age, so that
+/// events queue behind a held invocation until they expire.
+pub(crate) fn busy(hold: &Hold) -> Function<u32, u32> {
+    Function::new(
+        "busy",
+        nimbus_core::handler_fn({
+            let hold = hold.clone();
+            move |event: u32, _ctx: Context| {
+                let hold = hold.clone();
+                async move {
+                    if event == 0 {
+                        hold.inside().await;
+                    }
+                    Ok::<_, FunctionError>(event)
+                }
+            }
+        }),
+    )
+    .with_max_concurrency(1)
+    .with_timeout(std::time::Duration::from_secs(600))
+    .with_max_event_age(std::time::Duration::from_secs(60))
+}
