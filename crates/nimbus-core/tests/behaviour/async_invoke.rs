@@ -12,7 +12,7 @@ use nimbus_core::{
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::support::{busy, runtime, Hold};
+use crate::support::{busy, occupy, runtime, Hold};
 
 type Records = mpsc::UnboundedReceiver<InvocationRecord<u32, u32>>;
 type RecordSender = mpsc::UnboundedSender<InvocationRecord<u32, u32>>;
@@ -221,11 +221,7 @@ async fn throttles_are_requeued_and_never_count_as_attempts() {
         .await
         .unwrap();
     // A sync invocation holds the only permit.
-    let blocker = tokio::spawn({
-        let h = handle.clone();
-        async move { h.invoke(0).await }
-    });
-    hold.until_inside(1).await;
+    let blocker = occupy(&handle, &hold).await;
     handle.invoke_async(5).unwrap();
     tokio::time::sleep(Duration::from_secs(20)).await;
     let throttles = handle.async_metrics().throttles;
@@ -276,11 +272,7 @@ async fn an_event_that_waits_too_long_in_the_queue_expires_unrun_while_the_funct
         .register(busy(&hold).with_on_success(ok_tx).with_on_failure(fail_tx))
         .await
         .unwrap();
-    let blocker = tokio::spawn({
-        let h = handle.clone();
-        async move { h.invoke(0).await }
-    });
-    hold.until_inside(1).await;
+    let blocker = occupy(&handle, &hold).await;
     let accepted = Instant::now();
     handle.invoke_async(9).unwrap();
     // The record comes when the event passes its maximum age, while the function is still

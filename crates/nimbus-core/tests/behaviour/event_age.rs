@@ -10,7 +10,7 @@ use nimbus_core::{
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::support::{busy, runtime, Hold};
+use crate::support::{busy, occupy, runtime, Hold};
 
 #[tokio::test(start_paused = true)]
 async fn a_retried_event_expires_while_the_function_is_busy() {
@@ -60,11 +60,7 @@ async fn a_retried_event_expires_while_the_function_is_busy() {
         1,
         "its retry is due in 45 s"
     );
-    let blocker = tokio::spawn({
-        let h = handle.clone();
-        async move { h.invoke(0).await }
-    });
-    hold.until_inside(1).await;
+    let blocker = occupy(&handle, &hold).await;
 
     // The retry comes due at 45 s with no capacity; the event leaves at 60 s.
     let record = fail_rx.recv().await.unwrap();
@@ -98,11 +94,7 @@ async fn events_accepted_apart_while_busy_each_leave_at_their_own_age() {
         .register(busy(&hold).with_on_failure(fail_tx))
         .await
         .unwrap();
-    let blocker = tokio::spawn({
-        let h = handle.clone();
-        async move { h.invoke(0).await }
-    });
-    hold.until_inside(1).await;
+    let blocker = occupy(&handle, &hold).await;
 
     let mut accepted = Vec::new();
     for (event, gap) in [(1, 10), (2, 25), (3, 0)] {

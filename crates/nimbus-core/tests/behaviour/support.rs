@@ -109,3 +109,17 @@ pub(crate) fn busy(hold: &Hold) -> Function<u32, u32> {
     .with_timeout(std::time::Duration::from_secs(600))
     .with_max_event_age(std::time::Duration::from_secs(60))
 }
+
+/// Starts a sync invocation of event 0, which waits on `hold` (as [`busy`]'s does), and waits
+/// until it is inside: the function's only permit is taken until `hold` lets it go.
+pub(crate) async fn occupy<O: Send + 'static>(
+    handle: &nimbus_core::FunctionHandle<u32, O>,
+    hold: &Hold,
+) -> tokio::task::JoinHandle<Result<O, nimbus_core::InvokeError>> {
+    let blocker = tokio::spawn({
+        let h = handle.clone();
+        async move { h.invoke(0).await }
+    });
+    hold.until_inside(1).await;
+    blocker
+}
