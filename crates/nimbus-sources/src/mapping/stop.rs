@@ -108,10 +108,13 @@ impl Shared {
         if self.cancel_safe {
             // Dropped if the mapping stops: borrowed, it needs no box of the mapping's own and
             // no clone of the source's `Arc`, whose count every poller would write on every
-            // receive. The receive is polled first, as below.
+            // receive. The receive is polled first, as below; pinned where it is made, so
+            // that it is not copied into the select.
+            let receiving = guarded("receive", async { self.source.receive(max, wait).await });
+            tokio::pin!(receiving);
             return tokio::select! {
                 biased;
-                received = guarded("receive", async { self.source.receive(max, wait).await }) => Some(received),
+                received = &mut receiving => Some(received),
                 () = self.cancel.cancelled() => None,
             };
         }
@@ -152,9 +155,11 @@ impl Shared {
         what: &'static str,
         call: impl Future<Output = Result<T, SourceError>>,
     ) -> Result<T, SourceError> {
+        let calling = guarded(what, call);
+        tokio::pin!(calling);
         tokio::select! {
             biased;
-            result = guarded(what, call) => result,
+            result = &mut calling => result,
             () = self.abandon.cancelled() => Err(SourceError::transient(format!(
                 "{what} did not answer before the stop deadline"
             ))),
