@@ -1,4 +1,5 @@
-//! The scale-rate token bucket: a burst of `capacity` new instances, refilled continuously.
+//! The scale-rate token bucket: `capacity` tokens per period, refilled continuously, starting
+//! full (a burst) or empty.
 
 use std::time::Duration;
 
@@ -36,14 +37,26 @@ struct State {
 }
 
 impl TokenBucket {
-    /// A full bucket of `capacity` tokens refilled over `period`.
+    /// A full bucket of `capacity` tokens refilled over `period`: a burst of `capacity` at once,
+    /// then the rate.
     pub fn new(capacity: u32, period: Duration) -> Self {
+        Self::holding(capacity, period, f64::from(capacity))
+    }
+
+    /// An empty bucket of `capacity` tokens refilled over `period`: the rate from the start,
+    /// the first token after `period / capacity` (Lambda's pollers grow by at most 300 a
+    /// minute, not by 300 at once).
+    pub fn empty(capacity: u32, period: Duration) -> Self {
+        Self::holding(capacity, period, 0.0)
+    }
+
+    fn holding(capacity: u32, period: Duration, tokens: f64) -> Self {
         let capacity = f64::from(capacity);
         Self {
             capacity,
             per_nanosecond: capacity / period.as_nanos() as f64,
             state: Mutex::new(State {
-                tokens: capacity,
+                tokens,
                 refilled_at: Instant::now(),
             }),
         }
@@ -104,6 +117,23 @@ mod tests {
             assert!(bucket.try_take());
         }
         assert!(!bucket.try_take(), "refill is capped at the burst size");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_bucket_gives_tokens_at_the_rate_from_the_start() {
+        let bucket = TokenBucket::empty(300, Duration::from_secs(60));
+        assert!(!bucket.try_take(), "no burst");
+        assert_eq!(bucket.time_to_token(), Duration::from_millis(200));
+        tokio::time::advance(Duration::from_millis(199)).await;
+        assert!(!bucket.try_take());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(bucket.try_take(), "one token per 200 ms");
+        assert!(!bucket.try_take());
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        for _ in 0..300 {
+            assert!(bucket.try_take());
+        }
+        assert!(!bucket.try_take(), "refill is capped at the capacity");
     }
 
     #[tokio::test(start_paused = true)]

@@ -47,7 +47,8 @@ pub struct QueueMappingConfig {
     pub max_concurrency: u32,
     /// Concurrent batches at start (1..=max_concurrency, default 5, as Lambda).
     pub initial_concurrency: u32,
-    /// How fast concurrency may grow (1..=100,000 batches per minute, default 300, as Lambda).
+    /// How fast concurrency may grow (1..=100,000 batches per minute, default 300, as Lambda),
+    /// evenly from the start: no burst.
     pub scale_up_per_minute: u32,
     /// Long-poll wait of each receive (0..=1 h, default 20 s, SQS's longest).
     pub poll_wait: Duration,

@@ -293,7 +293,7 @@ async fn growth_waits_for_the_budget_and_the_maximum_and_resumes() {
     let q = queue(QueueConfig::default());
     q.send_batch((0..20_000).map(|i| Outgoing::new(i.to_string())))
         .unwrap();
-    // One token a minute, and a burst of one.
+    // One token a minute, the first after a minute: no burst.
     let config = QueueMappingConfig::new("growth")
         .with_batch_size(1)
         .with_initial_concurrency(2)
@@ -301,16 +301,27 @@ async fn growth_waits_for_the_budget_and_the_maximum_and_resumes() {
         .with_scale_up_per_minute(1);
     let start = Instant::now();
     let mapping = QueueMapping::start(q.clone(), function, config).unwrap();
-    eventually(LIMIT, || mapping.metrics().target_concurrency == 3).await;
-    // The budget is spent: no growth for most of a minute, though every batch is full.
+    // No budget yet: no growth for most of a minute, though every batch is full.
     tokio::time::sleep_until(start + Duration::from_secs(55)).await;
+    assert_eq!(mapping.metrics().target_concurrency, 2);
+    eventually(Duration::from_secs(10), || {
+        mapping.metrics().target_concurrency == 3
+    })
+    .await;
+    assert!(
+        start.elapsed() >= Duration::from_secs(59),
+        "{:?}",
+        start.elapsed()
+    );
+    // The budget is spent again: the next poller comes a minute later.
+    tokio::time::sleep_until(start + Duration::from_secs(115)).await;
     assert_eq!(mapping.metrics().target_concurrency, 3);
     eventually(Duration::from_secs(10), || {
         mapping.metrics().target_concurrency == 4
     })
     .await;
     assert!(
-        start.elapsed() >= Duration::from_secs(59),
+        start.elapsed() >= Duration::from_secs(119),
         "{:?}",
         start.elapsed()
     );
