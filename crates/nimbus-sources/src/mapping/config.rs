@@ -48,7 +48,7 @@ pub struct QueueMappingConfig {
     /// Concurrent batches at start (1..=max_concurrency, default 5, as Lambda).
     pub initial_concurrency: u32,
     /// How fast concurrency may grow (1..=100,000 batches per minute, default 300, as Lambda),
-    /// evenly from the start: no burst.
+    /// evenly: one at a time, never in a burst.
     pub scale_up_per_minute: u32,
     /// Long-poll wait of each receive (0..=1 h, default 20 s, SQS's longest).
     pub poll_wait: Duration,

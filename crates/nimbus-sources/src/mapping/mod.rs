@@ -23,9 +23,9 @@
 //!   guarantee than Lambda's, which deletes what the function reported as done; kept on
 //!   purpose.
 //! - **Scaling**: concurrent batches start at `initial_concurrency`, grow by one per full batch
-//!   within `scale_up_per_minute` (a rate from the start, as Lambda's: 300 a minute is one
-//!   poller every 200 ms, not 300 at once), shrink to one poller when the queue is empty, and halve on
-//!   function errors and throttles. Each poller holds one batch, so prefetch is bounded by the
+//!   within `scale_up_per_minute` (a rate, as Lambda's: 300 a minute is one poller every
+//!   200 ms, never 300 at once, at the start or after idle time), shrink to one poller when
+//!   the queue is empty, and halve on function errors and throttles. Each poller holds one batch, so prefetch is bounded by the
 //!   concurrency. Each change of the target is told to the source as a
 //!   [demand hint](QueueSource::demand) (target × batch size; 0 when the mapping stops), for
 //!   brokers that prefetch (give each mapping its own value of such a source).
@@ -273,8 +273,8 @@ impl QueueMapping {
             }),
             over_target: AtomicBool::new(false),
             growth: scale::Growth::default(),
-            // Empty at the start: the pollers grow at the rate, not by a minute's worth at once.
-            scale_up: TokenBucket::empty(config.scale_up_per_minute, Duration::from_secs(60)),
+            // Paced: the pollers grow at the rate, never by a minute's worth at once.
+            scale_up: TokenBucket::paced(config.scale_up_per_minute, Duration::from_secs(60)),
             status: Mutex::new(MappingStatus::Running),
             cancel: StopSignal::default(),
             hard_stop: CancellationToken::new(),

@@ -284,8 +284,8 @@ async fn the_source_is_told_the_demand_as_the_mapping_scales_and_nothing_once_st
     .attach(&rt)
     .start()
     .unwrap();
-    // The scale-up budget fills at its rate from the start: a second's worth (5 pollers)
-    // before the first batch lets the mapping grow.
+    // The scale-up budget fills at its rate from the start: time before the first batch lets
+    // the mapping grow.
     tokio::time::advance(Duration::from_secs(1)).await;
     mapping.drained().await.unwrap();
     rt.shutdown(Duration::from_secs(1)).await;

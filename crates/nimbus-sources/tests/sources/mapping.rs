@@ -346,6 +346,46 @@ async fn growth_waits_for_the_budget_and_the_maximum_and_resumes() {
     mapping.stop(Duration::from_secs(1)).await;
 }
 
+/// Pollers grow one at a time at the scale-up rate, at the start and after idle time alike:
+/// never a minute's budget at once (Lambda adds at most 300 a minute).
+#[tokio::test(start_paused = true)]
+async fn pollers_grow_at_the_scale_up_rate_and_never_in_a_burst() {
+    let rt = runtime();
+    let function = rt
+        .register(Function::new(
+            "slow",
+            handler_fn(|_batch: QueueBatch, _ctx: Context| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, FunctionError>(BatchResponse::success())
+            }),
+        ))
+        .await
+        .unwrap();
+    let q = queue(QueueConfig::default());
+    // Ten a second.
+    let config = QueueMappingConfig::new("paced")
+        .with_initial_concurrency(2)
+        .with_max_concurrency(100)
+        .with_scale_up_per_minute(600)
+        .with_poll_wait(Duration::from_secs(1));
+    let mapping = QueueMapping::start(q.clone(), function, config).unwrap();
+    for round in ["at the start", "after idle time"] {
+        let before = mapping.metrics().target_concurrency;
+        q.send_batch((0..5_000).map(|i| Outgoing::new(i.to_string())))
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let grown = mapping.metrics().target_concurrency - before;
+        assert!(
+            (15..=21).contains(&grown),
+            "{round}: grew by {grown} in 2 s"
+        );
+        eventually(LIMIT, || q.is_empty()).await;
+        eventually(LIMIT, || mapping.metrics().pollers == 1).await;
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+    mapping.stop(Duration::from_secs(1)).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn concurrency_scales_up_with_backlog_and_down_when_idle() {
     let rt = runtime();
