@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nimbus_core::{handler_fn, Context, Function, FunctionError};
+use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime};
 use nimbus_sources::{
-    BatchResponse, Outgoing, QueueBatch, QueueConfig, QueueMapping, QueueMappingConfig, QueueSource,
+    BatchResponse, Outgoing, QueueBatch, QueueConfig, QueueFunction, QueueMapping,
+    QueueMappingConfig, QueueSource,
 };
 use tokio::time::Instant;
 
@@ -346,21 +347,26 @@ async fn growth_waits_for_the_budget_and_the_maximum_and_resumes() {
     mapping.stop(Duration::from_secs(1)).await;
 }
 
+/// A function whose every batch takes 100 ms, so that a backlog keeps its pollers busy and
+/// full batches keep asking for more.
+async fn slow_function(rt: &Runtime) -> QueueFunction {
+    rt.register(Function::new(
+        "slow",
+        handler_fn(|_batch: QueueBatch, _ctx: Context| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, FunctionError>(BatchResponse::success())
+        }),
+    ))
+    .await
+    .unwrap()
+}
+
 /// Pollers grow one at a time at the scale-up rate, at the start and after idle time alike:
 /// never a minute's budget at once (Lambda adds at most 300 a minute).
 #[tokio::test(start_paused = true)]
 async fn pollers_grow_at_the_scale_up_rate_and_never_in_a_burst() {
     let rt = runtime();
-    let function = rt
-        .register(Function::new(
-            "slow",
-            handler_fn(|_batch: QueueBatch, _ctx: Context| async move {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Ok::<_, FunctionError>(BatchResponse::success())
-            }),
-        ))
-        .await
-        .unwrap();
+    let function = slow_function(&rt).await;
     let q = queue(QueueConfig::default());
     // Ten a second.
     let config = QueueMappingConfig::new("paced")
@@ -389,16 +395,7 @@ async fn pollers_grow_at_the_scale_up_rate_and_never_in_a_burst() {
 #[tokio::test(start_paused = true)]
 async fn concurrency_scales_up_with_backlog_and_down_when_idle() {
     let rt = runtime();
-    let function = rt
-        .register(Function::new(
-            "slow",
-            handler_fn(|_batch: QueueBatch, _ctx: Context| async move {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Ok::<_, FunctionError>(BatchResponse::success())
-            }),
-        ))
-        .await
-        .unwrap();
+    let function = slow_function(&rt).await;
     let q = queue(QueueConfig::default());
     q.send_batch((0..5_000).map(|i| Outgoing::new(i.to_string())))
         .unwrap();
