@@ -6,9 +6,11 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-/// A token bucket refilled at `capacity` tokens per `period`, continuously (Lambda refills its
-/// 1,000-per-10-s scaling budget continuously rather than in steps). Used for the scale rate
-/// of functions and of event source pollers.
+/// A token bucket refilled at a number of tokens per `period`, continuously (Lambda refills
+/// its 1,000-per-10-s scaling budget continuously rather than in steps). [`TokenBucket::new`]
+/// holds a period's worth and starts full (the scale rate of functions: a burst, then the
+/// rate); [`TokenBucket::paced`] holds one token and starts empty (the growth of event source
+/// pollers: the rate, never a burst).
 ///
 /// # Example
 ///

@@ -25,10 +25,11 @@
 //! - **Scaling**: concurrent batches start at `initial_concurrency`, grow by one per full batch
 //!   within `scale_up_per_minute` (a rate, as Lambda's: 300 a minute is one poller every
 //!   200 ms, never 300 at once, at the start or after idle time), shrink to one poller when
-//!   the queue is empty, and halve on function errors and throttles. Each poller holds one batch, so prefetch is bounded by the
-//!   concurrency. Each change of the target is told to the source as a
-//!   [demand hint](QueueSource::demand) (target × batch size; 0 when the mapping stops), for
-//!   brokers that prefetch (give each mapping its own value of such a source).
+//!   the queue is empty, and halve on function errors and throttles. Each poller holds one
+//!   batch, so prefetch is bounded by the concurrency. Each change of the target is told to
+//!   the source as a [demand hint](QueueSource::demand) (target × batch size; 0 when the
+//!   mapping stops), for brokers that prefetch (give each mapping its own value of such a
+//!   source).
 //! - **Stats** ([`QueueSource::stats`]) are asked off the polling path, bounded by a timeout
 //!   and guarded against panics: at every metrics snapshot from a source that answers at once,
 //!   in the background at most once a second from one that asks its broker. Pollers never wait
