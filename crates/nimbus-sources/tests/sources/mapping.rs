@@ -302,30 +302,18 @@ async fn growth_waits_for_the_budget_and_the_maximum_and_resumes() {
         .with_scale_up_per_minute(1);
     let start = Instant::now();
     let mapping = QueueMapping::start(q.clone(), function, config).unwrap();
-    // No budget yet: no growth for most of a minute, though every batch is full.
-    tokio::time::sleep_until(start + Duration::from_secs(55)).await;
-    assert_eq!(mapping.metrics().target_concurrency, 2);
-    eventually(Duration::from_secs(10), || {
-        mapping.metrics().target_concurrency == 3
-    })
-    .await;
-    assert!(
-        start.elapsed() >= Duration::from_secs(59),
-        "{:?}",
-        start.elapsed()
-    );
-    // The budget is spent again: the next poller comes a minute later.
-    tokio::time::sleep_until(start + Duration::from_secs(115)).await;
-    assert_eq!(mapping.metrics().target_concurrency, 3);
-    eventually(Duration::from_secs(10), || {
-        mapping.metrics().target_concurrency == 4
-    })
-    .await;
-    assert!(
-        start.elapsed() >= Duration::from_secs(119),
-        "{:?}",
-        start.elapsed()
-    );
+    // Each token comes a minute after the last (the first a minute after the start): no growth
+    // for most of each minute, though every batch is full.
+    for (minute, target) in [(1u64, 3usize), (2, 4)] {
+        tokio::time::sleep_until(start + Duration::from_secs(60 * minute - 5)).await;
+        assert_eq!(mapping.metrics().target_concurrency, target - 1);
+        eventually(Duration::from_secs(10), || {
+            mapping.metrics().target_concurrency == target
+        })
+        .await;
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_secs(60 * minute - 1), "{waited:?}");
+    }
     // At the maximum; errors halve the target, and growth resumes when the budget allows.
     failing.store(true, std::sync::atomic::Ordering::Relaxed);
     eventually(LIMIT, || mapping.metrics().target_concurrency < 4).await;
