@@ -76,6 +76,15 @@ impl Shared {
         if matching.is_empty() {
             return;
         }
+        if let [message] = matching.as_slice() {
+            // One record: nothing to bisect, block or split off, so none of the bookkeeping
+            // below (the hot path of batch size 1).
+            let verdict = self.process_one(poller, message, &budget, fresh).await;
+            if verdict != Verdict::Succeeded {
+                self.settle_verdicts(&matching, &[verdict]).await;
+            }
+            return;
+        }
 
         let mut verdicts = vec![Verdict::Pending; matching.len()];
         // Message groups with a failed record in this batch (FIFO): later records of those
@@ -125,7 +134,7 @@ impl Shared {
                     let failed = self.failed_indices(&matching, &runnable, &response);
                     let mut succeeded = Vec::with_capacity(runnable.len());
                     for &i in &runnable {
-                        let fails = failed.contains(&i)
+                        let fails = failed.as_ref().is_some_and(|f| f.contains(&i))
                             || (self.fifo && group_of(i).is_some_and(|g| blocked.contains(&g)));
                         if fails {
                             verdicts[i] = Verdict::Failed;
@@ -186,17 +195,53 @@ impl Shared {
                 }
             }
         }
+        self.settle_verdicts(&matching, &verdicts).await;
+    }
 
-        // Failed messages stay invisible until their visibility timeout, as in SQS.
+    /// Handles a batch of one record, as `process` would: invoked if it is in time and not a
+    /// recursive loop, deleted if it succeeds.
+    async fn process_one(
+        &self,
+        poller: &Poller,
+        message: &Message,
+        budget: &Budget,
+        fresh: bool,
+    ) -> Verdict {
+        if self.stops_loop(message) {
+            self.note_loops(1);
+            return Verdict::Failed;
+        }
+        if !fresh && !budget.allows(Duration::ZERO) {
+            // Not known to fail: back it goes, uncounted.
+            return Verdict::Released;
+        }
+        let messages = std::slice::from_ref(message);
+        match self.invoke(poller, messages, &[0], budget).await {
+            Invoked::Ok(response) => {
+                let failed = self.failed_indices(messages, &[0], &response);
+                if failed.is_some_and(|f| f.contains(&0)) {
+                    return Verdict::Failed;
+                }
+                self.delete(std::slice::from_ref(&message.receipt)).await;
+                Verdict::Succeeded
+            }
+            Invoked::Failed => Verdict::Failed,
+            Invoked::Released | Invoked::OutOfTime => Verdict::Released,
+        }
+    }
+
+    /// What follows the verdicts of a batch's messages: failed ones stay invisible until their
+    /// visibility timeout, as in SQS (counted here); released ones go back at once, their
+    /// receive uncounted (not a failed attempt). Succeeded ones were deleted already.
+    async fn settle_verdicts(&self, matching: &[Message], verdicts: &[Verdict]) {
         let failed = verdicts.iter().filter(|v| **v == Verdict::Failed).count();
         if failed > 0 {
             add(&self.counters.failed, failed);
             self.drain.failed();
         }
-        // Released ones go back at once, their receive uncounted (not a failed attempt).
         let released: Vec<Receipt> = matching
             .iter()
-            .zip(&verdicts)
+            .zip(verdicts)
             .filter(|(_, v)| **v == Verdict::Released)
             .map(|(m, _)| m.receipt.clone())
             .collect();
@@ -220,7 +265,7 @@ impl Shared {
         let mut looping = 0;
         let (failing, others): (Vec<usize>, Vec<usize>) = (0..messages.len()).partition(|&i| {
             let group = messages[i].group_id.as_ref().filter(|_| self.fifo);
-            if hop_count(&messages[i]) >= hops::LIMIT {
+            if self.stops_loop(&messages[i]) {
                 looping += 1;
                 if let Some(group) = group {
                     stopped.insert(Arc::clone(group));
@@ -229,20 +274,34 @@ impl Shared {
             }
             group.is_some_and(|g| stopped.contains(g))
         });
-        if looping > 0 {
-            add(&self.counters.recursive_loops, looping);
-            // Once per mapping at warn: without redrive the same message comes back for ever.
-            if !self
-                .loop_warned
-                .swap(true, std::sync::atomic::Ordering::Relaxed)
-            {
-                tracing::warn!(mapping = %self.name, function = %self.function.name(),
-                    records = looping, "recursive loop: records reached the hop limit and are not handed to the function");
-            } else {
-                tracing::debug!(mapping = %self.name, records = looping, "recursive loop records failed");
-            }
-        }
+        self.note_loops(looping);
         (failing, others)
+    }
+
+    /// Whether a record reached the recursion limit and is to fail without an invocation (the
+    /// function does not allow loops).
+    fn stops_loop(&self, message: &Message) -> bool {
+        self.function.config().recursive_loop != RecursiveLoop::Allow
+            && !message.attributes.is_empty()
+            && hop_count(message) >= hops::LIMIT
+    }
+
+    /// Counts `looping` records stopped as a recursive loop, and says so.
+    fn note_loops(&self, looping: usize) {
+        if looping == 0 {
+            return;
+        }
+        add(&self.counters.recursive_loops, looping);
+        // Once per mapping at warn: without redrive the same message comes back for ever.
+        if !self
+            .loop_warned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(mapping = %self.name, function = %self.function.name(),
+                records = looping, "recursive loop: records reached the hop limit and are not handed to the function");
+        } else {
+            tracing::debug!(mapping = %self.name, records = looping, "recursive loop records failed");
+        }
     }
 
     /// Deletes the messages of a sub-batch that succeeded.
@@ -257,15 +316,16 @@ impl Shared {
             .deleted(self.settled("ack", acked, receipts.len()));
     }
 
-    /// The indices a response reports as failed; every index if an id is unknown.
+    /// The indices a response reports as failed, every index if an id is unknown; `None` when
+    /// it reports none (the usual answer, which then costs no set).
     fn failed_indices(
         &self,
         messages: &[Message],
         indices: &[usize],
         response: &BatchResponse,
-    ) -> HashSet<usize> {
+    ) -> Option<HashSet<usize>> {
         if !self.config.report_batch_item_failures || response.item_failures.is_empty() {
-            return HashSet::new();
+            return None;
         }
         let mut failed = HashSet::new();
         for id in &response.item_failures {
@@ -275,11 +335,11 @@ impl Shared {
                 }
                 None => {
                     tracing::warn!(mapping = %self.name, %id, "item failure names an id not in the batch; failing the batch");
-                    return indices.iter().copied().collect();
+                    return Some(indices.iter().copied().collect());
                 }
             }
         }
-        failed
+        Some(failed)
     }
 
     /// Invokes the function with the records at `indices`, retrying throttles with backoff

@@ -69,6 +69,7 @@ async fn a_failed_batch_becomes_visible_again_after_the_visibility_timeout() {
     mapping.stop(Duration::from_secs(1)).await;
 }
 
+/// With batches of one record (handled by their own path) and of several.
 #[tokio::test(start_paused = true)]
 async fn an_unknown_item_failure_fails_the_whole_batch() {
     let rt = runtime();
@@ -83,15 +84,17 @@ async fn an_unknown_item_failure_fails_the_whole_batch() {
         ))
         .await
         .unwrap();
-    let q = queue(QueueConfig::default());
-    q.send("a").unwrap();
-    q.send("b").unwrap();
-    let mapping =
-        QueueMapping::start(q.clone(), function, QueueMappingConfig::new("liar")).unwrap();
-    eventually(LIMIT, || mapping.metrics().failed == 2).await;
-    assert_eq!(mapping.metrics().deleted, 0);
-    assert_eq!(q.len(), 2);
-    mapping.stop(Duration::from_secs(1)).await;
+    for batch_size in [1, 10] {
+        let q = queue(QueueConfig::default());
+        q.send("a").unwrap();
+        q.send("b").unwrap();
+        let config = QueueMappingConfig::new("liar").with_batch_size(batch_size);
+        let mapping = QueueMapping::start(q.clone(), function.clone(), config).unwrap();
+        eventually(LIMIT, || mapping.metrics().failed == 2).await;
+        assert_eq!(mapping.metrics().deleted, 0, "batch size {batch_size}");
+        assert_eq!(q.len(), 2, "batch size {batch_size}");
+        mapping.stop(Duration::from_secs(1)).await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
