@@ -24,6 +24,8 @@ struct Timed {
     inner: Arc<InMemoryQueue>,
     received: Mutex<HashMap<Receipt, Instant>>,
     late: AtomicUsize,
+    /// How long the next acknowledgement takes (once).
+    ack_delay: Mutex<Option<Duration>>,
 }
 
 impl Timed {
@@ -32,7 +34,13 @@ impl Timed {
             inner,
             received: Mutex::default(),
             late: AtomicUsize::new(0),
+            ack_delay: Mutex::default(),
         })
+    }
+
+    /// The next acknowledgement takes `delay` before it reaches the queue.
+    fn delay_next_ack(&self, delay: Duration) {
+        *self.ack_delay.lock() = Some(delay);
     }
 
     fn late(&self) -> usize {
@@ -52,6 +60,10 @@ impl QueueSource for Timed {
         Ok(messages)
     }
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        let delay = self.ack_delay.lock().take();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let visibility = self.inner.visibility_timeout().unwrap_or(Duration::MAX);
         {
             let received = self.received.lock();
@@ -275,6 +287,46 @@ async fn throttle_retries_stop_in_time_counting_from_the_receive() {
     let m = mapping.metrics();
     assert_eq!((m.deleted, m.source_errors), (1, 0), "{m:?}");
     assert!(m.throttles >= 3, "{m:?}");
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Visibility 30 s, function timeout 10 s: a batch of one matching message and one the filter
+/// drops, whose deletion takes 25 s. The matching one can no longer be handled and
+/// acknowledged in time: it goes back uninvoked, its receive uncounted, and is handled on its
+/// next receive (a batch of one record, handled by its own path, checks the budget too).
+#[tokio::test(start_paused = true)]
+async fn a_lone_record_past_its_budget_goes_back_uninvoked() {
+    let rt = runtime();
+    let (function, seen) = timed_function(&rt, "lone", None).await;
+    let inner = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(30)));
+    inner.send(r#"{"keep":true}"#).unwrap();
+    inner.send(r#"{"keep":false}"#).unwrap();
+    let q = Timed::new(inner.clone());
+    q.delay_next_ack(Duration::from_secs(25));
+    let config = QueueMappingConfig::new("lone")
+        .with_filter(r#"{"body": {"keep": [true]}}"#)
+        .with_initial_concurrency(1)
+        .with_max_concurrency(2);
+    let mapping = QueueMapping::builder(q.clone(), function, config)
+        .attach(&rt)
+        .start()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(600), mapping.drained())
+        .await
+        .expect("drained within ten minutes")
+        .unwrap();
+    let m = mapping.metrics();
+    assert_eq!(
+        (m.filtered, m.released, m.invocations, m.deleted, m.failed),
+        (1, 1, 1, 1, 0),
+        "{m:?}"
+    );
+    assert_eq!(seen.lock().concat(), [r#"{"keep":true}#1"#]);
+    assert_eq!(
+        q.late(),
+        0,
+        "an acknowledgement came after its receipt expired"
+    );
     rt.shutdown(Duration::from_secs(1)).await;
 }
 

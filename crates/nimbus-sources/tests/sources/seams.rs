@@ -124,6 +124,8 @@ async fn an_attached_queue_mapping_is_stopped_first_and_releases_what_it_holds()
     nothing_lost(&q, &dlq, &handled).await;
 }
 
+/// With the default batches of ten, and with batches of one record (handled by their own
+/// path): each batch in flight goes back, none counted as failed.
 #[tokio::test(start_paused = true)]
 async fn stopping_a_queue_mapping_past_its_deadline_releases_the_batches_in_flight() {
     let rt = runtime();
@@ -140,20 +142,28 @@ async fn stopping_a_queue_mapping_past_its_deadline_releases_the_batches_in_flig
         )
         .await
         .unwrap();
-    let (q, dlq) = backlog();
-    let mapping =
-        QueueMapping::start(q.clone(), function, QueueMappingConfig::new("stuck")).unwrap();
-    eventually(LIMIT, || mapping.metrics().concurrent_batches == 5).await;
-    let stopped = tokio::time::timeout(
-        Duration::from_secs(2),
-        mapping.stop(Duration::from_millis(100)),
-    )
-    .await
-    .expect("stop returns soon after its grace");
-    assert!(stopped, "the in-memory queue takes releases at once");
-    assert_eq!(mapping.metrics().released, 50);
-    assert_eq!(q.counts().in_flight, 0);
-    nothing_lost(&q, &dlq, &Handled::default()).await;
+    // Five pollers, each with a batch in flight.
+    for (batch_size, in_flight) in [(10, 50), (1, 5)] {
+        let (q, dlq) = backlog();
+        let config = QueueMappingConfig::new("stuck").with_batch_size(batch_size);
+        let mapping = QueueMapping::start(q.clone(), function.clone(), config).unwrap();
+        eventually(LIMIT, || mapping.metrics().concurrent_batches == 5).await;
+        let stopped = tokio::time::timeout(
+            Duration::from_secs(2),
+            mapping.stop(Duration::from_millis(100)),
+        )
+        .await
+        .expect("stop returns soon after its grace");
+        assert!(stopped, "the in-memory queue takes releases at once");
+        let m = mapping.metrics();
+        assert_eq!(
+            (m.released, m.failed),
+            (in_flight, 0),
+            "batch size {batch_size}"
+        );
+        assert_eq!(q.counts().in_flight, 0);
+        nothing_lost(&q, &dlq, &Handled::default()).await;
+    }
 }
 
 /// Counts lease acquisitions: a reader restarting in a loop shows as a climbing count.
