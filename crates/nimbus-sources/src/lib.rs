@@ -59,6 +59,7 @@ mod error;
 mod filter;
 mod mapping;
 mod object;
+mod pack;
 mod queue;
 mod refusal;
 mod status;

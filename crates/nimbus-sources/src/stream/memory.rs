@@ -12,11 +12,13 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::keys::Keys;
 use super::{
     hash_key, stream_now, Position, ReadResult, Sequence, ShardId, ShardInfo, StreamRecord,
     StreamSource,
 };
 use crate::error::{ConfigError, SourceError};
+use crate::pack::Packer;
 
 /// Configuration of an [`InMemoryStream`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,12 +73,17 @@ struct Shard {
     records: VecDeque<StreamRecord>,
     /// The sequence number of the newest record trimmed away, if any.
     trimmed_through: Option<Sequence>,
+    /// Packs the data of appends, so that records share a few allocations (and readers'
+    /// reference counts) instead of one each.
+    packer: Packer,
 }
 
 #[derive(Debug, Default)]
 struct State {
     shards: Vec<Shard>,
     next_shard: u64,
+    /// The partition keys of recent appends, shared by their records.
+    keys: Keys,
 }
 
 /// An in-memory sharded stream with Kinesis semantics.
@@ -141,6 +148,7 @@ impl InMemoryStream {
                 },
                 records: VecDeque::new(),
                 trimmed_through: None,
+                packer: Packer::default(),
             });
         }
         Ok(Self {
@@ -176,6 +184,7 @@ impl InMemoryStream {
         let now = stream_now();
         let result = {
             let mut state = self.state.lock();
+            let partition_key = state.keys.share(partition_key, hash);
             let shard = state
                 .shards
                 .iter_mut()
@@ -190,9 +199,9 @@ impl InMemoryStream {
                 .checked_add(offset)
                 .ok_or_else(|| SourceError::Invalid("sequence numbers ran out".into()))?;
             shard.records.push_back(StreamRecord {
-                partition_key: Arc::from(partition_key),
+                partition_key,
                 sequence: sequence.clone(),
-                data: data.into(),
+                data: shard.packer.pack(data.into()),
                 arrived_at: now,
             });
             let id = Arc::clone(&shard.info.id);
@@ -255,6 +264,7 @@ impl InMemoryStream {
                     },
                     records: VecDeque::new(),
                     trimmed_through: None,
+                    packer: Packer::default(),
                 });
             }
             (left, right)
@@ -308,6 +318,7 @@ impl InMemoryStream {
                 },
                 records: VecDeque::new(),
                 trimmed_through: None,
+                packer: Packer::default(),
             });
             id
         };

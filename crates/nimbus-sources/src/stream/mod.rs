@@ -11,6 +11,7 @@
 //! JetStream (subjects as shards, an ordered consumer from a sequence).
 
 mod checkpoint;
+mod keys;
 mod lease;
 mod memory;
 mod sequence;

@@ -8,7 +8,6 @@
 
 mod fifo;
 mod lease;
-mod pack;
 mod redrive;
 mod state;
 mod stored;
@@ -27,7 +26,7 @@ use tokio::time::Instant;
 use super::config::{Outgoing, QueueConfig, SendBatchError, SendError, MAX_DELAY, MAX_VISIBILITY};
 use super::{Attributes, Message, MessageId, QueueProducer, QueueSource, QueueStats, Receipt};
 use crate::error::{ConfigError, SourceError};
-use pack::Packer;
+use crate::pack::Packer;
 use state::State;
 use stored::Stored;
 

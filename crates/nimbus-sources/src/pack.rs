@@ -1,6 +1,7 @@
-//! Small bodies of one send stored together: copied into a shared buffer of a few hundred
-//! bytes, so that a run of messages costs one allocation (and one free, often on another
-//! thread: the receiver's) instead of two each (the body and the header its first clone adds).
+//! Small bodies stored together: copied into a shared buffer of a few hundred bytes, so that a
+//! run of messages or records costs one allocation (and one free, often on another thread: the
+//! reader's) instead of two each (the body and the header its first clone adds). The in-memory
+//! queue packs the bodies of one send, the in-memory stream the data of a shard's appends.
 
 use bytes::{Bytes, BytesMut};
 
@@ -13,9 +14,9 @@ const BUFFER_BYTES: usize = 512;
 /// count; few to a buffer keeps two pollers' batches from sharing many of them.
 const BUFFER_MESSAGES: u32 = 32;
 
-/// Packs the small bodies of one send into shared buffers.
+/// Packs small bodies into shared buffers.
 #[derive(Debug, Default)]
-pub(super) struct Packer {
+pub(crate) struct Packer {
     buffer: BytesMut,
     packed: u32,
 }
@@ -24,7 +25,7 @@ impl Packer {
     /// The body to store: a small one copied into the current buffer, a large one as it is,
     /// made shareable here (its first clone allocates a header: better on the sender than on
     /// every receiver's hot path).
-    pub(super) fn pack(&mut self, body: Bytes) -> Bytes {
+    pub(crate) fn pack(&mut self, body: Bytes) -> Bytes {
         if body.len() > SMALL_BODY {
             drop(body.clone());
             return body;
