@@ -80,3 +80,34 @@ fn a_lane_is_cut_into_batches_in_order() {
     assert_eq!(long.len(), 200_000);
     assert_eq!(long[199_999][0].sequence, Sequence::from(200_000u128));
 }
+
+#[test]
+fn the_keys_of_one_shard_spread_over_every_lane() {
+    use super::super::round::lane_of;
+    // Shards own ranges of the key hash: the keys of one shard share its high bits, which must
+    // not decide the lane too, or a shard would run in one lane whatever the factor.
+    let stream =
+        crate::stream::InMemoryStream::new(crate::stream::StreamConfig::default().with_shards(4))
+            .expect("config");
+    let mut lanes_of_shard: HashMap<ShardId, Vec<usize>> = HashMap::new();
+    for i in 0..4_000 {
+        let key = format!("key-{i}");
+        let (shard, _) = stream.put(&key, "x").expect("an open shard");
+        lanes_of_shard
+            .entry(shard)
+            .or_default()
+            .push(lane_of(&key, 4));
+    }
+    assert_eq!(lanes_of_shard.len(), 4);
+    for (shard, lanes) in &lanes_of_shard {
+        let mut per_lane = [0usize; 4];
+        for &lane in lanes {
+            per_lane[lane] += 1;
+        }
+        // About a quarter each (a fifth at least) of the shard's thousand-odd keys.
+        assert!(
+            per_lane.iter().all(|&n| n * 5 >= lanes.len()),
+            "{shard}: keys per lane {per_lane:?}"
+        );
+    }
+}
