@@ -10,8 +10,8 @@ const SMALL_BODY: usize = 128;
 /// The size of one shared buffer: a small body kept alive (a message in flight for a long time,
 /// or a body a handler holds on to) keeps its whole buffer alive with it, at most this much.
 const BUFFER_BYTES: usize = 512;
-/// Messages per buffer at most. Receivers of neighbouring messages write the buffer's reference
-/// count; few to a buffer keeps two pollers' batches from sharing many of them.
+/// Bodies per buffer at most. Readers of neighbouring bodies write the buffer's reference count;
+/// few to a buffer keeps two pollers' batches (or two lanes of a shard) from sharing many.
 const BUFFER_MESSAGES: u32 = 32;
 
 /// Packs small bodies into shared buffers.

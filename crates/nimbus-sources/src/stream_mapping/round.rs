@@ -22,9 +22,9 @@ pub(super) fn batches(lane: Vec<StreamRecord>, size: usize) -> Vec<Vec<StreamRec
 }
 
 /// The lane of `factor` that records with this partition key take: the key hash's low 64 bits
-/// scaled to `0..factor` by a multiply (a 128-bit remainder is a library call, a tenth of the
-/// reader's time). Not the high bits: those pick the shard (shards own ranges of the hash), so
-/// every key of a shard would share them and take one lane.
+/// scaled to `0..factor` by a multiply (a 128-bit remainder is a library call: 3.8 % of the
+/// workers' samples in a 4 shards x factor 4 drain). Not the high bits: those pick the shard
+/// (shards own ranges of the hash), so every key of a shard would share them and take one lane.
 pub(super) fn lane_of(partition_key: &str, factor: u32) -> usize {
     let low = hash_key(partition_key) as u64;
     ((u128::from(low) * u128::from(factor)) >> 64) as usize
