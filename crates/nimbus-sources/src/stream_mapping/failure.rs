@@ -59,18 +59,21 @@ impl Shared {
     }
 
     /// Runs one batch until every record is handled or sent to the on-failure destination.
+    /// `at`, when known, are the records' places in the round, which finishing them uses.
     pub(super) async fn process_batch(
         self: &Arc<Self>,
         shard: &ShardId,
         batch: Vec<StreamRecord>,
+        at: Option<Vec<usize>>,
         mut window: Option<&mut Window>,
         round: &Round,
         cancel: &CancellationToken,
     ) -> Done {
-        // (records, failed attempts so far); bisect halves start from zero, as splits do not
-        // count as retries.
-        let mut pending: VecDeque<(Vec<StreamRecord>, u32)> = VecDeque::from([(batch, 0)]);
-        while let Some((mut records, mut attempts)) = pending.pop_front() {
+        // (records, their places in the round if known, failed attempts so far); bisect halves
+        // start from zero, as splits do not count as retries.
+        type Part = (Vec<StreamRecord>, Option<Vec<usize>>, u32);
+        let mut pending: VecDeque<Part> = VecDeque::from([(batch, at, 0)]);
+        while let Some((mut records, mut at, mut attempts)) = pending.pop_front() {
             let mut last_error: Option<ErrorInfo> = None;
             let mut last_request: Option<RequestId> = None;
             loop {
@@ -82,6 +85,10 @@ impl Shared {
                     let (expired, fresh): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| {
                         now.duration_since(r.arrived_at).unwrap_or_default() > max_age
                     });
+                    if !expired.is_empty() {
+                        // Rare: the fresh records are found by their sequence numbers instead.
+                        at = None;
+                    }
                     records = fresh;
                     if !expired.is_empty()
                         && matches!(
@@ -192,17 +199,21 @@ impl Shared {
                 let Some(first_failed) = failed_from else {
                     let n = records.len() as u64;
                     self.shard_metrics(shard, |m| m.records += n);
-                    self.finished(shard, &records, round).await;
+                    self.finished(shard, &records, at.as_deref(), round).await;
                     break;
                 };
                 // Records before the first failure are done: checkpoint just before it.
                 let rest = records.split_off(first_failed);
+                let rest_at = at
+                    .as_mut()
+                    .map(|at| at.split_off(first_failed.min(at.len())));
                 if !records.is_empty() {
                     let n = records.len() as u64;
                     self.shard_metrics(shard, |m| m.records += n);
-                    self.finished(shard, &records, round).await;
+                    self.finished(shard, &records, at.as_deref(), round).await;
                 }
                 records = rest;
+                at = rest_at;
                 if last_error.is_none() {
                     last_error = Some(ErrorInfo::from(&InvokeError::Function(
                         nimbus_core::FunctionError::new(
@@ -213,9 +224,11 @@ impl Shared {
                 }
                 if self.config.bisect_on_error && records.len() > 1 {
                     self.shard_metrics(shard, |m| m.bisections += 1);
-                    let second = records.split_off(records.len() / 2);
-                    pending.push_front((second, attempts));
-                    pending.push_front((records, attempts));
+                    let half = records.len() / 2;
+                    let second = records.split_off(half);
+                    let second_at = at.as_mut().map(|at| at.split_off(half.min(at.len())));
+                    pending.push_front((second, second_at, attempts));
+                    pending.push_front((records, at, attempts));
                     break;
                 }
                 attempts += 1;
@@ -315,7 +328,7 @@ impl Shared {
         }
         let n = sent.len() as u64;
         self.shard_metrics(shard, |m| m.sent_to_on_failure += n);
-        self.finished(shard, &sent, round).await;
+        self.finished(shard, &sent, None, round).await;
         Done::Finished
     }
 }

@@ -38,28 +38,35 @@ impl Shared {
         records: Vec<StreamRecord>,
         cancel: &CancellationToken,
     ) -> Done {
-        let (round, records) = self.skip_filtered(shard, records).await;
+        let (round, records, at) = self.skip_filtered(shard, records).await;
         let factor = self.config.parallelization_factor;
-        let lanes: Vec<Vec<StreamRecord>> = if factor == 1 {
+        // Each lane's records with their places in the round, which finishing them uses.
+        let lanes: Vec<(Vec<StreamRecord>, Vec<usize>)> = if factor == 1 {
             // One lane: no key to hash.
-            vec![records]
+            vec![(records, at)]
         } else {
-            let mut lanes = vec![Vec::new(); factor as usize];
-            for record in records {
-                lanes[lane_of(&record.partition_key, factor)].push(record);
+            let mut lanes = vec![(Vec::new(), Vec::new()); factor as usize];
+            for (record, i) in records.into_iter().zip(at) {
+                let (records, at) = &mut lanes[lane_of(&record.partition_key, factor)];
+                records.push(record);
+                at.push(i);
             }
             lanes
         };
         let limits = self.limits(shard);
         let mut running = tokio::task::JoinSet::new();
-        for lane in lanes.into_iter().filter(|l| !l.is_empty()) {
+        for (lane, at) in lanes.into_iter().filter(|(l, _)| !l.is_empty()) {
             let (this, shard) = (Arc::clone(self), Arc::clone(shard));
             let round = Arc::clone(&round);
             let cancel = cancel.clone();
             running.spawn(async move {
+                let mut places = at.as_slice();
                 for batch in limits.batches(lane) {
+                    let (batch_at, rest) = places.split_at(batch.len().min(places.len()));
+                    places = rest;
+                    let batch_at = Some(batch_at.to_vec());
                     let done = this
-                        .process_batch(&shard, batch, None, &round, &cancel)
+                        .process_batch(&shard, batch, batch_at, None, &round, &cancel)
                         .await;
                     if matches!(done, Done::Stopped) {
                         return Done::Stopped;

@@ -34,7 +34,7 @@ impl Shared {
         window: &mut Window,
         cancel: &CancellationToken,
     ) -> Done {
-        let (round, records) = self.skip_filtered(shard, records).await;
+        let (round, records, _) = self.skip_filtered(shard, records).await;
         let limits = self.limits(shard);
         let mut rest = records.as_slice();
         while let Some(first) = rest.first() {
@@ -57,7 +57,7 @@ impl Shared {
             let (batch, tail) = rest.split_at(len);
             rest = tail;
             if matches!(
-                self.process_batch(shard, batch.to_vec(), Some(window), &round, cancel,)
+                self.process_batch(shard, batch.to_vec(), None, Some(window), &round, cancel,)
                     .await,
                 Done::Stopped
             ) {

@@ -68,6 +68,7 @@ async fn a_failing_batch_is_retried_until_the_function_succeeds() {
             &shard(),
             records.clone(),
             None,
+            None,
             &round,
             &CancellationToken::new(),
         )
@@ -100,7 +101,14 @@ async fn bisection_isolates_the_poison_record_and_handles_the_rest() {
     let records = batch(4);
     let round = Round::new(&records);
     shared
-        .process_batch(&shard(), records, None, &round, &CancellationToken::new())
+        .process_batch(
+            &shard(),
+            records,
+            None,
+            None,
+            &round,
+            &CancellationToken::new(),
+        )
         .await;
     let invoked: Vec<Vec<Sequence>> = calls.lock().iter().map(|b| sequences(&b.records)).collect();
     let s = |v: &[u128]| v.iter().map(|n| Sequence::from(*n)).collect::<Vec<_>>();
@@ -146,7 +154,14 @@ async fn a_partial_failure_finishes_the_records_before_it_and_retries_from_it() 
     let records = batch(4);
     let round = Round::new(&records);
     shared
-        .process_batch(&shard(), records, None, &round, &CancellationToken::new())
+        .process_batch(
+            &shard(),
+            records,
+            None,
+            None,
+            &round,
+            &CancellationToken::new(),
+        )
         .await;
     let invoked: Vec<usize> = calls.lock().iter().map(|b| b.records.len()).collect();
     assert_eq!(
@@ -176,7 +191,14 @@ async fn records_older_than_the_maximum_age_go_to_the_destination_unhandled() {
     let records = vec![record_at("k", 1, old), record("k", 2)];
     let round = Round::new(&records);
     shared
-        .process_batch(&shard(), records, None, &round, &CancellationToken::new())
+        .process_batch(
+            &shard(),
+            records,
+            None,
+            None,
+            &round,
+            &CancellationToken::new(),
+        )
         .await;
     let failure = given_up.try_recv().unwrap();
     assert_eq!(failure.condition, StreamCondition::RecordAgeExceeded);
@@ -227,7 +249,7 @@ async fn records_stay_unfinished_until_the_destination_takes_them() {
     let round = Round::new(&records);
     let cancel = CancellationToken::new();
     let shard = shard();
-    let processing = shared.process_batch(&shard, records, None, &round, &cancel);
+    let processing = shared.process_batch(&shard, records, None, None, &round, &cancel);
     tokio::pin!(processing);
     // While the destination refuses, the checkpoint stays where it was.
     for _ in 0..3 {
@@ -262,7 +284,7 @@ async fn stopping_mid_retry_leaves_the_records_unfinished() {
     let round = Round::new(&records);
     let cancel = CancellationToken::new();
     let shard = shard();
-    let processing = shared.process_batch(&shard, records, None, &round, &cancel);
+    let processing = shared.process_batch(&shard, records, None, None, &round, &cancel);
     tokio::pin!(processing);
     // Once the function has seen the batch twice (it is retrying), stop.
     for _ in 0..2 {
@@ -320,7 +342,14 @@ async fn a_failure_too_large_for_the_queue_goes_as_lambdas_own_record() {
     let round = Round::new(&records);
     let done = tokio::time::timeout(
         Duration::from_secs(3600),
-        shared.process_batch(&shard(), records, None, &round, &CancellationToken::new()),
+        shared.process_batch(
+            &shard(),
+            records,
+            None,
+            None,
+            &round,
+            &CancellationToken::new(),
+        ),
     )
     .await
     .expect("the shard stalled on a failure record the queue cannot take");

@@ -20,15 +20,24 @@ fn the_checkpoint_is_the_end_of_the_finished_prefix() {
     let mut progress = Progress::new(&all);
     assert_eq!(progress.unfinished(), 5);
     // The third record alone finishes nothing before it: no checkpoint.
-    assert_eq!(progress.finish(&all[2..3]), None);
-    assert_eq!(progress.finish(&all[0..1]), Some(Sequence::from(10u128)));
+    assert_eq!(progress.finish(&all[2..3], None), None);
+    assert_eq!(
+        progress.finish(&all[0..1], None),
+        Some(Sequence::from(10u128))
+    );
     // The second closes the gap up to the third.
-    assert_eq!(progress.finish(&all[1..2]), Some(Sequence::from(30u128)));
+    assert_eq!(
+        progress.finish(&all[1..2], None),
+        Some(Sequence::from(30u128))
+    );
     assert_eq!(progress.unfinished(), 2);
-    assert_eq!(progress.finish(&all[4..5]), None);
+    assert_eq!(progress.finish(&all[4..5], None), None);
     // Finishing a record twice changes nothing.
-    assert_eq!(progress.finish(&all[2..3]), None);
-    assert_eq!(progress.finish(&all[3..4]), Some(Sequence::from(50u128)));
+    assert_eq!(progress.finish(&all[2..3], None), None);
+    assert_eq!(
+        progress.finish(&all[3..4], None),
+        Some(Sequence::from(50u128))
+    );
     assert_eq!(progress.unfinished(), 0);
 }
 
@@ -36,7 +45,7 @@ fn the_checkpoint_is_the_end_of_the_finished_prefix() {
 fn records_not_in_the_round_are_ignored() {
     let all = records(2);
     let mut progress = Progress::new(&all);
-    assert_eq!(progress.finish(&[record("k", 15)]), None);
+    assert_eq!(progress.finish(&[record("k", 15)], None), None);
     assert_eq!(progress.unfinished(), 2);
 }
 
@@ -59,7 +68,7 @@ proptest! {
                 finished[i] = true;
             }
             let prefix = finished.iter().take_while(|f| **f).count();
-            match progress.finish(&done) {
+            match progress.finish(&done, None) {
                 Some(checkpoint) => {
                     prop_assert!(prefix > 0);
                     prop_assert_eq!(&checkpoint, &all[prefix - 1].sequence);
@@ -89,11 +98,11 @@ async fn checkpoints_within_a_round_go_out_in_order_and_only_forward() {
     hold(&shared, &shard).await;
     let all = records(4);
     let round = Round::new(&all);
-    shared.finished(&shard, &all[1..2], &round).await;
+    shared.finished(&shard, &all[1..2], None, &round).await;
     assert!(store.written.lock().is_empty(), "a gap before the record");
-    shared.finished(&shard, &all[0..1], &round).await;
-    shared.finished(&shard, &all[3..4], &round).await;
-    shared.finished(&shard, &all[2..3], &round).await;
+    shared.finished(&shard, &all[0..1], None, &round).await;
+    shared.finished(&shard, &all[3..4], None, &round).await;
+    shared.finished(&shard, &all[2..3], None, &round).await;
     let written: Vec<Checkpoint> = store
         .written
         .lock()

@@ -108,6 +108,7 @@ async fn the_on_failure_record_is_lambdas_invocation_record_with_the_records_add
             &shard,
             records.clone(),
             None,
+            None,
             &round,
             &CancellationToken::new(),
         )
@@ -195,7 +196,14 @@ async fn records_too_old_before_any_attempt_say_so() {
     let records = vec![super::support::record_at("k", 1, old)];
     let round = Round::new(&records);
     shared
-        .process_batch(&shard, records, None, &round, &CancellationToken::new())
+        .process_batch(
+            &shard,
+            records,
+            None,
+            None,
+            &round,
+            &CancellationToken::new(),
+        )
         .await;
     assert!(calls.lock().is_empty());
     let json = serde_json::to_value(given_up.try_recv().unwrap()).unwrap();
