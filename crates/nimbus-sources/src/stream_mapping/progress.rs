@@ -203,9 +203,10 @@ mod finding {
                         done.reverse();
                         at.reverse();
                     }
-                    // The records' places: unknown, known, or wrong (each one off, some past
-                    // the end, one missing): wrong places cost the search, never a mark.
-                    let wrong: Vec<usize> = at.iter().skip(1).map(|&i| i + 1).collect();
+                    // The records' places: unknown, known, or wrong (each one off, the last
+                    // maybe past the end, the last record's missing): wrong places cost the
+                    // search, never a mark.
+                    let wrong: Vec<usize> = at.iter().take(at.len() - 1).map(|&i| i + 1).collect();
                     let at = match places {
                         0 => None,
                         1 => Some(at.as_slice()),
