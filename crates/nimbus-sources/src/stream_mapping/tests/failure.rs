@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::super::progress::Round;
 use super::super::{Done, FailureDestination, StreamCondition, StreamFailure, StreamResponse};
 use super::support::{
-    config, function, hold, record, record_at, sequences, Parts, RecordedCheckpoints,
+    config, function, hold, record, record_at, run_batch, sequences, Parts, RecordedCheckpoints,
 };
 use crate::stream::{stream_now, Checkpoint, Sequence, ShardId, StreamRecord};
 
@@ -63,16 +63,7 @@ async fn a_failing_batch_is_retried_until_the_function_succeeds() {
     hold(&shared, &shard()).await;
     let records = batch(3);
     let round = Round::new(&records);
-    let done = shared
-        .process_batch(
-            &shard(),
-            records.clone(),
-            None,
-            None,
-            &round,
-            &CancellationToken::new(),
-        )
-        .await;
+    let done = run_batch(&shared, &shard(), records.clone(), &round).await;
     assert!(matches!(done, Done::Finished));
     assert_eq!(calls.lock().len(), 3);
     assert!(calls
@@ -100,16 +91,7 @@ async fn bisection_isolates_the_poison_record_and_handles_the_rest() {
     hold(&shared, &shard()).await;
     let records = batch(4);
     let round = Round::new(&records);
-    shared
-        .process_batch(
-            &shard(),
-            records,
-            None,
-            None,
-            &round,
-            &CancellationToken::new(),
-        )
-        .await;
+    run_batch(&shared, &shard(), records, &round).await;
     let invoked: Vec<Vec<Sequence>> = calls.lock().iter().map(|b| sequences(&b.records)).collect();
     let s = |v: &[u128]| v.iter().map(|n| Sequence::from(*n)).collect::<Vec<_>>();
     // Halves in order, first half first; the poison record alone is given up on.
@@ -153,16 +135,7 @@ async fn a_partial_failure_finishes_the_records_before_it_and_retries_from_it() 
     hold(&shared, &shard()).await;
     let records = batch(4);
     let round = Round::new(&records);
-    shared
-        .process_batch(
-            &shard(),
-            records,
-            None,
-            None,
-            &round,
-            &CancellationToken::new(),
-        )
-        .await;
+    run_batch(&shared, &shard(), records, &round).await;
     let invoked: Vec<usize> = calls.lock().iter().map(|b| b.records.len()).collect();
     assert_eq!(
         invoked,
@@ -190,16 +163,7 @@ async fn records_older_than_the_maximum_age_go_to_the_destination_unhandled() {
     let old = stream_now() - Duration::from_secs(61);
     let records = vec![record_at("k", 1, old), record("k", 2)];
     let round = Round::new(&records);
-    shared
-        .process_batch(
-            &shard(),
-            records,
-            None,
-            None,
-            &round,
-            &CancellationToken::new(),
-        )
-        .await;
+    run_batch(&shared, &shard(), records, &round).await;
     let failure = given_up.try_recv().unwrap();
     assert_eq!(failure.condition, StreamCondition::RecordAgeExceeded);
     assert_eq!(sequences(&failure.records), vec![Sequence::from(1u128)]);
@@ -342,14 +306,7 @@ async fn a_failure_too_large_for_the_queue_goes_as_lambdas_own_record() {
     let round = Round::new(&records);
     let done = tokio::time::timeout(
         Duration::from_secs(3600),
-        shared.process_batch(
-            &shard(),
-            records,
-            None,
-            None,
-            &round,
-            &CancellationToken::new(),
-        ),
+        run_batch(&shared, &shard(), records, &round),
     )
     .await
     .expect("the shard stalled on a failure record the queue cannot take");

@@ -7,11 +7,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use nimbus_core::{handler_fn, Context, Function, FunctionError, Runtime, RuntimeConfig};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 use super::super::progress::Round;
 use super::super::{StreamBatch, StreamCondition, StreamFailure, StreamResponse};
-use super::support::{config, hold, Parts};
+use super::support::{config, hold, run_batch, Parts};
 use crate::stream::{Sequence, ShardId, StreamRecord};
 
 /// Lambda's example invocation record for a Kinesis stream, as its developer guide gives it
@@ -103,16 +102,7 @@ async fn the_on_failure_record_is_lambdas_invocation_record_with_the_records_add
         ),
     ];
     let round = Round::new(&records);
-    shared
-        .process_batch(
-            &shard,
-            records.clone(),
-            None,
-            None,
-            &round,
-            &CancellationToken::new(),
-        )
-        .await;
+    run_batch(&shared, &shard, records.clone(), &round).await;
     let failure = given_up.try_recv().unwrap();
     let ours = serde_json::to_value(&failure).unwrap();
 
@@ -195,16 +185,7 @@ async fn records_too_old_before_any_attempt_say_so() {
     let old = crate::stream::stream_now() - Duration::from_secs(120);
     let records = vec![super::support::record_at("k", 1, old)];
     let round = Round::new(&records);
-    shared
-        .process_batch(
-            &shard,
-            records,
-            None,
-            None,
-            &round,
-            &CancellationToken::new(),
-        )
-        .await;
+    run_batch(&shared, &shard, records, &round).await;
     assert!(calls.lock().is_empty());
     let json = serde_json::to_value(given_up.try_recv().unwrap()).unwrap();
     assert_eq!(json["requestContext"]["condition"], "RecordAgeExceeded");

@@ -12,8 +12,10 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::super::progress::Round;
 use super::super::{
-    FailureDestination, Shared, StreamBatch, StreamFunction, StreamMappingConfig, StreamResponse,
+    Done, FailureDestination, Shared, StreamBatch, StreamFunction, StreamMappingConfig,
+    StreamResponse,
 };
 use crate::error::SourceError;
 use crate::status::MappingStatus;
@@ -345,6 +347,19 @@ pub(super) async fn hold(shared: &Shared, shard: &ShardId) -> Lease {
         },
     );
     lease
+}
+
+/// Runs one batch of `shard` through the failure handling to its end: no places in the round
+/// known, no window, never stopped.
+pub(super) async fn run_batch(
+    shared: &Arc<Shared>,
+    shard: &ShardId,
+    records: Vec<StreamRecord>,
+    round: &Round,
+) -> Done {
+    shared
+        .process_batch(shard, records, None, None, round, &CancellationToken::new())
+        .await
 }
 
 /// Whether a lease's owner is the mapping configured with `owner` (a started mapping appends
