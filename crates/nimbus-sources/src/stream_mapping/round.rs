@@ -1,11 +1,14 @@
 //! Rounds: what a reader read, split into lanes by partition key (order is kept per key), each
 //! lane running its batches in order; and the invocation of one batch.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures_util::FutureExt as _;
 use nimbus_core::{InvokeError, InvokeOptions, RequestId};
 use tokio_util::sync::CancellationToken;
 
+use super::progress::Round;
 use super::{Done, Shared, StreamBatch, StreamResponse};
 use crate::stream::{hash_key, ShardId, StreamRecord};
 
@@ -54,25 +57,26 @@ impl Shared {
             lanes
         };
         let limits = self.limits(shard);
+        let mut lanes: Vec<_> = lanes.into_iter().filter(|(l, _)| !l.is_empty()).collect();
+        if lanes.len() == 1 {
+            // One lane (a factor of 1, or every key in one lane): it runs in the reader's task,
+            // where a task of its own would only add a spawn, a join and a wake-up a round. A
+            // panic stops the round, as a lane task's would.
+            let (lane, at) = lanes.pop().expect("one lane");
+            let lane = self.run_lane(shard, lane, &at, limits, &round, cancel);
+            return AssertUnwindSafe(lane)
+                .catch_unwind()
+                .await
+                .unwrap_or(Done::Stopped);
+        }
         let mut running = tokio::task::JoinSet::new();
-        for (lane, at) in lanes.into_iter().filter(|(l, _)| !l.is_empty()) {
+        for (lane, at) in lanes {
             let (this, shard) = (Arc::clone(self), Arc::clone(shard));
             let round = Arc::clone(&round);
             let cancel = cancel.clone();
             running.spawn(async move {
-                let mut places = at.as_slice();
-                for batch in limits.batches(lane) {
-                    let (batch_at, rest) = places.split_at(batch.len().min(places.len()));
-                    places = rest;
-                    let batch_at = Some(batch_at.to_vec());
-                    let done = this
-                        .process_batch(&shard, batch, batch_at, None, &round, &cancel)
-                        .await;
-                    if matches!(done, Done::Stopped) {
-                        return Done::Stopped;
-                    }
-                }
-                Done::Finished
+                this.run_lane(&shard, lane, &at, limits, &round, &cancel)
+                    .await
             });
         }
         let mut outcome = Done::Finished;
@@ -82,6 +86,32 @@ impl Shared {
             }
         }
         outcome
+    }
+
+    /// Runs a lane's batches in order (`at`: the records' places in the round); stops at the
+    /// first batch that stops.
+    async fn run_lane(
+        self: &Arc<Self>,
+        shard: &ShardId,
+        lane: Vec<StreamRecord>,
+        at: &[usize],
+        limits: super::payload::Limits,
+        round: &Round,
+        cancel: &CancellationToken,
+    ) -> Done {
+        let mut places = at;
+        for batch in limits.batches(lane) {
+            let (batch_at, rest) = places.split_at(batch.len().min(places.len()));
+            places = rest;
+            let batch_at = Some(batch_at.to_vec());
+            let done = self
+                .process_batch(shard, batch, batch_at, None, round, cancel)
+                .await;
+            if matches!(done, Done::Stopped) {
+                return Done::Stopped;
+            }
+        }
+        Done::Finished
     }
 
     /// The limits of a batch from `shard`: `batch_size` records and `max_batch_bytes` of
