@@ -22,13 +22,15 @@
 //!   function reported as succeeded, so a group is never processed out of order: a stronger
 //!   guarantee than Lambda's, which deletes what the function reported as done; kept on
 //!   purpose.
+//! - **Batch size 1**: a poller whose invocations are short receives up to 10 messages at once
+//!   and invokes them one by one, deleting the successes together; see `pace` and `singles`.
 //! - **Scaling**: concurrent batches start at `initial_concurrency`, grow by one per full batch
 //!   within `scale_up_per_minute` (a rate, as Lambda's: 300 a minute is one poller every
 //!   200 ms, never 300 at once, at the start or after idle time), shrink to one poller when
 //!   the queue is empty, and halve on function errors and throttles. Each poller holds one
-//!   batch, so prefetch is bounded by the concurrency. Each change of the target is told to
-//!   the source as a [demand hint](QueueSource::demand) (target × batch size; 0 when the
-//!   mapping stops), for brokers that prefetch (give each mapping its own value of such a
+//!   batch (up to 10 messages at batch size 1), so prefetch is bounded by the concurrency.
+//!   Each change of the target is told to the source as a [demand hint](QueueSource::demand)
+//!   (target × what a poller may hold; 0 when the mapping stops), for brokers that prefetch (give each mapping its own value of such a
 //!   source).
 //! - **Stats** ([`QueueSource::stats`]) are asked off the polling path, bounded by a timeout
 //!   and guarded against panics: at every metrics snapshot from a source that answers at once,
@@ -61,9 +63,11 @@ mod builder;
 mod config;
 mod drain;
 mod metrics;
+mod pace;
 mod poller;
 mod process;
 mod scale;
+mod singles;
 mod size;
 mod stats;
 mod stop;
@@ -295,7 +299,7 @@ impl QueueMapping {
         if shared.cancel.is_cancelled() {
             return;
         }
-        shared.demand(scaling.target.saturating_mul(shared.config.batch_size));
+        shared.demand(scaling.target.saturating_mul(shared.held_per_poller()));
         for _ in 0..scaling.active {
             shared.tasks.spawn(Arc::clone(shared).poll());
         }

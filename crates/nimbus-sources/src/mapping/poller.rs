@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::budget::Budget;
 use super::metrics::add;
+use super::pace::Pace;
 use super::{size, QueueFunction, QueueOrigin, Shared};
 use crate::error::SourceError;
 use crate::queue::Message;
@@ -16,11 +17,13 @@ use crate::status::{delay_of, MappingStatus};
 /// What one poller keeps of its own rather than share with the other pollers: the function's
 /// handle (with its principal), the mapping's name and the records' origin. Each invocation
 /// clones these `Arc`s into its batch and its handler's context; with copies of its own, a
-/// poller writes their reference counts on cache lines no other poller writes.
+/// poller writes their reference counts on cache lines no other poller writes. And how long
+/// its invocations take.
 pub(super) struct Poller {
     pub(super) function: QueueFunction,
     pub(super) name: Arc<str>,
     pub(super) origin: Arc<QueueOrigin>,
+    pub(super) pace: Pace,
 }
 
 impl Poller {
@@ -30,6 +33,7 @@ impl Poller {
             function: shared.function.for_event_source(&shared.name),
             name: Arc::from(&*shared.name),
             origin: Arc::new(QueueOrigin::clone(&shared.origin)),
+            pace: Pace::default(),
         }
     }
 }
@@ -54,7 +58,13 @@ impl Shared {
             // Before the receive starts: its empty answer tells a `drained` call made since
             // nothing about messages sent meanwhile.
             let epoch = self.drain.epoch();
-            let (messages, received_at) = match self.gather().await {
+            // At batch size 1, as many as this poller's pace allows (see `pace`).
+            let wanted = if self.config.batch_size == 1 {
+                poller.pace.may_hold()
+            } else {
+                self.config.batch_size
+            };
+            let (messages, received_at) = match self.gather(wanted).await {
                 Ok(gathered) => {
                     source_failures = 0;
                     gathered
@@ -118,13 +128,22 @@ impl Shared {
     /// Receives one batch: a long poll for the first messages, then more until the batch is
     /// full, the window ends or the payload cap is reached. Also returns when the first
     /// messages arrived: the oldest receipts' visibility timeout runs from about then.
-    async fn gather(self: &Arc<Self>) -> Result<(Vec<Message>, Instant), SourceError> {
+    ///
+    /// At batch size 1, up to `wanted` messages, each to be invoked on its own: none of them
+    /// can pass the payload cap alone, so none is cut off.
+    async fn gather(
+        self: &Arc<Self>,
+        wanted: usize,
+    ) -> Result<(Vec<Message>, Instant), SourceError> {
         let size = self.config.batch_size;
-        let Some(first) = self.receive_or_stop(size, self.config.poll_wait).await else {
+        let Some(first) = self.receive_or_stop(wanted, self.config.poll_wait).await else {
             return Ok((Vec::new(), Instant::now()));
         };
         let received_at = Instant::now();
         let mut batch = first.inspect_err(|e| self.source_error(e))?;
+        if size == 1 {
+            return Ok((batch, received_at));
+        }
         // What the records take in the invocation's payload: the batch never passes the cap
         // (6 MB by default); what does not fit goes back, its receive not counted, for the
         // next batch.

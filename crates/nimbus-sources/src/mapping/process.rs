@@ -30,7 +30,7 @@ enum Invoked {
 
 /// What became of a message of the batch.
 #[derive(Clone, Copy, PartialEq)]
-enum Verdict {
+pub(super) enum Verdict {
     Pending,
     Succeeded,
     Failed,
@@ -79,10 +79,18 @@ impl Shared {
         if let [message] = matching.as_slice() {
             // One record: nothing to bisect, block or split off, so none of the bookkeeping
             // below (the hot path of batch size 1).
-            let verdict = self.process_one(poller, message, &budget, fresh).await;
-            if verdict != Verdict::Succeeded {
+            let verdict = self.handle_one(poller, message, &budget, fresh).await;
+            if verdict == Verdict::Succeeded {
+                self.delete(std::slice::from_ref(&message.receipt)).await;
+            } else {
                 self.settle_verdicts(&matching, &[verdict]).await;
             }
+            return;
+        }
+        if self.config.batch_size == 1 {
+            // Several messages received at batch size 1 (see `pace`): one invocation each.
+            self.process_singles(poller, &matching, &budget, fresh)
+                .await;
             return;
         }
 
@@ -199,8 +207,8 @@ impl Shared {
     }
 
     /// Handles a batch of one record, as `process` would: invoked if it is in time and not a
-    /// recursive loop, deleted if it succeeds.
-    async fn process_one(
+    /// recursive loop. The caller deletes it if it succeeded.
+    pub(super) async fn handle_one(
         &self,
         poller: &Poller,
         message: &Message,
@@ -222,7 +230,6 @@ impl Shared {
                 if failed.is_some_and(|f| f.contains(&0)) {
                     return Verdict::Failed;
                 }
-                self.delete(std::slice::from_ref(&message.receipt)).await;
                 Verdict::Succeeded
             }
             Invoked::Failed => Verdict::Failed,
@@ -233,7 +240,7 @@ impl Shared {
     /// What follows the verdicts of a batch's messages: failed ones stay invisible until their
     /// visibility timeout, as in SQS (counted here); released ones go back at once, their
     /// receive uncounted (not a failed attempt). Succeeded ones were deleted already.
-    async fn settle_verdicts(&self, matching: &[Message], verdicts: &[Verdict]) {
+    pub(super) async fn settle_verdicts(&self, matching: &[Message], verdicts: &[Verdict]) {
         let failed = verdicts.iter().filter(|v| **v == Verdict::Failed).count();
         if failed > 0 {
             add(&self.counters.failed, failed);
@@ -305,7 +312,7 @@ impl Shared {
     }
 
     /// Deletes the messages of a sub-batch that succeeded.
-    async fn delete(&self, receipts: &[Receipt]) {
+    pub(super) async fn delete(&self, receipts: &[Receipt]) {
         if receipts.is_empty() {
             return;
         }
@@ -388,7 +395,11 @@ impl Shared {
                 .map(|&i| hop_count(&messages[i]))
                 .max();
             let options = InvokeOptions::default().with_hops(hops.unwrap_or(0));
-            let error = match poller.function.invoke_with(batch, options).await.result {
+            let invocation = poller.function.invoke_with(batch, options).await;
+            if let Some(report) = &invocation.report {
+                poller.pace.note(report.duration);
+            }
+            let error = match invocation.result {
                 Ok(response) => return Invoked::Ok(response),
                 Err(error) => error,
             };

@@ -10,6 +10,7 @@ use std::time::Duration;
 use parking_lot::MutexGuard;
 use tokio::time::Instant;
 
+use super::pace::MOST_HELD;
 use super::Shared;
 use crate::queue::QueueSource;
 use crate::status::panic_message;
@@ -88,7 +89,17 @@ impl Shared {
     /// panic in the source is caught (the hint is lost, the poller lives).
     fn tell_demand(&self, scaling: &MutexGuard<'_, Scaling>, before: usize) {
         if scaling.target != before && !self.cancel.is_cancelled() {
-            self.demand(scaling.target.saturating_mul(self.config.batch_size));
+            self.demand(scaling.target.saturating_mul(self.held_per_poller()));
+        }
+    }
+
+    /// The most messages a poller holds: its batch, or at batch size 1 as many as
+    /// [`MOST_HELD`] (see `pace`).
+    pub(super) fn held_per_poller(&self) -> usize {
+        if self.config.batch_size == 1 {
+            MOST_HELD
+        } else {
+            self.config.batch_size
         }
     }
 

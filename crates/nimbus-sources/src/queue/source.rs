@@ -272,7 +272,8 @@ pub trait QueueSource: Send + Sync + 'static {
     }
 
     /// A demand hint: how many messages the mapping wants in flight now (its target number
-    /// of concurrent batches × its batch size). Called when a mapping starts, whenever that
+    /// of concurrent batches × its batch size, or × 10 at batch size 1, where a poller may
+    /// receive up to 10 messages at once). Called when a mapping starts, whenever that
     /// number changes as the mapping scales, and with 0 when it stops. A broker that
     /// prefetches sizes its prefetch with it (RabbitMQ's `basic.qos` prefetch count, a NATS
     /// pull batch, a Kafka fetch size); one that does not ignores it (the default).

@@ -19,6 +19,7 @@ mod objects;
 mod objects_s3;
 mod properties;
 mod seams;
+mod singles;
 mod sqs_event;
 mod stats;
 mod stream_drain;

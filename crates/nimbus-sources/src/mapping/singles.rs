@@ -1,0 +1,58 @@
+//! Handling several messages received at batch size 1 (see `pace`): an invocation for each,
+//! one after another, and one delete for those that succeeded.
+
+use std::sync::Arc;
+
+use super::budget::Budget;
+use super::poller::Poller;
+use super::process::Verdict;
+use super::Shared;
+use crate::queue::{Message, Receipt};
+
+impl Shared {
+    /// Invokes each of `messages` on its own, in order, as `process` would a batch of one.
+    /// Those that succeed are deleted together at the end: each invocation was checked against
+    /// the budget, so the delete lands before their receipts expire. The others go back
+    /// uncounted, as if this poller had never received them:
+    /// - the messages of a FIFO group after one that failed (which keeps the group blocked
+    ///   until it returns, so the group keeps its order);
+    /// - once the mapping stops or the budget runs out, the rest;
+    /// - once the poller's invocations slow down so that it would hold the rest for longer
+    ///   than it should, the rest, for other pollers.
+    pub(super) async fn process_singles(
+        &self,
+        poller: &Poller,
+        messages: &[Message],
+        budget: &Budget,
+        fresh: bool,
+    ) {
+        let mut verdicts = Vec::with_capacity(messages.len());
+        let mut succeeded: Vec<Receipt> = Vec::with_capacity(messages.len());
+        // FIFO groups with a failed message in this run.
+        let mut blocked: Vec<Arc<str>> = Vec::new();
+        let mut handing_back = false;
+        for (at, message) in messages.iter().enumerate() {
+            let group = message.group_id.as_ref().filter(|_| self.fifo);
+            let behind_failure = group.is_some_and(|g| blocked.contains(g));
+            if !handing_back && at > 0 && poller.pace.may_hold() < messages.len() - at {
+                handing_back = true;
+            }
+            let verdict = if behind_failure || handing_back {
+                Verdict::Released
+            } else {
+                self.handle_one(poller, message, budget, fresh && at == 0)
+                    .await
+            };
+            match verdict {
+                Verdict::Succeeded => succeeded.push(message.receipt.clone()),
+                Verdict::Failed => blocked.extend(group.cloned()),
+                // Stopping or out of time: nothing more is invoked.
+                Verdict::Released if !behind_failure => handing_back = true,
+                Verdict::Released | Verdict::Pending => {}
+            }
+            verdicts.push(verdict);
+        }
+        self.delete(&succeeded).await;
+        self.settle_verdicts(messages, &verdicts).await;
+    }
+}
