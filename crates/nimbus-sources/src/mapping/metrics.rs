@@ -16,7 +16,9 @@ pub struct QueueMappingMetrics {
     pub filtered: u64,
     /// Messages left to become visible again after a failure.
     pub failed: u64,
-    /// Messages made visible again at once (throttled past their visibility, or stopping).
+    /// Messages made visible again at once, their receive uncounted: throttled past their
+    /// visibility, stopping, or at batch size 1 handed back by a poller that would hold them
+    /// too long or behind a failure in their FIFO group.
     pub released: u64,
     /// Invocations of the function.
     pub invocations: u64,

@@ -7,6 +7,8 @@
 //! succeeded together. It holds no more than it expects to finish within [`HOLD_FOR`], so a
 //! message waits at most about that long behind the others; a slow handler gets one message
 //! at a time, as before, and a poller whose invocations slow down hands back what it holds.
+//! What holds a poller counts as an invocation's duration: a cold start's init, and the wait
+//! before a throttled invocation's retry.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -397,7 +397,12 @@ impl Shared {
             let options = InvokeOptions::default().with_hops(hops.unwrap_or(0));
             let invocation = poller.function.invoke_with(batch, options).await;
             if let Some(report) = &invocation.report {
-                poller.pace.note(report.duration);
+                // What held the poller: a cold start's init too.
+                poller.pace.note(
+                    report
+                        .duration
+                        .saturating_add(report.init_duration.unwrap_or_default()),
+                );
             }
             let error = match invocation.result {
                 Ok(response) => return Invoked::Ok(response),
@@ -409,6 +414,9 @@ impl Shared {
                     self.back_off();
                     throttled += 1;
                     let delay = delay_of(&nimbus_core::Backoff::throttles(), throttled);
+                    // The wait holds the poller as an invocation would: what else it holds
+                    // goes back for other pollers (see `pace`).
+                    poller.pace.note(delay);
                     // Give up once a retry could not end before the oldest receipt expires.
                     if !budget.allows(delay) {
                         return Invoked::OutOfTime;

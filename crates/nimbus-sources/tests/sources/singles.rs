@@ -261,3 +261,110 @@ async fn a_fifo_failure_sends_the_rest_of_its_group_back_uncounted() {
         (1, 2, 5)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fifo_failure_holds_back_its_own_group_only() {
+    let rt = runtime();
+    let (function, seen) = watching(&rt, "groups").await;
+    let q = queue(
+        QueueConfig::default()
+            .fifo()
+            .with_visibility_timeout(Duration::from_secs(2)),
+    );
+    // The first alone; then one receive takes group a's rest and group b.
+    q.send_message(Outgoing::new("a0").with_group("a")).unwrap();
+    let source = asking(&q);
+    let mapping = QueueMapping::start(Arc::clone(&source), function, one_poller("groups")).unwrap();
+    eventually(Duration::from_secs(1), || seen.records.lock().len() == 1).await;
+    q.send_batch([
+        Outgoing::new("fail-once-a1").with_group("a"),
+        Outgoing::new("a2").with_group("a"),
+        Outgoing::new("b0").with_group("b"),
+        Outgoing::new("b1").with_group("b"),
+    ])
+    .unwrap();
+    eventually(Duration::from_secs(10), || q.is_empty()).await;
+    assert!(mapping.stop(Duration::from_secs(1)).await);
+
+    let receives = source.receives.lock().clone();
+    assert_eq!(receives[..2], [(1, 1), (10, 4)], "{receives:?}");
+    let handled: Vec<String> = seen.records.lock().iter().map(|(b, _)| b.clone()).collect();
+    // Group b is handled at once; a2 waits for a1's retry.
+    assert_eq!(
+        handled,
+        ["a0", "fail-once-a1", "b0", "b1", "fail-once-a1", "a2"]
+    );
+    let metrics = mapping.metrics();
+    assert_eq!(
+        (metrics.failed, metrics.released, metrics.deleted),
+        (1, 1, 5)
+    );
+}
+
+/// A throttle holds the poller as a slow invocation would: what else it holds goes back.
+#[tokio::test(start_paused = true)]
+async fn a_throttled_poller_hands_back_what_it_holds() {
+    let rt = runtime();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let function = rt
+        .register(
+            Function::new(
+                "throttled",
+                handler_fn({
+                    let seen = Arc::clone(&seen);
+                    move |batch: QueueBatch, _ctx: Context| {
+                        let seen = Arc::clone(&seen);
+                        async move {
+                            for record in &batch.records {
+                                let body = record.body_str().unwrap_or("?").to_owned();
+                                if body == "hang" {
+                                    tokio::time::sleep(Duration::from_secs(2)).await;
+                                }
+                                seen.lock().push(format!("{body}#{}", record.receive_count));
+                            }
+                            Ok::<_, FunctionError>(BatchResponse::success())
+                        }
+                    }
+                }),
+            )
+            .with_timeout(Duration::from_secs(5))
+            .with_max_concurrency(1),
+        )
+        .await
+        .expect("register");
+    let q = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(30)));
+    q.send("m0").unwrap();
+    let source = asking(&q);
+    let mapping = QueueMapping::start(
+        Arc::clone(&source),
+        function.clone(),
+        one_poller("throttled"),
+    )
+    .unwrap();
+    eventually(Duration::from_secs(1), || seen.lock().len() == 1).await;
+    // Another mapping takes the function's only slot for 2 s; then ten messages arrive.
+    let hogs = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(30)));
+    hogs.send("hang").unwrap();
+    let hog = QueueMapping::start(Arc::clone(&hogs), function, one_poller("hog")).unwrap();
+    eventually(Duration::from_secs(1), || {
+        q.counts().in_flight == 0 && hogs.counts().in_flight == 1
+    })
+    .await;
+    q.send_batch(bodies("m", 11).into_iter().skip(1).map(Outgoing::new))
+        .unwrap();
+    eventually(Duration::from_secs(20), || q.is_empty() && hogs.is_empty()).await;
+    assert!(mapping.stop(Duration::from_secs(1)).await);
+    assert!(hog.stop(Duration::from_secs(1)).await);
+
+    let receives = source.receives.lock().clone();
+    assert_eq!(receives[..2], [(1, 1), (10, 10)], "{receives:?}");
+    let metrics = mapping.metrics();
+    assert!(metrics.throttles >= 1, "{metrics:?}");
+    assert_eq!(metrics.released, 9, "m2..m10 went back: {metrics:?}");
+    let mut handled = seen.lock().clone();
+    handled.sort();
+    let mut expected: Vec<String> = bodies("m", 11).iter().map(|b| format!("{b}#1")).collect();
+    expected.push("hang#1".to_owned());
+    expected.sort();
+    assert_eq!(handled, expected);
+}
