@@ -21,7 +21,7 @@
 //!   one in the same message group are failed too (returned to the queue), even those the
 //!   function reported as succeeded, so a group is never processed out of order: a stronger
 //!   guarantee than Lambda's, which deletes what the function reported as done; kept on
-//!   purpose.
+//!   purpose. At batch size 1 they go back uncounted instead (see `singles`).
 //! - **Batch size 1**: a poller whose invocations are short receives up to 10 messages at once
 //!   and invokes them one by one, deleting the successes together; see `pace` and `singles`.
 //! - **Scaling**: concurrent batches start at `initial_concurrency`, grow by one per full batch
@@ -30,8 +30,8 @@
 //!   the queue is empty, and halve on function errors and throttles. Each poller holds one
 //!   batch (up to 10 messages at batch size 1), so prefetch is bounded by the concurrency.
 //!   Each change of the target is told to the source as a [demand hint](QueueSource::demand)
-//!   (target × what a poller may hold; 0 when the mapping stops), for brokers that prefetch (give each mapping its own value of such a
-//!   source).
+//!   (target × what a poller may hold; 0 when the mapping stops), for brokers that prefetch
+//!   (give each mapping its own value of such a source).
 //! - **Stats** ([`QueueSource::stats`]) are asked off the polling path, bounded by a timeout
 //!   and guarded against panics: at every metrics snapshot from a source that answers at once,
 //!   in the background at most once a second from one that asks its broker. Pollers never wait

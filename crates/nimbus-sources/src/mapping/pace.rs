@@ -7,17 +7,22 @@
 //! succeeded together. It holds no more than it expects to finish within [`HOLD_FOR`], so a
 //! message waits at most about that long behind the others; a slow handler gets one message
 //! at a time, as before, and a poller whose invocations slow down hands back what it holds.
-//! What holds a poller counts as an invocation's duration: a cold start's init, and the wait
-//! before a throttled invocation's retry.
+//! What holds a poller counts as an invocation's duration: a cold start's init, the wait
+//! before a throttled invocation's retry, and [`REFUSED`] for an invocation refused without
+//! a report (an init that failed or timed out, say), whose wait nothing measured.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// About how long a message may wait in a poller's hands behind the others it received.
-pub(super) const HOLD_FOR: Duration = Duration::from_micros(100);
+const HOLD_FOR: Duration = Duration::from_micros(100);
 
 /// The most messages a poller holds at batch size 1: an SQS receive's maximum.
 pub(super) const MOST_HELD: usize = 10;
+
+/// What an invocation refused without a report counts as: long enough to hand back what the
+/// poller holds, and forgotten after a few dozen short invocations.
+pub(super) const REFUSED: Duration = Duration::from_millis(1);
 
 /// Nothing measured yet.
 const UNKNOWN: u64 = u64::MAX;
@@ -100,6 +105,15 @@ mod tests {
             pace.note(Duration::from_micros(1));
         }
         assert_eq!(pace.may_hold(), MOST_HELD);
+    }
+
+    #[test]
+    fn a_refused_invocation_counts_as_a_long_one() {
+        let pace = Pace::default();
+        pace.note(Duration::from_micros(1));
+        assert_eq!(pace.may_hold(), MOST_HELD);
+        pace.note(REFUSED);
+        assert_eq!(pace.may_hold(), 1);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::refusal::{classify, Refusal};
 
 use super::budget::Budget;
 use super::metrics::add;
+use super::pace::REFUSED;
 use super::poller::Poller;
 use super::{BatchResponse, QueueBatch, QueueRecord, Shared};
 use crate::queue::{Message, Receipt};
@@ -396,14 +397,14 @@ impl Shared {
                 .max();
             let options = InvokeOptions::default().with_hops(hops.unwrap_or(0));
             let invocation = poller.function.invoke_with(batch, options).await;
-            if let Some(report) = &invocation.report {
-                // What held the poller: a cold start's init too.
-                poller.pace.note(
+            // What held the poller: a cold start's init too (see `pace`).
+            poller
+                .pace
+                .note(invocation.report.as_ref().map_or(REFUSED, |report| {
                     report
                         .duration
-                        .saturating_add(report.init_duration.unwrap_or_default()),
-                );
-            }
+                        .saturating_add(report.init_duration.unwrap_or_default())
+                }));
             let error = match invocation.result {
                 Ok(response) => return Invoked::Ok(response),
                 Err(error) => error,

@@ -17,7 +17,7 @@ use crate::status::panic_message;
 
 /// When a full batch may next add a poller: with the target at its maximum or the scale-up
 /// budget spent, every full batch would otherwise take the `scaling` lock and the budget's
-/// lock for nothing (at batch size 1, twice per message, shared by every poller). Set under
+/// lock for nothing (at batch size 1, twice per receive, shared by every poller). Set under
 /// the `scaling` lock; read without it, and a stale value only delays growth by one batch.
 #[derive(Debug)]
 pub(super) struct Growth {

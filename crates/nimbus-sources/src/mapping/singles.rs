@@ -12,13 +12,15 @@ use crate::queue::{Message, Receipt};
 impl Shared {
     /// Invokes each of `messages` on its own, in order, as `process` would a batch of one.
     /// Those that succeed are deleted together at the end: each invocation was checked against
-    /// the budget, so the delete lands before their receipts expire. The others go back
-    /// uncounted, as if this poller had never received them:
+    /// the budget, so the delete lands before their receipts expire (a cold start's init is
+    /// not counted, as for any batch: one can make the delete late, and those messages come
+    /// back). The others go back uncounted, as if this poller had never received them, and
+    /// before that delete:
     /// - the messages of a FIFO group after one that failed (which keeps the group blocked
     ///   until it returns, so the group keeps its order);
     /// - once the mapping stops or the budget runs out, the rest;
-    /// - once the poller's invocations slow down so that it would hold the rest for longer
-    ///   than it should, the rest, for other pollers.
+    /// - once the poller's invocations slow down, those past what it may still hold (the one
+    ///   it invokes next included), for other pollers.
     pub(super) async fn process_singles(
         &self,
         poller: &Poller,
@@ -30,14 +32,15 @@ impl Shared {
         let mut succeeded: Vec<Receipt> = Vec::with_capacity(messages.len());
         // FIFO groups with a failed message in this run.
         let mut blocked: Vec<Arc<str>> = Vec::new();
-        let mut handing_back = false;
+        // The messages from here on go back: it only comes nearer.
+        let mut end = messages.len();
         for (at, message) in messages.iter().enumerate() {
+            if at > 0 {
+                end = end.min(at.saturating_add(poller.pace.may_hold()));
+            }
             let group = message.group_id.as_ref().filter(|_| self.fifo);
             let behind_failure = group.is_some_and(|g| blocked.contains(g));
-            if !handing_back && at > 0 && poller.pace.may_hold() < messages.len() - at {
-                handing_back = true;
-            }
-            let verdict = if behind_failure || handing_back {
+            let verdict = if behind_failure || at >= end {
                 Verdict::Released
             } else {
                 self.handle_one(poller, message, budget, fresh && at == 0)
@@ -47,12 +50,13 @@ impl Shared {
                 Verdict::Succeeded => succeeded.push(message.receipt.clone()),
                 Verdict::Failed => blocked.extend(group.cloned()),
                 // Stopping or out of time: nothing more is invoked.
-                Verdict::Released if !behind_failure => handing_back = true,
+                Verdict::Released if !behind_failure => end = end.min(at),
                 Verdict::Released | Verdict::Pending => {}
             }
             verdicts.push(verdict);
         }
-        self.delete(&succeeded).await;
+        // What goes back first: other pollers may take it while the delete is under way.
         self.settle_verdicts(messages, &verdicts).await;
+        self.delete(&succeeded).await;
     }
 }

@@ -266,7 +266,11 @@ pub trait QueueSource: Send + Sync + 'static {
 
     /// Whether messages are ordered per message group (a FIFO queue). A mapping over a FIFO
     /// source refuses, when it is built, a batch size above 10 and a batching window, as
-    /// Lambda does; a source with message groups must say so here.
+    /// Lambda does; a source with message groups must say so here. As an SQS FIFO queue, such
+    /// a source delivers no message of a group while another of the group is in flight, and
+    /// puts a message it takes back ([`QueueSource::release`], or a visibility timeout) in
+    /// front of the rest of its group: a mapping at batch size 1 hands back the messages of a
+    /// group behind a failed one and relies on both.
     fn is_fifo(&self) -> bool {
         false
     }

@@ -68,15 +68,15 @@ fn asking(inner: &Arc<InMemoryQueue>) -> Arc<Asking> {
 /// What the function saw of each record: (body, its receive count), and the size of each
 /// invocation's batch.
 #[derive(Default)]
-struct Seen {
+struct Watched {
     records: Mutex<Vec<(String, u32)>>,
     batch_sizes: Mutex<Vec<usize>>,
 }
 
 /// A function that records what it sees. A record whose body starts with `slow` takes 5 ms;
 /// one starting with `fail-once` fails its batch the first time it is seen.
-async fn watching(rt: &Runtime, name: &str) -> (QueueFunction, Arc<Seen>) {
-    let seen = Arc::new(Seen::default());
+async fn watching(rt: &Runtime, name: &str) -> (QueueFunction, Arc<Watched>) {
+    let seen = Arc::new(Watched::default());
     let failed_once = Arc::new(AtomicBool::new(false));
     let handle = rt
         .register(
@@ -195,7 +195,8 @@ async fn a_poller_whose_handler_slows_down_hands_back_what_it_holds_uncounted() 
     let (function, seen) = watching(&rt, "slowing").await;
     let q = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(30)));
     // The first alone; the next receive takes m1, slow2 and m3..m10, and the poller learns at
-    // slow2 that it holds too many.
+    // slow2 that it holds too many: it invokes m3, the one it may still hold, and hands back
+    // the rest.
     let mut sent = bodies("m", 12);
     sent[2] = "slow2".to_owned();
     q.send_batch(sent.iter().map(|b| Outgoing::new(b.clone())))
@@ -215,7 +216,7 @@ async fn a_poller_whose_handler_slows_down_hands_back_what_it_holds_uncounted() 
     expected.sort();
     assert_eq!(records, expected);
     let metrics = mapping.metrics();
-    assert_eq!(metrics.released, 8, "m3..m10 went back");
+    assert_eq!(metrics.released, 7, "m4..m10 went back");
     assert_eq!((metrics.deleted, metrics.failed), (12, 0));
 }
 
@@ -301,7 +302,8 @@ async fn a_fifo_failure_holds_back_its_own_group_only() {
     );
 }
 
-/// A throttle holds the poller as a slow invocation would: what else it holds goes back.
+/// A throttle holds the poller as a slow invocation would: what else it holds goes back, but
+/// for the one it may still hold (m2).
 #[tokio::test(start_paused = true)]
 async fn a_throttled_poller_hands_back_what_it_holds() {
     let rt = runtime();
@@ -360,7 +362,7 @@ async fn a_throttled_poller_hands_back_what_it_holds() {
     assert_eq!(receives[..2], [(1, 1), (10, 10)], "{receives:?}");
     let metrics = mapping.metrics();
     assert!(metrics.throttles >= 1, "{metrics:?}");
-    assert_eq!(metrics.released, 9, "m2..m10 went back: {metrics:?}");
+    assert_eq!(metrics.released, 8, "m3..m10 went back: {metrics:?}");
     let mut handled = seen.lock().clone();
     handled.sort();
     let mut expected: Vec<String> = bodies("m", 11).iter().map(|b| format!("{b}#1")).collect();
