@@ -240,7 +240,7 @@ impl Shared {
 
     /// What follows the verdicts of a batch's messages: failed ones stay invisible until their
     /// visibility timeout, as in SQS (counted here); released ones go back at once, their
-    /// receive uncounted (not a failed attempt). Succeeded ones were deleted already.
+    /// receive uncounted (not a failed attempt). Succeeded ones are the caller's to delete.
     pub(super) async fn settle_verdicts(&self, matching: &[Message], verdicts: &[Verdict]) {
         let failed = verdicts.iter().filter(|v| **v == Verdict::Failed).count();
         if failed > 0 {
