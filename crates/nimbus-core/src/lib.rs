@@ -89,7 +89,8 @@ pub use config::{
 };
 pub use error::{
     AccessDenied, AsyncCallError, CallError, ConfigError, FunctionError, InitFailure, InvokeError,
-    LookupError, OutcomeKind, RegisterError, RejectReason, Rejected, RetryHint, ThrottleReason,
+    LookupError, OutcomeKind, Refused, RegisterError, RejectReason, Rejected, RetryHint,
+    ThrottleReason,
 };
 pub use executor::{Invocation, InvokeOptions};
 pub use function::{Function, FunctionHandle, JsonInvocation};

@@ -95,6 +95,30 @@ pub enum RejectReason {
     AccessDenied(AccessDenied),
 }
 
+/// A synchronous invocation refused before a handler saw its event (throttled, denied, the
+/// function stopping or unregistered, an instance that failed to start), with the event handed
+/// back: see [`FunctionHandle::try_invoke_with`](crate::FunctionHandle::try_invoke_with).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Refused<E> {
+    /// The event, unchanged.
+    pub event: E,
+    /// Why no handler ran, as [`Invocation::result`](crate::Invocation::result) would say.
+    pub error: InvokeError,
+}
+
+impl<E> fmt::Display for Refused<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl<E: fmt::Debug> std::error::Error for Refused<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
 /// An event an asynchronous invocation did not accept, handed back to the caller with the
 /// reason.
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-pub use call::{AsyncCallError, CallError, LookupError, RejectReason, Rejected};
+pub use call::{AsyncCallError, CallError, LookupError, Refused, RejectReason, Rejected};
 
 /// An invalid configuration value, caught when the configuration is built.
 ///

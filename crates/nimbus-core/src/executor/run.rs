@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{governor, Executor};
-use crate::error::{InvokeError, OutcomeKind};
+use crate::error::{InvokeError, OutcomeKind, Refused};
 use crate::handler::{hops, Caller, ClientContext, CognitoIdentity, Context, Extras, RequestId};
 use crate::instance::{Fault, Instance, Lease};
 use crate::metering::{self, UsageReport};
@@ -141,35 +141,49 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         principal: Caller,
         options: InvokeOptions,
     ) -> Invocation<O> {
+        self.try_invoke(event, principal, options)
+            .await
+            .unwrap_or_else(|refused| Invocation::refused(refused.error))
+    }
+
+    /// As [`Executor::invoke`], handing the event back when the invocation is refused before a
+    /// handler sees it, so that a caller can retry a throttle without a copy of the event.
+    pub(crate) async fn try_invoke(
+        &self,
+        event: E,
+        principal: Caller,
+        options: InvokeOptions,
+    ) -> Result<Invocation<O>, Refused<E>> {
+        let refuse = |event: E, error: InvokeError| Err(Refused { event, error });
         // A handler that finishes on its first poll never yields; charge the task's cooperative
         // budget so that a caller looping over invocations still lets its worker run other tasks.
         tokio::task::consume_budget().await;
         let Some(_in_flight) = self.shared.gate.enter() else {
-            return Invocation::refused(InvokeError::ShuttingDown);
+            return refuse(event, InvokeError::ShuttingDown);
         };
         if let Err(denied) = self.authorize(&principal) {
-            return Invocation::refused(InvokeError::AccessDenied(denied));
+            return refuse(event, InvokeError::AccessDenied(denied));
         }
         let hops = principal.hops().max(options.hops.unwrap_or(0));
         let principal = principal.with_hops(hops);
         if let Err(error) = self.check_loop(&principal) {
-            return Invocation::refused(error);
+            return refuse(event, error);
         }
         let permit = match self.try_permit() {
             Ok(permit) => permit,
-            Err(_) if self.is_closed() => return Invocation::refused(self.unregistered()),
+            Err(_) if self.is_closed() => return refuse(event, self.unregistered()),
             Err(reason) => {
                 self.counters.throttled(reason);
-                return Invocation::refused(InvokeError::Throttled(reason));
+                return refuse(event, InvokeError::Throttled(reason));
             }
         };
         let Some(_active) = self.activate(permit, false) else {
-            return Invocation::refused(self.unregistered());
+            return refuse(event, self.unregistered());
         };
 
         let (mut lease, init_duration) = match self.lease_instance().await {
             Ok(leased) => leased,
-            Err(error) => return Invocation::refused(error),
+            Err(error) => return refuse(event, error),
         };
         let request_id = self.shared.next_request_id();
         let attempt = options.attempt.unwrap_or(1);
@@ -189,10 +203,10 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         if matches!(run.result, Err(InvokeError::Cancelled)) {
             self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
         }
-        Invocation {
+        Ok(Invocation {
             result: run.result,
             report: Some(run.report),
-        }
+        })
     }
 
     /// Refuses an invocation whose hop count reached the recursion limit, unless the function

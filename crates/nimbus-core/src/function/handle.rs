@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::FunctionInner;
 use crate::async_invoke::{AsyncMetrics, InvocationRecord};
 use crate::config::FunctionConfig;
-use crate::error::{InvokeError, Rejected};
+use crate::error::{InvokeError, Refused, Rejected};
 use crate::executor::{Invocation, InvokeOptions};
 use crate::handler::{Caller, Principal, RequestId};
 use crate::metering::Usage;
@@ -138,6 +138,25 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
         self.inner
             .exec
             .invoke(event, self.principal.clone().inheriting(), options)
+            .await
+    }
+
+    /// As [`FunctionHandle::invoke_with`], handing the event back when the invocation is
+    /// refused before a handler sees it (throttled, denied, stopping, unregistered, or an
+    /// instance that failed to start), so that a caller that retries a throttle needs no copy
+    /// of the event. What [`Invocation::report`] would be `None` for comes back as [`Refused`].
+    ///
+    /// # Errors
+    ///
+    /// [`Refused`] holds the event and the [`InvokeError`] `invoke_with` would have answered.
+    pub async fn try_invoke_with(
+        &self,
+        event: E,
+        options: InvokeOptions,
+    ) -> Result<Invocation<O>, Refused<E>> {
+        self.inner
+            .exec
+            .try_invoke(event, self.principal.clone().inheriting(), options)
             .await
     }
 

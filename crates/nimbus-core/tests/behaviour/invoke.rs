@@ -237,3 +237,54 @@ async fn context_carries_invocation_facts() {
     assert_eq!(invoker, Principal::Host);
     assert!(!cancelled);
 }
+
+/// `try_invoke_with` hands an event refused before any handler saw it back, with the error
+/// `invoke_with` would answer (throttled, then unregistered); one that runs answers as
+/// `invoke_with` does, with its report.
+#[tokio::test(start_paused = true)]
+async fn try_invoke_hands_a_refused_event_back() {
+    let rt = runtime(10);
+    let length = |name: &str| {
+        Function::new(
+            name,
+            handler_fn(|s: String, _ctx: Context| async move { Ok::<_, FunctionError>(s.len()) }),
+        )
+    };
+    let closed = rt
+        .register(length("closed").with_max_concurrency(0))
+        .await
+        .unwrap();
+    let refused = closed
+        .try_invoke_with("kept whole".to_owned(), InvokeOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.event, "kept whole");
+    assert!(
+        matches!(
+            refused.error,
+            InvokeError::Throttled(nimbus_core::ThrottleReason::FunctionLimit)
+        ),
+        "{}",
+        refused.error
+    );
+
+    let open = rt.register(length("open")).await.unwrap();
+    let ran = open
+        .try_invoke_with("four".to_owned(), InvokeOptions::default())
+        .await
+        .expect("a handler ran");
+    assert_eq!(ran.result.unwrap(), 4);
+    assert!(ran.report.is_some());
+
+    rt.unregister("open", Duration::from_secs(1)).await.unwrap();
+    let refused = open
+        .try_invoke_with("after".to_owned(), InvokeOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.event, "after");
+    assert!(
+        matches!(refused.error, InvokeError::Unregistered(_)),
+        "{}",
+        refused.error
+    );
+}

@@ -120,16 +120,28 @@ impl QueueOrigin {
 }
 
 impl QueueRecord {
+    /// The record of `message`, handed over at `now`. `take` moves its body and attributes
+    /// into the record instead of copying them (leaving them empty in `message`): for an
+    /// invocation after which no other can need them.
     pub(crate) fn from_message(
-        message: &Message,
+        message: &mut Message,
+        take: bool,
         origin: &Arc<QueueOrigin>,
         now: SystemTime,
     ) -> Self {
+        let (body, attributes) = if take {
+            (
+                std::mem::take(&mut message.body),
+                std::mem::take(&mut message.attributes),
+            )
+        } else {
+            (message.body.clone(), message.attributes.clone())
+        };
         Self {
             message_id: message.id.clone(),
             receipt_handle: message.receipt.clone(),
-            body: message.body.clone(),
-            attributes: message.attributes.clone(),
+            body,
+            attributes,
             receive_count: message.receive_count,
             sent_at: message.sent_at,
             first_received_at: now,

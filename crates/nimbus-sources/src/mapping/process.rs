@@ -53,7 +53,7 @@ impl Shared {
     /// their visibility timeout, their receive counted; the others, not yet known to fail,
     /// are handed back uncounted.
     pub(super) async fn process(&self, poller: &Poller, messages: Vec<Message>, budget: Budget) {
-        let (matching, filtered): (Vec<Message>, Vec<Message>) = if self.filters.is_empty() {
+        let (mut matching, filtered): (Vec<Message>, Vec<Message>) = if self.filters.is_empty() {
             (messages, Vec::new())
         } else {
             messages
@@ -77,7 +77,7 @@ impl Shared {
         if matching.is_empty() {
             return;
         }
-        if let [message] = matching.as_slice() {
+        if let [message] = matching.as_mut_slice() {
             // One record: nothing to bisect, block or split off, so none of the bookkeeping
             // below (the hot path of batch size 1).
             let verdict = self.handle_one(poller, message, &budget, fresh).await;
@@ -90,7 +90,7 @@ impl Shared {
         }
         if self.config.batch_size == 1 {
             // Several messages received at batch size 1 (see `pace`): one invocation each.
-            self.process_singles(poller, &matching, &budget, fresh)
+            self.process_singles(poller, &mut matching, &budget, fresh)
                 .await;
             return;
         }
@@ -114,11 +114,11 @@ impl Shared {
         let mut stopping = false;
         let mut out_of_time = false;
         while let Some(Work { indices, parent }) = first.take().or_else(|| work.pop_front()) {
-            let group_of = |i: usize| matching[i].group_id.clone();
+            let group_of = |matching: &[Message], i: usize| matching[i].group_id.clone();
             let (runnable, held): (Vec<usize>, Vec<usize>) = if self.fifo {
                 indices
                     .into_iter()
-                    .partition(|&i| group_of(i).is_none_or(|g| !blocked.contains(&g)))
+                    .partition(|&i| group_of(&matching, i).is_none_or(|g| !blocked.contains(&g)))
             } else {
                 (indices, Vec::new())
             };
@@ -136,7 +136,7 @@ impl Shared {
             } else if out_of_time || !in_time {
                 Invoked::OutOfTime
             } else {
-                self.invoke(poller, &matching, &runnable, &budget).await
+                self.invoke(poller, &mut matching, &runnable, &budget).await
             };
             match invoked {
                 Invoked::Ok(response) => {
@@ -144,10 +144,11 @@ impl Shared {
                     let mut succeeded = Vec::with_capacity(runnable.len());
                     for &i in &runnable {
                         let fails = failed.as_ref().is_some_and(|f| f.contains(&i))
-                            || (self.fifo && group_of(i).is_some_and(|g| blocked.contains(&g)));
+                            || (self.fifo
+                                && group_of(&matching, i).is_some_and(|g| blocked.contains(&g)));
                         if fails {
                             verdicts[i] = Verdict::Failed;
-                            if let Some(group) = group_of(i) {
+                            if let Some(group) = group_of(&matching, i) {
                                 blocked.insert(group);
                             }
                         } else {
@@ -176,7 +177,7 @@ impl Shared {
                     failures += 1;
                     for &i in &runnable {
                         verdicts[i] = Verdict::Failed;
-                        if let Some(group) = group_of(i) {
+                        if let Some(group) = group_of(&matching, i) {
                             blocked.insert(group);
                         }
                     }
@@ -194,7 +195,7 @@ impl Shared {
                     for &i in &runnable {
                         if known_to_fail {
                             verdicts[i] = Verdict::Failed;
-                            if let Some(group) = group_of(i) {
+                            if let Some(group) = group_of(&matching, i) {
                                 blocked.insert(group);
                             }
                         } else {
@@ -212,7 +213,7 @@ impl Shared {
     pub(super) async fn handle_one(
         &self,
         poller: &Poller,
-        message: &Message,
+        message: &mut Message,
         budget: &Budget,
         fresh: bool,
     ) -> Verdict {
@@ -224,7 +225,7 @@ impl Shared {
             // Not known to fail: back it goes, uncounted.
             return Verdict::Released;
         }
-        let messages = std::slice::from_ref(message);
+        let messages = std::slice::from_mut(message);
         match self.invoke(poller, messages, &[0], budget).await {
             Invoked::Ok(response) => {
                 let failed = self.failed_indices(messages, &[0], &response);
@@ -355,7 +356,7 @@ impl Shared {
     async fn invoke(
         &self,
         poller: &Poller,
-        messages: &[Message],
+        messages: &mut [Message],
         indices: &[usize],
         budget: &Budget,
     ) -> Invoked {
@@ -371,43 +372,68 @@ impl Shared {
         }
     }
 
+    /// Invokes the function with the records at `indices` until an invocation runs, retrying
+    /// throttles with backoff while the budget allows.
+    ///
+    /// The records take the messages' bodies and attributes rather than copies when no later
+    /// invocation can need them (without bisection, or a single record, nothing is invoked
+    /// twice): a throttle, refused before a handler saw the batch, hands it back for the retry.
     async fn invoke_until_done(
         &self,
         poller: &Poller,
-        messages: &[Message],
+        messages: &mut [Message],
         indices: &[usize],
         budget: &Budget,
     ) -> Invoked {
+        // The work's hop count: the highest its records carry (read before they are taken).
+        let hops = indices
+            .iter()
+            .filter(|&&i| !messages[i].attributes.is_empty())
+            .map(|&i| hop_count(&messages[i]))
+            .max();
+        let options = InvokeOptions::default().with_hops(hops.unwrap_or(0));
+        let take = !self.config.bisect_on_error || indices.len() == 1;
+        let now = std::time::SystemTime::now();
+        let mut batch = QueueBatch {
+            mapping: Arc::clone(&poller.name),
+            records: indices
+                .iter()
+                .map(|&i| QueueRecord::from_message(&mut messages[i], take, &poller.origin, now))
+                .collect(),
+        };
         let mut throttled = 0u32;
         loop {
-            let now = std::time::SystemTime::now();
-            let batch = QueueBatch {
-                mapping: Arc::clone(&poller.name),
-                records: indices
-                    .iter()
-                    .map(|&i| QueueRecord::from_message(&messages[i], &poller.origin, now))
-                    .collect(),
-            };
             self.counters.invoked();
-            // The work's hop count: the highest its records carry.
-            let hops = indices
-                .iter()
-                .filter(|&&i| !messages[i].attributes.is_empty())
-                .map(|&i| hop_count(&messages[i]))
-                .max();
-            let options = InvokeOptions::default().with_hops(hops.unwrap_or(0));
-            let invocation = poller.function.invoke_with(batch, options).await;
-            // What held the poller: a cold start's init too (see `pace`).
-            poller
-                .pace
-                .note(invocation.report.as_ref().map_or(REFUSED, |report| {
-                    report
-                        .duration
-                        .saturating_add(report.init_duration.unwrap_or_default())
-                }));
-            let error = match invocation.result {
-                Ok(response) => return Invoked::Ok(response),
-                Err(error) => error,
+            let error = match poller
+                .function
+                .try_invoke_with(batch, options.clone())
+                .await
+            {
+                Ok(invocation) => {
+                    // What held the poller: a cold start's init too (see `pace`).
+                    poller
+                        .pace
+                        .note(invocation.report.as_ref().map_or(REFUSED, |report| {
+                            report
+                                .duration
+                                .saturating_add(report.init_duration.unwrap_or_default())
+                        }));
+                    match invocation.result {
+                        Ok(response) => return Invoked::Ok(response),
+                        // A handler saw the batch: whatever the error, it is not retried here.
+                        Err(error) => match classify(&error) {
+                            Refusal::Stop => return self.stop_for(&error),
+                            Refusal::Failed | Refusal::Throttled => {
+                                return self.failed(&error, indices.len())
+                            }
+                        },
+                    }
+                }
+                Err(refused) => {
+                    poller.pace.note(REFUSED);
+                    batch = refused.event;
+                    refused.error
+                }
             };
             match classify(&error) {
                 Refusal::Throttled => {
@@ -426,22 +452,33 @@ impl Shared {
                         () = tokio::time::sleep(delay) => {}
                         () = self.cancel.cancelled() => return Invoked::Released,
                     }
+                    // Handed over again now.
+                    let now = std::time::SystemTime::now();
+                    for record in &mut batch.records {
+                        record.first_received_at = now;
+                    }
                 }
-                Refusal::Failed => {
-                    add(&self.counters.function_errors, 1);
-                    tracing::debug!(mapping = %self.name, %error, records = indices.len(), "batch failed");
-                    self.back_off();
-                    return Invoked::Failed;
-                }
-                Refusal::Stop => {
-                    tracing::info!(mapping = %self.name, %error, "the function takes no more work; stopping the mapping");
-                    self.halt(MappingStatus::Stopped {
-                        reason: format!("function {}: {error}", self.function.name()),
-                    });
-                    return Invoked::Released;
-                }
+                Refusal::Failed => return self.failed(&error, indices.len()),
+                Refusal::Stop => return self.stop_for(&error),
             }
         }
+    }
+
+    /// A failed invocation of `records` records: counted, and the mapping backs off.
+    fn failed(&self, error: &nimbus_core::InvokeError, records: usize) -> Invoked {
+        add(&self.counters.function_errors, 1);
+        tracing::debug!(mapping = %self.name, %error, records, "batch failed");
+        self.back_off();
+        Invoked::Failed
+    }
+
+    /// The function takes no more work: the mapping stops, handing the messages back.
+    fn stop_for(&self, error: &nimbus_core::InvokeError) -> Invoked {
+        tracing::info!(mapping = %self.name, %error, "the function takes no more work; stopping the mapping");
+        self.halt(MappingStatus::Stopped {
+            reason: format!("function {}: {error}", self.function.name()),
+        });
+        Invoked::Released
     }
 }
 

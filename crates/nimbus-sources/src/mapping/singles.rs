@@ -24,7 +24,7 @@ impl Shared {
     pub(super) async fn process_singles(
         &self,
         poller: &Poller,
-        messages: &[Message],
+        messages: &mut [Message],
         budget: &Budget,
         fresh: bool,
     ) {
@@ -34,12 +34,12 @@ impl Shared {
         let mut blocked: Vec<Arc<str>> = Vec::new();
         // The messages from here on go back: it only comes nearer.
         let mut end = messages.len();
-        for (at, message) in messages.iter().enumerate() {
+        for (at, message) in messages.iter_mut().enumerate() {
             if at > 0 {
                 end = end.min(at.saturating_add(poller.pace.may_hold()));
             }
-            let group = message.group_id.as_ref().filter(|_| self.fifo);
-            let behind_failure = group.is_some_and(|g| blocked.contains(g));
+            let behind_failure =
+                self.fifo && (message.group_id.as_ref()).is_some_and(|g| blocked.contains(g));
             let verdict = if behind_failure || at >= end {
                 Verdict::Released
             } else {
@@ -48,7 +48,7 @@ impl Shared {
             };
             match verdict {
                 Verdict::Succeeded => succeeded.push(message.receipt.clone()),
-                Verdict::Failed => blocked.extend(group.cloned()),
+                Verdict::Failed => blocked.extend(message.group_id.clone().filter(|_| self.fifo)),
                 // Stopping or out of time: nothing more is invoked.
                 Verdict::Released if !behind_failure => end = end.min(at),
                 Verdict::Released | Verdict::Pending => {}

@@ -30,3 +30,4 @@ mod stream_mapping;
 mod stream_memory;
 mod stream_properties;
 mod stream_sequences;
+mod throttled;
