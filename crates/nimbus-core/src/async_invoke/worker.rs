@@ -202,8 +202,8 @@ where
                 // Held before the clone: an event type whose `Clone` panics is kept for the host
                 // by the guard, not dropped with the unwinding worker.
                 let event = held.current.insert(queued).event.clone();
-                let run = self.exec.run_on(&mut lease, event, who, init.take(), now);
-                tokio::pin!(run);
+                let mut run =
+                    std::pin::pin!(self.exec.run_on(&mut lease, event, who, init.take(), now));
                 // A handler that does not finish on its first poll holds this worker for a
                 // while: count it as slow, and let the backlog have another worker at once.
                 let run = match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await

@@ -95,9 +95,12 @@ pub enum RejectReason {
     AccessDenied(AccessDenied),
 }
 
-/// A synchronous invocation refused before a handler saw its event (throttled, denied, the
-/// function stopping or unregistered, an instance that failed to start), with the event handed
-/// back: see [`FunctionHandle::try_invoke_with`](crate::FunctionHandle::try_invoke_with).
+/// A synchronous invocation refused before a handler saw its event, with the event handed
+/// back: whatever [`Invocation::report`](crate::Invocation::report) would be `None` for
+/// (throttled, denied, a recursive loop, the function stopping or unregistered, an instance
+/// that failed to start). See
+/// [`FunctionHandle::try_invoke_with`](crate::FunctionHandle::try_invoke_with); an async
+/// invocation's refusal is [`Rejected`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Refused<E> {
@@ -113,11 +116,7 @@ impl<E> fmt::Display for Refused<E> {
     }
 }
 
-impl<E: fmt::Debug> std::error::Error for Refused<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
-    }
-}
+impl<E: fmt::Debug> std::error::Error for Refused<E> {}
 
 /// An event an asynchronous invocation did not accept, handed back to the caller with the
 /// reason.

@@ -135,26 +135,50 @@ enum Ran<T> {
 impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
     /// Invokes synchronously: throttled at once when there is no permit or no instance to be
     /// had, otherwise runs on a warm or new instance.
-    pub(crate) async fn invoke(
+    pub(crate) fn invoke(
         &self,
         event: E,
         principal: Caller,
         options: InvokeOptions,
-    ) -> Invocation<O> {
-        self.try_invoke(event, principal, options)
-            .await
-            .unwrap_or_else(|refused| Invocation::refused(refused.error))
+    ) -> impl Future<Output = Invocation<O>> + Send + '_ {
+        // Not an `async fn` around `invoke_then`: a future nested in another costs a copy
+        // and a drop of its state per invocation.
+        self.invoke_then(
+            event,
+            principal,
+            options,
+            |_, error| Invocation::refused(error),
+            |invocation| invocation,
+        )
     }
 
     /// As [`Executor::invoke`], handing the event back when the invocation is refused before a
     /// handler sees it, so that a caller can retry a throttle without a copy of the event.
-    pub(crate) async fn try_invoke(
+    pub(crate) fn try_invoke(
         &self,
         event: E,
         principal: Caller,
         options: InvokeOptions,
-    ) -> Result<Invocation<O>, Refused<E>> {
-        let refuse = |event: E, error: InvokeError| Err(Refused { event, error });
+    ) -> impl Future<Output = Result<Invocation<O>, Refused<E>>> + Send + '_ {
+        self.invoke_then(
+            event,
+            principal,
+            options,
+            |event, error| Err(Refused { event, error }),
+            Ok,
+        )
+    }
+
+    /// Invokes, answering `refuse(event, error)` when the invocation is refused before a
+    /// handler sees the event, and `ran(invocation)` once one ran.
+    async fn invoke_then<R>(
+        &self,
+        event: E,
+        principal: Caller,
+        options: InvokeOptions,
+        refuse: impl FnOnce(E, InvokeError) -> R + Send,
+        ran: impl FnOnce(Invocation<O>) -> R + Send,
+    ) -> R {
         // A handler that finishes on its first poll never yields; charge the task's cooperative
         // budget so that a caller looping over invocations still lets its worker run other tasks.
         tokio::task::consume_budget().await;
@@ -203,7 +227,7 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         if matches!(run.result, Err(InvokeError::Cancelled)) {
             self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(Invocation {
+        ran(Invocation {
             result: run.result,
             report: Some(run.report),
         })
@@ -231,16 +255,17 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
     /// `who` is the request id, the principal and the attempt number. The caller releases the
     /// lease if the run left the instance `sound`, or drops it (discarding the instance).
     /// `start` is now, as the caller last read the clock (one read fewer per event).
-    pub(crate) async fn run_on(
-        &self,
-        lease: &mut Lease<'_, E, O>,
+    pub(crate) fn run_on<'a, 'l>(
+        &'a self,
+        lease: &'a mut Lease<'l, E, O>,
         event: E,
         who: (RequestId, Caller, u32),
         init_duration: Option<Duration>,
         start: Instant,
-    ) -> Run<O> {
+    ) -> impl Future<Output = Run<O>> + use<'a, 'l, E, O> {
+        // Not an `async fn`: its future would hold `run_on_with`'s, copied into it and dropped
+        // with it per event.
         self.run_on_with(lease, event, who, None, init_duration, start)
-            .await
     }
 
     /// As [`Executor::run_on`], with what the caller set beyond the event.
@@ -275,8 +300,17 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
                 } else {
                     future
                 };
-                self.run_guarded(hops::scope(hop_count, future), start, &scope.cancel)
-                    .await
+                // Fast path: most handlers finish on their first poll, and then no timer is
+                // needed. Polled here rather than in a helper `async fn`, whose future would be
+                // copied into this one's per invocation.
+                let mut run = CatchUnwind(hops::scope(hop_count, future));
+                match poll_fn(|cx| Poll::Ready(Pin::new(&mut run).poll(cx))).await {
+                    Poll::Ready(Ok(output)) => Ran::Completed(output),
+                    Poll::Ready(Err(message)) => Ran::Panicked(message),
+                    // Slow path, boxed so that the timer's state does not bloat (and get
+                    // copied with) every invocation's future.
+                    Poll::Pending => Box::pin(self.run_pending(run, start, &scope.cancel)).await,
+                }
             }
             Err(payload) => Ran::Panicked(panic_message(payload.as_ref())),
         };
@@ -344,29 +378,6 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
             sound: sound && told,
             end,
         }
-    }
-
-    /// Runs the handler's future against the deadline and shutdown.
-    async fn run_guarded<F>(
-        &self,
-        future: F,
-        start: Instant,
-        cancel: &CancellationToken,
-    ) -> Ran<F::Output>
-    where
-        F: Future + Unpin,
-    {
-        let mut run = CatchUnwind(future);
-        // Fast path: most handlers finish on their first poll, and then no timer is needed.
-        if let Poll::Ready(done) = poll_fn(|cx| Poll::Ready(Pin::new(&mut run).poll(cx))).await {
-            return match done {
-                Ok(output) => Ran::Completed(output),
-                Err(message) => Ran::Panicked(message),
-            };
-        }
-        // Slow path, boxed so that the timer's state does not bloat (and get copied with) every
-        // invocation's future.
-        Box::pin(self.run_pending(run, start, cancel)).await
     }
 
     /// Waits for a handler that did not finish on its first poll, against the deadline and

@@ -142,9 +142,10 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
     }
 
     /// As [`FunctionHandle::invoke_with`], handing the event back when the invocation is
-    /// refused before a handler sees it (throttled, denied, stopping, unregistered, or an
-    /// instance that failed to start), so that a caller that retries a throttle needs no copy
-    /// of the event. What [`Invocation::report`] would be `None` for comes back as [`Refused`].
+    /// refused before a handler sees it, so that a caller that retries a throttle needs no
+    /// copy of the event: whatever [`Invocation::report`] would be `None` for (throttled,
+    /// denied, a recursive loop, stopping, unregistered, an instance that failed to start)
+    /// comes back as [`Refused`].
     ///
     /// # Errors
     ///

@@ -159,7 +159,8 @@ impl Shared {
                     // Deleted now, while the receipts are surely current.
                     self.delete(&succeeded).await;
                 }
-                Invoked::Failed if self.config.bisect_on_error && runnable.len() > 1 => {
+                // The one case that invokes records again: `invoke_until_done` copies them.
+                Invoked::Failed if self.splits_on_failure(runnable.len()) => {
                     failures += 1;
                     add(&self.counters.bisections, 1);
                     let mut first = runnable;
@@ -392,7 +393,7 @@ impl Shared {
             .map(|&i| hop_count(&messages[i]))
             .max();
         let options = InvokeOptions::default().with_hops(hops.unwrap_or(0));
-        let take = !self.config.bisect_on_error || indices.len() == 1;
+        let take = !self.splits_on_failure(indices.len());
         let now = std::time::SystemTime::now();
         let mut batch = QueueBatch {
             mapping: Arc::clone(&poller.name),
@@ -420,7 +421,8 @@ impl Shared {
                         }));
                     match invocation.result {
                         Ok(response) => return Invoked::Ok(response),
-                        // A handler saw the batch: whatever the error, it is not retried here.
+                        // A handler saw the batch: not retried here. (A throttle is always a
+                        // refusal, before any handler: never an error of one that ran.)
                         Err(error) => match classify(&error) {
                             Refusal::Stop => return self.stop_for(&error),
                             Refusal::Failed | Refusal::Throttled => {
@@ -462,6 +464,13 @@ impl Shared {
                 Refusal::Stop => return self.stop_for(&error),
             }
         }
+    }
+
+    /// Whether a failed invocation of `records` records is split and its halves invoked
+    /// again (bisection): the only way a record is invoked twice, so the only one that needs
+    /// the messages' bodies kept after an invocation.
+    fn splits_on_failure(&self, records: usize) -> bool {
+        self.config.bisect_on_error && records > 1
     }
 
     /// A failed invocation of `records` records: counted, and the mapping backs off.
