@@ -170,8 +170,9 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
     }
 
     /// Invokes, answering `refuse(event, error)` when the invocation is refused before a
-    /// handler sees the event, and `ran(invocation)` once one ran.
-    async fn invoke_then<R>(
+    /// handler sees the event, and `ran(invocation)` once one ran. `principal` inherits the
+    /// hop count of the invocation running where this future is first polled.
+    pub(crate) async fn invoke_then<R>(
         &self,
         event: E,
         principal: Caller,
@@ -188,6 +189,7 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         if let Err(denied) = self.authorize(&principal) {
             return refuse(event, InvokeError::AccessDenied(denied));
         }
+        let principal = principal.inheriting();
         let hops = principal.hops().max(options.hops.unwrap_or(0));
         let principal = principal.with_hops(hops);
         if let Err(error) = self.check_loop(&principal) {

@@ -1,6 +1,7 @@
 //! [`FunctionHandle`]: the typed handle that invokes a registered function, as the principal
 //! it was made for.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use super::FunctionInner;
@@ -127,18 +128,30 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
     ///
     /// Every outcome but success; see [`InvokeError`]. A handle kept after the function was
     /// unregistered answers [`InvokeError::Unregistered`].
-    pub async fn invoke(&self, event: E) -> Result<O, InvokeError> {
-        self.invoke_with(event, InvokeOptions::default())
-            .await
-            .result
+    //
+    // These return the executor's future itself rather than an `async fn`'s around it: a
+    // nested future is copied into its parent and dropped with it on every invocation. The
+    // executor takes the hop count to pass on when the future is first polled, as an `async fn`
+    // would.
+    pub fn invoke(&self, event: E) -> impl Future<Output = Result<O, InvokeError>> + Send + '_ {
+        self.inner.exec.invoke_then(
+            event,
+            self.principal.clone(),
+            InvokeOptions::default(),
+            |_, error| Err(error),
+            |invocation| invocation.result,
+        )
     }
 
     /// Invokes with options, returning the outcome and its usage report.
-    pub async fn invoke_with(&self, event: E, options: InvokeOptions) -> Invocation<O> {
+    pub fn invoke_with(
+        &self,
+        event: E,
+        options: InvokeOptions,
+    ) -> impl Future<Output = Invocation<O>> + Send + '_ {
         self.inner
             .exec
-            .invoke(event, self.principal.clone().inheriting(), options)
-            .await
+            .invoke(event, self.principal.clone(), options)
     }
 
     /// As [`FunctionHandle::invoke_with`], handing the event back when the invocation is
@@ -150,15 +163,14 @@ impl<E: Send + 'static, O: Send + 'static> FunctionHandle<E, O> {
     /// # Errors
     ///
     /// [`Refused`] holds the event and the [`InvokeError`] `invoke_with` would have answered.
-    pub async fn try_invoke_with(
+    pub fn try_invoke_with(
         &self,
         event: E,
         options: InvokeOptions,
-    ) -> Result<Invocation<O>, Refused<E>> {
+    ) -> impl Future<Output = Result<Invocation<O>, Refused<E>>> + Send + '_ {
         self.inner
             .exec
-            .try_invoke(event, self.principal.clone().inheriting(), options)
-            .await
+            .try_invoke(event, self.principal.clone(), options)
     }
 
     /// A snapshot of the function's metrics.
