@@ -52,14 +52,12 @@ async fn one_slot(rt: &Runtime, name: &str, release: Arc<Notify>) -> (QueueFunct
     (rt.register(function).await.expect("register"), seen)
 }
 
-/// The function's one slot is taken while a batch of three arrives: its invocations are
-/// throttled until the slot comes back, then the same three records, bodies and receive counts
-/// intact, are handled in one invocation and deleted.
-#[tokio::test(start_paused = true)]
-async fn a_throttled_batch_is_retried_whole_with_its_bodies() {
-    let rt = runtime();
-    let release = Arc::new(Notify::new());
-    let (function, seen) = one_slot(&rt, "throttled-whole", release.clone()).await;
+/// Takes the function's one slot with a direct invocation of a `hold` record, returned once the
+/// handler holds it (it ends when `release` is notified).
+async fn take_the_slot(
+    function: &QueueFunction,
+    seen: &Seen,
+) -> tokio::task::JoinHandle<Result<BatchResponse, nimbus_core::InvokeError>> {
     let hog = tokio::spawn({
         let function = function.clone();
         async move {
@@ -70,6 +68,18 @@ async fn a_throttled_batch_is_retried_whole_with_its_bodies() {
         }
     });
     eventually(LIMIT, || !seen.lock().is_empty()).await;
+    hog
+}
+
+/// The function's one slot is taken while a batch of three arrives: its invocations are
+/// throttled until the slot comes back, then the same three records, bodies and receive counts
+/// intact, are handled in one invocation and deleted.
+#[tokio::test(start_paused = true)]
+async fn a_throttled_batch_is_retried_whole_with_its_bodies() {
+    let rt = runtime();
+    let release = Arc::new(Notify::new());
+    let (function, seen) = one_slot(&rt, "throttled-whole", release.clone()).await;
+    let hog = take_the_slot(&function, &seen).await;
     let q = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(300)));
     for body in ["a", "b", "c"] {
         q.send(body).unwrap();
@@ -108,16 +118,7 @@ async fn a_throttled_single_record_keeps_its_body_and_attributes() {
     let rt = runtime();
     let release = Arc::new(Notify::new());
     let (function, seen) = one_slot(&rt, "throttled-single", release.clone()).await;
-    let hog = tokio::spawn({
-        let function = function.clone();
-        async move {
-            let record = QueueRecord::new(MessageId::number(0), "hold", "elsewhere");
-            function
-                .invoke(QueueBatch::new("direct", vec![record]))
-                .await
-        }
-    });
-    eventually(LIMIT, || !seen.lock().is_empty()).await;
+    let hog = take_the_slot(&function, &seen).await;
     let q = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(300)));
     q.send_message(Outgoing::new("one").with_attribute("tag", "t1"))
         .unwrap();
