@@ -62,6 +62,7 @@ mod budget;
 mod builder;
 mod config;
 mod drain;
+mod invoke;
 mod metrics;
 mod pace;
 mod poller;
