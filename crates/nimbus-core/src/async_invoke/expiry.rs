@@ -152,8 +152,17 @@ where
     /// Puts events a worker took back at the front of the queue and watches their age;
     /// returns the queue's depth.
     pub(super) fn requeue(self: &Arc<Self>, batch: &mut VecDeque<Queued<E>>) -> usize {
-        let oldest = batch.iter().map(|q| q.accepted_at).min();
-        let depth = self.state.requeue_front(batch);
+        self.requeue_beyond(batch, 0)
+    }
+
+    /// As [`requeue`](Self::requeue), for the events after the first `keep`.
+    pub(super) fn requeue_beyond(
+        self: &Arc<Self>,
+        batch: &mut VecDeque<Queued<E>>,
+        keep: usize,
+    ) -> usize {
+        let oldest = batch.iter().skip(keep).map(|q| q.accepted_at).min();
+        let depth = self.state.requeue_front(batch, keep);
         if let Some(oldest) = oldest {
             self.watch_age(oldest);
         }

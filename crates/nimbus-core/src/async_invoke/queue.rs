@@ -188,13 +188,16 @@ impl<E, O> AsyncState<E, O> {
         std::mem::take(&mut *failed)
     }
 
-    /// Puts events taken but not started back at the front of the queue, in their order;
-    /// returns the queue's depth.
-    pub(super) fn requeue_front(&self, batch: &mut VecDeque<Queued<E>>) -> usize {
-        let pushed = !batch.is_empty();
+    /// Puts events taken but not started, after the first `keep` of `batch`, back at the front
+    /// of the queue, in their order; returns the queue's depth.
+    pub(super) fn requeue_front(&self, batch: &mut VecDeque<Queued<E>>, keep: usize) -> usize {
+        let pushed = batch.len() > keep;
         let depth = {
             let mut ready = self.ready.lock();
-            while let Some(queued) = batch.pop_back() {
+            while batch.len() > keep {
+                let Some(queued) = batch.pop_back() else {
+                    break;
+                };
                 ready.push_front(queued);
             }
             ready.len()

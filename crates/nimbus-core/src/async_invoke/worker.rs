@@ -26,7 +26,8 @@ use super::{Condition, ErrorInfo, Queued};
 use crate::error::{InvokeError, OutcomeKind, RetryHint, ThrottleReason};
 use crate::util::{far_future, panic_message};
 
-/// Events a worker takes from the queue per lock.
+/// Events a worker takes from the queue per lock, unless it takes the oldest chunk whole (see
+/// `ready.rs`); and the most it keeps after a long handler.
 pub(super) const WORKER_BATCH: usize = 32;
 
 /// What to do with an event after a failed attempt.
@@ -166,12 +167,18 @@ where
                 if held.batch.is_empty() {
                     held.settle();
                     // Take a fair share of the backlog, so slow handlers spread over workers
-                    // and fast ones pay one lock per batch.
+                    // and fast ones pay one lock per batch: the oldest chunk of the queue whole
+                    // when the share covers it (handed over, not copied: a backlog's events are
+                    // never moved one by one), else up to a batch's worth. Slow and long
+                    // handlers hand back what the worker holds beyond (below).
                     let workers = state.workers.load(Ordering::Relaxed).max(1);
                     let mut ready = state.ready.lock();
-                    let take = (ready.len() / workers)
-                        .clamp(1, WORKER_BATCH)
-                        .min(ready.len());
+                    let share = (ready.len() / workers).max(1);
+                    let take = if ready.front_len() <= share {
+                        ready.front_len()
+                    } else {
+                        share.min(WORKER_BATCH).min(ready.len())
+                    };
                     ready.take_front(take, &mut held.batch);
                 }
                 let Some(mut queued) = held.batch.pop_front() else {
@@ -258,6 +265,14 @@ where
                 // worker does not hold back others until it runs a short one.
                 if run.report.duration >= super::SPAWN_AFTER {
                     held.off_cpu();
+                    // Events taken with a whole chunk, beyond a batch's worth, go back: behind
+                    // long handlers they would wait longer than a batch's events, for a worker
+                    // that others cannot relieve.
+                    if held.batch.len() > WORKER_BATCH
+                        && self.requeue_beyond(&mut held.batch, WORKER_BATCH) > 0
+                    {
+                        self.kick_soon();
+                    }
                 } else {
                     held.on_cpu();
                 }

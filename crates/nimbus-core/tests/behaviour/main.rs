@@ -1,8 +1,10 @@
 //! Behaviour tests of the core runtime, under Tokio's paused test clock (but the CPU
-//! governor's, which measure CPU time and so run in real time).
+//! governor's, which measure CPU time, and the async batches', whose handler holds its thread,
+//! run in real time).
 
 mod support;
 
+mod async_batches;
 mod async_invoke;
 mod async_properties;
 mod backends;
