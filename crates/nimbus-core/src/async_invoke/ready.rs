@@ -10,12 +10,12 @@
 //! nothing per event or burst. The first chunk of an empty queue with no spare holds
 //! [`FIRST`] events, so a function that only ever sees light load keeps a small one.
 //!
-//! A worker that takes the oldest chunk whole, into its empty batch, is handed the chunk and
-//! leaves its own empty buffer in its place: a backlog's events are copied into the queue once
-//! and never again (moving them one by one into the worker's batch was a sixth of the
-//! instructions an async event cost, and more of its time).
+//! A worker that takes the oldest chunk whole, a full-size one into its empty batch, is handed
+//! the chunk and leaves its own empty buffer in its place: a backlog's events are copied into
+//! the queue once and never again (moving them one by one into the worker's batch was a sixth
+//! of the instructions an async event cost, and more of its time).
 //!
-//! What a function holds besides its events: one spare chunk, and the list of chunks at the
+//! What a function holds besides its events (and its workers' batches, a chunk at most each): one spare chunk, and the list of chunks at the
 //! length its largest backlog needed (32 bytes a chunk: 256 KiB after two million events).
 
 use std::collections::VecDeque;
@@ -109,8 +109,8 @@ impl<T> Ready<T> {
     }
 
     /// Moves the oldest `n` events (all, if fewer are queued) to the back of `into`, in order.
-    /// A whole chunk taken into an empty `into` is handed over, not copied: `into`'s buffer
-    /// takes its place (kept as the spare if it is one a chunk is made with).
+    /// A whole full-size chunk taken into an empty `into` is handed over, not copied: `into`'s
+    /// buffer takes its place (kept as the spare if it is one a chunk is made with).
     pub(super) fn take_front(&mut self, n: usize, into: &mut VecDeque<T>) {
         let mut left = n.min(self.len);
         while left > 0 {
@@ -118,7 +118,7 @@ impl<T> Ready<T> {
                 break;
             };
             let taken = left.min(front.len());
-            if taken == front.len() && into.is_empty() {
+            if taken == front.len() && front.capacity() == CHUNK && into.is_empty() {
                 std::mem::swap(front, into);
                 if !matches!(front.capacity(), FIRST | CHUNK) {
                     *front = VecDeque::new();

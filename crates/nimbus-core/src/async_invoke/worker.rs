@@ -27,8 +27,12 @@ use crate::error::{InvokeError, OutcomeKind, RetryHint, ThrottleReason};
 use crate::util::{far_future, panic_message};
 
 /// Events a worker takes from the queue per lock, unless it takes the oldest chunk whole (see
-/// `ready.rs`); and the most it keeps after a long handler.
+/// `ready.rs`); and the most it keeps behind a long handler.
 pub(super) const WORKER_BATCH: usize = 32;
+
+/// How long a worker keeps the events of a whole chunk beyond [`WORKER_BATCH`] before it hands
+/// them back: as long as a batch of handlers just short of long (`SPAWN_AFTER`) would take.
+const HOLD_FOR: Duration = Duration::from_micros(50 * WORKER_BATCH as u64);
 
 /// What to do with an event after a failed attempt.
 enum Next {
@@ -47,10 +51,17 @@ where
     pub(super) async fn worker(self: &Arc<Self>, held: &mut WorkerGuard<E, O>) {
         let state = &self.state;
         let mut throttled = 0u32;
+        // Whether the last handler this worker ran was long (see `long_handlers`).
+        let mut last_long = false;
         'work: loop {
             held.settle();
             if self.exec.is_stopped() {
                 break 'work;
+            }
+            // Events beyond a batch's worth do not wait for this worker's next instance (after
+            // a fault) or permit: another worker may take them.
+            if held.batch.len() > WORKER_BATCH {
+                self.requeue_beyond(&mut held.batch, WORKER_BATCH);
             }
             if held.batch.is_empty() && state.ready.lock().is_empty() {
                 held.off_cpu();
@@ -150,6 +161,8 @@ where
             };
             throttled = 0;
             let mut now = Instant::now();
+            // When the events of a whole chunk, beyond a batch's worth, go back.
+            let mut hand_back_at = now;
             let mut age = AgeCheck::new(self.exec.config().async_invoke.max_event_age, now);
             // A warm instance was checked when taken; one kept across events is checked
             // before each reuse, since it may have died after answering.
@@ -167,15 +180,20 @@ where
                 if held.batch.is_empty() {
                     held.settle();
                     // Take a fair share of the backlog, so slow handlers spread over workers
-                    // and fast ones pay one lock per batch: the oldest chunk of the queue whole
-                    // when the share covers it (handed over, not copied: a backlog's events are
-                    // never moved one by one), else up to a batch's worth. Slow and long
-                    // handlers hand back what the worker holds beyond (below).
+                    // and fast ones pay one lock per batch: up to a batch's worth, or, while
+                    // handlers are short, the oldest chunk whole when the share covers it (a
+                    // full one is handed over, not copied: a backlog's events are never moved
+                    // one by one). What is held beyond a batch's worth goes back after a long
+                    // handler or `HOLD_FOR` (below).
                     let workers = state.workers.load(Ordering::Relaxed).max(1);
                     let mut ready = state.ready.lock();
                     let share = (ready.len() / workers).max(1);
-                    let take = if ready.front_len() <= share {
-                        ready.front_len()
+                    let front = ready.front_len();
+                    // Seen afresh at each take, so that this worker clears what another left.
+                    last_long = state.long_handlers.load(Ordering::Relaxed);
+                    let take = if front > WORKER_BATCH && front <= share && !last_long {
+                        hand_back_at = now + HOLD_FOR;
+                        front
                     } else {
                         share.min(WORKER_BATCH).min(ready.len())
                     };
@@ -263,18 +281,25 @@ where
                 // A handler that held its thread longer than an event waits before it gets a
                 // worker may have handed the thread off (`block_in_place`) or blocked it: the
                 // worker does not hold back others until it runs a short one.
-                if run.report.duration >= super::SPAWN_AFTER {
+                let long = run.report.duration >= super::SPAWN_AFTER;
+                if long {
                     held.off_cpu();
-                    // Events taken with a whole chunk, beyond a batch's worth, go back: behind
-                    // long handlers they would wait longer than a batch's events, for a worker
-                    // that others cannot relieve.
-                    if held.batch.len() > WORKER_BATCH
-                        && self.requeue_beyond(&mut held.batch, WORKER_BATCH) > 0
-                    {
-                        self.kick_soon();
-                    }
                 } else {
                     held.on_cpu();
+                }
+                // Written when handlers turn long or short (as this worker last saw them), not
+                // per event: workers read it at every take.
+                if long != last_long {
+                    last_long = long;
+                    state.long_handlers.store(long, Ordering::Relaxed);
+                }
+                // The events of a whole chunk, beyond a batch's worth, go back behind a long
+                // handler, or once held for `HOLD_FOR`: no more wait behind this worker, where
+                // others cannot take them, than a batch's would. An arrival would add a worker
+                // for them, and so does this (one, if the threads have room).
+                if held.batch.len() > WORKER_BATCH && (long || now >= hand_back_at) {
+                    let depth = self.requeue_beyond(&mut held.batch, WORKER_BATCH);
+                    self.kick(depth, false);
                 }
                 if !run.sound {
                     // The instance is discarded with the lease; get a fresh one.
