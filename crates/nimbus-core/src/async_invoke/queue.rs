@@ -85,9 +85,6 @@ pub(crate) struct AsyncState<E, O> {
     pub(super) threads: usize,
     /// A delayed look at the backlog is scheduled (`kick_soon`).
     pub(super) kick_scheduled: AtomicBool,
-    /// The last handler a worker ran held its thread past `SPAWN_AFTER`: workers take at most
-    /// a batch's worth at a time, not a whole chunk (see `worker.rs`).
-    pub(super) long_handlers: AtomicBool,
     /// Events kept for the host at the end: stopped by the end of the grace period, or by a
     /// panic. Handed back at shutdown; they count as pending.
     pub(super) kept: Mutex<Vec<Kept<E>>>,
@@ -137,7 +134,6 @@ impl<E, O> AsyncState<E, O> {
             on_cpu: AtomicUsize::new(0),
             threads: threads.max(1),
             kick_scheduled: AtomicBool::new(false),
-            long_handlers: AtomicBool::new(false),
             kept: Mutex::new(Vec::new()),
             failed: Mutex::new(Vec::new()),
             kept_failures: AtomicUsize::new(0),

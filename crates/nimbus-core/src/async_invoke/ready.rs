@@ -10,13 +10,14 @@
 //! nothing per event or burst. The first chunk of an empty queue with no spare holds
 //! [`FIRST`] events, so a function that only ever sees light load keeps a small one.
 //!
-//! A worker that takes the oldest chunk whole, a full-size one into its empty batch, is handed
-//! the chunk and leaves its own empty buffer in its place: a backlog's events are copied into
-//! the queue once and never again (moving them one by one into the worker's batch was a sixth
-//! of the instructions an async event cost, and more of its time).
+//! A worker that takes the oldest chunk whole (`take_chunk`), a full-size one into its empty
+//! batch, is handed the chunk and leaves its own empty buffer in its place: a backlog's events
+//! are copied into the queue once and never again (moving them one by one into the worker's
+//! batch was a sixth of the instructions an async event cost, and more of its time).
 //!
-//! What a function holds besides its events (and its workers' batches, a chunk at most each): one spare chunk, and the list of chunks at the
-//! length its largest backlog needed (32 bytes a chunk: 256 KiB after two million events).
+//! What a function holds besides its events (and its workers' batches, a chunk at most each):
+//! one spare chunk, and the list of chunks at the length its largest backlog needed (32 bytes
+//! a chunk: 256 KiB after two million events).
 
 use std::collections::VecDeque;
 
@@ -103,14 +104,7 @@ impl<T> Ready<T> {
         event
     }
 
-    /// Events in the oldest chunk.
-    pub(super) fn front_len(&self) -> usize {
-        self.chunks.front().map_or(0, VecDeque::len)
-    }
-
     /// Moves the oldest `n` events (all, if fewer are queued) to the back of `into`, in order.
-    /// A whole full-size chunk taken into an empty `into` is handed over, not copied: `into`'s
-    /// buffer takes its place (kept as the spare if it is one a chunk is made with).
     pub(super) fn take_front(&mut self, n: usize, into: &mut VecDeque<T>) {
         let mut left = n.min(self.len);
         while left > 0 {
@@ -118,14 +112,7 @@ impl<T> Ready<T> {
                 break;
             };
             let taken = left.min(front.len());
-            if taken == front.len() && front.capacity() == CHUNK && into.is_empty() {
-                std::mem::swap(front, into);
-                if !matches!(front.capacity(), FIRST | CHUNK) {
-                    *front = VecDeque::new();
-                }
-            } else {
-                into.extend(front.drain(..taken));
-            }
+            into.extend(front.drain(..taken));
             let emptied = front.is_empty();
             left -= taken;
             self.len -= taken;
@@ -133,6 +120,31 @@ impl<T> Ready<T> {
                 self.retire_front();
             }
         }
+    }
+
+    /// Events in the oldest chunk.
+    pub(super) fn front_len(&self) -> usize {
+        self.chunks.front().map_or(0, VecDeque::len)
+    }
+
+    /// Hands the oldest chunk over whole to an empty `into`, if it is a full-size one: `into`'s
+    /// buffer takes its place (kept as the spare if it is one a chunk is made with). Returns
+    /// the events taken, none if the chunk is not full-size or `into` not empty.
+    pub(super) fn take_chunk(&mut self, into: &mut VecDeque<T>) -> usize {
+        let Some(front) = self.chunks.front_mut() else {
+            return 0;
+        };
+        if front.capacity() != CHUNK || !into.is_empty() {
+            return 0;
+        }
+        std::mem::swap(front, into);
+        if !matches!(front.capacity(), FIRST | CHUNK) {
+            *front = VecDeque::new();
+        }
+        let taken = into.len();
+        self.len -= taken;
+        self.retire_front();
+        taken
     }
 
     /// Takes every event out, oldest first (those the iterator does not reach are dropped
@@ -195,8 +207,8 @@ mod tests {
         PushFront,
         PopFront,
         TakeFront(usize),
-        /// `take_front` into an empty deque, made with a chunk's capacity or none.
-        TakeInto(usize, bool),
+        /// `take_chunk` into an empty deque of this capacity.
+        TakeChunk(usize),
         Extend(usize),
         TakeAll,
         /// `take_all`, its iterator dropped after this many.
@@ -209,7 +221,7 @@ mod tests {
             2 => Just(Op::PushFront),
             4 => Just(Op::PopFront),
             2 => (0..3 * CHUNK).prop_map(Op::TakeFront),
-            2 => (0..3 * CHUNK, any::<bool>()).prop_map(|(n, made)| Op::TakeInto(n, made)),
+            2 => prop_oneof![Just(0), Just(FIRST), Just(32), Just(CHUNK)].prop_map(Op::TakeChunk),
             2 => (0..3 * CHUNK).prop_map(Op::Extend),
             1 => Just(Op::TakeAll),
             1 => (0..3 * CHUNK).prop_map(Op::TakeSome),
@@ -274,15 +286,11 @@ mod tests {
                         want.extend(model.drain(..n));
                         prop_assert_eq!(got, want);
                     }
-                    Op::TakeInto(n, made) => {
-                        let mut got = if made {
-                            VecDeque::with_capacity(CHUNK)
-                        } else {
-                            VecDeque::new()
-                        };
-                        ready.take_front(n, &mut got);
-                        let n = n.min(model.len());
-                        let want: VecDeque<u64> = model.drain(..n).collect();
+                    Op::TakeChunk(capacity) => {
+                        let mut got = VecDeque::with_capacity(capacity);
+                        let taken = ready.take_chunk(&mut got);
+                        prop_assert_eq!(taken, got.len());
+                        let want: VecDeque<u64> = model.drain(..taken).collect();
                         prop_assert_eq!(got, want);
                     }
                     Op::Extend(n) => {
@@ -322,11 +330,10 @@ mod tests {
             2,
             "a small first chunk, then a full-size one"
         );
-        // Taken whole, the chunk is handed over, and the taker's buffer left in its place.
-        let mut taken = VecDeque::with_capacity(FIRST);
+        let mut taken = VecDeque::new();
         ready.take_front(FIRST, &mut taken);
         assert_eq!(ready.chunks.len(), 1);
-        assert!(ready.spare.is_some(), "the buffer left is kept");
+        assert!(ready.spare.is_some(), "the drained chunk is kept");
         // Filling the last chunk needs one more: the spare.
         ready.push_back(0);
         assert_eq!(ready.chunks.len(), 2);
@@ -364,16 +371,20 @@ mod tests {
     }
 
     #[test]
-    fn a_whole_chunk_is_handed_over_not_copied() {
+    fn a_full_chunk_is_handed_over_not_copied() {
         let mut ready = Ready::default();
         ready.extend(0..(FIRST + CHUNK + 5) as u64);
-        let mut taken = VecDeque::new();
-        ready.take_front(FIRST, &mut taken);
-        taken.clear();
+        let mut small = VecDeque::with_capacity(CHUNK);
+        assert_eq!(
+            ready.take_chunk(&mut small),
+            0,
+            "the first chunk is a small one"
+        );
+        ready.take_front(FIRST, &mut small);
         let chunk = ready.chunks.front().map(|c| c.as_slices().0.as_ptr());
         let mut into = VecDeque::with_capacity(CHUNK);
         let buffer = into.as_slices().0.as_ptr();
-        ready.take_front(CHUNK, &mut into);
+        assert_eq!(ready.take_chunk(&mut into), CHUNK);
         assert_eq!(Some(into.as_slices().0.as_ptr()), chunk, "the chunk itself");
         assert!(into
             .iter()
@@ -381,14 +392,15 @@ mod tests {
             .eq(FIRST as u64..(FIRST + CHUNK) as u64));
         assert_eq!(ready.len(), 5);
         let spare = ready.spare.as_ref().map(|c| c.as_slices().0.as_ptr());
-        assert_eq!(spare, Some(buffer), "the worker's buffer is the spare");
+        assert_eq!(spare, Some(buffer), "the taker's buffer is the spare");
+        assert_eq!(ready.take_chunk(&mut into), 0, "only into an empty deque");
     }
 
     #[test]
     fn take_all_leaves_the_spare() {
         let mut ready = Ready::default();
         ready.extend(0..=FIRST as u64);
-        let mut taken = VecDeque::with_capacity(FIRST);
+        let mut taken = VecDeque::new();
         ready.take_front(FIRST, &mut taken);
         assert_eq!(ready.spare.as_ref().map(VecDeque::capacity), Some(FIRST));
         assert_eq!(ready.take_all().count(), 1);

@@ -8,6 +8,7 @@
 //! reason gives them back and the function keeps serving. The guard also counts the worker on
 //! the CPU, except while it waits, so that arrivals add no worker the threads could not run.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -51,8 +52,9 @@ where
     pub(super) async fn worker(self: &Arc<Self>, held: &mut WorkerGuard<E, O>) {
         let state = &self.state;
         let mut throttled = 0u32;
-        // Whether the last handler this worker ran was long (see `long_handlers`).
-        let mut last_long = false;
+        // Handlers this worker ran in a row that were not long: a whole chunk is taken only
+        // after a batch's worth of them (see the take below).
+        let mut short_runs = 0usize;
         'work: loop {
             held.settle();
             if self.exec.is_stopped() {
@@ -60,9 +62,7 @@ where
             }
             // Events beyond a batch's worth do not wait for this worker's next instance (after
             // a fault) or permit: another worker may take them.
-            if held.batch.len() > WORKER_BATCH {
-                self.requeue_beyond(&mut held.batch, WORKER_BATCH);
-            }
+            self.hand_back_beyond_batch(&mut held.batch);
             if held.batch.is_empty() && state.ready.lock().is_empty() {
                 held.off_cpu();
                 if !self.park().await {
@@ -180,24 +180,27 @@ where
                 if held.batch.is_empty() {
                     held.settle();
                     // Take a fair share of the backlog, so slow handlers spread over workers
-                    // and fast ones pay one lock per batch: up to a batch's worth, or, while
-                    // handlers are short, the oldest chunk whole when the share covers it (a
-                    // full one is handed over, not copied: a backlog's events are never moved
-                    // one by one). What is held beyond a batch's worth goes back after a long
-                    // handler or `HOLD_FOR` (below).
+                    // and fast ones pay one lock per batch: up to a batch's worth, or, after a
+                    // batch's worth of handlers in a row that were not long, the oldest chunk
+                    // whole when the share covers it (a full-size one is handed over, not
+                    // copied: a backlog's events are never moved one by one). What is held
+                    // beyond a batch's worth goes back after a long handler, after `HOLD_FOR`,
+                    // and before a wait for a destination or an instance
+                    // (`hand_back_beyond_batch`).
                     let workers = state.workers.load(Ordering::Relaxed).max(1);
                     let mut ready = state.ready.lock();
                     let share = (ready.len() / workers).max(1);
                     let front = ready.front_len();
-                    // Seen afresh at each take, so that this worker clears what another left.
-                    last_long = state.long_handlers.load(Ordering::Relaxed);
-                    let take = if front > WORKER_BATCH && front <= share && !last_long {
+                    let whole = front > WORKER_BATCH
+                        && front <= share
+                        && short_runs >= WORKER_BATCH
+                        && ready.take_chunk(&mut held.batch) > 0;
+                    if whole {
                         hand_back_at = now + HOLD_FOR;
-                        front
                     } else {
-                        share.min(WORKER_BATCH).min(ready.len())
-                    };
-                    ready.take_front(take, &mut held.batch);
+                        let take = share.min(WORKER_BATCH).min(ready.len());
+                        ready.take_front(take, &mut held.batch);
+                    }
                 }
                 let Some(mut queued) = held.batch.pop_front() else {
                     // The queue is empty: the permit and the instance go back, and the worker
@@ -206,9 +209,11 @@ where
                     continue 'work;
                 };
                 if age.expired(queued.accepted_at, now) {
-                    // A destination may be slow: what finished before is counted first.
+                    // A destination may be slow: what finished before is counted first, and
+                    // what is held beyond a batch goes back.
                     held.settle();
                     held.off_cpu();
+                    self.hand_back_beyond_batch(&mut held.batch);
                     self.fail(queued, Condition::EventAgeExceeded, None).await;
                     held.on_cpu();
                     continue;
@@ -218,6 +223,7 @@ where
                     let info = Some(ErrorInfo::from(&error));
                     held.settle();
                     held.off_cpu();
+                    self.hand_back_beyond_batch(&mut held.batch);
                     self.fail(queued, Condition::NotRetryable, info).await;
                     held.on_cpu();
                     continue;
@@ -260,6 +266,7 @@ where
                             // Counted before its record is delivered, which may take a while.
                             held.settle();
                             held.off_cpu();
+                            self.hand_back_beyond_batch(&mut held.batch);
                         }
                         if self.succeed(queued, output).await {
                             held.done += 1;
@@ -274,6 +281,7 @@ where
                     Err(error) => {
                         held.settle();
                         held.off_cpu();
+                        self.hand_back_beyond_batch(&mut held.batch);
                         self.after_failure(queued, &error).await;
                         held.on_cpu();
                     }
@@ -284,22 +292,16 @@ where
                 let long = run.report.duration >= super::SPAWN_AFTER;
                 if long {
                     held.off_cpu();
+                    short_runs = 0;
                 } else {
                     held.on_cpu();
-                }
-                // Written when handlers turn long or short (as this worker last saw them), not
-                // per event: workers read it at every take.
-                if long != last_long {
-                    last_long = long;
-                    state.long_handlers.store(long, Ordering::Relaxed);
+                    short_runs = short_runs.saturating_add(1);
                 }
                 // The events of a whole chunk, beyond a batch's worth, go back behind a long
                 // handler, or once held for `HOLD_FOR`: no more wait behind this worker, where
-                // others cannot take them, than a batch's would. An arrival would add a worker
-                // for them, and so does this (one, if the threads have room).
-                if held.batch.len() > WORKER_BATCH && (long || now >= hand_back_at) {
-                    let depth = self.requeue_beyond(&mut held.batch, WORKER_BATCH);
-                    self.kick(depth, false);
+                // others cannot take them, than a batch's would.
+                if long || now >= hand_back_at {
+                    self.hand_back_beyond_batch(&mut held.batch);
                 }
                 if !run.sound {
                     // The instance is discarded with the lease; get a fresh one.
@@ -308,6 +310,16 @@ where
             }
         }
         // `held` gives back what is left and counts the worker out.
+    }
+
+    /// Puts what `batch` holds beyond a batch's worth back at the front of the queue, where
+    /// other workers can take it, and adds a worker for it as an arrival would (one, if the
+    /// runtime's threads have room).
+    fn hand_back_beyond_batch(self: &Arc<Self>, batch: &mut VecDeque<Queued<E>>) {
+        if batch.len() > WORKER_BATCH {
+            let depth = self.requeue_beyond(batch, WORKER_BATCH);
+            self.kick(depth, false);
+        }
     }
 
     /// Waits up to [`PARK_FOR`](super::PARK_FOR) for events, holding no permit and no
