@@ -181,8 +181,9 @@ where
                     held.settle();
                     // Take a fair share of the backlog, so slow handlers spread over workers
                     // and fast ones pay one lock per batch: up to a batch's worth, or, after a
-                    // batch's worth of handlers in a row that were not long, the oldest chunk
-                    // whole when the share covers it (a full-size one is handed over, not
+                    // batch's worth of handlers in a row that finished on their first poll,
+                    // short and without failing, and with no on-success destination to wait
+                    // for, the oldest chunk whole when the share covers it (a full-size one is handed over, not
                     // copied: a backlog's events are never moved one by one). What is held
                     // beyond a batch's worth goes back after a long handler, after `HOLD_FOR`,
                     // and before a wait for a destination or an instance
@@ -194,6 +195,7 @@ where
                     let whole = front > WORKER_BATCH
                         && front <= share
                         && short_runs >= WORKER_BATCH
+                        && state.destinations.on_success.is_none()
                         && ready.take_chunk(&mut held.batch) > 0;
                     if whole {
                         hand_back_at = now + HOLD_FOR;
@@ -210,10 +212,12 @@ where
                 };
                 if age.expired(queued.accepted_at, now) {
                     // A destination may be slow: what finished before is counted first, and
-                    // what is held beyond a batch goes back.
+                    // what is held beyond a batch goes back (and, until a batch of handlers
+                    // ran, no whole chunk is taken: failures would hand each back).
                     held.settle();
-                    held.off_cpu();
                     self.hand_back_beyond_batch(&mut held.batch);
+                    short_runs = 0;
+                    held.off_cpu();
                     self.fail(queued, Condition::EventAgeExceeded, None).await;
                     held.on_cpu();
                     continue;
@@ -222,8 +226,9 @@ where
                     // A recursive loop: never run, never retried (Lambda's DLQ / on-failure).
                     let info = Some(ErrorInfo::from(&error));
                     held.settle();
-                    held.off_cpu();
                     self.hand_back_beyond_batch(&mut held.batch);
+                    short_runs = 0;
+                    held.off_cpu();
                     self.fail(queued, Condition::NotRetryable, info).await;
                     held.on_cpu();
                     continue;
@@ -243,6 +248,9 @@ where
                     Poll::Pending => {
                         // What finished before this handler is counted now, not after it.
                         held.settle();
+                        // Only handlers that finish on their first poll lead to whole chunks:
+                        // this one hands back all the worker holds.
+                        short_runs = 0;
                         let _slow = CountGuard::enter(&state.slow);
                         held.off_cpu();
                         // Hand the events taken with this one back, so that other workers
@@ -264,9 +272,9 @@ where
                         held.succeeded += 1;
                         if state.destinations.on_success.is_some() {
                             // Counted before its record is delivered, which may take a while.
+                            // (With an on-success destination no whole chunk is taken.)
                             held.settle();
                             held.off_cpu();
-                            self.hand_back_beyond_batch(&mut held.batch);
                         }
                         if self.succeed(queued, output).await {
                             held.done += 1;
@@ -280,8 +288,9 @@ where
                     }
                     Err(error) => {
                         held.settle();
-                        held.off_cpu();
                         self.hand_back_beyond_batch(&mut held.batch);
+                        short_runs = 0;
+                        held.off_cpu();
                         self.after_failure(queued, &error).await;
                         held.on_cpu();
                     }
