@@ -184,7 +184,8 @@ pub struct AsyncMetrics {
     pub accepted: u64,
     /// Events pending now: queued, waiting for a retry, or running.
     pub pending: usize,
-    /// Events queued and ready to run now.
+    /// Events queued and ready to run now: not those a worker has taken to run next (up to a
+    /// batch of 32, or, for a moment, up to 256 of a backlog), which count in `pending`.
     pub queue_depth: usize,
     /// Events waiting for their retry delay.
     pub waiting_retry: usize,
