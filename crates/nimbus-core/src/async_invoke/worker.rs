@@ -183,10 +183,10 @@ where
                     // and fast ones pay one lock per batch: up to a batch's worth, or, after a
                     // batch's worth of handlers in a row that finished on their first poll,
                     // short and without failing, and with no on-success destination to wait
-                    // for, the oldest chunk whole when the share covers it (a full-size one is handed over, not
-                    // copied: a backlog's events are never moved one by one). What is held
-                    // beyond a batch's worth goes back after a long handler, after `HOLD_FOR`,
-                    // and before a wait for a destination or an instance
+                    // for, the oldest chunk whole when the share covers it (a full-size one is
+                    // handed over, not copied: a backlog's events are never moved one by one).
+                    // What is held beyond a batch's worth goes back after a long handler, after
+                    // `HOLD_FOR`, and before a wait for a destination or an instance
                     // (`hand_back_beyond_batch`).
                     let workers = state.workers.load(Ordering::Relaxed).max(1);
                     let mut ready = state.ready.lock();
