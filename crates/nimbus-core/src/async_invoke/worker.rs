@@ -220,6 +220,8 @@ where
                     held.off_cpu();
                     self.fail(queued, Condition::EventAgeExceeded, None).await;
                     held.on_cpu();
+                    // The next run starts after the delivery, however long it took.
+                    now = Instant::now();
                     continue;
                 }
                 if let Err(error) = self.exec.check_loop(&queued.principal) {
@@ -231,6 +233,7 @@ where
                     held.off_cpu();
                     self.fail(queued, Condition::NotRetryable, info).await;
                     held.on_cpu();
+                    now = Instant::now();
                     continue;
                 }
                 queued.attempts += 1;
@@ -270,7 +273,8 @@ where
                 match run.result {
                     Ok(output) => {
                         held.succeeded += 1;
-                        if state.destinations.on_success.is_some() {
+                        let delivers = state.destinations.on_success.is_some();
+                        if delivers {
                             // Counted before its record is delivered, which may take a while.
                             // (With an on-success destination no whole chunk is taken.)
                             held.settle();
@@ -280,6 +284,11 @@ where
                             held.done += 1;
                         }
                         held.on_cpu();
+                        if delivers {
+                            // The next run starts after the delivery: neither its billed
+                            // duration nor its deadline includes it.
+                            now = Instant::now();
+                        }
                     }
                     Err(InvokeError::Cancelled) => {
                         // Stopped by the end of the grace period: the attempt does not count.
@@ -293,6 +302,7 @@ where
                         held.off_cpu();
                         self.after_failure(queued, &error).await;
                         held.on_cpu();
+                        now = Instant::now();
                     }
                 }
                 // A handler that held its thread longer than an event waits before it gets a

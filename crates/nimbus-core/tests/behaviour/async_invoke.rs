@@ -717,3 +717,77 @@ async fn successes_are_counted_while_a_failure_is_delivered() {
     assert_eq!((metrics.succeeded, metrics.failed), (1, 1));
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Runs two events through one worker, with a destination that takes 2 s per delivery: the
+/// first event succeeds (or, with `first_fails`, fails) after 10 ms, and its record goes to
+/// the slow destination before the worker runs the second. Returns the billed duration of the
+/// two runs and the second event's outcome.
+async fn after_a_slow_delivery(first_fails: bool) -> (Duration, Result<u32, OutcomeKind>) {
+    let rt = runtime(10);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let slow = move |record: InvocationRecord<u32, u32>| {
+        let done_tx = done_tx.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let outcome = match record.response {
+                Some(output) => Ok(output),
+                None => Err(record.error.map_or(OutcomeKind::Error, |e| e.kind)),
+            };
+            let _ = done_tx.send((record.request, outcome));
+            Ok(())
+        }
+    };
+    let handle = rt
+        .register(
+            Function::new(
+                "slow-delivery",
+                handler_fn(move |n: u32, _ctx: Context| async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if n == 0 && first_fails {
+                        return Err(FunctionError::new("Failed", "on purpose"));
+                    }
+                    Ok::<_, FunctionError>(n)
+                }),
+            )
+            .with_timeout(Duration::from_secs(1))
+            .with_max_retries(0)
+            // One worker runs both events, one after the other.
+            .with_max_concurrency(1)
+            .with_on_success(nimbus_core::destination_fn(slow.clone()))
+            .with_on_failure(nimbus_core::destination_fn(slow)),
+        )
+        .await
+        .expect("register");
+    handle.invoke_async(0).expect("queued");
+    handle.invoke_async(1).expect("queued");
+    handle.async_idle().await;
+    let mut second = None;
+    while let Ok((event, outcome)) = done_rx.try_recv() {
+        if event == 1 {
+            second = Some(outcome);
+        }
+    }
+    let billed = handle.usage().billed_duration;
+    rt.shutdown(Duration::from_secs(1)).await;
+    (
+        billed,
+        second.expect("the second event's record was delivered"),
+    )
+}
+
+/// A slow on-success delivery is not part of the next event's run: the next handler has its
+/// whole timeout, and each run is billed for its own 10 ms.
+#[tokio::test(start_paused = true)]
+async fn a_slow_success_delivery_is_not_billed_to_the_next_event() {
+    let (billed, second) = after_a_slow_delivery(false).await;
+    assert_eq!(second, Ok(1), "the second event ran within its timeout");
+    assert_eq!(billed, Duration::from_millis(20));
+}
+
+/// The same after a failure's slow delivery to the on-failure destination.
+#[tokio::test(start_paused = true)]
+async fn a_slow_failure_delivery_is_not_billed_to_the_next_event() {
+    let (billed, second) = after_a_slow_delivery(true).await;
+    assert_eq!(second, Ok(1), "the second event ran within its timeout");
+    assert_eq!(billed, Duration::from_millis(20));
+}
