@@ -25,6 +25,7 @@ use super::queue::Delayed;
 use super::AsyncInvoker;
 use super::{Condition, ErrorInfo, Queued};
 use crate::error::{InvokeError, OutcomeKind, RetryHint, ThrottleReason};
+use crate::executor::{readiness, Readiness};
 use crate::util::{far_future, panic_message};
 
 /// Events a worker takes from the queue per lock, unless it takes the oldest chunk whole (see
@@ -172,9 +173,34 @@ where
                     lease.release(now);
                     break 'work;
                 }
-                if reused && lease.is_faulted() {
-                    // Discarded with the lease; the events stay held for the next instance.
-                    continue 'work;
+                if reused {
+                    if lease.is_faulted() {
+                        // Discarded with the lease; the events stay held for the next instance.
+                        continue 'work;
+                    }
+                    // As a sync invoke's warm instance: the next event goes to an instance
+                    // only once its backend says it can take it (a process whose runtime is
+                    // back in `/next`), and the wait is not part of the next run.
+                    match readiness(&mut lease) {
+                        Readiness::Now => {}
+                        Readiness::Dead => continue 'work,
+                        Readiness::Wait(wait) => {
+                            held.settle();
+                            self.hand_back_beyond_batch(&mut held.batch);
+                            held.off_cpu();
+                            let ready = tokio::select! {
+                                biased;
+                                () = self.exec.hard_stop().cancelled() => false,
+                                ready = self.exec.wait_until_ready(wait) => ready,
+                            };
+                            held.on_cpu();
+                            if !ready {
+                                // Died meanwhile (or stopping): discarded with the lease.
+                                continue 'work;
+                            }
+                            now = Instant::now();
+                        }
+                    }
                 }
                 reused = true;
                 if held.batch.is_empty() {

@@ -13,7 +13,7 @@ use super::Executor;
 use crate::error::{InitFailure, InvokeError, ThrottleReason};
 use crate::handler::{InitContext, InstanceScope};
 use crate::instance::{Instance, Lease};
-use crate::util::{panic_message, CatchUnwind};
+use crate::util::{panic_message, BoxFuture, CatchUnwind};
 
 impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
     /// A warm instance, or a new one if the scale rate allows (with its init duration).
@@ -56,17 +56,16 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
     /// Whether a warm instance can take an event, waiting (up to the function's timeout) for one
     /// whose backend says it is not ready yet; a panic in the backend's answer is a `false`.
     async fn wait_ready(&self, lease: &mut Lease<'_, E, O>) -> bool {
-        let (instance, _) = lease.parts();
-        let ready = move || {
-            let instance = instance;
-            instance.ready()
-        };
-        let Ok(wait) = catch_unwind(AssertUnwindSafe(ready)) else {
-            return false;
-        };
-        let Some(wait) = wait else {
-            return true;
-        };
+        match readiness(lease) {
+            Readiness::Now => true,
+            Readiness::Dead => false,
+            Readiness::Wait(wait) => self.wait_until_ready(wait).await,
+        }
+    }
+
+    /// Waits (up to the function's timeout) for an instance's [`Readiness::Wait`]: true when
+    /// the instance can take an event, false when it died, panicked or took too long.
+    pub(crate) async fn wait_until_ready(&self, wait: BoxFuture<'_, bool>) -> bool {
         matches!(
             tokio::time::timeout(self.config.timeout, CatchUnwind(wait)).await,
             Ok(Ok(true))
@@ -119,5 +118,31 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
                 self.config.init_timeout,
             ))),
         }
+    }
+}
+
+/// Whether a leased warm instance can take an event: its backend's answer (`Instance::ready`).
+pub(crate) enum Readiness<'a> {
+    /// At once (the default, and in-process handlers).
+    Now,
+    /// Once this resolves `true` (see [`Executor::wait_until_ready`]).
+    Wait(BoxFuture<'a, bool>),
+    /// Never: the backend panicked when asked, and the instance is to be discarded.
+    Dead,
+}
+
+/// Asks the backend whether a leased warm instance can take an event (user code: a panic is
+/// [`Readiness::Dead`]).
+pub(crate) fn readiness<'a, E, O>(lease: &'a mut Lease<'_, E, O>) -> Readiness<'a> {
+    let (instance, _) = lease.parts();
+    // Moved in, so that the closure is `FnOnce` and the future may borrow the instance.
+    let ready = move || {
+        let instance = instance;
+        instance.ready()
+    };
+    match catch_unwind(AssertUnwindSafe(ready)) {
+        Ok(None) => Readiness::Now,
+        Ok(Some(wait)) => Readiness::Wait(wait),
+        Err(_) => Readiness::Dead,
     }
 }

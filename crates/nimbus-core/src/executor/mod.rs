@@ -67,6 +67,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub(crate) use lease::{readiness, Readiness};
 pub use run::{Invocation, InvokeOptions};
 pub(crate) use shared::Shared;
 

@@ -548,3 +548,125 @@ async fn an_async_worker_does_not_reuse_an_instance_that_died_after_answering() 
     assert_eq!(f.metrics().cold_starts, 2);
     assert_eq!(disposed.count(), 1);
 }
+
+/// A backend whose instances, after each invocation, are not ready for the next event until
+/// `ready` has waited `turnaround` (the shape of a process whose runtime is on its way back to
+/// `/next`), and then are alive or, with `dies`, dead. An event handed to an instance that was
+/// not waited for fails, as one handed to a runtime that is not listening would be lost.
+struct Turnaround {
+    turnaround: Duration,
+    dies: bool,
+    disposed: Disposed,
+}
+
+struct TurnaroundInstance {
+    turnaround: Duration,
+    dies: bool,
+    settling: bool,
+    dead: bool,
+    disposed: Disposed,
+}
+
+impl Instance<Cmd, u32> for TurnaroundInstance {
+    fn invoke(&mut self, cmd: Cmd, _ctx: Context) -> BoxFuture<'_, Result<u32, FunctionError>> {
+        let refused = if self.dead {
+            Some("handed to a dead instance")
+        } else if self.settling {
+            Some("handed over before the instance was ready")
+        } else {
+            None
+        };
+        self.settling = true;
+        Box::pin(async move {
+            match refused {
+                Some(reason) => Err(FunctionError::msg(reason)),
+                None => behave(cmd).await,
+            }
+        })
+    }
+
+    fn ready(&mut self) -> Option<BoxFuture<'_, bool>> {
+        Some(Box::pin(async move {
+            tokio::time::sleep(self.turnaround).await;
+            self.settling = false;
+            self.dead = self.dies;
+            !self.dead
+        }))
+    }
+
+    fn dispose(self: Box<Self>) -> BoxFuture<'static, ()> {
+        self.disposed.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {})
+    }
+}
+
+#[async_trait]
+impl Backend<Cmd, u32> for Turnaround {
+    async fn create(
+        &self,
+        _ctx: InitContext,
+    ) -> Result<Box<dyn Instance<Cmd, u32>>, FunctionError> {
+        Ok(Box::new(TurnaroundInstance {
+            turnaround: self.turnaround,
+            dies: self.dies,
+            settling: false,
+            dead: false,
+            disposed: self.disposed.clone(),
+        }))
+    }
+}
+
+/// Two async events, 10 ms each, through one worker on a backend whose instances take 100 ms
+/// to be ready again: (successes, retries, cold starts, disposed, billed duration).
+async fn two_events_after_a_turnaround(dies: bool) -> (u64, u64, u64, usize, Duration) {
+    let rt = runtime(10);
+    let disposed = Disposed::default();
+    let backend = Turnaround {
+        turnaround: Duration::from_millis(100),
+        dies,
+        disposed: disposed.clone(),
+    };
+    let f = rt
+        .register_native(
+            Function::with_backend("turnaround", backend)
+                // One worker, which runs both events on the instance it holds.
+                .with_max_concurrency(1)
+                .with_max_retries(0),
+        )
+        .await
+        .expect("registers");
+    f.invoke_async(Cmd::Sleep(Duration::from_millis(10)))
+        .unwrap();
+    f.invoke_async(Cmd::Sleep(Duration::from_millis(10)))
+        .unwrap();
+    f.async_idle().await;
+    let m = f.async_metrics();
+    let billed = f.usage().billed_duration;
+    let cold_starts = f.metrics().cold_starts;
+    rt.shutdown(Duration::from_secs(1)).await;
+    (
+        m.succeeded,
+        m.retries,
+        cold_starts,
+        disposed.count(),
+        billed,
+    )
+}
+
+/// An async worker keeps its instance for the next event only once the backend says it is
+/// ready, as a sync invoke does, and the wait is not billed to the next event.
+#[tokio::test(start_paused = true)]
+async fn an_async_worker_waits_until_its_instance_is_ready_for_the_next_event() {
+    let (succeeded, retries, cold_starts, _, billed) = two_events_after_a_turnaround(false).await;
+    assert_eq!((succeeded, retries, cold_starts), (2, 0, 1));
+    assert_eq!(billed, Duration::from_millis(20));
+}
+
+/// An instance found dead when the worker waits for it is discarded, and the next event runs
+/// on a new one: no attempt is spent on it.
+#[tokio::test(start_paused = true)]
+async fn an_async_worker_discards_an_instance_that_died_before_the_next_event() {
+    let (succeeded, retries, cold_starts, disposed, _) = two_events_after_a_turnaround(true).await;
+    assert_eq!((succeeded, retries, cold_starts), (2, 0, 2));
+    assert!(disposed >= 1, "the dead instance is disposed of");
+}

@@ -154,6 +154,33 @@ async fn a_runtime_that_exits_after_answering_fails_no_later_event() {
     runtime.shutdown(Duration::from_secs(5)).await;
 }
 
+/// The same through async invocation: the worker that ran an event waits for its instance's
+/// runtime to be back in `/next` before it hands it the next one, and finds it dead instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_event_is_not_handed_to_a_runtime_that_exited_after_answering() {
+    let state = Scratch::new("protocol-exit-async");
+    let runtime = Runtime::default();
+    let f = register(
+        &runtime,
+        &unique("protocol-exit-async"),
+        protocol_runtime(&state),
+        Duration::from_secs(10),
+        // One worker, which runs the events one after another; a failure is not retried.
+        |f| f.with_max_concurrency(1).with_max_retries(0),
+    )
+    .await;
+    for n in 0..5 {
+        f.handle
+            .invoke_async(json!({"op": "answer-then-exit", "n": n}))
+            .expect("queued");
+    }
+    f.handle.async_idle().await;
+    let m = f.handle.async_metrics();
+    assert_eq!((m.succeeded, m.failed, m.retries), (5, 0, 0), "{m:?}");
+    assert_eq!(f.handle.metrics().cold_starts, 5);
+    runtime.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_flooding_its_output_still_times_out_and_serves() {
     let state = Scratch::new("protocol-flood");
