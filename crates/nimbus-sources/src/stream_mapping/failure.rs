@@ -90,9 +90,9 @@ impl Shared {
                         at = None;
                     }
                     records = fresh;
-                    if !expired.is_empty()
-                        && matches!(
-                            self.send_to_on_failure(
+                    if !expired.is_empty() {
+                        let done = self
+                            .send_to_on_failure(
                                 shard,
                                 expired,
                                 Attempts {
@@ -104,11 +104,13 @@ impl Shared {
                                 round,
                                 cancel,
                             )
-                            .await,
-                            Done::Stopped
-                        )
-                    {
-                        return Done::Stopped;
+                            .await;
+                        if matches!(done, Done::Stopped) {
+                            return Done::Stopped;
+                        }
+                        // The delivery may have taken a while: the rest are checked again
+                        // before they are invoked.
+                        continue;
                     }
                     if records.is_empty() {
                         break;
@@ -129,14 +131,15 @@ impl Shared {
                         })
                     }),
                 };
-                let last_arrival = records.last().map(|r| r.arrived_at);
+                // Lambda's `IteratorAge`: the last record's age when its batch is sent.
+                let age = records
+                    .last()
+                    .and_then(|r| stream_now().duration_since(r.arrived_at).ok())
+                    .unwrap_or_default();
                 let (result, request) = self.invoke_reporting(batch, attempts + 1).await;
                 if request.is_some() {
                     last_request = request;
                 }
-                let age = last_arrival
-                    .and_then(|t| stream_now().duration_since(t).ok())
-                    .unwrap_or_default();
                 self.shard_metrics(shard, |m| {
                     m.batches += 1;
                     m.iterator_age = age;

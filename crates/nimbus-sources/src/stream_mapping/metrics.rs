@@ -24,7 +24,7 @@ pub struct ShardMetrics {
     /// Answers that listed failed records while `report_batch_item_failures` is off: taken as
     /// success, as Lambda does.
     pub ignored_item_failures: u64,
-    /// Age of the last record of the last batch when it was handled (Lambda's IteratorAge).
+    /// Age of the last record of the last batch when that batch was sent (Lambda's IteratorAge).
     pub iterator_age: Duration,
     /// The checkpoint.
     pub checkpoint: Option<Sequence>,

@@ -326,3 +326,94 @@ async fn a_failure_too_large_for_the_queue_goes_as_lambdas_own_record() {
         vec![("s".to_owned(), at(100))]
     );
 }
+
+/// Takes every failure after a wait, as a slow destination would.
+struct Slow {
+    takes: Duration,
+    kept: parking_lot::Mutex<Vec<StreamFailure>>,
+}
+
+#[async_trait::async_trait]
+impl FailureDestination for Slow {
+    async fn deliver(&self, failure: StreamFailure) -> Result<(), DeliveryError<StreamFailure>> {
+        tokio::time::sleep(self.takes).await;
+        self.kept.lock().push(failure);
+        Ok(())
+    }
+}
+
+/// Records that pass the maximum age while the expired ones before them are delivered are
+/// checked again, and go to the destination too, not to the function.
+#[tokio::test(start_paused = true)]
+async fn records_that_expire_during_a_slow_delivery_are_not_invoked() {
+    let runtime = nimbus_core::Runtime::default();
+    let (function, calls) = function(&runtime, |_| Ok(StreamResponse::success())).await;
+    let destination = Arc::new(Slow {
+        takes: Duration::from_secs(40),
+        kept: parking_lot::Mutex::default(),
+    });
+    let mut parts = Parts::new(config("f").with_max_record_age(Duration::from_secs(60)));
+    parts.on_failure = Some(destination.clone());
+    let shared = parts.build(function);
+    hold(&shared, &shard()).await;
+    let now = stream_now();
+    let records = vec![
+        record_at("k", 1, now - Duration::from_secs(61)),
+        // Fresh now, 70 s old once the first record's delivery is done.
+        record_at("k", 2, now - Duration::from_secs(30)),
+    ];
+    let round = Round::new(&records);
+    run_batch(&shared, &shard(), records, &round).await;
+    assert_eq!(calls.lock().len(), 0, "no expired record is invoked");
+    let kept = destination.kept.lock();
+    let given_up: Vec<_> = kept
+        .iter()
+        .map(|f| (f.condition, sequences(&f.records)))
+        .collect();
+    assert_eq!(
+        given_up,
+        vec![
+            (
+                StreamCondition::RecordAgeExceeded,
+                vec![Sequence::from(1u128)]
+            ),
+            (
+                StreamCondition::RecordAgeExceeded,
+                vec![Sequence::from(2u128)]
+            ),
+        ]
+    );
+}
+
+/// The iterator age is the last record's age when its batch is sent, as Lambda's
+/// `IteratorAge` is, not when the function has answered.
+#[tokio::test(start_paused = true)]
+async fn the_iterator_age_is_taken_when_the_batch_is_sent() {
+    let runtime = nimbus_core::Runtime::default();
+    let function = runtime
+        .register(nimbus_core::Function::new(
+            "slow",
+            nimbus_core::handler_fn(
+                |_batch: super::super::StreamBatch, _ctx: nimbus_core::Context| async {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    Ok::<_, FunctionError>(StreamResponse::success())
+                },
+            ),
+        ))
+        .await
+        .expect("registered");
+    let shared = Parts::new(config("f")).build(function);
+    hold(&shared, &shard()).await;
+    let records = vec![record_at("k", 1, stream_now() - Duration::from_secs(10))];
+    let round = Round::new(&records);
+    run_batch(&shared, &shard(), records, &round).await;
+    let metrics = shared.metrics.lock()[&shard()].clone();
+    assert_eq!(metrics.batches, 1);
+    // The stream's clock follows the paused one from its first reading, so ages are exact
+    // only to within the real time before that: the 2 s of the invocation must not be in it.
+    let age = metrics.iterator_age;
+    assert!(
+        age > Duration::from_secs(9) && age < Duration::from_secs(11),
+        "{age:?}"
+    );
+}
