@@ -72,6 +72,9 @@ pub(super) struct Budget {
     expires: Option<Instant>,
     /// What an invocation needs: the function timeout and half the acknowledgement's room.
     need: Duration,
+    /// Nothing was awaited between the receive and the batch's processing (see
+    /// [`Budget::waited`]).
+    fresh: bool,
 }
 
 impl Budget {
@@ -82,12 +85,29 @@ impl Budget {
                 // Past the clock's range there is no deadline to keep.
                 expires: received.checked_add(visibility),
                 need: timeout.saturating_add(ack_room(visibility) / 2),
+                fresh: true,
             },
             None => Self {
                 expires: None,
                 need: Duration::ZERO,
+                fresh: true,
             },
         }
+    }
+
+    /// The same budget, for a batch whose receive was followed by a wait (a release of what
+    /// did not fit the payload cap): its first invocation looks at the clock too.
+    pub(super) fn waited(self) -> Self {
+        Self {
+            fresh: false,
+            ..self
+        }
+    }
+
+    /// Whether nothing was awaited since the receive, so that the first invocation, started
+    /// at once, is within the time the build-time check left it.
+    pub(super) fn fresh(&self) -> bool {
+        self.fresh
     }
 
     /// Whether an invocation started after `delay` would end, its acknowledgement included,

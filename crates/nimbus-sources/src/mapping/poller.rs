@@ -64,7 +64,7 @@ impl Shared {
             } else {
                 self.config.batch_size
             };
-            let (messages, received_at) = match self.gather(wanted).await {
+            let (messages, received_at, waited) = match self.gather(wanted).await {
                 Ok(gathered) => {
                     source_failures = 0;
                     gathered
@@ -111,7 +111,11 @@ impl Shared {
             }
             let full = received >= self.config.batch_size;
             self.counters.note_peak(now);
-            let budget = Budget::new(received_at, self.visibility, self.function.config().timeout);
+            let mut budget =
+                Budget::new(received_at, self.visibility, self.function.config().timeout);
+            if waited {
+                budget = budget.waited();
+            }
             self.process(&poller, messages, budget).await;
             self.batch_done();
             if full {
@@ -127,22 +131,23 @@ impl Shared {
 
     /// Receives one batch: a long poll for the first messages, then more until the batch is
     /// full, the window ends or the payload cap is reached. Also returns when the first
-    /// messages arrived: the oldest receipts' visibility timeout runs from about then.
+    /// messages arrived (the oldest receipts' visibility timeout runs from about then), and
+    /// whether anything was awaited since (a release, the window's receives).
     ///
     /// At batch size 1, up to `wanted` messages, each to be invoked on its own: none of them
     /// can pass the payload cap alone, so none is cut off.
     async fn gather(
         self: &Arc<Self>,
         wanted: usize,
-    ) -> Result<(Vec<Message>, Instant), SourceError> {
+    ) -> Result<(Vec<Message>, Instant, bool), SourceError> {
         let size = self.config.batch_size;
         let Some(first) = self.receive_or_stop(wanted, self.config.poll_wait).await else {
-            return Ok((Vec::new(), Instant::now()));
+            return Ok((Vec::new(), Instant::now(), false));
         };
         let received_at = Instant::now();
         let mut batch = first.inspect_err(|e| self.source_error(e))?;
         if size == 1 {
-            return Ok((batch, received_at));
+            return Ok((batch, received_at, false));
         }
         // What the records take in the invocation's payload: the batch never passes the cap
         // (6 MB by default); what does not fit goes back, its receive not counted, for the
@@ -153,10 +158,10 @@ impl Shared {
         if kept < batch.len() {
             let over = batch.split_off(kept);
             self.release(&over).await;
-            return Ok((batch, received_at));
+            return Ok((batch, received_at, true));
         }
         if batch.is_empty() || self.config.batching_window.is_zero() {
-            return Ok((batch, received_at));
+            return Ok((batch, received_at, false));
         }
         // The window is at most 300 s (validated).
         let until = received_at + self.config.batching_window;
@@ -185,6 +190,7 @@ impl Shared {
                 }
             }
         }
-        Ok((batch, received_at))
+        // The window's receives were awaited too.
+        Ok((batch, received_at, true))
     }
 }

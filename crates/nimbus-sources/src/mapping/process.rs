@@ -46,10 +46,12 @@ impl Shared {
                 .into_iter()
                 .partition(|m| self.filters.matches(&m.body, &m.attributes))
         };
-        // Nothing awaited since the receive (no batching window, no ack of filtered messages):
-        // the first invocation starts within the time the build-time check left it, and needs
-        // no look at the clock (the hot path of small batches).
-        let mut fresh = self.config.batching_window.is_zero() && filtered.is_empty();
+        // Nothing awaited since the receive (no batching window, no release of what did not
+        // fit the payload cap, no ack of filtered messages): the first invocation starts
+        // within the time the build-time check left it, and needs no look at the clock (the
+        // hot path of small batches).
+        let mut fresh =
+            budget.fresh() && self.config.batching_window.is_zero() && filtered.is_empty();
         if !filtered.is_empty() {
             let receipts: Vec<Receipt> = filtered.iter().map(|m| m.receipt.clone()).collect();
             let acked = self

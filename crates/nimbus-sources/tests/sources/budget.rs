@@ -1,5 +1,5 @@
 //! A batch's time budget: a queue mapping acknowledges a message only while its receipt is
-//! current, however long bisection or throttle retries take, and refuses at build time a
+//! current, however long bisection, throttle retries or a release take, and refuses at build time a
 //! batching window and function timeout that cannot fit in the visibility timeout.
 
 use std::collections::HashMap;
@@ -26,6 +26,8 @@ struct Timed {
     late: AtomicUsize,
     /// How long the next acknowledgement takes (once).
     ack_delay: Mutex<Option<Duration>>,
+    /// How long the next release takes (once).
+    release_delay: Mutex<Option<Duration>>,
 }
 
 impl Timed {
@@ -35,12 +37,18 @@ impl Timed {
             received: Mutex::default(),
             late: AtomicUsize::new(0),
             ack_delay: Mutex::default(),
+            release_delay: Mutex::default(),
         })
     }
 
     /// The next acknowledgement takes `delay` before it reaches the queue.
     fn delay_next_ack(&self, delay: Duration) {
         *self.ack_delay.lock() = Some(delay);
+    }
+
+    /// The next release takes `delay` before it reaches the queue.
+    fn delay_next_release(&self, delay: Duration) {
+        *self.release_delay.lock() = Some(delay);
     }
 
     fn late(&self) -> usize {
@@ -79,6 +87,10 @@ impl QueueSource for Timed {
         self.inner.retry_later(receipt, delay).await
     }
     async fn release(&self, receipts: &[Receipt]) -> Result<(), SourceError> {
+        let delay = self.release_delay.lock().take();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         self.inner.release(receipts).await
     }
     fn receive_is_cancel_safe(&self) -> bool {
@@ -344,4 +356,41 @@ async fn a_window_and_timeout_that_do_not_fit_the_visibility_timeout_are_refused
     )
     .unwrap();
     fits.stop(Duration::from_secs(1)).await;
+}
+
+/// Visibility 30 s, function timeout 10 s: a batch whose second message does not fit the
+/// payload cap with the first, and whose release of it takes 25 s. The first, whose handler
+/// takes 9.9 s, can no longer be handled and acknowledged in time: it goes back uninvoked, its
+/// receive uncounted, and is handled on its next receive.
+#[tokio::test(start_paused = true)]
+async fn a_batch_cut_at_the_payload_cap_looks_at_its_budget_after_the_release() {
+    let rt = runtime();
+    let (function, seen) = timed_function(&rt, "cut", None).await;
+    let inner = queue(QueueConfig::default().with_visibility_timeout(Duration::from_secs(30)));
+    inner.send("slow").unwrap();
+    // Fits the cap alone (a record's fixed part is about 1 KB), not with the first.
+    inner.send("y".repeat(1_500)).unwrap();
+    let q = Timed::new(inner.clone());
+    q.delay_next_release(Duration::from_secs(25));
+    let config = QueueMappingConfig::new("cut")
+        .with_max_batch_bytes(3_000)
+        .with_initial_concurrency(1)
+        .with_max_concurrency(2);
+    let mapping = attached(&rt, &q, function, config);
+    drained_in_time(&mapping, &q).await;
+    let slow: Vec<String> = seen
+        .lock()
+        .iter()
+        .flatten()
+        .filter(|b| b.starts_with("slow#"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        slow,
+        ["slow#1"],
+        "handled once, its first receive uncounted"
+    );
+    let m = mapping.metrics();
+    assert_eq!((m.deleted, m.failed, m.source_errors), (2, 0, 0), "{m:?}");
+    rt.shutdown(Duration::from_secs(1)).await;
 }
