@@ -1,6 +1,6 @@
 //! A batch's time budget: a queue mapping acknowledges a message only while its receipt is
-//! current, however long bisection, throttle retries or a release take, and refuses at build time a
-//! batching window and function timeout that cannot fit in the visibility timeout.
+//! current, however long bisection, throttle retries or a release take, and refuses at build
+//! time a batching window and function timeout that cannot fit in the visibility timeout.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
