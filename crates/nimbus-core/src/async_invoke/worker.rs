@@ -173,36 +173,10 @@ where
                     lease.release(now);
                     break 'work;
                 }
-                if reused {
-                    if lease.is_faulted() {
-                        // Discarded with the lease; the events stay held for the next instance.
-                        continue 'work;
-                    }
-                    // As a sync invoke's warm instance: the next event goes to an instance
-                    // only once its backend says it can take it (a process whose runtime is
-                    // back in `/next`), and the wait is not part of the next run.
-                    match readiness(&mut lease) {
-                        Readiness::Now => {}
-                        Readiness::Dead => continue 'work,
-                        Readiness::Wait(wait) => {
-                            held.settle();
-                            self.hand_back_beyond_batch(&mut held.batch);
-                            held.off_cpu();
-                            let ready = tokio::select! {
-                                biased;
-                                () = self.exec.hard_stop().cancelled() => false,
-                                ready = self.exec.wait_until_ready(wait) => ready,
-                            };
-                            held.on_cpu();
-                            if !ready {
-                                // Died meanwhile (or stopping): discarded with the lease.
-                                continue 'work;
-                            }
-                            now = Instant::now();
-                        }
-                    }
+                if reused && lease.is_faulted() {
+                    // Discarded with the lease; the events stay held for the next instance.
+                    continue 'work;
                 }
-                reused = true;
                 if held.batch.is_empty() {
                     held.settle();
                     // Take a fair share of the backlog, so slow handlers spread over workers
@@ -230,11 +204,49 @@ where
                         ready.take_front(take, &mut held.batch);
                     }
                 }
-                let Some(mut queued) = held.batch.pop_front() else {
+                if held.batch.is_empty() {
                     // The queue is empty: the permit and the instance go back, and the worker
                     // parks at the top of the loop.
                     lease.release(now);
                     continue 'work;
+                }
+                if reused {
+                    // As a sync invoke's warm instance: the next event goes to an instance
+                    // only once its backend says it can take it (a process whose runtime is
+                    // back in `/next`), and the wait is not part of the next run.
+                    match readiness(&mut lease) {
+                        Readiness::Now => {}
+                        Readiness::Dead => continue 'work,
+                        Readiness::Wait(wait) => {
+                            // As behind a slow handler: what finished is counted, the events
+                            // go back for other workers, and the worker counts as held.
+                            held.settle();
+                            short_runs = 0;
+                            let _slow = CountGuard::enter(&state.slow);
+                            held.off_cpu();
+                            if self.requeue(&mut held.batch) > 0 {
+                                self.kick_soon();
+                            }
+                            let ready = tokio::select! {
+                                biased;
+                                () = self.exec.hard_stop().cancelled() => false,
+                                ready = self.exec.wait_until_ready(wait) => ready,
+                            };
+                            held.on_cpu();
+                            if !ready {
+                                // Died meanwhile (or stopping): discarded with the lease.
+                                continue 'work;
+                            }
+                            now = Instant::now();
+                            // Ready: the next event it takes goes to it without asking again.
+                            reused = false;
+                            continue;
+                        }
+                    }
+                }
+                reused = true;
+                let Some(mut queued) = held.batch.pop_front() else {
+                    continue;
                 };
                 if age.expired(queued.accepted_at, now) {
                     // A destination may be slow: what finished before is counted first, and

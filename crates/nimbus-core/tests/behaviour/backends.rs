@@ -616,25 +616,37 @@ impl Backend<Cmd, u32> for Turnaround {
     }
 }
 
-/// Two async events, 10 ms each, through one worker on a backend whose instances take 100 ms
-/// to be ready again: (successes, retries, cold starts, disposed, billed duration).
-async fn two_events_after_a_turnaround(dies: bool) -> (u64, u64, u64, usize, Duration) {
-    let rt = runtime(10);
+/// A function on a [`Turnaround`] backend, with at most `concurrency` at once, no retries and
+/// the default timeout (3 s), which bounds how long an invocation waits for an instance.
+async fn turnaround_function(
+    rt: &Runtime,
+    turnaround: Duration,
+    dies: bool,
+    concurrency: u32,
+) -> (nimbus_core::FunctionHandle<Cmd, u32>, Disposed) {
     let disposed = Disposed::default();
     let backend = Turnaround {
-        turnaround: Duration::from_millis(100),
+        turnaround,
         dies,
         disposed: disposed.clone(),
     };
     let f = rt
         .register_native(
             Function::with_backend("turnaround", backend)
-                // One worker, which runs both events on the instance it holds.
-                .with_max_concurrency(1)
+                .with_max_concurrency(concurrency)
                 .with_max_retries(0),
         )
         .await
         .expect("registers");
+    (f, disposed)
+}
+
+/// Two async events, 10 ms each, through one worker on a backend whose instances take 100 ms
+/// to be ready again: (successes, retries, cold starts, disposed, billed duration).
+async fn two_events_after_a_turnaround(dies: bool) -> (u64, u64, u64, usize, Duration) {
+    let rt = runtime(10);
+    // One worker, which runs both events on the instance it holds.
+    let (f, disposed) = turnaround_function(&rt, Duration::from_millis(100), dies, 1).await;
     f.invoke_async(Cmd::Sleep(Duration::from_millis(10)))
         .unwrap();
     f.invoke_async(Cmd::Sleep(Duration::from_millis(10)))
@@ -669,4 +681,45 @@ async fn an_async_worker_discards_an_instance_that_died_before_the_next_event() 
     let (succeeded, retries, cold_starts, disposed, _) = two_events_after_a_turnaround(true).await;
     assert_eq!((succeeded, retries, cold_starts), (2, 0, 2));
     assert!(disposed >= 1, "the dead instance is disposed of");
+}
+
+/// While an async worker waits for its instance to be ready, the events it took go back, and
+/// another worker runs them on another instance instead of waiting out a long turnaround.
+#[tokio::test(start_paused = true)]
+async fn events_do_not_wait_behind_an_instance_that_is_slow_to_be_ready() {
+    let rt = runtime(10);
+    let (f, _) = turnaround_function(&rt, Duration::from_secs(2), false, 2).await;
+    let started = tokio::time::Instant::now();
+    // Taken together by the first worker, which runs the first on its new instance; the
+    // first answers at once, so the second is still in the worker's hands when it reuses it.
+    f.invoke_async(Cmd::Echo(1)).unwrap();
+    f.invoke_async(Cmd::Echo(2)).unwrap();
+    f.async_idle().await;
+    let took = started.elapsed();
+    assert_eq!(f.async_metrics().succeeded, 2);
+    assert!(
+        took < Duration::from_secs(1),
+        "the second event waited {took:?}"
+    );
+    assert_eq!(
+        f.metrics().cold_starts,
+        2,
+        "the second ran on a second instance"
+    );
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+/// An async worker with no next event gives its permit and instance back at once rather than
+/// wait for the instance to be ready: a sync invoke right after is not throttled, and gets
+/// the instance once it is ready.
+#[tokio::test(start_paused = true)]
+async fn an_async_worker_with_nothing_to_run_does_not_wait_for_its_instance() {
+    let rt = runtime(10);
+    let (f, _) = turnaround_function(&rt, Duration::from_secs(2), false, 1).await;
+    f.invoke_async(Cmd::Sleep(Duration::from_millis(10)))
+        .unwrap();
+    f.async_idle().await;
+    assert_eq!(f.invoke(Cmd::Echo(3)).await.expect("not throttled"), 3);
+    assert_eq!(f.metrics().cold_starts, 1, "the same instance, once ready");
+    rt.shutdown(Duration::from_secs(1)).await;
 }
