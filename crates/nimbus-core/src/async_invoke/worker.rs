@@ -218,29 +218,45 @@ where
                         Readiness::Now => {}
                         Readiness::Dead => continue 'work,
                         Readiness::Wait(wait) => {
-                            // As behind a slow handler: what finished is counted, the events
-                            // go back for other workers, and the worker counts as held.
-                            held.settle();
-                            short_runs = 0;
-                            let _slow = CountGuard::enter(&state.slow);
-                            held.off_cpu();
-                            if self.requeue(&mut held.batch) > 0 {
-                                self.kick_soon();
-                            }
-                            let ready = tokio::select! {
-                                biased;
-                                () = self.exec.hard_stop().cancelled() => false,
-                                ready = self.exec.wait_until_ready(wait) => ready,
+                            let wait = self.exec.wait_until_ready(wait);
+                            tokio::pin!(wait);
+                            // Often ready at once (a runtime already back in `/next`).
+                            let first =
+                                std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx)))
+                                    .await;
+                            let ready = match first {
+                                Poll::Ready(ready) => ready,
+                                Poll::Pending => {
+                                    // As behind a slow handler: what finished is counted, the
+                                    // events go back for other workers, and the worker counts
+                                    // as held.
+                                    held.settle();
+                                    short_runs = 0;
+                                    let _slow = CountGuard::enter(&state.slow);
+                                    held.off_cpu();
+                                    if self.requeue(&mut held.batch) > 0 {
+                                        self.kick_soon();
+                                    }
+                                    let ready = tokio::select! {
+                                        biased;
+                                        () = self.exec.hard_stop().cancelled() => false,
+                                        ready = &mut wait => ready,
+                                    };
+                                    held.on_cpu();
+                                    if ready {
+                                        now = Instant::now();
+                                        // Ready: the next event it takes goes to it without
+                                        // asking again.
+                                        reused = false;
+                                        continue;
+                                    }
+                                    false
+                                }
                             };
-                            held.on_cpu();
                             if !ready {
-                                // Died meanwhile (or stopping): discarded with the lease.
+                                // Died (or stopping): discarded with the lease.
                                 continue 'work;
                             }
-                            now = Instant::now();
-                            // Ready: the next event it takes goes to it without asking again.
-                            reused = false;
-                            continue;
                         }
                     }
                 }
