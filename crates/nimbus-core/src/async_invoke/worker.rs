@@ -227,16 +227,9 @@ where
                             let ready = match first {
                                 Poll::Ready(ready) => ready,
                                 Poll::Pending => {
-                                    // As behind a slow handler: what finished is counted, the
-                                    // events go back for other workers, and the worker counts
-                                    // as held.
-                                    held.settle();
+                                    // As behind a slow handler.
                                     short_runs = 0;
-                                    let _slow = CountGuard::enter(&state.slow);
-                                    held.off_cpu();
-                                    if self.requeue(&mut held.batch) > 0 {
-                                        self.kick_soon();
-                                    }
+                                    let _held_up = self.stand_aside(held);
                                     let ready = tokio::select! {
                                         biased;
                                         () = self.exec.hard_stop().cancelled() => false,
@@ -303,18 +296,9 @@ where
                 {
                     Poll::Ready(run) => run,
                     Poll::Pending => {
-                        // What finished before this handler is counted now, not after it.
-                        held.settle();
-                        // Only handlers that finish on their first poll lead to whole chunks:
-                        // this one hands back all the worker holds.
+                        // Only handlers that finish on their first poll lead to whole chunks.
                         short_runs = 0;
-                        let _slow = CountGuard::enter(&state.slow);
-                        held.off_cpu();
-                        // Hand the events taken with this one back, so that other workers
-                        // take them instead of waiting behind the slow handler.
-                        if self.requeue(&mut held.batch) > 0 {
-                            self.kick_soon();
-                        }
+                        let _held_up = self.stand_aside(held);
                         let run = run.await;
                         held.on_cpu();
                         run
@@ -383,6 +367,20 @@ where
             }
         }
         // `held` gives back what is left and counts the worker out.
+    }
+
+    /// Before a wait that holds this worker (a handler that did not finish on its first poll,
+    /// an instance not ready yet): counts what finished before it, hands back all it holds so
+    /// that other workers take it instead of waiting behind this one, and counts itself held
+    /// (while the returned guard lives) and off the CPU.
+    fn stand_aside(self: &Arc<Self>, held: &mut WorkerGuard<E, O>) -> CountGuard<'_> {
+        held.settle();
+        let held_up = CountGuard::enter(&self.state.slow);
+        held.off_cpu();
+        if self.requeue(&mut held.batch) > 0 {
+            self.kick_soon();
+        }
+        held_up
     }
 
     /// Puts what `batch` holds beyond a batch's worth back at the front of the queue, where

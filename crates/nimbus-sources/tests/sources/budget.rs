@@ -140,6 +140,16 @@ async fn timed_function(rt: &Runtime, name: &str, reserved: Option<u32>) -> (Que
     (rt.register(function).await.expect("register"), seen)
 }
 
+/// The `slow` messages the function saw, each with its receive count (`slow#1`).
+fn seen_slow(seen: &Seen) -> Vec<String> {
+    seen.lock()
+        .iter()
+        .flatten()
+        .filter(|b| b.starts_with("slow#"))
+        .cloned()
+        .collect()
+}
+
 /// Bodies (without receive counts) the function handled in a batch that succeeded.
 fn handled_bodies(seen: &Seen) -> Vec<String> {
     seen.lock()
@@ -278,15 +288,8 @@ async fn throttle_retries_stop_in_time_counting_from_the_receive() {
     let config = QueueMappingConfig::new("throttled").with_batching_window(Duration::from_secs(8));
     let mapping = attached(&rt, &q, function, config);
     drained_in_time(&mapping, &q).await;
-    let slow: Vec<String> = seen
-        .lock()
-        .iter()
-        .flatten()
-        .filter(|b| b.starts_with("slow#"))
-        .cloned()
-        .collect();
     // Handed back unhandled, its receive uncounted, then handled once.
-    assert_eq!(slow, ["slow#1"]);
+    assert_eq!(seen_slow(&seen), ["slow#1"]);
     let m = mapping.metrics();
     assert_eq!((m.deleted, m.source_errors), (1, 0), "{m:?}");
     assert!(m.throttles >= 3, "{m:?}");
@@ -378,15 +381,8 @@ async fn a_batch_cut_at_the_payload_cap_looks_at_its_budget_after_the_release() 
         .with_max_concurrency(2);
     let mapping = attached(&rt, &q, function, config);
     drained_in_time(&mapping, &q).await;
-    let slow: Vec<String> = seen
-        .lock()
-        .iter()
-        .flatten()
-        .filter(|b| b.starts_with("slow#"))
-        .cloned()
-        .collect();
     assert_eq!(
-        slow,
+        seen_slow(&seen),
         ["slow#1"],
         "handled once, its first receive uncounted"
     );
