@@ -12,7 +12,7 @@
 //! is cut off and its event handed back too.
 //!
 //! Destinations, dead-letter targets and retry policies are user code: each call is guarded
-//! (see `deliver.rs` and `worker.rs`), and a worker that ends for any reason gives its events
+//! (see `deliver.rs` and `retries.rs`), and a worker that ends for any reason gives its events
 //! back to the queue.
 //!
 //! Workers are tasks spawned while there is backlog: each takes a permit and an instance and
@@ -33,6 +33,7 @@ mod held;
 mod queue;
 mod ready;
 mod record;
+mod retries;
 mod worker;
 
 use std::any::Any;
