@@ -205,7 +205,7 @@ where
                         kept.push_back(queued);
                     }
                 }
-                *ready = kept;
+                ready.events = kept;
                 // Under the lock: an event pushed after this is seen by its producer's
                 // `watch_age`, which starts a new timer once this one has stopped (decided
                 // here, so that two never run).

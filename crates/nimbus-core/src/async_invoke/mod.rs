@@ -275,38 +275,32 @@ where
                 reason: RejectReason::QueueFull { capacity },
             });
         }
-        state.counters.accepted.fetch_add(1, Ordering::Relaxed);
-        let queued = Queued {
-            request_id: self.exec.next_request_id(),
-            event,
-            accepted_at: Instant::now(),
-            attempts: 0,
-            principal,
-            last_error: None,
-        };
-        let request_id = queued.request_id;
-        let accepted_at = queued.accepted_at;
-        let (depth, oldest) = {
+        let accepted_at = Instant::now();
+        let (request_id, depth, oldest) = {
             let mut ready = state.ready.lock();
             if state.sealed.load(Ordering::Relaxed) {
                 // The queue was handed back while this call passed the checks above: the
                 // event would never run nor be handed back, so it is refused instead.
                 drop(ready);
-                state.counters.accepted.fetch_sub(1, Ordering::Relaxed);
                 state.finish_one();
                 let reason = if self.exec.is_closed() {
                     RejectReason::Unregistered
                 } else {
                     RejectReason::ShuttingDown
                 };
-                return Err(Rejected {
-                    event: queued.event,
-                    reason,
-                });
+                return Err(Rejected { event, reason });
             }
-            ready.push_back(queued);
+            let request_id = ready.admit(&self.exec);
+            ready.push_back(Queued {
+                request_id,
+                event,
+                accepted_at,
+                attempts: 0,
+                principal,
+                last_error: None,
+            });
             let oldest = ready.front().map_or(accepted_at, |q| q.accepted_at);
-            (ready.len(), oldest)
+            (request_id, ready.len(), oldest)
         };
         self.watch_fresh_age(accepted_at);
         // A parked worker takes the event: waking it costs the caller less than a new

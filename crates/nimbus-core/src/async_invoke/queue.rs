@@ -4,6 +4,7 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
+use std::ops::{Deref, DerefMut, Range};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,8 @@ use tokio::time::Instant;
 use super::gauge;
 use super::ready::Ready;
 use super::{AsyncMetrics, Condition, Destinations, ErrorInfo, HandedBack, Queued};
+use crate::executor::Executor;
+use crate::handler::RequestId;
 use crate::retry::RetryPolicy;
 use crate::util::Padded;
 
@@ -43,11 +46,50 @@ impl<E> Ord for Delayed<E> {
     }
 }
 
-/// Counters of the async path.
+/// Request ids an arrival takes from the executor at a time: one atomic add on a line every
+/// function's invocations share, per this many events, instead of one per event.
+const ID_BLOCK: u64 = 64;
+
+/// The ready events, and what an arrival counts while it holds their lock: it is queued
+/// with one atomic operation fewer for each (a locked add costs about as much as the lock).
+pub(super) struct Intake<E> {
+    pub(super) events: Ready<Queued<E>>,
+    /// Events accepted (`AsyncMetrics::accepted`).
+    pub(super) accepted: u64,
+    /// Request ids reserved for arrivals and not given out yet (sequence numbers).
+    ids: Range<u64>,
+}
+
+impl<E> Intake<E> {
+    /// Counts an arrival in and gives it a request id.
+    pub(super) fn admit<O>(&mut self, exec: &Executor<E, O>) -> RequestId {
+        self.accepted += 1;
+        let seq = self.ids.next().unwrap_or_else(|| {
+            let first = exec.reserve_request_ids(ID_BLOCK);
+            self.ids = first + 1..first + ID_BLOCK;
+            first
+        });
+        exec.request_id(seq)
+    }
+}
+
+impl<E> Deref for Intake<E> {
+    type Target = Ready<Queued<E>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.events
+    }
+}
+
+impl<E> DerefMut for Intake<E> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.events
+    }
+}
+
+/// Counters of the async path (`accepted` is the intake's).
 #[derive(Debug, Default)]
 pub(crate) struct AsyncCounters {
-    /// Written by producers; padded away from the workers' counters.
-    pub(crate) accepted: Padded<AtomicU64>,
     pub(crate) retries: AtomicU64,
     pub(crate) throttles: AtomicU64,
     pub(crate) succeeded: AtomicU64,
@@ -60,7 +102,7 @@ pub(crate) struct AsyncCounters {
 
 /// The async queue of one function.
 pub(crate) struct AsyncState<E, O> {
-    pub(super) ready: Padded<Mutex<Ready<Queued<E>>>>,
+    pub(super) ready: Padded<Mutex<Intake<E>>>,
     pub(super) delayed: Mutex<BinaryHeap<Delayed<E>>>,
     pub(super) delayed_changed: Notify,
     pub(super) timer_started: AtomicBool,
@@ -120,7 +162,11 @@ impl<E, O> AsyncState<E, O> {
         threads: usize,
     ) -> Self {
         Self {
-            ready: Padded(Mutex::new(Ready::default())),
+            ready: Padded(Mutex::new(Intake {
+                events: Ready::default(),
+                accepted: 0,
+                ids: 0..0,
+            })),
             delayed: Mutex::new(BinaryHeap::new()),
             delayed_changed: Notify::new(),
             timer_started: AtomicBool::new(false),
@@ -245,9 +291,13 @@ impl<E, O> AsyncState<E, O> {
 
     pub(crate) fn metrics(&self) -> AsyncMetrics {
         let now = Instant::now();
-        let (queue_depth, oldest_ready) = {
+        let (queue_depth, oldest_ready, accepted) = {
             let ready = self.ready.lock();
-            (ready.len(), ready.front().map(|q| q.accepted_at))
+            (
+                ready.len(),
+                ready.front().map(|q| q.accepted_at),
+                ready.accepted,
+            )
         };
         let (waiting_retry, oldest_delayed) = {
             let delayed = self.delayed.lock();
@@ -263,7 +313,7 @@ impl<E, O> AsyncState<E, O> {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let c = &self.counters;
         AsyncMetrics {
-            accepted: load(&c.accepted),
+            accepted,
             pending: self.pending(),
             queue_depth,
             waiting_retry,

@@ -220,9 +220,14 @@ impl<E, O> Executor<E, O> {
         &self.shared.config.payload_limits
     }
 
-    /// A new request id.
-    pub(crate) fn next_request_id(&self) -> RequestId {
-        self.shared.next_request_id()
+    /// Reserves `n` request ids (see [`Executor::request_id`]); returns the first's number.
+    pub(crate) fn reserve_request_ids(&self, n: u64) -> u64 {
+        self.shared.reserve_request_ids(n)
+    }
+
+    /// The request id of a number reserved by [`Executor::reserve_request_ids`].
+    pub(crate) fn request_id(&self, seq: u64) -> RequestId {
+        self.shared.request_id(seq)
     }
 
     /// Whether the runtime has begun shutting down.

@@ -93,7 +93,17 @@ impl Shared {
     }
 
     pub(crate) fn next_request_id(&self) -> RequestId {
-        let seq = self.request_seq.fetch_add(1, Ordering::Relaxed);
+        self.request_id(self.reserve_request_ids(1))
+    }
+
+    /// Reserves `n` request ids for the caller to give out: returns the first's sequence
+    /// number; the others follow it.
+    pub(crate) fn reserve_request_ids(&self, n: u64) -> u64 {
+        self.request_seq.fetch_add(n, Ordering::Relaxed)
+    }
+
+    /// The request id of a reserved sequence number.
+    pub(crate) fn request_id(&self, seq: u64) -> RequestId {
         RequestId::from_u128(u128::from(self.request_prefix) << 64 | u128::from(seq))
     }
 
