@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::worker::WORKER_BATCH;
 use super::{AsyncInvoker, Queued};
+use crate::metrics::Successes;
 
 /// A worker, counted in `workers` from its spawn to its end, and what it holds: its batch,
 /// the event it is running, and successes not yet counted (in `succeeded`, and out of
@@ -27,6 +28,8 @@ where
     /// Successes not yet added to the `succeeded` counter: counted with `done`, so that two
     /// workers do not write one cache line per event.
     pub(super) succeeded: u64,
+    /// Runs that succeeded, not yet added to the function's metrics: added with `done`.
+    pub(super) successes: Successes,
     /// The worker ran: only then does its end start a replacement (a task dropped unrun, its
     /// runtime going away, must not spawn another one that would be dropped the same way).
     started: bool,
@@ -49,6 +52,7 @@ where
             current: None,
             done: 0,
             succeeded: 0,
+            successes: Successes::default(),
             started: false,
             on_cpu: true,
         }
@@ -69,9 +73,11 @@ where
         }
     }
 
-    /// Counts what the worker finished: its successes, then (so that whoever sees the queue
-    /// idle sees them counted) its finished events out of `pending`.
+    /// Counts what the worker finished: its successes (in the function's metrics and the
+    /// async counters), then (so that whoever sees the queue idle sees them counted) its
+    /// finished events out of `pending`.
     pub(super) fn settle(&mut self) {
+        self.function.exec.flush(&mut self.successes);
         let state = &self.function.state;
         let succeeded = std::mem::take(&mut self.succeeded);
         if succeeded > 0 {

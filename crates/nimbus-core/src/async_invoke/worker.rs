@@ -296,6 +296,7 @@ where
                     }
                 };
                 now = run.end;
+                self.exec.count_into(&mut held.successes, &run);
                 let Some(mut queued) = held.current.take() else {
                     unreachable!("the event in hand is held until its run ends")
                 };

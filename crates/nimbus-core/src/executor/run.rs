@@ -23,6 +23,7 @@ use crate::error::{InvokeError, OutcomeKind, Refused};
 use crate::handler::{hops, Caller, ClientContext, CognitoIdentity, Context, Extras, RequestId};
 use crate::instance::{Fault, Instance, Lease};
 use crate::metering::{self, UsageReport};
+use crate::metrics::Successes;
 use crate::util::{guarded, panic_message, CatchUnwind};
 
 /// Options of one invocation. Who invokes is not among them: the runtime sets the
@@ -115,9 +116,11 @@ impl<O> Invocation<O> {
     }
 }
 
-/// What [`Executor::run_on`] produced.
+/// What [`Executor::run_on`] produced, not yet counted in the function's metrics (the
+/// caller counts it: [`Executor::count`], [`Executor::count_into`]).
 pub(crate) struct Run<O> {
     pub(crate) result: Result<O, InvokeError>,
+    pub(crate) kind: OutcomeKind,
     pub(crate) report: UsageReport,
     /// The instance finished normally (output or function error) and may be reused.
     pub(crate) sound: bool,
@@ -223,6 +226,7 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
                 Instant::now(),
             )
             .await;
+        self.count(&run);
         if run.sound {
             lease.release(run.end);
         }
@@ -253,7 +257,8 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         Err(InvokeError::RecursiveLoop { hops })
     }
 
-    /// Runs one event on a leased instance: guarded run, metering, metrics, REPORT event.
+    /// Runs one event on a leased instance: guarded run, metering, REPORT event; the caller
+    /// counts the run in the metrics.
     /// `who` is the request id, the principal and the attempt number. The caller releases the
     /// lease if the run left the instance `sound`, or drops it (discarding the instance).
     /// `start` is now, as the caller last read the clock (one read fewer per event).
@@ -338,10 +343,6 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
             Err(error) => error.kind(),
         };
         let billed = metering::billed(duration, self.config.billing);
-        self.counters.finished(kind, duration, billed);
-        if scope.provisioned {
-            self.counters.provisioned(billed);
-        }
         // At debug: a line per invocation at info would cost more than a fast handler.
         tracing::debug!(
             target: "nimbus::report",
@@ -376,10 +377,38 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         );
         Run {
             result,
+            kind,
             report,
             sound: sound && told,
             end,
         }
+    }
+
+    /// Counts a run in the function's metrics (and, on a provisioned instance, in its usage).
+    pub(crate) fn count(&self, run: &Run<O>) {
+        let report = &run.report;
+        self.counters
+            .finished(run.kind, report.duration, report.billed_duration);
+        if report.provisioned {
+            self.counters.provisioned(report.billed_duration);
+        }
+    }
+
+    /// As [`Executor::count`], but a success on an on-demand instance is counted in `batch`
+    /// until [`Executor::flush`]: a worker running events back to back pays the counters'
+    /// atomic adds once per batch.
+    pub(crate) fn count_into(&self, batch: &mut Successes, run: &Run<O>) {
+        if run.kind == OutcomeKind::Success && !run.report.provisioned {
+            self.counters
+                .succeeded_into(batch, run.report.duration, run.report.billed_duration);
+        } else {
+            self.count(run);
+        }
+    }
+
+    /// Adds the successes counted in `batch` to the function's metrics.
+    pub(crate) fn flush(&self, batch: &mut Successes) {
+        self.counters.flush(batch);
     }
 
     /// Waits for a handler that did not finish on its first poll, against the deadline and

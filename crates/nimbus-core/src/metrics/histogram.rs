@@ -49,8 +49,17 @@ fn upper_bound(bucket: usize) -> u64 {
 
 impl Histogram {
     pub(crate) fn record(&self, value: Duration) {
-        let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
-        self.counts[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
+        self.add(Self::bucket(value), 1);
+    }
+
+    /// The bucket `value` is counted in.
+    pub(crate) fn bucket(value: Duration) -> usize {
+        bucket_of(u64::try_from(value.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Counts `n` values in `bucket` (from [`Histogram::bucket`]).
+    pub(crate) fn add(&self, bucket: usize, n: u64) {
+        self.counts[bucket].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Adds `other`'s counts to this histogram.

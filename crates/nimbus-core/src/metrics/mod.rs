@@ -1,12 +1,14 @@
 //! Per-function metrics: atomic counters on the hot path, read as a [`FunctionMetrics`] snapshot.
 
 mod histogram;
+mod successes;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub use histogram::DurationHistogram;
 pub(crate) use histogram::Histogram;
+pub(crate) use successes::Successes;
 
 use crate::config::Prices;
 use crate::error::{OutcomeKind, ThrottleReason};
@@ -155,6 +157,40 @@ impl FunctionCounters {
             .billed_nanos
             .fetch_add(nanos(billed), Ordering::Relaxed);
         tally.durations.record(duration);
+    }
+
+    /// Counts a success as [`finished`](Self::finished) does, in `batch` until it is flushed.
+    pub(crate) fn succeeded_into(
+        &self,
+        batch: &mut Successes,
+        duration: Duration,
+        billed: Duration,
+    ) {
+        let bucket = Histogram::bucket(duration);
+        if batch.in_bucket > 0 && batch.bucket != bucket {
+            let n = std::mem::take(&mut batch.in_bucket);
+            self.tallies.local().durations.add(batch.bucket, n);
+        }
+        batch.bucket = bucket;
+        batch.in_bucket += 1;
+        batch.runs += 1;
+        batch.billed_nanos = batch.billed_nanos.saturating_add(nanos(billed));
+    }
+
+    /// Adds the successes counted in `batch` to the counters, and empties it.
+    pub(crate) fn flush(&self, batch: &mut Successes) {
+        if batch.runs == 0 {
+            return;
+        }
+        let batch = std::mem::take(batch);
+        let tally = self.tallies.local();
+        tally.successes.fetch_add(batch.runs, Ordering::Relaxed);
+        tally
+            .billed_nanos
+            .fetch_add(batch.billed_nanos, Ordering::Relaxed);
+        if batch.in_bucket > 0 {
+            tally.durations.add(batch.bucket, batch.in_bucket);
+        }
     }
 
     /// Counts an invocation, counted by `finished` already, that ran on a provisioned

@@ -638,9 +638,58 @@ async fn successes_are_counted_before_a_worker_waits_on_a_slow_handler() {
     // On this single-threaded runtime the test runs again only once the worker has yielded,
     // that is, after it saw the slow handler pending.
     assert_eq!(handle.async_metrics().succeeded, 1);
+    assert_eq!(
+        handle.metrics().successes,
+        1,
+        "in the function's metrics too"
+    );
     hold.release.add_permits(1);
     handle.async_idle().await;
     assert_eq!(handle.async_metrics().succeeded, 2);
+    assert_eq!(handle.metrics().successes, 2);
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A worker counts its successes in the function's metrics in batches too: once the queue is
+/// idle, every run is counted, with its duration in the histogram and its billed time in the
+/// usage; a failure among them is counted as one.
+#[tokio::test]
+async fn every_run_is_in_the_metrics_once_the_queue_is_idle() {
+    let rt = runtime(10);
+    let handle = rt
+        .register(
+            Function::new(
+                "counted",
+                handler_fn(|n: u32, _ctx: Context| async move {
+                    if n % 7 == 0 {
+                        // Durations in more than one bucket of the histogram.
+                        let until = std::time::Instant::now() + Duration::from_micros(30);
+                        while std::time::Instant::now() < until {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    if n == 150 {
+                        return Err(FunctionError::new("Failed", "on purpose"));
+                    }
+                    Ok::<_, FunctionError>(n)
+                }),
+            )
+            .with_max_retries(0),
+        )
+        .await
+        .expect("register");
+    for n in 0..300 {
+        handle.invoke_async(n).expect("queued");
+    }
+    handle.async_idle().await;
+    let m = handle.metrics();
+    assert_eq!((m.invocations, m.successes, m.errors), (300, 299, 1));
+    let durations = rt.duration_histogram("counted").expect("registered");
+    assert_eq!(durations.count(), 300);
+    let usage = handle.usage();
+    assert_eq!(usage.requests, 300);
+    assert_eq!(usage.billed_duration, Duration::from_millis(300));
+    assert_eq!(handle.async_metrics().succeeded, 299);
     rt.shutdown(Duration::from_secs(1)).await;
 }
 
