@@ -166,15 +166,14 @@ impl FunctionCounters {
         duration: Duration,
         billed: Duration,
     ) {
-        let bucket = Histogram::bucket(duration);
-        if batch.in_bucket > 0 && batch.bucket != bucket {
-            let n = std::mem::take(&mut batch.in_bucket);
-            self.tallies.local().durations.add(batch.bucket, n);
-        }
-        batch.bucket = bucket;
-        batch.in_bucket += 1;
         batch.runs += 1;
         batch.billed_nanos = batch.billed_nanos.saturating_add(nanos(billed));
+        batch.count_in(Histogram::bucket(duration), |full| {
+            let durations = &self.tallies.local().durations;
+            for (bucket, n) in full.take_buckets() {
+                durations.add(bucket, n);
+            }
+        });
     }
 
     /// Adds the successes counted in `batch` to the counters, and empties it.
@@ -182,14 +181,15 @@ impl FunctionCounters {
         if batch.runs == 0 {
             return;
         }
-        let batch = std::mem::take(batch);
         let tally = self.tallies.local();
-        tally.successes.fetch_add(batch.runs, Ordering::Relaxed);
+        tally
+            .successes
+            .fetch_add(std::mem::take(&mut batch.runs), Ordering::Relaxed);
         tally
             .billed_nanos
-            .fetch_add(batch.billed_nanos, Ordering::Relaxed);
-        if batch.in_bucket > 0 {
-            tally.durations.add(batch.bucket, batch.in_bucket);
+            .fetch_add(std::mem::take(&mut batch.billed_nanos), Ordering::Relaxed);
+        for (bucket, n) in batch.take_buckets() {
+            tally.durations.add(bucket, n);
         }
     }
 
