@@ -116,6 +116,9 @@ pub(crate) struct AsyncState<E, O> {
     pub(super) parked: AtomicUsize,
     /// Wakes a parked worker when events are pushed into the ready queue (`wake_parked`).
     pub(super) unpark: Notify,
+    /// A wake-up was sent and no parked worker has taken it yet: a push meanwhile need not
+    /// send another, as the worker that takes it looks at the queue after (see `wake_parked`).
+    pub(super) waking: AtomicBool,
     /// Workers awaiting a handler that did not finish on its first poll.
     pub(super) slow: AtomicUsize,
     /// Workers running events on the CPU: holding a permit and an instance, and not waiting
@@ -176,6 +179,7 @@ impl<E, O> AsyncState<E, O> {
             workers: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
             unpark: Notify::new(),
+            waking: AtomicBool::new(false),
             slow: AtomicUsize::new(0),
             on_cpu: AtomicUsize::new(0),
             threads: threads.max(1),
@@ -271,8 +275,17 @@ impl<E, O> AsyncState<E, O> {
     /// queue, so either its look sees the events or this sees its count. The worker parked
     /// last is woken, so that workers a burst left over are not kept busy by a steady stream
     /// and time out.
+    ///
+    /// Until a woken worker has taken the wake-up (it clears `waking`, then looks at the
+    /// queue), pushes send no other: the woken worker sees their events. A worker woken on a
+    /// busy runtime may wait a while for a thread, and a push per event into a `Notify` whose
+    /// wake-up is already sent still costs an atomic read-modify-write (three quarters of the
+    /// async bench's pushes did so).
     pub(super) fn wake_parked(&self) {
-        if self.parked.load(Ordering::SeqCst) > 0 {
+        if self.parked.load(Ordering::SeqCst) > 0
+            && !self.waking.load(Ordering::SeqCst)
+            && !self.waking.swap(true, Ordering::SeqCst)
+        {
             self.unpark.notify_last();
         }
     }

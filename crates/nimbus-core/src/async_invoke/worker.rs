@@ -397,6 +397,9 @@ where
         // Registered before the worker counts itself parked, so that no wake-up sent after
         // the count is missed.
         unparked.as_mut().enable();
+        // Registering takes a wake-up sent while no worker waited: it is taken before this
+        // worker's look at the queue, as in the wait below (see `wake_parked`).
+        state.waking.store(false, Ordering::SeqCst);
         let woken = {
             let _parked = CountGuard::enter(&state.parked);
             // Counted before this look: a push that this look misses sees the count and wakes
@@ -407,7 +410,12 @@ where
             tokio::select! {
                 // A wake-up wins over a timeout that is due at the same poll.
                 biased;
-                () = unparked => true,
+                () = unparked => {
+                    // Taken: before the look at the queue, so that a push this look misses
+                    // sends another (see `wake_parked`).
+                    state.waking.store(false, Ordering::SeqCst);
+                    true
+                }
                 () = self.exec.hard_stop().cancelled() => return false,
                 () = tokio::time::sleep(super::PARK_FOR) => false,
             }

@@ -604,6 +604,49 @@ async fn a_worker_waits_a_moment_for_the_next_event_then_exits() {
     assert_eq!(handle.metrics().invocations, 3);
 }
 
+/// Arrivals while a parked worker's wake-up is on its way send no other wake-up: the woken
+/// worker runs them all, and none waits for a timer. Parked again, the worker is woken by the
+/// next arrival: the first wake-up was taken, and the next is sent.
+#[tokio::test(start_paused = true)]
+async fn arrivals_behind_a_wake_up_run_without_waiting_for_a_timer() {
+    let rt = runtime(10);
+    let (tx, mut ran_in) = mpsc::unbounded_channel();
+    let handle = rt
+        .register(Function::new(
+            "woken",
+            handler_fn(move |event: u32, _ctx: Context| {
+                let _ = tx.send((event, tokio::task::id()));
+                async { Ok::<_, FunctionError>(0) }
+            }),
+        ))
+        .await
+        .unwrap();
+    handle.invoke_async(0).unwrap();
+    let (_, worker) = ran_in.recv().await.unwrap();
+    let parked = || async {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    };
+    parked().await;
+    // On the paused clock, an event left for the worker's timer would move the clock on by
+    // the park's millisecond before it ran.
+    let start = Instant::now();
+    for event in 1..=5 {
+        handle.invoke_async(event).unwrap();
+    }
+    for event in 1..=5 {
+        assert_eq!(ran_in.recv().await.unwrap(), (event, worker));
+    }
+    assert_eq!(Instant::now(), start, "no event waited for a timer");
+    parked().await;
+    handle.invoke_async(6).unwrap();
+    assert_eq!(ran_in.recv().await.unwrap(), (6, worker));
+    assert_eq!(Instant::now(), start, "the next arrival woke the worker");
+    handle.async_idle().await;
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
 /// A worker counts its successes in batches; one whose handler waits must count those it
 /// finished before, or `succeeded` would lag behind a handler that never ends.
 #[tokio::test]
