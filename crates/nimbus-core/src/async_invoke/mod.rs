@@ -304,8 +304,9 @@ where
         };
         self.watch_fresh_age(accepted_at);
         // A parked worker takes the event: waking it costs the caller less than a new
-        // worker (no task to allocate and start). Parked workers count as workers below, as
-        // every push into the queue wakes one.
+        // worker (no task to allocate and start). Parked workers count as workers below: a
+        // push wakes one, and a worker that leaves events behind when it takes its share
+        // wakes another (`wake_parked`).
         state.wake_parked();
         // A worker is added only once the oldest event has waited a little: a backlog that the
         // running workers clear at once does not need another one (fast handlers would

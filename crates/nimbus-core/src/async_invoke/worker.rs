@@ -194,6 +194,13 @@ where
                         let take = share.min(WORKER_BATCH).min(ready.len());
                         ready.take_front(take, &mut held.batch);
                     }
+                    let left = !ready.is_empty();
+                    drop(ready);
+                    if left {
+                        // Arrivals behind one wake-up sent no other (`wake_parked`): what this
+                        // worker left, a parked one takes.
+                        state.wake_parked();
+                    }
                 }
                 if held.batch.is_empty() {
                     // The queue is empty: the permit and the instance go back, and the worker
@@ -396,10 +403,11 @@ where
         tokio::pin!(unparked);
         // Registered before the worker counts itself parked, so that no wake-up sent after
         // the count is missed.
-        unparked.as_mut().enable();
-        // Registering takes a wake-up sent while no worker waited: it is taken before this
-        // worker's look at the queue, as in the wait below (see `wake_parked`).
-        state.waking.store(false, Ordering::SeqCst);
+        if unparked.as_mut().enable() {
+            // Registering took a wake-up sent while no worker waited: taken before this
+            // worker's look at the queue, as in the wait below (see `wake_parked`).
+            state.waking.store(false, Ordering::SeqCst);
+        }
         let woken = {
             let _parked = CountGuard::enter(&state.parked);
             // Counted before this look: a push that this look misses sees the count and wakes

@@ -120,11 +120,21 @@ impl<O> Invocation<O> {
 /// caller counts it: [`Executor::count`], [`Executor::count_into`]).
 pub(crate) struct Run<O> {
     pub(crate) result: Result<O, InvokeError>,
-    pub(crate) kind: OutcomeKind,
+    pub(crate) tally: Tally,
     pub(crate) report: UsageReport,
     /// The instance finished normally (output or function error) and may be reused.
     pub(crate) sound: bool,
     pub(crate) end: Instant,
+}
+
+/// What a run counts in the function's metrics: the executor's own figures (a backend's
+/// `finished` may change the report it is shown).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tally {
+    kind: OutcomeKind,
+    duration: Duration,
+    billed: Duration,
+    provisioned: bool,
 }
 
 /// How a guarded run ended.
@@ -377,7 +387,12 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
         );
         Run {
             result,
-            kind,
+            tally: Tally {
+                kind,
+                duration,
+                billed,
+                provisioned,
+            },
             report,
             sound: sound && told,
             end,
@@ -386,11 +401,15 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
 
     /// Counts a run in the function's metrics (and, on a provisioned instance, in its usage).
     pub(crate) fn count(&self, run: &Run<O>) {
-        let report = &run.report;
-        self.counters
-            .finished(run.kind, report.duration, report.billed_duration);
-        if report.provisioned {
-            self.counters.provisioned(report.billed_duration);
+        let Tally {
+            kind,
+            duration,
+            billed,
+            provisioned,
+        } = run.tally;
+        self.counters.finished(kind, duration, billed);
+        if provisioned {
+            self.counters.provisioned(billed);
         }
     }
 
@@ -398,9 +417,10 @@ impl<E: Send + 'static, O: Send + 'static> Executor<E, O> {
     /// until [`Executor::flush`]: a worker running events back to back pays the counters'
     /// atomic adds once per batch.
     pub(crate) fn count_into(&self, batch: &mut Successes, run: &Run<O>) {
-        if run.kind == OutcomeKind::Success && !run.report.provisioned {
+        let tally = run.tally;
+        if tally.kind == OutcomeKind::Success && !tally.provisioned {
             self.counters
-                .succeeded_into(batch, run.report.duration, run.report.billed_duration);
+                .succeeded_into(batch, tally.duration, tally.billed);
         } else {
             self.count(run);
         }

@@ -647,6 +647,49 @@ async fn arrivals_behind_a_wake_up_run_without_waiting_for_a_timer() {
     rt.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A wake-up sent for a burst reaches more than one parked worker: the woken worker takes
+/// its share and wakes another for what it left, so that the second event of a burst to two
+/// parked workers starts at once, not when the other's park runs out.
+#[tokio::test(start_paused = true)]
+async fn a_burst_wakes_as_many_parked_workers_as_it_needs() {
+    let rt = runtime(10);
+    let hold = Hold::new();
+    let handle = rt
+        .register(Function::new(
+            "burst",
+            handler_fn({
+                let hold = hold.clone();
+                move |_event: u32, _ctx: Context| {
+                    let hold = hold.clone();
+                    async move {
+                        hold.inside().await;
+                        Ok::<_, FunctionError>(0)
+                    }
+                }
+            }),
+        ))
+        .await
+        .unwrap();
+    // Two workers, each in a waiting handler, then both parked.
+    handle.invoke_async(0).unwrap();
+    hold.until_inside(1).await;
+    handle.invoke_async(1).unwrap();
+    hold.until_inside(2).await;
+    hold.let_go(2);
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(handle.async_metrics().succeeded, 2);
+    let start = Instant::now();
+    handle.invoke_async(2).unwrap();
+    handle.invoke_async(3).unwrap();
+    hold.until_inside(4).await;
+    assert_eq!(Instant::now(), start, "neither event waited for a timer");
+    hold.let_go(2);
+    handle.async_idle().await;
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
 /// A worker counts its successes in batches; one whose handler waits must count those it
 /// finished before, or `succeeded` would lag behind a handler that never ends.
 #[tokio::test]
