@@ -193,7 +193,7 @@ where
             let now = Instant::now();
             scanned = Some(now);
             let (expired, last) = {
-                let mut ready = state.ready.lock();
+                let mut ready = state.lock_ready();
                 let mut expired = VecDeque::new();
                 let mut kept = Ready::default();
                 let mut next = NONE;
@@ -220,6 +220,13 @@ where
                 self.exec.spawn(expiring.run());
             }
             if last {
+                // An arrival that found the queue locked by this scan pushed into the
+                // overflow, and may have read the deadline before it was cleared, starting no
+                // timer: one starts here for it, its deadline counted from this scan (later
+                // than its own by at most the scan).
+                if !state.overflow.is_empty() {
+                    self.watch_age(now);
+                }
                 return;
             }
         }

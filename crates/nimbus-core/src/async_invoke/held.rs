@@ -122,7 +122,7 @@ where
         // out first, then look at the queue. A producer that pushed before this look is seen
         // here; one that pushes after it sees the lower worker count: with none left it adds
         // a worker, and with every one left in a slow handler it schedules a look.
-        let depth = state.ready.lock().len();
+        let depth = state.lock_ready().len();
         // Workers inside slow handlers will not take the events soon: they do not count.
         let slow = state.slow.load(Ordering::SeqCst);
         if self.started

@@ -30,6 +30,7 @@ mod destination;
 mod expiry;
 mod gauge;
 mod held;
+mod overflow;
 mod queue;
 mod ready;
 mod record;
@@ -276,19 +277,16 @@ where
             });
         }
         let accepted_at = Instant::now();
+        let Some(mut ready) = state.ready.try_lock() else {
+            return self.accept_locked_out(event, principal, accepted_at);
+        };
         let (request_id, depth, oldest) = {
-            let mut ready = state.ready.lock();
+            state.take_overflow(&mut ready);
             if state.sealed.load(Ordering::Relaxed) {
                 // The queue was handed back while this call passed the checks above: the
                 // event would never run nor be handed back, so it is refused instead.
                 drop(ready);
-                state.finish_one();
-                let reason = if self.exec.is_closed() {
-                    RejectReason::Unregistered
-                } else {
-                    RejectReason::ShuttingDown
-                };
-                return Err(Rejected { event, reason });
+                return Err(self.refuse_sealed(event));
             }
             let request_id = ready.admit(&self.exec);
             ready.push_back(Queued {
@@ -302,6 +300,7 @@ where
             let oldest = ready.front().map_or(accepted_at, |q| q.accepted_at);
             (request_id, ready.len(), oldest)
         };
+        drop(ready);
         self.watch_fresh_age(accepted_at);
         // A parked worker takes the event: waking it costs the caller less than a new
         // worker (no task to allocate and start). Parked workers count as workers below: a
@@ -336,6 +335,17 @@ where
         Ok(request_id)
     }
 
+    /// Refuses an event that arrived after the queue was handed back (it was counted pending).
+    pub(super) fn refuse_sealed(&self, event: E) -> Rejected<E> {
+        self.state.finish_one();
+        let reason = if self.exec.is_closed() {
+            RejectReason::Unregistered
+        } else {
+            RejectReason::ShuttingDown
+        };
+        Rejected { event, reason }
+    }
+
     /// Looks again in [`SPAWN_AFTER`]: if the oldest event is still waiting, adds a worker.
     /// At most one such look is scheduled at a time.
     fn kick_soon(self: &Arc<Self>) {
@@ -351,7 +361,7 @@ where
             let state = &this.state;
             state.kick_scheduled.store(false, Ordering::SeqCst);
             let (depth, waited) = {
-                let ready = state.ready.lock();
+                let ready = state.lock_ready();
                 let waited = ready.front().map(|q| q.accepted_at.elapsed());
                 (ready.len(), waited)
             };

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_queue::SegQueue;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -102,7 +103,15 @@ pub(crate) struct AsyncCounters {
 
 /// The async queue of one function.
 pub(crate) struct AsyncState<E, O> {
+    /// Locked with [`AsyncState::lock_ready`], which first moves in what `overflow` holds.
     pub(super) ready: Padded<Mutex<Intake<E>>>,
+    /// Arrivals that found `ready` locked: pushed here rather than waiting for the lock (a
+    /// worker holding it may have lost its thread for a while), and moved to the back of
+    /// `ready`, in order, by whoever locks it next. Not counted in `accepted` until then.
+    pub(super) overflow: SegQueue<Queued<E>>,
+    /// Arrivals between their look at `sealed` and the end of their push into `overflow`:
+    /// the hand-back waits for them (see `hand_back`).
+    pub(super) overflowing: AtomicUsize,
     pub(super) delayed: Mutex<BinaryHeap<Delayed<E>>>,
     pub(super) delayed_changed: Notify,
     pub(super) timer_started: AtomicBool,
@@ -170,6 +179,8 @@ impl<E, O> AsyncState<E, O> {
                 accepted: 0,
                 ids: 0..0,
             })),
+            overflow: SegQueue::new(),
+            overflowing: AtomicUsize::new(0),
             delayed: Mutex::new(BinaryHeap::new()),
             delayed_changed: Notify::new(),
             timer_started: AtomicBool::new(false),
@@ -243,7 +254,7 @@ impl<E, O> AsyncState<E, O> {
     pub(super) fn requeue_front(&self, batch: &mut VecDeque<Queued<E>>, keep: usize) -> usize {
         let pushed = batch.len() > keep;
         let depth = {
-            let mut ready = self.ready.lock();
+            let mut ready = self.lock_ready();
             while batch.len() > keep {
                 let Some(queued) = batch.pop_back() else {
                     break;
@@ -305,7 +316,7 @@ impl<E, O> AsyncState<E, O> {
     pub(crate) fn metrics(&self) -> AsyncMetrics {
         let now = Instant::now();
         let (queue_depth, oldest_ready, accepted) = {
-            let ready = self.ready.lock();
+            let ready = self.lock_ready();
             (
                 ready.len(),
                 ready.front().map(|q| q.accepted_at),
@@ -353,7 +364,13 @@ impl<E: Send + 'static, O> AsyncState<E, O> {
         };
         let mut events: Vec<Kept<E>> = {
             let mut ready = self.ready.lock();
-            self.sealed.store(true, Ordering::Relaxed);
+            self.sealed.store(true, Ordering::SeqCst);
+            // An arrival that looked at `sealed` before this pushes into `overflow`: wait for
+            // its push, then take it with the rest. Later ones see `sealed` and are refused.
+            while self.overflowing.load(Ordering::SeqCst) > 0 {
+                std::thread::yield_now();
+            }
+            self.take_overflow(&mut ready);
             ready.take_all().map(unfinished).collect()
         };
         events.extend(self.delayed.lock().drain().map(|d| unfinished(d.queued)));

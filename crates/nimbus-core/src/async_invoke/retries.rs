@@ -90,7 +90,7 @@ where
             };
             if let Some(oldest) = due.iter().map(|q| q.accepted_at).min() {
                 let depth = {
-                    let mut ready = state.ready.lock();
+                    let mut ready = state.lock_ready();
                     ready.extend(due);
                     ready.len()
                 };

@@ -55,7 +55,7 @@ where
             // Events beyond a batch's worth do not wait for this worker's next instance (after
             // a fault) or permit: another worker may take them.
             self.hand_back_beyond_batch(&mut held.batch);
-            if held.batch.is_empty() && state.ready.lock().is_empty() {
+            if held.batch.is_empty() && state.lock_ready().is_empty() {
                 held.off_cpu();
                 if !self.park().await {
                     break 'work;
@@ -72,7 +72,7 @@ where
                     let next = held
                         .batch
                         .pop_front()
-                        .or_else(|| state.ready.lock().pop_front());
+                        .or_else(|| state.lock_ready().pop_front());
                     let Some(queued) = next else { break 'work };
                     if self.exec.is_stopped() {
                         held.batch.push_front(queued);
@@ -134,7 +134,7 @@ where
                     let next = held
                         .batch
                         .pop_front()
-                        .or_else(|| state.ready.lock().pop_front());
+                        .or_else(|| state.lock_ready().pop_front());
                     if let Some(mut queued) = next {
                         // A destination may be slow: not time on the CPU.
                         held.off_cpu();
@@ -180,7 +180,7 @@ where
                     // `HOLD_FOR`, and before a wait for a destination or an instance
                     // (`hand_back_beyond_batch`).
                     let workers = state.workers.load(Ordering::Relaxed).max(1);
-                    let mut ready = state.ready.lock();
+                    let mut ready = state.lock_ready();
                     let share = (ready.len() / workers).max(1);
                     let front = ready.front_len();
                     let whole = front > WORKER_BATCH
@@ -412,7 +412,7 @@ where
             let _parked = CountGuard::enter(&state.parked);
             // Counted before this look: a push that this look misses sees the count and wakes
             // the worker (`wake_parked`).
-            if !state.ready.lock().is_empty() {
+            if !state.lock_ready().is_empty() {
                 return true;
             }
             tokio::select! {
@@ -433,7 +433,7 @@ where
         }
         // Timed out: counted out first, then a last look, so that a push that saw this worker
         // still parked (and woke nobody else) is not left behind.
-        woken || !state.ready.lock().is_empty()
+        woken || !state.lock_ready().is_empty()
     }
 
     /// Backs off after a throttle; a returned permit ends the wait early. Returns false when
