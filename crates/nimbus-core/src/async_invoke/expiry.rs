@@ -192,7 +192,7 @@ where
             }
             let now = Instant::now();
             scanned = Some(now);
-            let (expired, last) = {
+            let (expired, last, overflowed) = {
                 let mut ready = state.lock_ready();
                 let mut expired = VecDeque::new();
                 let mut kept = Ready::default();
@@ -210,7 +210,12 @@ where
                 // `watch_age`, which starts a new timer once this one has stopped (decided
                 // here, so that two never run).
                 state.age_deadline.store(next, Ordering::SeqCst);
-                (expired, next == NONE)
+                // Looked at under the lock, where nothing else can move it into the queue
+                // unseen: an arrival that found the queue locked by this scan pushed into the
+                // overflow, and may have read the deadline before it was cleared, starting no
+                // timer.
+                let overflowed = next == NONE && !state.overflow.is_empty();
+                (expired, next == NONE, overflowed)
             };
             if !expired.is_empty() {
                 let expiring = Expiring {
@@ -220,11 +225,9 @@ where
                 self.exec.spawn(expiring.run());
             }
             if last {
-                // An arrival that found the queue locked by this scan pushed into the
-                // overflow, and may have read the deadline before it was cleared, starting no
-                // timer: one starts here for it, its deadline counted from this scan (later
-                // than its own by at most the scan).
-                if !state.overflow.is_empty() {
+                if overflowed {
+                    // A timer for what the overflow held, its deadline counted from this scan
+                    // (later than its own by at most the scan).
                     self.watch_age(now);
                 }
                 return;
