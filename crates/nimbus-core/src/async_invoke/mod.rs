@@ -80,6 +80,20 @@ pub(crate) struct Queued<E> {
     pub(crate) last_error: Option<Box<ErrorInfo>>,
 }
 
+impl<E> Queued<E> {
+    /// An event just accepted, before its first attempt.
+    fn arrived(request_id: RequestId, event: E, accepted_at: Instant, principal: Caller) -> Self {
+        Self {
+            request_id,
+            event,
+            accepted_at,
+            attempts: 0,
+            principal,
+            last_error: None,
+        }
+    }
+}
+
 /// One function's asynchronous invocation: its queue on top of its executor.
 pub(crate) struct AsyncInvoker<E, O> {
     exec: Arc<Executor<E, O>>,
@@ -289,14 +303,7 @@ where
                 return Err(self.refuse_sealed(event));
             }
             let request_id = ready.admit(&self.exec);
-            ready.push_back(Queued {
-                request_id,
-                event,
-                accepted_at,
-                attempts: 0,
-                principal,
-                last_error: None,
-            });
+            ready.push_back(Queued::arrived(request_id, event, accepted_at, principal));
             let oldest = ready.front().map_or(accepted_at, |q| q.accepted_at);
             (request_id, ready.len(), oldest)
         };

@@ -75,14 +75,9 @@ where
             return Err(self.refuse_sealed(event));
         }
         let request_id = self.exec.request_id(self.exec.reserve_request_ids(1));
-        state.overflow.push(Queued {
-            request_id,
-            event,
-            accepted_at,
-            attempts: 0,
-            principal,
-            last_error: None,
-        });
+        state
+            .overflow
+            .push(Queued::arrived(request_id, event, accepted_at, principal));
         state.overflowing.fetch_sub(1, Ordering::SeqCst);
         self.watch_fresh_age(accepted_at);
         state.wake_parked();

@@ -563,16 +563,19 @@ async fn events_waiting_behind_slow_handlers_get_workers_as_they_arrive() {
     assert_eq!(handle.metrics().concurrency, 8);
 }
 
-/// A worker whose queue empties waits a moment for the next event, so that a steady stream
-/// wakes it rather than starting a task per event; then it exits, and an idle function keeps
-/// no worker. The handler runs in the worker's task, so the task's id tells workers apart.
-#[tokio::test(start_paused = true)]
-async fn a_worker_waits_a_moment_for_the_next_event_then_exits() {
-    let rt = runtime(10);
-    let (tx, mut ran_in) = mpsc::unbounded_channel();
+/// A function that reports each event it runs with the id of the task it ran on (the handler
+/// runs in its worker's task, so the id tells workers apart).
+async fn reporting_workers(
+    rt: &nimbus_core::Runtime,
+    name: &str,
+) -> (
+    nimbus_core::FunctionHandle<u32, u32>,
+    mpsc::UnboundedReceiver<(u32, tokio::task::Id)>,
+) {
+    let (tx, ran_in) = mpsc::unbounded_channel();
     let handle = rt
         .register(Function::new(
-            "steady",
+            name,
             handler_fn(move |event: u32, _ctx: Context| {
                 let _ = tx.send((event, tokio::task::id()));
                 async { Ok::<_, FunctionError>(0) }
@@ -580,13 +583,28 @@ async fn a_worker_waits_a_moment_for_the_next_event_then_exits() {
         ))
         .await
         .unwrap();
+    (handle, ran_in)
+}
+
+/// Yields until the worker of a single-threaded test has parked.
+async fn let_it_park() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A worker whose queue empties waits a moment for the next event, so that a steady stream
+/// wakes it rather than starting a task per event; then it exits, and an idle function keeps
+/// no worker. The handler runs in the worker's task, so the task's id tells workers apart.
+#[tokio::test(start_paused = true)]
+async fn a_worker_waits_a_moment_for_the_next_event_then_exits() {
+    let rt = runtime(10);
+    let (handle, mut ran_in) = reporting_workers(&rt, "steady").await;
     handle.invoke_async(1).unwrap();
     let (_, first) = ran_in.recv().await.unwrap();
     // The queue is empty and the worker parked: the next arrival, a moment later (within the
     // timer's millisecond, so that no timer fires), wakes it.
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
+    let_it_park().await;
     tokio::time::advance(Duration::from_micros(100)).await;
     handle.invoke_async(2).unwrap();
     let (event, second) = ran_in.recv().await.unwrap();
@@ -610,25 +628,10 @@ async fn a_worker_waits_a_moment_for_the_next_event_then_exits() {
 #[tokio::test(start_paused = true)]
 async fn arrivals_behind_a_wake_up_run_without_waiting_for_a_timer() {
     let rt = runtime(10);
-    let (tx, mut ran_in) = mpsc::unbounded_channel();
-    let handle = rt
-        .register(Function::new(
-            "woken",
-            handler_fn(move |event: u32, _ctx: Context| {
-                let _ = tx.send((event, tokio::task::id()));
-                async { Ok::<_, FunctionError>(0) }
-            }),
-        ))
-        .await
-        .unwrap();
+    let (handle, mut ran_in) = reporting_workers(&rt, "woken").await;
     handle.invoke_async(0).unwrap();
     let (_, worker) = ran_in.recv().await.unwrap();
-    let parked = || async {
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
-    };
-    parked().await;
+    let_it_park().await;
     // On the paused clock, an event left for the worker's timer would move the clock on by
     // the park's millisecond before it ran.
     let start = Instant::now();
@@ -639,7 +642,7 @@ async fn arrivals_behind_a_wake_up_run_without_waiting_for_a_timer() {
         assert_eq!(ran_in.recv().await.unwrap(), (event, worker));
     }
     assert_eq!(Instant::now(), start, "no event waited for a timer");
-    parked().await;
+    let_it_park().await;
     handle.invoke_async(6).unwrap();
     assert_eq!(ran_in.recv().await.unwrap(), (6, worker));
     assert_eq!(Instant::now(), start, "the next arrival woke the worker");
