@@ -10,6 +10,14 @@
 //! (a handler whose timer fired late stays in flight while events keep arriving), and
 //! `sample_gap_max_ms`, the longest gap between two samples of the 1 ms sampler on the same
 //! runtime while the load runs.
+//!
+//! The sender does not make up ticks it missed. When the machine stalls the process for a few
+//! milliseconds, every hold ends at once when it resumes; a sender that then sent the missed
+//! ticks' events in one burst would start them all at once too, and until they ended, one
+//! hold later, the new arrivals would stack on top of them: λ·d plus the burst, a load
+//! well above the step's, which any system that starts events without delay would have to
+//! meet with as many instances. So after a stall the sender carries on at its rate from where
+//! it is, and λ is the rate it achieved over the time it took.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -44,19 +52,23 @@ struct Load {
 }
 
 impl Load {
-    /// Sends the load: `per_tick` events at each tick (a missed tick is made up at once),
-    /// calling `send` with each event's number.
-    async fn send(self, mut send: impl FnMut(u64)) {
+    /// Sends the load: `per_tick` events at each tick, calling `send` with each event's
+    /// number; a tick missed in a stall is not made up (see the module doc). Returns the time
+    /// the load took: from the first tick to one tick after the last.
+    async fn send(self, mut send: impl FnMut(u64)) -> Duration {
         let mut interval = tokio::time::interval(self.tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sent = 0;
+        let mut first = None;
         for _ in 0..self.ticks {
-            interval.tick().await;
+            let at = interval.tick().await;
+            first.get_or_insert(at);
             for _ in 0..self.per_tick {
                 send(sent);
                 sent += 1;
             }
         }
+        first.map_or(Duration::ZERO, |first| first.elapsed() + self.tick)
     }
 
     fn new(length: Duration) -> Self {
@@ -103,6 +115,8 @@ impl Holds {
 /// What one run of one system measured.
 struct Run {
     completed: u64,
+    /// How long the load took to send (its set length, unless the machine stalled).
+    sent_over: Duration,
     /// The mean time the handler held, measured.
     held: Duration,
     /// The longest hold.
@@ -116,7 +130,7 @@ struct Run {
 impl Run {
     /// The row of this run, with its verdict against the targets of the module doc.
     fn row(&self, scenario: &str, system: &str, load: &Load) -> Row {
-        let target = littles_law(self.completed as f64 / load.length.as_secs_f64(), self.held);
+        let target = littles_law(rate(self.completed, self.sent_over), self.held);
         let steady: Vec<(Duration, f64)> = self
             .samples
             .iter()
@@ -263,11 +277,12 @@ async fn nimbus_run(load: &Load) -> Run {
         (m.concurrency as f64, completed, settled)
     })
     .await;
-    let _ = producer.await;
+    let sent_over = producer.await.unwrap_or(load.length);
     runtime.shutdown(Duration::from_secs(1)).await;
     let completed = done.load(Ordering::Relaxed);
     Run {
         completed,
+        sent_over,
         held: holds.mean(completed),
         held_max: holds.max(),
         samples,
@@ -319,10 +334,11 @@ async fn spawn_run(load: &Load) -> Run {
         )
     })
     .await;
-    let _ = producer.await;
+    let sent_over = producer.await.unwrap_or(load.length);
     let completed = done.load(Ordering::Relaxed);
     Run {
         completed,
+        sent_over,
         held: holds.mean(completed),
         held_max: holds.max(),
         samples,
