@@ -191,6 +191,11 @@ pub(crate) fn round1(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
 
+/// `value` rounded to two decimals.
+pub(crate) fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
 /// The median of `values` (NaN when empty).
 pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();

@@ -27,7 +27,9 @@ use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
 
 use super::record::Latencies;
 use super::Sizes;
-use crate::bench::stats::{littles_law, percentile_us, rate, round1, scaling_fit, smoothed, Row};
+use crate::bench::stats::{
+    littles_law, percentile_us, rate, round1, round2, scaling_fit, smoothed, Row,
+};
 
 /// Concurrency over time of one system in the autoscale scenario.
 #[derive(Debug, Clone)]
@@ -192,10 +194,6 @@ impl Run {
                 .collect(),
         }
     }
-}
-
-fn round2(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
 }
 
 /// The step `sizes.reps` times; the curves are the first run's, the target its λ·d.

@@ -17,6 +17,12 @@
 //! tells whether the open loop kept its schedule: a late send counts in the event's latency,
 //! and comes either from other work on a shared machine taking the sender's core or from the
 //! system's enqueue call taking longer than the interval between events.
+//!
+//! `cpu_us_per_event` is the CPU time (user and system) the system's own thread used per event,
+//! from the sender's start to the last event (warm-up included, set-up and shutdown not): what
+//! serving events at that rate costs beside the sender's enqueue calls.
+//! On a shared 2-core machine a thread that needs more CPU is more often runnable while
+//! something else holds its core, which is where most of a run's tail comes from.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +32,7 @@ use nimbus::{handler_fn, Context, Function, FunctionError, Runtime};
 
 use super::record::Latencies;
 use super::Sizes;
-use crate::bench::stats::{median, percentile_us, rate, round1, Row};
+use crate::bench::stats::{median, percentile_us, rate, round1, round2, Row};
 use crate::bench::workloads;
 
 /// The fixed arrival rates, per second.
@@ -109,6 +115,14 @@ struct Sample {
     p999: f64,
     /// p99 of how late the sender sent, in µs.
     sender_late_p99: f64,
+    /// CPU time of the measuring thread per event, in µs.
+    cpu_per_event: f64,
+}
+
+/// The CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
 }
 
 /// Runs `count` events at `per_sec` through `system` once, after a warm-up of a tenth as many
@@ -124,6 +138,8 @@ async fn once(system: System, count: u64, per_sec: f64) -> Sample {
         let start = Instant::now();
         let mut runtime = None;
         let mut worker = None;
+        // Read when the system is set up, as its sender starts.
+        let cpu_before;
         let sender = match system {
             System::Nimbus => {
                 let rt = Runtime::default();
@@ -144,6 +160,7 @@ async fn once(system: System, count: u64, per_sec: f64) -> Sample {
                     .await
                     .expect("register");
                 runtime = Some(rt);
+                cpu_before = thread_cpu();
                 open_loop(count, per_sec, move |i, due| {
                     let _ = handle.invoke_async((i, due_ns(due)));
                 })
@@ -156,12 +173,14 @@ async fn once(system: System, count: u64, per_sec: f64) -> Sample {
                         lat.started(i, due);
                     }
                 }));
+                cpu_before = thread_cpu();
                 open_loop(count, per_sec, move |i, due| {
                     let _ = tx.send((i, due_ns(due)));
                 })
             }
             System::SpawnPerEvent => {
                 let lat = Arc::clone(&lat);
+                cpu_before = thread_cpu();
                 open_loop(count, per_sec, move |i, due| {
                     let (lat, due) = (Arc::clone(&lat), due_ns(due));
                     tokio::spawn(async move { lat.started(i, due) });
@@ -177,6 +196,8 @@ async fn once(system: System, count: u64, per_sec: f64) -> Sample {
         if let Some(worker) = worker {
             let _ = worker.await;
         }
+        // Before the shutdown, which is no part of serving the events.
+        let cpu = thread_cpu().saturating_sub(cpu_before);
         if let Some(runtime) = runtime {
             runtime.shutdown(Duration::from_secs(1)).await;
         }
@@ -187,6 +208,7 @@ async fn once(system: System, count: u64, per_sec: f64) -> Sample {
             p99: percentile_us(&h, 0.99),
             p999: percentile_us(&h, 0.999),
             sender_late_p99: late.map_or(f64::NAN, |late| percentile_us(&late, 0.99)),
+            cpu_per_event: cpu.as_secs_f64() * 1e6 / count as f64,
         }
     })
     .await
@@ -245,7 +267,8 @@ pub(crate) async fn latency(sizes: &Sizes) -> Vec<Row> {
                         round1(p99s.clone().fold(f64::INFINITY, f64::min)),
                     )
                     .with("p99_max_us", round1(p99s.fold(0.0, f64::max)))
-                    .with("sender_late_p99_us", round1(of(|s| s.sender_late_p99)));
+                    .with("sender_late_p99_us", round1(of(|s| s.sender_late_p99)))
+                    .with("cpu_us_per_event", round2(of(|s| s.cpu_per_event)));
                 row.p50_us = Some(of(|s| s.p50));
                 row.p99_us = Some(of(|s| s.p99));
                 row.p999_us = Some(of(|s| s.p999));
