@@ -10,12 +10,14 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::WaitForCancellationFuture;
 
 use super::expiry::AgeCheck;
 use super::gauge::CountGuard;
@@ -47,6 +49,9 @@ where
         // Handlers this worker ran in a row that were not long: a whole chunk is taken only
         // after a batch's worth of them (see the take below).
         let mut short_runs = 0usize;
+        // Kept across parks (see `park`).
+        let stopping = self.exec.hard_stop().cancelled();
+        tokio::pin!(stopping);
         'work: loop {
             held.settle();
             if self.exec.is_stopped() {
@@ -57,7 +62,7 @@ where
             self.hand_back_beyond_batch(&mut held.batch);
             if held.batch.is_empty() && state.lock_ready().is_empty() {
                 held.off_cpu();
-                if !self.park().await {
+                if !self.park(stopping.as_mut()).await {
                     break 'work;
                 }
                 held.on_cpu();
@@ -397,7 +402,12 @@ where
     /// have been meant for another worker), or when the wait ran out with events queued;
     /// false when it ran out with the queue empty, or the function is stopping: the worker is
     /// to exit.
-    async fn park(&self) -> bool {
+    ///
+    /// `stopping` is the worker's own, kept from one park to the next: a cancellation waiter
+    /// registered and removed per park cost a worker that parks after each event (a light,
+    /// steady load) a tenth of what the event cost. (The timer is not kept: kept, it cost
+    /// fewer instructions but more CPU per event at 10,000 events/s on real threads.)
+    async fn park(&self, mut stopping: Pin<&mut WaitForCancellationFuture<'_>>) -> bool {
         let state = &self.state;
         let unparked = state.unpark.notified();
         tokio::pin!(unparked);
@@ -424,7 +434,7 @@ where
                     state.waking.store(false, Ordering::SeqCst);
                     true
                 }
-                () = self.exec.hard_stop().cancelled() => return false,
+                () = stopping.as_mut() => return false,
                 () = tokio::time::sleep(super::PARK_FOR) => false,
             }
         };
